@@ -1,0 +1,1 @@
+"""Platform connectors. One package per platform (mapping, client, sandbox) behind ``connectors.base``."""

@@ -1,0 +1,232 @@
+"""The one interface every platform connector implements, and what the framework hands it.
+
+Deliver path: the sink worker (``daemon/sink``) takes a canonical ``InvoiceEvent``, loads the
+``DocumentState`` its ledger holds for (target, invoice) and calls ``Connector.deliver``. The connector
+makes the platform's books match the event (customer, items, invoice create/update/void, payments and
+refunds) and returns the new ``DocumentState``; the worker commits that state and the Kafka offset in
+one PostgreSQL transaction. Retries, rate limits, dead-lettering and metrics live in the framework.
+
+Contract for implementers:
+* ``deliver`` may be called again with the same ``doc`` after any exception (crash, timeout, retry).
+  Before *creating* anything it must therefore make sure it does not already exist: use
+  ``doc`` ids first, and when ``ctx.attempt > 1`` or after an ``UncertainOutcomeError`` look the
+  document up by its reference (the shop's invoice number, our payment reference).
+* After each platform write that creates or changes a document, call ``ctx.checkpoint(doc)`` so the
+  external id / concurrency token survive a crash in the middle of a multi-call delivery.
+* Raise the ``DeliveryError`` subclass that classifies the failure; never swallow an error.
+* Shared entities (customers, items) go through ``ctx.entities`` — with its lock when creating — so
+  two invoices of one new customer never create it twice.
+* Secrets and customer PII never go to logs; log ids, numbers and statuses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.canonical import InvoiceEvent, LineKind
+from daemon.config import TargetConfig
+
+# --- Failure classes ---------------------------------------------------------------------------------
+
+
+class ErrorClass(StrEnum):
+    RETRYABLE = "retryable"  # network, 5xx, 429: back off and try again
+    AUTH = "auth"  # expired/invalid token: refresh, then try again
+    STALE = "stale"  # concurrency token out of date: re-read the document, retry once
+    PERMANENT = "permanent"  # validation and the like: dead-letter, park the invoice
+
+
+class DeliveryError(Exception):
+    error_class: ClassVar[ErrorClass] = ErrorClass.PERMANENT
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        platform_code: str | None = None,
+        retry_after: float | None = None,
+        detail: Any = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.platform_code = platform_code
+        self.retry_after = retry_after
+        self.detail = detail  # the platform's error body (already free of secrets)
+
+
+class RetryableError(DeliveryError):
+    error_class = ErrorClass.RETRYABLE
+
+
+class RateLimitedError(RetryableError):
+    """429 or the platform's equivalent; ``retry_after`` in seconds when the platform says."""
+
+
+class UncertainOutcomeError(RetryableError):
+    """The request may have been applied (timeout after send, connection drop, 5xx): look it up first."""
+
+
+class AuthError(DeliveryError):
+    error_class = ErrorClass.AUTH
+
+
+class StaleTokenError(DeliveryError):
+    error_class = ErrorClass.STALE
+
+
+class PermanentError(DeliveryError):
+    error_class = ErrorClass.PERMANENT
+
+
+class ClosedPeriodError(PermanentError):
+    """The platform refuses the change because the books are closed for that date."""
+
+
+# --- Ledger state handed to the connector ------------------------------------------------------------
+
+
+class ExternalRef(BaseModel):
+    """A document or entity at the platform: its id and its concurrency token, if it has one."""
+
+    model_config = ConfigDict(extra="forbid")
+    external_id: str
+    token: str | None = None  # SyncToken, EditSequence, RowVersion, ETag, write_date …
+    amount: Decimal | None = None  # for payments and refunds: what was posted
+    status: str | None = None  # e.g. "applied", "voided", "deleted"
+
+
+class DocumentState(BaseModel):
+    """What the ledger knows of one invoice at one target. Returned, changed, by ``deliver``."""
+
+    model_config = ConfigDict(extra="forbid")
+    external_id: str | None = None
+    token: str | None = None
+    status: Literal["none", "posted", "voided", "deleted", "queued"] = "none"
+    delivered_version: int = 0
+    payload_hash: str | None = None
+    customer_id: str | None = None
+    payments: dict[str, ExternalRef] = Field(default_factory=dict)  # source payment id -> ref
+    refunds: dict[str, ExternalRef] = Field(default_factory=dict)  # source refund id -> ref
+    extra: dict[str, str] = Field(default_factory=dict)  # connector-specific (e.g. tax difference)
+
+
+class EntityStore(Protocol):
+    """Target-wide map of shared entities (customers, items, tax codes) to their platform ids."""
+
+    def get(self, kind: str, key: str) -> ExternalRef | None: ...
+
+    def put(self, kind: str, key: str, ref: ExternalRef) -> None: ...
+
+    def lock(self, kind: str, key: str) -> AbstractContextManager[None]:
+        """Held while looking up and creating one entity; serialises across threads and processes."""
+        ...
+
+
+class DeliveryContext(Protocol):
+    target: str
+    attempt: int  # 1 on the first try of this event; > 1 means an earlier try may have partly happened
+    entities: EntityStore
+
+    def checkpoint(self, doc: DocumentState) -> None:
+        """Persist ``doc`` now (not the offset): an external id created mid-delivery survives a crash."""
+        ...
+
+    def idempotency_key(self, *parts: object) -> str:
+        """A stable key from target, invoice, version and ``parts``, for request-id headers."""
+        ...
+
+
+class RemoteInvoice(BaseModel):
+    """An invoice read back from the platform, for reconciliation and uncertain-outcome lookups."""
+
+    external_id: str
+    number: str | None = None
+    token: str | None = None
+    status: str | None = None  # platform status, mapped to draft/issued/void/deleted where possible
+    total: Decimal | None = None
+    tax_total: Decimal | None = None
+    balance: Decimal | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class Connector(ABC):
+    """One platform. Small: mapping (canonical -> platform payloads), client (HTTP/SOAP/XML-RPC)."""
+
+    platform: ClassVar[str]  # e.g. "quickbooks-online"; the value of ``platform`` in the config
+    settings_model: ClassVar[type[BaseModel]]  # validates TargetConfig.settings for this platform
+    supports_batch: ClassVar[bool] = False
+    # Pull platforms (QuickBooks Desktop's Web Connector) only queue work in deliver(); the platform
+    # fetches it later through the daemon's own endpoint.
+    pull_model: ClassVar[bool] = False
+
+    def __init__(self, target: TargetConfig, runtime: "ConnectorRuntime") -> None:
+        self.target = target
+        self.runtime = runtime
+        self.settings = self.settings_model.model_validate(target.settings)
+
+    @abstractmethod
+    def deliver(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
+        """Make the platform match ``event``; return the new state (delivered_version = event.version)."""
+
+    @abstractmethod
+    def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
+        """Look the invoice up by its reference (the shop's invoice number), for uncertain outcomes."""
+
+    @abstractmethod
+    def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:
+        """Read one invoice back (reconciliation); None when the platform no longer has it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and sessions."""
+
+
+class ConnectorRuntime(Protocol):
+    """What the daemon gives a connector: its credential store and its rate limiter."""
+
+    def credentials(self, target: str) -> "CredentialSource": ...
+
+    def limiter(
+        self,
+        target: TargetConfig,
+        *,
+        per_second: float | None = None,
+        per_minute: float | None = None,
+        per_day: float | None = None,
+        concurrency: int = 4,
+    ) -> Any:
+        """A ``connectors.ratelimit.Limiter`` from the platform's documented limits (the arguments),
+        unless the target's config overrides them. Build ``connectors.http.PlatformHttp`` with it."""
+        ...
+
+
+class CredentialSource(Protocol):
+    def get(self) -> dict[str, Any]:
+        """The stored credential document (client id/secret, tokens, tenant/realm)."""
+        ...
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Persist changes atomically (a rotated refresh token) before they are used."""
+        ...
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Serialise refreshes across threads and processes."""
+        ...
+
+
+def income_kind(kind: LineKind) -> LineKind:
+    """Line kinds that post like another kind when the mapping has no entry of their own."""
+    return {LineKind.CORE_RETURN: LineKind.CORE_CHARGE}.get(kind, kind)
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

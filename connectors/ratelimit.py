@@ -1,0 +1,84 @@
+"""Client-side rate limiting shared by every connector: token buckets from documented limits.
+
+A target gets one ``Limiter`` (per platform tenant); it holds one bucket per window the platform
+documents (per second, per minute, per day) plus a concurrency cap, and slows down adaptively when the
+platform still answers 429.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+
+class TokenBucket:
+    """``rate`` tokens per ``per`` seconds, bursting up to ``capacity``. Thread-safe."""
+
+    def __init__(self, rate: float, per: float, capacity: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.fill_per_s = rate / per
+        self.capacity = capacity if capacity is not None else rate
+        self._tokens = self.capacity
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.fill_per_s)
+        self._last = now
+
+    def reserve(self) -> float:
+        """Take one token; return how long the caller must wait before using it (0 = now)."""
+        with self._lock:
+            self._refill()
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.fill_per_s
+
+    def drain_for(self, seconds: float) -> None:
+        """The platform said 'slow down': owe ``seconds`` worth of tokens."""
+        with self._lock:
+            self._refill()
+            self._tokens = min(self._tokens, 0.0) - seconds * self.fill_per_s
+
+
+class Limiter:
+    def __init__(self, buckets: list[TokenBucket], concurrency: int,
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_wait: Callable[[float], None] | None = None) -> None:
+        self.buckets = buckets
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._sleep = sleep
+        self._on_wait = on_wait
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Wait for a concurrency slot and a token in every bucket, then run the request."""
+        with self._slots:
+            wait = max((b.reserve() for b in self.buckets), default=0.0)
+            if wait > 0:
+                if self._on_wait:
+                    self._on_wait(wait)
+                self._sleep(wait)
+            yield
+
+    def back_off(self, retry_after: float | None) -> None:
+        """Adaptive slow-down after a 429: honour Retry-After, else pause one second's worth."""
+        for b in self.buckets:
+            b.drain_for(retry_after if retry_after is not None else 1.0)
+
+
+def limiter_from(per_second: float | None, per_minute: float | None, per_day: float | None,
+                 concurrency: int, **kwargs) -> Limiter:
+    buckets = []
+    if per_second:
+        buckets.append(TokenBucket(per_second, 1.0))
+    if per_minute:
+        # Burst of at most a tenth of the minute so a backlog does not trip a per-second fair-use check.
+        buckets.append(TokenBucket(per_minute, 60.0, capacity=max(1.0, per_minute / 10)))
+    if per_day:
+        buckets.append(TokenBucket(per_day, 86400.0, capacity=max(1.0, per_day / 100)))
+    return Limiter(buckets, concurrency, **kwargs)

@@ -1,0 +1,161 @@
+"""What every platform sandbox shares: serving an ASGI app on loopback, OAuth2 token issuing with
+expiry and rotating refresh tokens, rate limiting answered as the platform answers, and fault injection
+(500s, 429s, timeouts, slow answers) for chaos tests. Each platform's sandbox builds on these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """An ASGI app served by uvicorn in a background thread on 127.0.0.1."""
+
+    def __init__(self, app, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.port = port or free_port()
+        self.host = host
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off",
+                                access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"sandbox-{self.port}", daemon=True)
+
+    def start(self) -> "RunningServer":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"sandbox on port {self.port} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> "RunningServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class TokenIssuer:
+    """An OAuth2 authorisation server's token endpoint logic (refresh_token grant).
+
+    Access tokens expire after ``access_ttl_s``; each refresh rotates the refresh token and the old one
+    dies at once (single use, as Xero and QuickBooks do) unless ``rotate`` is False.
+    """
+
+    clients: dict[str, str] = field(default_factory=dict)  # client_id -> client_secret
+    access_ttl_s: float = 3600.0
+    rotate: bool = True
+    _access: dict[str, float] = field(default_factory=dict)  # token -> expiry
+    _refresh: dict[str, str] = field(default_factory=dict)  # refresh token -> client_id
+    refresh_count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def register_client(self, client_id: str, client_secret: str) -> str:
+        """Register a client and return an initial refresh token for it (the 'consent' step)."""
+        self.clients[client_id] = client_secret
+        token = "rt-" + secrets.token_urlsafe(24)
+        self._refresh[token] = client_id
+        return token
+
+    def refresh(self, client_id: str, client_secret: str, refresh_token: str) -> dict | None:
+        """Return the token response, or None for invalid_client / invalid_grant."""
+        with self._lock:
+            if self.clients.get(client_id) != client_secret or self._refresh.get(refresh_token) != client_id:
+                return None
+            access = "at-" + secrets.token_urlsafe(24)
+            self._access[access] = time.time() + self.access_ttl_s
+            new_refresh = refresh_token
+            if self.rotate:
+                del self._refresh[refresh_token]
+                new_refresh = "rt-" + secrets.token_urlsafe(24)
+                self._refresh[new_refresh] = client_id
+            self.refresh_count += 1
+            return {"access_token": access, "token_type": "bearer", "expires_in": int(self.access_ttl_s),
+                    "refresh_token": new_refresh}
+
+    def valid(self, authorization: str | None) -> bool:
+        if not authorization or not authorization.startswith("Bearer "):
+            return False
+        expiry = self._access.get(authorization[len("Bearer "):])
+        return expiry is not None and expiry > time.time()
+
+    def expire_all(self) -> None:
+        """Test hook: every access token expires now (the next call must refresh)."""
+        for token in self._access:
+            self._access[token] = 0.0
+
+
+class WindowLimit:
+    """Sliding-window request counter: at most ``limit`` requests per ``window_s`` per key."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self.breaches = 0
+
+    def hit(self, key: str) -> float | None:
+        """Count a request; None if allowed, else seconds until the window has room."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._hits.setdefault(key, deque())
+            while q and q[0] <= now - self.window_s:
+                q.popleft()
+            if len(q) >= self.limit:
+                self.breaches += 1
+                return q[0] + self.window_s - now
+            q.append(now)
+            return None
+
+
+@dataclass
+class Faults:
+    """Fault injection for chaos tests: probabilities per request, decided by a seeded RNG."""
+
+    error_500: float = 0.0
+    error_429: float = 0.0
+    timeout: float = 0.0  # hang past the client's timeout (the write may still be applied: see apply_then_hang)
+    slow_s: float = 0.0
+    apply_then_hang: bool = True
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        import random
+
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> str | None:
+        with self._lock:
+            r = self._rng.random()
+        if r < self.error_500:
+            return "500"
+        if r < self.error_500 + self.error_429:
+            return "429"
+        if r < self.error_500 + self.error_429 + self.timeout:
+            return "timeout"
+        return None
+
+    async def hang(self, seconds: float = 30.0) -> None:
+        await asyncio.sleep(seconds)

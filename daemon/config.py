@@ -1,0 +1,166 @@
+"""Configuration: one YAML file, validated by these models, with environment overrides.
+
+Secrets never come from the command line: a target's credentials are seeded from a file or from
+environment variables (``credentials_file`` / ``credentials_env``) into the encrypted credential store.
+Environment overrides: ``LEDGERWIRE__KAFKA__BOOTSTRAP_SERVERS=…`` sets ``kafka.bootstrap_servers``
+(double underscores separate levels).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from daemon.canonical import LineKind
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaConfig(_Config):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    canonical_topic: str = "ledgerwire.invoices"
+    canonical_partitions: int = Field(6, ge=1)
+    fold_state_topic: str = "ledgerwire.fold-state"  # compacted changelog of the fold's state
+    dead_letter_topic: str = "ledgerwire.dead-letter"
+    fold_group: str = "ledgerwire-fold"
+    sink_group_prefix: str = "ledgerwire-sink-"
+    extra: dict[str, str] = Field(default_factory=dict)  # passed to librdkafka as they are
+
+
+class SourceConfig(_Config):
+    """Where Debezium writes the shop database's changes."""
+
+    topic_prefix: str = "shop"  # Debezium's topic.prefix
+    schema_name: str = "public"
+    transaction_topic: str | None = None  # default: "<prefix>.transaction"
+    incomplete_transaction_timeout_s: float = Field(30.0, gt=0)
+    max_buffered_events: int = Field(200_000, gt=0)
+
+    @property
+    def tx_topic(self) -> str:
+        return self.transaction_topic or f"{self.topic_prefix}.transaction"
+
+    def table_topic(self, table: str) -> str:
+        return f"{self.topic_prefix}.{self.schema_name}.{table}"
+
+
+class PostgresConfig(_Config):
+    """Ledgerwire's own database: sync ledger, sink offsets, credentials, audit trail, DLQ index."""
+
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/ledgerwire"
+
+
+class MappingConfig(_Config):
+    """How the shop's lines, taxes and payments post into this target's books (bookkeeper's choice)."""
+
+    income_accounts: dict[LineKind, str] = Field(default_factory=dict)  # line kind -> account id/code
+    item_mode: Literal["per_line_kind", "per_part_number"] = "per_line_kind"
+    items: dict[LineKind, str] = Field(default_factory=dict)  # generic item per line kind (id or name)
+    tax_codes: dict[str, str] = Field(default_factory=dict)  # source tax code -> platform tax code/rate
+    payment_accounts: dict[str, str] = Field(default_factory=dict)  # payment method -> deposit account
+    location_tracking: dict[str, str] = Field(default_factory=dict)  # location code -> class/dept/branch
+    customer_match: list[Literal["email", "phone", "name"]] = Field(default_factory=lambda: ["email", "name"])
+    discount_posting: Literal["line", "discount_account"] = "line"
+    core_account: str | None = None  # liability/income account for core charges and returns
+
+
+class RateLimit(_Config):
+    per_minute: float | None = None
+    per_second: float | None = None
+    per_day: float | None = None
+    concurrency: int = Field(4, ge=1)
+
+
+class Schedule(_Config):
+    mode: Literal["realtime", "interval", "end_of_day"] = "realtime"
+    every_minutes: int | None = Field(None, ge=1)
+    at_local_time: str | None = None  # "18:30" with end_of_day
+    timezone: str = "UTC"
+
+
+class TargetConfig(_Config):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    platform: str
+    base_url: str | None = None  # the platform's API root (the sandbox's URL in demo and tests)
+    locations: list[str] = Field(default_factory=list)  # location codes routed here; empty = all
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
+    settings: dict[str, Any] = Field(default_factory=dict)  # validated by the connector's settings_model
+    credentials_file: Path | None = None  # JSON seed for the credential store
+    credentials_env: str | None = None  # name of an env var holding that JSON
+    rate_limit: RateLimit | None = None  # overrides the connector's documented defaults
+    schedule: Schedule = Field(default_factory=Schedule)
+    enabled: bool = True
+    request_timeout_s: float = Field(20.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
+
+    def routes(self, location_code: str) -> bool:
+        return not self.locations or location_code in self.locations
+
+
+class HttpConfig(_Config):
+    host: str = "127.0.0.1"
+    port: int = 9464  # /metrics, /healthz, /readyz (and the QuickBooks Web Connector endpoint)
+
+
+class AppConfig(_Config):
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    run_fold: bool = True
+    run_sinks: bool = True
+    secret_key_file: Path | None = None  # else env LEDGERWIRE_SECRET_KEY
+    shutdown_grace_s: float = Field(20.0, gt=0)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[TargetConfig]) -> list[TargetConfig]:
+        names = [t.name for t in targets]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {sorted(dupes)}")
+        return targets
+
+    @model_validator(mode="after")
+    def _known_platforms(self) -> "AppConfig":
+        from connectors.registry import known_platforms
+
+        for t in self.targets:
+            if t.platform not in known_platforms():
+                raise ValueError(f"target {t.name!r}: unknown platform {t.platform!r}; known: {known_platforms()}")
+        return self
+
+    def target(self, name: str) -> TargetConfig:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(f"no target named {name!r}; configured: {[t.name for t in self.targets]}")
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for key, value in environ.items():
+        if not key.startswith("LEDGERWIRE__"):
+            continue
+        path = [p.lower() for p in key[len("LEDGERWIRE__") :].split("__")]
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> AppConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+        data = loaded
+    return AppConfig.model_validate(_apply_env_overrides(data, dict(os.environ if environ is None else environ)))

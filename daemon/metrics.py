@@ -1,0 +1,93 @@
+"""Every Prometheus metric Ledgerwire exports, in one place (the README's metric table lists them).
+
+Naming follows Prometheus conventions: ``ledgerwire_`` prefix, base units in names (``_seconds``),
+``_total`` for counters, histograms for latencies. Labels are bounded: target names, platform names,
+error classes, partitions — never invoice ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+# --- decode and fold --------------------------------------------------------------------------------
+CDC_EVENTS = Counter(
+    "ledgerwire_cdc_events_total", "Debezium row events decoded, by table and op (c/u/d/r/t).", ["table", "op"]
+)
+CDC_DECODE_FAILURES = Counter(
+    "ledgerwire_cdc_decode_failures_total", "Malformed CDC records sent to the dead-letter topic.", ["topic"]
+)
+FOLD_TRANSACTIONS = Counter(
+    "ledgerwire_fold_transactions_total", "Source transactions applied by the fold, by how they completed.",
+    ["completion"],  # complete | snapshot | timed_out | no_metadata
+)
+FOLD_EVENTS_EMITTED = Counter(
+    "ledgerwire_fold_events_emitted_total", "Canonical invoice events produced.", ["status"]
+)
+FOLD_UNCHANGED_SKIPPED = Counter(
+    "ledgerwire_fold_unchanged_skipped_total", "Touched invoices whose content did not change (no new version)."
+)
+FOLD_TOTALS_MISMATCH = Counter(
+    "ledgerwire_fold_totals_mismatch_total", "Emitted invoice versions whose stored totals differ from the lines."
+)
+FOLD_BUFFERED_TRANSACTIONS = Gauge(
+    "ledgerwire_fold_buffered_transactions", "Source transactions waiting for their remaining events."
+)
+FOLD_BUFFERED_EVENTS = Gauge("ledgerwire_fold_buffered_events", "Row events held in incomplete transactions.")
+FOLD_KAFKA_TX_SECONDS = Histogram(
+    "ledgerwire_fold_kafka_transaction_seconds", "Time to commit one Kafka transaction of the fold.",
+    buckets=LATENCY_BUCKETS,
+)
+FOLD_STATE_ROWS = Gauge("ledgerwire_fold_state_rows", "Source rows mirrored in the fold's state, by table.", ["table"])
+
+# --- consumers ----------------------------------------------------------------------------------------
+CONSUMER_LAG = Gauge(
+    "ledgerwire_consumer_lag_messages", "End offset minus committed/next offset.", ["group", "topic", "partition"]
+)
+
+# --- delivery -----------------------------------------------------------------------------------------
+DELIVERIES = Counter(
+    "ledgerwire_deliveries_total", "Invoice versions handled by a sink, by outcome.",
+    ["target", "platform", "outcome"],  # delivered | skipped_stale | coalesced | dead_lettered | parked | queued
+)
+DELIVERY_LATENCY = Histogram(
+    "ledgerwire_delivery_seconds", "Time from picking an event up to the platform confirming it.",
+    ["target"], buckets=LATENCY_BUCKETS,
+)
+END_TO_END_LATENCY = Histogram(
+    "ledgerwire_end_to_end_latency_seconds", "Source commit to document posted at the platform.",
+    ["target"], buckets=LATENCY_BUCKETS,
+)
+DELIVERY_FAILURES = Counter(
+    "ledgerwire_delivery_failures_total", "Failed delivery attempts by error class.", ["target", "error_class"]
+)
+RETRIES = Counter("ledgerwire_delivery_retries_total", "Delivery attempts that were retries.", ["target"])
+API_CALLS = Counter(
+    "ledgerwire_api_calls_total", "HTTP/SOAP/XML-RPC calls to a platform, by result class.",
+    ["target", "platform", "result"],  # ok | retryable | auth | stale | permanent | rate_limited | network
+)
+API_LATENCY = Histogram(
+    "ledgerwire_api_call_seconds", "Platform API call latency.", ["target", "platform"], buckets=LATENCY_BUCKETS
+)
+RATE_LIMIT_WAIT = Counter(
+    "ledgerwire_rate_limit_wait_seconds_total", "Time spent waiting for the client-side rate limiter.", ["target"]
+)
+RATE_LIMITED = Counter("ledgerwire_rate_limited_total", "429 answers received from the platform.", ["target"])
+DLQ_SIZE = Gauge("ledgerwire_dead_letter_open", "Dead-lettered events not yet retried or dropped.", ["target"])
+PARKED_INVOICES = Gauge("ledgerwire_parked_invoices", "Invoices held back behind a dead-lettered version.", ["target"])
+TOKEN_EXPIRY = Gauge(
+    "ledgerwire_credential_expiry_timestamp_seconds", "When the target's access token expires (Unix time).",
+    ["target"],
+)
+TOKEN_REFRESHES = Counter("ledgerwire_token_refreshes_total", "OAuth2 token refreshes.", ["target", "result"])
+LAST_SUCCESS = Gauge(
+    "ledgerwire_last_delivery_timestamp_seconds", "Unix time of the target's last successful delivery.", ["target"]
+)
+WAITING_FOR_WINDOW = Gauge(
+    "ledgerwire_waiting_for_schedule", "Invoice versions held until the target's scheduled window.", ["target"]
+)
+RECONCILE_MISMATCHES = Gauge(
+    "ledgerwire_reconcile_mismatches", "Open differences found by the last reconciliation.", ["target", "kind"]
+)
+UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
