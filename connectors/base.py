@@ -188,9 +188,22 @@ class Connector(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and sessions."""
 
+    def asgi_app(self) -> Any | None:
+        """An ASGI app the daemon mounts at ``/connectors/<target>/`` (pull platforms' endpoints)."""
+        return None
+
+    @classmethod
+    def ledger_ddl(cls) -> str:
+        """Extra tables this connector keeps in Ledgerwire's PostgreSQL (``CREATE … IF NOT EXISTS``)."""
+        return ""
+
 
 class ConnectorRuntime(Protocol):
-    """What the daemon gives a connector: its credential store and its rate limiter."""
+    """What the daemon gives a connector: its credential store, its rate limiter, and PostgreSQL."""
+
+    # A psycopg_pool.ConnectionPool on Ledgerwire's database in the daemon; None in unit tests (a
+    # connector that keeps its own tables must then fall back to memory).
+    pg_pool: Any
 
     def credentials(self, target: str) -> "CredentialSource": ...
 

@@ -14,6 +14,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import uvicorn
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 
 def free_port() -> int:
@@ -159,3 +163,37 @@ class Faults:
 
     async def hang(self, seconds: float = 30.0) -> None:
         await asyncio.sleep(seconds)
+
+
+class BookedInvoice(BaseModel):
+    """A platform-neutral view of one invoice document in a sandbox's books (for end-to-end checks)."""
+
+    number: str  # the shop's invoice number as the platform stores it (DocNumber, InvoiceNumber, RefNumber…)
+    external_id: str
+    voided: bool  # voided, cancelled or deleted at the platform
+    total: Decimal
+    tax_total: Decimal
+    line_count: int
+    payments_applied: Decimal  # sum of live (not voided/deleted) payment amounts applied to it
+    payment_count: int  # live payments applied to it
+
+
+class Sandbox(Protocol):
+    """What every platform sandbox module offers as ``Sandbox`` (demo, end-to-end tests, chaos tests)."""
+
+    app: Any  # the ASGI app
+    faults: Faults
+
+    def serve(self, port: int | None = None) -> RunningServer: ...
+
+    def seed_credentials(self) -> dict[str, Any]:
+        """Register an app/company and return the credential document the connector starts from."""
+        ...
+
+    def target_config(self, name: str, base_url: str) -> dict[str, Any]:
+        """A TargetConfig dict (platform, base_url, settings, mapping) that works against this sandbox."""
+        ...
+
+    def booked_invoices(self) -> list[BookedInvoice]:
+        """Every invoice document in the books, duplicates included (so a test can count them)."""
+        ...

@@ -92,6 +92,8 @@ class MemoryContext:
 class MemoryRuntime:
     """ConnectorRuntime for tests: credentials per target in memory, plain HTTP clients, no real limits."""
 
+    pg_pool = None
+
     def __init__(self, credentials: dict[str, dict[str, Any]] | None = None) -> None:
         self._credentials = {k: MemoryCredentials(v) for k, v in (credentials or {}).items()}
 
