@@ -177,6 +177,20 @@ class Connector(ABC):
     def deliver(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
         """Make the platform match ``event``; return the new state (delivered_version = event.version)."""
 
+    def deliver_many(
+        self, batch: list[tuple[InvoiceEvent, DocumentState, DeliveryContext]]
+    ) -> list[DocumentState | DeliveryError]:
+        """Deliver several invoices (distinct invoice ids, newest version of each). Platforms with batch
+        endpoints (``supports_batch``) override this to use fewer calls; the result list is in the same
+        order, each entry the new state or the error that invoice failed with."""
+        results: list[DocumentState | DeliveryError] = []
+        for event, doc, ctx in batch:
+            try:
+                results.append(self.deliver(event, doc, ctx))
+            except DeliveryError as exc:
+                results.append(exc)
+        return results
+
     @abstractmethod
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
         """Look the invoice up by its reference (the shop's invoice number), for uncertain outcomes."""
