@@ -1,0 +1,412 @@
+"""The local stack without Docker: PostgreSQL, Kafka (KRaft) and Kafka Connect + Debezium.
+
+PostgreSQL comes from Debian's packages (initdb in a private directory); Kafka, Connect and the Debezium
+PostgreSQL connector are jars from Maven Central at the versions pinned in ``stack/pom.xml`` (Maven's
+own cache keeps them between runs). ``ledgerwire stack up`` starts everything, waits for health and
+registers the connector; ``ledgerwire stack down`` stops it. Ports and the state directory are
+configurable, so tests can run a stack of their own beside a developer's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+POM = REPO / "stack" / "pom.xml"
+SHOP_SCHEMA = REPO / "schemas" / "source" / "shop.sql"
+CAPTURED_TABLES = ("locations", "customers", "vehicles", "jobs", "tax_rates", "invoices", "invoice_lines",
+                   "line_taxes", "payments", "refunds")
+CONNECTOR_NAME = "shop-source"
+
+LOG4J2 = """rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=FILE
+appender.file.type=File
+appender.file.name=FILE
+appender.file.fileName=${sys:lw.log.file}
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=WARN
+logger.state.name=state.change.logger
+logger.state.level=WARN
+logger.reflections.name=org.reflections
+logger.reflections.level=ERROR
+"""
+
+
+@dataclass
+class StackConfig:
+    home: Path = field(default_factory=lambda: Path(os.environ.get("LEDGERWIRE_STACK_DIR", REPO / ".stack")))
+    pg_port: int = int(os.environ.get("LEDGERWIRE_PG_PORT", "55432"))
+    kafka_port: int = int(os.environ.get("LEDGERWIRE_KAFKA_PORT", "59092"))
+    controller_port: int = int(os.environ.get("LEDGERWIRE_KAFKA_CONTROLLER_PORT", "59093"))
+    connect_port: int = int(os.environ.get("LEDGERWIRE_CONNECT_PORT", "58083"))
+    shop_db: str = "shop"
+    ledger_db: str = "ledgerwire"
+    topic_prefix: str = "shop"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    def dsn(self, db: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{db}"
+
+    @property
+    def shop_dsn(self) -> str:
+        return self.dsn(self.shop_db)
+
+    @property
+    def ledger_dsn(self) -> str:
+        return self.dsn(self.ledger_db)
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def lib(self) -> Path:
+        return self.home / "lib"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+# --- jars ---------------------------------------------------------------------------------------------
+
+
+def fetch_jars(cfg: StackConfig) -> None:
+    """Copy the pinned jars out of Maven's cache (downloading them once) into the stack directory."""
+    stamp = cfg.lib / "pom.stamp"
+    wanted = POM.read_text()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is not installed; run `make bootstrap` or apt-get install maven")
+    if cfg.lib.exists():
+        shutil.rmtree(cfg.lib)
+    for profile in ("kafka", "debezium"):
+        out = cfg.lib / profile
+        log.info("fetching_jars", profile=profile)
+        subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(POM), f"-P{profile}", "dependency:copy-dependencies",
+             f"-DoutputDirectory={out}", "-DincludeScope=runtime"],
+            check=True,
+        )
+    plugin = cfg.lib / "plugins" / "debezium-postgres"
+    plugin.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(cfg.lib / "debezium", plugin)
+    stamp.write_text(wanted)
+
+
+# --- processes ----------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], heap: str) -> int:
+    pid_file = cfg.home / f"{name}.pid"
+    if pid_file.exists() and _pid_alive(int(pid_file.read_text())):
+        return int(pid_file.read_text())
+    cfg.logs.mkdir(parents=True, exist_ok=True)
+    log4j = cfg.home / "log4j2.properties"
+    log4j.write_text(LOG4J2)
+    cmd = ["java", f"-Xmx{heap}", "-XX:+UseSerialGC", f"-Dlog4j2.configurationFile={log4j}", f"-Dlw.log.file={cfg.logs / (name + '.log')}",
+           "-cp", f"{cfg.lib / 'kafka'}/*", main_class, *args]
+    out = open(cfg.logs / f"{name}.out", "ab")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cfg.home)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _stop_pid(cfg: StackConfig, name: str, timeout: float = 20.0) -> None:
+    pid_file = cfg.home / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------
+
+
+def _pg_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    if not candidates:
+        raise StackError("PostgreSQL server binaries not found; run `make bootstrap` (apt-get install postgresql)")
+    return candidates[-1].parent
+
+
+def _as_pg_user(cmd: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; on CI and in containers we are root.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def start_postgres(cfg: StackConfig) -> None:
+    bin_dir = _pg_bin()
+    data = cfg.home / "pg" / "data"
+    sock = cfg.home / "pg"
+    sock.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(sock, pw.pw_uid, pw.pw_gid)
+        os.chmod(cfg.home, 0o755)
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(_as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                    "-E", "UTF8", "--no-sync"]), check=True, stdout=subprocess.DEVNULL)
+    status = subprocess.run(_as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "status"]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if status.returncode != 0:
+        opts = (f"-p {cfg.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical "
+                "-c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off -c synchronous_commit=off "
+                "-c max_connections=200")
+        subprocess.run(_as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+                                    str(sock / "postgres.log"), "-w", "-t", "60", "start"]),
+                       check=True, stdout=subprocess.DEVNULL)
+    with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
+        for db in (cfg.shop_db, cfg.ledger_db):
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{db}"')
+    with psycopg.connect(cfg.shop_dsn, autocommit=True) as conn:
+        conn.execute(SHOP_SCHEMA.read_text())
+
+
+def stop_postgres(cfg: StackConfig) -> None:
+    data = cfg.home / "pg" / "data"
+    if (data / "PG_VERSION").exists():
+        subprocess.run(_as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# --- Kafka --------------------------------------------------------------------------------------------
+
+
+def start_kafka(cfg: StackConfig) -> None:
+    data = cfg.home / "kafka-data"
+    props = cfg.home / "kafka.properties"
+    props.write_text("\n".join([
+        "process.roles=broker,controller", "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{cfg.controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},CONTROLLER://127.0.0.1:{cfg.controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"log.dirs={data}", "num.partitions=1", "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=10",
+        "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=10",
+        "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=true",
+        "log.retention.hours=-1", "log.retention.bytes=-1",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=5000",
+    ]) + "\n")
+    if not (data / "meta.properties").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        cp = f"{cfg.lib / 'kafka'}/*"
+        subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+                        "-c", str(props), "--standalone"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _start_java(cfg, "kafka", "kafka.Kafka", [str(props)], "768m")
+    _wait(lambda: _kafka_ready(cfg), 90, "Kafka broker", cfg.logs / "kafka.log")
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _kafka_ready(cfg: StackConfig) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        md = AdminClient({"bootstrap.servers": cfg.bootstrap, "log_level": 0}).list_topics(timeout=2)
+        return bool(md.brokers)
+    except Exception:
+        return False
+
+
+# --- Kafka Connect + Debezium -------------------------------------------------------------------------
+
+
+def start_connect(cfg: StackConfig) -> None:
+    props = cfg.home / "connect.properties"
+    props.write_text("\n".join([
+        f"bootstrap.servers={cfg.bootstrap}", "group.id=ledgerwire-connect",
+        "key.converter=org.apache.kafka.connect.json.JsonConverter",
+        "value.converter=org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable=true", "value.converter.schemas.enable=true",
+        "offset.storage.topic=_connect_offsets", "config.storage.topic=_connect_configs",
+        "status.storage.topic=_connect_status", "offset.storage.replication.factor=1",
+        "config.storage.replication.factor=1", "status.storage.replication.factor=1",
+        "offset.flush.interval.ms=1000", f"listeners=http://127.0.0.1:{cfg.connect_port}",
+        f"plugin.path={cfg.lib / 'plugins'}", "topic.creation.enable=true",
+    ]) + "\n")
+    _start_java(cfg, "connect", "org.apache.kafka.connect.cli.ConnectDistributed", [str(props)], "768m")
+    _wait(lambda: _connect_has_plugin(cfg), 180, "Kafka Connect", cfg.logs / "connect.log")
+
+
+def _connect_has_plugin(cfg: StackConfig) -> bool:
+    try:
+        plugins = httpx.get(f"{cfg.connect_url}/connector-plugins", timeout=2).json()
+        return any(p["class"].endswith("PostgresConnector") for p in plugins)
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def debezium_connector_config(cfg: StackConfig) -> dict[str, str]:
+    return {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "plugin.name": "pgoutput",
+        "database.hostname": "127.0.0.1",
+        "database.port": str(cfg.pg_port),
+        "database.user": "postgres",
+        "database.password": "",
+        "database.dbname": cfg.shop_db,
+        "topic.prefix": cfg.topic_prefix,
+        "publication.name": "ledgerwire",
+        "publication.autocreate.mode": "disabled",
+        "slot.name": "ledgerwire",
+        "table.include.list": ",".join(f"public.{t}" for t in CAPTURED_TABLES),
+        "provide.transaction.metadata": "true",
+        "decimal.handling.mode": "precise",
+        "snapshot.mode": "initial",
+        "tombstones.on.delete": "true",
+        "topic.creation.default.replication.factor": "1",
+        "topic.creation.default.partitions": "1",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        "max.batch.size": "4096",
+        "poll.interval.ms": "50",
+        "signal.data.collection": "public.debezium_signal",
+        "signal.enabled.channels": "source",
+    }
+
+
+def register_connector(cfg: StackConfig) -> None:
+    with psycopg.connect(cfg.shop_dsn, autocommit=True) as conn:
+        # The signalling table for incremental snapshots (resync of periods beyond Kafka's retention).
+        conn.execute("CREATE TABLE IF NOT EXISTS debezium_signal (id text PRIMARY KEY, type text NOT NULL, data text)")
+    response = httpx.put(f"{cfg.connect_url}/connectors/{CONNECTOR_NAME}/config",
+                         json=debezium_connector_config(cfg), timeout=30)
+    if response.status_code >= 300:
+        raise StackError(f"connector registration failed: {response.status_code} {response.text}")
+    _wait(lambda: connector_state(cfg) == "RUNNING", 90, "Debezium connector", cfg.logs / "connect.log")
+
+
+def connector_state(cfg: StackConfig) -> str | None:
+    try:
+        status = httpx.get(f"{cfg.connect_url}/connectors/{CONNECTOR_NAME}/status", timeout=3).json()
+        states = [status["connector"]["state"]] + [t["state"] for t in status.get("tasks", [])]
+        if not status.get("tasks"):
+            return "STARTING"
+        return "RUNNING" if all(s == "RUNNING" for s in states) else ",".join(states)
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+def restart_connector(cfg: StackConfig) -> None:
+    httpx.post(f"{cfg.connect_url}/connectors/{CONNECTOR_NAME}/restart?includeTasks=true", timeout=30)
+    _wait(lambda: connector_state(cfg) == "RUNNING", 90, "Debezium connector restart", cfg.logs / "connect.log")
+
+
+def _wait(check, timeout: float, what: str, log_file: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else "(no log)"
+    raise StackError(f"{what} not healthy after {timeout:.0f}s; see {log_file}\n{tail}")
+
+
+# --- the whole stack ----------------------------------------------------------------------------------
+
+
+def up(cfg: StackConfig | None = None) -> StackConfig:
+    cfg = cfg or StackConfig()
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    fetch_jars(cfg)
+    start_postgres(cfg)
+    start_kafka(cfg)
+    start_connect(cfg)
+    register_connector(cfg)
+    (cfg.home / "stack.json").write_text(json.dumps({
+        "shop_dsn": cfg.shop_dsn, "ledger_dsn": cfg.ledger_dsn, "bootstrap": cfg.bootstrap,
+        "connect": cfg.connect_url, "logs": str(cfg.logs),
+    }, indent=2))
+    return cfg
+
+
+def down(cfg: StackConfig | None = None, wipe: bool = False) -> None:
+    cfg = cfg or StackConfig()
+    _stop_pid(cfg, "connect")
+    _stop_pid(cfg, "kafka")
+    stop_postgres(cfg)
+    if wipe and cfg.home.exists():
+        for sub in ("pg", "kafka-data", "connect"):
+            shutil.rmtree(cfg.home / sub, ignore_errors=True)
+        for f in ("stack.json", "kafka.properties", "connect.properties"):
+            (cfg.home / f).unlink(missing_ok=True)
+
+
+def restart_kafka(cfg: StackConfig) -> None:
+    """Stop and start the broker (chaos tests): data is kept."""
+    _stop_pid(cfg, "kafka")
+    start_kafka(cfg)
+
+
+def status(cfg: StackConfig | None = None) -> dict[str, object]:
+    cfg = cfg or StackConfig()
+    pg_ok = True
+    try:
+        psycopg.connect(cfg.dsn("postgres"), connect_timeout=2).close()
+    except psycopg.Error:
+        pg_ok = False
+    return {"postgres": pg_ok, "kafka": _kafka_ready(cfg), "connect": _connect_has_plugin(cfg),
+            "connector": connector_state(cfg), "logs": str(cfg.logs)}
