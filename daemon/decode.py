@@ -1,0 +1,291 @@
+"""Decode: Debezium's raw JSON envelopes (with schemas) into typed row changes and transaction markers.
+
+Values are converted by Debezium's *semantic* type names, not by the primitive type: a NUMERIC arrives
+as ``bytes`` (base64, two's complement, scale in the schema parameters) under
+``org.apache.kafka.connect.data.Decimal``, as a ``{scale, value}`` struct under
+``io.debezium.data.VariableScaleDecimal``, or as a string when ``decimal.handling.mode=string``; a
+``timestamptz`` is an ISO string under ``io.debezium.time.ZonedTimestamp``; a ``date`` is days since the
+epoch under ``io.debezium.time.Date``. Unchanged TOAST columns arrive as Debezium's placeholder and are
+marked ``UNAVAILABLE`` so the fold never writes them over stored data.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+UNAVAILABLE_PLACEHOLDER = "__debezium_unavailable_value"
+_UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE_PLACEHOLDER.encode()).decode()
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH_DATE = date(1970, 1, 1)
+
+
+class _Unavailable:
+    """Marker for an unchanged TOAST column: 'keep what you had'."""
+
+    _instance: _Unavailable | None = None
+
+    def __new__(cls) -> _Unavailable:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE = _Unavailable()
+
+
+class DecodeError(ValueError):
+    """A record that is not a Debezium envelope we understand; it goes to the dead-letter topic."""
+
+
+class TxBlock(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    total_order: int
+    data_collection_order: int
+
+    @property
+    def xid(self) -> str:
+        # "txId:LSN" — the LSN part differs between BEGIN, END and data events: group by the xid.
+        return self.id.split(":", 1)[0]
+
+
+class SourceInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    db: str
+    schema_: str | None = None
+    table: str
+    ts_ms: int
+    snapshot: str | None = "false"
+    txId: int | None = None
+    lsn: int | None = None
+
+
+class RowChange(BaseModel):
+    """One row event from a table topic (op c/u/d/r) or a truncate (op t)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    table: str
+    op: Literal["c", "u", "d", "r", "t"]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    source: SourceInfo
+    transaction: TxBlock | None
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def xid(self) -> str | None:
+        if self.transaction is not None:
+            return self.transaction.xid
+        return str(self.source.txId) if self.source.txId is not None and self.is_streaming else None
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.source.snapshot not in (None, "false", "incremental")
+
+    @property
+    def is_incremental_snapshot(self) -> bool:
+        return self.source.snapshot == "incremental"
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.source.snapshot in (None, "false")
+
+    @property
+    def committed_at(self) -> datetime:
+        return EPOCH + timedelta(milliseconds=self.source.ts_ms)
+
+
+class TxMarker(BaseModel):
+    """A BEGIN or END record from Debezium's transaction topic."""
+
+    model_config = ConfigDict(frozen=True)
+    status: Literal["BEGIN", "END"]
+    id: str
+    event_count: int | None = None
+    data_collections: dict[str, int] = {}  # "public.invoices" -> events of that table in the transaction
+    ts_ms: int
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def xid(self) -> str:
+        return self.id.split(":", 1)[0]
+
+
+# --- semantic value conversion ------------------------------------------------------------------------
+
+Converter = Callable[[Any], Any]
+
+
+def _decimal_bytes(scale: int) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if value == _UNAVAILABLE_B64 or value == UNAVAILABLE_PLACEHOLDER:
+            return UNAVAILABLE
+        unscaled = int.from_bytes(base64.b64decode(value), "big", signed=True)
+        return Decimal(unscaled).scaleb(-scale)
+
+    return convert
+
+
+def _variable_scale_decimal(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return UNAVAILABLE if value == UNAVAILABLE_PLACEHOLDER else Decimal(value)
+    unscaled = int.from_bytes(base64.b64decode(value["value"]), "big", signed=True)
+    return Decimal(unscaled).scaleb(-int(value["scale"]))
+
+
+def _passthrough_text(value: Any) -> Any:
+    return UNAVAILABLE if value == UNAVAILABLE_PLACEHOLDER else value
+
+
+def _micro_timestamp(value: Any) -> Any:
+    return None if value is None else (EPOCH + timedelta(microseconds=value)).replace(tzinfo=None)
+
+
+def _milli_timestamp(value: Any) -> Any:
+    return None if value is None else (EPOCH + timedelta(milliseconds=value)).replace(tzinfo=None)
+
+
+def _nano_timestamp(value: Any) -> Any:
+    return None if value is None else (EPOCH + timedelta(microseconds=value // 1000)).replace(tzinfo=None)
+
+
+def _zoned_timestamp(value: Any) -> Any:
+    if value is None:
+        return None
+    if value == UNAVAILABLE_PLACEHOLDER:
+        return UNAVAILABLE
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _days(value: Any) -> Any:
+    return None if value is None else EPOCH_DATE + timedelta(days=value)
+
+
+def _micro_time(value: Any) -> Any:
+    if value is None:
+        return None
+    return (datetime.min + timedelta(microseconds=value)).time()
+
+
+_SEMANTIC: dict[str, Callable[[dict[str, Any]], Converter]] = {
+    "org.apache.kafka.connect.data.Decimal": lambda f: _decimal_bytes(int(f["parameters"]["scale"])),
+    "io.debezium.data.VariableScaleDecimal": lambda f: _variable_scale_decimal,
+    "io.debezium.time.MicroTimestamp": lambda f: _micro_timestamp,
+    "io.debezium.time.Timestamp": lambda f: _milli_timestamp,
+    "io.debezium.time.NanoTimestamp": lambda f: _nano_timestamp,
+    "io.debezium.time.ZonedTimestamp": lambda f: _zoned_timestamp,
+    "io.debezium.time.Date": lambda f: _days,
+    "org.apache.kafka.connect.data.Date": lambda f: _days,
+    "io.debezium.time.MicroTime": lambda f: _micro_time,
+}
+
+
+def _converter_for(field: dict[str, Any]) -> Converter:
+    name = field.get("name")
+    if name in _SEMANTIC:
+        return _SEMANTIC[name](field)
+    if field.get("type") in ("string", "bytes"):
+        return _passthrough_text
+    return lambda v: v
+
+
+class _RowCodec:
+    """Field converters for one table schema version (cached by the schema's field signature)."""
+
+    def __init__(self, fields: list[dict[str, Any]]) -> None:
+        self.converters = {f["field"]: _converter_for(f) for f in fields}
+
+    def convert(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        converters = self.converters
+        out = {}
+        for key, value in row.items():
+            conv = converters.get(key)
+            out[key] = conv(value) if conv is not None else value
+        return out
+
+
+_codecs: dict[tuple, _RowCodec] = {}
+
+
+def _codec(value_fields: list[dict[str, Any]]) -> _RowCodec:
+    # The 'after' struct's fields describe the row; a schema change (added column, widened numeric) gives
+    # a new signature and so a new codec — the daemon keeps running.
+    for f in value_fields:
+        if f.get("field") in ("after", "before"):
+            fields = f.get("fields", [])
+            signature = tuple((x.get("field"), x.get("type"), x.get("name"),
+                               (x.get("parameters") or {}).get("scale")) for x in fields)
+            codec = _codecs.get(signature)
+            if codec is None:
+                codec = _codecs[signature] = _RowCodec(fields)
+            return codec
+    raise DecodeError("envelope schema has no before/after struct")
+
+
+def decode_row_change(topic: str, partition: int, offset: int, value: bytes | None) -> RowChange | None:
+    """Decode a table-topic record; None for a tombstone (the delete event before it has the data)."""
+    if value is None:
+        return None
+    try:
+        message = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise DecodeError("not a JSON object")
+    payload = message.get("payload", message)
+    schema = message.get("schema")
+    if not isinstance(payload, dict) or "op" not in payload or "source" not in payload:
+        raise DecodeError("not a Debezium change envelope (no op/source); ExtractNewRecordState must be off")
+    if payload["op"] not in ("c", "u", "d", "r", "t"):
+        raise DecodeError(f"unknown op {payload['op']!r}")
+    codec = _codec(schema["fields"]) if schema else None
+    before, after = payload.get("before"), payload.get("after")
+    if codec is not None:
+        before, after = codec.convert(before), codec.convert(after)
+    try:
+        source = payload["source"]
+        return RowChange(
+            table=source["table"], op=payload["op"], before=before, after=after,
+            source=SourceInfo.model_validate({**source, "schema_": source.get("schema")}),
+            transaction=TxBlock.model_validate(payload["transaction"]) if payload.get("transaction") else None,
+            topic=topic, partition=partition, offset=offset,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"invalid envelope: {exc}") from exc
+
+
+def decode_tx_marker(topic: str, partition: int, offset: int, value: bytes | None) -> TxMarker | None:
+    if value is None:
+        return None
+    try:
+        message = json.loads(value)
+        payload = message.get("payload", message)
+        collections = {c["data_collection"]: int(c["event_count"]) for c in payload.get("data_collections") or []}
+        return TxMarker(status=payload["status"], id=payload["id"], event_count=payload.get("event_count"),
+                        data_collections=collections, ts_ms=payload["ts_ms"], topic=topic,
+                        partition=partition, offset=offset)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"invalid transaction marker: {exc}") from exc
+
+
+__all__ = ["DecodeError", "RowChange", "TxMarker", "UNAVAILABLE", "decode_row_change", "decode_tx_marker"]

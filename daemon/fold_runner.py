@@ -1,0 +1,247 @@
+"""The fold as a Kafka application: consume Debezium topics → fold → produce canonical events, exactly once.
+
+Each loop iteration is one Kafka transaction holding the canonical events, the fold-state changelog
+records (compacted topic) and the consumed offsets (``send_offsets_to_transaction`` with the consumer's
+group metadata, so a zombie after a rebalance is fenced). Consumers read ``read_committed``. Offsets
+committed are the lowest still-buffered offset per partition, so an incomplete source transaction is
+re-read after a crash rather than lost. On partition assignment the state is rebuilt from the changelog
+(no re-reading of all history).
+
+Debezium's PostgreSQL connector has one task per database, so the source stream is serial: the fold's
+topics have one partition each and the range assignor gives all of them to one group member; other
+processes in the group are hot standbys that take over on rebalance. Delivery scales out separately
+(the canonical topic has many partitions; see ``daemon/deliver.py``).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from daemon import metrics
+from daemon.canonical import encode_invoice_event
+from daemon.config import AppConfig
+from daemon.decode import DecodeError, decode_row_change, decode_tx_marker
+from daemon.fold import TABLES, Mirror, TransactionAssembler, decode_state, encode_state
+from daemon.kafka_util import ensure_topics, kafka_conf, publish_lag
+
+log = structlog.get_logger(__name__)
+
+META_KEY = "m:assembler"
+COMMIT_INTERVAL_S = 0.05
+
+
+class FoldRunner:
+    def __init__(self, config: AppConfig, stop: threading.Event, transactional_id: str | None = None) -> None:
+        self.config = config
+        self.stop = stop
+        self.source_topics = [config.source.table_topic(t) for t in TABLES]
+        self.tx_topic = config.source.tx_topic
+        self.transactional_id = transactional_id or f"{config.kafka.fold_group}-{socket.gethostname()}"
+        self.ready = threading.Event()
+        self._needs_rebuild = False
+        self._assigned: list[TopicPartition] = []
+
+    # -- lifecycle --
+    def run(self) -> None:
+        ensure_topics(self.config, self.source_topics + [self.tx_topic])
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                self._run_once()
+                backoff = 1.0
+            except KafkaException as exc:
+                # Fatal producer error (fenced, txn timeout) or broker trouble: rebuild from the committed
+                # state and offsets rather than crash-looping the process.
+                metrics.UP.labels("fold").set(0)
+                log.error("fold_restarting", error=str(exc), backoff_s=backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        metrics.UP.labels("fold").set(0)
+
+    def _run_once(self) -> None:
+        kafka = self.config.kafka
+        self.consumer = Consumer(kafka_conf(kafka, {
+            "group.id": kafka.fold_group, "isolation.level": "read_committed", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "partition.assignment.strategy": "range",
+            "max.poll.interval.ms": 300000, "fetch.wait.max.ms": 50, "topic.metadata.refresh.interval.ms": 10000,
+        }))
+        self.producer = Producer(kafka_conf(kafka, {
+            "transactional.id": self.transactional_id, "enable.idempotence": True, "linger.ms": 5,
+            "partitioner": "murmur2_random", "compression.type": "lz4", "transaction.timeout.ms": 60000,
+        }))
+        self.producer.init_transactions(30)
+        self.mirror = Mirror()
+        self.assembler = self._new_assembler()
+        self.positions: dict[tuple[str, int], int] = {}
+        self._needs_rebuild = False
+        self.consumer.subscribe(self.source_topics + [self.tx_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        metrics.UP.labels("fold").set(1)
+        last_lag = 0.0
+        try:
+            while not self.stop.is_set():
+                messages = self.consumer.consume(num_messages=2000, timeout=0.1)
+                if self._needs_rebuild:
+                    self._rebuild()
+                dead_letters = self._ingest(messages)
+                self._commit(dead_letters, force=bool(messages))
+                if time.monotonic() - last_lag > 5:
+                    publish_lag(self.consumer, kafka.fold_group, self._assigned)
+                    last_lag = time.monotonic()
+        finally:
+            try:
+                self.consumer.close()
+            finally:
+                self.producer.flush(10)
+
+    def _new_assembler(self) -> TransactionAssembler:
+        src = self.config.source
+        return TransactionAssembler(timeout_s=src.incomplete_transaction_timeout_s,
+                                    max_buffered_events=src.max_buffered_events)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = list(partitions)
+        self._needs_rebuild = True
+        self.ready.clear()
+        log.info("fold_assigned", partitions=len(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = []
+        self.ready.clear()
+        log.info("fold_revoked", partitions=len(partitions))
+
+    # -- state --
+    def _rebuild(self) -> None:
+        """Rebuild the mirror from the compacted changelog, and positions from the committed offsets."""
+        started = time.monotonic()
+        self.mirror = Mirror()
+        self.assembler = self._new_assembler()
+        kafka = self.config.kafka
+        reader = Consumer(kafka_conf(kafka, {
+            "group.id": f"{kafka.fold_group}-restore-{uuid.uuid4().hex[:8]}", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True,
+        }))
+        try:
+            metadata = reader.list_topics(kafka.fold_state_topic, timeout=10).topics[kafka.fold_state_topic]
+            partitions = [TopicPartition(kafka.fold_state_topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+            reader.assign(partitions)
+            remaining = {p.partition for p in partitions if reader.get_watermark_offsets(p, timeout=10)[1] > 0}
+            restored = 0
+            while remaining:
+                for m in reader.consume(num_messages=5000, timeout=1.0):
+                    if m.error():
+                        if m.error().code() == KafkaError._PARTITION_EOF:
+                            remaining.discard(m.partition())
+                            continue
+                        raise KafkaException(m.error())
+                    key = m.key().decode()
+                    if key == META_KEY:
+                        if m.value() is not None:
+                            self.assembler.last_applied_end_offset = int(decode_state(m.value())["last_end_offset"])
+                    else:
+                        self.mirror.restore(key, m.value())
+                    restored += 1
+        finally:
+            reader.close()
+        committed = self.consumer.committed(self._assigned, timeout=10) if self._assigned else []
+        self.positions = {}
+        for tp in committed:
+            if tp.offset != OFFSET_INVALID and tp.offset >= 0:
+                self.positions[(tp.topic, tp.partition)] = tp.offset
+        self._needs_rebuild = False
+        for table, count in self.mirror.row_counts().items():
+            metrics.FOLD_STATE_ROWS.labels(table).set(count)
+        self.ready.set()
+        log.info("fold_state_rebuilt", records=restored, seconds=round(time.monotonic() - started, 2),
+                 last_end_offset=self.assembler.last_applied_end_offset)
+
+    # -- the loop body --
+    def _ingest(self, messages: list[Any]) -> list[tuple[Any, str]]:
+        dead_letters: list[tuple[Any, str]] = []
+        saw_snapshot_last = False
+        for m in messages:
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("fold_consume_error", error=str(m.error()))
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            self.positions[(topic, partition)] = offset + 1
+            try:
+                if topic == self.tx_topic:
+                    marker = decode_tx_marker(topic, partition, offset, m.value())
+                    if marker is not None:
+                        self.assembler.add_marker(marker)
+                else:
+                    change = decode_row_change(topic, partition, offset, m.value())
+                    if change is not None:
+                        self.assembler.add_change(change)
+                        saw_snapshot_last |= change.source.snapshot == "last"
+            except DecodeError as exc:
+                metrics.CDC_DECODE_FAILURES.labels(topic).inc()
+                log.error("cdc_record_malformed", topic=topic, partition=partition, offset=offset, reason=str(exc))
+                dead_letters.append((m, str(exc)))
+        if saw_snapshot_last:
+            self.assembler.snapshot_seen_last(self._high_watermarks())
+        return dead_letters
+
+    def _high_watermarks(self) -> dict[tuple[str, int], int]:
+        marks = {}
+        for tp in self._assigned:
+            marks[(tp.topic, tp.partition)] = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+        return marks
+
+    def _commit(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
+        if not self._assigned:
+            return
+        ready = self.assembler.ready(self.positions)
+        if not ready and not dead_letters and not force:
+            return
+        kafka = self.config.kafka
+        started = time.monotonic()
+        self.producer.begin_transaction()
+        try:
+            emitted = 0
+            for tx in ready:
+                metrics.FOLD_TRANSACTIONS.labels(tx.completion).inc()
+                touched = self.mirror.apply(tx)
+                for invoice_id in sorted(touched):
+                    event = self.mirror.build_event(invoice_id, tx)
+                    if event is None:
+                        continue
+                    self.producer.produce(kafka.canonical_topic, key=event.key.encode(),
+                                          value=encode_invoice_event(event),
+                                          headers=[("ledgerwire-version", str(event.version).encode())])
+                    metrics.FOLD_EVENTS_EMITTED.labels(event.status.value).inc()
+                    emitted += 1
+                self.mirror.end_batch()
+            for key, value in self.mirror.changelog():
+                self.producer.produce(kafka.fold_state_topic, key=key.encode(), value=value)
+            if ready:
+                self.producer.produce(kafka.fold_state_topic, key=META_KEY.encode(),
+                                      value=encode_state({"last_end_offset": self.assembler.last_applied_end_offset}))
+            for m, reason in dead_letters:
+                self.producer.produce(kafka.dead_letter_topic, key=m.key(), value=m.value(), headers=[
+                    ("ledgerwire-stage", b"decode"), ("ledgerwire-reason", reason.encode()[:1000]),
+                    ("ledgerwire-origin", f"{m.topic()}/{m.partition()}/{m.offset()}".encode()),
+                ])
+            offsets = self.assembler.committable(self.positions)
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and getattr(error, "txn_requires_abort", lambda: False)():
+                self.producer.abort_transaction(30)
+            # The in-memory state already moved on: rebuild from what Kafka committed.
+            raise
+        metrics.FOLD_KAFKA_TX_SECONDS.observe(time.monotonic() - started)
+        if emitted:
+            log.debug("fold_committed", transactions=len(ready), events=emitted)

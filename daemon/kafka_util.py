@@ -1,0 +1,73 @@
+"""Small Kafka helpers shared by the fold, the sinks and the CLI: client config, topics, lag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from daemon import metrics
+from daemon.config import AppConfig, KafkaConfig
+
+log = structlog.get_logger(__name__)
+
+
+def kafka_conf(kafka: KafkaConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, "log_level": 3}
+    conf.update(kafka.extra)
+    conf.update(extra)
+    return conf
+
+
+def ensure_topics(config: AppConfig, source_topics: list[str] = ()) -> None:
+    """Create Ledgerwire's own topics, and the Debezium topics the fold reads, if missing (idempotent).
+
+    Debezium creates a table's topic only at the table's first change; creating them up front with one
+    partition lets the fold subscribe to all of them from the start and keeps each table in order.
+    """
+    kafka = config.kafka
+    admin = AdminClient(kafka_conf(kafka, {}))
+    wanted = [NewTopic(t, num_partitions=1, replication_factor=-1) for t in source_topics] + [
+        NewTopic(kafka.canonical_topic, num_partitions=kafka.canonical_partitions, replication_factor=-1),
+        NewTopic(kafka.fold_state_topic, num_partitions=1, replication_factor=-1,
+                 config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                         "segment.ms": "3600000"}),
+        NewTopic(kafka.dead_letter_topic, num_partitions=1, replication_factor=-1),
+    ]
+    existing = set(admin.list_topics(timeout=15).topics)
+    missing = [t for t in wanted if t.topic not in existing]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing, operation_timeout=15).items():
+        try:
+            future.result()
+            log.info("topic_created", topic=topic)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+def publish_lag(consumer: Consumer, group: str, assigned: list[TopicPartition],
+                positions: dict[tuple[str, int], int] | None = None) -> dict[tuple[str, int], int]:
+    """Set the lag gauge for each assigned partition: end offset minus the next offset to process."""
+    lags: dict[tuple[str, int], int] = {}
+    if not assigned:
+        return lags
+    try:
+        current = consumer.position(assigned)
+    except KafkaException:
+        return lags
+    for tp in current:
+        key = (tp.topic, tp.partition)
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        except KafkaException:
+            continue
+        position = (positions or {}).get(key, tp.offset)
+        if position is None or position < 0:
+            position = low
+        lags[key] = max(0, high - position)
+        metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lags[key])
+    return lags
