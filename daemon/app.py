@@ -1,0 +1,125 @@
+"""The long-running service: the fold, one sink per enabled target, and the HTTP endpoint, in threads.
+
+Start-up: validate config → ledger schema (with connectors' own tables) → seed credentials from files or
+env → start the fold and the sinks → serve /metrics, /healthz, /readyz → READY=1 to systemd.
+SIGTERM/SIGINT: stop taking new work, let in-flight deliveries finish (bounded by
+``shutdown_grace_s``), commit, exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import structlog
+
+from connectors.registry import connector_class
+from daemon.config import AppConfig
+from daemon.deliver import DaemonRuntime, SinkWorker
+from daemon.fold_runner import FoldRunner
+from daemon.ledger import Ledger, load_secret_key
+from daemon.service import build_http_app, sd_notify, watchdog_interval_s
+from connectors.sandbox_kit import RunningServer
+
+log = structlog.get_logger(__name__)
+
+
+def seed_credentials(config: AppConfig, runtime: DaemonRuntime) -> None:
+    """Copy credential seeds (file or env JSON) into the encrypted store the first time a target runs.
+
+    A stored document is never overwritten by its seed: the stored one holds rotated refresh tokens.
+    """
+    for target in config.targets:
+        raw = None
+        if target.credentials_file is not None:
+            raw = target.credentials_file.read_text()
+        elif target.credentials_env:
+            raw = os.environ.get(target.credentials_env)
+            if raw is None:
+                raise RuntimeError(f"target {target.name}: env {target.credentials_env} is not set")
+        if raw is None:
+            continue
+        store = runtime.credentials(target.name)
+        with store.lock():
+            if not store.get():
+                store.put(json.loads(raw))
+                log.info("credentials_seeded", target=target.name)
+
+
+class Daemon:
+    def __init__(self, config: AppConfig, serve_http: bool = True) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.serve_http = serve_http
+        self.ledger = Ledger(config.postgres.dsn)
+        self.runtime = DaemonRuntime(self.ledger, load_secret_key(config.secret_key_file))
+        self.fold: FoldRunner | None = None
+        self.sinks: list[SinkWorker] = []
+        self.threads: list[threading.Thread] = []
+        self.http: RunningServer | None = None
+
+    def start(self) -> None:
+        targets = [t for t in self.config.targets if t.enabled]
+        ddl = [connector_class(t.platform).ledger_ddl() for t in targets]
+        self.ledger.ensure_schema(ddl)
+        seed_credentials(self.config, self.runtime)
+        if self.config.run_fold:
+            self.fold = FoldRunner(self.config, self.stop)
+            self._spawn("fold", self.fold.run)
+        if self.config.run_sinks:
+            for target in targets:
+                sink = SinkWorker(self.config, target, self.ledger, self.runtime, self.stop)
+                self.sinks.append(sink)
+                self._spawn(f"sink-{target.name}", sink.run)
+        if self.serve_http:
+            apps = {s.target.name: s.connector.asgi_app() for s in self.sinks if s.connector.asgi_app() is not None}
+            app = build_http_app(self.liveness, self.readiness, apps)
+            self.http = RunningServer(app, port=self.config.http.port, host=self.config.http.host).start()
+        log.info("daemon_started", targets=[t.name for t in targets], fold=self.config.run_fold,
+                 http_port=self.config.http.port if self.serve_http else None)
+
+    def _spawn(self, name: str, fn) -> None:
+        thread = threading.Thread(target=fn, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def liveness(self) -> dict[str, bool]:
+        return {t.name: t.is_alive() for t in self.threads}
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {}
+        if self.fold is not None:
+            checks["fold"] = self.fold.ready.is_set()
+        for sink in self.sinks:
+            checks[f"sink:{sink.target.name}"] = sink.ready.is_set()
+        return checks
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        for thread in self.threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        if self.http is not None:
+            self.http.stop()
+        self.ledger.close()
+        log.info("daemon_stopped", clean=all(not t.is_alive() for t in self.threads))
+
+    def run_forever(self) -> int:
+        """The service main loop: signals, readiness, watchdog."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        self.start()
+        watchdog = watchdog_interval_s()
+        notified_ready = False
+        while not self.stop.wait(watchdog or 1.0):
+            if not notified_ready and all(self.readiness().values()):
+                sd_notify("READY=1")
+                notified_ready = True
+            if watchdog and all(self.liveness().values()):
+                sd_notify("WATCHDOG=1")
+        sd_notify("STOPPING=1")
+        self.shutdown()
+        return 0

@@ -1,0 +1,405 @@
+"""Deliver: one sink per target consumes the canonical topic and posts each invoice version exactly once.
+
+Flow per target (a consumer group of its own, so targets never hold each other up):
+* The poll loop only polls and hands records to one worker thread per assigned partition; it pauses a
+  partition whose queue is full (backpressure) instead of blocking, so ``max.poll.interval.ms`` is never
+  exceeded by slow platforms.
+* A partition worker drains its queue, coalesces several versions of one invoice into the newest,
+  skips versions the ledger already holds, and calls the connector under a per-invoice advisory lock.
+* Success commits document state + audit record + offset in one PostgreSQL transaction. Offsets live
+  in PostgreSQL (``sink_offsets``), not in Kafka: on assignment the consumer seeks to them.
+* Failures are classified: retryable ones back off with jitter and try again (never dropped); stale
+  concurrency tokens are retried once more; permanent ones go to the dead-letter table and topic with
+  their reason, and later versions of that invoice are parked behind them while others keep flowing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from connectors.base import (
+    Connector,
+    DeliveryError,
+    DocumentState,
+    ErrorClass,
+    PermanentError,
+)
+from connectors.ratelimit import limiter_from
+from connectors.registry import connector_class
+from daemon import metrics
+from daemon.canonical import InvoiceEvent, decode_invoice_event
+from daemon.config import AppConfig, TargetConfig
+from daemon.kafka_util import kafka_conf, publish_lag
+from daemon.ledger import Ledger, PgCredentials, PgEntities
+
+log = structlog.get_logger(__name__)
+
+QUEUE_HIGH = 2000
+QUEUE_LOW = 200
+MAX_BACKOFF_S = 60.0
+STALE_RETRIES = 2
+
+
+class DaemonRuntime:
+    """``connectors.base.ConnectorRuntime`` backed by the ledger database."""
+
+    def __init__(self, ledger: Ledger, secret_key: bytes) -> None:
+        self.ledger = ledger
+        self.pg_pool = ledger.pool
+        self._secret_key = secret_key
+        self._credentials: dict[str, PgCredentials] = {}
+
+    def credentials(self, target: str) -> PgCredentials:
+        if target not in self._credentials:
+            self._credentials[target] = PgCredentials(self.ledger, target, self._secret_key)
+        return self._credentials[target]
+
+    def limiter(self, target: TargetConfig, *, per_second: float | None = None, per_minute: float | None = None,
+                per_day: float | None = None, concurrency: int = 4):
+        override = target.rate_limit
+        if override is not None:
+            per_second = override.per_second if override.per_second is not None else per_second
+            per_minute = override.per_minute if override.per_minute is not None else per_minute
+            per_day = override.per_day if override.per_day is not None else per_day
+            concurrency = override.concurrency
+        wait_metric = metrics.RATE_LIMIT_WAIT.labels(target.name)
+        return limiter_from(per_second, per_minute, per_day, concurrency, on_wait=wait_metric.inc)
+
+
+class PgDeliveryContext:
+    """``connectors.base.DeliveryContext`` for one delivery attempt of one invoice version."""
+
+    def __init__(self, ledger: Ledger, target: TargetConfig, event: InvoiceEvent, attempt: int,
+                 entities: PgEntities) -> None:
+        self.ledger = ledger
+        self.target = target.name
+        self.event = event
+        self.attempt = attempt
+        self.entities = entities
+        self._location = event.location.code
+
+    def checkpoint(self, doc: DocumentState) -> None:
+        self.ledger.save_document(self.target, self.event.number, self.event.invoice_id, doc,
+                                  issue_date=self.event.issue_date, location_code=self._location)
+
+    def idempotency_key(self, *parts: object) -> str:
+        raw = ":".join(str(p) for p in (self.target, self.event.invoice_id, self.event.version, *parts))
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Record:
+    partition: int
+    offset: int
+    value: bytes
+
+
+class Shutdown(Exception):
+    """Raised inside a worker when the daemon stops mid-retry: nothing is committed for that event."""
+
+
+class SinkWorker:
+    def __init__(self, config: AppConfig, target: TargetConfig, ledger: Ledger, runtime: DaemonRuntime,
+                 stop: threading.Event, connector: Connector | None = None, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.target = target
+        self.ledger = ledger
+        self.runtime = runtime
+        self.stop = stop
+        self.connector = connector or connector_class(target.platform)(target, runtime)
+        self.entities = PgEntities(ledger, target.name)
+        self.topic = config.kafka.canonical_topic
+        self.group = f"{config.kafka.sink_group_prefix}{target.name}"
+        self.rng = rng or random.Random()
+        self.log = log.bind(target=target.name, platform=target.platform)
+        self._queues: dict[int, queue.Queue[_Record]] = {}
+        self._threads: dict[int, threading.Thread] = {}
+        self._revoked: dict[int, threading.Event] = {}
+        self._paused: set[int] = set()
+        self._dlq_producer: Producer | None = None
+        self.ready = threading.Event()
+
+    # -- the poll loop --
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                self._run_consumer()
+                backoff = 1.0
+            except KafkaException as exc:
+                metrics.UP.labels(f"sink:{self.target.name}").set(0)
+                self.log.error("sink_restarting", error=str(exc), backoff_s=backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        self.connector.close()
+
+    def _run_consumer(self) -> None:
+        kafka = self.config.kafka
+        self.consumer = Consumer(kafka_conf(kafka, {
+            "group.id": self.group, "isolation.level": "read_committed", "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky", "max.poll.interval.ms": 300000,
+            "fetch.wait.max.ms": 50,
+        }))
+        self._dlq_producer = Producer(kafka_conf(kafka, {"enable.idempotence": True, "linger.ms": 20}))
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        metrics.UP.labels(f"sink:{self.target.name}").set(1)
+        last_lag = 0.0
+        try:
+            while not self.stop.is_set():
+                for m in self.consumer.consume(num_messages=500, timeout=0.1):
+                    if m.error():
+                        if m.error().code() != KafkaError._PARTITION_EOF:
+                            self.log.warning("sink_consume_error", error=str(m.error()))
+                        continue
+                    q = self._queues.get(m.partition())
+                    if q is None:
+                        continue  # revoked meanwhile
+                    q.put(_Record(m.partition(), m.offset(), m.value()))
+                self._apply_backpressure()
+                if time.monotonic() - last_lag > 5:
+                    self._publish_metrics()
+                    last_lag = time.monotonic()
+        finally:
+            self._stop_workers(list(self._threads))
+            self.consumer.close()
+            self._dlq_producer.flush(10)
+            metrics.UP.labels(f"sink:{self.target.name}").set(0)
+
+    def _apply_backpressure(self) -> None:
+        for partition, q in list(self._queues.items()):
+            tp = [TopicPartition(self.topic, partition)]
+            if partition not in self._paused and q.qsize() > QUEUE_HIGH:
+                self.consumer.pause(tp)
+                self._paused.add(partition)
+            elif partition in self._paused and q.qsize() < QUEUE_LOW:
+                self.consumer.resume(tp)
+                self._paused.discard(partition)
+
+    def _publish_metrics(self) -> None:
+        assigned = [TopicPartition(self.topic, p) for p in self._queues]
+        stored = self.ledger.offsets(self.target.name, self.topic)
+        publish_lag(self.consumer, self.group, assigned, {(self.topic, p): o for p, o in stored.items()})
+        open_dl, parked = self.ledger.count_open_dead_letters(self.target.name)
+        metrics.DLQ_SIZE.labels(self.target.name).set(open_dl)
+        metrics.PARKED_INVOICES.labels(self.target.name).set(parked)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.ledger.offsets(self.target.name, self.topic)
+        assigned = []
+        for tp in partitions:
+            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+            assigned.append(tp)
+            self._start_worker(tp.partition)
+        consumer.incremental_assign(assigned)
+        self.ready.set()
+        self.log.info("sink_assigned", partitions=[tp.partition for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._stop_workers([tp.partition for tp in partitions])
+        try:
+            consumer.incremental_unassign(partitions)
+        except KafkaException:
+            pass
+        self.log.info("sink_revoked", partitions=[tp.partition for tp in partitions])
+
+    def _start_worker(self, partition: int) -> None:
+        self._queues[partition] = queue.Queue()
+        self._revoked[partition] = threading.Event()
+        thread = threading.Thread(target=self._partition_loop, args=(partition,), daemon=True,
+                                  name=f"sink-{self.target.name}-{partition}")
+        self._threads[partition] = thread
+        thread.start()
+
+    def _stop_workers(self, partitions: list[int]) -> None:
+        for p in partitions:
+            if p in self._revoked:
+                self._revoked[p].set()
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        for p in partitions:
+            thread = self._threads.pop(p, None)
+            if thread is not None:
+                thread.join(max(0.1, deadline - time.monotonic()))
+            self._queues.pop(p, None)
+            self._revoked.pop(p, None)
+            self._paused.discard(p)
+
+    # -- a partition worker --
+    def _partition_loop(self, partition: int) -> None:
+        q = self._queues[partition]
+        revoked = self._revoked[partition]
+        while not revoked.is_set() and not self.stop.is_set():
+            try:
+                first = q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._process_batch(partition, batch, revoked)
+            except Shutdown:
+                return
+            except Exception:  # a bug must not kill the partition silently: log, back off, re-read
+                self.log.exception("sink_batch_failed", partition=partition)
+                # Put the batch back in front so nothing is skipped; the ledger makes replays no-ops.
+                remaining = [batch] + [[q.get_nowait()] for _ in range(q.qsize())]
+                for group in remaining:
+                    for r in group:
+                        q.put(r)
+                self.stop.wait(5)
+
+    def _process_batch(self, partition: int, batch: list[_Record], revoked: threading.Event) -> None:
+        # Coalesce: per invoice only the newest version is delivered; groups in order of first appearance.
+        groups: OrderedDict[int, list[tuple[_Record, InvoiceEvent]]] = OrderedDict()
+        for record in batch:
+            event = decode_invoice_event(record.value)
+            groups.setdefault(event.invoice_id, []).append((record, event))
+        group_list = list(groups.values())
+        for index, group in enumerate(group_list):
+            if revoked.is_set() or self.stop.is_set():
+                raise Shutdown()
+            # Safe offset after this group: the first record of the next group, or past the batch.
+            next_offset = group_list[index + 1][0][0].offset if index + 1 < len(group_list) else batch[-1].offset + 1
+            newest_record, newest = max(group, key=lambda pair: pair[1].version)
+            if len(group) > 1:
+                metrics.DELIVERIES.labels(self.target.name, self.target.platform, "coalesced").inc(len(group) - 1)
+            self._handle(partition, newest_record, newest, next_offset, revoked)
+
+    def _handle(self, partition: int, record: _Record, event: InvoiceEvent, next_offset: int,
+                revoked: threading.Event) -> None:
+        target = self.target
+        bound = self.log.bind(invoice_id=event.invoice_id, invoice_number=event.number, version=event.version)
+        if not target.routes(event.location.code):
+            self.ledger.set_offset(target.name, self.topic, partition, next_offset)
+            return
+        if self.ledger.parked(target.name, event.invoice_id):
+            bound.warning("delivery_parked", reason="an earlier version of this invoice is dead-lettered")
+            self._dead_letter(record, event, None, next_offset, parked=True)
+            return
+        started = time.monotonic()
+        with self.ledger.invoice_lock(target.name, event.invoice_id):
+            outcome = self._deliver_with_retries(event, bound, revoked)
+            if outcome is None:  # already delivered (replay after a crash, or older than the ledger)
+                metrics.DELIVERIES.labels(target.name, target.platform, "skipped_stale").inc()
+                self.ledger.set_offset(target.name, self.topic, partition, next_offset)
+                return
+            if isinstance(outcome, DeliveryError):
+                self._dead_letter(record, event, outcome, next_offset, parked=False)
+                return
+            doc, attempts, action = outcome
+            self.ledger.record_delivery(
+                target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
+                topic=self.topic, partition=partition, next_offset=next_offset,
+                issue_date=event.issue_date, location_code=event.location.code,
+                audit={"version": event.version, "action": action, "payload_hash": doc.payload_hash,
+                       "request_summary": {"status": event.status.value, "lines": len(event.lines),
+                                           "payments": len(event.payments), "total": str(event.computed.total),
+                                           "attempts": attempts},
+                       "response_status": doc.status, "external_id": doc.external_id,
+                       "source_tx": event.source.tx_id},
+            )
+        elapsed = time.monotonic() - started
+        outcome_label = "queued" if doc.status == "queued" else "delivered"
+        metrics.DELIVERIES.labels(target.name, target.platform, outcome_label).inc()
+        metrics.DELIVERY_LATENCY.labels(target.name).observe(elapsed)
+        metrics.LAST_SUCCESS.labels(target.name).set(time.time())
+        if event.source.committed_at is not None:
+            lag = (datetime.now(timezone.utc) - event.source.committed_at).total_seconds()
+            metrics.END_TO_END_LATENCY.labels(target.name).observe(max(0.0, lag))
+        bound.info("delivered", action=action, external_id=doc.external_id, status=doc.status,
+                   seconds=round(elapsed, 3))
+
+    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: threading.Event
+                              ) -> tuple[DocumentState, int, str] | DeliveryError | None:
+        attempt = 0
+        stale_seen = 0
+        while True:
+            attempt += 1
+            doc = self.ledger.document(self.target.name, event.invoice_id)
+            if event.version <= doc.delivered_version:
+                return None
+            action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
+                                                               else "update")
+            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities)
+            if attempt > 1:
+                metrics.RETRIES.labels(self.target.name).inc()
+            try:
+                new_doc = self.connector.deliver(event, doc, ctx)
+                return new_doc, attempt, action
+            except DeliveryError as exc:
+                error = exc
+            except Exception as exc:  # a connector bug: classify as permanent, never crash-loop
+                bound.exception("connector_raised_unexpected")
+                error = PermanentError(f"connector error: {type(exc).__name__}: {exc}")
+            metrics.DELIVERY_FAILURES.labels(self.target.name, error.error_class.value).inc()
+            bound.warning("delivery_failed", attempt=attempt, error_class=error.error_class.value,
+                          reason=error.reason, status=error.status, code=error.platform_code)
+            if error.error_class == ErrorClass.PERMANENT:
+                return error
+            if error.error_class == ErrorClass.STALE:
+                stale_seen += 1
+                if stale_seen > STALE_RETRIES:
+                    return PermanentError(f"concurrency token still stale after {stale_seen} re-reads: {error.reason}",
+                                          status=error.status, platform_code=error.platform_code, detail=error.detail)
+                continue
+            if error.error_class == ErrorClass.AUTH and attempt >= self.target.max_attempts:
+                return error
+            # Retryable (and auth within its budget): back off with full jitter; never give up on a
+            # platform outage — the events wait, in order, and nothing is lost.
+            base = min(MAX_BACKOFF_S, 0.5 * (2 ** min(attempt, 10)))
+            delay = max(error.retry_after or 0.0, self.rng.uniform(0, base))
+            if attempt >= self.target.max_attempts:
+                bound.error("delivery_still_failing", attempt=attempt, next_try_s=round(delay, 1))
+            if self.stop.wait(delay) or revoked.is_set():
+                raise Shutdown()
+
+    def _dead_letter(self, record: _Record, event: InvoiceEvent, error: DeliveryError | None, next_offset: int,
+                     parked: bool) -> None:
+        reason = error.reason if error else "parked behind an earlier dead-lettered version"
+        error_class = error.error_class.value if error else "parked"
+        self.ledger.dead_letter(
+            target=self.target.name, invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
+            topic=self.topic, partition=record.partition, offset=record.offset, error_class=error_class,
+            reason=reason, detail=_jsonable(error.detail) if error else None, event=record.value, parked=parked,
+            next_offset=next_offset,
+        )
+        if self._dlq_producer is not None:
+            self._dlq_producer.produce(self.config.kafka.dead_letter_topic, key=str(event.invoice_id).encode(),
+                                       value=record.value, headers=[
+                                           ("ledgerwire-stage", b"deliver"),
+                                           ("ledgerwire-target", self.target.name.encode()),
+                                           ("ledgerwire-reason", reason.encode()[:1000]),
+                                           ("ledgerwire-error-class", error_class.encode())])
+            self._dlq_producer.poll(0)
+        metrics.DELIVERIES.labels(self.target.name, self.target.platform,
+                                  "parked" if parked else "dead_lettered").inc()
+        self.log.error("dead_lettered", invoice_id=event.invoice_id, invoice_number=event.number,
+                       version=event.version, error_class=error_class, reason=reason)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (dict, list, str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def deliver_event_now(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError | None:
+    """Deliver one event outside the consumer (``ledgerwire dlq retry``), with the same retry rules."""
+    with worker.ledger.invoice_lock(worker.target.name, event.invoice_id):
+        return worker._deliver_with_retries(event, worker.log, threading.Event())
