@@ -334,6 +334,10 @@ class SinkWorker:
             doc = self.ledger.document(self.target.name, event.invoice_id)
             if event.version <= doc.delivered_version:
                 return None
+            if doc.status == "none" and doc.external_id is None and event.status.value in ("draft", "void", "deleted"):
+                # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or
+                # deleted before it was ever posted has nothing to undo.
+                return None
             action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
                                                                else "update")
             ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities)

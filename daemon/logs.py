@@ -24,8 +24,10 @@ def _redact(_logger, _method, event_dict):
     return event_dict
 
 
-def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+def configure_logging(level: str = "INFO", json_output: bool = True, log_file=None) -> None:
+    """JSON lines to stderr (or to ``log_file``, as the demo does to keep its console readable)."""
+    stream = open(log_file, "a", buffering=1) if log_file is not None else sys.stderr
+    logging.basicConfig(stream=stream, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
     renderer = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -38,6 +40,6 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
     )

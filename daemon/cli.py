@@ -1,0 +1,277 @@
+"""``ledgerwire`` — the command line: the service, the demo, the local stack and the ops commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from daemon.logs import configure_logging
+
+
+def _load(path: str):
+    from daemon.config import load_config
+
+    return load_config(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import Daemon
+
+    config = _load(args.config)
+    return Daemon(config).run_forever()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(platform=args.platform, count=args.count, rate=args.rate, keep_stack=args.keep_stack,
+                    seed=args.seed)
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from daemon import stack
+
+    if args.demo:
+        from daemon.demo import demo_stack_config
+
+        cfg = demo_stack_config()
+    else:
+        cfg = stack.StackConfig()
+    if args.action == "up":
+        stack.up(cfg)
+        print(json.dumps(stack.status(cfg), indent=2))
+        print(f"shop database:   {cfg.shop_dsn}\nledger database: {cfg.ledger_dsn}\n"
+              f"kafka:           {cfg.bootstrap}\nkafka connect:   {cfg.connect_url}\nlogs:            {cfg.logs}")
+    elif args.action == "down":
+        stack.down(cfg, wipe=args.wipe)
+        print("stack stopped" + (" and wiped" if args.wipe else ""))
+    else:
+        print(json.dumps(stack.status(cfg), indent=2))
+    return 0
+
+
+def cmd_generate(argv: list[str]) -> int:
+    from daemon import generator
+
+    return generator.main(argv) or 0
+
+
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    return 0
+
+
+def _ledger_and_runtime(config):
+    from daemon.deliver import DaemonRuntime
+    from daemon.ledger import Ledger, load_secret_key
+
+    ledger = Ledger(config.postgres.dsn, min_size=1, max_size=4)
+    ledger.ensure_schema()
+    return ledger, DaemonRuntime(ledger, load_secret_key(config.secret_key_file))
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    config.target(args.target)
+    ledger, runtime = _ledger_and_runtime(config)
+    store = runtime.credentials(args.target)
+    document = json.loads(Path(args.from_file).read_text() if args.from_file != "-" else sys.stdin.read())
+    with store.lock():
+        store.put(document)
+    print(f"credentials stored (encrypted) for target {args.target}")
+    ledger.close()
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from connectors.registry import connector_class
+
+    try:
+        config = _load(args.file)
+        for target in config.targets:
+            connector_class(target.platform).settings_model.model_validate(target.settings)
+    except (ValidationError, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"{args.file}: invalid\n{exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok ({len(config.targets)} targets: {', '.join(t.name for t in config.targets) or 'none'})")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from daemon.canonical import decode_invoice_event
+    from daemon.deliver import SinkWorker, deliver_event_now
+
+    config = _load(args.config)
+    ledger, runtime = _ledger_and_runtime(config)
+    try:
+        if args.action == "list":
+            rows = ledger.dead_letters(args.target)
+            print(f"{'id':>6}  {'target':<16} {'invoice':<18} {'ver':>4}  {'class':<10} {'status':<7} reason")
+            for r in rows:
+                print(f"{r['id']:>6}  {r['target']:<16} {r['invoice_number']:<18} {r['version']:>4}  "
+                      f"{r['error_class']:<10} {r['status']:<7} {r['reason'][:80]}")
+            print(f"{len(rows)} open")
+            return 0
+        row = ledger.dead_letter_row(args.id)
+        if row is None:
+            print(f"no dead letter {args.id}", file=sys.stderr)
+            return 2
+        if args.action == "show":
+            event = decode_invoice_event(bytes(row["event"]))
+            shown = {k: (str(v) if not isinstance(v, (int, str, type(None))) else v)
+                     for k, v in row.items() if k != "event"}
+            shown["event"] = {"number": event.number, "version": event.version, "status": event.status.value,
+                              "total": str(event.computed.total), "lines": len(event.lines),
+                              "payments": len(event.payments)}
+            print(json.dumps(shown, indent=2, default=str))
+            return 0
+        target = config.target(row["target"])
+        if args.action == "drop":
+            n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "dropped")
+            print(f"dropped {n} dead letter(s) of invoice {row['invoice_number']} on {target.name}")
+            return 0
+        # retry: deliver the newest dead-lettered version of that invoice, then unpark it.
+        rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == row["invoice_id"]]
+        newest = max(rows, key=lambda r: r["version"])
+        event = decode_invoice_event(bytes(ledger.dead_letter_row(newest["id"])["event"]))
+        import threading
+
+        worker = SinkWorker(config, target, ledger, runtime, threading.Event())
+        outcome = deliver_event_now(worker, event)
+        if outcome is not None and not isinstance(outcome, tuple):
+            print(f"retry failed again: {outcome.error_class.value}: {outcome.reason}", file=sys.stderr)
+            return 1
+        if isinstance(outcome, tuple):
+            doc, _, action = outcome
+            ledger.save_document(target.name, event.number, event.invoice_id, doc)
+        n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "retried")
+        print(f"invoice {event.number} v{event.version} delivered to {target.name}; {n} dead letter(s) resolved")
+        return 0
+    finally:
+        ledger.close()
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    ledger, _ = _ledger_and_runtime(config)
+    try:
+        rows = ledger.audit_trail(args.invoice_number)
+        if not rows:
+            print(f"no deliveries recorded for {args.invoice_number}")
+            return 1
+        print(f"History of invoice {args.invoice_number}")
+        for r in rows:
+            summary = r["request_summary"]
+            print(f"  {r['at']:%Y-%m-%d %H:%M:%S}  {r['target']:<14} v{r['version']:<3} {r['action']:<7} "
+                  f"status={summary.get('status')} total={summary.get('total')} lines={summary.get('lines')} "
+                  f"payments={summary.get('payments')} -> {r['response_status']} id={r['external_id']} "
+                  f"(source tx {r['source_tx']})")
+        for d in ledger.dead_letters(status=("open", "parked", "retried", "dropped")):
+            if d["invoice_number"] == args.invoice_number:
+                print(f"  {d['created_at']:%Y-%m-%d %H:%M:%S}  {d['target']:<14} v{d['version']:<3} DEAD-LETTER "
+                      f"{d['error_class']}: {d['reason']} [{d['status']}]")
+        ok, bad = ledger.verify_audit_chain()
+        print("audit chain: intact" if ok else f"audit chain: BROKEN at record {bad}")
+        return 0 if ok else 3
+    finally:
+        ledger.close()
+
+
+def cmd_qwc(args: argparse.Namespace) -> int:
+    from connectors.quickbooks_desktop.qwc import render_qwc
+
+    config = _load(args.config)
+    target = config.target(args.target)
+    url = f"{args.base_url.rstrip('/')}/connectors/{target.name}/qbwc"
+    settings = target.settings
+    print(render_qwc(app_name=f"Ledgerwire ({target.name})", app_url=url, username=settings.get("username", "ledgerwire"),
+                     owner_id=settings.get("owner_id", "{57F3B9B1-86F1-4fcc-B1EE-566DE1813D20}"),
+                     file_id=settings.get("file_id", "{90A44FB5-33D9-4815-AC85-BC87A7E7D1EB}"),
+                     run_every_minutes=args.every))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledgerwire", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--console-logs", action="store_true", help="human-readable logs instead of JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon (fold + sinks + /metrics)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="local stack + sandbox + generated workload + daemon, with a summary")
+    p.add_argument("--platform", default="quickbooks-online")
+    p.add_argument("--count", type=int, default=200, help="workload operations to generate")
+    p.add_argument("--rate", type=float, default=40.0, help="operations per second")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL/Kafka/Connect running")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stack", help="the local PostgreSQL + Kafka + Kafka Connect/Debezium stack")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--wipe", action="store_true", help="with down: delete all stack data")
+    p.add_argument("--demo", action="store_true", help="the demo's private stack (.stack/demo)")
+    p.set_defaults(func=cmd_stack)
+
+    sub.add_parser("generate", help="write a generated shop workload (see `ledgerwire generate --help`)",
+                   add_help=False)
+
+    p = sub.add_parser("secret-key", help="print a new credential encryption key")
+    p.set_defaults(func=cmd_secret_key)
+
+    p = sub.add_parser("credentials", help="store a target's credential document (encrypted)")
+    p.add_argument("action", choices=["set"])
+    p.add_argument("--config", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--from-file", required=True, help="JSON file, or - for standard input")
+    p.set_defaults(func=cmd_credentials)
+
+    p = sub.add_parser("config", help="configuration tools")
+    p.add_argument("action", choices=["check"])
+    p.add_argument("file")
+    p.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("dlq", help="dead letters: list, show, retry, drop")
+    p.add_argument("action", choices=["list", "show", "retry", "drop"])
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--config", required=True)
+    p.add_argument("--target")
+    p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("trace", help="history of one invoice across all targets")
+    p.add_argument("invoice_number")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("qwc", help="print the .qwc file for a QuickBooks Desktop target's Web Connector")
+    p.add_argument("--config", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--base-url", required=True, help="how the Web Connector reaches this daemon (https://…)")
+    p.add_argument("--every", type=int, default=5, help="minutes between Web Connector runs")
+    p.set_defaults(func=cmd_qwc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "generate":
+        configure_logging("INFO")
+        return cmd_generate(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
+        parser.error(f"dlq {args.action} needs a dead-letter id")
+    configure_logging(args.log_level, json_output=not args.console_logs and args.command != "demo")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
