@@ -1,0 +1,100 @@
+"""Decoding Debezium envelopes by semantic type, TOAST placeholders, and malformed records."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from daemon.decode import UNAVAILABLE, DecodeError, decode_row_change, decode_tx_marker
+
+
+def _b64_decimal(value: str, scale: int) -> str:
+    unscaled = int(Decimal(value).scaleb(scale))
+    length = max(1, (unscaled.bit_length() + 8) // 8)
+    return base64.b64encode(unscaled.to_bytes(length, "big", signed=True)).decode()
+
+
+FIELDS = [
+    {"type": "int64", "optional": False, "field": "id"},
+    {"type": "bytes", "optional": False, "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+     "parameters": {"scale": "2", "connect.decimal.precision": "12"}, "field": "total"},
+    {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal", "field": "rate",
+     "fields": [{"type": "int32", "field": "scale"}, {"type": "bytes", "field": "value"}]},
+    {"type": "string", "name": "io.debezium.time.ZonedTimestamp", "field": "created_at"},
+    {"type": "int32", "name": "io.debezium.time.Date", "field": "issue_date"},
+    {"type": "int64", "name": "io.debezium.time.MicroTimestamp", "field": "local_ts"},
+    {"type": "string", "optional": True, "field": "notes"},
+]
+
+
+def envelope(after: dict, before: dict | None = None, op: str = "u", transaction: dict | None = None,
+             snapshot: str = "false") -> bytes:
+    return json.dumps({
+        "schema": {"type": "struct", "fields": [
+            {"type": "struct", "fields": FIELDS, "field": "before"},
+            {"type": "struct", "fields": FIELDS, "field": "after"},
+            {"type": "struct", "field": "source", "fields": []}]},
+        "payload": {"before": before, "after": after, "op": op, "ts_ms": 1,
+                    "source": {"db": "shop", "schema": "public", "table": "invoices", "ts_ms": 1795559149827,
+                               "snapshot": snapshot, "txId": 729, "lsn": 31160120},
+                    "transaction": transaction},
+    }).encode()
+
+
+def test_precise_decimals_dates_and_timestamps_decode_exactly():
+    row = {"id": 7, "total": _b64_decimal("-1234.56", 2), "rate": {"scale": 5, "value": _b64_decimal("0.07125", 5)},
+           "created_at": "2026-11-24T22:25:49.827947Z", "issue_date": 20416, "local_ts": 1795559149827947,
+           "notes": "ok"}
+    change = decode_row_change("shop.public.invoices", 0, 5, envelope(row, op="c",
+                               transaction={"id": "729:31160120", "total_order": 1, "data_collection_order": 1}))
+    assert change.after["total"] == Decimal("-1234.56") and isinstance(change.after["total"], Decimal)
+    assert change.after["rate"] == Decimal("0.07125")
+    assert change.after["created_at"] == datetime(2026, 11, 24, 22, 25, 49, 827947, tzinfo=timezone.utc)
+    assert change.after["issue_date"] == date(2025, 11, 24)
+    assert change.after["local_ts"] == datetime(2026, 11, 24, 22, 25, 49, 827947)
+    assert change.xid == "729" and change.transaction.total_order == 1
+    assert change.is_streaming and not change.is_snapshot
+
+
+def test_unchanged_toast_column_is_marked_unavailable():
+    row = {"id": 7, "total": _b64_decimal("1.00", 2), "rate": None, "created_at": None, "issue_date": None,
+           "local_ts": None, "notes": "__debezium_unavailable_value"}
+    change = decode_row_change("shop.public.invoices", 0, 6, envelope(row))
+    assert change.after["notes"] is UNAVAILABLE
+
+
+def test_tombstone_is_none_and_snapshot_rows_are_flagged():
+    assert decode_row_change("shop.public.invoices", 0, 1, None) is None
+    row = {"id": 1, "total": _b64_decimal("0.00", 2), "rate": None, "created_at": None, "issue_date": None,
+           "local_ts": None, "notes": None}
+    change = decode_row_change("shop.public.invoices", 0, 2, envelope(row, op="r", snapshot="last"))
+    assert change.is_snapshot and change.op == "r"
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"not json", "not JSON"),
+    (b"[1,2]", "not a JSON object"),
+    (json.dumps({"payload": {"id": 1, "code": "x"}}).encode(), "ExtractNewRecordState"),
+    (json.dumps({"payload": {"op": "x", "source": {}}}).encode(), "unknown op"),
+    (json.dumps({"payload": {"op": "c", "after": {"id": 1}, "source": {"db": "shop"}}}).encode(), "invalid envelope"),
+])
+def test_malformed_records_raise_decode_error(raw, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_row_change("shop.public.invoices", 0, 9, raw)
+
+
+def test_transaction_markers_group_by_xid_not_lsn():
+    begin = decode_tx_marker("shop.transaction", 0, 0, json.dumps({"payload": {
+        "status": "BEGIN", "id": "729:31160120", "event_count": None, "data_collections": None, "ts_ms": 1}}).encode())
+    end = decode_tx_marker("shop.transaction", 0, 1, json.dumps({"payload": {
+        "status": "END", "id": "729:31160576", "event_count": 3,
+        "data_collections": [{"data_collection": "public.invoices", "event_count": 1},
+                             {"data_collection": "public.invoice_lines", "event_count": 2}], "ts_ms": 1}}).encode())
+    assert begin.xid == end.xid == "729"
+    assert end.data_collections == {"public.invoices": 1, "public.invoice_lines": 2}
+    with pytest.raises(DecodeError):
+        decode_tx_marker("shop.transaction", 0, 2, b'{"payload": {"status": "END"}}')

@@ -1,0 +1,365 @@
+"""Property tests of the fold: random shop operations, emitted as Debezium would (one topic per table,
+transaction markers on their own topic, topics interleaved arbitrarily, END ids with a different LSN
+part), folded by the TransactionAssembler + Mirror — with an optional crash and restore from the state
+changelog in the middle — must yield, for every invoice, exactly the final database state; and every
+emitted version must equal the invoice as it stood after the source transaction that produced it (never
+a half-written invoice, never an older state after a newer one).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.canonical import money
+from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
+from daemon.fold import Mirror, TransactionAssembler
+
+TX_TOPIC = "shop.transaction"
+TS = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+class ShopModel:
+    """A tiny in-memory shop database that records each transaction's row changes like pgoutput."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[int, dict]] = {t: {} for t in (
+            "locations", "customers", "jobs", "tax_rates", "invoices", "invoice_lines", "line_taxes", "payments")}
+        self.next_id = 100
+        self.transactions: list[tuple[str, list[tuple[str, str, dict | None, dict | None]]]] = []
+        self.snapshots: dict[str, dict[int, dict]] = {}  # xid -> invoice views after that transaction
+        self.xid = 500
+        self._pending: list = []
+        self.begin()
+        self.insert("locations", {"id": 1, "code": "MAIN", "name": "Main", "timezone": "UTC", "currency": "USD"})
+        self.insert("customers", {"id": 1, "location_id": 1, "name": "Fleet Co", "email": "a@x", "phone": None,
+                                  "is_fleet": True, "payment_terms_days": 30, "tax_exempt": False,
+                                  "billing_address": None})
+        self.insert("tax_rates", {"id": 1, "code": "GST", "name": "GST", "rate": Decimal("0.05000"),
+                                  "jurisdiction": None, "active": True})
+        self.insert("tax_rates", {"id": 2, "code": "PST", "name": "PST", "rate": Decimal("0.07000"),
+                                  "jurisdiction": None, "active": True})
+        self.commit()
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def begin(self) -> None:
+        self._pending = []
+
+    def insert(self, table: str, row: dict) -> None:
+        self.tables[table][row["id"]] = dict(row)
+        self._pending.append((table, "c", None, dict(row)))
+
+    def update(self, table: str, pk: int, **changes) -> None:
+        before = dict(self.tables[table][pk])
+        self.tables[table][pk].update(changes)
+        self._pending.append((table, "u", before, dict(self.tables[table][pk])))
+
+    def delete(self, table: str, pk: int) -> None:
+        before = self.tables[table].pop(pk)
+        self._pending.append((table, "d", before, None))
+
+    def commit(self) -> None:
+        if not self._pending:
+            return
+        self.xid += 1
+        xid = str(self.xid)
+        self.transactions.append((xid, self._pending))
+        self.snapshots[xid] = {i: self.view(i) for i in self.tables["invoices"]}
+        self._pending = []
+
+    # -- what the fold should produce for an invoice --
+    def view(self, invoice_id: int) -> dict:
+        t = self.tables
+        header = t["invoices"][invoice_id]
+        lines = sorted((ln for ln in t["invoice_lines"].values() if ln["invoice_id"] == invoice_id),
+                       key=lambda ln: (ln["position"], ln["id"]))
+        taxes = [x for x in t["line_taxes"].values() if x["invoice_id"] == invoice_id]
+        payments = sorted((p for p in t["payments"].values() if p["invoice_id"] == invoice_id), key=lambda p: p["id"])
+        return {
+            "status": header["status"], "customer_email": t["customers"][header["customer_id"]]["email"],
+            "lines": [(ln["id"], ln["position"], ln["quantity"], ln["unit_price"], money(ln["quantity"] * ln["unit_price"]),
+                       sorted((x["tax_rate_id"], x["amount"]) for x in taxes if x["line_id"] == ln["id"]))
+                      for ln in lines],
+            "payments": [(p["id"], p["amount"], p["status"]) for p in payments],
+        }
+
+
+def event_view(event) -> dict:
+    return {
+        "status": event.status.value, "customer_email": event.customer.email,
+        "lines": [(ln.id, ln.position, ln.quantity, ln.unit_price, ln.amount,
+                   sorted((t.tax_rate_id, t.amount) for t in ln.taxes)) for ln in event.lines],
+        "payments": [(p.id, p.amount, p.status.value) for p in sorted(event.payments, key=lambda p: p.id)],
+    }
+
+
+OPS = ["new_invoice", "add_line", "change_qty", "delete_line", "reorder", "pay", "reverse", "move_payment",
+       "void", "delete_invoice", "customer_email"]
+
+
+def apply_op(model: ShopModel, op: str, pick: int) -> None:
+    t = model.tables
+    invoices = sorted(i for i, r in t["invoices"].items() if r["status"] != "void")
+    model.begin()
+    if op == "new_invoice" or not invoices:
+        inv = model.new_id()
+        job = model.new_id()
+        model.insert("jobs", {"id": job, "number": f"J-{job}", "location_id": 1, "customer_id": 1, "vehicle_id": None,
+                              "description": "Alternator", "status": "open", "opened_at": TS, "closed_at": None})
+        model.insert("invoices", {"id": inv, "number": f"INV-{inv}", "job_id": job, "customer_id": 1, "location_id": 1,
+                                  "status": "issued", "issue_date": date(2026, 11, 1), "due_date": None,
+                                  "currency": "USD", "tax_inclusive": False, "subtotal": Decimal("0.00"),
+                                  "tax_total": Decimal("0.00"), "total": Decimal("0.00"), "notes": None})
+        for n in range(1 + pick % 3):
+            _add_line(model, inv, n + 1, pick + n)
+    else:
+        inv = invoices[pick % len(invoices)]
+        lines = sorted(i for i, ln in t["invoice_lines"].items() if ln["invoice_id"] == inv)
+        live_payments = sorted(i for i, p in t["payments"].items() if p["invoice_id"] == inv and p["status"] == "received")
+        if op == "add_line":
+            _add_line(model, inv, len(lines) + 1, pick)
+        elif op == "change_qty" and lines:
+            line_id = lines[pick % len(lines)]
+            model.update("invoice_lines", line_id, quantity=Decimal(pick % 5 + 1).quantize(Decimal("0.001")))
+            for tax_id, tax in list(t["line_taxes"].items()):
+                if tax["line_id"] == line_id:
+                    line = t["invoice_lines"][line_id]
+                    rate = t["tax_rates"][tax["tax_rate_id"]]["rate"]
+                    model.update("line_taxes", tax_id, amount=money(line["quantity"] * line["unit_price"] * rate))
+        elif op == "delete_line" and lines:
+            line_id = lines[pick % len(lines)]
+            model.delete("invoice_lines", line_id)  # the cascade's child deletes follow the parent's
+            for tax_id in [k for k, x in t["line_taxes"].items() if x["line_id"] == line_id]:
+                model.delete("line_taxes", tax_id)
+        elif op == "reorder" and len(lines) >= 2:
+            a, b = lines[0], lines[-1]
+            pa, pb = t["invoice_lines"][a]["position"], t["invoice_lines"][b]["position"]
+            model.update("invoice_lines", a, position=pb)
+            model.update("invoice_lines", b, position=pa)
+        elif op == "pay":
+            pid = model.new_id()
+            model.insert("payments", {"id": pid, "job_id": t["invoices"][inv]["job_id"], "invoice_id": inv,
+                                      "customer_id": 1, "amount": Decimal(f"{pick % 90 + 10}.25"), "method": "card",
+                                      "reference": None, "received_at": TS, "status": "received", "reversed_at": None})
+        elif op == "reverse" and live_payments:
+            model.update("payments", live_payments[pick % len(live_payments)], status="reversed", reversed_at=TS)
+        elif op == "move_payment" and live_payments and len(invoices) > 1:
+            other = invoices[(pick + 1) % len(invoices)]
+            if other != inv:
+                model.update("payments", live_payments[0], invoice_id=other)
+        elif op == "void":
+            for pid in live_payments:
+                model.update("payments", pid, status="reversed", reversed_at=TS)
+            model.update("invoices", inv, status="void")
+        elif op == "delete_invoice":
+            for pid in [k for k, p in t["payments"].items() if p["invoice_id"] == inv]:
+                model.delete("payments", pid)
+            model.delete("invoices", inv)
+            for line_id in lines:
+                model.delete("invoice_lines", line_id)
+            for tax_id in [k for k, x in t["line_taxes"].items() if x["invoice_id"] == inv]:
+                model.delete("line_taxes", tax_id)
+        elif op == "customer_email":
+            model.update("customers", 1, email=f"ap{pick}@fleet.example")
+    _restate_totals(model)
+    model.commit()
+
+
+def _add_line(model: ShopModel, inv: int, position: int, pick: int) -> None:
+    line_id = model.new_id()
+    quantity, price = Decimal(pick % 3 + 1).quantize(Decimal("0.001")), Decimal(f"{pick % 200 + 5}.9900")
+    model.insert("invoice_lines", {"id": line_id, "invoice_id": inv, "position": position, "kind": "part",
+                                   "part_number": f"P{pick}", "description": "Part", "quantity": quantity,
+                                   "unit_price": price, "created_at": TS})
+    for rate_id in ([1] if pick % 2 else [1, 2]):
+        rate = model.tables["tax_rates"][rate_id]["rate"]
+        model.insert("line_taxes", {"id": model.new_id(), "line_id": line_id, "invoice_id": inv,
+                                    "tax_rate_id": rate_id, "amount": money(quantity * price * rate)})
+
+
+def _restate_totals(model: ShopModel) -> None:
+    t = model.tables
+    touched = {c[3]["invoice_id"] if c[3] else c[2]["invoice_id"] for c in model._pending
+               if c[0] in ("invoice_lines", "line_taxes")}
+    for inv in touched:
+        if inv not in t["invoices"]:
+            continue
+        sub = sum((money(ln["quantity"] * ln["unit_price"]) for ln in t["invoice_lines"].values()
+                   if ln["invoice_id"] == inv), Decimal("0"))
+        tax = sum((x["amount"] for x in t["line_taxes"].values() if x["invoice_id"] == inv), Decimal("0"))
+        model.update("invoices", inv, subtotal=sub, tax_total=tax, total=sub + tax)
+
+
+def debezium_records(model: ShopModel) -> dict[str, list]:
+    """Per topic, the records Debezium would write (row changes, and BEGIN/END markers)."""
+    topics: dict[str, list] = {TX_TOPIC: []}
+    lsn = 1000
+    for xid, changes in model.transactions:
+        lsn += 10
+        begin_id = f"{xid}:{lsn}"
+        tx_records = topics[TX_TOPIC]
+        tx_records.append(TxMarker(status="BEGIN", id=begin_id, ts_ms=0, topic=TX_TOPIC, partition=0,
+                                   offset=len(tx_records)))
+        per_collection: dict[str, int] = {}
+        for order, (table, op, before, after) in enumerate(changes, start=1):
+            topic = f"shop.public.{table}"
+            records = topics.setdefault(topic, [])
+            per_collection[f"public.{table}"] = per_collection.get(f"public.{table}", 0) + 1
+            records.append(RowChange(
+                table=table, op=op, before=copy.deepcopy(before), after=copy.deepcopy(after),
+                source=SourceInfo(db="shop", schema_="public", table=table, ts_ms=1_795_000_000_000, snapshot="false",
+                                  txId=int(xid), lsn=lsn + order),
+                transaction=TxBlock(id=begin_id, total_order=order, data_collection_order=per_collection[f"public.{table}"]),
+                topic=topic, partition=0, offset=len(records)))
+        tx_records.append(TxMarker(status="END", id=f"{xid}:{lsn + 9}", event_count=len(changes),
+                                   data_collections=per_collection, ts_ms=0, topic=TX_TOPIC, partition=0,
+                                   offset=len(tx_records)))
+    return topics
+
+
+class FoldHarness:
+    """Feeds records like the runner does, 'commits' after each step, and can crash and restore."""
+
+    def __init__(self) -> None:
+        self.changelog: dict[str, bytes | None] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self.emitted: list = []
+        self._fresh(last_end=-1)
+
+    def _fresh(self, last_end: int) -> None:
+        self.mirror = Mirror()
+        for key, value in self.changelog.items():
+            if key != "meta":
+                self.mirror.restore(key, value)
+        self.assembler = TransactionAssembler(timeout_s=3600)
+        self.assembler.last_applied_end_offset = last_end
+        self.positions = dict(self.committed)
+
+    def feed(self, record) -> None:
+        self.positions[(record.topic, record.partition)] = record.offset + 1
+        if isinstance(record, TxMarker):
+            self.assembler.add_marker(record)
+        else:
+            self.assembler.add_change(record)
+        for tx in self.assembler.ready(self.positions):
+            for invoice_id in sorted(self.mirror.apply(tx)):
+                event = self.mirror.build_event(invoice_id, tx)
+                if event is not None:
+                    self.emitted.append(event)
+            self.mirror.end_batch()
+        for key, value in self.mirror.changelog():
+            self.changelog[key] = value
+        self.changelog["meta"] = str(self.assembler.last_applied_end_offset).encode()
+        self.committed = self.assembler.committable(self.positions)
+
+    def crash_and_restore(self) -> None:
+        self._fresh(last_end=int(self.changelog.get("meta", b"-1")))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 1000)), min_size=1, max_size=25),
+       interleave_seed=st.randoms(use_true_random=False), crash_at=st.one_of(st.none(), st.floats(0.05, 0.95)))
+def test_fold_yields_final_database_state(ops, interleave_seed, crash_at):
+    model = ShopModel()
+    for op, pick in ops:
+        apply_op(model, op, pick)
+    topics = debezium_records(model)
+
+    # Interleave the topics arbitrarily (each topic in its own order, as a consumer sees them).
+    cursors = {topic: 0 for topic in topics}
+    sequence = []
+    while any(cursors[t] < len(r) for t, r in topics.items()):
+        topic = interleave_seed.choice([t for t, r in topics.items() if cursors[t] < len(r)])
+        sequence.append(topics[topic][cursors[topic]])
+        cursors[topic] += 1
+
+    harness = FoldHarness()
+    crash_index = int(len(sequence) * crash_at) if crash_at is not None else None
+    i = 0
+    while i < len(sequence):
+        harness.feed(sequence[i])
+        i += 1
+        if crash_index is not None and i == crash_index:
+            crash_index = None
+            harness.crash_and_restore()
+            # Re-read every topic from its committed offset, in the same interleaving style.
+            replay = [r for r in sequence if r.offset >= harness.committed.get((r.topic, r.partition), 0)]
+            resumed = {(r.topic, r.offset) for r in sequence[i:]}
+            sequence = sequence[:i] + [r for r in replay if (r.topic, r.offset) not in resumed] + sequence[i:]
+
+    latest: dict[int, object] = {}
+    versions: dict[int, int] = {}
+    order = {xid: n for n, (xid, _) in enumerate(model.transactions)}
+    last_tx: dict[int, int] = {}
+    for event in harness.emitted:
+        # Every version is the invoice exactly as it stood after its source transaction.
+        if event.status.value != "deleted":
+            assert event_view(event) == model.snapshots[event.source.tx_id][event.invoice_id]
+            assert event.computed == event.stored, "the model keeps stored totals right"
+        # Versions only grow, and never go back to an older transaction's state.
+        assert event.version > versions.get(event.invoice_id, 0)
+        assert order[event.source.tx_id] >= last_tx.get(event.invoice_id, -1)
+        versions[event.invoice_id] = event.version
+        last_tx[event.invoice_id] = order[event.source.tx_id]
+        latest[event.invoice_id] = event
+
+    final = model.tables["invoices"]
+    for invoice_id in final:
+        assert invoice_id in latest, f"invoice {invoice_id} never emitted"
+        assert event_view(latest[invoice_id]) == model.view(invoice_id)
+    for invoice_id, event in latest.items():
+        if invoice_id not in final:
+            assert event.status.value == "deleted"
+
+
+def test_incomplete_transaction_waits_then_is_released_after_the_bounded_wait():
+    model = ShopModel()
+    apply_op(model, "new_invoice", 3)
+    topics = debezium_records(model)
+    now = [0.0]
+    assembler = TransactionAssembler(timeout_s=30, clock=lambda: now[0])
+    mirror = Mirror()
+    positions: dict = {}
+    # Everything except the invoice_lines topic arrives: the END says lines are missing.
+    for topic, records in topics.items():
+        if topic == "shop.public.invoice_lines":
+            continue
+        for r in records:
+            (assembler.add_marker if isinstance(r, TxMarker) else assembler.add_change)(r)
+            positions[(r.topic, 0)] = r.offset + 1
+    ready = assembler.ready(positions)
+    assert [tx.completion for tx in ready] == ["complete"]  # the set-up transaction (location etc.)
+    assert assembler.buffered_events > 0
+    held = assembler.committable(positions)
+    assert held[("shop.public.invoices", 0)] == 0, "the incomplete transaction's offsets are not committed"
+    now[0] = 31.0
+    released = assembler.ready(positions)
+    assert [tx.completion for tx in released] == ["timed_out"]
+    assert assembler.buffered_events == 0
+    for tx in ready + released:
+        mirror.apply(tx)
+
+
+def test_end_before_data_and_lsn_suffixes_differ():
+    model = ShopModel()
+    apply_op(model, "new_invoice", 1)
+    topics = debezium_records(model)
+    assembler = TransactionAssembler()
+    positions: dict = {}
+    for r in topics[TX_TOPIC]:  # all markers first: END arrives before any data
+        assembler.add_marker(r)
+    assert assembler.ready(positions) == []
+    for topic, records in topics.items():
+        if topic != TX_TOPIC:
+            for r in records:
+                assembler.add_change(r)
+    ready = assembler.ready(positions)
+    assert [tx.completion for tx in ready] == ["complete", "complete"]
+    assert all(c.transaction.id.split(":")[1] != ready[1].xid for c in ready[1].changes)
