@@ -40,7 +40,7 @@ from connectors.registry import connector_class
 from daemon import metrics
 from daemon.canonical import InvoiceEvent, decode_invoice_event
 from daemon.config import AppConfig, TargetConfig
-from daemon.kafka_util import kafka_conf, publish_lag
+from daemon.kafka_util import ensure_topics, kafka_conf, publish_lag
 from daemon.ledger import Ledger, PgCredentials, PgEntities
 
 log = structlog.get_logger(__name__)
@@ -135,6 +135,7 @@ class SinkWorker:
         backoff = 1.0
         while not self.stop.is_set():
             try:
+                ensure_topics(self.config)
                 self._run_consumer()
                 backoff = 1.0
             except KafkaException as exc:

@@ -297,7 +297,8 @@ def _connect_has_plugin(cfg: StackConfig) -> bool:
         return False
 
 
-def debezium_connector_config(cfg: StackConfig) -> dict[str, str]:
+def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: str | None = None,
+                              slot: str = "ledgerwire") -> dict[str, str]:
     return {
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "plugin.name": "pgoutput",
@@ -305,11 +306,11 @@ def debezium_connector_config(cfg: StackConfig) -> dict[str, str]:
         "database.port": str(cfg.pg_port),
         "database.user": "postgres",
         "database.password": "",
-        "database.dbname": cfg.shop_db,
-        "topic.prefix": cfg.topic_prefix,
+        "database.dbname": db or cfg.shop_db,
+        "topic.prefix": prefix or cfg.topic_prefix,
         "publication.name": "ledgerwire",
         "publication.autocreate.mode": "disabled",
-        "slot.name": "ledgerwire",
+        "slot.name": slot,
         "table.include.list": ",".join(f"public.{t}" for t in CAPTURED_TABLES),
         "provide.transaction.metadata": "true",
         "decimal.handling.mode": "precise",
@@ -328,20 +329,46 @@ def debezium_connector_config(cfg: StackConfig) -> dict[str, str]:
     }
 
 
-def register_connector(cfg: StackConfig) -> None:
-    with psycopg.connect(cfg.shop_dsn, autocommit=True) as conn:
+def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | None = None,
+                       prefix: str | None = None, slot: str = "ledgerwire") -> None:
+    with psycopg.connect(cfg.dsn(db or cfg.shop_db), autocommit=True) as conn:
         # The signalling table for incremental snapshots (resync of periods beyond Kafka's retention).
         conn.execute("CREATE TABLE IF NOT EXISTS debezium_signal (id text PRIMARY KEY, type text NOT NULL, data text)")
-    response = httpx.put(f"{cfg.connect_url}/connectors/{CONNECTOR_NAME}/config",
-                         json=debezium_connector_config(cfg), timeout=30)
+    response = httpx.put(f"{cfg.connect_url}/connectors/{name}/config",
+                         json=debezium_connector_config(cfg, db, prefix, slot), timeout=30)
     if response.status_code >= 300:
         raise StackError(f"connector registration failed: {response.status_code} {response.text}")
-    _wait(lambda: connector_state(cfg) == "RUNNING", 90, "Debezium connector", cfg.logs / "connect.log")
+    _wait(lambda: connector_state(cfg, name) == "RUNNING", 90, "Debezium connector", cfg.logs / "connect.log")
 
 
-def connector_state(cfg: StackConfig) -> str | None:
+def create_shop_database(cfg: StackConfig, db: str) -> str:
+    """A fresh shop database with the reference schema (tests run one per scenario)."""
+    with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        conn.execute(f'CREATE DATABASE "{db}"')
+    with psycopg.connect(cfg.dsn(db), autocommit=True) as conn:
+        conn.execute(SHOP_SCHEMA.read_text())
+    return cfg.dsn(db)
+
+
+def remove_connector(cfg: StackConfig, name: str, slot: str | None = None) -> None:
+    httpx.delete(f"{cfg.connect_url}/connectors/{name}", timeout=30)
+    if slot:
+        deadline = time.monotonic() + 30
+        with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name=%s", (slot,)).fetchone()
+                if row is None:
+                    return
+                if not row[0]:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    return
+                time.sleep(0.5)
+
+
+def connector_state(cfg: StackConfig, name: str = CONNECTOR_NAME) -> str | None:
     try:
-        status = httpx.get(f"{cfg.connect_url}/connectors/{CONNECTOR_NAME}/status", timeout=3).json()
+        status = httpx.get(f"{cfg.connect_url}/connectors/{name}/status", timeout=3).json()
         states = [status["connector"]["state"]] + [t["state"] for t in status.get("tasks", [])]
         if not status.get("tasks"):
             return "STARTING"
@@ -350,9 +377,10 @@ def connector_state(cfg: StackConfig) -> str | None:
         return None
 
 
-def restart_connector(cfg: StackConfig) -> None:
-    httpx.post(f"{cfg.connect_url}/connectors/{CONNECTOR_NAME}/restart?includeTasks=true", timeout=30)
-    _wait(lambda: connector_state(cfg) == "RUNNING", 90, "Debezium connector restart", cfg.logs / "connect.log")
+def restart_connector(cfg: StackConfig, name: str = CONNECTOR_NAME) -> None:
+    httpx.post(f"{cfg.connect_url}/connectors/{name}/restart?includeTasks=true&onlyFailed=false", timeout=30)
+    time.sleep(1)
+    _wait(lambda: connector_state(cfg, name) == "RUNNING", 90, "Debezium connector restart", cfg.logs / "connect.log")
 
 
 def _wait(check, timeout: float, what: str, log_file: Path) -> None:
