@@ -83,7 +83,9 @@ class ShopModel:
         taxes = [x for x in t["line_taxes"].values() if x["invoice_id"] == invoice_id]
         payments = sorted((p for p in t["payments"].values() if p["invoice_id"] == invoice_id), key=lambda p: p["id"])
         return {
-            "status": header["status"], "customer_email": t["customers"][header["customer_id"]]["email"],
+            "status": header["status"],
+            # Customer edits re-send open invoices only; a void invoice keeps the details it was voided with.
+            "customer_email": t["customers"][header["customer_id"]]["email"] if header["status"] != "void" else None,
             "lines": [(ln["id"], ln["position"], ln["quantity"], ln["unit_price"], money(ln["quantity"] * ln["unit_price"]),
                        sorted((x["tax_rate_id"], x["amount"]) for x in taxes if x["line_id"] == ln["id"]))
                       for ln in lines],
@@ -93,7 +95,8 @@ class ShopModel:
 
 def event_view(event) -> dict:
     return {
-        "status": event.status.value, "customer_email": event.customer.email,
+        "status": event.status.value,
+        "customer_email": event.customer.email if event.status.value != "void" else None,
         "lines": [(ln.id, ln.position, ln.quantity, ln.unit_price, ln.amount,
                    sorted((t.tax_rate_id, t.amount) for t in ln.taxes)) for ln in event.lines],
         "payments": [(p.id, p.amount, p.status.value) for p in sorted(event.payments, key=lambda p: p.id)],
