@@ -183,6 +183,90 @@ def cmd_trace(args: argparse.Namespace) -> int:
         ledger.close()
 
 
+def cmd_offsets(args: argparse.Namespace) -> int:
+    import time
+
+    from daemon import ops
+
+    config = _load(args.config)
+    ledger, _ = _ledger_and_runtime(config)
+    try:
+        if args.action == "show":
+            rows = ops.positions(config, ledger, args.target)
+            print(f"{'group':<34} {'topic':<34} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}  oldest unsent")
+            for r in rows:
+                oldest = r.oldest_unsent.isoformat(timespec="seconds") if r.oldest_unsent else "-"
+                committed = "-" if r.committed is None else str(r.committed)
+                print(f"{r.group:<34} {r.topic:<34} {r.partition:>4} {committed:>10} {r.end:>10} {r.lag:>8}  {oldest}")
+            return 0
+        if not args.target:
+            print("offsets reset needs --target (a target name, or 'fold')", file=sys.stderr)
+            return 2
+        modes = [(m, v) for m, v in (("to-datetime", args.to_datetime), ("to-earliest", args.to_earliest or None),
+                                       ("to-latest", args.to_latest or None), ("shift", args.shift)) if v is not None]
+        if len(modes) != 1:
+            print("choose exactly one of --to-datetime, --to-earliest, --to-latest, --shift", file=sys.stderr)
+            return 2
+        mode, value = modes[0]
+        plan = ops.plan_reset(config, ledger, args.target, mode, value)
+        print(f"plan for {args.target} ({mode}{'' if value in (True, None) else ' ' + str(value)}):")
+        for r in plan:
+            print(f"  {r.topic}[{r.partition}]: {'-' if r.current is None else r.current} -> {r.new}")
+        if args.dry_run:
+            print("dry run: nothing changed")
+            return 0
+        group = config.kafka.fold_group if args.target == ops.FOLD else f"{config.kafka.sink_group_prefix}{args.target}"
+        members = ops.group_members(config, group)
+        if members and not args.stop_workers:
+            print(f"refusing: {members} worker(s) of {group} are running; stop them or pass --stop-workers",
+                  file=sys.stderr)
+            return 3
+        if members and args.target == ops.FOLD:
+            print("refusing: the fold cannot be paused remotely; stop the daemons running it first", file=sys.stderr)
+            return 3
+        if members:
+            ledger.set_paused(args.target, True, "offsets reset")
+            deadline = time.monotonic() + 60
+            while ops.group_members(config, group) and time.monotonic() < deadline:
+                time.sleep(1)
+            if ops.group_members(config, group):
+                ledger.set_paused(args.target, False)
+                print("workers did not stop within 60 s; nothing changed", file=sys.stderr)
+                return 3
+        try:
+            ops.apply_reset(config, ledger, args.target, plan)
+        finally:
+            if args.target != ops.FOLD:
+                ledger.set_paused(args.target, False)
+        print("applied")
+        return 0
+    finally:
+        ledger.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon import ops
+
+    config = _load(args.config)
+    ledger, _ = _ledger_and_runtime(config)
+    try:
+        report = ops.status(config, ledger, config.source.connect_url)
+    finally:
+        ledger.close()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"fold: lag {report['fold']['lag']} over {report['fold']['partitions']} source partitions")
+    for name, t in report["targets"].items():
+        print(f"target {name} ({t['platform']}){' PAUSED' if t['paused'] else ''}: lag {t['lag']}, "
+              f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
+              f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "
+              f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}")
+    for name, d in report.get("debezium", {}).items():
+        print(f"debezium {name}: {d}")
+    return 0
+
+
 def cmd_qwc(args: argparse.Namespace) -> int:
     from connectors.quickbooks_desktop.qwc import render_qwc
 
@@ -250,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("invoice_number")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("offsets", help="show or reset consumer offsets (sinks: in the ledger; fold: in Kafka)")
+    p.add_argument("action", choices=["show", "reset"])
+    p.add_argument("--config", required=True)
+    p.add_argument("--target", help="a target name, or 'fold'")
+    p.add_argument("--to-datetime", help="ISO time; resolved with Kafka's offsets-for-times")
+    p.add_argument("--to-earliest", action="store_true")
+    p.add_argument("--to-latest", action="store_true")
+    p.add_argument("--shift", type=int, help="move by N records (negative = back)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only")
+    p.add_argument("--stop-workers", action="store_true", help="pause the target's running workers for the reset")
+    p.set_defaults(func=cmd_offsets)
+
+    p = sub.add_parser("status", help="per target: lag, last success, failures, dead letters, credentials")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("qwc", help="print the .qwc file for a QuickBooks Desktop target's Web Connector")
     p.add_argument("--config", required=True)

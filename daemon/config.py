@@ -39,6 +39,8 @@ class SourceConfig(_Config):
     topic_prefix: str = "shop"  # Debezium's topic.prefix
     schema_name: str = "public"
     transaction_topic: str | None = None  # default: "<prefix>.transaction"
+    connect_url: str | None = None  # Kafka Connect REST, for `ledgerwire status`
+    shop_dsn: str | None = None  # read access to the shop database, for resync signals and reconciliation
     incomplete_transaction_timeout_s: float = Field(30.0, gt=0)
     max_buffered_events: int = Field(200_000, gt=0)
 

@@ -134,6 +134,10 @@ class SinkWorker:
     def run(self) -> None:
         backoff = 1.0
         while not self.stop.is_set():
+            if self.ledger.target_paused(self.target.name):
+                self.ready.set()  # paused on purpose (offsets reset): not a readiness failure
+                self.stop.wait(2)
+                continue
             try:
                 ensure_topics(self.config)
                 self._run_consumer()
@@ -157,9 +161,14 @@ class SinkWorker:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         metrics.UP.labels(f"sink:{self.target.name}").set(1)
-        last_lag = 0.0
+        last_lag = last_control = 0.0
         try:
             while not self.stop.is_set():
+                if time.monotonic() - last_control > 2:
+                    last_control = time.monotonic()
+                    if self.ledger.target_paused(self.target.name):
+                        self.log.info("sink_paused_by_operator")
+                        return  # leave the group; run() waits for the flag to clear
                 for m in self.consumer.consume(num_messages=500, timeout=0.1):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:

@@ -100,6 +100,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     resolved_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (target, invoice_id) WHERE status IN ('open', 'parked');
+CREATE TABLE IF NOT EXISTS sink_control (
+    target      text PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    reason      text,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
 """
 
 GENESIS = "0" * 64
@@ -278,6 +284,18 @@ class Ledger:
             cur = conn.execute("UPDATE dead_letters SET status=%s, resolved_at=now() WHERE target=%s AND "
                                "invoice_id=%s AND status IN ('open','parked')", (status, target, invoice_id))
             return cur.rowcount
+
+    def target_paused(self, target: str) -> bool:
+        """Ops asked this target's workers to leave their consumer group (``ledgerwire offsets reset``)."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT paused FROM sink_control WHERE target=%s", (target,)).fetchone()
+        return bool(row and row[0])
+
+    def set_paused(self, target: str, paused: bool, reason: str | None = None) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO sink_control (target, paused, reason) VALUES (%s,%s,%s) ON CONFLICT (target) "
+                         "DO UPDATE SET paused=EXCLUDED.paused, reason=EXCLUDED.reason, updated_at=now()",
+                         (target, paused, reason))
 
     def count_open_dead_letters(self, target: str) -> tuple[int, int]:
         """(open dead letters, distinct parked invoices)."""

@@ -1,0 +1,200 @@
+"""Operations: where every consumer stands (offsets, lag, oldest unsent event), moving offsets safely,
+and one status view per target. Offsets are changed where they really live: the PostgreSQL ledger for
+sinks, Kafka's group offsets for the fold.
+
+A target's workers are stopped for a reset through the ledger's ``sink_control`` table, which every sink polls:
+``paused`` makes its workers leave the consumer group; the reset is applied once the group is empty, and
+the workers rejoin when the flag is cleared.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import httpx
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from daemon.config import AppConfig
+from daemon.fold import TABLES
+from daemon.kafka_util import kafka_conf
+from daemon.ledger import Ledger
+
+FOLD = "fold"
+
+
+@dataclass
+class PartitionPosition:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+    oldest_unsent: datetime | None
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - (self.committed if self.committed is not None and self.committed >= 0 else 0))
+
+
+def _consumer(config: AppConfig) -> Consumer:
+    return Consumer(kafka_conf(config.kafka, {"group.id": f"ledgerwire-ops-{time.time_ns()}",
+                                              "enable.auto.commit": False}))
+
+
+def _timestamp_at(consumer: Consumer, topic: str, partition: int, offset: int) -> datetime | None:
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    message = consumer.poll(5)
+    consumer.unassign()
+    if message is None or message.error():
+        return None
+    kind, ms = message.timestamp()
+    return datetime.fromtimestamp(ms / 1000, timezone.utc) if ms > 0 else None
+
+
+def positions(config: AppConfig, ledger: Ledger, target: str | None = None) -> list[PartitionPosition]:
+    consumer = _consumer(config)
+    out: list[PartitionPosition] = []
+    try:
+        groups: list[tuple[str, str, dict[int, int | None]]] = []
+        canonical = config.kafka.canonical_topic
+        meta = consumer.list_topics(canonical, timeout=10).topics[canonical]
+        for t in config.targets:
+            if target not in (None, t.name):
+                continue
+            stored = ledger.offsets(t.name, canonical)
+            groups.append((f"{config.kafka.sink_group_prefix}{t.name}", canonical,
+                           {p: stored.get(p) for p in meta.partitions}))
+        if target in (None, FOLD):
+            fold_topics = [config.source.table_topic(tb) for tb in TABLES] + [config.source.tx_topic]
+            admin_consumer = Consumer(kafka_conf(config.kafka, {"group.id": config.kafka.fold_group,
+                                                                "enable.auto.commit": False}))
+            committed = admin_consumer.committed([TopicPartition(t, 0) for t in fold_topics], timeout=10)
+            admin_consumer.close()
+            for tp in committed:
+                groups.append((config.kafka.fold_group, tp.topic, {0: tp.offset if tp.offset >= 0 else None}))
+        for group, topic, parts in groups:
+            for partition, committed_offset in sorted(parts.items()):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                start = committed_offset if committed_offset is not None else low
+                oldest = _timestamp_at(consumer, topic, partition, start) if start < high else None
+                out.append(PartitionPosition(group, topic, partition, committed_offset, high, oldest))
+    finally:
+        consumer.close()
+    return out
+
+
+def group_members(config: AppConfig, group: str) -> int:
+    admin = AdminClient(kafka_conf(config.kafka, {}))
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return len(description.members)
+
+
+ResetMode = Literal["to-datetime", "to-earliest", "to-latest", "shift"]
+
+
+@dataclass
+class PlannedReset:
+    topic: str
+    partition: int
+    current: int | None
+    new: int
+
+
+def plan_reset(config: AppConfig, ledger: Ledger, target: str, mode: ResetMode, value: Any = None) -> list[PlannedReset]:
+    consumer = _consumer(config)
+    try:
+        if target == FOLD:
+            topics = [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic]
+            fold_consumer = Consumer(kafka_conf(config.kafka, {"group.id": config.kafka.fold_group,
+                                                               "enable.auto.commit": False}))
+            current = {(tp.topic, tp.partition): tp.offset for tp in
+                       fold_consumer.committed([TopicPartition(t, 0) for t in topics], timeout=10)}
+            fold_consumer.close()
+        else:
+            config.target(target)
+            topic = config.kafka.canonical_topic
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            stored = ledger.offsets(target, topic)
+            current = {(topic, p): stored.get(p, -1) for p in meta.partitions}
+        plan = []
+        if mode == "to-datetime":
+            when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            wanted = [TopicPartition(t, p, int(when.timestamp() * 1000)) for (t, p) in current]
+            found = {(tp.topic, tp.partition): tp.offset for tp in consumer.offsets_for_times(wanted, timeout=10)}
+        for (topic, partition), cur in sorted(current.items()):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if mode == "to-earliest":
+                new = low
+            elif mode == "to-latest":
+                new = high
+            elif mode == "shift":
+                base = cur if cur is not None and cur >= 0 else low
+                new = min(high, max(low, base + int(value)))
+            else:
+                new = found[(topic, partition)]
+                new = high if new < 0 else new  # no record at or after that time: the end
+            plan.append(PlannedReset(topic, partition, cur if cur is not None and cur >= 0 else None, new))
+        return plan
+    finally:
+        consumer.close()
+
+
+def apply_reset(config: AppConfig, ledger: Ledger, target: str, plan: list[PlannedReset]) -> None:
+    if target == FOLD:
+        admin = AdminClient(kafka_conf(config.kafka, {}))
+        request = ConsumerGroupTopicPartitions(config.kafka.fold_group,
+                                               [TopicPartition(r.topic, r.partition, r.new) for r in plan])
+        for future in admin.alter_consumer_group_offsets([request]).values():
+            future.result(timeout=15)
+        return
+    for r in plan:
+        ledger.set_offset(target, r.topic, r.partition, r.new)
+
+
+def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) -> dict[str, Any]:
+    """Per target: lag, last success, failures, dead letters, credential expiry; the Debezium connector."""
+    pos = positions(config, ledger)
+    report: dict[str, Any] = {"targets": {}, "fold": {}}
+    with ledger.pool.connection() as conn:
+        for t in config.targets:
+            group = f"{config.kafka.sink_group_prefix}{t.name}"
+            mine = [p for p in pos if p.group == group]
+            last = conn.execute("SELECT max(at) FROM audit_log WHERE target=%s", (t.name,)).fetchone()[0]
+            failures = conn.execute("SELECT count(*) FROM dead_letters WHERE target=%s AND created_at > now() - "
+                                    "interval '24 hours'", (t.name,)).fetchone()[0]
+            open_dl, parked = ledger.count_open_dead_letters(t.name)
+            expiry = None
+            try:
+                from daemon.ledger import PgCredentials, load_secret_key
+
+                doc = PgCredentials(ledger, t.name, load_secret_key(config.secret_key_file)).get()
+                if doc.get("access_token_expires_at"):
+                    expiry = datetime.fromtimestamp(float(doc["access_token_expires_at"]), timezone.utc).isoformat()
+                if doc.get("refresh_token_expires_at"):
+                    expiry = f"{expiry} (refresh token until {datetime.fromtimestamp(float(doc['refresh_token_expires_at']), timezone.utc):%Y-%m-%d})"
+            except RuntimeError:
+                expiry = "unknown (no secret key)"
+            oldest = min((p.oldest_unsent for p in mine if p.oldest_unsent), default=None)
+            report["targets"][t.name] = {
+                "platform": t.platform, "enabled": t.enabled, "paused": ledger.target_paused(t.name),
+                "lag": sum(p.lag for p in mine), "oldest_unsent": oldest.isoformat() if oldest else None,
+                "last_success": last.isoformat() if last else None, "dead_letters_24h": failures,
+                "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,
+            }
+    fold = [p for p in pos if p.group == config.kafka.fold_group]
+    report["fold"] = {"lag": sum(p.lag for p in fold), "partitions": len(fold)}
+    if connect_url:
+        try:
+            state = httpx.get(f"{connect_url.rstrip('/')}/connectors?expand=status", timeout=5).json()
+            report["debezium"] = {name: {"connector": s["status"]["connector"]["state"],
+                                         "tasks": [task["state"] for task in s["status"]["tasks"]]}
+                                  for name, s in state.items()}
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            report["debezium"] = {"error": f"Kafka Connect not reachable: {type(exc).__name__}"}
+    return report
