@@ -127,6 +127,7 @@ class SinkWorker:
         self._threads: dict[int, threading.Thread] = {}
         self._revoked: dict[int, threading.Event] = {}
         self._paused: set[int] = set()
+        self._busy: dict[int, bool] = {}  # partition -> a worker is processing a batch it took
         self._dlq_producer: Producer | None = None
         self.ready = threading.Event()
 
@@ -179,7 +180,7 @@ class SinkWorker:
                         continue  # revoked meanwhile
                     q.put(_Record(m.partition(), m.offset(), m.value()))
                 self._apply_backpressure()
-                if time.monotonic() - last_lag > 5:
+                if time.monotonic() - last_lag > 2:
                     self._publish_metrics()
                     last_lag = time.monotonic()
         finally:
@@ -198,7 +199,24 @@ class SinkWorker:
                 self.consumer.resume(tp)
                 self._paused.discard(partition)
 
+    def _advance_idle_offsets(self) -> None:
+        """Move stored offsets past Kafka's transaction markers once a partition is idle.
+
+        The canonical topic is written transactionally, so commit markers take offsets after the last
+        record; an idle partition whose queue is empty has processed everything before the consumer's
+        position, so storing that position is safe and shows a true lag of zero.
+        """
+        idle = [p for p, q in self._queues.items() if q.empty() and not self._busy.get(p)]
+        if not idle:
+            return
+        stored = self.ledger.offsets(self.target.name, self.topic)
+        for tp in self.consumer.position([TopicPartition(self.topic, p) for p in idle]):
+            if tp.offset >= 0 and tp.offset > stored.get(tp.partition, -1) and self._queues.get(tp.partition) is not None \
+                    and self._queues[tp.partition].empty() and not self._busy.get(tp.partition):
+                self.ledger.set_offset(self.target.name, self.topic, tp.partition, tp.offset)
+
     def _publish_metrics(self) -> None:
+        self._advance_idle_offsets()
         assigned = [TopicPartition(self.topic, p) for p in self._queues]
         stored = self.ledger.offsets(self.target.name, self.topic)
         publish_lag(self.consumer, self.group, assigned, {(self.topic, p): o for p, o in stored.items()})
@@ -255,6 +273,7 @@ class SinkWorker:
                 first = q.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self._busy[partition] = True
             batch = [first]
             while len(batch) < 500:
                 try:
@@ -273,6 +292,8 @@ class SinkWorker:
                     for r in group:
                         q.put(r)
                 self.stop.wait(5)
+            finally:
+                self._busy[partition] = False
 
     def _process_batch(self, partition: int, batch: list[_Record], revoked: threading.Event) -> None:
         # Coalesce: per invoice only the newest version is delivered; groups in order of first appearance.
