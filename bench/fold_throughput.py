@@ -1,0 +1,250 @@
+"""Benchmark 1: fold throughput against the practical ceiling of a Python consumer.
+
+Writes N Debezium-shaped row events (raw envelopes with schemas, precise decimals, transaction blocks
+and BEGIN/END markers — what the real connector writes) for whole invoice transactions into fresh topics
+on the local stack's Kafka, then measures, in the same process setup:
+
+* baseline: a bare confluent-kafka consumer that reads every record and decodes it (``daemon.decode``);
+* fold: ``FoldRunner`` — decode, reassemble transactions, fold, Avro-encode, produce canonical events and
+  the state changelog, and commit offsets, all inside Kafka transactions.
+
+Prints row events/s for both and the ratio. Usage (stack running: `ledgerwire stack up`):
+    python bench/fold_throughput.py --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import sys
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from confluent_kafka import Consumer, KafkaError, Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from daemon.config import AppConfig  # noqa: E402
+from daemon.decode import decode_row_change, decode_tx_marker  # noqa: E402
+from daemon.fold import TABLES  # noqa: E402
+from daemon.fold_runner import FoldRunner  # noqa: E402
+from daemon.kafka_util import ensure_topics  # noqa: E402
+
+
+def _dec(value: str, scale: int) -> str:
+    unscaled = int(Decimal(value).scaleb(scale))
+    return base64.b64encode(unscaled.to_bytes(max(1, (unscaled.bit_length() + 8) // 8), "big", signed=True)).decode()
+
+
+def _field(name: str, kind: str) -> dict:
+    if kind.startswith("dec"):
+        return {"type": "bytes", "optional": False, "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+                "parameters": {"scale": kind[3:], "connect.decimal.precision": "12"}, "field": name}
+    if kind == "ts":
+        return {"type": "string", "optional": False, "name": "io.debezium.time.ZonedTimestamp", "version": 1, "field": name}
+    if kind == "date":
+        return {"type": "int32", "optional": True, "name": "io.debezium.time.Date", "version": 1, "field": name}
+    return {"type": kind, "optional": True, "field": name}
+
+
+COLUMNS = {
+    "locations": [("id", "int64"), ("code", "string"), ("name", "string"), ("timezone", "string"), ("currency", "string")],
+    "customers": [("id", "int64"), ("location_id", "int64"), ("name", "string"), ("email", "string"), ("phone", "string"),
+                  ("is_fleet", "boolean"), ("payment_terms_days", "int32"), ("tax_exempt", "boolean"),
+                  ("billing_address", "string"), ("updated_at", "ts")],
+    "tax_rates": [("id", "int64"), ("code", "string"), ("name", "string"), ("rate", "dec5"), ("jurisdiction", "string"),
+                  ("active", "boolean")],
+    "jobs": [("id", "int64"), ("number", "string"), ("location_id", "int64"), ("customer_id", "int64"),
+             ("vehicle_id", "int64"), ("description", "string"), ("status", "string"), ("opened_at", "ts"),
+             ("closed_at", "ts")],
+    "invoices": [("id", "int64"), ("number", "string"), ("job_id", "int64"), ("customer_id", "int64"),
+                 ("location_id", "int64"), ("status", "string"), ("issue_date", "date"), ("due_date", "date"),
+                 ("currency", "string"), ("tax_inclusive", "boolean"), ("subtotal", "dec2"), ("tax_total", "dec2"),
+                 ("total", "dec2"), ("notes", "string"), ("created_at", "ts"), ("updated_at", "ts")],
+    "invoice_lines": [("id", "int64"), ("invoice_id", "int64"), ("position", "int32"), ("kind", "string"),
+                      ("part_number", "string"), ("description", "string"), ("quantity", "dec3"),
+                      ("unit_price", "dec4"), ("created_at", "ts")],
+    "line_taxes": [("id", "int64"), ("line_id", "int64"), ("invoice_id", "int64"), ("tax_rate_id", "int64"),
+                   ("amount", "dec2")],
+    "payments": [("id", "int64"), ("job_id", "int64"), ("invoice_id", "int64"), ("customer_id", "int64"),
+                 ("amount", "dec2"), ("method", "string"), ("reference", "string"), ("received_at", "ts"),
+                 ("status", "string"), ("reversed_at", "ts")],
+}
+
+
+class EnvelopeWriter:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.schemas = {}
+        for table, cols in COLUMNS.items():
+            fields = [_field(n, k) for n, k in cols]
+            self.schemas[table] = {"type": "struct", "optional": False, "name": f"{prefix}.public.{table}.Envelope", "fields": [
+                {"type": "struct", "fields": fields, "optional": True, "field": "before"},
+                {"type": "struct", "fields": fields, "optional": True, "field": "after"},
+                {"type": "struct", "fields": [], "optional": False, "field": "source"},
+                {"type": "struct", "fields": [], "optional": True, "field": "transaction"},
+                {"type": "string", "optional": False, "field": "op"}]}
+
+    def row(self, table: str, after: dict, xid: int, lsn: int, order: int, coll_order: int) -> bytes:
+        return json.dumps({"schema": self.schemas[table], "payload": {
+            "before": None, "after": after, "op": "c", "ts_ms": 1795559150014,
+            "source": {"version": "3.3.1.Final", "connector": "postgresql", "name": self.prefix, "ts_ms": 1795559149827,
+                       "snapshot": "false", "db": "shop", "sequence": f'[null,"{lsn}"]', "schema": "public",
+                       "table": table, "txId": xid, "lsn": lsn, "xmin": None},
+            "transaction": {"id": f"{xid}:{lsn}", "total_order": order, "data_collection_order": coll_order}}}).encode()
+
+    @staticmethod
+    def marker(status: str, xid: int, lsn: int, counts: dict[str, int] | None) -> bytes:
+        return json.dumps({"schema": {"type": "struct", "fields": []}, "payload": {
+            "status": status, "id": f"{xid}:{lsn}", "event_count": sum(counts.values()) if counts else None,
+            "data_collections": [{"data_collection": f"public.{k}", "event_count": v} for k, v in counts.items()]
+            if counts else None, "ts_ms": 1795559149827}}).encode()
+
+
+def write_workload(bootstrap: str, prefix: str, target_events: int) -> tuple[int, int]:
+    """Write whole-invoice transactions until ``target_events`` row events; return (events, invoices)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000})
+    w = EnvelopeWriter(prefix)
+    ts = "2026-11-24T22:25:49.827947Z"
+
+    def send(table, after, xid, lsn, order, counts):
+        counts[table] = counts.get(table, 0) + 1
+        producer.produce(f"{prefix}.public.{table}", key=json.dumps({"id": after["id"]}).encode(),
+                         value=w.row(table, after, xid, lsn, order, counts[table]))
+
+    xid, lsn, written = 1000, 10_000, 0
+    counts: dict[str, int] = {}
+    producer.produce(f"{prefix}.transaction", value=w.marker("BEGIN", xid, lsn, None))
+    send("locations", {"id": 1, "code": "MAIN", "name": "Main", "timezone": "UTC", "currency": "USD"}, xid, lsn, 1, counts)
+    send("customers", {"id": 1, "location_id": 1, "name": "Fleet", "email": None, "phone": None, "is_fleet": True,
+                       "payment_terms_days": 30, "tax_exempt": False, "billing_address": None, "updated_at": ts},
+         xid, lsn, 2, counts)
+    send("tax_rates", {"id": 1, "code": "STATE", "name": "State", "rate": _dec("0.0625", 5), "jurisdiction": None,
+                       "active": True}, xid, lsn, 3, counts)
+    producer.produce(f"{prefix}.transaction", value=w.marker("END", xid, lsn + 5, counts))
+    written += 3
+    inv = line_id = tax_id = pay_id = 0
+    while written < target_events:
+        xid += 1
+        lsn += 100
+        counts = {}
+        order = 0
+        inv += 1
+        producer.produce(f"{prefix}.transaction", value=w.marker("BEGIN", xid, lsn, None))
+
+        def emit(table, after):
+            nonlocal order
+            order += 1
+            send(table, after, xid, lsn + order, order, counts)
+
+        emit("jobs", {"id": inv, "number": f"J-{inv:07d}", "location_id": 1, "customer_id": 1, "vehicle_id": None,
+                      "description": "Alternator replacement", "status": "open", "opened_at": ts, "closed_at": None})
+        emit("invoices", {"id": inv, "number": f"INV-{inv:07d}", "job_id": inv, "customer_id": 1, "location_id": 1,
+                          "status": "issued", "issue_date": 20416, "due_date": 20446, "currency": "USD",
+                          "tax_inclusive": False, "subtotal": _dec("512.45", 2), "tax_total": _dec("32.03", 2),
+                          "total": _dec("544.48", 2), "notes": None, "created_at": ts, "updated_at": ts})
+        for pos, (kind, qty, price) in enumerate((("labour", "1.500", "120.0000"), ("part", "1.000", "289.9500"),
+                                                  ("core_charge", "1.000", "45.0000"), ("fee", "1.000", "12.5000"),
+                                                  ("labour", "0.500", "120.0000")), start=1):
+            line_id += 1
+            emit("invoice_lines", {"id": line_id, "invoice_id": inv, "position": pos, "kind": kind, "part_number": None,
+                                   "description": kind, "quantity": _dec(qty, 3), "unit_price": _dec(price, 4),
+                                   "created_at": ts})
+            tax_id += 1
+            emit("line_taxes", {"id": tax_id, "line_id": line_id, "invoice_id": inv, "tax_rate_id": 1,
+                                "amount": _dec("6.41", 2)})
+        pay_id += 1
+        emit("payments", {"id": pay_id, "job_id": inv, "invoice_id": inv, "customer_id": 1, "amount": _dec("100.00", 2),
+                          "method": "card", "reference": None, "received_at": ts, "status": "received",
+                          "reversed_at": None})
+        producer.produce(f"{prefix}.transaction", value=w.marker("END", xid, lsn + 99, counts))
+        written += order
+        producer.poll(0)
+    producer.flush(120)
+    return written, inv
+
+
+def baseline(bootstrap: str, prefix: str, expected: int) -> float:
+    topics = [f"{prefix}.public.{t}" for t in TABLES] + [f"{prefix}.transaction"]
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-baseline", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed", "fetch.wait.max.ms": 50})
+    consumer.subscribe(topics)
+    seen = 0
+    started = None
+    tx_topic = f"{prefix}.transaction"
+    while seen < expected:
+        for m in consumer.consume(num_messages=2000, timeout=1.0):
+            if m.error():
+                continue
+            started = started or time.perf_counter()
+            if m.topic() == tx_topic:
+                decode_tx_marker(m.topic(), m.partition(), m.offset(), m.value())
+            else:
+                decode_row_change(m.topic(), m.partition(), m.offset(), m.value())
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return seen / elapsed
+
+
+def fold(bootstrap: str, prefix: str, expected_invoices: int, events: int) -> float:
+    config = AppConfig.model_validate({
+        "kafka": {"bootstrap_servers": bootstrap, "canonical_topic": f"{prefix}.invoices",
+                  "fold_state_topic": f"{prefix}.fold-state", "dead_letter_topic": f"{prefix}.dlq",
+                  "fold_group": f"{prefix}-fold"},
+        "source": {"topic_prefix": prefix}})
+    ensure_topics(config)
+    stop = threading.Event()
+    runner = FoldRunner(config, stop, transactional_id=f"{prefix}-fold")
+    counter = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-count", "auto.offset.reset": "earliest",
+                        "isolation.level": "read_committed"})
+    counter.subscribe([config.kafka.canonical_topic])
+    thread = threading.Thread(target=runner.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    produced = 0
+    while produced < expected_invoices:
+        produced += sum(1 for m in counter.consume(num_messages=5000, timeout=1.0) if not m.error())
+    elapsed = time.perf_counter() - started
+    stop.set()
+    thread.join(30)
+    counter.close()
+    return events / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default=os.environ.get("LEDGERWIRE_BENCH_BOOTSTRAP", "127.0.0.1:59092"))
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    import structlog
+    import logging
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    config = AppConfig.model_validate({"kafka": {"bootstrap_servers": args.bootstrap}, "source": {"topic_prefix": prefix}})
+    ensure_topics(config, [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic])
+    t0 = time.perf_counter()
+    written, invoices = write_workload(args.bootstrap, prefix, args.events)
+    print(f"wrote {written} row events ({invoices} invoice transactions) in {time.perf_counter() - t0:.1f}s")
+    base = baseline(args.bootstrap, prefix, written)
+    print(f"baseline  read+decode      : {base:>10,.0f} row events/s")
+    folded = fold(args.bootstrap, prefix, invoices, written)
+    print(f"fold      with Kafka txns  : {folded:>10,.0f} row events/s   ({folded / base:.0%} of baseline; "
+          f"targets: >= 70% and >= 20,000/s)")
+    print(f"peak RSS of this process   : {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics(
+        [f"{prefix}.public.{t}" for t in TABLES] + [f"{prefix}.transaction", f"{prefix}.invoices",
+                                                      f"{prefix}.fold-state", f"{prefix}.dlq"])
+
+
+if __name__ == "__main__":
+    main()
