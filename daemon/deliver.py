@@ -334,6 +334,8 @@ class SinkWorker:
                 self._dead_letter(record, event, outcome, next_offset, parked=False)
                 return
             doc, attempts, action = outcome
+            doc.extra.pop("attempt_version", None)
+            doc.extra.pop("attempts", None)
             self.ledger.record_delivery(
                 target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
                 topic=self.topic, partition=partition, next_offset=next_offset,
@@ -361,7 +363,6 @@ class SinkWorker:
         attempt = 0
         stale_seen = 0
         while True:
-            attempt += 1
             doc = self.ledger.document(self.target.name, event.invoice_id)
             if event.version <= doc.delivered_version:
                 return None
@@ -369,6 +370,13 @@ class SinkWorker:
                 # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or
                 # deleted before it was ever posted has nothing to undo.
                 return None
+            # Attempts are counted in the ledger, so a crash mid-delivery makes the next process's first
+            # try an attempt > 1 — and the connector looks the document up before creating it again.
+            prior = int(doc.extra.get("attempts", "0")) if doc.extra.get("attempt_version") == str(event.version) else 0
+            attempt = max(attempt, prior) + 1
+            doc.extra.update({"attempt_version": str(event.version), "attempts": str(attempt)})
+            self.ledger.save_document(self.target.name, event.number, event.invoice_id, doc,
+                                      issue_date=event.issue_date, location_code=event.location.code)
             action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
                                                                else "update")
             ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities)

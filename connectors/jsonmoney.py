@@ -1,0 +1,31 @@
+"""JSON with exact money: Decimals are written as JSON numbers (never through float) and read back as
+Decimals. Platforms' JSON APIs take amounts as numbers; a float would turn 289.95 into 289.949999…"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+_MARK = "\u0000dec:"
+_MARKED = re.compile(r'"\\u0000dec:(-?[0-9]+(?:\.[0-9]+)?(?:E[+-]?[0-9]+)?)"')
+
+
+def _mark(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{_MARK}{value:f}"
+    if isinstance(value, dict):
+        return {k: _mark(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mark(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> bytes:
+    """``json.dumps`` in which every Decimal becomes an unquoted JSON number with its exact digits."""
+    return _MARKED.sub(r"\1", json.dumps(_mark(value), separators=(",", ":"))).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    return json.loads(data, parse_float=Decimal)

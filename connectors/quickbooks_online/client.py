@@ -1,0 +1,80 @@
+"""QuickBooks Online Accounting API v3 over ``PlatformHttp``: entity reads, writes, queries, Fault parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from connectors import jsonmoney
+from connectors.base import (
+    AuthError,
+    DeliveryError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+    StaleTokenError,
+)
+from connectors.http import PlatformHttp, retry_after_seconds
+
+
+def classify(response: httpx.Response) -> DeliveryError | None:
+    """Map QBO's Fault body (``{"Fault": {"Error": [{"Message", "Detail", "code"}], "type"}}``) to a class."""
+    try:
+        fault = jsonmoney.loads(response.content).get("Fault") or {}
+    except ValueError:
+        return None
+    errors = fault.get("Error") or [{}]
+    first = errors[0]
+    code = str(first.get("code", ""))
+    reason = f"QBO {code}: {first.get('Message', '')} {first.get('Detail', '')}".strip()
+    kind = fault.get("type", "")
+    if response.status_code == 401 or code == "3200":
+        return AuthError(reason, status=response.status_code, platform_code=code, detail=fault)
+    if response.status_code == 429 or code == "3001":
+        return RateLimitedError(reason, status=response.status_code, platform_code=code,
+                                retry_after=retry_after_seconds(response), detail=fault)
+    if code == "5010":
+        return StaleTokenError(reason, status=response.status_code, platform_code=code, detail=fault)
+    if response.status_code >= 500 or kind == "SystemFault":
+        return RetryableError(reason, status=response.status_code, platform_code=code, detail=fault)
+    return PermanentError(reason, status=response.status_code, platform_code=code, detail=fault)
+
+
+class QboClient:
+    def __init__(self, http: PlatformHttp, realm_id: str, minor_version: str) -> None:
+        self.http = http
+        self.base = f"/v3/company/{realm_id}"
+        self.minor_version = minor_version
+
+    def _params(self, **extra: str) -> dict[str, str]:
+        return {"minorversion": self.minor_version, **{k: v for k, v in extra.items() if v is not None}}
+
+    def write(self, entity: str, body: dict[str, Any], *, request_id: str, operation: str | None = None
+              ) -> dict[str, Any]:
+        params = self._params(requestid=request_id, operation=operation)
+        response = self.http.request("POST", f"{self.base}/{entity.lower()}", params=params,
+                                     content=jsonmoney.dumps(body),
+                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        return jsonmoney.loads(response.content)[entity]
+
+    def read(self, entity: str, entity_id: str) -> dict[str, Any] | None:
+        try:
+            response = self.http.request("GET", f"{self.base}/{entity.lower()}/{entity_id}", params=self._params(),
+                                         headers={"Accept": "application/json"})
+        except PermanentError as exc:
+            if exc.platform_code == "610":
+                return None
+            raise
+        return jsonmoney.loads(response.content)[entity]
+
+    def query(self, entity: str, **where: str) -> list[dict[str, Any]]:
+        conditions = " and ".join(f"{k} = '{_quote(v)}'" for k, v in where.items())
+        text = f"select * from {entity}" + (f" where {conditions}" if conditions else "")
+        response = self.http.request("GET", f"{self.base}/query", params=self._params(query=text),
+                                     headers={"Accept": "application/json"})
+        return jsonmoney.loads(response.content).get("QueryResponse", {}).get(entity, [])
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,427 @@
+"""A local QuickBooks Online (Accounting API v3) for the demo and the tests.
+
+Built from the official schema (Intuit's ``Finance.xsd`` / ``IntuitRestServiceDef.xsd``: entity and
+field names, the Fault/Error envelope) and Intuit's API documentation: OAuth2 refresh with rotating
+refresh tokens, the realm in the path, create and *sparse* update guarded by ``SyncToken`` (a stale
+token fails with Fault 5010 "Stale Object Error"), the query language subset the connector uses, void,
+``requestid`` replay of an earlier answer, a payment bumping its invoice's SyncToken, validation Faults
+(2020 required, 6240 duplicate name, 6070 amount ≠ qty × price, 6140 linked payment), and the documented
+throttles (500 requests/minute and 10 concurrent requests per realm) answered with 429 and Fault 3001.
+Books are kept in memory and inspected with ``booked_invoices()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors import jsonmoney
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+
+ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice", "payment": "Payment", "account": "Account"}
+CENT = Decimal("0.01")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def fault(kind: str, code: str, message: str, detail: str = "", element: str = "", status: int = 400) -> Response:
+    body = {"Fault": {"Error": [{"Message": message, "Detail": detail, "code": code, "element": element}],
+                      "type": kind}, "time": _now()}
+    return Response(jsonmoney.dumps(body), status_code=status, media_type="application/json")
+
+
+class QboFault(Exception):
+    def __init__(self, kind: str, code: str, message: str, detail: str = "", element: str = "", status: int = 400):
+        self.response = fault(kind, code, message, detail, element, status)
+
+
+def _required(cond: bool, element: str) -> None:
+    if not cond:
+        raise QboFault("ValidationFault", "2020", "Required param missing, need to supply the required value for the API",
+                       f"Required parameter {element} is missing in the request", element)
+
+
+@dataclass
+class Realm:
+    entities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {e: {} for e in ENTITIES.values()})
+    next_id: int = 100
+    replies: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # requestid -> answer
+    active: int = 0
+
+    def new_id(self) -> str:
+        self.next_id += 1
+        return str(self.next_id)
+
+
+class Sandbox:
+    """QuickBooks Online as a local server. ``faults`` injects 500s, 429s, timeouts and slow answers."""
+
+    api_per_minute = 500
+    concurrency = 10
+
+    def __init__(self, faults: Faults | None = None, access_ttl_s: float = 3600.0) -> None:
+        self.faults = faults or Faults()
+        self.issuer = TokenIssuer(access_ttl_s=access_ttl_s)
+        self.realms: dict[str, Realm] = {}
+        self.window = WindowLimit(self.api_per_minute, 60.0)
+        self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) for spec validation
+        self._lock = threading.RLock()
+        self.app = Starlette(routes=[
+            Route("/oauth2/v1/tokens/bearer", self._token, methods=["POST"]),
+            Route("/v3/company/{realm}/query", self._query, methods=["GET", "POST"]),
+            Route("/v3/company/{realm}/{entity}/{id}", self._read, methods=["GET"]),
+            Route("/v3/company/{realm}/{entity}", self._write, methods=["POST"]),
+        ])
+
+    # -- the Sandbox protocol --
+    def serve(self, port: int | None = None) -> RunningServer:
+        return RunningServer(self.app, port=port).start()
+
+    def seed_credentials(self, realm_id: str = "9130350000000001") -> dict[str, Any]:
+        client_id, client_secret = "AB" + secrets.token_hex(8), secrets.token_hex(16)
+        refresh = self.issuer.register_client(client_id, client_secret)
+        with self._lock:
+            realm = self.realms.setdefault(realm_id, Realm())
+            for account_id, name, kind in (("1", "Sales of Product Income", "Income"), ("79", "Services", "Income"),
+                                           ("35", "Undeposited Funds", "Other Current Asset"),
+                                           ("36", "Checking", "Bank")):
+                realm.entities["Account"][account_id] = {"Id": account_id, "Name": name, "AccountType": kind,
+                                                         "SyncToken": "0"}
+        return {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh, "realm_id": realm_id}
+
+    def target_config(self, name: str, base_url: str) -> dict[str, Any]:
+        realm_id = next(iter(self.realms), "9130350000000001")
+        return {
+            "name": name, "platform": "quickbooks-online", "base_url": base_url,
+            "settings": {"realm_id": realm_id, "token_url": f"{base_url}/oauth2/v1/tokens/bearer"},
+            "mapping": {"income_accounts": {"labour": "79", "part": "1", "fee": "79", "sublet": "79",
+                                            "core_charge": "1", "core_return": "1", "discount": "1"},
+                        "payment_accounts": {"card": "35", "cash": "35", "check": "35", "eft": "36"}},
+        }
+
+    def booked_invoices(self, realm_id: str | None = None) -> list[BookedInvoice]:
+        with self._lock:
+            out = []
+            for rid, realm in self.realms.items():
+                if realm_id not in (None, rid):
+                    continue
+                applied: dict[str, list[Decimal]] = {}
+                for payment in realm.entities["Payment"].values():
+                    if payment.get("_deleted"):
+                        continue
+                    for line in payment.get("Line", []):
+                        for linked in line.get("LinkedTxn", []):
+                            applied.setdefault(linked["TxnId"], []).append(Decimal(line["Amount"]))
+                for inv in realm.entities["Invoice"].values():
+                    voided = inv.get("_voided", False)
+                    amounts = applied.get(inv["Id"], [])
+                    out.append(BookedInvoice(
+                        number=inv.get("DocNumber", ""), external_id=inv["Id"], voided=voided,
+                        total=Decimal(inv.get("_total_before_void", inv["TotalAmt"])),
+                        tax_total=Decimal(inv.get("TxnTaxDetail", {}).get("TotalTax", 0)),
+                        line_count=sum(1 for ln in inv.get("Line", []) if ln.get("DetailType") == "SalesItemLineDetail"),
+                        payments_applied=sum(amounts, Decimal("0")), payment_count=len(amounts)))
+            return out
+
+    def entities(self, kind: str, realm_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for rid, realm in self.realms.items() if realm_id in (None, rid)
+                    for e in realm.entities[kind].values()]
+
+    # -- OAuth2 --
+    async def _token(self, request: Request) -> Response:
+        form = await request.form()
+        try:
+            client_id, client_secret = base64.b64decode(request.headers.get("authorization", "")[6:]).decode().split(":", 1)
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        if form.get("grant_type") != "refresh_token":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        answer = self.issuer.refresh(client_id, client_secret, str(form.get("refresh_token", "")))
+        if answer is None:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        answer["x_refresh_token_expires_in"] = 8726400
+        return JSONResponse(answer)
+
+    # -- API plumbing: auth, throttles, faults, requestid --
+    async def _guard(self, request: Request, realm_id: str) -> Realm | Response:
+        if not self.issuer.valid(request.headers.get("authorization")):
+            return fault("AUTHENTICATION", "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                         "Token expired or invalid", status=401)
+        realm = self.realms.get(realm_id)
+        if realm is None:
+            return fault("AUTHORIZATION", "3100", "message=ApplicationAuthorizationFailed; errorCode=003100; "
+                         "statusCode=403", "Unknown realm", status=403)
+        if self.window.hit(realm_id) is not None or realm.active >= self.concurrency:
+            return fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                         "The request limit was reached.", status=429)
+        if self.faults.slow_s:
+            await asyncio.sleep(self.faults.slow_s)
+        return realm
+
+    async def _read(self, request: Request) -> Response:
+        realm = await self._guard(request, request.path_params["realm"])
+        if isinstance(realm, Response):
+            return realm
+        kind = ENTITIES.get(request.path_params["entity"])
+        with self._lock:
+            entity = realm.entities.get(kind, {}).get(request.path_params["id"]) if kind else None
+            if entity is None:
+                return fault("ValidationFault", "610", "Object Not Found",
+                             "Something you're trying to use has been made inactive or deleted.")
+            return self._ok({kind: _public(entity)})
+
+    async def _query(self, request: Request) -> Response:
+        realm = await self._guard(request, request.path_params["realm"])
+        if isinstance(realm, Response):
+            return realm
+        text = request.query_params.get("query") or (await request.body()).decode()
+        match = re.fullmatch(r"\s*select \* from (\w+)(?: where (.+?))?(?: startposition (\d+))?(?: maxresults (\d+))?\s*",
+                             text, re.IGNORECASE)
+        if not match or match.group(1) not in ENTITIES.values():
+            return fault("ValidationFault", "4000", "Error parsing query", f"QueryParserError: {text[:100]}")
+        kind, where = match.group(1), match.group(2)
+        conditions = re.findall(r"(\w+)\s*=\s*'((?:[^'\\]|\\.)*)'", where or "")
+        start, limit = int(match.group(3) or 1), int(match.group(4) or 100)
+        with self._lock:
+            rows = [e for e in realm.entities[kind].values() if not e.get("_deleted")
+                    and all(str(_field(e, f)) == v.replace("\\'", "'") for f, v in conditions)]
+            rows = [_public(e) for e in rows][start - 1: start - 1 + limit]
+        body: dict[str, Any] = {"startPosition": start, "maxResults": len(rows)}
+        if rows:
+            body[kind] = rows
+        return self._ok({"QueryResponse": body})
+
+    async def _write(self, request: Request) -> Response:
+        realm_id = request.path_params["realm"]
+        realm = await self._guard(request, realm_id)
+        if isinstance(realm, Response):
+            return realm
+        kind = ENTITIES.get(request.path_params["entity"])
+        if kind is None:
+            return fault("ValidationFault", "4001", "Unsupported entity", request.path_params["entity"])
+        body = jsonmoney.loads(await request.body() or b"{}")
+        operation = request.query_params.get("operation", "create" if "Id" not in body else "update")
+        request_id = request.query_params.get("requestid")
+        self.requests.append(("POST", f"/{request.path_params['entity']}", body))
+        if request_id and request_id in realm.replies:
+            status, payload = realm.replies[request_id]  # Intuit replays the earlier answer
+            return Response(payload, status_code=status, media_type="application/json")
+        decided = self.faults.draw()
+        if decided == "500":
+            return fault("SystemFault", "10000", "An application error has occurred while processing your request",
+                         "System Failure Error: Unknown", status=500)
+        if decided == "429":
+            return fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                         "The request limit was reached.", status=429)
+        realm.active += 1
+        try:
+            with self._lock:
+                try:
+                    result = self._apply(realm, kind, operation, body)
+                    response = self._ok({kind: _public(result)})
+                except QboFault as f:
+                    response = f.response
+            if request_id:
+                realm.replies[request_id] = (response.status_code, response.body)
+            if decided == "timeout":
+                await self.faults.hang()  # applied, but the answer never arrives in time
+            return response
+        finally:
+            realm.active -= 1
+
+    def _ok(self, body: dict[str, Any]) -> Response:
+        body["time"] = _now()
+        return Response(jsonmoney.dumps(body), media_type="application/json")
+
+    # -- the books --
+    def _apply(self, realm: Realm, kind: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        table = realm.entities[kind]
+        if operation in ("update", "void", "delete"):
+            _required("Id" in body, f"{kind}.Id")
+            _required("SyncToken" in body, f"{kind}.SyncToken")
+            current = table.get(str(body["Id"]))
+            if current is None or current.get("_deleted"):
+                raise QboFault("ValidationFault", "610", "Object Not Found",
+                               "Something you're trying to use has been made inactive or deleted.")
+            if str(body["SyncToken"]) != current["SyncToken"]:
+                raise QboFault("ValidationFault", "5010", "Stale Object Error",
+                               f"Stale Object Error : You and {'someone else'} were working on this at the same time. "
+                               f"{kind} Id={current['Id']} SyncToken={body['SyncToken']} current {current['SyncToken']}")
+        if kind == "Customer":
+            return self._customer(realm, table, operation, body)
+        if kind == "Item":
+            return self._item(realm, table, operation, body)
+        if kind == "Invoice":
+            return self._invoice(realm, table, operation, body)
+        if kind == "Payment":
+            return self._payment(realm, table, operation, body)
+        raise QboFault("ValidationFault", "4001", "Operation not supported", kind)
+
+    def _unique_name(self, table: dict, field_name: str, value: str, own_id: str | None) -> None:
+        for e in table.values():
+            if e.get(field_name) == value and e["Id"] != own_id and not e.get("_deleted"):
+                raise QboFault("ValidationFault", "6240", "Duplicate Name Exists Error",
+                               f"The name supplied already exists. : Another {field_name} is already using this name.",
+                               field_name)
+
+    def _customer(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
+        if operation == "create":
+            _required(bool(body.get("DisplayName") or body.get("GivenName")), "Customer.DisplayName")
+            self._unique_name(table, "DisplayName", body["DisplayName"], None)
+            entity = {**body, "Id": realm.new_id(), "SyncToken": "0", "Active": True}
+            table[entity["Id"]] = entity
+            return entity
+        current = table[str(body["Id"])]
+        if "DisplayName" in body:
+            self._unique_name(table, "DisplayName", body["DisplayName"], current["Id"])
+        current.update({k: v for k, v in body.items() if k not in ("Id", "SyncToken", "sparse")})
+        current["SyncToken"] = str(int(current["SyncToken"]) + 1)
+        return current
+
+    def _item(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
+        _required(operation == "create", "Item.Id")
+        _required(bool(body.get("Name")), "Item.Name")
+        _required(body.get("Type") in ("Service", "NonInventory", "Inventory"), "Item.Type")
+        _required("IncomeAccountRef" in body, "Item.IncomeAccountRef")
+        if str(body["IncomeAccountRef"].get("value")) not in realm.entities["Account"]:
+            raise QboFault("ValidationFault", "2500", "Invalid Reference Id",
+                           f"Invalid Reference Id : Account {body['IncomeAccountRef'].get('value')} not found",
+                           "IncomeAccountRef")
+        self._unique_name(table, "Name", body["Name"], None)
+        entity = {**body, "Id": realm.new_id(), "SyncToken": "0", "Active": True}
+        table[entity["Id"]] = entity
+        return entity
+
+    def _invoice_totals(self, realm: Realm, invoice: dict) -> None:
+        _required(bool(invoice.get("Line")), "Invoice.Line")
+        subtotal = Decimal("0")
+        for line in invoice["Line"]:
+            _required(line.get("DetailType") == "SalesItemLineDetail", "Line.DetailType")
+            _required("Amount" in line, "Line.Amount")
+            detail = line.get("SalesItemLineDetail") or {}
+            _required("ItemRef" in detail, "SalesItemLineDetail.ItemRef")
+            if str(detail["ItemRef"].get("value")) not in realm.entities["Item"]:
+                raise QboFault("ValidationFault", "2500", "Invalid Reference Id",
+                               f"Invalid Reference Id : Item {detail['ItemRef'].get('value')} not found", "ItemRef")
+            if "Qty" in detail and "UnitPrice" in detail:
+                expected = (Decimal(detail["Qty"]) * Decimal(detail["UnitPrice"])).quantize(CENT)
+                if expected != Decimal(line["Amount"]).quantize(CENT):
+                    raise QboFault("ValidationFault", "6070", "Amount is not equal to UnitPrice * Qty",
+                                   f"Supplied value:{line['Amount']}", "Line.Amount")
+            subtotal += Decimal(line["Amount"])
+        tax = invoice.get("TxnTaxDetail") or {}
+        tax_total = Decimal(tax.get("TotalTax", 0))
+        if tax.get("TaxLine"):
+            lines_tax = sum((Decimal(t["Amount"]) for t in tax["TaxLine"]), Decimal("0"))
+            if lines_tax != tax_total:
+                raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                               f"TotalTax {tax_total} does not equal the sum of TaxLine amounts {lines_tax}", "TxnTaxDetail")
+        invoice["TotalAmt"] = (subtotal + tax_total).quantize(CENT)
+        applied = sum((Decimal(line["Amount"]) for p in realm.entities["Payment"].values() if not p.get("_deleted")
+                       for line in p.get("Line", []) for linked in line.get("LinkedTxn", [])
+                       if linked["TxnId"] == invoice["Id"]), Decimal("0"))
+        if applied > invoice["TotalAmt"]:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           "The invoice total would be less than the payments applied to it.", "Invoice.TotalAmt")
+        invoice["Balance"] = invoice["TotalAmt"] - applied
+
+    def _invoice(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
+        if operation == "create":
+            _required("CustomerRef" in body, "Invoice.CustomerRef")
+            if str(body["CustomerRef"].get("value")) not in realm.entities["Customer"]:
+                raise QboFault("ValidationFault", "2500", "Invalid Reference Id", "Customer not found", "CustomerRef")
+            if len(body.get("DocNumber", "")) > 21:
+                raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                               "String length is either shorter or longer than supported by specification. "
+                               "Min:0 Max:21 supported. Supplied length:" + str(len(body["DocNumber"])), "DocNumber")
+            entity = {**body, "Id": realm.new_id(), "SyncToken": "0"}
+            self._invoice_totals(realm, entity)
+            table[entity["Id"]] = entity
+            return entity
+        current = table[str(body["Id"])]
+        if operation == "void":
+            linked = [p for p in realm.entities["Payment"].values() if not p.get("_deleted") and any(
+                lt["TxnId"] == current["Id"] for line in p.get("Line", []) for lt in line.get("LinkedTxn", []))]
+            if linked:
+                raise QboFault("ValidationFault", "6140", "A business validation error has occurred",
+                               "This transaction is linked to a payment; delete or unlink the payment first.")
+            current["_total_before_void"] = current["TotalAmt"]
+            current.update({"_voided": True, "TotalAmt": Decimal("0"), "Balance": Decimal("0"),
+                            "PrivateNote": f"Voided {current.get('PrivateNote') or ''}".strip()})
+        else:
+            if current.get("_voided"):
+                raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                               "You can't edit a voided transaction.")
+            _required(body.get("sparse") is True or "Line" in body, "Invoice.Line")
+            updated = {**current, **{k: v for k, v in body.items() if k not in ("Id", "SyncToken", "sparse")}}
+            self._invoice_totals(realm, updated)
+            current.clear()
+            current.update(updated)
+        current["SyncToken"] = str(int(current["SyncToken"]) + 1)
+        return current
+
+    def _payment(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
+        invoices = realm.entities["Invoice"]
+        if operation == "delete":
+            current = table[str(body["Id"])]
+            for line in current.get("Line", []):
+                for linked in line.get("LinkedTxn", []):
+                    inv = invoices[linked["TxnId"]]
+                    inv["Balance"] = inv["Balance"] + Decimal(line["Amount"])
+                    inv["SyncToken"] = str(int(inv["SyncToken"]) + 1)
+            current["_deleted"] = True
+            current["status"] = "Deleted"
+            return current
+        _required(operation == "create", "Payment.Id")
+        _required("CustomerRef" in body, "Payment.CustomerRef")
+        _required("TotalAmt" in body, "Payment.TotalAmt")
+        total = Decimal(body["TotalAmt"])
+        applied = Decimal("0")
+        for line in body.get("Line", []):
+            for linked in line.get("LinkedTxn", []):
+                inv = invoices.get(str(linked.get("TxnId")))
+                if linked.get("TxnType") != "Invoice" or inv is None:
+                    raise QboFault("ValidationFault", "2500", "Invalid Reference Id", "Linked invoice not found", "LinkedTxn")
+                if inv.get("_voided"):
+                    raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                                   "You can't apply a payment to a voided transaction.", "LinkedTxn")
+                if Decimal(line["Amount"]) > inv["Balance"]:
+                    raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                                   "The payment amount applied is more than the invoice's open balance.", "Line.Amount")
+                applied += Decimal(line["Amount"])
+        if applied > total:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           "The amount applied exceeds the payment total.", "TotalAmt")
+        entity = {**body, "Id": realm.new_id(), "SyncToken": "0", "UnappliedAmt": total - applied}
+        for line in body.get("Line", []):
+            for linked in line.get("LinkedTxn", []):
+                inv = invoices[str(linked["TxnId"])]
+                inv["Balance"] = inv["Balance"] - Decimal(line["Amount"])
+                inv["SyncToken"] = str(int(inv["SyncToken"]) + 1)  # paying an invoice changes it
+        table[entity["Id"]] = entity
+        return entity
+
+
+def _public(entity: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entity.items() if not k.startswith("_")}
+
+
+def _field(entity: dict[str, Any], name: str) -> Any:
+    if name == "PrimaryEmailAddr":
+        return (entity.get("PrimaryEmailAddr") or {}).get("Address")
+    return entity.get(name)

@@ -1,0 +1,193 @@
+"""QuickBooks Online connector against its sandbox, and every request body it sends validated against
+Intuit's official schema (Finance.xsd via IntuitRestServiceDef.xsd)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from connectors.base import DocumentState, PermanentError, RateLimitedError, UncertainOutcomeError
+from connectors.quickbooks_online import CONNECTOR, Sandbox
+from connectors.sandbox_kit import Faults
+from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from daemon.config import TargetConfig
+
+
+@pytest.fixture
+def qbo():
+    sandbox = Sandbox()
+    server = sandbox.serve()
+    credentials = sandbox.seed_credentials()
+    target = TargetConfig.model_validate(sandbox.target_config("qbo", server.url) | {"request_timeout_s": 2})
+    runtime = MemoryRuntime({"qbo": credentials})
+    connector = CONNECTOR(target, runtime)
+    entities = MemoryEntities()
+    yield sandbox, connector, entities, runtime
+    connector.close()
+    server.stop()
+
+
+def deliver(connector, entities, event, doc=None, attempt=1):
+    ctx = MemoryContext("qbo", event, entities, attempt=attempt)
+    return connector.deliver(event, doc or DocumentState(), ctx)
+
+
+def test_create_edit_pay_reverse_void(qbo):
+    sandbox, connector, entities, _ = qbo
+    v1 = invoice_event()
+    doc = deliver(connector, entities, v1)
+    (booked,) = sandbox.booked_invoices()
+    assert (booked.number, booked.total, booked.tax_total, booked.line_count) == ("INV-001001", Decimal("677.58"),
+                                                                                 Decimal("30.13"), 5)
+    assert doc.delivered_version == 1 and doc.payload_hash == v1.content_hash() and doc.token == "0"
+
+    # Edit after posting: a line added, a price changed.
+    lines = list(v1.lines)
+    lines[1] = line(2, "part", "Alternator, reman 160A", "1", "319.9500", part_number="ALT-160R")
+    v2 = next_version(v1, lines=lines + [line(6, "part", "Battery terminal", "2", "4.7500")])
+    doc = deliver(connector, entities, v2, doc)
+    (booked,) = sandbox.booked_invoices()
+    # 120.00 + 319.95 + 45.00 + 180.00 + 12.50 + 9.50 = 686.95; GST 5 % per taxed line, rounded per line
+    # (6.00 + 16.00 + 9.00 + 0.63 + 0.48 = 32.11); the core deposit is untaxed.
+    assert booked.total == v2.computed.total == Decimal("719.06") and booked.tax_total == Decimal("32.11")
+    assert booked.line_count == 6
+
+    # Partial then full payment, each applied to this invoice; paying bumps the invoice's SyncToken.
+    v3 = next_version(v2, payments=[payment(1, "300.00")])
+    doc = deliver(connector, entities, v3, doc)
+    v4 = next_version(v3, payments=[payment(1, "300.00"), payment(2, "419.06", method="cash")])
+    doc = deliver(connector, entities, v4, doc)
+    (booked,) = sandbox.booked_invoices()
+    assert booked.payments_applied == Decimal("719.06") and booked.payment_count == 2
+    (invoice,) = sandbox.entities("Invoice")
+    assert invoice["Balance"] == Decimal("0.00") and int(invoice["SyncToken"]) > int(doc.token)
+
+    # An edit now meets a stale SyncToken (the payments changed the invoice): re-read, retry once.
+    v5 = next_version(v4, lines=list(v4.lines)[:-1], payments=[payment(1, "300.00"), payment(2, "397.56")])
+    doc = deliver(connector, entities, v5, doc)
+    (booked,) = sandbox.booked_invoices()
+    assert booked.total == Decimal("709.08") and booked.payments_applied == Decimal("697.56")
+
+    # Reversal: the payment disappears from the books and the balance returns.
+    v6 = next_version(v5, payments=[payment(1, "300.00"), payment(2, "397.56", status="reversed")])
+    doc = deliver(connector, entities, v6, doc)
+    (booked,) = sandbox.booked_invoices()
+    assert booked.payments_applied == Decimal("300.00") and booked.payment_count == 1
+
+    # Void: remaining payments are removed first, then the invoice is voided.
+    v7 = next_version(v6, status="void", payments=[])
+    doc = deliver(connector, entities, v7, doc)
+    (booked,) = sandbox.booked_invoices()
+    assert booked.voided and booked.payment_count == 0 and doc.status == "voided"
+    assert len(sandbox.entities("Customer")) == 1
+
+
+def test_concurrent_first_invoices_of_a_new_customer_create_it_once(qbo):
+    sandbox, connector, entities, _ = qbo
+    events = [invoice_event(2000 + n) for n in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        docs = list(pool.map(lambda e: deliver(connector, entities, e), events))
+    assert len({d.customer_id for d in docs}) == 1
+    assert len(sandbox.entities("Customer")) == 1
+    assert len(sandbox.booked_invoices()) == 6
+    assert len(sandbox.entities("Item")) == 4  # labour, parts, core charge, shop fees
+
+
+def test_retry_after_uncertain_outcome_creates_no_duplicate(qbo):
+    sandbox, connector, entities, _ = qbo
+    event = invoice_event(payments=[payment(1, "100.00")])
+    deliver(connector, entities, invoice_event(3000))  # customer and items exist already
+    sandbox.faults.timeout = 1.0  # the next write is applied, then the answer never comes
+    with pytest.raises(UncertainOutcomeError):
+        deliver(connector, entities, event)
+    sandbox.faults.timeout = 0.0
+    doc = deliver(connector, entities, event, attempt=2)  # the worker's next attempt
+    numbers = [b.number for b in sandbox.booked_invoices()]
+    assert numbers.count(event.number) == 1
+    assert doc.payments["1"].amount == Decimal("100.00")
+    assert [b.payment_count for b in sandbox.booked_invoices() if b.number == event.number] == [1]
+
+
+def test_expired_access_token_is_refreshed_and_rotation_persisted(qbo):
+    sandbox, connector, entities, runtime = qbo
+    deliver(connector, entities, invoice_event(4000))
+    first_refresh = runtime.credentials("qbo").get()["refresh_token"]
+    sandbox.issuer.expire_all()
+    deliver(connector, entities, invoice_event(4001))
+    assert runtime.credentials("qbo").get()["refresh_token"] != first_refresh
+    assert sandbox.issuer.refresh_count == 2
+
+
+def test_throttle_answers_are_rate_limit_errors(qbo):
+    sandbox, connector, entities, _ = qbo
+    sandbox.faults.error_429 = 1.0
+    with pytest.raises(RateLimitedError):
+        deliver(connector, entities, invoice_event(5000))
+
+
+def test_validation_fault_is_permanent_with_the_platform_message(qbo):
+    sandbox, connector, entities, _ = qbo
+    connector.mapping = connector.mapping.model_copy(update={"income_accounts": {"labour": "999"}})
+    with pytest.raises(PermanentError, match="Invalid Reference Id"):
+        deliver(connector, entities, invoice_event(6000))
+
+
+NS = "http://schema.intuit.com/finance/v3"
+
+
+@pytest.fixture(scope="module")
+def qbo_schema(specs):
+    xmlschema = pytest.importorskip("xmlschema")
+    path = specs / "quickbooks-online" / "xsd" / "IntuitRestServiceDef.xsd"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return xmlschema.XMLSchema(str(path))
+
+
+def as_xsd_data(value, xsd_type):
+    """A JSON body as xmlschema data in the XSD's element order: refs' "value" become element text,
+    Decimals strings; keys the XSD does not declare are kept (at the end) so they fail validation."""
+    if isinstance(value, list):
+        return [as_xsd_data(v, xsd_type) for v in value]
+    if not isinstance(value, dict):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if "value" in value and set(value) <= {"value", "name"}:  # a ReferenceType
+        return {"$": str(value["value"]), **({"@name": value["name"]} if "name" in value else {})}
+    out = {}
+    if xsd_type.has_complex_content():
+        for element in xsd_type.content.iter_elements():
+            name = element.name.split("}")[-1]
+            if name in value and name not in out:
+                out[name] = as_xsd_data(value[name], element.type)
+    for key, item in value.items():
+        out.setdefault(key, item)
+    return out
+
+
+def test_every_request_body_is_valid_against_finance_xsd(qbo, qbo_schema):
+    sandbox, connector, entities, _ = qbo
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, lines=list(v1.lines)[:3], payments=[payment(1, "100.00"), payment(2, "50.00")])
+    doc = deliver(connector, entities, v2, doc)
+    deliver(connector, entities, next_version(v2, payments=[], status="void"), doc)
+    checked = set()
+    for _, path, body in sandbox.requests:
+        entity = {"/invoice": "Invoice", "/payment": "Payment", "/customer": "Customer", "/item": "Item"}[path]
+        element = qbo_schema.elements[entity]
+        data = as_xsd_data({k: v for k, v in body.items() if k != "sparse"}, element.type)
+        _, errors = element.encode(data, validation="lax", namespaces={"": NS})
+        assert not errors, f"{entity} body not valid against Finance.xsd: {[str(e)[:300] for e in errors[:2]]}"
+        checked.add(entity)
+    assert checked == {"Invoice", "Payment", "Customer", "Item"}
+
+
+def test_the_xsd_check_catches_what_intuit_would_refuse(qbo_schema):
+    element = qbo_schema.elements["Invoice"]
+    good = {"DocNumber": "INV-1", "CustomerRef": {"value": "5"}, "TxnDate": "2026-11-20"}
+    assert not element.encode(as_xsd_data(good, element.type), validation="lax", namespaces={"": NS})[1]
+    for bad in ({**good, "Bogus": "1"}, {**good, "TxnDate": "20/11/2026"}, {**good, "GlobalTaxCalculation": "Maybe"}):
+        assert element.encode(as_xsd_data(bad, element.type), validation="lax", namespaces={"": NS})[1]
