@@ -156,6 +156,7 @@ class SinkWorker:
             "group.id": self.group, "isolation.level": "read_committed", "enable.auto.commit": False,
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky", "max.poll.interval.ms": 300000,
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
             "fetch.wait.max.ms": 50,
         }))
         self._dlq_producer = Producer(kafka_conf(kafka, {"enable.idempotence": True, "linger.ms": 20}))
@@ -187,6 +188,7 @@ class SinkWorker:
             self._stop_workers(list(self._threads))
             self.consumer.close()
             self._dlq_producer.flush(10)
+            self._dlq_producer = None  # release librdkafka's handle now, not at garbage collection
             metrics.UP.labels(f"sink:{self.target.name}").set(0)
 
     def _apply_backpressure(self) -> None:

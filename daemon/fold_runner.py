@@ -71,6 +71,7 @@ class FoldRunner:
             "group.id": kafka.fold_group, "isolation.level": "read_committed", "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "partition.assignment.strategy": "range",
             "max.poll.interval.ms": 300000, "fetch.wait.max.ms": 50, "topic.metadata.refresh.interval.ms": 10000,
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
         }))
         self.producer = Producer(kafka_conf(kafka, {
             "transactional.id": self.transactional_id, "enable.idempotence": True, "linger.ms": 5,
@@ -100,6 +101,7 @@ class FoldRunner:
                 self.consumer.close()
             finally:
                 self.producer.flush(10)
+                self.producer = None  # release librdkafka's handle now, not at garbage collection
 
     def _new_assembler(self) -> TransactionAssembler:
         src = self.config.source

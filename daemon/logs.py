@@ -27,7 +27,12 @@ def _redact(_logger, _method, event_dict):
 def configure_logging(level: str = "INFO", json_output: bool = True, log_file=None) -> None:
     """JSON lines to stderr (or to ``log_file``, as the demo does to keep its console readable)."""
     stream = open(log_file, "a", buffering=1) if log_file is not None else sys.stderr
-    logging.basicConfig(stream=stream, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+    logging.basicConfig(stream=stream, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s",
+                        force=True)
+    # httpx logs every request line at INFO, query strings included (which may carry a customer's email
+    # in a platform query): keep it, and the servers' access logs, out of the log.
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     renderer = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
