@@ -142,6 +142,7 @@ class Faults:
     timeout: float = 0.0  # hang past the client's timeout (the write may still be applied: see apply_then_hang)
     slow_s: float = 0.0
     apply_then_hang: bool = True
+    hang_s: float = 30.0  # how long a "timeout" answer is held back (longer than the client's timeout)
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -161,8 +162,8 @@ class Faults:
             return "timeout"
         return None
 
-    async def hang(self, seconds: float = 30.0) -> None:
-        await asyncio.sleep(seconds)
+    async def hang(self, seconds: float | None = None) -> None:
+        await asyncio.sleep(self.hang_s if seconds is None else seconds)
 
 
 class BookedInvoice(BaseModel):

@@ -59,7 +59,7 @@ class SourceTransaction:
 
     xid: str | None
     changes: list[RowChange]
-    completion: str  # complete | snapshot | timed_out | no_metadata | incremental
+    completion: str  # complete | snapshot | timed_out | late | no_metadata | incremental
     end_offset: int | None = None  # offset of its END record in the transaction topic
     committed_at: datetime | None = None
 
@@ -94,6 +94,7 @@ class TransactionAssembler:
         self.snapshot_watermarks: dict[tuple[str, int], int] | None = None  # set once "last" is seen
         self.snapshot_first_seen: float | None = None
         self._done: OrderedDict[str, None] = OrderedDict()  # xids already applied (dedup after restart)
+        self._released_early: OrderedDict[str, None] = OrderedDict()  # timed out: stragglers still apply
         self._done_memory = done_memory
         self.last_applied_end_offset = -1  # restored from the fold state on start
         self.buffered_events = 0
@@ -112,6 +113,10 @@ class TransactionAssembler:
             self._immediate.append(SourceTransaction(None, [change], "incremental" if change.is_incremental_snapshot
                                                      else "no_metadata", committed_at=change.committed_at))
             return
+        if xid in self._released_early:
+            # A straggler of a transaction released after the bounded wait: apply it now rather than lose it.
+            self._immediate.append(SourceTransaction(xid, [change], "late", committed_at=change.committed_at))
+            return
         if xid in self._done:
             return  # re-read after a restart; already applied
         pending = self.pending.get(xid)
@@ -128,7 +133,7 @@ class TransactionAssembler:
             if dropped:
                 self.buffered_events -= len(dropped.changes)
             return
-        if xid in self._done:
+        if xid in self._done or xid in self._released_early:
             return
         pending = self.pending.get(xid)
         if pending is None:
@@ -194,7 +199,12 @@ class TransactionAssembler:
     def _release(self, p: _Pending, completion: str) -> SourceTransaction:
         del self.pending[p.xid]
         self.buffered_events -= len(p.changes)
-        self._mark_done(p.xid)
+        if completion == "timed_out":
+            self._released_early[p.xid] = None
+            if len(self._released_early) > 10_000:
+                self._released_early.popitem(last=False)
+        else:
+            self._mark_done(p.xid)
         changes = sorted(p.changes, key=lambda c: (c.transaction.total_order if c.transaction else 0, c.offset))
         if p.end is not None:
             self.last_applied_end_offset = max(self.last_applied_end_offset, p.end.offset)

@@ -17,6 +17,16 @@ REDACTED_KEYS = frozenset({
 })
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now (tests and tools swap it), never to a closed old one."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _redact(_logger, _method, event_dict):
     for key in list(event_dict):
         if key.lower() in REDACTED_KEYS:
@@ -26,7 +36,7 @@ def _redact(_logger, _method, event_dict):
 
 def configure_logging(level: str = "INFO", json_output: bool = True, log_file=None) -> None:
     """JSON lines to stderr (or to ``log_file``, as the demo does to keep its console readable)."""
-    stream = open(log_file, "a", buffering=1) if log_file is not None else sys.stderr
+    stream = open(log_file, "a", buffering=1) if log_file is not None else _CurrentStderr()
     logging.basicConfig(stream=stream, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s",
                         force=True)
     # httpx logs every request line at INFO, query strings included (which may carry a customer's email

@@ -348,6 +348,15 @@ def test_incomplete_transaction_waits_then_is_released_after_the_bounded_wait():
     assert assembler.buffered_events == 0
     for tx in ready + released:
         mirror.apply(tx)
+    # The stragglers arrive after all: they are applied, never dropped.
+    for r in topics["shop.public.invoice_lines"]:
+        assembler.add_change(r)
+    late = assembler.ready(positions)
+    assert [tx.completion for tx in late] == ["late"] * len(topics["shop.public.invoice_lines"])
+    for tx in late:
+        mirror.apply(tx)
+    (invoice_id,) = model.tables["invoices"]
+    assert len(mirror.by_invoice["invoice_lines"][invoice_id]) == len(topics["shop.public.invoice_lines"])
 
 
 def test_end_before_data_and_lsn_suffixes_differ():

@@ -1,0 +1,75 @@
+"""Chaos on the real stack: while a generated workload runs, the daemon is SIGKILLed at random points
+(20+ times), the Kafka broker is restarted once, and the platform sandbox answers with 500s, 429s,
+timeouts (after applying the write) and slow responses. At the end every invoice exists exactly once
+with its final version, every payment is applied once, and the test prints what it checked."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+import yaml
+
+from connectors.quickbooks_online import Sandbox
+from connectors.sandbox_kit import Faults, free_port
+from daemon import generator, stack
+from daemon.verify import compare, expected_from_db
+from tests.test_end_to_end import start_daemon
+
+pytestmark = pytest.mark.stack
+
+
+def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path):
+    rng = random.Random(20261124)
+    sandbox = Sandbox(faults=Faults(error_500=0.04, error_429=0.04, timeout=0.03, slow_s=0.02, hang_s=4.0, seed=9))
+    server = sandbox.serve()
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps(sandbox.seed_credentials()))
+    target = sandbox.target_config("chaos", server.url) | {"credentials_file": str(credentials),
+                                                           "request_timeout_s": 1.5}
+    config = shop.app_config(targets=[target], http={"port": free_port()})
+    config_file = tmp_path / "ledgerwire.yml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    log_path = tmp_path / "daemon.log"
+    kills = 0
+    broker_restarted = False
+    with open(log_path, "ab") as log_file, psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
+        daemon = start_daemon(config_file, log_file)
+        generator.seed_reference_data(conn, random.Random(8))
+        workload = generator.Workload(conn, seed=8)
+        counts: dict[str, int] = {}
+        writer = threading.Thread(target=lambda: counts.update(workload.run(260, rate_per_s=12)))
+        writer.start()
+        while kills < 21:
+            time.sleep(rng.uniform(0.4, 2.2))
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait(10)
+            kills += 1
+            if kills == 10:
+                stack.restart_kafka(shop.stack)  # the broker goes away and comes back, data kept
+                broker_restarted = True
+            daemon = start_daemon(config_file, log_file)
+        writer.join(180)
+        sandbox.faults.error_500 = sandbox.faults.error_429 = sandbox.faults.timeout = 0.0  # the platform recovers
+        deadline = time.monotonic() + 240
+        comparison = compare(expected_from_db(conn), sandbox.booked_invoices())
+        while time.monotonic() < deadline and not comparison.ok:
+            time.sleep(3)
+            comparison = compare(expected_from_db(conn), sandbox.booked_invoices())
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    server.stop()
+    booked = sandbox.booked_invoices()
+    payments = [p for p in sandbox.entities("Payment") if not p.get("_deleted")]
+    references = [p["PaymentRefNum"] for p in payments]
+    assert comparison.ok, f"books differ: {comparison.problems()} (daemon log: {log_path})"
+    assert len(references) == len(set(references)), "a payment was applied twice"
+    assert broker_restarted and kills >= 20
+    print(f"chaos: {kills} SIGKILLs, 1 broker restart; checked {comparison.issued} issued invoices (each exactly "
+          f"once), {comparison.voided} voids, {comparison.payments_checked} payments (each applied once), "
+          f"{len(booked)} documents; workload {counts}")
