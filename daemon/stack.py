@@ -324,6 +324,10 @@ def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: s
         "value.converter.schemas.enable": "true",
         "max.batch.size": "4096",
         "poll.interval.ms": "50",
+        # After a broker or worker restart the old task may still hold the replication slot for a while:
+        # keep retrying instead of failing the task after Debezium's default six tries.
+        "slot.max.retries": "60",
+        "slot.retry.delay.ms": "5000",
         "signal.data.collection": "public.debezium_signal",
         "signal.enabled.channels": "source",
     }
@@ -338,6 +342,9 @@ def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | N
                          json=debezium_connector_config(cfg, db, prefix, slot), timeout=30)
     if response.status_code >= 300:
         raise StackError(f"connector registration failed: {response.status_code} {response.text}")
+    if "FAILED" in (connector_state(cfg, name) or ""):
+        # A task that failed earlier (e.g. across a broker restart) does not come back by itself.
+        httpx.post(f"{cfg.connect_url}/connectors/{name}/restart?includeTasks=true&onlyFailed=true", timeout=30)
     _wait(lambda: connector_state(cfg, name) == "RUNNING", 90, "Debezium connector", cfg.logs / "connect.log")
 
 
