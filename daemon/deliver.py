@@ -133,6 +133,13 @@ class SinkWorker:
 
     # -- the poll loop --
     def run(self) -> None:
+        metrics.init_target(self.target.name, self.target.platform)
+        try:
+            expires = self.runtime.credentials(self.target.name).get().get("access_token_expires_at")
+            if expires:
+                metrics.TOKEN_EXPIRY.labels(self.target.name).set(float(expires))
+        except Exception:  # noqa: BLE001 - a metric must never stop the sink
+            self.log.warning("credential_expiry_unknown")
         backoff = 1.0
         while not self.stop.is_set():
             if self.ledger.target_paused(self.target.name):

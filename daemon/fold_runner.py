@@ -50,6 +50,7 @@ class FoldRunner:
 
     # -- lifecycle --
     def run(self) -> None:
+        metrics.init_fold(TABLES)
         ensure_topics(self.config, self.source_topics + [self.tx_topic])
         backoff = 1.0
         while not self.stop.is_set():

@@ -91,3 +91,45 @@ RECONCILE_MISMATCHES = Gauge(
     "ledgerwire_reconcile_mismatches", "Open differences found by the last reconciliation.", ["target", "kind"]
 )
 UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
+
+
+def init_fold(tables: tuple[str, ...]) -> None:
+    """Export every fold series from the start (at zero), so dashboards and alerts see them before the
+    first event of a kind happens."""
+    for completion in ("complete", "snapshot", "timed_out", "late", "no_metadata", "incremental"):
+        FOLD_TRANSACTIONS.labels(completion)
+    for status in ("draft", "issued", "void", "deleted"):
+        FOLD_EVENTS_EMITTED.labels(status)
+    for table in tables:
+        FOLD_STATE_ROWS.labels(table)
+        for op in ("c", "u", "d", "r", "t"):
+            CDC_EVENTS.labels(table, op)
+    FOLD_BUFFERED_TRANSACTIONS.set(0)
+    FOLD_BUFFERED_EVENTS.set(0)
+    UP.labels("fold")
+
+
+def init_target(target: str, platform: str) -> None:
+    """Export every per-target series from the start, at zero."""
+    for outcome in ("delivered", "queued", "skipped_stale", "coalesced", "dead_lettered", "parked"):
+        DELIVERIES.labels(target, platform, outcome)
+    for error_class in ("retryable", "auth", "stale", "permanent"):
+        DELIVERY_FAILURES.labels(target, error_class)
+    for result in ("ok", "retryable", "auth", "stale", "permanent", "rate_limited", "network"):
+        API_CALLS.labels(target, platform, result)
+    for result in ("ok", "retryable", "rejected", "network"):
+        TOKEN_REFRESHES.labels(target, result)
+    for kind in ("missing", "amount", "tax", "status", "payment"):
+        RECONCILE_MISMATCHES.labels(target, kind).set(0)
+    DELIVERY_LATENCY.labels(target)
+    END_TO_END_LATENCY.labels(target)
+    API_LATENCY.labels(target, platform)
+    RETRIES.labels(target)
+    RATE_LIMIT_WAIT.labels(target)
+    RATE_LIMITED.labels(target)
+    DLQ_SIZE.labels(target).set(0)
+    PARKED_INVOICES.labels(target).set(0)
+    WAITING_FOR_WINDOW.labels(target).set(0)
+    TOKEN_EXPIRY.labels(target)
+    LAST_SUCCESS.labels(target)
+    UP.labels(f"sink:{target}")
