@@ -267,6 +267,87 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connector_for(config, target_name: str, runtime):
+    from connectors.registry import connector_class
+
+    target = config.target(target_name)
+    return target, connector_class(target.platform)(target, runtime)
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from daemon import resync
+
+    config = _load(args.config)
+    ledger, runtime = _ledger_and_runtime(config)
+    target, connector = _connector_for(config, args.target, runtime)
+    try:
+        since, until = date.fromisoformat(args.since), date.fromisoformat(args.until)
+        if args.from_source:
+            if not config.source.shop_dsn:
+                print("--from-source needs source.shop_dsn in the config", file=sys.stderr)
+                return 2
+            print(f"incremental snapshot requested from Debezium (signal {resync.signal_incremental_snapshot(config.source.shop_dsn, since, until)})")
+        items = resync.plan(config, ledger, connector, target, since, until, args.location)
+        print(f"{'invoice':<20} {'version':>7}  {'action':<10} detail")
+        for item in items:
+            print(f"{item.event.number:<20} {item.event.version:>7}  {item.action:<10} {item.detail}")
+        counts = {a: sum(1 for i in items if i.action == a) for a in ("create", "update", "no change", "conflict")}
+        print(f"{len(items)} invoices issued {since}..{until}: {counts}")
+        if args.dry_run:
+            print("dry run: nothing sent")
+            return 0
+        done = resync.apply(ledger, connector, target, items)
+        print(f"resynced: {done}")
+        return 0
+    finally:
+        connector.close()
+        ledger.close()
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import csv
+    from datetime import date
+
+    from daemon import metrics, resync
+
+    config = _load(args.config)
+    ledger, runtime = _ledger_and_runtime(config)
+    target, connector = _connector_for(config, args.target, runtime)
+    try:
+        since, until = date.fromisoformat(args.since), date.fromisoformat(args.until)
+        rows = []
+        for item in resync.plan(config, ledger, connector, target, since, until, args.location):
+            doc = ledger.document(target.name, item.event.invoice_id)
+            kind = {"create": "missing", "conflict": "conflict", "update": "amount"}.get(item.action)
+            remote = connector.fetch_invoice(doc.external_id) if doc.external_id else None
+            if kind is None and remote is not None and remote.balance is not None \
+                    and item.event.status.value == "issued" and remote.balance != item.event.balance:
+                kind, item.detail = "payment", f"balance {remote.balance} vs {item.event.balance}"
+            if kind is not None:
+                rows.append({"invoice": item.event.number, "kind": kind, "detail": item.detail,
+                             "ledger_version": doc.delivered_version, "source_version": item.event.version,
+                             "external_id": doc.external_id or ""})
+        for kind in ("missing", "amount", "conflict", "payment"):
+            metrics.RECONCILE_MISMATCHES.labels(target.name, kind).set(sum(1 for r in rows if r["kind"] == kind))
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        elif args.format == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=["invoice", "kind", "detail", "ledger_version",
+                                                            "source_version", "external_id"])
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            for r in rows:
+                print(f"{r['invoice']:<20} {r['kind']:<9} {r['detail']}")
+            print(f"{len(rows)} difference(s) for {target.name} between {since} and {until}")
+        return 1 if rows else 0
+    finally:
+        connector.close()
+        ledger.close()
+
+
 def cmd_qwc(args: argparse.Namespace) -> int:
     from connectors.quickbooks_desktop.qwc import render_qwc
 
@@ -351,6 +432,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("resync", help="re-deliver every invoice issued in a period, checked against the platform")
+    p.add_argument("--config", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--since", required=True, help="first issue date, YYYY-MM-DD")
+    p.add_argument("--until", required=True, help="last issue date, YYYY-MM-DD")
+    p.add_argument("--location", help="only this location code")
+    p.add_argument("--dry-run", action="store_true", help="show create/update/no change/conflict per invoice only")
+    p.add_argument("--from-source", action="store_true", help="also ask Debezium for an incremental snapshot")
+    p.set_defaults(func=cmd_resync)
+
+    p = sub.add_parser("reconcile", help="compare source, ledger and platform for a period")
+    p.add_argument("--config", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--since", required=True)
+    p.add_argument("--until", required=True)
+    p.add_argument("--location")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("qwc", help="print the .qwc file for a QuickBooks Desktop target's Web Connector")
     p.add_argument("--config", required=True)

@@ -81,8 +81,9 @@ class PgDeliveryContext:
     """``connectors.base.DeliveryContext`` for one delivery attempt of one invoice version."""
 
     def __init__(self, ledger: Ledger, target: TargetConfig, event: InvoiceEvent, attempt: int,
-                 entities: PgEntities) -> None:
+                 entities: PgEntities, salt: str = "") -> None:
         self.ledger = ledger
+        self.salt = salt  # a resync writes again on purpose: its request ids must not replay old answers
         self.target = target.name
         self.event = event
         self.attempt = attempt
@@ -94,7 +95,7 @@ class PgDeliveryContext:
                                   issue_date=self.event.issue_date, location_code=self._location)
 
     def idempotency_key(self, *parts: object) -> str:
-        raw = ":".join(str(p) for p in (self.target, self.event.invoice_id, self.event.version, *parts))
+        raw = ":".join(str(p) for p in (self.target, self.event.invoice_id, self.event.version, self.salt, *parts))
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 

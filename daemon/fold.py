@@ -367,6 +367,15 @@ class Mirror:
         self.dirty_versions.add(invoice_id)
         return event
 
+    def current_event(self, invoice_id: int) -> InvoiceEvent | None:
+        """The invoice as last emitted (same version), rebuilt from the state — for resync and reconcile."""
+        header = self.rows["invoices"].get(invoice_id)
+        if header is None or invoice_id not in self.versions:
+            return None
+        version, _ = self.versions[invoice_id]
+        return InvoiceEvent(**self._invoice_body(invoice_id, header, False), version=version,
+                            emitted_at=datetime.now(timezone.utc))
+
     def end_batch(self) -> None:
         self._deleted_headers.clear()
 

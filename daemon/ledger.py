@@ -199,6 +199,14 @@ class Ledger:
                                        **audit)
                 self.set_offset(target, topic, partition, next_offset, conn=conn)
 
+    def record_document(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
+                        audit: dict[str, Any]) -> None:
+        """Document state + audit record, atomically, without touching offsets (resync, dlq retry)."""
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                self.save_document(target, invoice_number, invoice_id, doc, conn=conn)
+                self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number, **audit)
+
     # -- audit trail (append-only, each record hashes its predecessor) --
     def _append_audit(self, conn: Any, *, target: str, invoice_id: int, invoice_number: str, version: int,
                       action: str, payload_hash: str | None, request_summary: dict[str, Any],

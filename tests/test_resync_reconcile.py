@@ -1,0 +1,74 @@
+"""Resync and reconciliation on the real stack with the QuickBooks Online sandbox: a document deleted by
+hand and one edited by hand at the platform are found by `reconcile`, shown by `resync --dry-run`
+without sending anything, and repaired by `resync` without duplicating anything."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from decimal import Decimal
+
+import psycopg
+import pytest
+import yaml
+
+from connectors.quickbooks_online import Sandbox
+from connectors.sandbox_kit import free_port
+from daemon import cli, generator
+from daemon.app import Daemon
+from daemon.verify import compare, expected_from_db
+
+pytestmark = pytest.mark.stack
+
+
+def test_reconcile_finds_and_resync_repairs_hand_edits(shop, tmp_path, capsys):
+    sandbox = Sandbox()
+    server = sandbox.serve()
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps(sandbox.seed_credentials()))
+    config = shop.app_config(targets=[sandbox.target_config("qbo", server.url) | {"credentials_file": str(credentials)}],
+                             http={"port": free_port()})
+    config_file = tmp_path / "ledgerwire.yml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    daemon = Daemon(config, serve_http=False)
+    daemon.start()
+    try:
+        with psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
+            generator.seed_reference_data(conn, random.Random(4))
+            generator.Workload(conn, seed=4).run(40, mix={"new": 6, "partial": 2, "pay": 1})
+            deadline = time.monotonic() + 90
+            while not compare(expected_from_db(conn), sandbox.booked_invoices()).ok and time.monotonic() < deadline:
+                time.sleep(1)
+            assert compare(expected_from_db(conn), sandbox.booked_invoices()).ok
+            # The bookkeeper deletes one invoice by hand and edits another's total.
+            realm = next(iter(sandbox.realms.values()))
+            invoices = sorted(realm.entities["Invoice"].values(), key=lambda i: int(i["Id"]))
+            unpaid = [i for i in invoices if i["Balance"] == i["TotalAmt"]]
+            deleted, edited = unpaid[0], unpaid[1]
+            del realm.entities["Invoice"][deleted["Id"]]
+            edited["TotalAmt"] = edited["TotalAmt"] + Decimal("10.00")
+            edited["Balance"] = edited["TotalAmt"]
+
+            period = ["--since", "2026-11-01", "--until", "2026-11-30"]
+            capsys.readouterr()
+            assert cli.main(["reconcile", "--config", str(config_file), "--target", "qbo", "--format", "json", *period]) == 1
+            found = {r["invoice"]: r["kind"] for r in json.loads(capsys.readouterr().out)}
+            assert found == {deleted["DocNumber"]: "missing", edited["DocNumber"]: "amount"}
+
+            before = len(realm.entities["Invoice"])
+            assert cli.main(["resync", "--config", str(config_file), "--target", "qbo", "--dry-run", *period]) == 0
+            out = capsys.readouterr().out
+            assert "dry run: nothing sent" in out and "'create': 1" in out and "'update': 1" in out
+            assert len(realm.entities["Invoice"]) == before
+
+            assert cli.main(["resync", "--config", str(config_file), "--target", "qbo", *period]) == 0
+            resync_out = capsys.readouterr().out
+            comparison = compare(expected_from_db(conn), sandbox.booked_invoices())
+            assert comparison.ok, (comparison.problems(), resync_out)
+            assert cli.main(["reconcile", "--config", str(config_file), "--target", "qbo", *period]) == 0
+            assert cli.main(["trace", "--config", str(config_file), deleted["DocNumber"]]) == 0
+            assert "resync-create" in capsys.readouterr().out
+    finally:
+        daemon.shutdown()
+        server.stop()
