@@ -12,13 +12,13 @@ marked ``UNAVAILABLE`` so the fold never writes them over stored data.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import orjson
+from pydantic import BaseModel, ConfigDict, WrapValidator
 
 UNAVAILABLE_PLACEHOLDER = "__debezium_unavailable_value"
 _UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE_PLACEHOLDER.encode()).decode()
@@ -45,6 +45,12 @@ UNAVAILABLE = _Unavailable()
 
 class DecodeError(ValueError):
     """A record that is not a Debezium envelope we understand; it goes to the dead-letter topic."""
+
+
+def _row_image(value: Any, handler: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise ValueError("a row image must be an object or null")
 
 
 class TxBlock(BaseModel):
@@ -76,8 +82,9 @@ class RowChange(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     table: str
     op: Literal["c", "u", "d", "r", "t"]
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+    # Row images are converted by the codec; pydantic only checks they are objects, without a deep copy.
+    before: Annotated[dict[str, Any] | None, WrapValidator(_row_image)]
+    after: Annotated[dict[str, Any] | None, WrapValidator(_row_image)]
     source: SourceInfo
     transaction: TxBlock | None
     topic: str
@@ -224,20 +231,21 @@ class _RowCodec:
         return out
 
 
-_codecs: dict[tuple, _RowCodec] = {}
+_codecs: dict[str, tuple[list[dict[str, Any]], _RowCodec]] = {}  # topic -> (row fields, codec)
 
 
-def _codec(value_fields: list[dict[str, Any]]) -> _RowCodec:
-    # The 'after' struct's fields describe the row; a schema change (added column, widened numeric) gives
-    # a new signature and so a new codec — the daemon keeps running.
+def _codec(topic: str, value_fields: list[dict[str, Any]]) -> _RowCodec:
+    # The 'after' struct's fields describe the row. The codec is reused while the fields are equal (a C-level
+    # list comparison); a schema change (added column, widened numeric) builds a new one — the daemon keeps
+    # running.
     for f in value_fields:
         if f.get("field") in ("after", "before"):
             fields = f.get("fields", [])
-            signature = tuple((x.get("field"), x.get("type"), x.get("name"),
-                               (x.get("parameters") or {}).get("scale")) for x in fields)
-            codec = _codecs.get(signature)
-            if codec is None:
-                codec = _codecs[signature] = _RowCodec(fields)
+            cached = _codecs.get(topic)
+            if cached is not None and cached[0] == fields:
+                return cached[1]
+            codec = _RowCodec(fields)
+            _codecs[topic] = (fields, codec)
             return codec
     raise DecodeError("envelope schema has no before/after struct")
 
@@ -247,8 +255,8 @@ def decode_row_change(topic: str, partition: int, offset: int, value: bytes | No
     if value is None:
         return None
     try:
-        message = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc}") from exc
     if not isinstance(message, dict):
         raise DecodeError("not a JSON object")
@@ -258,18 +266,21 @@ def decode_row_change(topic: str, partition: int, offset: int, value: bytes | No
         raise DecodeError("not a Debezium change envelope (no op/source); ExtractNewRecordState must be off")
     if payload["op"] not in ("c", "u", "d", "r", "t"):
         raise DecodeError(f"unknown op {payload['op']!r}")
-    codec = _codec(schema["fields"]) if schema else None
+    codec = _codec(topic, schema["fields"]) if schema else None
     before, after = payload.get("before"), payload.get("after")
     if codec is not None:
         before, after = codec.convert(before), codec.convert(after)
     try:
         source = payload["source"]
-        return RowChange(
-            table=source["table"], op=payload["op"], before=before, after=after,
-            source=SourceInfo.model_validate({**source, "schema_": source.get("schema")}),
-            transaction=TxBlock.model_validate(payload["transaction"]) if payload.get("transaction") else None,
-            topic=topic, partition=partition, offset=offset,
-        )
+        tx = payload.get("transaction")
+        # One validation call builds the whole typed change (nested models included) in pydantic-core;
+        # the row images were converted above and are not walked again.
+        return RowChange.model_validate({
+            "table": source["table"], "op": payload["op"], "before": before, "after": after,
+            "source": {"db": source["db"], "schema_": source.get("schema"), "table": source["table"],
+                       "ts_ms": source["ts_ms"], "snapshot": source.get("snapshot", "false"),
+                       "txId": source.get("txId"), "lsn": source.get("lsn")},
+            "transaction": tx or None, "topic": topic, "partition": partition, "offset": offset})
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"invalid envelope: {exc}") from exc
 
@@ -278,13 +289,13 @@ def decode_tx_marker(topic: str, partition: int, offset: int, value: bytes | Non
     if value is None:
         return None
     try:
-        message = json.loads(value)
+        message = orjson.loads(value)
         payload = message.get("payload", message)
         collections = {c["data_collection"]: int(c["event_count"]) for c in payload.get("data_collections") or []}
         return TxMarker(status=payload["status"], id=payload["id"], event_count=payload.get("event_count"),
                         data_collections=collections, ts_ms=payload["ts_ms"], topic=topic,
                         partition=partition, offset=offset)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise DecodeError(f"invalid transaction marker: {exc}") from exc
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
+
+import orjson
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -254,13 +256,18 @@ class Mirror:
         self.dirty_rows: set[tuple[str, int]] = set()
         self.dirty_versions: set[int] = set()
         self._deleted_headers: dict[int, dict[str, Any]] = {}
+        self._event_counters: dict[tuple[str, str], Any] = {}
 
     # -- applying changes --
     def apply(self, tx: SourceTransaction) -> set[int]:
         """Apply one transaction's changes; return the ids of the invoices it touched."""
         touched: set[int] = set()
+        counters = self._event_counters
         for change in tx.changes:
-            metrics.CDC_EVENTS.labels(change.table, change.op).inc()
+            counter = counters.get((change.table, change.op))
+            if counter is None:
+                counter = counters[(change.table, change.op)] = metrics.CDC_EVENTS.labels(change.table, change.op)
+            counter.inc()
             if change.table not in self.rows:
                 continue
             if change.op == "t":
@@ -544,7 +551,8 @@ def _state_hook(obj: dict[str, Any]) -> Any:
 
 
 def encode_state(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, default=_state_default, separators=(",", ":")).encode()
+    # orjson serialises datetimes itself; Decimals and dates go through the tagging default.
+    return orjson.dumps(value, default=_state_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def decode_state(value: bytes) -> dict[str, Any]:

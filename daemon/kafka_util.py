@@ -62,7 +62,10 @@ def publish_lag(consumer: Consumer, group: str, assigned: list[TopicPartition],
     for tp in current:
         key = (tp.topic, tp.partition)
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            # Cached watermarks come with every fetch response: no broker round trip per partition.
+            low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=True)
+            if high < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
         except KafkaException:
             continue
         position = (positions or {}).get(key, tp.offset)
