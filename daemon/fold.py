@@ -81,13 +81,20 @@ class _Pending:
             counts[f"{c.source.schema_ or 'public'}.{c.table}"] += 1
         return counts
 
-    def complete(self) -> bool:
-        return self.end is not None and self.counts() == self.end.data_collections
+    def complete(self, collections: frozenset[str] | None = None) -> bool:
+        if self.end is None:
+            return False
+        expected = self.end.data_collections
+        if collections is not None:
+            # Tables the fold does not read (Debezium's signal table, its watermarks) never arrive here.
+            expected = {k: v for k, v in expected.items() if k in collections}
+        return self.counts() == expected
 
 
 class TransactionAssembler:
     def __init__(self, timeout_s: float = 30.0, max_buffered_events: int = 200_000,
-                 done_memory: int = 100_000, clock=time.monotonic) -> None:
+                 done_memory: int = 100_000, clock=time.monotonic, schema: str = "public") -> None:
+        self.collections = frozenset(f"{schema}.{t}" for t in TABLES)
         self.timeout_s = timeout_s
         self.max_buffered_events = max_buffered_events
         self.clock = clock
@@ -167,7 +174,7 @@ class TransactionAssembler:
         # Commit order = END offset order; a complete transaction waits for earlier ENDs still missing data.
         with_end = sorted((p for p in self.pending.values() if p.end is not None), key=lambda p: p.end.offset)
         for p in with_end:
-            if p.complete():
+            if p.complete(self.collections):
                 out.append(self._release(p, "complete"))
             elif now - p.first_seen > self.timeout_s:
                 log.warning("transaction_incomplete_released", xid=p.xid, expected=p.end.data_collections,

@@ -107,7 +107,7 @@ class FoldRunner:
     def _new_assembler(self) -> TransactionAssembler:
         src = self.config.source
         return TransactionAssembler(timeout_s=src.incomplete_transaction_timeout_s,
-                                    max_buffered_events=src.max_buffered_events)
+                                    max_buffered_events=src.max_buffered_events, schema=src.schema_name)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = list(partitions)

@@ -311,7 +311,7 @@ def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: s
         "publication.name": "ledgerwire",
         "publication.autocreate.mode": "disabled",
         "slot.name": slot,
-        "table.include.list": ",".join(f"public.{t}" for t in CAPTURED_TABLES),
+        "table.include.list": ",".join(f"public.{t}" for t in (*CAPTURED_TABLES, "debezium_signal")),
         "provide.transaction.metadata": "true",
         "decimal.handling.mode": "precise",
         "snapshot.mode": "initial",
@@ -338,6 +338,10 @@ def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | N
     with psycopg.connect(cfg.dsn(db or cfg.shop_db), autocommit=True) as conn:
         # The signalling table for incremental snapshots (resync of periods beyond Kafka's retention).
         conn.execute("CREATE TABLE IF NOT EXISTS debezium_signal (id text PRIMARY KEY, type text NOT NULL, data text)")
+        published = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname='ledgerwire' AND "
+                                 "tablename='debezium_signal'").fetchone()
+        if not published:  # databases created before the signal table joined the publication
+            conn.execute("ALTER PUBLICATION ledgerwire ADD TABLE debezium_signal")
     response = httpx.put(f"{cfg.connect_url}/connectors/{name}/config",
                          json=debezium_connector_config(cfg, db, prefix, slot), timeout=30)
     if response.status_code >= 300:

@@ -126,6 +126,14 @@ CREATE TABLE IF NOT EXISTS refunds (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
+-- Debezium's signalling table (source channel): `ledgerwire resync --from-source` writes
+-- execute-snapshot signals here; Debezium reads them from the change stream, so it is published too.
+CREATE TABLE IF NOT EXISTS debezium_signal (
+    id    text PRIMARY KEY,
+    type  text NOT NULL,
+    data  text
+);
+
 CREATE INDEX IF NOT EXISTS invoice_lines_invoice ON invoice_lines (invoice_id);
 CREATE INDEX IF NOT EXISTS line_taxes_invoice ON line_taxes (invoice_id);
 CREATE INDEX IF NOT EXISTS payments_invoice ON payments (invoice_id);
@@ -147,6 +155,6 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'ledgerwire') THEN
         CREATE PUBLICATION ledgerwire FOR TABLE locations, customers, vehicles, jobs, tax_rates,
-            invoices, invoice_lines, line_taxes, payments, refunds;
+            invoices, invoice_lines, line_taxes, payments, refunds, debezium_signal;
     END IF;
 END $$;
