@@ -312,15 +312,56 @@ class SinkWorker:
             event = decode_invoice_event(record.value)
             groups.setdefault(event.invoice_id, []).append((record, event))
         group_list = list(groups.values())
+        items: list[tuple[_Record, InvoiceEvent, int]] = []
         for index, group in enumerate(group_list):
-            if revoked.is_set() or self.stop.is_set():
-                raise Shutdown()
             # Safe offset after this group: the first record of the next group, or past the batch.
             next_offset = group_list[index + 1][0][0].offset if index + 1 < len(group_list) else batch[-1].offset + 1
             newest_record, newest = max(group, key=lambda pair: pair[1].version)
             if len(group) > 1:
                 metrics.DELIVERIES.labels(self.target.name, self.target.platform, "coalesced").inc(len(group) - 1)
-            self._handle(partition, newest_record, newest, next_offset, revoked)
+            items.append((newest_record, newest, next_offset))
+        size = getattr(self.connector, "batch_size", 1) if self.connector.supports_batch else 1
+        for start in range(0, len(items), size):
+            if revoked.is_set() or self.stop.is_set():
+                raise Shutdown()
+            chunk = items[start:start + size]
+            if len(chunk) > 1:
+                self._handle_chunk(partition, chunk, revoked)
+            else:
+                self._handle(partition, *chunk[0], revoked)
+
+    def _handle_chunk(self, partition: int, chunk: list[tuple[_Record, InvoiceEvent, int]],
+                      revoked: threading.Event) -> None:
+        """First attempt for several invoices in one ``deliver_many`` (the platform's batch endpoint);
+        whatever does not succeed there takes the single path with its retries, in offset order."""
+        target = self.target
+        eligible = [(r, e, o) for r, e, o in chunk
+                    if target.routes(e.location.code) and not self.ledger.parked(target.name, e.invoice_id)]
+        results: dict[int, DocumentState] = {}
+        started = time.monotonic()
+        if len(eligible) > 1:
+            with self.ledger.invoice_locks(target.name, [e.invoice_id for _, e, _ in eligible]):
+                prepared = []
+                for _, event, _ in eligible:
+                    ready = self._prepare_attempt(event, 0)
+                    if ready is not None:
+                        doc, attempt = ready
+                        prepared.append((event, doc, PgDeliveryContext(self.ledger, target, event, attempt,
+                                                                       self.entities)))
+                try:
+                    outcomes = self.connector.deliver_many(prepared) if prepared else []
+                except Exception:  # noqa: BLE001 - the single path below retries and classifies each one
+                    self.log.exception("batch_delivery_failed")
+                    outcomes = []
+                for (event, _, _), outcome in zip(prepared, outcomes):
+                    if isinstance(outcome, DocumentState):
+                        results[event.invoice_id] = outcome
+        for record, event, next_offset in chunk:
+            doc = results.get(event.invoice_id)
+            if doc is None:
+                self._handle(partition, record, event, next_offset, revoked)
+            else:
+                self._record_success(partition, event, doc, next_offset, 1, "batch", started)
 
     def _handle(self, partition: int, record: _Record, event: InvoiceEvent, next_offset: int,
                 revoked: threading.Event) -> None:
@@ -344,19 +385,24 @@ class SinkWorker:
                 self._dead_letter(record, event, outcome, next_offset, parked=False)
                 return
             doc, attempts, action = outcome
-            doc.extra.pop("attempt_version", None)
-            doc.extra.pop("attempts", None)
-            self.ledger.record_delivery(
-                target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
-                topic=self.topic, partition=partition, next_offset=next_offset,
-                issue_date=event.issue_date, location_code=event.location.code,
-                audit={"version": event.version, "action": action, "payload_hash": doc.payload_hash,
-                       "request_summary": {"status": event.status.value, "lines": len(event.lines),
-                                           "payments": len(event.payments), "total": str(event.computed.total),
-                                           "attempts": attempts},
-                       "response_status": doc.status, "external_id": doc.external_id,
-                       "source_tx": event.source.tx_id},
-            )
+            self._record_success(partition, event, doc, next_offset, attempts, action, started)
+
+    def _record_success(self, partition: int, event: InvoiceEvent, doc: DocumentState, next_offset: int,
+                        attempts: int, action: str, started: float) -> None:
+        target = self.target
+        doc.extra.pop("attempt_version", None)
+        doc.extra.pop("attempts", None)
+        self.ledger.record_delivery(
+            target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
+            topic=self.topic, partition=partition, next_offset=next_offset,
+            issue_date=event.issue_date, location_code=event.location.code,
+            audit={"version": event.version, "action": action, "payload_hash": doc.payload_hash,
+                   "request_summary": {"status": event.status.value, "lines": len(event.lines),
+                                       "payments": len(event.payments), "total": str(event.computed.total),
+                                       "attempts": attempts},
+                   "response_status": doc.status, "external_id": doc.external_id,
+                   "source_tx": event.source.tx_id},
+        )
         elapsed = time.monotonic() - started
         outcome_label = "queued" if doc.status == "queued" else "delivered"
         metrics.DELIVERIES.labels(target.name, target.platform, outcome_label).inc()
@@ -365,28 +411,36 @@ class SinkWorker:
         if event.source.committed_at is not None:
             lag = (datetime.now(timezone.utc) - event.source.committed_at).total_seconds()
             metrics.END_TO_END_LATENCY.labels(target.name).observe(max(0.0, lag))
-        bound.info("delivered", action=action, external_id=doc.external_id, status=doc.status,
-                   seconds=round(elapsed, 3))
+        self.log.info("delivered", invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
+                      action=action, external_id=doc.external_id, status=doc.status, seconds=round(elapsed, 3))
+
+    def _prepare_attempt(self, event: InvoiceEvent, attempt: int) -> tuple[DocumentState, int] | None:
+        """The ledger's document for this attempt, or None when there is nothing to deliver."""
+        doc = self.ledger.document(self.target.name, event.invoice_id)
+        if event.version <= doc.delivered_version:
+            return None
+        if doc.status == "none" and doc.external_id is None and event.status.value in ("draft", "void", "deleted"):
+            # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or
+            # deleted before it was ever posted has nothing to undo.
+            return None
+        # Attempts are counted in the ledger, so a crash mid-delivery makes the next process's first try an
+        # attempt > 1 — and the connector looks the document up before creating it again.
+        prior = int(doc.extra.get("attempts", "0")) if doc.extra.get("attempt_version") == str(event.version) else 0
+        attempt = max(attempt, prior) + 1
+        doc.extra.update({"attempt_version": str(event.version), "attempts": str(attempt)})
+        self.ledger.save_document(self.target.name, event.number, event.invoice_id, doc,
+                                  issue_date=event.issue_date, location_code=event.location.code)
+        return doc, attempt
 
     def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: threading.Event
                               ) -> tuple[DocumentState, int, str] | DeliveryError | None:
         attempt = 0
         stale_seen = 0
         while True:
-            doc = self.ledger.document(self.target.name, event.invoice_id)
-            if event.version <= doc.delivered_version:
+            ready = self._prepare_attempt(event, attempt)
+            if ready is None:
                 return None
-            if doc.status == "none" and doc.external_id is None and event.status.value in ("draft", "void", "deleted"):
-                # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or
-                # deleted before it was ever posted has nothing to undo.
-                return None
-            # Attempts are counted in the ledger, so a crash mid-delivery makes the next process's first
-            # try an attempt > 1 — and the connector looks the document up before creating it again.
-            prior = int(doc.extra.get("attempts", "0")) if doc.extra.get("attempt_version") == str(event.version) else 0
-            attempt = max(attempt, prior) + 1
-            doc.extra.update({"attempt_version": str(event.version), "attempts": str(attempt)})
-            self.ledger.save_document(self.target.name, event.number, event.invoice_id, doc,
-                                      issue_date=event.issue_date, location_code=event.location.code)
+            doc, attempt = ready
             action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
                                                                else "update")
             ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities)

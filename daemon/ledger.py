@@ -186,6 +186,19 @@ class Ledger:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("invoice", target, invoice_id),))
 
+    @contextmanager
+    def invoice_locks(self, target: str, invoice_ids: list[int]) -> Iterator[None]:
+        """Several invoices' delivery locks on one connection, taken in id order (no deadlock)."""
+        keys = [_lock_key("invoice", target, i) for i in sorted(set(invoice_ids))]
+        with self.pool.connection() as conn:
+            for key in keys:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                for key in reversed(keys):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
     def record_delivery(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
                         topic: str, partition: int, next_offset: int, audit: dict[str, Any],
                         issue_date: Any = None, location_code: str | None = None) -> None:

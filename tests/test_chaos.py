@@ -53,6 +53,10 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path):
             if kills == 10:
                 stack.restart_kafka(shop.stack)  # the broker goes away and comes back, data kept
                 broker_restarted = True
+                # As the runbook says (alert + `ledgerwire status`): a Debezium task that failed while the
+                # broker was away is restarted; it resumes from its last committed source offset.
+                stack.register_connector(shop.stack, name=f"{shop.name}-source", db=shop.name, prefix=shop.name,
+                                         slot=shop.name)
             daemon = start_daemon(config_file, log_file)
         writer.join(180)
         sandbox.faults.error_500 = sandbox.faults.error_429 = sandbox.faults.timeout = 0.0  # the platform recovers

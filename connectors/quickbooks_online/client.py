@@ -58,6 +58,13 @@ class QboClient:
                                      headers={"Content-Type": "application/json", "Accept": "application/json"})
         return jsonmoney.loads(response.content)[entity]
 
+    def batch(self, items: list[dict[str, Any]], *, request_id: str) -> dict[str, dict[str, Any]]:
+        """One ``/batch`` request (at most 30 items); returns the answer per ``bId`` (entity or Fault)."""
+        response = self.http.request("POST", f"{self.base}/batch", params=self._params(requestid=request_id),
+                                     content=jsonmoney.dumps({"BatchItemRequest": items}),
+                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        return {a["bId"]: a for a in jsonmoney.loads(response.content).get("BatchItemResponse", [])}
+
     def read(self, entity: str, entity_id: str) -> dict[str, Any] | None:
         try:
             response = self.http.request("GET", f"{self.base}/{entity.lower()}/{entity_id}", params=self._params(),
@@ -78,3 +85,10 @@ class QboClient:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def classify_fault(fault: dict[str, Any]) -> DeliveryError:
+    """A Fault inside a batch answer, classified like a whole response's."""
+    fake = httpx.Response(500 if fault.get("type") == "SystemFault" else 400,
+                          content=jsonmoney.dumps({"Fault": fault}))
+    return classify(fake) or PermanentError(str(fault))

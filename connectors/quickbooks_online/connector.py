@@ -9,6 +9,7 @@ import structlog
 
 from connectors.base import (
     Connector,
+    DeliveryError,
     DeliveryContext,
     DocumentState,
     ExternalRef,
@@ -18,7 +19,7 @@ from connectors.base import (
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.quickbooks_online import mapping
-from connectors.quickbooks_online.client import QboClient, classify
+from connectors.quickbooks_online.client import QboClient, classify, classify_fault
 from connectors.quickbooks_online.settings import QboSettings
 from daemon.canonical import InvoiceEvent, PaymentStatus
 
@@ -30,7 +31,8 @@ DEFAULT_BASE_URL = "https://quickbooks.api.intuit.com"
 class QuickBooksOnlineConnector(Connector):
     platform = "quickbooks-online"
     settings_model = QboSettings
-    supports_batch = False
+    supports_batch = True
+    batch_size = 30  # Intuit's limit per batch request
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -38,6 +40,8 @@ class QuickBooksOnlineConnector(Connector):
         auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url,
                                  credentials=runtime.credentials(target.name))
         limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, concurrency=settings.concurrency)
+        # Batch requests have their own documented limit: 40 per minute per company.
+        self.batch_limiter = runtime.limiter(target, per_minute=40, concurrency=settings.concurrency)
         self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=target.base_url or DEFAULT_BASE_URL,
                                  limiter=limiter, auth=auth, classify=classify, timeout_s=target.request_timeout_s)
         self.client = QboClient(self.http, settings.realm_id, settings.minor_version)
@@ -78,6 +82,46 @@ class QuickBooksOnlineConnector(Connector):
             ctx.checkpoint(doc)
         self._add_payments(doc, ctx, wanted)
         return self._done(event, doc)
+
+    def deliver_many(self, batch):
+        """New invoices are created with one ``/batch`` request per 30; each is then finished (payments)
+        by ``deliver``, which finds the invoice already there. Everything else goes one by one."""
+        results: list = [None] * len(batch)
+        creates: list[tuple[int, dict[str, Any], str]] = []
+        for index, (event, doc, ctx) in enumerate(batch):
+            if doc.external_id is None and ctx.attempt == 1 and event.status.value == "issued":
+                try:
+                    customer_id = self._customer(event, ctx)
+                    item_ids = {line.id: self._item(line, ctx) for line in event.lines}
+                except DeliveryError as exc:
+                    results[index] = exc
+                    continue
+                doc.customer_id = customer_id
+                payload = mapping.invoice_payload(event, customer_id, item_ids, self.mapping)
+                creates.append((index, payload, mapping.invoice_hash(payload)))
+        if creates:
+            first_ctx = batch[creates[0][0]][2]
+            with self.batch_limiter.slot():
+                answers = self.client.batch(
+                    [{"bId": str(i), "operation": "create", "Invoice": payload} for i, payload, _ in creates],
+                    request_id=first_ctx.idempotency_key("batch", *[batch[i][0].invoice_id for i, _, _ in creates]))
+            for index, _, digest in creates:
+                event, doc, ctx = batch[index]
+                answer = answers.get(str(index), {})
+                if "Invoice" not in answer:
+                    results[index] = classify_fault(answer.get("Fault") or {"Error": [{"Message": "no answer"}]})
+                    continue
+                doc.external_id, doc.token, doc.status = answer["Invoice"]["Id"], answer["Invoice"]["SyncToken"], "posted"
+                doc.extra["invoice_hash"] = digest
+                ctx.checkpoint(doc)
+        for index, (event, doc, ctx) in enumerate(batch):
+            if results[index] is not None:
+                continue
+            try:
+                results[index] = self.deliver(event, doc, ctx)
+            except DeliveryError as exc:
+                results[index] = exc
+        return results
 
     def _done(self, event: InvoiceEvent, doc: DocumentState) -> DocumentState:
         doc.delivered_version = event.version

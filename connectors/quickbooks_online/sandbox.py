@@ -72,17 +72,22 @@ class Sandbox:
 
     api_per_minute = 500
     concurrency = 10
+    batch_items_max = 30  # Intuit: at most 30 operations in one batch request
+    batch_per_minute = 40  # and at most 40 batch requests per minute per company
 
     def __init__(self, faults: Faults | None = None, access_ttl_s: float = 3600.0) -> None:
         self.faults = faults or Faults()
         self.issuer = TokenIssuer(access_ttl_s=access_ttl_s)
         self.realms: dict[str, Realm] = {}
         self.window = WindowLimit(self.api_per_minute, 60.0)
+        self.batch_window = WindowLimit(self.batch_per_minute, 60.0)
+        self.batch_requests = 0
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) for spec validation
         self._lock = threading.RLock()
         self.app = Starlette(routes=[
             Route("/oauth2/v1/tokens/bearer", self._token, methods=["POST"]),
             Route("/v3/company/{realm}/query", self._query, methods=["GET", "POST"]),
+            Route("/v3/company/{realm}/batch", self._batch, methods=["POST"]),
             Route("/v3/company/{realm}/{entity}/{id}", self._read, methods=["GET"]),
             Route("/v3/company/{realm}/{entity}", self._write, methods=["POST"]),
         ])
@@ -243,6 +248,49 @@ class Sandbox:
             return response
         finally:
             realm.active -= 1
+
+    async def _batch(self, request: Request) -> Response:
+        realm_id = request.path_params["realm"]
+        realm = await self._guard(request, realm_id)
+        if isinstance(realm, Response):
+            return realm
+        if self.batch_window.hit(realm_id) is not None:
+            return fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                         "The batch request limit was reached.", status=429)
+        body = jsonmoney.loads(await request.body() or b"{}")
+        items = body.get("BatchItemRequest") or []
+        if not items or len(items) > self.batch_items_max:
+            return fault("ValidationFault", "6000", "A business validation error has occurred",
+                         f"A batch request holds 1 to {self.batch_items_max} items; got {len(items)}")
+        request_id = request.query_params.get("requestid")
+        if request_id and request_id in realm.replies:
+            status, payload = realm.replies[request_id]
+            return Response(payload, status_code=status, media_type="application/json")
+        decided = self.faults.draw()
+        if decided == "500":
+            return fault("SystemFault", "10000", "An application error has occurred while processing your request",
+                         "System Failure Error: Unknown", status=500)
+        self.batch_requests += 1
+        answers = []
+        with self._lock:
+            for item in items:
+                kind = next((k for k in ENTITIES.values() if k in item), None)
+                answer: dict[str, Any] = {"bId": item.get("bId")}
+                if kind is None:
+                    answer["Fault"] = {"Error": [{"Message": "Unsupported entity", "code": "4001"}], "type": "ValidationFault"}
+                else:
+                    self.requests.append(("POST", f"/{kind.lower()}", item[kind]))
+                    try:
+                        answer[kind] = _public(self._apply(realm, kind, item.get("operation", "create"), item[kind]))
+                    except QboFault as f:
+                        answer["Fault"] = jsonmoney.loads(f.response.body)["Fault"]
+                answers.append(answer)
+        response = self._ok({"BatchItemResponse": answers})
+        if request_id:
+            realm.replies[request_id] = (response.status_code, response.body)
+        if decided == "timeout":
+            await self.faults.hang()
+        return response
 
     def _ok(self, body: dict[str, Any]) -> Response:
         body["time"] = _now()

@@ -191,3 +191,34 @@ def test_the_xsd_check_catches_what_intuit_would_refuse(qbo_schema):
     assert not element.encode(as_xsd_data(good, element.type), validation="lax", namespaces={"": NS})[1]
     for bad in ({**good, "Bogus": "1"}, {**good, "TxnDate": "20/11/2026"}, {**good, "GlobalTaxCalculation": "Maybe"}):
         assert element.encode(as_xsd_data(bad, element.type), validation="lax", namespaces={"": NS})[1]
+
+
+def test_batch_creates_many_invoices_in_one_request_and_isolates_a_bad_one(qbo):
+    sandbox, connector, entities, _ = qbo
+    deliver(connector, entities, invoice_event(7000))  # customer and the usual items exist
+    from connectors.base import ExternalRef
+
+    entities.put("item", "kind:sublet", ExternalRef(external_id="999999"))  # a mapping pointing nowhere
+    events = [invoice_event(7001 + n, payments=[payment(n + 1, "25.00")] if n % 3 == 0 else []) for n in range(12)]
+    bad = invoice_event(7100, lines=[line(1, "sublet", "Dealer key programming", "1", "95.00")])
+    batch = [(e, DocumentState(), MemoryContext("qbo", e, entities)) for e in events[:6] + [bad] + events[6:]]
+    results = connector.deliver_many(batch)
+    assert sandbox.batch_requests == 1
+    assert isinstance(results[6], PermanentError) and "Invalid Reference" in results[6].reason
+    good = results[:6] + results[7:]
+    assert all(isinstance(r, DocumentState) and r.external_id for r in good)
+    booked = {b.number: b for b in sandbox.booked_invoices()}
+    assert bad.number not in booked and all(e.number in booked for e in events)
+    assert sum(b.payment_count for b in booked.values()) == 4  # payments still applied to their invoices
+
+
+def test_batch_calls_per_invoice(qbo):
+    sandbox, connector, entities, _ = qbo
+    deliver(connector, entities, invoice_event(8000))
+    writes_before = sum(1 for _, path, _ in sandbox.requests)
+    events = [invoice_event(8001 + n) for n in range(30)]
+    results = connector.deliver_many([(e, DocumentState(), MemoryContext("qbo", e, entities)) for e in events])
+    assert all(isinstance(r, DocumentState) and r.delivered_version == 1 for r in results)
+    assert sandbox.batch_requests == 1
+    assert len(sandbox.booked_invoices()) == 31
+    assert sum(1 for _, path, _ in sandbox.requests) - writes_before == 30  # 30 invoice bodies, in 1 request
