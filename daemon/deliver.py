@@ -34,6 +34,7 @@ from connectors.base import (
     DocumentState,
     ErrorClass,
     PermanentError,
+    UncertainOutcomeError,
 )
 from connectors.ratelimit import limiter_from
 from connectors.registry import connector_class
@@ -350,6 +351,13 @@ class SinkWorker:
                                                                        self.entities)))
                 try:
                     outcomes = self.connector.deliver_many(prepared) if prepared else []
+                except UncertainOutcomeError as exc:
+                    # The batch may still be applied behind our back: give it the request timeout to land
+                    # before the single path looks each document up.
+                    self.log.warning("batch_outcome_uncertain", reason=exc.reason)
+                    outcomes = []
+                    if self.stop.wait(self.target.request_timeout_s):
+                        raise Shutdown() from exc
                 except Exception:  # noqa: BLE001 - the single path below retries and classifies each one
                     self.log.exception("batch_delivery_failed")
                     outcomes = []
@@ -423,9 +431,10 @@ class SinkWorker:
             # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or
             # deleted before it was ever posted has nothing to undo.
             return None
-        # Attempts are counted in the ledger, so a crash mid-delivery makes the next process's first try an
-        # attempt > 1 — and the connector looks the document up before creating it again.
-        prior = int(doc.extra.get("attempts", "0")) if doc.extra.get("attempt_version") == str(event.version) else 0
+        # Attempts are counted in the ledger until a delivery succeeds, whatever the version: a crash
+        # mid-delivery (of this version or an older one) makes the next try an attempt > 1 — and the
+        # connector looks the document up before creating it again.
+        prior = int(doc.extra.get("attempts", "0"))
         attempt = max(attempt, prior) + 1
         doc.extra.update({"attempt_version": str(event.version), "attempts": str(attempt)})
         self.ledger.save_document(self.target.name, event.number, event.invoice_id, doc,
@@ -471,6 +480,10 @@ class SinkWorker:
             # platform outage — the events wait, in order, and nothing is lost.
             base = min(MAX_BACKOFF_S, 0.5 * (2 ** min(attempt, 10)))
             delay = max(error.retry_after or 0.0, self.rng.uniform(0, base))
+            if isinstance(error, UncertainOutcomeError):
+                # A request that may still be in flight gets the request timeout to land before the next
+                # attempt looks the document up — otherwise the look-up can miss it and post it twice.
+                delay = max(delay, self.target.request_timeout_s)
             if attempt >= self.target.max_attempts:
                 bound.error("delivery_still_failing", attempt=attempt, next_try_s=round(delay, 1))
             if self.stop.wait(delay) or revoked.is_set():
