@@ -85,6 +85,36 @@ class ShopEnv:
         data.update(overrides)
         return AppConfig.model_validate(data)
 
+    def sandbox_config(self, sandbox, server_url: str, workdir: Path, name: str, http_port: int = 0,
+                       **target_extra):
+        """A config with one target on ``sandbox`` (credentials seeded from a file), written to YAML too."""
+        import json
+
+        import yaml
+
+        credentials = workdir / f"{name}-credentials.json"
+        credentials.write_text(json.dumps(sandbox.seed_credentials()))
+        target = sandbox.target_config(name, server_url) | {"credentials_file": str(credentials)} | target_extra
+        config = self.app_config(targets=[target], http={"port": http_port})
+        config_file = workdir / "ledgerwire.yml"
+        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        return config, config_file
+
+
+def background_workload(conn, seed: int, count: int, rate_per_s: float | None = None, mix=None):
+    """Seed reference data, then run the generator in a thread; returns (thread, counts dict)."""
+    import random
+    import threading
+
+    from daemon import generator
+
+    generator.seed_reference_data(conn, random.Random(seed))
+    workload = generator.Workload(conn, seed=seed)
+    counts: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: counts.update(workload.run(count, rate_per_s=rate_per_s, mix=mix)))
+    thread.start()
+    return thread, counts
+
 
 @pytest.fixture
 def shop(local_stack, monkeypatch):

@@ -5,20 +5,18 @@ with its final version, every payment is applied once, and the test prints what 
 
 from __future__ import annotations
 
-import json
 import random
 import signal
-import threading
 import time
 
 import psycopg
 import pytest
-import yaml
 
 from connectors.quickbooks_online import Sandbox
 from connectors.sandbox_kit import Faults, free_port
-from daemon import generator, stack
+from daemon import stack
 from daemon.verify import compare, expected_from_db
+from tests.conftest import background_workload
 from tests.test_end_to_end import start_daemon
 
 pytestmark = pytest.mark.stack
@@ -28,23 +26,14 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path):
     rng = random.Random(20261124)
     sandbox = Sandbox(faults=Faults(error_500=0.04, error_429=0.04, timeout=0.03, slow_s=0.02, hang_s=4.0, seed=9))
     server = sandbox.serve()
-    credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps(sandbox.seed_credentials()))
-    target = sandbox.target_config("chaos", server.url) | {"credentials_file": str(credentials),
-                                                           "request_timeout_s": 1.5}
-    config = shop.app_config(targets=[target], http={"port": free_port()})
-    config_file = tmp_path / "ledgerwire.yml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    _, config_file = shop.sandbox_config(sandbox, server.url, tmp_path, "chaos", http_port=free_port(),
+                                         request_timeout_s=1.5)
     log_path = tmp_path / "daemon.log"
     kills = 0
     broker_restarted = False
     with open(log_path, "ab") as log_file, psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
         daemon = start_daemon(config_file, log_file)
-        generator.seed_reference_data(conn, random.Random(8))
-        workload = generator.Workload(conn, seed=8)
-        counts: dict[str, int] = {}
-        writer = threading.Thread(target=lambda: counts.update(workload.run(260, rate_per_s=12)))
-        writer.start()
+        writer, counts = background_workload(conn, seed=8, count=260, rate_per_s=12)
         while kills < 21:
             time.sleep(rng.uniform(0.4, 2.2))
             daemon.send_signal(signal.SIGKILL)

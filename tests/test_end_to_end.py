@@ -7,23 +7,19 @@ payments applied to it, voids propagated, and nothing is posted twice."""
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import psycopg
 import pytest
-import yaml
 
 from connectors.registry import PLATFORM_PACKAGES
 from connectors.sandbox_kit import free_port
-from daemon import generator
 from daemon.verify import compare, expected_from_db
+from tests.conftest import background_workload
 
 pytestmark = pytest.mark.stack
 
@@ -45,24 +41,15 @@ def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform):
     module = _sandbox_module(platform)
     sandbox = module.Sandbox()
     server = sandbox.serve()
-    credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps(sandbox.seed_credentials()))
-    target = sandbox.target_config("e2e", server.url) | {"credentials_file": str(credentials)}
     http_port = free_port()
-    config = shop.app_config(targets=[target], http={"port": http_port})
-    config_file = tmp_path / "ledgerwire.yml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    _, config_file = shop.sandbox_config(sandbox, server.url, tmp_path, "e2e", http_port=http_port)
     if hasattr(sandbox, "attach"):  # pull platforms: the simulated Web Connector polls the daemon
         sandbox.attach(f"http://127.0.0.1:{http_port}/connectors/e2e/qbwc")
         sandbox.start_polling(0.5)
     log_path = tmp_path / "daemon.log"
     with open(log_path, "ab") as log_file, psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
         daemon = start_daemon(config_file, log_file)
-        generator.seed_reference_data(conn, random.Random(3))
-        workload = generator.Workload(conn, seed=3)
-        counts: dict[str, int] = {}
-        writer = threading.Thread(target=lambda: counts.update(workload.run(160, rate_per_s=25)))
-        writer.start()
+        writer, counts = background_workload(conn, seed=3, count=160, rate_per_s=25)
         kills = 0
         for pause in (3.0, 3.5):
             time.sleep(pause)
