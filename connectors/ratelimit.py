@@ -73,12 +73,17 @@ class Limiter:
 
 def limiter_from(per_second: float | None, per_minute: float | None, per_day: float | None,
                  concurrency: int, **kwargs) -> Limiter:
+    # Platforms count requests in sliding windows. A bucket that bursts B tokens and refills at R per
+    # window can put B + R requests into one window, so it refills at (limit - B): never a breach.
     buckets = []
     if per_second:
-        buckets.append(TokenBucket(per_second, 1.0))
+        burst = 1.0
+        buckets.append(TokenBucket(max(per_second - burst, per_second / 2), 1.0, capacity=burst))
     if per_minute:
-        # Burst of at most a tenth of the minute so a backlog does not trip a per-second fair-use check.
-        buckets.append(TokenBucket(per_minute, 60.0, capacity=max(1.0, per_minute / 10)))
+        # A burst of at most a tenth of the minute, so a backlog does not trip a per-second fair-use check.
+        burst = max(1.0, per_minute / 10)
+        buckets.append(TokenBucket(per_minute - burst, 60.0, capacity=burst))
     if per_day:
-        buckets.append(TokenBucket(per_day, 86400.0, capacity=max(1.0, per_day / 100)))
+        burst = max(1.0, per_day / 100)
+        buckets.append(TokenBucket(per_day - burst, 86400.0, capacity=burst))
     return Limiter(buckets, concurrency, **kwargs)

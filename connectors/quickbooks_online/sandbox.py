@@ -82,6 +82,7 @@ class Sandbox:
         self.window = WindowLimit(self.api_per_minute, 60.0)
         self.batch_window = WindowLimit(self.batch_per_minute, 60.0)
         self.batch_requests = 0
+        self.api_requests = 0  # accepted API requests of any kind (reads, queries, writes, batches)
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) for spec validation
         self._lock = threading.RLock()
         self.app = Starlette(routes=[
@@ -174,6 +175,7 @@ class Sandbox:
         if self.window.hit(realm_id) is not None or realm.active >= self.concurrency:
             return fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
                          "The request limit was reached.", status=429)
+        self.api_requests += 1
         if self.faults.slow_s:
             await asyncio.sleep(self.faults.slow_s)
         return realm
