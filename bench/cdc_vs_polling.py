@@ -152,8 +152,9 @@ def main() -> None:
     while not all(daemon.readiness().values()):
         time.sleep(0.2)
     stop = threading.Event()
-    threading.Thread(target=poller, args=(poll_dsn, poll_sandbox, poll_server.url, args.poll_every, stop),
-                     daemon=True).start()
+    polling = threading.Thread(target=poller, args=(poll_dsn, poll_sandbox, poll_server.url, args.poll_every, stop),
+                               daemon=True)
+    polling.start()
     committed: dict[str, dict[str, float]] = {"cdc": {}, "poll": {}}
     loads_before = {k: db_load(cfg.dsn("postgres"), f"{name}_{k}") for k in ("cdc", "poll")}
 
@@ -176,9 +177,13 @@ def main() -> None:
         t.start()
     for t in drivers:
         t.join()
-    time.sleep(max(10.0, args.poll_every * 2))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (set(committed["cdc"]) <= set(cdc_created)
+                                               and set(committed["poll"]) <= set(poll_created)):
+        time.sleep(1)
     loads_after = {k: db_load(cfg.dsn("postgres"), f"{name}_{k}") for k in ("cdc", "poll")}
     stop.set()
+    polling.join(60)
     daemon.shutdown()
     stack.remove_connector(cfg, f"{name}-source", slot=name)
     for kind, created in (("cdc", cdc_created), ("poll", poll_created)):
