@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from connectors.base import Connector
 
-# platform name (as written in the config) -> package under connectors/
+# platform name (as written in the config) -> package under connectors/. The first wave of issue #6
+# (Xero, Zoho Books, Odoo, QuickBooks Desktop) is listed so their packages slot in; until a package
+# exists, the platform is not accepted in a configuration.
 PLATFORM_PACKAGES: dict[str, str] = {
     "quickbooks-online": "connectors.quickbooks_online",
     "xero": "connectors.xero",
@@ -17,12 +20,12 @@ PLATFORM_PACKAGES: dict[str, str] = {
 
 
 def known_platforms() -> list[str]:
-    return sorted(PLATFORM_PACKAGES)
+    """Platforms whose connector package is present."""
+    return sorted(p for p, package in PLATFORM_PACKAGES.items() if importlib.util.find_spec(package) is not None)
 
 
 def connector_class(platform: str) -> type[Connector]:
-    try:
-        package = PLATFORM_PACKAGES[platform]
-    except KeyError:
-        raise KeyError(f"unknown platform {platform!r}; known: {known_platforms()}") from None
+    if platform not in known_platforms():
+        raise KeyError(f"unknown platform {platform!r}; known: {known_platforms()}")
+    package = PLATFORM_PACKAGES[platform]
     return importlib.import_module(package).CONNECTOR

@@ -20,7 +20,7 @@ import psycopg
 import yaml
 from cryptography.fernet import Fernet
 
-from connectors.registry import PLATFORM_PACKAGES
+from connectors.registry import PLATFORM_PACKAGES, known_platforms
 from daemon import stack
 from daemon.config import load_config
 from daemon.logs import configure_logging
@@ -60,8 +60,8 @@ def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float 
     from daemon import generator
     from daemon.app import Daemon
 
-    if platform not in PLATFORM_PACKAGES:
-        print(f"unknown platform {platform}; choose one of {sorted(PLATFORM_PACKAGES)}")
+    if platform not in known_platforms():
+        print(f"unknown platform {platform}; choose one of {known_platforms()}")
         return 2
     cfg = demo_stack_config()
     workdir = Path(tempfile.mkdtemp(prefix="ledgerwire-demo-"))
