@@ -171,3 +171,40 @@ def test_exactly_once_dead_letters_parking_and_retry(shop):
     stop_fold.set()
     sink_thread.join(30)
     ledger.close()
+
+
+def test_each_location_routes_to_its_own_target(shop):
+    """Multi-location: every event carries its location, and a target with ``locations`` only gets those."""
+    main = TargetConfig(name="main-books", platform="quickbooks-online", locations=["MAIN"])
+    north = TargetConfig(name="north-books", platform="quickbooks-online", locations=["NORTH"])
+    config = shop.app_config()
+    ledger = Ledger(shop.ledger_dsn)
+    ledger.ensure_schema()
+    runtime = DaemonRuntime(ledger, load_secret_key(None))
+    books = {"main-books": RecordingBooks(), "north-books": RecordingBooks()}
+    stop = threading.Event()
+    threads = [threading.Thread(target=FoldRunner(config, stop, transactional_id=f"{shop.name}-fold").run, daemon=True)]
+    for target in (main, north):
+        connector = RecordingConnector(target, runtime, books[target.name])
+        threads.append(threading.Thread(target=SinkWorker(config, target, ledger, runtime, stop, connector=connector).run,
+                                        daemon=True))
+    for t in threads:
+        t.start()
+    with psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
+        seed(conn)
+        conn.execute("INSERT INTO locations (id, code, name) VALUES (2, 'NORTH', 'Northside')")
+        ids = [new_invoice(conn, n, "10.00") for n in range(1, 9)]
+        north_ids = ids[::2]
+        conn.execute("UPDATE invoices SET location_id=2 WHERE id = ANY(%s)", (north_ids,))
+    main_ids = [i for i in ids if i not in north_ids]
+    wait_until(lambda: set(books["north-books"].latest) == set(north_ids)
+               and set(main_ids) <= set(books["main-books"].latest), 90, "both targets fed")
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert set(books["north-books"].latest) == set(north_ids)
+    assert all(e.location.code == "NORTH" for e in books["north-books"].latest.values())
+    # The MAIN target never receives an event located at NORTH (it may have posted a moved invoice's
+    # first version while it was still at MAIN).
+    assert all(e.location.code == "MAIN" for e in books["main-books"].latest.values())
+    ledger.close()
