@@ -123,6 +123,24 @@ def fetch_jars(cfg: StackConfig) -> None:
 # --- processes ----------------------------------------------------------------------------------------
 
 
+def _wait_port_free(port: int, what: str, timeout: float = 45.0) -> None:
+    """A previous stack on the same ports may still be shutting down: wait for the port, or say who holds it."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"port {port} for {what} is in use by another process; "
+                                     f"choose other ports (LEDGERWIRE_*_PORT) or stop it") from None
+        time.sleep(0.5)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -138,10 +156,13 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], heap: str) -> int:
+def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], heap: str,
+                ports: list[int] = ()) -> int:
     pid_file = cfg.home / f"{name}.pid"
     if pid_file.exists() and _pid_alive(int(pid_file.read_text())):
         return int(pid_file.read_text())
+    for port in ports:
+        _wait_port_free(port, name)
     cfg.logs.mkdir(parents=True, exist_ok=True)
     log4j = cfg.home / "log4j2.properties"
     log4j.write_text(LOG4J2)
@@ -204,6 +225,7 @@ def start_postgres(cfg: StackConfig) -> None:
     status = subprocess.run(_as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "status"]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if status.returncode != 0:
+        _wait_port_free(cfg.pg_port, "PostgreSQL")
         opts = (f"-p {cfg.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical "
                 "-c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off -c synchronous_commit=off "
                 "-c max_connections=200")
@@ -251,7 +273,7 @@ def start_kafka(cfg: StackConfig) -> None:
         cp = f"{cfg.lib / 'kafka'}/*"
         subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
                         "-c", str(props), "--standalone"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _start_java(cfg, "kafka", "kafka.Kafka", [str(props)], "768m")
+    _start_java(cfg, "kafka", "kafka.Kafka", [str(props)], "768m", ports=[cfg.kafka_port, cfg.controller_port])
     _wait(lambda: _kafka_ready(cfg), 90, "Kafka broker", cfg.logs / "kafka.log")
 
 
@@ -285,7 +307,8 @@ def start_connect(cfg: StackConfig) -> None:
         "offset.flush.interval.ms=1000", f"listeners=http://127.0.0.1:{cfg.connect_port}",
         f"plugin.path={cfg.lib / 'plugins'}", "topic.creation.enable=true",
     ]) + "\n")
-    _start_java(cfg, "connect", "org.apache.kafka.connect.cli.ConnectDistributed", [str(props)], "768m")
+    _start_java(cfg, "connect", "org.apache.kafka.connect.cli.ConnectDistributed", [str(props)], "768m",
+                ports=[cfg.connect_port])
     _wait(lambda: _connect_has_plugin(cfg), 180, "Kafka Connect", cfg.logs / "connect.log")
 
 
