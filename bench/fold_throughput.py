@@ -223,7 +223,7 @@ def fold(bootstrap: str, prefix: str, expected_invoices: int, events: int) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap", default=os.environ.get("LEDGERWIRE_BENCH_BOOTSTRAP", "127.0.0.1:59092"))
+    parser.add_argument("--bootstrap", default=os.environ.get("LEDGERWIRE_BENCH_BOOTSTRAP", "127.0.0.1:19092"))
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     prefix = f"bench{uuid.uuid4().hex[:6]}"

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def demo_stack_config() -> stack.StackConfig:
-    return stack.StackConfig(home=REPO / ".stack" / "demo", pg_port=55532, kafka_port=59192,
-                             controller_port=59193, connect_port=58183)
+    return stack.StackConfig(home=REPO / ".stack" / "demo", pg_port=15532, kafka_port=19192,
+                             controller_port=19193, connect_port=18183)
 
 
 def write_demo_config(cfg: stack.StackConfig, sandbox, platform: str, workdir: Path, http_port: int = 9464) -> Path:

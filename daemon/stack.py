@@ -53,10 +53,10 @@ logger.reflections.level=ERROR
 @dataclass
 class StackConfig:
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEDGERWIRE_STACK_DIR", REPO / ".stack")))
-    pg_port: int = int(os.environ.get("LEDGERWIRE_PG_PORT", "55432"))
-    kafka_port: int = int(os.environ.get("LEDGERWIRE_KAFKA_PORT", "59092"))
-    controller_port: int = int(os.environ.get("LEDGERWIRE_KAFKA_CONTROLLER_PORT", "59093"))
-    connect_port: int = int(os.environ.get("LEDGERWIRE_CONNECT_PORT", "58083"))
+    pg_port: int = int(os.environ.get("LEDGERWIRE_PG_PORT", "15432"))
+    kafka_port: int = int(os.environ.get("LEDGERWIRE_KAFKA_PORT", "19092"))
+    controller_port: int = int(os.environ.get("LEDGERWIRE_KAFKA_CONTROLLER_PORT", "19093"))
+    connect_port: int = int(os.environ.get("LEDGERWIRE_CONNECT_PORT", "18083"))
     shop_db: str = "shop"
     ledger_db: str = "ledgerwire"
     topic_prefix: str = "shop"

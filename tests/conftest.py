@@ -48,7 +48,7 @@ def local_stack():
         yield cfg
         return
     home = Path(tempfile.mkdtemp(prefix="ledgerwire-test-stack-"))
-    cfg = stack.StackConfig(home=home, pg_port=56432, kafka_port=60092, controller_port=60093, connect_port=59083)
+    cfg = stack.StackConfig(home=home, pg_port=25432, kafka_port=29092, controller_port=29093, connect_port=28083)
     try:
         stack.up(cfg)
     except Exception:
