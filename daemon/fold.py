@@ -17,8 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-
-import orjson
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import structlog
 
 from daemon import metrics

@@ -24,7 +24,7 @@ from connectors.base import Connector, DocumentState, RemoteInvoice
 from daemon.canonical import InvoiceEvent
 from daemon.config import AppConfig, TargetConfig
 from daemon.deliver import PgDeliveryContext
-from daemon.fold import Mirror, decode_state
+from daemon.fold import Mirror
 from daemon.kafka_util import kafka_conf
 from daemon.ledger import Ledger, PgEntities
 

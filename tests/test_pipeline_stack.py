@@ -14,7 +14,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from connectors.base import Connector, DocumentState, PermanentError, RemoteInvoice, RetryableError
+from connectors.base import Connector, PermanentError, RemoteInvoice, RetryableError
 from daemon.canonical import InvoiceEvent
 from daemon.config import TargetConfig
 from daemon.deliver import DaemonRuntime, SinkWorker, deliver_event_now

@@ -3,7 +3,6 @@ Intuit's official schema (Finance.xsd via IntuitRestServiceDef.xsd)."""
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -11,7 +10,6 @@ import pytest
 
 from connectors.base import DocumentState, PermanentError, RateLimitedError, UncertainOutcomeError
 from connectors.quickbooks_online import CONNECTOR, Sandbox
-from connectors.sandbox_kit import Faults
 from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
 from daemon.config import TargetConfig
 
