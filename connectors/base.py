@@ -202,6 +202,19 @@ class Connector(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and sessions."""
 
+    def check_mapping(self) -> list[str]:
+        """Resolve every account, tax code/rate, item and tracking value the target's mapping names against the
+        platform (read-only calls); one human-readable line per reference that does not resolve, e.g.
+        ``"income_accounts.labour: account '999' not found"``. Empty list = everything resolves. Used by
+        ``ledgerwire config check FILE --online``. Connectors without the check say so in one line."""
+        return [f"{self.platform}: online mapping check not supported"]
+
+    def preview(self, event: InvoiceEvent, doc: "DocumentState") -> list[dict[str, Any]]:
+        """Exactly what ``deliver`` would send for ``event`` given ``doc``, sending and writing nothing: a list
+        of ``{"method", "path", "body"}`` (bodies as the wire carries them, Decimals kept); ids not known yet
+        appear as ``"<new customer>"``-style placeholders. Used by ``run --preview`` and ``resync --preview``."""
+        raise NotImplementedError(f"{self.platform}: preview is not supported by this connector yet")
+
     def asgi_app(self) -> Any | None:
         """An ASGI app the daemon mounts at ``/connectors/<target>/`` (pull platforms' endpoints)."""
         return None

@@ -70,6 +70,9 @@ class MappingConfig(_Config):
     customer_match: list[Literal["email", "phone", "name"]] = Field(default_factory=lambda: ["email", "name"])
     discount_posting: Literal["line", "discount_account"] = "line"
     core_account: str | None = None  # liability/income account for core charges and returns
+    # with discount_posting "discount_account": the platform's discount account discount lines post to
+    discount_account: str | None = None
+    payment_terms: dict[int, str] = Field(default_factory=dict)  # fleet terms in days -> platform term id
 
 
 class RateLimit(_Config):
