@@ -9,6 +9,7 @@ Environment overrides: ``LEDGERWIRE__KAFKA__BOOTSTRAP_SERVERS=…`` sets ``kafka
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,10 +84,57 @@ class RateLimit(_Config):
 
 
 class Schedule(_Config):
+    """When a target's deliveries go out (``daemon/schedule.py`` computes the windows).
+
+    ``realtime`` (default): as soon as they arrive. ``interval``: every ``every_minutes`` minutes, counted
+    from 1970-01-01T00:00Z so every process agrees. ``end_of_day``: once a day at ``at_local_time``
+    ("HH:MM", 24 h) in ``timezone`` (an IANA name such as "America/Chicago"), all unsynced invoices.
+    """
+
     mode: Literal["realtime", "interval", "end_of_day"] = "realtime"
-    every_minutes: int | None = Field(None, ge=1)
+    every_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
     at_local_time: str | None = None  # "18:30" with end_of_day
     timezone: str = "UTC"
+
+    @field_validator("at_local_time")
+    @classmethod
+    def _hh_mm(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = re.fullmatch(r"([01][0-9]|2[0-3]):([0-5][0-9])", value.strip())
+        if match is None:
+            raise ValueError(f"at_local_time must be a 24-hour local time \"HH:MM\" (e.g. \"18:30\"), got {value!r}")
+        return match.group(0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise ValueError(f"timezone must be an IANA time zone name such as \"America/Chicago\" or "
+                             f"\"Europe/London\", got {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_mode(self) -> "Schedule":
+        if self.mode == "interval":
+            if self.every_minutes is None:
+                raise ValueError("schedule mode 'interval' needs every_minutes (e.g. every_minutes: 15)")
+            if self.at_local_time is not None:
+                raise ValueError("at_local_time is only used with schedule mode 'end_of_day', not 'interval'")
+        elif self.mode == "end_of_day":
+            if self.at_local_time is None:
+                raise ValueError("schedule mode 'end_of_day' needs at_local_time as \"HH:MM\" (e.g. \"18:30\") "
+                                 "and a timezone")
+            if self.every_minutes is not None:
+                raise ValueError("every_minutes is only used with schedule mode 'interval', not 'end_of_day'")
+        elif self.every_minutes is not None or self.at_local_time is not None:
+            raise ValueError("schedule mode 'realtime' takes neither every_minutes nor at_local_time; "
+                             "set mode to 'interval' or 'end_of_day'")
+        return self
 
 
 class TargetConfig(_Config):
