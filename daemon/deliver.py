@@ -11,6 +11,11 @@ Flow per target (a consumer group of its own, so targets never hold each other u
 * Failures are classified: retryable ones back off with jitter and try again (never dropped); stale
   concurrency tokens are retried once more; permanent ones go to the dead-letter table and topic with
   their reason, and later versions of that invoice are parked behind them while others keep flowing.
+* Schedules (``target.schedule``, ``daemon/schedule.py``): a realtime target delivers as above. Any other
+  target's partition worker holds what it reads while the window is closed — coalesced to the newest version
+  per invoice, offsets not advanced, so a restart while waiting loses nothing — and counts the distinct
+  invoices waiting in ``ledgerwire_waiting_for_schedule``. Once a window has opened since the oldest held
+  record arrived, it delivers everything it holds, then holds again. The poll loop never waits for a window.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from daemon.canonical import InvoiceEvent, decode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import ensure_topics, kafka_conf, publish_lag
 from daemon.ledger import Ledger, PgCredentials, PgEntities
+from daemon.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +56,7 @@ QUEUE_HIGH = 2000
 QUEUE_LOW = 200
 MAX_BACKOFF_S = 60.0
 STALE_RETRIES = 2
+HOLD_MAX_INVOICES = 50_000  # a scheduled partition holds at most this many invoices; then backpressure pauses it
 
 
 class DaemonRuntime:
@@ -105,6 +112,7 @@ class _Record:
     partition: int
     offset: int
     value: bytes
+    timestamp_ms: int = 0  # Kafka's record timestamp; read only for scheduled targets (0 = unknown)
 
 
 class Shutdown(Exception):
@@ -113,7 +121,8 @@ class Shutdown(Exception):
 
 class SinkWorker:
     def __init__(self, config: AppConfig, target: TargetConfig, ledger: Ledger, runtime: DaemonRuntime,
-                 stop: threading.Event, connector: Connector | None = None, rng: random.Random | None = None) -> None:
+                 stop: threading.Event, connector: Connector | None = None, rng: random.Random | None = None,
+                 clock: Clock | None = None) -> None:
         self.config = config
         self.target = target
         self.ledger = ledger
@@ -132,6 +141,11 @@ class SinkWorker:
         self._busy: dict[int, bool] = {}  # partition -> a worker is processing a batch it took
         self._dlq_producer: Producer | None = None
         self.ready = threading.Event()
+        # Schedule gating: None for realtime, which keeps the plain path below.
+        self.window = None if target.schedule.mode == "realtime" else DeliveryWindow(target.schedule)
+        self.clock: Clock = clock or utc_now
+        self._waiting: dict[int, int] = {}  # partition -> distinct invoices held for the window
+        self._waiting_lock = threading.Lock()
 
     # -- the poll loop --
     def run(self) -> None:
@@ -188,7 +202,8 @@ class SinkWorker:
                     q = self._queues.get(m.partition())
                     if q is None:
                         continue  # revoked meanwhile
-                    q.put(_Record(m.partition(), m.offset(), m.value()))
+                    q.put(_Record(m.partition(), m.offset(), m.value(),
+                                  m.timestamp()[1] if self.window is not None else 0))
                 self._apply_backpressure()
                 if time.monotonic() - last_lag > 2:
                     self._publish_metrics()
@@ -277,6 +292,9 @@ class SinkWorker:
 
     # -- a partition worker --
     def _partition_loop(self, partition: int) -> None:
+        if self.window is not None:
+            self._scheduled_loop(partition)
+            return
         q = self._queues[partition]
         revoked = self._revoked[partition]
         while not revoked.is_set() and not self.stop.is_set():
@@ -321,6 +339,10 @@ class SinkWorker:
             if len(group) > 1:
                 metrics.DELIVERIES.labels(self.target.name, self.target.platform, "coalesced").inc(len(group) - 1)
             items.append((newest_record, newest, next_offset))
+        self._deliver_items(partition, items, revoked)
+
+    def _deliver_items(self, partition: int, items: list[tuple[_Record, InvoiceEvent, int]],
+                       revoked: threading.Event) -> None:
         size = getattr(self.connector, "batch_size", 1) if self.connector.supports_batch else 1
         for start in range(0, len(items), size):
             if revoked.is_set() or self.stop.is_set():
@@ -330,6 +352,72 @@ class SinkWorker:
                 self._handle_chunk(partition, chunk, revoked)
             else:
                 self._handle(partition, *chunk[0], revoked)
+
+    # -- a scheduled partition worker --
+    def _scheduled_loop(self, partition: int) -> None:
+        """Hold records while the target's window is closed; deliver all held at the opening."""
+        q = self._queues[partition]
+        revoked = self._revoked[partition]
+        held = HeldInvoices()
+        try:
+            while not revoked.is_set() and not self.stop.is_set():
+                records: list[_Record] = []
+                if len(held) < HOLD_MAX_INVOICES:  # else the queue fills and backpressure pauses the partition
+                    try:
+                        records.append(q.get(timeout=0.2))
+                    except queue.Empty:
+                        pass
+                    else:
+                        self._busy[partition] = True
+                        while len(records) < 500:
+                            try:
+                                records.append(q.get_nowait())
+                            except queue.Empty:
+                                break
+                else:
+                    self.stop.wait(0.2)
+                try:
+                    self._gate_batch(partition, held, records, revoked)
+                except Shutdown:
+                    return
+                except Exception:  # keep what is held (offsets untouched); replays are no-ops in the ledger
+                    self.log.exception("sink_scheduled_batch_failed", partition=partition)
+                    self.stop.wait(5)
+                finally:
+                    self._busy[partition] = bool(held)  # held records keep the stored offset where it is
+        finally:
+            self._busy[partition] = False
+            self._set_waiting(partition, None)
+
+    def _gate_batch(self, partition: int, held: HeldInvoices, records: list[_Record],
+                    revoked: threading.Event) -> bool:
+        """Add ``records`` to what ``held`` waits with; when the window has opened since the oldest held
+        record arrived, deliver all of it (newest version per invoice) and empty it. True if it delivered."""
+        assert self.window is not None
+        for record in records:
+            event = decode_invoice_event(record.value)
+            arrived = (datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc) if record.timestamp_ms > 0
+                       else self.clock())
+            held.add(record, event, arrived, routed=self.target.routes(event.location.code))
+        self._set_waiting(partition, held.waiting)
+        if not held or not self.window.is_open(self.clock(), since=held.oldest):
+            return False
+        self.log.info("schedule_window_open", partition=partition, invoices=held.waiting,
+                      schedule=self.window.describe())
+        self._deliver_items(partition, held.items(), revoked)
+        if held.coalesced:
+            metrics.DELIVERIES.labels(self.target.name, self.target.platform, "coalesced").inc(held.coalesced)
+        held.clear()
+        self._set_waiting(partition, 0)
+        return True
+
+    def _set_waiting(self, partition: int, count: int | None) -> None:
+        with self._waiting_lock:
+            if count is None:
+                self._waiting.pop(partition, None)
+            else:
+                self._waiting[partition] = count
+            metrics.WAITING_FOR_WINDOW.labels(self.target.name).set(sum(self._waiting.values()))
 
     def _handle_chunk(self, partition: int, chunk: list[tuple[_Record, InvoiceEvent, int]],
                       revoked: threading.Event) -> None:

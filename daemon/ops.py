@@ -18,7 +18,8 @@ import httpx
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from daemon.config import AppConfig
+from daemon.canonical import InvoiceEvent, decode_invoice_event
+from daemon.config import AppConfig, TargetConfig
 from daemon.fold import TABLES
 from daemon.kafka_util import kafka_conf
 from daemon.ledger import Ledger
@@ -157,6 +158,95 @@ def apply_reset(config: AppConfig, ledger: Ledger, target: str, plan: list[Plann
         ledger.set_offset(target, r.topic, r.partition, r.new)
 
 
+WAITING_SCAN_MAX = 200_000  # records read per target to count what waits for its window
+
+
+def count_waiting(newest: dict[int, InvoiceEvent], documents: dict[int, tuple[int, str, str | None]],
+                  target: TargetConfig) -> int:
+    """Distinct invoices the target's next window will post: the newest unsent version of each invoice the
+    target takes, newer than what the ledger holds, and not a draft/void/deleted that never reached the
+    books (the sink skips those). ``documents``: invoice id -> (delivered_version, status, external_id)."""
+    waiting = 0
+    for invoice_id, event in newest.items():
+        if not target.routes(event.location.code):
+            continue
+        delivered, doc_status, external_id = documents.get(invoice_id, (0, "none", None))
+        if event.version <= delivered:
+            continue
+        if doc_status == "none" and external_id is None and event.status.value in ("draft", "void", "deleted"):
+            continue
+        waiting += 1
+    return waiting
+
+
+def waiting_for_window(config: AppConfig, ledger: Ledger, target: TargetConfig) -> tuple[int, bool]:
+    """(invoices waiting for the target's window, whether every unsent record was read).
+
+    Read from where the truth is — the records between the target's stored offsets and the end of the
+    canonical topic, against the ledger — so it is right whether or not a daemon is running."""
+    topic = config.kafka.canonical_topic
+    consumer = _consumer(config)
+    newest: dict[int, InvoiceEvent] = {}
+    complete = True
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        stored = ledger.offsets(target.name, topic)
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start = max(low, stored.get(partition, low))
+            if start < high:
+                ends[partition] = high
+                assignment.append(TopicPartition(topic, partition, start))
+        if assignment:
+            consumer.assign(assignment)
+            read = empty_rounds = 0
+            deadline = time.monotonic() + 30
+            while ends and read < WAITING_SCAN_MAX and time.monotonic() < deadline and empty_rounds < 2:
+                messages = consumer.consume(num_messages=500, timeout=1.0)
+                empty_rounds = 0 if messages else empty_rounds + 1
+                for m in messages:
+                    if m.error():
+                        continue
+                    read += 1
+                    event = decode_invoice_event(m.value())
+                    held = newest.get(event.invoice_id)
+                    if held is None or event.version > held.version:
+                        newest[event.invoice_id] = event
+                # Transaction markers occupy the last offsets: a partition is done once its position is there.
+                for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                    if tp.offset >= ends.get(tp.partition, 0):
+                        ends.pop(tp.partition, None)
+            # Nothing more to read (only records of a still-open transaction remain): that is complete.
+            complete = not ends or empty_rounds >= 2
+    finally:
+        consumer.close()
+    documents: dict[int, tuple[int, str, str | None]] = {}
+    if newest:
+        with ledger.pool.connection() as conn:
+            for invoice_id, delivered, doc_status, external_id in conn.execute(
+                    "SELECT invoice_id, delivered_version, status, external_id FROM documents "
+                    "WHERE target=%s AND invoice_id = ANY(%s)", (target.name, list(newest))):
+                documents[int(invoice_id)] = (int(delivered), doc_status, external_id)
+    return count_waiting(newest, documents, target), complete
+
+
+def schedule_status(config: AppConfig, ledger: Ledger, target: TargetConfig,
+                    now: datetime | None = None) -> dict[str, Any]:
+    """A target's schedule, what waits for its window and when the window next opens."""
+    from daemon.schedule import DeliveryWindow
+
+    window = DeliveryWindow(target.schedule)
+    if window.realtime:
+        return {"schedule": "realtime", "waiting": 0, "next_window": None}
+    now = now or datetime.now(timezone.utc)
+    waiting, complete = waiting_for_window(config, ledger, target)
+    next_open = window.next_open(now)
+    return {"schedule": window.describe(), "waiting": waiting if complete else f">={waiting}",
+            "next_window": window.local(next_open).isoformat()}
+
+
 def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) -> dict[str, Any]:
     """Per target: lag, last success, failures, dead letters, credential expiry; the Debezium connector."""
     pos = positions(config, ledger)
@@ -187,6 +277,7 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
                 "last_success": last.isoformat() if last else None, "dead_letters_24h": failures,
                 "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,
             }
+            report["targets"][t.name].update(schedule_status(config, ledger, t))
     fold = [p for p in pos if p.group == config.kafka.fold_group]
     report["fold"] = {"lag": sum(p.lag for p in fold), "partitions": len(fold)}
     if connect_url:

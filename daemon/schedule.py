@@ -119,6 +119,11 @@ class DeliveryWindow:
                 return later.astimezone(timezone.utc)
         raise ValueError(f"no local time after {wall} exists in {self._tz}")  # pragma: no cover
 
+    def local(self, instant: datetime) -> datetime:
+        """``instant`` in the schedule's own time zone (end of day) or UTC, for people to read."""
+        tz = self._tz if self.mode == "end_of_day" else timezone.utc
+        return _aware(instant).astimezone(tz)
+
     def describe(self) -> str:
         s = self.schedule
         if s.mode == "interval":
