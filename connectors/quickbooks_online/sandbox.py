@@ -8,6 +8,17 @@ token fails with Fault 5010 "Stale Object Error"), the query language subset the
 (2020 required, 6240 duplicate name, 6070 amount ≠ qty × price, 6140 linked payment), and the documented
 throttles (500 requests/minute and 10 concurrent requests per realm) answered with 429 and Fault 3001.
 Books are kept in memory and inspected with ``booked_invoices()``.
+
+Issue #5 additions: CreditMemo (applied to an invoice through a zero-total Payment whose lines link the
+invoice and the credit memo, as QuickBooks records "apply credit"), the name lists a mapping refers to
+(Account, TaxCode, TaxRate, Term, Class, Department) readable and queryable, ``Preferences`` with
+``AccountingInfoPrefs.BookCloseDate`` (settable: ``set_book_close_date``) — creates, updates, voids and
+deletes of transactions dated on or before it fail with QuickBooks' "Account Period Closed" fault (the
+message and detail QBO returns, as quoted by integrators: "The account period has closed and the account
+books cannot be updated through the QBO Services API…"), ``DiscountLineDetail`` lines, tax-inclusive
+invoices (``TaxInclusiveAmt``), and automatic sales tax (``set_automatic_sales_tax``;
+``Preferences.TaxPrefs.PartnerTaxEnabled``): QuickBooks then recomputes every ``TaxLine`` itself as rate ×
+taxable amount rounded once per rate, whatever amounts the request carried.
 """
 
 from __future__ import annotations
@@ -18,8 +29,8 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
+from datetime import date, datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,7 +41,14 @@ from starlette.routing import Route
 from connectors import jsonmoney
 from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
 
-ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice", "payment": "Payment", "account": "Account"}
+ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice", "payment": "Payment", "account": "Account",
+            "creditmemo": "CreditMemo", "taxcode": "TaxCode", "taxrate": "TaxRate", "term": "Term", "class": "Class",
+            "department": "Department"}
+TRANSACTIONS = ("Invoice", "Payment", "CreditMemo")
+CLOSED_CODE = "6200"
+CLOSED_MESSAGE = "Account Period Closed, Cannot Update Through Services API"
+CLOSED_DETAIL = ("The account period has closed and the account books cannot be updated through the QBO Services API. "
+                 "Please use the QBO website to make these changes.")
 CENT = Decimal("0.01")
 
 
@@ -61,6 +79,9 @@ class Realm:
     next_id: int = 100
     replies: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # requestid -> answer
     active: int = 0
+    book_close_date: date | None = None  # Preferences.AccountingInfoPrefs.BookCloseDate
+    automatic_sales_tax: bool = False  # Preferences.TaxPrefs.PartnerTaxEnabled: QBO computes the tax itself
+    preferences_token: int = 0
 
     def new_id(self) -> str:
         self.next_id += 1
@@ -87,6 +108,7 @@ class Sandbox:
         self._lock = threading.RLock()
         self.app = Starlette(routes=[
             Route("/oauth2/v1/tokens/bearer", self._token, methods=["POST"]),
+            Route("/v3/company/{realm}/preferences", self._preferences, methods=["GET", "POST"]),
             Route("/v3/company/{realm}/query", self._query, methods=["GET", "POST"]),
             Route("/v3/company/{realm}/batch", self._batch, methods=["POST"]),
             Route("/v3/company/{realm}/{entity}/{id}", self._read, methods=["GET"]),
@@ -104,9 +126,26 @@ class Sandbox:
             realm = self.realms.setdefault(realm_id, Realm())
             for account_id, name, kind in (("1", "Sales of Product Income", "Income"), ("79", "Services", "Income"),
                                            ("35", "Undeposited Funds", "Other Current Asset"),
-                                           ("36", "Checking", "Bank")):
+                                           ("36", "Checking", "Bank"), ("86", "Discounts given", "Income"),
+                                           ("90", "Core deposits held", "Other Current Liability")):
                 realm.entities["Account"][account_id] = {"Id": account_id, "Name": name, "AccountType": kind,
-                                                         "SyncToken": "0"}
+                                                         "SyncToken": "0", "Active": True}
+            lists = realm.entities
+            for code_id, name, taxable in (("TAX", "TAX", True), ("NON", "NON", False)):
+                lists["TaxCode"][code_id] = {"Id": code_id, "Name": name, "Taxable": taxable, "Active": True,
+                                             "SyncToken": "0"}
+            for rate_id, name, rate in (("11", "GST", "5"), ("12", "PST", "7"), ("13", "STATE", "6.25"),
+                                        ("14", "COUNTY", "1.5")):
+                lists["TaxRate"][rate_id] = {"Id": rate_id, "Name": name, "RateValue": Decimal(rate), "Active": True,
+                                             "SyncToken": "0"}
+            for term_id, name, days in (("2", "Net 15", 15), ("3", "Net 30", 30), ("4", "Net 60", 60)):
+                lists["Term"][term_id] = {"Id": term_id, "Name": name, "Type": "STANDARD", "DueDays": days,
+                                          "Active": True, "SyncToken": "0"}
+            for entity, entity_id, name in (("Class", "5000000000000001", "Main St"),
+                                            ("Class", "5000000000000002", "North"),
+                                            ("Department", "1", "Main St"), ("Department", "2", "North")):
+                lists[entity][entity_id] = {"Id": entity_id, "Name": name, "FullyQualifiedName": name,
+                                            "Active": True, "SyncToken": "0"}
         return {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh, "realm_id": realm_id}
 
     def target_config(self, name: str, base_url: str) -> dict[str, Any]:
@@ -116,8 +155,28 @@ class Sandbox:
             "settings": {"realm_id": realm_id, "token_url": f"{base_url}/oauth2/v1/tokens/bearer"},
             "mapping": {"income_accounts": {"labour": "79", "part": "1", "fee": "79", "sublet": "79",
                                             "core_charge": "1", "core_return": "1", "discount": "1"},
-                        "payment_accounts": {"card": "35", "cash": "35", "check": "35", "eft": "36"}},
+                        "payment_accounts": {"card": "35", "cash": "35", "check": "35", "eft": "36"},
+                        "tax_codes": {"GST": "11", "PST": "12", "STATE": "13", "COUNTY": "14"},
+                        "location_tracking": {"MAIN": "class:5000000000000001", "NORTH": "class:5000000000000002"},
+                        "payment_terms": {15: "2", 30: "3", 60: "4"},
+                        "core_account": "90", "discount_account": "86"},
         }
+
+    def set_book_close_date(self, when: date | None, realm_id: str | None = None) -> None:
+        """The bookkeeper closes the books through ``when`` (None reopens them)."""
+        with self._lock:
+            for rid, realm in self.realms.items():
+                if realm_id in (None, rid):
+                    realm.book_close_date = when
+                    realm.preferences_token += 1
+
+    def set_automatic_sales_tax(self, enabled: bool = True, realm_id: str | None = None) -> None:
+        """Turn on QuickBooks Online's automatic sales tax: QBO computes each tax line itself."""
+        with self._lock:
+            for rid, realm in self.realms.items():
+                if realm_id in (None, rid):
+                    realm.automatic_sales_tax = enabled
+                    realm.preferences_token += 1
 
     def booked_invoices(self, realm_id: str | None = None) -> list[BookedInvoice]:
         with self._lock:
@@ -127,8 +186,8 @@ class Sandbox:
                     continue
                 applied: dict[str, list[Decimal]] = {}
                 for payment in realm.entities["Payment"].values():
-                    if payment.get("_deleted"):
-                        continue
+                    if payment.get("_deleted") or _credit_application(payment):
+                        continue  # applying a credit memo moves no money: not a payment received
                     for line in payment.get("Line", []):
                         for linked in line.get("LinkedTxn", []):
                             applied.setdefault(linked["TxnId"], []).append(Decimal(line["Amount"]))
@@ -139,7 +198,8 @@ class Sandbox:
                         number=inv.get("DocNumber", ""), external_id=inv["Id"], voided=voided,
                         total=Decimal(inv.get("_total_before_void", inv["TotalAmt"])),
                         tax_total=Decimal(inv.get("TxnTaxDetail", {}).get("TotalTax", 0)),
-                        line_count=sum(1 for ln in inv.get("Line", []) if ln.get("DetailType") == "SalesItemLineDetail"),
+                        line_count=sum(1 for ln in inv.get("Line", []) if ln.get("DetailType") in (
+                            "SalesItemLineDetail", "DiscountLineDetail")),
                         payments_applied=sum(amounts, Decimal("0")), payment_count=len(amounts)))
             return out
 
@@ -191,6 +251,28 @@ class Sandbox:
                 return fault("ValidationFault", "610", "Object Not Found",
                              "Something you're trying to use has been made inactive or deleted.")
             return self._ok({kind: _public(entity)})
+
+    def preferences(self, realm: Realm) -> dict[str, Any]:
+        return {"Id": "1", "SyncToken": str(realm.preferences_token),
+                "AccountingInfoPrefs": {"BookCloseDate": realm.book_close_date.isoformat()}
+                if realm.book_close_date else {},
+                "TaxPrefs": {"UsingSalesTax": True, "PartnerTaxEnabled": realm.automatic_sales_tax},
+                "SalesFormsPrefs": {"AllowDiscount": True, "CustomTxnNumbers": True}}
+
+    async def _preferences(self, request: Request) -> Response:
+        realm = await self._guard(request, request.path_params["realm"])
+        if isinstance(realm, Response):
+            return realm
+        with self._lock:
+            if request.method == "POST":  # the bookkeeper's settings screen: BookCloseDate only
+                body = jsonmoney.loads(await request.body() or b"{}")
+                self.requests.append(("POST", "/preferences", body))
+                if str(body.get("SyncToken")) != str(realm.preferences_token):
+                    return fault("ValidationFault", "5010", "Stale Object Error", "Preferences SyncToken is stale")
+                close = (body.get("AccountingInfoPrefs") or {}).get("BookCloseDate")
+                realm.book_close_date = date.fromisoformat(close) if close else None
+                realm.preferences_token += 1
+            return self._ok({"Preferences": self.preferences(realm)})
 
     async def _query(self, request: Request) -> Response:
         realm = await self._guard(request, request.path_params["realm"])
@@ -312,6 +394,8 @@ class Sandbox:
                 raise QboFault("ValidationFault", "5010", "Stale Object Error",
                                f"Stale Object Error : You and {'someone else'} were working on this at the same time. "
                                f"{kind} Id={current['Id']} SyncToken={body['SyncToken']} current {current['SyncToken']}")
+        if kind in TRANSACTIONS:
+            self._check_open_period(realm, table, operation, body)
         if kind == "Customer":
             return self._customer(realm, table, operation, body)
         if kind == "Item":
@@ -320,7 +404,29 @@ class Sandbox:
             return self._invoice(realm, table, operation, body)
         if kind == "Payment":
             return self._payment(realm, table, operation, body)
+        if kind == "CreditMemo":
+            return self._credit_memo(realm, table, operation, body)
         raise QboFault("ValidationFault", "4001", "Operation not supported", kind)
+
+    def _check_open_period(self, realm: Realm, table: dict, operation: str, body: dict) -> None:
+        """Nothing dated on or before the books-closing date may be created, changed, voided or deleted."""
+        if realm.book_close_date is None:
+            return
+        dates = []
+        if operation == "create":
+            dates.append(body.get("TxnDate") or datetime.now(timezone.utc).date().isoformat())
+        else:
+            current = table[str(body["Id"])]
+            dates.append(current.get("TxnDate"))
+            if operation == "update" and body.get("TxnDate"):
+                dates.append(body["TxnDate"])
+        if any(d and date.fromisoformat(str(d)) <= realm.book_close_date for d in dates):
+            raise QboFault("ValidationFault", CLOSED_CODE, CLOSED_MESSAGE, CLOSED_DETAIL, "TxnDate")
+
+    def _ref_exists(self, realm: Realm, kind: str, ref: dict | None, element: str) -> None:
+        if ref is not None and str(ref.get("value")) not in realm.entities[kind]:
+            raise QboFault("ValidationFault", "2500", "Invalid Reference Id",
+                           f"Invalid Reference Id : {kind} {ref.get('value')} not found", element)
 
     def _unique_name(self, table: dict, field_name: str, value: str, own_id: str | None) -> None:
         for e in table.values():
@@ -357,13 +463,27 @@ class Sandbox:
         table[entity["Id"]] = entity
         return entity
 
-    def _invoice_totals(self, realm: Realm, invoice: dict) -> None:
-        _required(bool(invoice.get("Line")), "Invoice.Line")
+    def _invoice_totals(self, realm: Realm, invoice: dict, kind: str = "Invoice") -> None:
+        _required(bool(invoice.get("Line")), f"{kind}.Line")
+        self._ref_exists(realm, "Term", invoice.get("SalesTermRef"), "SalesTermRef")
+        self._ref_exists(realm, "Department", invoice.get("DepartmentRef"), "DepartmentRef")
         subtotal = Decimal("0")
+        inclusive = Decimal("0")
         for line in invoice["Line"]:
-            _required(line.get("DetailType") == "SalesItemLineDetail", "Line.DetailType")
+            _required(line.get("DetailType") in ("SalesItemLineDetail", "DiscountLineDetail"), "Line.DetailType")
             _required("Amount" in line, "Line.Amount")
+            if line["DetailType"] == "DiscountLineDetail":
+                discount = line.get("DiscountLineDetail") or {}
+                if not discount.get("PercentBased"):
+                    _required("DiscountAccountRef" in discount, "DiscountLineDetail.DiscountAccountRef")
+                self._ref_exists(realm, "Account", discount.get("DiscountAccountRef"), "DiscountAccountRef")
+                subtotal -= Decimal(line["Amount"])  # a discount line's amount is subtracted
+                inclusive -= Decimal(line["Amount"])
+                continue
             detail = line.get("SalesItemLineDetail") or {}
+            self._ref_exists(realm, "Class", detail.get("ClassRef"), "ClassRef")
+            self._ref_exists(realm, "TaxCode", detail.get("TaxCodeRef"), "TaxCodeRef")
+            inclusive += Decimal(detail.get("TaxInclusiveAmt", line["Amount"]))
             _required("ItemRef" in detail, "SalesItemLineDetail.ItemRef")
             if str(detail["ItemRef"].get("value")) not in realm.entities["Item"]:
                 raise QboFault("ValidationFault", "2500", "Invalid Reference Id",
@@ -375,7 +495,23 @@ class Sandbox:
                                    f"Supplied value:{line['Amount']}", "Line.Amount")
             subtotal += Decimal(line["Amount"])
         tax = invoice.get("TxnTaxDetail") or {}
+        for tax_line in tax.get("TaxLine") or []:
+            self._ref_exists(realm, "TaxRate", (tax_line.get("TaxLineDetail") or {}).get("TaxRateRef"), "TaxRateRef")
+        if realm.automatic_sales_tax and tax.get("TaxLine"):
+            # Automatic sales tax: QuickBooks works the tax out itself, rate × taxable amount rounded once per
+            # rate, and overrides what the request said.
+            for tax_line in tax["TaxLine"]:
+                detail = tax_line.get("TaxLineDetail") or {}
+                rate_entity = realm.entities["TaxRate"].get(str((detail.get("TaxRateRef") or {}).get("value")))
+                percent = Decimal(rate_entity["RateValue"]) if rate_entity else Decimal(detail.get("TaxPercent", 0))
+                tax_line["Amount"] = (Decimal(detail.get("NetAmountTaxable", 0)) * percent / 100).quantize(
+                    CENT, rounding=ROUND_HALF_UP)
+            tax["TotalTax"] = sum((Decimal(t["Amount"]) for t in tax["TaxLine"]), Decimal("0"))
         tax_total = Decimal(tax.get("TotalTax", 0))
+        if invoice.get("GlobalTaxCalculation") == "TaxInclusive" and inclusive != subtotal + tax_total:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           f"Tax inclusive amounts {inclusive} do not equal line amounts {subtotal} plus tax {tax_total}",
+                           "TaxInclusiveAmt")
         if tax.get("TaxLine"):
             lines_tax = sum((Decimal(t["Amount"]) for t in tax["TaxLine"]), Decimal("0"))
             if lines_tax != tax_total:
@@ -384,7 +520,7 @@ class Sandbox:
         invoice["TotalAmt"] = (subtotal + tax_total).quantize(CENT)
         applied = sum((Decimal(line["Amount"]) for p in realm.entities["Payment"].values() if not p.get("_deleted")
                        for line in p.get("Line", []) for linked in line.get("LinkedTxn", [])
-                       if linked["TxnId"] == invoice["Id"]), Decimal("0"))
+                       if linked["TxnId"] == invoice["Id"] and linked.get("TxnType", kind) == kind), Decimal("0"))
         if applied > invoice["TotalAmt"]:
             raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
                            "The invoice total would be less than the payments applied to it.", "Invoice.TotalAmt")
@@ -427,13 +563,14 @@ class Sandbox:
 
     def _payment(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
         invoices = realm.entities["Invoice"]
+        linked_tables = {"Invoice": invoices, "CreditMemo": realm.entities["CreditMemo"]}
         if operation == "delete":
             current = table[str(body["Id"])]
             for line in current.get("Line", []):
                 for linked in line.get("LinkedTxn", []):
-                    inv = invoices[linked["TxnId"]]
-                    inv["Balance"] = inv["Balance"] + Decimal(line["Amount"])
-                    inv["SyncToken"] = str(int(inv["SyncToken"]) + 1)
+                    doc = linked_tables[linked.get("TxnType", "Invoice")][linked["TxnId"]]
+                    doc["Balance"] = doc["Balance"] + Decimal(line["Amount"])
+                    doc["SyncToken"] = str(int(doc["SyncToken"]) + 1)
             current["_deleted"] = True
             current["status"] = "Deleted"
             return current
@@ -444,6 +581,16 @@ class Sandbox:
         applied = Decimal("0")
         for line in body.get("Line", []):
             for linked in line.get("LinkedTxn", []):
+                if linked.get("TxnType") == "CreditMemo":  # a credit applied: it pays like money received
+                    memo = realm.entities["CreditMemo"].get(str(linked.get("TxnId")))
+                    if memo is None:
+                        raise QboFault("ValidationFault", "2500", "Invalid Reference Id", "Linked credit memo not found",
+                                       "LinkedTxn")
+                    if Decimal(line["Amount"]) > memo["Balance"]:
+                        raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                                       "The credit applied is more than the credit memo's remaining credit.", "Line.Amount")
+                    applied -= Decimal(line["Amount"])
+                    continue
                 inv = invoices.get(str(linked.get("TxnId")))
                 if linked.get("TxnType") != "Invoice" or inv is None:
                     raise QboFault("ValidationFault", "2500", "Invalid Reference Id", "Linked invoice not found", "LinkedTxn")
@@ -460,11 +607,30 @@ class Sandbox:
         entity = {**body, "Id": realm.new_id(), "SyncToken": "0", "UnappliedAmt": total - applied}
         for line in body.get("Line", []):
             for linked in line.get("LinkedTxn", []):
-                inv = invoices[str(linked["TxnId"])]
-                inv["Balance"] = inv["Balance"] - Decimal(line["Amount"])
-                inv["SyncToken"] = str(int(inv["SyncToken"]) + 1)  # paying an invoice changes it
+                doc = linked_tables[linked.get("TxnType", "Invoice")][str(linked["TxnId"])]
+                doc["Balance"] = doc["Balance"] - Decimal(line["Amount"])
+                doc["SyncToken"] = str(int(doc["SyncToken"]) + 1)  # paying an invoice changes it
         table[entity["Id"]] = entity
         return entity
+
+    def _credit_memo(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
+        _required(operation == "create", "CreditMemo.Id")
+        _required("CustomerRef" in body, "CreditMemo.CustomerRef")
+        self._ref_exists(realm, "Customer", body["CustomerRef"], "CustomerRef")
+        if len(body.get("DocNumber", "")) > 21:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           "String length is either shorter or longer than supported by specification. "
+                           "Min:0 Max:21 supported. Supplied length:" + str(len(body["DocNumber"])), "DocNumber")
+        entity = {**body, "Id": realm.new_id(), "SyncToken": "0"}
+        self._invoice_totals(realm, entity, "CreditMemo")
+        entity["RemainingCredit"] = entity["Balance"]
+        table[entity["Id"]] = entity
+        return entity
+
+
+def _credit_application(payment: dict[str, Any]) -> bool:
+    return any(linked.get("TxnType") == "CreditMemo" for line in payment.get("Line", [])
+               for linked in line.get("LinkedTxn", []))
 
 
 def _public(entity: dict[str, Any]) -> dict[str, Any]:
