@@ -1,0 +1,192 @@
+"""Canonical invoice, payment and refund → Zoho Books request bodies (field names as Zoho's docs).
+
+Pure functions of the event and the mapping configuration; ids (contact, tax ids/groups) come in resolved.
+Zoho computes tax itself from each line's ``tax_id`` (a tax, or a tax group for two components); the
+shop's tax amounts are compared with what Zoho computed by the connector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+from connectors.base import income_kind
+from connectors.jsonmoney import dumps
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
+from daemon.config import MappingConfig
+
+KIND_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
+              LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
+              LineKind.CORE_RETURN: "Core return"}
+# Ledgerwire payment method -> Zoho's documented payment_mode values
+PAYMENT_MODES = {"card": "creditcard", "cash": "cash", "check": "check", "cheque": "check", "eft": "banktransfer",
+                 "ach": "banktransfer", "wire": "bankremittance"}
+
+
+def contact_name(customer: Customer) -> str:
+    # contact_name is unique in a Zoho organisation; the shop's customer id keeps two "Dana Whitfield"s apart
+    # and is how a contact is found again ("(#77)" suffix, searchable with contact_name_contains).
+    suffix = contact_suffix(customer)
+    return f"{customer.name[:200 - len(suffix) - 1]} {suffix}"
+
+
+def contact_suffix(customer: Customer) -> str:
+    return f"(#{customer.id})"
+
+
+def contact_payload(customer: Customer) -> dict[str, Any]:
+    body: dict[str, Any] = {"contact_name": contact_name(customer), "company_name": customer.name[:200],
+                            "contact_type": "customer",
+                            "customer_sub_type": "business" if customer.is_fleet else "individual"}
+    if customer.payment_terms_days:
+        body["payment_terms"] = customer.payment_terms_days
+    person: dict[str, Any] = {}
+    if customer.email:
+        person["email"] = customer.email[:100]
+    if customer.phone:
+        person["phone"] = customer.phone[:50]
+    if person:
+        body["contact_persons"] = [{"first_name": customer.name[:100], **person, "is_primary_contact": True}]
+    if customer.billing_address:
+        body["notes"] = customer.billing_address[:5000]
+    return body
+
+
+def contact_hash(customer: Customer) -> str:
+    return hashlib.sha256(json.dumps(contact_payload(customer), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tracking(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
+    """``location_tracking[code]``: "location:<id>" (or a bare id), "branch:<id>", "tag:<tag_id>:<option_id>"."""
+    value = mapping.location_tracking.get(event.location.code)
+    if not value:
+        return {}
+    kind, _, rest = value.partition(":")
+    if not rest:
+        return {"location_id": value}
+    if kind == "location":
+        return {"location_id": rest}
+    if kind == "branch":
+        return {"branch_id": rest}
+    if kind == "tag":
+        tag_id, _, option_id = rest.partition(":")
+        return {"tags": [{"tag_id": tag_id, "tag_option_id": option_id}]}
+    raise ValueError(f"location_tracking for {event.location.code}: unknown kind {kind!r}")
+
+
+def income_account(line_kind: LineKind, mapping: MappingConfig) -> str | None:
+    if line_kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
+        return mapping.core_account
+    return mapping.income_accounts.get(line_kind) or mapping.income_accounts.get(income_kind(line_kind))
+
+
+def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, track: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    configured = mapping.items.get(line.kind)
+    if configured:
+        item["item_id"] = configured
+    else:
+        item["name"] = (f"{KIND_NAMES[line.kind]} {line.part_number}" if line.part_number else KIND_NAMES[line.kind])[:100]
+    item |= {"description": _description(line), "item_order": line.position, "rate": line.unit_price,
+             "quantity": line.quantity}
+    account = income_account(line.kind, mapping)
+    if account:
+        item["account_id"] = account
+    if tax_id:
+        item["tax_id"] = tax_id
+    if "tags" in track:
+        item["tags"] = track["tags"]
+    return item
+
+
+def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, str | None],
+                    mapping: MappingConfig) -> dict[str, Any]:
+    track = tracking(event, mapping)
+    body: dict[str, Any] = {
+        "customer_id": customer_id,
+        "invoice_number": event.number[:100],  # sent with ignore_auto_number_generation=true
+        "reference_number": (event.job.number if event.job else event.number)[:100],
+        "is_inclusive_tax": event.tax_inclusive,
+        "notes": _memo(event),
+        "line_items": [line_item(ln, tax_ids.get(ln.id), mapping, track) for ln in event.lines],
+    }
+    if event.issue_date:
+        body["date"] = event.issue_date.isoformat()
+    if event.due_date:
+        body["due_date"] = event.due_date.isoformat()
+    body |= {k: v for k, v in track.items() if k != "tags"}
+    return body
+
+
+def payment_reference(payment: Payment) -> str:
+    return f"LW{payment.id}"
+
+
+def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: InvoiceEvent,
+                    mapping: MappingConfig) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer_id": customer_id, "payment_mode": PAYMENT_MODES.get(payment.method, "others"),
+        "amount": payment.amount, "date": payment.received_at.date().isoformat(),
+        "reference_number": payment_reference(payment),
+        "description": f"Shop payment {payment.id} on invoice {event.number}"[:500],
+        "invoices": [{"invoice_id": invoice_id, "amount_applied": payment.amount}],
+    }
+    account = mapping.payment_accounts.get(payment.method)
+    if account:
+        body["account_id"] = account
+    location = tracking(event, mapping).get("location_id")
+    if location:
+        body["location_id"] = location
+    return body
+
+
+def refund_reference(refund: Refund) -> str:
+    return f"LWR{refund.id}"
+
+
+def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, tax_id: str | None,
+                       mapping: MappingConfig) -> dict[str, Any]:
+    """One line: the returned part (taxed like its invoice line) or the refunded amount (untaxed, tax included)."""
+    track = tracking(event, mapping)
+    line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
+    kind = line.kind if line is not None else LineKind.PART
+    if line is not None and tax_id:
+        rate, description = refund.amount, f"Returned: {_description(line)}"
+    else:
+        rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
+    item: dict[str, Any] = {"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
+                            "description": description[:2000], "item_order": 1, "rate": rate,
+                            "quantity": Decimal("1")}
+    account = income_account(kind, mapping)
+    if account:
+        item["account_id"] = account
+    if tax_id:
+        item["tax_id"] = tax_id
+    if "tags" in track:
+        item["tags"] = track["tags"]
+    body: dict[str, Any] = {"customer_id": customer_id, "date": refund.created_at.date().isoformat(),
+                            "reference_number": refund_reference(refund), "is_inclusive_tax": event.tax_inclusive,
+                            "notes": f"Shop {refund.kind} {refund.id} against invoice {event.number}",
+                            "line_items": [item]}
+    body |= {k: v for k, v in track.items() if k != "tags"}
+    return body
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(dumps(payload)).hexdigest()[:24]
+
+
+def _description(line: InvoiceLine) -> str:
+    text = f"{line.part_number} {line.description}" if line.part_number else line.description
+    return text[:2000]
+
+
+def _memo(event: InvoiceEvent) -> str:
+    parts = [f"Shop invoice {event.number}"]
+    if event.job:
+        parts.append(f"job {event.job.number}")
+        if event.job.vehicle:
+            parts.append(event.job.vehicle)
+    return "; ".join(parts)[:5000]
