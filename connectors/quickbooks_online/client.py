@@ -9,6 +9,7 @@ import httpx
 from connectors import jsonmoney
 from connectors.base import (
     AuthError,
+    ClosedPeriodError,
     DeliveryError,
     PermanentError,
     RateLimitedError,
@@ -34,6 +35,11 @@ def classify(response: httpx.Response) -> DeliveryError | None:
     if response.status_code == 429 or code == "3001":
         return RateLimitedError(reason, status=response.status_code, platform_code=code,
                                 retry_after=retry_after_seconds(response), detail=fault)
+    text = f"{first.get('Message', '')} {first.get('Detail', '')}".lower()
+    if code == "6200" or "account period closed" in text or "account period has closed" in text:
+        # Books closed for that date. Integrators have seen this with code 5010 as well, so it is told
+        # apart from a stale SyncToken by its text, before the 5010 check.
+        return ClosedPeriodError(reason, status=response.status_code, platform_code=code, detail=fault)
     if code == "5010":
         return StaleTokenError(reason, status=response.status_code, platform_code=code, detail=fault)
     if response.status_code >= 500 or kind == "SystemFault":
@@ -75,9 +81,23 @@ class QboClient:
             raise
         return jsonmoney.loads(response.content)[entity]
 
-    def query(self, entity: str, **where: str) -> list[dict[str, Any]]:
+    def preferences(self) -> dict[str, Any]:
+        response = self.http.request("GET", f"{self.base}/preferences", params=self._params(),
+                                     headers={"Accept": "application/json"})
+        return jsonmoney.loads(response.content)["Preferences"]
+
+    def query_all(self, entity: str, page: int = 1000) -> list[dict[str, Any]]:
+        """Every row of a name list, page by page (QuickBooks answers at most 1000 rows per query)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            found = self.query(entity, _paging=f" startposition {len(rows) + 1} maxresults {page}")
+            rows.extend(found)
+            if len(found) < page:
+                return rows
+
+    def query(self, entity: str, _paging: str = "", **where: str) -> list[dict[str, Any]]:
         conditions = " and ".join(f"{k} = '{_quote(v)}'" for k, v in where.items())
-        text = f"select * from {entity}" + (f" where {conditions}" if conditions else "")
+        text = f"select * from {entity}" + (f" where {conditions}" if conditions else "") + _paging
         response = self.http.request("GET", f"{self.base}/query", params=self._params(query=text),
                                      headers={"Accept": "application/json"})
         return jsonmoney.loads(response.content).get("QueryResponse", {}).get(entity, [])

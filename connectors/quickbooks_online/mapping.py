@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
 
 KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
@@ -27,7 +28,7 @@ def customer_display_name(customer: Customer) -> str:
     return f"{customer.name} (#{customer.id})"[:100]
 
 
-def customer_payload(customer: Customer) -> dict[str, Any]:
+def customer_payload(customer: Customer, mapping: MappingConfig | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"DisplayName": customer_display_name(customer), "CompanyName": customer.name[:100]}
     if customer.email:
         body["PrimaryEmailAddr"] = {"Address": customer.email}
@@ -37,11 +38,28 @@ def customer_payload(customer: Customer) -> dict[str, Any]:
         body["BillAddr"] = {"Line1": customer.billing_address[:500]}
     if customer.payment_terms_days:
         body["Notes"] = f"Fleet account, net {customer.payment_terms_days} days"
+        term = sales_term(customer, mapping)
+        if term:
+            body["SalesTermRef"] = {"value": term}
     return body
 
 
-def customer_hash(customer: Customer) -> str:
-    return hashlib.sha256(json.dumps(customer_payload(customer), sort_keys=True).encode()).hexdigest()[:16]
+def sales_term(customer: Customer, mapping: MappingConfig | None) -> str | None:
+    """The QuickBooks Term of a fleet (account) customer, from ``mapping.payment_terms`` (days -> Term id)."""
+    if mapping is None or not customer.payment_terms_days:
+        return None
+    return mapping.payment_terms.get(customer.payment_terms_days)
+
+
+def due_date(event: InvoiceEvent) -> date | None:
+    """Fleet customers: due date from their terms; everyone else: the shop's due date."""
+    if event.customer.payment_terms_days and event.issue_date:
+        return event.issue_date + timedelta(days=event.customer.payment_terms_days)
+    return event.due_date
+
+
+def customer_hash(customer: Customer, mapping: MappingConfig | None = None) -> str:
+    return hashlib.sha256(json.dumps(customer_payload(customer, mapping), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str]:
@@ -63,17 +81,48 @@ def doc_number(event: InvoiceEvent) -> str:
     return event.number[-DOC_NUMBER_MAX:]
 
 
+def _class_ref(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, str] | None:
+    tracking = mapping.location_tracking.get(event.location.code)
+    if tracking and tracking.startswith("class:"):
+        return {"value": tracking.split(":", 1)[1]}
+    return None
+
+
+def sales_line(line: InvoiceLine, item_id: str, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
+    """One shop line as QuickBooks posts it. Discount lines with ``discount_posting: discount_account``
+    become a ``DiscountLineDetail`` (positive amount, subtracted by QuickBooks) on ``discount_account``;
+    otherwise a line is a ``SalesItemLineDetail`` on its item (a discount: a negative amount)."""
+    class_ref = _class_ref(event, mapping)
+    tax_code = {"value": "TAX" if line.taxes else "NON"}
+    if line.kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
+        detail: dict[str, Any] = {"PercentBased": False, "DiscountAccountRef": {"value": mapping.discount_account}}
+        if class_ref:
+            detail["ClassRef"] = class_ref
+        detail["TaxCodeRef"] = tax_code
+        return {"DetailType": "DiscountLineDetail", "Amount": -line.amount, "LineNum": line.position,
+                "Description": _description(line), "DiscountLineDetail": detail}
+    amount = line.amount
+    detail = {"ItemRef": {"value": item_id}}
+    if class_ref:
+        detail["ClassRef"] = class_ref
+    if event.tax_inclusive:
+        # Tax-inclusive pricing: QuickBooks' Amount is the line net of tax; the shop's gross goes to
+        # TaxInclusiveAmt. Qty × UnitPrice must equal Amount, so a unit price is sent only when exact.
+        amount = line.amount - sum((t.amount for t in line.taxes), Decimal("0"))
+        unit = (amount / line.quantity).quantize(Decimal("0.0000001")) if line.quantity else None
+        if unit is not None and money(unit * line.quantity) == amount:
+            detail.update({"UnitPrice": unit.normalize(), "Qty": line.quantity})
+        detail.update({"TaxCodeRef": tax_code, "TaxInclusiveAmt": line.amount})
+    else:
+        detail.update({"UnitPrice": line.unit_price, "Qty": line.quantity, "TaxCodeRef": tax_code})
+    return {"DetailType": "SalesItemLineDetail", "Amount": amount, "LineNum": line.position,
+            "Description": _description(line), "SalesItemLineDetail": detail}
+
+
 def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, str], mapping: MappingConfig
                     ) -> dict[str, Any]:
     tracking = mapping.location_tracking.get(event.location.code)
-    lines = []
-    for line in event.lines:
-        detail: dict[str, Any] = {"ItemRef": {"value": item_ids[line.id]}, "Qty": line.quantity,
-                                  "UnitPrice": line.unit_price, "TaxCodeRef": {"value": "TAX" if line.taxes else "NON"}}
-        if tracking and tracking.startswith("class:"):
-            detail["ClassRef"] = {"value": tracking.split(":", 1)[1]}
-        lines.append({"DetailType": "SalesItemLineDetail", "Amount": line.amount, "LineNum": line.position,
-                      "Description": _description(line), "SalesItemLineDetail": detail})
+    lines = [sales_line(line, item_ids.get(line.id, ""), event, mapping) for line in event.lines]
     body: dict[str, Any] = {
         "DocNumber": doc_number(event),
         "CustomerRef": {"value": customer_id},
@@ -84,8 +133,12 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, s
     }
     if event.issue_date:
         body["TxnDate"] = event.issue_date.isoformat()
-    if event.due_date:
-        body["DueDate"] = event.due_date.isoformat()
+    term = sales_term(event.customer, mapping)
+    if term:
+        body["SalesTermRef"] = {"value": term}
+    due = due_date(event)
+    if due:
+        body["DueDate"] = due.isoformat()
     if tracking and tracking.startswith("department:"):
         body["DepartmentRef"] = {"value": tracking.split(":", 1)[1]}
     return body
@@ -94,10 +147,11 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, s
 def tax_detail(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
     components: dict[str, dict[str, Any]] = {}
     for line in event.lines:
+        net = line.amount - sum((t.amount for t in line.taxes), Decimal("0")) if event.tax_inclusive else line.amount
         for tax in line.taxes:
             c = components.setdefault(tax.code, {"amount": Decimal("0"), "taxable": Decimal("0"), "rate": tax.rate})
             c["amount"] += tax.amount
-            c["taxable"] += line.amount
+            c["taxable"] += net
     tax_lines = [{"Amount": c["amount"], "DetailType": "TaxLineDetail",
                   "TaxLineDetail": {"TaxRateRef": {"value": mapping.tax_codes.get(code, code)}, "PercentBased": True,
                                     "TaxPercent": (c["rate"] * 100).normalize(), "NetAmountTaxable": c["taxable"]}}
@@ -139,3 +193,92 @@ def invoice_hash(payload: dict[str, Any]) -> str:
     from connectors.jsonmoney import dumps
 
     return hashlib.sha256(dumps(payload)).hexdigest()[:24]
+
+
+# --- refunds, credit applications and closed-period adjustments ------------------------------------------
+
+def refund_doc_number(refund: Refund) -> str:
+    """The credit memo's DocNumber: derived from the shop's refund id, so a retry finds it."""
+    return f"LWR{refund.id}"
+
+
+def credit_memo_payload(event: InvoiceEvent, refund: Refund, customer_id: str, item_id: str,
+                        mapping: MappingConfig) -> dict[str, Any]:
+    """A refund or returned part: the returned line's amount on its item, plus its tax, as a CreditMemo."""
+    line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
+    detail: dict[str, Any] = {"ItemRef": {"value": item_id}}
+    class_ref = _class_ref(event, mapping)
+    if class_ref:
+        detail["ClassRef"] = class_ref
+    detail["TaxCodeRef"] = {"value": "TAX" if refund.tax_amount else "NON"}
+    description = f"Returned: {_description(line)}" if line else (refund.reason or "Refund")
+    body: dict[str, Any] = {
+        "DocNumber": refund_doc_number(refund),
+        "TxnDate": refund.created_at.date().isoformat(),
+        "PrivateNote": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:4000],
+        "Line": [{"DetailType": "SalesItemLineDetail", "Amount": refund.amount, "LineNum": 1,
+                  "Description": description[:4000], "SalesItemLineDetail": detail}],
+        "TxnTaxDetail": _prorated_tax(line, refund.amount, refund.tax_amount, mapping),
+        "CustomerRef": {"value": customer_id},
+    }
+    return body
+
+
+def _prorated_tax(line: InvoiceLine | None, taxable: Decimal, tax_amount: Decimal, mapping: MappingConfig
+                  ) -> dict[str, Any]:
+    """The refund's tax split over the returned line's tax components (the last one takes the rounding)."""
+    if not tax_amount:
+        return {"TotalTax": Decimal("0.00")}
+    taxes = list(line.taxes) if line and line.taxes else []
+    if not taxes:
+        return {"TotalTax": tax_amount}
+    line_tax = sum((t.amount for t in taxes), Decimal("0")) or Decimal("1")
+    tax_lines, left = [], tax_amount
+    for n, tax in enumerate(taxes):
+        amount = left if n == len(taxes) - 1 else money(tax_amount * tax.amount / line_tax)
+        left -= amount
+        tax_lines.append({"Amount": amount, "DetailType": "TaxLineDetail",
+                          "TaxLineDetail": {"TaxRateRef": {"value": mapping.tax_codes.get(tax.code, tax.code)},
+                                            "PercentBased": True, "TaxPercent": (tax.rate * 100).normalize(),
+                                            "NetAmountTaxable": taxable}})
+    return {"TotalTax": tax_amount, "TaxLine": tax_lines}
+
+
+def credit_application_payload(customer_id: str, invoice_id: str, credit_memo_id: str, amount: Decimal,
+                               txn_date: date, reference: str) -> dict[str, Any]:
+    """Apply a credit memo to an invoice the way QuickBooks records it: a Payment of zero whose lines link
+    the invoice (amount applied) and the credit memo (the same amount used)."""
+    return {"CustomerRef": {"value": customer_id}, "TotalAmt": Decimal("0.00"), "TxnDate": txn_date.isoformat(),
+            "PaymentRefNum": reference,
+            "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]},
+                     {"Amount": amount, "LinkedTxn": [{"TxnId": credit_memo_id, "TxnType": "CreditMemo"}]}]}
+
+
+def adjustment_doc_number(event: InvoiceEvent, seq: int, kind: str) -> str:
+    """DocNumber of a closed-period adjustment: ``A<n>`` (increase) or ``C<n>`` (decrease) + the invoice number."""
+    return f"{'A' if kind == 'increase' else 'C'}{seq}-{event.number}"[-DOC_NUMBER_MAX:]
+
+
+def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str, item_id: str,
+                       amount: Decimal, tax: Decimal, txn_date: date, original_id: str | None,
+                       mapping: MappingConfig, reason: str) -> dict[str, Any]:
+    """The difference between what QuickBooks holds and the shop's new version, as one adjustment document
+    (an Invoice for an increase, a CreditMemo for a decrease) dated in the first open period, linked to the
+    original by its DocNumber and PrivateNote."""
+    detail: dict[str, Any] = {"ItemRef": {"value": item_id}}
+    class_ref = _class_ref(event, mapping)
+    if class_ref:
+        detail["ClassRef"] = class_ref
+    detail["TaxCodeRef"] = {"value": "TAX" if tax else "NON"}
+    note = (f"Adjustment {seq} to shop invoice {event.number} v{event.version}"
+            f"{f' (QuickBooks invoice {original_id})' if original_id else ''}: {reason}; the original is dated in a "
+            "closed period")
+    return {
+        "DocNumber": adjustment_doc_number(event, seq, kind), "TxnDate": txn_date.isoformat(),
+        "PrivateNote": note[:4000],
+        "Line": [{"DetailType": "SalesItemLineDetail", "Amount": amount, "LineNum": 1,
+                  "Description": f"Adjustment to invoice {event.number} ({reason})"[:4000],
+                  "SalesItemLineDetail": detail}],
+        "TxnTaxDetail": {"TotalTax": tax},
+        "CustomerRef": {"value": customer_id},
+    }
