@@ -359,10 +359,11 @@ class SinkWorker:
         q = self._queues[partition]
         revoked = self._revoked[partition]
         held = HeldInvoices()
+        records: list[_Record] = []  # taken from the queue, not yet held (kept across a failure)
         try:
             while not revoked.is_set() and not self.stop.is_set():
-                records: list[_Record] = []
-                if len(held) < HOLD_MAX_INVOICES:  # else the queue fills and backpressure pauses the partition
+                # Past HOLD_MAX_INVOICES the queue fills and the poll loop's backpressure pauses the partition.
+                if len(held) < HOLD_MAX_INVOICES and not records:
                     try:
                         records.append(q.get(timeout=0.2))
                     except queue.Empty:
@@ -374,6 +375,8 @@ class SinkWorker:
                                 records.append(q.get_nowait())
                             except queue.Empty:
                                 break
+                elif records:
+                    self._busy[partition] = True
                 else:
                     self.stop.wait(0.2)
                 try:
@@ -384,7 +387,7 @@ class SinkWorker:
                     self.log.exception("sink_scheduled_batch_failed", partition=partition)
                     self.stop.wait(5)
                 finally:
-                    self._busy[partition] = bool(held)  # held records keep the stored offset where it is
+                    self._busy[partition] = bool(held) or bool(records)  # held records keep the stored offset
         finally:
             self._busy[partition] = False
             self._set_waiting(partition, None)
@@ -392,13 +395,16 @@ class SinkWorker:
     def _gate_batch(self, partition: int, held: HeldInvoices, records: list[_Record],
                     revoked: threading.Event) -> bool:
         """Add ``records`` to what ``held`` waits with; when the window has opened since the oldest held
-        record arrived, deliver all of it (newest version per invoice) and empty it. True if it delivered."""
+        record arrived, deliver all of it (newest version per invoice) and empty it. True if it delivered.
+        ``records`` is emptied as they are held: after a failure the caller still has the rest, in order."""
         assert self.window is not None
-        for record in records:
+        while records:
+            record = records[0]
             event = decode_invoice_event(record.value)
             arrived = (datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc) if record.timestamp_ms > 0
                        else self.clock())
             held.add(record, event, arrived, routed=self.target.routes(event.location.code))
+            records.pop(0)
         self._set_waiting(partition, held.waiting)
         if not held or not self.window.is_open(self.clock(), since=held.oldest):
             return False

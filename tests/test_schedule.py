@@ -314,7 +314,7 @@ def test_restart_while_waiting_loses_nothing_and_replays_are_noops():
     clock = Clock(utc(2026, 6, 10, 12, 1))
     worker, connector, ledger = make_worker({"mode": "interval", "every_minutes": 15}, clock)
     records = stream(sample_events(), clock.now)
-    worker._gate_batch(0, HeldInvoices(), records, threading.Event())
+    worker._gate_batch(0, HeldInvoices(), list(records), threading.Event())
     assert ledger.offsets_set == {} and connector.posted == []
     # "Crash": a fresh worker on the same ledger re-reads from the stored offset (none stored: from the start).
     again, connector2, _ = make_worker({"mode": "interval", "every_minutes": 15}, clock)
@@ -327,7 +327,7 @@ def test_restart_while_waiting_loses_nothing_and_replays_are_noops():
     # A replay of the same stretch after a crash mid-window: the ledger makes it a no-op.
     held = HeldInvoices()
     clock.now = utc(2026, 6, 10, 12, 31)
-    again._gate_batch(0, held, records, threading.Event())
+    again._gate_batch(0, held, list(records), threading.Event())
     assert sorted(connector2.posted) == [(1, 3), (2, 1), (3, 2)]
 
 
@@ -423,3 +423,15 @@ def test_coalesced_versions_are_counted_once_delivered():
     after = REGISTRY.get_sample_value("ledgerwire_deliveries_total",
                                       {"target": "sched-coalesce", "platform": "recorder", "outcome": "coalesced"})
     assert after - before == 3  # six versions, three invoices
+
+
+def test_an_undecodable_record_is_not_skipped_nor_are_those_after_it():
+    clock = Clock(utc(2026, 6, 10, 12, 1))
+    worker, _, ledger = make_worker({"mode": "interval", "every_minutes": 15}, clock)
+    good = stream([invoice_event(1), invoice_event(2)], clock.now)
+    records = [good[0], _Record(0, 1, b"not avro", 0), good[1]]
+    held = HeldInvoices()
+    with pytest.raises(Exception):
+        worker._gate_batch(0, held, records, threading.Event())
+    assert len(held) == 1 and [r.offset for r in records] == [1, 2], "the rest stays, in order, for the retry"
+    assert ledger.offsets_set == {}
