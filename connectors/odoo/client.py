@@ -1,0 +1,145 @@
+"""Odoo's external API (XML-RPC ``/xmlrpc/2/common`` and ``/xmlrpc/2/object``) over ``PlatformHttp``.
+
+The transport is httpx through the framework (limiter, timeouts, metrics, uncertain outcomes of writes);
+the wire format is the standard library's XML-RPC marshalling with exact Decimals (``wire``). Odoo answers
+errors as XML-RPC Faults inside an HTTP 200, so they are classified here from the fault code and the
+Python exception text Odoo puts in ``faultString`` (odoo/service + rpc controller: 1 = any other
+exception with its traceback, 2 = UserError/ValidationError/MissingError/RedirectWarning message,
+3 = AccessDenied, 4 = AccessError).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import structlog
+
+from connectors.base import (
+    AuthError,
+    ClosedPeriodError,
+    CredentialSource,
+    DeliveryError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+)
+from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.odoo import wire
+
+log = structlog.get_logger(__name__)
+
+FAULT_APPLICATION, FAULT_WARNING, FAULT_ACCESS_DENIED, FAULT_ACCESS_ERROR = 1, 2, 3, 4
+_LOCK_DATE_MARKERS = ("lock date", "locked period", "period is locked", "lock_date")
+_CONCURRENCY_MARKERS = ("could not serialize access", "serializationfailure", "concurrent update",
+                        "deadlock detected", "lock not available")
+
+
+def fault_message(fault: wire.Fault) -> str:
+    """Odoo's own message: for a traceback (code 1), its last line ("module.Error: message")."""
+    text = str(fault.faultString or "").strip()
+    if fault.faultCode == FAULT_APPLICATION and "Traceback" in text:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else text
+    return text
+
+
+def classify_fault(fault: wire.Fault) -> DeliveryError:
+    message = fault_message(fault)
+    lowered = str(fault.faultString).lower()
+    code = str(fault.faultCode)
+    reason = f"Odoo: {message}"[:2000]
+    detail = {"faultCode": fault.faultCode, "faultString": str(fault.faultString)[:4000]}
+    if fault.faultCode == FAULT_ACCESS_DENIED or "accessdenied" in lowered:
+        return AuthError(reason, platform_code=code, detail=detail)
+    if any(m in lowered for m in _CONCURRENCY_MARKERS):
+        return RetryableError(reason, platform_code=code, detail=detail)
+    if fault.faultCode == FAULT_WARNING and any(m in lowered for m in _LOCK_DATE_MARKERS):
+        return ClosedPeriodError(reason, platform_code=code, detail=detail)
+    return PermanentError(reason, platform_code=code, detail=detail)
+
+
+def classify_http(response: httpx.Response) -> DeliveryError | None:
+    """HTTP-level answers (a front proxy's 429/502/503, Odoo.sh rate limiting); faults come as 200."""
+    if response.status_code == 429:
+        return RateLimitedError("Odoo: too many requests", status=429, retry_after=retry_after_seconds(response),
+                                detail=response.text[:500])
+    if response.status_code in (502, 503, 504):
+        return RetryableError(f"Odoo: HTTP {response.status_code}", status=response.status_code,
+                              detail=response.text[:500])
+    return None
+
+
+class OdooClient:
+    """``execute_kw`` with the user's uid (from ``authenticate``) and API key (from the credential store)."""
+
+    def __init__(self, http: PlatformHttp, *, target: str, db: str, login: str, credentials: CredentialSource) -> None:
+        self.http = http
+        self.target = target
+        self.db = db
+        self.login = login
+        self.credentials = credentials
+        self._uid: int | None = None
+        self._lock = threading.Lock()
+        self.authentications = 0
+
+    # -- transport --
+    def _call(self, service: str, method: str, params: tuple[Any, ...]) -> Any:
+        response = self.http.request("POST", f"/xmlrpc/2/{service}", content=wire.encode_call(method, params),
+                                     headers={"Content-Type": "text/xml", "Accept": "text/xml"})
+        try:
+            result, _ = wire.decode(response.content)
+        except wire.Fault as fault:
+            error = classify_fault(fault)
+            log.info("odoo_fault", target=self.target, service=service, method=method, code=fault.faultCode,
+                     error_class=error.error_class.value)
+            raise error from None
+        except Exception as exc:  # not XML-RPC at all (a proxy's HTML page …)
+            raise RetryableError(f"Odoo: unreadable answer ({type(exc).__name__})", status=response.status_code) from exc
+        return result[0]
+
+    def _api_key(self) -> str:
+        key = self.credentials.get().get("api_key")
+        if not key:
+            raise AuthError("Odoo: the credential document has no api_key")
+        return key
+
+    def uid(self) -> int:
+        with self._lock:
+            if self._uid is None:
+                uid = self._call("common", "authenticate", (self.db, self.login, self._api_key(), {}))
+                self.authentications += 1
+                if not uid:
+                    raise AuthError(f"Odoo: authentication failed for the configured login on database {self.db!r}")
+                self._uid = int(uid)
+            return self._uid
+
+    def execute(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Any:
+        for attempt in (1, 2):
+            uid = self.uid()
+            try:
+                return self._call("object", "execute_kw",
+                                  (self.db, uid, self._api_key(), model, method, args, kwargs or {}))
+            except AuthError:
+                if attempt == 2:
+                    raise
+                # The key may have been replaced in the credential store (or the user re-created):
+                # authenticate again once with what is stored now.
+                with self._lock:
+                    self._uid = None
+        raise AssertionError("unreachable")
+
+    # -- helpers --
+    def search_read(self, model: str, domain: list, fields: list[str], limit: int | None = None,
+                    order: str | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"fields": fields}
+        if limit:
+            kwargs["limit"] = limit
+        if order:
+            kwargs["order"] = order
+        return self.execute(model, "search_read", [domain], kwargs)
+
+    def read_one(self, model: str, record_id: int, fields: list[str]) -> dict[str, Any] | None:
+        found = self.search_read(model, [("id", "=", record_id)], fields, limit=1)
+        return found[0] if found else None
