@@ -493,6 +493,112 @@ class QuickBooksOnlineConnector(Connector):
             room -= amount
             ctx.checkpoint(doc)
 
+    # -- issue #5: the mapping checked online, and a preview --
+    def check_mapping(self) -> list[str]:
+        m = self.mapping
+        lists = {kind: self.client.query_all(kind) for kind in
+                 ("Account", "TaxCode", "TaxRate", "Item", "Class", "Department", "Term")}
+        ids = {kind: {str(r["Id"]) for r in rows if r.get("Active", True)} for kind, rows in lists.items()}
+        names = {kind: {str(r.get("Name")) for r in rows if r.get("Active", True)} for kind, rows in lists.items()}
+        problems: list[str] = []
+
+        def need(kind: str, value: str, where: str, by_name: bool = False) -> None:
+            if value not in ids[kind] and not (by_name and value in names[kind]):
+                problems.append(f"{where}: {kind.lower()} {value!r} not found")
+
+        for kind, account in m.income_accounts.items():
+            need("Account", account, f"income_accounts.{kind.value}")
+        for method, account in m.payment_accounts.items():
+            need("Account", account, f"payment_accounts.{method}")
+        if m.core_account:
+            need("Account", m.core_account, "core_account")
+        if m.discount_posting == "discount_account":
+            if not m.discount_account:
+                problems.append("discount_account: required with discount_posting 'discount_account'")
+            else:
+                need("Account", m.discount_account, "discount_account")
+        for code, rate in m.tax_codes.items():
+            if rate not in ids["TaxRate"] and rate not in ids["TaxCode"]:
+                problems.append(f"tax_codes.{code}: tax rate/code {rate!r} not found")
+        for kind, item in m.items.items():
+            need("Item", item, f"items.{kind.value}", by_name=True)
+        for location, tracking in m.location_tracking.items():
+            dimension, _, value = tracking.partition(":")
+            if dimension not in ("class", "department"):
+                problems.append(f"location_tracking.{location}: {tracking!r} is not class:<id> or department:<id>")
+            else:
+                need("Class" if dimension == "class" else "Department", value, f"location_tracking.{location}")
+        for days, term in m.payment_terms.items():
+            need("Term", term, f"payment_terms.{days}")
+        return problems
+
+    def preview(self, event: InvoiceEvent, doc: DocumentState) -> list[dict[str, Any]]:
+        """What ``deliver`` would send, read-only: reads find existing customers/items; nothing is written."""
+        base = self.client.base
+        out: list[dict[str, Any]] = []
+
+        def send(entity: str, body: dict[str, Any], operation: str | None = None) -> None:
+            path = f"{base}/{entity.lower()}" + (f"?operation={operation}" if operation else "")
+            out.append({"method": "POST", "path": path, "body": body})
+
+        wanted = {str(p.id): p for p in event.payments if p.status == PaymentStatus.RECEIVED}
+        if doc.external_id is None and event.status.value == "issued":
+            found = self.client.query("Invoice", DocNumber=mapping.doc_number(event))
+            if found:
+                doc = doc.model_copy(update={"external_id": found[0]["Id"], "token": found[0]["SyncToken"],
+                                             "extra": {k: v for k, v in doc.extra.items() if k != "invoice_hash"}})
+        removed = [pid for pid, ref in doc.payments.items()
+                   if event.status.value in ("void", "deleted") or wanted.get(pid) is None
+                   or wanted[pid].amount != ref.amount]
+        for pid in removed:
+            send("Payment", {"Id": doc.payments[pid].external_id, "SyncToken": doc.payments[pid].token or "<current>"},
+                 "delete")
+        if event.status.value in ("void", "deleted"):
+            if doc.external_id is not None and doc.status != "voided":
+                send("Invoice", {"Id": doc.external_id, "SyncToken": "<current>"}, "void")
+            return out
+        customer = event.customer
+        found = self._find_customer(customer) if doc.customer_id is None else {"Id": doc.customer_id}
+        if found is None:
+            send("Customer", mapping.customer_payload(customer, self.mapping))
+        customer_id = found["Id"] if found else "<new customer>"
+        item_ids: dict[int, str] = {}
+        for line in event.lines:
+            if self._on_discount_account(line):
+                continue
+            key, name = mapping.item_key(line, self.mapping)
+            configured = self.mapping.items.get(line.kind)
+            if configured and key.startswith("kind:"):
+                item_ids[line.id] = configured
+                continue
+            existing = self.client.query("Item", Name=name)
+            if existing:
+                item_ids[line.id] = existing[0]["Id"]
+            else:
+                item_ids[line.id] = f"<new item {name}>"
+                if not any(r["body"].get("Name") == name for r in out if r["path"].endswith("/item")):
+                    send("Item", mapping.item_payload(name, line, self.mapping))
+        payload = mapping.invoice_payload(event, customer_id, item_ids, self.mapping)
+        if doc.extra.get("txn_date"):
+            payload["TxnDate"] = doc.extra["txn_date"]
+        invoice_id = doc.external_id or "<new invoice>"
+        if doc.external_id is None:
+            send("Invoice", payload)
+        elif doc.extra.get("invoice_hash") != mapping.invoice_hash(mapping.invoice_payload(
+                event, customer_id, item_ids, self.mapping)):
+            send("Invoice", {**payload, "Id": doc.external_id, "SyncToken": doc.token or "<current>", "sparse": True})
+        for pid, payment in wanted.items():
+            if pid in doc.payments and pid not in removed:
+                continue
+            send("Payment", mapping.payment_payload(payment, invoice_id, customer_id, self.mapping))
+        for refund in event.refunds:
+            if str(refund.id) in doc.refunds:
+                continue
+            line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
+            item = item_ids.get(line.id, "<refund item>") if line else "<refund item>"
+            send("CreditMemo", mapping.credit_memo_payload(event, refund, customer_id, item, self.mapping))
+        return out
+
     # -- reads --
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
         found = self.client.query("Invoice", DocNumber=mapping.doc_number(event))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import re
 import secrets
 import threading
@@ -382,6 +383,7 @@ class Sandbox:
 
     # -- the books --
     def _apply(self, realm: Realm, kind: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(body)  # the books never share objects with the recorded request
         table = realm.entities[kind]
         if operation in ("update", "void", "delete"):
             _required("Id" in body, f"{kind}.Id")
