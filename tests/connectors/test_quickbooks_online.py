@@ -172,15 +172,41 @@ def test_every_request_body_is_valid_against_finance_xsd(qbo, qbo_schema):
     v2 = next_version(v1, lines=list(v1.lines)[:3], payments=[payment(1, "100.00"), payment(2, "50.00")])
     doc = deliver(connector, entities, v2, doc)
     deliver(connector, entities, next_version(v2, payments=[], status="void"), doc)
+    # Issue #5 bodies: a refund's credit memo and its application, a fleet customer with terms, a discount
+    # on the discount account, a tax-inclusive invoice, and closed-period adjustments (invoice and credit memo).
+    from datetime import date, datetime, timezone
+
+    from daemon.canonical import Customer, Refund
+
+    returned = Refund(id=5, kind="return", amount=Decimal("289.95"), tax_amount=Decimal("14.50"), line_id=2,
+                      created_at=datetime(2026, 11, 21, tzinfo=timezone.utc))
+    fleet = Customer(id=90, name="Harbor Freight Lines", email="ap@harbor.example", is_fleet=True,
+                     payment_terms_days=30)
+    connector.mapping = connector.mapping.model_copy(update={"discount_posting": "discount_account"})
+    r1 = invoice_event(9100, customer=fleet, refunds=[returned],
+                       lines=list(v1.lines) + [line(7, "discount", "Fleet discount", "1", "-10.00")])
+    rdoc = deliver(connector, entities, r1)
+    deliver(connector, entities, invoice_event(9101, tax_inclusive=True, lines=[line(1, "labour", "Fit", "1", "105.00")]))
+    sandbox.set_book_close_date(date(2026, 11, 30))
+    r2 = next_version(r1, lines=list(r1.lines) + [line(8, "part", "Clip", "1", "3.00")])
+    rdoc = deliver(connector, entities, r2, rdoc)
+    deliver(connector, entities, next_version(r2, status="void"), rdoc)
     checked = set()
     for _, path, body in sandbox.requests:
-        entity = {"/invoice": "Invoice", "/payment": "Payment", "/customer": "Customer", "/item": "Item"}[path]
+        entity = {"/invoice": "Invoice", "/payment": "Payment", "/customer": "Customer", "/item": "Item",
+                  "/creditmemo": "CreditMemo", "/preferences": "Preferences"}[path]
         element = qbo_schema.elements[entity]
         data = as_xsd_data({k: v for k, v in body.items() if k != "sparse"}, element.type)
         _, errors = element.encode(data, validation="lax", namespaces={"": NS})
         assert not errors, f"{entity} body not valid against Finance.xsd: {[str(e)[:300] for e in errors[:2]]}"
         checked.add(entity)
-    assert checked == {"Invoice", "Payment", "Customer", "Item"}
+    assert checked == {"Invoice", "Payment", "Customer", "Item", "CreditMemo"}
+    bodies = [b for _, p, b in sandbox.requests]
+    assert any(ln.get("DetailType") == "DiscountLineDetail" for b in bodies for ln in b.get("Line", []))
+    assert any(b.get("TotalAmt") == Decimal("0") and len(b.get("Line", [])) == 2 for b in bodies)  # credit applied
+    assert any(b.get("GlobalTaxCalculation") == "TaxInclusive" for b in bodies)
+    assert any(b.get("SalesTermRef") for b in bodies)
+    assert any(str(b.get("DocNumber", "")).startswith("A1-") for b in bodies)  # closed-period adjustment
 
 
 def test_the_xsd_check_catches_what_intuit_would_refuse(qbo_schema):
