@@ -86,6 +86,7 @@ class QbdStore(Protocol):
     def session(self, ticket: str) -> dict[str, Any] | None: ...
     def put_session(self, ticket: str, data: dict[str, Any]) -> None: ...
     def drop_session(self, ticket: str) -> None: ...
+    def by_txn(self, txn_id: str) -> Work | None: ...
 
 
 def _open(row_done: int, queued: int, failed: int) -> bool:
@@ -197,6 +198,13 @@ class MemoryStore:
     def drop_session(self, ticket: str) -> None:
         with self._lock:
             self.sessions.pop(ticket, None)
+
+    def by_txn(self, txn_id: str) -> Work | None:
+        with self._lock:
+            for invoice_id, row in self.invoices.items():
+                if row["state"].get("txn_id") == txn_id:
+                    return self.load(invoice_id)
+        return None
 
 
 class PgStore:
@@ -317,3 +325,8 @@ class PgStore:
     def drop_session(self, ticket: str) -> None:
         self._exec("DELETE FROM qbd_sessions WHERE target = %s AND (ticket = %s OR updated_at < %s)",
                    (self.target, ticket, time.time() - 86400))
+
+    def by_txn(self, txn_id: str) -> Work | None:
+        row = self._exec("SELECT invoice_id FROM qbd_invoices WHERE target = %s AND state->>'txn_id' = %s",
+                         (self.target, txn_id), fetch="one")
+        return self.load(int(row[0])) if row else None

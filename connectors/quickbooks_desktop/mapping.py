@@ -1,0 +1,429 @@
+"""Canonical invoice, payment and refund → qbXML requests (element order as in qbxmlops130/160.xsd), and
+qbXML responses → plain dicts. Pure functions; ListIDs/TxnIDs come in resolved.
+
+Tax: QuickBooks Desktop computes an invoice's sales tax from its ``ItemSalesTaxRef``. The invoice names a
+0 % sales-tax item (settings.invoice_tax_item) so QuickBooks adds nothing itself, and each of the shop's tax
+components travels as a sales-tax item line (``mapping.tax_codes[code]`` → the ItemSalesTax's name) with
+the shop's exact amount: totals and tax match the shop to the cent, and the tax still lands in the
+sales-tax liability of the right agency. Lines are marked ``Tax``/``Non`` for QuickBooks' taxable-sales
+reports. Whatever QuickBooks answers is compared with the shop's totals afterwards (tax_difference).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from lxml import etree
+
+from daemon.canonical import CENT, Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
+from daemon.config import MappingConfig
+
+REF_NUMBER_MAX = 11  # InvoiceAdd/RefNumber maxLength
+OTHER_MAX = 29  # InvoiceAdd/Other maxLength: the shop's full invoice number lives here
+NAME_MAX = 41  # CustomerAdd/Name
+ITEM_NAME_MAX = 31  # Item*Add/Name
+KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
+                   LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
+                   LineKind.CORE_RETURN: "Core return"}
+# qbXML item type per line kind: services, non-inventory parts, other charges.
+KIND_ITEM_TYPES = {LineKind.PART: "ItemNonInventory", LineKind.LABOUR: "ItemService", LineKind.SUBLET: "ItemService",
+                   LineKind.FEE: "ItemOtherCharge", LineKind.DISCOUNT: "ItemOtherCharge",
+                   LineKind.CORE_CHARGE: "ItemOtherCharge", LineKind.CORE_RETURN: "ItemOtherCharge"}
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def amt(value: Decimal) -> str:
+    """AMTTYPE: digits with exactly two decimals."""
+    return format(Decimal(value).quantize(CENT), "f")
+
+
+def num(value: Decimal) -> str:
+    """QUANTYPE/PRICETYPE: at most five decimals, no exponent."""
+    text = format(Decimal(value).normalize(), "f")
+    return text
+
+
+# --- numbering -----------------------------------------------------------------------------------------
+
+
+def ref_candidates(number: str) -> Iterator[str]:
+    """Deterministic RefNumber candidates (≤ 11 chars) for a shop invoice number, best first: the number
+    without punctuation ("INV-NORTH-000123" → "NORTH000123" once the "INV" prefix goes), then hashed forms.
+    The store keeps the first free one, so a collision takes the next candidate."""
+    compact = re.sub(r"[^A-Za-z0-9]", "", number).upper()
+    if compact and len(compact) <= REF_NUMBER_MAX:
+        yield compact
+    stripped = re.sub(r"^INV", "", compact)
+    if stripped and len(stripped) <= REF_NUMBER_MAX and stripped != compact:
+        yield stripped
+    for n in range(1000):
+        digest = base64.b32encode(hashlib.sha256(f"{number}#{n}".encode()).digest()).decode()
+        yield (stripped[:5] + digest[:REF_NUMBER_MAX - 5]).upper()
+
+
+def payment_reference(payment: Payment) -> str:
+    return f"LW{payment.id}"  # ReceivePaymentAdd/RefNumber (≤ 20)
+
+
+def refund_reference(refund: Refund) -> str:
+    return f"LWR{refund.id}"[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+
+
+# --- names ---------------------------------------------------------------------------------------------
+
+
+def customer_name(customer: Customer) -> str:
+    """Customer names are unique in a company file (≤ 41 chars): the shop's id keeps namesakes apart."""
+    suffix = f" #{customer.id}"
+    return customer.name[:NAME_MAX - len(suffix)].strip() + suffix
+
+
+def customer_hash(customer: Customer) -> str:
+    body = {"name": customer_name(customer), "phone": customer.phone, "email": customer.email}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str, str]:
+    """(entity key, item name, qbXML item type) for the item a line posts to."""
+    if mapping.item_mode == "per_part_number" and line.part_number:
+        return f"part:{line.part_number}", line.part_number[:ITEM_NAME_MAX], KIND_ITEM_TYPES[line.kind]
+    configured = mapping.items.get(line.kind)
+    if configured:
+        return f"kind:{line.kind.value}", configured, KIND_ITEM_TYPES[line.kind]
+    return f"kind:{line.kind.value}", KIND_ITEM_NAMES[line.kind], KIND_ITEM_TYPES[line.kind]
+
+
+def income_account(kind: LineKind, mapping: MappingConfig) -> str | None:
+    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
+        return mapping.core_account
+    return (mapping.income_accounts.get(kind) or mapping.income_accounts.get(LineKind.CORE_CHARGE
+            if kind == LineKind.CORE_RETURN else kind) or mapping.income_accounts.get(LineKind.PART))
+
+
+def tax_item(code: str, mapping: MappingConfig) -> str:
+    return mapping.tax_codes.get(code, code)[:ITEM_NAME_MAX]
+
+
+# --- qbXML building ------------------------------------------------------------------------------------
+
+
+def _el(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
+    child = etree.SubElement(parent, tag)
+    if text is not None:
+        child.text = text
+    return child
+
+
+def _ref(parent: etree._Element, tag: str, *, list_id: str | None = None, full_name: str | None = None) -> None:
+    ref = _el(parent, tag)
+    if list_id is not None:
+        _el(ref, "ListID", list_id)
+    else:
+        _el(ref, "FullName", full_name)
+
+
+def document(version: str, requests: list[etree._Element]) -> str:
+    """One qbXML request document; every request carries a requestID, errors don't stop the rest."""
+    root = etree.Element("QBXML")
+    msgs = _el(root, "QBXMLMsgsRq")
+    msgs.set("onError", "continueOnError")
+    for index, request in enumerate(requests, start=1):
+        request.set("requestID", str(index))
+        msgs.append(request)
+    body = etree.tostring(root, encoding="unicode")
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<?qbxml version="{version}"?>\n{body}'
+
+
+def customer_query(name: str) -> etree._Element:
+    rq = etree.Element("CustomerQueryRq")
+    _el(rq, "FullName", name)
+    return rq
+
+
+def customer_add(customer: Customer) -> etree._Element:
+    rq = etree.Element("CustomerAddRq")
+    add = _el(rq, "CustomerAdd")
+    _el(add, "Name", customer_name(customer))
+    _el(add, "CompanyName", customer.name[:NAME_MAX])
+    if customer.phone:
+        _el(add, "Phone", customer.phone[:21])
+    if customer.email:
+        _el(add, "Email", customer.email[:1023])
+    return rq
+
+
+def customer_mod(list_id: str, edit_sequence: str, customer: Customer) -> etree._Element:
+    rq = etree.Element("CustomerModRq")
+    mod = _el(rq, "CustomerMod")
+    _el(mod, "ListID", list_id)
+    _el(mod, "EditSequence", edit_sequence)
+    _el(mod, "Name", customer_name(customer))
+    _el(mod, "CompanyName", customer.name[:NAME_MAX])
+    _el(mod, "Phone", (customer.phone or "")[:21])
+    _el(mod, "Email", (customer.email or "")[:1023])
+    return rq
+
+
+def item_query(name: str) -> etree._Element:
+    rq = etree.Element("ItemQueryRq")
+    _el(rq, "FullName", name)
+    return rq
+
+
+def item_add(item_type: str, name: str, account: str, description: str) -> etree._Element:
+    """ItemServiceAdd / ItemNonInventoryAdd / ItemOtherChargeAdd with the income account (SalesOrPurchase)."""
+    rq = etree.Element(f"{item_type}AddRq")
+    add = _el(rq, f"{item_type}Add")
+    _el(add, "Name", name[:ITEM_NAME_MAX])
+    sop = _el(add, "SalesOrPurchase")
+    _el(sop, "Desc", description[:4095])
+    _el(sop, "Price", "0.00")
+    _ref(sop, "AccountRef", full_name=account)
+    return rq
+
+
+def _line_fields(parent: etree._Element, item: dict[str, str], desc: str, quantity: Decimal | None,
+                 rate: Decimal | None, amount: Decimal, taxable: bool | None) -> None:
+    _ref(parent, "ItemRef", **item)
+    _el(parent, "Desc", desc[:4095])
+    if quantity is not None and rate is not None:
+        _el(parent, "Quantity", num(quantity))
+        _el(parent, "Rate", num(rate))
+    _el(parent, "Amount", amt(amount))
+    if taxable is not None:
+        _ref(parent, "SalesTaxCodeRef", full_name="Tax" if taxable else "Non")
+
+
+def line_description(line: InvoiceLine) -> str:
+    return f"{line.part_number} {line.description}" if line.part_number else line.description
+
+
+def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], mapping: MappingConfig
+                  ) -> list[dict[str, Any]]:
+    """The invoice's lines as QuickBooks will hold them, keyed: the shop's lines, then one sales-tax item
+    line per tax component with the shop's amount (sum of its per-line rounded amounts)."""
+    lines: list[dict[str, Any]] = []
+    for line in event.lines:
+        lines.append({"key": f"line:{line.id}", "item": item_refs[line.id], "desc": line_description(line),
+                      "quantity": line.quantity, "rate": line.unit_price, "amount": line.amount,
+                      "taxable": bool(line.taxes)})
+    components: dict[str, Decimal] = {}
+    names: dict[str, str] = {}
+    for line in event.lines:
+        for tax in line.taxes:
+            components[tax.code] = components.get(tax.code, Decimal("0")) + tax.amount
+            names[tax.code] = tax.name
+    for code in sorted(components):
+        lines.append({"key": f"tax:{code}", "item": {"full_name": tax_item(code, mapping)}, "desc": names[code],
+                      "quantity": None, "rate": None, "amount": components[code], "taxable": None})
+    return lines
+
+
+def _header(parent: etree._Element, event: InvoiceEvent, customer_list_id: str, ref_number: str,
+            mapping: MappingConfig, tax_item_name: str) -> None:
+    _ref(parent, "CustomerRef", list_id=customer_list_id)
+    tracking = mapping.location_tracking.get(event.location.code)
+    if tracking:
+        _ref(parent, "ClassRef", full_name=tracking)
+    if event.issue_date:
+        _el(parent, "TxnDate", event.issue_date.isoformat())
+    _el(parent, "RefNumber", ref_number)
+    if event.job:
+        _el(parent, "PONumber", event.job.number[:25])
+    if event.due_date:
+        _el(parent, "DueDate", event.due_date.isoformat())
+    _ref(parent, "ItemSalesTaxRef", full_name=tax_item_name)
+    _el(parent, "Memo", memo(event))
+    _el(parent, "Other", event.number[:OTHER_MAX])
+
+
+def memo(event: InvoiceEvent) -> str:
+    parts = [f"Shop invoice {event.number}"]
+    if event.job:
+        parts.append(f"job {event.job.number}")
+        if event.job.vehicle:
+            parts.append(event.job.vehicle)
+    return "; ".join(parts)[:4095]
+
+
+def invoice_add(event: InvoiceEvent, customer_list_id: str, ref_number: str, lines: list[dict[str, Any]],
+                mapping: MappingConfig, tax_item_name: str) -> etree._Element:
+    rq = etree.Element("InvoiceAddRq")
+    add = _el(rq, "InvoiceAdd")
+    _header(add, event, customer_list_id, ref_number, mapping, tax_item_name)
+    for line in lines:
+        _line_fields(_el(add, "InvoiceLineAdd"), line["item"], line["desc"], line["quantity"], line["rate"],
+                     line["amount"], line["taxable"])
+    _el(rq, "IncludeRetElement", "TxnID")
+    for name in ("EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal", "BalanceRemaining", "InvoiceLineRet"):
+        _el(rq, "IncludeRetElement", name)
+    return rq
+
+
+def invoice_mod(event: InvoiceEvent, txn_id: str, edit_sequence: str, customer_list_id: str, ref_number: str,
+                lines: list[dict[str, Any]], line_ids: dict[str, str], mapping: MappingConfig,
+                tax_item_name: str) -> etree._Element:
+    """The whole invoice again: kept lines by TxnLineID, new ones as TxnLineID -1; lines left out are
+    deleted by QuickBooks."""
+    rq = etree.Element("InvoiceModRq")
+    mod = _el(rq, "InvoiceMod")
+    _el(mod, "TxnID", txn_id)
+    _el(mod, "EditSequence", edit_sequence)
+    _header(mod, event, customer_list_id, ref_number, mapping, tax_item_name)
+    for line in lines:
+        lm = _el(mod, "InvoiceLineMod")
+        _el(lm, "TxnLineID", line_ids.get(line["key"], "-1"))
+        _line_fields(lm, line["item"], line["desc"], line["quantity"], line["rate"], line["amount"], line["taxable"])
+    for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal", "BalanceRemaining",
+                 "InvoiceLineRet"):
+        _el(rq, "IncludeRetElement", name)
+    return rq
+
+
+def invoice_query(*, ref_number: str | None = None, txn_id: str | None = None) -> etree._Element:
+    rq = etree.Element("InvoiceQueryRq")
+    if txn_id is not None:
+        _el(rq, "TxnID", txn_id)
+    else:
+        _el(rq, "RefNumber", ref_number)
+    _el(rq, "IncludeLineItems", "true")
+    return rq
+
+
+def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, mapping: MappingConfig,
+                invoice_number: str) -> etree._Element:
+    """Applied to THIS invoice (AppliedToTxnAdd), never IsAutoApply."""
+    rq = etree.Element("ReceivePaymentAddRq")
+    add = _el(rq, "ReceivePaymentAdd")
+    _ref(add, "CustomerRef", list_id=customer_list_id)
+    _el(add, "TxnDate", payment.received_at.date().isoformat())
+    _el(add, "RefNumber", payment_reference(payment))
+    _el(add, "TotalAmount", amt(payment.amount))
+    _el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
+    account = mapping.payment_accounts.get(payment.method)
+    if account:
+        _ref(add, "DepositToAccountRef", full_name=account)
+    applied = _el(add, "AppliedToTxnAdd")
+    _el(applied, "TxnID", invoice_txn_id)
+    _el(applied, "PaymentAmount", amt(payment.amount))
+    return rq
+
+
+def payment_query(reference: str) -> etree._Element:
+    rq = etree.Element("ReceivePaymentQueryRq")
+    _el(rq, "RefNumber", reference)
+    _el(rq, "IncludeLineItems", "true")
+    return rq
+
+
+def txn_del(txn_type: str, txn_id: str) -> etree._Element:
+    rq = etree.Element("TxnDelRq")
+    _el(rq, "TxnDelType", txn_type)
+    _el(rq, "TxnID", txn_id)
+    return rq
+
+
+def txn_void(txn_type: str, txn_id: str) -> etree._Element:
+    rq = etree.Element("TxnVoidRq")
+    _el(rq, "TxnVoidType", txn_type)
+    _el(rq, "TxnID", txn_id)
+    return rq
+
+
+def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, item: dict[str, str],
+                    mapping: MappingConfig, tax_item_name: str, invoice_txn_id: str) -> etree._Element:
+    """A returned part or refund as a credit memo for the same customer, linked to the invoice by its
+    Other (the shop's invoice number) and Memo (the invoice's TxnID); the tax refunded as a tax line."""
+    rq = etree.Element("CreditMemoAddRq")
+    add = _el(rq, "CreditMemoAdd")
+    _ref(add, "CustomerRef", list_id=customer_list_id)
+    tracking = mapping.location_tracking.get(event.location.code)
+    if tracking:
+        _ref(add, "ClassRef", full_name=tracking)
+    _el(add, "TxnDate", refund.created_at.date().isoformat())
+    _el(add, "RefNumber", refund_reference(refund))
+    _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
+    _el(add, "Memo", f"{refund.kind} {refund.id} on invoice {event.number} (TxnID {invoice_txn_id}): "
+                     f"{refund.reason or ''}".strip()[:4095])
+    _el(add, "Other", event.number[:OTHER_MAX])
+    _line_fields(_el(add, "CreditMemoLineAdd"), item, f"{refund.kind}: {refund.reason or 'refund'}", None, None,
+                 refund.amount, False)
+    if refund.tax_amount:
+        line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
+        code = line.taxes[0].code if line is not None and line.taxes else next(
+            (t.code for ln in event.lines for t in ln.taxes), None)
+        if code is not None:
+            _line_fields(_el(add, "CreditMemoLineAdd"), {"full_name": tax_item(code, mapping)}, "Tax refunded",
+                         None, None, refund.tax_amount, None)
+    return rq
+
+
+def credit_memo_query(reference: str) -> etree._Element:
+    rq = etree.Element("CreditMemoQueryRq")
+    _el(rq, "RefNumber", reference)
+    return rq
+
+
+def list_query(request: str, names: list[str]) -> etree._Element:
+    rq = etree.Element(request)
+    for name in names:
+        _el(rq, "FullName", name)
+    return rq
+
+
+# --- responses -----------------------------------------------------------------------------------------
+
+
+def parse_response(text: str) -> list[dict[str, Any]]:
+    """Each ``…Rs`` of a qbXML response: {"type", "requestID", "statusCode", "statusMessage", "rets": [...]}
+    with each Ret as a nested dict (repeated children become lists under their tag)."""
+    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", text.strip())
+    root = etree.fromstring(body.encode(), _PARSER)
+    msgs = root.find("QBXMLMsgsRs")
+    out = []
+    for rs in (msgs if msgs is not None else []):
+        if not isinstance(rs.tag, str):
+            continue
+        out.append({"type": rs.tag, "requestID": rs.get("requestID"), "statusCode": int(rs.get("statusCode", "0")),
+                    "statusSeverity": rs.get("statusSeverity", ""), "statusMessage": rs.get("statusMessage", ""),
+                    "rets": [to_dict(child) for child in rs if isinstance(child.tag, str)]})
+    return out
+
+
+def to_dict(element: etree._Element) -> dict[str, Any]:
+    out: dict[str, Any] = {"_tag": element.tag}
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        value: Any = to_dict(child) if len(child) else (child.text or "")
+        if child.tag in out:
+            if not isinstance(out[child.tag], list):
+                out[child.tag] = [out[child.tag]]
+            out[child.tag].append(value)
+        elif child.tag.endswith("LineRet") or child.tag in ("AppliedToTxnRet", "LinkedTxn"):
+            out[child.tag] = [value]
+        else:
+            out[child.tag] = value
+    return out
+
+
+def invoice_totals(ret: dict[str, Any], tax_items: set[str] | None = None) -> tuple[Decimal, Decimal]:
+    """(total, tax) of an InvoiceRet: Subtotal + SalesTaxTotal, and SalesTaxTotal + sales-tax item lines."""
+    subtotal = Decimal(ret.get("Subtotal") or "0")
+    sales_tax = Decimal(ret.get("SalesTaxTotal") or "0")
+    tax_lines = Decimal("0")
+    for line in ret.get("InvoiceLineRet", []):
+        item = (line.get("ItemRef") or {}).get("FullName", "")
+        if tax_items is not None and item in tax_items:
+            tax_lines += Decimal(line.get("Amount") or "0")
+    return subtotal + sales_tax, sales_tax + tax_lines
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
