@@ -20,7 +20,76 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import Daemon
 
     config = _load(args.config)
+    if args.preview:
+        return run_preview(config, args.limit)
     return Daemon(config).run_forever()
+
+
+def print_preview(event, target_name: str, requests: list[dict]) -> None:
+    """One invoice's planned requests, bodies exactly as the wire would carry them (exact decimals)."""
+    from connectors import jsonmoney
+
+    print(f"== {event.number} v{event.version} -> {target_name}: {len(requests) or 'nothing'} request(s)")
+    for r in requests:
+        print(f"   {r['method']} {r['path']}")
+        print(f"   {jsonmoney.dumps(r['body']).decode()}")
+
+
+def run_preview(config, limit: int | None) -> int:
+    """``run --preview``: read the canonical topic from each sink's stored offsets (a throw-away consumer
+    group, nothing committed), keep the newest version per invoice the ledger has not delivered yet, and
+    print what each target's connector would send. Sends nothing, writes no offsets or documents."""
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    from daemon.canonical import decode_invoice_event
+    from daemon.kafka_util import kafka_conf
+
+    ledger, runtime = _ledger_and_runtime(config)
+    from daemon.app import seed_credentials
+
+    seed_credentials(config, runtime)
+    topic = config.kafka.canonical_topic
+    try:
+        for target in [t for t in config.targets if t.enabled]:
+            _, connector = _connector_for(config, target.name, runtime)
+            reader = Consumer(kafka_conf(config.kafka, {
+                "group.id": f"ledgerwire-preview-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                "isolation.level": "read_committed", "enable.partition.eof": True}))
+            try:
+                stored = ledger.offsets(target.name, topic)
+                partitions = [TopicPartition(topic, p, stored.get(p, OFFSET_BEGINNING))
+                              for p in reader.list_topics(topic, timeout=10).topics[topic].partitions]
+                reader.assign(partitions)
+                remaining = {tp.partition for tp in partitions}
+                newest: dict[int, object] = {}
+                while remaining and (limit is None or len(newest) < limit):
+                    for m in reader.consume(500, 1.0):
+                        if m.error():
+                            if m.error().code() == KafkaError._PARTITION_EOF:
+                                remaining.discard(m.partition())
+                            continue
+                        event = decode_invoice_event(m.value())
+                        if target.routes(event.location.code) and (
+                                event.invoice_id not in newest or newest[event.invoice_id].version < event.version):
+                            newest[event.invoice_id] = event
+            finally:
+                reader.close()  # nothing committed: enable.auto.commit is off and commit() is never called
+            shown = 0
+            for event in newest.values():
+                doc = ledger.document(target.name, event.invoice_id)
+                if doc.delivered_version >= event.version:
+                    continue
+                print_preview(event, target.name, connector.preview(event, doc))
+                shown += 1
+                if limit is not None and shown >= limit:
+                    break
+            print(f"preview {target.name}: {shown} invoice(s) waiting; nothing sent")
+            connector.close()
+        return 0
+    finally:
+        ledger.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -100,7 +169,98 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(f"{args.file}: invalid\n{exc}", file=sys.stderr)
         return 2
     print(f"{args.file}: ok ({len(config.targets)} targets: {', '.join(t.name for t in config.targets) or 'none'})")
-    return 0
+    if not getattr(args, "online", False):
+        return 0
+    return check_online(config)
+
+
+class _SeedFileCredentials:
+    """A credential seed file used directly (no ledger database reachable): a rotated refresh token is
+    written back to the file at once, so the seed stays valid for the daemon."""
+
+    def __init__(self, path) -> None:
+        import threading
+
+        self.path = Path(path)
+        self._lock = threading.RLock()
+
+    def get(self) -> dict:
+        return json.loads(self.path.read_text())
+
+    def update(self, changes: dict) -> None:
+        document = {**self.get(), **changes}
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps(document))
+        tmp.replace(self.path)
+
+    def lock(self):
+        return self._lock
+
+
+class _SeedFileRuntime:
+    pg_pool = None
+
+    def __init__(self, config) -> None:
+        self._targets = {t.name: t for t in config.targets}
+
+    def credentials(self, target: str):
+        seed = self._targets[target].credentials_file
+        if seed is None:
+            raise RuntimeError(f"target {target}: no ledger database reachable and no credentials_file to use")
+        return _SeedFileCredentials(seed)
+
+    def limiter(self, target, *, per_second=None, per_minute=None, per_day=None, concurrency=4):
+        from connectors.ratelimit import limiter_from
+
+        return limiter_from(per_second, per_minute, per_day, concurrency)
+
+
+def _online_runtime(config):
+    """Credentials as ``run`` has them: the ledger's encrypted store (seeded from files/env the first time);
+    when the ledger database is not reachable, each target's credentials_file (rotations written back)."""
+    import psycopg
+
+    try:
+        psycopg.connect(config.postgres.dsn, connect_timeout=3).close()
+    except psycopg.Error:
+        print("ledger database not reachable: using each target's credentials_file", file=sys.stderr)
+        return None, _SeedFileRuntime(config)
+    from daemon.app import seed_credentials
+
+    ledger, runtime = _ledger_and_runtime(config)
+    seed_credentials(config, runtime)
+    return ledger, runtime
+
+
+def check_online(config) -> int:
+    """``config check --online``: every target's mapping resolved against the platform."""
+    from connectors.base import DeliveryError
+
+    ledger, runtime = _online_runtime(config)
+    missing = 0
+    try:
+        for target in config.targets:
+            try:
+                _, connector = _connector_for(config, target.name, runtime)
+            except (RuntimeError, DeliveryError) as exc:
+                print(f"{target.name}: cannot connect: {exc}")
+                missing += 1
+                continue
+            try:
+                problems = connector.check_mapping()
+            except DeliveryError as exc:
+                problems = [f"{target.platform}: check failed: {exc.reason}"]
+            finally:
+                connector.close()
+            for line in problems:
+                print(f"{target.name}: {line}")
+            if not problems:
+                print(f"{target.name}: mapping resolves ({target.platform})")
+            missing += len(problems)
+    finally:
+        if ledger is not None:
+            ledger.close()
+    return 1 if missing else 0
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -290,6 +450,12 @@ def cmd_resync(args: argparse.Namespace) -> int:
                 return 2
             print(f"incremental snapshot requested from Debezium (signal {resync.signal_incremental_snapshot(config.source.shop_dsn, since, until)})")
         items = resync.plan(config, ledger, connector, target, since, until, args.location)
+        if args.preview:
+            for event, requests in resync.preview(ledger, connector, target, items):
+                print_preview(event, target.name, requests)
+            print(f"preview: {sum(1 for i in items if i.action != 'no change')} invoice(s) would be resynced; "
+                  "nothing sent")
+            return 0
         print(f"{'invoice':<20} {'version':>7}  {'action':<10} detail")
         for item in items:
             print(f"{item.event.number:<20} {item.event.version:>7}  {item.action:<10} {item.detail}")
@@ -370,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon (fold + sinks + /metrics)")
     p.add_argument("--config", required=True)
+    p.add_argument("--preview", action="store_true",
+                   help="print what each target would be sent for the waiting invoices; send nothing, commit nothing")
+    p.add_argument("--limit", type=int, help="with --preview: at most N invoices per target")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="local stack + sandbox + generated workload + daemon, with a summary")
@@ -402,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="configuration tools")
     p.add_argument("action", choices=["check"])
     p.add_argument("file")
+    p.add_argument("--online", action="store_true",
+                   help="also resolve every mapped account, tax code, item and tracking value at each target")
     p.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("dlq", help="dead letters: list, show, retry, drop")
@@ -440,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", required=True, help="last issue date, YYYY-MM-DD")
     p.add_argument("--location", help="only this location code")
     p.add_argument("--dry-run", action="store_true", help="show create/update/no change/conflict per invoice only")
+    p.add_argument("--preview", action="store_true", help="print the exact requests a resync would send; send nothing")
     p.add_argument("--from-source", action="store_true", help="also ask Debezium for an incremental snapshot")
     p.set_defaults(func=cmd_resync)
 

@@ -115,11 +115,7 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
             done["no change"] = done.get("no change", 0) + 1
             continue
         with ledger.invoice_lock(target.name, event.invoice_id):
-            doc = ledger.document(target.name, event.invoice_id)
-            if item.action == "create":
-                doc = DocumentState()  # the platform no longer has it: post it afresh
-            # Force a rewrite of everything: the connector skips nothing it thinks is already there.
-            doc = doc.model_copy(update={"delivered_version": 0, "payload_hash": None, "extra": {}})
+            doc = _resync_doc(ledger, target, item)
             # A fresh salt: QuickBooks replays the answer to a reused requestid, which would "create" nothing.
             ctx = PgDeliveryContext(ledger, target, event, attempt=2, entities=entities,
                                     salt=f"resync-{uuid.uuid4().hex}")
@@ -134,6 +130,21 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
         done[item.action] = done.get(item.action, 0) + 1
         log.info("resynced", target=target.name, invoice_id=event.invoice_id, action=item.action)
     return done
+
+
+def _resync_doc(ledger: Ledger, target: TargetConfig, item: ResyncItem) -> DocumentState:
+    doc = ledger.document(target.name, item.event.invoice_id)
+    if item.action == "create":
+        doc = DocumentState()  # the platform no longer has it: post it afresh
+    # Force a rewrite of everything: the connector skips nothing it thinks is already there.
+    return doc.model_copy(update={"delivered_version": 0, "payload_hash": None, "extra": {}})
+
+
+def preview(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem]
+            ) -> list[tuple[InvoiceEvent, list[dict]]]:
+    """``resync --preview``: what ``apply`` would send per invoice (``Connector.preview``), sending nothing."""
+    return [(item.event, connector.preview(item.event, _resync_doc(ledger, target, item)))
+            for item in items if item.action != "no change"]
 
 
 def signal_incremental_snapshot(shop_dsn: str, since: date, until: date) -> str:
