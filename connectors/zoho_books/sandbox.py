@@ -31,6 +31,7 @@ sandbox's choice and marked so below; the connector classifies by HTTP status an
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import secrets
 import threading
@@ -237,7 +238,8 @@ class Sandbox:
         try:
             with self._lock:
                 try:
-                    status, payload = self._dispatch(org, method, path, dict(request.query_params), body)
+                    status, payload = self._dispatch(org, method, path, dict(request.query_params),
+                                                     copy.deepcopy(body))
                     response = answer(status, {"code": 0, **payload})
                 except ZohoError as exc:
                     response = answer(exc.status, {"code": exc.code, "message": exc.message})
