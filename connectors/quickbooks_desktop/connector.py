@@ -188,6 +188,9 @@ class QuickBooksDesktopConnector(Connector):
             log.warning("qbwc_authenticate_refused", target=self.target.name)
             return "authenticateResult", ["", "nvu"]  # not a valid user
         ticket = secrets.token_hex(16)
+        # The Web Connector runs one session at a time: a new one means any earlier session died (QBWC or
+        # this daemon killed mid-session), so its invoice leases are free again.
+        self.store.release_all()
         lists = self.store.entity("lists", "names")
         lists_due = lists is None or float(lists.get("at", 0)) < _now() - LIST_SYNC_S
         if self.store.pending() == 0 and not lists_due:
@@ -276,6 +279,10 @@ class QuickBooksDesktopConnector(Connector):
                                 code=responses[0]["statusCode"], message=responses[0]["statusMessage"][:300])
                 else:
                     self.store.save_state(invoice_id, state)
+                    if responses[0]["statusCode"] in TRANSIENT:  # QuickBooks is busy: end, retry next session
+                        session["last_error"] = _error(responses[0])
+                        self.store.put_session(ticket, session)
+                        return "receiveResponseXMLResult", "-1"
         self.store.put_session(ticket, session)
         pending = self.store.pending()
         done = session.get("done", 0)
@@ -435,7 +442,7 @@ class QuickBooksDesktopConnector(Connector):
         if code in TRANSIENT:
             state.pop("pending", None)  # nothing was saved: send it again
             state["transient"] = state.get("transient", 0) + 1
-            return None if state["transient"] <= 5 else f"QuickBooks {code}: {rs['statusMessage']}"
+            return None if state["transient"] <= 20 else f"QuickBooks {code}: {rs['statusMessage']}"
         state.pop("transient", None)
         if op.endswith("_recover"):
             kind = op[: -len("_recover")]

@@ -79,6 +79,7 @@ class QbdStore(Protocol):
     def complete(self, invoice_id: int, version: int, state: dict[str, Any]) -> None: ...
     def fail(self, invoice_id: int, version: int, reason: str, state: dict[str, Any]) -> None: ...
     def release(self, ticket: str) -> None: ...
+    def release_all(self) -> None: ...
     def pending(self) -> int: ...
     def entity(self, kind: str, key: str) -> dict[str, Any] | None: ...
     def put_entity(self, kind: str, key: str, list_id: str, extra: dict[str, Any] | None = None) -> None: ...
@@ -161,6 +162,11 @@ class MemoryStore:
             for row in self.invoices.values():
                 if row["ticket"] == ticket:
                     row.update(ticket=None, until=0.0)
+
+    def release_all(self) -> None:
+        with self._lock:
+            for row in self.invoices.values():
+                row.update(ticket=None, until=0.0)
 
     def pending(self) -> int:
         with self._lock:
@@ -279,6 +285,10 @@ class PgStore:
     def release(self, ticket: str) -> None:
         self._exec("UPDATE qbd_invoices SET lease_ticket = NULL, lease_until = 0 WHERE target = %s AND lease_ticket = %s",
                    (self.target, ticket))
+
+    def release_all(self) -> None:
+        self._exec("UPDATE qbd_invoices SET lease_ticket = NULL, lease_until = 0 WHERE target = %s "
+                   "AND lease_ticket IS NOT NULL", (self.target,))
 
     def pending(self) -> int:
         row = self._exec("SELECT count(*) FROM qbd_invoices WHERE target = %s AND queued_version > done_version "

@@ -1,0 +1,347 @@
+"""QuickBooks Desktop: the connector queues, the simulated Web Connector plays QBWC's side of the SOAP
+conversation against the connector's ASGI app, and the simulated company file answers qbXML. Every qbXML
+document is validated against Intuit's qbxmlops130.xsd and every SOAP envelope against the WSDL's schema."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from connectors.base import DocumentState
+from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping, soap
+from connectors.quickbooks_desktop.qwc import render_qwc
+from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from daemon.canonical import Customer, Location, Refund
+from daemon.config import TargetConfig
+
+
+@pytest.fixture
+def qbd():
+    sandbox = Sandbox(validate=False)  # schema checks are done by the tests below (and by the sandbox in e2e)
+    credentials = sandbox.seed_credentials()
+    target = TargetConfig.model_validate(sandbox.target_config("qbd", "http://127.0.0.1"))
+    connector = CONNECTOR(target, MemoryRuntime({"qbd": credentials}))
+    sandbox.attach(connector.asgi_app())
+    return sandbox, connector
+
+
+def deliver(connector, event, doc=None):
+    return connector.deliver(event, doc or DocumentState(), MemoryContext("qbd", event, MemoryEntities()))
+
+
+def sync(sandbox, sessions=5):
+    for _ in range(sessions):
+        if sandbox.run_session()["result"] == "none":
+            return
+    raise AssertionError(f"work left after {sessions} sessions: {sandbox.sessions[-3:]}")
+
+
+def only(sandbox, number):
+    docs = [b for b in sandbox.booked_invoices() if b.number == number]
+    assert len(docs) == 1, docs
+    return docs[0]
+
+
+def test_deliver_only_queues(qbd):
+    sandbox, connector = qbd
+    event = invoice_event()
+    doc = deliver(connector, event)
+    assert doc.status == "queued" and doc.delivered_version == 1 and doc.payload_hash == event.content_hash()
+    assert sandbox.booked_invoices() == [] and sandbox.requests == []
+
+
+def test_round_trip_edit_pay_reverse_refund_void_with_exact_totals(qbd):
+    sandbox, connector = qbd
+    v1 = invoice_event(number="INV-NORTH-000123", location=Location(id=2, code="NORTH", name="North"))
+    doc = deliver(connector, v1)
+    sync(sandbox)
+    booked = only(sandbox, "INV-NORTH-000123")
+    assert (booked.total, booked.tax_total, booked.line_count) == (Decimal("677.58"), Decimal("30.13"), 5)
+    (inv,) = sandbox.company.invoices.values()
+    assert inv["RefNumber"] == "NORTH000123" and inv["class"] == "North" and inv["PONumber"] == "J-01001"
+
+    lines = list(v1.lines)
+    lines[1] = line(2, "part", "Alternator, reman 160A", "1", "319.9500", part_number="ALT-160R")
+    v2 = next_version(v1, lines=lines + [line(6, "part", "Battery terminal", "2", "4.7500")],
+                      payments=[payment(1, "300.00")])
+    doc = deliver(connector, v2, doc)
+    sync(sandbox)
+    booked = only(sandbox, v1.number)
+    assert booked.total == v2.computed.total == Decimal("719.06") and booked.tax_total == Decimal("32.11")
+    assert booked.line_count == 6 and booked.payments_applied == Decimal("300.00")
+
+    # The payment moved the invoice's EditSequence: the next Mod meets 3200, re-reads, and succeeds.
+    v3 = next_version(v2, lines=list(v2.lines)[:-1], payments=[payment(1, "300.00"), payment(2, "409.08", "cash")])
+    doc = deliver(connector, v3, doc)
+    sync(sandbox)
+    ops = [s for s in sandbox.requests if "InvoiceQueryRq" in s]
+    assert ops, "a stale EditSequence is re-read with InvoiceQuery"
+    booked = only(sandbox, v1.number)
+    assert booked.total == Decimal("709.08") and booked.payments_applied == Decimal("709.08")
+    assert booked.payment_count == 2
+
+    # Reversal and a refund (credit memo, once; the invoice total is unchanged).
+    refund = Refund(id=9, kind="return", amount=Decimal("45.00"), tax_amount=Decimal("0"), line_id=3,
+                    reason="Core returned", created_at=v3.emitted_at)
+    v4 = next_version(v3, payments=[payment(1, "300.00"), payment(2, "409.08", "cash", status="reversed")],
+                      refunds=[refund])
+    doc = deliver(connector, v4, doc)
+    sync(sandbox)
+    v5 = next_version(v4)
+    doc = deliver(connector, v5, doc)
+    sync(sandbox)
+    booked = only(sandbox, v1.number)
+    assert booked.payments_applied == Decimal("300.00") and booked.payment_count == 1
+    assert booked.total == Decimal("709.08")
+    assert len(sandbox.company.credit_memos) == 1
+    (memo,) = sandbox.company.credit_memos.values()
+    assert memo["Total"] == Decimal("45.00") and memo["Other"] == v1.number
+
+    # Void: payments removed first (TxnDel), then TxnVoid.
+    v6 = next_version(v5, status="void", payments=[payment(1, "300.00", status="reversed")])
+    deliver(connector, v6, doc)
+    sync(sandbox)
+    booked = only(sandbox, v1.number)
+    assert booked.voided and booked.payment_count == 0 and booked.total == Decimal("709.08")
+    assert len(sandbox.company.customers) == 1
+
+
+def test_lost_answers_never_post_twice(qbd):
+    sandbox, connector = qbd
+    deliver(connector, invoice_event(3000))
+    sync(sandbox)  # customer and items exist
+    event = invoice_event(3001, payments=[payment(1, "100.00")])
+    deliver(connector, event)
+    sandbox.faults.timeout = 1.0  # every write is saved, then QBWC dies before receiveResponseXML
+    results = [sandbox.run_session()["result"] for _ in range(3)]
+    assert results[:2] == ["lost", "lost"]  # the InvoiceAdd's answer, then the ReceivePaymentAdd's
+    sandbox.faults.timeout = 0.0
+    sync(sandbox)
+    booked = only(sandbox, event.number)
+    assert booked.payment_count == 1 and booked.payments_applied == Decimal("100.00")
+    assert any("<RefNumber>INV003001</RefNumber>" in r and "InvoiceQueryRq" in r for r in sandbox.requests)
+    assert any("ReceivePaymentQueryRq" in r for r in sandbox.requests)
+
+
+def test_lost_answer_for_a_new_customer_creates_it_once(qbd):
+    sandbox, connector = qbd
+    sandbox.faults.timeout = 1.0
+    deliver(connector, invoice_event(3100))
+    assert sandbox.run_session()["result"] == "lost"  # CustomerAdd saved, answer lost
+    sandbox.faults.timeout = 0.0
+    for n in range(4):  # more first invoices of the same new customer
+        deliver(connector, invoice_event(3101 + n))
+    sync(sandbox)
+    assert len(sandbox.company.customers) == 1
+    assert len(sandbox.booked_invoices()) == 5
+
+
+def test_error_saving_is_sent_again(qbd):
+    sandbox, connector = qbd
+    deliver(connector, invoice_event(3200))
+    sandbox.faults.error_500 = 1.0  # 3180 on every write: nothing saved
+    sandbox.run_session()
+    assert sandbox.booked_invoices() == []
+    sandbox.faults.error_500 = 0.0
+    sync(sandbox)
+    assert len(sandbox.booked_invoices()) == 1
+
+
+def test_wrong_password_is_not_a_valid_user(qbd):
+    sandbox, connector = qbd
+    sandbox.password = "wrong"
+    deliver(connector, invoice_event())
+    assert sandbox.run_session()["result"] == "nvu"
+    assert sandbox.booked_invoices() == []
+
+
+def test_refusal_stops_the_invoice_with_quickbooks_message(qbd):
+    sandbox, connector = qbd
+    connector.mapping = connector.mapping.model_copy(update={"income_accounts": {"labour": "No Such Account"}})
+    event = invoice_event(6000, lines=[line(1, "labour", "Diagnose", "1", "100.00")])
+    deliver(connector, event)
+    sandbox.run_session()
+    work = connector.store.load(6000)
+    assert work.failed_version == 1 and "3140" in work.failed_reason and "No Such Account" in work.failed_reason
+    doc = deliver(connector, next_version(event))
+    assert "3140" in doc.extra["qbd_last_error"]
+
+
+def test_tax_difference_is_reported(qbd):
+    sandbox, connector = qbd
+    for item in sandbox.company.items.values():
+        if item["FullName"] == "Shop Tax Lines":
+            item["tax_rate"] = Decimal("1.0")  # the bookkeeper set a rate on the invoice tax item
+    event = invoice_event(7000)
+    deliver(connector, event)
+    sync(sandbox)
+    doc = deliver(connector, next_version(event))
+    # 1 % of the taxable lines (120 + 289.95 + 180 + 12.50 = 602.45) = 6.02 more than the shop's tax
+    assert doc.extra["tax_difference"] == "6.02"
+
+
+def test_concurrent_first_invoices_of_a_new_customer_create_it_once(qbd):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sandbox, connector = qbd
+    events = [invoice_event(8000 + n) for n in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda e: deliver(connector, e), events))
+    sync(sandbox)
+    assert len(sandbox.company.customers) == 1 and len(sandbox.booked_invoices()) == 6
+    assert sum(1 for i in sandbox.company.items.values() if i["type"] != "ItemSalesTax") == 4
+
+
+def test_ref_numbers_are_short_deterministic_and_collision_free(qbd):
+    _, connector = qbd
+    long_a, long_b = "INV-SOUTHWEST-000123", "INV-SOUTHWEST-000124"
+    a = connector.store.ref_number(long_a, mapping.ref_candidates(long_a))
+    b = connector.store.ref_number(long_b, mapping.ref_candidates(long_b))
+    assert len(a) <= 11 and len(b) <= 11 and a != b
+    assert connector.store.ref_number(long_a, mapping.ref_candidates(long_a)) == a
+    # A forced collision: the first candidate taken by another number gives the next one.
+    taken = next(mapping.ref_candidates("INV-MAIN-000001"))
+    connector.store.ref_number("OTHER", iter([taken]))
+    assert connector.store.ref_number("INV-MAIN-000001", mapping.ref_candidates("INV-MAIN-000001")) != taken
+
+
+def test_location_class_and_customer_change(qbd):
+    sandbox, connector = qbd
+    event = invoice_event(9000)
+    doc = deliver(connector, event)
+    sync(sandbox)
+    changed = Customer(id=77, name="Dana Whitfield", email="dana@example.com", phone="555-0199")
+    deliver(connector, next_version(event, customer=changed), doc)
+    sync(sandbox)
+    (customer,) = sandbox.company.customers.values()
+    assert customer["Phone"] == "555-0199"
+    (inv,) = sandbox.company.invoices.values()
+    assert inv["class"] == "Main St"
+
+
+def test_check_mapping_and_preview(qbd):
+    sandbox, connector = qbd
+    assert connector.check_mapping()[0].startswith("lists not synced")
+    deliver(connector, invoice_event(9100))
+    sync(sandbox)
+    assert connector.check_mapping() == []
+    connector.mapping = connector.mapping.model_copy(update={
+        "income_accounts": {**connector.mapping.income_accounts, "labour": "999"},
+        "tax_codes": {**connector.mapping.tax_codes, "GST": "Bogus Tax"}})
+    problems = connector.check_mapping()
+    assert "income_accounts.labour: account '999' not found" in problems
+    assert any(p.startswith("tax_codes.GST") for p in problems)
+
+    before = len(sandbox.requests)
+    event = invoice_event(9200, customer=Customer(id=78, name="New Person"), payments=[payment(5, "10.00")])
+    calls = connector.preview(event, DocumentState())
+    assert len(sandbox.requests) == before and connector.store.load(9200) is None
+    ops = [etree.fromstring(c["body"].split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0].tag for c in calls]
+    assert ops == ["CustomerQueryRq", "CustomerAddRq", "InvoiceAddRq", "ReceivePaymentAddRq"]
+    assert "<ListID>&lt;new customer&gt;</ListID>" in calls[2]["body"]
+
+
+def test_qwc_file():
+    text = render_qwc(app_name="Ledgerwire (qbd)", app_url="https://books.example.com/connectors/qbd/qbwc",
+                      username="ledgerwire", owner_id="{57F3B9B1-86F1-4fcc-B1EE-566DE1813D20}",
+                      file_id="{90A44FB5-33D9-4815-AC85-BC87A7E7D1EB}", run_every_minutes=5)
+    root = etree.fromstring(text.encode())
+    assert root.tag == "QBWCXML" and root.findtext("AppURL").endswith("/qbwc") and root.findtext("QBType") == "QBFS"
+    assert root.findtext("Scheduler/RunEveryNMinutes") == "5"
+    with pytest.raises(ValueError):
+        render_qwc(app_name="x", app_url="http://books.example.com/qbwc", username="u",
+                   owner_id="{57F3B9B1-86F1-4fcc-B1EE-566DE1813D20}", file_id="{90A44FB5-33D9-4815-AC85-BC87A7E7D1EB}",
+                   run_every_minutes=5)
+
+
+# --- official spec checks --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qbxml_xsd(specs):
+    xmlschema = pytest.importorskip("xmlschema")
+    path = specs / "quickbooks-desktop" / "qbxml130" / "qbxmlops130.xsd"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return xmlschema.XMLSchema(str(path))
+
+
+@pytest.fixture(scope="module")
+def wsdl_schema(specs):
+    xmlschema = pytest.importorskip("xmlschema")
+    path = specs / "quickbooks-desktop" / "qbwc" / "TroubleshootWebServiceFS.wsdl"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    schema = etree.parse(str(path)).find(".//{http://www.w3.org/2001/XMLSchema}schema")
+    return xmlschema.XMLSchema(etree.tostring(schema).decode())
+
+
+def qbxml_errors(schema, document):
+    assert '<?qbxml version="13.0"?>' in document
+    assert 'onError="continueOnError"' in document
+    root = etree.fromstring(document.split("?>", 2)[2].encode())
+    return [str(e.reason)[:200] for e in schema.iter_errors(root)]
+
+
+def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
+    sandbox, connector = qbd
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = deliver(connector, v1)
+    sync(sandbox)
+    refund = Refund(id=3, kind="return", amount=Decimal("289.95"), tax_amount=Decimal("14.50"), line_id=2,
+                    created_at=v1.emitted_at)
+    v2 = next_version(v1, lines=list(v1.lines)[:3], payments=[payment(1, "100.00", status="reversed"),
+                                                              payment(2, "50.00")], refunds=[refund])
+    doc = deliver(connector, v2, doc)
+    deliver(connector, invoice_event(2, customer=Customer(id=77, name="Dana Whitfield", phone="555-0100")))
+    sync(sandbox)
+    deliver(connector, next_version(v2, status="void", payments=[]), doc)
+    sync(sandbox)
+    seen = set()
+    for document in sandbox.requests:
+        assert not qbxml_errors(qbxml_xsd, document), document[:500]
+        seen.add(etree.fromstring(document.split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0].tag)
+    assert {"CustomerQueryRq", "CustomerAddRq", "ItemQueryRq", "ItemServiceAddRq", "ItemNonInventoryAddRq",
+            "ItemOtherChargeAddRq", "InvoiceAddRq", "InvoiceModRq", "ReceivePaymentAddRq", "TxnDelRq", "TxnVoidRq",
+            "CreditMemoAddRq", "CustomerModRq", "AccountQueryRq"} <= seen
+    calls = connector.preview(invoice_event(5, customer=Customer(id=90, name="P")), DocumentState())
+    for call in calls:
+        assert not qbxml_errors(qbxml_xsd, call["body"])
+
+
+def test_the_xsd_check_rejects_what_quickbooks_would_refuse(qbxml_xsd):
+    good = mapping.document("13.0", [mapping.txn_void("Invoice", "1-1")])
+    assert not qbxml_errors(qbxml_xsd, good)
+    too_long = mapping.document("13.0", [mapping.invoice_query(ref_number="X")]).replace(
+        "<RefNumber>X</RefNumber>", "<RefNumber>X</RefNumber><Bogus/>")
+    bad_amount = good.replace("<TxnVoidType>Invoice</TxnVoidType>", "<TxnVoidType>Nope</TxnVoidType>")
+    event = invoice_event()
+    add = mapping.invoice_add(event, "1", "INV-TOO-LONG-1", mapping.invoice_lines(
+        event, {ln.id: {"list_id": "2"} for ln in event.lines}, TargetConfig(name="x", platform="x").mapping),
+        TargetConfig(name="x", platform="x").mapping, "Tax")
+    for bad in (too_long, bad_amount, mapping.document("13.0", [add])):
+        assert qbxml_errors(qbxml_xsd, bad)
+
+
+def test_soap_conversation_matches_the_wsdl(qbd, wsdl_schema):
+    sandbox, connector = qbd
+    deliver(connector, invoice_event())
+    sync(sandbox)
+    operations = []
+    for request, response in sandbox.soap_log:
+        for envelope in (request, response):
+            root = etree.fromstring(envelope)
+            assert etree.QName(root).namespace == soap.SOAP_NS
+            body = root.find(f"{{{soap.SOAP_NS}}}Body")[0]
+            assert etree.QName(body).namespace == soap.TNS
+            errors = list(wsdl_schema.iter_errors(body))
+            assert not errors, (etree.QName(body).localname, [str(e.reason) for e in errors[:2]])
+        operations.append(etree.QName(etree.fromstring(request).find(f"{{{soap.SOAP_NS}}}Body")[0]).localname)
+    assert operations[:4] == ["serverVersion", "clientVersion", "authenticate", "sendRequestXML"]
+    first = operations[:operations.index("closeConnection") + 1]
+    assert "receiveResponseXML" in first and first.count("authenticate") == 1
+    # The check can fail: a misspelt element is refused.
+    bad = etree.fromstring(soap.envelope("authenticate", [("strUser", "x")])).find(f"{{{soap.SOAP_NS}}}Body")[0]
+    assert list(wsdl_schema.iter_errors(bad))
