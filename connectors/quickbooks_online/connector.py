@@ -142,6 +142,8 @@ class QuickBooksOnlineConnector(Connector):
                     continue
                 doc.external_id, doc.token, doc.status = answer["Invoice"]["Id"], answer["Invoice"]["SyncToken"], "posted"
                 doc.extra["invoice_hash"] = digest
+                self._note_tax(event, doc, answer["Invoice"],
+                               log.bind(target=ctx.target, invoice_id=event.invoice_id, version=event.version))
                 ctx.checkpoint(doc)
         for index, (event, doc, ctx) in enumerate(batch):
             if results[index] is not None:
