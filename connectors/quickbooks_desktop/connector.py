@@ -192,7 +192,7 @@ class QuickBooksDesktopConnector(Connector):
         # this daemon killed mid-session), so its invoice leases are free again.
         self.store.release_all()
         lists = self.store.entity("lists", "names")
-        lists_due = lists is None or float(lists.get("at", 0)) < _now() - LIST_SYNC_S
+        lists_due = lists is None or Decimal(str(lists.get("at", 0))) < Decimal(str(_now() - LIST_SYNC_S))
         if self.store.pending() == 0 and not lists_due:
             return "authenticateResult", [ticket, "none"]  # nothing to do this time
         self.store.put_session(ticket, {"invoice_id": None, "step": None, "done": 0, "last_error": "",
