@@ -15,6 +15,23 @@ def specs_dir() -> Path:
     return Path(os.environ.get("LEDGERWIRE_SPECS_DIR", REPO.parent / "shared" / "specs")).resolve()
 
 
+_CHECKED: list[str] = []
+
+
+@pytest.fixture
+def report(request):
+    """``report(line)``: what a proof on the real stack checked (counts), printed at the end of the run —
+    ``pytest -q`` captures a test's own output, and CI's log should show what was proved."""
+    return lambda line: _CHECKED.append(f"{request.node.name}: {line}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _CHECKED:
+        terminalreporter.section("what the real-stack proofs checked")
+        for line in _CHECKED:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def specs() -> Path:
     path = specs_dir()

@@ -22,7 +22,7 @@ from tests.test_end_to_end import start_daemon
 pytestmark = pytest.mark.stack
 
 
-def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path):
+def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report):
     rng = random.Random(20261124)
     sandbox = Sandbox(faults=Faults(error_500=0.04, error_429=0.04, timeout=0.03, slow_s=0.02, hang_s=4.0, seed=9))
     server = sandbox.serve()
@@ -63,6 +63,6 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path):
     assert comparison.ok, f"books differ: {comparison.problems()} (daemon log: {log_path})"
     assert len(references) == len(set(references)), "a payment was applied twice"
     assert broker_restarted and kills >= 20
-    print(f"chaos: {kills} SIGKILLs, 1 broker restart; checked {comparison.issued} issued invoices (each exactly "
+    report(f"chaos: {kills} SIGKILLs, 1 broker restart; checked {comparison.issued} issued invoices (each exactly "
           f"once), {comparison.voided} voids, {comparison.payments_checked} payments (each applied once), "
           f"{len(booked)} documents; workload {counts}")

@@ -37,7 +37,7 @@ def start_daemon(config_file, log_file) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORM_PACKAGES))
-def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform):
+def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform, report):
     module = _sandbox_module(platform)
     sandbox = module.Sandbox()
     server = sandbox.serve()
@@ -74,6 +74,6 @@ def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform):
     assert exit_code == 0
     assert comparison.issued > 40 and comparison.voided > 0 and comparison.payments_checked > 20
     assert counts.get("edit", 0) > 5 and counts.get("reverse", 0) > 0 and counts.get("partial", 0) > 5
-    print(f"{platform}: {comparison.issued} issued invoices exactly once, {comparison.voided} voids, "
+    report(f"{platform}: {comparison.issued} issued invoices exactly once, {comparison.voided} voids, "
           f"{comparison.payments_checked} payments checked, {len(booked)} documents, {kills} SIGKILLs; "
           f"operations {counts}")

@@ -23,7 +23,7 @@ from tests.test_fold_stack import comparable, read_canonical, snapshot_from_sele
 pytestmark = pytest.mark.stack
 
 
-def test_initial_snapshot_then_idempotent_resnapshot(local_stack, monkeypatch):
+def test_initial_snapshot_then_idempotent_resnapshot(local_stack, monkeypatch, report):
     from cryptography.fernet import Fernet
 
     monkeypatch.setenv("LEDGERWIRE_SECRET_KEY", Fernet.generate_key().decode())
@@ -76,7 +76,7 @@ def test_initial_snapshot_then_idempotent_resnapshot(local_stack, monkeypatch):
         time.sleep(3)  # the fold has seen them too
         again = read_canonical(env.bootstrap, config.kafka.canonical_topic)
         assert len(again) == len(events), f"re-snapshot produced {len(again) - len(events)} new versions"
-        print(f"snapshot: {len(expected)} invoices folded whole from the initial snapshot; re-snapshot added none")
+        report(f"snapshot: {len(expected)} invoices folded whole from the initial snapshot; re-snapshot added none")
     finally:
         stop.set()
         thread.join(30)
