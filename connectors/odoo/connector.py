@@ -75,6 +75,7 @@ class OdooConnector(Connector):
                 self._remove_payments(doc, ctx, wanted={})
                 self._cancel(doc, ctx, bound)
             return self._done(event, doc)
+        payments_before = {k: v.external_id for k, v in doc.payments.items()}
         self._remove_payments(doc, ctx, wanted)
         partner_id = self._customer(event, ctx)
         doc.customer_id = str(partner_id)
@@ -96,6 +97,10 @@ class OdooConnector(Connector):
             self._update(event, doc, current, vals, digest, ctx, bound)
         self._add_payments(doc, ctx, wanted)
         self._add_refunds(event, doc, ctx, partner_id)
+        if {k: v.external_id for k, v in doc.payments.items()} != payments_before:
+            # Reconciling our payments changed the invoice (payment_state): keep its write_date current so
+            # the next delivery only reports changes made in Odoo by someone else.
+            doc.token = (self._read_move(int(doc.external_id)) or {}).get("write_date", doc.token)
         return self._done(event, doc)
 
     def _done(self, event: InvoiceEvent, doc: DocumentState) -> DocumentState:
@@ -183,14 +188,15 @@ class OdooConnector(Connector):
                 continue
             found = self.client.read_one("account.payment", int(ref.external_id), ["id", "state"])
             if found is not None and found["state"] not in ("cancel", "canceled"):
-                self.client.execute("account.payment", "action_draft", [[int(ref.external_id)]])
+                if found["state"] != "draft":  # a crash may have left it in draft already
+                    self.client.execute("account.payment", "action_draft", [[int(ref.external_id)]])
                 self.client.execute("account.payment", "action_cancel", [[int(ref.external_id)]])
             del doc.payments[payment_id]
             ctx.checkpoint(doc)
 
     def _find_payment(self, reference: str) -> dict[str, Any] | None:
         found = self.client.search_read("account.payment", [(self.memo_field, "=", reference),
-                                                            ("state", "not in", ["cancel", "canceled"])],
+                                                            ("state", "not in", ["draft", "cancel", "canceled"])],
                                         ["id", "state", "amount"], limit=1)
         return found[0] if found else None
 

@@ -177,7 +177,8 @@ class Sandbox:
             analytic = {n: self._ids("account.analytic.account", name=n) for n in ("Main St", "Northside")}
         return {
             "name": name, "platform": "odoo", "base_url": base_url,
-            "settings": {"db": DB_NAME, "login": LOGIN},
+            # A local sandbox has no HTTP-worker shortage: allow more calls per second than the default.
+            "settings": {"db": DB_NAME, "login": LOGIN, "requests_per_second": 40, "concurrency": 4},
             "mapping": {
                 "income_accounts": {"part": str(acc["400000"]), "labour": str(acc["400100"]),
                                     "sublet": str(acc["400200"]), "fee": str(acc["400200"]),
@@ -598,6 +599,8 @@ class Sandbox:
     def _account_payment_action_draft(self, args: list, context: dict) -> bool:
         for payment_id in args[0]:
             payment = self.db.get("account.payment", payment_id)
+            if payment["state"] == "draft":  # its journal entry is a draft already: button_draft refuses
+                raise user_error("Only posted/cancelled journal entries can be reset to draft.")
             moves = payment["reconciled_invoice_ids"]
             payment.update({"state": "draft", "reconciled_invoice_ids": [], "_applied": {}, "write_date": self.db.tick()})
             for move_id in moves:
