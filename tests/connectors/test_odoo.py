@@ -415,3 +415,94 @@ def test_preview_sends_nothing_and_its_bodies_are_valid(odoo, field_table):
     assert connector.preview(stranger, DocumentState())[1]["body"]["args"][0]["partner_id"] == "<new customer>"
     doc = deliver(connector, entities, event)
     assert connector.preview(next_version(event), doc) == []
+
+
+# --- chaos: lost answers and 500s on writes, retried as the sink worker retries -------------------------
+
+
+def test_chaos_books_match_the_shop_after_lost_answers_and_500s():
+    import random
+
+    from connectors.base import DeliveryError
+    from daemon.canonical import PaymentStatus
+
+    sandbox = Sandbox(Faults(hang_s=0.6, seed=11))
+    server = sandbox.serve()
+    credentials = sandbox.seed_credentials()
+    config = sandbox.target_config("odoo", server.url)
+    config["settings"]["requests_per_second"] = 500
+    connector = CONNECTOR(TargetConfig.model_validate(config | {"request_timeout_s": 0.4}),
+                          MemoryRuntime({"odoo": credentials}))
+    entities, rng = MemoryEntities(), random.Random(5)
+    docs: dict[int, DocumentState] = {}
+    failures = 0
+
+    def push(event):
+        nonlocal failures
+        doc, attempt = docs.get(event.invoice_id, DocumentState()), 0
+        while True:
+            attempt += 1
+            ctx = MemoryContext("odoo", event, entities, attempt=attempt)
+            try:
+                docs[event.invoice_id] = connector.deliver(event, doc, ctx)
+                return
+            except DeliveryError as exc:
+                assert exc.error_class.value != "permanent", exc.reason
+                failures += 1
+                doc = ctx.checkpoints[-1] if ctx.checkpoints else doc  # what the ledger persisted
+
+    final = {}
+    payment_id = 100
+    for n in range(25):
+        event = invoice_event(5000 + n, lines=[
+            line(i, rng.choice(["part", "labour", "fee"]), f"Line {i}", str(rng.randint(1, 3000) / 1000),
+                 str(rng.randint(100, 90000) / 100)) for i in range(1, rng.randint(2, 6))]
+            + [line(9, "core_charge", "Core deposit", "1", "45", taxes=())])
+        for _ in range(rng.randint(1, 6)):
+            sandbox.faults.timeout, sandbox.faults.error_500 = 0.08, 0.05
+            push(event)
+            pays, r = list(event.payments), rng.random()
+            balance = event.computed.total - event.paid_total
+            if r < 0.3 and balance > 1:
+                payment_id += 1
+                pays.append(payment(payment_id, str((balance * Decimal("0.4")).quantize(Decimal("0.01"))),
+                                    method=rng.choice(["card", "cash", "check", "eft"])))
+                event = next_version(event, payments=pays)
+            elif r < 0.45 and any(p.status == PaymentStatus.RECEIVED for p in pays):
+                k = next(i for i, p in enumerate(pays) if p.status == PaymentStatus.RECEIVED)
+                pays[k] = pays[k].model_copy(update={"status": PaymentStatus.REVERSED})
+                event = next_version(event, payments=pays)
+            elif r < 0.65:
+                lines = list(event.lines)
+                lines[0] = line(lines[0].id, "part", "Changed", "2", str(rng.randint(100, 5000) / 100))
+                edited = next_version(event, lines=lines)
+                event = edited if edited.computed.total >= event.paid_total else event
+            elif r < 0.75 and not event.refunds:
+                first = event.lines[0]
+                event = next_version(event, refunds=[Refund(
+                    id=event.invoice_id, kind="return", amount=first.amount, line_id=first.id,
+                    tax_amount=sum(t.amount for t in first.taxes), created_at=event.emitted_at)])
+            elif r < 0.82:
+                event = next_version(event, status="void", payments=[
+                    p.model_copy(update={"status": PaymentStatus.REVERSED}) for p in pays])
+                break
+            else:
+                event = next_version(event)
+        sandbox.faults.timeout = sandbox.faults.error_500 = 0.0
+        push(event)
+        final[event.number] = event
+    connector.close()
+    server.stop()
+    assert failures > 5  # the faults did bite
+    booked = sandbox.booked_invoices()
+    for number, event in final.items():
+        docs_ = [b for b in booked if b.number == number]
+        if event.status.value == "void":
+            assert all(b.voided for b in docs_), number
+            continue
+        (b,) = docs_  # exactly once
+        received = [p for p in event.payments if p.status == PaymentStatus.RECEIVED]
+        assert (b.total, b.tax_total, b.payments_applied, b.payment_count) == (
+            event.computed.total, event.computed.tax_total, event.paid_total, len(received)), number
+    notes = [m for m in sandbox.records("account.move") if m["move_type"] == "out_refund"]
+    assert len(notes) == sum(1 for e in final.values() if e.refunds)
