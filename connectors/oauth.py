@@ -40,6 +40,7 @@ class OAuth2RefreshAuth:
         credentials: CredentialSource,
         extra_headers: Callable[[dict[str, Any]], dict[str, str]] | None = None,
         client_auth: str = "basic",  # "basic" (HTTP Basic client auth) or "body"
+        scheme: str = "Bearer",  # the Authorization scheme; Zoho's is "Zoho-oauthtoken"
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -48,6 +49,7 @@ class OAuth2RefreshAuth:
         self.credentials = credentials
         self.extra_headers = extra_headers
         self.client_auth = client_auth
+        self.scheme = scheme
         self.clock = clock
         self._http = httpx.Client(timeout=20.0, transport=transport)
 
@@ -55,7 +57,7 @@ class OAuth2RefreshAuth:
         cred = self.credentials.get()
         if not cred.get("access_token") or float(cred.get("access_token_expires_at", 0)) - self.clock() < REFRESH_MARGIN_S:
             cred = self._refresh(if_token=cred.get("access_token"))
-        request_headers["Authorization"] = f"Bearer {cred['access_token']}"
+        request_headers["Authorization"] = f"{self.scheme} {cred['access_token']}"
         if self.extra_headers:
             request_headers.update(self.extra_headers(cred))
 
@@ -93,6 +95,11 @@ class OAuth2RefreshAuth:
                     status=response.status_code, platform_code=body.get("error"),
                 )
             token = response.json()
+            if "access_token" not in token:  # Zoho answers a dead refresh token with 200 {"error": "invalid_code"}
+                metrics.TOKEN_REFRESHES.labels(self.target, "rejected").inc()
+                raise PermanentError(f"token refresh rejected: {token.get('error', 'no access_token')}; "
+                                     "re-authorise the target", status=response.status_code,
+                                     platform_code=token.get("error"))
             changes = {
                 "access_token": token["access_token"],
                 "access_token_expires_at": self.clock() + float(token.get("expires_in", 3600)),

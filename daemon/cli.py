@@ -421,7 +421,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"target {name} ({t['platform']}){' PAUSED' if t['paused'] else ''}: lag {t['lag']}, "
               f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
               f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "
-              f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}")
+              f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}, "
+              f"schedule {t.get('schedule', 'realtime')}"
+              + (f" ({t['waiting']} invoices waiting, next window {t['next_window']})" if t.get('next_window') else ""))
     for name, d in report.get("debezium", {}).items():
         print(f"debezium {name}: {d}")
     return 0

@@ -18,7 +18,6 @@ from connectors.base import (
     RetryableError,
 )
 from connectors.http import PlatformHttp, retry_after_seconds
-from connectors.oauth import OAuth2RefreshAuth
 
 # Zoho's codes (errors page https://www.zoho.com/books/api/v3/errors/ and the codes Zoho answers with):
 CODE_NOT_FOUND = {1002, 1003}  # "Invoice does not exist." and the like
@@ -49,22 +48,6 @@ def classify(response: httpx.Response) -> DeliveryError | None:
     if status >= 500:
         return RetryableError(reason, **kwargs)
     return PermanentError(reason, **kwargs)
-
-
-class ZohoTokenAuth:
-    """``RequestAuth`` that sends Zoho's scheme, ``Authorization: Zoho-oauthtoken <token>``, around the shared
-    OAuth2 refresh logic (refresh tokens do not rotate at Zoho; the shared code copes with either)."""
-
-    def __init__(self, inner: OAuth2RefreshAuth) -> None:
-        self.inner = inner
-
-    def apply(self, request_headers: dict[str, str]) -> None:
-        self.inner.apply(request_headers)
-        token = request_headers["Authorization"].removeprefix("Bearer ")
-        request_headers["Authorization"] = f"Zoho-oauthtoken {token}"
-
-    def refresh(self) -> None:
-        self.inner.refresh()
 
 
 class ZohoClient:

@@ -26,7 +26,7 @@ from connectors.base import (
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.zoho_books import mapping
-from connectors.zoho_books.client import ZohoClient, ZohoTokenAuth, classify
+from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.settings import ZohoSettings
 from daemon.canonical import InvoiceEvent, PaymentStatus
 
@@ -42,11 +42,12 @@ class ZohoBooksConnector(Connector):
         super().__init__(target, runtime)
         settings: ZohoSettings = self.settings
         oauth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_endpoint(),
-                                  credentials=runtime.credentials(target.name), client_auth="body")
+                                  credentials=runtime.credentials(target.name), client_auth="body",
+                                  scheme="Zoho-oauthtoken")
         limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
                                   concurrency=settings.concurrency)
         self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=settings.api_root(target.base_url),
-                                 limiter=limiter, auth=ZohoTokenAuth(oauth), classify=classify,
+                                 limiter=limiter, auth=oauth, classify=classify,
                                  timeout_s=target.request_timeout_s)
         self.client = ZohoClient(self.http, settings.organization_id)
         self.mapping = target.mapping

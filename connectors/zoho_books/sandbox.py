@@ -103,6 +103,7 @@ class Sandbox:
         # Zoho refresh tokens do not rotate: the one from consent is used for every refresh.
         self.issuer = TokenIssuer(access_ttl_s=access_ttl_s, rotate=False)
         self.orgs: dict[str, Org] = {}
+        self.api_per_minute = api_per_minute
         self.window = WindowLimit(api_per_minute, 60.0)
         self.daily = WindowLimit(daily_limit, 86400.0)
         self.concurrency = concurrency
@@ -151,7 +152,8 @@ class Sandbox:
         return {
             "name": name, "platform": "zoho-books", "base_url": f"{base_url}/books/v3",
             "settings": {"organization_id": organization_id, "data_centre": "com",
-                         "token_url": f"{base_url}/oauth/v2/token"},
+                         "token_url": f"{base_url}/oauth/v2/token",
+                         "requests_per_minute": self.api_per_minute},  # the client keeps the sandbox's limit
             "mapping": {
                 "income_accounts": {"part": "4600000000001", "labour": "4600000000002", "sublet": "4600000000002",
                                     "fee": "4600000000002", "discount": "4600000000001",
