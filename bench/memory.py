@@ -1,11 +1,14 @@
-"""Benchmark 4: memory of the fold state against the number of open invoices.
+"""Benchmark 4: memory of the fold state against the number of open invoices and transactions in flight.
 
 Builds the fold's mirror in this process from synthetic whole-invoice transactions (5 lines, 5 line
-taxes, a payment, a job — what the generator's typical job has), the way the fold holds them, and prints
+taxes, a payment, a job — what the generator's typical job has), the way the fold holds them (rows applied,
+the canonical event built so the last version and hash are kept, the state changelog drained), and prints
 the process's RSS at each size, beside the baseline RSS of the same process before any state (Python,
-the daemon's imports).
+the daemon's imports). Then, with that state held, it buffers source transactions in flight — decoded
+from Debezium JSON envelopes, whose END marker has not arrived yet, so the assembler holds them — and
+prints the RSS again at each count.
 
-    python bench/memory.py --invoices 100000
+    python bench/memory.py --invoices 100000 --in-flight 1000,10000
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon import fold_runner  # noqa: E402,F401 - the daemon's imports, as in production
-from daemon.decode import RowChange, SourceInfo  # noqa: E402
-from daemon.fold import Mirror, SourceTransaction  # noqa: E402
+from daemon.decode import RowChange, SourceInfo, decode_row_change  # noqa: E402
+from daemon.fold import Mirror, SourceTransaction, TransactionAssembler  # noqa: E402
+
+from fold_throughput import EnvelopeWriter, _dec  # noqa: E402  (bench/ is on sys.path as the script's dir)
 
 
 def rss_mib() -> float:
@@ -60,14 +65,54 @@ def invoice_rows(i: int) -> list[tuple[str, dict]]:
     return rows
 
 
+def in_flight_envelopes(first_invoice: int, count: int) -> list[tuple[str, bytes]]:
+    """Debezium JSON envelopes (with schemas) of ``count`` whole-invoice transactions, as the fold reads them."""
+    w = EnvelopeWriter("shop")
+    ts = "2026-11-24T22:25:49.827947Z"
+    out = []
+    for n in range(count):
+        inv = first_invoice + n
+        xid, lsn = 10_000_000 + inv, 1_000_000_000 + inv * 100
+        order = 0
+
+        def emit(table: str, after: dict) -> None:
+            nonlocal order
+            order += 1
+            out.append((table, w.row(table, after, xid, lsn + order, order, order)))
+
+        emit("jobs", {"id": inv, "number": f"J-{inv:07d}", "location_id": 1, "customer_id": 1, "vehicle_id": None,
+                      "description": "Alternator replacement", "status": "open", "opened_at": ts, "closed_at": None})
+        emit("invoices", {"id": inv, "number": f"INV-{inv:07d}", "job_id": inv, "customer_id": 1, "location_id": 1,
+                          "status": "issued", "issue_date": 20416, "due_date": 20446, "currency": "USD",
+                          "tax_inclusive": False, "subtotal": _dec("512.45", 2), "tax_total": _dec("32.03", 2),
+                          "total": _dec("544.48", 2), "notes": None, "created_at": ts, "updated_at": ts})
+        for k in range(5):
+            emit("invoice_lines", {"id": inv * 10 + k, "invoice_id": inv, "position": k + 1, "kind": "part",
+                                   "part_number": None, "description": "part", "quantity": _dec("1.000", 3),
+                                   "unit_price": _dec("102.4900", 4), "created_at": ts})
+            emit("line_taxes", {"id": inv * 10 + k, "line_id": inv * 10 + k, "invoice_id": inv, "tax_rate_id": 1,
+                                "amount": _dec("6.41", 2)})
+        emit("payments", {"id": inv, "job_id": inv, "invoice_id": inv, "customer_id": 1, "amount": _dec("100.00", 2),
+                          "method": "card", "reference": None, "received_at": ts, "status": "received",
+                          "reversed_at": None})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=100_000)
+    parser.add_argument("--in-flight", default="1000,10000",
+                        help="comma-separated counts of source transactions buffered in flight (13 row events each)")
     args = parser.parse_args()
     gc.collect()
     baseline = rss_mib()
     mirror = Mirror()
     mirror.rows["locations"][1] = {"id": 1, "code": "MAIN", "name": "Main", "timezone": "UTC", "currency": "USD"}
+    mirror.rows["tax_rates"][1] = {"id": 1, "code": "STATE", "name": "State", "rate": Decimal("0.06250")}
+    for c in range(1, 501):
+        mirror.rows["customers"][c] = {"id": c, "name": f"Customer {c}", "email": None, "phone": None,
+                                       "is_fleet": True, "payment_terms_days": 30, "tax_exempt": False,
+                                       "billing_address": None}
     marks = sorted({args.invoices // 10, args.invoices // 2, args.invoices})
     print(f"baseline RSS (imports, empty state): {baseline:8.0f} MiB")
     done = 0
@@ -75,11 +120,28 @@ def main() -> None:
         while done < mark:
             done += 1
             rows = invoice_rows(done)
-            mirror.apply(SourceTransaction(str(done), [change(t, r, n) for n, (t, r) in enumerate(rows)], "complete"))
-            mirror.changelog()  # the runner drains the dirty set every transaction
+            tx = SourceTransaction(str(done), [change(t, r, n) for n, (t, r) in enumerate(rows)], "complete")
+            for invoice_id in mirror.apply(tx):
+                mirror.build_event(invoice_id, tx)  # keeps the last version and content hash, as the fold does
+            mirror.end_batch()
+            for _ in mirror.changelog():  # the runner drains the dirty set every transaction
+                pass
         gc.collect()
         print(f"{done:>8,} open invoices ({sum(mirror.row_counts().values()):>9,} rows): {rss_mib():8.0f} MiB RSS "
               f"({(rss_mib() - baseline) * 1024 / done:5.1f} KiB per invoice)   target: < 300 MiB at 100,000")
+    state_rss = rss_mib()
+    assembler = TransactionAssembler(max_buffered_events=10**9)
+    held = 0
+    for mark in sorted(int(x) for x in args.in_flight.split(",") if x):
+        envelopes = in_flight_envelopes(done + 1 + held, mark - held)
+        for n, (table, value) in enumerate(envelopes):
+            assembler.add_change(decode_row_change(f"shop.public.{table}", 0, n, value))
+        held = mark
+        del envelopes
+        gc.collect()
+        print(f"{done:>8,} open invoices + {held:>6,} transactions in flight ({assembler.buffered_events:>7,} row "
+              f"events buffered): {rss_mib():8.0f} MiB RSS ({(rss_mib() - state_rss) * 1024 / held:5.1f} KiB per "
+              f"transaction in flight)")
 
 
 if __name__ == "__main__":

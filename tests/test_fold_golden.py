@@ -137,3 +137,61 @@ def test_fold_output_is_byte_identical_to_the_recorded_digest():
 
 if __name__ == "__main__":
     print(fold_digest())
+
+
+def test_state_written_as_whole_row_objects_restores_to_the_same_invoices():
+    """A fold-state topic written before compact rows (each row a JSON object) still restores."""
+    from daemon.fold import decode_state, encode_state  # noqa: PLC0415
+
+    rng = random.Random(7)
+    model = ShopModel()
+    for _ in range(120):
+        apply_op(model, rng.choice(OPS), rng.randint(0, 1000))
+    _extra_transactions(model, rng)
+    mirror = Mirror()
+    changelog: dict[str, bytes | None] = {}
+    for tx in _changes(model):
+        for invoice_id in mirror.apply(tx):
+            mirror.build_event(invoice_id, tx)
+        mirror.end_batch()
+        changelog.update(mirror.changelog())
+    old_format: dict[str, bytes | None] = {}
+    for key, value in changelog.items():
+        if key.startswith("r:") and value is not None:
+            table, pk = key.split(":")[1], int(key.split(":")[2])
+            # The whole row as the old state held it: every source column (the fold reads some of them).
+            full = {**model.tables.get(table, {}).get(pk, {}), **mirror.rows[table][pk]}
+            value = encode_state(full)
+            assert decode_state(value) == full
+        old_format[key] = value
+    restored = Mirror()
+    for key, value in old_format.items():
+        restored.restore(key, value)
+    assert restored.row_counts() == mirror.row_counts()
+    invoices = sorted(pk for pk, _ in mirror.rows["invoices"].items())
+    assert invoices
+    for invoice_id in invoices:
+        a, b = mirror.current_event(invoice_id), restored.current_event(invoice_id)
+        assert a is not None and b is not None
+        assert encode_invoice_event(_fixed(a)) == encode_invoice_event(_fixed(b))
+        assert mirror.by_invoice["invoice_lines"].get(invoice_id) == restored.by_invoice["invoice_lines"].get(invoice_id)
+    assert restored.versions.get(invoices[0]) == mirror.versions.get(invoices[0])
+
+
+def test_compact_rows_keep_values_and_absent_columns():
+    from daemon.fold import Rows  # noqa: PLC0415
+
+    rows = Rows("invoices")
+    row = {"id": 7, "number": "INV-7", "job_id": 1, "customer_id": 2, "location_id": 3, "status": "issued",
+           "issue_date": date(2026, 11, 2), "due_date": datetime(2026, 12, 2, 1, 2, 3),  # odd: a timestamp
+           "currency": "USD", "tax_inclusive": True, "subtotal": Decimal("1E+2"), "tax_total": "5.25",
+           "total": Decimal("-105.2500"), "created_at": TS}  # no "notes" column; created_at is not kept
+    rows[7] = row
+    back = rows[7]
+    assert "notes" not in back and "created_at" not in back
+    assert back == {**{k: v for k, v in row.items() if k != "created_at"}, "tax_total": Decimal("5.25")}
+    assert str(back["subtotal"]) == "1E+2" and str(back["total"]) == "-105.2500"
+    assert type(back["due_date"]) is datetime and type(back["issue_date"]) is date
+    assert 7 in rows and 8 not in rows and len(rows) == 1 and rows.get(8, {}) == {}
+    rows.drop(7)
+    assert len(rows) == 0 and rows.get(7) is None
