@@ -248,6 +248,12 @@ class ConnectorRuntime(Protocol):
         ...
 
 
+    def report_failure(self, target: TargetConfig, event: InvoiceEvent, error: DeliveryError) -> None:
+        """A pull platform refused a version after ``deliver`` had queued it (QuickBooks Desktop answers
+        later, through the Web Connector): dead-letter it as the sink does, with its reason and metrics."""
+        ...
+
+
 class CredentialSource(Protocol):
     def get(self) -> dict[str, Any]:
         """The stored credential document (client id/secret, tokens, tenant/realm)."""

@@ -96,6 +96,10 @@ class MemoryRuntime:
 
     def __init__(self, credentials: dict[str, dict[str, Any]] | None = None) -> None:
         self._credentials = {k: MemoryCredentials(v) for k, v in (credentials or {}).items()}
+        self.failures: list[tuple[str, InvoiceEvent, Any]] = []  # (target, event, error) from report_failure
+
+    def report_failure(self, target: TargetConfig, event: InvoiceEvent, error: Any) -> None:
+        self.failures.append((target.name, event, error))
 
     def credentials(self, target: str) -> MemoryCredentials:
         return self._credentials.setdefault(target, MemoryCredentials({}))

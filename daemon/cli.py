@@ -265,7 +265,7 @@ def check_online(config) -> int:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     from daemon.canonical import decode_invoice_event
-    from daemon.deliver import SinkWorker, deliver_event_now
+    from daemon.deliver import SinkWorker, deliver_event_now, deliver_pulled_again
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
@@ -303,7 +303,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         import threading
 
         worker = SinkWorker(config, target, ledger, runtime, threading.Event())
-        outcome = deliver_event_now(worker, event)
+        if str(newest.get("topic") or ledger.dead_letter_row(newest["id"])["topic"]).startswith("pull:"):
+            # Refused by a pull platform after it was queued: the ledger already counts the version as
+            # delivered, so hand it straight back to the connector to queue again.
+            outcome = deliver_pulled_again(worker, event)
+        else:
+            outcome = deliver_event_now(worker, event)
         if outcome is not None and not isinstance(outcome, tuple):
             print(f"retry failed again: {outcome.error_class.value}: {outcome.reason}", file=sys.stderr)
             return 1

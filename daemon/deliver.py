@@ -44,7 +44,7 @@ from connectors.base import (
 from connectors.ratelimit import limiter_from
 from connectors.registry import connector_class
 from daemon import metrics
-from daemon.canonical import InvoiceEvent, decode_invoice_event
+from daemon.canonical import InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import ensure_topics, kafka_conf, publish_lag
 from daemon.ledger import Ledger, PgCredentials, PgEntities
@@ -83,6 +83,19 @@ class DaemonRuntime:
             concurrency = override.concurrency
         wait_metric = metrics.RATE_LIMIT_WAIT.labels(target.name)
         return limiter_from(per_second, per_minute, per_day, concurrency, on_wait=wait_metric.inc)
+
+    def report_failure(self, target: TargetConfig, event: InvoiceEvent, error: DeliveryError) -> None:
+        """A pull platform's late refusal: a dead letter like the sink's (so `dlq` lists it and later versions
+        of the invoice park behind it), without moving an offset — the version was committed when queued."""
+        self.ledger.dead_letter(
+            target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
+            topic=f"pull:{target.name}", partition=-1, offset=-1, error_class=error.error_class.value,
+            reason=error.reason, detail=_jsonable(error.detail), event=encode_invoice_event(event), parked=False,
+            next_offset=None)
+        metrics.DELIVERY_FAILURES.labels(target.name, error.error_class.value).inc()
+        metrics.DELIVERIES.labels(target.name, target.platform, "dead_lettered").inc()
+        log.error("dead_lettered", target=target.name, invoice_id=event.invoice_id, invoice_number=event.number,
+                  version=event.version, error_class=error.error_class.value, reason=error.reason, stage="platform")
 
 
 class PgDeliveryContext:
@@ -617,3 +630,14 @@ def deliver_event_now(worker: SinkWorker, event: InvoiceEvent) -> tuple[Document
     """Deliver one event outside the consumer (``ledgerwire dlq retry``), with the same retry rules."""
     with worker.ledger.invoice_lock(worker.target.name, event.invoice_id):
         return worker._deliver_with_retries(event, worker.log, threading.Event())
+
+
+def deliver_pulled_again(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError:
+    """``dlq retry`` of a version a pull platform refused after it was queued: queue it again."""
+    with worker.ledger.invoice_lock(worker.target.name, event.invoice_id):
+        doc = worker.ledger.document(worker.target.name, event.invoice_id)
+        ctx = PgDeliveryContext(worker.ledger, worker.target, event, 1, worker.entities)
+        try:
+            return worker.connector.deliver(event, doc, ctx), 1, "requeue"
+        except DeliveryError as exc:
+            return exc

@@ -265,8 +265,9 @@ class Ledger:
     # -- dead letters --
     def dead_letter(self, *, target: str, invoice_id: int, invoice_number: str, version: int, topic: str,
                     partition: int, offset: int, error_class: str, reason: str, detail: Any, event: bytes,
-                    parked: bool, next_offset: int) -> int:
-        """Record a failed (or parked) event and move the offset past it, atomically."""
+                    parked: bool, next_offset: int | None) -> int:
+        """Record a failed (or parked) event and move the offset past it, atomically (``next_offset`` None:
+        a pull platform's late refusal, whose offset was committed when the version was queued)."""
         with self.pool.connection() as conn:
             with conn.transaction():
                 row = conn.execute(
@@ -276,7 +277,8 @@ class Ledger:
                     (target, invoice_id, invoice_number, version, topic, partition, offset, error_class, reason,
                      Jsonb(detail) if detail is not None else None, event, "parked" if parked else "open"),
                 ).fetchone()
-                self.set_offset(target, topic, partition, next_offset, conn=conn)
+                if next_offset is not None:
+                    self.set_offset(target, topic, partition, next_offset, conn=conn)
         return row[0]
 
     def parked(self, target: str, invoice_id: int) -> bool:

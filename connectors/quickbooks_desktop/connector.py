@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.base import Connector, DeliveryContext, DocumentState, RemoteInvoice
+from connectors.base import Connector, DeliveryContext, DocumentState, PermanentError, RemoteInvoice
 from connectors.quickbooks_desktop import mapping, soap
 from connectors.quickbooks_desktop.settings import QbdSettings
 from connectors.quickbooks_desktop.store import DDL, MemoryStore, PgStore, QbdStore
@@ -274,6 +274,9 @@ class QuickBooksDesktopConnector(Connector):
                 if error:
                     session["last_error"] = error
                     self.store.fail(invoice_id, work.queued_version, error, state)
+                    # QuickBooks refused it after deliver() had queued it: a dead letter, never a silent stop.
+                    self.runtime.report_failure(self.target, event, PermanentError(
+                        f"QuickBooks Desktop refused {step.op}: {error}", platform_code=str(responses[0]["statusCode"])))
                     session["invoice_id"] = None
                     log.warning("qbd_request_failed", target=self.target.name, invoice_id=invoice_id, op=step.op,
                                 code=responses[0]["statusCode"], message=responses[0]["statusMessage"][:300])

@@ -113,6 +113,9 @@ class MemoryStore:
                                              "at": time.time()}
             elif version > row["queued"]:
                 row.update(queued=version, event=event_json, at=time.time())
+            elif version == row["queued"] and row["failed"] >= version:
+                # Queued again explicitly (`dlq retry`, resync) after QuickBooks refused it: try once more.
+                row.update(failed=version - 1, reason=None, at=time.time())
 
     def claim(self, ticket: str, lease_s: float) -> int | None:
         now = time.time()
@@ -235,8 +238,11 @@ class PgStore:
             "INSERT INTO qbd_invoices (target, invoice_id, queued_version, event, enqueued_at) "
             "VALUES (%s, %s, %s, %s::jsonb, extract(epoch from clock_timestamp())) "
             "ON CONFLICT (target, invoice_id) DO UPDATE SET queued_version = EXCLUDED.queued_version, "
-            "event = EXCLUDED.event, enqueued_at = EXCLUDED.enqueued_at "
-            "WHERE qbd_invoices.queued_version < EXCLUDED.queued_version",
+            "event = EXCLUDED.event, enqueued_at = EXCLUDED.enqueued_at, "
+            # Queued again explicitly (`dlq retry`, resync) after QuickBooks refused it: try once more.
+            "failed_version = LEAST(qbd_invoices.failed_version, EXCLUDED.queued_version - 1) "
+            "WHERE qbd_invoices.queued_version < EXCLUDED.queued_version OR (qbd_invoices.queued_version = "
+            "EXCLUDED.queued_version AND qbd_invoices.failed_version >= EXCLUDED.queued_version)",
             (self.target, invoice_id, version, event_json))
 
     def claim(self, ticket: str, lease_s: float) -> int | None:

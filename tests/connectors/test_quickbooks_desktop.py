@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from connectors.base import DocumentState
+from connectors.base import PermanentError, DocumentState
 from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping, soap
 from connectors.quickbooks_desktop.qwc import render_qwc
 from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
@@ -159,14 +159,27 @@ def test_wrong_password_is_not_a_valid_user(qbd):
 
 def test_refusal_stops_the_invoice_with_quickbooks_message(qbd):
     sandbox, connector = qbd
+    fixed = connector.mapping
     connector.mapping = connector.mapping.model_copy(update={"income_accounts": {"labour": "No Such Account"}})
     event = invoice_event(6000, lines=[line(1, "labour", "Diagnose", "1", "100.00")])
     deliver(connector, event)
     sandbox.run_session()
     work = connector.store.load(6000)
     assert work.failed_version == 1 and "3140" in work.failed_reason and "No Such Account" in work.failed_reason
+    # The refusal reaches the daemon's dead letters (the runtime), with QuickBooks' code and message.
+    ((target, failed_event, error),) = connector.runtime.failures
+    assert (target, failed_event.version, error.platform_code) == ("qbd", 1, "3140")
+    assert isinstance(error, PermanentError) and "No Such Account" in error.reason
+
+    # `dlq retry` queues the same version again once the bookkeeper fixed the account: it posts.
+    connector.mapping = fixed
+    deliver(connector, event)
+    sync(sandbox)
+    assert only(sandbox, event.number).total == event.computed.total
+    assert connector.store.load(6000).done_version == 1 and len(connector.runtime.failures) == 1
+
     doc = deliver(connector, next_version(event))
-    assert "3140" in doc.extra["qbd_last_error"]
+    assert "qbd_last_error" not in doc.extra or "3140" not in doc.extra["qbd_last_error"]
 
 
 def test_tax_difference_is_reported(qbd):
