@@ -8,6 +8,7 @@ the shop rounded them per line per component) so Xero's total equals the shop's 
 from __future__ import annotations
 
 import hashlib
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +21,8 @@ NO_TAX = "NONE"  # Xero's tax type for untaxed lines ("Tax Exempt" / "No Tax")
 PAYMENT_PREFIX = "LW"
 CREDIT_NOTE_PREFIX = "LW-CN-"
 REFERENCE_MAX = 255
+ITEM_CODE_MAX = 30  # Item.Code: "max length = 30"
+ITEM_NAME_MAX = 50  # Item.Name: "max length = 50"
 
 
 def contact_name(customer: Customer) -> str:
@@ -36,7 +39,18 @@ def contact_payload(customer: Customer) -> dict[str, Any]:
         body["Phones"] = [{"PhoneType": "DEFAULT", "PhoneNumber": customer.phone[:50]}]
     if customer.billing_address:
         body["Addresses"] = [{"AddressType": "STREET", "AddressLine1": customer.billing_address[:500]}]
+    if customer.payment_terms_days:
+        # Fleet (account) customers: their sales terms on the contact, "N day(s) after the invoice date".
+        body["PaymentTerms"] = {"Sales": {"Day": customer.payment_terms_days, "Type": "DAYSAFTERBILLDATE"}}
     return body
+
+
+def due_date(event: InvoiceEvent) -> date:
+    """Fleet customers: the due date from their terms; everyone else: the shop's due date (or the issue date)."""
+    issued = event.issue_date or event.emitted_at.date()
+    if event.customer.payment_terms_days:
+        return issued + timedelta(days=event.customer.payment_terms_days)
+    return event.due_date or issued
 
 
 def contact_hash(customer: Customer) -> str:
@@ -44,8 +58,16 @@ def contact_hash(customer: Customer) -> str:
 
 
 def account_code(kind: LineKind, mapping: MappingConfig) -> str:
+    """The account a line posts to: core charges and returns to ``core_account`` (a core return credits it);
+    discounts with ``discount_posting: discount_account`` to ``discount_account``; else the income account
+    of the line kind."""
     if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
         return mapping.core_account
+    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account":
+        if not mapping.discount_account:
+            raise PermanentError("mapping.discount_posting is 'discount_account' but mapping.discount_account is "
+                                 "not set")
+        return mapping.discount_account
     code = mapping.income_accounts.get(kind) or mapping.income_accounts.get(income_kind(kind)) \
         or mapping.income_accounts.get(LineKind.PART)
     if not code:
@@ -90,9 +112,9 @@ def line_item(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig) ->
         "TaxType": tax_type([t.code for t in line.taxes], mapping),
         "TaxAmount": sum((t.amount for t in line.taxes), Decimal("0.00")),
     }
-    configured_item = mapping.items.get(line.kind)
-    if configured_item:
-        item["ItemCode"] = configured_item
+    code = item_code(line, mapping)
+    if code:
+        item["ItemCode"] = code
     track = tracking(event, mapping)
     if track:
         item["Tracking"] = track
@@ -107,13 +129,38 @@ def invoice_payload(event: InvoiceEvent, contact_id: str, mapping: MappingConfig
         "InvoiceNumber": event.number,
         "Reference": (event.job.number if event.job else "")[:REFERENCE_MAX],
         "Date": issued.isoformat(),
-        "DueDate": (event.due_date or issued).isoformat(),
+        "DueDate": due_date(event).isoformat(),
         "LineAmountTypes": "Inclusive" if event.tax_inclusive else "Exclusive",
         "Status": "AUTHORISED",
         "CurrencyCode": event.currency,
         "LineItems": [line_item(line, event, mapping) for line in sorted(event.lines, key=lambda ln: ln.position)],
     }
     return body
+
+
+def part_item_code(part_number: str) -> str:
+    """The Xero Item code of a part number: the part number itself, or when longer than Xero's 30 characters
+    its first 21 characters and a hash of the whole (stable, so every invoice finds the same item)."""
+    if len(part_number) <= ITEM_CODE_MAX:
+        return part_number
+    return f"{part_number[:21]}~{hashlib.sha256(part_number.encode()).hexdigest()[:8]}"
+
+
+def item_code(line: InvoiceLine, mapping: MappingConfig) -> str | None:
+    """``item_mode: per_part_number``: the line's part number's own Item; otherwise (and for lines without a
+    part number) the generic Item configured for the line kind in ``mapping.items``, if any."""
+    if mapping.item_mode == "per_part_number" and line.part_number:
+        return part_item_code(line.part_number)
+    return mapping.items.get(line.kind) or mapping.items.get(income_kind(line.kind))
+
+
+def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
+    """A sold (not purchased, not tracked) Item for a part number, posting to its line kind's account."""
+    code = part_item_code(line.part_number or "")
+    return {"Code": code, "Name": (line.part_number or code)[:ITEM_NAME_MAX], "Description": line.description[:4000],
+            "IsSold": True, "IsPurchased": False,
+            "SalesDetails": {"AccountCode": account_code(line.kind, mapping),
+                             "TaxType": tax_type([t.code for t in line.taxes], mapping)}}
 
 
 def invoice_hash(payload: dict[str, Any]) -> str:
@@ -160,3 +207,67 @@ def credit_note_payload(refund: Refund, event: InvoiceEvent, contact_id: str, ma
 
 def allocation_payload(invoice_id: str, amount: Decimal, on: str) -> dict[str, Any]:
     return {"Allocations": [{"Invoice": {"InvoiceID": invoice_id}, "Amount": amount, "Date": on}]}
+
+
+# --- closed-period adjustments (the arithmetic is in connectors/xero/adjustments.py) -----------------------
+
+def group_key(account: str, tax: str) -> str:
+    return f"{account}|{tax}"
+
+
+def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
+    """The shop's version per (account, tax rate): net amount and tax."""
+    from connectors.xero import adjustments
+
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for line in event.lines:
+        tax = sum((t.amount for t in line.taxes), Decimal("0.00"))
+        net = line.amount - tax if event.tax_inclusive else line.amount
+        adjustments.add(out, group_key(account_code(line.kind, mapping), tax_type([t.code for t in line.taxes], mapping)),
+                        net, tax)
+    return out
+
+
+def document_groups(document: dict[str, Any], sign: int = 1) -> dict[str, tuple[Decimal, Decimal]]:
+    """What a Xero invoice or credit note (as read back) holds per (account, tax rate)."""
+    from connectors.xero import adjustments
+
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    inclusive = document.get("LineAmountTypes") == "Inclusive"
+    for item in document.get("LineItems") or []:
+        tax = Decimal(str(item.get("TaxAmount") or 0))
+        amount = Decimal(str(item.get("LineAmount") or 0))
+        adjustments.add(out, group_key(str(item.get("AccountCode")), str(item.get("TaxType") or NO_TAX)),
+                        amount - tax if inclusive else amount, tax, sign)
+    return out
+
+
+def adjustment_number(number: str, seq: int, kind: str) -> str:
+    """``<invoice number>-A<n>`` (an increase, an invoice) or ``-C<n>`` (a decrease, a credit note)."""
+    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"
+
+
+def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str,
+                       lines: dict[str, tuple[Decimal, Decimal]], day: date, mapping: MappingConfig,
+                       reason: str) -> dict[str, Any]:
+    """One adjustment document dated the first open day: an ACCREC invoice (increase) or an ACCRECCREDIT
+    credit note (decrease), one line per (account, tax rate) with its explicit tax, numbered after the
+    original and referencing it (Reference = the original's invoice number)."""
+    track = tracking(event, mapping)
+    items = []
+    for key, (net, tax) in sorted(lines.items()):
+        account, tax_rate = key.split("|", 1)
+        item: dict[str, Any] = {"Description": f"Adjustment {seq} to invoice {event.number} v{event.version}: "
+                                               f"{reason}"[:4000],
+                                "Quantity": Decimal("1"), "UnitAmount": net, "LineAmount": net,
+                                "AccountCode": account, "TaxType": tax_rate, "TaxAmount": tax}
+        if track:
+            item["Tracking"] = track
+        items.append(item)
+    number = adjustment_number(event.number, seq, kind)
+    common = {"Contact": {"ContactID": contact_id}, "Reference": event.number[:REFERENCE_MAX],
+              "Date": day.isoformat(), "Status": "AUTHORISED", "LineAmountTypes": "Exclusive",
+              "CurrencyCode": event.currency, "LineItems": items}
+    if kind == "increase":
+        return {"Type": "ACCREC", "InvoiceNumber": number, "DueDate": max(due_date(event), day).isoformat(), **common}
+    return {"Type": "ACCRECCREDIT", "CreditNoteNumber": number, **common}

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -123,6 +123,7 @@ class Sandbox:
             Route(p + "/CreditNotes/{id}/Allocations/{allocation}", self._deallocate, methods=["DELETE"]),
             Route(p + "/Contacts", self._contacts, methods=["GET", "PUT"]),
             Route(p + "/Contacts/{id}", self._contact, methods=["GET", "POST"]),
+            Route(p + "/Items", self._items, methods=["GET", "PUT", "POST"]),
             Route(p + "/{collection:str}", self._settings_read, methods=["GET"]),
         ])
 
@@ -397,7 +398,8 @@ class Sandbox:
 
     async def _contacts(self, request: Request) -> Response:
         if request.method == "GET":
-            return await self._read(request, lambda org, r: {"Contacts": list(_filter(org.contacts.values(), r.query_params))})
+            return await self._read(request, lambda org, r: {"Contacts": _page(
+                _filter(org.contacts.values(), r.query_params), r.query_params)})
         return await self._write(request, lambda org, body, r: self._put_documents(
             org, body, r, "Contacts", self._save_contact))
 
@@ -412,6 +414,12 @@ class Sandbox:
             return {"Contacts": [self._save_contact(org, {**items[0], "ContactID": contact_id}, r)]}
         return await self._write(request, apply)
 
+    async def _items(self, request: Request) -> Response:
+        if request.method == "GET":
+            return await self._read(request, lambda org, r: {"Items": _filter(org.items.values(), r.query_params)})
+        return await self._write(request, lambda org, body, r: self._put_documents(
+            org, body, r, "Items", self._save_item))
+
     async def _settings_read(self, request: Request) -> Response:
         collection = request.path_params["collection"]
         tables = {"Accounts": lambda o: o.accounts, "TaxRates": lambda o: o.tax_rates,
@@ -419,8 +427,9 @@ class Sandbox:
         if collection == "Organisation":
             return await self._read(request, lambda org, r: {"Organisations": [
                 {"OrganisationID": org.tenant_id, "Name": org.name, "BaseCurrency": "USD",
-                 "PeriodLockDate": org.period_lock_date.isoformat() if org.period_lock_date else None,
-                 "EndOfYearLockDate": org.end_of_year_lock_date.isoformat() if org.end_of_year_lock_date else None}]})
+                 # Shown if set, in Xero's JSON date form ("/Date(1546214400000+0000)/" in the spec's example).
+                 **({"PeriodLockDate": _ms_date(org.period_lock_date)} if org.period_lock_date else {}),
+                 **({"EndOfYearLockDate": _ms_date(org.end_of_year_lock_date)} if org.end_of_year_lock_date else {})}]})
         if collection not in tables:
             return _not_found()
         return await self._read(request, lambda org, r: {collection: list(_filter(tables[collection](org).values(),
@@ -484,6 +493,8 @@ class Sandbox:
                 raise XeroError("Description is mandatory for each line item")
             if line.get("ItemCode") and line["ItemCode"] not in org.items:
                 raise XeroError(f"Item code '{line['ItemCode']}' is not valid")
+            if line.get("ItemCode") and not line.get("AccountCode"):  # the item's sales account by default
+                line["AccountCode"] = (org.items[line["ItemCode"]].get("SalesDetails") or {}).get("AccountCode")
             code = line.get("AccountCode")
             if code is None or code not in org.accounts or org.accounts[code]["Status"] != "ACTIVE" \
                     or org.accounts[code]["Type"] == "BANK":
@@ -558,6 +569,10 @@ class Sandbox:
         self._check_lock(org, day)
         if merged.get("Status", "DRAFT") not in ("DRAFT", "SUBMITTED", "AUTHORISED"):
             raise XeroError(f"Invoice Status '{merged.get('Status')}' is not valid for a new or edited invoice")
+        if not merged.get("DueDate") and merged["Type"] == "ACCREC":
+            terms = (org.contacts[contact["ContactID"]].get("PaymentTerms") or {}).get("Sales") or {}
+            if terms.get("Type") == "DAYSAFTERBILLDATE":  # Xero applies the contact's sales terms
+                merged["DueDate"] = (day + timedelta(days=int(terms["Day"]))).isoformat()
         if merged.get("Status") == "AUTHORISED" and not merged.get("DueDate"):
             raise XeroError("Due Date is mandatory for an approved invoice")
         number = merged.get("InvoiceNumber")
@@ -710,11 +725,48 @@ class Sandbox:
         self._restate(org, invoice)
         return allocation
 
+    def _save_item(self, org: Organisation, body: dict, request: Request, dry_run: bool = False) -> dict:
+        """Items (PUT/POST /Items): Code required, at most 30 characters and unique; Name at most 50; the sales
+        account must be a valid non-bank account."""
+        code = body.get("Code")
+        if not code:
+            raise XeroError("Item code must be specified")
+        if len(str(code)) > 30:
+            raise XeroError("The Item code must not be more than 30 characters long")
+        if len(str(body.get("Name") or "")) > 50:
+            raise XeroError("The Item name must not be more than 50 characters long")
+        current = org.items.get(str(code))
+        if current is not None and body.get("ItemID") != current["ItemID"]:
+            raise XeroError(f"Item code '{code}' already exists")
+        sales = body.get("SalesDetails") or {}
+        account = sales.get("AccountCode")
+        if account is not None and (account not in org.accounts or org.accounts[account]["Type"] == "BANK"):
+            raise XeroError(f"Account code '{account}' is not a valid code for this document.")
+        tax = sales.get("TaxType")
+        if tax is not None and tax not in org.tax_rates:
+            raise XeroError(f"The TaxType code '{tax}' does not exist or cannot be used for this type of transaction.")
+        if dry_run:
+            return body
+        item = {**(current or {}), **body, "ItemID": (current or {}).get("ItemID") or str(uuid.uuid4()),
+                "IsTrackedAsInventory": False, "UpdatedDateUTC": _ms_date()}
+        org.items[str(code)] = item
+        return item
+
     def _save_contact(self, org: Organisation, body: dict, request: Request, dry_run: bool = False) -> dict:
         current = org.contacts.get(str(body.get("ContactID"))) if body.get("ContactID") else None
         merged = {**(current or {}), **body}
         if not merged.get("Name"):
             raise XeroError("The contact name must be specified")
+        for side, terms in (merged.get("PaymentTerms") or {}).items():
+            if side not in ("Bills", "Sales") or not isinstance(terms, dict):
+                raise XeroError("PaymentTerms takes Bills and Sales")
+            if terms.get("Type") not in ("DAYSAFTERBILLDATE", "DAYSAFTERBILLMONTH", "OFCURRENTMONTH",
+                                         "OFFOLLOWINGMONTH"):
+                raise XeroError(f"'{terms.get('Type')}' is not a valid payment term type")
+            day = terms.get("Day")
+            if not isinstance(day, int) or day < 0 or (terms["Type"] in ("OFCURRENTMONTH", "OFFOLLOWINGMONTH")
+                                                        and day > 31):
+                raise XeroError("The payment terms day is not valid")
         if any(c["Name"] == merged["Name"] and c["ContactID"] != merged.get("ContactID") for c in org.contacts.values()):
             raise XeroError(f"The contact name {merged['Name']} is already assigned to another contact. The contact "
                             "name must be unique across all active contacts.")
@@ -748,6 +800,15 @@ def _parse_date(value: Any) -> date | None:
         return date.fromisoformat(text[:10])
     except ValueError:
         raise XeroError(f"'{text}' is not a valid date") from None
+
+
+def _page(docs: list[dict], query) -> list[dict]:
+    """``page`` (1-based): 100 documents a page (``pageSize`` up to 1000), as Xero pages contacts."""
+    if "page" not in query:
+        return docs
+    size = min(int(query.get("pageSize") or 100), 1000)
+    page = max(int(query["page"]), 1)
+    return docs[(page - 1) * size: page * size]
 
 
 def _in_list(value: Any, csv: str | None) -> bool:

@@ -1,0 +1,97 @@
+"""Closed-period adjustments, platform-neutral (nothing here knows Xero; it could move to the framework).
+
+When a platform refuses a change because the books are locked for the document's date, the change is posted
+as an adjustment dated the first open day: the difference between what the platform holds for the invoice
+(the original document plus every adjustment already posted) and what the shop's new version says, grouped by
+posting key (e.g. "account|tax rate") as (net, tax) pairs. A positive total difference is an increase (an
+invoice), a negative one a decrease (a credit note). Every adjustment is recorded in
+``doc.extra["adjustments"]`` (a JSON list) with its effect on what the platform holds, so the next change
+computes its difference from the right base and a retry never posts the same adjustment twice.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+ZERO = Decimal("0.00")
+Amounts = tuple[Decimal, Decimal]  # (net, tax)
+Groups = dict[str, Amounts]
+KEY = "adjustments"
+
+
+def add(into: Groups, key: str, net: Decimal, tax: Decimal, sign: int = 1) -> Groups:
+    held_net, held_tax = into.get(key, (ZERO, ZERO))
+    into[key] = (held_net + sign * net, held_tax + sign * tax)
+    return into
+
+
+def combine(*groups: Groups) -> Groups:
+    out: Groups = {}
+    for g in groups:
+        for key, (net, tax) in g.items():
+            add(out, key, net, tax)
+    return out
+
+
+def difference(held: Groups, wanted: Groups) -> Groups:
+    """``wanted - held`` per key, without the keys that do not change."""
+    out: Groups = {}
+    for key in sorted(set(held) | set(wanted)):
+        h_net, h_tax = held.get(key, (ZERO, ZERO))
+        w_net, w_tax = wanted.get(key, (ZERO, ZERO))
+        if w_net - h_net or w_tax - h_tax:
+            out[key] = (w_net - h_net, w_tax - h_tax)
+    return out
+
+
+def totals(groups: Groups) -> Amounts:
+    return (sum((n for n, _ in groups.values()), ZERO), sum((t for _, t in groups.values()), ZERO))
+
+
+def direction(diff: Groups) -> Literal["increase", "decrease"]:
+    """An increase (posted as an invoice) unless the total goes down (a credit note). A zero total that
+    moves amounts between keys posts as an increase of zero."""
+    net, tax = totals(diff)
+    return "decrease" if net + tax < 0 else "increase"
+
+
+def signed(diff: Groups, kind: str) -> Groups:
+    """The document's own line amounts: a credit note carries the decrease as positive amounts."""
+    sign = 1 if kind == "increase" else -1
+    return {key: (sign * net, sign * tax) for key, (net, tax) in diff.items()}
+
+
+def first_open_day(*lock_dates: date | None, today: date | None = None) -> date:
+    """The day after the latest lock date; today when nothing is locked."""
+    locks = [d for d in lock_dates if d is not None]
+    return max(locks) + timedelta(days=1) if locks else (today or date.today())
+
+
+def load(extra: dict[str, str]) -> list[dict[str, Any]]:
+    return json.loads(extra.get(KEY, "[]"))
+
+
+def record(extra: dict[str, str], entry: dict[str, Any]) -> None:
+    entries = load(extra)
+    entries.append(entry)
+    extra[KEY] = json.dumps(entries, sort_keys=True)
+
+
+def effect_of(entries: list[dict[str, Any]]) -> Groups:
+    """What the recorded adjustments add to (or take from) what the platform holds, per key."""
+    out: Groups = {}
+    for entry in entries:
+        for key, (net, tax) in (entry.get("effect") or {}).items():
+            add(out, key, Decimal(net), Decimal(tax))
+    return out
+
+
+def encode(groups: Groups) -> dict[str, list[str]]:
+    return {key: [str(net), str(tax)] for key, (net, tax) in sorted(groups.items())}
+
+
+def next_sequence(entries: list[dict[str, Any]]) -> int:
+    return sum(1 for e in entries if e.get("kind") in ("increase", "decrease")) + 1
