@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -45,8 +46,37 @@ class TokenBucket:
             self._tokens = min(self._tokens, 0.0) - seconds * self.fill_per_s
 
 
+class WindowQuota:
+    """At most ``limit`` requests in any ``window_s`` seconds — a daily allowance (Xero's 5,000/day, Zoho's
+    plan cap). Unlike a bucket it does not pace: requests pass freely until the window's allowance is used,
+    then each waits for the oldest to leave the window. Same ``reserve``/``drain_for`` as ``TokenBucket``."""
+
+    def __init__(self, limit: float, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = max(1, int(limit))
+        self.window_s = window_s
+        self._clock = clock
+        self._times: deque[float] = deque()  # planned send times, non-decreasing
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        with self._lock:
+            now = self._clock()
+            while self._times and self._times[0] <= now - self.window_s:
+                self._times.popleft()
+            at = max(now, self._blocked_until)
+            if len(self._times) >= self.limit:
+                at = max(at, self._times[-self.limit] + self.window_s)
+            self._times.append(at)
+            return at - now
+
+    def drain_for(self, seconds: float) -> None:
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
 class Limiter:
-    def __init__(self, buckets: list[TokenBucket], concurrency: int,
+    def __init__(self, buckets: list[TokenBucket | WindowQuota], concurrency: int,
                  sleep: Callable[[float], None] = time.sleep,
                  on_wait: Callable[[float], None] | None = None) -> None:
         self.buckets = buckets
@@ -72,18 +102,19 @@ class Limiter:
 
 
 def limiter_from(per_second: float | None, per_minute: float | None, per_day: float | None,
-                 concurrency: int, **kwargs) -> Limiter:
+                 concurrency: int, clock: Callable[[], float] = time.monotonic, **kwargs) -> Limiter:
     # Platforms count requests in sliding windows. A bucket that bursts B tokens and refills at R per
     # window can put B + R requests into one window, so it refills at (limit - B): never a breach.
     buckets = []
     if per_second:
         burst = 1.0
-        buckets.append(TokenBucket(max(per_second - burst, per_second / 2), 1.0, capacity=burst))
+        buckets.append(TokenBucket(max(per_second - burst, per_second / 2), 1.0, capacity=burst, clock=clock))
     if per_minute:
         # A burst of at most a tenth of the minute, so a backlog does not trip a per-second fair-use check.
         burst = max(1.0, per_minute / 10)
-        buckets.append(TokenBucket(per_minute - burst, 60.0, capacity=burst))
+        buckets.append(TokenBucket(per_minute - burst, 60.0, capacity=burst, clock=clock))
     if per_day:
-        burst = max(1.0, per_day / 100)
-        buckets.append(TokenBucket(per_day - burst, 86400.0, capacity=burst))
+        # A daily allowance is a quota, not a pace: a bucket refilling 5,000/day would let a backlog through
+        # at one call every 17 s once its burst was spent.
+        buckets.append(WindowQuota(per_day, 86400.0, clock=clock))
     return Limiter(buckets, concurrency, **kwargs)

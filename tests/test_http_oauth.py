@@ -23,7 +23,7 @@ from connectors.base import (
 )
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
-from connectors.ratelimit import Limiter, TokenBucket, limiter_from
+from connectors.ratelimit import Limiter, TokenBucket, WindowQuota, limiter_from
 from connectors.sandbox_kit import RunningServer, TokenIssuer, free_port
 from connectors.testing import MemoryCredentials
 
@@ -128,6 +128,33 @@ def test_token_bucket_paces_and_backs_off():
     assert bucket.reserve() == 0.0
     bucket.drain_for(5.0)  # a 429 with Retry-After: 5
     assert bucket.reserve() == pytest.approx(6.0)
+
+
+def test_daily_quota_does_not_pace_until_it_is_used_up():
+    now = [0.0]
+    quota = WindowQuota(5000, 86400.0, clock=lambda: now[0])
+    waits = []
+    for _ in range(5000):  # a backlog: the whole day's allowance passes without waiting
+        waits.append(quota.reserve())
+        now[0] += 0.1
+    assert max(waits) == 0.0
+    # The 5,001st call in any 24 h waits until the first has left the window, and never breaches it.
+    assert quota.reserve() == pytest.approx(86400.0 - 500.0)
+    now[0] = 86400.0
+    assert quota.reserve() == pytest.approx(0.1)
+    quota.drain_for(30.0)  # a daily 429 with Retry-After: 30
+    assert quota.reserve() >= 30.0
+
+
+def test_limiter_from_daily_limit_lets_a_minute_backlog_through():
+    now = [0.0]
+    slept: list[float] = []
+    limiter = limiter_from(None, 600, 5000, 5, clock=lambda: now[0], sleep=slept.append)
+    for _ in range(600):
+        with limiter.slot():
+            pass
+        now[0] += 0.1  # 600 calls in a minute: the minute limit binds, the daily one never adds a wait
+    assert sum(slept) < 10.0
 
 
 def test_limiter_caps_concurrency():
