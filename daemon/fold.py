@@ -14,7 +14,6 @@ Pure logic, no Kafka (``daemon/fold_runner.py`` drives it inside Kafka transacti
 
 from __future__ import annotations
 
-import itertools
 import json
 from array import array
 import time
@@ -22,27 +21,14 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
 import structlog
 
 from daemon import metrics
-from daemon.canonical import (
-    Customer,
-    InvoiceEvent,
-    InvoiceLine,
-    InvoiceStatus,
-    Job,
-    LineTax,
-    Location,
-    Payment,
-    Refund,
-    SourcePosition,
-    Totals,
-    money,
-)
+from daemon.canonical import CENT, InvoiceEvent, InvoiceStatus, money
 from daemon.decode import UNAVAILABLE, RowChange, TxMarker
 
 log = structlog.get_logger(__name__)
@@ -74,12 +60,17 @@ class _Pending:
     begin_offset: int | None = None
     marker_partition: tuple[str, int] | None = None  # where its BEGIN/END live (the transaction topic)
     first_seen: float = field(default_factory=time.monotonic)
+    tally: dict[str, int] = field(default_factory=dict)  # "schema.table" -> changes so far (kept as they come)
+    low: dict[tuple[str, int], int] = field(default_factory=dict)  # lowest buffered offset per partition
+
+    def add(self, change: RowChange) -> None:
+        self.changes.append(change)
+        key = f"{change.source.schema_ or 'public'}.{change.table}"
+        self.tally[key] = self.tally.get(key, 0) + 1
+        _hold(self.low, (change.topic, change.partition), change.offset)
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for c in self.changes:
-            counts[f"{c.source.schema_ or 'public'}.{c.table}"] += 1
-        return counts
+        return dict(self.tally)
 
     def complete(self, collections: frozenset[str] | None = None) -> bool:
         if self.end is None:
@@ -88,7 +79,13 @@ class _Pending:
         if collections is not None:
             # Tables the fold does not read (Debezium's signal table, its watermarks) never arrive here.
             expected = {k: v for k, v in expected.items() if k in collections}
-        return self.counts() == expected
+        return self.tally == expected
+
+
+def _hold(lowest: dict[tuple[str, int], int], tp: tuple[str, int], offset: int) -> None:
+    current = lowest.get(tp)
+    if current is None or offset < current:
+        lowest[tp] = offset
 
 
 class TransactionAssembler:
@@ -100,6 +97,7 @@ class TransactionAssembler:
         self.clock = clock
         self.pending: dict[str, _Pending] = {}
         self.snapshot: list[RowChange] = []
+        self.snapshot_low: dict[tuple[str, int], int] = {}  # lowest buffered snapshot offset per partition
         self.snapshot_watermarks: dict[tuple[str, int], int] | None = None  # set once "last" is seen
         self.snapshot_first_seen: float | None = None
         self._done: OrderedDict[str, None] = OrderedDict()  # xids already applied (dedup after restart)
@@ -115,6 +113,7 @@ class TransactionAssembler:
             if self.snapshot_first_seen is None:
                 self.snapshot_first_seen = self.clock()
             self.snapshot.append(change)
+            _hold(self.snapshot_low, (change.topic, change.partition), change.offset)
             self.buffered_events += 1
             return
         xid = change.xid
@@ -131,7 +130,7 @@ class TransactionAssembler:
         pending = self.pending.get(xid)
         if pending is None:
             pending = self.pending[xid] = _Pending(xid, first_seen=self.clock())
-        pending.changes.append(change)
+        pending.add(change)
         self.buffered_events += 1
 
     def add_marker(self, marker: TxMarker) -> None:
@@ -200,6 +199,7 @@ class TransactionAssembler:
 
     def _release_snapshot(self, completion: str) -> SourceTransaction:
         changes, self.snapshot = self.snapshot, []
+        self.snapshot_low = {}
         self.buffered_events -= len(changes)
         self.snapshot_watermarks = None
         self.snapshot_first_seen = None
@@ -234,9 +234,12 @@ class TransactionAssembler:
             if offset < lowest.get(tp, offset + 1):
                 lowest[tp] = offset
 
-        for c in itertools.chain(self.snapshot, *(p.changes for p in self.pending.values())):
-            hold((c.topic, c.partition), c.offset)
+        # Lowest offsets are kept per buffer as changes arrive: no walk over every buffered change.
+        for tp, offset in self.snapshot_low.items():
+            hold(tp, offset)
         for p in self.pending.values():
+            for tp, offset in p.low.items():
+                hold(tp, offset)
             if p.marker_partition is not None:
                 first_marker = p.begin_offset if p.begin_offset is not None else p.end.offset  # type: ignore[union-attr]
                 hold(p.marker_partition, first_marker)
@@ -582,6 +585,9 @@ class Mirror:
         self.dirty_rows: set[tuple[str, int]] = set()
         self.dirty_versions: set[int] = set()
         self._deleted_headers: dict[int, dict[str, Any]] = {}
+        # Decoded rows: those written in the current batch (cleared by end_batch) and reference rows
+        # (locations, customers, vehicles, tax rates; bounded), so a rebuild does not decode them again.
+        self._cache: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in TABLES}
         self._event_counters: dict[tuple[str, str], Any] = {}
 
     # -- applying changes --
@@ -609,8 +615,7 @@ class Mirror:
             return set()
         pk = int(image["id"])
         rows = self.rows[table]
-        old_raw = rows.raw(pk)
-        old = rows.decode(old_raw) if old_raw is not None else None
+        old = self._row(table, pk)
         if change.op == "d":
             if old is None:
                 return set()
@@ -626,10 +631,12 @@ class Mirror:
         self._unindex(table, pk, old)
         if new is None:
             rows.drop(pk)
+            self._cache[table].pop(pk, None)
             if table == "invoices":
                 self._deleted_headers[pk] = old
         else:
             rows.put_raw(pk, rows.encode(new))
+            self._cache[table][pk] = new
             self._index(table, pk, new)
         self.dirty_rows.add((table, pk))
         return self._touched_by(table, pk, old, new)
@@ -644,6 +651,7 @@ class Mirror:
             if table == "invoices":
                 self._deleted_headers[pk] = row
         rows.clear()
+        self._cache[table].clear()
         return touched
 
     def _index(self, table: str, pk: int, row: dict[str, Any]) -> None:
@@ -682,9 +690,26 @@ class Mirror:
         return row is not None and row.get("status") != "void"
 
     # -- building the canonical invoice --
+    def _row(self, table: str, pk: int) -> dict[str, Any] | None:
+        """The current row: from the decoded-row cache (rows written in this batch, reference rows), else
+        decoded from its compact form."""
+        cache = self._cache[table]
+        row = cache.get(pk)
+        if row is None:
+            rows = self.rows[table]
+            data = rows.store.get(pk)
+            if data is None:
+                return None
+            row = rows.decode(data)
+            if table in _REFERENCE_TABLES:
+                if len(cache) >= _REFERENCE_CACHE:
+                    cache.clear()
+                cache[pk] = row
+        return row
+
     def build_event(self, invoice_id: int, tx: SourceTransaction) -> InvoiceEvent | None:
         """The next version of the invoice, or None when its content did not change."""
-        header = self.rows["invoices"].get(invoice_id)
+        header = self._row("invoices", invoice_id)
         deleted = header is None
         if deleted:
             header = self._deleted_headers.get(invoice_id)
@@ -692,12 +717,12 @@ class Mirror:
                 return None  # never emitted (or already reported deleted): nothing for a ledger to undo
         body = self._invoice_body(invoice_id, header, deleted)
         last_version, last_hash = self.versions.get(invoice_id, (0, ""))
-        now = datetime.now(timezone.utc)
-        event = InvoiceEvent(
-            **body, version=last_version + 1, emitted_at=now,
-            source=SourcePosition(tx_id=tx.xid, lsn=tx.changes[-1].source.lsn if tx.changes else None,
-                                  committed_at=tx.committed_at),
-        )
+        body["version"] = last_version + 1
+        body["emitted_at"] = datetime.now(timezone.utc)
+        body["source"] = {"tx_id": tx.xid, "lsn": tx.changes[-1].source.lsn if tx.changes else None,
+                          "committed_at": tx.committed_at}
+        # One validation builds the whole event, nested models included, in pydantic-core.
+        event = InvoiceEvent.model_validate(body)
         content = event.content_hash()
         if content == last_hash:
             metrics.FOLD_UNCHANGED_SKIPPED.inc()
@@ -708,98 +733,121 @@ class Mirror:
 
     def current_event(self, invoice_id: int) -> InvoiceEvent | None:
         """The invoice as last emitted (same version), rebuilt from the state — for resync and reconcile."""
-        header = self.rows["invoices"].get(invoice_id)
+        header = self._row("invoices", invoice_id)
         if header is None or invoice_id not in self.versions:
             return None
         version, _ = self.versions[invoice_id]
-        return InvoiceEvent(**self._invoice_body(invoice_id, header, False), version=version,
-                            emitted_at=datetime.now(timezone.utc))
+        body = self._invoice_body(invoice_id, header, False)
+        body["version"] = version
+        body["emitted_at"] = datetime.now(timezone.utc)
+        return InvoiceEvent.model_validate(body)
 
     def end_batch(self) -> None:
         self._deleted_headers.clear()
+        for table, cache in self._cache.items():
+            if table not in _REFERENCE_TABLES:
+                cache.clear()
 
     def _invoice_body(self, invoice_id: int, header: dict[str, Any], deleted: bool) -> dict[str, Any]:
-        rows = self.rows
-        lines: list[InvoiceLine] = []
-        taxes_by_line: dict[int, list[LineTax]] = defaultdict(list)
+        """The event's fields as plain values (validated once, by the caller). Amounts are rounded here
+        exactly as the models' validators round them, because totals and sort keys are computed from them."""
+        row = self._row
+        lines: list[dict[str, Any]] = []
+        payments: list[dict[str, Any]] = []
+        refunds: list[dict[str, Any]] = []
+        subtotal = tax_total = ZERO
         if not deleted:
+            taxes_by_line: dict[int, list[dict[str, Any]]] = {}
             for tax_id in self.by_invoice["line_taxes"].get(invoice_id, ()):
-                t = rows["line_taxes"][tax_id]
-                rate = rows["tax_rates"].get(int(t["tax_rate_id"]), {})
-                taxes_by_line[int(t["line_id"])].append(LineTax(
-                    tax_rate_id=int(t["tax_rate_id"]), code=rate.get("code", f"TAX{t['tax_rate_id']}"),
-                    name=rate.get("name", rate.get("code", "Tax")), rate=_dec(rate.get("rate", 0)),
-                    amount=_dec(t["amount"]),
-                ))
+                t = row("line_taxes", tax_id)
+                rate_id = int(t["tax_rate_id"])
+                rate = row("tax_rates", rate_id) or {}
+                amount = _cents(_dec(t["amount"]))
+                line_taxes = taxes_by_line.get(int(t["line_id"]))
+                if line_taxes is None:
+                    line_taxes = taxes_by_line[int(t["line_id"])] = []
+                line_taxes.append({
+                    "tax_rate_id": rate_id, "code": rate.get("code", f"TAX{t['tax_rate_id']}"),
+                    "name": rate.get("name", rate.get("code", "Tax")), "rate": _dec(rate.get("rate", 0)),
+                    "amount": amount,
+                })
             for line_id in self.by_invoice["invoice_lines"].get(invoice_id, ()):
-                ln = rows["invoice_lines"][line_id]
+                ln = row("invoice_lines", line_id)
                 quantity, unit_price = _dec(ln["quantity"]), _dec(ln["unit_price"])
-                lines.append(InvoiceLine(
-                    id=line_id, position=int(ln["position"]), kind=ln["kind"], part_number=ln.get("part_number"),
-                    description=ln["description"], quantity=quantity, unit_price=unit_price,
-                    amount=money(quantity * unit_price),
-                    taxes=tuple(sorted(taxes_by_line.get(line_id, []), key=lambda t: (t.code, t.tax_rate_id))),
-                ))
-        lines.sort(key=lambda ln: (ln.position, ln.id))
-        payments = [] if deleted else sorted(
-            (self._payment(pid) for pid in self.by_invoice["payments"].get(invoice_id, ())),
-            key=lambda p: (p.received_at, p.id))
-        refunds = [] if deleted else sorted(
-            (self._refund(rid) for rid in self.by_invoice["refunds"].get(invoice_id, ())), key=lambda r: r.id)
-        subtotal = sum((ln.amount for ln in lines), ZERO)
-        tax_total = sum((t.amount for ln in lines for t in ln.taxes), ZERO)
+                amount = money(quantity * unit_price)
+                line_taxes = taxes_by_line.get(line_id)
+                if line_taxes is not None:
+                    line_taxes.sort(key=_tax_order)
+                lines.append({
+                    "id": line_id, "position": int(ln["position"]), "kind": ln["kind"],
+                    "part_number": ln.get("part_number"), "description": ln["description"],
+                    "quantity": quantity, "unit_price": unit_price, "amount": amount,
+                    "taxes": tuple(line_taxes) if line_taxes is not None else (),
+                })
+            # Only the taxes of lines that exist count (as the event holds them).
+            tax_total = sum((t["amount"] for ln in lines for t in ln["taxes"]), ZERO)
+            subtotal = sum((ln["amount"] for ln in lines), ZERO)
+            lines.sort(key=_line_order)
+            for pid in self.by_invoice["payments"].get(invoice_id, ()):
+                payments.append(self._payment(pid))
+            payments.sort(key=_payment_order)
+            for rid in self.by_invoice["refunds"].get(invoice_id, ()):
+                refunds.append(self._refund(rid))
+            refunds.sort(key=_id_order)
         tax_inclusive = bool(header.get("tax_inclusive"))
         total = subtotal if tax_inclusive else subtotal + tax_total
         if tax_inclusive:
             subtotal -= tax_total
-        stored = Totals(subtotal=_dec(header.get("subtotal", 0)), tax_total=_dec(header.get("tax_total", 0)),
-                        total=_dec(header.get("total", 0)))
-        computed = Totals(subtotal=subtotal, tax_total=tax_total, total=total) if not deleted else stored
+        stored = {"subtotal": _cents(_dec(header.get("subtotal", 0))),
+                  "tax_total": _cents(_dec(header.get("tax_total", 0))), "total": _cents(_dec(header.get("total", 0)))}
+        computed = {"subtotal": _cents(subtotal), "tax_total": _cents(tax_total), "total": _cents(total)} \
+            if not deleted else stored
         mismatch = computed != stored
         if mismatch:
             metrics.FOLD_TOTALS_MISMATCH.inc()
         job = None
-        job_row = rows["jobs"].get(int(header["job_id"])) if header.get("job_id") is not None else None
+        job_row = row("jobs", int(header["job_id"])) if header.get("job_id") is not None else None
         if job_row is not None:
-            vehicle = rows["vehicles"].get(int(job_row["vehicle_id"])) if job_row.get("vehicle_id") else None
-            job = Job(id=int(job_row["id"]), number=job_row["number"], description=job_row.get("description"),
-                      vehicle=_vehicle(vehicle))
-        return dict(
-            invoice_id=int(header["id"]), number=header["number"],
-            status=InvoiceStatus.DELETED if deleted else InvoiceStatus(header["status"]),
-            issue_date=_date(header.get("issue_date")), due_date=_date(header.get("due_date")),
-            currency=(header.get("currency") or "USD").strip(), tax_inclusive=tax_inclusive,
-            location=self._location(int(header["location_id"])), customer=self._customer(int(header["customer_id"])),
-            job=job, lines=tuple(lines), payments=tuple(payments), refunds=tuple(refunds), notes=header.get("notes"),
-            computed=computed, stored=stored, totals_mismatch=mismatch,
-        )
+            vehicle = row("vehicles", int(job_row["vehicle_id"])) if job_row.get("vehicle_id") else None
+            job = {"id": int(job_row["id"]), "number": job_row["number"], "description": job_row.get("description"),
+                   "vehicle": _vehicle(vehicle)}
+        return {
+            "invoice_id": int(header["id"]), "number": header["number"],
+            "status": InvoiceStatus.DELETED if deleted else InvoiceStatus(header["status"]),
+            "issue_date": _date(header.get("issue_date")), "due_date": _date(header.get("due_date")),
+            "currency": (header.get("currency") or "USD").strip(), "tax_inclusive": tax_inclusive,
+            "location": self._location(int(header["location_id"])),
+            "customer": self._customer(int(header["customer_id"])),
+            "job": job, "lines": tuple(lines), "payments": tuple(payments), "refunds": tuple(refunds),
+            "notes": header.get("notes"), "computed": computed, "stored": stored, "totals_mismatch": mismatch,
+        }
 
-    def _payment(self, pid: int) -> Payment:
-        p = self.rows["payments"][pid]
-        return Payment(id=pid, amount=_dec(p["amount"]), method=p["method"], reference=p.get("reference"),
-                       received_at=_ts(p["received_at"]), status=p.get("status") or "received")
+    def _payment(self, pid: int) -> dict[str, Any]:
+        p = self._row("payments", pid)
+        return {"id": pid, "amount": _dec(p["amount"]), "method": p["method"], "reference": p.get("reference"),
+                "received_at": _ts(p["received_at"]), "status": p.get("status") or "received"}
 
-    def _refund(self, rid: int) -> Refund:
-        r = self.rows["refunds"][rid]
-        return Refund(id=rid, kind=r["kind"], amount=_dec(r["amount"]), tax_amount=_dec(r.get("tax_amount") or 0),
-                      payment_id=r.get("payment_id"), line_id=r.get("line_id"), reason=r.get("reason"),
-                      created_at=_ts(r["created_at"]))
+    def _refund(self, rid: int) -> dict[str, Any]:
+        r = self._row("refunds", rid)
+        return {"id": rid, "kind": r["kind"], "amount": _dec(r["amount"]), "tax_amount": _dec(r.get("tax_amount") or 0),
+                "payment_id": r.get("payment_id"), "line_id": r.get("line_id"), "reason": r.get("reason"),
+                "created_at": _ts(r["created_at"])}
 
-    def _location(self, location_id: int) -> Location:
-        row = self.rows["locations"].get(location_id)
+    def _location(self, location_id: int) -> dict[str, Any]:
+        row = self._row("locations", location_id)
         if row is None:
             log.warning("fold_missing_reference", table="locations", id=location_id)
-            return Location(id=location_id, code=f"LOC{location_id}", name=f"Location {location_id}")
-        return Location(id=location_id, code=row["code"], name=row["name"], timezone=row.get("timezone") or "UTC")
+            return {"id": location_id, "code": f"LOC{location_id}", "name": f"Location {location_id}"}
+        return {"id": location_id, "code": row["code"], "name": row["name"], "timezone": row.get("timezone") or "UTC"}
 
-    def _customer(self, customer_id: int) -> Customer:
-        row = self.rows["customers"].get(customer_id)
+    def _customer(self, customer_id: int) -> dict[str, Any]:
+        row = self._row("customers", customer_id)
         if row is None:
             log.warning("fold_missing_reference", table="customers", id=customer_id)
-            return Customer(id=customer_id, name=f"Customer {customer_id}")
-        return Customer(id=customer_id, name=row["name"], email=row.get("email"), phone=row.get("phone"),
-                        is_fleet=bool(row.get("is_fleet")), payment_terms_days=row.get("payment_terms_days"),
-                        tax_exempt=bool(row.get("tax_exempt")), billing_address=row.get("billing_address"))
+            return {"id": customer_id, "name": f"Customer {customer_id}"}
+        return {"id": customer_id, "name": row["name"], "email": row.get("email"), "phone": row.get("phone"),
+                "is_fleet": bool(row.get("is_fleet")), "payment_terms_days": row.get("payment_terms_days"),
+                "tax_exempt": bool(row.get("tax_exempt")), "billing_address": row.get("billing_address")}
 
     # -- state changelog (compacted topic) --
     def changelog(self) -> Iterable[tuple[str, bytes | None]]:
@@ -821,6 +869,7 @@ class Mirror:
             table, _, pk_text = rest.partition(":")
             pk = int(pk_text)
             rows = self.rows[table]
+            self._cache[table].pop(pk, None)
             old_raw = rows.raw(pk)
             if old_raw is not None:
                 self._unindex(table, pk, rows.decode(old_raw))
@@ -844,6 +893,31 @@ class Mirror:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+_REFERENCE_TABLES = frozenset({"locations", "customers", "vehicles", "tax_rates"})
+_REFERENCE_CACHE = 4096  # decoded reference rows kept (the cache is emptied when full)
+
+
+def _cents(value: Decimal) -> Decimal:
+    """What the Money validator makes of a value (the models round every money field this way)."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _tax_order(t: dict[str, Any]) -> tuple[Any, int]:
+    return t["code"], t["tax_rate_id"]
+
+
+def _line_order(ln: dict[str, Any]) -> tuple[int, int]:
+    return ln["position"], ln["id"]
+
+
+def _payment_order(p: dict[str, Any]) -> tuple[datetime, int]:
+    return p["received_at"], p["id"]
+
+
+def _id_order(r: dict[str, Any]) -> int:
+    return r["id"]
 
 
 def _dec(value: Any) -> Decimal:
