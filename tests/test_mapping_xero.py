@@ -1,0 +1,359 @@
+"""Issue #5's mapping choices on the Xero sandbox (parity with tests/test_mapping_qbo.py): closed periods
+(lock dates) as adjustments, discounts, fleet terms, core charges, items per part number or per line kind,
+tax-inclusive pricing, customer matching, refunds removed after posting — and every body the connector sent
+for them validated against Xero's official OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from connectors.base import DocumentState, PermanentError
+from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, \
+    next_version, payment
+from connectors.xero import CONNECTOR, Sandbox, adjustments
+from daemon.canonical import Customer, Refund
+from daemon.config import TargetConfig
+from tests.connectors.test_xero import _operation_name, validate, xero_api  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def xero():
+    sandbox = Sandbox(minute_limit=6000)
+    server = sandbox.serve()
+    runtime = MemoryRuntime({"xero": sandbox.seed_credentials()})  # one store: rotations seen by all
+    connectors = []
+
+    def build(**mapping):
+        data = sandbox.target_config("xero", server.url) | {"request_timeout_s": 2}
+        data["mapping"] = {**data["mapping"], **mapping}
+        connectors.append(CONNECTOR(TargetConfig.model_validate(data), runtime))
+        return connectors[-1]
+
+    yield sandbox, build
+    for c in connectors:
+        c.close()
+    server.stop()
+
+
+def deliver(connector, entities, event, doc=None, attempt=1):
+    return connector.deliver(event, doc or DocumentState(), MemoryContext("xero", event, entities, attempt=attempt))
+
+
+def refund(refund_id, line_id, amount, tax, when=datetime(2026, 11, 22, 10, tzinfo=timezone.utc)):
+    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
+                  reason="Part returned unused", created_at=when)
+
+
+def invoices(sandbox, prefix=None):
+    return [i for i in sandbox.org().invoices.values() if prefix is None or i["InvoiceNumber"].startswith(prefix)]
+
+
+def credit_notes(sandbox):
+    return list(sandbox.org().credit_notes.values())
+
+
+# --- closed periods -----------------------------------------------------------------------------------
+
+def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(xero):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event()
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(period=date(2026, 11, 30))
+    # A part line added after the period was locked: Xero refuses the edit; the difference is an invoice.
+    v2 = next_version(v1, lines=list(v1.lines) + [line(6, "part", "Battery terminal", "2", "4.7500")])
+    doc = deliver(connector, entities, v2, doc)
+    original = sandbox.org().invoices[doc.external_id]
+    assert original["Total"] == v1.computed.total  # untouched
+    (increase,) = invoices(sandbox, "INV-001001-A")
+    assert increase["InvoiceNumber"] == "INV-001001-A1" and increase["Reference"] == "INV-001001"
+    assert increase["DateString"] == "2026-12-01" and increase["Type"] == "ACCREC"
+    assert increase["Total"] == v2.computed.total - v1.computed.total == Decimal("9.98")
+    assert increase["TotalTax"] == Decimal("0.48")
+    assert [(li["AccountCode"], li["TaxType"], li["LineAmount"]) for li in increase["LineItems"]] == [
+        ("200", "TAX004", Decimal("9.50"))]
+    (entry,) = json.loads(doc.extra["adjustments"])
+    assert entry["kind"] == "increase" and entry["id"] == increase["InvoiceID"] and "lock date" in entry["reason"]
+    assert entry["original"] == doc.external_id
+    assert doc.delivered_version == 2  # delivered, not retried forever
+
+    # The same version delivered again (a retry with the state from before the adjustment): found, not reposted.
+    before = DocumentState(**{**doc.model_dump(), "extra": {k: v for k, v in doc.extra.items() if k != "adjustments"}})
+    before.extra.pop("invoice_hash")
+    again = deliver(connector, entities, v2, before, attempt=2)
+    assert len(invoices(sandbox, "INV-001001-A")) == 1 and not credit_notes(sandbox)
+    assert [a["id"] for a in json.loads(again.extra["adjustments"])] == [increase["InvoiceID"]]
+
+    # Labour cut and the part gone again: the difference goes the other way, as a credit note.
+    v3 = next_version(v2, lines=list(v1.lines)[:-1])
+    doc = deliver(connector, entities, v3, doc)
+    (decrease,) = credit_notes(sandbox)
+    assert decrease["CreditNoteNumber"] == "INV-001001-C2" and decrease["Type"] == "ACCRECCREDIT"
+    assert decrease["Reference"] == "INV-001001" and decrease["DateString"] == "2026-12-01"
+    assert decrease["Total"] == v2.computed.total - v3.computed.total
+    # A void in the locked period: a credit note for everything Xero still holds.
+    doc = deliver(connector, entities, next_version(v3, status="void"), doc)
+    void_note = next(c for c in credit_notes(sandbox) if c["CreditNoteNumber"] == "INV-001001-C3")
+    assert void_note["Total"] == v3.computed.total and doc.status == "voided"
+    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["increase", "decrease", "decrease"]
+    held = original["Total"] + increase["Total"] - sum(c["Total"] for c in credit_notes(sandbox))
+    assert held == Decimal("0.00")
+    assert sandbox.org().invoices[doc.external_id]["Status"] == "AUTHORISED"  # the original is never changed
+
+
+def test_locked_invoice_with_payments_is_not_stripped_before_the_adjustment(xero):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(4050, payments=[payment(1, "100.00")])
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(end_of_year=date(2026, 11, 30))
+    v2 = next_version(v1, lines=list(v1.lines)[:-1])  # the shop fee removed
+    doc = deliver(connector, entities, v2, doc)
+    (note,) = credit_notes(sandbox)
+    assert note["Total"] == v1.computed.total - v2.computed.total == Decimal("13.13")
+    assert [(li["AccountCode"], li["LineAmount"], li["TaxAmount"]) for li in note["LineItems"]] == [
+        ("260", Decimal("12.50"), Decimal("0.63"))]
+    # The payment was never taken off (Xero would then have refused the edit anyway).
+    assert not [p for p in sandbox.org().payments.values() if p["Status"] == "DELETED"]
+    assert doc.payments["1"].amount == Decimal("100.00")
+
+
+def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(xero):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    sandbox.set_lock_date(period=date(2026, 11, 25))
+    v1 = invoice_event(4100, payments=[payment(1, "10.00")])  # issued 11-20, paid 11-20 (both locked)
+    doc = deliver(connector, entities, v1)
+    (invoice,) = invoices(sandbox)
+    assert invoice["DateString"] == "2026-11-26" and invoice["InvoiceNumber"] == "INV-004100"
+    assert invoice["Total"] == v1.computed.total
+    (entry,) = json.loads(doc.extra["adjustments"])
+    assert entry["kind"] == "redated" and entry["shop_date"] == "2026-11-20"
+    (paid,) = sandbox.org().payments.values()
+    assert paid["_date"] == date(2026, 11, 26)
+    # Later versions keep the open-period date (dated back, the edit would be refused).
+    doc = deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:4], payments=[payment(1, "10.00")]),
+                  doc)
+    assert len(invoices(sandbox)) == 1 and invoices(sandbox)[0]["DateString"] == "2026-11-26"
+    assert invoices(sandbox)[0]["LineItems"].__len__() == 4 and not credit_notes(sandbox)
+    # A retry that lost everything finds the re-dated invoice by number and keeps its date.
+    lost = deliver(connector, entities, next_version(next_version(v1)), DocumentState(), attempt=2)
+    assert lost.external_id == doc.external_id and lost.extra["open_date"] == "2026-11-26"
+    assert len(invoices(sandbox)) == 1
+
+
+def test_adjustment_arithmetic_is_platform_neutral():
+    held = {"200|T": (Decimal("100.00"), Decimal("5.00"))}
+    wanted = {"200|T": (Decimal("90.00"), Decimal("4.50")), "260|T": (Decimal("10.00"), Decimal("0.50"))}
+    diff = adjustments.difference(held, wanted)
+    assert diff == {"200|T": (Decimal("-10.00"), Decimal("-0.50")), "260|T": (Decimal("10.00"), Decimal("0.50"))}
+    assert adjustments.direction(diff) == "increase"  # a reclassification of zero total
+    assert adjustments.direction({"x": (Decimal("-1"), Decimal("0"))}) == "decrease"
+    assert adjustments.first_open_day(date(2026, 1, 31), None, date(2025, 12, 31)) == date(2026, 2, 1)
+
+
+# --- discounts, core charges, items -------------------------------------------------------------------
+
+DISCOUNTED = [line(1, "labour", "Brake job", "2", "100.00"), line(2, "discount", "Loyalty discount", "1", "-20.00"),
+              line(3, "core_charge", "Caliper core", "1", "40.00", taxes=()),
+              line(4, "core_return", "Caliper core returned", "1", "-40.00", taxes=())]
+
+
+@pytest.mark.parametrize("posting, account", [("line", "270"), ("discount_account", "260")])
+def test_discount_as_a_negative_line_on_its_account(xero, posting, account):
+    sandbox, build = xero
+    connector = build(discount_posting=posting, discount_account="260",
+                      income_accounts={"part": "200", "labour": "200", "discount": "270"})
+    event = invoice_event(4800, lines=DISCOUNTED)
+    deliver(connector, MemoryEntities(), event)
+    (invoice,) = invoices(sandbox)
+    discount = invoice["LineItems"][1]
+    assert discount["AccountCode"] == account and discount["LineAmount"] == Decimal("-20.00")
+    assert discount["TaxAmount"] == Decimal("-1.00")
+    assert invoice["Total"] == event.computed.total == Decimal("189.00")
+
+
+def test_discount_account_must_be_set_and_is_checked(xero):
+    _, build = xero
+    with pytest.raises(PermanentError, match="discount_account is not set"):
+        deliver(build(discount_posting="discount_account"), MemoryEntities(), invoice_event(4801, lines=DISCOUNTED))
+    assert build(discount_posting="discount_account").check_mapping() == [
+        "discount_account: required with discount_posting 'discount_account'"]
+    assert build(discount_posting="discount_account", discount_account="999").check_mapping() == [
+        "discount_account: account '999' not found"]
+
+
+def test_core_charge_and_core_return_post_to_the_core_account(xero):
+    sandbox, build = xero
+    connector = build(core_account="835", income_accounts={"part": "200", "labour": "200", "core_charge": "260"})
+    deliver(connector, MemoryEntities(), invoice_event(4802, lines=DISCOUNTED))
+    (invoice,) = invoices(sandbox)
+    core = [(li["AccountCode"], li["LineAmount"]) for li in invoice["LineItems"][2:]]
+    assert core == [("835", Decimal("40.00")), ("835", Decimal("-40.00"))]  # the return credits it
+
+
+def test_items_per_part_number_created_once_and_on_the_lines(xero):
+    sandbox, build = xero
+    connector, entities = build(item_mode="per_part_number"), MemoryEntities()
+    long_part = "BOSCH-0986-049-190-REMAN-EXCHANGE"  # longer than Xero's 30-character item code
+    lines = [line(1, "part", "Alternator", "1", "289.95", part_number="ALT-140R"),
+             line(2, "part", "Belt", "1", "29.95", part_number="BLT-6PK"),
+             line(3, "part", "Starter", "1", "199.00", part_number=long_part), line(4, "labour", "Fit", "1", "90.00")]
+    events = [invoice_event(4900 + n, lines=lines) for n in range(4)]
+    with ThreadPoolExecutor(4) as pool:  # concurrent first invoices of new parts: each item created once
+        list(pool.map(lambda e: deliver(connector, entities, e), events))
+    items = sandbox.org().items
+    assert len(items) == 3 and "ALT-140R" in items and "BLT-6PK" in items
+    (long_code,) = [c for c in items if c.startswith("BOSCH")]
+    assert len(long_code) <= 30 and items[long_code]["Name"] == long_part[:50]
+    assert items["ALT-140R"]["SalesDetails"] == {"AccountCode": "200", "TaxType": "TAX004"}
+    assert len([r for r in sandbox.requests if r["method"] == "PUT" and r["path"] == "/Items"]) == 3
+    for invoice in invoices(sandbox):
+        assert [li.get("ItemCode") for li in invoice["LineItems"]] == ["ALT-140R", "BLT-6PK", long_code, None]
+
+
+def test_items_per_line_kind_use_the_configured_codes(xero):
+    sandbox, build = xero
+    connector = build(item_mode="per_line_kind", items={"part": "PARTS", "labour": "LABOUR"})
+    connector._ensure_tenant()
+    connector.client.write("PUT", "/Items", {"Items": [
+        {"Code": "PARTS", "Name": "Parts", "SalesDetails": {"AccountCode": "200"}},
+        {"Code": "LABOUR", "Name": "Labour", "SalesDetails": {"AccountCode": "200"}}]}, key="seed-items")
+    lines = [line(1, "part", "Alternator", "1", "289.95", part_number="ALT-140R"), line(2, "labour", "Fit", "1", "90")]
+    deliver(connector, MemoryEntities(), invoice_event(4950, lines=lines))
+    (invoice,) = invoices(sandbox)
+    assert [li["ItemCode"] for li in invoice["LineItems"]] == ["PARTS", "LABOUR"]
+    assert set(sandbox.org().items) == {"PARTS", "LABOUR"}  # none per part number
+
+
+# --- fleet customers, customer matching ---------------------------------------------------------------
+
+FLEET = Customer(id=300, name="Harbor Freight Lines", email="ap@harbor.example", phone="555-0300", is_fleet=True,
+                 payment_terms_days=30)
+
+
+def test_fleet_customer_gets_its_terms_and_due_date(xero):
+    sandbox, build = xero
+    connector = build()
+    doc = deliver(connector, MemoryEntities(), invoice_event(4500, customer=FLEET, due_date=date(2026, 11, 21)))
+    (contact,) = sandbox.org().contacts.values()
+    assert contact["PaymentTerms"] == {"Sales": {"Day": 30, "Type": "DAYSAFTERBILLDATE"}}
+    (invoice,) = invoices(sandbox)
+    assert invoice["DueDate"] == "2026-12-20" and doc.customer_id == contact["ContactID"]  # 11-20 + 30 days
+    # A walk-in customer keeps the shop's due date and gets no terms.
+    deliver(connector, MemoryEntities(), invoice_event(4501))
+    walk_in = next(c for c in sandbox.org().contacts.values() if c["ContactNumber"] == "77")
+    assert "PaymentTerms" not in walk_in
+
+
+@pytest.mark.parametrize("keys, field", [(["email"], "email"), (["phone"], "phone"), (["name"], "name"),
+                                         (["phone", "email"], "email")])
+def test_customer_matched_by_configured_key_before_creating(xero, keys, field):
+    sandbox, build = xero
+    connector = build(customer_match=keys)
+    connector._ensure_tenant()
+    shop = Customer(id=401, name="Lee Ortega", email="lee@example.com", phone="(555) 010-4401")
+    # The bookkeeper already has this customer in Xero, entered by hand (no ContactNumber).
+    by_hand = {"email": {"Name": "L. Ortega", "EmailAddress": "lee@example.com"},
+               "phone": {"Name": "Lee O.", "Phones": [{"PhoneType": "MOBILE", "PhoneNumber": "555-010-4401"}]},
+               "name": {"Name": "Lee Ortega (#401)"}}[field]
+    for n in range(3):  # other contacts first, so the phone search has pages to look through
+        connector.client.write("PUT", "/Contacts", {"Contacts": [{"Name": f"Other {n}", "Phones": [
+            {"PhoneType": "DEFAULT", "PhoneNumber": f"555-999-000{n}"}]}]}, key=f"other-{n}")
+    existing = connector.client.write("PUT", "/Contacts", {"Contacts": [by_hand]}, key=f"hand-{field}")["Contacts"][0]
+    doc = deliver(connector, MemoryEntities(), invoice_event(4600, customer=shop))
+    assert doc.customer_id == existing["ContactID"]
+    assert len(sandbox.org().contacts) == 4
+
+
+def test_customer_not_matched_by_a_key_left_out_of_the_configuration(xero):
+    sandbox, build = xero
+    connector = build(customer_match=["name"])
+    connector._ensure_tenant()
+    connector.client.write("PUT", "/Contacts", {"Contacts": [{"Name": "L. Ortega", "EmailAddress": "lee@example.com"}]},
+                           key="hand")
+    deliver(connector, MemoryEntities(), invoice_event(4650, customer=Customer(id=402, name="Lee Ortega",
+                                                                               email="lee@example.com")))
+    assert len(sandbox.org().contacts) == 2
+
+
+# --- tax-inclusive pricing ----------------------------------------------------------------------------
+
+def test_tax_inclusive_invoice_posts_with_the_shops_totals(xero):
+    sandbox, build = xero
+    connector = build()
+    # Inclusive prices: 105.00 holds 5.00 GST; 22.40 holds 1.07 GST (per-line rounding of 21.33 x 5 %);
+    # 0.10 holds 0.01 GST + 0.01 PST as the shop rounds each component (Xero alone: 0.10 x 12/112 = 0.01).
+    lines = [line(1, "labour", "Diagnosis", "1", "105.00"), line(2, "part", "Relay", "2", "11.20"),
+             line(3, "fee", "Disposal", "1", "0.10", taxes=(GST, PST))]
+    lines = [ln.model_copy(update={"taxes": tuple(t.model_copy(update={"amount": amt}) for t, amt in zip(ln.taxes, amts))})
+             for ln, amts in zip(lines, ((Decimal("5.00"),), (Decimal("1.07"),), (Decimal("0.01"), Decimal("0.01"))))]
+    event = invoice_event(4300, lines=lines, tax_inclusive=True)
+    event = event.model_copy(update={"computed": event.computed.model_copy(update={
+        "subtotal": Decimal("121.41"), "tax_total": Decimal("6.09"), "total": Decimal("127.50")})})
+    doc = deliver(connector, MemoryEntities(), event)
+    (invoice,) = invoices(sandbox)
+    assert invoice["LineAmountTypes"] == "Inclusive"
+    assert (invoice["Total"], invoice["TotalTax"], invoice["SubTotal"]) == (Decimal("127.50"), Decimal("6.09"),
+                                                                             Decimal("121.41"))
+    assert [li["LineAmount"] for li in invoice["LineItems"]] == [Decimal("105.00"), Decimal("22.40"), Decimal("0.10")]
+    assert "tax_difference" not in doc.extra
+
+
+# --- refunds ------------------------------------------------------------------------------------------
+
+def test_refund_removed_in_the_shop_voids_its_credit_note(xero):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(5200, refunds=[refund(9, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v1)
+    (note,) = credit_notes(sandbox)
+    assert note["Allocations"] and doc.refunds["9"].status == "authorised"
+    v2 = next_version(v1, refunds=[])
+    doc = deliver(connector, entities, v2, doc)
+    assert note["Status"] == "VOIDED" and not note["Allocations"] and doc.refunds["9"].status == "voided"
+    assert sandbox.org().invoices[doc.external_id]["AmountDue"] == v1.computed.total
+    deliver(connector, entities, next_version(v2), doc)  # replayed: nothing more
+    assert len(credit_notes(sandbox)) == 1
+    # Entered again in the shop: a new credit note (the voided one keeps its number in the trail).
+    doc = deliver(connector, entities, next_version(v2, refunds=[refund(9, 2, "289.95", "14.50")]), doc)
+    assert len(credit_notes(sandbox)) == 2 and doc.refunds["9"].status == "authorised"
+
+
+# --- every body of this file's workflows against Xero's official OpenAPI ------------------------------------
+
+def test_issue5_request_bodies_are_valid_against_xero_openapi(xero, xero_api):
+    sandbox, build = xero
+    connector = build(item_mode="per_part_number", discount_posting="discount_account", discount_account="260",
+                      customer_match=["phone", "email", "name"])
+    entities = MemoryEntities()
+    fleet_lines = [line(1, "part", "Alternator", "1", "289.95", part_number="ALT-140R"), *DISCOUNTED]
+    fleet_lines = [ln.model_copy(update={"id": n + 1, "position": n + 1}) for n, ln in enumerate(fleet_lines)]
+    v1 = invoice_event(9500, customer=FLEET, lines=fleet_lines, refunds=[refund(5, 1, "289.95", "14.50")])
+    doc = deliver(connector, entities, v1)
+    doc = deliver(connector, entities, next_version(v1, refunds=[]), doc)  # credit note voided
+    sandbox.set_lock_date(period=date(2026, 11, 30))
+    v3 = next_version(v1, refunds=[], lines=fleet_lines + [line(9, "part", "Terminal", "2", "4.75")])
+    doc = deliver(connector, entities, v3, doc)  # increase: an invoice adjustment
+    doc = deliver(connector, entities, next_version(v3, lines=fleet_lines), doc)  # decrease: a credit note
+    deliver(connector, entities, next_version(v3, status="void"), doc)  # void: a credit note for what is held
+    redated = invoice_event(9501, customer=Customer(id=9, name="Walk-in", phone="555-0109"),
+                            payments=[payment(1, "5.00")])
+    deliver(connector, entities, redated)  # new invoice and payment dated in the locked period
+    connector.check_mapping()
+    seen = set()
+    for r in sandbox.requests:
+        validate(xero_api, r["method"], r["path"], r["query"], r["body"], tenant=r["headers"].get("xero-tenant-id"))
+        seen.add((r["method"], _operation_name(r["path"])))
+    assert {("PUT", "/Items"), ("GET", "/Items"), ("GET", "/Organisation"), ("PUT", "/Invoices"),
+            ("PUT", "/CreditNotes"), ("POST", "/CreditNotes/{id}"), ("DELETE", "/CreditNotes/{id}/Allocations/{id}"),
+            ("PUT", "/Payments"), ("PUT", "/Contacts")} <= seen
+    bodies = [r["body"] for r in sandbox.requests if r["method"] == "PUT" and r["path"] == "/Contacts"]
+    assert any(c.get("PaymentTerms") for b in bodies for c in b["Contacts"])
+    numbers = {c["CreditNoteNumber"] for c in credit_notes(sandbox)}
+    assert {"INV-009500-C2", "INV-009500-C3"} <= numbers and invoices(sandbox, "INV-009500-A1")
