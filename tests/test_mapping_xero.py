@@ -147,6 +147,20 @@ def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(xe
     assert len(invoices(sandbox)) == 1
 
 
+def test_batch_create_in_a_locked_period_falls_back_to_a_redated_single_create(xero):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    deliver(connector, entities, invoice_event(4190))  # contact known
+    sandbox.set_lock_date(period=date(2026, 11, 25))
+    events = [invoice_event(4200 + n, issue_date=date(2026, 11, 20 + 4 * n)) for n in range(3)]  # 20, 24, 28
+    results = connector.deliver_many([(e, DocumentState(), MemoryContext("xero", e, entities)) for e in events])
+    assert all(isinstance(r, DocumentState) and r.external_id for r in results)
+    dates = {i["InvoiceNumber"]: i["DateString"] for i in invoices(sandbox) if i["InvoiceNumber"] != "INV-004190"}
+    assert dates == {"INV-004200": "2026-11-26", "INV-004201": "2026-11-26", "INV-004202": "2026-11-28"}
+    assert [[a["kind"] for a in json.loads(r.extra.get("adjustments", "[]"))] for r in results] == [
+        ["redated"], ["redated"], []]
+
+
 def test_adjustment_arithmetic_is_platform_neutral():
     held = {"200|T": (Decimal("100.00"), Decimal("5.00"))}
     wanted = {"200|T": (Decimal("90.00"), Decimal("4.50")), "260|T": (Decimal("10.00"), Decimal("0.50"))}
