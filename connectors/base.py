@@ -22,7 +22,7 @@ Contract for implementers:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from enum import StrEnum
@@ -266,6 +266,56 @@ class CredentialSource(Protocol):
     def lock(self) -> AbstractContextManager[None]:
         """Serialise refreshes across threads and processes."""
         ...
+
+
+def delivered(event: InvoiceEvent, doc: DocumentState) -> DocumentState:
+    """Mark ``doc`` as holding ``event``: what every ``deliver`` returns last."""
+    doc.delivered_version = event.version
+    doc.payload_hash = event.content_hash()
+    return doc
+
+
+def deliver_each(connector: "Connector", batch: list[tuple[InvoiceEvent, DocumentState, DeliveryContext]],
+                 results: list[DocumentState | DeliveryError | None]) -> list[DocumentState | DeliveryError]:
+    """Finish a batch: every entry a batch request did not settle goes through ``deliver`` one by one (which
+    finds what the batch created already there); a failure stays that invoice's own result."""
+    for index, (event, doc, ctx) in enumerate(batch):
+        if results[index] is not None:
+            continue
+        try:
+            results[index] = connector.deliver(event, doc, ctx)
+        except DeliveryError as exc:
+            results[index] = exc
+    return results  # type: ignore[return-value]  # every entry is settled now
+
+
+def sync_entity(ctx: DeliveryContext, kind: str, key: str, digest: str, *,
+                find: Callable[[], ExternalRef | None], create: Callable[[], ExternalRef],
+                update: Callable[[ExternalRef], ExternalRef | None]) -> ExternalRef:
+    """A shared entity (customer, item) at the platform, created once and kept current.
+
+    The ledger's entity map first; under the entity's lock (threads and processes) it is read again, then
+    looked up at the platform (``find``: an earlier attempt or the bookkeeper may have made it) and only then
+    created. When the shop's data changed since (``digest``, kept as the ref's status), ``update`` corrects
+    the platform's record; it returns None when it could not (the ref is then kept, to try again next time).
+    """
+    ref = ctx.entities.get(kind, key)
+    if ref is not None and ref.status == digest:
+        return ref
+    with ctx.entities.lock(kind, key):
+        ref = ctx.entities.get(kind, key)
+        if ref is None:
+            ref = find()
+            if ref is None:
+                ref = create().model_copy(update={"status": digest})
+                ctx.entities.put(kind, key, ref)
+                return ref
+        if ref.status != digest:
+            updated = update(ref)
+            if updated is not None:
+                ref = updated.model_copy(update={"status": digest})
+        ctx.entities.put(kind, key, ref)
+        return ref
 
 
 def income_kind(kind: LineKind) -> LineKind:

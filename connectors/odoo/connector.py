@@ -28,6 +28,8 @@ from connectors.base import (
     ExternalRef,
     PermanentError,
     RemoteInvoice,
+    delivered,
+    sync_entity,
 )
 from connectors.http import PlatformHttp
 from connectors.odoo import mapping
@@ -74,7 +76,7 @@ class OdooConnector(Connector):
             if doc.external_id is not None and doc.status != "voided":
                 self._remove_payments(doc, ctx, wanted={})
                 self._cancel(doc, ctx, bound)
-            return self._done(event, doc)
+            return delivered(event, doc)
         payments_before = {k: v.external_id for k, v in doc.payments.items()}
         self._remove_payments(doc, ctx, wanted)
         partner_id = self._customer(event, ctx)
@@ -101,12 +103,7 @@ class OdooConnector(Connector):
             # Reconciling our payments changed the invoice (payment_state): keep its write_date current so
             # the next delivery only reports changes made in Odoo by someone else.
             doc.token = (self._read_move(int(doc.external_id)) or {}).get("write_date", doc.token)
-        return self._done(event, doc)
-
-    def _done(self, event: InvoiceEvent, doc: DocumentState) -> DocumentState:
-        doc.delivered_version = event.version
-        doc.payload_hash = event.content_hash()
-        return doc
+        return delivered(event, doc)
 
     def _read_move(self, move_id: int) -> dict[str, Any] | None:
         return self.client.read_one("account.move", move_id, MOVE_FIELDS)
@@ -250,25 +247,21 @@ class OdooConnector(Connector):
     # -- customers --
     def _customer(self, event: InvoiceEvent, ctx: DeliveryContext) -> int:
         customer = event.customer
-        key = str(customer.id)
-        digest = mapping.customer_hash(customer)
-        ref = ctx.entities.get("customer", key)
-        if ref is not None and ref.status == digest:
-            return int(ref.external_id)
-        with ctx.entities.lock("customer", key):
-            ref = ctx.entities.get("customer", key)
-            if ref is None:
-                found = self._find_partner(customer)
-                if found is None:
-                    partner_id = self.client.execute("res.partner", "create", [mapping.partner_vals(customer)])
-                    ctx.entities.put("customer", key, ExternalRef(external_id=str(partner_id), status=digest))
-                    return int(partner_id)
-                ref = ExternalRef(external_id=str(found["id"]))
-            if ref.status != digest:  # the shop changed the customer (or we matched one): correct Odoo's record
-                self.client.execute("res.partner", "write", [[int(ref.external_id)], mapping.partner_vals(customer)])
-                ref = ExternalRef(external_id=ref.external_id, status=digest)
-            ctx.entities.put("customer", key, ref)
-            return int(ref.external_id)
+        vals = mapping.partner_vals(customer)
+
+        def find() -> ExternalRef | None:
+            found = self._find_partner(customer)
+            return ExternalRef(external_id=str(found["id"])) if found else None
+
+        def create() -> ExternalRef:
+            return ExternalRef(external_id=str(self.client.execute("res.partner", "create", [vals])))
+
+        def update(ref: ExternalRef) -> ExternalRef:  # the shop changed the customer (or we matched one)
+            self.client.execute("res.partner", "write", [[int(ref.external_id)], vals])
+            return ref
+
+        return int(sync_entity(ctx, "customer", str(customer.id), mapping.customer_hash(customer),
+                               find=find, create=create, update=update).external_id)
 
     def _find_partner(self, customer) -> dict[str, Any] | None:
         searches: list[list] = [[("ref", "=", str(customer.id))]]

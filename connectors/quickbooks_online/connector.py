@@ -25,6 +25,9 @@ from connectors.base import (
     ExternalRef,
     RemoteInvoice,
     StaleTokenError,
+    deliver_each,
+    delivered,
+    sync_entity,
 )
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
@@ -75,7 +78,7 @@ class QuickBooksOnlineConnector(Connector):
                     self._void(doc, ctx)
                 except ClosedPeriodError as exc:
                     self._void_in_closed_period(event, doc, ctx, exc, bound)
-            return self._done(event, doc)
+            return delivered(event, doc)
         # Payments that were reversed, moved or changed go first, so a lowered total never falls below
         # what is still applied to the invoice; credit applications shrink to what the shop leaves unpaid.
         self._remove_payments(doc, ctx, wanted)
@@ -110,7 +113,7 @@ class QuickBooksOnlineConnector(Connector):
         self._add_payments(doc, ctx, wanted)
         self._post_refunds(event, doc, ctx)
         self._apply_credits(event, doc, ctx, room=event.computed.total - paid)
-        return self._done(event, doc)
+        return delivered(event, doc)
 
     def deliver_many(self, batch):
         """New invoices are created with one ``/batch`` request per 30; each is then finished (payments)
@@ -145,19 +148,7 @@ class QuickBooksOnlineConnector(Connector):
                 self._note_tax(event, doc, answer["Invoice"],
                                log.bind(target=ctx.target, invoice_id=event.invoice_id, version=event.version))
                 ctx.checkpoint(doc)
-        for index, (event, doc, ctx) in enumerate(batch):
-            if results[index] is not None:
-                continue
-            try:
-                results[index] = self.deliver(event, doc, ctx)
-            except DeliveryError as exc:
-                results[index] = exc
-        return results
-
-    def _done(self, event: InvoiceEvent, doc: DocumentState) -> DocumentState:
-        doc.delivered_version = event.version
-        doc.payload_hash = event.content_hash()
-        return doc
+        return deliver_each(self, batch, results)
 
     def _adopt_existing(self, event: InvoiceEvent, doc: DocumentState) -> None:
         """An earlier attempt may have created the invoice before its answer was lost: find it first."""
@@ -227,31 +218,27 @@ class QuickBooksOnlineConnector(Connector):
     def _customer(self, event: InvoiceEvent, ctx: DeliveryContext) -> str:
         customer = event.customer
         key = str(customer.id)
+        payload = mapping.customer_payload(customer, self.mapping)
         digest = mapping.customer_hash(customer, self.mapping)
-        ref = ctx.entities.get("customer", key)
-        if ref is not None and ref.status == digest:
-            return ref.external_id
-        with ctx.entities.lock("customer", key):
-            ref = ctx.entities.get("customer", key)
-            if ref is None:
-                found = self._find_customer(customer)
-                if found is None:
-                    created = self.client.write("Customer", mapping.customer_payload(customer, self.mapping),
-                                                request_id=ctx.idempotency_key("customer", key))
-                    ctx.entities.put("customer", key, ExternalRef(external_id=created["Id"], token=created["SyncToken"],
-                                                                  status=digest))
-                    return created["Id"]
-                ref = ExternalRef(external_id=found["Id"], token=found["SyncToken"])
-            if ref.status != digest:  # the shop changed the customer: correct the ledger's record
-                current = self.client.read("Customer", ref.external_id)
-                if current is not None:
-                    updated = self.client.write("Customer", {**mapping.customer_payload(customer, self.mapping),
-                                                             "Id": ref.external_id,
-                                                             "SyncToken": current["SyncToken"], "sparse": True},
-                                                request_id=ctx.idempotency_key("customer-update", key, digest))
-                    ref = ExternalRef(external_id=updated["Id"], token=updated["SyncToken"], status=digest)
-            ctx.entities.put("customer", key, ref)
-            return ref.external_id
+
+        def find() -> ExternalRef | None:
+            found = self._find_customer(customer)
+            return ExternalRef(external_id=found["Id"], token=found["SyncToken"]) if found else None
+
+        def create() -> ExternalRef:
+            created = self.client.write("Customer", payload, request_id=ctx.idempotency_key("customer", key))
+            return ExternalRef(external_id=created["Id"], token=created["SyncToken"])
+
+        def update(ref: ExternalRef) -> ExternalRef | None:  # the shop changed the customer
+            current = self.client.read("Customer", ref.external_id)
+            if current is None:
+                return None
+            updated = self.client.write("Customer", {**payload, "Id": ref.external_id,
+                                                     "SyncToken": current["SyncToken"], "sparse": True},
+                                        request_id=ctx.idempotency_key("customer-update", key, digest))
+            return ExternalRef(external_id=updated["Id"], token=updated["SyncToken"])
+
+        return sync_entity(ctx, "customer", key, digest, find=find, create=create, update=update).external_id
 
     def _find_customer(self, customer) -> dict[str, Any] | None:
         for key in self.mapping.customer_match:

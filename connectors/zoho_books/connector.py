@@ -22,6 +22,8 @@ from connectors.base import (
     ExternalRef,
     PermanentError,
     RemoteInvoice,
+    delivered,
+    sync_entity,
 )
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
@@ -70,7 +72,7 @@ class ZohoBooksConnector(Connector):
                 self._unapply_credits(doc, ctx, room=ZERO)
                 self._void(doc, ctx)
                 bound.info("zoho_invoice_voided", external_id=doc.external_id)
-            return self._done(event, doc)
+            return delivered(event, doc)
         # Payments reversed, moved or changed go first, so a lowered total never falls below what is applied.
         self._remove_payments(doc, ctx, wanted)
         doc.customer_id = self._customer(event, ctx)
@@ -101,12 +103,8 @@ class ZohoBooksConnector(Connector):
         self._unapply_credits(doc, ctx, room=room)
         self._add_payments(event, doc, ctx, wanted)
         self._credit_notes(event, doc, ctx, room)
-        return self._done(event, doc)
+        return delivered(event, doc)
 
-    def _done(self, event: InvoiceEvent, doc: DocumentState) -> DocumentState:
-        doc.delivered_version = event.version
-        doc.payload_hash = event.content_hash()
-        return doc
 
     def _adopt_existing(self, event: InvoiceEvent, doc: DocumentState) -> None:
         """An earlier attempt may have created the invoice before its answer was lost: find it first."""
@@ -247,25 +245,21 @@ class ZohoBooksConnector(Connector):
     # -- shared entities --
     def _customer(self, event: InvoiceEvent, ctx: DeliveryContext) -> str:
         customer = event.customer
-        key = str(customer.id)
-        digest = mapping.contact_hash(customer)
-        ref = ctx.entities.get("customer", key)
-        if ref is not None and ref.status == digest:
-            return ref.external_id
-        with ctx.entities.lock("customer", key):
-            ref = ctx.entities.get("customer", key)
-            if ref is None:
-                found = self._find_contact(customer)
-                if found is None:
-                    created = self.client.call("POST", "/contacts", mapping.contact_payload(customer))["contact"]
-                    ctx.entities.put("customer", key, ExternalRef(external_id=created["contact_id"], status=digest))
-                    return created["contact_id"]
-                ref = ExternalRef(external_id=found["contact_id"])
-            if ref.status != digest:  # the shop changed the customer (phone, email …): update the contact
-                updated = self.client.call("PUT", f"/contacts/{ref.external_id}", mapping.contact_payload(customer))
-                ref = ExternalRef(external_id=updated["contact"]["contact_id"], status=digest)
-            ctx.entities.put("customer", key, ref)
-            return ref.external_id
+        payload = mapping.contact_payload(customer)
+
+        def find() -> ExternalRef | None:
+            found = self._find_contact(customer)
+            return ExternalRef(external_id=found["contact_id"]) if found else None
+
+        def create() -> ExternalRef:
+            return ExternalRef(external_id=self.client.call("POST", "/contacts", payload)["contact"]["contact_id"])
+
+        def update(ref: ExternalRef) -> ExternalRef:  # the shop changed the customer (phone, email …)
+            updated = self.client.call("PUT", f"/contacts/{ref.external_id}", payload)
+            return ExternalRef(external_id=updated["contact"]["contact_id"])
+
+        return sync_entity(ctx, "customer", str(customer.id), mapping.contact_hash(customer),
+                           find=find, create=create, update=update).external_id
 
     def _find_contact(self, customer) -> dict[str, Any] | None:
         suffix = mapping.contact_suffix(customer)
