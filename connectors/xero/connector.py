@@ -28,6 +28,9 @@ from connectors.base import (
     PermanentError,
     RemoteInvoice,
     StaleTokenError,
+    deliver_each,
+    delivered,
+    sync_entity,
 )
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
@@ -103,7 +106,7 @@ class XeroConnector(Connector):
                     bound.info("xero_invoice_voided", external_id=doc.external_id)
                 except ClosedPeriodError as exc:
                     self._void_in_closed_period(event, doc, ctx, exc, bound)
-            return self._done(event, doc)
+            return delivered(event, doc)
         contact_id = self._contact(event, ctx)
         doc.customer_id = contact_id
         self._items(event, ctx)
@@ -131,7 +134,7 @@ class XeroConnector(Connector):
                 ctx.checkpoint(doc)
         self._add_payments(doc, ctx, wanted)
         self._refunds(event, doc, ctx)
-        return self._done(event, doc)
+        return delivered(event, doc)
 
     def deliver_many(self, batch):
         """New invoices go to Xero in one ``PUT /Invoices?summarizeErrors=false`` per ``batch_size``: each
@@ -165,19 +168,7 @@ class XeroConnector(Connector):
                     continue
                 self._record_invoice(event, doc, item, digest)
                 ctx.checkpoint(doc)
-        for index, (event, doc, ctx) in enumerate(batch):
-            if results[index] is not None:
-                continue
-            try:
-                results[index] = self.deliver(event, doc, ctx)
-            except DeliveryError as exc:
-                results[index] = exc
-        return results
-
-    def _done(self, event: InvoiceEvent, doc: DocumentState) -> DocumentState:
-        doc.delivered_version = event.version
-        doc.payload_hash = event.content_hash()
-        return doc
+        return deliver_each(self, batch, results)
 
     def _record_invoice(self, event: InvoiceEvent, doc: DocumentState, invoice: dict[str, Any], digest: str) -> None:
         doc.external_id, doc.status = invoice["InvoiceID"], "posted"
@@ -623,28 +614,23 @@ class XeroConnector(Connector):
         customer = event.customer
         key = str(customer.id)
         digest = mapping.contact_hash(customer)
-        ref = ctx.entities.get("customer", key)
-        if ref is not None and ref.status == digest:
-            return ref.external_id
-        with ctx.entities.lock("customer", key):
-            ref = ctx.entities.get("customer", key)
-            if ref is None:
-                found = self._find_contact(customer)
-                if found is None:
-                    answer = self.client.write("PUT", "/Contacts", {"Contacts": [mapping.contact_payload(customer)]},
-                                               key=ctx.idempotency_key("contact", key))
-                    created = answer["Contacts"][0]
-                    ref = ExternalRef(external_id=created["ContactID"], status=digest)
-                    ctx.entities.put("customer", key, ref)
-                    return ref.external_id
-                ref = ExternalRef(external_id=found["ContactID"])  # its details unknown: brought up to date below
-            if ref.status != digest:  # the shop changed the customer (phone, email): correct Xero's record
-                body = {"Contacts": [{**mapping.contact_payload(customer), "ContactID": ref.external_id}]}
-                self.client.write("POST", f"/Contacts/{ref.external_id}", body,
-                                  key=ctx.idempotency_key("contact-update", key, digest))
-                ref = ExternalRef(external_id=ref.external_id, status=digest)
-            ctx.entities.put("customer", key, ref)
-            return ref.external_id
+        payload = mapping.contact_payload(customer)
+
+        def find() -> ExternalRef | None:  # its details unknown: brought up to date by update()
+            found = self._find_contact(customer)
+            return ExternalRef(external_id=found["ContactID"]) if found else None
+
+        def create() -> ExternalRef:
+            answer = self.client.write("PUT", "/Contacts", {"Contacts": [payload]}, key=ctx.idempotency_key("contact", key))
+            return ExternalRef(external_id=answer["Contacts"][0]["ContactID"])
+
+        def update(ref: ExternalRef) -> ExternalRef:  # the shop changed the customer (phone, email)
+            self.client.write("POST", f"/Contacts/{ref.external_id}",
+                              {"Contacts": [{**payload, "ContactID": ref.external_id}]},
+                              key=ctx.idempotency_key("contact-update", key, digest))
+            return ref
+
+        return sync_entity(ctx, "customer", key, digest, find=find, create=create, update=update).external_id
 
     def _find_contact(self, customer) -> dict[str, Any] | None:
         """By ContactNumber (= the shop's customer id), then by the configured ``customer_match`` keys."""
