@@ -15,7 +15,8 @@ import pytest
 from connectors.base import DocumentState, PermanentError
 from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, \
     next_version, payment
-from connectors.xero import CONNECTOR, Sandbox, adjustments
+from connectors import adjustments
+from connectors.xero import CONNECTOR, Sandbox
 from daemon.canonical import Customer, Refund
 from daemon.config import TargetConfig
 from tests.connectors.test_xero import _operation_name, validate, xero_api  # noqa: F401 (fixture)

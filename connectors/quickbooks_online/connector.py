@@ -8,9 +8,8 @@ core accounts; ``check_mapping`` and ``preview``."""
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +28,7 @@ from connectors.base import (
     delivered,
     sync_entity,
 )
+from connectors import adjustments
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.quickbooks_online import mapping
@@ -299,12 +299,10 @@ class QuickBooksOnlineConnector(Connector):
     # -- closed periods --
     def _first_open_day(self) -> date:
         close = (self.client.preferences().get("AccountingInfoPrefs") or {}).get("BookCloseDate")
-        return date.fromisoformat(str(close)) + timedelta(days=1) if close else date.today()
+        return adjustments.first_open_day(date.fromisoformat(str(close)) if close else None)
 
     def _record_adjustment(self, doc: DocumentState, entry: dict[str, str], bound) -> None:
-        adjustments = json.loads(doc.extra.get("adjustments", "[]"))
-        adjustments.append(entry)
-        doc.extra["adjustments"] = json.dumps(adjustments, sort_keys=True)
+        adjustments.record(doc.extra, entry)
         bound.warning("qbo_closed_period_adjustment", **entry)
 
     def _create_open(self, entity: str, body: dict[str, Any], ctx: DeliveryContext, request_id: str,
@@ -342,7 +340,7 @@ class QuickBooksOnlineConnector(Connector):
         current = self.client.read("Invoice", doc.external_id) if doc.external_id else None
         total = Decimal(str(current.get("TotalAmt", 0))) if current else Decimal("0")
         tax = Decimal(str((current.get("TxnTaxDetail") or {}).get("TotalTax", 0))) if current else Decimal("0")
-        for a in json.loads(doc.extra.get("adjustments", "[]")):
+        for a in adjustments.load(doc.extra):
             sign = {"increase": 1, "decrease": -1}.get(a["kind"], 0)
             total += sign * Decimal(a["total"])
             tax += sign * Decimal(a["tax"])
@@ -364,8 +362,7 @@ class QuickBooksOnlineConnector(Connector):
         kind = "increase" if d_total > 0 else "decrease"
         sign = 1 if kind == "increase" else -1
         amount, tax = sign * (d_total - d_tax), sign * d_tax
-        adjustments = json.loads(doc.extra.get("adjustments", "[]"))
-        seq = sum(1 for a in adjustments if a["kind"] in ("increase", "decrease")) + 1
+        seq = adjustments.next_sequence(adjustments.load(doc.extra))
         entity = "Invoice" if kind == "increase" else "CreditMemo"
         number = mapping.adjustment_doc_number(event, seq, kind)
         found = self.client.query(entity, DocNumber=number)  # a retry finds the adjustment already posted

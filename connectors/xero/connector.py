@@ -34,7 +34,8 @@ from connectors.base import (
 )
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
-from connectors.xero import adjustments, mapping
+from connectors import adjustments
+from connectors.xero import mapping
 from connectors.xero.client import AllocatedError, XeroClient, classify, error_for_messages, quote, validation_messages
 from connectors.xero.settings import XeroSettings
 from daemon.canonical import InvoiceEvent, PaymentStatus

@@ -217,7 +217,7 @@ def group_key(account: str, tax: str) -> str:
 
 def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
     """The shop's version per (account, tax rate): net amount and tax."""
-    from connectors.xero import adjustments
+    from connectors import adjustments
 
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for line in event.lines:
@@ -230,7 +230,7 @@ def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple
 
 def document_groups(document: dict[str, Any], sign: int = 1) -> dict[str, tuple[Decimal, Decimal]]:
     """What a Xero invoice or credit note (as read back) holds per (account, tax rate)."""
-    from connectors.xero import adjustments
+    from connectors import adjustments
 
     out: dict[str, tuple[Decimal, Decimal]] = {}
     inclusive = document.get("LineAmountTypes") == "Inclusive"

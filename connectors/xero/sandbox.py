@@ -18,7 +18,6 @@ import base64
 import re
 import secrets
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone

@@ -1,4 +1,4 @@
-"""Closed-period adjustments, platform-neutral (nothing here knows Xero; it could move to the framework).
+"""Closed-period adjustments, platform-neutral: what QuickBooks Online and Xero share.
 
 When a platform refuses a change because the books are locked for the document's date, the change is posted
 as an adjustment dated the first open day: the difference between what the platform holds for the invoice
