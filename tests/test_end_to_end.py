@@ -39,9 +39,9 @@ def start_daemon(config_file, log_file) -> subprocess.Popen:
 @pytest.mark.parametrize("platform", sorted(PLATFORM_PACKAGES))
 def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform, report):
     module = _sandbox_module(platform)
-    # A package may raise its sandbox's documented rate limit for this run (E2E_SANDBOX_OPTIONS): at Xero's
+    # A package may raise its sandbox's documented rate limit for this run (LOCAL_SANDBOX_OPTIONS): at Xero's
     # 60 calls/minute the workload would take ten minutes; its target_config follows the sandbox's limits.
-    sandbox = module.Sandbox(**getattr(module, "E2E_SANDBOX_OPTIONS", {}))
+    sandbox = module.Sandbox(**getattr(module, "LOCAL_SANDBOX_OPTIONS", {}))
     server = sandbox.serve()
     http_port = free_port()
     _, config_file = shop.sandbox_config(sandbox, server.url, tmp_path, "e2e", http_port=http_port)

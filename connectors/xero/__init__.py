@@ -4,8 +4,8 @@ from connectors.xero.connector import XeroConnector as CONNECTOR
 from connectors.xero.sandbox import Sandbox
 
 # Xero's real limit (60 calls/minute per tenant, the sandbox's default) makes the spine's end-to-end
-# workload take ~10 minutes; end-to-end runs may build the sandbox with these options (the connector's
+# workload take ~10 minutes; the demo and the end-to-end test build the sandbox with these options (the connector's
 # limiter follows the sandbox through target_config()).
-E2E_SANDBOX_OPTIONS = {"minute_limit": 600}
+LOCAL_SANDBOX_OPTIONS = {"minute_limit": 600}
 
-__all__ = ["CONNECTOR", "Sandbox", "E2E_SANDBOX_OPTIONS"]
+__all__ = ["CONNECTOR", "Sandbox", "LOCAL_SANDBOX_OPTIONS"]

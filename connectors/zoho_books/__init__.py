@@ -3,7 +3,7 @@
 from connectors.zoho_books.connector import ZohoBooksConnector as CONNECTOR
 from connectors.zoho_books.sandbox import Sandbox
 
-# The end-to-end test's workload needs more than Zoho's documented 100 requests/minute to finish in time.
-E2E_SANDBOX_OPTIONS = {"api_per_minute": 1000}
+# The demo and the end-to-end test need more than Zoho's documented 100 requests/minute to finish in minutes.
+LOCAL_SANDBOX_OPTIONS = {"api_per_minute": 1000}
 
-__all__ = ["CONNECTOR", "Sandbox", "E2E_SANDBOX_OPTIONS"]
+__all__ = ["CONNECTOR", "Sandbox", "LOCAL_SANDBOX_OPTIONS"]
