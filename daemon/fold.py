@@ -15,6 +15,7 @@ Pure logic, no Kafka (``daemon/fold_runner.py`` drives it inside Kafka transacti
 from __future__ import annotations
 
 import json
+import sys
 from array import array
 import time
 from collections import OrderedDict, defaultdict
@@ -367,21 +368,19 @@ class Rows:
         self.columns = columns
         self.names = tuple(name for name, _ in columns)
         self._decoders = tuple((name, _PARSERS[kind]) for name, kind in columns)
-        self._encoders = tuple((name, _TYPES[kind]) for name, kind in columns)
+        self._typed = tuple((i + 1, _TYPES[kind]) for i, (_, kind) in enumerate(columns) if _TYPES[kind] is not None)
         self.store = _Paged()
 
     # -- the compact form --
     def encode(self, row: dict[str, Any]) -> bytes:
-        values: list[Any] = [LAYOUT]
-        append = values.append
-        for name, kind in self._encoders:
-            value = row.get(name, _MISSING)
-            if value is _MISSING:
-                append(_ABSENT_TAG)
-            elif kind is not None and type(value) is kind:
-                append(value.isoformat() if kind is not Decimal else str(value))
-            else:
-                append(value)
+        get = row.get
+        values = [LAYOUT] + [get(name, _MISSING) for name in self.names]
+        for index, kind in self._typed:
+            value = values[index]
+            if type(value) is kind:
+                values[index] = str(value) if kind is Decimal else value.isoformat()
+        if _MISSING in values:
+            values = [_ABSENT_TAG if v is _MISSING else v for v in values]
         # orjson's result keeps its spare buffer capacity (~4 KiB): copy it to an exact-size bytes object.
         return memoryview(orjson.dumps(values, default=_state_default,
                                        option=orjson.OPT_PASSTHROUGH_DATETIME)).tobytes()
@@ -470,7 +469,10 @@ class ChildIndex:
     def add(self, invoice_id: int, pk: int) -> None:
         data = self.store.get(invoice_id)
         if data is None:
-            self.store.set(invoice_id, array("q", (pk,)).tobytes())
+            self.store.set(invoice_id, pk.to_bytes(8, sys.byteorder, signed=True))
+            return
+        if pk > int.from_bytes(data[-8:], sys.byteorder, signed=True):  # the usual case: a new, higher id
+            self.store.set(invoice_id, data + pk.to_bytes(8, sys.byteorder, signed=True))
             return
         ids = array("q", data)
         if pk in ids:
@@ -594,18 +596,23 @@ class Mirror:
     def apply(self, tx: SourceTransaction) -> set[int]:
         """Apply one transaction's changes; return the ids of the invoices it touched."""
         touched: set[int] = set()
-        counters = self._event_counters
+        seen: dict[tuple[str, str], int] = {}
+        rows = self.rows
         for change in tx.changes:
-            counter = counters.get((change.table, change.op))
-            if counter is None:
-                counter = counters[(change.table, change.op)] = metrics.CDC_EVENTS.labels(change.table, change.op)
-            counter.inc()
-            if change.table not in self.rows:
+            key = (change.table, change.op)
+            seen[key] = seen.get(key, 0) + 1
+            if change.table not in rows:
                 continue
             if change.op == "t":
                 touched |= self._truncate(change.table)
                 continue
             touched |= self._apply_row(change)
+        counters = self._event_counters
+        for key, count in seen.items():
+            counter = counters.get(key)
+            if counter is None:
+                counter = counters[key] = metrics.CDC_EVENTS.labels(*key)
+            counter.inc(count)
         return touched
 
     def _apply_row(self, change: RowChange) -> set[int]:
@@ -628,7 +635,11 @@ class Mirror:
                 for key, value in new.items():
                     if value is UNAVAILABLE:
                         new[key] = old.get(key) if old else None
-        self._unindex(table, pk, old)
+        if old is None or new is None or self._index_key(table, old) != self._index_key(table, new):
+            self._unindex(table, pk, old)
+            reindex = True
+        else:
+            reindex = False  # same invoice (same customer and job): the indices already hold it
         if new is None:
             rows.drop(pk)
             self._cache[table].pop(pk, None)
@@ -637,7 +648,8 @@ class Mirror:
         else:
             rows.put_raw(pk, rows.encode(new))
             self._cache[table][pk] = new
-            self._index(table, pk, new)
+            if reindex:
+                self._index(table, pk, new)
         self.dirty_rows.add((table, pk))
         return self._touched_by(table, pk, old, new)
 
@@ -653,6 +665,14 @@ class Mirror:
         rows.clear()
         self._cache[table].clear()
         return touched
+
+    def _index_key(self, table: str, row: dict[str, Any]) -> Any:
+        if table in self.by_invoice:
+            invoice_id = row.get("invoice_id")
+            return None if invoice_id is None else int(invoice_id)
+        if table == "invoices":
+            return int(row["customer_id"]), int(row["job_id"])
+        return None
 
     def _index(self, table: str, pk: int, row: dict[str, Any]) -> None:
         if table in self.by_invoice:
