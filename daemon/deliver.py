@@ -518,6 +518,12 @@ class SinkWorker:
                    "response_status": doc.status, "external_id": doc.external_id,
                    "source_tx": event.source.tx_id},
         )
+        if doc.extra.get("tax_difference") or doc.extra.get("total_difference"):
+            # The platform computed tax differently from the shop: kept on the document, counted, logged.
+            metrics.TAX_DIFFERENCES.labels(target.name).inc()
+            self.log.warning("tax_difference", invoice_id=event.invoice_id, invoice_number=event.number,
+                             version=event.version, tax_difference=doc.extra.get("tax_difference"),
+                             total_difference=doc.extra.get("total_difference"))
         elapsed = time.monotonic() - started
         outcome_label = "queued" if doc.status == "queued" else "delivered"
         metrics.DELIVERIES.labels(target.name, target.platform, outcome_label).inc()

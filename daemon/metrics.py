@@ -84,6 +84,11 @@ TOKEN_REFRESHES = Counter("ledgerwire_token_refreshes_total", "OAuth2 token refr
 LAST_SUCCESS = Gauge(
     "ledgerwire_last_delivery_timestamp_seconds", "Unix time of the target's last successful delivery.", ["target"]
 )
+TAX_DIFFERENCES = Counter(
+    "ledgerwire_tax_differences_total",
+    "Deliveries whose platform computed tax or total differently from the shop (recorded, never changed).",
+    ["target"],
+)
 WAITING_FOR_WINDOW = Gauge(
     "ledgerwire_waiting_for_schedule", "Invoice versions held until the target's scheduled window.", ["target"]
 )
@@ -130,6 +135,7 @@ def init_target(target: str, platform: str) -> None:
     DLQ_SIZE.labels(target).set(0)
     PARKED_INVOICES.labels(target).set(0)
     WAITING_FOR_WINDOW.labels(target).set(0)
+    TAX_DIFFERENCES.labels(target)
     TOKEN_EXPIRY.labels(target)
     LAST_SUCCESS.labels(target)
     UP.labels(f"sink:{target}")
