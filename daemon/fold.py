@@ -14,6 +14,8 @@ Pure logic, no Kafka (``daemon/fold_runner.py`` drives it inside Kafka transacti
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import sys
 from array import array
@@ -64,11 +66,17 @@ class _Pending:
     tally: dict[str, int] = field(default_factory=dict)  # "schema.table" -> changes so far (kept as they come)
     low: dict[tuple[str, int], int] = field(default_factory=dict)  # lowest buffered offset per partition
 
-    def add(self, change: RowChange) -> None:
+    def add(self, change: RowChange) -> bool:
+        """Buffer a change; True when it is this transaction's first on its partition."""
         self.changes.append(change)
         key = f"{change.source.schema_ or 'public'}.{change.table}"
         self.tally[key] = self.tally.get(key, 0) + 1
-        _hold(self.low, (change.topic, change.partition), change.offset)
+        tp = (change.topic, change.partition)
+        current = self.low.get(tp)
+        if current is not None and current <= change.offset:
+            return False
+        self.low[tp] = change.offset
+        return True
 
     def counts(self) -> dict[str, int]:
         return dict(self.tally)
@@ -83,12 +91,6 @@ class _Pending:
         return self.tally == expected
 
 
-def _hold(lowest: dict[tuple[str, int], int], tp: tuple[str, int], offset: int) -> None:
-    current = lowest.get(tp)
-    if current is None or offset < current:
-        lowest[tp] = offset
-
-
 class TransactionAssembler:
     def __init__(self, timeout_s: float = 30.0, max_buffered_events: int = 200_000,
                  done_memory: int = 100_000, clock=time.monotonic, schema: str = "public") -> None:
@@ -99,6 +101,11 @@ class TransactionAssembler:
         self.pending: dict[str, _Pending] = {}
         self.snapshot: list[RowChange] = []
         self.snapshot_low: dict[tuple[str, int], int] = {}  # lowest buffered snapshot offset per partition
+        self._snapshot_token = _SnapshotToken()
+        # Per partition, a heap of (offset, n, holder): the first offset each buffer holds there. Released
+        # holders are dropped lazily when they reach the top, so committable() never walks the buffers.
+        self._holds: dict[tuple[str, int], list[tuple[int, int, Any]]] = {}
+        self._hold_seq = itertools.count()
         self.snapshot_watermarks: dict[tuple[str, int], int] | None = None  # set once "last" is seen
         self.snapshot_first_seen: float | None = None
         self._done: OrderedDict[str, None] = OrderedDict()  # xids already applied (dedup after restart)
@@ -114,7 +121,11 @@ class TransactionAssembler:
             if self.snapshot_first_seen is None:
                 self.snapshot_first_seen = self.clock()
             self.snapshot.append(change)
-            _hold(self.snapshot_low, (change.topic, change.partition), change.offset)
+            tp = (change.topic, change.partition)
+            current = self.snapshot_low.get(tp)
+            if current is None or change.offset < current:
+                self.snapshot_low[tp] = change.offset
+                self._push_hold(tp, change.offset, self._snapshot_token)
             self.buffered_events += 1
             return
         xid = change.xid
@@ -131,7 +142,8 @@ class TransactionAssembler:
         pending = self.pending.get(xid)
         if pending is None:
             pending = self.pending[xid] = _Pending(xid, first_seen=self.clock())
-        pending.add(change)
+        if pending.add(change):
+            self._push_hold((change.topic, change.partition), change.offset, pending)
         self.buffered_events += 1
 
     def add_marker(self, marker: TxMarker) -> None:
@@ -148,6 +160,7 @@ class TransactionAssembler:
         if pending is None:
             pending = self.pending[xid] = _Pending(xid, first_seen=self.clock())
         pending.marker_partition = (marker.topic, marker.partition)
+        self._push_hold(pending.marker_partition, marker.offset, pending)
         if marker.status == "BEGIN":
             pending.begin_offset = marker.offset
         else:
@@ -201,6 +214,7 @@ class TransactionAssembler:
     def _release_snapshot(self, completion: str) -> SourceTransaction:
         changes, self.snapshot = self.snapshot, []
         self.snapshot_low = {}
+        self._snapshot_token = _SnapshotToken()
         self.buffered_events -= len(changes)
         self.snapshot_watermarks = None
         self.snapshot_first_seen = None
@@ -230,24 +244,36 @@ class TransactionAssembler:
     def committable(self, positions: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """Offsets safe to commit: nothing before them is still waiting in a buffer."""
         lowest: dict[tuple[str, int], int] = dict(positions)
-
-        def hold(tp: tuple[str, int], offset: int) -> None:
-            if offset < lowest.get(tp, offset + 1):
-                lowest[tp] = offset
-
-        # Lowest offsets are kept per buffer as changes arrive: no walk over every buffered change.
-        for tp, offset in self.snapshot_low.items():
-            hold(tp, offset)
-        for p in self.pending.values():
-            for tp, offset in p.low.items():
-                hold(tp, offset)
-            if p.marker_partition is not None:
-                first_marker = p.begin_offset if p.begin_offset is not None else p.end.offset  # type: ignore[union-attr]
-                hold(p.marker_partition, first_marker)
+        for tp, heap in self._holds.items():
+            while heap and not self._holding(heap[0][2]):
+                heapq.heappop(heap)
+            if heap:
+                offset = heap[0][0]
+                if offset < lowest.get(tp, offset + 1):
+                    lowest[tp] = offset
         for tx in self._immediate:
             for c in tx.changes:
-                hold((c.topic, c.partition), c.offset)
+                tp = (c.topic, c.partition)
+                if c.offset < lowest.get(tp, c.offset + 1):
+                    lowest[tp] = c.offset
         return lowest
+
+    def _push_hold(self, tp: tuple[str, int], offset: int, holder: Any) -> None:
+        heap = self._holds.get(tp)
+        if heap is None:
+            heap = self._holds[tp] = []
+        heapq.heappush(heap, (offset, next(self._hold_seq), holder))
+
+    def _holding(self, holder: Any) -> bool:
+        if isinstance(holder, _SnapshotToken):
+            return holder is self._snapshot_token and bool(self.snapshot)
+        return self.pending.get(holder.xid) is holder
+
+
+class _SnapshotToken:
+    """Identifies one buffered initial snapshot in the hold heaps."""
+
+    __slots__ = ()
 
 
 # --- compact row storage -----------------------------------------------------------------------------

@@ -227,6 +227,20 @@ def debezium_records(model: ShopModel) -> dict[str, list]:
     return topics
 
 
+def _committable_by_walking(assembler: TransactionAssembler, positions: dict) -> dict:
+    """The committable offsets computed the plain way: the lowest offset of everything still buffered."""
+    lowest = dict(positions)
+    held = list(assembler.snapshot) + [c for p in assembler.pending.values() for c in p.changes] + \
+        [c for tx in assembler._immediate for c in tx.changes]
+    for c in held:
+        lowest[(c.topic, c.partition)] = min(lowest.get((c.topic, c.partition), c.offset), c.offset)
+    for p in assembler.pending.values():
+        if p.marker_partition is not None:
+            first = p.begin_offset if p.begin_offset is not None else p.end.offset
+            lowest[p.marker_partition] = min(lowest.get(p.marker_partition, first), first)
+    return lowest
+
+
 class FoldHarness:
     """Feeds records like the runner does, 'commits' after each step, and can crash and restore."""
 
@@ -261,6 +275,7 @@ class FoldHarness:
             self.changelog[key] = value
         self.changelog["meta"] = str(self.assembler.last_applied_end_offset).encode()
         self.committed = self.assembler.committable(self.positions)
+        assert self.committed == _committable_by_walking(self.assembler, self.positions)
 
     def crash_and_restore(self) -> None:
         self._fresh(last_end=int(self.changelog.get("meta", b"-1")))
