@@ -211,16 +211,15 @@ def fold(bootstrap: str, prefix: str, expected_invoices: int, events: int, profi
 
     def target() -> None:
         started_cpu = time.thread_time()
-        runner.run()
-        cpu.append(time.thread_time() - started_cpu)
+        if profile:  # profile the fold's own thread (cProfile sees only the thread it runs in)
+            import cProfile
 
-    if profile:
-        import cProfile
-
-        def target() -> None:  # profile the fold's own thread (cProfile sees only the thread it runs in)
             profiler = cProfile.Profile()
             profiler.runcall(runner.run)
             profiler.dump_stats(profile)
+        else:
+            runner.run()
+        cpu.append(time.thread_time() - started_cpu)
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
