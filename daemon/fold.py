@@ -7,7 +7,9 @@ Pure logic, no Kafka (``daemon/fold_runner.py`` drives it inside Kafka transacti
   (the order of their END records) and only once complete; a transaction whose END or data never
   arrives is released after a bounded wait and counted, never buffered forever.
 * ``Mirror`` keeps the current row of every captured table (the fold's state) with the indices needed
-  to rebuild an invoice, applies a transaction's changes, and says which invoices they touched.
+  to rebuild an invoice, applies a transaction's changes, and says which invoices they touched. Rows are
+  kept compact (only the columns the fold reads, one small array each, paged by id; see ``COLUMNS``) so
+  100,000 open invoices fit in ~190 MiB (bench/memory.py).
 * ``Mirror.build_event`` produces the whole current invoice; an unchanged invoice (same content hash
   as its last emitted version — e.g. a re-snapshot) yields no new version.
 """
