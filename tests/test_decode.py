@@ -98,3 +98,35 @@ def test_transaction_markers_group_by_xid_not_lsn():
     assert end.data_collections == {"public.invoices": 1, "public.invoice_lines": 2}
     with pytest.raises(DecodeError):
         decode_tx_marker("shop.transaction", 0, 2, b'{"payload": {"status": "END"}}')
+
+
+def test_known_schema_prefix_skips_the_schema_but_decodes_the_same():
+    from daemon import decode  # noqa: PLC0415
+
+    topic = "shop.public.prefix_test"
+    decode._prefixes.pop(topic, None)
+    rows = [{"id": n, "total": _b64_decimal(f"{n}.25", 2), "rate": None, "created_at": "2026-11-24T22:25:49Z",
+             "issue_date": 20416, "local_ts": None, "notes": "a \"payload\": note"} for n in (1, 2)]
+    first = decode_row_change(topic, 0, 1, envelope(rows[0], op="c"))
+    assert topic in decode._prefixes  # learned from the first record
+    second = decode_row_change(topic, 0, 2, envelope(rows[1], op="c"))
+    assert second.after["total"] == Decimal("2.25") and first.after["total"] == Decimal("1.25")
+    assert second.after["notes"] == 'a "payload": note'
+    assert second.after["created_at"] == datetime(2026, 11, 24, 22, 25, 49, tzinfo=timezone.utc)
+
+    # A record with the same schema bytes but another key after the payload: parsed whole, not misread.
+    extra = envelope(rows[1], op="c")[:-1] + b', "extra": 1}'
+    assert decode_row_change(topic, 0, 3, extra).after == second.after
+
+    # A schema change (the decimal widened to 4 places) is not mistaken for the learned prefix.
+    widened = json.loads(envelope(rows[1], op="c"))
+    for part in widened["schema"]["fields"][:2]:
+        for f in part["fields"]:
+            if f["field"] == "total":
+                f["parameters"] = {"scale": "4", "connect.decimal.precision": "14"}
+    widened["payload"]["after"]["total"] = _b64_decimal("2.2500", 4)
+    again = decode_row_change(topic, 0, 4, json.dumps(widened).encode())
+    assert again.after["total"] == Decimal("2.2500") and str(again.after["total"]) == "2.2500"
+    assert decode_row_change(topic, 0, 5, json.dumps(widened).encode()).after["total"] == Decimal("2.2500")
+    with pytest.raises(DecodeError, match="not JSON"):
+        decode_row_change(topic, 0, 6, envelope(rows[0], op="c")[:-1] + b"}garbage")
