@@ -1,4 +1,4 @@
-"""The fold's output is byte-identical across internal changes (compact state, direct Avro records).
+"""The fold's output is byte-identical across internal changes (compact state, one-call event building).
 
 A fixed workload (the property tests' shop model, plus refunds, vehicles, tax-inclusive invoices, TOAST
 placeholders, string-mode decimals, a truncate and a restore from the state changelog half way) is folded
