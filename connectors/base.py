@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.canonical import InvoiceEvent, LineKind
+from daemon.canonical import InvoiceEvent, InvoiceLine, LineKind
 from daemon.config import TargetConfig
 
 # --- Failure classes ---------------------------------------------------------------------------------
@@ -316,6 +316,21 @@ def sync_entity(ctx: DeliveryContext, kind: str, key: str, digest: str, *,
                 ref = updated.model_copy(update={"status": digest})
         ctx.entities.put(kind, key, ref)
         return ref
+
+
+def line_text(line: InvoiceLine, limit: int) -> str:
+    """A line as the bookkeeper reads it on the platform: part number, then description, cut to ``limit``."""
+    return (f"{line.part_number} {line.description}" if line.part_number else line.description)[:limit]
+
+
+def invoice_memo(event: InvoiceEvent, limit: int) -> str:
+    """The shop's invoice number, job number and vehicle, for the platform's memo or note field."""
+    parts = [f"Shop invoice {event.number}"]
+    if event.job:
+        parts.append(f"job {event.job.number}")
+        if event.job.vehicle:
+            parts.append(event.job.vehicle)
+    return "; ".join(parts)[:limit]
 
 
 def income_kind(kind: LineKind) -> LineKind:

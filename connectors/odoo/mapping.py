@@ -20,7 +20,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind
+from connectors.base import PermanentError, income_kind, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -91,7 +91,7 @@ def tax_ids(codes: list[str], mapping: MappingConfig) -> list[int]:
 def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] | None) -> dict[str, Any]:
     vals: dict[str, Any] = {
         "display_type": "product",
-        "name": (f"{line.part_number} {line.description}" if line.part_number else line.description)[:2000],
+        "name": line_text(line, 2000),
         "quantity": line.quantity,
         "price_unit": line.unit_price,
         "account_id": line_account(line.kind, mapping),

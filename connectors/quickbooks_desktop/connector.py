@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.base import Connector, DeliveryContext, DocumentState, PermanentError, RemoteInvoice
+from connectors.base import Connector, invoice_memo, DeliveryContext, DocumentState, PermanentError, RemoteInvoice
 from connectors.quickbooks_desktop import mapping, soap
 from connectors.quickbooks_desktop.settings import QbdSettings
 from connectors.quickbooks_desktop.store import DDL, MemoryStore, PgStore, QbdStore
@@ -397,7 +397,7 @@ class QuickBooksDesktopConnector(Connector):
         shop = {"total": str(event.computed.total), "tax": str(event.computed.tax_total), "tax_items": tax_items}
         digest = mapping.digest(customer["list_id"], ref_number, [(ln["key"], ln["item"], ln["desc"], str(ln["quantity"]),
                                 str(ln["rate"]), str(ln["amount"]), ln["taxable"]) for ln in lines],
-                                mapping.memo(event), str(event.issue_date), str(event.due_date),
+                                invoice_memo(event, 4095), str(event.issue_date), str(event.due_date),
                                 self.mapping.location_tracking.get(event.location.code), self.settings.invoice_tax_item)
         if not txn_id:
             state["pending"] = {"op": "invoice_add", "key": "", "ref": ref_number,

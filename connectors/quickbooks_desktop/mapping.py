@@ -21,6 +21,7 @@ from typing import Any
 
 from lxml import etree
 
+from connectors.base import invoice_memo, line_text
 from daemon.canonical import CENT, Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -200,17 +201,13 @@ def _line_fields(parent: etree._Element, item: dict[str, str], desc: str, quanti
         _ref(parent, "SalesTaxCodeRef", full_name="Tax" if taxable else "Non")
 
 
-def line_description(line: InvoiceLine) -> str:
-    return f"{line.part_number} {line.description}" if line.part_number else line.description
-
-
 def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], mapping: MappingConfig
                   ) -> list[dict[str, Any]]:
     """The invoice's lines as QuickBooks will hold them, keyed: the shop's lines, then one sales-tax item
     line per tax component with the shop's amount (sum of its per-line rounded amounts)."""
     lines: list[dict[str, Any]] = []
     for line in event.lines:
-        lines.append({"key": f"line:{line.id}", "item": item_refs[line.id], "desc": line_description(line),
+        lines.append({"key": f"line:{line.id}", "item": item_refs[line.id], "desc": line_text(line, 4095),
                       "quantity": line.quantity, "rate": line.unit_price, "amount": line.amount,
                       "taxable": bool(line.taxes)})
     components: dict[str, Decimal] = {}
@@ -239,17 +236,8 @@ def _header(parent: etree._Element, event: InvoiceEvent, customer_list_id: str, 
     if event.due_date:
         _el(parent, "DueDate", event.due_date.isoformat())
     _ref(parent, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(parent, "Memo", memo(event))
+    _el(parent, "Memo", invoice_memo(event, 4095))
     _el(parent, "Other", event.number[:OTHER_MAX])
-
-
-def memo(event: InvoiceEvent) -> str:
-    parts = [f"Shop invoice {event.number}"]
-    if event.job:
-        parts.append(f"job {event.job.number}")
-        if event.job.vehicle:
-            parts.append(event.job.vehicle)
-    return "; ".join(parts)[:4095]
 
 
 def invoice_add(event: InvoiceEvent, customer_list_id: str, ref_number: str, lines: list[dict[str, Any]],

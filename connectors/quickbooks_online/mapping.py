@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors.base import invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
 
@@ -100,7 +101,7 @@ def sales_line(line: InvoiceLine, item_id: str, event: InvoiceEvent, mapping: Ma
             detail["ClassRef"] = class_ref
         detail["TaxCodeRef"] = tax_code
         return {"DetailType": "DiscountLineDetail", "Amount": -line.amount, "LineNum": line.position,
-                "Description": _description(line), "DiscountLineDetail": detail}
+                "Description": line_text(line, 4000), "DiscountLineDetail": detail}
     amount = line.amount
     detail = {"ItemRef": {"value": item_id}}
     if class_ref:
@@ -116,7 +117,7 @@ def sales_line(line: InvoiceLine, item_id: str, event: InvoiceEvent, mapping: Ma
     else:
         detail.update({"UnitPrice": line.unit_price, "Qty": line.quantity, "TaxCodeRef": tax_code})
     return {"DetailType": "SalesItemLineDetail", "Amount": amount, "LineNum": line.position,
-            "Description": _description(line), "SalesItemLineDetail": detail}
+            "Description": line_text(line, 4000), "SalesItemLineDetail": detail}
 
 
 def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, str], mapping: MappingConfig
@@ -128,7 +129,7 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, s
         "CustomerRef": {"value": customer_id},
         "Line": lines,
         "TxnTaxDetail": tax_detail(event, mapping),
-        "PrivateNote": _memo(event),
+        "PrivateNote": invoice_memo(event, 4000),
         "GlobalTaxCalculation": "TaxInclusive" if event.tax_inclusive else "TaxExcluded",
     }
     if event.issue_date:
@@ -157,20 +158,6 @@ def tax_detail(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
                                     "TaxPercent": (c["rate"] * 100).normalize(), "NetAmountTaxable": c["taxable"]}}
                  for code, c in sorted(components.items())]
     return {"TotalTax": event.computed.tax_total, "TaxLine": tax_lines}
-
-
-def _description(line: InvoiceLine) -> str:
-    text = f"{line.part_number} {line.description}" if line.part_number else line.description
-    return text[:4000]
-
-
-def _memo(event: InvoiceEvent) -> str:
-    parts = [f"Shop invoice {event.number}"]
-    if event.job:
-        parts.append(f"job {event.job.number}")
-        if event.job.vehicle:
-            parts.append(event.job.vehicle)
-    return "; ".join(parts)[:4000]
 
 
 def payment_reference(payment: Payment) -> str:
@@ -211,7 +198,7 @@ def credit_memo_payload(event: InvoiceEvent, refund: Refund, customer_id: str, i
     if class_ref:
         detail["ClassRef"] = class_ref
     detail["TaxCodeRef"] = {"value": "TAX" if refund.tax_amount else "NON"}
-    description = f"Returned: {_description(line)}" if line else (refund.reason or "Refund")
+    description = f"Returned: {line_text(line, 4000)}" if line else (refund.reason or "Refund")
     body: dict[str, Any] = {
         "DocNumber": refund_doc_number(refund),
         "TxnDate": refund.created_at.date().isoformat(),

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors import jsonmoney
-from connectors.base import PermanentError, income_kind
+from connectors.base import PermanentError, income_kind, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -102,9 +102,8 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> list[dict[str, str]
 
 
 def line_item(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
-    text = f"{line.part_number} {line.description}" if line.part_number else line.description
     item: dict[str, Any] = {
-        "Description": text[:4000],
+        "Description": line_text(line, 4000),
         "Quantity": line.quantity,
         "UnitAmount": line.unit_price,  # 4 dp: requests carry unitdp=4
         "LineAmount": line.amount,

@@ -12,7 +12,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import income_kind
+from connectors.base import income_kind, invoice_memo, line_text
 from connectors.jsonmoney import dumps
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
@@ -89,7 +89,7 @@ def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, tra
         item["item_id"] = configured
     else:
         item["name"] = (f"{KIND_NAMES[line.kind]} {line.part_number}" if line.part_number else KIND_NAMES[line.kind])[:100]
-    item |= {"description": _description(line), "item_order": line.position, "rate": line.unit_price,
+    item |= {"description": line_text(line, 2000), "item_order": line.position, "rate": line.unit_price,
              "quantity": line.quantity}
     account = income_account(line.kind, mapping)
     if account:
@@ -109,7 +109,7 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
         "invoice_number": event.number[:100],  # sent with ignore_auto_number_generation=true
         "reference_number": (event.job.number if event.job else event.number)[:100],
         "is_inclusive_tax": event.tax_inclusive,
-        "notes": _memo(event),
+        "notes": invoice_memo(event, 5000),
         "line_items": [line_item(ln, tax_ids.get(ln.id), mapping, track) for ln in event.lines],
     }
     if event.issue_date:
@@ -153,7 +153,7 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     kind = line.kind if line is not None else LineKind.PART
     if line is not None and tax_id:
-        rate, description = refund.amount, f"Returned: {_description(line)}"
+        rate, description = refund.amount, f"Returned: {line_text(line, 2000)}"
     else:
         rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
     item: dict[str, Any] = {"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
@@ -178,15 +178,3 @@ def payload_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(dumps(payload)).hexdigest()[:24]
 
 
-def _description(line: InvoiceLine) -> str:
-    text = f"{line.part_number} {line.description}" if line.part_number else line.description
-    return text[:2000]
-
-
-def _memo(event: InvoiceEvent) -> str:
-    parts = [f"Shop invoice {event.number}"]
-    if event.job:
-        parts.append(f"job {event.job.number}")
-        if event.job.vehicle:
-            parts.append(event.job.vehicle)
-    return "; ".join(parts)[:5000]
