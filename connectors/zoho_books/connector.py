@@ -9,13 +9,18 @@ replay, so a retried delivery finds what an interrupted one created by its refer
 
 from __future__ import annotations
 
+import json
+import re
 import threading
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import structlog
 
+from connectors import adjustments
 from connectors.base import (
+    ClosedPeriodError,
     Connector,
     DeliveryContext,
     DocumentState,
@@ -31,6 +36,8 @@ from connectors.zoho_books import mapping
 from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.settings import ZohoSettings
 from daemon.canonical import InvoiceEvent, PaymentStatus
+
+_LOCK_DATE = re.compile(r"before (\d{4}-\d{2}-\d{2})")
 
 log = structlog.get_logger(__name__)
 ZERO = Decimal("0")
@@ -68,19 +75,30 @@ class ZohoBooksConnector(Connector):
         wanted = {str(p.id): p for p in event.payments if p.status == PaymentStatus.RECEIVED}
         if event.status.value in ("void", "deleted"):
             if doc.external_id is not None and doc.status != "voided":
-                self._remove_payments(doc, ctx, wanted={})
-                self._unapply_credits(doc, ctx, room=ZERO)
-                self._void(doc, ctx)
-                bound.info("zoho_invoice_voided", external_id=doc.external_id)
+                try:
+                    self._remove_payments(doc, ctx, wanted={})
+                    self._unapply_credits(doc, ctx, room=ZERO)
+                    self._void(doc, ctx)
+                    bound.info("zoho_invoice_voided", external_id=doc.external_id)
+                except ClosedPeriodError as exc:
+                    self._adjust_closed(event, doc, ctx, exc, bound, reason="voided after the books were locked",
+                                        wanted={})
+                    doc.status = "voided"
+                    ctx.checkpoint(doc)
             return delivered(event, doc)
         # Payments reversed, moved or changed go first, so a lowered total never falls below what is applied.
         self._remove_payments(doc, ctx, wanted)
         doc.customer_id = self._customer(event, ctx)
-        payload = mapping.invoice_payload(event, doc.customer_id, self._tax_ids(event), self.mapping)
+        tax_ids = self._tax_ids(event)
+        payload = mapping.invoice_payload(event, doc.customer_id, tax_ids, self.mapping, self._items(event, ctx))
         digest = mapping.payload_hash(payload)
+        self._keep_open_date(doc, payload)
         invoice: dict[str, Any] | None = None
         if doc.external_id is None:
-            invoice = self.client.call("POST", "/invoices", payload, ignore_auto_number_generation="true")["invoice"]
+            try:
+                invoice = self.client.call("POST", "/invoices", payload, ignore_auto_number_generation="true")["invoice"]
+            except ClosedPeriodError as exc:
+                invoice = self._create_redated(event, doc, payload, exc, bound)
             doc.external_id, doc.status = invoice["invoice_id"], "posted"
             doc.token = invoice.get("last_modified_time")
             doc.extra["invoice_hash"] = digest
@@ -90,12 +108,19 @@ class ZohoBooksConnector(Connector):
         elif doc.extra.get("invoice_hash") != digest:
             # A lower total must not fall below the credits applied to the invoice: take them off first.
             self._unapply_credits(doc, ctx, room=event.computed.total - sum((p.amount for p in wanted.values()), ZERO))
-            invoice = self.client.call("PUT", f"/invoices/{doc.external_id}", payload)["invoice"]
-            doc.token = invoice.get("last_modified_time")
+            try:
+                invoice = self.client.call("PUT", f"/invoices/{doc.external_id}", payload)["invoice"]
+                doc.token = invoice.get("last_modified_time")
+                bound.info("zoho_invoice_updated", external_id=doc.external_id)
+            except ClosedPeriodError as exc:
+                # the difference posts as an adjustment in the open period; the hash below keeps it from
+                # being tried again (the next change computes its difference from the adjustments recorded)
+                self._adjust_closed(event, doc, ctx, exc, bound, wanted=mapping.event_groups(event, tax_ids, self.mapping))
             doc.extra["invoice_hash"] = digest
             ctx.checkpoint(doc)
-            bound.info("zoho_invoice_updated", external_id=doc.external_id)
         if invoice is not None:
+            doc.extra["held"] = json.dumps(adjustments.encode(mapping.event_groups(event, tax_ids, self.mapping)),
+                                           sort_keys=True)
             self._record_totals(event, doc, invoice, bound)
         if doc.extra.get("sent") != "1":
             self._mark_sent(doc, ctx, invoice)
@@ -105,6 +130,113 @@ class ZohoBooksConnector(Connector):
         self._credit_notes(event, doc, ctx, room)
         return delivered(event, doc)
 
+
+    # -- items: one per part number (item_mode "per_part_number"), else mapping.items per line kind --
+    def _items(self, event: InvoiceEvent, ctx: DeliveryContext) -> dict[int, str]:
+        return {ln.id: self._item(ln, ctx) for ln in event.lines if mapping.per_part_number(ln, self.mapping)}
+
+    def _item(self, line, ctx: DeliveryContext) -> str:
+        name = mapping.item_name(line)
+
+        def find() -> ExternalRef | None:
+            rows = [i for i in self.client.list("/items", "items", name=name) if i.get("name") == name]
+            return ExternalRef(external_id=str(rows[0]["item_id"])) if rows else None
+
+        def create() -> ExternalRef:
+            created = self.client.call("POST", "/items", mapping.item_payload(line, self.mapping))["item"]
+            return ExternalRef(external_id=str(created["item_id"]))
+
+        return sync_entity(ctx, "item", f"part:{name}", mapping.item_hash(line, self.mapping),
+                           find=find, create=create, update=lambda ref: ref).external_id
+
+    # -- closed periods: Zoho's transaction lock date --
+    def _first_open_day(self, exc: ClosedPeriodError) -> date:
+        """Zoho's lock message names the lock date ("dated before 2026-11-30"): that day is the first open one.
+        Without a date in the message: today."""
+        found = _LOCK_DATE.search(exc.reason)
+        lock = date.fromisoformat(found.group(1)) - timedelta(days=1) if found else None
+        return adjustments.first_open_day(lock)
+
+    def _keep_open_date(self, doc: DocumentState, payload: dict[str, Any]) -> None:
+        """An invoice re-dated into the open period once stays there."""
+        open_date = doc.extra.get("open_date")
+        if open_date:
+            payload["date"] = open_date
+            if payload.get("due_date"):
+                payload["due_date"] = max(payload["due_date"], open_date)
+
+    def _create_redated(self, event: InvoiceEvent, doc: DocumentState, payload: dict[str, Any],
+                        exc: ClosedPeriodError, bound) -> dict[str, Any]:
+        """A NEW invoice dated in a locked period: posted whole, dated the first open day, and reported."""
+        open_day = self._first_open_day(exc).isoformat()
+        body = {**payload, "date": open_day}
+        if body.get("due_date"):
+            body["due_date"] = max(body["due_date"], open_day)
+        body["notes"] = f"{payload.get('notes', '')}; shop date {payload.get('date')} is in a locked period"[:5000]
+        invoice = self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"]
+        doc.extra["open_date"] = open_day
+        entry = {"kind": "redated", "entity": "invoice", "id": invoice["invoice_id"],
+                 "number": invoice.get("invoice_number"), "date": open_day, "shop_date": str(payload.get("date")),
+                 "total": str(invoice.get("total")), "version": str(event.version), "reason": exc.reason[:200]}
+        adjustments.record(doc.extra, entry)
+        bound.warning("zoho_closed_period_adjustment", **entry)
+        return invoice
+
+    def _find_adjustment(self, event: InvoiceEvent, seq: int) -> tuple[str, dict[str, Any]] | None:
+        """The adjustment numbered ``seq`` if an earlier attempt posted it (either kind)."""
+        number = mapping.adjustment_number(event.number, seq, "increase")
+        rows = [i for i in self.client.list("/invoices", "invoices", invoice_number=number)
+                if i.get("invoice_number") == number]
+        if rows:
+            return "increase", rows[0]
+        reference = mapping.adjustment_number(event.number, seq, "decrease")
+        rows = [c for c in self.client.list("/creditnotes", "creditnotes", reference_number=reference)
+                if c.get("reference_number") == reference]
+        return ("decrease", rows[0]) if rows else None
+
+    def _adjust_closed(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext, exc: ClosedPeriodError,
+                       bound, wanted: adjustments.Groups, reason: str = "changed after the books were locked") -> None:
+        """Zoho refused the change (the invoice's date is locked): post the difference between what Zoho holds
+        (the invoice as last posted plus every adjustment recorded) and the shop's version, per account and tax,
+        as an invoice (increase) or a credit note (decrease) dated the first open day and linked to the original
+        by number. A retry finds an adjustment an earlier attempt posted (by number) and records it instead."""
+        held = {key: (Decimal(n), Decimal(t)) for key, (n, t) in json.loads(doc.extra.get("held", "{}")).items()}
+        customer_id = doc.customer_id or self._customer(event, ctx)
+        for _ in range(10):
+            entries = adjustments.load(doc.extra)
+            diff = adjustments.difference(adjustments.combine(held, adjustments.effect_of(entries)), wanted)
+            if not diff:
+                bound.info("zoho_closed_period_no_difference", reason=exc.reason[:200])
+                return
+            seq = adjustments.next_sequence(entries)
+            found = self._find_adjustment(event, seq)
+            if found is not None:  # posted by an interrupted attempt: its recorded effect is the difference then
+                kind, posted = found
+                effect = diff if kind == adjustments.direction(diff) else {}
+            else:
+                kind, effect = adjustments.direction(diff), diff
+                body = mapping.adjustment_payload(event, kind, seq, customer_id, adjustments.signed(diff, kind),
+                                                  self._first_open_day(exc), self.mapping, doc.external_id, reason)
+                if kind == "increase":
+                    posted = self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"]
+                    if posted.get("status") == "draft":
+                        self.client.call("POST", f"/invoices/{posted['invoice_id']}/status/sent")
+                else:
+                    posted = self.client.call("POST", "/creditnotes", body)["creditnote"]
+            net, tax = adjustments.totals(effect)
+            entry = {"kind": kind, "entity": "invoice" if kind == "increase" else "creditnote",
+                     "id": posted.get("invoice_id") or posted.get("creditnote_id"),
+                     "number": posted.get("invoice_number") or posted.get("reference_number"),
+                     "date": str(posted.get("date")), "total": str(abs(net + tax)), "tax": str(abs(tax)),
+                     "platform_total": str(posted.get("total")), "version": str(event.version),
+                     "original": doc.external_id, "reason": exc.reason[:200], "effect": adjustments.encode(effect)}
+            adjustments.record(doc.extra, entry)
+            ctx.checkpoint(doc)
+            bound.warning("zoho_closed_period_adjustment", **{k: v for k, v in entry.items() if k != "effect"})
+            if found is None:
+                return
+        raise PermanentError(f"Zoho: closed-period adjustments of {event.number} did not converge; see "
+                             "doc.extra['adjustments']")
 
     def _adopt_existing(self, event: InvoiceEvent, doc: DocumentState) -> None:
         """An earlier attempt may have created the invoice before its answer was lost: find it first."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -77,14 +78,45 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
 
 
 def income_account(line_kind: LineKind, mapping: MappingConfig) -> str | None:
+    """The account a line kind posts to: core charges and returns to ``core_account``, discounts (with
+    ``discount_posting: discount_account``) to ``discount_account``, the rest per ``income_accounts``."""
+    if line_kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
+        return mapping.discount_account
     if line_kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
         return mapping.core_account
     return mapping.income_accounts.get(line_kind) or mapping.income_accounts.get(income_kind(line_kind))
 
 
-def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, track: dict[str, Any]) -> dict[str, Any]:
+def per_part_number(line: InvoiceLine, mapping: MappingConfig) -> bool:
+    """``item_mode: per_part_number``: a part line with a part number has its own Zoho item."""
+    return mapping.item_mode == "per_part_number" and line.kind == LineKind.PART and bool(line.part_number)
+
+
+def item_name(line: InvoiceLine) -> str:
+    """The Zoho item of a part number (item names are unique in an organisation): the part number itself."""
+    return (line.part_number or "")[:100]
+
+
+def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
+    """POST /items: a sales item for a part number, on the part lines' income account."""
+    body: dict[str, Any] = {"name": item_name(line), "sku": (line.part_number or "")[:100],
+                            "description": line.description[:2000], "rate": line.unit_price,
+                            "item_type": "sales", "product_type": "goods"}
+    account = income_account(line.kind, mapping)
+    if account:
+        body["account_id"] = account
+    return body
+
+
+def item_hash(line: InvoiceLine, mapping: MappingConfig) -> str:
+    # the shop's price and description change per invoice: the item is created once, not kept current
+    return hashlib.sha256(f"{item_name(line)}|{income_account(line.kind, mapping)}".encode()).hexdigest()[:16]
+
+
+def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, track: dict[str, Any],
+              item_id: str | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {}
-    configured = mapping.items.get(line.kind)
+    configured = item_id or mapping.items.get(line.kind)
     if configured:
         item["item_id"] = configured
     else:
@@ -102,7 +134,7 @@ def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, tra
 
 
 def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, str | None],
-                    mapping: MappingConfig) -> dict[str, Any]:
+                    mapping: MappingConfig, item_ids: dict[int, str] | None = None) -> dict[str, Any]:
     track = tracking(event, mapping)
     body: dict[str, Any] = {
         "customer_id": customer_id,
@@ -110,7 +142,8 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
         "reference_number": (event.job.number if event.job else event.number)[:100],
         "is_inclusive_tax": event.tax_inclusive,
         "notes": invoice_memo(event, 5000),
-        "line_items": [line_item(ln, tax_ids.get(ln.id), mapping, track) for ln in event.lines],
+        "line_items": [line_item(ln, tax_ids.get(ln.id), mapping, track, (item_ids or {}).get(ln.id))
+                       for ln in event.lines],
     }
     if event.issue_date:
         body["date"] = event.issue_date.isoformat()
@@ -170,6 +203,64 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
                             "reference_number": refund_reference(refund), "is_inclusive_tax": event.tax_inclusive,
                             "notes": f"Shop {refund.kind} {refund.id} against invoice {event.number}",
                             "line_items": [item]}
+    body |= {k: v for k, v in track.items() if k != "tags"}
+    return body
+
+
+# -- closed-period adjustments (connectors.adjustments): groups keyed "<account_id>|<tax_id>" --
+def group_key(account: str | None, tax_id: str | None) -> str:
+    return f"{account or ''}|{tax_id or ''}"
+
+
+def event_groups(event: InvoiceEvent, tax_ids: dict[int, str | None], mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
+    """The shop's version per (account, Zoho tax): net amount and tax."""
+    from connectors import adjustments
+
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for line in event.lines:
+        tax = sum((t.amount for t in line.taxes), Decimal("0.00"))
+        net = line.amount - tax if event.tax_inclusive else line.amount
+        adjustments.add(out, group_key(income_account(line.kind, mapping), tax_ids.get(line.id)), net, tax)
+    return out
+
+
+def adjustment_number(number: str, seq: int, kind: str) -> str:
+    """``<shop number>-A<n>`` (an increase: an invoice) or ``-C<n>`` (a decrease: a credit note's reference)."""
+    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"[:100]
+
+
+def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str,
+                       lines: dict[str, tuple[Decimal, Decimal]], day: date, mapping: MappingConfig,
+                       original_id: str | None, reason: str) -> dict[str, Any]:
+    """An adjustment dated the first open day: an invoice (increase) numbered ``<number>-A<n>`` whose
+    reference is the original's number, or a credit note (decrease) referenced ``<number>-C<n>``; one line per
+    (account, tax) with the net difference (Zoho computes the tax from the tax id)."""
+    track = tracking(event, mapping)
+    items = []
+    for order, (key, (net, _tax)) in enumerate(sorted(lines.items()), start=1):
+        account, tax_id = key.split("|", 1)
+        item: dict[str, Any] = {"name": f"Adjustment {event.number}"[:100],
+                                "description": f"Adjustment {seq} to invoice {event.number} v{event.version}: "
+                                               f"{reason}"[:2000],
+                                "item_order": order, "rate": net, "quantity": Decimal("1")}
+        if account:
+            item["account_id"] = account
+        if tax_id:
+            item["tax_id"] = tax_id
+        if "tags" in track:
+            item["tags"] = track["tags"]
+        items.append(item)
+    number = adjustment_number(event.number, seq, kind)
+    notes = (f"Adjustment to shop invoice {event.number} (Zoho invoice {original_id or '-'}), "
+             f"posted in the open period: {reason}")[:5000]
+    body: dict[str, Any] = {"customer_id": customer_id, "date": day.isoformat(), "is_inclusive_tax": False,
+                            "notes": notes, "line_items": items}
+    if kind == "increase":
+        body |= {"invoice_number": number, "reference_number": event.number[:100]}
+        if event.due_date:
+            body["due_date"] = max(event.due_date, day).isoformat()
+    else:
+        body["reference_number"] = number
     body |= {k: v for k, v in track.items() if k != "tags"}
     return body
 

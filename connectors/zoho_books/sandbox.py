@@ -11,7 +11,8 @@ Zoho's public API documentation, read for this purpose:
       https://www.zoho.com/books/api/v3/customer-payments/
   * Credit notes ("Credit to an invoice", "List invoices credited", "Delete invoices credited"):
       https://www.zoho.com/books/api/v3/credit-notes/
-  * Contacts: https://www.zoho.com/books/api/v3/contacts/ ; taxes and tax groups (settings), chart of
+  * Contacts: https://www.zoho.com/books/api/v3/contacts/ ; items (create, list by name):
+    https://www.zoho.com/books/api/v3/items/ ; taxes and tax groups (settings), chart of
     accounts, locations, reporting tags; transaction locking: https://www.zoho.com/books/api/v3/transaction-locking/
     and the help page "Transaction Locking" (transactions dated before the lock date cannot be created,
     modified or deleted).
@@ -128,6 +129,7 @@ class Sandbox:
             org = self.orgs.setdefault(organization_id, Org())
             for account_id, name, kind in (("4600000000001", "Sales", "income"), ("4600000000002", "Services", "income"),
                                            ("4600000000003", "Core deposits", "other_current_liability"),
+                                           ("4600000000004", "Discounts given", "income"),
                                            ("4600000000010", "Undeposited Funds", "cash"),
                                            ("4600000000011", "Checking", "bank")):
                 org.accounts[account_id] = {"account_id": account_id, "account_name": name, "account_type": kind}
@@ -254,6 +256,7 @@ class Sandbox:
     ROUTES = [
         ("GET", r"/settings/taxes", "_list_taxes"), ("GET", r"/settings/taxgroups/(\d+)", "_get_taxgroup"),
         ("GET", r"/chartofaccounts", "_list_accounts"), ("GET", r"/items", "_list_items"),
+        ("POST", r"/items", "_create_item"),
         ("GET", r"/locations", "_list_locations"), ("GET", r"/branches", "_list_branches"),
         ("GET", r"/settings/tags", "_list_tags"),
         ("GET", r"/contacts", "_list_contacts"), ("POST", r"/contacts", "_create_contact"),
@@ -300,7 +303,22 @@ class Sandbox:
         return 200, {"message": "success", "chartofaccounts": list(org.accounts.values())}
 
     def _list_items(self, org, query, body):
-        return 200, {"message": "success", "items": list(org.items.values())}
+        rows = list(org.items.values())
+        for key in ("name", "sku"):
+            if key in query:
+                rows = [i for i in rows if i.get(key) == query[key]]
+        return 200, {"message": "success", "items": rows}
+
+    def _create_item(self, org, query, body):
+        if any(i["name"] == body["name"] for i in org.items.values()):
+            raise ZohoError(1001, f'The item "{body["name"]}" already exists.')  # code: sandbox's choice
+        if body.get("account_id") and body["account_id"] not in org.accounts:
+            raise ZohoError(4, "Invalid value passed for account_id")
+        if body.get("tax_id") and body["tax_id"] not in org.taxes:
+            raise ZohoError(4, "Invalid value passed for tax_id")
+        item = {**body, "item_id": org.new_id(), "status": "active"}
+        org.items[item["item_id"]] = item
+        return 201, {"message": "The item has been added.", "item": item}
 
     def _list_locations(self, org, query, body):
         return 200, {"message": "success", "locations": list(org.locations.values())}

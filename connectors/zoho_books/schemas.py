@@ -7,6 +7,7 @@ lengths as the pages state them:
   * Customer payments   https://www.zoho.com/books/api/v3/customer-payments/
   * Credit notes        https://www.zoho.com/books/api/v3/credit-notes/  ("Credit to an invoice")
   * Contacts            https://www.zoho.com/books/api/v3/contacts/
+  * Items               https://www.zoho.com/books/api/v3/items/
 Only the fields Ledgerwire sends are modelled, and ``extra="forbid"`` makes any other field an error, so a
 typo or a field the docs do not list fails validation. The sandbox enforces these models on every write,
 and the connector tests validate every body the connector sent against ``json_schema(...)``.
@@ -131,6 +132,19 @@ class ContactRequest(_Body):
     contact_persons: list[ContactPerson] | None = None
 
 
+class ItemRequest(_Body):
+    """POST /items: an item (name unique in the organisation; rate required)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    rate: Amount
+    description: str | None = Field(None, max_length=2000)
+    sku: str | None = Field(None, max_length=100)
+    account_id: Id | None = None
+    tax_id: Id | None = None
+    item_type: Literal["sales", "purchases", "sales_and_purchases", "inventory"] | None = None
+    product_type: Literal["goods", "service"] | None = None
+
+
 # (method, path pattern) -> the model its body must satisfy. Paths are relative to /books/v3.
 REQUESTS: list[tuple[str, str, type[_Body]]] = [
     ("POST", r"/invoices", InvoiceRequest),
@@ -140,6 +154,7 @@ REQUESTS: list[tuple[str, str, type[_Body]]] = [
     ("POST", r"/creditnotes/[0-9]+/invoices", CreditToInvoicesRequest),
     ("POST", r"/contacts", ContactRequest),
     ("PUT", r"/contacts/[0-9]+", ContactRequest),
+    ("POST", r"/items", ItemRequest),
 ]
 
 
