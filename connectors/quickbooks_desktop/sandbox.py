@@ -6,7 +6,13 @@ ListIDs/TxnIDs, EditSequence on every object (a stale one → 3200), names uniqu
 TxnID/ListID (3120 for Mod/Del/Void, 500 for a FullName/TxnID query, 1 for a RefNumber query with no match),
 invalid references (3140), business-rule refusals (3210), sales tax computed from the invoice's sales-tax
 item on its taxable lines, payments applied with AppliedToTxnAdd (a payment changes the invoice's
-EditSequence, as QuickBooks does), TxnDel, TxnVoid, credit memos. A schema-invalid document is refused
+EditSequence, as QuickBooks does), TxnDel, TxnVoid, credit memos and their application to an invoice (ReceivePaymentAdd → AppliedToTxnAdd →
+SetCredit/CreditTxnID + AppliedAmount, a zero TotalAmount: the documented way QuickBooks Desktop uses a credit
+memo against an invoice; never more than the invoice's open balance or the memo's remaining credit), and the
+company's closing date (``set_closing_date``; Preferences → Accounting → Closing Date, readable with
+PreferencesQuery's AccountingPreferences/ClosingDate): an Add, Mod, TxnDel or TxnVoid of a transaction dated on
+or before it is refused with statusCode 3171 and QuickBooks' message (see CLOSED_PERIOD below for where the
+code and wording come from). A schema-invalid document is refused
 as QuickBooks' parser refuses it (hresult 0x80040400), nothing processed.
 
 The Web Connector side (``attach``/``run_session``/``start_polling``) plays QBWC: serverVersion,
@@ -25,6 +31,7 @@ import re
 import secrets
 import threading
 import time
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,12 @@ from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer
 from daemon.canonical import money
 
 CENT = Decimal("0.01")
+# The closing-date refusal. Code and wording as QuickBooks Desktop returns them for a Mod, quoted by a QuickBooks
+# integrator's help page (https://ayssoftware.com/aysguide/resolvingquickbooksexporterrors.htm, "Error 3171: An
+# attempt was made to modify a Invoice with a date that is on or before the closing date of the company ...").
+# Intuit's status-code table (developer.intuit.com … status-codes-in-response-messages) could not be read past
+# its first rows here, so 3171 for Adds/Dels/Voids (same code, verb adapted) is this sandbox's assumption.
+CLOSED_PERIOD = 3171
 PARSE_ERROR = "0x80040400"
 _SCHEMAS: dict[str, Any] = {}
 _SCHEMA_LOCK = threading.Lock()
@@ -91,6 +104,7 @@ class Company:
         self.invoices: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, dict[str, Any]] = {}
         self.credit_memos: dict[str, dict[str, Any]] = {}
+        self.closing_date: date | None = None  # Preferences → Accounting → Closing Date (with a password)
 
     def new_id(self) -> str:
         return f"{next(self._seq):X}-{int(time.time())}"
@@ -122,6 +136,27 @@ class Company:
                 "account": account, **extra}
         self.items[list_id] = item
         return item
+
+    # -- the closing date --
+    def _check_open(self, what: str, verb: str, *txn_dates: str | None) -> None:
+        if self.closing_date is None:
+            return
+        for text in txn_dates:
+            day = date.fromisoformat(text) if text else date.today()
+            if day <= self.closing_date:
+                raise QbError(CLOSED_PERIOD, (
+                    f"An attempt was made to {verb} a {what} with a date that is on or before the closing date of "
+                    "the company. If you are sure you really want to do this, please ask a user with Admin "
+                    "privileges to remove the password for editing transactions on or before the closing date "
+                    "(this setting is in the Accounting Company Preferences), then try again."))
+
+    def _PreferencesQuery(self, rq: etree._Element) -> list[etree._Element]:
+        acct = [("IsUsingAccountNumbers", "false"), ("IsRequiringAccounts", "true"),
+                ("IsUsingClassTracking", "true"), ("IsUsingAuditTrail", "true"),
+                ("IsAssigningJournalEntryNumbers", "false")]
+        if self.closing_date is not None:
+            acct.append(("ClosingDate", self.closing_date.isoformat()))
+        return [_ret("PreferencesRet", [("AccountingPreferences", acct)])]
 
     # -- lookups --
     def _by_ref(self, table: dict[str, dict[str, Any]], ref: etree._Element | None, what: str) -> dict[str, Any]:
@@ -269,7 +304,22 @@ class Company:
         txn["Total"] = subtotal + txn["SalesTaxTotal"]
 
     def applied(self, txn_id: str) -> list[Decimal]:
+        """Money received and applied to the invoice (PaymentAmount), not credits."""
         return [a for p in self.payments.values() for t, a in p["applied"] if t == txn_id]
+
+    def credited(self, txn_id: str) -> Decimal:
+        """Credit memos applied to the invoice (SetCredit)."""
+        return sum((a for p in self.payments.values() for t, _, a in p.get("credits", []) if t == txn_id),
+                   Decimal("0"))
+
+    def credit_used(self, memo_id: str) -> Decimal:
+        return sum((a for p in self.payments.values() for _, m, a in p.get("credits", []) if m == memo_id),
+                   Decimal("0"))
+
+    def balance(self, inv: dict[str, Any]) -> Decimal:
+        if inv.get("voided"):
+            return Decimal("0")
+        return inv["Total"] - sum(self.applied(inv["TxnID"]), Decimal("0")) - self.credited(inv["TxnID"])
 
     def _header(self, el: etree._Element, txn: dict[str, Any]) -> None:
         if el.find("CustomerRef") is not None:
@@ -286,7 +336,7 @@ class Company:
                 txn[field] = _text(el, field, "")
 
     def _invoice_ret(self, inv: dict[str, Any], lines: bool = True) -> etree._Element:
-        balance = inv["Total"] - sum(self.applied(inv["TxnID"]), Decimal("0")) if not inv.get("voided") else Decimal("0")
+        balance = self.balance(inv)
         fields: list[tuple[str, Any]] = [
             ("TxnID", inv["TxnID"]), ("EditSequence", inv["EditSequence"]),
             ("CustomerRef", [("ListID", inv["customer"])]), ("TxnDate", inv.get("TxnDate")),
@@ -305,6 +355,7 @@ class Company:
         add = rq.find("InvoiceAdd")
         inv: dict[str, Any] = {"TxnID": self.new_id(), "EditSequence": self.edit_seq()}
         self._header(add, inv)
+        self._check_open("Invoice", "add", inv.get("TxnDate"))
         inv["lines"] = self._lines(add, "InvoiceLineAdd")
         if not inv["lines"]:
             raise QbError(3210, "An invoice needs at least one line.")
@@ -323,10 +374,11 @@ class Company:
             raise QbError(3210, "A voided transaction cannot be modified.")
         updated = dict(inv)
         self._header(mod, updated)
+        self._check_open("Invoice", "modify", inv.get("TxnDate"), updated.get("TxnDate"))
         if mod.find("InvoiceLineMod") is not None:  # lines left out are deleted
             updated["lines"] = self._lines(mod, "InvoiceLineMod", {ln["TxnLineID"]: ln for ln in inv["lines"]})
         self._totals(updated)
-        if sum(self.applied(inv["TxnID"]), Decimal("0")) > updated["Total"]:
+        if sum(self.applied(inv["TxnID"]), Decimal("0")) + self.credited(inv["TxnID"]) > updated["Total"]:
             raise QbError(3210, "The invoice total would be less than the payments applied to it.")
         updated["EditSequence"] = self.edit_seq()
         inv.clear()
@@ -348,27 +400,44 @@ class Company:
         customer = self._by_ref(self.customers, add.find("CustomerRef"), "Customer")
         if _text(add, "IsAutoApply") == "true":
             raise QbError(3210, "This sandbox company refuses auto-applied payments (Ledgerwire applies them).")
+        txn_date = _text(add, "TxnDate")
+        self._check_open("ReceivePayment", "add", txn_date)
         total = Decimal(_text(add, "TotalAmount", "0"))
-        applied = []
+        applied, credits = [], []
         for el in add.findall("AppliedToTxnAdd"):
             inv = self.invoices.get(_text(el, "TxnID"))
             if inv is None:
                 raise QbError(3140, f'There is an invalid reference to QuickBooks Invoice "{_text(el, "TxnID")}".')
             if inv["customer"] != customer["ListID"] or inv.get("voided"):
                 raise QbError(3210, "The payment cannot be applied to this transaction.")
-            amount = Decimal(_text(el, "PaymentAmount", "0"))
-            balance = inv["Total"] - sum(self.applied(inv["TxnID"]), Decimal("0"))
-            if amount > balance:
-                raise QbError(3210, f"The payment amount {amount} exceeds the open balance {balance}.")
-            applied.append((inv["TxnID"], amount))
+            paid = _text(el, "PaymentAmount")
+            amount = Decimal(paid) if paid is not None else Decimal("0")
+            credit_total = Decimal("0")
+            for sc in el.findall("SetCredit"):
+                memo = self.credit_memos.get(_text(sc, "CreditTxnID"))
+                if memo is None or memo["customer"] != customer["ListID"]:
+                    raise QbError(3140, f'There is an invalid reference to QuickBooks CreditMemo '
+                                        f'"{_text(sc, "CreditTxnID")}".')
+                used = Decimal(_text(sc, "AppliedAmount", "0"))
+                remaining = memo["Total"] - self.credit_used(memo["TxnID"])
+                if used > remaining:
+                    raise QbError(3210, f"The credit amount {used} exceeds the remaining credit {remaining}.")
+                credits.append((inv["TxnID"], memo["TxnID"], used))
+                credit_total += used
+            balance = self.balance(inv)
+            if amount + credit_total > balance:
+                raise QbError(3210, f"The payment amount {amount + credit_total} exceeds the open balance {balance}.")
+            if paid is not None and amount:
+                applied.append((inv["TxnID"], amount))
         if sum((a for _, a in applied), Decimal("0")) > total:
             raise QbError(3210, "The amount applied exceeds the payment's total.")
         if add.find("DepositToAccountRef") is not None:
             self._by_ref(self.accounts, add.find("DepositToAccountRef"), "Account")
         payment = {"TxnID": self.new_id(), "EditSequence": self.edit_seq(), "customer": customer["ListID"],
-                   "RefNumber": _text(add, "RefNumber"), "TotalAmount": total, "applied": applied}
+                   "RefNumber": _text(add, "RefNumber"), "TotalAmount": total, "applied": applied,
+                   "credits": credits, "TxnDate": txn_date}
         self.payments[payment["TxnID"]] = payment
-        for txn_id, _ in applied:  # paying an invoice changes it: its EditSequence moves on
+        for txn_id in {t for t, _ in applied} | {t for t, _, _ in credits}:  # paying an invoice changes it
             self.invoices[txn_id]["EditSequence"] = self.edit_seq()
         return [self._payment_ret(payment)]
 
@@ -376,7 +445,8 @@ class Company:
         ret = _ret("ReceivePaymentRet", [("TxnID", p["TxnID"]), ("EditSequence", p["EditSequence"]),
                                          ("CustomerRef", [("ListID", p["customer"])]), ("RefNumber", p["RefNumber"]),
                                          ("TotalAmount", _amt(p["TotalAmount"]))])
-        for txn_id, amount in p["applied"]:
+        for txn_id in dict.fromkeys([t for t, _ in p["applied"]] + [t for t, _, _ in p.get("credits", [])]):
+            amount = sum((a for t, a in p["applied"] if t == txn_id), Decimal("0"))
             ret.append(_ret("AppliedToTxnRet", [("TxnID", txn_id), ("TxnType", "Invoice"), ("Amount", _amt(amount))]))
         return ret
 
@@ -389,8 +459,9 @@ class Company:
         table = {"ReceivePayment": self.payments, "CreditMemo": self.credit_memos, "Invoice": self.invoices}.get(kind)
         if table is None or txn_id not in table:
             raise QbError(3120, f'Object "{txn_id}" specified in the request cannot be found.')
+        self._check_open(kind, "delete", table[txn_id].get("TxnDate"))
         deleted = table.pop(txn_id)
-        for inv_id, _ in deleted.get("applied", []):
+        for inv_id in [t for t, _ in deleted.get("applied", [])] + [t for t, _, _ in deleted.get("credits", [])]:
             if inv_id in self.invoices:
                 self.invoices[inv_id]["EditSequence"] = self.edit_seq()
         return [_ret("TxnDelRet", [("TxnDelType", kind), ("TxnID", txn_id)])]  # TxnDelRs carries these directly
@@ -400,7 +471,8 @@ class Company:
         inv = self.invoices.get(txn_id) if kind == "Invoice" else None
         if inv is None:
             raise QbError(3120, f'Object "{txn_id}" specified in the request cannot be found.')
-        if self.applied(txn_id):
+        self._check_open("Invoice", "void", inv.get("TxnDate"))
+        if self.applied(txn_id) or self.credited(txn_id):
             raise QbError(3210, "This transaction has payments applied to it; delete them before voiding.")
         if not inv.get("voided"):
             inv.update(voided=True, total_before_void=inv["Total"], Memo=f"VOID: {inv.get('Memo') or ''}",
@@ -413,6 +485,7 @@ class Company:
         add = rq.find("CreditMemoAdd")
         memo: dict[str, Any] = {"TxnID": self.new_id(), "EditSequence": self.edit_seq()}
         self._header(add, memo)
+        self._check_open("CreditMemo", "add", memo.get("TxnDate"))
         memo["lines"] = self._lines(add, "CreditMemoLineAdd")
         self._totals(memo)
         self.credit_memos[memo["TxnID"]] = memo
@@ -421,7 +494,10 @@ class Company:
     def _memo_ret(self, m: dict[str, Any]) -> etree._Element:
         return _ret("CreditMemoRet", [("TxnID", m["TxnID"]), ("EditSequence", m["EditSequence"]),
                                       ("CustomerRef", [("ListID", m["customer"])]), ("RefNumber", m.get("RefNumber")),
-                                      ("Subtotal", _amt(m["Subtotal"])), ("Other", m.get("Other"))])
+                                      ("TxnDate", m.get("TxnDate")), ("Subtotal", _amt(m["Subtotal"])),
+                                      ("TotalAmount", _amt(m["Total"])),
+                                      ("CreditRemaining", _amt(m["Total"] - self.credit_used(m["TxnID"]))),
+                                      ("Memo", m.get("Memo")), ("Other", m.get("Other"))])
 
     def _CreditMemoQuery(self, rq: etree._Element) -> list[etree._Element]:
         refs = [r.text for r in rq.findall("RefNumber")]
@@ -466,6 +542,11 @@ class Sandbox:
         self._session_lock = threading.Lock()
         self.app = Starlette(routes=[Route("/", lambda r: PlainTextResponse(
             "QuickBooks Desktop sandbox: the company file lives here; its Web Connector polls the daemon"))])
+
+    def set_closing_date(self, day: date | None) -> None:
+        """The bookkeeper closes the books through ``day`` (None reopens them)."""
+        with self.company.lock:
+            self.company.closing_date = day
 
     # -- the Sandbox protocol --
     def serve(self, port: int | None = None) -> RunningServer:
