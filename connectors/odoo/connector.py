@@ -16,12 +16,15 @@ again after re-posting: the payments stay applied to this invoice, never left as
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import structlog
 
+from connectors import adjustments
 from connectors.base import (
+    ClosedPeriodError,
     Connector,
     DeliveryContext,
     DocumentState,
@@ -40,7 +43,8 @@ from daemon.canonical import CENT, InvoiceEvent, PaymentStatus
 log = structlog.get_logger(__name__)
 
 MOVE_FIELDS = ["id", "name", "state", "write_date", "payment_reference", "amount_total", "amount_tax",
-               "amount_residual", "payment_state", "move_type"]
+               "amount_residual", "payment_state", "move_type", "invoice_date"]
+LINE_FIELDS = ["account_id", "tax_ids", "price_subtotal", "price_total", "display_type"]
 PREVIEW_PATH = "/xmlrpc/2/object"
 
 
@@ -74,14 +78,19 @@ class OdooConnector(Connector):
         wanted = {str(p.id): p for p in event.payments if p.status == PaymentStatus.RECEIVED}
         if event.status.value in ("void", "deleted"):
             if doc.external_id is not None and doc.status != "voided":
-                self._remove_payments(doc, ctx, wanted={})
-                self._cancel(doc, ctx, bound)
+                try:
+                    self._refuse_if_locked(self._read_move(int(doc.external_id)))
+                    self._remove_payments(doc, ctx, wanted={})
+                    self._cancel(doc, ctx, bound)
+                except ClosedPeriodError as exc:
+                    self._void_in_closed_period(event, doc, ctx, exc, bound)
             return delivered(event, doc)
         payments_before = {k: v.external_id for k, v in doc.payments.items()}
         self._remove_payments(doc, ctx, wanted)
         partner_id = self._customer(event, ctx)
         doc.customer_id = str(partner_id)
-        vals = mapping.invoice_vals(event, partner_id, self.mapping)
+        vals = mapping.invoice_vals(event, partner_id, self.mapping, self._products(event, ctx),
+                                    open_date=doc.extra.get("open_date"))
         digest = mapping.invoice_hash(vals)
         current = self._read_move(int(doc.external_id)) if doc.external_id is not None else None
         if doc.external_id is not None and current is None:
@@ -92,11 +101,16 @@ class OdooConnector(Connector):
             doc.external_id, doc.status = str(move_id), "posted"
             doc.extra["odoo_state"] = "draft"
             ctx.checkpoint(doc)
-            self.client.execute("account.move", "action_post", [[move_id]])
+            digest = self._post(event, doc, move_id, vals, digest, ctx, bound)
             bound.info("odoo_invoice_created", external_id=doc.external_id)
             self._after_post(event, doc, digest, ctx, bound)
         elif current["state"] != "posted" or doc.extra.get("invoice_hash") != digest:
-            self._update(event, doc, current, vals, digest, ctx, bound)
+            try:
+                self._update(event, doc, current, vals, digest, ctx, bound)
+            except ClosedPeriodError as exc:
+                self._adjust_closed(event, doc, ctx, exc, bound)
+                doc.extra["invoice_hash"] = digest
+                ctx.checkpoint(doc)
         self._add_payments(doc, ctx, wanted)
         self._add_refunds(event, doc, ctx, partner_id)
         if {k: v.external_id for k, v in doc.payments.items()} != payments_before:
@@ -114,6 +128,9 @@ class OdooConnector(Connector):
         if found:
             doc.external_id, doc.token, doc.status = str(found[0]["id"]), found[0]["write_date"], "posted"
             doc.extra.pop("invoice_hash", None)  # content unknown: write it again
+            posted_on = found[0].get("invoice_date")
+            if posted_on and event.issue_date and str(posted_on) > event.issue_date.isoformat():
+                doc.extra["open_date"] = str(posted_on)  # re-dated into the open period by an earlier attempt
 
     def _find_moves(self, event: InvoiceEvent) -> list[dict[str, Any]]:
         found = self.client.search_read("account.move", [("move_type", "=", "out_invoice"),
@@ -125,6 +142,8 @@ class OdooConnector(Connector):
         if doc.token and current["write_date"] != doc.token:
             bound.info("odoo_invoice_changed_in_odoo", external_id=doc.external_id, state=current["state"])
         move_id = int(doc.external_id)
+        if current["state"] == "posted":
+            self._refuse_if_locked(current)  # before any payment is taken off: Odoo would refuse button_draft
         if doc.payments:
             # button_draft would unreconcile them: cancel ours now, register them again after posting.
             self._remove_payments(doc, ctx, wanted={})
@@ -133,7 +152,7 @@ class OdooConnector(Connector):
             doc.extra["odoo_state"] = "draft"
             ctx.checkpoint(doc)
         self.client.execute("account.move", "write", [[move_id], mapping.invoice_update_vals(vals)])
-        self.client.execute("account.move", "action_post", [[move_id]])
+        digest = self._post(event, doc, move_id, vals, digest, ctx, bound)
         bound.info("odoo_invoice_updated", external_id=doc.external_id)
         self._after_post(event, doc, digest, ctx, bound)
 
@@ -159,6 +178,183 @@ class OdooConnector(Connector):
                 doc.extra.pop("tax_difference", None)
         ctx.checkpoint(doc)
 
+    # -- closed periods: the company's lock date --
+    def _lock_date(self) -> date | None:
+        companies = self.client.search_read("res.company", [], ["fiscalyear_lock_date"])
+        locks = [date.fromisoformat(str(c["fiscalyear_lock_date"])[:10]) for c in companies
+                 if c.get("fiscalyear_lock_date")]
+        return max(locks, default=None)
+
+    def _first_open_day(self) -> date:
+        return adjustments.first_open_day(self._lock_date())
+
+    def _refuse_if_locked(self, move: dict[str, Any] | None) -> None:
+        """A posted invoice dated on or before the lock date: refused before anything is taken off it (Odoo
+        would refuse button_draft anyway, after our payments were gone)."""
+        day = (move or {}).get("invoice_date")
+        if not move or move.get("state") != "posted" or not day:
+            return
+        lock = self._lock_date()
+        if lock is not None and date.fromisoformat(str(day)[:10]) <= lock:
+            raise ClosedPeriodError(f"Odoo: the invoice is dated {day}, on or before the lock date {lock.isoformat()}",
+                                    platform_code="lock_date")
+
+    def _post(self, event, doc, move_id: int, vals: dict[str, Any], digest: str, ctx, bound) -> str:
+        """action_post a draft; when its date is in the locked period, date it the first open day and post it
+        whole (a draft holds nothing in the books yet). Returns the hash of what was posted."""
+        try:
+            self.client.execute("account.move", "action_post", [[move_id]])
+            return digest
+        except ClosedPeriodError as exc:
+            open_day = self._first_open_day().isoformat()
+            due = max(str(vals.get("invoice_date_due") or open_day), open_day)
+            self.client.execute("account.move", "write", [[move_id], {"invoice_date": open_day,
+                                                                      "invoice_date_due": due}])
+            self.client.execute("account.move", "action_post", [[move_id]])
+            doc.extra["open_date"] = open_day
+            entry = {"kind": "redated", "entity": "out_invoice", "id": str(move_id), "number": event.number,
+                     "date": open_day, "shop_date": str(vals.get("invoice_date")), "version": str(event.version),
+                     "reason": exc.reason[:200]}
+            adjustments.record(doc.extra, entry)
+            ctx.checkpoint(doc)
+            bound.warning("odoo_closed_period_redated", **entry)
+            return mapping.invoice_hash({**vals, "invoice_date": open_day, "invoice_date_due": due})
+
+    def _move_groups(self, move: dict[str, Any] | None, sign: int = 1) -> adjustments.Groups:
+        """What a posted document holds per posting key (account|taxes) as (net, tax), read back from Odoo."""
+        if not move or move.get("state") != "posted":
+            return {}
+        line_ids = move.get("invoice_line_ids")
+        if line_ids is None:
+            line_ids = (self.client.read_one("account.move", int(move["id"]), ["invoice_line_ids"]) or {}).get(
+                "invoice_line_ids") or []
+        out: adjustments.Groups = {}
+        if not line_ids:
+            return out
+        for line in self.client.search_read("account.move.line", [("id", "in", list(line_ids))], LINE_FIELDS):
+            if line.get("display_type") not in ("product", False, None):
+                continue
+            account = line["account_id"][0] if isinstance(line["account_id"], list) else line["account_id"]
+            net = Decimal(str(line["price_subtotal"]))
+            adjustments.add(out, mapping.group_key(int(account), list(line.get("tax_ids") or [])), net,
+                            Decimal(str(line["price_total"])) - net, sign)
+        return out
+
+    def _find_adjustment(self, event: InvoiceEvent, seq: int) -> tuple[str, dict[str, Any]] | None:
+        """Adjustment number ``seq`` if an earlier attempt created it (either kind); a draft one is posted now."""
+        numbers = [mapping.adjustment_number(event.number, seq, k) for k in ("increase", "decrease")]
+        found = self.client.search_read("account.move", [("move_type", "in", ["out_invoice", "out_refund"]),
+                                                         ("payment_reference", "in", numbers)],
+                                        MOVE_FIELDS + ["invoice_line_ids"], limit=1, order="id asc")
+        if not found:
+            return None
+        move = found[0]
+        if move["state"] == "draft":
+            self.client.execute("account.move", "action_post", [[int(move["id"])]])
+            move = self.client.read_one("account.move", int(move["id"]), MOVE_FIELDS + ["invoice_line_ids"]) or move
+        return ("increase" if move["move_type"] == "out_invoice" else "decrease"), move
+
+    def _adjust_closed(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext, exc: ClosedPeriodError,
+                       bound, reason: str = "changed after the books were locked",
+                       wanted: adjustments.Groups | None = None) -> None:
+        """Odoo refused the change (the invoice's date is locked): post the difference between what Odoo holds
+        (the original as read now, plus every adjustment recorded) and the shop's version — per account and tax
+        set — as an out_invoice (increase) or an out_refund (decrease, reversed_entry_id = the original) dated
+        the first open day, numbered ``<number>-A<n>``/``-C<n>`` in payment_reference, ref = the original's
+        numbers. An adjustment an earlier attempt posted is found by that number and recorded, not posted again."""
+        wanted = mapping.event_groups(event, self.mapping) if wanted is None else wanted
+        original = self._read_move(int(doc.external_id)) if doc.external_id else None
+        base = self._move_groups(original)
+        partner_id = int(doc.customer_id) if doc.customer_id else self._customer(event, ctx)
+        for _ in range(10):
+            entries = adjustments.load(doc.extra)
+            held = adjustments.combine(base, adjustments.effect_of(entries))
+            diff = adjustments.difference(held, wanted)
+            postable = {k: v for k, v in diff.items() if v[0]}  # a tax-only cent is reported, not posted
+            if not postable:
+                self._note_held_difference(event, doc, held, bound)
+                bound.info("odoo_closed_period_no_difference", reason=exc.reason[:200])
+                return
+            seq = adjustments.next_sequence(entries)
+            found = self._find_adjustment(event, seq)
+            if found is not None:
+                kind, posted = found
+            else:
+                kind = adjustments.direction(postable)
+                vals = mapping.adjustment_vals(event, kind, seq, partner_id, adjustments.signed(postable, kind),
+                                               self._first_open_day().isoformat(),
+                                               int(doc.external_id) if doc.external_id else None,
+                                               (original or {}).get("name") or None, self.mapping, reason)
+                new_id = self.client.execute("account.move", "create", [vals])
+                self.client.execute("account.move", "action_post", [[new_id]])
+                posted = self.client.read_one("account.move", int(new_id), MOVE_FIELDS + ["invoice_line_ids"]) or {
+                    "id": new_id, "state": "posted", "payment_reference": vals["payment_reference"]}
+            effect = self._move_groups(posted, 1 if kind == "increase" else -1)  # what Odoo computed
+            net, tax = adjustments.totals(effect)
+            entry = {"kind": kind, "entity": "out_invoice" if kind == "increase" else "out_refund",
+                     "id": str(posted["id"]), "number": str(posted.get("payment_reference") or ""),
+                     "odoo_number": str(posted.get("name") or ""), "date": str(posted.get("invoice_date") or ""),
+                     "total": str(abs(net + tax)), "tax": str(abs(tax)), "version": str(event.version),
+                     "original": doc.external_id, "reason": exc.reason[:200], "effect": adjustments.encode(effect)}
+            adjustments.record(doc.extra, entry)
+            ctx.checkpoint(doc)
+            bound.warning("odoo_closed_period_adjustment", **{k: v for k, v in entry.items() if k != "effect"})
+            if found is None:
+                self._note_held_difference(event, doc, adjustments.combine(held, effect), bound)
+                return
+        raise PermanentError(f"Odoo: closed-period adjustments of {event.number} did not converge; see "
+                             "doc.extra['adjustments']")
+
+    def _note_held_difference(self, event: InvoiceEvent, doc: DocumentState, held: adjustments.Groups, bound) -> None:
+        """Odoo computes the adjustment's tax itself: a cent it rounds differently is recorded, never hidden."""
+        net, tax = adjustments.totals(held)
+        shop_tax = sum((t for _, t in mapping.event_groups(event, self.mapping).values()), Decimal("0")) \
+            if event.status.value not in ("void", "deleted") else Decimal("0")
+        difference = tax - shop_tax
+        if difference:
+            doc.extra["tax_difference"] = str(difference)
+            bound.warning("odoo_tax_difference", external_id=doc.external_id, odoo_tax=str(tax), shop_tax=str(shop_tax),
+                          difference=str(difference))
+        else:
+            doc.extra.pop("tax_difference", None)
+
+    def _void_in_closed_period(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext,
+                               exc: ClosedPeriodError, bound) -> None:
+        """A void the lock date refuses: a credit note for everything Odoo holds, dated the first open day.
+        Payments come off first where Odoo still lets them (the shop reversed them with the void)."""
+        for payment_id, ref in list(doc.payments.items()):
+            try:
+                self._cancel_payment(ref)
+            except ClosedPeriodError as locked:
+                bound.warning("odoo_closed_period_payment_kept", payment=payment_id, reason=locked.reason[:200])
+                continue
+            del doc.payments[payment_id]
+            ctx.checkpoint(doc)
+        self._adjust_closed(event, doc, ctx, exc, bound, reason="voided after the books were locked", wanted={})
+        doc.status = "voided"
+
+    def _products(self, event: InvoiceEvent, ctx: DeliveryContext) -> dict[int, int]:
+        """item_mode "per_part_number": one product.product per part number (default_code), created once
+        through the entity map (found by default_code first) — line id → product id."""
+        out: dict[int, int] = {}
+        for line in event.lines:
+            code = mapping.part_key(line, self.mapping)
+            if code is None:
+                continue
+
+            def find(code=code) -> ExternalRef | None:
+                found = self.client.search_read("product.product", [("default_code", "=", code)], ["id"], limit=1,
+                                                order="id asc")
+                return ExternalRef(external_id=str(found[0]["id"])) if found else None
+
+            def create(line=line) -> ExternalRef:
+                return ExternalRef(external_id=str(self.client.execute("product.product", "create",
+                                                                       [mapping.product_vals(line)])))
+
+            ref = sync_entity(ctx, "item", f"part:{code}", code, find=find, create=create, update=lambda ref: ref)
+            out[line.id] = int(ref.external_id)
+        return out
+
     def _cancel(self, doc: DocumentState, ctx: DeliveryContext, bound) -> None:
         current = self._read_move(int(doc.external_id))
         if current is None:
@@ -183,13 +379,16 @@ class OdooConnector(Connector):
             current = wanted.get(payment_id)
             if current is not None and ref.amount == current.amount:
                 continue
-            found = self.client.read_one("account.payment", int(ref.external_id), ["id", "state"])
-            if found is not None and found["state"] not in ("cancel", "canceled"):
-                if found["state"] != "draft":  # a crash may have left it in draft already
-                    self.client.execute("account.payment", "action_draft", [[int(ref.external_id)]])
-                self.client.execute("account.payment", "action_cancel", [[int(ref.external_id)]])
+            self._cancel_payment(ref)
             del doc.payments[payment_id]
             ctx.checkpoint(doc)
+
+    def _cancel_payment(self, ref: ExternalRef) -> None:
+        found = self.client.read_one("account.payment", int(ref.external_id), ["id", "state"])
+        if found is not None and found["state"] not in ("cancel", "canceled"):
+            if found["state"] != "draft":  # a crash may have left it in draft already
+                self.client.execute("account.payment", "action_draft", [[int(ref.external_id)]])
+            self.client.execute("account.payment", "action_cancel", [[int(ref.external_id)]])
 
     def _find_payment(self, reference: str) -> dict[str, Any] | None:
         found = self.client.search_read("account.payment", [(self.memo_field, "=", reference),
@@ -240,7 +439,14 @@ class OdooConnector(Connector):
             doc.refunds[key] = ExternalRef(external_id=str(refund_id), amount=refund.amount, status="draft")
             ctx.checkpoint(doc)
             if state == "draft":
-                self.client.execute("account.move", "action_post", [[refund_id]])
+                try:
+                    self.client.execute("account.move", "action_post", [[refund_id]])
+                except ClosedPeriodError as exc:  # dated in the locked period: posted on the first open day
+                    open_day = self._first_open_day().isoformat()
+                    self.client.execute("account.move", "write", [[refund_id], {"invoice_date": open_day}])
+                    self.client.execute("account.move", "action_post", [[refund_id]])
+                    log.warning("odoo_closed_period_redated", target=ctx.target, entity="out_refund",
+                                id=str(refund_id), date=open_day, reason=exc.reason[:200])
             doc.refunds[key] = ExternalRef(external_id=str(refund_id), amount=refund.amount, status="posted")
             ctx.checkpoint(doc)
 

@@ -71,8 +71,15 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> tuple[str, int] | N
 
 
 def line_account(kind: LineKind, mapping: MappingConfig) -> int:
+    """The line's account: core charges/returns on ``core_account`` when set; discount lines on
+    ``discount_account`` with discount_posting "discount_account"; otherwise the line kind's income account."""
     if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
         return record_id(mapping.core_account, "core_account")
+    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account":
+        if not mapping.discount_account:
+            raise PermanentError("mapping discount_account is not set (required with discount_posting "
+                                 "'discount_account')")
+        return record_id(mapping.discount_account, "discount_account")
     account = mapping.income_accounts.get(kind) or mapping.income_accounts.get(income_kind(kind))
     if account is None:
         raise PermanentError(f"mapping income_accounts has no account for line kind {kind.value!r}")
@@ -88,7 +95,28 @@ def tax_ids(codes: list[str], mapping: MappingConfig) -> list[int]:
     return ids
 
 
-def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] | None) -> dict[str, Any]:
+def part_key(line: InvoiceLine, mapping: MappingConfig) -> str | None:
+    """The part number a line's product is made for (item_mode "per_part_number"), or None: the line then
+    uses the generic product of its kind (``mapping.items``), if any."""
+    if mapping.item_mode == "per_part_number" and line.part_number and line.kind in (LineKind.PART,
+                                                                                     LineKind.CORE_CHARGE,
+                                                                                     LineKind.CORE_RETURN):
+        return line.part_number.strip()[:64] or None
+    return None
+
+
+def product_vals(line: InvoiceLine) -> dict[str, Any]:
+    """``product.product`` create values of a part number's product (default_code = the part number)."""
+    return {"name": line_text(line, 200), "default_code": part_key_text(line), "type": "consu",
+            "sale_ok": True}
+
+
+def part_key_text(line: InvoiceLine) -> str:
+    return (line.part_number or "").strip()[:64]
+
+
+def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] | None,
+              products: dict[int, int] | None = None) -> dict[str, Any]:
     vals: dict[str, Any] = {
         "display_type": "product",
         "name": line_text(line, 2000),
@@ -98,28 +126,36 @@ def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] 
         "tax_ids": [(6, 0, tax_ids([t.code for t in line.taxes], mapping))],
     }
     product = mapping.items.get(line.kind)
-    if product:
+    if products and line.id in products:
+        vals["product_id"] = products[line.id]
+    elif product:
         vals["product_id"] = record_id(product, f"items.{line.kind.value}")
     if where and where[0] == "analytic":
         vals["analytic_distribution"] = {str(where[1]): 100}
     return vals
 
 
-def invoice_vals(event: InvoiceEvent, partner_id: int | str, mapping: MappingConfig) -> dict[str, Any]:
-    """``account.move`` create values of a customer invoice (lines as (0, 0, vals) commands)."""
+def invoice_vals(event: InvoiceEvent, partner_id: int | str, mapping: MappingConfig,
+                 products: dict[int, int] | None = None, open_date: str | None = None) -> dict[str, Any]:
+    """``account.move`` create values of a customer invoice (lines as (0, 0, vals) commands). ``products``:
+    line id → product.product id of its part number; ``open_date``: the first open day an invoice dated in a
+    locked period was posted on (it stays there: dated back, every edit would be refused)."""
     where = tracking(event, mapping)
     vals: dict[str, Any] = {
         "move_type": "out_invoice",
         "partner_id": partner_id,
         "payment_reference": event.number,
         "ref": event.job.number if event.job else event.number,
-        "invoice_line_ids": [(0, 0, line_vals(line, mapping, where)) for line in
+        "invoice_line_ids": [(0, 0, line_vals(line, mapping, where, products)) for line in
                              sorted(event.lines, key=lambda ln: ln.position)],
     }
     if event.issue_date:
         vals["invoice_date"] = event.issue_date.isoformat()
     if event.due_date:
         vals["invoice_date_due"] = event.due_date.isoformat()
+    if open_date:
+        vals["invoice_date"] = open_date
+        vals["invoice_date_due"] = max(vals.get("invoice_date_due") or open_date, open_date)
     if where and where[0] == "journal":
         vals["journal_id"] = where[1]
     return vals
@@ -161,6 +197,60 @@ def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, invo
         "payment_reference": refund_reference(event, refund), "ref": event.number,
         "invoice_date": refund.created_at.date().isoformat(), "invoice_line_ids": [(0, 0, line)],
     }
+    if where and where[0] == "journal":
+        vals["journal_id"] = where[1]
+    return vals
+
+
+# -- closed-period adjustments (connectors.adjustments does the arithmetic) --
+def group_key(account_id: int, taxes: list[int]) -> str:
+    """The posting key of an amount: account and tax set, e.g. "5|9,10"."""
+    return f"{account_id}|{','.join(str(t) for t in sorted(taxes))}"
+
+
+def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
+    """The shop's version per posting key as (net, tax): what the platform should hold in the end."""
+    from connectors import adjustments
+
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for line in event.lines:
+        key = group_key(line_account(line.kind, mapping), tax_ids([t.code for t in line.taxes], mapping))
+        adjustments.add(out, key, line.amount, sum((t.amount for t in line.taxes), Decimal("0")))
+    return out
+
+
+def adjustment_number(number: str, seq: int, kind: str) -> str:
+    """``<invoice number>-A<n>`` for an increase (an invoice), ``-C<n>`` for a decrease (a credit note)."""
+    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"
+
+
+def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, amounts: dict[str, tuple[Decimal, Decimal]],
+                    open_day: str, original_id: int | None, original_name: str | None, mapping: MappingConfig,
+                    reason: str) -> dict[str, Any]:
+    """An ``out_invoice`` (increase) or ``out_refund`` (decrease, ``reversed_entry_id`` = the original) dated the
+    first open day, one line per posting key at its net amount with the key's taxes (Odoo computes the tax),
+    ``payment_reference`` = its own number (looked up on retries), ``ref`` = the shop's invoice number and Odoo's
+    number of the original, ``narration`` = why."""
+    where = tracking(event, mapping)
+    lines = []
+    for key, (net, _tax) in sorted(amounts.items()):
+        account, _, taxes = key.partition("|")
+        line: dict[str, Any] = {"display_type": "product",
+                                "name": f"Adjustment of {event.number} ({reason})"[:2000],
+                                "quantity": Decimal("1"), "price_unit": net, "account_id": int(account),
+                                "tax_ids": [(6, 0, [int(t) for t in taxes.split(",") if t])]}
+        if where and where[0] == "analytic":
+            line["analytic_distribution"] = {str(where[1]): 100}
+        lines.append((0, 0, line))
+    vals: dict[str, Any] = {
+        "move_type": "out_invoice" if kind == "increase" else "out_refund", "partner_id": partner_id,
+        "payment_reference": adjustment_number(event.number, seq, kind),
+        "ref": f"{event.number} {original_name}" if original_name else event.number,
+        "invoice_date": open_day, "narration": f"Closed-period adjustment of shop invoice {event.number}: {reason}",
+        "invoice_line_ids": lines,
+    }
+    if kind == "decrease" and original_id is not None:
+        vals["reversed_entry_id"] = original_id
     if where and where[0] == "journal":
         vals["journal_id"] = where[1]
     return vals

@@ -51,7 +51,8 @@ OTHER_FIELDS: dict[str, set[str]] = {
     "account.tax": {"name", "amount", "amount_type", "type_tax_use", "price_include"},
     "account.journal": {"name", "code", "type"},
     "account.analytic.account": {"name"},
-    "product.product": {"name"},
+    "product.product": {"name", "default_code", "type", "sale_ok"},
+    "res.company": {"name", "fiscalyear_lock_date"},
     "decimal.precision": {"name", "digits"},
     "account.payment": {"amount", "date", "journal_id", "partner_id", "memo", "state", "payment_type",
                         "reconciled_invoice_ids"},
@@ -206,6 +207,11 @@ class Sandbox:
                     payment_count=len(live)))
             return out
 
+    def set_lock_date(self, lock: date | None) -> None:
+        """The company's lock date (res.company.fiscalyear_lock_date): entries dated on or before it are refused."""
+        with self._lock:
+            self.db.lock_date = lock
+
     def records(self, model: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self.db.table(model).values()]
@@ -299,6 +305,8 @@ class Sandbox:
     # -- the ORM --
     def _execute(self, model: str, method: str, args: list, kwargs: dict) -> Any:
         context = kwargs.get("context") or {}
+        if model == "res.company":
+            self._company()
         if method == "search_read":
             return self._search_read(model, args[0] if args else kwargs.get("domain", []), kwargs)
         if method == "read":
@@ -320,6 +328,14 @@ class Sandbox:
                 record["write_date"] = self.db.tick()
             return True
         raise app_error("AttributeError", f"The method '{method}' does not exist on the model '{model}'")
+
+    def _company(self) -> None:
+        """The one company, its lock date as Odoo stores it ('YYYY-MM-DD' or False)."""
+        companies = self.db.table("res.company")
+        if not companies:
+            self.db.new("res.company", {"name": "Ledgerwire Auto Electric"})
+        for company in companies.values():
+            company["fiscalyear_lock_date"] = self.db.lock_date.isoformat() if self.db.lock_date else False
 
     def _generic_create(self, model: str, args: list) -> Any:
         records = args[0] if isinstance(args[0], list) else [args[0]]
@@ -344,6 +360,10 @@ class Sandbox:
         out = {}
         for name in names:
             value = record.get(name, False)
+            if model == "account.move" and name == "invoice_line_ids":
+                value = [line["id"] for line in record.get("_lines", [])]
+            elif model == "account.move.line" and name == "tax_ids":
+                value = [i for cmd in value or [] if cmd[0] == 6 for i in cmd[2]]
             if name.endswith("_id") and isinstance(value, int) and name != "id":
                 comodel = {"partner_id": "res.partner", "journal_id": "account.journal",
                            "reversed_entry_id": "account.move", "account_id": "account.account"}.get(name)
@@ -358,6 +378,8 @@ class Sandbox:
         for cmd in commands:
             code = cmd[0]
             if code == 5:
+                for old in lines:
+                    self.db.table("account.move.line").pop(old["id"], None)
                 lines.clear()
             elif code == 0:
                 vals = dict(cmd[2])
@@ -370,9 +392,16 @@ class Sandbox:
                     self.db.get("account.analytic.account", int(analytic_id))
                 if vals.get("product_id"):
                     self.db.get("product.product", vals["product_id"])
+                self.db.next_id += 1
+                vals.update({"id": self.db.next_id, "move_id": move["id"]})
+                self.db.table("account.move.line")[vals["id"]] = vals
                 lines.append(vals)
             elif code == 2:
-                del lines[int(cmd[1])]
+                gone = next((ln for ln in lines if ln["id"] == cmd[1]), None)
+                if gone is None:
+                    raise missing("account.move.line", cmd[1])
+                lines.remove(gone)
+                self.db.table("account.move.line").pop(gone["id"], None)
             else:
                 raise app_error("NotImplementedError", f"command {code} is not supported by the sandbox")
 
