@@ -9,12 +9,29 @@ the answer. Exactly once: before an Add is sent a "pending" marker is stored; if
 ReceivePaymentQuery "LW<id>", CreditMemoQuery, CustomerQuery/ItemQuery by name) and adopts what it finds.
 Mods carry the EditSequence; 3200 (out of date) re-reads the invoice and sends the Mod again. Deleting a
 payment that is already gone (3120) counts as done.
+
+Refunds: each is a CreditMemoAdd, then applied to THIS invoice by a ReceivePaymentAdd of 0.00 whose
+AppliedToTxnAdd carries SetCredit (CreditTxnID, AppliedAmount) — never more than the invoice's open balance
+the shop leaves (total − the shop's live payments); when a later payment or a lower total needs the room, the
+application is deleted first (TxnDel ReceivePayment) and what fits is applied again afterwards.
+
+Closed books (the company's closing date, statusCode 3171): the first open day is read with PreferencesQuery
+(AccountingPreferences/ClosingDate + 1 day). A new invoice, payment, refund or credit application dated on or
+before it is posted whole, dated the first open day (the invoice's later Mods keep that date; a "redated"
+entry is recorded). An InvoiceMod refused for the closing date freezes the invoice: from then on the
+difference between what QuickBooks holds (the invoice as last posted + the adjustments already posted, per
+item and tax item; connectors.adjustments) and the shop's version posts as an adjustment dated the first open
+day — an InvoiceAdd for an increase, a CreditMemoAdd for a decrease (a TxnVoid refused: a credit memo for
+everything held) — linked by Other ("A1-<invoice number>"/"C2-…") and Memo (the original's TxnID), recorded
+in doc.extra["adjustments"], found again by its RefNumber when an answer was lost (never posted twice), and a
+refusal that keeps coming back ends as a dead letter (never retried forever).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +42,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.base import Connector, invoice_memo, DeliveryContext, DocumentState, PermanentError, RemoteInvoice
+from connectors import adjustments
+from connectors.base import (ClosedPeriodError, Connector, invoice_memo, DeliveryContext, DocumentState,
+                             PermanentError, RemoteInvoice)
 from connectors.quickbooks_desktop import mapping, soap
 from connectors.quickbooks_desktop.settings import QbdSettings
 from connectors.quickbooks_desktop.store import DDL, MemoryStore, PgStore, QbdStore
@@ -35,6 +54,8 @@ log = structlog.get_logger(__name__)
 
 NOT_FOUND = (1, 500)  # 1: a query matched nothing; 500: a FullName/TxnID/ListID asked for does not exist
 TRANSIENT = (3180, 3175, 3176)  # error saving / object in use: nothing saved, send again
+CLOSED_PERIOD = 3171  # dated on or before the company's closing date (see sandbox.CLOSED_PERIOD)
+MAX_CLOSED_REFUSALS = 5  # closing-date refusals per invoice before it becomes a dead letter
 LIST_SYNC_S = 3600.0
 
 
@@ -89,6 +110,8 @@ class QuickBooksDesktopConnector(Connector):
         for key in ("tax_difference", "total_difference"):
             if key in state:
                 doc.extra[key] = state[key]
+        if (state.get("extra") or {}).get(adjustments.KEY):
+            doc.extra[adjustments.KEY] = state["extra"][adjustments.KEY]
         if work and work.failed_reason:
             doc.extra["qbd_last_error"] = work.failed_reason[:500]
         doc.status = "queued"
@@ -275,7 +298,8 @@ class QuickBooksDesktopConnector(Connector):
                     session["last_error"] = error
                     self.store.fail(invoice_id, work.queued_version, error, state)
                     # QuickBooks refused it after deliver() had queued it: a dead letter, never a silent stop.
-                    self.runtime.report_failure(self.target, event, PermanentError(
+                    error_class = ClosedPeriodError if responses[0]["statusCode"] == CLOSED_PERIOD else PermanentError
+                    self.runtime.report_failure(self.target, event, error_class(
                         f"QuickBooks Desktop refused {step.op}: {error}", platform_code=str(responses[0]["statusCode"])))
                     session["invoice_id"] = None
                     log.warning("qbd_request_failed", target=self.target.name, invoice_id=invoice_id, op=step.op,
@@ -335,13 +359,25 @@ class QuickBooksDesktopConnector(Connector):
             lookups = {"customer_add": lambda: mapping.customer_query(ref), "item_add": lambda: mapping.item_query(ref),
                        "invoice_add": lambda: mapping.invoice_query(ref_number=ref),
                        "payment_add": lambda: mapping.payment_query(ref),
-                       "refund_add": lambda: mapping.credit_memo_query(ref)}
+                       "credit_add": lambda: mapping.payment_query(ref),
+                       "refund_add": lambda: mapping.credit_memo_query(ref),
+                       "adjust_add": lambda: (mapping.invoice_query(ref_number=ref)
+                                              if pending["data"]["kind"] == "increase"
+                                              else mapping.credit_memo_query(ref))}
             return Step(kind.replace("_add", "_recover"), key, lookups[kind](), **pending.get("data", {}))
         txn_id = state.get("txn_id")
         wanted = {str(p.id): p for p in event.payments if p.status == PaymentStatus.RECEIVED}
         if event.status.value in ("void", "deleted"):
             if not txn_id or state.get("voided"):
                 return None
+            if state.get("void_closed"):  # TxnVoid refused (closed books): credit everything QuickBooks holds
+                customer = entities.get("customer", str(event.customer.id))
+                step = self._adjust_step(event, state, entities, customer, {}, "voided after the books were closed")
+                if step is None:
+                    state["voided"] = True
+                return step
+            for rid, ref in sorted(state.get("credits", {}).items()):
+                return Step("credit_del", rid, mapping.txn_del("ReceivePayment", ref["txn_id"]))
             for pid, ref in sorted(state.get("payments", {}).items()):
                 return Step("payment_del", pid, mapping.txn_del("ReceivePayment", ref["txn_id"]))
             return Step("void", "", mapping.txn_void("Invoice", txn_id))
@@ -384,6 +420,12 @@ class QuickBooksDesktopConnector(Connector):
             current = wanted.get(pid)
             if current is None or Decimal(ref["amount"]) != current.amount:
                 return Step("payment_del", pid, mapping.txn_del("ReceivePayment", ref["txn_id"]))
+        # Credit applications give way to what the shop's payments and total need (applied again below).
+        room = self._room(event, state, wanted)
+        applied_credit = sum((Decimal(c["amount"]) for c in state.get("credits", {}).values()), Decimal("0"))
+        if applied_credit > max(room, Decimal("0")):
+            for rid, ref in sorted(state.get("credits", {}).items()):
+                return Step("credit_del", rid, mapping.txn_del("ReceivePayment", ref["txn_id"]))
         ref_number = state.get("ref_number")
         if ref_number is None:
             if dry:
@@ -399,27 +441,46 @@ class QuickBooksDesktopConnector(Connector):
                                 str(ln["rate"]), str(ln["amount"]), ln["taxable"]) for ln in lines],
                                 invoice_memo(event, 4095), str(event.issue_date), str(event.due_date),
                                 self.mapping.location_tracking.get(event.location.code), self.settings.invoice_tax_item)
+        groups = adjustments.encode(mapping.posting_groups(event, self.mapping))
         if not txn_id:
-            state["pending"] = {"op": "invoice_add", "key": "", "ref": ref_number,
-                                "data": {"keys": keys, "hash": digest, **shop}}
+            txn_date = None
+            if "invoice" in state.get("redate", []):  # dated in the closed period: posted whole, first open day
+                if not state.get("open_day"):
+                    return Step("closing_date", "", mapping.preferences_query())
+                txn_date = state["open_day"]
+            data = {"keys": keys, "hash": digest, "groups": groups, "txn_date": txn_date, **shop}
+            state["pending"] = {"op": "invoice_add", "key": "", "ref": ref_number, "data": data}
             return Step("invoice_add", "", mapping.invoice_add(event, customer["list_id"], ref_number, lines,
-                                                               self.mapping, self.settings.invoice_tax_item),
-                        keys=keys, hash=digest, **shop)
+                                                               self.mapping, self.settings.invoice_tax_item, txn_date),
+                        **data)
         if state.get("voided"):
             return None  # QuickBooks keeps a voided invoice voided; the shop re-issuing it is not posted again
         if state.get("hash") != digest:
-            if state.get("stale"):
-                return Step("invoice_refresh", "", mapping.invoice_query(txn_id=txn_id))
-            return Step("invoice_mod", "", mapping.invoice_mod(event, txn_id, state["edit_seq"], customer["list_id"],
-                                                               ref_number, lines, state.get("line_ids", {}),
-                                                               self.mapping, self.settings.invoice_tax_item),
-                        keys=keys, hash=digest, **shop)
+            if state.get("frozen"):  # the books closed over it: post the difference as an adjustment
+                step = self._adjust_step(event, state, entities, customer, mapping.posting_groups(event, self.mapping),
+                                         "changed after the books were closed")
+                if step is not None:
+                    return step
+                state["hash"] = digest
+            else:
+                if state.get("stale"):
+                    return Step("invoice_refresh", "", mapping.invoice_query(txn_id=txn_id))
+                return Step("invoice_mod", "", mapping.invoice_mod(event, txn_id, state["edit_seq"], customer["list_id"],
+                                                                   ref_number, lines, state.get("line_ids", {}),
+                                                                   self.mapping, self.settings.invoice_tax_item,
+                                                                   state.get("txn_date")),
+                            keys=keys, hash=digest, groups=groups, **shop)
         for pid, payment in sorted(wanted.items()):
             if pid not in state.get("payments", {}):
                 ref = mapping.payment_reference(payment)
+                txn_date = None
+                if f"payment:{pid}" in state.get("redate", []):
+                    if not state.get("open_day"):
+                        return Step("closing_date", "", mapping.preferences_query())
+                    txn_date = state["open_day"]
                 state["pending"] = {"op": "payment_add", "key": pid, "ref": ref, "data": {"amount": str(payment.amount)}}
                 return Step("payment_add", pid, mapping.payment_add(payment, customer["list_id"], txn_id, self.mapping,
-                                                                    event.number), amount=str(payment.amount))
+                                                                    event.number, txn_date), amount=str(payment.amount))
         for refund in event.refunds:
             rid = str(refund.id)
             if rid not in state.get("refunds", {}):
@@ -428,13 +489,85 @@ class QuickBooksDesktopConnector(Connector):
                 if item is None:
                     continue
                 ref = mapping.refund_reference(refund)
+                txn_date = None
+                if f"refund:{rid}" in state.get("redate", []):
+                    if not state.get("open_day"):
+                        return Step("closing_date", "", mapping.preferences_query())
+                    txn_date = state["open_day"]
                 state["pending"] = {"op": "refund_add", "key": rid, "ref": ref,
                                     "data": {"amount": str(refund.amount + refund.tax_amount)}}
                 return Step("refund_add", rid, mapping.credit_memo_add(refund, event, customer["list_id"], item,
                                                                        self.mapping, self.settings.invoice_tax_item,
-                                                                       txn_id),
+                                                                       txn_id, txn_date),
                             amount=str(refund.amount + refund.tax_amount))
+        # Each credit memo applied to THIS invoice, up to what the shop leaves unpaid.
+        room -= sum((Decimal(c["amount"]) for c in state.get("credits", {}).values()), Decimal("0"))
+        for refund in event.refunds:
+            rid = str(refund.id)
+            memo = state.get("refunds", {}).get(rid)
+            if memo is None or rid in state.get("credits", {}) or room <= 0:
+                continue
+            amount = min(Decimal(memo["amount"]), room)
+            if amount <= 0:
+                continue
+            txn_date = refund.created_at.date().isoformat()
+            if f"credit:{rid}" in state.get("redate", []):
+                if not state.get("open_day"):
+                    return Step("closing_date", "", mapping.preferences_query())
+                txn_date = state["open_day"]
+            ref = mapping.credit_reference(rid)
+            state["pending"] = {"op": "credit_add", "key": rid, "ref": ref, "data": {"amount": str(amount)}}
+            return Step("credit_add", rid, mapping.credit_application(rid, customer["list_id"], txn_id, memo["txn_id"],
+                                                                      amount, txn_date, event.number),
+                        amount=str(amount))
         return None
+
+    def _room(self, event: InvoiceEvent, state: dict[str, Any], wanted: dict[str, Any]) -> Decimal:
+        """What the shop leaves unpaid on the invoice QuickBooks holds (the original's total once frozen)."""
+        total = event.computed.total
+        if state.get("frozen") and state.get("held"):
+            total = sum((Decimal(n) + Decimal(t) for n, t in state["held"].values()), Decimal("0"))
+        return total - sum((p.amount for p in wanted.values()), Decimal("0"))
+
+    def _adjust_step(self, event: InvoiceEvent, state: dict[str, Any], entities: _Entities,
+                     customer: dict[str, Any] | None, wanted: adjustments.Groups, reason: str) -> Step | None:
+        """The next closed-period adjustment: the difference between what QuickBooks holds and ``wanted``
+        (None when they match)."""
+        extra = state.setdefault("extra", {})
+        entries = adjustments.load(extra)
+        original = {k: (Decimal(n), Decimal(t)) for k, (n, t) in (state.get("held") or {}).items()}
+        held = adjustments.combine(original, adjustments.effect_of(entries))
+        diff = adjustments.difference(held, wanted)
+        if not diff:
+            return None
+        if not state.get("open_day"):
+            return Step("closing_date", "", mapping.preferences_query())
+        kind = adjustments.direction(diff)
+        seq = adjustments.next_sequence(entries)
+        ref, other = mapping.adjustment_refs(event, seq, kind)
+        lines = []
+        for key, (net, tax) in sorted(adjustments.signed(diff, kind).items()):
+            what, name = key.split("|", 1)
+            if what == "tax":
+                lines.append({"item": {"full_name": mapping.tax_item(name, self.mapping)}, "desc": "Tax adjustment",
+                              "amount": tax, "taxable": None})
+                continue
+            item = entities.get("item", name)
+            kind_name = name.split(":", 1)[1]
+            configured = self.mapping.items.get(kind_name) if name.startswith("kind:") else None
+            ref_item = ({"full_name": configured} if configured else {"list_id": item["list_id"]} if item
+                        else {"full_name": kind_name[:mapping.ITEM_NAME_MAX]})
+            lines.append({"item": ref_item, "desc": f"Adjustment ({reason})", "amount": net, "taxable": None})
+        net, tax = adjustments.totals(diff)
+        data = {"kind": kind, "seq": seq, "ref": ref, "other": other, "date": state["open_day"],
+                "effect": adjustments.encode(diff), "total": str(abs(net + tax)), "tax": str(abs(tax)),
+                "reason": reason, "refusal": state.get("closed_reason", "")[:200], "version": event.version}
+        state["pending"] = {"op": "adjust_add", "key": str(seq), "ref": ref, "data": data}
+        if customer is None:
+            customer = {"list_id": state.get("customer_list_id", "")}
+        return Step("adjust_add", str(seq), mapping.adjustment_add(
+            kind, event, customer["list_id"], ref, other, lines, state["open_day"], self.mapping,
+            self.settings.invoice_tax_item, state["txn_id"], reason), **data)
 
     def _apply(self, step: Step, rs: dict[str, Any], state: dict[str, Any], event: InvoiceEvent,
                entities: _Entities) -> str | None:
@@ -447,6 +580,13 @@ class QuickBooksDesktopConnector(Connector):
             state["transient"] = state.get("transient", 0) + 1
             return None if state["transient"] <= 20 else f"QuickBooks {code}: {rs['statusMessage']}"
         state.pop("transient", None)
+        if code == CLOSED_PERIOD:
+            return self._closed(step, rs, state, event)
+        if op == "closing_date":
+            prefs = ret.get("AccountingPreferences") or {}
+            closing = prefs.get("ClosingDate") if isinstance(prefs, dict) else None
+            state["open_day"] = adjustments.first_open_day(date.fromisoformat(closing) if closing else None).isoformat()
+            return None
         if op.endswith("_recover"):
             kind = op[: -len("_recover")]
             state.pop("pending", None)
@@ -514,6 +654,31 @@ class QuickBooksDesktopConnector(Connector):
                 return _error(rs)
             state["voided"] = True
             return None
+        if op == "credit_del":
+            if code not in (0, 3120):
+                return _error(rs)
+            state.get("credits", {}).pop(key, None)
+            return None
+        if op == "credit_add":
+            state.pop("pending", None)
+            if code != 0:
+                return _error(rs)
+            state.setdefault("credits", {})[key] = {"txn_id": ret["TxnID"], "amount": step.data["amount"]}
+            return None
+        if op == "adjust_add":
+            state.pop("pending", None)
+            if code != 0 or not ret:
+                return _error(rs)
+            data = step.data
+            entry = {"kind": data["kind"], "entity": "Invoice" if data["kind"] == "increase" else "CreditMemo",
+                     "id": ret.get("TxnID"), "ref_number": data["ref"], "number": data["other"], "date": data["date"],
+                     "total": data["total"], "tax": data["tax"], "effect": data["effect"],
+                     "version": str(data["version"]), "reason": f"{data['reason']}: {data['refusal']}"[:300]}
+            adjustments.record(state.setdefault("extra", {}), entry)
+            log.warning("qbd_closed_period_adjustment", target=self.target.name, invoice_id=event.invoice_id,
+                        kind=entry["kind"], txn_id=entry["id"], number=entry["number"], date=entry["date"],
+                        total=entry["total"])
+            return None
         if op in ("invoice_add", "invoice_mod", "invoice_refresh"):
             if op == "invoice_add":
                 state.pop("pending", None)
@@ -532,6 +697,17 @@ class QuickBooksDesktopConnector(Connector):
                 state.pop("stale", None)
                 return None
             state["hash"] = step.data.get("hash")
+            if step.data.get("groups") is not None:
+                state["held"] = step.data["groups"]  # what the invoice itself now posts, per item / tax item
+            if op == "invoice_add" and step.data.get("txn_date"):
+                state["txn_date"] = step.data["txn_date"]
+                entry = {"kind": "redated", "entity": "Invoice", "id": state["txn_id"],
+                         "number": event.number, "date": step.data["txn_date"], "total": step.data.get("total"),
+                         "tax": step.data.get("tax"), "version": str(event.version),
+                         "reason": f"dated in a closed period: {state.get('closed_reason', '')}"[:300]}
+                adjustments.record(state.setdefault("extra", {}), entry)
+                log.warning("qbd_closed_period_redated", target=self.target.name, invoice_id=event.invoice_id,
+                            txn_id=state["txn_id"], date=step.data["txn_date"])
             if "Subtotal" in ret:
                 self._check_totals(ret, step.data, state, event)
             return None
@@ -548,6 +724,32 @@ class QuickBooksDesktopConnector(Connector):
             state.setdefault("refunds", {})[key] = {"txn_id": ret["TxnID"], "amount": step.data["amount"]}
             return None
         return f"unexpected answer to {op}"
+
+    def _closed(self, step: Step, rs: dict[str, Any], state: dict[str, Any], event: InvoiceEvent) -> str | None:
+        """QuickBooks refused ``step`` for the company's closing date: nothing was saved. Decide how the plan
+        goes on (re-dated, adjusted), and read the closing date again; too many refusals → a dead letter."""
+        state.pop("pending", None)
+        state["closed_count"] = state.get("closed_count", 0) + 1
+        state["closed_reason"] = rs["statusMessage"][:300]
+        state.pop("open_day", None)  # read the closing date (again): it may have moved
+        if state["closed_count"] > MAX_CLOSED_REFUSALS:
+            return _error(rs)
+        redate = set(state.get("redate", []))
+        op, key = step.op, step.key
+        if op == "invoice_add":
+            redate.add("invoice")
+        elif op in ("payment_add", "refund_add", "credit_add"):
+            redate.add(f"{op[:-4]}:{key}")
+        elif op == "invoice_mod":
+            state["frozen"] = True
+        elif op == "void":
+            state["void_closed"] = True
+        elif op != "adjust_add":  # a payment or credit application dated in the closed period cannot be removed
+            return _error(rs)
+        state["redate"] = sorted(redate)
+        log.warning("qbd_closed_period", target=self.target.name, invoice_id=event.invoice_id, op=op,
+                    message=rs["statusMessage"][:200])
+        return None
 
     def _check_totals(self, ret: dict[str, Any], sent: dict[str, Any], state: dict[str, Any],
                       event: InvoiceEvent) -> None:
@@ -599,7 +801,7 @@ def _simulated(step: Step, event: InvoiceEvent) -> dict[str, Any]:
                        "InvoiceLineRet": [{"TxnLineID": f"<new line {k}>"} for k in step.data.get("keys", [])]}]
         if step.op == "invoice_mod":
             rs["rets"][0].pop("TxnID")
-    elif step.op in ("payment_add", "refund_add"):
+    elif step.op in ("payment_add", "refund_add", "credit_add", "adjust_add"):
         rs["rets"] = [{"TxnID": f"<new {step.op[:-4]} {step.key}>"}]
     return rs
 

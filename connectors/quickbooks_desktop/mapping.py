@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -223,28 +224,31 @@ def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], map
 
 
 def _header(parent: etree._Element, event: InvoiceEvent, customer_list_id: str, ref_number: str,
-            mapping: MappingConfig, tax_item_name: str) -> None:
+            mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None) -> None:
     _ref(parent, "CustomerRef", list_id=customer_list_id)
     tracking = mapping.location_tracking.get(event.location.code)
     if tracking:
         _ref(parent, "ClassRef", full_name=tracking)
-    if event.issue_date:
-        _el(parent, "TxnDate", event.issue_date.isoformat())
+    if txn_date or event.issue_date:  # txn_date: re-dated into the first open day (closed books)
+        _el(parent, "TxnDate", txn_date or event.issue_date.isoformat())
     _el(parent, "RefNumber", ref_number)
     if event.job:
         _el(parent, "PONumber", event.job.number[:25])
     if event.due_date:
         _el(parent, "DueDate", event.due_date.isoformat())
     _ref(parent, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(parent, "Memo", invoice_memo(event, 4095))
+    memo = invoice_memo(event, 4095)
+    if txn_date and event.issue_date and txn_date != event.issue_date.isoformat():
+        memo = f"{memo}; shop date {event.issue_date.isoformat()} is in a closed period"[:4095]
+    _el(parent, "Memo", memo)
     _el(parent, "Other", event.number[:OTHER_MAX])
 
 
 def invoice_add(event: InvoiceEvent, customer_list_id: str, ref_number: str, lines: list[dict[str, Any]],
-                mapping: MappingConfig, tax_item_name: str) -> etree._Element:
+                mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None) -> etree._Element:
     rq = etree.Element("InvoiceAddRq")
     add = _el(rq, "InvoiceAdd")
-    _header(add, event, customer_list_id, ref_number, mapping, tax_item_name)
+    _header(add, event, customer_list_id, ref_number, mapping, tax_item_name, txn_date)
     for line in lines:
         _line_fields(_el(add, "InvoiceLineAdd"), line["item"], line["desc"], line["quantity"], line["rate"],
                      line["amount"], line["taxable"])
@@ -256,14 +260,14 @@ def invoice_add(event: InvoiceEvent, customer_list_id: str, ref_number: str, lin
 
 def invoice_mod(event: InvoiceEvent, txn_id: str, edit_sequence: str, customer_list_id: str, ref_number: str,
                 lines: list[dict[str, Any]], line_ids: dict[str, str], mapping: MappingConfig,
-                tax_item_name: str) -> etree._Element:
+                tax_item_name: str, txn_date: str | None = None) -> etree._Element:
     """The whole invoice again: kept lines by TxnLineID, new ones as TxnLineID -1; lines left out are
     deleted by QuickBooks."""
     rq = etree.Element("InvoiceModRq")
     mod = _el(rq, "InvoiceMod")
     _el(mod, "TxnID", txn_id)
     _el(mod, "EditSequence", edit_sequence)
-    _header(mod, event, customer_list_id, ref_number, mapping, tax_item_name)
+    _header(mod, event, customer_list_id, ref_number, mapping, tax_item_name, txn_date)
     for line in lines:
         lm = _el(mod, "InvoiceLineMod")
         _el(lm, "TxnLineID", line_ids.get(line["key"], "-1"))
@@ -285,12 +289,12 @@ def invoice_query(*, ref_number: str | None = None, txn_id: str | None = None) -
 
 
 def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, mapping: MappingConfig,
-                invoice_number: str) -> etree._Element:
+                invoice_number: str, txn_date: str | None = None) -> etree._Element:
     """Applied to THIS invoice (AppliedToTxnAdd), never IsAutoApply."""
     rq = etree.Element("ReceivePaymentAddRq")
     add = _el(rq, "ReceivePaymentAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
-    _el(add, "TxnDate", payment.received_at.date().isoformat())
+    _el(add, "TxnDate", txn_date or payment.received_at.date().isoformat())
     _el(add, "RefNumber", payment_reference(payment))
     _el(add, "TotalAmount", amt(payment.amount))
     _el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
@@ -325,7 +329,8 @@ def txn_void(txn_type: str, txn_id: str) -> etree._Element:
 
 
 def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, item: dict[str, str],
-                    mapping: MappingConfig, tax_item_name: str, invoice_txn_id: str) -> etree._Element:
+                    mapping: MappingConfig, tax_item_name: str, invoice_txn_id: str,
+                    txn_date: str | None = None) -> etree._Element:
     """A returned part or refund as a credit memo for the same customer, linked to the invoice by its
     Other (the shop's invoice number) and Memo (the invoice's TxnID); the tax refunded as a tax line."""
     rq = etree.Element("CreditMemoAddRq")
@@ -334,7 +339,7 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
     tracking = mapping.location_tracking.get(event.location.code)
     if tracking:
         _ref(add, "ClassRef", full_name=tracking)
-    _el(add, "TxnDate", refund.created_at.date().isoformat())
+    _el(add, "TxnDate", txn_date or refund.created_at.date().isoformat())
     _el(add, "RefNumber", refund_reference(refund))
     _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
     _el(add, "Memo", f"{refund.kind} {refund.id} on invoice {event.number} (TxnID {invoice_txn_id}): "
@@ -349,6 +354,89 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
         if code is not None:
             _line_fields(_el(add, "CreditMemoLineAdd"), {"full_name": tax_item(code, mapping)}, "Tax refunded",
                          None, None, refund.tax_amount, None)
+    return rq
+
+
+def credit_reference(refund_id: str) -> str:
+    return f"LWC{refund_id}"[:20]  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
+
+
+def credit_application(refund_id: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,
+                       amount: Decimal, txn_date: str, invoice_number: str) -> etree._Element:
+    """A credit memo used against THIS invoice, the way QuickBooks Desktop does it: a ReceivePayment of
+    0.00 whose AppliedToTxnAdd (the invoice) carries SetCredit (CreditTxnID = the memo, AppliedAmount)."""
+    rq = etree.Element("ReceivePaymentAddRq")
+    add = _el(rq, "ReceivePaymentAdd")
+    _ref(add, "CustomerRef", list_id=customer_list_id)
+    _el(add, "TxnDate", txn_date)
+    _el(add, "RefNumber", credit_reference(refund_id))
+    _el(add, "TotalAmount", "0.00")
+    _el(add, "Memo", f"Shop refund {refund_id} credited to invoice {invoice_number}"[:4095])
+    applied = _el(add, "AppliedToTxnAdd")
+    _el(applied, "TxnID", invoice_txn_id)
+    credit = _el(applied, "SetCredit")
+    _el(credit, "CreditTxnID", memo_txn_id)
+    _el(credit, "AppliedAmount", amt(amount))
+    return rq
+
+
+def preferences_query() -> etree._Element:
+    """The company's closing date lives in AccountingPreferences/ClosingDate."""
+    rq = etree.Element("PreferencesQueryRq")
+    _el(rq, "IncludeRetElement", "AccountingPreferences")
+    return rq
+
+
+# --- closed-period adjustments -------------------------------------------------------------------------
+
+
+def posting_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
+    """What the invoice posts, per posting key (connectors.adjustments groups): "item|<item key>" → (net, 0)
+    for the shop's lines, "tax|<code>" → (0, tax) for each tax component's sales-tax item line."""
+    groups: dict[str, tuple[Decimal, Decimal]] = {}
+    zero = Decimal("0.00")
+    for line in event.lines:
+        key = f"item|{item_key(line, mapping)[0]}"
+        net, tax = groups.get(key, (zero, zero))
+        groups[key] = (net + line.amount, tax)
+        for component in line.taxes:
+            tkey = f"tax|{component.code}"
+            net, tax = groups.get(tkey, (zero, zero))
+            groups[tkey] = (net, tax + component.amount)
+    return groups
+
+
+def adjustment_refs(event: InvoiceEvent, seq: int, kind: str) -> tuple[str, str]:
+    """(RefNumber ≤ 11, Other ≤ 29) of a closed-period adjustment: "A<n>"/"C<n>" + the invoice number in
+    Other (the link a bookkeeper reads), and a deterministic hashed RefNumber to find it again on a retry."""
+    prefix = f"{'A' if kind == 'increase' else 'C'}{seq}"
+    digest = base64.b32encode(hashlib.sha256(f"{event.number}#{prefix}".encode()).digest()).decode()
+    return (prefix + digest)[:REF_NUMBER_MAX], f"{prefix}-{event.number}"[-OTHER_MAX:]
+
+
+def adjustment_add(kind: str, event: InvoiceEvent, customer_list_id: str, ref_number: str, other: str,
+                   lines: list[dict[str, Any]], txn_date: str, mapping: MappingConfig, tax_item_name: str,
+                   original_txn_id: str, reason: str) -> etree._Element:
+    """The difference between what QuickBooks holds and the shop's new version: an InvoiceAdd (increase) or
+    a CreditMemoAdd (decrease) dated the first open day, linked to the original by Other and Memo."""
+    entity = "Invoice" if kind == "increase" else "CreditMemo"
+    rq = etree.Element(f"{entity}AddRq")
+    add = _el(rq, f"{entity}Add")
+    _ref(add, "CustomerRef", list_id=customer_list_id)
+    tracking = mapping.location_tracking.get(event.location.code)
+    if tracking:
+        _ref(add, "ClassRef", full_name=tracking)
+    _el(add, "TxnDate", txn_date)
+    _el(add, "RefNumber", ref_number)
+    _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
+    _el(add, "Memo", f"Adjustment to invoice {event.number} (TxnID {original_txn_id}), {reason}"[:4095])
+    _el(add, "Other", other)
+    for line in lines:
+        _line_fields(_el(add, f"{entity}LineAdd"), line["item"], line["desc"], None, None, line["amount"],
+                     line["taxable"])
+    if entity == "Invoice":
+        for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal"):
+            _el(rq, "IncludeRetElement", name)
     return rq
 
 
