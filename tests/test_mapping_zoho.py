@@ -141,6 +141,26 @@ def test_new_invoice_dated_in_a_locked_period_posts_whole_on_the_first_open_day(
     assert len(invoices(sandbox)) == 1 and len(adjustments.load(doc.extra)) == 1
 
 
+def test_payment_and_credit_note_dated_in_a_locked_period_post_on_the_first_open_day(zoho):
+    from datetime import datetime, timezone
+
+    from connectors.testing import payment
+    from daemon.canonical import Refund
+
+    sandbox, build = zoho
+    connector, entities = build(), MemoryEntities()
+    sandbox.set_lock_date(date(2026, 12, 1))
+    refund = Refund(id=9, kind="return", amount=Decimal("289.95"), tax_amount=Decimal("14.50"), line_id=2,
+                    created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))
+    event = invoice_event(1351, payments=[payment(1, "100.00")], refunds=[refund])
+    doc = deliver(connector, entities, event)
+    (paid,) = sandbox.org().payments.values()
+    (credit,) = credit_notes(sandbox)
+    assert paid["date"] == credit["date"] == "2026-12-01"
+    assert paid["invoices"] == [{"invoice_id": doc.external_id, "amount_applied": Decimal("100.00")}]
+    assert len(doc.payments) == 1 and len(doc.refunds) == 1
+
+
 # --- items --------------------------------------------------------------------------------------------
 
 def test_items_per_part_number_are_created_once(zoho):

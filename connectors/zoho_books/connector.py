@@ -165,6 +165,16 @@ class ZohoBooksConnector(Connector):
             if payload.get("due_date"):
                 payload["due_date"] = max(payload["due_date"], open_date)
 
+    def _post_open(self, path: str, body: dict[str, Any], ctx: DeliveryContext) -> dict[str, Any]:
+        """POST a payment or credit note; when its date is locked, the same document dated the first open day."""
+        try:
+            return self.client.call("POST", path, body)
+        except ClosedPeriodError as exc:
+            open_day = self._first_open_day(exc).isoformat()
+            log.warning("zoho_closed_period_redated", target=ctx.target, path=path, original_date=body.get("date"),
+                        posted_date=open_day, reason=exc.reason[:200])
+            return self.client.call("POST", path, {**body, "date": open_day})
+
     def _create_redated(self, event: InvoiceEvent, doc: DocumentState, payload: dict[str, Any],
                         exc: ClosedPeriodError, bound) -> dict[str, Any]:
         """A NEW invoice dated in a locked period: posted whole, dated the first open day, and reported."""
@@ -311,7 +321,7 @@ class ZohoBooksConnector(Connector):
                 created = found[0]
             else:
                 body = mapping.payment_payload(payment, doc.external_id, doc.customer_id, event, self.mapping)
-                created = self.client.call("POST", "/customerpayments", body)["payment"]
+                created = self._post_open("/customerpayments", body, ctx)["payment"]
             doc.payments[payment_id] = ExternalRef(external_id=created["payment_id"], amount=payment.amount,
                                                    status="applied")
             ctx.checkpoint(doc)
@@ -348,7 +358,7 @@ class ZohoBooksConnector(Connector):
             line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
             tax_id = self._tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
             body = mapping.creditnote_payload(refund, event, doc.customer_id, tax_id, self.mapping)
-            note = self.client.call("POST", "/creditnotes", body)["creditnote"]
+            note = self._post_open("/creditnotes", body, ctx)["creditnote"]
         total = Decimal(str(note.get("total", refund.amount + refund.tax_amount)))
         if total != refund.amount + refund.tax_amount:
             log.warning("zoho_credit_note_difference", target=ctx.target, invoice_id=event.invoice_id,

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from connectors import adjustments
 from connectors.base import (
     AuthError,
     ClosedPeriodError,
@@ -370,6 +371,7 @@ def test_preview_sends_nothing_and_its_bodies_are_valid(zoho):
 
 def test_every_request_body_is_valid_against_the_documented_schemas(zoho):
     sandbox, connector, entities, _ = zoho
+    connector.mapping = connector.mapping.model_copy(update={"item_mode": "per_part_number"})  # POST /items
     v1 = invoice_event(payments=[payment(1, "100.00")], lines=[
         line(1, "labour", "Diagnose", "1.0", "120.00", taxes=GST_PST),
         line(2, "part", "Alternator", "1", "289.9500", part_number="ALT-140R"),
@@ -381,6 +383,18 @@ def test_every_request_body_is_valid_against_the_documented_schemas(zoho):
                       refunds=[refund], customer=v1.customer.model_copy(update={"phone": "555-0199"}))
     doc = deliver(connector, entities, v2, doc)
     deliver(connector, entities, next_version(v2, payments=[payment(1, "100.00", status="reversed")], status="void"), doc)
+    # closed-period adjustments: an increase (an invoice), a decrease (a credit note), a void (a credit note)
+    sandbox.set_lock_date(date(2026, 12, 1))
+    a1 = invoice_event(9901)
+    locked = deliver(connector, entities, a1)  # dated in the locked period: re-dated
+    sandbox.set_lock_date(date(2026, 12, 31))
+    a2 = next_version(a1, lines=list(a1.lines) + [line(6, "part", "Terminal", "1", "4.00")])
+    locked = deliver(connector, entities, a2, locked)
+    a3 = next_version(a2, lines=list(a2.lines)[:3])
+    locked = deliver(connector, entities, a3, locked)
+    deliver(connector, entities, next_version(a3, status="void"), locked)
+    assert [e["kind"] for e in adjustments.load(locked.extra)] == [
+        "redated", "increase", "decrease"]
     checked = set()
     for method, path, body in sandbox.requests:
         errors = schemas.schema_errors(method, path, body)
@@ -388,7 +402,7 @@ def test_every_request_body_is_valid_against_the_documented_schemas(zoho):
         if schemas.model_for(method, path):
             checked.add(schemas.model_for(method, path).__name__)
     assert checked == {"InvoiceRequest", "CustomerPaymentRequest", "CreditNoteRequest", "CreditToInvoicesRequest",
-                       "ContactRequest"}
+                       "ContactRequest", "ItemRequest"}
 
 
 def test_the_schema_check_catches_what_zoho_would_refuse():
