@@ -517,6 +517,11 @@ class OdooConnector(Connector):
         accounts = {f"income_accounts.{k.value}": v for k, v in m.income_accounts.items()}
         if m.core_account:
             accounts["core_account"] = m.core_account
+        if m.discount_posting == "discount_account":
+            if m.discount_account:
+                accounts["discount_account"] = m.discount_account
+            else:
+                problems.append("discount_account: required with discount_posting 'discount_account'")
         account_ids = ids_of(accounts, "account")
         found = fetch("account.account", account_ids, ["id", "code", "name"])
         problems += [f"{name}: account '{i}' not found" for name, i in account_ids.items() if i not in found]

@@ -140,6 +140,11 @@ def invoice_vals(event: InvoiceEvent, partner_id: int | str, mapping: MappingCon
     """``account.move`` create values of a customer invoice (lines as (0, 0, vals) commands). ``products``:
     line id → product.product id of its part number; ``open_date``: the first open day an invoice dated in a
     locked period was posted on (it stays there: dated back, every edit would be refused)."""
+    if event.tax_inclusive:
+        # The mapped taxes are tax-excluded percentages (check_mapping insists); posting the shop's tax-included
+        # prices on them would add the tax again. Refused, never misposted.
+        raise PermanentError(f"{event.number}: tax-inclusive prices are not supported by the Odoo connector (the "
+                             "mapped taxes exclude tax)")
     where = tracking(event, mapping)
     vals: dict[str, Any] = {
         "move_type": "out_invoice",

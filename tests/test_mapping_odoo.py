@@ -1,0 +1,267 @@
+"""Issue #5's mapping choices on the Odoo sandbox (parity with tests/test_mapping_qbo.py and
+tests/test_mapping_xero.py): closed periods (the company's lock date) as adjustments, items per part number,
+discount posting modes and the core account — and every call the connector sent for them validated against
+the official field table (``$LEDGERWIRE_SPECS_DIR/odoo/account-move-fields.md``)."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from connectors.base import DocumentState, PermanentError
+from connectors.odoo import CONNECTOR, Sandbox
+from connectors.odoo.spec import FieldTable
+from connectors.sandbox_kit import Faults
+from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from daemon.config import TargetConfig
+
+
+@pytest.fixture
+def odoo():
+    sandbox = Sandbox(Faults(hang_s=2.5))
+    server = sandbox.serve()
+    runtime = MemoryRuntime({"odoo": sandbox.seed_credentials()})
+    connectors = []
+
+    def build(**mapping):
+        data = sandbox.target_config("odoo", server.url) | {"request_timeout_s": 2}
+        data["settings"]["requests_per_second"] = 200
+        data["mapping"] = {**data["mapping"], **mapping}
+        connectors.append(CONNECTOR(TargetConfig.model_validate(data), runtime))
+        return connectors[-1]
+
+    yield sandbox, build
+    for c in connectors:
+        c.close()
+    server.stop()
+
+
+def deliver(connector, entities, event, doc=None, attempt=1):
+    return connector.deliver(event, doc or DocumentState(), MemoryContext("odoo", event, entities, attempt=attempt))
+
+
+def moves(sandbox, move_type="out_invoice", prefix=None):
+    return [m for m in sandbox.records("account.move") if m["move_type"] == move_type
+            and (prefix is None or str(m["payment_reference"]).startswith(prefix))]
+
+
+def account_id(sandbox, code):
+    return next(a["id"] for a in sandbox.records("account.account") if a["code"] == code)
+
+
+def lines_of(move):
+    return [(ln["account_id"], ln["price_subtotal"], ln["price_total"] - ln["price_subtotal"]) for ln in move["_lines"]]
+
+
+@pytest.fixture(scope="module")
+def field_table(specs):
+    path = specs / "odoo" / "account-move-fields.md"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return FieldTable.from_markdown(path.read_text())
+
+
+def assert_valid(sandbox, field_table):
+    for model, method, args, kwargs in sandbox.requests:
+        problems = field_table.check_call(model, method, args, kwargs)
+        assert not problems, f"{model}.{method} not valid against account-move-fields.md: {problems}"
+
+
+# --- closed periods -----------------------------------------------------------------------------------
+
+def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(odoo, field_table):
+    sandbox, build = odoo
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event()
+    doc = deliver(connector, entities, v1)
+    (original,) = moves(sandbox, prefix="INV-001001")
+    sandbox.set_lock_date(date(2026, 11, 30))
+    # A part line added after the period was locked: Odoo refuses button_draft; the difference is an invoice.
+    v2 = next_version(v1, lines=list(v1.lines) + [line(6, "part", "Battery terminal", "2", "4.7500")])
+    doc = deliver(connector, entities, v2, doc)
+    (increase,) = moves(sandbox, prefix="INV-001001-A")
+    assert increase["payment_reference"] == "INV-001001-A1" and increase["state"] == "posted"
+    assert increase["ref"] == f"INV-001001 {original['name']}" and increase["invoice_date"] == "2026-12-01"
+    assert increase["amount_total"] == v2.computed.total - v1.computed.total == Decimal("9.98")
+    assert increase["amount_tax"] == Decimal("0.48")
+    assert lines_of(increase) == [(account_id(sandbox, "400000"), Decimal("9.50"), Decimal("0.48"))]
+    after = next(m for m in sandbox.records("account.move") if m["id"] == original["id"])
+    assert after["amount_total"] == v1.computed.total and after["state"] == "posted"  # untouched
+    (entry,) = json.loads(doc.extra["adjustments"])
+    assert entry["kind"] == "increase" and entry["id"] == str(increase["id"]) and "lock date" in entry["reason"]
+    assert entry["original"] == doc.external_id and doc.delivered_version == 2  # delivered, not retried forever
+    assert "tax_difference" not in doc.extra
+
+    # The same version again with the state from before the adjustment (a retry): found, not reposted.
+    before = DocumentState(**{**doc.model_dump(), "extra": {k: v for k, v in doc.extra.items() if k != "adjustments"}})
+    before.extra.pop("invoice_hash")
+    again = deliver(connector, entities, v2, before, attempt=2)
+    assert len(moves(sandbox, prefix="INV-001001-A")) == 1 and not moves(sandbox, "out_refund")
+    assert [a["id"] for a in json.loads(again.extra["adjustments"])] == [str(increase["id"])]
+
+    # The new part gone and the fee removed: the difference goes the other way, as a credit note.
+    v3 = next_version(v2, lines=list(v1.lines)[:-1])
+    doc = deliver(connector, entities, v3, doc)
+    (decrease,) = moves(sandbox, "out_refund")
+    assert decrease["payment_reference"] == "INV-001001-C2" and decrease["reversed_entry_id"] == original["id"]
+    assert decrease["invoice_date"] == "2026-12-01" and decrease["amount_total"] == v2.computed.total - v3.computed.total
+    # A void in the locked period: a credit note for everything Odoo still holds.
+    doc = deliver(connector, entities, next_version(v3, status="void"), doc)
+    void_note = next(m for m in moves(sandbox, "out_refund") if m["payment_reference"] == "INV-001001-C3")
+    assert void_note["amount_total"] == v3.computed.total and doc.status == "voided"
+    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["increase", "decrease", "decrease"]
+    held = original["amount_total"] + increase["amount_total"] - sum(m["amount_total"] for m in moves(sandbox, "out_refund"))
+    assert held == Decimal("0.00")
+    assert next(m for m in sandbox.records("account.move") if m["id"] == original["id"])["state"] == "posted"
+    assert_valid(sandbox, field_table)
+
+
+def test_locked_invoice_with_payments_is_not_stripped_before_the_adjustment(odoo):
+    sandbox, build = odoo
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(4050, payments=[payment(1, "100.00")])
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(date(2026, 11, 30))
+    v2 = next_version(v1, lines=list(v1.lines)[:-1])  # the shop fee removed
+    doc = deliver(connector, entities, v2, doc)
+    (note,) = moves(sandbox, "out_refund")
+    assert note["amount_total"] == v1.computed.total - v2.computed.total == Decimal("13.13")
+    assert lines_of(note) == [(account_id(sandbox, "400200"), Decimal("12.50"), Decimal("0.63"))]
+    # The payment was never cancelled (button_draft would have been refused after it was gone).
+    assert [p["state"] for p in sandbox.records("account.payment")] == ["in_process"]
+    assert doc.payments["1"].amount == Decimal("100.00")
+    (inv,) = [b for b in sandbox.booked_invoices() if b.number == "INV-004050"]
+    assert inv.payments_applied == Decimal("100.00") and inv.total == v1.computed.total
+
+
+def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(odoo, field_table):
+    sandbox, build = odoo
+    connector, entities = build(), MemoryEntities()
+    sandbox.set_lock_date(date(2026, 11, 25))
+    v1 = invoice_event(4100, payments=[payment(1, "10.00")])  # issued 11-20 (locked)
+    doc = deliver(connector, entities, v1)
+    (invoice,) = moves(sandbox)
+    assert invoice["invoice_date"] == "2026-11-26" and invoice["payment_reference"] == "INV-004100"
+    assert invoice["amount_total"] == v1.computed.total and invoice["state"] == "posted"
+    assert invoice["invoice_date_due"] == "2026-12-20"
+    (entry,) = json.loads(doc.extra["adjustments"])
+    assert entry["kind"] == "redated" and entry["shop_date"] == "2026-11-20" and entry["date"] == "2026-11-26"
+    assert doc.payments["1"].amount == Decimal("10.00")
+    # The same version again changes nothing; a later version keeps the open-period date.
+    writes = len(sandbox.writes())
+    doc = deliver(connector, entities, v1, doc)
+    assert len(sandbox.writes()) == writes
+    doc = deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:4]), doc)
+    (invoice,) = moves(sandbox)
+    assert invoice["invoice_date"] == "2026-11-26" and len(invoice["_lines"]) == 4 and not moves(sandbox, "out_refund")
+    assert len(json.loads(doc.extra["adjustments"])) == 1
+    # A retry that lost everything finds the re-dated invoice by number and keeps its date.
+    lost = deliver(connector, entities, next_version(next_version(v1, lines=list(v1.lines)[:4])), DocumentState(),
+                   attempt=2)
+    assert lost.external_id == doc.external_id and lost.extra["open_date"] == "2026-11-26"
+    assert len(moves(sandbox)) == 1 and moves(sandbox)[0]["invoice_date"] == "2026-11-26"
+    assert_valid(sandbox, field_table)
+
+
+# --- items per part number ------------------------------------------------------------------------------
+
+def test_one_product_per_part_number_created_once(odoo, field_table):
+    sandbox, build = odoo
+    labour = next(p["id"] for p in sandbox.records("product.product") if p["name"] == "Labour hour")
+    connector, entities = build(item_mode="per_part_number", items={"labour": str(labour)}), MemoryEntities()
+    events = [invoice_event(4300 + n, lines=[
+        line(1, "labour", "Replace alternator", "1.5", "120.00"),
+        line(2, "part", "Alternator, reman 140A", "1", "289.95", part_number="ALT-140R"),
+        line(3, "part", "Belt", "1", "24.00", part_number=f"BELT-{n % 2}"),
+        line(4, "fee", "Shop supplies", "1", "12.50")]) for n in range(4)]
+    with ThreadPoolExecutor(4) as pool:  # concurrent first invoices with the same part numbers
+        docs = list(pool.map(lambda e: deliver(connector, entities, e), events))
+    assert all(d.external_id for d in docs)
+    products = {p["default_code"]: p for p in sandbox.records("product.product") if p.get("default_code")}
+    assert sorted(products) == ["ALT-140R", "BELT-0", "BELT-1"]  # each once
+    assert products["ALT-140R"]["name"] == "ALT-140R Alternator, reman 140A"
+    for move in moves(sandbox):
+        by_name = {ln["name"]: ln.get("product_id") for ln in move["_lines"]}
+        assert by_name["ALT-140R Alternator, reman 140A"] == products["ALT-140R"]["id"]
+        assert by_name["Replace alternator"] == labour  # per line kind: mapping.items
+        assert by_name["Shop supplies"] is None  # no part number, no item for the kind
+    assert_valid(sandbox, field_table)
+
+
+def test_per_line_kind_items_ignore_part_numbers(odoo):
+    sandbox, build = odoo
+    labour = next(p["id"] for p in sandbox.records("product.product") if p["name"] == "Labour hour")
+    connector = build(items={"labour": str(labour), "part": str(labour)})
+    deliver(connector, MemoryEntities(), invoice_event(4400))
+    assert not [p for p in sandbox.records("product.product") if p.get("default_code")]
+    (move,) = moves(sandbox)
+    assert {ln.get("product_id") for ln in move["_lines"]} == {labour, None}
+
+
+# --- discounts and core charges ------------------------------------------------------------------------
+
+DISCOUNTED = [line(1, "labour", "Brake job", "2", "100.00"), line(2, "discount", "Loyalty discount", "1", "-20.00"),
+              line(3, "core_charge", "Caliper core", "1", "40.00", taxes=()),
+              line(4, "core_return", "Caliper core returned", "1", "-40.00", taxes=())]
+
+
+@pytest.mark.parametrize("posting", ["line", "discount_account"])
+def test_discount_as_a_negative_line_on_its_account(odoo, field_table, posting):
+    sandbox, build = odoo
+    income, discounts = account_id(sandbox, "400000"), account_id(sandbox, "400100")
+    connector = build(discount_posting=posting, discount_account=str(discounts),
+                      income_accounts={"labour": str(income), "discount": str(income),
+                                       "core_charge": str(account_id(sandbox, "210500"))})
+    event = invoice_event(4800, lines=DISCOUNTED)
+    doc = deliver(connector, MemoryEntities(), event)
+    (move,) = moves(sandbox)
+    discount = move["_lines"][1]
+    assert discount["account_id"] == (income if posting == "line" else discounts)
+    assert discount["price_subtotal"] == Decimal("-20.00") and discount["price_total"] == Decimal("-21.00")
+    assert move["amount_total"] == event.computed.total and move["amount_tax"] == event.computed.tax_total
+    assert "tax_difference" not in doc.extra
+    assert_valid(sandbox, field_table)
+
+
+def test_discount_account_must_be_set_and_is_checked(odoo):
+    sandbox, build = odoo
+    with pytest.raises(PermanentError, match="discount_account is not set"):
+        deliver(build(discount_posting="discount_account"), MemoryEntities(), invoice_event(4801, lines=DISCOUNTED))
+    assert build(discount_posting="discount_account").check_mapping() == [
+        "discount_account: required with discount_posting 'discount_account'"]
+    assert build(discount_posting="discount_account", discount_account="999").check_mapping() == [
+        "discount_account: account '999' not found"]
+
+
+def test_core_charge_and_core_return_post_to_the_core_account(odoo):
+    sandbox, build = odoo
+    core = account_id(sandbox, "210500")
+    connector = build(core_account=str(core), income_accounts={"labour": str(account_id(sandbox, "400100")),
+                                                               "discount": str(account_id(sandbox, "400000")),
+                                                               "core_charge": str(account_id(sandbox, "400200"))})
+    event = invoice_event(4900, lines=DISCOUNTED)
+    deliver(connector, MemoryEntities(), event)
+    (move,) = moves(sandbox)
+    cores = [ln for ln in move["_lines"] if ln["name"].startswith("Caliper")]
+    assert [(ln["account_id"], ln["price_subtotal"]) for ln in cores] == [(core, Decimal("40.00")),
+                                                                          (core, Decimal("-40.00"))]
+    assert move["amount_total"] == event.computed.total
+    assert build(core_account="999").check_mapping() == ["core_account: account '999' not found"]
+
+
+# --- tax-inclusive prices --------------------------------------------------------------------------------
+
+def test_tax_inclusive_invoice_is_refused_not_misposted(odoo):
+    """The sandbox has no price-included taxes (account.tax price_include is modelled as False only, and
+    Odoo's price-included computation — tax extracted per line from the included price, rounding of the
+    base — is not reproduced), so a tax-inclusive shop invoice is refused with a clear message rather than
+    posted with tax added on top."""
+    sandbox, build = odoo
+    connector = build()
+    with pytest.raises(PermanentError, match="tax-inclusive"):
+        deliver(connector, MemoryEntities(), invoice_event(5000, tax_inclusive=True))
+    assert not moves(sandbox)
