@@ -104,7 +104,12 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(xe
     assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["increase", "decrease", "decrease"]
     held = original["Total"] + increase["Total"] - sum(c["Total"] for c in credit_notes(sandbox))
     assert held == Decimal("0.00")
-    assert sandbox.org().invoices[doc.external_id]["Status"] == "AUTHORISED"  # the original is never changed
+    original = sandbox.org().invoices[doc.external_id]
+    assert original["Total"] == v1.computed.total  # the original's lines are never changed ...
+    # ... but the decrease credit notes are allocated to it (then to the increase), so nothing shows as open.
+    assert original["AmountDue"] == increase["AmountDue"] == Decimal("0.00")
+    assert original["AmountCredited"] == v1.computed.total and increase["AmountCredited"] == Decimal("9.98")
+    assert all(c["RemainingCredit"] == Decimal("0.00") for c in credit_notes(sandbox))
 
 
 def test_locked_invoice_with_payments_is_not_stripped_before_the_adjustment(xero):

@@ -134,6 +134,9 @@ class XeroConnector(Connector):
                 doc.extra["invoice_hash"] = digest  # adjusted: this version is delivered, never retried
                 ctx.checkpoint(doc)
         self._add_payments(doc, ctx, wanted)
+        # What is left due goes to the invoice's own decrease adjustments before the refunds' credit notes.
+        self._void_removed_refunds(event, doc, ctx)
+        self._allocate_adjustment_credit(doc, ctx)
         self._refunds(event, doc, ctx)
         return delivered(event, doc)
 
@@ -219,7 +222,7 @@ class XeroConnector(Connector):
         # Xero refuses to edit a document with payments or credit notes allocated: take ours off first;
         # they are put back by _add_payments/_refunds. A document dated on or before the lock date cannot be
         # edited at all: found out before taking anything off.
-        if doc.payments or self._allocations(doc):
+        if doc.payments or self._allocations(doc) or self._credit_allocations(doc):
             self._refuse_if_locked(doc)
         self._detach(doc, ctx)
         body = {"Invoices": [{**payload, "InvoiceID": doc.external_id}]}
@@ -247,10 +250,68 @@ class XeroConnector(Connector):
         else:
             doc.extra.pop("allocations", None)
 
+    def _credit_allocations(self, doc: DocumentState) -> dict[str, list[list[str]]]:
+        """Decrease-adjustment credit notes' allocations: credit note id -> [[allocation id, amount, invoice id]]."""
+        return json.loads(doc.extra.get("credit_allocations", "{}"))
+
+    def _set_credit_allocations(self, doc: DocumentState, allocations: dict[str, list[list[str]]]) -> None:
+        allocations = {k: v for k, v in allocations.items() if v}
+        if allocations:
+            doc.extra["credit_allocations"] = json.dumps(allocations, sort_keys=True)
+        else:
+            doc.extra.pop("credit_allocations", None)
+
+    def _payment_parts(self, doc: DocumentState) -> dict[str, list[list[str]]]:
+        """Shop payments split across the original and its increase adjustments: payment id ->
+        [[Xero payment id, invoice id, amount]] (a payment not listed is one Xero payment on the original)."""
+        return json.loads(doc.extra.get("payment_parts", "{}"))
+
+    def _parts_of(self, doc: DocumentState, payment_id: str) -> list[list[str]]:
+        parts = self._payment_parts(doc).get(payment_id)
+        if parts is not None:
+            return parts
+        ref = doc.payments[payment_id]
+        return [[ref.external_id, doc.external_id or "", str(ref.amount or ZERO)]]
+
+    def _set_parts(self, doc: DocumentState, payment_id: str, parts: list[list[str]] | None) -> None:
+        all_parts = self._payment_parts(doc)
+        if parts:
+            all_parts[payment_id] = parts
+        else:
+            all_parts.pop(payment_id, None)
+        if all_parts:
+            doc.extra["payment_parts"] = json.dumps(all_parts, sort_keys=True)
+        else:
+            doc.extra.pop("payment_parts", None)
+
     def _amount_due(self, doc: DocumentState) -> Decimal:
+        """What is still due on the original invoice, from what this ledger posted to it."""
         allocated = sum((Decimal(a) for refs in self._allocations(doc).values() for _, a in refs), ZERO)
-        paid = sum((ref.amount or ZERO for ref in doc.payments.values()), ZERO)
+        allocated += sum((Decimal(a) for refs in self._credit_allocations(doc).values() for _, a, invoice_id in refs
+                          if invoice_id == doc.external_id), ZERO)
+        paid = ZERO
+        for payment_id in doc.payments:
+            paid += sum((Decimal(a) for _, invoice_id, a in self._parts_of(doc, payment_id)
+                         if invoice_id == doc.external_id), ZERO)
         return Decimal(doc.extra.get("total", "0")) - paid - allocated
+
+    def _increase_targets(self, doc: DocumentState) -> list[tuple[str, str]]:
+        """Where a payment may go, in order: (invoice id, reference suffix) of the original, then of every
+        increase adjustment invoice (``<number>-A<n>``, including refund reversals)."""
+        out = [(doc.external_id or "", "")]
+        for entry in adjustments.load(doc.extra):
+            if entry.get("kind") == "increase" and entry.get("entity") == "Invoice" and entry.get("id"):
+                out.append((entry["id"], mapping.adjustment_suffix(str(entry.get("number")))))
+        return out
+
+    def _dues(self, targets: list[tuple[str, str]]) -> dict[str, Decimal]:
+        """Xero's AmountDue of each invoice (one GET /Invoices?IDs=…); nothing is due on a voided or paid one."""
+        found = self.client.get("/Invoices", IDs=",".join(i for i, _ in targets), unitdp=UNITDP).get("Invoices") or []
+        dues = {invoice_id: ZERO for invoice_id, _ in targets}
+        for invoice in found:
+            if invoice.get("InvoiceID") in dues and invoice.get("Status") == "AUTHORISED":
+                dues[invoice["InvoiceID"]] = Decimal(str(invoice.get("AmountDue") or 0))
+        return dues
 
     def _delete_payment(self, payment_id: str, xero_payment_id: str, ctx: DeliveryContext) -> None:
         try:
@@ -260,36 +321,70 @@ class XeroConnector(Connector):
             if exc.status != 404 and "already been deleted" not in exc.reason:
                 raise
 
+    def _delete_parts(self, doc: DocumentState, payment_id: str, ctx: DeliveryContext) -> None:
+        """Every Xero payment a shop payment was posted as (one, or one per invoice it was split across)
+        comes off; each part leaves the record as soon as it is gone, so a retry deletes only what is left."""
+        parts = self._parts_of(doc, payment_id)
+        while parts:
+            self._delete_payment(payment_id, parts[0][0], ctx)
+            parts = parts[1:]
+            if parts:
+                self._set_parts(doc, payment_id, parts)
+                doc.payments[payment_id].external_id = parts[0][0]
+                ctx.checkpoint(doc)
+        self._set_parts(doc, payment_id, None)
+        del doc.payments[payment_id]
+        ctx.checkpoint(doc)
+
     def _remove_payments(self, doc: DocumentState, ctx: DeliveryContext, wanted: dict) -> None:
         for payment_id, ref in list(doc.payments.items()):
             current = wanted.get(payment_id)
             if current is not None and ref.amount == current.amount:
                 continue
-            self._delete_payment(payment_id, ref.external_id, ctx)
-            del doc.payments[payment_id]
-            ctx.checkpoint(doc)
+            self._delete_parts(doc, payment_id, ctx)
 
     def _remove_allocations(self, doc: DocumentState, ctx: DeliveryContext) -> None:
+        """Credit notes' allocations come off (refunds' and decrease adjustments'), to be put back after the
+        payments. An allocation dated on or before the lock date stays (Xero refuses to remove it), and so does
+        the one of a refund reversed by an adjustment (its credit note is kept where it is)."""
         allocations = self._allocations(doc)
         for refund_id, refs in list(allocations.items()):
             credit_note = doc.refunds.get(refund_id)
-            for allocation_id, _ in refs:
-                if credit_note is not None:
-                    try:
-                        self.client.delete(f"/CreditNotes/{credit_note.external_id}/Allocations/{allocation_id}")
-                    except PermanentError as exc:
-                        if exc.status != 404:
-                            raise
+            if credit_note is not None and credit_note.status == "reversed":
+                continue
+            try:
+                for allocation_id, _ in refs:
+                    if credit_note is not None:
+                        self._delete_allocation(credit_note.external_id, allocation_id)
+            except ClosedPeriodError as exc:
+                log.warning("xero_locked_allocation_kept", target=self.target.name, reason=exc.reason[:200])
+                continue
             del allocations[refund_id]
             self._set_allocations(doc, allocations)
             ctx.checkpoint(doc)
+        credits = self._credit_allocations(doc)
+        for credit_id, refs in list(credits.items()):
+            for ref in list(refs):
+                try:
+                    self._delete_allocation(credit_id, ref[0])
+                except ClosedPeriodError as exc:
+                    log.warning("xero_locked_allocation_kept", target=self.target.name, reason=exc.reason[:200])
+                    continue
+                refs.remove(ref)
+                self._set_credit_allocations(doc, credits)
+                ctx.checkpoint(doc)
+
+    def _delete_allocation(self, credit_id: str, allocation_id: str) -> None:
+        try:
+            self.client.delete(f"/CreditNotes/{credit_id}/Allocations/{allocation_id}")
+        except PermanentError as exc:
+            if exc.status != 404:
+                raise
 
     def _detach(self, doc: DocumentState, ctx: DeliveryContext) -> None:
         """Every payment and credit-note allocation of ours comes off the invoice (to be put back)."""
-        for payment_id, ref in list(doc.payments.items()):
-            self._delete_payment(payment_id, ref.external_id, ctx)
-            del doc.payments[payment_id]
-            ctx.checkpoint(doc)
+        for payment_id in list(doc.payments):
+            self._delete_parts(doc, payment_id, ctx)
         self._remove_allocations(doc, ctx)
 
     def _detach_found(self, doc: DocumentState, ctx: DeliveryContext) -> None:
@@ -297,18 +392,22 @@ class XeroConnector(Connector):
         if invoice is None:
             raise StaleTokenError("Xero: the invoice is gone", platform_code="404")
         foreign = []
+        adjustment_note = re.compile(re.escape(str(invoice.get("InvoiceNumber") or "")) + r"-C\d+")
         for payment in invoice.get("Payments") or []:
             reference = str(payment.get("Reference") or "")
             if payment.get("Status", "AUTHORISED") == "DELETED":
                 continue
             if reference.startswith(mapping.PAYMENT_PREFIX):
                 self._delete_payment(reference, payment["PaymentID"], ctx)
-                doc.payments = {k: v for k, v in doc.payments.items() if v.external_id != payment["PaymentID"]}
+                gone = [k for k, v in doc.payments.items() if v.external_id == payment["PaymentID"]]
+                for payment_id in gone:
+                    del doc.payments[payment_id]
+                    self._set_parts(doc, payment_id, None)
             else:
                 foreign.append(payment.get("PaymentID"))
         for credit in invoice.get("CreditNotes") or []:
             number = str(credit.get("CreditNoteNumber") or "")
-            if not number.startswith(mapping.CREDIT_NOTE_PREFIX):
+            if not number.startswith(mapping.CREDIT_NOTE_PREFIX) and not adjustment_note.fullmatch(number):
                 foreign.append(credit.get("CreditNoteID"))
                 continue
             full = self.client.read(f"/CreditNotes/{credit['CreditNoteID']}", "CreditNotes") or {}
@@ -316,6 +415,7 @@ class XeroConnector(Connector):
                 if (allocation.get("Invoice") or {}).get("InvoiceID") == doc.external_id and allocation.get("AllocationID"):
                     self.client.delete(f"/CreditNotes/{credit['CreditNoteID']}/Allocations/{allocation['AllocationID']}")
         self._set_allocations(doc, {})
+        self._set_credit_allocations(doc, {})
         ctx.checkpoint(doc)
         if foreign:
             raise PermanentError(f"Xero: invoice {doc.external_id} has payments or credit notes not posted by "
@@ -325,6 +425,10 @@ class XeroConnector(Connector):
         """New payments, each applied to THIS invoice, in one PUT /Payments."""
         new = [(pid, p) for pid, p in wanted.items() if pid not in doc.payments]
         if not new:
+            return
+        targets = self._increase_targets(doc)
+        if len(targets) > 1:
+            self._add_split_payments(doc, ctx, new, targets)
             return
         if ctx.attempt > 1:
             for payment_id, payment in list(new):
@@ -336,7 +440,8 @@ class XeroConnector(Connector):
             if not new:
                 ctx.checkpoint(doc)
                 return
-        if sum((p.amount for _, p in new), ZERO) > self._amount_due(doc) and self._allocations(doc):
+        if sum((p.amount for _, p in new), ZERO) > self._amount_due(doc) and (
+                self._allocations(doc) or self._credit_allocations(doc)):
             self._remove_allocations(doc, ctx)  # payments come first; credit is re-allocated to what is left
         bodies = [mapping.payment_payload(p, doc.external_id, self.mapping) for _, p in new]
         generation = ",".join(sorted(ref.external_id for ref in doc.payments.values()))
@@ -346,6 +451,64 @@ class XeroConnector(Connector):
         for (payment_id, payment), created in zip(new, answer.get("Payments") or []):
             doc.payments[payment_id] = ExternalRef(external_id=created["PaymentID"], amount=payment.amount,
                                                    status="applied")
+        ctx.checkpoint(doc)
+
+    def _add_split_payments(self, doc: DocumentState, ctx: DeliveryContext, new: list, targets: list) -> None:
+        """The invoice has increase adjustments (``<number>-A<n>``): Xero refuses a payment larger than one
+        invoice's AmountDue, so each shop payment is split across the original (first) and its adjustments in
+        order, one Xero payment per invoice, referenced ``LW<id>`` on the original and ``LW<id>-A<n>`` on an
+        adjustment, so a retry finds every part by its reference. More than everything due is left on the last
+        part, for Xero to refuse with its own message."""
+        parts: dict[str, list[list[str]]] = {}
+        if ctx.attempt > 1:
+            for payment_id, payment in new:
+                for invoice_id, suffix in targets:
+                    found = self._find_payment(mapping.payment_reference(payment) + suffix, invoice_id)
+                    if found is not None:
+                        parts.setdefault(payment_id, []).append(
+                            [found["PaymentID"], invoice_id, str(Decimal(str(found.get("Amount"))))])
+        posted = lambda pid: sum((Decimal(a) for _, _, a in parts.get(pid, [])), ZERO)  # noqa: E731
+        needed = sum((p.amount - posted(pid) for pid, p in new), ZERO)
+        dues = self._dues(targets) if needed > 0 else {}
+        if needed > sum(dues.values(), ZERO) and (self._allocations(doc) or self._credit_allocations(doc)):
+            self._remove_allocations(doc, ctx)  # payments come first; credit is re-allocated to what is left
+            dues = self._dues(targets)
+        bodies: list[dict[str, Any]] = []
+        plan: list[tuple[str, str]] = []
+        for payment_id, payment in new:
+            done = {invoice_id for _, invoice_id, _ in parts.get(payment_id, [])}
+            left = payment.amount - posted(payment_id)
+            first = len(bodies)
+            for invoice_id, suffix in targets:
+                if left <= 0:
+                    break
+                take = min(left, dues.get(invoice_id, ZERO))
+                if invoice_id in done or take <= 0:
+                    continue
+                bodies.append(mapping.payment_payload(payment, invoice_id, self.mapping, amount=take, suffix=suffix))
+                plan.append((payment_id, invoice_id))
+                dues[invoice_id] -= take
+                left -= take
+            if left > 0:  # an overpayment: Xero answers "exceeds the amount outstanding"
+                if len(bodies) > first:
+                    bodies[-1]["Amount"] += left
+                else:
+                    invoice_id, suffix = next(((i, s) for i, s in targets if i not in done), targets[0])
+                    bodies.append(mapping.payment_payload(payment, invoice_id, self.mapping, amount=left,
+                                                          suffix=suffix))
+                    plan.append((payment_id, invoice_id))
+        if bodies:
+            signature = mapping.invoice_hash({"Payments": bodies})
+            answer = self._put_open("/Payments", {"Payments": bodies}, bodies, ctx,
+                                    ctx.idempotency_key("payment-parts", *[pid for pid, _ in new], signature))
+            for (payment_id, invoice_id), created in zip(plan, answer.get("Payments") or []):
+                parts.setdefault(payment_id, []).append(
+                    [created["PaymentID"], invoice_id, str(Decimal(str(created.get("Amount"))))])
+        for payment_id, payment in new:
+            if parts.get(payment_id):
+                doc.payments[payment_id] = ExternalRef(external_id=parts[payment_id][0][0], amount=payment.amount,
+                                                       status="applied")
+                self._set_parts(doc, payment_id, parts[payment_id])
         ctx.checkpoint(doc)
 
     def _find_payment(self, reference: str, invoice_id: str | None) -> dict[str, Any] | None:
@@ -432,20 +595,119 @@ class XeroConnector(Connector):
         note is voided (Xero keeps the voided document, so the trail stays)."""
         current = {str(r.id) for r in event.refunds}
         for refund_id, ref in doc.refunds.items():
-            if refund_id in current or ref.status == "voided":
+            if refund_id in current or ref.status in ("voided", "reversed"):
                 continue
-            allocations = self._allocations(doc)
-            for allocation_id, _ in allocations.pop(refund_id, []):
-                try:
-                    self.client.delete(f"/CreditNotes/{ref.external_id}/Allocations/{allocation_id}")
-                except PermanentError as exc:
-                    if exc.status != 404:
-                        raise
-            self._set_allocations(doc, allocations)
-            ctx.checkpoint(doc)
-            self._void_credit_note(refund_id, ref, doc, ctx)
+            try:
+                allocations = self._allocations(doc)
+                for allocation_id, _ in allocations.get(refund_id, []):
+                    self._delete_allocation(ref.external_id, allocation_id)
+                allocations.pop(refund_id, None)
+                self._set_allocations(doc, allocations)
+                ctx.checkpoint(doc)
+                self._void_credit_note(refund_id, ref, doc, ctx)
+            except ClosedPeriodError as exc:
+                # The credit note (or its allocation) is dated on or before the lock date: Xero keeps it.
+                self._reverse_refund(event, doc, ctx, refund_id, ref, exc)
+                continue
             log.info("xero_credit_note_voided", target=ctx.target, invoice_id=event.invoice_id, refund_id=refund_id,
                      external_id=ref.external_id)
+
+    def _reverse_refund(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext, refund_id: str,
+                        ref: ExternalRef, exc: ClosedPeriodError) -> None:
+        """A refund removed in the shop whose credit note Xero cannot void (locked period): the credit note
+        stays, and an increase adjustment — an invoice ``<number>-A<n>`` dated the first open day, with the
+        credit note's lines — charges the amount again. The invoice is never parked. Its effect on the invoice
+        lines is none (credit notes never change the invoice's own amounts), so later closed-period
+        differences are unaffected. Credit the note still has (its allocation came off before Xero refused the
+        void) is allocated to the new invoice, so the customer owes exactly the original's amount again."""
+        entries = adjustments.load(doc.extra)
+        seq = adjustments.next_sequence(entries)
+        found = self._find_adjustment(event, seq)
+        note = self.client.read(f"/CreditNotes/{ref.external_id}", "CreditNotes", unitdp=UNITDP) or {}
+        if found is not None:
+            kind, posted = found
+            if kind != "increase" or mapping.reversed_refund(posted) != refund_id:
+                raise PermanentError(f"Xero: adjustment {posted.get('InvoiceNumber') or posted.get('CreditNoteNumber')}"
+                                     f" exists but is not recorded; cannot reverse refund {refund_id} safely")
+        else:
+            lines = mapping.document_groups(note)
+            if not lines:
+                raise PermanentError(f"Xero: credit note {ref.external_id} of refund {refund_id} could not be read")
+            body = mapping.adjustment_payload(event, "increase", seq, doc.customer_id or self._contact(event, ctx),
+                                              lines, self._first_open_day(), self.mapping,
+                                              mapping.refund_reversal_reason(refund_id))
+            answer = self.client.write("PUT", "/Invoices", {"Invoices": [body]}, unitdp=UNITDP,
+                                       key=ctx.idempotency_key("refund-reversal", refund_id, seq))
+            posted = answer["Invoices"][0]
+        entry = self._reversal_entry(event, doc, refund_id, posted, exc.reason)
+        adjustments.record(doc.extra, entry)
+        ref.status = "reversed"
+        ctx.checkpoint(doc)
+        log.warning("xero_closed_period_refund_reversed", target=ctx.target, invoice_id=event.invoice_id,
+                    version=event.version, **{k: v for k, v in entry.items() if k != "effect"})
+        remaining = Decimal(str(note.get("RemainingCredit") or 0))
+        amount = min(remaining, Decimal(str(posted.get("AmountDue", posted.get("Total")) or 0)))
+        if amount > 0 and note.get("Status") == "AUTHORISED":
+            body = mapping.allocation_payload(posted["InvoiceID"], amount, entry["date"])
+            self._put_open(f"/CreditNotes/{ref.external_id}/Allocations", body, body["Allocations"], ctx,
+                           ctx.idempotency_key("refund-reversal-allocation", refund_id, posted["InvoiceID"]))
+
+    def _reversal_entry(self, event: InvoiceEvent, doc: DocumentState, refund_id: str, posted: dict[str, Any],
+                        reason: str) -> dict[str, Any]:
+        ref = doc.refunds.get(refund_id)
+        return {"kind": "increase", "entity": "Invoice", "id": posted.get("InvoiceID"),
+                "number": posted.get("InvoiceNumber"),
+                "date": str(_xero_date(posted.get("DateString") or posted.get("Date"))),
+                "total": str(posted.get("Total")), "tax": str(posted.get("TotalTax")), "version": str(event.version),
+                "original": doc.external_id, "reason": reason[:200], "effect": {}, "refund": refund_id,
+                "credit_note": ref.external_id if ref is not None else None}
+
+    # -- decrease adjustments: credit notes allocated to the original --
+    def _allocate_adjustment_credit(self, doc: DocumentState, ctx: DeliveryContext) -> None:
+        """A decrease adjustment (``<number>-C<n>``) is a credit note: allocated to the original invoice up to
+        its amount due (then to the increase adjustments), like a refund's, so the original shows no false open
+        balance. Payments come first: ``_remove_allocations`` releases these when a payment needs the room."""
+        if doc.external_id is None:
+            return
+        credits = self._credit_allocations(doc)
+        todo = []
+        for entry in adjustments.load(doc.extra):
+            if entry.get("kind") != "decrease" or entry.get("entity") != "CreditNote" or not entry.get("id"):
+                continue
+            allocated = sum((Decimal(a) for _, a, _ in credits.get(entry["id"], [])), ZERO)
+            if Decimal(entry.get("total") or 0) - allocated > 0:
+                todo.append(entry)
+        if not todo:
+            return
+        targets = self._increase_targets(doc)
+        dues = self._dues(targets)
+        for entry in todo:
+            credit_id = entry["id"]
+            refs = credits.setdefault(credit_id, [])
+            remaining = Decimal(entry.get("total") or 0) - sum((Decimal(a) for _, a, _ in refs), ZERO)
+            if ctx.attempt > 1:  # an allocation an earlier attempt made before its checkpoint: Xero knows
+                note = self.client.read(f"/CreditNotes/{credit_id}", "CreditNotes") or {}
+                known = {r[0] for r in refs}
+                for allocation in note.get("Allocations") or []:
+                    if allocation.get("AllocationID") and allocation["AllocationID"] not in known:
+                        refs.append([allocation["AllocationID"], str(Decimal(str(allocation.get("Amount")))),
+                                     str((allocation.get("Invoice") or {}).get("InvoiceID"))])
+                remaining = Decimal(str(note.get("RemainingCredit", remaining) or 0))
+            for invoice_id, _ in targets:
+                amount = min(remaining, dues.get(invoice_id, ZERO))
+                if amount <= 0:
+                    continue
+                body = mapping.allocation_payload(invoice_id, amount, entry.get("date") or
+                                                  self._first_open_day().isoformat())
+                answer = self._put_open(f"/CreditNotes/{credit_id}/Allocations", body, body["Allocations"], ctx,
+                                        ctx.idempotency_key("adjustment-allocation", credit_id, invoice_id,
+                                                            ",".join(r[0] for r in refs)))
+                created = (answer.get("Allocations") or [{}])[0]
+                refs.append([created.get("AllocationID", ""), str(amount), invoice_id])
+                self._set_credit_allocations(doc, credits)
+                ctx.checkpoint(doc)
+                dues[invoice_id] -= amount
+                remaining -= amount
 
     # -- items per part number --
     def _items(self, event: InvoiceEvent, ctx: DeliveryContext) -> None:
@@ -563,6 +825,13 @@ class XeroConnector(Connector):
             found = self._find_adjustment(event, seq)
             if found is not None:
                 kind, posted = found
+                reversed_id = mapping.reversed_refund(posted) if kind == "increase" else None
+                if reversed_id is not None:  # a refund reversal whose record was lost: no effect on the lines
+                    adjustments.record(doc.extra, self._reversal_entry(event, doc, reversed_id, posted, exc.reason))
+                    if reversed_id in doc.refunds:
+                        doc.refunds[reversed_id].status = "reversed"
+                    ctx.checkpoint(doc)
+                    continue
                 effect = mapping.document_groups(posted, 1 if kind == "increase" else -1)
             else:
                 kind = adjustments.direction(diff)
@@ -592,21 +861,20 @@ class XeroConnector(Connector):
         """A void the lock date refuses: a credit note for the full amount Xero holds, dated the first open
         day. What Xero still lets go comes off first (payments, allocations and refund credit notes dated in
         the open period)."""
-        for payment_id, ref in list(doc.payments.items()):
+        for payment_id in list(doc.payments):
             try:
-                self._delete_payment(payment_id, ref.external_id, ctx)
+                self._delete_parts(doc, payment_id, ctx)
             except ClosedPeriodError:
                 continue
-            del doc.payments[payment_id]
-            ctx.checkpoint(doc)
         try:
             self._remove_allocations(doc, ctx)
             for refund_id, ref in doc.refunds.items():
-                if ref.status != "voided":
+                if ref.status not in ("voided", "reversed"):
                     self._void_credit_note(refund_id, ref, doc, ctx)
         except ClosedPeriodError as locked:
             bound.warning("xero_closed_period_refunds_kept", reason=locked.reason[:200])
         self._adjust_closed(event, doc, ctx, exc, bound, reason="voided after the books were locked", wanted={})
+        self._allocate_adjustment_credit(doc, ctx)
         doc.status = "voided"
         ctx.checkpoint(doc)
 
@@ -747,8 +1015,8 @@ class XeroConnector(Connector):
 
         def detach(payment_ids: list[str]) -> None:
             for payment_id in payment_ids:
-                calls.append({"method": "POST", "path": f"/Payments/{doc.payments[payment_id].external_id}",
-                              "body": {"Status": "DELETED"}})
+                for part_id, _, _ in self._parts_of(doc, payment_id):
+                    calls.append({"method": "POST", "path": f"/Payments/{part_id}", "body": {"Status": "DELETED"}})
             for refund_id, refs in allocations.items():
                 for allocation_id, _ in refs:
                     calls.append({"method": "DELETE", "body": None, "path":
