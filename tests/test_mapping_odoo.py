@@ -16,7 +16,7 @@ from connectors.base import DocumentState, PermanentError
 from connectors.odoo import CONNECTOR, Sandbox
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
-from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
 from daemon.config import TargetConfig
 
 
@@ -255,13 +255,38 @@ def test_core_charge_and_core_return_post_to_the_core_account(odoo):
 
 # --- tax-inclusive prices --------------------------------------------------------------------------------
 
-def test_tax_inclusive_invoice_is_refused_not_misposted(odoo):
-    """The sandbox has no price-included taxes (account.tax price_include is modelled as False only, and
-    Odoo's price-included computation — tax extracted per line from the included price, rounding of the
-    base — is not reproduced), so a tax-inclusive shop invoice is refused with a clear message rather than
-    posted with tax added on top."""
+def test_tax_inclusive_invoice_posts_on_price_included_taxes_with_the_shops_totals(odoo, field_table):
     sandbox, build = odoo
     connector = build()
-    with pytest.raises(PermanentError, match="tax-inclusive"):
-        deliver(connector, MemoryEntities(), invoice_event(5000, tax_inclusive=True))
+    # Inclusive prices: 105.00 holds 5.00 GST; 22.40 holds 1.07 GST (21.33 x 5 % rounded per line);
+    # 0.10 holds 0.01 GST + 0.01 PST as the shop rounds each component; Odoo takes each included tax as its
+    # share of the price: 0.10 x 5/112 = 0.00 and 0.10 x 7/112 = 0.01 — a cent the shop and Odoo round
+    # differently, recorded as the tax difference, never hidden.
+    lines = [line(1, "labour", "Diagnosis", "1", "105.00"), line(2, "part", "Relay", "2", "11.20"),
+             line(3, "fee", "Disposal", "1", "0.10", taxes=(GST, PST))]
+    lines = [ln.model_copy(update={"taxes": tuple(t.model_copy(update={"amount": amt}) for t, amt in zip(ln.taxes, amts))})
+             for ln, amts in zip(lines, ((Decimal("5.00"),), (Decimal("1.07"),), (Decimal("0.01"), Decimal("0.01"))))]
+    event = invoice_event(5000, lines=lines, tax_inclusive=True)
+    event = event.model_copy(update={"computed": event.computed.model_copy(update={
+        "subtotal": Decimal("121.41"), "tax_total": Decimal("6.09"), "total": Decimal("127.50")})})
+    doc = deliver(connector, MemoryEntities(), event)
+    (move,) = moves(sandbox)
+    included = {t["id"] for t in sandbox.records("account.tax") if t["price_include"]}
+    assert all(set(ln["tax_ids"][0][2]) <= included for ln in move["_lines"])
+    assert [ln["price_unit"] for ln in move["_lines"]] == [Decimal("105.00"), Decimal("11.20"), Decimal("0.10")]
+    assert move["amount_total"] == event.computed.total == Decimal("127.50")
+    assert [(ln["price_subtotal"], ln["price_total"]) for ln in move["_lines"]] == [
+        (Decimal("100.00"), Decimal("105.00")), (Decimal("21.33"), Decimal("22.40")), (Decimal("0.09"), Decimal("0.10"))]
+    assert move["amount_tax"] == Decimal("6.08") and doc.extra["tax_difference"] == "-0.01"
+    assert_valid(sandbox, field_table)
+
+
+def test_tax_inclusive_invoice_without_price_included_taxes_is_refused(odoo):
+    sandbox, build = odoo
+    connector = build()
+    with sandbox._lock:
+        for tax in sandbox.db.table("account.tax").values():
+            tax["price_include"] = False
+    with pytest.raises(PermanentError, match="price-included"):
+        deliver(connector, MemoryEntities(), invoice_event(5001, tax_inclusive=True))
     assert not moves(sandbox)

@@ -90,7 +90,8 @@ class OdooConnector(Connector):
         partner_id = self._customer(event, ctx)
         doc.customer_id = str(partner_id)
         vals = mapping.invoice_vals(event, partner_id, self.mapping, self._products(event, ctx),
-                                    open_date=doc.extra.get("open_date"))
+                                    open_date=doc.extra.get("open_date"),
+                                    included=self._included_taxes() if event.tax_inclusive else None)
         digest = mapping.invoice_hash(vals)
         current = self._read_move(int(doc.external_id)) if doc.external_id is not None else None
         if doc.external_id is not None and current is None:
@@ -332,6 +333,21 @@ class OdooConnector(Connector):
             ctx.checkpoint(doc)
         self._adjust_closed(event, doc, ctx, exc, bound, reason="voided after the books were locked", wanted={})
         doc.status = "voided"
+
+    def _included_taxes(self) -> dict[int, int]:
+        """Each mapped (tax-excluded) sales tax → the price-included sales tax of the same percentage, for
+        tax-inclusive shop invoices (Odoo then takes the tax out of the price itself)."""
+        if getattr(self, "_included", None) is None:
+            mapped = sorted({mapping.record_id(v, f"tax_codes.{k}") for k, v in self.mapping.tax_codes.items()})
+            rates = {int(t["id"]): Decimal(str(t["amount"])) for t in self.client.search_read(
+                "account.tax", [("id", "in", mapped)], ["id", "amount"])} if mapped else {}
+            twins = self.client.search_read("account.tax", [("type_tax_use", "=", "sale"), ("amount_type", "=", "percent"),
+                                                            ("price_include", "=", True)], ["id", "amount"], order="id asc")
+            by_rate: dict[Decimal, int] = {}
+            for t in twins:
+                by_rate.setdefault(Decimal(str(t["amount"])), int(t["id"]))
+            self._included = {i: by_rate[r] for i, r in rates.items() if r in by_rate}
+        return self._included
 
     def _products(self, event: InvoiceEvent, ctx: DeliveryContext) -> dict[int, int]:
         """item_mode "per_part_number": one product.product per part number (default_code), created once

@@ -116,7 +116,7 @@ def part_key_text(line: InvoiceLine) -> str:
 
 
 def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] | None,
-              products: dict[int, int] | None = None) -> dict[str, Any]:
+              products: dict[int, int] | None = None, included: dict[int, int] | None = None) -> dict[str, Any]:
     vals: dict[str, Any] = {
         "display_type": "product",
         "name": line_text(line, 2000),
@@ -125,6 +125,11 @@ def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] 
         "account_id": line_account(line.kind, mapping),
         "tax_ids": [(6, 0, tax_ids([t.code for t in line.taxes], mapping))],
     }
+    if included is not None:
+        missing = [t for t in vals["tax_ids"][0][2] if t not in included]
+        if missing:
+            raise PermanentError(f"Odoo has no price-included sales tax like tax {missing[0]} (tax-inclusive prices)")
+        vals["tax_ids"] = [(6, 0, [included[t] for t in vals["tax_ids"][0][2]])]
     product = mapping.items.get(line.kind)
     if products and line.id in products:
         vals["product_id"] = products[line.id]
@@ -136,22 +141,24 @@ def line_vals(line: InvoiceLine, mapping: MappingConfig, where: tuple[str, int] 
 
 
 def invoice_vals(event: InvoiceEvent, partner_id: int | str, mapping: MappingConfig,
-                 products: dict[int, int] | None = None, open_date: str | None = None) -> dict[str, Any]:
+                 products: dict[int, int] | None = None, open_date: str | None = None,
+                 included: dict[int, int] | None = None) -> dict[str, Any]:
     """``account.move`` create values of a customer invoice (lines as (0, 0, vals) commands). ``products``:
     line id → product.product id of its part number; ``open_date``: the first open day an invoice dated in a
-    locked period was posted on (it stays there: dated back, every edit would be refused)."""
-    if event.tax_inclusive:
+    locked period was posted on (it stays there: dated back, every edit would be refused); ``included``: for a
+    tax-inclusive invoice, each mapped tax's price-included twin (the shop's prices hold the tax)."""
+    if event.tax_inclusive and included is None:
         # The mapped taxes are tax-excluded percentages (check_mapping insists); posting the shop's tax-included
         # prices on them would add the tax again. Refused, never misposted.
-        raise PermanentError(f"{event.number}: tax-inclusive prices are not supported by the Odoo connector (the "
-                             "mapped taxes exclude tax)")
+        raise PermanentError(f"{event.number}: tax-inclusive prices need price-included sales taxes in Odoo")
     where = tracking(event, mapping)
     vals: dict[str, Any] = {
         "move_type": "out_invoice",
         "partner_id": partner_id,
         "payment_reference": event.number,
         "ref": event.job.number if event.job else event.number,
-        "invoice_line_ids": [(0, 0, line_vals(line, mapping, where, products)) for line in
+        "invoice_line_ids": [(0, 0, line_vals(line, mapping, where, products, included if event.tax_inclusive
+                                              else None)) for line in
                              sorted(event.lines, key=lambda ln: ln.position)],
     }
     if event.issue_date:
@@ -220,7 +227,8 @@ def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for line in event.lines:
         key = group_key(line_account(line.kind, mapping), tax_ids([t.code for t in line.taxes], mapping))
-        adjustments.add(out, key, line.amount, sum((t.amount for t in line.taxes), Decimal("0")))
+        tax = sum((t.amount for t in line.taxes), Decimal("0"))
+        adjustments.add(out, key, line.amount - tax if event.tax_inclusive else line.amount, tax)
     return out
 
 

@@ -160,6 +160,11 @@ class Sandbox:
                 db.new("decimal.precision", {"name": "Product Price", "digits": 4})
                 db.new("decimal.precision", {"name": "Product Unit of Measure", "digits": 3})
                 db.new("product.product", {"name": "Labour hour"})
+                # Price-included variants of the sales taxes, for tax-inclusive shop invoices.
+                for name, amount in (("State sales tax 6.25% incl.", "6.25"), ("County tax 1% incl.", "1"),
+                                     ("GST 5% incl.", "5"), ("PST 7% incl.", "7")):
+                    db.new("account.tax", {"name": name, "amount": Decimal(amount), "amount_type": "percent",
+                                           "type_tax_use": "sale", "price_include": True})
             key = secrets.token_hex(20)
             db.api_keys[key] = (2, LOGIN)
         return {"api_key": key}
@@ -416,15 +421,27 @@ class Sandbox:
             discount = Decimal(line.get("discount") or 0)
             line["quantity"], line["price_unit"] = qty, price
             base = _round(qty * price * (1 - discount / 100), 2)
-            line["price_subtotal"] = base
+            taxes = [self.db.get("account.tax", tax_id) for tax_cmd in line.get("tax_ids") or []
+                     for tax_id in (tax_cmd[2] if tax_cmd[0] == 6 else [])]
             line_tax = Decimal("0")
-            for tax_cmd in line.get("tax_ids") or []:
-                for tax_id in (tax_cmd[2] if tax_cmd[0] == 6 else []):
-                    rate = self.db.get("account.tax", tax_id)["amount"] / 100
-                    if self.db.rounding_method == "round_per_line":
-                        line_tax += _round(base * rate, 2)
-                    else:
-                        global_tax[tax_id] = global_tax.get(tax_id, Decimal("0")) + base * rate
+            included = [t for t in taxes if t.get("price_include")]
+            if included:
+                # Price-included percentages (account.tax compute_all): the price holds the taxes; each one is
+                # its share of the total included, base = price / (1 + sum of included rates), the base being
+                # what is left of the price once the (per line rounded) taxes are taken out.
+                rates = sum((t["amount"] / 100 for t in included), Decimal("0"))
+                for tax in included:
+                    line_tax += _round(base * (tax["amount"] / 100) / (1 + rates), 2)
+                base -= line_tax
+            line["price_subtotal"] = base
+            for tax in taxes:
+                if tax.get("price_include"):
+                    continue
+                rate = tax["amount"] / 100
+                if self.db.rounding_method == "round_per_line":
+                    line_tax += _round(base * rate, 2)
+                else:
+                    global_tax[tax["id"]] = global_tax.get(tax["id"], Decimal("0")) + base * rate
             line["price_total"] = base + line_tax
             untaxed += base
             per_line_tax += line_tax
