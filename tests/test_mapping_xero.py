@@ -177,6 +177,115 @@ def test_adjustment_arithmetic_is_platform_neutral():
     assert adjustments.first_open_day(date(2026, 1, 31), None, date(2025, 12, 31)) == date(2026, 2, 1)
 
 
+def live_payments(sandbox):
+    return [p for p in sandbox.org().payments.values() if p["Status"] != "DELETED"]
+
+
+def validate_all(sandbox, xero_api):
+    for r in sandbox.requests:
+        validate(xero_api, r["method"], r["path"], r["query"], r["body"], tenant=r["headers"].get("xero-tenant-id"))
+
+
+def test_payment_beyond_the_original_is_split_across_its_increase_adjustments(xero, xero_api):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(6000)
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(period=date(2026, 11, 30))
+    v2 = next_version(v1, lines=list(v1.lines) + [line(6, "part", "Battery terminal", "2", "4.7500")])
+    doc = deliver(connector, entities, v2, doc)  # INV-006000-A1 for 9.98
+    (increase,) = invoices(sandbox, "INV-006000-A")
+    # The shop takes the whole v2 total in one payment: more than the original's amount due.
+    v3 = next_version(v2, payments=[payment(1, str(v2.computed.total))])
+    before = doc.model_copy(deep=True)
+    doc = deliver(connector, entities, v3, doc)
+    parts = sorted(live_payments(sandbox), key=lambda p: p["Reference"])
+    assert [(p["Reference"], p["Invoice"]["InvoiceID"], p["Amount"]) for p in parts] == [
+        ("LW1", doc.external_id, v1.computed.total), ("LW1-A1", increase["InvoiceID"], Decimal("9.98"))]
+    original = sandbox.org().invoices[doc.external_id]
+    assert original["Status"] == increase["Status"] == "PAID"
+    assert doc.payments["1"].amount == v2.computed.total
+    assert sorted(p for p, _, _ in json.loads(doc.extra["payment_parts"])["1"]) == sorted(p["PaymentID"] for p in parts)
+    # A retry that lost the answer finds both parts by their references and posts nothing.
+    again = deliver(connector, entities, v3, before, attempt=2)
+    assert len(live_payments(sandbox)) == 2 and again.payments["1"].external_id == doc.payments["1"].external_id
+    # A retry that finds only one part (the other deleted by hand) posts only the missing one.
+    sandbox.org().payments[parts[1]["PaymentID"]]["Status"] = "DELETED"
+    sandbox._restate(sandbox.org(), increase)
+    again = deliver(connector, entities, v3, before, attempt=2)
+    assert sorted((p["Reference"], p["Amount"]) for p in live_payments(sandbox)) == [
+        ("LW1", v1.computed.total), ("LW1-A1", Decimal("9.98"))]
+    # Reversed in the shop: every part comes off.
+    doc = deliver(connector, entities, next_version(v3, payments=[payment(1, str(v2.computed.total), status="reversed")]),
+                  again)
+    assert not live_payments(sandbox) and not doc.payments and "payment_parts" not in doc.extra
+    assert original["AmountDue"] == v1.computed.total and increase["AmountDue"] == Decimal("9.98")
+    validate_all(sandbox, xero_api)
+
+
+def test_decrease_credit_note_is_allocated_and_gives_way_to_a_later_payment(xero, xero_api):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    returned = refund(9, 2, "100.00", "5.00", when=datetime(2026, 12, 2, 10, tzinfo=timezone.utc))
+    v1 = invoice_event(6100)
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(period=date(2026, 11, 30))
+    v2 = next_version(v1, lines=list(v1.lines)[:-1], refunds=[returned])  # the shop fee removed; a part returned
+    doc = deliver(connector, entities, v2, doc)
+    (decrease,) = [c for c in credit_notes(sandbox) if c["CreditNoteNumber"] == "INV-006100-C1"]
+    original = sandbox.org().invoices[doc.external_id]
+    assert decrease["RemainingCredit"] == Decimal("0.00") and decrease["Allocations"][0]["Amount"] == Decimal("13.13")
+    assert original["AmountDue"] == v2.computed.total - Decimal("105.00")  # no false open balance of 13.13
+    # The customer pays the shop's whole total: the allocations give way, the payment goes on, then the
+    # decrease is allocated again to what is left; the refund's credit stays on the contact.
+    v3 = next_version(v2, payments=[payment(1, str(v2.computed.total))])
+    doc = deliver(connector, entities, v3, doc)
+    (paid,) = live_payments(sandbox)
+    assert paid["Amount"] == v2.computed.total and paid["Reference"] == "LW1"
+    assert original["Status"] == "PAID" and original["AmountCredited"] == Decimal("13.13")
+    assert decrease["RemainingCredit"] == Decimal("0.00")
+    refund_note = doc.refunds["9"].external_id
+    assert sandbox.org().credit_notes[refund_note]["RemainingCredit"] == Decimal("105.00")
+    assert [a[2] for a in json.loads(doc.extra["credit_allocations"])[decrease["CreditNoteID"]]] == [doc.external_id]
+    validate_all(sandbox, xero_api)
+
+
+def test_refund_removed_in_a_locked_period_is_reversed_by_an_increase_adjustment(xero, xero_api):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(6200, refunds=[refund(9, 2, "289.95", "14.50")])  # credit note dated 11-22
+    doc = deliver(connector, entities, v1)
+    (note,) = credit_notes(sandbox)
+    sandbox.set_lock_date(period=date(2026, 11, 30))
+    v2 = next_version(v1, refunds=[])
+    before = doc.model_copy(deep=True)
+    doc = deliver(connector, entities, v2, doc)
+    assert doc.delivered_version == 2 and doc.refunds["9"].status == "reversed"  # delivered, never parked
+    assert note["Status"] == "PAID" and note["Allocations"]  # Xero keeps the locked credit note as it was
+    (reversal,) = invoices(sandbox, "INV-006200-A")
+    assert reversal["InvoiceNumber"] == "INV-006200-A1" and reversal["Reference"] == "INV-006200"
+    assert reversal["DateString"] == "2026-12-01" and reversal["Total"] == note["Total"] == Decimal("304.45")
+    assert [(li["AccountCode"], li["TaxType"], li["LineAmount"], li["TaxAmount"]) for li in reversal["LineItems"]] == [
+        ("200", "TAX004", Decimal("289.95"), Decimal("14.50"))]
+    (entry,) = json.loads(doc.extra["adjustments"])
+    assert entry["refund"] == "9" and entry["effect"] == {} and entry["kind"] == "increase"
+    # Replayed, and retried from the state before it: no second adjustment.
+    deliver(connector, entities, next_version(v2), doc)
+    lost = deliver(connector, entities, v2, before, attempt=2)
+    assert len(invoices(sandbox, "INV-006200-A")) == 1 and lost.refunds["9"].status == "reversed"
+    # The customer pays the whole invoice: split across the original and the reversal.
+    v3 = next_version(v2, payments=[payment(1, str(v1.computed.total))])
+    doc = deliver(connector, entities, v3, doc)
+    assert sandbox.org().invoices[doc.external_id]["Status"] == reversal["Status"] == "PAID"
+    assert sorted(p["Reference"] for p in live_payments(sandbox)) == ["LW1", "LW1-A1"]
+    # A later locked change posts only its own difference (the reversal has no effect on the lines).
+    v4 = next_version(v3, lines=list(v1.lines) + [line(6, "part", "Battery terminal", "2", "4.7500")])
+    doc = deliver(connector, entities, v4, doc)
+    (later,) = [i for i in invoices(sandbox, "INV-006200-A") if i["InvoiceNumber"] != "INV-006200-A1"]
+    assert later["InvoiceNumber"] == "INV-006200-A2" and later["Total"] == Decimal("9.98")
+    validate_all(sandbox, xero_api)
+
+
 # --- discounts, core charges, items -------------------------------------------------------------------
 
 DISCOUNTED = [line(1, "labour", "Brake job", "2", "100.00"), line(2, "discount", "Loyalty discount", "1", "-20.00"),

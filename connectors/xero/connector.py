@@ -644,7 +644,7 @@ class XeroConnector(Connector):
         ref.status = "reversed"
         ctx.checkpoint(doc)
         log.warning("xero_closed_period_refund_reversed", target=ctx.target, invoice_id=event.invoice_id,
-                    version=event.version, **{k: v for k, v in entry.items() if k != "effect"})
+                    **{k: v for k, v in entry.items() if k != "effect"})
         remaining = Decimal(str(note.get("RemainingCredit") or 0))
         amount = min(remaining, Decimal(str(posted.get("AmountDue", posted.get("Total")) or 0)))
         if amount > 0 and note.get("Status") == "AUTHORISED":
