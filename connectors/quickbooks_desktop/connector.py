@@ -55,7 +55,9 @@ log = structlog.get_logger(__name__)
 NOT_FOUND = (1, 500)  # 1: a query matched nothing; 500: a FullName/TxnID/ListID asked for does not exist
 TRANSIENT = (3180, 3175, 3176)  # error saving / object in use: nothing saved, send again
 CLOSED_PERIOD = 3171  # dated on or before the company's closing date (see sandbox.CLOSED_PERIOD)
-MAX_CLOSED_REFUSALS = 5  # closing-date refusals per invoice before it becomes a dead letter
+MAX_CLOSED_REFUSALS = 5  # closing-date refusals in a row before the invoice becomes a dead letter
+WRITES = ("invoice_add", "invoice_mod", "payment_add", "refund_add", "credit_add", "adjust_add", "void",
+          "payment_del", "credit_del")
 LIST_SYNC_S = 3600.0
 
 
@@ -580,6 +582,8 @@ class QuickBooksDesktopConnector(Connector):
             state["transient"] = state.get("transient", 0) + 1
             return None if state["transient"] <= 20 else f"QuickBooks {code}: {rs['statusMessage']}"
         state.pop("transient", None)
+        if code == 0 and op in WRITES:
+            state.pop("closed_count", None)  # the cap is on refusals in a row, not over the invoice's life
         if code == CLOSED_PERIOD:
             return self._closed(step, rs, state, event)
         if op == "closing_date":

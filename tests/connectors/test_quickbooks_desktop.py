@@ -4,6 +4,7 @@ document is validated against Intuit's qbxmlops130.xsd and every SOAP envelope a
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -312,13 +313,29 @@ def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
     sync(sandbox)
     deliver(connector, next_version(v2, status="void", payments=[]), doc)
     sync(sandbox)
+    # Closed books: a new invoice dated in the closed period (PreferencesQuery, then re-dated), and a change
+    # to a posted one (an adjustment invoice, then an adjustment credit memo).
+    v3 = invoice_event(3, payments=[payment(8, "20.00")])
+    doc3 = deliver(connector, v3)
+    sync(sandbox)
+    sandbox.set_closing_date(date(2026, 11, 30))
+    deliver(connector, invoice_event(4))
+    v4 = next_version(v3, lines=list(v3.lines) + [line(9, "fee", "Disposal", "1", "5.00")])
+    doc3 = deliver(connector, v4, doc3)
+    sync(sandbox)
+    deliver(connector, next_version(v4, lines=list(v3.lines)[:2]), doc3)
+    sync(sandbox)
+    assert connector.runtime.failures == []
     seen = set()
     for document in sandbox.requests:
         assert not qbxml_errors(qbxml_xsd, document), document[:500]
         seen.add(etree.fromstring(document.split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0].tag)
     assert {"CustomerQueryRq", "CustomerAddRq", "ItemQueryRq", "ItemServiceAddRq", "ItemNonInventoryAddRq",
             "ItemOtherChargeAddRq", "InvoiceAddRq", "InvoiceModRq", "ReceivePaymentAddRq", "TxnDelRq", "TxnVoidRq",
-            "CreditMemoAddRq", "CustomerModRq", "AccountQueryRq"} <= seen
+            "CreditMemoAddRq", "CustomerModRq", "AccountQueryRq", "PreferencesQueryRq"} <= seen
+    assert any("<SetCredit>" in r for r in sandbox.requests)  # a credit memo applied to its invoice
+    assert any("<Other>A1-INV-000003</Other>" in r for r in sandbox.requests)
+    assert any("<Other>C2-INV-000003</Other>" in r for r in sandbox.requests)
     calls = connector.preview(invoice_event(5, customer=Customer(id=90, name="P")), DocumentState())
     for call in calls:
         assert not qbxml_errors(qbxml_xsd, call["body"])
