@@ -467,11 +467,10 @@ class QuickBooksDesktopConnector(Connector):
             else:
                 if state.get("stale"):
                     return Step("invoice_refresh", "", mapping.invoice_query(txn_id=txn_id))
-                return Step("invoice_mod", "", mapping.invoice_mod(event, txn_id, state["edit_seq"], customer["list_id"],
-                                                                   ref_number, lines, state.get("line_ids", {}),
-                                                                   self.mapping, self.settings.invoice_tax_item,
-                                                                   state.get("txn_date")),
-                            keys=keys, hash=digest, groups=groups, **shop)
+                element = mapping.invoice_mod(event, txn_id, state["edit_seq"], customer["list_id"], ref_number,
+                                              lines, state.get("line_ids", {}), self.mapping,
+                                              self.settings.invoice_tax_item, state.get("txn_date"))
+                return Step("invoice_mod", "", element, keys=keys, hash=digest, groups=groups, **shop)
         for pid, payment in sorted(wanted.items()):
             if pid not in state.get("payments", {}):
                 ref = mapping.payment_reference(payment)
@@ -744,6 +743,8 @@ class QuickBooksDesktopConnector(Connector):
             redate.add("invoice")
         elif op in ("payment_add", "refund_add", "credit_add"):
             redate.add(f"{op[:-4]}:{key}")
+        elif op in ("invoice_mod", "void") and state.get("held") is None:
+            return _error(rs)  # posted before per-item amounts were kept: no safe base for an adjustment
         elif op == "invoice_mod":
             state["frozen"] = True
         elif op == "void":

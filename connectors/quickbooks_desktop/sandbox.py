@@ -6,8 +6,8 @@ ListIDs/TxnIDs, EditSequence on every object (a stale one → 3200), names uniqu
 TxnID/ListID (3120 for Mod/Del/Void, 500 for a FullName/TxnID query, 1 for a RefNumber query with no match),
 invalid references (3140), business-rule refusals (3210), sales tax computed from the invoice's sales-tax
 item on its taxable lines, payments applied with AppliedToTxnAdd (a payment changes the invoice's
-EditSequence, as QuickBooks does), TxnDel, TxnVoid, credit memos and their application to an invoice (ReceivePaymentAdd → AppliedToTxnAdd →
-SetCredit/CreditTxnID + AppliedAmount, a zero TotalAmount: the documented way QuickBooks Desktop uses a credit
+EditSequence, as QuickBooks does), TxnDel, TxnVoid, credit memos and their application to an invoice
+(ReceivePaymentAdd → AppliedToTxnAdd → SetCredit/CreditTxnID + AppliedAmount, a zero TotalAmount: the documented way QuickBooks Desktop uses a credit
 memo against an invoice; never more than the invoice's open balance or the memo's remaining credit), and the
 company's closing date (``set_closing_date``; Preferences → Accounting → Closing Date, readable with
 PreferencesQuery's AccountingPreferences/ClosingDate): an Add, Mod, TxnDel or TxnVoid of a transaction dated on
