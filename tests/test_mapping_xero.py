@@ -260,7 +260,8 @@ def test_refund_removed_in_a_locked_period_is_reversed_by_an_increase_adjustment
     v2 = next_version(v1, refunds=[])
     before = doc.model_copy(deep=True)
     doc = deliver(connector, entities, v2, doc)
-    assert doc.delivered_version == 2 and doc.refunds["9"].status == "reversed"  # delivered, never parked
+    assert doc.delivered_version == 2 and doc.refunds["9~r1"].status == "reversed"  # delivered, never parked
+    assert "9" not in doc.refunds and "9~r1" in json.loads(doc.extra["allocations"])
     assert note["Status"] == "PAID" and note["Allocations"]  # Xero keeps the locked credit note as it was
     (reversal,) = invoices(sandbox, "INV-006200-A")
     assert reversal["InvoiceNumber"] == "INV-006200-A1" and reversal["Reference"] == "INV-006200"
@@ -272,7 +273,7 @@ def test_refund_removed_in_a_locked_period_is_reversed_by_an_increase_adjustment
     # Replayed, and retried from the state before it: no second adjustment.
     deliver(connector, entities, next_version(v2), doc)
     lost = deliver(connector, entities, v2, before, attempt=2)
-    assert len(invoices(sandbox, "INV-006200-A")) == 1 and lost.refunds["9"].status == "reversed"
+    assert len(invoices(sandbox, "INV-006200-A")) == 1 and lost.refunds["9~r1"].status == "reversed"
     # The customer pays the whole invoice: split across the original and the reversal.
     v3 = next_version(v2, payments=[payment(1, str(v1.computed.total))])
     doc = deliver(connector, entities, v3, doc)
@@ -283,6 +284,11 @@ def test_refund_removed_in_a_locked_period_is_reversed_by_an_increase_adjustment
     doc = deliver(connector, entities, v4, doc)
     (later,) = [i for i in invoices(sandbox, "INV-006200-A") if i["InvoiceNumber"] != "INV-006200-A1"]
     assert later["InvoiceNumber"] == "INV-006200-A2" and later["Total"] == Decimal("9.98")
+    # The shop enters the refund again: a new credit note (the reversed one keeps its number and allocation).
+    doc = deliver(connector, entities, next_version(v4, refunds=[refund(9, 2, "289.95", "14.50")]), doc)
+    assert sorted(c["CreditNoteNumber"] for c in credit_notes(sandbox)) == ["LW-CN-9", "LW-CN-9-2"]
+    assert doc.refunds["9"].status == "authorised" and doc.refunds["9~r1"].external_id == note["CreditNoteID"]
+    assert note["Allocations"] and note["Status"] == "PAID"
     validate_all(sandbox, xero_api)
 
 

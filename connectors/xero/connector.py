@@ -529,9 +529,13 @@ class XeroConnector(Connector):
                 ref = None  # removed in the shop, then entered again: a new credit note
             if ref is None:
                 number = mapping.credit_note_number(refund)
+                reversals = self._reversals(doc, refund_id)
+                if reversals:  # entered again after its locked credit note was reversed: that number is taken
+                    number = f"{number}-{reversals + 1}"
                 found = self._find_credit_note(number) if ctx.attempt > 1 else None
                 if found is None:
-                    body = mapping.credit_note_payload(refund, event, doc.customer_id, self.mapping)
+                    body = {**mapping.credit_note_payload(refund, event, doc.customer_id, self.mapping),
+                            "CreditNoteNumber": number}
                     answer = self._put_open("/CreditNotes", {"CreditNotes": [body]}, [body], ctx,
                                             ctx.idempotency_key("credit-note", refund_id), unitdp=UNITDP)
                     found = answer["CreditNotes"][0]
@@ -594,7 +598,7 @@ class XeroConnector(Connector):
         """A refund the shop removed after it was posted: its allocations come off the invoice and its credit
         note is voided (Xero keeps the voided document, so the trail stays)."""
         current = {str(r.id) for r in event.refunds}
-        for refund_id, ref in doc.refunds.items():
+        for refund_id, ref in list(doc.refunds.items()):
             if refund_id in current or ref.status in ("voided", "reversed"):
                 continue
             try:
@@ -641,7 +645,7 @@ class XeroConnector(Connector):
             posted = answer["Invoices"][0]
         entry = self._reversal_entry(event, doc, refund_id, posted, exc.reason)
         adjustments.record(doc.extra, entry)
-        ref.status = "reversed"
+        self._park_reversed(doc, refund_id)
         ctx.checkpoint(doc)
         log.warning("xero_closed_period_refund_reversed", target=ctx.target, invoice_id=event.invoice_id,
                     **{k: v for k, v in entry.items() if k != "effect"})
@@ -651,6 +655,25 @@ class XeroConnector(Connector):
             body = mapping.allocation_payload(posted["InvoiceID"], amount, entry["date"])
             self._put_open(f"/CreditNotes/{ref.external_id}/Allocations", body, body["Allocations"], ctx,
                            ctx.idempotency_key("refund-reversal-allocation", refund_id, posted["InvoiceID"]))
+
+    def _park_reversed(self, doc: DocumentState, refund_id: str) -> None:
+        """The reversed refund's credit note (and its locked allocation) moves to ``<refund id>~r<n>``: kept on
+        the record, never voided or re-allocated, and the refund id is free for the shop to enter it again (a new
+        credit note, numbered ``LW-CN-<id>-<n+1>``)."""
+        ref = doc.refunds.pop(refund_id, None)
+        if ref is None or ref.status == "voided":
+            return
+        key = f"{refund_id}~r{self._reversals(doc, refund_id) + 1}"
+        ref.status = "reversed"
+        doc.refunds[key] = ref
+        allocations = self._allocations(doc)
+        if refund_id in allocations:
+            allocations[key] = allocations.pop(refund_id)
+            self._set_allocations(doc, allocations)
+
+    @staticmethod
+    def _reversals(doc: DocumentState, refund_id: str) -> int:
+        return sum(1 for key in doc.refunds if key.startswith(f"{refund_id}~r"))
 
     def _reversal_entry(self, event: InvoiceEvent, doc: DocumentState, refund_id: str, posted: dict[str, Any],
                         reason: str) -> dict[str, Any]:
@@ -828,8 +851,7 @@ class XeroConnector(Connector):
                 reversed_id = mapping.reversed_refund(posted) if kind == "increase" else None
                 if reversed_id is not None:  # a refund reversal whose record was lost: no effect on the lines
                     adjustments.record(doc.extra, self._reversal_entry(event, doc, reversed_id, posted, exc.reason))
-                    if reversed_id in doc.refunds:
-                        doc.refunds[reversed_id].status = "reversed"
+                    self._park_reversed(doc, reversed_id)
                     ctx.checkpoint(doc)
                     continue
                 effect = mapping.document_groups(posted, 1 if kind == "increase" else -1)
