@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -17,6 +17,7 @@ from connectors.odoo import CONNECTOR, Sandbox
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
 from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from daemon.canonical import Refund
 from daemon.config import TargetConfig
 
 
@@ -151,6 +152,8 @@ def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(od
     (entry,) = json.loads(doc.extra["adjustments"])
     assert entry["kind"] == "redated" and entry["shop_date"] == "2026-11-20" and entry["date"] == "2026-11-26"
     assert doc.payments["1"].amount == Decimal("10.00")
+    (paid,) = sandbox.records("account.payment")  # received 11-20 (locked): registered on the first open day
+    assert paid["date"] == "2026-11-26" and paid["reconciled_invoice_ids"] == [invoice["id"]]
     # The same version again changes nothing; a later version keeps the open-period date.
     writes = len(sandbox.writes())
     doc = deliver(connector, entities, v1, doc)
@@ -164,6 +167,32 @@ def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(od
                    attempt=2)
     assert lost.external_id == doc.external_id and lost.extra["open_date"] == "2026-11-26"
     assert len(moves(sandbox)) == 1 and moves(sandbox)[0]["invoice_date"] == "2026-11-26"
+    assert_valid(sandbox, field_table)
+
+
+def test_refund_and_void_in_a_locked_period(odoo, field_table):
+    sandbox, build = odoo
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(4150, payments=[payment(1, "100.00")])
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(date(2026, 11, 30))
+    part = v1.lines[1]
+    returned = Refund(id=9, kind="return", amount=part.amount, tax_amount=sum(t.amount for t in part.taxes),
+                      line_id=part.id, reason="Part returned unused", created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))
+    v2 = next_version(v1, refunds=[returned])
+    doc = deliver(connector, entities, v2, doc)
+    (note,) = moves(sandbox, "out_refund")  # dated 11-22 (locked): posted on the first open day
+    assert note["invoice_date"] == "2026-12-01" and note["state"] == "posted" and note["payment_reference"] == \
+        "INV-004150/R9" and note["amount_total"] == part.amount + sum(t.amount for t in part.taxes)
+    assert doc.refunds["9"].status == "posted"
+    # Voided after the lock: the original stays; a credit note for everything Odoo holds. The payment,
+    # dated in the locked period, cannot be reset to draft in Odoo: it is kept (and logged).
+    doc = deliver(connector, entities, next_version(v2, status="void", payments=[]), doc)
+    void_note = next(m for m in moves(sandbox, "out_refund") if m["payment_reference"] == "INV-004150-C1")
+    assert void_note["amount_total"] == v1.computed.total and void_note["reversed_entry_id"] == int(doc.external_id)
+    assert doc.status == "voided" and list(doc.payments) == ["1"]
+    assert [p["state"] for p in sandbox.records("account.payment")] == ["in_process"]
+    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["decrease"]
     assert_valid(sandbox, field_table)
 
 

@@ -423,9 +423,18 @@ class OdooConnector(Connector):
                 odoo_id = int(found["id"])
             else:
                 context = mapping.register_context(int(doc.external_id))
-                wizard = self.client.execute("account.payment.register", "create",
-                                             [mapping.register_vals(payment, self.mapping)], context)
-                action = self.client.execute("account.payment.register", "action_create_payments", [[wizard]], context)
+                vals = mapping.register_vals(payment, self.mapping)
+                try:
+                    wizard = self.client.execute("account.payment.register", "create", [vals], context)
+                    action = self.client.execute("account.payment.register", "action_create_payments", [[wizard]],
+                                                 context)
+                except ClosedPeriodError as exc:  # received in the locked period: registered on the first open day
+                    vals["payment_date"] = self._first_open_day().isoformat()
+                    log.warning("odoo_closed_period_redated", target=ctx.target, entity="account.payment",
+                                payment=payment_id, date=vals["payment_date"], reason=exc.reason[:200])
+                    wizard = self.client.execute("account.payment.register", "create", [vals], context)
+                    action = self.client.execute("account.payment.register", "action_create_payments", [[wizard]],
+                                                 context)
                 odoo_id = action.get("res_id") if isinstance(action, dict) else None
                 if not odoo_id:
                     found = self._find_payment(reference)

@@ -466,7 +466,7 @@ class Sandbox:
     def _check_lock(self, move: dict[str, Any]) -> None:
         lock = self.db.lock_date
         moved = move.get("invoice_date") or move.get("date")
-        if lock and moved and date.fromisoformat(moved) <= lock:
+        if lock and moved and date.fromisoformat(str(moved)[:10]) <= lock:
             raise user_error("You cannot add/modify entries prior to and inclusive of the lock date "
                              f"{lock.strftime('%m/%d/%Y')}. Check the company settings or ask someone with the "
                              "'Adviser' role")
@@ -621,6 +621,7 @@ class Sandbox:
             amount = Decimal(wizard["amount"])
             if amount <= 0:
                 raise user_error("The payment amount must be strictly positive.")
+            self._check_lock({"date": wizard["payment_date"]})  # the payment's journal entry is posted
             applied, left = {}, amount
             for move in moves:
                 take = min(left, move["amount_residual"])
@@ -647,6 +648,7 @@ class Sandbox:
             payment = self.db.get("account.payment", payment_id)
             if payment["state"] == "draft":  # its journal entry is a draft already: button_draft refuses
                 raise user_error("Only posted/cancelled journal entries can be reset to draft.")
+            self._check_lock(payment)  # button_draft of its journal entry
             moves = payment["reconciled_invoice_ids"]
             payment.update({"state": "draft", "reconciled_invoice_ids": [], "_applied": {}, "write_date": self.db.tick()})
             for move_id in moves:
