@@ -221,6 +221,22 @@ def test_one_product_per_part_number_created_once(odoo, field_table):
     assert_valid(sandbox, field_table)
 
 
+def test_preview_shows_part_number_products(odoo, field_table):
+    sandbox, build = odoo
+    connector, entities = build(item_mode="per_part_number"), MemoryEntities()
+    deliver(connector, entities, invoice_event(4350))  # ALT-140R exists now
+    writes = len(sandbox.writes())
+    event = invoice_event(4351, lines=[line(1, "part", "Alternator, reman 140A", "1", "289.95", part_number="ALT-140R"),
+                                       line(2, "part", "Belt", "1", "24.00", part_number="BELT-9")])
+    calls = connector.preview(event, DocumentState())
+    assert len(sandbox.writes()) == writes
+    assert [(c["body"]["model"], c["body"]["method"]) for c in calls] == [
+        ("product.product", "create"), ("account.move", "create"), ("account.move", "action_post")]
+    assert calls[0]["body"]["args"][0]["default_code"] == "BELT-9"
+    alt = next(p["id"] for p in sandbox.records("product.product") if p.get("default_code") == "ALT-140R")
+    assert [c[2]["product_id"] for c in calls[1]["body"]["args"][0]["invoice_line_ids"]] == [alt, "<new product BELT-9>"]
+
+
 def test_per_line_kind_items_ignore_part_numbers(odoo):
     sandbox, build = odoo
     labour = next(p["id"] for p in sandbox.records("product.product") if p["name"] == "Labour hour")

@@ -633,7 +633,23 @@ class OdooConnector(Connector):
             partner = int(found["id"]) if found else "<new customer>"
             if found is None:
                 call("res.partner", "create", [mapping.partner_vals(event.customer)])
-        vals = mapping.invoice_vals(event, partner, self.mapping)
+        products: dict[int, Any] = {}
+        new_products: set[str] = set()
+        for line in event.lines:  # item_mode "per_part_number": found by default_code, else created first
+            code = mapping.part_key(line, self.mapping)
+            if code is None:
+                continue
+            found = self.client.search_read("product.product", [("default_code", "=", code)], ["id"], limit=1,
+                                            order="id asc")
+            if found:
+                products[line.id] = int(found[0]["id"])
+            else:
+                products[line.id] = f"<new product {code}>"
+                if code not in new_products:
+                    new_products.add(code)
+                    call("product.product", "create", [mapping.product_vals(line)])
+        vals = mapping.invoice_vals(event, partner, self.mapping, products, open_date=doc.extra.get("open_date"),
+                                    included=self._included_taxes() if event.tax_inclusive else None)
         if doc.external_id is None:
             call("account.move", "create", [vals])
             call("account.move", "action_post", [[move]])
