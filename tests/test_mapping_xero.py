@@ -296,6 +296,24 @@ def test_refund_removed_in_a_locked_period_is_reversed_by_an_increase_adjustment
     validate_all(sandbox, xero_api)
 
 
+def test_refund_whose_allocation_came_off_before_the_void_was_refused_credits_its_reversal(xero):
+    sandbox, build = xero
+    connector, entities = build(), MemoryEntities()
+    v1 = invoice_event(6300, refunds=[refund(9, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v1)
+    (note,) = credit_notes(sandbox)
+    note["Allocations"][0]["Date"] = "/Date(1796428800000+0000)/"  # allocated on 2026-12-05, after the lock
+    sandbox.set_lock_date(period=date(2026, 11, 30))
+    doc = deliver(connector, entities, next_version(v1, refunds=[]), doc)
+    (reversal,) = invoices(sandbox, "INV-006300-A")
+    original = sandbox.org().invoices[doc.external_id]
+    # The credit note lost its allocation, then Xero refused the void: its credit pays the reversal, so the
+    # customer owes exactly the original again and no credit floats on the contact.
+    assert original["AmountDue"] == v1.computed.total and original["AmountCredited"] == Decimal("0.00")
+    assert reversal["AmountDue"] == Decimal("0.00") and note["RemainingCredit"] == Decimal("0.00")
+    assert note["Status"] == "PAID" and doc.refunds["9~r1"].status == "reversed"
+
+
 # --- discounts, core charges, items -------------------------------------------------------------------
 
 DISCOUNTED = [line(1, "labour", "Brake job", "2", "100.00"), line(2, "discount", "Loyalty discount", "1", "-20.00"),
