@@ -12,6 +12,12 @@ resetting it to draft, a reconciliation) is seen, logged and worked with rather 
 Resetting a posted invoice to draft unreconciles its payments in Odoo (``button_draft`` removes the move's
 reconciliation), so an edit of an invoice that has payments cancels our payments first and registers them
 again after re-posting: the payments stay applied to this invoice, never left as outstanding credits.
+
+Closed periods (the company's lock date): a change or void Odoo would refuse for a posted invoice is posted
+as an adjustment dated the first open day — an out_invoice ``<number>-A<n>`` for an increase, an out_refund
+``<number>-C<n>`` (reversed_entry_id = the original) for a decrease or void — per account and tax set, recorded
+in doc.extra["adjustments"] (connectors.adjustments), found by its number on a retry. A new invoice, payment
+or credit note dated in the locked period is posted whole on the first open day.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ percentages with the company's rounding method (round_per_line, or round_globall
 rounded to the "Product Price"/"Product Unit of Measure" decimal precisions; the payment register wizard
 (context active_model/active_ids) reconciling the payment with the invoice (amount_residual,
 payment_state); payments reset to draft and cancelled; credit notes (out_refund, reversed_entry_id).
+The company's lock date (``set_lock_date``; read as res.company.fiscalyear_lock_date) refuses posting,
+resetting to draft and registering or resetting payments dated on or before it. Invoice lines are readable
+as account.move.line records (price_subtotal / price_total); price-included sales taxes (price_include)
+take their share out of the price (each tax = price x rate / (1 + sum of included rates), rounded per line).
 
 Odoo has no request-rate quota of its own; ``faults`` injects 500s, 429s (as a front proxy answers) and
 timeouts (write applied, answer withheld). ``serialization_failures`` makes the next N writes fail as
