@@ -6,6 +6,13 @@ notes allocated to it cannot be edited or voided. The connector therefore takes 
 allocations off first (by the ids it recorded, or — when Xero still refuses — by re-reading the invoice
 and finding them by our references), edits, then puts them back. Refresh tokens are single-use and
 rotate: ``OAuth2RefreshAuth`` persists the new one before it is used.
+
+Closed periods (Xero's lock dates): a refused change posts its difference as an adjustment dated the first
+open day (``connectors.adjustments``): an increase as an invoice ``<number>-A<n>``, a decrease as a credit
+note ``<number>-C<n>`` allocated to the original (then to the increases) up to what is due. A shop payment
+larger than the original's amount due is split across the original and its increases, one Xero payment per
+invoice referenced ``LW<id>`` / ``LW<id>-A<n>``. A refund removed after its credit note was locked is reversed
+by an increase adjustment; the credit note stays.
 """
 
 from __future__ import annotations

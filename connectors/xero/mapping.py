@@ -213,7 +213,7 @@ def allocation_payload(invoice_id: str, amount: Decimal, on: str) -> dict[str, A
     return {"Allocations": [{"Invoice": {"InvoiceID": invoice_id}, "Amount": amount, "Date": on}]}
 
 
-# --- closed-period adjustments (the arithmetic is in connectors/xero/adjustments.py) -----------------------
+# --- closed-period adjustments (the arithmetic is in connectors/adjustments.py) ------------------------------
 
 def group_key(account: str, tax: str) -> str:
     return f"{account}|{tax}"
