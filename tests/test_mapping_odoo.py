@@ -326,6 +326,26 @@ def test_tax_inclusive_invoice_posts_on_price_included_taxes_with_the_shops_tota
     assert_valid(sandbox, field_table)
 
 
+def test_tax_inclusive_change_in_a_locked_period_credits_the_net_and_its_tax(odoo):
+    sandbox, build = odoo
+    connector, entities = build(), MemoryEntities()
+    lines = [line(1, "labour", "Diagnosis", "1", "105.00"), line(2, "part", "Relay", "2", "11.20")]
+    lines = [ln.model_copy(update={"taxes": tuple(t.model_copy(update={"amount": amt}) for t in ln.taxes)})
+             for ln, amt in zip(lines, (Decimal("5.00"), Decimal("1.07")))]
+    v1 = invoice_event(5010, lines=lines, tax_inclusive=True)
+    v1 = v1.model_copy(update={"computed": v1.computed.model_copy(update={
+        "subtotal": Decimal("121.33"), "tax_total": Decimal("6.07"), "total": Decimal("127.40")})})
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lock_date(date(2026, 11, 30))
+    v2 = next_version(v1, lines=lines[:1])
+    v2 = v2.model_copy(update={"computed": v2.computed.model_copy(update={
+        "subtotal": Decimal("100.00"), "tax_total": Decimal("5.00"), "total": Decimal("105.00")})})
+    doc = deliver(connector, entities, v2, doc)
+    (note,) = moves(sandbox, "out_refund")  # only the relay comes off: net 21.33 + tax 1.07
+    assert lines_of(note) == [(account_id(sandbox, "400000"), Decimal("21.33"), Decimal("1.07"))]
+    assert note["amount_total"] == Decimal("22.40") and "tax_difference" not in doc.extra
+
+
 def test_tax_inclusive_invoice_without_price_included_taxes_is_refused(odoo):
     sandbox, build = odoo
     connector = build()

@@ -238,12 +238,19 @@ class OdooConnector(Connector):
         out: adjustments.Groups = {}
         if not line_ids:
             return out
-        for line in self.client.search_read("account.move.line", [("id", "in", list(line_ids))], LINE_FIELDS):
+        rows = self.client.search_read("account.move.line", [("id", "in", list(line_ids))], LINE_FIELDS)
+        mapped = {mapping.record_id(v, f"tax_codes.{k}") for k, v in self.mapping.tax_codes.items()}
+        excluded: dict[int, int] = {}
+        if any(t not in mapped for row in rows for t in row.get("tax_ids") or []):
+            # A tax-inclusive invoice's price-included taxes post under the mapped (excluded) tax's key.
+            excluded = {incl: excl for excl, incl in sorted(self._included_taxes().items(), reverse=True)}
+        for line in rows:
             if line.get("display_type") not in ("product", False, None):
                 continue
             account = line["account_id"][0] if isinstance(line["account_id"], list) else line["account_id"]
             net = Decimal(str(line["price_subtotal"]))
-            adjustments.add(out, mapping.group_key(int(account), list(line.get("tax_ids") or [])), net,
+            taxes = [excluded.get(t, t) for t in line.get("tax_ids") or []]
+            adjustments.add(out, mapping.group_key(int(account), taxes), net,
                             Decimal(str(line["price_total"])) - net, sign)
         return out
 
