@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any, Literal
+
+from connectors.base import PermanentError
 
 ZERO = Decimal("0.00")
 Amounts = tuple[Decimal, Decimal]  # (net, tax)
@@ -95,3 +98,48 @@ def encode(groups: Groups) -> dict[str, list[str]]:
 
 def next_sequence(entries: list[dict[str, Any]]) -> int:
     return sum(1 for e in entries if e.get("kind") in ("increase", "decrease")) + 1
+
+
+MAX_ROUNDS = 10  # a retry finds at most a few adjustments an interrupted attempt posted; more means a loop
+
+
+def settle(extra: dict[str, str], base: Groups, wanted: Groups, *, platform: str, version: int, original: str | None,
+           reason: str, find: Callable[[int], tuple[str, Any] | None],
+           post: Callable[[str, int, Groups], tuple[Any, Groups]],
+           found_effect: Callable[[str, Any, Groups], Groups | None],
+           describe: Callable[[str, Any], dict[str, Any]],
+           recorded: Callable[[dict[str, Any]], None],
+           postable: Callable[[Groups], Groups] = lambda diff: diff) -> tuple[Groups, dict[str, Any] | None]:
+    """Post the difference between what the platform holds (``base`` plus every recorded adjustment) and what
+    the shop's version says (``wanted``) as one adjustment, and record it in ``extra``.
+
+    Each round looks for the adjustment numbered with the next sequence first (``find``: an interrupted
+    attempt may have posted it); one found is recorded with its effect (``found_effect``; None when the callback
+    recorded something else itself) and the next round looks again; otherwise the difference is posted
+    (``post(kind, seq, diff)`` → the posted document and its effect; ``signed`` gives the document's own
+    amounts). Returns what the platform holds afterwards and the entry posted (None: nothing differed). Never
+    loops forever: after ``MAX_ROUNDS`` it is a PermanentError."""
+    for _ in range(MAX_ROUNDS):
+        entries = load(extra)
+        held = combine(base, effect_of(entries))
+        diff = postable(difference(held, wanted))
+        if not diff:
+            return held, None
+        seq = next_sequence(entries)
+        found = find(seq)
+        if found is not None:
+            kind, posted = found
+            effect = found_effect(kind, posted, diff)
+            if effect is None:
+                continue
+        else:
+            kind = direction(diff)
+            posted, effect = post(kind, seq, diff)
+        net, tax = totals(effect)
+        entry = {"kind": kind, **describe(kind, posted), "total": str(abs(net + tax)), "tax": str(abs(tax)),
+                 "version": str(version), "original": original, "reason": reason[:200], "effect": encode(effect)}
+        record(extra, entry)
+        recorded(entry)
+        if found is None:
+            return combine(held, effect), entry
+    raise PermanentError(f"{platform}: closed-period adjustments did not converge; see doc.extra['adjustments']")

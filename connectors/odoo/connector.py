@@ -280,44 +280,38 @@ class OdooConnector(Connector):
         original = self._read_move(int(doc.external_id)) if doc.external_id else None
         base = self._move_groups(original)
         partner_id = int(doc.customer_id) if doc.customer_id else self._customer(event, ctx)
-        for _ in range(10):
-            entries = adjustments.load(doc.extra)
-            held = adjustments.combine(base, adjustments.effect_of(entries))
-            diff = adjustments.difference(held, wanted)
-            postable = {k: v for k, v in diff.items() if v[0]}  # a tax-only cent is reported, not posted
-            if not postable:
-                self._note_held_difference(event, doc, held, bound)
-                bound.info("odoo_closed_period_no_difference", reason=exc.reason[:200])
-                return
-            seq = adjustments.next_sequence(entries)
-            found = self._find_adjustment(event, seq)
-            if found is not None:
-                kind, posted = found
-            else:
-                kind = adjustments.direction(postable)
-                vals = mapping.adjustment_vals(event, kind, seq, partner_id, adjustments.signed(postable, kind),
-                                               self._first_open_day().isoformat(),
-                                               int(doc.external_id) if doc.external_id else None,
-                                               (original or {}).get("name") or None, self.mapping, reason)
-                new_id = self.client.execute("account.move", "create", [vals])
-                self.client.execute("account.move", "action_post", [[new_id]])
-                posted = self.client.read_one("account.move", int(new_id), MOVE_FIELDS + ["invoice_line_ids"]) or {
-                    "id": new_id, "state": "posted", "payment_reference": vals["payment_reference"]}
-            effect = self._move_groups(posted, 1 if kind == "increase" else -1)  # what Odoo computed
-            net, tax = adjustments.totals(effect)
-            entry = {"kind": kind, "entity": "out_invoice" if kind == "increase" else "out_refund",
-                     "id": str(posted["id"]), "number": str(posted.get("payment_reference") or ""),
-                     "odoo_number": str(posted.get("name") or ""), "date": str(posted.get("invoice_date") or ""),
-                     "total": str(abs(net + tax)), "tax": str(abs(tax)), "version": str(event.version),
-                     "original": doc.external_id, "reason": exc.reason[:200], "effect": adjustments.encode(effect)}
-            adjustments.record(doc.extra, entry)
+
+        def effect_of(kind: str, posted: dict[str, Any]) -> adjustments.Groups:
+            return self._move_groups(posted, 1 if kind == "increase" else -1)  # what Odoo computed
+
+        def post(kind: str, seq: int, diff: adjustments.Groups) -> tuple[dict[str, Any], adjustments.Groups]:
+            vals = mapping.adjustment_vals(event, kind, seq, partner_id, adjustments.signed(diff, kind),
+                                           self._first_open_day().isoformat(),
+                                           int(doc.external_id) if doc.external_id else None,
+                                           (original or {}).get("name") or None, self.mapping, reason)
+            new_id = self.client.execute("account.move", "create", [vals])
+            self.client.execute("account.move", "action_post", [[new_id]])
+            posted = self.client.read_one("account.move", int(new_id), MOVE_FIELDS + ["invoice_line_ids"]) or {
+                "id": new_id, "state": "posted", "payment_reference": vals["payment_reference"]}
+            return posted, effect_of(kind, posted)
+
+        def describe(kind: str, posted: dict[str, Any]) -> dict[str, Any]:
+            return {"entity": "out_invoice" if kind == "increase" else "out_refund", "id": str(posted["id"]),
+                    "number": str(posted.get("payment_reference") or ""), "odoo_number": str(posted.get("name") or ""),
+                    "date": str(posted.get("invoice_date") or "")}
+
+        def recorded(entry: dict[str, Any]) -> None:
             ctx.checkpoint(doc)
             bound.warning("odoo_closed_period_adjustment", **{k: v for k, v in entry.items() if k != "effect"})
-            if found is None:
-                self._note_held_difference(event, doc, adjustments.combine(held, effect), bound)
-                return
-        raise PermanentError(f"Odoo: closed-period adjustments of {event.number} did not converge; see "
-                             "doc.extra['adjustments']")
+
+        held, entry = adjustments.settle(
+            doc.extra, base, wanted, platform="Odoo", version=event.version, original=doc.external_id,
+            reason=exc.reason, find=lambda seq: self._find_adjustment(event, seq), post=post,
+            found_effect=lambda kind, posted, diff: effect_of(kind, posted), describe=describe, recorded=recorded,
+            postable=lambda diff: {k: v for k, v in diff.items() if v[0]})  # a tax-only cent is reported, not posted
+        self._note_held_difference(event, doc, held, bound)
+        if entry is None:
+            bound.info("odoo_closed_period_no_difference", reason=exc.reason[:200])
 
     def _note_held_difference(self, event: InvoiceEvent, doc: DocumentState, held: adjustments.Groups, bound) -> None:
         """Odoo computes the adjustment's tax itself: a cent it rounds differently is recorded, never hidden."""

@@ -845,45 +845,39 @@ class XeroConnector(Connector):
         base = mapping.document_groups(original) if original and original.get("Status") not in ("VOIDED", "DELETED") \
             else {}
         contact_id = doc.customer_id or self._contact(event, ctx)
-        for _ in range(10):
-            entries = adjustments.load(doc.extra)
-            diff = adjustments.difference(adjustments.combine(base, adjustments.effect_of(entries)), wanted)
-            if not diff:
-                bound.info("xero_closed_period_no_difference", reason=exc.reason[:200])
-                return
-            seq = adjustments.next_sequence(entries)
-            found = self._find_adjustment(event, seq)
-            if found is not None:
-                kind, posted = found
-                reversed_id = mapping.reversed_refund(posted) if kind == "increase" else None
-                if reversed_id is not None:  # a refund reversal whose record was lost: no effect on the lines
-                    adjustments.record(doc.extra, self._reversal_entry(event, doc, reversed_id, posted, exc.reason))
-                    self._park_reversed(doc, reversed_id)
-                    ctx.checkpoint(doc)
-                    continue
-                effect = mapping.document_groups(posted, 1 if kind == "increase" else -1)
-            else:
-                kind = adjustments.direction(diff)
-                body = mapping.adjustment_payload(event, kind, seq, contact_id, adjustments.signed(diff, kind),
-                                                  self._first_open_day(), self.mapping, reason)
-                collection = "Invoices" if kind == "increase" else "CreditNotes"
-                answer = self.client.write("PUT", f"/{collection}", {collection: [body]}, unitdp=UNITDP,
-                                           key=ctx.idempotency_key("adjustment", seq, kind))
-                posted, effect = answer[collection][0], diff
-            net, tax = adjustments.totals(effect)
-            entry = {"kind": kind, "entity": "Invoice" if kind == "increase" else "CreditNote",
-                     "id": posted.get("InvoiceID") or posted.get("CreditNoteID"),
-                     "number": posted.get("InvoiceNumber") or posted.get("CreditNoteNumber"),
-                     "date": str(_xero_date(posted.get("DateString") or posted.get("Date"))),
-                     "total": str(abs(net + tax)), "tax": str(abs(tax)), "version": str(event.version),
-                     "original": doc.external_id, "reason": exc.reason[:200], "effect": adjustments.encode(effect)}
-            adjustments.record(doc.extra, entry)
+
+        def found_effect(kind: str, posted: dict[str, Any], diff: adjustments.Groups) -> adjustments.Groups | None:
+            reversed_id = mapping.reversed_refund(posted) if kind == "increase" else None
+            if reversed_id is not None:  # a refund reversal whose record was lost: no effect on the lines
+                adjustments.record(doc.extra, self._reversal_entry(event, doc, reversed_id, posted, exc.reason))
+                self._park_reversed(doc, reversed_id)
+                ctx.checkpoint(doc)
+                return None
+            return mapping.document_groups(posted, 1 if kind == "increase" else -1)
+
+        def post(kind: str, seq: int, diff: adjustments.Groups) -> tuple[dict[str, Any], adjustments.Groups]:
+            body = mapping.adjustment_payload(event, kind, seq, contact_id, adjustments.signed(diff, kind),
+                                              self._first_open_day(), self.mapping, reason)
+            collection = "Invoices" if kind == "increase" else "CreditNotes"
+            answer = self.client.write("PUT", f"/{collection}", {collection: [body]}, unitdp=UNITDP,
+                                       key=ctx.idempotency_key("adjustment", seq, kind))
+            return answer[collection][0], diff
+
+        def describe(kind: str, posted: dict[str, Any]) -> dict[str, Any]:
+            return {"entity": "Invoice" if kind == "increase" else "CreditNote",
+                    "id": posted.get("InvoiceID") or posted.get("CreditNoteID"),
+                    "number": posted.get("InvoiceNumber") or posted.get("CreditNoteNumber"),
+                    "date": str(_xero_date(posted.get("DateString") or posted.get("Date")))}
+
+        def recorded(entry: dict[str, Any]) -> None:
             ctx.checkpoint(doc)
             bound.warning("xero_closed_period_adjustment", **{k: v for k, v in entry.items() if k != "effect"})
-            if found is None:
-                return
-        raise PermanentError(f"Xero: closed-period adjustments of {event.number} did not converge; see "
-                             "doc.extra['adjustments']")
+
+        _, entry = adjustments.settle(doc.extra, base, wanted, platform="Xero", version=event.version,
+                                      original=doc.external_id, reason=exc.reason, find=lambda seq: self._find_adjustment(event, seq),
+                                      post=post, found_effect=found_effect, describe=describe, recorded=recorded)
+        if entry is None:
+            bound.info("xero_closed_period_no_difference", reason=exc.reason[:200])
 
     def _void_in_closed_period(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext,
                                exc: ClosedPeriodError, bound) -> None:

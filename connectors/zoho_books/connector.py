@@ -212,41 +212,36 @@ class ZohoBooksConnector(Connector):
         by number. A retry finds an adjustment an earlier attempt posted (by number) and records it instead."""
         held = {key: (Decimal(n), Decimal(t)) for key, (n, t) in json.loads(doc.extra.get("held", "{}")).items()}
         customer_id = doc.customer_id or self._customer(event, ctx)
-        for _ in range(10):
-            entries = adjustments.load(doc.extra)
-            diff = adjustments.difference(adjustments.combine(held, adjustments.effect_of(entries)), wanted)
-            if not diff:
-                bound.info("zoho_closed_period_no_difference", reason=exc.reason[:200])
-                return
-            seq = adjustments.next_sequence(entries)
-            found = self._find_adjustment(event, seq)
-            if found is not None:  # posted by an interrupted attempt: its recorded effect is the difference then
-                kind, posted = found
-                effect = diff if kind == adjustments.direction(diff) else {}
-            else:
-                kind, effect = adjustments.direction(diff), diff
-                body = mapping.adjustment_payload(event, kind, seq, customer_id, adjustments.signed(diff, kind),
-                                                  self._first_open_day(exc), self.mapping, doc.external_id, reason)
-                if kind == "increase":
-                    posted = self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"]
-                    if posted.get("status") == "draft":
-                        self.client.call("POST", f"/invoices/{posted['invoice_id']}/status/sent")
-                else:
-                    posted = self.client.call("POST", "/creditnotes", body)["creditnote"]
-            net, tax = adjustments.totals(effect)
-            entry = {"kind": kind, "entity": "invoice" if kind == "increase" else "creditnote",
-                     "id": posted.get("invoice_id") or posted.get("creditnote_id"),
-                     "number": posted.get("invoice_number") or posted.get("reference_number"),
-                     "date": str(posted.get("date")), "total": str(abs(net + tax)), "tax": str(abs(tax)),
-                     "platform_total": str(posted.get("total")), "version": str(event.version),
-                     "original": doc.external_id, "reason": exc.reason[:200], "effect": adjustments.encode(effect)}
-            adjustments.record(doc.extra, entry)
+
+        def found_effect(kind: str, posted: dict[str, Any], diff: adjustments.Groups) -> adjustments.Groups:
+            # Posted by an interrupted attempt: its effect is the difference of then (now, if the direction agrees).
+            return diff if kind == adjustments.direction(diff) else {}
+
+        def post(kind: str, seq: int, diff: adjustments.Groups) -> tuple[dict[str, Any], adjustments.Groups]:
+            body = mapping.adjustment_payload(event, kind, seq, customer_id, adjustments.signed(diff, kind),
+                                              self._first_open_day(exc), self.mapping, doc.external_id, reason)
+            if kind == "decrease":
+                return self.client.call("POST", "/creditnotes", body)["creditnote"], diff
+            posted = self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"]
+            if posted.get("status") == "draft":
+                self.client.call("POST", f"/invoices/{posted['invoice_id']}/status/sent")
+            return posted, diff
+
+        def describe(kind: str, posted: dict[str, Any]) -> dict[str, Any]:
+            return {"entity": "invoice" if kind == "increase" else "creditnote",
+                    "id": posted.get("invoice_id") or posted.get("creditnote_id"),
+                    "number": posted.get("invoice_number") or posted.get("reference_number"),
+                    "date": str(posted.get("date")), "platform_total": str(posted.get("total"))}
+
+        def recorded(entry: dict[str, Any]) -> None:
             ctx.checkpoint(doc)
             bound.warning("zoho_closed_period_adjustment", **{k: v for k, v in entry.items() if k != "effect"})
-            if found is None:
-                return
-        raise PermanentError(f"Zoho: closed-period adjustments of {event.number} did not converge; see "
-                             "doc.extra['adjustments']")
+
+        _, entry = adjustments.settle(doc.extra, held, wanted, platform="Zoho", version=event.version,
+                                      original=doc.external_id, reason=exc.reason, find=lambda seq: self._find_adjustment(event, seq),
+                                      post=post, found_effect=found_effect, describe=describe, recorded=recorded)
+        if entry is None:
+            bound.info("zoho_closed_period_no_difference", reason=exc.reason[:200])
 
     def _adopt_existing(self, event: InvoiceEvent, doc: DocumentState) -> None:
         """An earlier attempt may have created the invoice before its answer was lost: find it first."""
