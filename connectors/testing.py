@@ -183,3 +183,18 @@ def next_version(event: InvoiceEvent, **changes: Any) -> InvoiceEvent:
     )
     kept.update(changes)
     return invoice_event(event.invoice_id, event.version + 1, **kept)
+
+
+def tax_inclusive_event(invoice_id: int) -> InvoiceEvent:
+    """Prices that include their tax, with the shop's own per-line, per-component rounding: 105.00 holds 5.00
+    GST; 22.40 holds 1.07 GST (21.33 x 5 % rounded per line); 0.10 holds 0.01 GST + 0.01 PST. A platform that
+    takes each included tax as its share of the price can round that last line a cent differently."""
+    lines = [line(1, "labour", "Diagnosis", "1", "105.00"), line(2, "part", "Relay", "2", "11.20"),
+             line(3, "fee", "Disposal", "1", "0.10", taxes=(GST, PST))]
+    shop_tax = ((Decimal("5.00"),), (Decimal("1.07"),), (Decimal("0.01"), Decimal("0.01")))
+    lines = [ln.model_copy(update={"taxes": tuple(t.model_copy(update={"amount": amount})
+                                                  for t, amount in zip(ln.taxes, amounts))})
+             for ln, amounts in zip(lines, shop_tax)]
+    event = invoice_event(invoice_id, lines=lines, tax_inclusive=True)
+    return event.model_copy(update={"computed": event.computed.model_copy(update={
+        "subtotal": Decimal("121.41"), "tax_total": Decimal("6.09"), "total": Decimal("127.50")})})

@@ -16,7 +16,8 @@ from connectors.base import DocumentState, PermanentError
 from connectors.odoo import CONNECTOR, Sandbox
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.testing import (MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment,
+                                tax_inclusive_event)
 from daemon.canonical import Refund
 from daemon.config import TargetConfig
 
@@ -307,13 +308,7 @@ def test_tax_inclusive_invoice_posts_on_price_included_taxes_with_the_shops_tota
     # 0.10 holds 0.01 GST + 0.01 PST as the shop rounds each component; Odoo takes each included tax as its
     # share of the price: 0.10 x 5/112 = 0.00 and 0.10 x 7/112 = 0.01 — a cent the shop and Odoo round
     # differently, recorded as the tax difference, never hidden.
-    lines = [line(1, "labour", "Diagnosis", "1", "105.00"), line(2, "part", "Relay", "2", "11.20"),
-             line(3, "fee", "Disposal", "1", "0.10", taxes=(GST, PST))]
-    lines = [ln.model_copy(update={"taxes": tuple(t.model_copy(update={"amount": amt}) for t, amt in zip(ln.taxes, amts))})
-             for ln, amts in zip(lines, ((Decimal("5.00"),), (Decimal("1.07"),), (Decimal("0.01"), Decimal("0.01"))))]
-    event = invoice_event(5000, lines=lines, tax_inclusive=True)
-    event = event.model_copy(update={"computed": event.computed.model_copy(update={
-        "subtotal": Decimal("121.41"), "tax_total": Decimal("6.09"), "total": Decimal("127.50")})})
+    event = tax_inclusive_event(5000)
     doc = deliver(connector, MemoryEntities(), event)
     (move,) = moves(sandbox)
     included = {t["id"] for t in sandbox.records("account.tax") if t["price_include"]}

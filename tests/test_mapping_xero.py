@@ -13,8 +13,8 @@ from decimal import Decimal
 import pytest
 
 from connectors.base import DocumentState, PermanentError, UncertainOutcomeError
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, \
-    next_version, payment
+from connectors.testing import (MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment,
+                                tax_inclusive_event)
 from connectors import adjustments
 from connectors.xero import CONNECTOR, Sandbox
 from daemon.canonical import Customer, Refund
@@ -446,13 +446,7 @@ def test_tax_inclusive_invoice_posts_with_the_shops_totals(xero):
     connector = build()
     # Inclusive prices: 105.00 holds 5.00 GST; 22.40 holds 1.07 GST (per-line rounding of 21.33 x 5 %);
     # 0.10 holds 0.01 GST + 0.01 PST as the shop rounds each component (Xero alone: 0.10 x 12/112 = 0.01).
-    lines = [line(1, "labour", "Diagnosis", "1", "105.00"), line(2, "part", "Relay", "2", "11.20"),
-             line(3, "fee", "Disposal", "1", "0.10", taxes=(GST, PST))]
-    lines = [ln.model_copy(update={"taxes": tuple(t.model_copy(update={"amount": amt}) for t, amt in zip(ln.taxes, amts))})
-             for ln, amts in zip(lines, ((Decimal("5.00"),), (Decimal("1.07"),), (Decimal("0.01"), Decimal("0.01"))))]
-    event = invoice_event(4300, lines=lines, tax_inclusive=True)
-    event = event.model_copy(update={"computed": event.computed.model_copy(update={
-        "subtotal": Decimal("121.41"), "tax_total": Decimal("6.09"), "total": Decimal("127.50")})})
+    event = tax_inclusive_event(4300)
     doc = deliver(connector, MemoryEntities(), event)
     (invoice,) = invoices(sandbox)
     assert invoice["LineAmountTypes"] == "Inclusive"
