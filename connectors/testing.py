@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -108,6 +108,33 @@ class MemoryRuntime:
                 per_day: float | None = None, concurrency: int = 4):
         # Tests talk to a local sandbox: keep the documented limits so 429 handling is exercised.
         return limiter_from(per_second, per_minute, per_day, concurrency)
+
+
+@contextmanager
+def connectors_on(sandbox: Any, name: str, **settings: Any) -> Iterator[Callable[..., Any]]:
+    """Serve ``sandbox`` and yield ``build(**mapping)``: a connector on it (one credential store shared by all,
+    so token rotations are seen by every connector built) from the sandbox's own target config, with
+    ``mapping`` and ``settings`` overrides and a short request timeout. Connectors and server close afterwards."""
+    from connectors.registry import connector_class
+
+    server = sandbox.serve()
+    runtime = MemoryRuntime({name: sandbox.seed_credentials()})
+    built: list[Any] = []
+
+    def build(**mapping: Any) -> Any:
+        data = sandbox.target_config(name, server.url) | {"request_timeout_s": 2}
+        data["settings"] = {**data["settings"], **settings}
+        data["mapping"] = {**data["mapping"], **mapping}
+        target = TargetConfig.model_validate(data)
+        built.append(connector_class(target.platform)(target, runtime))
+        return built[-1]
+
+    try:
+        yield build
+    finally:
+        for connector in built:
+            connector.close()
+        server.stop()
 
 
 # --- canonical event builders ------------------------------------------------------------------------

@@ -13,33 +13,19 @@ from decimal import Decimal
 import pytest
 
 from connectors.base import DocumentState, PermanentError
-from connectors.odoo import CONNECTOR, Sandbox
+from connectors.odoo import Sandbox
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
-from connectors.testing import (MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment,
+from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, invoice_event, line, next_version, payment,
                                 tax_inclusive_event)
 from daemon.canonical import Refund
-from daemon.config import TargetConfig
 
 
 @pytest.fixture
 def odoo():
     sandbox = Sandbox(Faults(hang_s=2.5))
-    server = sandbox.serve()
-    runtime = MemoryRuntime({"odoo": sandbox.seed_credentials()})
-    connectors = []
-
-    def build(**mapping):
-        data = sandbox.target_config("odoo", server.url) | {"request_timeout_s": 2}
-        data["settings"]["requests_per_second"] = 200
-        data["mapping"] = {**data["mapping"], **mapping}
-        connectors.append(CONNECTOR(TargetConfig.model_validate(data), runtime))
-        return connectors[-1]
-
-    yield sandbox, build
-    for c in connectors:
-        c.close()
-    server.stop()
+    with connectors_on(sandbox, "odoo", requests_per_second=200) as build:
+        yield sandbox, build
 
 
 def deliver(connector, entities, event, doc=None, attempt=1):

@@ -13,25 +13,11 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from connectors.base import ClosedPeriodError, DocumentState
-from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping
-from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.base import ClosedPeriodError
+from connectors.quickbooks_desktop import mapping
+from connectors.testing import invoice_event, line, next_version, payment
 from daemon.canonical import Refund
-from daemon.config import TargetConfig
-
-
-@pytest.fixture
-def qbd():
-    sandbox = Sandbox(validate=False)  # the documents are checked against the XSD by the test below
-    credentials = sandbox.seed_credentials()
-    target = TargetConfig.model_validate(sandbox.target_config("qbd", "http://127.0.0.1"))
-    connector = CONNECTOR(target, MemoryRuntime({"qbd": credentials}))
-    sandbox.attach(connector.asgi_app())
-    return sandbox, connector
-
-
-def deliver(connector, event, doc=None):
-    return connector.deliver(event, doc or DocumentState(), MemoryContext("qbd", event, MemoryEntities()))
+from tests.connectors.test_quickbooks_desktop import deliver, qbd  # noqa: F401 - the fixture
 
 
 def sync(sandbox, sessions=6):

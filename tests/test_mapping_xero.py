@@ -13,32 +13,19 @@ from decimal import Decimal
 import pytest
 
 from connectors.base import DocumentState, PermanentError, UncertainOutcomeError
-from connectors.testing import (MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment,
+from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, invoice_event, line, next_version, payment,
                                 tax_inclusive_event)
 from connectors import adjustments
-from connectors.xero import CONNECTOR, Sandbox
+from connectors.xero import Sandbox
 from daemon.canonical import Customer, Refund
-from daemon.config import TargetConfig
 from tests.connectors.test_xero import _operation_name, validate, xero_api  # noqa: F401 (fixture)
 
 
 @pytest.fixture
 def xero():
     sandbox = Sandbox(minute_limit=6000)
-    server = sandbox.serve()
-    runtime = MemoryRuntime({"xero": sandbox.seed_credentials()})  # one store: rotations seen by all
-    connectors = []
-
-    def build(**mapping):
-        data = sandbox.target_config("xero", server.url) | {"request_timeout_s": 2}
-        data["mapping"] = {**data["mapping"], **mapping}
-        connectors.append(CONNECTOR(TargetConfig.model_validate(data), runtime))
-        return connectors[-1]
-
-    yield sandbox, build
-    for c in connectors:
-        c.close()
-    server.stop()
+    with connectors_on(sandbox, "xero") as build:  # one credential store: rotations seen by all
+        yield sandbox, build
 
 
 def deliver(connector, entities, event, doc=None, attempt=1):

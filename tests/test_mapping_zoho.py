@@ -12,10 +12,9 @@ import pytest
 
 from connectors import adjustments
 from connectors.base import DocumentState
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, \
+from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, invoice_event, line, \
     next_version
-from connectors.zoho_books import CONNECTOR, Sandbox, schemas
-from daemon.config import TargetConfig
+from connectors.zoho_books import Sandbox, schemas
 
 PART, SERVICES, CORE, DISCOUNTS = "4600000000001", "4600000000002", "4600000000003", "4600000000004"
 GST_ID, GST_PST_ID = "4600000000103", "4600000000112"
@@ -24,21 +23,8 @@ GST_ID, GST_PST_ID = "4600000000103", "4600000000112"
 @pytest.fixture
 def zoho():
     sandbox = Sandbox(api_per_minute=3000)
-    server = sandbox.serve()
-    runtime = MemoryRuntime({"zoho": sandbox.seed_credentials()})
-    connectors = []
-
-    def build(**mapping):
-        data = sandbox.target_config("zoho", server.url) | {"request_timeout_s": 2}
-        data["settings"]["requests_per_minute"] = 3000
-        data["mapping"] = {**data["mapping"], **mapping}
-        connectors.append(CONNECTOR(TargetConfig.model_validate(data), runtime))
-        return connectors[-1]
-
-    yield sandbox, build
-    for c in connectors:
-        c.close()
-    server.stop()
+    with connectors_on(sandbox, "zoho", requests_per_minute=3000) as build:
+        yield sandbox, build
     # every body the connector sent in the test is valid against the documented request schemas
     for method, path, body in sandbox.requests:
         assert schemas.schema_errors(method, path, body) == [], f"{method} {path}"
