@@ -299,11 +299,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         # retry: deliver the newest dead-lettered version of that invoice, then unpark it.
         rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == row["invoice_id"]]
         newest = max(rows, key=lambda r: r["version"])
-        event = decode_invoice_event(bytes(ledger.dead_letter_row(newest["id"])["event"]))
+        newest_row = ledger.dead_letter_row(newest["id"])
+        event = decode_invoice_event(bytes(newest_row["event"]))
         import threading
 
         worker = SinkWorker(config, target, ledger, runtime, threading.Event())
-        if str(newest.get("topic") or ledger.dead_letter_row(newest["id"])["topic"]).startswith("pull:"):
+        if newest_row["topic"].startswith("pull:"):
             # Refused by a pull platform after it was queued: the ledger already counts the version as
             # delivered, so hand it straight back to the connector to queue again.
             outcome = deliver_pulled_again(worker, event)
