@@ -3,8 +3,10 @@
 A fixed workload (the property tests' shop model, plus refunds, vehicles, tax-inclusive invoices, TOAST
 placeholders, string-mode decimals, a truncate and a restore from the state changelog half way) is folded
 and every canonical event is Avro-encoded with a fixed emit time. The digest of all those bytes was
-recorded from the fold before the memory and throughput work (commit 1c21faf); any change to what the
-fold emits — a value, an order, the wire encoding — changes it. When the canonical output changes on
+recorded from the fold before the memory and throughput work (commit 1c21faf; until the content hash was
+redefined over the Avro encoding it also covered each content hash, and was re-recorded without them from
+the code just before that change); any change to what the fold emits — a value, an order, which versions
+are emitted, the wire encoding — changes it. When the canonical output changes on
 purpose, re-record it with ``python3 -m tests.test_fold_golden`` and say why in the commit.
 """
 
@@ -20,7 +22,7 @@ from daemon.decode import UNAVAILABLE, RowChange, SourceInfo, TxBlock
 from daemon.fold import Mirror, SourceTransaction
 from tests.test_fold_properties import OPS, ShopModel, apply_op
 
-GOLDEN = "c9fcd4a9b3eba2c1839730ccafc504fdf8685b9bcbd8143fb516f1663f47f954"
+GOLDEN = "bd7624fdaebb6719cb31b5df02fe8f33e2ecb488ce47024235bce73be42f7ef8"
 FIXED_NOW = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 TS = datetime(2026, 11, 2, 9, 30, 15, 123456, tzinfo=timezone.utc)
 
@@ -106,7 +108,6 @@ def fold_digest() -> tuple[str, int]:
             payload = encode_invoice_event(_fixed(event))
             assert decode_invoice_event(payload) == _fixed(event)
             digest.update(payload)
-            digest.update(event.content_hash().encode())
             emitted += 1
         mirror.end_batch()
         for key, value in mirror.changelog():
