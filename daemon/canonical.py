@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -185,8 +185,7 @@ class InvoiceEvent(_Model):
 
     def content_hash(self) -> str:
         """Hash of what a ledger would see; ignores version, source position and emit time."""
-        body = self.model_dump(mode="json", exclude={"version", "source", "emitted_at"})
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return encode_with_content_hash(self)[1]
 
 
 # --- Avro wire format -------------------------------------------------------------------------------
@@ -199,9 +198,72 @@ def invoice_event_schema() -> dict:
 
 
 def encode_invoice_event(event: InvoiceEvent) -> bytes:
+    return encode_with_content_hash(event)[0]
+
+
+def encode_with_content_hash(event: InvoiceEvent) -> tuple[bytes, str]:
+    """The event's Avro bytes and its content hash, from one encoding.
+
+    Avro writes a record as its fields' encodings one after another, in schema order, without names or
+    separators, so the bytes between ``version`` and ``source`` (the schema puts the fields the hash
+    ignores at the ends) are a canonical encoding of the content: equal content, equal bytes. The hash is
+    SHA-256 over the invoice id's bytes and that span.
+    """
+    record = _to_avro(event)
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, invoice_event_schema(), _to_avro(event))
-    return buf.getvalue()
+    fastavro.schemaless_writer(buf, invoice_event_schema(), record)
+    payload = buf.getvalue()
+    trailer = _trailer_length(event)
+    if trailer is None:  # a naive datetime (fastavro reads it as local time): let fastavro measure it
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, _trailer_schema(), record)
+        trailer = len(buf.getvalue())
+    head = _varint_length(event.invoice_id)
+    span = payload[head + _varint_length(event.version): len(payload) - trailer]
+    return payload, hashlib.sha256(payload[:head] + span).hexdigest()
+
+
+def _varint_length(value: int) -> int:
+    """Bytes of an Avro ``long`` (zig-zag, then 7 bits a byte)."""
+    zigzag = (value << 1) ^ (value >> 63)
+    return max(1, -(-zigzag.bit_length() // 7))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _trailer_length(event: InvoiceEvent) -> int | None:
+    """Bytes of ``source`` and ``emitted_at`` as Avro writes them (a union is its branch index, one byte
+    here, then the value); None for a naive datetime. ``tests/test_canonical_schema.py`` checks it against
+    fastavro's own encoding."""
+    source = event.source
+    length = 1 if source.tx_id is None else 1 + _string_length(source.tx_id)
+    length += 1 if source.lsn is None else 1 + _varint_length(source.lsn)
+    for moment, in_union in ((source.committed_at, True), (event.emitted_at, False)):
+        if moment is None:
+            length += 1
+            continue
+        if moment.tzinfo is None:
+            return None
+        delta = moment - _EPOCH  # fastavro's timestamp-micros arithmetic, exactly
+        length += in_union + _varint_length((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    return length
+
+
+def _string_length(text: str) -> int:
+    size = len(text.encode())
+    return _varint_length(size) + size
+
+
+@lru_cache(maxsize=1)
+def _trailer_schema() -> dict:
+    """A record of the schema's last fields (the ones the content hash ignores), to measure their bytes."""
+    raw = json.loads((SCHEMAS_DIR / "canonical" / "invoice_event.avsc").read_text())
+    names = [f["name"] for f in raw["fields"]]
+    if names[:2] != ["invoice_id", "version"] or names[-2:] != ["source", "emitted_at"]:
+        raise RuntimeError("invoice_event.avsc must keep invoice_id, version first and source, emitted_at last")
+    return fastavro.parse_schema({"type": "record", "name": "ledgerwire.InvoiceEventTrailer",
+                                  "fields": raw["fields"][-2:]})
 
 
 def decode_invoice_event(payload: bytes) -> InvoiceEvent:
@@ -210,5 +272,42 @@ def decode_invoice_event(payload: bytes) -> InvoiceEvent:
 
 
 def _to_avro(event: InvoiceEvent) -> dict:
-    # Python mode keeps Decimal/date/datetime, which fastavro's logical types take as they are.
-    return event.model_dump(mode="python")
+    """The record fastavro writes: python mode keeps date/datetime for fastavro's logical types; every
+    decimal is given as the bytes of its unscaled value (what fastavro would compute, at ~10× the cost)."""
+    record = event.model_dump(mode="python")
+    for totals in (record["computed"], record["stored"]):
+        for name in ("subtotal", "tax_total", "total"):
+            totals[name] = _decimal_bytes(totals[name], 2)
+    for line in record["lines"]:
+        line["quantity"] = _decimal_bytes(line["quantity"], 3)
+        line["unit_price"] = _decimal_bytes(line["unit_price"], 4)
+        line["amount"] = _decimal_bytes(line["amount"], 2)
+        for tax in line["taxes"]:
+            tax["rate"] = _decimal_bytes(tax["rate"], 5)
+            tax["amount"] = _decimal_bytes(tax["amount"], 2)
+    for payment in record["payments"]:
+        payment["amount"] = _decimal_bytes(payment["amount"], 2)
+    for refund in record["refunds"]:
+        refund["amount"] = _decimal_bytes(refund["amount"], 2)
+        refund["tax_amount"] = _decimal_bytes(refund["tax_amount"], 2)
+    return record
+
+
+_decimal_cache: dict[tuple[Decimal, int], bytes] = {}
+
+
+def _decimal_bytes(value: Decimal, scale: int) -> bytes:
+    """Avro's decimal encoding: the unscaled value, big-endian two's complement, fewest bytes. Values are
+    already at the schema's scale (the models quantize them); amounts repeat a lot, so results are cached
+    (equal decimals at one scale have one unscaled value)."""
+    key = (value, scale)
+    encoded = _decimal_cache.get(key)
+    if encoded is None:
+        unscaled = int(value.scaleb(scale))
+        if unscaled != value.scaleb(scale):
+            raise ValueError(f"{value} has more than {scale} decimal places")
+        encoded = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+        if len(_decimal_cache) >= 4096:
+            _decimal_cache.clear()
+        _decimal_cache[key] = encoded
+    return encoded

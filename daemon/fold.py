@@ -33,7 +33,7 @@ import orjson
 import structlog
 
 from daemon import metrics
-from daemon.canonical import CENT, InvoiceEvent, InvoiceStatus, money
+from daemon.canonical import CENT, InvoiceEvent, InvoiceStatus, encode_with_content_hash, money
 from daemon.decode import UNAVAILABLE, RowChange, TxMarker
 
 log = structlog.get_logger(__name__)
@@ -757,6 +757,11 @@ class Mirror:
 
     def build_event(self, invoice_id: int, tx: SourceTransaction) -> InvoiceEvent | None:
         """The next version of the invoice, or None when its content did not change."""
+        built = self.build_encoded(invoice_id, tx)
+        return None if built is None else built[0]
+
+    def build_encoded(self, invoice_id: int, tx: SourceTransaction) -> tuple[InvoiceEvent, bytes] | None:
+        """``build_event`` with the event's Avro bytes (encoded once: the content hash is taken from them)."""
         header = self._row("invoices", invoice_id)
         deleted = header is None
         if deleted:
@@ -771,13 +776,13 @@ class Mirror:
                           "committed_at": tx.committed_at}
         # One validation builds the whole event, nested models included, in pydantic-core.
         event = InvoiceEvent.model_validate(body)
-        content = event.content_hash()
+        payload, content = encode_with_content_hash(event)
         if content == last_hash:
             metrics.FOLD_UNCHANGED_SKIPPED.inc()
             return None
         self.versions[invoice_id] = (event.version, content)
         self.dirty_versions.add(invoice_id)
-        return event
+        return event, payload
 
     def current_event(self, invoice_id: int) -> InvoiceEvent | None:
         """The invoice as last emitted (same version), rebuilt from the state — for resync and reconcile."""

@@ -25,7 +25,6 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from daemon import metrics
-from daemon.canonical import encode_invoice_event
 from daemon.config import AppConfig
 from daemon.decode import DecodeError, decode_row_change, decode_tx_marker
 from daemon.fold import TABLES, Mirror, TransactionAssembler, decode_state, encode_state
@@ -215,11 +214,11 @@ class FoldRunner:
                 metrics.FOLD_TRANSACTIONS.labels(tx.completion).inc()
                 touched = self.mirror.apply(tx)
                 for invoice_id in sorted(touched):
-                    event = self.mirror.build_event(invoice_id, tx)
-                    if event is None:
+                    built = self.mirror.build_encoded(invoice_id, tx)
+                    if built is None:
                         continue
-                    self.producer.produce(kafka.canonical_topic, key=event.key.encode(),
-                                          value=encode_invoice_event(event),
+                    event, payload = built
+                    self.producer.produce(kafka.canonical_topic, key=event.key.encode(), value=payload,
                                           headers=[("ledgerwire-version", str(event.version).encode())])
                     metrics.FOLD_EVENTS_EMITTED.labels(event.status.value).inc()
                     emitted += 1

@@ -3,15 +3,23 @@ current schema reads every released version's data and every released version re
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.testing import invoice_event, payment
-from daemon.canonical import SCHEMAS_DIR, decode_invoice_event, encode_invoice_event, _to_avro
+from daemon.canonical import (
+    SCHEMAS_DIR, InvoiceEvent, SourcePosition, _decimal_bytes, _to_avro, _trailer_length, _trailer_schema,
+    _varint_length, decode_invoice_event, encode_invoice_event, encode_with_content_hash,
+)
 
 RELEASED = sorted((SCHEMAS_DIR / "canonical" / "released").glob("invoice_event.v*.avsc"))
 CURRENT = fastavro.parse_schema(json.loads((SCHEMAS_DIR / "canonical" / "invoice_event.avsc").read_text()))
@@ -53,3 +61,76 @@ def test_an_incompatible_change_is_caught():
 
 def test_there_is_a_released_version():
     assert RELEASED, "schemas/canonical/released/ must hold the released versions"
+
+
+# --- the encoder's shortcuts against fastavro's own encoding ------------------------------------------
+
+_amounts = st.decimals(min_value=Decimal("-99999999.99"), max_value=Decimal("99999999.99"), places=2,
+                       allow_nan=False, allow_infinity=False)
+_moments = st.one_of(
+    st.none(),
+    st.datetimes(min_value=datetime(1901, 1, 1), max_value=datetime(2200, 1, 1),
+                 timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-7)), timezone(timedelta(hours=13))])),
+    st.datetimes(min_value=datetime(1971, 1, 2), max_value=datetime(2200, 1, 1)),  # naive: fastavro's local time
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=_amounts, quantity=st.decimals(min_value=Decimal("-9999.999"), max_value=Decimal("9999.999"), places=3,
+                                             allow_nan=False, allow_infinity=False),
+       price=st.decimals(min_value=Decimal("-999999.9999"), max_value=Decimal("999999.9999"), places=4,
+                         allow_nan=False, allow_infinity=False),
+       rate=st.decimals(min_value=Decimal("0"), max_value=Decimal("9.99999"), places=5, allow_nan=False,
+                        allow_infinity=False),
+       tx_id=st.one_of(st.none(), st.text(max_size=200)), lsn=st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
+       committed_at=_moments, emitted_at=_moments.filter(lambda m: m is not None),
+       invoice_id=st.integers(-2**63, 2**63 - 1), version=st.integers(1, 2**63 - 1))
+def test_encoding_equals_fastavro_encoding_the_model_dump(amount, quantity, price, rate, tx_id, lsn, committed_at,
+                                                          emitted_at, invoice_id, version):
+    """Pre-encoded decimals and the measured trailer give exactly fastavro's bytes for the plain dump."""
+    event = invoice_event(payments=[payment(1, str(amount))])
+    lines = list(event.lines)
+    lines[0] = lines[0].model_copy(update={
+        "quantity": quantity, "unit_price": price, "amount": amount,
+        "taxes": (lines[0].taxes[0].model_copy(update={"rate": rate, "amount": -amount}),)})
+    event = InvoiceEvent.model_validate({
+        **event.model_dump(), "lines": [ln.model_dump() for ln in lines], "invoice_id": invoice_id,
+        "version": version, "emitted_at": emitted_at,
+        "source": {"tx_id": tx_id, "lsn": lsn, "committed_at": committed_at},
+        "stored": {"subtotal": amount, "tax_total": Decimal("0.00"), "total": -amount}})
+    reference = _write(CURRENT, event.model_dump(mode="python"))
+    assert encode_invoice_event(event) == reference
+    trailer = _write(fastavro.parse_schema(_trailer_schema()), event.model_dump(mode="python"))
+    assert reference.endswith(trailer)
+    measured = _trailer_length(event)
+    assert measured is None or measured == len(trailer)
+    assert (measured is None) == any(m is not None and m.tzinfo is None for m in (committed_at, emitted_at))
+
+
+def test_content_hash_ignores_version_source_and_emit_time_only():
+    event = invoice_event(payments=[payment(1, "50.00")])
+    moved = event.model_copy(update={
+        "version": 7, "emitted_at": datetime(2030, 1, 1, tzinfo=timezone.utc),
+        "source": SourcePosition(tx_id="123456789", lsn=2**40, committed_at=datetime(2030, 1, 1, tzinfo=timezone.utc))})
+    assert moved.content_hash() == event.content_hash()
+    changes = {
+        "invoice_id": 1002, "number": "INV-X", "notes": "n", "currency": "CAD", "tax_inclusive": True,
+        "totals_mismatch": True, "payments": (), "lines": event.lines[:1],
+        "computed": event.computed.model_copy(update={"total": event.computed.total + Decimal("0.01")}),
+    }
+    hashes = {event.content_hash()}
+    for name, value in changes.items():
+        hashes.add(event.model_copy(update={name: value}).content_hash())
+    assert len(hashes) == len(changes) + 1
+    # The hash covers the encoded span exactly: the invoice id's bytes plus everything between version and source.
+    payload, digest = encode_with_content_hash(event)
+    head, version = _varint_length(event.invoice_id), _varint_length(event.version)
+    span = payload[head + version: len(payload) - _trailer_length(event)]
+    assert digest == hashlib.sha256(payload[:head] + span).hexdigest()
+    assert span.startswith(_write(fastavro.parse_schema("string"), event.number))
+
+
+def test_decimal_with_more_places_than_its_scale_is_refused():
+    with pytest.raises(ValueError):
+        _decimal_bytes(Decimal("1.005"), 2)
+    assert _decimal_bytes(Decimal("-0.00"), 2) == b"\x00" and _decimal_bytes(Decimal("1.5"), 2) == (150).to_bytes(2, "big")
