@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--documented-limits", action="store_true",
                         help="keep QuickBooks Online's 500 requests/minute (then 50 invoices/s cannot be met by "
-                             "any client); by default the sandbox and the client allow 100 requests/s")
+                             "any client); by default the sandbox and the client allow 100 requests/s and 10 batch requests/s")
     args = parser.parse_args()
     import logging
 
@@ -66,6 +66,7 @@ def main() -> None:
         from connectors.sandbox_kit import WindowLimit
 
         sandbox.window = WindowLimit(6000, 60.0)
+        sandbox.batch_window = WindowLimit(600, 60.0)
         sandbox.concurrency = 32
         target_extra = {"rate_limit": {"per_minute": 6000, "concurrency": 16}}
     created_at: dict[str, float] = {}
@@ -82,14 +83,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     (workdir / "cred.json").write_text(json.dumps(sandbox.seed_credentials()))
     (workdir / "key").write_bytes(Fernet.generate_key())
+    target = sandbox.target_config("qbo", server.url) | {"credentials_file": str(workdir / "cred.json")} | target_extra
+    if not args.documented_limits:  # the batch limit is the connector's own setting (not rate_limit's)
+        target["settings"]["batch_requests_per_minute"] = 600
     config = AppConfig.model_validate({
         "kafka": {"bootstrap_servers": cfg.bootstrap, "canonical_topic": f"{name}.invoices",
                   "fold_state_topic": f"{name}.fold-state", "dead_letter_topic": f"{name}.dlq",
                   "fold_group": f"{name}-fold", "sink_group_prefix": f"{name}-sink-"},
         "source": {"topic_prefix": name}, "postgres": {"dsn": cfg.dsn(f"{name}_ledger")},
         "secret_key_file": str(workdir / "key"), "http": {"port": 0},
-        "targets": [sandbox.target_config("qbo", server.url) | {"credentials_file": str(workdir / "cred.json")}
-                    | target_extra]})
+        "targets": [target]})
     daemon = Daemon(config, serve_http=False)
     daemon.start()
     while not all(daemon.readiness().values()):

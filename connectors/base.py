@@ -242,9 +242,12 @@ class ConnectorRuntime(Protocol):
         per_minute: float | None = None,
         per_day: float | None = None,
         concurrency: int = 4,
+        overridable: bool = True,
     ) -> Any:
         """A ``connectors.ratelimit.Limiter`` from the platform's documented limits (the arguments),
-        unless the target's config overrides them. Build ``connectors.http.PlatformHttp`` with it."""
+        unless the target's ``rate_limit`` overrides them — which it does only for the request limiter
+        (``overridable``), never for a second one such as QuickBooks Online's batch limit. Build
+        ``connectors.http.PlatformHttp`` with it."""
         ...
 
 

@@ -105,7 +105,7 @@ class MemoryRuntime:
         return self._credentials.setdefault(target, MemoryCredentials({}))
 
     def limiter(self, target: TargetConfig, *, per_second: float | None = None, per_minute: float | None = None,
-                per_day: float | None = None, concurrency: int = 4):
+                per_day: float | None = None, concurrency: int = 4, overridable: bool = True):
         # Tests talk to a local sandbox: keep the documented limits so 429 handling is exercised.
         return limiter_from(per_second, per_minute, per_day, concurrency)
 

@@ -209,7 +209,7 @@ class _SeedFileRuntime:
             raise RuntimeError(f"target {target}: no ledger database reachable and no credentials_file to use")
         return _SeedFileCredentials(seed)
 
-    def limiter(self, target, *, per_second=None, per_minute=None, per_day=None, concurrency=4):
+    def limiter(self, target, *, per_second=None, per_minute=None, per_day=None, concurrency=4, overridable=True):
         from connectors.ratelimit import limiter_from
 
         return limiter_from(per_second, per_minute, per_day, concurrency)

@@ -74,8 +74,8 @@ class DaemonRuntime:
         return self._credentials[target]
 
     def limiter(self, target: TargetConfig, *, per_second: float | None = None, per_minute: float | None = None,
-                per_day: float | None = None, concurrency: int = 4):
-        override = target.rate_limit
+                per_day: float | None = None, concurrency: int = 4, overridable: bool = True):
+        override = target.rate_limit if overridable else None
         if override is not None:
             per_second = override.per_second if override.per_second is not None else per_second
             per_minute = override.per_minute if override.per_minute is not None else per_minute

@@ -173,3 +173,25 @@ def test_limiter_caps_concurrency():
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(work, range(30)))
     assert peak[0] == 3
+
+
+def test_target_rate_limit_overrides_the_request_limiter_but_not_qbo_batch_limit():
+    """A target's rate_limit is the request limit: QuickBooks Online's separate 40 batch requests/minute stays
+    (raising it with the request limit once turned a 50 invoices/s run into 429s and 40 s latencies)."""
+    from daemon.config import TargetConfig  # noqa: PLC0415
+    from daemon.deliver import DaemonRuntime  # noqa: PLC0415
+    from connectors.quickbooks_online.connector import QuickBooksOnlineConnector  # noqa: PLC0415
+
+    target = TargetConfig.model_validate({
+        "name": "qbo", "platform": "quickbooks-online", "base_url": "http://127.0.0.1:9",
+        "settings": {"realm_id": "1"}, "rate_limit": {"per_minute": 6000, "concurrency": 16}})
+    runtime = DaemonRuntime.__new__(DaemonRuntime)  # the limiter needs no ledger
+    runtime.credentials = lambda name: MemoryCredentials({})
+    connector = QuickBooksOnlineConnector(target, runtime)
+    try:
+        [requests] = connector.http.limiter.buckets
+        [batches] = connector.batch_limiter.buckets
+        assert requests.fill_per_s * 60 + requests.capacity == pytest.approx(6000)
+        assert batches.fill_per_s * 60 + batches.capacity == pytest.approx(40)
+    finally:
+        connector.close()

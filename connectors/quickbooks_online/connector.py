@@ -53,8 +53,10 @@ class QuickBooksOnlineConnector(Connector):
         auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url,
                                  credentials=runtime.credentials(target.name))
         limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, concurrency=settings.concurrency)
-        # Batch requests have their own documented limit: 40 per minute per company.
-        self.batch_limiter = runtime.limiter(target, per_minute=40, concurrency=settings.concurrency)
+        # Batch requests have their own documented limit (40 per minute per company), which a target's
+        # rate_limit (the request limit) does not change.
+        self.batch_limiter = runtime.limiter(target, per_minute=settings.batch_requests_per_minute,
+                                             concurrency=settings.concurrency, overridable=False)
         self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=target.base_url or DEFAULT_BASE_URL,
                                  limiter=limiter, auth=auth, classify=classify, timeout_s=target.request_timeout_s)
         self.client = QboClient(self.http, settings.realm_id, settings.minor_version)

@@ -14,3 +14,5 @@ class QboSettings(BaseModel):
     # Intuit's documented throttles per realm: 500 requests/minute, 10 concurrent requests.
     requests_per_minute: float = 500
     concurrency: int = 10
+    # and 40 batch requests per minute (each up to 30 operations), counted apart from the 500.
+    batch_requests_per_minute: float = 40
