@@ -33,7 +33,8 @@ from daemon.kafka_util import ensure_topics, kafka_conf, publish_lag
 log = structlog.get_logger(__name__)
 
 META_KEY = "m:assembler"
-COMMIT_INTERVAL_S = 0.05
+BATCH_MESSAGES = 2000  # records per consume, and so at most per Kafka transaction
+COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records trickle in
 
 
 class FoldRunner:
@@ -46,6 +47,7 @@ class FoldRunner:
         self.ready = threading.Event()
         self._needs_rebuild = False
         self._assigned: list[TopicPartition] = []
+        self._last_transaction = 0.0
 
     # -- lifecycle --
     def run(self) -> None:
@@ -88,7 +90,7 @@ class FoldRunner:
         last_lag = 0.0
         try:
             while not self.stop.is_set():
-                messages = self.consumer.consume(num_messages=2000, timeout=0.1)
+                messages = self._next_batch()
                 if self._needs_rebuild:
                     self._rebuild()
                 dead_letters = self._ingest(messages)
@@ -102,6 +104,19 @@ class FoldRunner:
             finally:
                 self.producer.flush(10)
                 self.producer = None  # release librdkafka's handle now, not at garbage collection
+
+    def _next_batch(self) -> list[Any]:
+        """What librdkafka has queued, without waiting for a full batch (``consume`` blocks until it has
+        ``num_messages`` or the timeout: under a backlog that wait was ~10 % of the fold's time). A partial
+        batch is topped up for what is left of the commit interval, so a trickle of records does not become
+        one Kafka transaction each; with nothing queued, wait up to 0.1 s."""
+        messages = self.consumer.consume(num_messages=BATCH_MESSAGES, timeout=0)
+        if not messages:
+            return self.consumer.consume(num_messages=BATCH_MESSAGES, timeout=0.1)
+        wait = COMMIT_INTERVAL_S - (time.monotonic() - self._last_transaction)
+        if len(messages) < BATCH_MESSAGES and wait > 0:
+            messages += self.consumer.consume(num_messages=BATCH_MESSAGES - len(messages), timeout=wait)
+        return messages
 
     def _new_assembler(self) -> TransactionAssembler:
         src = self.config.source
@@ -206,7 +221,7 @@ class FoldRunner:
         if not ready and not dead_letters and not force:
             return
         kafka = self.config.kafka
-        started = time.monotonic()
+        started = self._last_transaction = time.monotonic()
         self.producer.begin_transaction()
         try:
             emitted = 0
