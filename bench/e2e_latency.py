@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 from connectors.quickbooks_online import Sandbox  # noqa: E402
 from daemon import generator, stack  # noqa: E402
 from daemon.app import Daemon  # noqa: E402
+from daemon.canonical import decode_invoice_event  # noqa: E402
 from daemon.config import AppConfig  # noqa: E402
 
 
@@ -107,14 +108,30 @@ def main() -> None:
                              "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
         consumer.subscribe([f"{name}.public.invoices"])
         while not stop.is_set():
-            for m in consumer.consume(500, 0.05):
+            # What is queued, else the first record to arrive: a batch wait would delay the timestamps.
+            for m in consumer.consume(500, 0) or consumer.consume(1, 0.05):
                 if not m.error() and m.value():
                     after = json.loads(m.value())["payload"].get("after") or {}
                     if after.get("number"):
                         cdc_seen.setdefault(after["number"], time.time())
         consumer.close()
 
+    # Where the time goes: when each invoice's first canonical event (the fold's output) is readable.
+    folded_seen: dict[str, float] = {}
+
+    def watch_folded() -> None:
+        consumer = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": f"{name}-watch-folded",
+                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10,
+                             "isolation.level": "read_committed"})
+        consumer.subscribe([config.kafka.canonical_topic])
+        while not stop.is_set():
+            for m in consumer.consume(500, 0) or consumer.consume(1, 0.05):
+                if not m.error() and m.value():
+                    folded_seen.setdefault(decode_invoice_event(m.value()).number, time.time())
+        consumer.close()
+
     threading.Thread(target=watch_cdc, daemon=True).start()
+    threading.Thread(target=watch_folded, daemon=True).start()
     committed: dict[str, float] = {}
     with psycopg.connect(shop_dsn, autocommit=True) as conn:
         generator.seed_reference_data(conn, random.Random(1))
@@ -139,7 +156,9 @@ def main() -> None:
     e2e = [created_at[k] - t for k, t in committed.items() if k in created_at]
     cdc = [cdc_seen[k] - t for k, t in committed.items() if k in cdc_seen]
     print(f"source rate achieved      : {achieved:.1f} invoices/s for {args.seconds:.0f} s ({n} invoices)")
+    folded = [folded_seen[k] - t for k, t in committed.items() if k in folded_seen]
     print(f"baseline  commit → Kafka  : {percentiles(cdc)}")
+    print(f"fold      commit → canonical: {percentiles(folded)}")
     print(f"ledgerwire commit → posted: {percentiles(e2e)}   (target: p99 < 2 s)")
     print(f"posted {len(e2e)} of {n}")
 

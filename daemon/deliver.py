@@ -207,7 +207,8 @@ class SinkWorker:
                     if self.ledger.target_paused(self.target.name):
                         self.log.info("sink_paused_by_operator")
                         return  # leave the group; run() waits for the flag to clear
-                for m in self.consumer.consume(num_messages=500, timeout=0.1):
+                # What is queued, else the first record to arrive (a batch wait would add up to 0.1 s).
+                for m in self.consumer.consume(num_messages=500, timeout=0) or self.consumer.consume(1, 0.1):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             self.log.warning("sink_consume_error", error=str(m.error()))

@@ -107,12 +107,14 @@ class FoldRunner:
 
     def _next_batch(self) -> list[Any]:
         """What librdkafka has queued, without waiting for a full batch (``consume`` blocks until it has
-        ``num_messages`` or the timeout: under a backlog that wait was ~10 % of the fold's time). A partial
-        batch is topped up for what is left of the commit interval, so a trickle of records does not become
-        one Kafka transaction each; with nothing queued, wait up to 0.1 s."""
+        ``num_messages`` or the timeout: under a backlog that wait was ~10 % of the fold's time); with
+        nothing queued, the first record that arrives within 0.1 s. A partial batch is topped up for what is
+        left of the commit interval, so a trickle of records does not become one Kafka transaction each."""
         messages = self.consumer.consume(num_messages=BATCH_MESSAGES, timeout=0)
         if not messages:
-            return self.consumer.consume(num_messages=BATCH_MESSAGES, timeout=0.1)
+            messages = self.consumer.consume(num_messages=1, timeout=0.1)
+            if not messages:
+                return messages
         wait = COMMIT_INTERVAL_S - (time.monotonic() - self._last_transaction)
         if len(messages) < BATCH_MESSAGES and wait > 0:
             messages += self.consumer.consume(num_messages=BATCH_MESSAGES - len(messages), timeout=wait)
