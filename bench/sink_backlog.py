@@ -104,10 +104,13 @@ def main() -> None:
     print(f"ledgerwire (coalesced, /batch)         : {api_requests / args.invoices:.2f} requests per invoice "
           f"({api_requests} requests, {batches} of them /batch)   target <= 1.05")
     limit_per_s = 500 / 60
+    request_share, batch_share = api_requests / elapsed / limit_per_s, batches / elapsed * 60 / 40
     print(f"request rate achieved                  : {api_requests / elapsed:.2f}/s = "
-          f"{api_requests / elapsed / limit_per_s:.0%} of the documented 500/min   target >= 90 %")
+          f"{request_share:.0%} of the documented 500/min")
     print(f"batch request rate achieved            : {batches / elapsed * 60:.1f}/min = "
-          f"{batches / elapsed * 60 / 40:.0%} of the documented 40 batch requests/min (the binding limit here)")
+          f"{batch_share:.0%} of the documented 40 batch requests/min")
+    print(f"binding limit used                     : {max(request_share, batch_share):.0%}   target >= 90 %  "
+          f"(the sink batches while a batch request is free and sends the rest one by one)")
     print(f"limit breaches (429 from the sandbox)  : {sandbox.window.breaches + sandbox.batch_window.breaches}")
     server.stop()
     ledger.close()

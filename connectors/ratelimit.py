@@ -39,6 +39,20 @@ class TokenBucket:
             self._tokens -= 1
             return 0.0 if self._tokens >= 0 else -self._tokens / self.fill_per_s
 
+    def take_if_free(self) -> bool:
+        """Take one token only if one is there now."""
+        with self._lock:
+            self._refill()
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+    def give_back(self) -> None:
+        """Return a token ``take_if_free`` took (another bucket had none)."""
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + 1)
+
     def drain_for(self, seconds: float) -> None:
         """The platform said 'slow down': owe ``seconds`` worth of tokens."""
         with self._lock:
@@ -70,6 +84,21 @@ class WindowQuota:
             self._times.append(at)
             return at - now
 
+    def take_if_free(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            while self._times and self._times[0] <= now - self.window_s:
+                self._times.popleft()
+            if now < self._blocked_until or len(self._times) >= self.limit or (self._times and self._times[-1] > now):
+                return False
+            self._times.append(now)
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            if self._times:
+                self._times.pop()
+
     def drain_for(self, seconds: float) -> None:
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
@@ -94,6 +123,28 @@ class Limiter:
                     self._on_wait(wait)
                 self._sleep(wait)
             yield
+
+    @contextmanager
+    def slot_if_free(self) -> Iterator[bool]:
+        """Like ``slot`` but never waits: yields False (and takes nothing) when a token or a concurrency
+        slot is not free right now — for optional requests such as a batch the single path can replace."""
+        if not self._slots.acquire(blocking=False):
+            yield False
+            return
+        try:
+            taken = []
+            for bucket in self.buckets:
+                if not bucket.take_if_free():
+                    for other in taken:
+                        other.give_back()
+                    break
+                taken.append(bucket)
+            else:
+                yield True
+                return
+            yield False
+        finally:
+            self._slots.release()
 
     def back_off(self, retry_after: float | None) -> None:
         """Adaptive slow-down after a 429: honour Retry-After, else pause one second's worth."""

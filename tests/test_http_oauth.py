@@ -195,3 +195,22 @@ def test_target_rate_limit_overrides_the_request_limiter_but_not_qbo_batch_limit
         assert batches.fill_per_s * 60 + batches.capacity == pytest.approx(40)
     finally:
         connector.close()
+
+
+def test_slot_if_free_never_waits_and_takes_nothing_when_any_bucket_is_empty():
+    now = [0.0]
+    minute = TokenBucket(2, 60.0, capacity=2, clock=lambda: now[0])
+    day = WindowQuota(10, 86400.0, clock=lambda: now[0])
+    limiter = Limiter([day, minute], concurrency=1, sleep=lambda s: (_ for _ in ()).throw(AssertionError("slept")))
+    for _ in range(2):
+        with limiter.slot_if_free() as free:
+            assert free
+    with limiter.slot_if_free() as free:
+        assert not free  # the minute bucket is empty: the day quota's token was given back
+    assert len(day._times) == 2  # noqa: SLF001
+    now[0] += 60.0  # both minute tokens back
+    with limiter.slot_if_free() as outer:
+        assert outer
+        with limiter.slot_if_free() as inner:
+            assert not inner  # concurrency 1 is taken
+    assert len(day._times) == 3  # noqa: SLF001

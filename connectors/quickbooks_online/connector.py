@@ -119,11 +119,20 @@ class QuickBooksOnlineConnector(Connector):
 
     def deliver_many(self, batch):
         """New invoices are created with one ``/batch`` request per 30; each is then finished (payments)
-        by ``deliver``, which finds the invoice already there. Everything else goes one by one."""
+        by ``deliver``, which finds the invoice already there. Everything else goes one by one — and so
+        does everything when fewer than two are new or the batch allowance (40/min, apart from the
+        500/min) has no request free right now: waiting for it would leave the request budget idle."""
         results: list = [None] * len(batch)
-        creates: list[tuple[int, dict[str, Any], str]] = []
-        for index, (event, doc, ctx) in enumerate(batch):
-            if doc.external_id is None and ctx.attempt == 1 and event.status.value == "issued":
+        candidates = [index for index, (event, doc, ctx) in enumerate(batch)
+                      if doc.external_id is None and ctx.attempt == 1 and event.status.value == "issued"]
+        if len(candidates) < 2:
+            return deliver_each(self, batch, results)
+        with self.batch_limiter.slot_if_free() as free:
+            if not free:
+                return deliver_each(self, batch, results)
+            creates: list[tuple[int, dict[str, Any], str]] = []
+            for index in candidates:
+                event, doc, ctx = batch[index]
                 try:
                     customer_id = self._customer(event, ctx)
                     item_ids = self._items(event, ctx)
@@ -133,23 +142,22 @@ class QuickBooksOnlineConnector(Connector):
                 doc.customer_id = customer_id
                 payload = mapping.invoice_payload(event, customer_id, item_ids, self.mapping)
                 creates.append((index, payload, mapping.invoice_hash(payload)))
-        if creates:
-            first_ctx = batch[creates[0][0]][2]
-            with self.batch_limiter.slot():
+            if creates:
+                first_ctx = batch[creates[0][0]][2]
                 answers = self.client.batch(
                     [{"bId": str(i), "operation": "create", "Invoice": payload} for i, payload, _ in creates],
                     request_id=first_ctx.idempotency_key("batch", *[batch[i][0].invoice_id for i, _, _ in creates]))
-            for index, _, digest in creates:
-                event, doc, ctx = batch[index]
-                answer = answers.get(str(index), {})
-                if "Invoice" not in answer:
-                    results[index] = classify_fault(answer.get("Fault") or {"Error": [{"Message": "no answer"}]})
-                    continue
-                doc.external_id, doc.token, doc.status = answer["Invoice"]["Id"], answer["Invoice"]["SyncToken"], "posted"
-                doc.extra["invoice_hash"] = digest
-                self._note_tax(event, doc, answer["Invoice"],
-                               log.bind(target=ctx.target, invoice_id=event.invoice_id, version=event.version))
-                ctx.checkpoint(doc)
+        for index, _, digest in creates:
+            event, doc, ctx = batch[index]
+            answer = answers.get(str(index), {})
+            if "Invoice" not in answer:
+                results[index] = classify_fault(answer.get("Fault") or {"Error": [{"Message": "no answer"}]})
+                continue
+            doc.external_id, doc.token, doc.status = answer["Invoice"]["Id"], answer["Invoice"]["SyncToken"], "posted"
+            doc.extra["invoice_hash"] = digest
+            self._note_tax(event, doc, answer["Invoice"],
+                           log.bind(target=ctx.target, invoice_id=event.invoice_id, version=event.version))
+            ctx.checkpoint(doc)
         return deliver_each(self, batch, results)
 
     def _adopt_existing(self, event: InvoiceEvent, doc: DocumentState) -> None:

@@ -3,6 +3,7 @@ Intuit's official schema (Finance.xsd via IntuitRestServiceDef.xsd)."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -246,3 +247,25 @@ def test_batch_calls_per_invoice(qbo):
     assert sandbox.batch_requests == 1
     assert len(sandbox.booked_invoices()) == 31
     assert sum(1 for _, path, _ in sandbox.requests) - writes_before == 30  # 30 invoice bodies, in 1 request
+
+
+def test_single_creates_when_the_batch_allowance_is_used_up_or_only_one_is_new(qbo):
+    """The 40 batch requests/minute are counted apart from the 500 requests/minute: when no batch request
+    is free now, the invoices go one by one at once instead of waiting for the next batch slot."""
+    sandbox, connector, entities, _ = qbo
+    deliver(connector, entities, invoice_event(8500))
+    for _ in range(100):  # spend the batch allowance (the test runtime keeps the documented 40/min)
+        with connector.batch_limiter.slot_if_free() as free:
+            if not free:
+                break
+    else:
+        raise AssertionError("the batch limiter never ran out")
+    events = [invoice_event(8501 + n) for n in range(5)]
+    started = time.monotonic()
+    results = connector.deliver_many([(e, DocumentState(), MemoryContext("qbo", e, entities)) for e in events])
+    assert time.monotonic() - started < 5  # no wait for a batch slot (the next is ~1.5 s away, then more)
+    assert all(isinstance(r, DocumentState) and r.delivered_version == 1 for r in results)
+    assert sandbox.batch_requests == 0 and len(sandbox.booked_invoices()) == 6
+    one = invoice_event(8600)
+    [result] = connector.deliver_many([(one, DocumentState(), MemoryContext("qbo", one, entities))])
+    assert isinstance(result, DocumentState) and sandbox.batch_requests == 0  # a batch of one saves nothing
