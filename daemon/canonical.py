@@ -236,6 +236,8 @@ def _trailer_length(event: InvoiceEvent) -> int | None:
     """Bytes of ``source`` and ``emitted_at`` as Avro writes them (a union is its branch index, one byte
     here, then the value); None for a naive datetime. ``tests/test_canonical_schema.py`` checks it against
     fastavro's own encoding."""
+    if not _trailer_layout_is_known():
+        return None
     source = event.source
     length = 1 if source.tx_id is None else 1 + _string_length(source.tx_id)
     length += 1 if source.lsn is None else 1 + _varint_length(source.lsn)
@@ -253,6 +255,23 @@ def _trailer_length(event: InvoiceEvent) -> int | None:
 def _string_length(text: str) -> int:
     size = len(text.encode())
     return _varint_length(size) + size
+
+
+_KNOWN_TRAILER = [
+    {"name": "source", "type": {"type": "record", "name": "SourcePosition", "fields": [
+        {"name": "tx_id", "type": ["null", "string"], "default": None},
+        {"name": "lsn", "type": ["null", "long"], "default": None},
+        {"name": "committed_at", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}],
+         "default": None}]}},
+    {"name": "emitted_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+]
+
+
+@lru_cache(maxsize=1)
+def _trailer_layout_is_known() -> bool:
+    """``_trailer_length``'s arithmetic holds for this layout only; a changed schema falls back to fastavro."""
+    raw = json.loads((SCHEMAS_DIR / "canonical" / "invoice_event.avsc").read_text())
+    return raw["fields"][-2:] == _KNOWN_TRAILER
 
 
 @lru_cache(maxsize=1)

@@ -134,3 +134,21 @@ def test_decimal_with_more_places_than_its_scale_is_refused():
     with pytest.raises(ValueError):
         _decimal_bytes(Decimal("1.005"), 2)
     assert _decimal_bytes(Decimal("-0.00"), 2) == b"\x00" and _decimal_bytes(Decimal("1.5"), 2) == (150).to_bytes(2, "big")
+
+
+def test_trailer_arithmetic_applies_to_the_current_schema_only(monkeypatch):
+    from daemon import canonical  # noqa: PLC0415
+
+    assert canonical._trailer_layout_is_known()  # noqa: SLF001 - else every hash pays a second encoding
+    event = invoice_event()
+    reference = encode_with_content_hash(event)
+    changed = [dict(field) for field in canonical._KNOWN_TRAILER]  # noqa: SLF001
+    changed[1] = {**changed[1], "doc": "a documentation-only change"}
+    monkeypatch.setattr(canonical, "_KNOWN_TRAILER", changed)
+    canonical._trailer_layout_is_known.cache_clear()  # noqa: SLF001
+    try:
+        assert _trailer_length(event) is None
+        assert encode_with_content_hash(event) == reference  # fastavro measured it instead: same result
+    finally:
+        monkeypatch.undo()
+        canonical._trailer_layout_is_known.cache_clear()  # noqa: SLF001
