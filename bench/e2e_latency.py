@@ -20,7 +20,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,6 +35,7 @@ from daemon import generator, stack  # noqa: E402
 from daemon.app import Daemon  # noqa: E402
 from daemon.canonical import decode_invoice_event  # noqa: E402
 from daemon.config import AppConfig  # noqa: E402
+from daemon.kafka_util import consume_available  # noqa: E402
 
 
 def percentiles(values: list[float]) -> str:
@@ -99,39 +102,29 @@ def main() -> None:
     while not all(daemon.readiness().values()):
         time.sleep(0.2)
 
-    # Baseline: when each invoice row's Debezium event becomes readable in Kafka.
-    cdc_seen: dict[str, float] = {}
     stop = threading.Event()
 
-    def watch_cdc() -> None:
-        consumer = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": f"{name}-watch",
-                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
-        consumer.subscribe([f"{name}.public.invoices"])
+    def watch(topic: str, number_of: Callable[[bytes], str | None], seen: dict[str, float], **conf: Any) -> None:
+        """Note when each invoice number is first readable on ``topic``."""
+        consumer = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": f"{name}-watch-{topic}",
+                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, **conf})
+        consumer.subscribe([topic])
         while not stop.is_set():
-            # What is queued, else the first record to arrive: a batch wait would delay the timestamps.
-            for m in consumer.consume(500, 0) or consumer.consume(1, 0.05):
-                if not m.error() and m.value():
-                    after = json.loads(m.value())["payload"].get("after") or {}
-                    if after.get("number"):
-                        cdc_seen.setdefault(after["number"], time.time())
+            for m in consume_available(consumer, 500, 0.05):  # a batch wait would delay the timestamps
+                number = number_of(m.value()) if not m.error() and m.value() else None
+                if number:
+                    seen.setdefault(number, time.time())
         consumer.close()
 
+    # Baseline: when each invoice row's Debezium event becomes readable in Kafka.
+    cdc_seen: dict[str, float] = {}
     # Where the time goes: when each invoice's first canonical event (the fold's output) is readable.
     folded_seen: dict[str, float] = {}
-
-    def watch_folded() -> None:
-        consumer = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": f"{name}-watch-folded",
-                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10,
-                             "isolation.level": "read_committed"})
-        consumer.subscribe([config.kafka.canonical_topic])
-        while not stop.is_set():
-            for m in consumer.consume(500, 0) or consumer.consume(1, 0.05):
-                if not m.error() and m.value():
-                    folded_seen.setdefault(decode_invoice_event(m.value()).number, time.time())
-        consumer.close()
-
-    threading.Thread(target=watch_cdc, daemon=True).start()
-    threading.Thread(target=watch_folded, daemon=True).start()
+    threading.Thread(target=watch, daemon=True, args=(
+        f"{name}.public.invoices", lambda v: (json.loads(v)["payload"].get("after") or {}).get("number"),
+        cdc_seen)).start()
+    threading.Thread(target=watch, daemon=True, kwargs={"isolation.level": "read_committed"}, args=(
+        config.kafka.canonical_topic, lambda v: decode_invoice_event(v).number, folded_seen)).start()
     committed: dict[str, float] = {}
     with psycopg.connect(shop_dsn, autocommit=True) as conn:
         generator.seed_reference_data(conn, random.Random(1))

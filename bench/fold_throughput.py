@@ -37,7 +37,7 @@ from daemon.config import AppConfig  # noqa: E402
 from daemon.decode import decode_row_change, decode_tx_marker  # noqa: E402
 from daemon.fold import TABLES  # noqa: E402
 from daemon.fold_runner import FoldRunner  # noqa: E402
-from daemon.kafka_util import ensure_topics  # noqa: E402
+from daemon.kafka_util import consume_available, ensure_topics  # noqa: E402
 
 
 def _dec(value: str, scale: int) -> str:
@@ -182,11 +182,10 @@ def baseline(bootstrap: str, prefix: str, expected: int, run: int = 0) -> float:
     seen = 0
     started = None
     tx_topic = f"{prefix}.transaction"
-    # The fold runner's own consume pattern: what is queued now, else wait up to 0.1 s. (A long timeout here
-    # once inflated the last batch's wait by up to a second: consume blocks until the batch is full.)
+    # Consumed as the fold consumes (``consume_available``). A plain consume(2000, timeout=1.0) here once
+    # waited up to a second for a last batch that never filled, understating this baseline.
     while seen < expected:
-        messages = consumer.consume(num_messages=2000, timeout=0) or consumer.consume(num_messages=2000, timeout=0.1)
-        for m in messages:
+        for m in consume_available(consumer, 2000, 0.1):
             if m.error():
                 continue
             started = started or time.perf_counter()

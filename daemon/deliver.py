@@ -46,7 +46,7 @@ from connectors.registry import connector_class
 from daemon import metrics
 from daemon.canonical import InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
-from daemon.kafka_util import ensure_topics, kafka_conf, publish_lag
+from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
 from daemon.ledger import Ledger, PgCredentials, PgEntities
 from daemon.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
 
@@ -207,8 +207,7 @@ class SinkWorker:
                     if self.ledger.target_paused(self.target.name):
                         self.log.info("sink_paused_by_operator")
                         return  # leave the group; run() waits for the flag to clear
-                # What is queued, else the first record to arrive (a batch wait would add up to 0.1 s).
-                for m in self.consumer.consume(num_messages=500, timeout=0) or self.consumer.consume(1, 0.1):
+                for m in consume_available(self.consumer, 500, 0.1):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             self.log.warning("sink_consume_error", error=str(m.error()))

@@ -21,6 +21,13 @@ def kafka_conf(kafka: KafkaConfig, extra: dict[str, Any]) -> dict[str, Any]:
     return conf
 
 
+def consume_available(consumer: Consumer, max_messages: int, wait_s: float) -> list[Any]:
+    """What librdkafka has queued (up to ``max_messages``), else the first record to arrive within
+    ``wait_s``. ``consume(n, timeout)`` alone blocks until it has all ``n`` or the timeout passes, which
+    under a backlog stalls the caller and at a trickle delays every record by up to the timeout."""
+    return consumer.consume(num_messages=max_messages, timeout=0) or consumer.consume(num_messages=1, timeout=wait_s)
+
+
 def ensure_topics(config: AppConfig, source_topics: list[str] = ()) -> None:
     """Create Ledgerwire's own topics, and the Debezium topics the fold reads, if missing (idempotent).
 
