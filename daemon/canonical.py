@@ -198,7 +198,9 @@ def invoice_event_schema() -> dict:
 
 
 def encode_invoice_event(event: InvoiceEvent) -> bytes:
-    return encode_with_content_hash(event)[0]
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, invoice_event_schema(), _to_avro(event))
+    return buf.getvalue()
 
 
 def encode_with_content_hash(event: InvoiceEvent) -> tuple[bytes, str]:
@@ -209,14 +211,11 @@ def encode_with_content_hash(event: InvoiceEvent) -> tuple[bytes, str]:
     ignores at the ends) are a canonical encoding of the content: equal content, equal bytes. The hash is
     SHA-256 over the invoice id's bytes and that span.
     """
-    record = _to_avro(event)
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, invoice_event_schema(), record)
-    payload = buf.getvalue()
+    payload = encode_invoice_event(event)
     trailer = _trailer_length(event)
-    if trailer is None:  # a naive datetime (fastavro reads it as local time): let fastavro measure it
+    if trailer is None:  # a naive datetime or another schema: let fastavro measure it
         buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, _trailer_schema(), record)
+        fastavro.schemaless_writer(buf, _trailer_schema(), _to_avro(event))
         trailer = len(buf.getvalue())
     head = _varint_length(event.invoice_id)
     span = payload[head + _varint_length(event.version): len(payload) - trailer]
