@@ -73,11 +73,16 @@ class WindowQuota:
         self._blocked_until = 0.0
         self._lock = threading.Lock()
 
+    def _prune(self) -> float:
+        """Drop the send times that left the window; return now."""
+        now = self._clock()
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        return now
+
     def reserve(self) -> float:
         with self._lock:
-            now = self._clock()
-            while self._times and self._times[0] <= now - self.window_s:
-                self._times.popleft()
+            now = self._prune()
             at = max(now, self._blocked_until)
             if len(self._times) >= self.limit:
                 at = max(at, self._times[-self.limit] + self.window_s)
@@ -86,9 +91,7 @@ class WindowQuota:
 
     def take_if_free(self) -> bool:
         with self._lock:
-            now = self._clock()
-            while self._times and self._times[0] <= now - self.window_s:
-                self._times.popleft()
+            now = self._prune()
             if now < self._blocked_until or len(self._times) >= self.limit or (self._times and self._times[-1] > now):
                 return False
             self._times.append(now)
@@ -132,19 +135,20 @@ class Limiter:
             yield False
             return
         try:
-            taken = []
-            for bucket in self.buckets:
-                if not bucket.take_if_free():
-                    for other in taken:
-                        other.give_back()
-                    break
-                taken.append(bucket)
-            else:
-                yield True
-                return
-            yield False
+            yield self._take_from_every_bucket_now()
         finally:
             self._slots.release()
+
+    def _take_from_every_bucket_now(self) -> bool:
+        """One token from each bucket, or — when any has none now — none at all."""
+        taken = []
+        for bucket in self.buckets:
+            if not bucket.take_if_free():
+                for other in taken:
+                    other.give_back()
+                return False
+            taken.append(bucket)
+        return True
 
     def back_off(self, retry_after: float | None) -> None:
         """Adaptive slow-down after a 429: honour Retry-After, else pause one second's worth."""

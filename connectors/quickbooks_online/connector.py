@@ -142,11 +142,12 @@ class QuickBooksOnlineConnector(Connector):
                 doc.customer_id = customer_id
                 payload = mapping.invoice_payload(event, customer_id, item_ids, self.mapping)
                 creates.append((index, payload, mapping.invoice_hash(payload)))
-            if creates:
-                first_ctx = batch[creates[0][0]][2]
-                answers = self.client.batch(
-                    [{"bId": str(i), "operation": "create", "Invoice": payload} for i, payload, _ in creates],
-                    request_id=first_ctx.idempotency_key("batch", *[batch[i][0].invoice_id for i, _, _ in creates]))
+            if not creates:
+                return deliver_each(self, batch, results)
+            first_ctx = batch[creates[0][0]][2]
+            answers = self.client.batch(
+                [{"bId": str(i), "operation": "create", "Invoice": payload} for i, payload, _ in creates],
+                request_id=first_ctx.idempotency_key("batch", *[batch[i][0].invoice_id for i, _, _ in creates]))
         for index, _, digest in creates:
             event, doc, ctx = batch[index]
             answer = answers.get(str(index), {})
