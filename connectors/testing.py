@@ -110,6 +110,13 @@ class MemoryRuntime:
         return limiter_from(per_second, per_minute, per_day, concurrency)
 
 
+def deliver(connector: Any, entities: MemoryEntities, event: InvoiceEvent, doc: DocumentState | None = None,
+            attempt: int = 1) -> DocumentState:
+    """One ``connector.deliver`` as the sink calls it, with an in-memory context for the connector's target."""
+    return connector.deliver(event, doc or DocumentState(),
+                             MemoryContext(connector.target.name, event, entities, attempt=attempt))
+
+
 @contextmanager
 def connectors_on(sandbox: Any, name: str, **settings: Any) -> Iterator[Callable[..., Any]]:
     """Serve ``sandbox`` and yield ``build(**mapping)``: a connector on it (one credential store shared by all,

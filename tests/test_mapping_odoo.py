@@ -16,7 +16,7 @@ from connectors.base import DocumentState, PermanentError
 from connectors.odoo import Sandbox
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
-from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, invoice_event, line, next_version, payment,
+from connectors.testing import (MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment,
                                 tax_inclusive_event)
 from daemon.canonical import Refund
 
@@ -26,10 +26,6 @@ def odoo():
     sandbox = Sandbox(Faults(hang_s=2.5))
     with connectors_on(sandbox, "odoo", requests_per_second=200) as build:
         yield sandbox, build
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    return connector.deliver(event, doc or DocumentState(), MemoryContext("odoo", event, entities, attempt=attempt))
 
 
 def moves(sandbox, move_type="out_invoice", prefix=None):

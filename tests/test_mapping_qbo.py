@@ -13,7 +13,7 @@ import pytest
 
 from connectors.base import DocumentState, PermanentError
 from connectors.quickbooks_online import CONNECTOR, Sandbox
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, \
+from connectors.testing import GST, PST, MemoryEntities, MemoryRuntime, deliver, invoice_event, line, \
     next_version, payment
 from daemon.canonical import Customer, Refund
 from daemon.config import TargetConfig
@@ -40,10 +40,6 @@ def qbo():
     for c in connectors:
         c.close()
     server.stop()
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    return connector.deliver(event, doc or DocumentState(), MemoryContext("qbo", event, entities, attempt=attempt))
 
 
 def refund(refund_id, line_id, amount, tax, when=datetime(2026, 11, 22, 10, tzinfo=timezone.utc)):

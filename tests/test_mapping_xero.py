@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from connectors.base import DocumentState, PermanentError, UncertainOutcomeError
-from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, invoice_event, line, next_version, payment,
+from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment,
                                 tax_inclusive_event)
 from connectors import adjustments
 from connectors.xero import Sandbox
@@ -26,10 +26,6 @@ def xero():
     sandbox = Sandbox(minute_limit=6000)
     with connectors_on(sandbox, "xero") as build:  # one credential store: rotations seen by all
         yield sandbox, build
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    return connector.deliver(event, doc or DocumentState(), MemoryContext("xero", event, entities, attempt=attempt))
 
 
 def refund(refund_id, line_id, amount, tax, when=datetime(2026, 11, 22, 10, tzinfo=timezone.utc)):

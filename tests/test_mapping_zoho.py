@@ -11,8 +11,7 @@ from decimal import Decimal
 import pytest
 
 from connectors import adjustments
-from connectors.base import DocumentState
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, invoice_event, line, \
+from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, \
     next_version
 from connectors.zoho_books import Sandbox, schemas
 
@@ -28,10 +27,6 @@ def zoho():
     # every body the connector sent in the test is valid against the documented request schemas
     for method, path, body in sandbox.requests:
         assert schemas.schema_errors(method, path, body) == [], f"{method} {path}"
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    return connector.deliver(event, doc or DocumentState(), MemoryContext("zoho", event, entities, attempt=attempt))
 
 
 def invoices(sandbox, prefix=None):

@@ -22,7 +22,7 @@ from connectors.base import (
 from connectors.odoo import CONNECTOR, Sandbox, wire
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
-from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Location, Refund
 from daemon.config import TargetConfig
 
@@ -44,11 +44,6 @@ def odoo():
     yield sandbox, connector, entities, runtime
     connector.close()
     server.stop()
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    ctx = MemoryContext("odoo", event, entities, attempt=attempt)
-    return connector.deliver(event, doc or DocumentState(), ctx)
 
 
 def booked(sandbox, number):

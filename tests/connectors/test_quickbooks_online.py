@@ -11,7 +11,7 @@ import pytest
 
 from connectors.base import DocumentState, PermanentError, RateLimitedError, UncertainOutcomeError
 from connectors.quickbooks_online import CONNECTOR, Sandbox
-from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, deliver, invoice_event, line, next_version, payment
 from daemon.config import TargetConfig
 
 
@@ -27,11 +27,6 @@ def qbo():
     yield sandbox, connector, entities, runtime
     connector.close()
     server.stop()
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    ctx = MemoryContext("qbo", event, entities, attempt=attempt)
-    return connector.deliver(event, doc or DocumentState(), ctx)
 
 
 def test_create_edit_pay_reverse_void(qbo):

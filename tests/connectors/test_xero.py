@@ -17,7 +17,7 @@ from connectors.base import (
     RateLimitedError,
     UncertainOutcomeError,
 )
-from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, deliver, invoice_event, line, next_version, payment
 from connectors.xero import CONNECTOR, Sandbox
 from daemon.canonical import Location, Refund
 from daemon.config import TargetConfig
@@ -46,11 +46,6 @@ def xero():
     yield sandbox, connector, MemoryEntities(), runtime
     connector.close()
     server.stop()
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    ctx = MemoryContext("xero", event, entities, attempt=attempt)
-    return connector.deliver(event, doc or DocumentState(), ctx)
 
 
 def writes(sandbox):

@@ -23,7 +23,7 @@ from connectors.base import (
     UncertainOutcomeError,
 )
 from connectors.sandbox_kit import Faults
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
+from connectors.testing import GST, PST, MemoryEntities, MemoryRuntime, deliver, invoice_event, line, next_version, payment
 from connectors.zoho_books import CONNECTOR, Sandbox, schemas
 from daemon.canonical import LineTax, Refund
 from daemon.config import TargetConfig
@@ -47,11 +47,6 @@ def zoho():
     yield sandbox, connector, entities, runtime
     connector.close()
     server.stop()
-
-
-def deliver(connector, entities, event, doc=None, attempt=1):
-    ctx = MemoryContext("zoho", event, entities, attempt=attempt)
-    return connector.deliver(event, doc or DocumentState(), ctx)
 
 
 def booked(sandbox, number):
