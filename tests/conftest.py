@@ -55,7 +55,8 @@ def local_stack():
     """One stack for the session on its own ports and directory, started and stopped by the tests.
 
     LEDGERWIRE_TEST_STACK_DIR reuses an already running stack (``ledgerwire stack up``) for fast local
-    iterations; it is then left running.
+    iterations; it is then left running. LEDGERWIRE_TEST_PORT_SHIFT moves the private stack's four ports
+    by that much, so two test runs on one machine never share a port pair.
     """
     from daemon import stack
 
@@ -65,7 +66,9 @@ def local_stack():
         yield cfg
         return
     home = Path(tempfile.mkdtemp(prefix="ledgerwire-test-stack-"))
-    cfg = stack.StackConfig(home=home, pg_port=25432, kafka_port=29092, controller_port=29093, connect_port=28083)
+    shift = int(os.environ.get("LEDGERWIRE_TEST_PORT_SHIFT", "0"))
+    cfg = stack.StackConfig(home=home, pg_port=25432 + shift, kafka_port=29092 + shift,
+                            controller_port=29093 + shift, connect_port=28083 + shift)
     try:
         stack.up(cfg)
     except Exception:
