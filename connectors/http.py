@@ -32,6 +32,10 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 class RequestAuth(Protocol):
+    """The older header-only auth shape. Every scheme in ``connectors.auth`` is also an ``httpx.Auth``, which
+    ``PlatformHttp`` prefers: it signs the whole request (OAuth 1.0a needs method, URL and body) and renews
+    once on 401 inside the same limiter slot."""
+
     def apply(self, request_headers: dict[str, str]) -> None:
         """Add credentials (Authorization, tenant headers) to the outgoing headers."""
         ...
@@ -107,7 +111,8 @@ class PlatformHttp:
         try:
             return self._send(method, url, **kwargs)
         except AuthError:
-            if self.auth is None:
+            # An httpx.Auth (connectors.auth) already renewed and retried once inside its flow.
+            if self.auth is None or isinstance(self.auth, httpx.Auth):
                 raise
             self.auth.refresh()
             return self._send(method, url, **kwargs)
@@ -115,11 +120,14 @@ class PlatformHttp:
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         method = method.upper()
         headers = dict(kwargs.pop("headers", None) or {})
-        if self.auth is not None:
+        flow_auth = self.auth if isinstance(self.auth, httpx.Auth) else None
+        if self.auth is not None and flow_auth is None:
             self.auth.apply(headers)
         with self.limiter.slot():
             started = time.monotonic()
             try:
+                if flow_auth is not None:  # signs the whole request; on 401 renews and sends it once more
+                    kwargs["auth"] = flow_auth
                 response = self.client.request(method, url, headers=headers, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._count("network")

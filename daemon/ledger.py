@@ -23,9 +23,9 @@ import structlog
 from cryptography.fernet import Fernet, InvalidToken
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from connectors.base import DocumentState, ExternalRef
+from connectors.base import DocumentState, ExternalRef, RetryableError
 
 log = structlog.get_logger(__name__)
 
@@ -376,8 +376,12 @@ def load_secret_key(secret_key_file: Path | None) -> bytes:
 class PgCredentials:
     """``connectors.base.CredentialSource``: the target's credential document, Fernet-encrypted at rest.
 
-    ``update`` commits at once, so a rotated refresh token is durable before the new access token is
-    used; ``lock`` is an advisory lock, so refreshes are serialised across threads and processes.
+    ``update`` commits at once; ``lock`` is an advisory lock, so refreshes are serialised across threads and
+    processes. ``session`` is what a token refresh uses (``connectors.auth``): the advisory lock on a
+    DEDICATED connection opened before the refresh is sent — not one from the shared pool, which a busy
+    daemon can exhaust — and the answer is written on that same connection. A broken pooled connection (a
+    database restart) is retried once on a fresh one; a database that stays unreachable is a retryable error,
+    never a crash or a dead letter.
     """
 
     def __init__(self, ledger: Ledger, target: str, key: bytes) -> None:
@@ -386,9 +390,7 @@ class PgCredentials:
         self._fernet = Fernet(key)
         self._local = threading.RLock()
 
-    def get(self) -> dict[str, Any]:
-        with self.ledger.pool.connection() as conn:
-            row = conn.execute("SELECT ciphertext FROM credentials WHERE target=%s", (self.target,)).fetchone()
+    def _decrypt(self, row: Any) -> dict[str, Any]:
         if row is None:
             return {}
         try:
@@ -396,22 +398,42 @@ class PgCredentials:
         except InvalidToken as exc:
             raise RuntimeError(f"credentials of target {self.target!r} cannot be decrypted with this key") from exc
 
+    def _encrypt(self, document: dict[str, Any]) -> bytes:
+        return self._fernet.encrypt(json.dumps(document).encode())
+
+    def _pooled(self, work: Any) -> Any:
+        """``work(conn)`` on a pooled connection; once more on another when the first was broken."""
+        for attempt in (1, 2):
+            try:
+                with self.ledger.pool.connection() as conn:
+                    return work(conn)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                if attempt == 2:
+                    raise RetryableError(f"ledger database unavailable for credentials: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    def get(self) -> dict[str, Any]:
+        return self._decrypt(self._pooled(lambda conn: conn.execute(
+            "SELECT ciphertext FROM credentials WHERE target=%s", (self.target,)).fetchone()))
+
     def put(self, document: dict[str, Any]) -> None:
-        ciphertext = self._fernet.encrypt(json.dumps(document).encode())
-        with self.ledger.pool.connection() as conn:
-            conn.execute("INSERT INTO credentials (target, ciphertext) VALUES (%s,%s) ON CONFLICT (target) DO "
-                         "UPDATE SET ciphertext=EXCLUDED.ciphertext, updated_at=now()", (self.target, ciphertext))
+        ciphertext = self._encrypt(document)
+        self._pooled(lambda conn: conn.execute(
+            "INSERT INTO credentials (target, ciphertext) VALUES (%s,%s) ON CONFLICT (target) DO "
+            "UPDATE SET ciphertext=EXCLUDED.ciphertext, updated_at=now()", (self.target, ciphertext)))
 
     def update(self, changes: dict[str, Any]) -> None:
-        with self.ledger.pool.connection() as conn:
-            with conn.transaction():
-                row = conn.execute("SELECT ciphertext FROM credentials WHERE target=%s FOR UPDATE",
-                                   (self.target,)).fetchone()
-                document = json.loads(self._fernet.decrypt(bytes(row[0]))) if row else {}
-                document.update(changes)
-                conn.execute("INSERT INTO credentials (target, ciphertext) VALUES (%s,%s) ON CONFLICT (target) DO "
-                             "UPDATE SET ciphertext=EXCLUDED.ciphertext, updated_at=now()",
-                             (self.target, self._fernet.encrypt(json.dumps(document).encode())))
+        self._pooled(lambda conn: self._update_on(conn, changes))
+
+    def _update_on(self, conn: Any, changes: dict[str, Any]) -> None:
+        with conn.transaction():
+            row = conn.execute("SELECT ciphertext FROM credentials WHERE target=%s FOR UPDATE",
+                               (self.target,)).fetchone()
+            document = self._decrypt(row)
+            document.update(changes)
+            conn.execute("INSERT INTO credentials (target, ciphertext) VALUES (%s,%s) ON CONFLICT (target) DO "
+                         "UPDATE SET ciphertext=EXCLUDED.ciphertext, updated_at=now()",
+                         (self.target, self._encrypt(document)))
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -422,6 +444,38 @@ class PgCredentials:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+
+    @contextmanager
+    def session(self) -> Iterator["PgCredentialSession"]:
+        """The credentials' advisory lock held on a dedicated connection, for a refresh and its answer."""
+        with self._local:
+            try:
+                conn = psycopg.connect(self.ledger.dsn, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                raise RetryableError(f"ledger database unreachable, token refresh not sent: {type(exc).__name__}") \
+                    from exc
+            lock_id = _lock_key("credentials", self.target)
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
+                yield PgCredentialSession(self, conn)
+            finally:
+                # The lock dies with its session; closing the connection releases it in every case.
+                conn.close()
+
+
+class PgCredentialSession:
+    """Reads and writes one target's credential document on the connection that holds its lock."""
+
+    def __init__(self, credentials: PgCredentials, conn: Any) -> None:
+        self.credentials = credentials
+        self.conn = conn
+
+    def read(self) -> dict[str, Any]:
+        return self.credentials._decrypt(self.conn.execute(  # noqa: SLF001 - the same store
+            "SELECT ciphertext FROM credentials WHERE target=%s", (self.credentials.target,)).fetchone())
+
+    def save(self, changes: dict[str, Any]) -> None:
+        self.credentials._update_on(self.conn, changes)  # noqa: SLF001
 
 
 __all__ = ["Ledger", "PgCredentials", "PgEntities", "load_secret_key", "psycopg"]

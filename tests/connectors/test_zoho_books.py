@@ -163,7 +163,7 @@ def test_expired_access_token_is_refreshed_with_the_zoho_scheme(zoho):
     assert sandbox.issuer.refresh_count == 2
     # Zoho refresh tokens do not rotate: the stored one stays, the new access token was persisted.
     assert runtime.credentials("zoho").get()["refresh_token"] == first_refresh
-    assert len(runtime.credentials("zoho").updates) == 2
+    assert len([u for u in runtime.credentials("zoho").updates if "access_token" in u]) == 2
 
 
 def test_dead_refresh_token_is_permanent(zoho):
