@@ -349,5 +349,334 @@ def _json_body(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-__all__ = ["AuthError", "CredentialSession", "OAuth2RefreshAuth", "PlatformAuth", "credential_session",
-           "reauthorisation_required"]
+# --- OAuth2 client credentials (Business Central, NetSuite machine-to-machine) --------------------------
+
+
+class OAuth2ClientCredentialsAuth(PlatformAuth):
+    """Bearer tokens from the client credentials grant, kept in memory (a new process asks for its own).
+
+    Client authentication is the client secret (``client_auth="body"`` or ``"basic"``: Microsoft Entra ID for
+    Business Central) or a signed JWT client assertion (``client_assertion=jwt_client_assertion(...)``:
+    NetSuite M2M). Credential document: client_id, client_secret or private_key + certificate_id.
+    """
+
+    def __init__(self, *, target: str, token_url: str, credentials: CredentialSource, scope: str | None = None,
+                 client_auth: str = "body",
+                 client_assertion: Callable[[dict[str, Any]], str] | None = None,
+                 extra_params: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.time, transport: httpx.BaseTransport | None = None) -> None:
+        self.target = target
+        self.token_url = token_url
+        self.credentials = credentials
+        self.scope = scope
+        self.client_auth = client_auth
+        self.client_assertion = client_assertion
+        self.extra_params = extra_params or {}
+        self.clock = clock
+        self._http = httpx.Client(timeout=20.0, transport=transport)
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def apply(self, request_headers: dict[str, str]) -> None:
+        with self._lock:
+            if self._token is None or self._expires_at - self.clock() < REFRESH_MARGIN_S:
+                self._fetch()
+            request_headers["Authorization"] = f"Bearer {self._token}"
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._fetch()
+
+    def renew_after_401(self, request: httpx.Request) -> None:
+        with self._lock:
+            if request.headers.get("Authorization") == f"Bearer {self._token}":
+                self._fetch()  # not renewed by another thread since this request was signed
+
+    def _fetch(self) -> None:
+        cred = self.credentials.get()
+        data = {"grant_type": "client_credentials", **self.extra_params}
+        if self.scope:
+            data["scope"] = self.scope
+        auth = None
+        if self.client_assertion is not None:
+            data |= {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                     "client_assertion": self.client_assertion(cred)}
+        elif self.client_auth == "basic":
+            auth = (cred["client_id"], cred["client_secret"])
+        else:
+            data |= {"client_id": cred["client_id"], "client_secret": cred["client_secret"]}
+        try:
+            response = self._http.post(self.token_url, data=data, auth=auth, headers={"Accept": "application/json"})
+        except httpx.TransportError as exc:
+            metrics.TOKEN_REFRESHES.labels(self.target, "network").inc()
+            raise RetryableError(f"token endpoint unreachable: {type(exc).__name__}") from exc
+        body = _json_body(response)
+        if response.status_code == 200 and body.get("access_token"):
+            self._token = body["access_token"]
+            self._expires_at = self.clock() + float(body.get("expires_in", 3600))
+            metrics.TOKEN_REFRESHES.labels(self.target, "ok").inc()
+            metrics.TOKEN_EXPIRY.labels(self.target).set(self._expires_at)
+            return
+        if response.status_code >= 500 or response.status_code == 429:
+            metrics.TOKEN_REFRESHES.labels(self.target, "retryable").inc()
+            raise RetryableError(f"token endpoint answered {response.status_code}", status=response.status_code)
+        metrics.TOKEN_REFRESHES.labels(self.target, "rejected").inc()
+        raise reauthorisation_required(f"client credentials rejected: {body.get('error', response.status_code)}; "
+                                       "check the app registration and its secret or certificate",
+                                       status=response.status_code, platform_code=body.get("error"))
+
+
+def jwt_client_assertion(token_url: str, *, scope: str | None = None, algorithm: str = "PS256",
+                         lifetime_s: int = 300, clock: Callable[[], float] = time.time
+                         ) -> Callable[[dict[str, Any]], str]:
+    """A client assertion JWT (RFC 7523) as NetSuite's M2M flow wants it: header ``kid`` = the certificate id,
+    ``iss`` = client id, ``aud`` = the token URL, ``scope``, ``iat``/``exp`` (≤ 60 min), signed with the private
+    key in the credential document (``private_key`` PEM, ``certificate_id``) — by joserfc, authlib's JOSE
+    implementation (authlib.jose is deprecated in its favour); PS256 must be allowed explicitly there."""
+    from joserfc import jwt  # noqa: PLC0415 - only the M2M flow needs it
+    from joserfc.jwk import import_key  # noqa: PLC0415
+
+    def assertion(cred: dict[str, Any]) -> str:
+        now = int(clock())
+        claims: dict[str, Any] = {"iss": cred["client_id"], "aud": token_url, "iat": now, "exp": now + lifetime_s,
+                                  "jti": uuid.uuid4().hex}
+        if scope:
+            claims["scope"] = scope
+        header = {"alg": algorithm, "typ": "JWT", "kid": cred["certificate_id"]}
+        key = import_key(cred["private_key"], "EC" if algorithm.startswith("ES") else "RSA")
+        return jwt.encode(header, claims, key, algorithms=[algorithm])
+
+    return assertion
+
+
+# --- OAuth 1.0a token-based authentication (NetSuite TBA) -----------------------------------------------
+
+
+class OAuth1TokenAuth(PlatformAuth):
+    """RFC 5849 signatures with HMAC-SHA256 (NetSuite TBA; ``HMAC-SHA1`` for older services).
+
+    The signature base string is authlib's (RFC 5849 §3.4.1: method, base string URI, the normalised query,
+    form-body and ``oauth_*`` parameters, ``realm`` excluded); the ``realm`` (NetSuite: the account id, e.g.
+    ``1234567_SB1``) goes into the Authorization header. Credential document: consumer_key, consumer_secret,
+    token_id, token_secret. Tokens do not expire; a 401 is answered with a freshly signed retry (new nonce
+    and timestamp: NetSuite refuses a reused nonce).
+    """
+
+    requires_request_body = True  # form parameters are signed
+
+    def __init__(self, *, credentials: CredentialSource, realm: str | None = None,
+                 signature_method: str = "HMAC-SHA256", clock: Callable[[], float] = time.time,
+                 nonce: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+        if signature_method not in _HMAC_DIGESTS:
+            raise ValueError(f"unsupported OAuth 1.0a signature method {signature_method!r}")
+        self.credentials = credentials
+        self.realm = realm
+        self.signature_method = signature_method
+        self.clock = clock
+        self.nonce = nonce
+
+    def apply(self, request_headers: dict[str, str]) -> None:
+        raise TypeError("OAuth 1.0a signs the method, URL and body: use it as httpx auth (PlatformHttp does)")
+
+    def sign(self, request: httpx.Request) -> None:
+        request.headers["Authorization"] = self.authorization(
+            request.method, str(request.url), _form_params(request), request.url.params.multi_items())
+
+    def authorization(self, method: str, url: str, body_params: list[tuple[str, str]] = (),
+                      query_params: list[tuple[str, str]] = ()) -> str:
+        cred = self.credentials.get()
+        oauth = [("oauth_consumer_key", cred["consumer_key"]), ("oauth_token", cred["token_id"]),
+                 ("oauth_signature_method", self.signature_method), ("oauth_timestamp", str(int(self.clock()))),
+                 ("oauth_nonce", self.nonce()), ("oauth_version", "1.0")]
+        signature = sign_base_string(self.base_string(method, url, [*query_params, *body_params, *oauth]),
+                                     cred["consumer_secret"], cred["token_secret"], self.signature_method)
+        fields = ([("realm", self.realm)] if self.realm else []) + oauth + [("oauth_signature", signature)]
+        return "OAuth " + ", ".join(f'{key}="{escape(value)}"' for key, value in fields)
+
+    @staticmethod
+    def base_string(method: str, url: str, params: list[tuple[str, str]]) -> str:
+        return construct_base_string(method, url, params)
+
+
+_HMAC_DIGESTS = {"HMAC-SHA256": hashlib.sha256, "HMAC-SHA1": hashlib.sha1}
+
+
+def sign_base_string(base_string: str, consumer_secret: str, token_secret: str, method: str) -> str:
+    """RFC 5849 §3.4.2: key = escaped consumer secret & escaped token secret; base64 of the HMAC."""
+    key = f"{escape(consumer_secret or '')}&{escape(token_secret or '')}"
+    digest = hmac.new(key.encode(), base_string.encode(), _HMAC_DIGESTS[method]).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _form_params(request: httpx.Request) -> list[tuple[str, str]]:
+    if not request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        return []
+    return parse_qsl(request.content.decode(), keep_blank_values=True)
+
+
+# --- session login (SAP Business One Service Layer, Bill.com) -------------------------------------------
+
+
+@dataclass
+class Session:
+    """What a login returned: headers and cookies to send, and the idle timeout it announced."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+    idle_timeout_s: float = 1800.0
+
+
+Login = Callable[[httpx.Client, dict[str, Any]], Session]
+
+
+class SessionLoginAuth(PlatformAuth):
+    """Log in with the stored user credentials, send the session on every request, and log in again when
+    it idled out (before, from the announced timeout, or after the platform's 401). Threads share one
+    session; a re-login after a 401 happens once, not once per thread."""
+
+    def __init__(self, *, target: str, credentials: CredentialSource, login: Login,
+                 clock: Callable[[], float] = time.monotonic, transport: httpx.BaseTransport | None = None,
+                 verify: bool | str = True) -> None:
+        self.target = target
+        self.credentials = credentials
+        self.login = login
+        self.clock = clock
+        self._http = httpx.Client(timeout=30.0, transport=transport, verify=verify)
+        self._lock = threading.Lock()
+        self._session: Session | None = None
+        self._last_used = 0.0
+        self.logins = 0
+
+    def sign(self, request: httpx.Request) -> None:
+        with self._lock:
+            session = self._session
+            if session is None or self.clock() - self._last_used > session.idle_timeout_s - 60.0:
+                session = self._login()
+            self._last_used = self.clock()
+            request.extensions = {**request.extensions, "ledgerwire_session": self.logins}
+        request.headers.update(_session_headers(session))
+
+    def apply(self, request_headers: dict[str, str]) -> None:
+        with self._lock:
+            session = self._session
+            if session is None or self.clock() - self._last_used > session.idle_timeout_s - 60.0:
+                session = self._login()
+            self._last_used = self.clock()
+        request_headers.update(_session_headers(session))
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._login()
+
+    def renew_after_401(self, request: httpx.Request) -> None:
+        with self._lock:
+            if request.extensions.get("ledgerwire_session") == self.logins:
+                self._login()  # nobody logged in again since this request was signed
+
+    def _login(self) -> Session:
+        try:
+            self._session = self.login(self._http, self.credentials.get())
+        except httpx.TransportError as exc:
+            raise RetryableError(f"login unreachable: {type(exc).__name__}") from exc
+        self.logins += 1
+        self._last_used = self.clock()
+        log.info("session_login", target=self.target)
+        return self._session
+
+
+def _session_headers(session: Session) -> dict[str, str]:
+    headers = dict(session.headers)
+    if session.cookies:
+        headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+    return headers
+
+
+def _login_failed(platform: str, response: httpx.Response) -> DeliveryError:
+    if response.status_code >= 500 or response.status_code == 429:
+        return RetryableError(f"{platform} login answered {response.status_code}", status=response.status_code)
+    return reauthorisation_required(f"{platform} login refused ({response.status_code}); check the stored user "
+                                    "credentials", status=response.status_code)
+
+
+def sap_b1_session(base_url: str) -> Login:
+    """SAP Business One Service Layer: ``POST {base_url}/Login`` with CompanyDB, UserName, Password (credential
+    document: company_db, username, password) → ``B1SESSION`` and, behind the load balancer, ``ROUTEID``
+    cookies, both sent on every request; ``SessionTimeout`` in minutes."""
+
+    def login(http: httpx.Client, cred: dict[str, Any]) -> Session:
+        response = http.post(f"{base_url.rstrip('/')}/Login", json={
+            "CompanyDB": cred["company_db"], "UserName": cred["username"], "Password": cred["password"]})
+        if response.status_code != 200:
+            raise _login_failed("SAP Business One", response)
+        body = _json_body(response)
+        cookies = {name: value for name, value in response.cookies.items() if name in ("B1SESSION", "ROUTEID")}
+        cookies.setdefault("B1SESSION", body.get("SessionId", ""))
+        return Session(cookies=cookies, idle_timeout_s=float(body.get("SessionTimeout", 30)) * 60.0)
+
+    return login
+
+
+def bill_com_session(base_url: str, idle_timeout_s: float = 35 * 60.0) -> Login:
+    """Bill.com v3: ``POST {base_url}/v3/login`` with username, password, organizationId, devKey (credential
+    document: username, password, organization_id, dev_key) → ``sessionId``; headers ``devKey`` and
+    ``sessionId`` on every call; the session ends after 35 idle minutes."""
+
+    def login(http: httpx.Client, cred: dict[str, Any]) -> Session:
+        response = http.post(f"{base_url.rstrip('/')}/v3/login", json={
+            "username": cred["username"], "password": cred["password"],
+            "organizationId": cred["organization_id"], "devKey": cred["dev_key"]})
+        body = _json_body(response)
+        if response.status_code != 200 or not body.get("sessionId"):
+            raise _login_failed("Bill.com", response)
+        return Session(headers={"devKey": cred["dev_key"], "sessionId": body["sessionId"]},
+                       idle_timeout_s=idle_timeout_s)
+
+    return login
+
+
+# --- static keys --------------------------------------------------------------------------------------
+
+
+class ApiKeyAuth(PlatformAuth):
+    """A key from the credential document in a header: ``Authorization: bearer <key>`` (Odoo 19 JSON-2) by
+    default, or any header/prefix (``x-myobapi-key``, an APIM subscription key)."""
+
+    retry_on_401 = False  # nothing to renew: a 401 is the platform's answer
+
+    def __init__(self, *, credentials: CredentialSource, field_name: str = "api_key",
+                 header: str = "Authorization", prefix: str = "Bearer ") -> None:
+        self.credentials = credentials
+        self.field_name = field_name
+        self.header = header
+        self.prefix = prefix
+
+    def apply(self, request_headers: dict[str, str]) -> None:
+        key = self.credentials.get().get(self.field_name)
+        if not key:
+            raise reauthorisation_required(f"no {self.field_name} stored; run `ledgerwire credentials set`")
+        request_headers[self.header] = f"{self.prefix}{key}"
+
+
+class BasicAuth(PlatformAuth):
+    """HTTP Basic with a user and password from the credential document (integration users)."""
+
+    retry_on_401 = False
+
+    def __init__(self, *, credentials: CredentialSource, username_field: str = "username",
+                 password_field: str = "password") -> None:
+        self.credentials = credentials
+        self.username_field = username_field
+        self.password_field = password_field
+
+    def apply(self, request_headers: dict[str, str]) -> None:
+        cred = self.credentials.get()
+        pair = f"{cred.get(self.username_field, '')}:{cred.get(self.password_field, '')}".encode()
+        request_headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+
+
+__all__ = [
+    "ApiKeyAuth", "AuthError", "BasicAuth", "CredentialSession", "OAuth1TokenAuth", "OAuth2ClientCredentialsAuth",
+    "OAuth2RefreshAuth", "PlatformAuth", "Session", "SessionLoginAuth", "bill_com_session", "credential_session",
+    "jwt_client_assertion", "reauthorisation_required", "sap_b1_session", "sign_base_string",
+]
