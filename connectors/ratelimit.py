@@ -2,7 +2,10 @@
 
 A target gets one ``Limiter`` (per platform tenant); it holds one bucket per window the platform
 documents (per second, per minute, per day) plus a concurrency cap, and slows down adaptively when the
-platform still answers 429.
+platform still answers 429. Where the windows keep their state is a ``BucketStore``: this process
+(``MemoryBuckets``: tests, offline tools) or, in the daemon, the ledger database
+(``daemon.shared_ratelimit.PgBuckets``), so every daemon process of a target draws from the same windows
+and a restart keeps the day's count.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 
 class TokenBucket:
@@ -108,7 +112,11 @@ class WindowQuota:
 
 
 class Limiter:
-    def __init__(self, buckets: list[TokenBucket | WindowQuota], concurrency: int,
+    """Windows (buckets, quotas) whose state may be shared between processes, and a concurrency cap that
+    is per process (a semaphore): N daemon processes of a target may hold N × ``concurrency`` requests in
+    flight — set a target's ``rate_limit.concurrency`` to the platform's cap divided by the process count."""
+
+    def __init__(self, buckets: list, concurrency: int,
                  sleep: Callable[[float], None] = time.sleep,
                  on_wait: Callable[[float], None] | None = None) -> None:
         self.buckets = buckets
@@ -156,20 +164,54 @@ class Limiter:
             b.drain_for(retry_after if retry_after is not None else 1.0)
 
 
+class BucketStore(Protocol):
+    """Where a limiter's windows keep their state: this process (``MemoryBuckets``) or the ledger database,
+    shared by every daemon process of a target (``daemon.shared_ratelimit.PgBuckets``)."""
+
+    def token_bucket(self, name: str, rate: float, per: float, capacity: float) -> Bucket: ...
+
+    def window_quota(self, name: str, limit: float, window_s: float) -> Bucket: ...
+
+
+class Bucket(Protocol):
+    def reserve(self) -> float: ...
+
+    def take_if_free(self) -> bool: ...
+
+    def give_back(self) -> None: ...
+
+    def drain_for(self, seconds: float) -> None: ...
+
+
+class MemoryBuckets:
+    """State in this process: unit tests, the CLI's offline checks, a daemon without a database."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+
+    def token_bucket(self, name: str, rate: float, per: float, capacity: float) -> TokenBucket:
+        return TokenBucket(rate, per, capacity=capacity, clock=self.clock)
+
+    def window_quota(self, name: str, limit: float, window_s: float) -> WindowQuota:
+        return WindowQuota(limit, window_s, clock=self.clock)
+
+
 def limiter_from(per_second: float | None, per_minute: float | None, per_day: float | None,
-                 concurrency: int, clock: Callable[[], float] = time.monotonic, **kwargs) -> Limiter:
+                 concurrency: int, clock: Callable[[], float] = time.monotonic,
+                 store: BucketStore | None = None, **kwargs) -> Limiter:
     # Platforms count requests in sliding windows. A bucket that bursts B tokens and refills at R per
     # window can put B + R requests into one window, so it refills at (limit - B): never a breach.
+    store = store or MemoryBuckets(clock)
     buckets = []
     if per_second:
         burst = 1.0
-        buckets.append(TokenBucket(max(per_second - burst, per_second / 2), 1.0, capacity=burst, clock=clock))
+        buckets.append(store.token_bucket("second", max(per_second - burst, per_second / 2), 1.0, burst))
     if per_minute:
         # A burst of at most a tenth of the minute, so a backlog does not trip a per-second fair-use check.
         burst = max(1.0, per_minute / 10)
-        buckets.append(TokenBucket(per_minute - burst, 60.0, capacity=burst, clock=clock))
+        buckets.append(store.token_bucket("minute", per_minute - burst, 60.0, burst))
     if per_day:
         # A daily allowance is a quota, not a pace: a bucket refilling 5,000/day would let a backlog through
         # at one call every 17 s once its burst was spent.
-        buckets.append(WindowQuota(per_day, 86400.0, clock=clock))
+        buckets.append(store.window_quota("day", per_day, 86400.0))
     return Limiter(buckets, concurrency, **kwargs)

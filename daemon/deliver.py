@@ -49,6 +49,7 @@ from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
 from daemon.ledger import Ledger, PgCredentials, PgEntities
 from daemon.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
+from daemon.shared_ratelimit import PgBuckets, limiter_name
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +83,12 @@ class DaemonRuntime:
             per_day = override.per_day if override.per_day is not None else per_day
             concurrency = override.concurrency
         wait_metric = metrics.RATE_LIMIT_WAIT.labels(target.name)
-        return limiter_from(per_second, per_minute, per_day, concurrency, on_wait=wait_metric.inc)
+        # Windows and quotas in the ledger database: every daemon process of the target draws from the same
+        # ones, and a restart keeps the day's count. The concurrency cap stays per process.
+        pool = getattr(self, "pg_pool", None)
+        store = PgBuckets(pool, target.name, limiter_name(overridable, per_second, per_minute, per_day)) \
+            if pool is not None else None
+        return limiter_from(per_second, per_minute, per_day, concurrency, store=store, on_wait=wait_metric.inc)
 
     def report_failure(self, target: TargetConfig, event: InvoiceEvent, error: DeliveryError) -> None:
         """A pull platform's late refusal: a dead letter like the sink's (so `dlq` lists it and later versions

@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from connectors.base import DocumentState, ExternalRef, RetryableError
+from daemon.shared_ratelimit import RATE_LIMIT_SCHEMA_SQL
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +108,8 @@ CREATE TABLE IF NOT EXISTS sink_control (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 """
+
+SCHEMA_SQL += RATE_LIMIT_SCHEMA_SQL  # shared rate limits and quotas (daemon/shared_ratelimit.py)
 
 GENESIS = "0" * 64
 
