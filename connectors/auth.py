@@ -216,39 +216,47 @@ class OAuth2RefreshAuth(PlatformAuth):
     # -- the refresh --
     def _refresh(self, *, if_token: str | None) -> dict[str, Any]:
         with credential_session(self.credentials) as session:
-            cred = session.read()
-            marker = cred.get(IN_FLIGHT_KEY) or {}
-            if marker.get("id") in _UNSAVED:
-                # This process got the answer but could not store it: store it now, send nothing.
-                return self._save_unsaved(session, cred, marker["id"])
-            # Another worker refreshed while we waited for the lock: use its token.
-            if cred.get("access_token") and cred.get("access_token") != if_token and \
-                    float(cred.get("access_token_expires_at", 0)) - self.clock() >= REFRESH_MARGIN_S:
-                return cred
-            if marker:
-                self._check_in_flight(marker)
-            if not cred.get("refresh_token"):
-                raise reauthorisation_required("no refresh token stored; run `ledgerwire credentials set` for the target")
-            refresh_id = uuid.uuid4().hex
-            try:
-                session.save({IN_FLIGHT_KEY: {"id": refresh_id, "owner": _process_owner(), "at": self.clock()}})
-            except Exception as exc:  # noqa: BLE001 - any storage failure: do not send
-                metrics.TOKEN_REFRESHES.labels(self.target, "not_sent").inc()
-                raise RetryableError(f"credential store unavailable, refresh not sent: {type(exc).__name__}") from exc
-            token = self._request_token(session, cred)
-            changes = self._changes(token)
-            try:
-                session.save(changes)  # persisted before the token is used
-            except Exception as exc:  # noqa: BLE001 - the platform already replaced the old token: keep the answer
-                with _UNSAVED_LOCK:
-                    _UNSAVED[refresh_id] = changes
-                metrics.TOKEN_REFRESHES.labels(self.target, "unsaved").inc()
-                log.error("token_refresh_not_stored", target=self.target, error=type(exc).__name__)
-                return self._store_unsaved(refresh_id)
-            metrics.TOKEN_REFRESHES.labels(self.target, "ok").inc()
-            metrics.TOKEN_EXPIRY.labels(self.target).set(changes["access_token_expires_at"])
-            log.info("token_refreshed", target=self.target, rotated=bool(token.get("refresh_token")))
-            return cred | changes
+            outcome = self._refresh_in(session, if_token)
+        if isinstance(outcome, dict):
+            return outcome
+        # An answer this process holds but has not stored: store it on a NEW session, after the one that
+        # failed is closed (its lock released — a live connection still holding it would block the retry).
+        return self._store_unsaved(outcome)
+
+    def _refresh_in(self, session: CredentialSession, if_token: str | None) -> dict[str, Any] | str:
+        """The credential to use, or the id of an answer that still has to be stored."""
+        cred = session.read()
+        marker = cred.get(IN_FLIGHT_KEY) or {}
+        if marker.get("id") in _UNSAVED:
+            return marker["id"]  # this process got the answer but could not store it: send nothing
+        # Another worker refreshed while we waited for the lock: use its token.
+        if cred.get("access_token") and cred.get("access_token") != if_token and \
+                float(cred.get("access_token_expires_at", 0)) - self.clock() >= REFRESH_MARGIN_S:
+            return cred
+        if marker:
+            self._check_in_flight(marker)
+        if not cred.get("refresh_token"):
+            raise reauthorisation_required("no refresh token stored; run `ledgerwire credentials set` for the target")
+        refresh_id = uuid.uuid4().hex
+        try:
+            session.save({IN_FLIGHT_KEY: {"id": refresh_id, "owner": _process_owner(), "at": self.clock()}})
+        except Exception as exc:  # noqa: BLE001 - any storage failure: do not send
+            metrics.TOKEN_REFRESHES.labels(self.target, "not_sent").inc()
+            raise RetryableError(f"credential store unavailable, refresh not sent: {type(exc).__name__}") from exc
+        token = self._request_token(session, cred)
+        changes = self._changes(token)
+        try:
+            session.save(changes)  # persisted before the token is used
+        except Exception as exc:  # noqa: BLE001 - the platform already replaced the old token: keep the answer
+            with _UNSAVED_LOCK:
+                _UNSAVED[refresh_id] = changes
+            metrics.TOKEN_REFRESHES.labels(self.target, "unsaved").inc()
+            log.error("token_refresh_not_stored", target=self.target, error=type(exc).__name__)
+            return refresh_id
+        metrics.TOKEN_REFRESHES.labels(self.target, "ok").inc()
+        metrics.TOKEN_EXPIRY.labels(self.target).set(changes["access_token_expires_at"])
+        log.info("token_refreshed", target=self.target, rotated=bool(token.get("refresh_token")))
+        return cred | changes
 
     def _check_in_flight(self, marker: dict[str, Any]) -> None:
         """A refresh was sent and its answer never stored. Ours (this process): the answer never arrived, so

@@ -23,9 +23,10 @@ import structlog
 from cryptography.fernet import Fernet, InvalidToken
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from connectors.base import DocumentState, ExternalRef, RetryableError
+from daemon.pgretry import on_pooled_connection
 from daemon.shared_ratelimit import RATE_LIMIT_SCHEMA_SQL
 
 log = structlog.get_logger(__name__)
@@ -405,15 +406,7 @@ class PgCredentials:
         return self._fernet.encrypt(json.dumps(document).encode())
 
     def _pooled(self, work: Any) -> Any:
-        """``work(conn)`` on a pooled connection; once more on another when the first was broken."""
-        for attempt in (1, 2):
-            try:
-                with self.ledger.pool.connection() as conn:
-                    return work(conn)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                if attempt == 2:
-                    raise RetryableError(f"ledger database unavailable for credentials: {type(exc).__name__}") from exc
-        raise AssertionError("unreachable")
+        return on_pooled_connection(self.ledger.pool, work, "credentials")
 
     def get(self) -> dict[str, Any]:
         return self._decrypt(self._pooled(lambda conn: conn.execute(

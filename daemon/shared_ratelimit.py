@@ -28,10 +28,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
-from connectors.base import RetryableError
+from daemon.pgretry import on_pooled_connection
 
 RATE_LIMIT_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS rate_limit_buckets (
@@ -76,11 +73,7 @@ class _PgState:
         return args
 
     def _run(self, work: Callable[[Any], Any]) -> Any:
-        try:
-            with self.pool.connection() as conn:
-                return work(conn)
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise RetryableError(f"shared rate-limit state unavailable: {type(exc).__name__}") from exc
+        return on_pooled_connection(self.pool, work, "shared rate limits")
 
 
 class PgTokenBucket(_PgState):

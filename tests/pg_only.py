@@ -14,19 +14,36 @@ import psycopg
 import pytest
 
 
+_CLUSTER: dict[str, object] = {}  # one cluster per test process, shared by every module importing the fixture
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[object]:
+    # Each module that imports this fixture gets its own session-scoped copy: they share one cluster,
+    # stopped when the last of them is torn down.
     from daemon import stack  # noqa: PLC0415
 
-    home = Path(tempfile.mkdtemp(prefix="ledgerwire-test-pg-"))
-    shift = int(os.environ.get("LEDGERWIRE_TEST_PORT_SHIFT", "0"))
-    cfg = stack.StackConfig(home=home, pg_port=25439 + shift)
+    if not _CLUSTER:
+        home = Path(tempfile.mkdtemp(prefix="ledgerwire-test-pg-"))
+        shift = int(os.environ.get("LEDGERWIRE_TEST_PORT_SHIFT", "0"))
+        cfg = stack.StackConfig(home=home, pg_port=25439 + shift)
+        _CLUSTER.update(cfg=cfg, users=0)
+        try:
+            stack.start_postgres(cfg)
+        except Exception:
+            stack.stop_postgres(cfg)
+            _CLUSTER.clear()
+            raise
+    _CLUSTER["users"] += 1
+    cfg = _CLUSTER["cfg"]
     try:
-        stack.start_postgres(cfg)
         yield cfg
     finally:
-        stack.stop_postgres(cfg)
-        shutil.rmtree(home, ignore_errors=True)
+        _CLUSTER["users"] -= 1
+        if _CLUSTER["users"] == 0:
+            stack.stop_postgres(cfg)
+            shutil.rmtree(cfg.home, ignore_errors=True)
+            _CLUSTER.clear()
 
 
 @pytest.fixture

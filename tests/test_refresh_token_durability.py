@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from urllib.parse import parse_qsl
 
 import httpx
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
@@ -230,3 +231,29 @@ def test_no_refresh_is_sent_when_the_marker_cannot_be_written(token_platform):
     with pytest.raises(RetryableError, match="refresh not sent"):
         _client(transport, creds).request("GET", "/api")
     assert presented == []
+
+
+@pytest.mark.timeout(60)
+def test_a_write_that_fails_on_a_live_connection_is_stored_again_without_waiting_on_its_own_lock(xero, monkeypatch):
+    """The answer's write fails while the session's connection stays alive (still holding the advisory lock):
+    it is stored again on a new session once the first is closed — not on a second connection that would
+    wait forever for the lock the first one holds."""
+    from daemon.ledger import PgCredentialSession  # noqa: PLC0415
+
+    sandbox, ledger, runtime, connector = xero
+    recorder = RecordingIssuer(sandbox.issuer, lambda: None)
+    real_save = PgCredentialSession.save
+    failures = [1]
+
+    def save(self, changes):
+        if "access_token" in changes and failures:
+            failures.pop()
+            raise psycopg.errors.SerializationFailure("injected: the write of the answer fails")
+        return real_save(self, changes)
+
+    monkeypatch.setattr(PgCredentialSession, "save", save)
+    assert connector.fetch_invoice(str(uuid.uuid4())) is None
+    stored = runtime.credentials("xero-main").get()
+    assert not failures and not stored.get("refresh_in_flight")
+    assert [honoured for _, honoured in recorder.presented] == [True]
+    assert sandbox.issuer.refresh(stored["client_id"], stored["client_secret"], stored["refresh_token"]) is not None
