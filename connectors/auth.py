@@ -270,30 +270,14 @@ class OAuth2RefreshAuth(PlatformAuth):
         log.warning("token_refresh_answer_lost", target=self.target, age_s=round(age), owner=marker.get("owner"))
 
     def _request_token(self, session: CredentialSession, cred: dict[str, Any]) -> dict[str, Any]:
-        data = {"grant_type": "refresh_token", "refresh_token": cred["refresh_token"]}
-        auth = None
-        if self.client_auth == "basic":
-            auth = (cred["client_id"], cred["client_secret"])
-        else:
-            data |= {"client_id": cred["client_id"], "client_secret": cred["client_secret"]}
-        try:
-            response = self._http.post(self.token_url, data=data, auth=auth, headers={"Accept": "application/json"})
-        except httpx.TransportError as exc:
-            # The marker stays: the token may or may not be spent; this process retries it at once.
-            metrics.TOKEN_REFRESHES.labels(self.target, "network").inc()
-            raise RetryableError(f"token endpoint unreachable: {type(exc).__name__}") from exc
-        body = _json_body(response)
+        # A transport error leaves the marker: the token may or may not be spent; this process retries it.
+        response, body = _post_token(self._http, self.target, self.token_url, cred, self.client_auth,
+                                     {"grant_type": "refresh_token", "refresh_token": cred["refresh_token"]})
         if response.status_code == 200 and "access_token" in body:
             return body
         _clear_marker(session)  # a definite answer: the token was not rotated
-        if response.status_code >= 500 or response.status_code == 429:
-            metrics.TOKEN_REFRESHES.labels(self.target, "retryable").inc()
-            raise RetryableError(f"token endpoint answered {response.status_code}", status=response.status_code)
         # invalid_grant (or Zoho's 200 {"error": "invalid_code"}): the refresh token is dead.
-        metrics.TOKEN_REFRESHES.labels(self.target, "rejected").inc()
-        code = body.get("error") if isinstance(body, dict) else None
-        raise reauthorisation_required(f"token refresh rejected: {code or response.status_code}; re-authorise the target",
-                                       status=response.status_code, platform_code=code)
+        raise _token_refused(self.target, response, body, "token refresh rejected", "re-authorise the target")
 
     def _changes(self, token: dict[str, Any]) -> dict[str, Any]:
         changes: dict[str, Any] = {
@@ -357,6 +341,34 @@ def _json_body(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _post_token(http: httpx.Client, target: str, token_url: str, cred: dict[str, Any], client_auth: str,
+                data: dict[str, str]) -> tuple[httpx.Response, dict[str, Any]]:
+    """POST to a token endpoint with the client authenticated by HTTP Basic ("basic"), in the body ("body"),
+    or by an assertion already in ``data``; an endpoint that cannot be reached is retryable."""
+    auth = None
+    if client_auth == "basic":
+        auth = (cred["client_id"], cred["client_secret"])
+    elif client_auth == "body":
+        data = data | {"client_id": cred["client_id"], "client_secret": cred["client_secret"]}
+    try:
+        response = http.post(token_url, data=data, auth=auth, headers={"Accept": "application/json"})
+    except httpx.TransportError as exc:
+        metrics.TOKEN_REFRESHES.labels(target, "network").inc()
+        raise RetryableError(f"token endpoint unreachable: {type(exc).__name__}") from exc
+    return response, _json_body(response)
+
+
+def _token_refused(target: str, response: httpx.Response, body: dict[str, Any], what: str,
+                   advice: str) -> DeliveryError:
+    if response.status_code >= 500 or response.status_code == 429:
+        metrics.TOKEN_REFRESHES.labels(target, "retryable").inc()
+        return RetryableError(f"token endpoint answered {response.status_code}", status=response.status_code)
+    metrics.TOKEN_REFRESHES.labels(target, "rejected").inc()
+    code = body.get("error")
+    return reauthorisation_required(f"{what}: {code or response.status_code}; {advice}",
+                                    status=response.status_code, platform_code=code)
+
+
 # --- OAuth2 client credentials (Business Central, NetSuite machine-to-machine) --------------------------
 
 
@@ -406,33 +418,20 @@ class OAuth2ClientCredentialsAuth(PlatformAuth):
         data = {"grant_type": "client_credentials", **self.extra_params}
         if self.scope:
             data["scope"] = self.scope
-        auth = None
+        client_auth = self.client_auth
         if self.client_assertion is not None:
+            client_auth = "assertion"
             data |= {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                      "client_assertion": self.client_assertion(cred)}
-        elif self.client_auth == "basic":
-            auth = (cred["client_id"], cred["client_secret"])
-        else:
-            data |= {"client_id": cred["client_id"], "client_secret": cred["client_secret"]}
-        try:
-            response = self._http.post(self.token_url, data=data, auth=auth, headers={"Accept": "application/json"})
-        except httpx.TransportError as exc:
-            metrics.TOKEN_REFRESHES.labels(self.target, "network").inc()
-            raise RetryableError(f"token endpoint unreachable: {type(exc).__name__}") from exc
-        body = _json_body(response)
+        response, body = _post_token(self._http, self.target, self.token_url, cred, client_auth, data)
         if response.status_code == 200 and body.get("access_token"):
             self._token = body["access_token"]
             self._expires_at = self.clock() + float(body.get("expires_in", 3600))
             metrics.TOKEN_REFRESHES.labels(self.target, "ok").inc()
             metrics.TOKEN_EXPIRY.labels(self.target).set(self._expires_at)
             return
-        if response.status_code >= 500 or response.status_code == 429:
-            metrics.TOKEN_REFRESHES.labels(self.target, "retryable").inc()
-            raise RetryableError(f"token endpoint answered {response.status_code}", status=response.status_code)
-        metrics.TOKEN_REFRESHES.labels(self.target, "rejected").inc()
-        raise reauthorisation_required(f"client credentials rejected: {body.get('error', response.status_code)}; "
-                                       "check the app registration and its secret or certificate",
-                                       status=response.status_code, platform_code=body.get("error"))
+        raise _token_refused(self.target, response, body, "client credentials rejected",
+                             "check the app registration and its secret or certificate")
 
 
 def jwt_client_assertion(token_url: str, *, scope: str | None = None, algorithm: str = "PS256",
