@@ -158,7 +158,7 @@ class FoldRunner:
                     key = m.key().decode()
                     if key == META_KEY:
                         if m.value() is not None:
-                            self.assembler.last_applied_end_offset = int(decode_state(m.value())["last_end_offset"])
+                            self.assembler.restore_checkpoint(decode_state(m.value()))
                     else:
                         self.mirror.restore(key, m.value())
                     restored += 1
@@ -180,6 +180,7 @@ class FoldRunner:
     def _ingest(self, messages: list[Any]) -> list[tuple[Any, str]]:
         dead_letters: list[tuple[Any, str]] = []
         saw_snapshot_last = False
+        replays_before = self.assembler.replays_skipped
         for m in messages:
             if m.error():
                 if m.error().code() != KafkaError._PARTITION_EOF:
@@ -203,6 +204,8 @@ class FoldRunner:
                 dead_letters.append((m, str(exc)))
         if saw_snapshot_last:
             self.assembler.snapshot_seen_last(self._high_watermarks())
+        if self.assembler.replays_skipped > replays_before:  # offsets were rewound (`offsets reset --target fold`)
+            log.info("fold_replayed_records_skipped", records=self.assembler.replays_skipped - replays_before)
         return dead_letters
 
     def _high_watermarks(self) -> dict[tuple[str, int], int]:
@@ -239,7 +242,7 @@ class FoldRunner:
                 self.producer.produce(kafka.fold_state_topic, key=key.encode(), value=value)
             if ready:
                 self.producer.produce(kafka.fold_state_topic, key=META_KEY.encode(),
-                                      value=encode_state({"last_end_offset": self.assembler.last_applied_end_offset}))
+                                      value=encode_state(self.assembler.checkpoint()))
             for m, reason in dead_letters:
                 self.producer.produce(kafka.dead_letter_topic, key=m.key(), value=m.value(), headers=[
                     ("ledgerwire-stage", b"decode"), ("ledgerwire-reason", reason.encode()[:1000]),

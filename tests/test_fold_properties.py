@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from daemon.canonical import money
 from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
-from daemon.fold import Mirror, TransactionAssembler
+from daemon.fold import Mirror, TransactionAssembler, decode_state, encode_state
 
 TX_TOPIC = "shop.transaction"
 TS = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -248,15 +248,16 @@ class FoldHarness:
         self.changelog: dict[str, bytes | None] = {}
         self.committed: dict[tuple[str, int], int] = {}
         self.emitted: list = []
-        self._fresh(last_end=-1)
+        self._fresh()
 
-    def _fresh(self, last_end: int) -> None:
+    def _fresh(self) -> None:
         self.mirror = Mirror()
-        for key, value in self.changelog.items():
-            if key != "meta":
-                self.mirror.restore(key, value)
         self.assembler = TransactionAssembler(timeout_s=3600)
-        self.assembler.last_applied_end_offset = last_end
+        for key, value in self.changelog.items():
+            if key == "meta":
+                self.assembler.restore_checkpoint(decode_state(value))
+            else:
+                self.mirror.restore(key, value)
         self.positions = dict(self.committed)
 
     def feed(self, record) -> None:
@@ -273,12 +274,12 @@ class FoldHarness:
             self.mirror.end_batch()
         for key, value in self.mirror.changelog():
             self.changelog[key] = value
-        self.changelog["meta"] = str(self.assembler.last_applied_end_offset).encode()
+        self.changelog["meta"] = encode_state(self.assembler.checkpoint())
         self.committed = self.assembler.committable(self.positions)
         assert self.committed == _committable_by_walking(self.assembler, self.positions)
 
     def crash_and_restore(self) -> None:
-        self._fresh(last_end=int(self.changelog.get("meta", b"-1")))
+        self._fresh()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
