@@ -811,7 +811,7 @@ class Mirror:
         body["version"] = last_version + 1
         body["emitted_at"] = datetime.now(timezone.utc)
         body["source"] = {"tx_id": tx.xid, "lsn": tx.changes[-1].source.lsn if tx.changes else None,
-                          "committed_at": tx.committed_at}
+                          "committed_at": tx.committed_at, "completion": tx.completion}
         # One validation builds the whole event, nested models included, in pydantic-core.
         event = InvoiceEvent.model_validate(body)
         payload, content = encode_with_content_hash(event)
