@@ -119,6 +119,7 @@ class TransactionAssembler:
         # Per partition, the next offset after the last applied record that had no END marker to recognise it
         # by (snapshot, incremental snapshot, no transaction metadata); restored from the checkpoint.
         self.applied_outside_tx: dict[tuple[str, int], int] = {}
+        self.checkpoint_changed = False  # applied_outside_tx moved without a release: write the checkpoint
         self.replays_skipped = 0
 
     # -- input --
@@ -177,6 +178,7 @@ class TransactionAssembler:
 
     # -- checkpoint (the fold state changelog's ``m:assembler`` record, committed with the state) --
     def checkpoint(self) -> dict[str, Any]:
+        self.checkpoint_changed = False
         return {"last_end_offset": self.last_applied_end_offset,
                 "outside_tx": {f"{t}:{p}": o for (t, p), o in self.applied_outside_tx.items()}}
 
@@ -186,6 +188,17 @@ class TransactionAssembler:
         for key, offset in (data.get("outside_tx") or {}).items():  # absent in checkpoints of older releases
             topic, _, partition = key.rpartition(":")
             self.applied_outside_tx[(topic, int(partition))] = int(offset)
+
+    def restored_at(self, committed: dict[tuple[str, int], int]) -> None:
+        """The fold restarts from these committed offsets. Nothing outside a transaction is ever held below a
+        committed offset (a buffered snapshot or immediate change holds it), so every such record below it
+        was applied: that covers checkpoints written before ``outside_tx`` existed (an upgrade), and a
+        rewind below it is recognised (the maximum is kept, never the rewound offset)."""
+        applied = self.applied_outside_tx
+        for tp, offset in committed.items():
+            if offset > applied.get(tp, 0):
+                applied[tp] = offset
+                self.checkpoint_changed = True
 
     def _replayed(self, change: RowChange) -> bool:
         """A snapshot record or a change outside any transaction that was already applied (the fold's offsets

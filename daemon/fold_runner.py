@@ -169,6 +169,7 @@ class FoldRunner:
         for tp in committed:
             if tp.offset != OFFSET_INVALID and tp.offset >= 0:
                 self.positions[(tp.topic, tp.partition)] = tp.offset
+        self.assembler.restored_at(self.positions)
         self._needs_rebuild = False
         for table, count in self.mirror.row_counts().items():
             metrics.FOLD_STATE_ROWS.labels(table).set(count)
@@ -218,7 +219,7 @@ class FoldRunner:
         if not self._assigned:
             return
         ready = self.assembler.ready(self.positions)
-        if not ready and not dead_letters and not force:
+        if not ready and not dead_letters and not force and not self.assembler.checkpoint_changed:
             return
         kafka = self.config.kafka
         started = self._last_transaction = time.monotonic()
@@ -240,7 +241,7 @@ class FoldRunner:
                 self.mirror.end_batch()
             for key, value in self.mirror.changelog():
                 self.producer.produce(kafka.fold_state_topic, key=key.encode(), value=value)
-            if ready:
+            if ready or self.assembler.checkpoint_changed:
                 self.producer.produce(kafka.fold_state_topic, key=META_KEY.encode(),
                                       value=encode_state(self.assembler.checkpoint()))
             for m, reason in dead_letters:

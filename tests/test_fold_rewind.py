@@ -79,6 +79,7 @@ class Fold:
             else:
                 self.mirror.restore(key, value)
         self.positions = dict(self.committed)
+        self.assembler.restored_at(self.positions)
 
     def read(self, records: list) -> None:
         saw_last = False
@@ -99,7 +100,7 @@ class Fold:
                     self.emitted.append(event)
             self.mirror.end_batch()
         self.changelog.update(self.mirror.changelog())
-        if ready:
+        if ready or self.assembler.checkpoint_changed:
             self.changelog["m:assembler"] = encode_state(self.assembler.checkpoint())
         self.committed = self.assembler.committable(self.positions)
 
@@ -190,5 +191,21 @@ def test_rewind_to_the_middle_of_the_snapshot_and_a_crash_before_release_still_a
     fold.read([r for r in snapshot_records if isinstance(r, RowChange) and r.table in ("locations", "customers")])
     assert fold.emitted == []
     fold.restart()
+    fold.read(topics.from_offsets(fold.committed))
+    assert _totals(fold) == [(1, Decimal("100.00")), (2, Decimal("250.00"))]
+
+
+def test_a_rewind_after_upgrading_from_a_checkpoint_without_replay_positions():
+    """The release before kept only ``last_end_offset``: the first start after the upgrade takes the committed
+    offsets as applied (nothing outside a transaction is ever held below them), and writes them down before
+    an operator can rewind."""
+    topics = _snapshot_then_edit()
+    fold = Fold()
+    fold.read(topics.from_offsets({}))
+    old = decode_state(fold.changelog["m:assembler"])
+    fold.changelog["m:assembler"] = encode_state({"last_end_offset": old["last_end_offset"]})
+    fold.restart()  # the upgraded fold starts ...
+    fold.read([])  # ... and commits once with nothing new to read
+    fold.reset_to_earliest()
     fold.read(topics.from_offsets(fold.committed))
     assert _totals(fold) == [(1, Decimal("100.00")), (2, Decimal("250.00"))]
