@@ -242,7 +242,8 @@ def _committable_by_walking(assembler: TransactionAssembler, positions: dict) ->
 
 
 class FoldHarness:
-    """Feeds records like the runner does, 'commits' after each step, and can crash and restore."""
+    """Feeds records like the runner does, 'commits' after each step (changelog, checkpoint and offsets
+    together, as one Kafka transaction does), and can crash and restore, or be rewound."""
 
     def __init__(self) -> None:
         self.changelog: dict[str, bytes | None] = {}
@@ -259,6 +260,7 @@ class FoldHarness:
             else:
                 self.mirror.restore(key, value)
         self.positions = dict(self.committed)
+        self.assembler.restored_at(self.positions)
 
     def feed(self, record) -> None:
         self.positions[(record.topic, record.partition)] = record.offset + 1
@@ -266,6 +268,12 @@ class FoldHarness:
             self.assembler.add_marker(record)
         else:
             self.assembler.add_change(record)
+            if record.source.snapshot == "last":
+                self.assembler.snapshot_seen_last(dict(self.positions))
+        self.commit()
+
+    def commit(self) -> None:
+        """One loop of the runner's: apply what is ready, then commit."""
         for tx in self.assembler.ready(self.positions):
             for invoice_id in sorted(self.mirror.apply(tx)):
                 event = self.mirror.build_event(invoice_id, tx)
@@ -279,6 +287,11 @@ class FoldHarness:
         assert self.committed == _committable_by_walking(self.assembler, self.positions)
 
     def crash_and_restore(self) -> None:
+        self._fresh()
+
+    def reset_to_earliest(self) -> None:
+        """`offsets reset --target fold --to-earliest`: only the group's offsets move; the fold restarts."""
+        self.committed = {}
         self._fresh()
 
 

@@ -13,7 +13,8 @@ from datetime import date
 from decimal import Decimal
 
 from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
-from daemon.fold import Mirror, TransactionAssembler, decode_state, encode_state
+from daemon.fold import decode_state, encode_state
+from tests.test_fold_properties import FoldHarness
 
 TX_TOPIC = "shop.transaction"
 
@@ -59,57 +60,6 @@ class Topics:
                 if r.offset >= committed.get((topic, 0), 0)]
 
 
-class Fold:
-    """The runner's loop without Kafka: apply what is ready, then 'commit' changelog + checkpoint + offsets
-    together (as one Kafka transaction does)."""
-
-    def __init__(self) -> None:
-        self.changelog: dict[str, bytes | None] = {}
-        self.committed: dict[tuple[str, int], int] = {}
-        self.emitted: list = []
-        self.restart()
-
-    def restart(self) -> None:
-        """A new fold process: state from the changelog, assembler from its checkpoint, offsets as committed."""
-        self.mirror = Mirror()
-        self.assembler = TransactionAssembler(timeout_s=3600)
-        for key, value in self.changelog.items():
-            if key == "m:assembler":
-                self.assembler.restore_checkpoint(decode_state(value))
-            else:
-                self.mirror.restore(key, value)
-        self.positions = dict(self.committed)
-        self.assembler.restored_at(self.positions)
-
-    def read(self, records: list) -> None:
-        saw_last = False
-        for record in records:
-            self.positions[(record.topic, record.partition)] = record.offset + 1
-            if isinstance(record, TxMarker):
-                self.assembler.add_marker(record)
-            else:
-                self.assembler.add_change(record)
-                saw_last |= record.source.snapshot == "last"
-        if saw_last:
-            self.assembler.snapshot_seen_last(dict(self.positions))
-        ready = self.assembler.ready(self.positions)
-        for tx in ready:
-            for invoice_id in sorted(self.mirror.apply(tx)):
-                event = self.mirror.build_event(invoice_id, tx)
-                if event is not None:
-                    self.emitted.append(event)
-            self.mirror.end_batch()
-        self.changelog.update(self.mirror.changelog())
-        if ready or self.assembler.checkpoint_changed:
-            self.changelog["m:assembler"] = encode_state(self.assembler.checkpoint())
-        self.committed = self.assembler.committable(self.positions)
-
-    def reset_to_earliest(self) -> None:
-        """`offsets reset --target fold --to-earliest`: only the group's offsets move; the fold restarts."""
-        self.committed = {}
-        self.restart()
-
-
 REFERENCE = [
     ("locations", {"id": 1, "code": "MAIN", "name": "Main", "timezone": "UTC"}),
     ("customers", {"id": 1, "name": "Fleet Co", "email": "a@x", "is_fleet": True}),
@@ -144,54 +94,59 @@ def _snapshot_then_edit(records_without_transaction: bool = False) -> Topics:
     return topics
 
 
-def _totals(fold: Fold) -> list[tuple[int, Decimal]]:
+def read(fold: FoldHarness, records: list) -> None:
+    for record in records:
+        fold.feed(record)
+
+
+def _totals(fold: FoldHarness) -> list[tuple[int, Decimal]]:
     return [(e.version, e.computed.total) for e in fold.emitted if e.invoice_id == 1]
 
 
 def test_rewind_to_earliest_never_emits_the_snapshot_content_as_a_newer_version():
     topics = _snapshot_then_edit()
-    fold = Fold()
-    fold.read(topics.from_offsets({}))
+    fold = FoldHarness()
+    read(fold, topics.from_offsets({}))
     assert _totals(fold) == [(1, Decimal("100.00")), (2, Decimal("250.00"))]
 
     fold.reset_to_earliest()
-    fold.read(topics.from_offsets(fold.committed))
+    read(fold, topics.from_offsets(fold.committed))
     assert _totals(fold) == [(1, Decimal("100.00")), (2, Decimal("250.00"))], \
         "the replayed snapshot was applied again as a new version with old content"
 
     # Later changes still apply (they are not mistaken for replays).
     topics.transaction(601, [("invoice_lines", "u", _line("250.0000"), _line("300.0000")),
                              ("invoices", "u", _invoice("250.00"), _invoice("300.00"))])
-    fold.read(topics.from_offsets(fold.committed))
+    read(fold, topics.from_offsets(fold.committed))
     assert _totals(fold)[-1] == (3, Decimal("300.00"))
 
 
 def test_rewind_recognises_replayed_records_without_a_transaction():
     topics = _snapshot_then_edit(records_without_transaction=True)
-    fold = Fold()
-    fold.read(topics.from_offsets({}))
+    fold = FoldHarness()
+    read(fold, topics.from_offsets({}))
     assert [t for _, t in _totals(fold)][-1] == Decimal("250.00")
     emitted = len(fold.emitted)
 
     fold.reset_to_earliest()
-    fold.read(topics.from_offsets(fold.committed))
+    read(fold, topics.from_offsets(fold.committed))
     assert len(fold.emitted) == emitted, f"replay emitted {[(e.version, e.computed.total) for e in fold.emitted[emitted:]]}"
 
     topics.row("invoice_lines", "u", _line("300.0000"), _line("250.0000"))
-    fold.read(topics.from_offsets(fold.committed))
+    read(fold, topics.from_offsets(fold.committed))
     assert fold.emitted[-1].computed.total == Decimal("300.00")
 
 
 def test_rewind_to_the_middle_of_the_snapshot_and_a_crash_before_release_still_apply_once():
     """A snapshot re-read because it had not been released yet (a crash) is applied, exactly once."""
     topics = _snapshot_then_edit()
-    fold = Fold()
+    fold = FoldHarness()
     snapshot_records = topics.from_offsets({})
     # Read part of the snapshot (no "last" yet), crash: nothing was released, so nothing counts as applied.
-    fold.read([r for r in snapshot_records if isinstance(r, RowChange) and r.table in ("locations", "customers")])
+    read(fold, [r for r in snapshot_records if isinstance(r, RowChange) and r.table in ("locations", "customers")])
     assert fold.emitted == []
-    fold.restart()
-    fold.read(topics.from_offsets(fold.committed))
+    fold.crash_and_restore()
+    read(fold, topics.from_offsets(fold.committed))
     assert _totals(fold) == [(1, Decimal("100.00")), (2, Decimal("250.00"))]
 
 
@@ -200,12 +155,12 @@ def test_a_rewind_after_upgrading_from_a_checkpoint_without_replay_positions():
     offsets as applied (nothing outside a transaction is ever held below them), and writes them down before
     an operator can rewind."""
     topics = _snapshot_then_edit()
-    fold = Fold()
-    fold.read(topics.from_offsets({}))
-    old = decode_state(fold.changelog["m:assembler"])
-    fold.changelog["m:assembler"] = encode_state({"last_end_offset": old["last_end_offset"]})
-    fold.restart()  # the upgraded fold starts ...
-    fold.read([])  # ... and commits once with nothing new to read
+    fold = FoldHarness()
+    read(fold, topics.from_offsets({}))
+    old = decode_state(fold.changelog["meta"])
+    fold.changelog["meta"] = encode_state({"last_end_offset": old["last_end_offset"]})
+    fold.crash_and_restore()  # the upgraded fold starts ...
+    fold.commit()  # ... and commits once with nothing new to read
     fold.reset_to_earliest()
-    fold.read(topics.from_offsets(fold.committed))
+    read(fold, topics.from_offsets(fold.committed))
     assert _totals(fold) == [(1, Decimal("100.00")), (2, Decimal("250.00"))]
