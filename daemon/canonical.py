@@ -3,6 +3,12 @@
 The fold emits one of these per touched invoice per source transaction; every sink worker consumes
 them. The Avro schema in ``schemas/canonical/invoice_event.avsc`` is the wire format; these pydantic
 models are what the code handles. Money and quantities are ``Decimal`` end to end.
+
+Every record names its writer schema: Avro single-object encoding (0xC3 0x01, the writer schema's 8-byte
+little-endian CRC-64-AVRO fingerprint, then the Avro body). Readers resolve the fingerprint among the
+released versions (``schemas/canonical/released/invoice_event.v<N>.avsc``) and decode with Avro schema
+resolution into the current schema, so a rolling upgrade or a replay of old records reads every version.
+A record without the header was written by the release before single-object encoding: schema v1.
 """
 
 from __future__ import annotations
@@ -145,6 +151,7 @@ class SourcePosition(_Model):
     tx_id: str | None = None  # PostgreSQL xid (the part of Debezium's "txId:LSN" before the colon)
     lsn: int | None = None
     committed_at: datetime | None = None  # source commit time, for end-to-end latency
+    completion: str | None = None  # how the fold released the source transaction (schema v2; None before)
 
 
 class InvoiceEvent(_Model):
@@ -191,14 +198,55 @@ class InvoiceEvent(_Model):
 # --- Avro wire format -------------------------------------------------------------------------------
 
 
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+HEADER_LENGTH = 10  # magic + 8-byte fingerprint
+HEADERLESS_SCHEMA_VERSION = 1  # what records without the header were written with
+
+
+class CanonicalDecodeError(ValueError):
+    """A canonical record no released schema reads: ``kind`` is ``unknown_schema`` or ``undecodable``."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
 @lru_cache(maxsize=1)
 def invoice_event_schema() -> dict:
     raw = json.loads((SCHEMAS_DIR / "canonical" / "invoice_event.avsc").read_text())
     return fastavro.parse_schema(raw)
 
 
+def schema_fingerprint(schema: dict) -> bytes:
+    """The 8 bytes single-object encoding puts in the header (fastavro gives them little-endian, as hex)."""
+    form = fastavro.schema.to_parsing_canonical_form(schema)
+    return bytes.fromhex(fastavro.schema.fingerprint(form, "CRC-64-AVRO"))
+
+
+@lru_cache(maxsize=1)
+def released_schemas() -> dict[int, dict]:
+    """Released version -> parsed schema (every version any process of this deployment may have written)."""
+    out = {}
+    for path in (SCHEMAS_DIR / "canonical" / "released").glob("invoice_event.v*.avsc"):
+        out[int(path.stem.rpartition(".v")[2])] = fastavro.parse_schema(json.loads(path.read_text()))
+    return dict(sorted(out.items()))
+
+
+@lru_cache(maxsize=1)
+def _writer_schemas() -> dict[bytes, dict]:
+    writers = {schema_fingerprint(schema): schema for schema in released_schemas().values()}
+    writers[schema_fingerprint(invoice_event_schema())] = invoice_event_schema()
+    return writers
+
+
+@lru_cache(maxsize=1)
+def _header() -> bytes:
+    return SINGLE_OBJECT_MAGIC + schema_fingerprint(invoice_event_schema())
+
+
 def encode_invoice_event(event: InvoiceEvent) -> bytes:
     buf = io.BytesIO()
+    buf.write(_header())
     fastavro.schemaless_writer(buf, invoice_event_schema(), _to_avro(event))
     return buf.getvalue()
 
@@ -217,9 +265,9 @@ def encode_with_content_hash(event: InvoiceEvent) -> tuple[bytes, str]:
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, _trailer_schema(), _to_avro(event))
         trailer = len(buf.getvalue())
-    head = _varint_length(event.invoice_id)
+    head = HEADER_LENGTH + _varint_length(event.invoice_id)
     span = payload[head + _varint_length(event.version): len(payload) - trailer]
-    return payload, hashlib.sha256(payload[:head] + span).hexdigest()
+    return payload, hashlib.sha256(payload[HEADER_LENGTH:head] + span).hexdigest()
 
 
 def _varint_length(value: int) -> int:
@@ -240,6 +288,7 @@ def _trailer_length(event: InvoiceEvent) -> int | None:
     source = event.source
     length = 1 if source.tx_id is None else 1 + _string_length(source.tx_id)
     length += 1 if source.lsn is None else 1 + _varint_length(source.lsn)
+    length += 1 if source.completion is None else 1 + _string_length(source.completion)
     for moment, in_union in ((source.committed_at, True), (event.emitted_at, False)):
         if moment is None:
             length += 1
@@ -261,7 +310,10 @@ _KNOWN_TRAILER = [
         {"name": "tx_id", "type": ["null", "string"], "default": None},
         {"name": "lsn", "type": ["null", "long"], "default": None},
         {"name": "committed_at", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}],
-         "default": None}]}},
+         "default": None},
+        {"name": "completion", "type": ["null", "string"], "default": None,
+         "doc": "How the fold released the source transaction (complete, snapshot, incremental, timed_out, late, "
+                "no_metadata); added in v2, for tracing."}]}},
     {"name": "emitted_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
 ]
 
@@ -285,8 +337,25 @@ def _trailer_schema() -> dict:
 
 
 def decode_invoice_event(payload: bytes) -> InvoiceEvent:
-    record = fastavro.schemaless_reader(io.BytesIO(payload), invoice_event_schema(), invoice_event_schema())
-    return InvoiceEvent.model_validate(record)
+    """Decode a canonical record written with any released schema (see the module's docstring)."""
+    body = io.BytesIO(payload)
+    if payload[:2] == SINGLE_OBJECT_MAGIC:
+        fingerprint = bytes(payload[2:HEADER_LENGTH])
+        writer = _writer_schemas().get(fingerprint)
+        if writer is None:
+            raise CanonicalDecodeError("unknown_schema", f"unknown writer schema: fingerprint {fingerprint.hex()} "
+                                                         "is none of the released canonical schemas")
+        body.seek(HEADER_LENGTH)
+    else:
+        # Bare Avro from the release before. Its first byte starts the invoice id's varint, and C3 01 there
+        # would be the id -98: ids are serials, so a legacy record is never mistaken for a header.
+        writer = released_schemas()[HEADERLESS_SCHEMA_VERSION]
+    try:
+        record = fastavro.schemaless_reader(body, writer, invoice_event_schema())
+        return InvoiceEvent.model_validate(record)
+    except (EOFError, ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+        raise CanonicalDecodeError("undecodable", f"undecodable canonical record: {type(exc).__name__}: "
+                                                  f"{str(exc)[:300]}") from exc
 
 
 def _to_avro(event: InvoiceEvent) -> dict:

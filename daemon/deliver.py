@@ -44,7 +44,7 @@ from connectors.base import (
 from connectors.ratelimit import limiter_from
 from connectors.registry import connector_class
 from daemon import metrics
-from daemon.canonical import InvoiceEvent, decode_invoice_event, encode_invoice_event
+from daemon.canonical import CanonicalDecodeError, InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
 from daemon.ledger import Ledger, PgCredentials, PgEntities
@@ -347,7 +347,9 @@ class SinkWorker:
         # Coalesce: per invoice only the newest version is delivered; groups in order of first appearance.
         groups: OrderedDict[int, list[tuple[_Record, InvoiceEvent]]] = OrderedDict()
         for record in batch:
-            event = decode_invoice_event(record.value)
+            event = self._decode(record)
+            if event is None:
+                continue  # dead-lettered; the offset stored after a later record (or when idle) passes it
             groups.setdefault(event.invoice_id, []).append((record, event))
         group_list = list(groups.values())
         items: list[tuple[_Record, InvoiceEvent, int]] = []
@@ -419,7 +421,10 @@ class SinkWorker:
         assert self.window is not None
         while records:
             record = records[0]
-            event = decode_invoice_event(record.value)
+            event = self._decode(record)
+            if event is None:
+                records.pop(0)
+                continue
             arrived = (datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc) if record.timestamp_ms > 0
                        else self.clock())
             held.add(record, event, arrived, routed=self.target.routes(event.location.code))
@@ -607,6 +612,24 @@ class SinkWorker:
                 bound.error("delivery_still_failing", attempt=attempt, next_try_s=round(delay, 1))
             if self.stop.wait(delay) or revoked.is_set():
                 raise Shutdown()
+
+    def _decode(self, record: _Record) -> InvoiceEvent | None:
+        """The record's event; one no released schema reads (unknown writer fingerprint, bad bytes) goes to the
+        dead-letter topic with its reason and a metric, and the partition goes on without it."""
+        try:
+            return decode_invoice_event(record.value)
+        except CanonicalDecodeError as exc:
+            metrics.CANONICAL_DECODE_FAILURES.labels(self.target.name, exc.kind).inc()
+            self.log.error("canonical_record_dead_lettered", partition=record.partition, offset=record.offset,
+                           reason=str(exc))
+            if self._dlq_producer is not None:
+                self._dlq_producer.produce(self.config.kafka.dead_letter_topic, value=record.value, headers=[
+                    ("ledgerwire-stage", b"canonical-decode"),
+                    ("ledgerwire-target", self.target.name.encode()),
+                    ("ledgerwire-reason", str(exc).encode()[:1000]),
+                    ("ledgerwire-origin", f"{self.topic}/{record.partition}/{record.offset}".encode())])
+                self._dlq_producer.poll(0)
+            return None
 
     def _dead_letter(self, record: _Record, event: InvoiceEvent, error: DeliveryError | None, next_offset: int,
                      parked: bool) -> None:

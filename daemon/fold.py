@@ -116,9 +116,17 @@ class TransactionAssembler:
         self.last_applied_end_offset = -1  # restored from the fold state on start
         self.buffered_events = 0
         self._immediate: list[SourceTransaction] = []  # changes outside any transaction: apply as they come
+        # Per partition, the next offset after the last applied record that had no END marker to recognise it
+        # by (snapshot, incremental snapshot, no transaction metadata); restored from the checkpoint.
+        self.applied_outside_tx: dict[tuple[str, int], int] = {}
+        self.checkpoint_changed = False  # applied_outside_tx moved without a release: write the checkpoint
+        self.replays_skipped = 0
 
     # -- input --
     def add_change(self, change: RowChange) -> None:
+        if (change.is_snapshot or change.xid is None) and self._replayed(change):
+            self.replays_skipped += 1
+            return
         if change.is_snapshot:
             if self.snapshot_first_seen is None:
                 self.snapshot_first_seen = self.clock()
@@ -168,8 +176,47 @@ class TransactionAssembler:
         else:
             pending.end = marker
 
+    # -- checkpoint (the fold state changelog's ``m:assembler`` record, committed with the state) --
+    def checkpoint(self) -> dict[str, Any]:
+        self.checkpoint_changed = False
+        return {"last_end_offset": self.last_applied_end_offset,
+                "outside_tx": {f"{t}:{p}": o for (t, p), o in self.applied_outside_tx.items()}}
+
+    def restore_checkpoint(self, data: dict[str, Any]) -> None:
+        self.last_applied_end_offset = int(data["last_end_offset"])
+        self.applied_outside_tx = {}
+        for key, offset in (data.get("outside_tx") or {}).items():  # absent in checkpoints of older releases
+            topic, _, partition = key.rpartition(":")
+            self.applied_outside_tx[(topic, int(partition))] = int(offset)
+
+    def restored_at(self, committed: dict[tuple[str, int], int]) -> None:
+        """The fold restarts from these committed offsets. Nothing outside a transaction is ever held below a
+        committed offset (a buffered snapshot or immediate change holds it), so every such record below it
+        was applied: that covers checkpoints written before ``outside_tx`` existed (an upgrade), and a
+        rewind below it is recognised (the maximum is kept, never the rewound offset)."""
+        applied = self.applied_outside_tx
+        for tp, offset in committed.items():
+            if offset > applied.get(tp, 0):
+                applied[tp] = offset
+                self.checkpoint_changed = True
+
+    def _replayed(self, change: RowChange) -> bool:
+        """A snapshot record or a change outside any transaction that was already applied (the fold's offsets
+        were rewound): such records are applied in offset order per partition, so every one below the
+        next-offset recorded at the last application is a replay."""
+        return change.offset < self.applied_outside_tx.get((change.topic, change.partition), 0)
+
+    def _mark_applied_outside_tx(self, changes: list[RowChange]) -> None:
+        applied = self.applied_outside_tx
+        for change in changes:
+            tp = (change.topic, change.partition)
+            if change.offset >= applied.get(tp, 0):
+                applied[tp] = change.offset + 1
+
     def snapshot_seen_last(self, watermarks: dict[tuple[str, int], int]) -> None:
         """The snapshot's final record was read; it is complete once every partition reaches these ends."""
+        if not self.snapshot:
+            return  # a replayed snapshot (every record skipped): nothing waits for these ends
         self.snapshot_watermarks = watermarks
 
     # -- output --
@@ -183,6 +230,9 @@ class TransactionAssembler:
             out.append(self._release_snapshot("timed_out"))
         if self.snapshot:
             return out  # streaming transactions never overtake the initial snapshot
+        for tx in self._immediate:
+            if tx.xid is None:
+                self._mark_applied_outside_tx(tx.changes)
         out.extend(self._immediate)
         self._immediate.clear()
         now = self.clock()
@@ -215,6 +265,7 @@ class TransactionAssembler:
 
     def _release_snapshot(self, completion: str) -> SourceTransaction:
         changes, self.snapshot = self.snapshot, []
+        self._mark_applied_outside_tx(changes)
         self.snapshot_low = {}
         self._snapshot_token = _SnapshotToken()
         self.buffered_events -= len(changes)
@@ -773,7 +824,7 @@ class Mirror:
         body["version"] = last_version + 1
         body["emitted_at"] = datetime.now(timezone.utc)
         body["source"] = {"tx_id": tx.xid, "lsn": tx.changes[-1].source.lsn if tx.changes else None,
-                          "committed_at": tx.committed_at}
+                          "committed_at": tx.committed_at, "completion": tx.completion}
         # One validation builds the whole event, nested models included, in pydantic-core.
         event = InvoiceEvent.model_validate(body)
         payload, content = encode_with_content_hash(event)

@@ -158,7 +158,7 @@ class FoldRunner:
                     key = m.key().decode()
                     if key == META_KEY:
                         if m.value() is not None:
-                            self.assembler.last_applied_end_offset = int(decode_state(m.value())["last_end_offset"])
+                            self.assembler.restore_checkpoint(decode_state(m.value()))
                     else:
                         self.mirror.restore(key, m.value())
                     restored += 1
@@ -169,6 +169,7 @@ class FoldRunner:
         for tp in committed:
             if tp.offset != OFFSET_INVALID and tp.offset >= 0:
                 self.positions[(tp.topic, tp.partition)] = tp.offset
+        self.assembler.restored_at(self.positions)
         self._needs_rebuild = False
         for table, count in self.mirror.row_counts().items():
             metrics.FOLD_STATE_ROWS.labels(table).set(count)
@@ -180,6 +181,7 @@ class FoldRunner:
     def _ingest(self, messages: list[Any]) -> list[tuple[Any, str]]:
         dead_letters: list[tuple[Any, str]] = []
         saw_snapshot_last = False
+        replays_before = self.assembler.replays_skipped
         for m in messages:
             if m.error():
                 if m.error().code() != KafkaError._PARTITION_EOF:
@@ -203,6 +205,8 @@ class FoldRunner:
                 dead_letters.append((m, str(exc)))
         if saw_snapshot_last:
             self.assembler.snapshot_seen_last(self._high_watermarks())
+        if self.assembler.replays_skipped > replays_before:  # offsets were rewound (`offsets reset --target fold`)
+            log.info("fold_replayed_records_skipped", records=self.assembler.replays_skipped - replays_before)
         return dead_letters
 
     def _high_watermarks(self) -> dict[tuple[str, int], int]:
@@ -215,7 +219,7 @@ class FoldRunner:
         if not self._assigned:
             return
         ready = self.assembler.ready(self.positions)
-        if not ready and not dead_letters and not force:
+        if not ready and not dead_letters and not force and not self.assembler.checkpoint_changed:
             return
         kafka = self.config.kafka
         started = self._last_transaction = time.monotonic()
@@ -237,9 +241,9 @@ class FoldRunner:
                 self.mirror.end_batch()
             for key, value in self.mirror.changelog():
                 self.producer.produce(kafka.fold_state_topic, key=key.encode(), value=value)
-            if ready:
+            if ready or self.assembler.checkpoint_changed:
                 self.producer.produce(kafka.fold_state_topic, key=META_KEY.encode(),
-                                      value=encode_state({"last_end_offset": self.assembler.last_applied_end_offset}))
+                                      value=encode_state(self.assembler.checkpoint()))
             for m, reason in dead_letters:
                 self.producer.produce(kafka.dead_letter_topic, key=m.key(), value=m.value(), headers=[
                     ("ledgerwire-stage", b"decode"), ("ledgerwire-reason", reason.encode()[:1000]),

@@ -18,6 +18,11 @@ CDC_EVENTS = Counter(
 CDC_DECODE_FAILURES = Counter(
     "ledgerwire_cdc_decode_failures_total", "Malformed CDC records sent to the dead-letter topic.", ["topic"]
 )
+CANONICAL_DECODE_FAILURES = Counter(
+    "ledgerwire_canonical_decode_failures_total",
+    "Canonical records a sink could not decode (unknown writer schema, undecodable bytes), dead-lettered.",
+    ["target", "reason"],
+)
 FOLD_TRANSACTIONS = Counter(
     "ledgerwire_fold_transactions_total", "Source transactions applied by the fold, by how they completed.",
     ["completion"],  # complete | snapshot | timed_out | no_metadata

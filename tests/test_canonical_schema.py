@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from connectors.testing import invoice_event, payment
 from daemon.canonical import (
     SCHEMAS_DIR, InvoiceEvent, SourcePosition, _decimal_bytes, _to_avro, _trailer_length, _trailer_schema,
-    _varint_length, decode_invoice_event, encode_invoice_event, encode_with_content_hash,
+    _header, _varint_length, decode_invoice_event, encode_invoice_event, encode_with_content_hash,
 )
 
 RELEASED = sorted((SCHEMAS_DIR / "canonical" / "released").glob("invoice_event.v*.avsc"))
@@ -83,10 +83,10 @@ _moments = st.one_of(
        rate=st.decimals(min_value=Decimal("0"), max_value=Decimal("9.99999"), places=5, allow_nan=False,
                         allow_infinity=False),
        tx_id=st.one_of(st.none(), st.text(max_size=200)), lsn=st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
-       committed_at=_moments, emitted_at=_moments.filter(lambda m: m is not None),
+       completion=st.one_of(st.none(), st.text(max_size=40)), committed_at=_moments, emitted_at=_moments.filter(lambda m: m is not None),
        invoice_id=st.integers(-2**63, 2**63 - 1), version=st.integers(1, 2**63 - 1))
-def test_encoding_equals_fastavro_encoding_the_model_dump(amount, quantity, price, rate, tx_id, lsn, committed_at,
-                                                          emitted_at, invoice_id, version):
+def test_encoding_equals_fastavro_encoding_the_model_dump(amount, quantity, price, rate, tx_id, lsn, completion,
+                                                          committed_at, emitted_at, invoice_id, version):
     """Pre-encoded decimals and the measured trailer give exactly fastavro's bytes for the plain dump."""
     event = invoice_event(payments=[payment(1, str(amount))])
     lines = list(event.lines)
@@ -96,10 +96,10 @@ def test_encoding_equals_fastavro_encoding_the_model_dump(amount, quantity, pric
     event = InvoiceEvent.model_validate({
         **event.model_dump(), "lines": [ln.model_dump() for ln in lines], "invoice_id": invoice_id,
         "version": version, "emitted_at": emitted_at,
-        "source": {"tx_id": tx_id, "lsn": lsn, "committed_at": committed_at},
+        "source": {"tx_id": tx_id, "lsn": lsn, "committed_at": committed_at, "completion": completion},
         "stored": {"subtotal": amount, "tax_total": Decimal("0.00"), "total": -amount}})
     reference = _write(CURRENT, event.model_dump(mode="python"))
-    assert encode_invoice_event(event) == reference
+    assert encode_invoice_event(event) == _header() + reference
     trailer = _write(fastavro.parse_schema(_trailer_schema()), event.model_dump(mode="python"))
     assert reference.endswith(trailer)
     measured = _trailer_length(event)
@@ -124,6 +124,7 @@ def test_content_hash_ignores_version_source_and_emit_time_only():
     assert len(hashes) == len(changes) + 1
     # The hash covers the encoded span exactly: the invoice id's bytes plus everything between version and source.
     payload, digest = encode_with_content_hash(event)
+    payload = payload[len(_header()):]  # the single-object header names the schema, it is not content
     head, version = _varint_length(event.invoice_id), _varint_length(event.version)
     span = payload[head + version: len(payload) - _trailer_length(event)]
     assert digest == hashlib.sha256(payload[:head] + span).hexdigest()

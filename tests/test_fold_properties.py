@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from daemon.canonical import money
 from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
-from daemon.fold import Mirror, TransactionAssembler
+from daemon.fold import Mirror, TransactionAssembler, decode_state, encode_state
 
 TX_TOPIC = "shop.transaction"
 TS = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -242,22 +242,25 @@ def _committable_by_walking(assembler: TransactionAssembler, positions: dict) ->
 
 
 class FoldHarness:
-    """Feeds records like the runner does, 'commits' after each step, and can crash and restore."""
+    """Feeds records like the runner does, 'commits' after each step (changelog, checkpoint and offsets
+    together, as one Kafka transaction does), and can crash and restore, or be rewound."""
 
     def __init__(self) -> None:
         self.changelog: dict[str, bytes | None] = {}
         self.committed: dict[tuple[str, int], int] = {}
         self.emitted: list = []
-        self._fresh(last_end=-1)
+        self._fresh()
 
-    def _fresh(self, last_end: int) -> None:
+    def _fresh(self) -> None:
         self.mirror = Mirror()
-        for key, value in self.changelog.items():
-            if key != "meta":
-                self.mirror.restore(key, value)
         self.assembler = TransactionAssembler(timeout_s=3600)
-        self.assembler.last_applied_end_offset = last_end
+        for key, value in self.changelog.items():
+            if key == "meta":
+                self.assembler.restore_checkpoint(decode_state(value))
+            else:
+                self.mirror.restore(key, value)
         self.positions = dict(self.committed)
+        self.assembler.restored_at(self.positions)
 
     def feed(self, record) -> None:
         self.positions[(record.topic, record.partition)] = record.offset + 1
@@ -265,6 +268,12 @@ class FoldHarness:
             self.assembler.add_marker(record)
         else:
             self.assembler.add_change(record)
+            if record.source.snapshot == "last":
+                self.assembler.snapshot_seen_last(dict(self.positions))
+        self.commit()
+
+    def commit(self) -> None:
+        """One loop of the runner's: apply what is ready, then commit."""
         for tx in self.assembler.ready(self.positions):
             for invoice_id in sorted(self.mirror.apply(tx)):
                 event = self.mirror.build_event(invoice_id, tx)
@@ -273,12 +282,17 @@ class FoldHarness:
             self.mirror.end_batch()
         for key, value in self.mirror.changelog():
             self.changelog[key] = value
-        self.changelog["meta"] = str(self.assembler.last_applied_end_offset).encode()
+        self.changelog["meta"] = encode_state(self.assembler.checkpoint())
         self.committed = self.assembler.committable(self.positions)
         assert self.committed == _committable_by_walking(self.assembler, self.positions)
 
     def crash_and_restore(self) -> None:
-        self._fresh(last_end=int(self.changelog.get("meta", b"-1")))
+        self._fresh()
+
+    def reset_to_earliest(self) -> None:
+        """`offsets reset --target fold --to-earliest`: only the group's offsets move; the fold restarts."""
+        self.committed = {}
+        self._fresh()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

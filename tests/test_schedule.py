@@ -425,13 +425,14 @@ def test_coalesced_versions_are_counted_once_delivered():
     assert after - before == 3  # six versions, three invoices
 
 
-def test_an_undecodable_record_is_not_skipped_nor_are_those_after_it():
+def test_an_undecodable_record_is_dead_lettered_and_those_after_it_are_held():
+    """Issue #19 item 8: an undecodable record no longer stalls the partition (it goes to the dead-letter
+    topic, tests/test_canonical_wire.py); the records around it are held as usual, no offset moves."""
     clock = Clock(utc(2026, 6, 10, 12, 1))
     worker, _, ledger = make_worker({"mode": "interval", "every_minutes": 15}, clock)
     good = stream([invoice_event(1), invoice_event(2)], clock.now)
     records = [good[0], _Record(0, 1, b"not avro", 0), good[1]]
     held = HeldInvoices()
-    with pytest.raises(Exception):
-        worker._gate_batch(0, held, records, threading.Event())
-    assert len(held) == 1 and [r.offset for r in records] == [1, 2], "the rest stays, in order, for the retry"
+    assert worker._gate_batch(0, held, records, threading.Event()) is False
+    assert len(held) == 2 and records == [], "both good records held, the bad one dropped from the batch"
     assert ledger.offsets_set == {}
