@@ -157,9 +157,9 @@ class PlatformOps(ABC):
         adjustment's number (``key`` = "<increase|decrease>:<sequence>")."""
 
     @abstractmethod
-    def find(self, kind: DocKind, reference: str) -> ExternalRef | None:
-        """The live (not voided / deleted) document of ``kind`` with ``reference``, or None. For an invoice the
-        ref's ``amount`` is its total. This is what makes every create safe to retry."""
+    def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        """The live (not voided / deleted) documents of ``kind`` with ``reference``, oldest first; ``amount`` =
+        the document's total. This is what makes every create safe to retry."""
 
     # -- the invoice --
     @abstractmethod
@@ -332,6 +332,7 @@ class _Run:
     def __init__(self, ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> None:
         self.ops, self.event, self.ctx = ops, event, ctx
         self.doc = doc.model_copy(deep=True)
+        self.legacy = self.doc.engine is None and self.doc.delivered_version > 0
         if self.doc.engine is None:
             self.doc.engine = EngineState.from_legacy(self.doc.extra)
         self.state: EngineState = self.doc.engine
@@ -398,7 +399,7 @@ class _Run:
         if intent is None:
             return
         kind = CREATING.get(intent.step)
-        found = self.ops.find(kind, intent.reference) if kind else None
+        found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
         if found is not None:
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
@@ -440,9 +441,12 @@ class _Run:
     # -- the loop --
     def run(self) -> DocumentState:
         self.resolve_intent()
-        if self.doc.external_id is None and self.ctx.attempt > 1:
-            # An attempt before the engine (or before its intent was stored) may have created it.
-            found = self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event))
+        if self.doc.external_id is None and self.ctx.attempt > 1 and self.legacy:
+            # An attempt before the engine may have created it without an intent (under the engine every
+            # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
+            # of a deleted one whose number the shop reused is never taken).
+            found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
+                         self.event.computed.total)
             if found is not None:
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
@@ -486,7 +490,7 @@ class _Run:
                 doc.refunds[step.key].status = "open"
         elif step.kind is StepKind.CREATE_INVOICE:
             posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
-            intent = self.open_intent(step, digest=invoice_digest(event))
+            intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total)
             created = ops.create_invoice(event, posting)
             self.effect(intent, created, posted_on=step.txn_date)
             self.note_tax(created)
@@ -575,6 +579,13 @@ class _Run:
         self.close()
 
 
+def pick(found: list[ExternalRef], amount: Decimal | None) -> ExternalRef | None:
+    """Which of the documents carrying a reference an earlier attempt made: the one with the amount it
+    sent, else the newest (a number can be reused after a deletion; the platform may round tax)."""
+    matching = [ref for ref in found if amount is not None and ref.amount == amount]
+    return (matching or found or [None])[-1]
+
+
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
     """Make the platform match ``event``: what ``Connector.deliver`` is for a connector on the engine."""
     return _Run(ops, event, doc, ctx).run()
@@ -652,7 +663,8 @@ def deliver_many(ops: PlatformOps, connector: Connector,
                     except DeliveryError as exc:
                         results[index] = exc
                         continue
-                    intent = one.open_intent(Step(StepKind.CREATE_INVOICE), digest=invoice_digest(event))
+                    intent = one.open_intent(Step(StepKind.CREATE_INVOICE), digest=invoice_digest(event),
+                                             amount=event.computed.total)
                     runs.append((index, one, posting, intent))
                 if not runs:
                     continue
@@ -688,7 +700,7 @@ class EngineConnector(Connector, PlatformOps):
         return preview(self, self.target.name, event, doc, entities)
 
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
-        found = self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event))
+        found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)
         return self.read_invoice(found.external_id) if found else None
 
     def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:

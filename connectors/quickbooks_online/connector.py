@@ -74,6 +74,8 @@ class QuickBooksOnlineConnector(EngineConnector):
                          if _digits((c.get("PrimaryPhone") or {}).get("FreeFormNumber", "")) == digits]
             else:
                 continue
+            # Never another shop customer's record (same name or email): ours carry the shop's id.
+            found = [c for c in found if _claimed_by(c) in (None, str(customer.id))]
             if found:
                 return _ref(found[0])
         return None
@@ -126,12 +128,12 @@ class QuickBooksOnlineConnector(EngineConnector):
         adjustment_kind, _, sequence = key.partition(":")
         return mapping.adjustment_doc_number(event, int(sequence), adjustment_kind)
 
-    def find(self, kind: DocKind, reference: str) -> ExternalRef | None:
+    def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         entity, field = SEARCH.get(kind) or ("Invoice" if reference.startswith("A") else "CreditMemo", "DocNumber")
         live = [row for row in self.client.query(entity, **{field: reference}) if not _voided(row)]
         if kind is DocKind.CREDIT_APPLICATION or kind is DocKind.PAYMENT:
             live = [row for row in live if (Decimal(str(row.get("TotalAmt", 0))) == 0) == (kind is DocKind.CREDIT_APPLICATION)]
-        return _ref(live[0]) if live else None
+        return [_ref(row) for row in live]
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
@@ -274,6 +276,12 @@ def _dated(body: dict[str, Any], posting: Posting, note: bool = False) -> dict[s
 
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text or "")
+
+
+def _claimed_by(row: dict[str, Any]) -> str | None:
+    """The shop customer id a record we created carries in its DisplayName; None for the bookkeeper's own."""
+    match = re.search(r"\(#(\d+)\)$", str(row.get("DisplayName", "")))
+    return match.group(1) if match else None
 
 
 def _voided(row: dict[str, Any]) -> bool:
