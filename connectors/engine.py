@@ -435,7 +435,10 @@ class _Run:
             return
         difference = Decimal(str(answer.tax_total)) - self.event.computed.tax_total
         self.state.tax_difference = difference or None
+        # Mirrored where the sink counts tax differences (its metric and log read ``extra``).
+        self.doc.extra.pop("tax_difference", None)
         if difference:
+            self.doc.extra["tax_difference"] = str(difference)
             self.log.warning("engine_tax_difference", external_id=answer.external_id, difference=str(difference))
 
     # -- the loop --
