@@ -4,7 +4,6 @@ part number or per line kind, customer matching, the online mapping check and th
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from decimal import Decimal

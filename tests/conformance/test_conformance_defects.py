@@ -4,7 +4,6 @@ deleted when the shop reverses it."""
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
