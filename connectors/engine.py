@@ -645,8 +645,8 @@ def preview(ops: PlatformOps, target: str, event: InvoiceEvent, doc: DocumentSta
     return sent
 
 
-def deliver_many(ops: PlatformOps, connector: Connector,
-                 batch: list[tuple[InvoiceEvent, DocumentState, DeliveryContext]]) -> list[DocumentState | DeliveryError]:
+def deliver_many(ops: PlatformOps, batch: list[tuple[InvoiceEvent, DocumentState, DeliveryContext]]
+                 ) -> list[DocumentState | DeliveryError]:
     """New invoices go in batch create requests (under the same intents); then ``run`` finishes every one."""
     results: list[DocumentState | DeliveryError | None] = [None] * len(batch)
     size = ops.capabilities.batch_create
@@ -696,7 +696,7 @@ class EngineConnector(Connector, PlatformOps):
         return run(self, event, doc, ctx)
 
     def deliver_many(self, batch):
-        return deliver_many(self, self, batch)
+        return deliver_many(self, batch)
 
     def preview(self, event: InvoiceEvent, doc: DocumentState, entities: EntityStore | None = None
                 ) -> list[dict[str, Any]]:
