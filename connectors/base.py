@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.engine_state import EngineState
 from daemon.canonical import InvoiceEvent, InvoiceLine, LineKind
 from daemon.config import TargetConfig
 
@@ -117,6 +118,8 @@ class DocumentState(BaseModel):
     payments: dict[str, ExternalRef] = Field(default_factory=dict)  # source payment id -> ref
     refunds: dict[str, ExternalRef] = Field(default_factory=dict)  # source refund id -> ref
     extra: dict[str, str] = Field(default_factory=dict)  # connector-specific (e.g. tax difference)
+    # Connectors on the delivery engine (connectors/engine.py): intents, credit applications, adjustments…
+    engine: EngineState | None = None
 
 
 class EntityStore(Protocol):

@@ -144,6 +144,12 @@ class Faults:
     apply_then_hang: bool = True
     hang_s: float = 30.0  # how long a "timeout" answer is held back (longer than the client's timeout)
     seed: int = 7
+    # Deterministic triggers for the conformance suite's fault sweeps: every sandbox calls ``draw`` once per
+    # write (and per batch request), so ``writes`` counts them; the write numbered ``at_write`` gets
+    # ``at_write_fault`` ("timeout" = applied, then no answer in time; "500"; "429") instead of a random draw.
+    at_write: int | None = None
+    at_write_fault: str = "timeout"
+    writes: int = 0
 
     def __post_init__(self) -> None:
         import random
@@ -151,8 +157,17 @@ class Faults:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
 
+    def fault_at(self, write: int, fault: str = "timeout") -> None:
+        """Give the ``write``-th write from now ``fault`` (deterministic; once)."""
+        with self._lock:
+            self.at_write, self.at_write_fault = self.writes + write, fault
+
     def draw(self) -> str | None:
         with self._lock:
+            self.writes += 1
+            if self.at_write is not None and self.writes == self.at_write:
+                self.at_write = None
+                return self.at_write_fault
             r = self._rng.random()
         if r < self.error_500:
             return "500"

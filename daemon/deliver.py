@@ -551,9 +551,11 @@ class SinkWorker:
         doc = self.ledger.document(self.target.name, event.invoice_id)
         if event.version <= doc.delivered_version:
             return None
-        if doc.status == "none" and doc.external_id is None and event.status.value in ("draft", "void", "deleted"):
+        if (doc.status == "none" and doc.external_id is None and event.status.value in ("draft", "void", "deleted")
+                and int(doc.extra.get("attempts", "0")) == 0 and (doc.engine is None or doc.engine.intent is None)):
             # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or
-            # deleted before it was ever posted has nothing to undo.
+            # deleted before it was ever posted has nothing to undo — unless an earlier attempt may have
+            # written it (an attempt counted, an open intent): then the connector looks it up and voids it.
             return None
         # Attempts are counted in the ledger until a delivery succeeds, whatever the version: a crash
         # mid-delivery (of this version or an older one) makes the next try an attempt > 1 — and the

@@ -137,7 +137,8 @@ def _resync_doc(ledger: Ledger, target: TargetConfig, item: ResyncItem) -> Docum
     if item.action == "create":
         doc = DocumentState()  # the platform no longer has it: post it afresh
     # Force a rewrite of everything: the connector skips nothing it thinks is already there.
-    return doc.model_copy(update={"delivered_version": 0, "payload_hash": None, "extra": {}})
+    engine = doc.engine.model_copy(update={"invoice_digest": None}) if doc.engine else None  # engine: resend it
+    return doc.model_copy(update={"delivered_version": 0, "payload_hash": None, "extra": {}, "engine": engine})
 
 
 def preview(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem]

@@ -4,7 +4,6 @@ part number or per line kind, customer matching, the online mapping check and th
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -87,13 +86,13 @@ def test_credit_application_gives_way_to_the_customers_payments_and_to_a_void(qb
     connector, entities = build(), MemoryEntities()
     v1 = invoice_event(refunds=[refund(3, 2, "289.95", "14.50")])
     doc = deliver(connector, entities, v1)
-    assert doc.extra["credit_applied:3"].endswith(":304.45")
+    assert doc.engine.applications["3"].amount == Decimal("304.45")
     # The customer pays all but 100.00: only 100.00 of the credit can stay applied.
     v2 = next_version(v1, payments=[payment(1, "577.58")])
     doc = deliver(connector, entities, v2, doc)
     (booked,) = sandbox.booked_invoices()
     assert booked.payments_applied == Decimal("577.58")
-    assert doc.extra["credit_applied:3"].endswith(":100.00")
+    assert doc.engine.applications["3"].amount == Decimal("100.00")
     (invoice,) = sandbox.entities("Invoice")
     assert invoice["Balance"] == Decimal("0.00")
     # Void: payments and the credit application are removed, the invoice voided, the credit memo kept.
@@ -121,8 +120,8 @@ def test_change_in_a_closed_period_posts_an_adjustment_in_the_first_open_period(
     assert adjustment["TotalAmt"] == v2.computed.total - v1.computed.total == Decimal("9.98")
     assert adjustment["TxnTaxDetail"]["TotalTax"] == Decimal("0.48")
     assert "INV-001001" in adjustment["PrivateNote"] and original["Id"] in adjustment["PrivateNote"]
-    (entry,) = json.loads(doc.extra["adjustments"])
-    assert entry["kind"] == "increase" and entry["id"] == adjustment["Id"] and "Account Period Closed" in entry["reason"]
+    (entry,) = doc.engine.adjustments
+    assert entry.kind == "increase" and entry.external_id == adjustment["Id"] and "books were closed" in entry.reason
     assert doc.delivered_version == 2  # delivered, not retried forever
     # A line removed again: the difference now goes the other way, as a credit memo.
     v3 = next_version(v2, lines=list(v1.lines)[:-1])
@@ -134,7 +133,7 @@ def test_change_in_a_closed_period_posts_an_adjustment_in_the_first_open_period(
     doc = deliver(connector, entities, next_version(v3, status="void"), doc)
     memos = sandbox.entities("CreditMemo")
     assert len(memos) == 2 and memos[1]["TotalAmt"] == v3.computed.total and doc.status == "voided"
-    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["increase", "decrease", "decrease"]
+    assert [a.kind for a in doc.engine.adjustments] == ["increase", "decrease", "decrease"]
     # What QuickBooks holds for the invoice now nets to zero.
     held = original["TotalAmt"] + adjustment["TotalAmt"] - sum(m["TotalAmt"] for m in memos)
     assert held == Decimal("0.00")
@@ -151,7 +150,7 @@ def test_closed_period_fault_is_classified_and_a_new_invoice_is_redated(qbo):
     doc = deliver(connector, entities, invoice_event(4100))
     (invoice,) = sandbox.entities("Invoice")
     assert invoice["TxnDate"] == "2026-12-01" and invoice["DocNumber"] == "INV-004100"
-    assert json.loads(doc.extra["adjustments"])[0]["kind"] == "redated"
+    assert doc.engine.adjustments[0].kind == "redated" and doc.engine.posted_on == date(2026, 12, 1)
     # Later versions keep the open-period date (an update dated back would be refused again).
     doc = deliver(connector, entities, next_version(invoice_event(4100), payments=[payment(1, "10.00")]), doc)
     assert len(sandbox.entities("Invoice")) == 1 and doc.payments["1"].amount == Decimal("10.00")
@@ -171,13 +170,13 @@ def test_automatic_sales_tax_one_cent_rounding_difference_is_detected_and_report
     doc = deliver(connector, entities, event)
     (invoice,) = sandbox.entities("Invoice")
     assert invoice["TxnTaxDetail"]["TotalTax"] == Decimal("0.05")
-    assert doc.extra["tax_difference"] == "-0.01"
+    assert doc.engine.tax_difference == Decimal("-0.01")
     # The shop's numbers were sent unchanged.
     (_, body), = [(p, b) for p, b in writes(sandbox, "/invoice")]
     assert body["TxnTaxDetail"]["TotalTax"] == Decimal("0.06")
     # Without automatic sales tax the shop's amounts stand and no difference is recorded.
     sandbox.set_automatic_sales_tax(False)
-    assert "tax_difference" not in deliver(connector, entities, invoice_event(4201, lines=lines)).extra
+    assert deliver(connector, entities, invoice_event(4201, lines=lines)).engine.tax_difference is None
 
 
 def test_tax_inclusive_invoice_posts_with_the_shops_totals(qbo):
@@ -341,7 +340,9 @@ def test_preview_sends_nothing_and_shows_what_deliver_would(qbo):
     planned = connector.preview(event, DocumentState())
     assert not writes(sandbox)
     paths = [p["path"].rsplit("/", 1)[1] for p in planned]
-    assert paths == ["customer", "item", "item", "item", "item", "invoice", "payment", "creditmemo"]
+    # The credit memo's application (a zero Payment) is shown too: deliver sends it (the hand-written
+    # preview before the engine left it out).
+    assert paths == ["customer", "item", "item", "item", "item", "invoice", "payment", "creditmemo", "payment"]
     invoice = planned[5]["body"]
     assert invoice["CustomerRef"] == {"value": "<new customer>"} and invoice["DocNumber"] == "INV-005100"
     assert isinstance(invoice["TxnTaxDetail"]["TotalTax"], Decimal)

@@ -52,12 +52,18 @@ class QboClient:
         self.http = http
         self.base = f"/v3/company/{realm_id}"
         self.minor_version = minor_version
+        # Preview: writes are appended here and answered with placeholders instead of being sent.
+        self.recorder: list[dict[str, Any]] | None = None
 
     def _params(self, **extra: str) -> dict[str, str]:
         return {"minorversion": self.minor_version, **{k: v for k, v in extra.items() if v is not None}}
 
     def write(self, entity: str, body: dict[str, Any], *, request_id: str, operation: str | None = None
               ) -> dict[str, Any]:
+        if self.recorder is not None:
+            path = f"{self.base}/{entity.lower()}" + (f"?operation={operation}" if operation else "")
+            self.recorder.append({"method": "POST", "path": path, "body": body})
+            return {**body, "Id": body.get("Id") or f"<new {entity.lower()}>", "SyncToken": "<current>"}
         params = self._params(requestid=request_id, operation=operation)
         response = self.http.request("POST", f"{self.base}/{entity.lower()}", params=params,
                                      content=jsonmoney.dumps(body),
@@ -66,12 +72,17 @@ class QboClient:
 
     def batch(self, items: list[dict[str, Any]], *, request_id: str) -> dict[str, dict[str, Any]]:
         """One ``/batch`` request (at most 30 items); returns the answer per ``bId`` (entity or Fault)."""
+        if self.recorder is not None:
+            self.recorder.append({"method": "POST", "path": f"{self.base}/batch", "body": {"BatchItemRequest": items}})
+            return {}
         response = self.http.request("POST", f"{self.base}/batch", params=self._params(requestid=request_id),
                                      content=jsonmoney.dumps({"BatchItemRequest": items}),
                                      headers={"Content-Type": "application/json", "Accept": "application/json"})
         return {a["bId"]: a for a in jsonmoney.loads(response.content).get("BatchItemResponse", [])}
 
     def read(self, entity: str, entity_id: str) -> dict[str, Any] | None:
+        if entity_id.startswith("<"):  # a placeholder of a preview: not at the platform yet
+            return None
         try:
             response = self.http.request("GET", f"{self.base}/{entity.lower()}/{entity_id}", params=self._params(),
                                          headers={"Accept": "application/json"})

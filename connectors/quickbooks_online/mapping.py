@@ -176,12 +176,6 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, mapping
     return body
 
 
-def invoice_hash(payload: dict[str, Any]) -> str:
-    from connectors.jsonmoney import dumps
-
-    return hashlib.sha256(dumps(payload)).hexdigest()[:24]
-
-
 # --- refunds, credit applications and closed-period adjustments ------------------------------------------
 
 def refund_doc_number(refund: Refund) -> str:

@@ -316,8 +316,10 @@ class Sandbox:
             return fault("SystemFault", "10000", "An application error has occurred while processing your request",
                          "System Failure Error: Unknown", status=500)
         if decided == "429":
-            return fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
-                         "The request limit was reached.", status=429)
+            throttled = fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                              "The request limit was reached.", status=429)
+            throttled.headers["Retry-After"] = "1"
+            return throttled
         realm.active += 1
         try:
             with self._lock:

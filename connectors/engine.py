@@ -1,0 +1,710 @@
+"""The delivery engine (issue #12): one invoice lifecycle and one set of exactly-once rules for every platform.
+
+A connector on the engine supplies platform operations only (``PlatformOps``: find / create / update / void,
+payments, credit notes, entities, error classes via its HTTP client, capability flags, pure mapping). The
+engine owns the flow:
+
+* ``next_step(event, doc, capabilities, observed)`` — a pure planner (like QuickBooks Desktop's ``_plan``):
+  the next write that brings the platform closer to the event, or None when it matches. Order: remove changed
+  payments → release credit applications beyond what is unpaid → create / update / void the invoice (or,
+  when the books are closed for its date, re-date the create, or post an adjustment instead of the update
+  or void) → add payments → refunds as credit notes → apply credits.
+* ``run`` — the apply loop: before every write an ``Intent`` (step + natural reference) is recorded and
+  checkpointed; after it the effect (external id, token, amount) is recorded, the intent closed, and checkpointed
+  again. An intent still open on the next attempt is resolved first by ``PlatformOps.find`` (adopt what exists,
+  drop the intent if nothing does). A stale concurrency token is re-read and the write retried once; a closed
+  period met at write time re-reads the closing date and re-plans (bounded).
+* ``preview`` — the same loop with the platform's writes recorded instead of sent (reads still go out), so
+  the preview is what ``deliver`` sends by construction.
+* ``deliver_many`` — batch endpoints (``capabilities.batch_create``) create new invoices in one request under
+  the same intents, then ``run`` finishes each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from connectors.base import (
+    ClosedPeriodError,
+    Connector,
+    DeliveryContext,
+    DeliveryError,
+    DocumentState,
+    EntityStore,
+    ExternalRef,
+    PermanentError,
+    RemoteInvoice,
+    StaleTokenError,
+    delivered,
+    sync_entity,
+)
+from connectors.engine_state import (
+    CREATING,
+    Adjustment,
+    CreditApplication,
+    DocKind,
+    EngineState,
+    Intent,
+    StepKind,
+)
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, PaymentStatus, Refund
+
+log = structlog.get_logger(__name__)
+ZERO = Decimal("0")
+MAX_STEPS = 200  # a delivery that plans more writes than this is looping: a defect, stopped as permanent
+MAX_CLOSED_REPLANS = 3
+
+
+# --- what a connector declares and supplies ----------------------------------------------------------------
+
+
+class Capabilities(BaseModel):
+    """What the platform can do; the planner and the conformance suite read these."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    void: Literal["void", "delete"] = "void"  # how an invoice is cancelled (informational for the suite)
+    delete_payments: bool = True  # False: ``delete_payment`` voids/reverses instead (the effect is the same)
+    payment_linked_at_creation: bool = True  # False: ``create_payment`` allocates to the invoice itself
+    credit_notes: bool = True  # refunds post as credit notes
+    credit_applications: bool = True  # credit notes are applied to their invoice (``apply_credit``)
+    closed_periods: bool = True  # the platform closes books: re-dating and adjustments apply
+    batch_create: int = 0  # invoices per batch create request; 0 = no batch endpoint
+    bank_transaction_payments: bool = False  # payments are explanations of bank transactions
+    refund_settlement: bool = False  # a refund paid back settles its credit note (issue #20)
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """The item a line posts on: ``external_id`` when the mapping names it, else found/created by ``name``."""
+
+    key: str  # entity store key
+    name: str
+    line: InvoiceLine | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AdjustmentSpec:
+    """A closed-period adjustment to post: ``net`` + ``tax`` as positive amounts on the document."""
+
+    kind: Literal["increase", "decrease"]
+    sequence: int
+    reference: str
+    net: Decimal
+    tax: Decimal
+    original_id: str | None
+    reason: str
+
+
+@dataclass
+class Posting:
+    """What a write needs beyond the event: resolved ids, the date to post on, the idempotency key."""
+
+    request_id: str
+    customer_id: str = ""
+    item_ids: dict[int, str] = field(default_factory=dict)  # line id -> item id
+    txn_date: date | None = None  # set when re-dated into the first open day (closed period)
+    item: Callable[[ItemSpec], str] = lambda spec: spec.external_id or ""  # ensure an extra item (refund…)
+
+
+class PlatformOps(ABC):
+    """The platform operations a connector on the engine implements. Writes raise the classified
+    ``DeliveryError`` (the HTTP layer does it); none of them decides *whether* to write — the engine does."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    # -- shared entities (created once per target through the entity store's lock) --
+    @abstractmethod
+    def customer_digest(self, customer: Customer) -> str:
+        """A digest of what the platform's customer record holds; a change triggers ``update_customer``."""
+
+    @abstractmethod
+    def find_customer(self, customer: Customer) -> ExternalRef | None:
+        """The platform's customer for this shop customer, by the target's match rules, or None."""
+
+    @abstractmethod
+    def create_customer(self, customer: Customer, request_id: str) -> ExternalRef: ...
+
+    @abstractmethod
+    def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
+        """Bring the platform's record up to date; None when it cannot now (kept, retried next time)."""
+
+    @abstractmethod
+    def item_for(self, line: InvoiceLine) -> ItemSpec | None:
+        """The item ``line`` posts on; None when it needs none (e.g. a discount on a discount account)."""
+
+    @abstractmethod
+    def find_item(self, spec: ItemSpec) -> ExternalRef | None: ...
+
+    @abstractmethod
+    def create_item(self, spec: ItemSpec, request_id: str) -> ExternalRef: ...
+
+    # -- natural references and look-ups --
+    @abstractmethod
+    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        """The natural reference of a document: the invoice number (``key`` ""), a payment's reference
+        (``key`` = payment id), a credit note's number or its application's reference (refund id), an
+        adjustment's number (``key`` = "<increase|decrease>:<sequence>")."""
+
+    @abstractmethod
+    def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        """The live (not voided / deleted) documents of ``kind`` with ``reference``, oldest first; ``amount`` =
+        the document's total. This is what makes every create safe to retry."""
+
+    # -- the invoice --
+    @abstractmethod
+    def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice: ...
+
+    @abstractmethod
+    def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
+        """Replace the invoice's content; ``current.token`` is the concurrency token (StaleTokenError if old)."""
+
+    @abstractmethod
+    def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
+        """Void (or delete) it; None when the platform no longer has it. Must be safe to repeat."""
+
+    @abstractmethod
+    def read_invoice(self, external_id: str) -> RemoteInvoice | None:
+        """Read back (token, total, tax, balance, status); None when gone."""
+
+    # -- money --
+    @abstractmethod
+    def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
+        """A payment applied to THIS invoice (never left to the platform's auto-apply)."""
+
+    @abstractmethod
+    def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
+        """Remove (or void) it so its amount returns to the balance; nothing when already gone."""
+
+    @abstractmethod
+    def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef: ...
+
+    @abstractmethod
+    def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
+                     posting: Posting) -> ExternalRef:
+        """Apply ``amount`` of the credit note to the invoice; the ref identifies the application."""
+
+    @abstractmethod
+    def release_credit(self, application: ExternalRef, request_id: str) -> None:
+        """Undo an application; nothing when already gone."""
+
+    # -- closed periods --
+    @abstractmethod
+    def books_closed_through(self) -> date | None:
+        """The last day the platform's books are closed for; None when nothing is closed."""
+
+    @abstractmethod
+    def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
+        """An increase (an invoice) or decrease (a credit note) dated ``posting.txn_date``, numbered
+        ``adjustment.reference``, referring to the original invoice."""
+
+    # -- optional: batch create, dry run --
+    def create_invoices(self, batch: list[tuple[InvoiceEvent, Posting]]) -> list[RemoteInvoice | DeliveryError]:
+        """One batch request creating these invoices (``capabilities.batch_create`` > 0)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def batch_slot(self) -> Iterator[bool]:
+        """Whether a batch request may go now (a platform's separate batch allowance)."""
+        yield True
+
+    @abstractmethod
+    @contextmanager
+    def recording(self) -> Iterator[list[dict[str, Any]]]:
+        """While open, writes are appended as ``{"method", "path", "body"}`` and answered with placeholder
+        ids (``"<new invoice>"``…) instead of being sent; reads still go to the platform."""
+
+
+# --- observation and the planner ------------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    """What the planner knows of the platform beyond the ledger: read lazily, only when a write is planned."""
+
+    closed_through: date | None = None
+    known: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    key: str = ""
+    amount: Decimal | None = None
+    txn_date: date | None = None  # re-dated into the first open day
+    target_total: Decimal | None = None  # ADJUST: what the platform should hold afterwards
+    target_tax: Decimal | None = None
+    reason: str = ""
+
+
+def first_open_day(closed_through: date | None, today: date | None = None) -> date:
+    return closed_through + timedelta(days=1) if closed_through else (today or date.today())
+
+
+def invoice_digest(event: InvoiceEvent) -> str:
+    """The invoice content the platform holds (not payments, refunds or versions): changes mean an update."""
+    content = event.model_dump_json(include={"number", "status", "issue_date", "due_date", "currency", "customer",
+                                             "location", "job", "lines", "computed", "tax_inclusive"})
+    return hashlib.sha256(content.encode()).hexdigest()[:24]
+
+
+def received(event: InvoiceEvent) -> dict[str, Payment]:
+    if event.status.value in ("void", "deleted"):
+        return {}
+    return {str(p.id): p for p in event.payments if p.status == PaymentStatus.RECEIVED}
+
+
+def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, observed: Observed) -> Step | None:
+    """The next write, a pure function of the event, the ledger's state and what was observed."""
+    state = doc.engine or EngineState()
+    voiding = event.status.value in ("void", "deleted")
+    closed = observed.closed_through if caps.closed_periods else None
+
+    def in_closed(day: date) -> bool:
+        return closed is not None and day <= closed
+
+    def posting_date(day: date) -> date | None:
+        return first_open_day(closed) if in_closed(day) else None
+
+    held_on = state.posted_on or event.issue_date
+    live = doc.external_id is not None and doc.status not in ("voided", "deleted")
+    if voiding and not live:
+        return None
+    if voiding and in_closed(held_on):
+        # The closed books keep the invoice, its payments and credits: a full decrease cancels it.
+        return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, txn_date=first_open_day(closed),
+                    reason="voided after the books were closed")
+    wanted = received(event)
+    for payment_id, ref in doc.payments.items():
+        if payment_id not in wanted or wanted[payment_id].amount != ref.amount:
+            return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
+    room = ZERO if voiding else event.computed.total - sum((p.amount for p in wanted.values()), ZERO)
+    applied = sum((a.amount for a in state.applications.values()), ZERO)
+    if applied > max(room, ZERO):
+        return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
+    if voiding:
+        return Step(StepKind.VOID_INVOICE)
+    if doc.external_id is None:
+        if event.status.value == "draft":
+            return None  # not in the books until issued
+        return Step(StepKind.CREATE_INVOICE, txn_date=state.posted_on or posting_date(event.issue_date))
+    if not live:
+        return None  # voided at the platform: a void is final there
+    if state.invoice_digest != invoice_digest(event):
+        if in_closed(held_on):
+            return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
+                        txn_date=first_open_day(closed), reason="changed after the books were closed")
+        return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
+    for payment_id, payment in wanted.items():
+        if payment_id not in doc.payments:
+            return Step(StepKind.ADD_PAYMENT, key=payment_id, amount=payment.amount,
+                        txn_date=posting_date(payment.received_at.date()))
+    if caps.credit_notes:
+        for refund in event.refunds:
+            if str(refund.id) not in doc.refunds:
+                return Step(StepKind.CREATE_CREDIT_NOTE, key=str(refund.id), amount=refund.amount + refund.tax_amount,
+                            txn_date=posting_date(refund.created_at.date()))
+    if caps.credit_notes and caps.credit_applications:
+        left = room - applied
+        for refund_id, ref in doc.refunds.items():
+            amount = min(ref.amount or ZERO, left)
+            if refund_id not in state.applications and amount > 0:
+                return Step(StepKind.APPLY_CREDIT, key=refund_id, amount=amount)
+    return None
+
+
+# --- the apply loop -------------------------------------------------------------------------------------
+
+
+class _Run:
+    """One delivery of one event: resolve open intents, then plan → intent → write → effect until done."""
+
+    def __init__(self, ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> None:
+        self.ops, self.event, self.ctx = ops, event, ctx
+        self.doc = doc.model_copy(deep=True)
+        self.legacy = self.doc.engine is None and self.doc.delivered_version > 0
+        if self.doc.engine is None:
+            self.doc.engine = EngineState.from_legacy(self.doc.extra)
+        self.state: EngineState = self.doc.engine
+        self.observed = Observed()
+        self.log = log.bind(target=ctx.target, invoice_id=event.invoice_id, version=event.version)
+        self._customer_id: str | None = None
+        self._item_ids: dict[int, str] | None = None
+
+    # -- entities --
+    def customer_id(self) -> str:
+        if self._customer_id is None:
+            ops, customer = self.ops, self.event.customer
+            key = str(customer.id)
+            self._customer_id = sync_entity(
+                self.ctx, "customer", key, ops.customer_digest(customer),
+                find=lambda: ops.find_customer(customer),
+                create=lambda: ops.create_customer(customer, self.ctx.idempotency_key("customer", key)),
+                update=lambda ref: ops.update_customer(ref, customer, self.ctx.idempotency_key(
+                    "customer-update", key, ops.customer_digest(customer)))).external_id
+            self.doc.customer_id = self._customer_id
+        return self._customer_id
+
+    def item(self, spec: ItemSpec) -> str:
+        if spec.external_id:
+            return spec.external_id
+        entities: EntityStore = self.ctx.entities
+        ref = entities.get("item", spec.key)
+        if ref is None:
+            with entities.lock("item", spec.key):
+                ref = entities.get("item", spec.key)
+                if ref is None:
+                    ref = self.ops.find_item(spec) or self.ops.create_item(
+                        spec, self.ctx.idempotency_key("item", spec.key))
+                    entities.put("item", spec.key, ref)
+        return ref.external_id
+
+    def posting(self, *parts: object, txn_date: date | None = None, items: bool = False) -> Posting:
+        customer_id = self.customer_id()
+        if items and self._item_ids is None:
+            self._item_ids = {}
+            for line in self.event.lines:
+                spec = self.ops.item_for(line)
+                if spec is not None:
+                    self._item_ids[line.id] = self.item(spec)
+        return Posting(request_id=self.ctx.idempotency_key(*parts), customer_id=customer_id,
+                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item)
+
+    # -- intents and effects --
+    def open_intent(self, step: Step, **fields: Any) -> Intent:
+        kind = CREATING.get(step.kind)
+        reference = self.ops.reference(kind, self.event, fields.pop("ref_key", step.key)) if kind else ""
+        fields.setdefault("amount", step.amount)
+        self.state.intent = Intent(step=step.kind, key=step.key, reference=reference, **fields)
+        self.ctx.checkpoint(self.doc)
+        return self.state.intent
+
+    def close(self) -> None:
+        self.state.intent = None
+        self.ctx.checkpoint(self.doc)
+
+    def resolve_intent(self) -> None:
+        """An earlier attempt recorded a write and never its answer: adopt what it made, or forget it."""
+        intent = self.state.intent
+        if intent is None:
+            return
+        kind = CREATING.get(intent.step)
+        found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
+        if found is not None:
+            self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
+            self.effect(intent, found, adopted=True)
+        self.close()  # removals, voids and updates are re-planned and are safe to repeat
+
+    def effect(self, intent: Intent, ref: ExternalRef | RemoteInvoice, adopted: bool = False,
+               posted_on: date | None = None) -> None:
+        doc, state = self.doc, self.state
+        if intent.step is StepKind.CREATE_INVOICE:
+            doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
+            state.invoice_digest = intent.digest
+            if posted_on is not None:
+                state.posted_on = posted_on
+        elif intent.step is StepKind.ADD_PAYMENT:
+            doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
+                                                   status="applied")
+        elif intent.step is StepKind.CREATE_CREDIT_NOTE:
+            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
+                                                  status="open")
+        elif intent.step is StepKind.APPLY_CREDIT:
+            state.applications[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
+            if intent.key in doc.refunds:
+                doc.refunds[intent.key].status = "applied"
+        elif intent.step is StepKind.ADJUST:
+            state.adjustments.append(Adjustment(
+                kind=intent.adjustment_kind or "increase", external_id=ref.external_id, reference=intent.reference,
+                posted_on=posted_on, total=intent.amount or ZERO, tax=intent.tax or ZERO,
+                version=self.event.version, reason="adopted" if adopted else ""))
+
+    def note_tax(self, answer: RemoteInvoice) -> None:
+        """The shop's tax is the truth; where the platform recomputed it, record the difference and warn."""
+        if answer.tax_total is None:
+            return
+        difference = Decimal(str(answer.tax_total)) - self.event.computed.tax_total
+        self.state.tax_difference = difference or None
+        # Mirrored where the sink counts tax differences (its metric and log read ``extra``).
+        self.doc.extra.pop("tax_difference", None)
+        if difference:
+            self.doc.extra["tax_difference"] = str(difference)
+            self.log.warning("engine_tax_difference", external_id=answer.external_id, difference=str(difference))
+
+    # -- the loop --
+    def run(self) -> DocumentState:
+        self.resolve_intent()
+        if self.doc.external_id is None and self.ctx.attempt > 1 and self.legacy:
+            # An attempt before the engine may have created it without an intent (under the engine every
+            # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
+            # of a deleted one whose number the shop reused is never taken).
+            found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
+                         self.event.computed.total)
+            if found is not None:
+                self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
+                self.ctx.checkpoint(self.doc)
+        closed_replans = 0
+        for _ in range(MAX_STEPS):
+            step = next_step(self.event, self.doc, self.ops.capabilities, self.observed)
+            if step is None:
+                return delivered(self.event, self.doc)
+            if not self.observed.known and self.ops.capabilities.closed_periods:
+                self.observe()
+                continue  # re-plan with the closing date known
+            try:
+                self.apply(step)
+            except ClosedPeriodError:
+                closed_replans += 1
+                before = self.observed.closed_through
+                self.observe()
+                if closed_replans > MAX_CLOSED_REPLANS or self.observed.closed_through == before:
+                    raise  # refused although we think the period open: not ours to guess
+                self.state.intent = None  # refused: nothing was written
+                self.ctx.checkpoint(self.doc)
+        raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
+
+    def observe(self) -> None:
+        self.observed = Observed(closed_through=self.ops.books_closed_through(), known=True)
+
+    def apply(self, step: Step) -> None:
+        ops, event, doc, state = self.ops, self.event, self.doc, self.state
+        if step.kind is StepKind.REMOVE_PAYMENT:
+            ref = doc.payments[step.key]
+            self.open_intent(step)
+            ops.delete_payment(ref, self.ctx.idempotency_key("payment-delete", step.key, ref.external_id))
+            del doc.payments[step.key]
+        elif step.kind is StepKind.RELEASE_CREDIT:
+            application = state.applications[step.key]
+            self.open_intent(step)
+            ops.release_credit(ExternalRef(external_id=application.external_id, amount=application.amount),
+                               self.ctx.idempotency_key("credit-release", step.key, application.external_id))
+            del state.applications[step.key]
+            if step.key in doc.refunds:
+                doc.refunds[step.key].status = "open"
+        elif step.kind is StepKind.CREATE_INVOICE:
+            posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
+            intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total)
+            created = ops.create_invoice(event, posting)
+            self.effect(intent, created, posted_on=step.txn_date)
+            self.note_tax(created)
+            if step.txn_date is not None:
+                state.adjustments.append(Adjustment(
+                    kind="redated", external_id=created.external_id, reference=intent.reference,
+                    posted_on=step.txn_date, total=event.computed.total, tax=event.computed.tax_total,
+                    version=event.version, reason=f"shop date {event.issue_date} is in a closed period"))
+                self.log.warning("engine_closed_period_redated", posted_on=step.txn_date.isoformat())
+        elif step.kind is StepKind.UPDATE_INVOICE:
+            posting = self.posting("invoice", txn_date=step.txn_date, items=True)
+            self.open_intent(step, digest=invoice_digest(event))
+            updated = self.with_fresh_token(lambda current, key: ops.update_invoice(
+                event, replace(posting, request_id=key), current), "invoice")
+            doc.token = updated.token
+            state.invoice_digest = invoice_digest(event)
+            self.note_tax(updated)
+        elif step.kind is StepKind.VOID_INVOICE:
+            self.open_intent(step)
+            voided = self.with_fresh_token(lambda current, key: ops.void_invoice(current, key), "void")
+            doc.token = voided.token if voided else doc.token
+            doc.status = "voided" if voided else "deleted"
+        elif step.kind is StepKind.ADJUST:
+            self.adjust(step)
+            return
+        elif step.kind is StepKind.ADD_PAYMENT:
+            payment = received(event)[step.key]
+            posting = self.posting("payment", step.key, txn_date=step.txn_date)
+            intent = self.open_intent(step)
+            self.effect(intent, ops.create_payment(event, payment, doc.external_id or "", posting))
+        elif step.kind is StepKind.CREATE_CREDIT_NOTE:
+            refund = next(r for r in event.refunds if str(r.id) == step.key)
+            posting = self.posting("refund", step.key, txn_date=step.txn_date, items=True)
+            intent = self.open_intent(step)
+            self.effect(intent, ops.create_credit_note(event, refund, posting))
+        elif step.kind is StepKind.APPLY_CREDIT:
+            posting = self.posting("credit-apply", step.key, step.amount)
+            intent = self.open_intent(step)
+            self.effect(intent, ops.apply_credit(doc.refunds[step.key], doc.external_id or "", step.amount or ZERO,
+                                                 intent.reference, posting))
+        self.log.info("engine_step", step=step.kind.value, key=step.key, external_id=doc.external_id)
+        self.close()
+
+    def with_fresh_token(self, write: Callable[[ExternalRef, str], Any], *key: object) -> Any:
+        """A write carrying the concurrency token (its request id too: a platform replays the answer to a
+        repeated request id); a stale one is re-read and the write retried once."""
+        current = ExternalRef(external_id=self.doc.external_id or "", token=self.doc.token)
+        try:
+            return write(current, self.ctx.idempotency_key(*key, current.token))
+        except StaleTokenError:
+            fresh = self.ops.read_invoice(current.external_id)
+            if fresh is None:
+                return None
+            self.log.info("engine_stale_token_reread", external_id=current.external_id)
+            return write(current.model_copy(update={"token": fresh.token}),
+                         self.ctx.idempotency_key(*key, fresh.token))
+
+    def adjust(self, step: Step) -> None:
+        """The books are closed for the invoice's date: post the difference between what the platform holds
+        (the invoice as read plus every adjustment) and the target as one increase or decrease."""
+        event, state = self.event, self.state
+        held = self.ops.read_invoice(self.doc.external_id or "")
+        held_total = (Decimal(str(held.total)) if held and held.total is not None else ZERO) + sum(
+            (a.signed_total for a in state.adjustments), ZERO)
+        held_tax = (Decimal(str(held.tax_total)) if held and held.tax_total is not None else ZERO) + sum(
+            (a.signed_tax for a in state.adjustments), ZERO)
+        d_total, d_tax = (step.target_total or ZERO) - held_total, (step.target_tax or ZERO) - held_tax
+        if d_total or d_tax:
+            kind: Literal["increase", "decrease"] = "increase" if d_total > 0 else "decrease"
+            sign = 1 if kind == "increase" else -1
+            sequence = sum(1 for a in state.adjustments if a.kind != "redated") + 1
+            posting = self.posting("adjustment", sequence, txn_date=step.txn_date)
+            intent = self.open_intent(step, ref_key=f"{kind}:{sequence}", adjustment_kind=kind,
+                                      amount=abs(d_total), tax=abs(d_tax))
+            posted = self.ops.create_adjustment(event, AdjustmentSpec(
+                kind, sequence, intent.reference, sign * (d_total - d_tax), sign * d_tax, self.doc.external_id,
+                step.reason), posting)
+            self.effect(intent, posted, posted_on=step.txn_date)
+            state.adjustments[-1].reason = step.reason
+            self.log.warning("engine_closed_period_adjustment", kind=kind, total=str(abs(d_total)),
+                             external_id=posted.external_id)
+        if step.target_total == ZERO and step.target_tax == ZERO:
+            self.doc.status = "voided"
+        else:
+            state.invoice_digest = invoice_digest(event)
+        self.close()
+
+
+def pick(found: list[ExternalRef], amount: Decimal | None) -> ExternalRef | None:
+    """Which of the documents carrying a reference an earlier attempt made: the one with the amount it
+    sent, else the newest (a number can be reused after a deletion; the platform may round tax)."""
+    matching = [ref for ref in found if amount is not None and ref.amount == amount]
+    return (matching or found or [None])[-1]
+
+
+def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
+    """Make the platform match ``event``: what ``Connector.deliver`` is for a connector on the engine."""
+    return _Run(ops, event, doc, ctx).run()
+
+
+def plan_is_empty(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, observed: Observed | None = None) -> bool:
+    """After a delivery the planner must find nothing left to do (the conformance suite's empty-plan rule)."""
+    return next_step(event, doc, ops.capabilities, observed or Observed()) is None
+
+
+# --- preview and batches --------------------------------------------------------------------------------
+
+
+class _PreviewContext:
+    def __init__(self, target: str, event: InvoiceEvent, entities: EntityStore, attempt: int) -> None:
+        self.target, self.event, self.entities, self.attempt = target, event, entities, attempt
+
+    def checkpoint(self, doc: DocumentState) -> None:
+        pass  # a preview writes nothing
+
+    def idempotency_key(self, *parts: object) -> str:
+        raw = ":".join(str(p) for p in (self.target, self.event.invoice_id, self.event.version, *parts))
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+class _ReadThrough:
+    """The ledger's entities, read-only: what a preview creates stays in the preview."""
+
+    def __init__(self, entities: EntityStore | None) -> None:
+        self.entities, self.local = entities, {}
+
+    def get(self, kind: str, key: str) -> ExternalRef | None:
+        return self.local.get((kind, key)) or (self.entities.get(kind, key) if self.entities else None)
+
+    def put(self, kind: str, key: str, ref: ExternalRef) -> None:
+        self.local[(kind, key)] = ref
+
+    @contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        yield
+
+
+def preview(ops: PlatformOps, target: str, event: InvoiceEvent, doc: DocumentState,
+            entities: EntityStore | None = None, attempt: int = 1) -> list[dict[str, Any]]:
+    """Exactly what ``run`` would send, sending nothing: the same loop against the recording layer."""
+    store = _ReadThrough(entities)
+    if entities is None and doc.customer_id:
+        # Without the ledger's entity map, the customer this document posted to is taken as current.
+        store.put("customer", str(event.customer.id),
+                  ExternalRef(external_id=doc.customer_id, status=ops.customer_digest(event.customer)))
+    ctx = _PreviewContext(target, event, store, attempt)
+    with ops.recording() as sent:
+        _Run(ops, event, doc, ctx).run()
+    return sent
+
+
+def deliver_many(ops: PlatformOps, batch: list[tuple[InvoiceEvent, DocumentState, DeliveryContext]]
+                 ) -> list[DocumentState | DeliveryError]:
+    """New invoices go in batch create requests (under the same intents); then ``run`` finishes every one."""
+    results: list[DocumentState | DeliveryError | None] = [None] * len(batch)
+    size = ops.capabilities.batch_create
+    candidates = [i for i, (event, doc, ctx) in enumerate(batch)
+                  if size and doc.external_id is None and ctx.attempt == 1 and event.status.value == "issued"
+                  and (doc.engine is None or doc.engine.intent is None)]
+    docs = [doc for _, doc, _ in batch]
+    if len(candidates) >= 2:
+        with ops.batch_slot() as free:
+            for chunk in (candidates[i:i + size] for i in range(0, len(candidates), size) if free):
+                runs: list[tuple[int, _Run, Posting, Intent]] = []
+                for index in chunk:
+                    event, doc, ctx = batch[index]
+                    one = _Run(ops, event, doc, ctx)
+                    try:
+                        posting = one.posting("invoice", None, items=True)
+                    except DeliveryError as exc:
+                        results[index] = exc
+                        continue
+                    intent = one.open_intent(Step(StepKind.CREATE_INVOICE), digest=invoice_digest(event),
+                                             amount=event.computed.total)
+                    runs.append((index, one, posting, intent))
+                if not runs:
+                    continue
+                answers = ops.create_invoices([(one.event, posting) for _, one, posting, _ in runs])
+                for (index, one, _, intent), answer in zip(runs, answers):
+                    if isinstance(answer, RemoteInvoice):
+                        one.effect(intent, answer)
+                        one.note_tax(answer)
+                        one.close()
+                    elif not isinstance(answer, ClosedPeriodError):  # closed: ``run`` re-dates it
+                        results[index] = answer
+                    docs[index] = one.doc
+    for index, (event, _, ctx) in enumerate(batch):
+        if results[index] is None:
+            try:
+                results[index] = run(ops, event, docs[index], ctx)
+            except DeliveryError as exc:
+                results[index] = exc
+    return results  # type: ignore[return-value]  # every entry is settled now
+
+
+class EngineConnector(Connector, PlatformOps):
+    """A connector on the engine: implement ``PlatformOps``; deliver, batches and preview come from here."""
+
+    def deliver(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
+        return run(self, event, doc, ctx)
+
+    def deliver_many(self, batch):
+        return deliver_many(self, batch)
+
+    def preview(self, event: InvoiceEvent, doc: DocumentState, entities: EntityStore | None = None
+                ) -> list[dict[str, Any]]:
+        return preview(self, self.target.name, event, doc, entities)
+
+    def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
+        found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)
+        return self.read_invoice(found.external_id) if found else None
+
+    def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:
+        return self.read_invoice(external_id)

@@ -1,0 +1,80 @@
+"""The delivery engine's planner and typed state without a platform: ordering, closed-period rules, legacy
+ledger documents, JSON round trip (the ledger stores DocumentState as jsonb)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+
+from connectors.base import DocumentState, ExternalRef
+from connectors.engine import Capabilities, Observed, invoice_digest, next_step
+from connectors.engine_state import CreditApplication, EngineState, Intent, StepKind
+from connectors.testing import invoice_event, next_version, payment
+
+CAPS = Capabilities()
+OPEN = Observed(known=True)
+CLOSED = Observed(closed_through=date(2026, 11, 30), known=True)
+
+
+def posted(event, **engine) -> DocumentState:
+    return DocumentState(external_id="7", token="3", status="posted", customer_id="5",
+                         engine=EngineState(invoice_digest=invoice_digest(event), **engine))
+
+
+def test_a_new_invoice_is_created_and_in_closed_books_redated_to_the_first_open_day():
+    event = invoice_event()
+    assert next_step(event, DocumentState(), CAPS, OPEN).kind is StepKind.CREATE_INVOICE
+    step = next_step(event, DocumentState(), CAPS, CLOSED)
+    assert step.kind is StepKind.CREATE_INVOICE and step.txn_date == date(2026, 12, 1)
+    assert next_step(invoice_event(status="draft"), DocumentState(), CAPS, OPEN) is None
+
+
+def test_changed_payments_go_first_then_the_update_then_new_payments():
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = posted(v1)
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    assert next_step(v1, doc, CAPS, OPEN) is None  # delivered: nothing to do
+    v2 = next_version(v1, lines=list(v1.lines)[:2], payments=[payment(1, "90.00")])
+    assert next_step(v2, doc, CAPS, OPEN).kind is StepKind.REMOVE_PAYMENT
+    del doc.payments["1"]
+    assert next_step(v2, doc, CAPS, OPEN).kind is StepKind.UPDATE_INVOICE
+    doc.engine.invoice_digest = invoice_digest(v2)
+    step = next_step(v2, doc, CAPS, OPEN)
+    assert (step.kind, step.key, step.amount) == (StepKind.ADD_PAYMENT, "1", Decimal("90.00"))
+
+
+def test_closed_books_turn_an_update_into_an_adjustment_and_a_void_into_a_full_decrease():
+    v1 = invoice_event()
+    doc = posted(v1)
+    doc.engine.applications["3"] = CreditApplication(external_id="a3", amount=Decimal("10.00"))
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    step = next_step(v2, doc, CAPS, CLOSED)
+    assert (step.kind, step.target_total, step.txn_date) == (StepKind.ADJUST, v2.computed.total, date(2026, 12, 1))
+    void = next_version(v1, status="void")
+    assert next_step(void, doc, CAPS, OPEN).kind is StepKind.RELEASE_CREDIT  # applications go before a void
+    step = next_step(void, doc, CAPS, CLOSED)
+    assert (step.kind, step.target_total, step.target_tax) == (StepKind.ADJUST, 0, 0)
+    assert next_step(void, doc.model_copy(update={"status": "voided"}), CAPS, CLOSED) is None
+
+
+def test_without_the_capability_no_credit_note_is_planned():
+    from connectors.testing import NOW
+    from daemon.canonical import Refund
+
+    event = invoice_event(refunds=[Refund(id=4, kind="refund", amount=Decimal("5.00"), created_at=NOW)])
+    assert next_step(event, posted(event), CAPS, OPEN).kind is StepKind.CREATE_CREDIT_NOTE
+    assert next_step(event, posted(event), Capabilities(credit_notes=False), OPEN) is None
+
+
+def test_engine_state_round_trips_through_the_ledgers_json_and_reads_legacy_documents():
+    doc = posted(invoice_event(), intent=Intent(step=StepKind.ADD_PAYMENT, key="1", reference="LW1",
+                                                amount=Decimal("10.00")))
+    assert DocumentState.model_validate(json.loads(doc.model_dump_json())) == doc
+    legacy = EngineState.from_legacy({"txn_date": "2026-12-01", "tax_difference": "-0.01",
+                                      "credit_applied:3": "88:304.45", "adjustments": json.dumps(
+                                          [{"kind": "increase", "id": "90", "doc_number": "A1-INV-1", "total": "9.98",
+                                            "tax": "0.48", "version": "2", "reason": "closed"}])})
+    assert legacy.posted_on == date(2026, 12, 1) and legacy.tax_difference == Decimal("-0.01")
+    assert legacy.applications["3"] == CreditApplication(external_id="88", amount=Decimal("304.45"))
+    assert legacy.adjustments[0].signed_total == Decimal("9.98") and legacy.invoice_digest is None
