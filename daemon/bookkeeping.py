@@ -6,6 +6,7 @@ the console (``daemon/console``) renders it — one code path, so both behave th
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -63,7 +64,9 @@ def retry_dead_letter(config: AppConfig, ledger: Ledger, runtime: Any, target: T
         # delivered, so hand it straight back to the connector to queue again.
         outcome = deliver_pulled_again(worker, event)
     else:
-        outcome = deliver_event_now(worker, event)
+        # Fresh request ids: the platform answered the old ones with the refusal and would replay it. The
+        # retry is an attempt > 1, so the connector looks up what the refused delivery did create first.
+        outcome = deliver_event_now(worker, event, salt=f"dlq-retry-{uuid.uuid4().hex}")
     if outcome is not None and not isinstance(outcome, tuple):
         return DeadLetterOutcome(False, f"retry failed again: {outcome.error_class.value}: {outcome.reason}",
                                  target.name, event.invoice_id, event.number, event.version,

@@ -253,3 +253,46 @@ def test_logout_ends_the_session(console):
     token = csrf_of(client)
     assert client.post("/logout", data={"csrf": token}).status_code == 303
     assert client.get("/invoices").status_code == 303
+
+
+def test_retry_after_the_fix_is_not_answered_with_the_replayed_refusal(ledger_db, monkeypatch):
+    """QuickBooks answers a reused requestid with its earlier answer — the refusal. A dead letter retried
+    after the bookkeeper fixed the cause must send fresh request ids, or it can never succeed."""
+    import threading
+
+    from connectors.quickbooks_online.sandbox import Sandbox
+    from daemon.bookkeeping import retry_dead_letter
+    from daemon.deliver import SinkWorker, deliver_event_now
+    from connectors.testing import line
+
+    key = Fernet.generate_key()
+    sandbox = Sandbox()
+    server = sandbox.serve()
+    try:
+        seed = sandbox.seed_credentials()
+        target_data = sandbox.target_config("books", server.url)
+        target_data["mapping"]["income_accounts"]["part"] = "4000"  # not in the chart of accounts
+        config = AppConfig.model_validate({"postgres": {"dsn": ledger_db.dsn}, "targets": [target_data]})
+        target = config.target("books")
+        runtime = DaemonRuntime(ledger_db, key)
+        runtime.credentials("books").put(seed)
+        worker = SinkWorker(config, target, ledger_db, runtime, threading.Event())
+        event = invoice_event(3001, 1, number="INV-3001", lines=[line(1, "part", "Alternator", "1", "289.95")])
+        refused = deliver_event_now(worker, event)
+        assert not isinstance(refused, tuple) and "Account 4000" in refused.reason
+        ledger_db.dead_letter(target="books", invoice_id=3001, invoice_number="INV-3001", version=1, topic="t",
+                              partition=0, offset=1, error_class="permanent", reason=refused.reason, detail=None,
+                              event=encode_invoice_event(event), parked=False, next_offset=2)
+        row = ledger_db.dead_letters("books")[0]
+        assert not retry_dead_letter(config, ledger_db, runtime, target, row, worker).ok  # not fixed yet
+        with sandbox._lock:
+            realm = next(iter(sandbox.realms.values()))
+            realm.entities["Account"]["4000"] = {"Id": "4000", "Name": "Parts income", "AccountType": "Income",
+                                                 "SyncToken": "0", "Active": True}
+        outcome = retry_dead_letter(config, ledger_db, runtime, target, row, worker)
+        assert outcome.ok, outcome.message
+        assert [b.number for b in sandbox.booked_invoices()] == ["INV-3001"]
+        assert ledger_db.document("books", 3001).status == "posted"
+        worker.connector.close()
+    finally:
+        server.stop()
