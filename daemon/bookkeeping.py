@@ -72,8 +72,19 @@ def retry_dead_letter(config: AppConfig, ledger: Ledger, runtime: Any, target: T
                                  target.name, event.invoice_id, event.number, event.version,
                                  error_class=outcome.error_class.value)
     if isinstance(outcome, tuple):
-        doc, _, _action = outcome
-        ledger.save_document(target.name, event.number, event.invoice_id, doc)
+        doc, attempts, action = outcome
+        # As the sink records a delivery: the attempt count ends with it, and the audit trail shows what
+        # was posted (an invoice's total there is what the console's cash page reads).
+        doc.extra.pop("attempt_version", None)
+        doc.extra.pop("attempts", None)
+        ledger.record_document(target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
+                               audit={"version": event.version, "action": f"dlq-retry-{action}",
+                                      "payload_hash": doc.payload_hash,
+                                      "request_summary": {"status": event.status.value, "lines": len(event.lines),
+                                                          "payments": len(event.payments),
+                                                          "total": str(event.computed.total), "attempts": attempts},
+                                      "response_status": doc.status, "external_id": doc.external_id,
+                                      "source_tx": event.source.tx_id})
     n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "retried")
     return DeadLetterOutcome(True, f"invoice {event.number} v{event.version} delivered to {target.name}; "
                                    f"{n} dead letter(s) resolved", target.name, event.invoice_id, event.number,

@@ -293,6 +293,9 @@ def test_retry_after_the_fix_is_not_answered_with_the_replayed_refusal(ledger_db
         assert outcome.ok, outcome.message
         assert [b.number for b in sandbox.booked_invoices()] == ["INV-3001"]
         assert ledger_db.document("books", 3001).status == "posted"
+        # The retried delivery is in the audit trail like any other, and its attempt count is closed.
+        assert [r["action"] for r in ledger_db.audit_trail("INV-3001")] == ["dlq-retry-create"]
+        assert "attempts" not in ledger_db.document("books", 3001).extra
         worker.connector.close()
     finally:
         server.stop()

@@ -126,9 +126,10 @@ def _target_state(state: ConsoleState, target: TargetConfig, doc: dict[str, Any]
         extra = doc["state"].get("extra", {})
         difference = state.differences.get(target.name, {}).get(number)
         kind, detail = doc["status"], ""
-        if kind == "posted" and (difference or extra.get("tax_difference")):
+        platform_difference = extra.get("tax_difference") or extra.get("total_difference")
+        if kind == "posted" and (difference or platform_difference):
             kind = "differences"
-            detail = difference or f"the platform's tax differs by {extra['tax_difference']}"
+            detail = difference or f"the platform computed tax/total differently by {platform_difference}"
         return queries.TargetState(target.name, kind, detail, doc["external_id"],
                                    document_link(target.platform, target.base_url, doc["external_id"]),
                                    doc["delivered_version"], doc["updated_at"])
