@@ -39,7 +39,32 @@ CREATE INDEX IF NOT EXISTS console_documents_recent ON documents (issue_date DES
 CREATE INDEX IF NOT EXISTS console_documents_number_prefix ON documents (invoice_number text_pattern_ops);
 CREATE INDEX IF NOT EXISTS console_documents_id ON documents (invoice_id);
 CREATE INDEX IF NOT EXISTS console_audit_latest ON audit_log (target, invoice_id, id DESC);
+CREATE INDEX IF NOT EXISTS console_documents_updated ON documents (updated_at);
+-- One row per document: its delivered total (from its audit record) and what was paid, kept up to date
+-- incrementally from documents.updated_at, so the cash page aggregates small columns, not JSON.
+CREATE TABLE IF NOT EXISTS console_receivables (
+    target          text NOT NULL,
+    invoice_id      bigint NOT NULL,
+    location_code   text,
+    issue_date      date,
+    status          text NOT NULL,
+    total           numeric,
+    paid            numeric NOT NULL,
+    payments        integer NOT NULL,
+    payments_without_amount integer NOT NULL,
+    doc_updated_at  timestamptz NOT NULL,
+    PRIMARY KEY (target, invoice_id)
+);
+CREATE TABLE IF NOT EXISTS console_watermarks (
+    name  text PRIMARY KEY,
+    at    timestamptz NOT NULL
+);
 """
+
+# A document's updated_at is its transaction's start, so one committed just after a refresh can be older
+# than the watermark: each refresh re-reads this much before it (a delivery's transaction lasts milliseconds;
+# at QuickBooks' batch ceiling, 1,200 invoices a minute, that is a few thousand rows).
+REFRESH_OVERLAP = "2 minutes"
 
 PAGE_SIZE = 50
 
@@ -161,8 +186,8 @@ def find_invoice_ids(ledger: Ledger, search: InvoiceSearch, targets: int,
             "ORDER BY issue_date DESC NULLS LAST, invoice_id DESC LIMIT %s", doc_args + [wanted * max(1, targets)]
         ).fetchall()
         dl_rows = conn.execute(
-            f"SELECT DISTINCT invoice_id FROM dead_letters WHERE {' AND '.join(where)} "
-            "AND invoice_id NOT IN (SELECT invoice_id FROM documents) ORDER BY invoice_id DESC LIMIT %s",
+            f"SELECT DISTINCT dl.invoice_id FROM dead_letters dl WHERE {' AND '.join(where)} AND NOT EXISTS "
+            "(SELECT 1 FROM documents d WHERE d.invoice_id = dl.invoice_id) ORDER BY dl.invoice_id DESC LIMIT %s",
             args + [wanted]).fetchall()
     ordered: dict[int, None] = {}
     # Never-posted invoices (only dead letters) first: they are what needs looking at.
@@ -184,8 +209,9 @@ def documents_for(ledger: Ledger, invoice_ids: list[int]) -> list[dict[str, Any]
 
 def dead_letters_for(ledger: Ledger, invoice_ids: list[int] | None = None, number: str | None = None,
                      statuses: tuple[str, ...] = ("open", "parked")) -> list[dict[str, Any]]:
+    """Dead letters without their stored event (``dead_letter_event`` reads one when a page needs it)."""
     sql = ("SELECT id, target, invoice_id, invoice_number, version, error_class, reason, detail, status, created_at, "
-           "resolved_at, event FROM dead_letters WHERE status = ANY(%s)")
+           "resolved_at FROM dead_letters WHERE status = ANY(%s)")
     args: list[Any] = [list(statuses)]
     if invoice_ids is not None:
         sql += " AND invoice_id = ANY(%s)"
@@ -197,10 +223,19 @@ def dead_letters_for(ledger: Ledger, invoice_ids: list[int] | None = None, numbe
         return conn.cursor(row_factory=dict_row).execute(sql + " ORDER BY id", args).fetchall()
 
 
-def event_facts(dead_letter: dict[str, Any]) -> tuple[date | None, str | None, str]:
-    """(issue date, location code, customer name) from a dead letter's stored canonical event."""
-    event = decode_invoice_event(bytes(dead_letter["event"]))
-    return event.issue_date, event.location.code, event.customer.name
+def event_facts(ledger: Ledger, invoice_ids: list[int]) -> dict[int, tuple[date | None, str | None, str]]:
+    """invoice id -> (issue date, location code, customer name), from its newest dead letter's stored event
+    (for invoices the ledger has no document of)."""
+    if not invoice_ids:
+        return {}
+    with ledger.pool.connection() as conn:
+        rows = conn.execute("SELECT DISTINCT ON (invoice_id) invoice_id, event FROM dead_letters "
+                            "WHERE invoice_id = ANY(%s) ORDER BY invoice_id, id DESC", (invoice_ids,)).fetchall()
+    facts = {}
+    for invoice_id, raw in rows:
+        event = decode_invoice_event(bytes(raw))
+        facts[invoice_id] = (event.issue_date, event.location.code, event.customer.name)
+    return facts
 
 
 # --- audit trail of one invoice -----------------------------------------------------------------------
@@ -267,44 +302,74 @@ class CashFigures:
     as_of: date
 
 
+def refresh_receivables(ledger: Ledger) -> None:
+    """Bring ``console_receivables`` up to date with the documents changed since the last refresh."""
+    with ledger.pool.connection() as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerwire-console-receivables'))")
+            row = conn.execute("SELECT at FROM console_watermarks WHERE name='receivables'").fetchone()
+            since = row[0] if row else None
+            newest = conn.execute(f"""
+                WITH changed AS (
+                    SELECT * FROM documents
+                    WHERE %(since)s::timestamptz IS NULL OR updated_at > %(since)s::timestamptz - interval '{REFRESH_OVERLAP}'),
+                upserted AS (
+                    INSERT INTO console_receivables AS r (target, invoice_id, location_code, issue_date, status, total,
+                                                          paid, payments, payments_without_amount, doc_updated_at)
+                    SELECT d.target, d.invoice_id, d.location_code, d.issue_date, d.status, t.total,
+                           COALESCE(p.paid, 0), COALESCE(p.n, 0), COALESCE(p.missing, 0), d.updated_at
+                    FROM changed d
+                    LEFT JOIN LATERAL (
+                        SELECT (a.request_summary->>'total')::numeric AS total FROM audit_log a
+                        WHERE a.target = d.target AND a.invoice_id = d.invoice_id AND a.request_summary ? 'total'
+                        ORDER BY a.id DESC LIMIT 1) t ON true
+                    LEFT JOIN LATERAL (
+                        SELECT sum((v->>'amount')::numeric) AS paid, count(v->>'amount') AS n,
+                               count(*) FILTER (WHERE v->>'amount' IS NULL) AS missing
+                        FROM jsonb_each(d.state->'payments') AS e(k, v)
+                        WHERE COALESCE(v->>'status', 'applied') NOT IN ('voided', 'deleted', 'reversed')) p ON true
+                    ON CONFLICT (target, invoice_id) DO UPDATE SET location_code = EXCLUDED.location_code,
+                        issue_date = EXCLUDED.issue_date, status = EXCLUDED.status, total = EXCLUDED.total,
+                        paid = EXCLUDED.paid, payments = EXCLUDED.payments,
+                        payments_without_amount = EXCLUDED.payments_without_amount,
+                        doc_updated_at = EXCLUDED.doc_updated_at
+                    RETURNING doc_updated_at)
+                SELECT max(doc_updated_at) FROM upserted""", {"since": since}).fetchone()[0]
+            if newest is not None and (since is None or newest > since):
+                conn.execute("INSERT INTO console_watermarks (name, at) VALUES ('receivables', %s) ON CONFLICT (name) "
+                             "DO UPDATE SET at = EXCLUDED.at", (newest,))
+
+
 def cash_figures(ledger: Ledger, target: str, today: date, shop_dsn: str | None) -> CashFigures:
     """Receivables aging and payments per location for one target, from the ledger: an invoice's total is
     the total of the version delivered (its audit record), its payments are those the ledger posted."""
+    refresh_receivables(ledger)
     aging: dict[str, dict[str, Decimal]] = {}
     totals = {b: Decimal("0") for b in AGING_BUCKETS}
+    by_location: dict[str, tuple[int, Decimal]] = {}
+    without_total = without_amount = 0
     with ledger.pool.connection() as conn:
+        # One pass over the summary: aging of posted invoices and payments, per location.
         rows = conn.execute("""
-            SELECT COALESCE(d.location_code, '-') AS location,
-                   CASE WHEN d.issue_date IS NULL THEN 'no issue date'
-                        WHEN %(today)s - d.issue_date <= 30 THEN '0-30'
-                        WHEN %(today)s - d.issue_date <= 60 THEN '31-60'
-                        WHEN %(today)s - d.issue_date <= 90 THEN '61-90' ELSE 'over 90' END AS bucket,
-                   sum(t.total - COALESCE(p.paid, 0)) FILTER (WHERE t.total IS NOT NULL) AS outstanding,
-                   count(*) FILTER (WHERE t.total IS NULL) AS without_total
-            FROM documents d
-            LEFT JOIN LATERAL (
-                SELECT (a.request_summary->>'total')::numeric AS total FROM audit_log a
-                WHERE a.target = d.target AND a.invoice_id = d.invoice_id AND a.request_summary ? 'total'
-                ORDER BY a.id DESC LIMIT 1) t ON true
-            LEFT JOIN LATERAL (
-                SELECT sum((v->>'amount')::numeric) AS paid FROM jsonb_each(d.state->'payments') AS e(k, v)
-                WHERE COALESCE(v->>'status', 'applied') NOT IN ('voided', 'deleted', 'reversed')) p ON true
-            WHERE d.target = %(target)s AND d.status = 'posted'
+            SELECT COALESCE(location_code, '-') AS location,
+                   CASE WHEN issue_date IS NULL THEN 'no issue date'
+                        WHEN %(today)s - issue_date <= 30 THEN '0-30'
+                        WHEN %(today)s - issue_date <= 60 THEN '31-60'
+                        WHEN %(today)s - issue_date <= 90 THEN '61-90' ELSE 'over 90' END AS bucket,
+                   sum(total - paid) FILTER (WHERE status = 'posted' AND total IS NOT NULL),
+                   count(*) FILTER (WHERE status = 'posted' AND total IS NULL),
+                   sum(payments), sum(paid), sum(payments_without_amount)
+            FROM console_receivables WHERE target = %(target)s
             GROUP BY 1, 2""", {"today": today, "target": target}).fetchall()
-        without_total = 0
-        for location, bucket, outstanding, missing in rows:
-            without_total += missing
-            amount = Decimal(outstanding or 0)
-            aging.setdefault(location, {b: Decimal("0") for b in AGING_BUCKETS})[bucket] += amount
-            totals[bucket] += amount
-        pay_rows = conn.execute("""
-            SELECT COALESCE(d.location_code, '-'), count(v->>'amount'), COALESCE(sum((v->>'amount')::numeric), 0),
-                   count(*) FILTER (WHERE v->>'amount' IS NULL)
-            FROM documents d, jsonb_each(d.state->'payments') AS e(k, v)
-            WHERE d.target = %s AND COALESCE(v->>'status', 'applied') NOT IN ('voided', 'deleted', 'reversed')
-            GROUP BY 1 ORDER BY 1""", (target,)).fetchall()
-    by_location = {loc: (int(n), Decimal(total)) for loc, n, total, _ in pay_rows}
-    without_amount = sum(int(r[3]) for r in pay_rows)
+    for location, bucket, outstanding, missing, payments, paid, no_amount in rows:
+        without_total += missing
+        without_amount += int(no_amount)
+        amount = Decimal(outstanding or 0)
+        aging.setdefault(location, {b: Decimal("0") for b in AGING_BUCKETS})[bucket] += amount
+        totals[bucket] += amount
+        if payments or no_amount:
+            n, sum_paid = by_location.get(location, (0, Decimal("0")))
+            by_location[location] = (n + int(payments), sum_paid + Decimal(paid))
     by_day = None
     if shop_dsn:
         with psycopg.connect(shop_dsn, autocommit=True, connect_timeout=5) as conn:

@@ -151,6 +151,7 @@ def invoice_rows(state: ConsoleState, ids: list[int], search: queries.InvoiceSea
     docs = queries.documents_for(state.ledger, ids)
     letters = queries.dead_letters_for(state.ledger, invoice_ids=ids, statuses=("open", "parked", "dropped"))
     names = queries.shop_customer_names(state.config.source.shop_dsn, ids) if state.config.source.shop_dsn else {}
+    facts = queries.event_facts(state.ledger, sorted({d["invoice_id"] for d in letters} - {d["invoice_id"] for d in docs}))
     rows: list[queries.InvoiceRow] = []
     for invoice_id in ids:
         mine = [d for d in docs if d["invoice_id"] == invoice_id]
@@ -160,7 +161,7 @@ def invoice_rows(state: ConsoleState, ids: list[int], search: queries.InvoiceSea
             number, issued, location = first["invoice_number"], first["issue_date"], first["location_code"]
             customer = names.get(invoice_id)
         else:
-            issued, location, customer = queries.event_facts(my_letters[-1])
+            issued, location, customer = facts[invoice_id]
             number = my_letters[-1]["invoice_number"]
             customer = names.get(invoice_id, customer)
             if search and ((search.date_from and (issued is None or issued < search.date_from))
