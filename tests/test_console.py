@@ -299,3 +299,40 @@ def test_retry_after_the_fix_is_not_answered_with_the_replayed_refusal(ledger_db
         worker.connector.close()
     finally:
         server.stop()
+
+
+def test_cash_summary_follows_new_deliveries(console):
+    """The cash page's incrementally kept summary agrees with one rebuilt from scratch after deliveries that
+    add an invoice, add a payment and move an invoice to another location."""
+    from datetime import date as _date
+
+    from daemon.console import queries
+
+    _, ledger, _ = console
+    today = _date.today()
+    first = queries.cash_figures(ledger, "books", today, None)
+    assert sum(first.aging_totals.values()) > 0
+    # INV-2001 gets a second payment and moves to NORTH; INV-2003 is posted at MAIN, unpaid.
+    moved = invoice_event(2001, 2, number="INV-2001", payments=[payment(1, "100.00"), payment(2, "25.00")])
+    doc = DocumentState(external_id="130", status="posted", delivered_version=2,
+                        payments={"1": ExternalRef(external_id="P1", amount=Decimal("100.00"), status="applied"),
+                                  "2": ExternalRef(external_id="P2", amount=Decimal("25.00"), status="applied")})
+    new = invoice_event(2003, 1, number="INV-2003")
+    for event, document, location in ((moved, doc, "NORTH"),
+                                      (new, DocumentState(external_id="131", status="posted", delivered_version=1),
+                                       "MAIN")):
+        ledger.record_delivery(target="books", invoice_id=event.invoice_id, invoice_number=event.number,
+                               doc=document, topic="t", partition=0, next_offset=5, issue_date=today,
+                               location_code=location,
+                               audit={"version": event.version, "action": "update", "payload_hash": "h",
+                                      "request_summary": {"total": str(event.computed.total)},
+                                      "response_status": "posted", "external_id": document.external_id,
+                                      "source_tx": "901"})
+    incremental = queries.cash_figures(ledger, "books", today, None)
+    with ledger.pool.connection() as conn:
+        conn.execute("DELETE FROM console_watermarks")  # forces a rebuild from scratch
+    rebuilt = queries.cash_figures(ledger, "books", today, None)
+    assert incremental.aging == rebuilt.aging and incremental.payments_by_location == rebuilt.payments_by_location
+    assert incremental.payments_by_location == {"NORTH": (2, Decimal("125.00"))}
+    assert incremental.aging["NORTH"]["0-30"] == moved.computed.total - Decimal("125.00")
+    assert incremental.aging["MAIN"]["0-30"] == new.computed.total

@@ -55,6 +55,18 @@ CREATE TABLE IF NOT EXISTS console_receivables (
     doc_updated_at  timestamptz NOT NULL,
     PRIMARY KEY (target, invoice_id)
 );
+-- The same per target, location and issue date: what the cash page aggregates (a few thousand rows).
+CREATE TABLE IF NOT EXISTS console_receivables_daily (
+    target          text NOT NULL,
+    location        text NOT NULL,
+    issue_date      date,
+    outstanding     numeric NOT NULL,
+    without_total   integer NOT NULL,
+    payments        integer NOT NULL,
+    paid            numeric NOT NULL,
+    payments_without_amount integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_receivables_daily_key ON console_receivables_daily (target, location, issue_date);
 CREATE TABLE IF NOT EXISTS console_watermarks (
     name  text PRIMARY KEY,
     at    timestamptz NOT NULL
@@ -303,38 +315,61 @@ class CashFigures:
 
 
 def refresh_receivables(ledger: Ledger) -> None:
-    """Bring ``console_receivables`` up to date with the documents changed since the last refresh."""
+    """Bring ``console_receivables`` (per invoice) and ``console_receivables_daily`` (per target, location
+    and issue date) up to date with the documents changed since the last refresh."""
+    daily_select = """
+        SELECT r.target, COALESCE(r.location_code, '-'), r.issue_date,
+               COALESCE(sum(r.total - r.paid) FILTER (WHERE r.status = 'posted' AND r.total IS NOT NULL), 0),
+               count(*) FILTER (WHERE r.status = 'posted' AND r.total IS NULL),
+               sum(r.payments), sum(r.paid), sum(r.payments_without_amount)
+        FROM console_receivables r"""
     with ledger.pool.connection() as conn:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledgerwire-console-receivables'))")
             row = conn.execute("SELECT at FROM console_watermarks WHERE name='receivables'").fetchone()
             since = row[0] if row else None
-            newest = conn.execute(f"""
-                WITH changed AS (
-                    SELECT * FROM documents
-                    WHERE %(since)s::timestamptz IS NULL OR updated_at > %(since)s::timestamptz - interval '{REFRESH_OVERLAP}'),
-                upserted AS (
-                    INSERT INTO console_receivables AS r (target, invoice_id, location_code, issue_date, status, total,
-                                                          paid, payments, payments_without_amount, doc_updated_at)
-                    SELECT d.target, d.invoice_id, d.location_code, d.issue_date, d.status, t.total,
-                           COALESCE(p.paid, 0), COALESCE(p.n, 0), COALESCE(p.missing, 0), d.updated_at
-                    FROM changed d
-                    LEFT JOIN LATERAL (
-                        SELECT (a.request_summary->>'total')::numeric AS total FROM audit_log a
-                        WHERE a.target = d.target AND a.invoice_id = d.invoice_id AND a.request_summary ? 'total'
-                        ORDER BY a.id DESC LIMIT 1) t ON true
-                    LEFT JOIN LATERAL (
-                        SELECT sum((v->>'amount')::numeric) AS paid, count(v->>'amount') AS n,
-                               count(*) FILTER (WHERE v->>'amount' IS NULL) AS missing
-                        FROM jsonb_each(d.state->'payments') AS e(k, v)
-                        WHERE COALESCE(v->>'status', 'applied') NOT IN ('voided', 'deleted', 'reversed')) p ON true
-                    ON CONFLICT (target, invoice_id) DO UPDATE SET location_code = EXCLUDED.location_code,
-                        issue_date = EXCLUDED.issue_date, status = EXCLUDED.status, total = EXCLUDED.total,
-                        paid = EXCLUDED.paid, payments = EXCLUDED.payments,
-                        payments_without_amount = EXCLUDED.payments_without_amount,
-                        doc_updated_at = EXCLUDED.doc_updated_at
-                    RETURNING doc_updated_at)
-                SELECT max(doc_updated_at) FROM upserted""", {"since": since}).fetchone()[0]
+            changed = ("SELECT * FROM documents" if since is None else
+                       f"SELECT * FROM documents WHERE updated_at > %(since)s - interval '{REFRESH_OVERLAP}'")
+            # The day groups a changed invoice leaves (its location or issue date may have changed) …
+            keys = set(conn.execute(
+                f"SELECT r.target, COALESCE(r.location_code, '-'), r.issue_date FROM console_receivables r "
+                f"JOIN ({changed}) d ON d.target = r.target AND d.invoice_id = r.invoice_id", {"since": since}))
+            upserted = conn.execute(f"""
+                INSERT INTO console_receivables AS r (target, invoice_id, location_code, issue_date, status, total,
+                                                      paid, payments, payments_without_amount, doc_updated_at)
+                SELECT d.target, d.invoice_id, d.location_code, d.issue_date, d.status, t.total,
+                       COALESCE(p.paid, 0), COALESCE(p.n, 0), COALESCE(p.missing, 0), d.updated_at
+                FROM ({changed}) d
+                LEFT JOIN LATERAL (
+                    SELECT (a.request_summary->>'total')::numeric AS total FROM audit_log a
+                    WHERE a.target = d.target AND a.invoice_id = d.invoice_id AND a.request_summary ? 'total'
+                    ORDER BY a.id DESC LIMIT 1) t ON true
+                LEFT JOIN LATERAL (
+                    SELECT sum((v->>'amount')::numeric) AS paid, count(v->>'amount') AS n,
+                           count(*) FILTER (WHERE v->>'amount' IS NULL) AS missing
+                    FROM jsonb_each(d.state->'payments') AS e(k, v)
+                    WHERE COALESCE(v->>'status', 'applied') NOT IN ('voided', 'deleted', 'reversed')) p ON true
+                ON CONFLICT (target, invoice_id) DO UPDATE SET location_code = EXCLUDED.location_code,
+                    issue_date = EXCLUDED.issue_date, status = EXCLUDED.status, total = EXCLUDED.total,
+                    paid = EXCLUDED.paid, payments = EXCLUDED.payments,
+                    payments_without_amount = EXCLUDED.payments_without_amount,
+                    doc_updated_at = EXCLUDED.doc_updated_at
+                RETURNING target, COALESCE(location_code, '-'), issue_date, doc_updated_at""", {"since": since}).fetchall()
+            # … and the ones it joins are recomputed from the per-invoice rows.
+            keys |= {(t, loc, day) for t, loc, day, _ in upserted}
+            if since is None:
+                conn.execute("DELETE FROM console_receivables_daily")
+                conn.execute(f"INSERT INTO console_receivables_daily {daily_select} GROUP BY 1, 2, 3")
+            elif keys:
+                targets, locations, days = (list(column) for column in zip(*keys))
+                match = ("JOIN unnest(%(t)s::text[], %(l)s::text[], %(d)s::date[]) AS k(t, l, d) ON r.target = k.t "
+                         "AND COALESCE(r.location_code, '-') = k.l AND r.issue_date IS NOT DISTINCT FROM k.d")
+                conn.execute("DELETE FROM console_receivables_daily r USING unnest(%(t)s::text[], %(l)s::text[], "
+                             "%(d)s::date[]) AS k(t, l, d) WHERE r.target = k.t AND r.location = k.l "
+                             "AND r.issue_date IS NOT DISTINCT FROM k.d", {"t": targets, "l": locations, "d": days})
+                conn.execute(f"INSERT INTO console_receivables_daily {daily_select} {match} GROUP BY 1, 2, 3",
+                             {"t": targets, "l": locations, "d": days})
+            newest = max((u[3] for u in upserted), default=None)
             if newest is not None and (since is None or newest > since):
                 conn.execute("INSERT INTO console_watermarks (name, at) VALUES ('receivables', %s) ON CONFLICT (name) "
                              "DO UPDATE SET at = EXCLUDED.at", (newest,))
@@ -349,17 +384,15 @@ def cash_figures(ledger: Ledger, target: str, today: date, shop_dsn: str | None)
     by_location: dict[str, tuple[int, Decimal]] = {}
     without_total = without_amount = 0
     with ledger.pool.connection() as conn:
-        # One pass over the summary: aging of posted invoices and payments, per location.
+        # One pass over the daily summary: aging of posted invoices and payments, per location.
         rows = conn.execute("""
-            SELECT COALESCE(location_code, '-') AS location,
+            SELECT location,
                    CASE WHEN issue_date IS NULL THEN 'no issue date'
                         WHEN %(today)s - issue_date <= 30 THEN '0-30'
                         WHEN %(today)s - issue_date <= 60 THEN '31-60'
                         WHEN %(today)s - issue_date <= 90 THEN '61-90' ELSE 'over 90' END AS bucket,
-                   sum(total - paid) FILTER (WHERE status = 'posted' AND total IS NOT NULL),
-                   count(*) FILTER (WHERE status = 'posted' AND total IS NULL),
-                   sum(payments), sum(paid), sum(payments_without_amount)
-            FROM console_receivables WHERE target = %(target)s
+                   sum(outstanding), sum(without_total), sum(payments), sum(paid), sum(payments_without_amount)
+            FROM console_receivables_daily WHERE target = %(target)s
             GROUP BY 1, 2""", {"today": today, "target": target}).fetchall()
     for location, bucket, outstanding, missing, payments, paid, no_amount in rows:
         without_total += missing
