@@ -130,7 +130,7 @@ def main() -> None:
         assert client.post("/console/login", data={"username": "bookkeeper", "password": password}).status_code == 303
         started = time.perf_counter()
         assert client.get("/console/cash").status_code == 200
-        print(f"cash, first load (builds the receivables summary of {args.invoices} documents): "
+        print(f"cash, first load (waits for the receivables summary of {args.invoices} documents, built when the console starts): "
               f"{(time.perf_counter() - started) * 1000:.0f} ms; later loads refresh only what changed")
         middle = args.invoices // 2
         recent = date.today() - timedelta(days=30)

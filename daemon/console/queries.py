@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS console_receivables (
     doc_updated_at  timestamptz NOT NULL,
     PRIMARY KEY (target, invoice_id)
 );
+CREATE INDEX IF NOT EXISTS console_receivables_day
+    ON console_receivables (target, COALESCE(location_code, '-'), COALESCE(issue_date, '-infinity'::date));
 -- The same per target, location and issue date: what the cash page aggregates (a few thousand rows).
 CREATE TABLE IF NOT EXISTS console_receivables_daily (
     target          text NOT NULL,
@@ -363,7 +365,8 @@ def refresh_receivables(ledger: Ledger) -> None:
             elif keys:
                 targets, locations, days = (list(column) for column in zip(*keys))
                 match = ("JOIN unnest(%(t)s::text[], %(l)s::text[], %(d)s::date[]) AS k(t, l, d) ON r.target = k.t "
-                         "AND COALESCE(r.location_code, '-') = k.l AND r.issue_date IS NOT DISTINCT FROM k.d")
+                         "AND COALESCE(r.location_code, '-') = k.l "
+                         "AND COALESCE(r.issue_date, '-infinity'::date) = COALESCE(k.d, '-infinity'::date)")
                 conn.execute("DELETE FROM console_receivables_daily r USING unnest(%(t)s::text[], %(l)s::text[], "
                              "%(d)s::date[]) AS k(t, l, d) WHERE r.target = k.t AND r.location = k.l "
                              "AND r.issue_date IS NOT DISTINCT FROM k.d", {"t": targets, "l": locations, "d": days})

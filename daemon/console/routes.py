@@ -323,10 +323,19 @@ def act_reconcile(state: ConsoleState, session: Session, form: dict[str, str]) -
 # --- the app --------------------------------------------------------------------------------------------
 
 
+def _build_summary(ledger: Ledger) -> None:
+    try:
+        queries.refresh_receivables(ledger)
+    except Exception:  # noqa: BLE001 - the cash page refreshes it again; the daemon must not care
+        log.warning("console_summary_build_failed", exc_info=True)
+
+
 def build_console(config: AppConfig, ledger: Ledger, runtime: Any,
                   sink_for: Callable[[str], Any] = lambda _name: None) -> Starlette:
     """The console as an ASGI app, to be mounted at ``/console`` of the daemon's HTTP server."""
     queries.ensure_console_schema(ledger)
+    # The receivables summary's first build reads every document once: do it now, not on the first visit.
+    threading.Thread(target=_build_summary, args=(ledger,), name="console-summary", daemon=True).start()
     state = ConsoleState(config, ledger, runtime, sink_for, ConsoleAuth(config), _templates())
 
     def render(request: Request, session: Session | None, template: str, context: dict[str, Any],
