@@ -247,6 +247,18 @@ def test_pages_show_state_and_nothing_secret(console, capsys):
     assert "console_action" in logged.out + logged.err  # the action itself was logged
 
 
+def test_paused_targets_with_a_reauthorisation_hint(console):
+    client, ledger, _ = console
+    login(client)
+    ledger.set_paused("books", True, "authorisation expired: the platform refused the refresh token (invalid_grant)")
+    page = client.get("/attention").text
+    assert "Paused targets" in page and "Re-authorise the connection at the platform" in page
+    assert "ledgerwire credentials set --target books" in page
+    ledger.set_paused("books", True, "offsets reset")
+    page = client.get("/attention").text
+    assert "Paused by an operator" in page and "Re-authorise the connection" not in page
+
+
 def test_logout_ends_the_session(console):
     client, _, _ = console
     login(client)

@@ -20,6 +20,9 @@ class Advice:
     reauthorise: bool = False
 
 
+AUTHORISATION = re.compile(r"unauthori[sz]ed|authori[sz]ation|invalid_grant|token.*(expired|revoked|invalid)|revoked"
+                           r"|expired|forbidden|consent|\b401\b|\b403\b", re.I)
+
 _KNOWN: list[tuple[re.Pattern[str], Advice]] = [
     (re.compile(r"period closed|account period|closed period|books are closed|lock ?date|period.*lock", re.I),
      Advice("closed-period", "The books are closed for this invoice's date.",
@@ -50,8 +53,7 @@ _KNOWN: list[tuple[re.Pattern[str], Advice]] = [
             "Someone may have entered it by hand. Run Reconcile for its period: a conflict there shows the "
             "platform's document; void the hand-made one at the platform, or Drop this dead letter if the "
             "platform's document is the right one.")),
-    (re.compile(r"unauthori[sz]ed|invalid_grant|token.*(expired|revoked|invalid)|revoked|forbidden|\b401\b|\b403\b",
-                re.I),
+    (AUTHORISATION,
      Advice("authorisation", "The platform no longer accepts Ledgerwire's authorisation.",
             "Re-authorise the connection at the platform and store the new credentials with `ledgerwire "
             "credentials set --target <target> --from-file <file>`, then Retry.", reauthorise=True)),
@@ -72,6 +74,11 @@ def advise(reason: str) -> Advice:
         if pattern.search(reason):
             return advice
     return GENERIC
+
+
+def needs_reauthorisation(reason: str) -> bool:
+    """A paused target's reason that only a new authorisation at the platform clears."""
+    return bool(AUTHORISATION.search(reason))
 
 
 def document_link(platform: str, base_url: str | None, external_id: str | None) -> str | None:

@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from daemon.bookkeeping import RECONCILE_FIELDS, drop_dead_letter, reconcile_differences, retry_dead_letter
 from daemon.config import AppConfig, TargetConfig
 from daemon.console import queries
-from daemon.console.advice import advise, document_link
+from daemon.console.advice import advise, document_link, needs_reauthorisation
 from daemon.console.auth import COOKIE, ConsoleAuth, Session, secure_cookie
 from daemon.ledger import Ledger
 from daemon.schedule import DeliveryWindow
@@ -233,9 +233,7 @@ def page_attention(state: ConsoleState) -> dict[str, Any]:
                                "newest": max(v["version"] for v in versions)})
     paused = []
     for p in queries.paused_targets(state.ledger):
-        reason = p["reason"] or ""
-        auth_problem = advise(reason).reauthorise
-        paused.append({**p, "reauthorise": auth_problem})
+        paused.append({**p, "reauthorise": needs_reauthorisation(p["reason"] or "")})
     return {"groups": sorted(groups.values(), key=lambda g: -len(g["invoices"])), "paused": paused,
             "actions": queries.recent_actions(state.ledger), "open": len(letters)}
 
