@@ -18,6 +18,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -193,14 +194,24 @@ def test_bookkeeper_finds_fixes_and_retries_in_a_browser(shop, browser, tmp_path
         shot("invoice-posted")
         assert ledger.verify_audit_chain() == (True, None)
 
-        # Reconcile today's invoices against the platform; the CSV is offered.
+        # Someone edits INV-0003's total by hand at the platform; reconcile finds it, and offers the CSV.
+        with sandbox._lock:
+            hand_edited = next(i for i in realm.entities["Invoice"].values() if i.get("DocNumber") == "INV-0003")
+            hand_edited["TotalAmt"] = Decimal("1.00")
         browser.get(f"{base}/reconcile")
         Select(browser.find_element(By.NAME, "target")).select_by_visible_text("books")
         browser.find_element(By.CSS_SELECTOR, "form.search button").click()
         page = wait_until(lambda: "Reconciled books" in text() and text(), 120, "reconcile run")
-        csv_link = browser.find_element(By.LINK_TEXT, "Download CSV").get_attribute("href")
-        assert "difference(s)" in page and csv_link.endswith(".csv")
+        assert "1 difference(s)" in page and "INV-0003 amount total 1.00 -> 191.25" in page, page
         shot("reconcile")
+        csv_link = browser.find_element(By.LINK_TEXT, "Download CSV").get_attribute("href")
+        session = {"ledgerwire_console": browser.get_cookie("ledgerwire_console")["value"]}
+        csv_lines = httpx.get(csv_link, cookies=session).text.splitlines()
+        assert csv_lines[0] == "invoice,kind,detail,ledger_version,source_version,external_id"
+        assert csv_lines[1].startswith("INV-0003,amount,total 1.00 -> 191.25,1,1,") and len(csv_lines) == 2
+        assert httpx.get(csv_link).status_code in (303, 401)  # not without the session
+        browser.get(f"{base}/invoices?number=INV-0003")
+        assert "posted, with differences" in text() and "amount: total 1.00 -> 191.25" in text()
 
         # Cash: the three invoices' balances (total less the 50.00 paid on each) in the 0-30 bucket.
         browser.get(f"{base}/cash")
