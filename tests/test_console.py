@@ -6,8 +6,6 @@ The browser tests on the whole stack are in ``test_console_browser.py``.
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import uuid
 from decimal import Decimal

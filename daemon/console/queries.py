@@ -20,7 +20,6 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.base import DocumentState
 from daemon.canonical import decode_invoice_event
 from daemon.ledger import GENESIS, Ledger
 
@@ -415,7 +414,3 @@ def cash_figures(ledger: Ledger, target: str, today: date, shop_dsn: str | None)
                 WHERE p.status = 'received' AND p.received_at > now() - interval '31 days'
                 GROUP BY 1, 2 ORDER BY 1 DESC, 2""").fetchall()]
     return CashFigures(target, aging, totals, without_total, by_location, without_amount, by_day, today)
-
-
-def document_state(raw: Any) -> DocumentState:
-    return DocumentState.model_validate(raw)
