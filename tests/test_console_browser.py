@@ -91,6 +91,7 @@ def issue_invoice(conn, n: int, customer: int, kind: str, description: str, pric
 
 
 def test_bookkeeper_finds_fixes_and_retries_in_a_browser(shop, browser, tmp_path, report):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -119,7 +120,13 @@ def test_bookkeeper_finds_fixes_and_retries_in_a_browser(shop, browser, tmp_path
         browser.save_screenshot(str(shots / f"{name}.png"))
 
     def text() -> str:
-        return browser.find_element(By.TAG_NAME, "main").text
+        """The page's main content; empty while a navigation (a form's POST and redirect) is under way."""
+        try:
+            if browser.execute_script("return document.readyState") != "complete":
+                return ""
+            return browser.find_element(By.TAG_NAME, "main").text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
 
     try:
         wait_until(lambda: all(daemon.readiness().values()), 90, "daemon readiness")
@@ -139,8 +146,8 @@ def test_bookkeeper_finds_fixes_and_retries_in_a_browser(shop, browser, tmp_path
         browser.find_element(By.NAME, "username").send_keys("bookkeeper")
         browser.find_element(By.NAME, "password").send_keys(PASSWORD)
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-        wait_until(lambda: browser.current_url.startswith(f"{base}/invoices"), 10, "the invoices page")
-        page = text()
+        page = wait_until(lambda: browser.current_url.startswith(f"{base}/invoices") and "INV-0003" in text()
+                          and text(), 10, "the invoices page")
         assert "INV-0001" in page and "INV-0002" in page and "INV-0003" in page
         assert "parked behind a dead letter" in page and "posted" in page
         assert "Harbor Fleet Services" in page  # customer names come from the shop database
@@ -160,7 +167,7 @@ def test_bookkeeper_finds_fixes_and_retries_in_a_browser(shop, browser, tmp_path
 
         # Needs attention: the reason, in plain words, with what fixes it.
         browser.find_element(By.LINK_TEXT, "Needs attention").click()
-        page = text()
+        page = wait_until(lambda: "Recent console actions" in text() and text(), 10, "the needs-attention page")
         assert f"Account {MISSING_ACCOUNT} not found" in page
         assert "An account in this target's mapping does not exist at the platform" in page
         assert "chart of accounts" in page
