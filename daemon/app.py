@@ -76,10 +76,19 @@ class Daemon:
                 self._spawn(f"sink-{target.name}", sink.run)
         if self.serve_http:
             apps = {s.target.name: s.connector.asgi_app() for s in self.sinks if s.connector.asgi_app() is not None}
-            app = build_http_app(self.liveness, self.readiness, apps)
+            app = build_http_app(self.liveness, self.readiness, apps, self._console())
             self.http = RunningServer(app, port=self.config.http.port, host=self.config.http.host).start()
         log.info("daemon_started", targets=[t.name for t in targets], fold=self.config.run_fold,
                  http_port=self.config.http.port if self.serve_http else None)
+
+    def _console(self):
+        """The bookkeeper's console app when ``console.enabled``; retries use the running sink's worker."""
+        if not self.config.console.enabled:
+            return None
+        from daemon.console import build_console
+
+        sinks = {s.target.name: s for s in self.sinks}
+        return build_console(self.config, self.ledger, self.runtime, sinks.get)
 
     def _spawn(self, name: str, fn) -> None:
         thread = threading.Thread(target=fn, name=name, daemon=True)

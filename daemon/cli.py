@@ -264,8 +264,8 @@ def check_online(config) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    from daemon.bookkeeping import drop_dead_letter, retry_dead_letter
     from daemon.canonical import decode_invoice_event
-    from daemon.deliver import SinkWorker, deliver_event_now, deliver_pulled_again
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
@@ -293,32 +293,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             return 0
         target = config.target(row["target"])
         if args.action == "drop":
-            n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "dropped")
-            print(f"dropped {n} dead letter(s) of invoice {row['invoice_number']} on {target.name}")
+            print(drop_dead_letter(ledger, target, row).message)
             return 0
-        # retry: deliver the newest dead-lettered version of that invoice, then unpark it.
-        rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == row["invoice_id"]]
-        newest = max(rows, key=lambda r: r["version"])
-        newest_row = ledger.dead_letter_row(newest["id"])
-        event = decode_invoice_event(bytes(newest_row["event"]))
-        import threading
-
-        worker = SinkWorker(config, target, ledger, runtime, threading.Event())
-        if newest_row["topic"].startswith("pull:"):
-            # Refused by a pull platform after it was queued: the ledger already counts the version as
-            # delivered, so hand it straight back to the connector to queue again.
-            outcome = deliver_pulled_again(worker, event)
-        else:
-            outcome = deliver_event_now(worker, event)
-        if outcome is not None and not isinstance(outcome, tuple):
-            print(f"retry failed again: {outcome.error_class.value}: {outcome.reason}", file=sys.stderr)
-            return 1
-        if isinstance(outcome, tuple):
-            doc, _, action = outcome
-            ledger.save_document(target.name, event.number, event.invoice_id, doc)
-        n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "retried")
-        print(f"invoice {event.number} v{event.version} delivered to {target.name}; {n} dead letter(s) resolved")
-        return 0
+        outcome = retry_dead_letter(config, ledger, runtime, target, row)
+        print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+        return 0 if outcome.ok else 1
     finally:
         ledger.close()
 
@@ -484,32 +463,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     import csv
     from datetime import date
 
-    from daemon import metrics, resync
+    from daemon.bookkeeping import RECONCILE_FIELDS, reconcile_differences
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
     target, connector = _connector_for(config, args.target, runtime)
     try:
         since, until = date.fromisoformat(args.since), date.fromisoformat(args.until)
-        rows = []
-        for item in resync.plan(config, ledger, connector, target, since, until, args.location):
-            doc = ledger.document(target.name, item.event.invoice_id)
-            kind = {"create": "missing", "conflict": "conflict", "update": "amount"}.get(item.action)
-            remote = connector.fetch_invoice(doc.external_id) if doc.external_id else None
-            if kind is None and remote is not None and remote.balance is not None \
-                    and item.event.status.value == "issued" and remote.balance != item.event.balance:
-                kind, item.detail = "payment", f"balance {remote.balance} vs {item.event.balance}"
-            if kind is not None:
-                rows.append({"invoice": item.event.number, "kind": kind, "detail": item.detail,
-                             "ledger_version": doc.delivered_version, "source_version": item.event.version,
-                             "external_id": doc.external_id or ""})
-        for kind in ("missing", "amount", "conflict", "payment"):
-            metrics.RECONCILE_MISMATCHES.labels(target.name, kind).set(sum(1 for r in rows if r["kind"] == kind))
+        rows = reconcile_differences(config, ledger, connector, target, since, until, args.location)
         if args.format == "json":
             print(json.dumps(rows, indent=2))
         elif args.format == "csv":
-            writer = csv.DictWriter(sys.stdout, fieldnames=["invoice", "kind", "detail", "ledger_version",
-                                                            "source_version", "external_id"])
+            writer = csv.DictWriter(sys.stdout, fieldnames=RECONCILE_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
         else:

@@ -161,11 +161,42 @@ class HttpConfig(_Config):
     port: int = 9464  # /metrics, /healthz, /readyz (and the QuickBooks Web Connector endpoint)
 
 
+class ConsoleConfig(_Config):
+    """The bookkeeper's web console (``daemon/console``), served under ``/console`` on the HTTP port.
+
+    Off unless enabled. ``auth``: ``password`` (``username`` + a scrypt ``password_hash`` made by
+    ``python3 -m daemon.console.password``), ``proxy`` (the reverse proxy's authenticated user in
+    ``proxy_user_header``, believed only from ``trusted_proxies``), or ``none`` (only with http.host on loopback).
+    """
+
+    enabled: bool = False
+    auth: Literal["password", "proxy", "none"] = "password"
+    username: str = Field("bookkeeper", min_length=1, max_length=64)
+    password_hash: str | None = None
+    proxy_user_header: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    session_minutes: int = Field(480, ge=5, le=7 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> "ConsoleConfig":
+        if self.password_hash is not None and not re.fullmatch(
+                r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+", self.password_hash):
+            raise ValueError("console.password_hash must be a hash made by `python3 -m daemon.console.password` "
+                             "(scrypt$n$r$p$salt$hash), never the password itself")
+        if self.enabled and self.auth == "password" and self.password_hash is None:
+            raise ValueError("console.auth 'password' needs console.password_hash "
+                             "(make one with `python3 -m daemon.console.password`)")
+        if self.enabled and self.auth == "proxy" and not self.proxy_user_header:
+            raise ValueError("console.auth 'proxy' needs console.proxy_user_header (e.g. X-Forwarded-User)")
+        return self
+
+
 class AppConfig(_Config):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
     run_fold: bool = True
     run_sinks: bool = True

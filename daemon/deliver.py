@@ -567,7 +567,7 @@ class SinkWorker:
                                   issue_date=event.issue_date, location_code=event.location.code)
         return doc, attempt
 
-    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: threading.Event
+    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: threading.Event, salt: str = ""
                               ) -> tuple[DocumentState, int, str] | DeliveryError | None:
         attempt = 0
         stale_seen = 0
@@ -578,7 +578,7 @@ class SinkWorker:
             doc, attempt = ready
             action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
                                                                else "update")
-            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities)
+            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities, salt=salt)
             if attempt > 1:
                 metrics.RETRIES.labels(self.target.name).inc()
             try:
@@ -663,10 +663,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def deliver_event_now(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError | None:
-    """Deliver one event outside the consumer (``ledgerwire dlq retry``), with the same retry rules."""
+def deliver_event_now(worker: SinkWorker, event: InvoiceEvent, salt: str = ""
+                      ) -> tuple[DocumentState, int, str] | DeliveryError | None:
+    """Deliver one event outside the consumer (``ledgerwire dlq retry``), with the same retry rules.
+
+    ``salt``: a retry after a refusal needs fresh request ids — platforms that deduplicate by request id
+    (QuickBooks' requestid, Xero's Idempotency-Key) answer a reused one with the earlier refusal."""
     with worker.ledger.invoice_lock(worker.target.name, event.invoice_id):
-        return worker._deliver_with_retries(event, worker.log, threading.Event())
+        return worker._deliver_with_retries(event, worker.log, threading.Event(), salt=salt)
 
 
 def deliver_pulled_again(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError:

@@ -46,6 +46,8 @@ def write_demo_config(cfg: stack.StackConfig, sandbox, platform: str, workdir: P
         "postgres": {"dsn": cfg.ledger_dsn},
         "source": {"topic_prefix": cfg.topic_prefix},
         "http": {"port": http_port},
+        # The bookkeeper's console, without a login: the demo's HTTP server listens on 127.0.0.1 only.
+        "console": {"enabled": True, "auth": "none"},
         "secret_key_file": str(workdir / "secret.key"),
         "targets": [target],
     }
@@ -88,6 +90,7 @@ def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float 
     _wait(lambda: all(daemon.readiness().values()), 60, "daemon readiness")
     print(f"[3/5] daemon running: fold + sink 'demo'; metrics at http://127.0.0.1:{config.http.port}/metrics; "
           f"logs in {log_file}")
+    print(f"      bookkeeper's console: http://127.0.0.1:{config.http.port}/console/")
     if hasattr(sandbox, "attach"):  # pull platforms: the simulated Web Connector polls the daemon
         sandbox.attach(f"http://127.0.0.1:{config.http.port}/connectors/demo/qbwc")
         sandbox.start_polling(1.0)

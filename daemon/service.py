@@ -2,7 +2,8 @@
 
 ``/metrics`` (Prometheus), ``/healthz`` (liveness: the process and its loops are alive), ``/readyz``
 (readiness: the fold has rebuilt its state and every sink has its partitions), plus any connector's own
-endpoint (the QuickBooks Web Connector SOAP service) under ``/connectors/<target>/``. systemd's
+endpoint (the QuickBooks Web Connector SOAP service) under ``/connectors/<target>/``, and the
+bookkeeper's console under ``/console`` when enabled. systemd's
 ``Type=notify`` protocol (READY=1, WATCHDOG=1, STOPPING=1) is spoken over ``$NOTIFY_SOCKET``.
 """
 
@@ -20,7 +21,7 @@ from starlette.routing import Mount, Route
 
 
 def build_http_app(liveness: Callable[[], dict[str, bool]], readiness: Callable[[], dict[str, bool]],
-                   connector_apps: dict[str, object]) -> Starlette:
+                   connector_apps: dict[str, object], console_app: object | None = None) -> Starlette:
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -34,6 +35,8 @@ def build_http_app(liveness: Callable[[], dict[str, bool]], readiness: Callable[
 
     routes = [Route("/metrics", metrics_endpoint), Route("/healthz", healthz), Route("/readyz", readyz)]
     routes += [Mount(f"/connectors/{name}", app=app) for name, app in connector_apps.items()]
+    if console_app is not None:
+        routes.append(Mount("/console", app=console_app))  # the bookkeeper's console (daemon/console)
     return Starlette(routes=routes)
 
 
