@@ -21,8 +21,10 @@ Flow per target (a consumer group of its own, so targets never hold each other u
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import random
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -47,7 +49,7 @@ from daemon import metrics
 from daemon.canonical import InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
-from daemon.ledger import Ledger, PgCredentials, PgEntities
+from daemon.ledger import Fence, FencedOut, Ledger, PgCredentials, PgEntities, json_safe
 from daemon.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
 
 log = structlog.get_logger(__name__)
@@ -90,7 +92,7 @@ class DaemonRuntime:
         self.ledger.dead_letter(
             target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
             topic=f"pull:{target.name}", partition=-1, offset=-1, error_class=error.error_class.value,
-            reason=error.reason, detail=_jsonable(error.detail), event=encode_invoice_event(event), parked=False,
+            reason=error.reason, detail=json_safe(error.detail), event=encode_invoice_event(event), parked=False,
             next_offset=None)
         metrics.DELIVERY_FAILURES.labels(target.name, error.error_class.value).inc()
         metrics.DELIVERIES.labels(target.name, target.platform, "dead_lettered").inc()
@@ -102,8 +104,9 @@ class PgDeliveryContext:
     """``connectors.base.DeliveryContext`` for one delivery attempt of one invoice version."""
 
     def __init__(self, ledger: Ledger, target: TargetConfig, event: InvoiceEvent, attempt: int,
-                 entities: PgEntities, salt: str = "") -> None:
+                 entities: PgEntities, salt: str = "", fence: Fence | None = None) -> None:
         self.ledger = ledger
+        self.fence = fence  # the sink worker's partition claim: a checkpoint of a revoked worker is refused
         self.salt = salt  # a resync writes again on purpose: its request ids must not replay old answers
         self.target = target.name
         self.event = event
@@ -113,7 +116,7 @@ class PgDeliveryContext:
 
     def checkpoint(self, doc: DocumentState) -> None:
         self.ledger.save_document(self.target, self.event.number, self.event.invoice_id, doc,
-                                  issue_date=self.event.issue_date, location_code=self._location)
+                                  issue_date=self.event.issue_date, location_code=self._location, fence=self.fence)
 
     def idempotency_key(self, *parts: object) -> str:
         raw = ":".join(str(p) for p in (self.target, self.event.invoice_id, self.event.version, self.salt, *parts))
@@ -130,6 +133,22 @@ class _Record:
 
 class Shutdown(Exception):
     """Raised inside a worker when the daemon stops mid-retry: nothing is committed for that event."""
+
+
+class PartitionLease:
+    """A partition worker's hold on its partition: revoked when it must stop, and the ledger fence (the
+    generation claimed on assignment) that every one of its ledger writes carries."""
+
+    def __init__(self, partition: int, fence: Fence | None) -> None:
+        self.partition = partition
+        self.fence = fence
+        self._revoked = threading.Event()
+
+    def revoke(self) -> None:
+        self._revoked.set()
+
+    def revoked(self) -> bool:
+        return self._revoked.is_set()
 
 
 class SinkWorker:
@@ -149,7 +168,8 @@ class SinkWorker:
         self.log = log.bind(target=target.name, platform=target.platform)
         self._queues: dict[int, queue.Queue[_Record]] = {}
         self._threads: dict[int, threading.Thread] = {}
-        self._revoked: dict[int, threading.Event] = {}
+        self._leases: dict[int, PartitionLease] = {}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{target.name}"  # shown in sink_owners
         self._paused: set[int] = set()
         self._busy: dict[int, bool] = {}  # partition -> a worker is processing a batch it took
         self._dlq_producer: Producer | None = None
@@ -264,12 +284,15 @@ class SinkWorker:
         metrics.PARKED_INVOICES.labels(self.target.name).set(parked)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Claim first (fencing out whoever held these partitions before), then read the offsets to seek to.
+        fences = {tp.partition: self.ledger.claim_partition(self.target.name, self.topic, tp.partition, self.owner)
+                  for tp in partitions}
         stored = self.ledger.offsets(self.target.name, self.topic)
         assigned = []
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
             assigned.append(tp)
-            self._start_worker(tp.partition)
+            self._start_worker(tp.partition, fences[tp.partition])
         consumer.incremental_assign(assigned)
         self.ready.set()
         self.log.info("sink_assigned", partitions=[tp.partition for tp in partitions])
@@ -282,9 +305,9 @@ class SinkWorker:
             pass
         self.log.info("sink_revoked", partitions=[tp.partition for tp in partitions])
 
-    def _start_worker(self, partition: int) -> None:
+    def _start_worker(self, partition: int, fence: Fence | None) -> None:
         self._queues[partition] = queue.Queue()
-        self._revoked[partition] = threading.Event()
+        self._leases[partition] = PartitionLease(partition, fence)
         thread = threading.Thread(target=self._partition_loop, args=(partition,), daemon=True,
                                   name=f"sink-{self.target.name}-{partition}")
         self._threads[partition] = thread
@@ -292,15 +315,22 @@ class SinkWorker:
 
     def _stop_workers(self, partitions: list[int]) -> None:
         for p in partitions:
-            if p in self._revoked:
-                self._revoked[p].set()
+            if p in self._leases:
+                self._leases[p].revoke()
         deadline = time.monotonic() + self.config.shutdown_grace_s
         for p in partitions:
             thread = self._threads.pop(p, None)
+            lease = self._leases.pop(p, None)
             if thread is not None:
                 thread.join(max(0.1, deadline - time.monotonic()))
+                if thread.is_alive() and lease is not None and lease.fence is not None:
+                    # Still inside a platform call: end its generation so whatever it does next is refused.
+                    self.log.warning("sink_worker_outlived_revoke", partition=p)
+                    try:
+                        self.ledger.fence_out(lease.fence)
+                    except Exception:  # noqa: BLE001 - the next claim fences it anyway
+                        self.log.exception("sink_fence_out_failed", partition=p)
             self._queues.pop(p, None)
-            self._revoked.pop(p, None)
             self._paused.discard(p)
 
     # -- a partition worker --
@@ -309,8 +339,8 @@ class SinkWorker:
             self._scheduled_loop(partition)
             return
         q = self._queues[partition]
-        revoked = self._revoked[partition]
-        while not revoked.is_set() and not self.stop.is_set():
+        revoked = self._leases[partition]
+        while not revoked.revoked() and not self.stop.is_set():
             try:
                 first = q.get(timeout=0.2)
             except queue.Empty:
@@ -326,6 +356,9 @@ class SinkWorker:
                 self._process_batch(partition, batch, revoked)
             except Shutdown:
                 return
+            except FencedOut as exc:  # the partition was claimed again: its new owner replays from the ledger
+                self.log.warning("sink_worker_fenced_out", partition=partition, reason=str(exc))
+                return
             except Exception:  # a bug must not kill the partition silently: log, back off, re-read
                 self.log.exception("sink_batch_failed", partition=partition)
                 # Put the batch back in front so nothing is skipped; the ledger makes replays no-ops.
@@ -337,7 +370,7 @@ class SinkWorker:
             finally:
                 self._busy[partition] = False
 
-    def _process_batch(self, partition: int, batch: list[_Record], revoked: threading.Event) -> None:
+    def _process_batch(self, partition: int, batch: list[_Record], revoked: PartitionLease) -> None:
         # Coalesce: per invoice only the newest version is delivered; groups in order of first appearance.
         groups: OrderedDict[int, list[tuple[_Record, InvoiceEvent]]] = OrderedDict()
         for record in batch:
@@ -355,10 +388,10 @@ class SinkWorker:
         self._deliver_items(partition, items, revoked)
 
     def _deliver_items(self, partition: int, items: list[tuple[_Record, InvoiceEvent, int]],
-                       revoked: threading.Event) -> None:
+                       revoked: PartitionLease) -> None:
         size = getattr(self.connector, "batch_size", 1) if self.connector.supports_batch else 1
         for start in range(0, len(items), size):
-            if revoked.is_set() or self.stop.is_set():
+            if revoked.revoked() or self.stop.is_set():
                 raise Shutdown()
             chunk = items[start:start + size]
             if len(chunk) > 1:
@@ -370,11 +403,11 @@ class SinkWorker:
     def _scheduled_loop(self, partition: int) -> None:
         """Hold records while the target's window is closed; deliver all held at the opening."""
         q = self._queues[partition]
-        revoked = self._revoked[partition]
+        revoked = self._leases[partition]
         held = HeldInvoices()
         records: list[_Record] = []  # taken from the queue, not yet held (kept across a failure)
         try:
-            while not revoked.is_set() and not self.stop.is_set():
+            while not revoked.revoked() and not self.stop.is_set():
                 # Past HOLD_MAX_INVOICES the queue fills and the poll loop's backpressure pauses the partition.
                 if len(held) < HOLD_MAX_INVOICES and not records:
                     try:
@@ -396,6 +429,9 @@ class SinkWorker:
                     self._gate_batch(partition, held, records, revoked)
                 except Shutdown:
                     return
+                except FencedOut as exc:
+                    self.log.warning("sink_worker_fenced_out", partition=partition, reason=str(exc))
+                    return
                 except Exception:  # keep what is held (offsets untouched); replays are no-ops in the ledger
                     self.log.exception("sink_scheduled_batch_failed", partition=partition)
                     self.stop.wait(5)
@@ -406,7 +442,7 @@ class SinkWorker:
             self._set_waiting(partition, None)
 
     def _gate_batch(self, partition: int, held: HeldInvoices, records: list[_Record],
-                    revoked: threading.Event) -> bool:
+                    revoked: PartitionLease) -> bool:
         """Add ``records`` to what ``held`` waits with; when the window has opened since the oldest held
         record arrived, deliver all of it (newest version per invoice) and empty it. True if it delivered.
         ``records`` is emptied as they are held: after a failure the caller still has the rest, in order."""
@@ -439,23 +475,24 @@ class SinkWorker:
             metrics.WAITING_FOR_WINDOW.labels(self.target.name).set(sum(self._waiting.values()))
 
     def _handle_chunk(self, partition: int, chunk: list[tuple[_Record, InvoiceEvent, int]],
-                      revoked: threading.Event) -> None:
+                      revoked: PartitionLease) -> None:
         """First attempt for several invoices in one ``deliver_many`` (the platform's batch endpoint);
         whatever does not succeed there takes the single path with its retries, in offset order."""
         target = self.target
         eligible = [(r, e, o) for r, e, o in chunk
                     if target.routes(e.location.code) and not self.ledger.parked(target.name, e.invoice_id)]
         results: dict[int, DocumentState] = {}
+        recorded: set[int] = set()
         started = time.monotonic()
         if len(eligible) > 1:
             with self.ledger.invoice_locks(target.name, [e.invoice_id for _, e, _ in eligible]):
                 prepared = []
                 for _, event, _ in eligible:
-                    ready = self._prepare_attempt(event, 0)
+                    ready = self._prepare_attempt(event, 0, revoked.fence)
                     if ready is not None:
                         doc, attempt = ready
                         prepared.append((event, doc, PgDeliveryContext(self.ledger, target, event, attempt,
-                                                                       self.entities)))
+                                                                       self.entities, fence=revoked.fence)))
                 try:
                     outcomes = self.connector.deliver_many(prepared) if prepared else []
                 except UncertainOutcomeError as exc:
@@ -471,46 +508,58 @@ class SinkWorker:
                 for (event, _, _), outcome in zip(prepared, outcomes):
                     if isinstance(outcome, DocumentState):
                         results[event.invoice_id] = outcome
+                # Recorded while the invoices' locks are still held, so nothing can deliver (or record) a newer
+                # version of one of them in between. The offset never passes an invoice still to be delivered:
+                # behind one, a success stores the offset before it (0 for the chunk's first: set_offset never
+                # moves backwards, so that leaves it alone); a replay skips the recorded ones by version.
+                safe_offset: int | None = None
+                before = 0
+                for record, event, next_offset in chunk:
+                    doc = results.get(event.invoice_id)
+                    if doc is None:
+                        safe_offset = before if safe_offset is None else safe_offset
+                    else:
+                        self._record_success(partition, event, doc, next_offset if safe_offset is None else safe_offset,
+                                             1, "batch", started, revoked.fence)
+                        recorded.add(event.invoice_id)
+                    before = next_offset
         for record, event, next_offset in chunk:
-            doc = results.get(event.invoice_id)
-            if doc is None:
+            if event.invoice_id not in recorded:
                 self._handle(partition, record, event, next_offset, revoked)
-            else:
-                self._record_success(partition, event, doc, next_offset, 1, "batch", started)
 
     def _handle(self, partition: int, record: _Record, event: InvoiceEvent, next_offset: int,
-                revoked: threading.Event) -> None:
+                revoked: PartitionLease) -> None:
         target = self.target
         bound = self.log.bind(invoice_id=event.invoice_id, invoice_number=event.number, version=event.version)
         if not target.routes(event.location.code):
-            self.ledger.set_offset(target.name, self.topic, partition, next_offset)
+            self.ledger.set_offset(target.name, self.topic, partition, next_offset, fence=revoked.fence)
             return
         if self.ledger.parked(target.name, event.invoice_id):
             bound.warning("delivery_parked", reason="an earlier version of this invoice is dead-lettered")
-            self._dead_letter(record, event, None, next_offset, parked=True)
+            self._dead_letter(record, event, None, next_offset, parked=True, fence=revoked.fence)
             return
         started = time.monotonic()
         with self.ledger.invoice_lock(target.name, event.invoice_id):
             outcome = self._deliver_with_retries(event, bound, revoked)
             if outcome is None:  # already delivered (replay after a crash, or older than the ledger)
                 metrics.DELIVERIES.labels(target.name, target.platform, "skipped_stale").inc()
-                self.ledger.set_offset(target.name, self.topic, partition, next_offset)
+                self.ledger.set_offset(target.name, self.topic, partition, next_offset, fence=revoked.fence)
                 return
             if isinstance(outcome, DeliveryError):
-                self._dead_letter(record, event, outcome, next_offset, parked=False)
+                self._dead_letter(record, event, outcome, next_offset, parked=False, fence=revoked.fence)
                 return
             doc, attempts, action = outcome
-            self._record_success(partition, event, doc, next_offset, attempts, action, started)
+            self._record_success(partition, event, doc, next_offset, attempts, action, started, revoked.fence)
 
     def _record_success(self, partition: int, event: InvoiceEvent, doc: DocumentState, next_offset: int,
-                        attempts: int, action: str, started: float) -> None:
+                        attempts: int, action: str, started: float, fence: Fence | None) -> None:
         target = self.target
         doc.extra.pop("attempt_version", None)
         doc.extra.pop("attempts", None)
         self.ledger.record_delivery(
             target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
             topic=self.topic, partition=partition, next_offset=next_offset,
-            issue_date=event.issue_date, location_code=event.location.code,
+            issue_date=event.issue_date, location_code=event.location.code, fence=fence,
             audit={"version": event.version, "action": action, "payload_hash": doc.payload_hash,
                    "request_summary": {"status": event.status.value, "lines": len(event.lines),
                                        "payments": len(event.payments), "total": str(event.computed.total),
@@ -535,7 +584,8 @@ class SinkWorker:
         self.log.info("delivered", invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
                       action=action, external_id=doc.external_id, status=doc.status, seconds=round(elapsed, 3))
 
-    def _prepare_attempt(self, event: InvoiceEvent, attempt: int) -> tuple[DocumentState, int] | None:
+    def _prepare_attempt(self, event: InvoiceEvent, attempt: int, fence: Fence | None = None
+                         ) -> tuple[DocumentState, int] | None:
         """The ledger's document for this attempt, or None when there is nothing to deliver."""
         doc = self.ledger.document(self.target.name, event.invoice_id)
         if event.version <= doc.delivered_version:
@@ -551,21 +601,21 @@ class SinkWorker:
         attempt = max(attempt, prior) + 1
         doc.extra.update({"attempt_version": str(event.version), "attempts": str(attempt)})
         self.ledger.save_document(self.target.name, event.number, event.invoice_id, doc,
-                                  issue_date=event.issue_date, location_code=event.location.code)
+                                  issue_date=event.issue_date, location_code=event.location.code, fence=fence)
         return doc, attempt
 
-    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: threading.Event
+    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: PartitionLease
                               ) -> tuple[DocumentState, int, str] | DeliveryError | None:
         attempt = 0
         stale_seen = 0
         while True:
-            ready = self._prepare_attempt(event, attempt)
+            ready = self._prepare_attempt(event, attempt, revoked.fence)
             if ready is None:
                 return None
             doc, attempt = ready
             action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
                                                                else "update")
-            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities)
+            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities, fence=revoked.fence)
             if attempt > 1:
                 metrics.RETRIES.labels(self.target.name).inc()
             try:
@@ -599,18 +649,18 @@ class SinkWorker:
                 delay = max(delay, self.target.request_timeout_s)
             if attempt >= self.target.max_attempts:
                 bound.error("delivery_still_failing", attempt=attempt, next_try_s=round(delay, 1))
-            if self.stop.wait(delay) or revoked.is_set():
+            if self.stop.wait(delay) or revoked.revoked():
                 raise Shutdown()
 
     def _dead_letter(self, record: _Record, event: InvoiceEvent, error: DeliveryError | None, next_offset: int,
-                     parked: bool) -> None:
+                     parked: bool, fence: Fence | None = None) -> None:
         reason = error.reason if error else "parked behind an earlier dead-lettered version"
         error_class = error.error_class.value if error else "parked"
         self.ledger.dead_letter(
             target=self.target.name, invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
             topic=self.topic, partition=record.partition, offset=record.offset, error_class=error_class,
-            reason=reason, detail=_jsonable(error.detail) if error else None, event=record.value, parked=parked,
-            next_offset=next_offset,
+            reason=reason, detail=json_safe(error.detail) if error else None, event=record.value, parked=parked,
+            next_offset=next_offset, fence=fence,
         )
         if self._dlq_producer is not None:
             self._dlq_producer.produce(self.config.kafka.dead_letter_topic, key=str(event.invoice_id).encode(),
@@ -626,16 +676,10 @@ class SinkWorker:
                        version=event.version, error_class=error_class, reason=reason)
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (dict, list, str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def deliver_event_now(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError | None:
     """Deliver one event outside the consumer (``ledgerwire dlq retry``), with the same retry rules."""
     with worker.ledger.invoice_lock(worker.target.name, event.invoice_id):
-        return worker._deliver_with_retries(event, worker.log, threading.Event())
+        return worker._deliver_with_retries(event, worker.log, PartitionLease(-1, None))
 
 
 def deliver_pulled_again(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError:

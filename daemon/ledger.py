@@ -14,9 +14,10 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import structlog
@@ -100,6 +101,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     resolved_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (target, invoice_id) WHERE status IN ('open', 'parked');
+CREATE TABLE IF NOT EXISTS sink_owners (
+    target      text NOT NULL,
+    topic       text NOT NULL,
+    partition   integer NOT NULL,
+    generation  bigint NOT NULL,
+    owner       text,
+    claimed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (target, topic, partition)
+);
 CREATE TABLE IF NOT EXISTS sink_control (
     target      text PRIMARY KEY,
     paused      boolean NOT NULL DEFAULT false,
@@ -109,6 +119,44 @@ CREATE TABLE IF NOT EXISTS sink_control (
 """
 
 GENESIS = "0" * 64
+
+
+class Fence(NamedTuple):
+    """A sink worker's claim on one (target, topic, partition): the generation it took on assignment. Every
+    ledger write of that worker checks it in the same transaction, so a worker whose partition was revoked
+    (and claimed again, here or by another process) can no longer write."""
+
+    target: str
+    topic: str
+    partition: int
+    generation: int
+
+
+class FencedOut(Exception):
+    """The partition was claimed again since this worker took it: the write was refused, nothing changed."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON (for jsonb columns), whatever a platform's error body held: Decimals keep their
+    exact text, dates and times become ISO strings, bytes are decoded (undecodable bytes replaced), mappings
+    and sequences are converted all the way down, and anything else becomes its ``str``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "model_dump"):  # a pydantic model
+        return json_safe(value.model_dump(mode="json"))
+    return str(value)
 
 
 def _lock_key(*parts: object) -> int:
@@ -142,15 +190,71 @@ class Ledger:
                                 (target, topic)).fetchall()
         return {p: o for p, o in rows}
 
-    def set_offset(self, target: str, topic: str, partition: int, next_offset: int, conn: Any = None) -> None:
+    def set_offset(self, target: str, topic: str, partition: int, next_offset: int, conn: Any = None,
+                   fence: Fence | None = None) -> None:
+        """Move a sink's stored offset forward (never backwards: a slow worker's late write cannot rewind
+        it; ``reset_offsets`` is the one way back). With ``fence``, refused once the partition was claimed again."""
         sql = ("INSERT INTO sink_offsets (target, topic, partition, next_offset) VALUES (%s,%s,%s,%s) "
                "ON CONFLICT (target, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
-               "updated_at = now()")
+               "updated_at = now() WHERE sink_offsets.next_offset < EXCLUDED.next_offset")
+        with self._write(conn, fence) as c:
+            c.execute(sql, (target, topic, partition, next_offset))
+
+    def reset_offsets(self, target: str, topic: str, offsets: dict[int, int]) -> None:
+        """``ledgerwire offsets reset``: set offsets anywhere, backwards too, and fence out every worker that
+        still holds one of these partitions (it must re-read the offsets on its next assignment)."""
+        with self.pool.connection() as conn, conn.transaction():
+            for partition, next_offset in offsets.items():
+                conn.execute("INSERT INTO sink_offsets (target, topic, partition, next_offset) VALUES (%s,%s,%s,%s) "
+                             "ON CONFLICT (target, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+                             "updated_at = now()", (target, topic, partition, next_offset))
+                conn.execute("UPDATE sink_owners SET generation = generation + 1, owner = NULL, claimed_at = now() "
+                             "WHERE target=%s AND topic=%s AND partition=%s", (target, topic, partition))
+
+    # -- partition ownership (fencing) --
+    def claim_partition(self, target: str, topic: str, partition: int, owner: str | None = None) -> Fence:
+        """Take (target, topic, partition) for a new worker: a new generation, which fences out every earlier one.
+        Waits for a write of an earlier generation in flight (it holds the owner row) to commit first."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO sink_owners (target, topic, partition, generation, owner) VALUES (%s,%s,%s,1,%s) "
+                "ON CONFLICT (target, topic, partition) DO UPDATE SET generation = sink_owners.generation + 1, "
+                "owner = EXCLUDED.owner, claimed_at = now() RETURNING generation",
+                (target, topic, partition, owner)).fetchone()
+        return Fence(target, topic, partition, int(row[0]))
+
+    def fence_out(self, fence: Fence) -> None:
+        """End ``fence``'s generation (a revoked worker that did not stop in time) unless a newer one exists."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE sink_owners SET generation = generation + 1, owner = NULL, claimed_at = now() "
+                         "WHERE target=%s AND topic=%s AND partition=%s AND generation=%s",
+                         (fence.target, fence.topic, fence.partition, fence.generation))
+
+    @staticmethod
+    def check_fence(conn: Any, fence: Fence) -> None:
+        """Inside a write transaction: hold the owner row (a claim waits for this commit) and refuse a stale one."""
+        row = conn.execute("SELECT generation FROM sink_owners WHERE target=%s AND topic=%s AND partition=%s "
+                           "FOR SHARE", (fence.target, fence.topic, fence.partition)).fetchone()
+        if row is None or int(row[0]) != fence.generation:
+            raise FencedOut(f"{fence.target} partition {fence.partition}: generation {fence.generation} was "
+                            f"superseded by {row[0] if row else 'none'}")
+
+    @contextmanager
+    def _write(self, conn: Any, fence: Fence | None) -> Iterator[Any]:
+        """A connection for one write: the caller's (inside its transaction), or a pooled one; with ``fence``
+        the write and the fence check share one transaction."""
         if conn is not None:
-            conn.execute(sql, (target, topic, partition, next_offset))
+            if fence is not None:
+                self.check_fence(conn, fence)
+            yield conn
             return
         with self.pool.connection() as c:
-            c.execute(sql, (target, topic, partition, next_offset))
+            if fence is None:
+                yield c
+                return
+            with c.transaction():
+                self.check_fence(c, fence)
+                yield c
 
     # -- documents --
     def document(self, target: str, invoice_id: int) -> DocumentState:
@@ -160,21 +264,23 @@ class Ledger:
         return DocumentState.model_validate(row[0]) if row else DocumentState()
 
     def save_document(self, target: str, event_number: str, invoice_id: int, doc: DocumentState,
-                      conn: Any = None, issue_date: Any = None, location_code: str | None = None) -> None:
+                      conn: Any = None, issue_date: Any = None, location_code: str | None = None,
+                      fence: Fence | None = None) -> bool:
+        """Write ``doc`` unless the ledger already holds a newer delivered version (a late write of an older
+        delivery never rolls the document back); False when it was not written. With ``fence``, refused
+        (``FencedOut``) once the worker's partition was claimed again."""
         sql = ("INSERT INTO documents (target, invoice_id, invoice_number, delivered_version, status, external_id, "
                "state, issue_date, location_code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                "ON CONFLICT (target, invoice_id) DO UPDATE SET invoice_number=EXCLUDED.invoice_number, "
                "delivered_version=EXCLUDED.delivered_version, status=EXCLUDED.status, "
                "external_id=EXCLUDED.external_id, state=EXCLUDED.state, "
                "issue_date=COALESCE(EXCLUDED.issue_date, documents.issue_date), "
-               "location_code=COALESCE(EXCLUDED.location_code, documents.location_code), updated_at=now()")
+               "location_code=COALESCE(EXCLUDED.location_code, documents.location_code), updated_at=now() "
+               "WHERE documents.delivered_version <= EXCLUDED.delivered_version")
         args = (target, invoice_id, event_number, doc.delivered_version, doc.status, doc.external_id,
                 Jsonb(doc.model_dump(mode="json")), issue_date, location_code)
-        if conn is not None:
-            conn.execute(sql, args)
-            return
-        with self.pool.connection() as c:
-            c.execute(sql, args)
+        with self._write(conn, fence) as c:
+            return c.execute(sql, args).rowcount == 1
 
     @contextmanager
     def invoice_lock(self, target: str, invoice_id: int) -> Iterator[None]:
@@ -201,24 +307,33 @@ class Ledger:
 
     def record_delivery(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
                         topic: str, partition: int, next_offset: int, audit: dict[str, Any],
-                        issue_date: Any = None, location_code: str | None = None) -> None:
-        """Document state + audit record + offset, atomically."""
+                        issue_date: Any = None, location_code: str | None = None, fence: Fence | None = None) -> bool:
+        """Document state + audit record + offset, atomically; with ``fence``, only while the worker still owns
+        the partition. False (offset moved, document and audit left alone) when the ledger already holds a
+        newer delivered version than ``doc``."""
         with self.pool.connection() as conn:
             with conn.transaction():
-                self.save_document(target, invoice_number, invoice_id, doc, conn=conn, issue_date=issue_date,
-                                   location_code=location_code)
-                if audit:
+                if fence is not None:
+                    self.check_fence(conn, fence)
+                written = self.save_document(target, invoice_number, invoice_id, doc, conn=conn,
+                                             issue_date=issue_date, location_code=location_code)
+                if audit and written:
                     self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number,
                                        **audit)
                 self.set_offset(target, topic, partition, next_offset, conn=conn)
+        return written
 
     def record_document(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
-                        audit: dict[str, Any]) -> None:
-        """Document state + audit record, atomically, without touching offsets (resync, dlq retry)."""
+                        audit: dict[str, Any]) -> bool:
+        """Document state + audit record, atomically, without touching offsets (resync, dlq retry); False
+        (nothing written) when the ledger already holds a newer delivered version than ``doc``."""
         with self.pool.connection() as conn:
             with conn.transaction():
-                self.save_document(target, invoice_number, invoice_id, doc, conn=conn)
-                self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number, **audit)
+                written = self.save_document(target, invoice_number, invoice_id, doc, conn=conn)
+                if written:
+                    self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number,
+                                       **audit)
+        return written
 
     # -- audit trail (append-only, each record hashes its predecessor) --
     def _append_audit(self, conn: Any, *, target: str, invoice_id: int, invoice_number: str, version: int,
@@ -265,17 +380,19 @@ class Ledger:
     # -- dead letters --
     def dead_letter(self, *, target: str, invoice_id: int, invoice_number: str, version: int, topic: str,
                     partition: int, offset: int, error_class: str, reason: str, detail: Any, event: bytes,
-                    parked: bool, next_offset: int | None) -> int:
+                    parked: bool, next_offset: int | None, fence: Fence | None = None) -> int:
         """Record a failed (or parked) event and move the offset past it, atomically (``next_offset`` None:
         a pull platform's late refusal, whose offset was committed when the version was queued)."""
         with self.pool.connection() as conn:
             with conn.transaction():
+                if fence is not None:
+                    self.check_fence(conn, fence)
                 row = conn.execute(
                     "INSERT INTO dead_letters (target, invoice_id, invoice_number, version, topic, partition, "
                     "kafka_offset, error_class, reason, detail, event, status) "
                     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
                     (target, invoice_id, invoice_number, version, topic, partition, offset, error_class, reason,
-                     Jsonb(detail) if detail is not None else None, event, "parked" if parked else "open"),
+                     Jsonb(json_safe(detail)) if detail is not None else None, event, "parked" if parked else "open"),
                 ).fetchone()
                 if next_offset is not None:
                     self.set_offset(target, topic, partition, next_offset, conn=conn)

@@ -154,8 +154,9 @@ def apply_reset(config: AppConfig, ledger: Ledger, target: str, plan: list[Plann
         for future in admin.alter_consumer_group_offsets([request]).values():
             future.result(timeout=15)
         return
-    for r in plan:
-        ledger.set_offset(target, r.topic, r.partition, r.new)
+    # Backwards too, and fencing out any worker still holding these partitions (set_offset never rewinds).
+    for topic in {r.topic for r in plan}:
+        ledger.reset_offsets(target, topic, {r.partition: r.new for r in plan if r.topic == topic})
 
 
 WAITING_SCAN_MAX = 200_000  # records read per target to count what waits for its window

