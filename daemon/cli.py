@@ -472,9 +472,13 @@ def cmd_resync(args: argparse.Namespace) -> int:
         if args.dry_run:
             print("dry run: nothing sent")
             return 0
-        done = resync.apply(ledger, connector, target, items)
-        print(f"resynced: {done}")
-        return 0
+        result = resync.apply(ledger, connector, target, items)
+        for number, why in result.skipped:
+            print(f"{number:<20} skipped    {why}")
+        for number, error in result.errors:
+            print(f"{number:<20} FAILED     {error}")
+        print(f"resynced: {result.counts}; skipped {len(result.skipped)}; failed {len(result.errors)}")
+        return 1 if result.errors else 0
     finally:
         connector.close()
         ledger.close()
@@ -496,9 +500,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             doc = ledger.document(target.name, item.event.invoice_id)
             kind = {"create": "missing", "conflict": "conflict", "update": "amount"}.get(item.action)
             remote = connector.fetch_invoice(doc.external_id) if doc.external_id else None
+            expected = resync.expected_balance(item.event)
             if kind is None and remote is not None and remote.balance is not None \
-                    and item.event.status.value == "issued" and remote.balance != item.event.balance:
-                kind, item.detail = "payment", f"balance {remote.balance} vs {item.event.balance}"
+                    and item.event.status.value == "issued" and remote.balance != expected:
+                kind, item.detail = "payment", f"balance {remote.balance} vs {expected}"
             if kind is not None:
                 rows.append({"invoice": item.event.number, "kind": kind, "detail": item.detail,
                              "ledger_version": doc.delivered_version, "source_version": item.event.version,

@@ -197,3 +197,76 @@ def test_batch_path_records_success_while_holding_the_invoice_locks(ledger):
     worker._handle_chunk(0, chunk, lease(worker))
     assert held_at_record == [True, True, True]
     assert ledger.offsets("books", TOPIC) == {0: 23}
+
+
+# --- 2 and 9: resync ---------------------------------------------------------------------------------------------
+
+def _posted(ledger: Ledger, event, **extra: str) -> DocumentState:
+    doc = delivered(event, DocumentState(external_id=f"X{event.invoice_id}", status="posted", extra=dict(extra)))
+    ledger.save_document("books", event.number, event.invoice_id, doc)
+    return doc
+
+
+def test_resync_skips_an_invoice_whose_newer_version_was_delivered_meanwhile(ledger):
+    from daemon import resync
+
+    worker, books = make_worker(ledger)
+    v2 = next_version(invoice_event(5))
+    v3 = next_version(v2, lines=list(v2.lines[:2]))
+    _posted(ledger, v3, invoice_hash="h3")  # the sink delivered v3 after the resync planned with v2
+    result = resync.apply(ledger, books, worker.target, [resync.ResyncItem(v2, "update", "total differs")])
+    assert books.posted == {}, "resync posted the plan's older state over a newer delivered version"
+    assert result.counts == {} and result.skipped and "newer version v3 delivered meanwhile" in result.skipped[0][1]
+    assert ledger.document("books", 5).delivered_version == 3
+
+
+def test_resync_keeps_the_connectors_state_and_the_delivered_version(ledger):
+    from daemon import resync
+
+    worker, books = make_worker(ledger)
+    v2 = next_version(invoice_event(6))
+    _posted(ledger, v2, invoice_hash="h2", txn_date="2026-12-01", **{"credit_applied:4": "P9:10.00"})
+    result = resync.apply(ledger, books, worker.target, [resync.ResyncItem(v2, "update", "total differs")])
+    assert result.counts == {"update": 1} and not result.errors
+    sent = books.seen_docs[-1]
+    assert sent.extra == {"txn_date": "2026-12-01", "credit_applied:4": "P9:10.00"}, sent.extra
+    assert sent.delivered_version == 2
+    stored = ledger.document("books", 6)
+    assert stored.delivered_version == 2 and stored.extra.get("credit_applied:4") == "P9:10.00"
+
+
+def test_resync_goes_on_past_a_permanent_error_and_reports_it_per_invoice(ledger):
+    from daemon import resync
+
+    worker, books = make_worker(ledger)
+    first, second = invoice_event(11), invoice_event(12)
+    books.fail[11] = PermanentError("Business Validation Error: the transaction is voided", status=400)
+    items = [resync.ResyncItem(first, "update", "status"), resync.ResyncItem(second, "create", "not at the platform")]
+    result = resync.apply(ledger, books, worker.target, items)
+    assert books.posted == {12: [1]}
+    assert result.counts == {"create": 1}
+    assert result.errors == [(first.number, "permanent: Business Validation Error: the transaction is voided")]
+
+
+def test_a_void_never_posted_is_nothing_to_do():
+    from daemon import resync
+
+    void = next_version(invoice_event(13), status="void")
+    action, detail = resync.classify(void, DocumentState(), None, None)
+    assert action == "no change" and "nothing to do" in detail
+    issued = invoice_event(14)
+    assert resync.classify(issued, DocumentState(), None, None)[0] == "create"
+
+
+def test_reconcile_expects_refund_credit_on_the_balance():
+    from connectors.testing import NOW
+    from daemon.canonical import Refund
+    from daemon.resync import expected_balance
+
+    event = invoice_event(15, payments=[payment(1, "100.00")],
+                          refunds=[Refund(id=1, kind="return", amount=Decimal("50.00"), tax_amount=Decimal("3.13"),
+                                          created_at=NOW)])
+    assert expected_balance(event) == event.computed.total - Decimal("100.00") - Decimal("53.13")
+    paid_up = invoice_event(16, payments=[payment(2, str(invoice_event(16).computed.total))],
+                            refunds=[Refund(id=2, kind="refund", amount=Decimal("20.00"), created_at=NOW)])
+    assert expected_balance(paid_up) == Decimal("0")
