@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import structlog
 
-from connectors.base import AuthError, CredentialSource, PermanentError, RetryableError
+from connectors.base import AuthError, CredentialSource, ReauthorizationRequired, RetryableError
 from daemon import metrics
 
 log = structlog.get_logger(__name__)
@@ -90,14 +90,14 @@ class OAuth2RefreshAuth:
                 metrics.TOKEN_REFRESHES.labels(self.target, "rejected").inc()
                 # invalid_grant: the refresh token is dead; a person must re-authorise the app.
                 body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-                raise PermanentError(
+                raise ReauthorizationRequired(
                     f"token refresh rejected: {body.get('error', response.status_code)}; re-authorise the target",
                     status=response.status_code, platform_code=body.get("error"),
                 )
             token = response.json()
             if "access_token" not in token:  # Zoho answers a dead refresh token with 200 {"error": "invalid_code"}
                 metrics.TOKEN_REFRESHES.labels(self.target, "rejected").inc()
-                raise PermanentError(f"token refresh rejected: {token.get('error', 'no access_token')}; "
+                raise ReauthorizationRequired(f"token refresh rejected: {token.get('error', 'no access_token')}; "
                                      "re-authorise the target", status=response.status_code,
                                      platform_code=token.get("error"))
             changes = {

@@ -151,6 +151,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     document = json.loads(Path(args.from_file).read_text() if args.from_file != "-" else sys.stdin.read())
     with store.lock():
         store.put(document)
+    ledger.clear_reauthorization(args.target)  # a target paused for re-authorisation resumes
     print(f"credentials stored (encrypted) for target {args.target}")
     ledger.close()
     return 0
@@ -263,13 +264,61 @@ def check_online(config) -> int:
     return 1 if missing else 0
 
 
-def cmd_dlq(args: argparse.Namespace) -> int:
+def retry_invoice(worker, invoice_id: int) -> tuple[bool, str]:
+    """``dlq retry``: deliver the newest dead-lettered version of one invoice, then unpark it.
+    (delivered?, what happened)."""
     from daemon.canonical import decode_invoice_event
-    from daemon.deliver import SinkWorker, deliver_event_now, deliver_pulled_again
+    from daemon.deliver import Shutdown, deliver_event_now, deliver_pulled_again
+
+    ledger, target = worker.ledger, worker.target
+    rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == invoice_id]
+    if not rows:
+        return False, f"invoice {invoice_id}: no open dead letter on {target.name}"
+    newest_row = ledger.dead_letter_row(max(rows, key=lambda r: r["version"])["id"])
+    event = decode_invoice_event(bytes(newest_row["event"]))
+    try:
+        if newest_row["topic"].startswith("pull:"):
+            # Refused by a pull platform after it was queued: the ledger already counts the version as
+            # delivered, so hand it straight back to the connector to queue again.
+            outcome = deliver_pulled_again(worker, event)
+        else:
+            outcome = deliver_event_now(worker, event)
+    except Shutdown as exc:  # the target's grant needs a person: it is paused now
+        return False, f"{event.number} v{event.version}: not delivered, {target.name} needs re-authorisation: {exc}"
+    if outcome is not None and not isinstance(outcome, tuple):
+        return False, f"{event.number} v{event.version}: retry failed again: {outcome.error_class.value}: {outcome.reason}"
+    if isinstance(outcome, tuple):
+        ledger.save_document(target.name, event.number, event.invoice_id, outcome[0])
+    n = ledger.resolve_dead_letters(target.name, invoice_id, "retried")
+    return True, f"invoice {event.number} v{event.version} delivered to {target.name}; {n} dead letter(s) resolved"
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import threading
+    from datetime import date, datetime, timezone
+
+    from daemon.canonical import decode_invoice_event
+    from daemon.deliver import SinkWorker
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
     try:
+        if args.action == "retry" and args.all:
+            target = config.target(args.target)
+            since = (datetime.combine(date.fromisoformat(args.since), datetime.min.time(), timezone.utc)
+                     if args.since else None)
+            invoice_ids = list(dict.fromkeys(r["invoice_id"] for r in ledger.dead_letters(target.name)
+                                             if since is None or r["created_at"] >= since))
+            worker = SinkWorker(config, target, ledger, runtime, threading.Event())
+            failed = 0
+            for invoice_id in invoice_ids:
+                ok, message = retry_invoice(worker, invoice_id)
+                failed += not ok
+                print(message, file=sys.stdout if ok else sys.stderr)
+            worker.connector.close()
+            print(f"retried {len(invoice_ids)} invoice(s) on {target.name}: {len(invoice_ids) - failed} delivered, "
+                  f"{failed} failed")
+            return 1 if failed else 0
         if args.action == "list":
             rows = ledger.dead_letters(args.target)
             print(f"{'id':>6}  {'target':<16} {'invoice':<18} {'ver':>4}  {'class':<10} {'status':<7} reason")
@@ -296,29 +345,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "dropped")
             print(f"dropped {n} dead letter(s) of invoice {row['invoice_number']} on {target.name}")
             return 0
-        # retry: deliver the newest dead-lettered version of that invoice, then unpark it.
-        rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == row["invoice_id"]]
-        newest = max(rows, key=lambda r: r["version"])
-        newest_row = ledger.dead_letter_row(newest["id"])
-        event = decode_invoice_event(bytes(newest_row["event"]))
-        import threading
-
-        worker = SinkWorker(config, target, ledger, runtime, threading.Event())
-        if newest_row["topic"].startswith("pull:"):
-            # Refused by a pull platform after it was queued: the ledger already counts the version as
-            # delivered, so hand it straight back to the connector to queue again.
-            outcome = deliver_pulled_again(worker, event)
-        else:
-            outcome = deliver_event_now(worker, event)
-        if outcome is not None and not isinstance(outcome, tuple):
-            print(f"retry failed again: {outcome.error_class.value}: {outcome.reason}", file=sys.stderr)
-            return 1
-        if isinstance(outcome, tuple):
-            doc, _, action = outcome
-            ledger.save_document(target.name, event.number, event.invoice_id, doc)
-        n = ledger.resolve_dead_letters(target.name, row["invoice_id"], "retried")
-        print(f"invoice {event.number} v{event.version} delivered to {target.name}; {n} dead letter(s) resolved")
-        return 0
+        ok, message = retry_invoice(SinkWorker(config, target, ledger, runtime, threading.Event()), row["invoice_id"])
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
     finally:
         ledger.close()
 
@@ -424,7 +453,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"fold: lag {report['fold']['lag']} over {report['fold']['partitions']} source partitions")
     for name, t in report["targets"].items():
-        print(f"target {name} ({t['platform']}){' PAUSED' if t['paused'] else ''}: lag {t['lag']}, "
+        print(f"target {name} ({t['platform']}){' PAUSED: ' + t['pause_reason'] if t['paused'] else ''}: lag {t['lag']}, "
               f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
               f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "
               f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}, "
@@ -593,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("--config", required=True)
     p.add_argument("--target")
+    p.add_argument("--all", action="store_true", help="with retry: every invoice with an open dead letter on --target")
+    p.add_argument("--since", help="with retry --all: only dead letters recorded on or after this date, YYYY-MM-DD")
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("trace", help="history of one invoice across all targets")
@@ -653,7 +684,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_generate(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
+    if args.command == "dlq" and args.action == "retry" and args.all:
+        if args.id is not None or not args.target:
+            parser.error("dlq retry --all needs --target T (and no dead-letter id)")
+    elif args.command == "dlq" and args.since:
+        parser.error("--since goes with dlq retry --all")
+    elif getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
         parser.error(f"dlq {args.action} needs a dead-letter id")
     configure_logging(args.log_level, json_output=not args.console_logs and args.command != "demo")
     return args.func(args)

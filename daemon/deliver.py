@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import psycopg
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -41,6 +42,8 @@ from connectors.base import (
     DocumentState,
     ErrorClass,
     PermanentError,
+    ReauthorizationRequired,
+    RetryableError,
     UncertainOutcomeError,
 )
 from connectors.ratelimit import limiter_from
@@ -135,6 +138,10 @@ class Shutdown(Exception):
     """Raised inside a worker when the daemon stops mid-retry: nothing is committed for that event."""
 
 
+class PausedForReauthorization(Shutdown):
+    """The target's grant needs a person: the target was paused, nothing is committed for this event."""
+
+
 class PartitionLease:
     """A partition worker's hold on its partition: revoked when it must stop, and the ledger fence (the
     generation claimed on assignment) that every one of its ledger writes carries."""
@@ -174,6 +181,8 @@ class SinkWorker:
         self._busy: dict[int, bool] = {}  # partition -> a worker is processing a batch it took
         self._dlq_producer: Producer | None = None
         self.ready = threading.Event()
+        self._pause_seen: tuple[str | None, str | None] = (None, None)
+        self.crashes = 0  # consumer loops that died of an unexpected error (restarted; reported at shutdown)
         # Schedule gating: None for realtime, which keeps the plain path below.
         self.window = None if target.schedule.mode == "realtime" else DeliveryWindow(target.schedule)
         self.clock: Clock = clock or utc_now
@@ -191,8 +200,14 @@ class SinkWorker:
             self.log.warning("credential_expiry_unknown")
         backoff = 1.0
         while not self.stop.is_set():
-            if self.ledger.target_paused(self.target.name):
-                self.ready.set()  # paused on purpose (offsets reset): not a readiness failure
+            try:
+                paused = self._target_paused()
+            except psycopg.OperationalError as exc:
+                self.log.warning("sink_pause_state_unknown", error=f"{type(exc).__name__}: {exc}")
+                self.stop.wait(backoff)
+                continue
+            if paused:
+                self.ready.set()  # paused on purpose (offsets reset, re-authorisation): not a readiness failure
                 self.stop.wait(2)
                 continue
             try:
@@ -200,8 +215,17 @@ class SinkWorker:
                 self._run_consumer()
                 backoff = 1.0
             except KafkaException as exc:
+                self.ready.clear()
                 metrics.UP.labels(f"sink:{self.target.name}").set(0)
                 self.log.error("sink_restarting", error=str(exc), backoff_s=backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # noqa: BLE001 - e.g. the ledger database gone: restart, never die silently
+                self.ready.clear()
+                self.crashes += 1
+                metrics.UP.labels(f"sink:{self.target.name}").set(0)
+                metrics.COMPONENT_RESTARTS.labels(f"sink:{self.target.name}").inc()
+                self.log.exception("sink_crashed_restarting", error=f"{type(exc).__name__}: {exc}", backoff_s=backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         self.connector.close()
@@ -224,9 +248,8 @@ class SinkWorker:
             while not self.stop.is_set():
                 if time.monotonic() - last_control > 2:
                     last_control = time.monotonic()
-                    if self.ledger.target_paused(self.target.name):
-                        self.log.info("sink_paused_by_operator")
-                        return  # leave the group; run() waits for the flag to clear
+                    if self._target_paused():
+                        return  # leave the group; run() waits for the pause to end
                 for m in consume_available(self.consumer, 500, 0.1):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
@@ -239,6 +262,7 @@ class SinkWorker:
                                   m.timestamp()[1] if self.window is not None else 0))
                 self._apply_backpressure()
                 if time.monotonic() - last_lag > 2:
+                    self._revive_dead_workers()
                     self._publish_metrics()
                     last_lag = time.monotonic()
         finally:
@@ -247,6 +271,49 @@ class SinkWorker:
             self._dlq_producer.flush(10)
             self._dlq_producer = None  # release librdkafka's handle now, not at garbage collection
             metrics.UP.labels(f"sink:{self.target.name}").set(0)
+
+    def _target_paused(self) -> bool:
+        """Whether the target is paused (operator, or a grant that needs a person); keeps the metric and logs
+        each change."""
+        operator, reauthorization = self.ledger.pause_state(self.target.name)
+        metrics.TARGET_PAUSED.labels(self.target.name, "operator").set(1 if operator else 0)
+        metrics.TARGET_PAUSED.labels(self.target.name, "reauthorization_required").set(1 if reauthorization else 0)
+        state = ("operator" if operator else None, reauthorization)
+        if state != self._pause_seen:
+            if reauthorization:
+                self.log.error("target_paused_reauthorization_required", reason=reauthorization,
+                               action="ledgerwire credentials set --target " + self.target.name)
+            elif operator:
+                self.log.info("sink_paused_by_operator")
+            elif any(self._pause_seen):
+                self.log.info("sink_resumed")
+            self._pause_seen = state
+        return operator or reauthorization is not None
+
+    def _credentials_problem(self) -> str | None:
+        """Why the target's stored credentials cannot be used (missing, unreadable), or None."""
+        try:
+            document = self.runtime.credentials(self.target.name).get()
+        except psycopg.OperationalError:
+            return None  # the database, not the credentials: retried like any other outage
+        except Exception as exc:  # noqa: BLE001 - e.g. not decryptable with this key
+            return f"credentials unreadable: {exc}"
+        return None if document else "no credentials stored for this target"
+
+    def _revive_dead_workers(self) -> None:
+        """A partition worker that died (it should not: it catches everything) is started again on its queue,
+        with a new claim; the records it took are replayed from the ledger's offset by a rebalance-free seek."""
+        for partition, thread in list(self._threads.items()):
+            if thread.is_alive() or self.stop.is_set() or self._leases[partition].revoked():
+                continue
+            self.crashes += 1
+            metrics.COMPONENT_RESTARTS.labels(f"sink:{self.target.name}").inc()
+            self.log.error("sink_worker_died_restarting", partition=partition)
+            fence = self.ledger.claim_partition(self.target.name, self.topic, partition, self.owner)
+            stored = self.ledger.offsets(self.target.name, self.topic).get(partition, OFFSET_BEGINNING)
+            self._queues.pop(partition, None)
+            self._start_worker(partition, fence)
+            self.consumer.seek(TopicPartition(self.topic, partition, stored))
 
     def _apply_backpressure(self) -> None:
         for partition, q in list(self._queues.items()):
@@ -335,9 +402,15 @@ class SinkWorker:
 
     # -- a partition worker --
     def _partition_loop(self, partition: int) -> None:
-        if self.window is not None:
-            self._scheduled_loop(partition)
-            return
+        try:
+            if self.window is not None:
+                self._scheduled_loop(partition)
+            else:
+                self._realtime_loop(partition)
+        finally:
+            self.ledger.release_thread_connection()
+
+    def _realtime_loop(self, partition: int) -> None:
         q = self._queues[partition]
         revoked = self._leases[partition]
         while not revoked.revoked() and not self.stop.is_set():
@@ -358,6 +431,7 @@ class SinkWorker:
                 return
             except FencedOut as exc:  # the partition was claimed again: its new owner replays from the ledger
                 self.log.warning("sink_worker_fenced_out", partition=partition, reason=str(exc))
+                revoked.revoke()  # not a death to revive: the partition has a new owner
                 return
             except Exception:  # a bug must not kill the partition silently: log, back off, re-read
                 self.log.exception("sink_batch_failed", partition=partition)
@@ -623,12 +697,26 @@ class SinkWorker:
                 return new_doc, attempt, action
             except DeliveryError as exc:
                 error = exc
+            except psycopg.OperationalError as exc:  # the ledger database (pool exhausted, connection lost): wait
+                error = RetryableError(f"ledger database unavailable: {type(exc).__name__}: {exc}")
             except Exception as exc:  # a connector bug: classify as permanent, never crash-loop
                 bound.exception("connector_raised_unexpected")
                 error = PermanentError(f"connector error: {type(exc).__name__}: {exc}")
+            if not isinstance(error, ReauthorizationRequired) and error.error_class in (ErrorClass.AUTH,
+                                                                                          ErrorClass.PERMANENT):
+                problem = self._credentials_problem()  # e.g. KeyError 'refresh_token' from an empty store
+                if problem is not None:
+                    error = ReauthorizationRequired(f"{problem}; run `ledgerwire credentials set`")
             metrics.DELIVERY_FAILURES.labels(self.target.name, error.error_class.value).inc()
             bound.warning("delivery_failed", attempt=attempt, error_class=error.error_class.value,
                           reason=error.reason, status=error.status, code=error.platform_code)
+            if isinstance(error, ReauthorizationRequired):
+                # Every invoice would fail the same way until a person re-authorises: pause the target
+                # (nothing dead-lettered, offsets kept) instead of dead-lettering them one by one.
+                self.ledger.pause_for_reauthorization(self.target.name, error.reason)
+                metrics.TARGET_PAUSED.labels(self.target.name, "reauthorization_required").set(1)
+                revoked.revoke()
+                raise PausedForReauthorization(error.reason)
             if error.error_class == ErrorClass.PERMANENT:
                 return error
             if error.error_class == ErrorClass.STALE:

@@ -116,6 +116,8 @@ CREATE TABLE IF NOT EXISTS sink_control (
     reason      text,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE sink_control ADD COLUMN IF NOT EXISTS auth_reason text;
+ALTER TABLE sink_control ADD COLUMN IF NOT EXISTS auth_paused_at timestamptz;
 """
 
 GENESIS = "0" * 64
@@ -166,13 +168,58 @@ def _lock_key(*parts: object) -> int:
 
 
 class Ledger:
+    """The pool serves short queries only. Advisory locks held across a platform call (a delivery's invoice
+    lock, an entity's lock) live on a dedicated connection per thread (``_lock_connection``): a burst on
+    several targets can then never take every pooled connection while each holder waits for one more."""
+
     def __init__(self, dsn: str, min_size: int = 2, max_size: int = 20) -> None:
         self.dsn = dsn
         self.pool = ConnectionPool(dsn, min_size=min_size, max_size=max_size, open=True,
                                    kwargs={"autocommit": True}, name="ledgerwire")
+        self._thread_lock_conn = threading.local()
+        self._lock_conns: set[Any] = set()
+        self._lock_conns_guard = threading.Lock()
 
     def close(self) -> None:
+        with self._lock_conns_guard:
+            conns, self._lock_conns = list(self._lock_conns), set()
+        for conn in conns:
+            conn.close()
         self.pool.close()
+
+    def _lock_connection(self) -> Any:
+        """This thread's own connection for advisory locks (opened on first use, replaced when broken)."""
+        conn = getattr(self._thread_lock_conn, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            self._thread_lock_conn.conn = conn
+            with self._lock_conns_guard:
+                self._lock_conns.add(conn)
+        return conn
+
+    def release_thread_connection(self) -> None:
+        """Close this thread's lock connection (a worker thread that ends; its locks end with it)."""
+        conn = getattr(self._thread_lock_conn, "conn", None)
+        self._thread_lock_conn.conn = None
+        if conn is not None:
+            with self._lock_conns_guard:
+                self._lock_conns.discard(conn)
+            conn.close()
+
+    @contextmanager
+    def advisory_locks(self, keys: list[int]) -> Iterator[None]:
+        """Session advisory locks on this thread's lock connection, taken in the order given."""
+        conn = self._lock_connection()
+        taken: list[int] = []
+        try:
+            for key in keys:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                taken.append(key)
+            yield
+        finally:
+            if not conn.broken and not conn.closed:  # a broken session has released its locks already
+                for key in reversed(taken):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def ensure_schema(self, extra_ddl: list[str] = ()) -> None:
         with self.pool.connection() as conn:
@@ -282,28 +329,13 @@ class Ledger:
         with self._write(conn, fence) as c:
             return c.execute(sql, args).rowcount == 1
 
-    @contextmanager
-    def invoice_lock(self, target: str, invoice_id: int) -> Iterator[None]:
+    def invoice_lock(self, target: str, invoice_id: int):
         """Held for the whole delivery of one invoice: no two processes post the same invoice at once."""
-        with self.pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key("invoice", target, invoice_id),))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("invoice", target, invoice_id),))
+        return self.advisory_locks([_lock_key("invoice", target, invoice_id)])
 
-    @contextmanager
-    def invoice_locks(self, target: str, invoice_ids: list[int]) -> Iterator[None]:
-        """Several invoices' delivery locks on one connection, taken in id order (no deadlock)."""
-        keys = [_lock_key("invoice", target, i) for i in sorted(set(invoice_ids))]
-        with self.pool.connection() as conn:
-            for key in keys:
-                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                yield
-            finally:
-                for key in reversed(keys):
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    def invoice_locks(self, target: str, invoice_ids: list[int]):
+        """Several invoices' delivery locks, taken in id order (no deadlock)."""
+        return self.advisory_locks([_lock_key("invoice", target, i) for i in sorted(set(invoice_ids))])
 
     def record_delivery(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
                         topic: str, partition: int, next_offset: int, audit: dict[str, Any],
@@ -426,10 +458,31 @@ class Ledger:
             return cur.rowcount
 
     def target_paused(self, target: str) -> bool:
-        """Ops asked this target's workers to leave their consumer group (``ledgerwire offsets reset``)."""
+        """This target's workers must stay out of their consumer group: ops asked (``ledgerwire offsets
+        reset``), or its grant needs a person (``pause_for_reauthorization``)."""
+        operator, reauthorization = self.pause_state(target)
+        return operator or reauthorization is not None
+
+    def pause_state(self, target: str) -> tuple[bool, str | None]:
+        """(paused by an operator, why re-authorisation is needed or None). A re-authorisation pause ends by
+        itself once credentials were stored after it (``ledgerwire credentials set``)."""
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT paused FROM sink_control WHERE target=%s", (target,)).fetchone()
-        return bool(row and row[0])
+            row = conn.execute(
+                "SELECT s.paused, CASE WHEN s.auth_reason IS NOT NULL AND NOT EXISTS (SELECT 1 FROM credentials c "
+                "WHERE c.target = s.target AND c.updated_at > s.auth_paused_at) THEN s.auth_reason END "
+                "FROM sink_control s WHERE s.target=%s", (target,)).fetchone()
+        return (bool(row[0]), row[1]) if row else (False, None)
+
+    def pause_for_reauthorization(self, target: str, reason: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO sink_control (target, auth_reason, auth_paused_at) VALUES (%s,%s,clock_timestamp()) "
+                         "ON CONFLICT (target) DO UPDATE SET auth_reason=EXCLUDED.auth_reason, "
+                         "auth_paused_at=clock_timestamp(), updated_at=now()", (target, reason))
+
+    def clear_reauthorization(self, target: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE sink_control SET auth_reason=NULL, auth_paused_at=NULL, updated_at=now() "
+                         "WHERE target=%s", (target,))
 
     def set_paused(self, target: str, paused: bool, reason: str | None = None) -> None:
         with self.pool.connection() as conn:
@@ -464,15 +517,9 @@ class PgEntities:
                          "(target, kind, key) DO UPDATE SET ref=EXCLUDED.ref, updated_at=now()",
                          (self.target, kind, key, Jsonb(ref.model_dump(mode="json"))))
 
-    @contextmanager
-    def lock(self, kind: str, key: str) -> Iterator[None]:
-        with self.ledger.pool.connection() as conn:
-            lock_id = _lock_key("entity", self.target, kind, key)
-            conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+    def lock(self, kind: str, key: str):
+        # Held across the platform's look-up and create: on the thread's lock connection, not a pooled one.
+        return self.ledger.advisory_locks([_lock_key("entity", self.target, kind, key)])
 
 
 def load_secret_key(secret_key_file: Path | None) -> bytes:

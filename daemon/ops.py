@@ -272,8 +272,12 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
             except RuntimeError:
                 expiry = "unknown (no secret key)"
             oldest = min((p.oldest_unsent for p in mine if p.oldest_unsent), default=None)
+            operator_paused, reauthorization = ledger.pause_state(t.name)
             report["targets"][t.name] = {
-                "platform": t.platform, "enabled": t.enabled, "paused": ledger.target_paused(t.name),
+                "platform": t.platform, "enabled": t.enabled, "paused": operator_paused or reauthorization is not None,
+                "pause_reason": (f"re-authorisation required: {reauthorization} (`ledgerwire credentials set "
+                                 f"--target {t.name}` resumes it)" if reauthorization
+                                 else "operator (offsets reset)" if operator_paused else None),
                 "lag": sum(p.lag for p in mine), "oldest_unsent": oldest.isoformat() if oldest else None,
                 "last_success": last.isoformat() if last else None, "dead_letters_24h": failures,
                 "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,
