@@ -270,3 +270,48 @@ def test_reconcile_expects_refund_credit_on_the_balance():
     paid_up = invoice_event(16, payments=[payment(2, str(invoice_event(16).computed.total))],
                             refunds=[Refund(id=2, kind="refund", amount=Decimal("20.00"), created_at=NOW)])
     assert expected_balance(paid_up) == Decimal("0")
+
+
+# --- 6: dlq retry --all --target T [--since D] ---------------------------------------------------------------------
+
+def test_dlq_retry_all_for_a_target_since_a_date(ledger, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from connectors.quickbooks_online import Sandbox
+    from daemon import cli
+
+    sandbox = Sandbox()
+    server = sandbox.serve()
+    try:
+        config = AppConfig.model_validate({"postgres": {"dsn": ledger.dsn},
+                                           "targets": [sandbox.target_config("qbo", server.url)]})
+        config_file = tmp_path / "ledgerwire.yml"
+        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        seed = tmp_path / "seed.json"
+        seed.write_text(json.dumps(sandbox.seed_credentials()))
+        assert cli.main(["credentials", "set", "--config", str(config_file), "--target", "qbo",
+                         "--from-file", str(seed)]) == 0
+        old, recent = invoice_event(31), invoice_event(32)
+        recent_v2 = next_version(recent)
+        for event, parked in ((old, False), (recent, False), (recent_v2, True)):
+            ledger.dead_letter(target="qbo", invoice_id=event.invoice_id, invoice_number=event.number,
+                               version=event.version, topic=TOPIC, partition=0, offset=event.invoice_id, error_class=
+                               "parked" if parked else "permanent", reason="validation", detail=None,
+                               event=encode_invoice_event(event), parked=parked, next_offset=None)
+        with psycopg.connect(ledger.dsn, autocommit=True) as conn:
+            conn.execute("UPDATE dead_letters SET created_at = '2026-01-05' WHERE invoice_id = %s", (old.invoice_id,))
+        capsys.readouterr()
+        assert cli.main(["dlq", "retry", "--all", "--target", "qbo", "--since", "2026-06-01",
+                         "--config", str(config_file)]) == 0
+        out = capsys.readouterr().out
+        assert "retried 1 invoice(s) on qbo: 1 delivered, 0 failed" in out, out
+        assert [b.number for b in sandbox.booked_invoices()] == [recent.number]
+        assert ledger.document("qbo", recent.invoice_id).delivered_version == 2
+        assert [r["invoice_id"] for r in ledger.dead_letters("qbo")] == [old.invoice_id]
+        assert cli.main(["dlq", "retry", "--all", "--target", "qbo", "--config", str(config_file)]) == 0
+        assert sorted(b.number for b in sandbox.booked_invoices()) == sorted([old.number, recent.number])
+        assert ledger.dead_letters("qbo") == []
+    finally:
+        server.stop()
