@@ -692,6 +692,7 @@ class SinkWorker:
             ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities, fence=revoked.fence)
             if attempt > 1:
                 metrics.RETRIES.labels(self.target.name).inc()
+            unexpected = False  # the connector raised something that is not a DeliveryError
             try:
                 new_doc = self.connector.deliver(event, doc, ctx)
                 return new_doc, attempt, action
@@ -702,8 +703,8 @@ class SinkWorker:
             except Exception as exc:  # a connector bug: classify as permanent, never crash-loop
                 bound.exception("connector_raised_unexpected")
                 error = PermanentError(f"connector error: {type(exc).__name__}: {exc}")
-            if not isinstance(error, ReauthorizationRequired) and error.error_class in (ErrorClass.AUTH,
-                                                                                          ErrorClass.PERMANENT):
+                unexpected = True
+            if not isinstance(error, ReauthorizationRequired) and (unexpected or error.error_class == ErrorClass.AUTH):
                 problem = self._credentials_problem()  # e.g. KeyError 'refresh_token' from an empty store
                 if problem is not None:
                     error = ReauthorizationRequired(f"{problem}; run `ledgerwire credentials set`")

@@ -37,6 +37,17 @@ def multi_target_config(shop, tmp_path, sandboxes: dict, servers: dict, http_por
     return config, config_file
 
 
+def books_until_they_match(conn, sandboxes: dict, timeout_s: float) -> dict:
+    """Compare every sandbox's books with the shop database until all match or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        expected = expected_from_db(conn)
+        comparisons = {name: compare(expected, sandbox.booked_invoices()) for name, sandbox in sandboxes.items()}
+        if all(c.ok for c in comparisons.values()) or time.monotonic() > deadline:
+            return comparisons
+        time.sleep(1)
+
+
 def test_three_targets_one_daemon_burst_nothing_lost_nothing_dead_lettered(shop, tmp_path, report):
     # Slow platform answers keep each delivery (and whatever it holds) open for a while, as real ones do.
     sandboxes = {name: module.Sandbox(**getattr(module, "LOCAL_SANDBOX_OPTIONS", {}),
@@ -46,7 +57,7 @@ def test_three_targets_one_daemon_burst_nothing_lost_nothing_dead_lettered(shop,
     http_port = free_port()
     _, config_file = multi_target_config(shop, tmp_path, sandboxes, servers, http_port)
     log_path = tmp_path / "daemon.log"
-    comparisons = {}
+    comparisons: dict = {}
     try:
         with open(log_path, "ab") as log_file, psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
             daemon = start_daemon(config_file, log_file)
@@ -54,13 +65,7 @@ def test_three_targets_one_daemon_burst_nothing_lost_nothing_dead_lettered(shop,
                                                  mix={"new": 8, "edit": 3, "partial": 3, "pay": 3, "refund": 2,
                                                       "void": 1})
             writer.join(180)
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                expected = expected_from_db(conn)
-                comparisons = {name: compare(expected, sb.booked_invoices()) for name, sb in sandboxes.items()}
-                if all(c.ok for c in comparisons.values()):
-                    break
-                time.sleep(3)
+            comparisons = books_until_they_match(conn, sandboxes, 240)
             daemon.send_signal(signal.SIGTERM)
             exit_code = daemon.wait(90)
         with psycopg.connect(shop.ledger_dsn, autocommit=True) as ledger:
@@ -132,15 +137,7 @@ def test_missing_credentials_and_a_revoked_grant_pause_the_target_until_credenti
                 fresh.write_text(json.dumps(sandbox.seed_credentials()))
                 assert cli.main(["credentials", "set", "--config", str(config_file), "--target", name,
                                  "--from-file", str(fresh)]) == 0
-            deadline = time.monotonic() + 120
-            comparisons = {}
-            while time.monotonic() < deadline:
-                expected = expected_from_db(conn)
-                comparisons = {"qbo": compare(expected, qbo.booked_invoices()),
-                               "xero": compare(expected, xero_books.booked_invoices())}
-                if all(c.ok for c in comparisons.values()):
-                    break
-                time.sleep(1)
+            comparisons = books_until_they_match(conn, {"qbo": qbo, "xero": xero_books}, 120)
             assert all(c.ok for c in comparisons.values()), {n: c.problems() for n, c in comparisons.items()}
             assert ledger.dead_letters() == []
             assert all(ledger.pause_state(t) == (False, None) for t in ("qbo", "xero"))

@@ -82,12 +82,7 @@ def test_reconcile_of_refunds_and_never_posted_voids_is_zero_and_resync_goes_on_
     that invoice and still repairs the others."""
     sandbox = Sandbox()
     server = sandbox.serve()
-    credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps(sandbox.seed_credentials()))
-    config = shop.app_config(targets=[sandbox.target_config("qbo", server.url) | {"credentials_file": str(credentials)}],
-                             http={"port": free_port()})
-    config_file = tmp_path / "ledgerwire.yml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    config, config_file = shop.sandbox_config(sandbox, server.url, tmp_path, "qbo", http_port=free_port())
     daemon = Daemon(config, serve_http=False)
     daemon.start()
     period = ["--since", "2026-11-01", "--until", "2026-11-30"]
