@@ -698,6 +698,8 @@ class SinkWorker:
                 return new_doc, attempt, action
             except DeliveryError as exc:
                 error = exc
+            except FencedOut:  # a checkpoint refused: this worker's partition has a new owner
+                raise
             except psycopg.OperationalError as exc:  # the ledger database (pool exhausted, connection lost): wait
                 error = RetryableError(f"ledger database unavailable: {type(exc).__name__}: {exc}")
             except Exception as exc:  # a connector bug: classify as permanent, never crash-loop

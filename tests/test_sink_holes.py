@@ -163,6 +163,22 @@ def test_a_revoked_worker_cannot_roll_back_the_payments_map(ledger):
     assert ledger.offsets("books", TOPIC) == {0: 13}
 
 
+def test_a_worker_fenced_out_mid_delivery_writes_nothing_and_dead_letters_nothing(ledger):
+    worker, books = make_worker(ledger)
+    mine = lease(worker)
+    event = invoice_event(21)
+
+    def partition_claimed_elsewhere_then_checkpoint(event, doc, ctx):
+        lease(worker)  # a rebalance gave the partition to another worker meanwhile
+        ctx.checkpoint(doc.model_copy(update={"external_id": "X21", "status": "posted"}))
+
+    books.during_deliver = partition_claimed_elsewhere_then_checkpoint
+    with pytest.raises(FencedOut):
+        worker._handle(0, record_of(event, 3), event, 4, mine)
+    assert ledger.document("books", 21).external_id is None
+    assert ledger.dead_letters("books") == [] and ledger.offsets("books", TOPIC) == {}
+
+
 def test_ledger_writes_never_go_backwards(ledger):
     v2 = delivered(invoice_event(9, 2), DocumentState(external_id="X9", status="posted",
                                                       payments={"1": ExternalRef(external_id="P1")}))
