@@ -331,3 +331,50 @@ def test_dlq_retry_all_for_a_target_since_a_date(ledger, tmp_path, capsys):
         assert ledger.dead_letters("qbo") == []
     finally:
         server.stop()
+
+
+# --- 4: a sink loop that dies is restarted and reported; the clean flag tells the truth ------------------------
+
+def test_a_sink_loop_dying_of_pool_timeout_is_restarted_and_the_exit_is_not_called_clean(ledger, monkeypatch):
+    from psycopg_pool import PoolTimeout
+
+    from daemon import app
+
+    worker, _ = make_worker(ledger)
+    calls: list[int] = []
+
+    def consumer_loop_that_dies_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise PoolTimeout("couldn't get a connection after 30.00 sec")
+        worker.stop.set()
+
+    monkeypatch.setattr(worker, "_run_consumer", consumer_loop_that_dies_once)
+    monkeypatch.setattr(worker, "_target_paused", lambda: False)
+    monkeypatch.setattr("daemon.deliver.ensure_topics", lambda config: None)
+    worker.ready.set()
+    worker.run()  # returns only because the second consumer loop stopped it: the first death was survived
+    assert len(calls) == 2 and worker.crashes == 1
+
+    config = AppConfig.model_validate({"postgres": {"dsn": ledger.dsn}, "targets": [], "run_fold": False,
+                                       "shutdown_grace_s": 2})
+    daemon = app.Daemon(config, serve_http=False)
+    runs: list[int] = []
+    second_run_started = threading.Event()
+
+    def sink_loop():
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("a bug the loop did not catch")
+        second_run_started.set()
+        daemon.stop.wait(30)
+
+    daemon._spawn("sink:books", sink_loop)
+    daemon.threads[0].join(10)
+    assert not daemon.threads[0].is_alive()
+    daemon.supervise()
+    assert second_run_started.wait(10), "the dead sink loop was not started again"
+    assert daemon.liveness() == {"sink:books": True}
+    daemon.stop.set()
+    daemon.shutdown()
+    assert daemon.clean is False  # it stopped in time, but a loop died during the run
