@@ -505,6 +505,7 @@ class SinkWorker:
                     return
                 except FencedOut as exc:
                     self.log.warning("sink_worker_fenced_out", partition=partition, reason=str(exc))
+                    revoked.revoke()
                     return
                 except Exception:  # keep what is held (offsets untouched); replays are no-ops in the ledger
                     self.log.exception("sink_scheduled_batch_failed", partition=partition)
