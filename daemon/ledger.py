@@ -451,10 +451,13 @@ class Ledger:
             cur = conn.cursor(row_factory=dict_row)
             return cur.execute("SELECT * FROM dead_letters WHERE id=%s", (dl_id,)).fetchone()
 
-    def resolve_dead_letters(self, target: str, invoice_id: int, status: str) -> int:
+    def resolve_dead_letters(self, target: str, invoice_id: int, status: str, through_version: int | None = None
+                             ) -> int:
+        """Close the invoice's open/parked dead letters (only those of versions <= ``through_version`` if given)."""
         with self.pool.connection() as conn:
             cur = conn.execute("UPDATE dead_letters SET status=%s, resolved_at=now() WHERE target=%s AND "
-                               "invoice_id=%s AND status IN ('open','parked')", (status, target, invoice_id))
+                               "invoice_id=%s AND status IN ('open','parked') AND (%s::bigint IS NULL OR version <= %s)",
+                               (status, target, invoice_id, through_version, through_version))
             return cur.rowcount
 
     def target_paused(self, target: str) -> bool:

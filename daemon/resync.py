@@ -169,8 +169,11 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
         if not written:  # cannot happen under the lock, unless something writes the ledger without it
             result.skipped.append((event.number, "newer version delivered meanwhile (ledger kept it)"))
             continue
+        # Dead letters of this version or older are settled by what was just posted; left open, they would
+        # park every later version of the invoice behind them.
+        resolved = ledger.resolve_dead_letters(target.name, event.invoice_id, "retried", through_version=event.version)
         result.counts[item.action] = result.counts.get(item.action, 0) + 1
-        bound.info("resynced", action=item.action)
+        bound.info("resynced", action=item.action, dead_letters_resolved=resolved)
     return result
 
 

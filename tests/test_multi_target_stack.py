@@ -25,13 +25,13 @@ pytestmark = pytest.mark.stack
 PLATFORMS = {"qbo": quickbooks_online, "xero": xero, "zoho": zoho_books}
 
 
-def multi_target_config(shop, tmp_path, sandboxes: dict, servers: dict, http_port: int):
+def multi_target_config(shop, tmp_path, sandboxes: dict, servers: dict, http_port: int, **overrides):
     targets = []
     for name, sandbox in sandboxes.items():
         credentials = tmp_path / f"{name}-credentials.json"
         credentials.write_text(json.dumps(sandbox.seed_credentials()))
         targets.append(sandbox.target_config(name, servers[name].url) | {"credentials_file": str(credentials)})
-    config = shop.app_config(targets=targets, http={"port": http_port})
+    config = shop.app_config(targets=targets, http={"port": http_port}, **overrides)
     config_file = tmp_path / "ledgerwire.yml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return config, config_file

@@ -378,3 +378,21 @@ def test_a_sink_loop_dying_of_pool_timeout_is_restarted_and_the_exit_is_not_call
     daemon.stop.set()
     daemon.shutdown()
     assert daemon.clean is False  # it stopped in time, but a loop died during the run
+
+
+def test_resync_settles_the_dead_letters_it_supersedes(ledger):
+    from daemon import resync
+
+    worker, books = make_worker(ledger)
+    v1 = invoice_event(17, lines=[])
+    v3 = next_version(next_version(v1), lines=list(invoice_event(17).lines))
+    for event, parked in ((v1, False), (next_version(v1), True), (v3, True)):
+        ledger.dead_letter(target="books", invoice_id=17, invoice_number=v1.number, version=event.version, topic=TOPIC,
+                           partition=0, offset=event.version, error_class="permanent", reason="no lines", detail=None,
+                           event=encode_invoice_event(event), parked=parked, next_offset=None)
+    ledger.dead_letter(target="books", invoice_id=17, invoice_number=v1.number, version=4, topic=TOPIC, partition=0,
+                       offset=4, error_class="parked", reason="parked", detail=None,
+                       event=encode_invoice_event(next_version(v3)), parked=True, next_offset=None)
+    result = resync.apply(ledger, books, worker.target, [resync.ResyncItem(v3, "create", "not at the platform")])
+    assert result.counts == {"create": 1}
+    assert [(r["version"], r["status"]) for r in ledger.dead_letters("books")] == [(4, "parked")]
