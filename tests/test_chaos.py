@@ -91,16 +91,13 @@ def test_four_connectors_two_daemons_one_group_and_a_resync_during_the_run(shop,
 
     from connectors import odoo, quickbooks_online, xero, zoho_books
     from daemon import cli
-    from tests.test_multi_target_stack import books_until_they_match, multi_target_config
+    from tests.test_multi_target_stack import books_until_they_match, multi_target_config, patient_source
 
     modules = {"qbo": quickbooks_online, "xero": xero, "zoho": zoho_books, "odoo": odoo}
     sandboxes = {name: module.Sandbox(**getattr(module, "LOCAL_SANDBOX_OPTIONS", {})) for name, module in modules.items()}
     servers = {name: sandbox.serve() for name, sandbox in sandboxes.items()}
-    # Two daemons and four platforms on a small machine: Debezium can take longer than the tests' usual 10 s to
-    # deliver a whole source transaction; this test is about the sinks, not about releasing incomplete ones.
-    config, config_file = multi_target_config(
-        shop, tmp_path, sandboxes, servers, free_port(),
-        source={"topic_prefix": shop.name, "incomplete_transaction_timeout_s": 120})
+    config, config_file = multi_target_config(shop, tmp_path, sandboxes, servers, free_port(),
+                                              source=patient_source(shop))
     second_file = tmp_path / "ledgerwire-2.yml"
     second_file.write_text(config_file.read_text().replace(f"port: {config.http.port}", f"port: {free_port()}"))
     today = date.today()
