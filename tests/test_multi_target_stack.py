@@ -135,8 +135,12 @@ def test_missing_credentials_and_a_revoked_grant_pause_the_target_until_credenti
                 posted_while_paused = lconn.execute("SELECT count(*) FROM documents WHERE delivered_version > 0"
                                                     ).fetchone()[0]
             assert posted_while_paused == 0 and not qbo.booked_invoices() and not xero_books.booked_invoices()
-            for name in ("qbo", "xero"):
-                assert metrics.TARGET_PAUSED.labels(name, "reauthorization_required")._value.get() == 1
+            # The gauge follows the ledger's pause state (re-read every 2 s by each sink's loop).
+            paused_gauges = [metrics.TARGET_PAUSED.labels(name, "reauthorization_required") for name in ("qbo", "xero")]
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not all(g._value.get() == 1 for g in paused_gauges):
+                time.sleep(0.2)
+            assert [g._value.get() for g in paused_gauges] == [1, 1]
             capsys.readouterr()
             assert cli.main(["status", "--config", str(config_file)]) == 0
             status = capsys.readouterr().out
@@ -151,7 +155,10 @@ def test_missing_credentials_and_a_revoked_grant_pause_the_target_until_credenti
             assert all(c.ok for c in comparisons.values()), {n: c.problems() for n, c in comparisons.items()}
             assert ledger.dead_letters() == []
             assert all(ledger.pause_state(t) == (False, None) for t in ("qbo", "xero"))
-            assert metrics.TARGET_PAUSED.labels("xero", "reauthorization_required")._value.get() == 0
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and any(g._value.get() != 0 for g in paused_gauges):
+                time.sleep(0.2)
+            assert [g._value.get() for g in paused_gauges] == [0, 0]
     finally:
         daemon.shutdown()
         ledger.close()
