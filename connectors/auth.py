@@ -52,8 +52,8 @@ import httpx
 import structlog
 from authlib.oauth1.rfc5849.signature import construct_base_string, escape
 
-from connectors import base
-from connectors.base import AuthError, CredentialSource, DeliveryError, PermanentError, RetryableError
+from connectors.base import (AuthError, CredentialSource, DeliveryError, ReauthorizationRequired,
+                             RetryableError)
 from daemon import metrics
 
 log = structlog.get_logger(__name__)
@@ -65,10 +65,9 @@ PERSIST_BACKOFF_S = (0.1, 0.3, 1.0, 2.0)  # storing an answer the platform alrea
 
 
 def reauthorisation_required(reason: str, **kwargs: Any) -> DeliveryError:
-    """The grant is dead (``invalid_grant``, a revoked app, a wrong password): a person must act. A
-    ``ReauthorizationRequired`` in ``connectors.base`` (the sink pauses the target) is used when it exists."""
-    error_type = getattr(base, "ReauthorizationRequired", PermanentError)
-    return error_type(reason, **kwargs)
+    """The grant is dead (``invalid_grant``, a revoked app, a wrong password): a person must act, so the sink
+    pauses the target (``ReauthorizationRequired``) instead of dead-lettering every invoice."""
+    return ReauthorizationRequired(reason, **kwargs)
 
 
 # --- the common shape: sign, and on 401 renew once ------------------------------------------------------

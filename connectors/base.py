@@ -80,6 +80,12 @@ class AuthError(DeliveryError):
     error_class = ErrorClass.AUTH
 
 
+class ReauthorizationRequired(AuthError):
+    """Only a person can fix this (invalid_grant: the refresh token expired or the app was revoked; credentials
+    missing or unreadable): the daemon pauses the target — nothing dead-lettered, offsets kept — until
+    ``ledgerwire credentials set``."""
+
+
 class StaleTokenError(DeliveryError):
     error_class = ErrorClass.STALE
 

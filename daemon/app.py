@@ -17,6 +17,7 @@ import time
 import structlog
 
 from connectors.registry import connector_class
+from daemon import metrics
 from daemon.config import AppConfig
 from daemon.deliver import DaemonRuntime, SinkWorker
 from daemon.fold_runner import FoldRunner
@@ -49,16 +50,29 @@ def seed_credentials(config: AppConfig, runtime: DaemonRuntime) -> None:
                 log.info("credentials_seeded", target=target.name)
 
 
+def pool_size(config: AppConfig) -> int:
+    """The ledger's connection pool: every partition worker of every target may run one short query at a time,
+    and each target may hold two more while refreshing its token (credential lock + read/update); plus the
+    fold, the HTTP endpoint and the metrics loop. Locks held across a platform call are not in the pool (each
+    worker thread has its own lock connection, see ``Ledger``)."""
+    targets = sum(1 for t in config.targets if t.enabled)
+    return max(20, targets * (config.kafka.canonical_partitions + 2) + 4)
+
+
 class Daemon:
     def __init__(self, config: AppConfig, serve_http: bool = True) -> None:
         self.config = config
         self.stop = threading.Event()
         self.serve_http = serve_http
-        self.ledger = Ledger(config.postgres.dsn)
+        self.ledger = Ledger(config.postgres.dsn, max_size=pool_size(config))
         self.runtime = DaemonRuntime(self.ledger, load_secret_key(config.secret_key_file))
         self.fold: FoldRunner | None = None
         self.sinks: list[SinkWorker] = []
         self.threads: list[threading.Thread] = []
+        self._components: dict[str, tuple[threading.Thread, object]] = {}  # name -> (thread, its loop)
+        self._dead: set[str] = set()
+        self.clean = False
+        self.crashes = 0  # loop threads that died of an unexpected error (restarted by ``supervise``)
         self.http: RunningServer | None = None
 
     def start(self) -> None:
@@ -73,7 +87,7 @@ class Daemon:
             for target in targets:
                 sink = SinkWorker(self.config, target, self.ledger, self.runtime, self.stop)
                 self.sinks.append(sink)
-                self._spawn(f"sink-{target.name}", sink.run)
+                self._spawn(f"sink:{target.name}", sink.run)
         if self.serve_http:
             apps = {s.target.name: s.connector.asgi_app() for s in self.sinks if s.connector.asgi_app() is not None}
             app = build_http_app(self.liveness, self.readiness, apps, self._console())
@@ -91,19 +105,48 @@ class Daemon:
         return build_console(self.config, self.ledger, self.runtime, sinks.get)
 
     def _spawn(self, name: str, fn) -> None:
-        thread = threading.Thread(target=fn, name=name, daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(name, fn), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+        self._components[name] = (thread, fn)
+
+    def _guarded(self, name: str, fn) -> None:
+        try:
+            fn()
+        except BaseException:  # noqa: BLE001 - logged and counted here; ``supervise`` starts the loop again
+            log.exception("component_died", component=name)
+            raise
+
+    def supervise(self) -> None:
+        """Start again any sink thread that ended while the daemon is not stopping (and say so). A fold that
+        died is not restarted in-process (its Kafka transaction state is not re-entrant): it is reported —
+        /healthz and /readyz fail, the exit is not clean — and systemd's restart takes over."""
+        for name, (thread, fn) in list(self._components.items()):
+            if thread.is_alive() or self.stop.is_set() or name in self._dead:
+                continue
+            self.crashes += 1
+            metrics.UP.labels(name).set(0)
+            if not name.startswith("sink:"):
+                self._dead.add(name)
+                log.error("component_died_not_restarted", component=name)
+                continue
+            metrics.COMPONENT_RESTARTS.labels(name).inc()
+            log.error("component_restarted", component=name)
+            self.threads.remove(thread)
+            self._spawn(name, fn)
 
     def liveness(self) -> dict[str, bool]:
         return {t.name: t.is_alive() for t in self.threads}
 
     def readiness(self) -> dict[str, bool]:
+        """Ready only while each loop's thread runs and has done its start-up (a sink: partitions assigned)."""
         checks = {}
+        alive = self.liveness()
         if self.fold is not None:
-            checks["fold"] = self.fold.ready.is_set()
+            checks["fold"] = self.fold.ready.is_set() and alive.get("fold", False)
         for sink in self.sinks:
-            checks[f"sink:{sink.target.name}"] = sink.ready.is_set()
+            name = f"sink:{sink.target.name}"
+            checks[name] = sink.ready.is_set() and alive.get(name, False)
         return checks
 
     def shutdown(self) -> None:
@@ -113,8 +156,12 @@ class Daemon:
             thread.join(max(0.1, deadline - time.monotonic()))
         if self.http is not None:
             self.http.stop()
+        stopped = all(not t.is_alive() for t in self.threads)
+        crashes = self.crashes + sum(s.crashes for s in self.sinks)
+        self.clean = stopped and crashes == 0
         self.ledger.close()
-        log.info("daemon_stopped", clean=all(not t.is_alive() for t in self.threads))
+        # "clean" only when every loop stopped in time AND none died of an unexpected error during the run.
+        log.info("daemon_stopped", clean=self.clean, threads_stopped=stopped, crashes=crashes)
 
     def run_forever(self) -> int:
         """The service main loop: signals, readiness, watchdog."""
@@ -127,8 +174,9 @@ class Daemon:
             if not notified_ready and all(self.readiness().values()):
                 sd_notify("READY=1")
                 notified_ready = True
+            self.supervise()
             if watchdog and all(self.liveness().values()):
                 sd_notify("WATCHDOG=1")
         sd_notify("STOPPING=1")
         self.shutdown()
-        return 0
+        return 0 if self.clean else 1

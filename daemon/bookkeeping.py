@@ -49,7 +49,7 @@ def retry_dead_letter(config: AppConfig, ledger: Ledger, runtime: Any, target: T
     shares the sink's connector and rate limits); without one a worker is built just for this call.
     """
     from daemon.canonical import decode_invoice_event
-    from daemon.deliver import SinkWorker, deliver_event_now, deliver_pulled_again
+    from daemon.deliver import Shutdown, SinkWorker, deliver_event_now, deliver_pulled_again
 
     rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == row["invoice_id"]]
     if not rows:
@@ -59,14 +59,19 @@ def retry_dead_letter(config: AppConfig, ledger: Ledger, runtime: Any, target: T
     newest_row = ledger.dead_letter_row(newest["id"])
     event = decode_invoice_event(bytes(newest_row["event"]))
     worker = worker or SinkWorker(config, target, ledger, runtime, threading.Event())
-    if newest_row["topic"].startswith("pull:"):
-        # Refused by a pull platform after it was queued: the ledger already counts the version as
-        # delivered, so hand it straight back to the connector to queue again.
-        outcome = deliver_pulled_again(worker, event)
-    else:
-        # Fresh request ids: the platform answered the old ones with the refusal and would replay it. The
-        # retry is an attempt > 1, so the connector looks up what the refused delivery did create first.
-        outcome = deliver_event_now(worker, event, salt=f"dlq-retry-{uuid.uuid4().hex}")
+    try:
+        if newest_row["topic"].startswith("pull:"):
+            # Refused by a pull platform after it was queued: the ledger already counts the version as
+            # delivered, so hand it straight back to the connector to queue again.
+            outcome = deliver_pulled_again(worker, event)
+        else:
+            # Fresh request ids: the platform answered the old ones with the refusal and would replay it. The
+            # retry is an attempt > 1, so the connector looks up what the refused delivery did create first.
+            outcome = deliver_event_now(worker, event, salt=f"dlq-retry-{uuid.uuid4().hex}")
+    except Shutdown as exc:  # the target's grant needs a person: it is paused now
+        return DeadLetterOutcome(False, f"{event.number} v{event.version}: not delivered, {target.name} needs "
+                                        f"re-authorisation: {exc}", target.name, event.invoice_id, event.number,
+                                 event.version, error_class="auth")
     if outcome is not None and not isinstance(outcome, tuple):
         return DeadLetterOutcome(False, f"retry failed again: {outcome.error_class.value}: {outcome.reason}",
                                  target.name, event.invoice_id, event.number, event.version,
@@ -102,9 +107,10 @@ def reconcile_differences(config: AppConfig, ledger: Ledger, connector: Connecto
         doc = ledger.document(target.name, item.event.invoice_id)
         kind = {"create": "missing", "conflict": "conflict", "update": "amount"}.get(item.action)
         remote = connector.fetch_invoice(doc.external_id) if doc.external_id else None
+        expected = resync.expected_balance(item.event)  # refunds count: a refunded invoice owes less
         if kind is None and remote is not None and remote.balance is not None \
-                and item.event.status.value == "issued" and remote.balance != item.event.balance:
-            kind, item.detail = "payment", f"balance {remote.balance} vs {item.event.balance}"
+                and item.event.status.value == "issued" and remote.balance != expected:
+            kind, item.detail = "payment", f"balance {remote.balance} vs {expected}"
         if kind is not None:
             rows.append({"invoice": item.event.number, "kind": kind, "detail": item.detail,
                          "ledger_version": doc.delivered_version, "source_version": item.event.version,

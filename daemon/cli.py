@@ -151,6 +151,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     document = json.loads(Path(args.from_file).read_text() if args.from_file != "-" else sys.stdin.read())
     with store.lock():
         store.put(document)
+    ledger.clear_reauthorization(args.target)  # a target paused for re-authorisation resumes
     print(f"credentials stored (encrypted) for target {args.target}")
     ledger.close()
     return 0
@@ -264,12 +265,35 @@ def check_online(config) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    import threading
+    from datetime import date, datetime, timezone
+
     from daemon.bookkeeping import drop_dead_letter, retry_dead_letter
     from daemon.canonical import decode_invoice_event
+    from daemon.deliver import SinkWorker
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
     try:
+        if args.action == "retry" and args.all:
+            target = config.target(args.target)
+            since = (datetime.combine(date.fromisoformat(args.since), datetime.min.time(), timezone.utc)
+                     if args.since else None)
+            first_rows = {}  # one retry per invoice: it delivers the newest dead-lettered version
+            for r in ledger.dead_letters(target.name):
+                if since is None or r["created_at"] >= since:
+                    first_rows.setdefault(r["invoice_id"], r)
+            invoice_ids = list(first_rows)
+            worker = SinkWorker(config, target, ledger, runtime, threading.Event())
+            failed = 0
+            for invoice_id in invoice_ids:
+                outcome = retry_dead_letter(config, ledger, runtime, target, first_rows[invoice_id], worker=worker)
+                failed += not outcome.ok
+                print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+            worker.connector.close()
+            print(f"retried {len(invoice_ids)} invoice(s) on {target.name}: {len(invoice_ids) - failed} delivered, "
+                  f"{failed} failed")
+            return 1 if failed else 0
         if args.action == "list":
             rows = ledger.dead_letters(args.target)
             print(f"{'id':>6}  {'target':<16} {'invoice':<18} {'ver':>4}  {'class':<10} {'status':<7} reason")
@@ -403,7 +427,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"fold: lag {report['fold']['lag']} over {report['fold']['partitions']} source partitions")
     for name, t in report["targets"].items():
-        print(f"target {name} ({t['platform']}){' PAUSED' if t['paused'] else ''}: lag {t['lag']}, "
+        print(f"target {name} ({t['platform']}){' PAUSED: ' + t['pause_reason'] if t['paused'] else ''}: lag {t['lag']}, "
               f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
               f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "
               f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}, "
@@ -451,9 +475,13 @@ def cmd_resync(args: argparse.Namespace) -> int:
         if args.dry_run:
             print("dry run: nothing sent")
             return 0
-        done = resync.apply(ledger, connector, target, items)
-        print(f"resynced: {done}")
-        return 0
+        result = resync.apply(ledger, connector, target, items)
+        for number, why in result.skipped:
+            print(f"{number:<20} skipped    {why}")
+        for number, error in result.errors:
+            print(f"{number:<20} FAILED     {error}")
+        print(f"resynced: {result.counts}; skipped {len(result.skipped)}; failed {len(result.errors)}")
+        return 1 if result.errors else 0
     finally:
         connector.close()
         ledger.close()
@@ -553,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("--config", required=True)
     p.add_argument("--target")
+    p.add_argument("--all", action="store_true", help="with retry: every invoice with an open dead letter on --target")
+    p.add_argument("--since", help="with retry --all: only dead letters recorded on or after this date, YYYY-MM-DD")
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("trace", help="history of one invoice across all targets")
@@ -613,7 +643,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_generate(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
+    if args.command == "dlq" and args.action == "retry" and args.all:
+        if args.id is not None or not args.target:
+            parser.error("dlq retry --all needs --target T (and no dead-letter id)")
+    elif args.command == "dlq" and args.since:
+        parser.error("--since goes with dlq retry --all")
+    elif getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
         parser.error(f"dlq {args.action} needs a dead-letter id")
     configure_logging(args.log_level, json_output=not args.console_logs and args.command != "demo")
     return args.func(args)

@@ -21,8 +21,10 @@ Flow per target (a consumer group of its own, so targets never hold each other u
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import random
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import psycopg
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -39,6 +42,8 @@ from connectors.base import (
     DocumentState,
     ErrorClass,
     PermanentError,
+    ReauthorizationRequired,
+    RetryableError,
     UncertainOutcomeError,
 )
 from connectors.ratelimit import limiter_from
@@ -47,7 +52,7 @@ from daemon import metrics
 from daemon.canonical import CanonicalDecodeError, InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
-from daemon.ledger import Ledger, PgCredentials, PgEntities
+from daemon.ledger import Fence, FencedOut, Ledger, PgCredentials, PgEntities, json_safe
 from daemon.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
 from daemon.shared_ratelimit import PgBuckets, limiter_name
 
@@ -96,7 +101,7 @@ class DaemonRuntime:
         self.ledger.dead_letter(
             target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
             topic=f"pull:{target.name}", partition=-1, offset=-1, error_class=error.error_class.value,
-            reason=error.reason, detail=_jsonable(error.detail), event=encode_invoice_event(event), parked=False,
+            reason=error.reason, detail=json_safe(error.detail), event=encode_invoice_event(event), parked=False,
             next_offset=None)
         metrics.DELIVERY_FAILURES.labels(target.name, error.error_class.value).inc()
         metrics.DELIVERIES.labels(target.name, target.platform, "dead_lettered").inc()
@@ -108,8 +113,9 @@ class PgDeliveryContext:
     """``connectors.base.DeliveryContext`` for one delivery attempt of one invoice version."""
 
     def __init__(self, ledger: Ledger, target: TargetConfig, event: InvoiceEvent, attempt: int,
-                 entities: PgEntities, salt: str = "") -> None:
+                 entities: PgEntities, salt: str = "", fence: Fence | None = None) -> None:
         self.ledger = ledger
+        self.fence = fence  # the sink worker's partition claim: a checkpoint of a revoked worker is refused
         self.salt = salt  # a resync writes again on purpose: its request ids must not replay old answers
         self.target = target.name
         self.event = event
@@ -119,7 +125,7 @@ class PgDeliveryContext:
 
     def checkpoint(self, doc: DocumentState) -> None:
         self.ledger.save_document(self.target, self.event.number, self.event.invoice_id, doc,
-                                  issue_date=self.event.issue_date, location_code=self._location)
+                                  issue_date=self.event.issue_date, location_code=self._location, fence=self.fence)
 
     def idempotency_key(self, *parts: object) -> str:
         raw = ":".join(str(p) for p in (self.target, self.event.invoice_id, self.event.version, self.salt, *parts))
@@ -136,6 +142,26 @@ class _Record:
 
 class Shutdown(Exception):
     """Raised inside a worker when the daemon stops mid-retry: nothing is committed for that event."""
+
+
+class PausedForReauthorization(Shutdown):
+    """The target's grant needs a person: the target was paused, nothing is committed for this event."""
+
+
+class PartitionLease:
+    """A partition worker's hold on its partition: revoked when it must stop, and the ledger fence (the
+    generation claimed on assignment) that every one of its ledger writes carries."""
+
+    def __init__(self, partition: int, fence: Fence | None) -> None:
+        self.partition = partition
+        self.fence = fence
+        self._revoked = threading.Event()
+
+    def revoke(self) -> None:
+        self._revoked.set()
+
+    def revoked(self) -> bool:
+        return self._revoked.is_set()
 
 
 class SinkWorker:
@@ -155,11 +181,14 @@ class SinkWorker:
         self.log = log.bind(target=target.name, platform=target.platform)
         self._queues: dict[int, queue.Queue[_Record]] = {}
         self._threads: dict[int, threading.Thread] = {}
-        self._revoked: dict[int, threading.Event] = {}
+        self._leases: dict[int, PartitionLease] = {}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{target.name}"  # shown in sink_owners
         self._paused: set[int] = set()
         self._busy: dict[int, bool] = {}  # partition -> a worker is processing a batch it took
         self._dlq_producer: Producer | None = None
         self.ready = threading.Event()
+        self._pause_seen: tuple[str | None, str | None] = (None, None)
+        self.crashes = 0  # consumer loops that died of an unexpected error (restarted; reported at shutdown)
         # Schedule gating: None for realtime, which keeps the plain path below.
         self.window = None if target.schedule.mode == "realtime" else DeliveryWindow(target.schedule)
         self.clock: Clock = clock or utc_now
@@ -177,8 +206,14 @@ class SinkWorker:
             self.log.warning("credential_expiry_unknown")
         backoff = 1.0
         while not self.stop.is_set():
-            if self.ledger.target_paused(self.target.name):
-                self.ready.set()  # paused on purpose (offsets reset): not a readiness failure
+            try:
+                paused = self._target_paused()
+            except psycopg.OperationalError as exc:
+                self.log.warning("sink_pause_state_unknown", error=f"{type(exc).__name__}: {exc}")
+                self.stop.wait(backoff)
+                continue
+            if paused:
+                self.ready.set()  # paused on purpose (offsets reset, re-authorisation): not a readiness failure
                 self.stop.wait(2)
                 continue
             try:
@@ -186,8 +221,17 @@ class SinkWorker:
                 self._run_consumer()
                 backoff = 1.0
             except KafkaException as exc:
+                self.ready.clear()
                 metrics.UP.labels(f"sink:{self.target.name}").set(0)
                 self.log.error("sink_restarting", error=str(exc), backoff_s=backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # noqa: BLE001 - e.g. the ledger database gone: restart, never die silently
+                self.ready.clear()
+                self.crashes += 1
+                metrics.UP.labels(f"sink:{self.target.name}").set(0)
+                metrics.COMPONENT_RESTARTS.labels(f"sink:{self.target.name}").inc()
+                self.log.exception("sink_crashed_restarting", error=f"{type(exc).__name__}: {exc}", backoff_s=backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         self.connector.close()
@@ -210,9 +254,8 @@ class SinkWorker:
             while not self.stop.is_set():
                 if time.monotonic() - last_control > 2:
                     last_control = time.monotonic()
-                    if self.ledger.target_paused(self.target.name):
-                        self.log.info("sink_paused_by_operator")
-                        return  # leave the group; run() waits for the flag to clear
+                    if self._target_paused():
+                        return  # leave the group; run() waits for the pause to end
                 for m in consume_available(self.consumer, 500, 0.1):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
@@ -225,6 +268,7 @@ class SinkWorker:
                                   m.timestamp()[1] if self.window is not None else 0))
                 self._apply_backpressure()
                 if time.monotonic() - last_lag > 2:
+                    self._revive_dead_workers()
                     self._publish_metrics()
                     last_lag = time.monotonic()
         finally:
@@ -233,6 +277,49 @@ class SinkWorker:
             self._dlq_producer.flush(10)
             self._dlq_producer = None  # release librdkafka's handle now, not at garbage collection
             metrics.UP.labels(f"sink:{self.target.name}").set(0)
+
+    def _target_paused(self) -> bool:
+        """Whether the target is paused (operator, or a grant that needs a person); keeps the metric and logs
+        each change."""
+        operator, reauthorization = self.ledger.pause_state(self.target.name)
+        metrics.TARGET_PAUSED.labels(self.target.name, "operator").set(1 if operator else 0)
+        metrics.TARGET_PAUSED.labels(self.target.name, "reauthorization_required").set(1 if reauthorization else 0)
+        state = ("operator" if operator else None, reauthorization)
+        if state != self._pause_seen:
+            if reauthorization:
+                self.log.error("target_paused_reauthorization_required", reason=reauthorization,
+                               action="ledgerwire credentials set --target " + self.target.name)
+            elif operator:
+                self.log.info("sink_paused_by_operator")
+            elif any(self._pause_seen):
+                self.log.info("sink_resumed")
+            self._pause_seen = state
+        return operator or reauthorization is not None
+
+    def _credentials_problem(self) -> str | None:
+        """Why the target's stored credentials cannot be used (missing, unreadable), or None."""
+        try:
+            document = self.runtime.credentials(self.target.name).get()
+        except psycopg.OperationalError:
+            return None  # the database, not the credentials: retried like any other outage
+        except Exception as exc:  # noqa: BLE001 - e.g. not decryptable with this key
+            return f"credentials unreadable: {exc}"
+        return None if document else "no credentials stored for this target"
+
+    def _revive_dead_workers(self) -> None:
+        """A partition worker that died (it should not: it catches everything) is started again on its queue,
+        with a new claim; the records it took are replayed from the ledger's offset by a rebalance-free seek."""
+        for partition, thread in list(self._threads.items()):
+            if thread.is_alive() or self.stop.is_set() or self._leases[partition].revoked():
+                continue
+            self.crashes += 1
+            metrics.COMPONENT_RESTARTS.labels(f"sink:{self.target.name}").inc()
+            self.log.error("sink_worker_died_restarting", partition=partition)
+            fence = self.ledger.claim_partition(self.target.name, self.topic, partition, self.owner)
+            stored = self.ledger.offsets(self.target.name, self.topic).get(partition, OFFSET_BEGINNING)
+            self._queues.pop(partition, None)
+            self._start_worker(partition, fence)
+            self.consumer.seek(TopicPartition(self.topic, partition, stored))
 
     def _apply_backpressure(self) -> None:
         for partition, q in list(self._queues.items()):
@@ -270,12 +357,15 @@ class SinkWorker:
         metrics.PARKED_INVOICES.labels(self.target.name).set(parked)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Claim first (fencing out whoever held these partitions before), then read the offsets to seek to.
+        fences = {tp.partition: self.ledger.claim_partition(self.target.name, self.topic, tp.partition, self.owner)
+                  for tp in partitions}
         stored = self.ledger.offsets(self.target.name, self.topic)
         assigned = []
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
             assigned.append(tp)
-            self._start_worker(tp.partition)
+            self._start_worker(tp.partition, fences[tp.partition])
         consumer.incremental_assign(assigned)
         self.ready.set()
         self.log.info("sink_assigned", partitions=[tp.partition for tp in partitions])
@@ -288,9 +378,9 @@ class SinkWorker:
             pass
         self.log.info("sink_revoked", partitions=[tp.partition for tp in partitions])
 
-    def _start_worker(self, partition: int) -> None:
+    def _start_worker(self, partition: int, fence: Fence | None) -> None:
         self._queues[partition] = queue.Queue()
-        self._revoked[partition] = threading.Event()
+        self._leases[partition] = PartitionLease(partition, fence)
         thread = threading.Thread(target=self._partition_loop, args=(partition,), daemon=True,
                                   name=f"sink-{self.target.name}-{partition}")
         self._threads[partition] = thread
@@ -298,25 +388,38 @@ class SinkWorker:
 
     def _stop_workers(self, partitions: list[int]) -> None:
         for p in partitions:
-            if p in self._revoked:
-                self._revoked[p].set()
+            if p in self._leases:
+                self._leases[p].revoke()
         deadline = time.monotonic() + self.config.shutdown_grace_s
         for p in partitions:
             thread = self._threads.pop(p, None)
+            lease = self._leases.pop(p, None)
             if thread is not None:
                 thread.join(max(0.1, deadline - time.monotonic()))
+                if thread.is_alive() and lease is not None and lease.fence is not None:
+                    # Still inside a platform call: end its generation so whatever it does next is refused.
+                    self.log.warning("sink_worker_outlived_revoke", partition=p)
+                    try:
+                        self.ledger.fence_out(lease.fence)
+                    except Exception:  # noqa: BLE001 - the next claim fences it anyway
+                        self.log.exception("sink_fence_out_failed", partition=p)
             self._queues.pop(p, None)
-            self._revoked.pop(p, None)
             self._paused.discard(p)
 
     # -- a partition worker --
     def _partition_loop(self, partition: int) -> None:
-        if self.window is not None:
-            self._scheduled_loop(partition)
-            return
+        try:
+            if self.window is not None:
+                self._scheduled_loop(partition)
+            else:
+                self._realtime_loop(partition)
+        finally:
+            self.ledger.release_thread_connection()
+
+    def _realtime_loop(self, partition: int) -> None:
         q = self._queues[partition]
-        revoked = self._revoked[partition]
-        while not revoked.is_set() and not self.stop.is_set():
+        revoked = self._leases[partition]
+        while not revoked.revoked() and not self.stop.is_set():
             try:
                 first = q.get(timeout=0.2)
             except queue.Empty:
@@ -332,6 +435,10 @@ class SinkWorker:
                 self._process_batch(partition, batch, revoked)
             except Shutdown:
                 return
+            except FencedOut as exc:  # the partition was claimed again: its new owner replays from the ledger
+                self.log.warning("sink_worker_fenced_out", partition=partition, reason=str(exc))
+                revoked.revoke()  # not a death to revive: the partition has a new owner
+                return
             except Exception:  # a bug must not kill the partition silently: log, back off, re-read
                 self.log.exception("sink_batch_failed", partition=partition)
                 # Put the batch back in front so nothing is skipped; the ledger makes replays no-ops.
@@ -343,7 +450,7 @@ class SinkWorker:
             finally:
                 self._busy[partition] = False
 
-    def _process_batch(self, partition: int, batch: list[_Record], revoked: threading.Event) -> None:
+    def _process_batch(self, partition: int, batch: list[_Record], revoked: PartitionLease) -> None:
         # Coalesce: per invoice only the newest version is delivered; groups in order of first appearance.
         groups: OrderedDict[int, list[tuple[_Record, InvoiceEvent]]] = OrderedDict()
         for record in batch:
@@ -363,10 +470,10 @@ class SinkWorker:
         self._deliver_items(partition, items, revoked)
 
     def _deliver_items(self, partition: int, items: list[tuple[_Record, InvoiceEvent, int]],
-                       revoked: threading.Event) -> None:
+                       revoked: PartitionLease) -> None:
         size = getattr(self.connector, "batch_size", 1) if self.connector.supports_batch else 1
         for start in range(0, len(items), size):
-            if revoked.is_set() or self.stop.is_set():
+            if revoked.revoked() or self.stop.is_set():
                 raise Shutdown()
             chunk = items[start:start + size]
             if len(chunk) > 1:
@@ -378,11 +485,11 @@ class SinkWorker:
     def _scheduled_loop(self, partition: int) -> None:
         """Hold records while the target's window is closed; deliver all held at the opening."""
         q = self._queues[partition]
-        revoked = self._revoked[partition]
+        revoked = self._leases[partition]
         held = HeldInvoices()
         records: list[_Record] = []  # taken from the queue, not yet held (kept across a failure)
         try:
-            while not revoked.is_set() and not self.stop.is_set():
+            while not revoked.revoked() and not self.stop.is_set():
                 # Past HOLD_MAX_INVOICES the queue fills and the poll loop's backpressure pauses the partition.
                 if len(held) < HOLD_MAX_INVOICES and not records:
                     try:
@@ -404,6 +511,10 @@ class SinkWorker:
                     self._gate_batch(partition, held, records, revoked)
                 except Shutdown:
                     return
+                except FencedOut as exc:
+                    self.log.warning("sink_worker_fenced_out", partition=partition, reason=str(exc))
+                    revoked.revoke()
+                    return
                 except Exception:  # keep what is held (offsets untouched); replays are no-ops in the ledger
                     self.log.exception("sink_scheduled_batch_failed", partition=partition)
                     self.stop.wait(5)
@@ -414,7 +525,7 @@ class SinkWorker:
             self._set_waiting(partition, None)
 
     def _gate_batch(self, partition: int, held: HeldInvoices, records: list[_Record],
-                    revoked: threading.Event) -> bool:
+                    revoked: PartitionLease) -> bool:
         """Add ``records`` to what ``held`` waits with; when the window has opened since the oldest held
         record arrived, deliver all of it (newest version per invoice) and empty it. True if it delivered.
         ``records`` is emptied as they are held: after a failure the caller still has the rest, in order."""
@@ -450,23 +561,24 @@ class SinkWorker:
             metrics.WAITING_FOR_WINDOW.labels(self.target.name).set(sum(self._waiting.values()))
 
     def _handle_chunk(self, partition: int, chunk: list[tuple[_Record, InvoiceEvent, int]],
-                      revoked: threading.Event) -> None:
+                      revoked: PartitionLease) -> None:
         """First attempt for several invoices in one ``deliver_many`` (the platform's batch endpoint);
         whatever does not succeed there takes the single path with its retries, in offset order."""
         target = self.target
         eligible = [(r, e, o) for r, e, o in chunk
                     if target.routes(e.location.code) and not self.ledger.parked(target.name, e.invoice_id)]
         results: dict[int, DocumentState] = {}
+        recorded: set[int] = set()
         started = time.monotonic()
         if len(eligible) > 1:
             with self.ledger.invoice_locks(target.name, [e.invoice_id for _, e, _ in eligible]):
                 prepared = []
                 for _, event, _ in eligible:
-                    ready = self._prepare_attempt(event, 0)
+                    ready = self._prepare_attempt(event, 0, revoked.fence)
                     if ready is not None:
                         doc, attempt = ready
                         prepared.append((event, doc, PgDeliveryContext(self.ledger, target, event, attempt,
-                                                                       self.entities)))
+                                                                       self.entities, fence=revoked.fence)))
                 try:
                     outcomes = self.connector.deliver_many(prepared) if prepared else []
                 except UncertainOutcomeError as exc:
@@ -482,46 +594,58 @@ class SinkWorker:
                 for (event, _, _), outcome in zip(prepared, outcomes):
                     if isinstance(outcome, DocumentState):
                         results[event.invoice_id] = outcome
+                # Recorded while the invoices' locks are still held, so nothing can deliver (or record) a newer
+                # version of one of them in between. The offset never passes an invoice still to be delivered:
+                # behind one, a success stores the offset before it (0 for the chunk's first: set_offset never
+                # moves backwards, so that leaves it alone); a replay skips the recorded ones by version.
+                safe_offset: int | None = None
+                before = 0
+                for record, event, next_offset in chunk:
+                    doc = results.get(event.invoice_id)
+                    if doc is None:
+                        safe_offset = before if safe_offset is None else safe_offset
+                    else:
+                        self._record_success(partition, event, doc, next_offset if safe_offset is None else safe_offset,
+                                             1, "batch", started, revoked.fence)
+                        recorded.add(event.invoice_id)
+                    before = next_offset
         for record, event, next_offset in chunk:
-            doc = results.get(event.invoice_id)
-            if doc is None:
+            if event.invoice_id not in recorded:
                 self._handle(partition, record, event, next_offset, revoked)
-            else:
-                self._record_success(partition, event, doc, next_offset, 1, "batch", started)
 
     def _handle(self, partition: int, record: _Record, event: InvoiceEvent, next_offset: int,
-                revoked: threading.Event) -> None:
+                revoked: PartitionLease) -> None:
         target = self.target
         bound = self.log.bind(invoice_id=event.invoice_id, invoice_number=event.number, version=event.version)
         if not target.routes(event.location.code):
-            self.ledger.set_offset(target.name, self.topic, partition, next_offset)
+            self.ledger.set_offset(target.name, self.topic, partition, next_offset, fence=revoked.fence)
             return
         if self.ledger.parked(target.name, event.invoice_id):
             bound.warning("delivery_parked", reason="an earlier version of this invoice is dead-lettered")
-            self._dead_letter(record, event, None, next_offset, parked=True)
+            self._dead_letter(record, event, None, next_offset, parked=True, fence=revoked.fence)
             return
         started = time.monotonic()
         with self.ledger.invoice_lock(target.name, event.invoice_id):
             outcome = self._deliver_with_retries(event, bound, revoked)
             if outcome is None:  # already delivered (replay after a crash, or older than the ledger)
                 metrics.DELIVERIES.labels(target.name, target.platform, "skipped_stale").inc()
-                self.ledger.set_offset(target.name, self.topic, partition, next_offset)
+                self.ledger.set_offset(target.name, self.topic, partition, next_offset, fence=revoked.fence)
                 return
             if isinstance(outcome, DeliveryError):
-                self._dead_letter(record, event, outcome, next_offset, parked=False)
+                self._dead_letter(record, event, outcome, next_offset, parked=False, fence=revoked.fence)
                 return
             doc, attempts, action = outcome
-            self._record_success(partition, event, doc, next_offset, attempts, action, started)
+            self._record_success(partition, event, doc, next_offset, attempts, action, started, revoked.fence)
 
     def _record_success(self, partition: int, event: InvoiceEvent, doc: DocumentState, next_offset: int,
-                        attempts: int, action: str, started: float) -> None:
+                        attempts: int, action: str, started: float, fence: Fence | None) -> None:
         target = self.target
         doc.extra.pop("attempt_version", None)
         doc.extra.pop("attempts", None)
         self.ledger.record_delivery(
             target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=doc,
             topic=self.topic, partition=partition, next_offset=next_offset,
-            issue_date=event.issue_date, location_code=event.location.code,
+            issue_date=event.issue_date, location_code=event.location.code, fence=fence,
             audit={"version": event.version, "action": action, "payload_hash": doc.payload_hash,
                    "request_summary": {"status": event.status.value, "lines": len(event.lines),
                                        "payments": len(event.payments), "total": str(event.computed.total),
@@ -546,7 +670,8 @@ class SinkWorker:
         self.log.info("delivered", invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
                       action=action, external_id=doc.external_id, status=doc.status, seconds=round(elapsed, 3))
 
-    def _prepare_attempt(self, event: InvoiceEvent, attempt: int) -> tuple[DocumentState, int] | None:
+    def _prepare_attempt(self, event: InvoiceEvent, attempt: int, fence: Fence | None = None
+                         ) -> tuple[DocumentState, int] | None:
         """The ledger's document for this attempt, or None when there is nothing to deliver."""
         doc = self.ledger.document(self.target.name, event.invoice_id)
         if event.version <= doc.delivered_version:
@@ -564,34 +689,52 @@ class SinkWorker:
         attempt = max(attempt, prior) + 1
         doc.extra.update({"attempt_version": str(event.version), "attempts": str(attempt)})
         self.ledger.save_document(self.target.name, event.number, event.invoice_id, doc,
-                                  issue_date=event.issue_date, location_code=event.location.code)
+                                  issue_date=event.issue_date, location_code=event.location.code, fence=fence)
         return doc, attempt
 
-    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: threading.Event, salt: str = ""
+    def _deliver_with_retries(self, event: InvoiceEvent, bound: Any, revoked: PartitionLease, salt: str = ""
                               ) -> tuple[DocumentState, int, str] | DeliveryError | None:
         attempt = 0
         stale_seen = 0
         while True:
-            ready = self._prepare_attempt(event, attempt)
+            ready = self._prepare_attempt(event, attempt, revoked.fence)
             if ready is None:
                 return None
             doc, attempt = ready
             action = "create" if doc.external_id is None else ("void" if event.status.value in ("void", "deleted")
                                                                else "update")
-            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities, salt=salt)
+            ctx = PgDeliveryContext(self.ledger, self.target, event, attempt, self.entities, salt=salt,
+                                    fence=revoked.fence)
             if attempt > 1:
                 metrics.RETRIES.labels(self.target.name).inc()
+            unexpected = False  # the connector raised something that is not a DeliveryError
             try:
                 new_doc = self.connector.deliver(event, doc, ctx)
                 return new_doc, attempt, action
             except DeliveryError as exc:
                 error = exc
+            except FencedOut:  # a checkpoint refused: this worker's partition has a new owner
+                raise
+            except psycopg.OperationalError as exc:  # the ledger database (pool exhausted, connection lost): wait
+                error = RetryableError(f"ledger database unavailable: {type(exc).__name__}: {exc}")
             except Exception as exc:  # a connector bug: classify as permanent, never crash-loop
                 bound.exception("connector_raised_unexpected")
                 error = PermanentError(f"connector error: {type(exc).__name__}: {exc}")
+                unexpected = True
+            if not isinstance(error, ReauthorizationRequired) and (unexpected or error.error_class == ErrorClass.AUTH):
+                problem = self._credentials_problem()  # e.g. KeyError 'refresh_token' from an empty store
+                if problem is not None:
+                    error = ReauthorizationRequired(f"{problem}; run `ledgerwire credentials set`")
             metrics.DELIVERY_FAILURES.labels(self.target.name, error.error_class.value).inc()
             bound.warning("delivery_failed", attempt=attempt, error_class=error.error_class.value,
                           reason=error.reason, status=error.status, code=error.platform_code)
+            if isinstance(error, ReauthorizationRequired):
+                # Every invoice would fail the same way until a person re-authorises: pause the target
+                # (nothing dead-lettered, offsets kept) instead of dead-lettering them one by one.
+                self.ledger.pause_for_reauthorization(self.target.name, error.reason)
+                metrics.TARGET_PAUSED.labels(self.target.name, "reauthorization_required").set(1)
+                revoked.revoke()
+                raise PausedForReauthorization(error.reason)
             if error.error_class == ErrorClass.PERMANENT:
                 return error
             if error.error_class == ErrorClass.STALE:
@@ -612,7 +755,7 @@ class SinkWorker:
                 delay = max(delay, self.target.request_timeout_s)
             if attempt >= self.target.max_attempts:
                 bound.error("delivery_still_failing", attempt=attempt, next_try_s=round(delay, 1))
-            if self.stop.wait(delay) or revoked.is_set():
+            if self.stop.wait(delay) or revoked.revoked():
                 raise Shutdown()
 
     def _decode(self, record: _Record) -> InvoiceEvent | None:
@@ -634,14 +777,14 @@ class SinkWorker:
             return None
 
     def _dead_letter(self, record: _Record, event: InvoiceEvent, error: DeliveryError | None, next_offset: int,
-                     parked: bool) -> None:
+                     parked: bool, fence: Fence | None = None) -> None:
         reason = error.reason if error else "parked behind an earlier dead-lettered version"
         error_class = error.error_class.value if error else "parked"
         self.ledger.dead_letter(
             target=self.target.name, invoice_id=event.invoice_id, invoice_number=event.number, version=event.version,
             topic=self.topic, partition=record.partition, offset=record.offset, error_class=error_class,
-            reason=reason, detail=_jsonable(error.detail) if error else None, event=record.value, parked=parked,
-            next_offset=next_offset,
+            reason=reason, detail=json_safe(error.detail) if error else None, event=record.value, parked=parked,
+            next_offset=next_offset, fence=fence,
         )
         if self._dlq_producer is not None:
             self._dlq_producer.produce(self.config.kafka.dead_letter_topic, key=str(event.invoice_id).encode(),
@@ -657,12 +800,6 @@ class SinkWorker:
                        version=event.version, error_class=error_class, reason=reason)
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (dict, list, str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def deliver_event_now(worker: SinkWorker, event: InvoiceEvent, salt: str = ""
                       ) -> tuple[DocumentState, int, str] | DeliveryError | None:
     """Deliver one event outside the consumer (``ledgerwire dlq retry``), with the same retry rules.
@@ -670,7 +807,7 @@ def deliver_event_now(worker: SinkWorker, event: InvoiceEvent, salt: str = ""
     ``salt``: a retry after a refusal needs fresh request ids — platforms that deduplicate by request id
     (QuickBooks' requestid, Xero's Idempotency-Key) answer a reused one with the earlier refusal."""
     with worker.ledger.invoice_lock(worker.target.name, event.invoice_id):
-        return worker._deliver_with_retries(event, worker.log, threading.Event(), salt=salt)
+        return worker._deliver_with_retries(event, worker.log, PartitionLease(-1, None), salt=salt)
 
 
 def deliver_pulled_again(worker: SinkWorker, event: InvoiceEvent) -> tuple[DocumentState, int, str] | DeliveryError:

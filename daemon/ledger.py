@@ -14,9 +14,10 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import structlog
@@ -102,17 +103,66 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     resolved_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (target, invoice_id) WHERE status IN ('open', 'parked');
+CREATE TABLE IF NOT EXISTS sink_owners (
+    target      text NOT NULL,
+    topic       text NOT NULL,
+    partition   integer NOT NULL,
+    generation  bigint NOT NULL,
+    owner       text,
+    claimed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (target, topic, partition)
+);
 CREATE TABLE IF NOT EXISTS sink_control (
     target      text PRIMARY KEY,
     paused      boolean NOT NULL DEFAULT false,
     reason      text,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE sink_control ADD COLUMN IF NOT EXISTS auth_reason text;
+ALTER TABLE sink_control ADD COLUMN IF NOT EXISTS auth_paused_at timestamptz;
 """
 
 SCHEMA_SQL += RATE_LIMIT_SCHEMA_SQL  # shared rate limits and quotas (daemon/shared_ratelimit.py)
 
 GENESIS = "0" * 64
+
+
+class Fence(NamedTuple):
+    """A sink worker's claim on one (target, topic, partition): the generation it took on assignment. Every
+    ledger write of that worker checks it in the same transaction, so a worker whose partition was revoked
+    (and claimed again, here or by another process) can no longer write."""
+
+    target: str
+    topic: str
+    partition: int
+    generation: int
+
+
+class FencedOut(Exception):
+    """The partition was claimed again since this worker took it: the write was refused, nothing changed."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON (for jsonb columns), whatever a platform's error body held: Decimals keep their
+    exact text, dates and times become ISO strings, bytes are decoded (undecodable bytes replaced), mappings
+    and sequences are converted all the way down, and anything else becomes its ``str``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "model_dump"):  # a pydantic model
+        return json_safe(value.model_dump(mode="json"))
+    return str(value)
 
 
 def _lock_key(*parts: object) -> int:
@@ -122,13 +172,58 @@ def _lock_key(*parts: object) -> int:
 
 
 class Ledger:
+    """The pool serves short queries only. Advisory locks held across a platform call (a delivery's invoice
+    lock, an entity's lock) live on a dedicated connection per thread (``_lock_connection``): a burst on
+    several targets can then never take every pooled connection while each holder waits for one more."""
+
     def __init__(self, dsn: str, min_size: int = 2, max_size: int = 20) -> None:
         self.dsn = dsn
         self.pool = ConnectionPool(dsn, min_size=min_size, max_size=max_size, open=True,
                                    kwargs={"autocommit": True}, name="ledgerwire")
+        self._thread_lock_conn = threading.local()
+        self._lock_conns: set[Any] = set()
+        self._lock_conns_guard = threading.Lock()
 
     def close(self) -> None:
+        with self._lock_conns_guard:
+            conns, self._lock_conns = list(self._lock_conns), set()
+        for conn in conns:
+            conn.close()
         self.pool.close()
+
+    def _lock_connection(self) -> Any:
+        """This thread's own connection for advisory locks (opened on first use, replaced when broken)."""
+        conn = getattr(self._thread_lock_conn, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            self._thread_lock_conn.conn = conn
+            with self._lock_conns_guard:
+                self._lock_conns.add(conn)
+        return conn
+
+    def release_thread_connection(self) -> None:
+        """Close this thread's lock connection (a worker thread that ends; its locks end with it)."""
+        conn = getattr(self._thread_lock_conn, "conn", None)
+        self._thread_lock_conn.conn = None
+        if conn is not None:
+            with self._lock_conns_guard:
+                self._lock_conns.discard(conn)
+            conn.close()
+
+    @contextmanager
+    def advisory_locks(self, keys: list[int]) -> Iterator[None]:
+        """Session advisory locks on this thread's lock connection, taken in the order given."""
+        conn = self._lock_connection()
+        taken: list[int] = []
+        try:
+            for key in keys:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                taken.append(key)
+            yield
+        finally:
+            if not conn.broken and not conn.closed:  # a broken session has released its locks already
+                for key in reversed(taken):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def ensure_schema(self, extra_ddl: list[str] = ()) -> None:
         with self.pool.connection() as conn:
@@ -146,15 +241,71 @@ class Ledger:
                                 (target, topic)).fetchall()
         return {p: o for p, o in rows}
 
-    def set_offset(self, target: str, topic: str, partition: int, next_offset: int, conn: Any = None) -> None:
+    def set_offset(self, target: str, topic: str, partition: int, next_offset: int, conn: Any = None,
+                   fence: Fence | None = None) -> None:
+        """Move a sink's stored offset forward (never backwards: a slow worker's late write cannot rewind
+        it; ``reset_offsets`` is the one way back). With ``fence``, refused once the partition was claimed again."""
         sql = ("INSERT INTO sink_offsets (target, topic, partition, next_offset) VALUES (%s,%s,%s,%s) "
                "ON CONFLICT (target, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
-               "updated_at = now()")
+               "updated_at = now() WHERE sink_offsets.next_offset < EXCLUDED.next_offset")
+        with self._write(conn, fence) as c:
+            c.execute(sql, (target, topic, partition, next_offset))
+
+    def reset_offsets(self, target: str, topic: str, offsets: dict[int, int]) -> None:
+        """``ledgerwire offsets reset``: set offsets anywhere, backwards too, and fence out every worker that
+        still holds one of these partitions (it must re-read the offsets on its next assignment)."""
+        with self.pool.connection() as conn, conn.transaction():
+            for partition, next_offset in offsets.items():
+                conn.execute("INSERT INTO sink_offsets (target, topic, partition, next_offset) VALUES (%s,%s,%s,%s) "
+                             "ON CONFLICT (target, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+                             "updated_at = now()", (target, topic, partition, next_offset))
+                conn.execute("UPDATE sink_owners SET generation = generation + 1, owner = NULL, claimed_at = now() "
+                             "WHERE target=%s AND topic=%s AND partition=%s", (target, topic, partition))
+
+    # -- partition ownership (fencing) --
+    def claim_partition(self, target: str, topic: str, partition: int, owner: str | None = None) -> Fence:
+        """Take (target, topic, partition) for a new worker: a new generation, which fences out every earlier one.
+        Waits for a write of an earlier generation in flight (it holds the owner row) to commit first."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO sink_owners (target, topic, partition, generation, owner) VALUES (%s,%s,%s,1,%s) "
+                "ON CONFLICT (target, topic, partition) DO UPDATE SET generation = sink_owners.generation + 1, "
+                "owner = EXCLUDED.owner, claimed_at = now() RETURNING generation",
+                (target, topic, partition, owner)).fetchone()
+        return Fence(target, topic, partition, int(row[0]))
+
+    def fence_out(self, fence: Fence) -> None:
+        """End ``fence``'s generation (a revoked worker that did not stop in time) unless a newer one exists."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE sink_owners SET generation = generation + 1, owner = NULL, claimed_at = now() "
+                         "WHERE target=%s AND topic=%s AND partition=%s AND generation=%s",
+                         (fence.target, fence.topic, fence.partition, fence.generation))
+
+    @staticmethod
+    def check_fence(conn: Any, fence: Fence) -> None:
+        """Inside a write transaction: hold the owner row (a claim waits for this commit) and refuse a stale one."""
+        row = conn.execute("SELECT generation FROM sink_owners WHERE target=%s AND topic=%s AND partition=%s "
+                           "FOR SHARE", (fence.target, fence.topic, fence.partition)).fetchone()
+        if row is None or int(row[0]) != fence.generation:
+            raise FencedOut(f"{fence.target} partition {fence.partition}: generation {fence.generation} was "
+                            f"superseded by {row[0] if row else 'none'}")
+
+    @contextmanager
+    def _write(self, conn: Any, fence: Fence | None) -> Iterator[Any]:
+        """A connection for one write: the caller's (inside its transaction), or a pooled one; with ``fence``
+        the write and the fence check share one transaction."""
         if conn is not None:
-            conn.execute(sql, (target, topic, partition, next_offset))
+            if fence is not None:
+                self.check_fence(conn, fence)
+            yield conn
             return
         with self.pool.connection() as c:
-            c.execute(sql, (target, topic, partition, next_offset))
+            if fence is None:
+                yield c
+                return
+            with c.transaction():
+                self.check_fence(c, fence)
+                yield c
 
     # -- documents --
     def document(self, target: str, invoice_id: int) -> DocumentState:
@@ -164,65 +315,61 @@ class Ledger:
         return DocumentState.model_validate(row[0]) if row else DocumentState()
 
     def save_document(self, target: str, event_number: str, invoice_id: int, doc: DocumentState,
-                      conn: Any = None, issue_date: Any = None, location_code: str | None = None) -> None:
+                      conn: Any = None, issue_date: Any = None, location_code: str | None = None,
+                      fence: Fence | None = None) -> bool:
+        """Write ``doc`` unless the ledger already holds a newer delivered version (a late write of an older
+        delivery never rolls the document back); False when it was not written. With ``fence``, refused
+        (``FencedOut``) once the worker's partition was claimed again."""
         sql = ("INSERT INTO documents (target, invoice_id, invoice_number, delivered_version, status, external_id, "
                "state, issue_date, location_code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                "ON CONFLICT (target, invoice_id) DO UPDATE SET invoice_number=EXCLUDED.invoice_number, "
                "delivered_version=EXCLUDED.delivered_version, status=EXCLUDED.status, "
                "external_id=EXCLUDED.external_id, state=EXCLUDED.state, "
                "issue_date=COALESCE(EXCLUDED.issue_date, documents.issue_date), "
-               "location_code=COALESCE(EXCLUDED.location_code, documents.location_code), updated_at=now()")
+               "location_code=COALESCE(EXCLUDED.location_code, documents.location_code), updated_at=now() "
+               "WHERE documents.delivered_version <= EXCLUDED.delivered_version")
         args = (target, invoice_id, event_number, doc.delivered_version, doc.status, doc.external_id,
                 Jsonb(doc.model_dump(mode="json")), issue_date, location_code)
-        if conn is not None:
-            conn.execute(sql, args)
-            return
-        with self.pool.connection() as c:
-            c.execute(sql, args)
+        with self._write(conn, fence) as c:
+            return c.execute(sql, args).rowcount == 1
 
-    @contextmanager
-    def invoice_lock(self, target: str, invoice_id: int) -> Iterator[None]:
+    def invoice_lock(self, target: str, invoice_id: int):
         """Held for the whole delivery of one invoice: no two processes post the same invoice at once."""
-        with self.pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key("invoice", target, invoice_id),))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("invoice", target, invoice_id),))
+        return self.advisory_locks([_lock_key("invoice", target, invoice_id)])
 
-    @contextmanager
-    def invoice_locks(self, target: str, invoice_ids: list[int]) -> Iterator[None]:
-        """Several invoices' delivery locks on one connection, taken in id order (no deadlock)."""
-        keys = [_lock_key("invoice", target, i) for i in sorted(set(invoice_ids))]
-        with self.pool.connection() as conn:
-            for key in keys:
-                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                yield
-            finally:
-                for key in reversed(keys):
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    def invoice_locks(self, target: str, invoice_ids: list[int]):
+        """Several invoices' delivery locks, taken in id order (no deadlock)."""
+        return self.advisory_locks([_lock_key("invoice", target, i) for i in sorted(set(invoice_ids))])
 
     def record_delivery(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
                         topic: str, partition: int, next_offset: int, audit: dict[str, Any],
-                        issue_date: Any = None, location_code: str | None = None) -> None:
-        """Document state + audit record + offset, atomically."""
+                        issue_date: Any = None, location_code: str | None = None, fence: Fence | None = None) -> bool:
+        """Document state + audit record + offset, atomically; with ``fence``, only while the worker still owns
+        the partition. False (offset moved, document and audit left alone) when the ledger already holds a
+        newer delivered version than ``doc``."""
         with self.pool.connection() as conn:
             with conn.transaction():
-                self.save_document(target, invoice_number, invoice_id, doc, conn=conn, issue_date=issue_date,
-                                   location_code=location_code)
-                if audit:
+                if fence is not None:
+                    self.check_fence(conn, fence)
+                written = self.save_document(target, invoice_number, invoice_id, doc, conn=conn,
+                                             issue_date=issue_date, location_code=location_code)
+                if audit and written:
                     self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number,
                                        **audit)
                 self.set_offset(target, topic, partition, next_offset, conn=conn)
+        return written
 
     def record_document(self, *, target: str, invoice_id: int, invoice_number: str, doc: DocumentState,
-                        audit: dict[str, Any]) -> None:
-        """Document state + audit record, atomically, without touching offsets (resync, dlq retry)."""
+                        audit: dict[str, Any]) -> bool:
+        """Document state + audit record, atomically, without touching offsets (resync, dlq retry); False
+        (nothing written) when the ledger already holds a newer delivered version than ``doc``."""
         with self.pool.connection() as conn:
             with conn.transaction():
-                self.save_document(target, invoice_number, invoice_id, doc, conn=conn)
-                self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number, **audit)
+                written = self.save_document(target, invoice_number, invoice_id, doc, conn=conn)
+                if written:
+                    self._append_audit(conn, target=target, invoice_id=invoice_id, invoice_number=invoice_number,
+                                       **audit)
+        return written
 
     # -- audit trail (append-only, each record hashes its predecessor) --
     def _append_audit(self, conn: Any, *, target: str, invoice_id: int, invoice_number: str, version: int,
@@ -269,17 +416,19 @@ class Ledger:
     # -- dead letters --
     def dead_letter(self, *, target: str, invoice_id: int, invoice_number: str, version: int, topic: str,
                     partition: int, offset: int, error_class: str, reason: str, detail: Any, event: bytes,
-                    parked: bool, next_offset: int | None) -> int:
+                    parked: bool, next_offset: int | None, fence: Fence | None = None) -> int:
         """Record a failed (or parked) event and move the offset past it, atomically (``next_offset`` None:
         a pull platform's late refusal, whose offset was committed when the version was queued)."""
         with self.pool.connection() as conn:
             with conn.transaction():
+                if fence is not None:
+                    self.check_fence(conn, fence)
                 row = conn.execute(
                     "INSERT INTO dead_letters (target, invoice_id, invoice_number, version, topic, partition, "
                     "kafka_offset, error_class, reason, detail, event, status) "
                     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
                     (target, invoice_id, invoice_number, version, topic, partition, offset, error_class, reason,
-                     Jsonb(detail) if detail is not None else None, event, "parked" if parked else "open"),
+                     Jsonb(json_safe(detail)) if detail is not None else None, event, "parked" if parked else "open"),
                 ).fetchone()
                 if next_offset is not None:
                     self.set_offset(target, topic, partition, next_offset, conn=conn)
@@ -306,17 +455,41 @@ class Ledger:
             cur = conn.cursor(row_factory=dict_row)
             return cur.execute("SELECT * FROM dead_letters WHERE id=%s", (dl_id,)).fetchone()
 
-    def resolve_dead_letters(self, target: str, invoice_id: int, status: str) -> int:
+    def resolve_dead_letters(self, target: str, invoice_id: int, status: str, through_version: int | None = None
+                             ) -> int:
+        """Close the invoice's open/parked dead letters (only those of versions <= ``through_version`` if given)."""
         with self.pool.connection() as conn:
             cur = conn.execute("UPDATE dead_letters SET status=%s, resolved_at=now() WHERE target=%s AND "
-                               "invoice_id=%s AND status IN ('open','parked')", (status, target, invoice_id))
+                               "invoice_id=%s AND status IN ('open','parked') AND (%s::bigint IS NULL OR version <= %s)",
+                               (status, target, invoice_id, through_version, through_version))
             return cur.rowcount
 
     def target_paused(self, target: str) -> bool:
-        """Ops asked this target's workers to leave their consumer group (``ledgerwire offsets reset``)."""
+        """This target's workers must stay out of their consumer group: ops asked (``ledgerwire offsets
+        reset``), or its grant needs a person (``pause_for_reauthorization``)."""
+        operator, reauthorization = self.pause_state(target)
+        return operator or reauthorization is not None
+
+    def pause_state(self, target: str) -> tuple[bool, str | None]:
+        """(paused by an operator, why re-authorisation is needed or None). A re-authorisation pause ends by
+        itself once credentials were stored after it (``ledgerwire credentials set``)."""
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT paused FROM sink_control WHERE target=%s", (target,)).fetchone()
-        return bool(row and row[0])
+            row = conn.execute(
+                "SELECT s.paused, CASE WHEN s.auth_reason IS NOT NULL AND NOT EXISTS (SELECT 1 FROM credentials c "
+                "WHERE c.target = s.target AND c.updated_at > s.auth_paused_at) THEN s.auth_reason END "
+                "FROM sink_control s WHERE s.target=%s", (target,)).fetchone()
+        return (bool(row[0]), row[1]) if row else (False, None)
+
+    def pause_for_reauthorization(self, target: str, reason: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO sink_control (target, auth_reason, auth_paused_at) VALUES (%s,%s,clock_timestamp()) "
+                         "ON CONFLICT (target) DO UPDATE SET auth_reason=EXCLUDED.auth_reason, "
+                         "auth_paused_at=clock_timestamp(), updated_at=now()", (target, reason))
+
+    def clear_reauthorization(self, target: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE sink_control SET auth_reason=NULL, auth_paused_at=NULL, updated_at=now() "
+                         "WHERE target=%s", (target,))
 
     def set_paused(self, target: str, paused: bool, reason: str | None = None) -> None:
         with self.pool.connection() as conn:
@@ -351,15 +524,9 @@ class PgEntities:
                          "(target, kind, key) DO UPDATE SET ref=EXCLUDED.ref, updated_at=now()",
                          (self.target, kind, key, Jsonb(ref.model_dump(mode="json"))))
 
-    @contextmanager
-    def lock(self, kind: str, key: str) -> Iterator[None]:
-        with self.ledger.pool.connection() as conn:
-            lock_id = _lock_key("entity", self.target, kind, key)
-            conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+    def lock(self, kind: str, key: str):
+        # Held across the platform's look-up and create: on the thread's lock connection, not a pooled one.
+        return self.ledger.advisory_locks([_lock_key("entity", self.target, kind, key)])
 
 
 def load_secret_key(secret_key_file: Path | None) -> bytes:

@@ -101,6 +101,14 @@ RECONCILE_MISMATCHES = Gauge(
     "ledgerwire_reconcile_mismatches", "Open differences found by the last reconciliation.", ["target", "kind"]
 )
 UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
+COMPONENT_RESTARTS = Counter(
+    "ledgerwire_component_restarts_total", "Loops restarted after they died of an unexpected error.", ["component"]
+)
+TARGET_PAUSED = Gauge(
+    "ledgerwire_target_paused", "1 while a target's delivery is paused, by reason (reauthorization_required: a "
+    "person must run `ledgerwire credentials set`; operator: an offsets reset).", ["target", "reason"]
+)
+PAUSE_REASONS = ("reauthorization_required", "operator")
 
 
 def init_fold(tables: tuple[str, ...]) -> None:
@@ -144,3 +152,6 @@ def init_target(target: str, platform: str) -> None:
     TOKEN_EXPIRY.labels(target)
     LAST_SUCCESS.labels(target)
     UP.labels(f"sink:{target}")
+    COMPONENT_RESTARTS.labels(f"sink:{target}")
+    for reason in PAUSE_REASONS:
+        TARGET_PAUSED.labels(target, reason).set(0)

@@ -154,8 +154,9 @@ def apply_reset(config: AppConfig, ledger: Ledger, target: str, plan: list[Plann
         for future in admin.alter_consumer_group_offsets([request]).values():
             future.result(timeout=15)
         return
-    for r in plan:
-        ledger.set_offset(target, r.topic, r.partition, r.new)
+    # Backwards too, and fencing out any worker still holding these partitions (set_offset never rewinds).
+    for topic in {r.topic for r in plan}:
+        ledger.reset_offsets(target, topic, {r.partition: r.new for r in plan if r.topic == topic})
 
 
 WAITING_SCAN_MAX = 200_000  # records read per target to count what waits for its window
@@ -271,8 +272,12 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
             except RuntimeError:
                 expiry = "unknown (no secret key)"
             oldest = min((p.oldest_unsent for p in mine if p.oldest_unsent), default=None)
+            operator_paused, reauthorization = ledger.pause_state(t.name)
             report["targets"][t.name] = {
-                "platform": t.platform, "enabled": t.enabled, "paused": ledger.target_paused(t.name),
+                "platform": t.platform, "enabled": t.enabled, "paused": operator_paused or reauthorization is not None,
+                "pause_reason": (f"re-authorisation required: {reauthorization} (`ledgerwire credentials set "
+                                 f"--target {t.name}` resumes it)" if reauthorization
+                                 else "operator (offsets reset)" if operator_paused else None),
                 "lag": sum(p.lag for p in mine), "oldest_unsent": oldest.isoformat() if oldest else None,
                 "last_success": last.isoformat() if last else None, "dead_letters_24h": failures,
                 "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,

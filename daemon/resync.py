@@ -5,7 +5,12 @@ the canonical topic), rebuilt at their current version. Each is compared with th
 create (missing there, e.g. deleted by hand), update (amounts, tax or status differ), no change, or
 conflict (the platform holds a document under that number the ledger does not know) — and, unless it is
 a dry run, delivered again under the per-invoice lock with attempt > 1, so the connector looks the
-document up before writing and nothing is duplicated. ``--from-source`` additionally asks Debezium for
+document up before writing and nothing is duplicated. Under that lock the ledger's document is read again:
+when the sink delivered a newer version meanwhile, the invoice is skipped (the plan's state is older than the
+books); the connector's own state (re-dating, credit applications, adjustments) is kept — only its "already
+sent this content" marker is dropped, so the document is written again. A permanent error on one invoice (a
+document voided by hand at the platform) is reported for that invoice and the resync goes on. A void that
+the platform does not hold (voided before it was ever posted, or deleted there) is nothing to do. ``--from-source`` additionally asks Debezium for
 an incremental snapshot of the period, for when the fold's state itself is suspected wrong.
 """
 
@@ -13,14 +18,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 
 import psycopg
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from connectors.base import Connector, DocumentState, RemoteInvoice
+from connectors.base import Connector, DeliveryError, DocumentState, RemoteInvoice
 from daemon.canonical import InvoiceEvent
 from daemon.config import AppConfig, TargetConfig
 from daemon.deliver import PgDeliveryContext
@@ -72,14 +78,30 @@ def invoices_in_period(mirror: Mirror, since: date, until: date, location: str |
     return events
 
 
+# Connector state that only says "this content was already sent": dropped by a resync so the document is
+# written again. Everything else in ``DocumentState.extra`` is real state at the platform and is kept.
+SENT_CONTENT_MARKERS = ("invoice_hash",)
+
+
+@dataclass
+class ResyncResult:
+    counts: dict[str, int] = field(default_factory=dict)  # action -> invoices resynced
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (invoice number, why)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (invoice number, error)
+
+
 def classify(event: InvoiceEvent, doc: DocumentState, remote: RemoteInvoice | None, by_number: RemoteInvoice | None
              ) -> tuple[str, str]:
+    want_void = event.status.value in ("void", "deleted")
+    if want_void and remote is None and by_number is None:
+        # Voided in the shop and not at the platform: the books hold nothing to undo.
+        return "no change", ("voided before it was ever posted: nothing to do" if doc.external_id is None
+                             else "void: the platform no longer holds it; nothing to do")
     if remote is None and by_number is None:
         return "create", "not at the platform" + (" (was posted; deleted there?)" if doc.external_id else "")
     if remote is None and by_number is not None:
         return "conflict", f"platform holds {by_number.external_id} under this number; the ledger does not know it"
     assert remote is not None
-    want_void = event.status.value in ("void", "deleted")
     differences = []
     if want_void != (remote.status == "void"):
         differences.append(f"status {remote.status} -> {event.status.value}")
@@ -106,46 +128,79 @@ def plan(config: AppConfig, ledger: Ledger, connector: Connector, target: Target
     return items
 
 
-def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem]) -> dict[str, int]:
-    done: dict[str, int] = {}
+def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem]) -> ResyncResult:
+    result = ResyncResult()
     entities = PgEntities(ledger, target.name)
     for item in items:
         event = item.event
+        bound = log.bind(target=target.name, invoice_id=event.invoice_id, invoice_number=event.number,
+                         version=event.version)
         if item.action == "no change":
-            done["no change"] = done.get("no change", 0) + 1
+            result.counts["no change"] = result.counts.get("no change", 0) + 1
             continue
         with ledger.invoice_lock(target.name, event.invoice_id):
-            doc = _resync_doc(ledger, target, item)
+            current = ledger.document(target.name, event.invoice_id)
+            if current.delivered_version > event.version:
+                # The sink delivered a newer version since the plan read the state: posting the plan's
+                # state now would revert the books, and no later version would repair it.
+                result.skipped.append((event.number, f"newer version v{current.delivered_version} delivered "
+                                                     f"meanwhile (resync had v{event.version})"))
+                bound.info("resync_skipped_newer_delivered", delivered_version=current.delivered_version)
+                continue
+            doc = _resync_doc(current, item)
             # A fresh salt: QuickBooks replays the answer to a reused requestid, which would "create" nothing.
             ctx = PgDeliveryContext(ledger, target, event, attempt=2, entities=entities,
                                     salt=f"resync-{uuid.uuid4().hex}")
-            new_doc = connector.deliver(event, doc, ctx)
-            ledger.record_document(target=target.name, invoice_id=event.invoice_id, invoice_number=event.number,
-                                   doc=new_doc, audit={"version": event.version, "action": f"resync-{item.action}",
-                                                       "payload_hash": new_doc.payload_hash,
-                                                       "request_summary": {"detail": item.detail,
-                                                                           "total": str(event.computed.total)},
-                                                       "response_status": new_doc.status,
-                                                       "external_id": new_doc.external_id, "source_tx": None})
-        done[item.action] = done.get(item.action, 0) + 1
-        log.info("resynced", target=target.name, invoice_id=event.invoice_id, action=item.action)
-    return done
+            try:
+                new_doc = connector.deliver(event, doc, ctx)
+            except DeliveryError as exc:
+                result.errors.append((event.number, f"{exc.error_class.value}: {exc.reason}"))
+                bound.warning("resync_failed", error_class=exc.error_class.value, reason=exc.reason)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a connector bug on one invoice must not stop the others
+                result.errors.append((event.number, f"connector error: {type(exc).__name__}: {exc}"))
+                bound.exception("resync_connector_raised_unexpected")
+                continue
+            written = ledger.record_document(
+                target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=new_doc,
+                audit={"version": event.version, "action": f"resync-{item.action}", "payload_hash": new_doc.payload_hash,
+                       "request_summary": {"detail": item.detail, "total": str(event.computed.total)},
+                       "response_status": new_doc.status, "external_id": new_doc.external_id, "source_tx": None})
+        if not written:  # cannot happen under the lock, unless something writes the ledger without it
+            result.skipped.append((event.number, "newer version delivered meanwhile (ledger kept it)"))
+            continue
+        # Dead letters of this version or older are settled by what was just posted; left open, they would
+        # park every later version of the invoice behind them.
+        resolved = ledger.resolve_dead_letters(target.name, event.invoice_id, "retried", through_version=event.version)
+        result.counts[item.action] = result.counts.get(item.action, 0) + 1
+        bound.info("resynced", action=item.action, dead_letters_resolved=resolved)
+    return result
 
 
-def _resync_doc(ledger: Ledger, target: TargetConfig, item: ResyncItem) -> DocumentState:
-    doc = ledger.document(target.name, item.event.invoice_id)
+def _resync_doc(doc: DocumentState, item: ResyncItem) -> DocumentState:
     if item.action == "create":
-        doc = DocumentState()  # the platform no longer has it: post it afresh
-    # Force a rewrite of everything: the connector skips nothing it thinks is already there.
-    engine = doc.engine.model_copy(update={"invoice_digest": None}) if doc.engine else None  # engine: resend it
-    return doc.model_copy(update={"delivered_version": 0, "payload_hash": None, "extra": {}, "engine": engine})
+        return DocumentState()  # the platform no longer has it: post it afresh (its old ids are gone)
+    # Written again in full: drop only the "already sent this content" markers (the engine's invoice digest
+    # among them), keep the delivered version and the connector's state (re-dating, credit applications,
+    # adjustments).
+    extra = {k: v for k, v in doc.extra.items() if k not in SENT_CONTENT_MARKERS}
+    engine = doc.engine.model_copy(update={"invoice_digest": None}) if doc.engine else None
+    return doc.model_copy(update={"payload_hash": None, "extra": extra, "engine": engine})
 
 
 def preview(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem]
             ) -> list[tuple[InvoiceEvent, list[dict]]]:
     """``resync --preview``: what ``apply`` would send per invoice (``Connector.preview``), sending nothing."""
-    return [(item.event, connector.preview(item.event, _resync_doc(ledger, target, item)))
+    return [(item.event, connector.preview(item.event, _resync_doc(ledger.document(target.name,
+                                                                                   item.event.invoice_id), item)))
             for item in items if item.action != "no change"]
+
+
+def expected_balance(event: InvoiceEvent) -> Decimal:
+    """What the platform's open balance should be: the total less received payments and less the refunds'
+    credit (amount and tax), which the connectors apply to the invoice up to what is left unpaid."""
+    refunded = sum((r.amount + r.tax_amount for r in event.refunds), Decimal("0"))
+    return max(Decimal("0"), event.balance - refunded)
 
 
 def signal_incremental_snapshot(shop_dsn: str, since: date, until: date) -> str:

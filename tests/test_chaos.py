@@ -79,3 +79,68 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
     report(f"chaos: {kills} SIGKILLs, 1 broker restart, {source_restarts} later Debezium task restart(s); checked {comparison.issued} issued invoices (each exactly "
           f"once), {comparison.voided} voids, {comparison.payments_checked} payments (each applied once), "
           f"{len(booked)} documents; workload {counts}")
+
+
+def test_four_connectors_two_daemons_one_group_and_a_resync_during_the_run(shop, tmp_path, capsys, report):
+    """Issue #19's closing check (the parts owned by the sink): QuickBooks Online, Xero, Zoho Books and Odoo are
+    targets of the same daemon configuration; TWO daemon processes run it in one consumer group per target, a
+    workload with payments, refunds, edits and voids runs, and a `resync` of the period is run for every target
+    while deliveries are under way. Every target ends with every invoice exactly once and every payment once,
+    and no sandbox counted a rate-limit breach."""
+    from datetime import date, timedelta
+
+    from connectors import odoo, quickbooks_online, xero, zoho_books
+    from daemon import cli
+    from tests.test_multi_target_stack import books_until_they_match, multi_target_config, patient_source
+
+    modules = {"qbo": quickbooks_online, "xero": xero, "zoho": zoho_books, "odoo": odoo}
+    sandboxes = {name: module.Sandbox(**getattr(module, "LOCAL_SANDBOX_OPTIONS", {})) for name, module in modules.items()}
+    servers = {name: sandbox.serve() for name, sandbox in sandboxes.items()}
+    config, config_file = multi_target_config(shop, tmp_path, sandboxes, servers, free_port(),
+                                              source=patient_source(shop))
+    second_file = tmp_path / "ledgerwire-2.yml"
+    second_file.write_text(config_file.read_text().replace(f"port: {config.http.port}", f"port: {free_port()}"))
+    today = date.today()
+    period = ["--since", str(today - timedelta(days=40)), "--until", str(today + timedelta(days=1))]
+    resyncs: dict[str, tuple[int, str]] = {}
+    resync_problems: dict[str, list[str]] = {}
+    comparisons = {}
+    exit_codes = []
+    try:
+        with open(tmp_path / "daemon-1.log", "ab") as log_1, open(tmp_path / "daemon-2.log", "ab") as log_2, \
+                psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
+            daemons = [start_daemon(config_file, log_1), start_daemon(second_file, log_2)]
+            writer, counts = background_workload(conn, seed=27, count=200, rate_per_s=10)
+            # The resync runs while the workload is still being written and delivered.
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and len(sandboxes["odoo"].booked_invoices()) < 15:
+                time.sleep(0.5)
+            for name in modules:
+                capsys.readouterr()
+                code = cli.main(["resync", "--config", str(config_file), "--target", name, *period])
+                out = capsys.readouterr().out
+                resyncs[name] = (code, out.strip().splitlines()[-1])
+                resync_problems[name] = [ln for ln in out.splitlines() if " FAILED " in ln or " skipped " in ln]
+            writer.join(180)
+            comparisons = books_until_they_match(conn, sandboxes, 240)
+            for daemon in daemons:
+                daemon.send_signal(signal.SIGTERM)
+            exit_codes = [daemon.wait(90) for daemon in daemons]
+    finally:
+        for server in servers.values():
+            server.stop()
+    problems = {name: c.problems() for name, c in comparisons.items() if not c.ok}
+    assert not problems, f"books differ: {problems}; resyncs {resyncs} {resync_problems}"
+    assert all(code == 0 for code, _ in resyncs.values()), resync_problems
+    assert exit_codes == [0, 0]
+    qbo_refs = [p["PaymentRefNum"] for p in sandboxes["qbo"].entities("Payment") if not p.get("_deleted")]
+    assert len(qbo_refs) == len(set(qbo_refs)), "a QuickBooks payment was applied twice"
+    breaches = {"qbo": sandboxes["qbo"].window.breaches + sandboxes["qbo"].batch_window.breaches,
+                "xero": sandboxes["xero"].minute_window.breaches + sandboxes["xero"].day_window.breaches,
+                "zoho": sandboxes["zoho"].window.breaches + sandboxes["zoho"].daily.breaches}
+    assert breaches == {"qbo": 0, "xero": 0, "zoho": 0}, breaches
+    first = comparisons["qbo"]
+    report(f"4 targets ({', '.join(modules)}) x 2 daemon processes in one group, resync of the period during the run "
+           f"({'; '.join(f'{n}: {out}' for n, (_, out) in resyncs.items())}): on every target {first.issued} issued "
+           f"invoices exactly once, {first.voided} voids, {first.payments_checked} payments once each; 0 lost, 0 "
+           f"duplicated; rate-limit breaches {breaches}; workload {counts}")

@@ -17,6 +17,7 @@ from connectors.base import (
     AuthError,
     PermanentError,
     RateLimitedError,
+    ReauthorizationRequired,
     RetryableError,
     StaleTokenError,
     UncertainOutcomeError,
@@ -94,7 +95,7 @@ def test_concurrent_workers_refresh_once(platform):
 def test_dead_refresh_token_is_a_permanent_error(platform):
     server, _, _, _ = platform
     creds = MemoryCredentials({"client_id": "cid", "client_secret": "secret", "refresh_token": "rt-revoked"})
-    with pytest.raises(PermanentError, match="re-authorise"):
+    with pytest.raises(ReauthorizationRequired, match="re-authorise"):
         make_client(server, creds).request("GET", "/api")
 
 

@@ -20,6 +20,7 @@ from connectors.base import (
     DocumentState,
     PermanentError,
     RateLimitedError,
+    ReauthorizationRequired,
     UncertainOutcomeError,
 )
 from connectors.sandbox_kit import Faults
@@ -169,7 +170,7 @@ def test_expired_access_token_is_refreshed_with_the_zoho_scheme(zoho):
 def test_dead_refresh_token_is_permanent(zoho):
     sandbox, connector, entities, runtime = zoho
     runtime.credentials("zoho").update({"refresh_token": "1000.revoked"})
-    with pytest.raises(PermanentError, match="re-authorise"):
+    with pytest.raises(ReauthorizationRequired, match="re-authorise"):
         deliver(connector, entities, invoice_event(4100))
 
 
