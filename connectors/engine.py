@@ -81,6 +81,9 @@ class Capabilities(BaseModel):
     batch_create: int = 0  # invoices per batch create request; 0 = no batch endpoint
     bank_transaction_payments: bool = False  # payments are explanations of bank transactions
     refund_settlement: bool = False  # a refund paid back settles its credit note (issue #20)
+    # Invoices are created as drafts and issued by a separate write (``issue_invoice``; Zoho's mark as sent)
+    # before payments and credits can apply to them.
+    issue_after_create: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,11 @@ class PlatformOps(ABC):
     @abstractmethod
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         """Void (or delete) it; None when the platform no longer has it. Must be safe to repeat."""
+
+    def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
+        """Make a draft invoice final (``capabilities.issue_after_create``); ``current.status`` is "draft" when
+        the platform said so, None when not known. Must be safe to repeat."""
+        raise NotImplementedError
 
     @abstractmethod
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
@@ -305,6 +313,8 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
             return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
                         txn_date=first_open_day(closed), reason="changed after the books were closed")
         return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
+    if caps.issue_after_create and state.issued is not True:
+        return Step(StepKind.ISSUE_INVOICE)
     for payment_id, payment in wanted.items():
         if payment_id not in doc.payments:
             return Step(StepKind.ADD_PAYMENT, key=payment_id, amount=payment.amount,
@@ -398,6 +408,8 @@ class _Run:
         intent = self.state.intent
         if intent is None:
             return
+        if intent.step is StepKind.ISSUE_INVOICE:
+            self.state.issued = None  # it may have gone through: the platform says (``issue_invoice`` reads)
         kind = CREATING.get(intent.step)
         found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
         if found is not None:
@@ -411,6 +423,7 @@ class _Run:
         if intent.step is StepKind.CREATE_INVOICE:
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
+            state.issued = ref.status != "draft"
             if posted_on is not None:
                 state.posted_on = posted_on
         elif intent.step is StepKind.ADD_PAYMENT:
@@ -463,18 +476,22 @@ class _Run:
                 continue  # re-plan with the closing date known
             try:
                 self.apply(step)
-            except ClosedPeriodError:
+            except ClosedPeriodError as exc:
                 closed_replans += 1
                 before = self.observed.closed_through
-                self.observe()
+                self.observe(exc.closed_through)
                 if closed_replans > MAX_CLOSED_REPLANS or self.observed.closed_through == before:
                     raise  # refused although we think the period open: not ours to guess
                 self.state.intent = None  # refused: nothing was written
                 self.ctx.checkpoint(self.doc)
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
 
-    def observe(self) -> None:
-        self.observed = Observed(closed_through=self.ops.books_closed_through(), known=True)
+    def observe(self, named: date | None = None) -> None:
+        """Read the closing date; a later one named by a refusal (``ClosedPeriodError.closed_through``) wins."""
+        closed = self.ops.books_closed_through()
+        if named is not None and (closed is None or named > closed):
+            closed = named
+        self.observed = Observed(closed_through=closed, known=True)
 
     def apply(self, step: Step) -> None:
         ops, event, doc, state = self.ops, self.event, self.doc, self.state
@@ -516,6 +533,12 @@ class _Run:
             voided = self.with_fresh_token(lambda current, key: ops.void_invoice(current, key), "void")
             doc.token = voided.token if voided else doc.token
             doc.status = "voided" if voided else "deleted"
+        elif step.kind is StepKind.ISSUE_INVOICE:
+            self.open_intent(step)
+            ops.issue_invoice(ExternalRef(external_id=doc.external_id or "", token=doc.token,
+                                          status="draft" if state.issued is False else None),
+                              self.ctx.idempotency_key("issue", doc.external_id))
+            state.issued = True
         elif step.kind is StepKind.ADJUST:
             self.adjust(step)
             return
