@@ -84,6 +84,9 @@ class Capabilities(BaseModel):
     # Invoices are created as drafts and issued by a separate write (``issue_invoice``; Zoho's mark as sent)
     # before payments and credits can apply to them.
     issue_after_create: bool = False
+    # The platform refuses a second invoice with a number in use (a voided one keeps it): an interrupted create
+    # is adopted only when a candidate carries the amount sent — never another (older) invoice with that number.
+    unique_numbers: bool = False
 
 
 @dataclass(frozen=True)
@@ -411,10 +414,13 @@ class _Run:
         if intent.step is StepKind.ISSUE_INVOICE:
             self.state.issued = None  # it may have gone through: the platform says (``issue_invoice`` reads)
         kind = CREATING.get(intent.step)
-        found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
+        strict = kind is DocKind.INVOICE and self.ops.capabilities.unique_numbers
+        found = pick(self.ops.find(kind, intent.reference), intent.amount, strict) if kind else None
         if found is not None:
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
+            if intent.step is StepKind.ADJUST and intent.adjustment_kind == "increase":
+                self.issue_draft(found)
         self.close()  # removals, voids and updates are re-planned and are safe to repeat
 
     def effect(self, intent: Intent, ref: ExternalRef | RemoteInvoice, adopted: bool = False,
@@ -462,7 +468,7 @@ class _Run:
             # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
             # of a deleted one whose number the shop reused is never taken).
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
-                         self.event.computed.total)
+                         self.event.computed.total, self.ops.capabilities.unique_numbers)
             if found is not None:
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
@@ -560,6 +566,11 @@ class _Run:
         self.log.info("engine_step", step=step.kind.value, key=step.key, external_id=doc.external_id)
         self.close()
 
+    def issue_draft(self, ref: ExternalRef) -> None:
+        """An increase adjustment is an invoice: on a platform that creates drafts it is issued like one."""
+        if self.ops.capabilities.issue_after_create and ref.status == "draft":
+            self.ops.issue_invoice(ref, self.ctx.idempotency_key("issue", ref.external_id))
+
     def with_fresh_token(self, write: Callable[[ExternalRef, str], Any], *key: object) -> Any:
         """A write carrying the concurrency token (its request id too: a platform replays the answer to a
         repeated request id); a stale one is re-read and the write retried once."""
@@ -594,6 +605,8 @@ class _Run:
             posted = self.ops.create_adjustment(event, AdjustmentSpec(
                 kind, sequence, intent.reference, sign * (d_total - d_tax), sign * d_tax, self.doc.external_id,
                 step.reason), posting)
+            if kind == "increase":
+                self.issue_draft(posted)  # under the open intent: an attempt cut short here issues it on adoption
             self.effect(intent, posted, posted_on=step.txn_date)
             state.adjustments[-1].reason = step.reason
             self.log.warning("engine_closed_period_adjustment", kind=kind, total=str(abs(d_total)),
@@ -605,11 +618,11 @@ class _Run:
         self.close()
 
 
-def pick(found: list[ExternalRef], amount: Decimal | None) -> ExternalRef | None:
+def pick(found: list[ExternalRef], amount: Decimal | None, strict: bool = False) -> ExternalRef | None:
     """Which of the documents carrying a reference an earlier attempt made: the one with the amount it
-    sent, else the newest (a number can be reused after a deletion; the platform may round tax)."""
+    sent, else (not ``strict``) the newest (a number can be reused after a deletion; the platform may round tax)."""
     matching = [ref for ref in found if amount is not None and ref.amount == amount]
-    return (matching or found or [None])[-1]
+    return (matching or ([] if strict else found) or [None])[-1]
 
 
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:

@@ -41,7 +41,7 @@ SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_
 class ZohoBooksConnector(EngineConnector):
     platform = "zoho-books"
     settings_model = ZohoSettings
-    capabilities = Capabilities(issue_after_create=True)
+    capabilities = Capabilities(issue_after_create=True, unique_numbers=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -200,7 +200,7 @@ class ZohoBooksConnector(EngineConnector):
 
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         """The lines that differ between what Zoho holds (the original and every earlier adjustment, read back)
-        and the shop's version, as an invoice (increase, marked sent) or a credit note (decrease)."""
+        and the shop's version, as an invoice (increase) or a credit note (decrease)."""
         held = [mapping.posted_line(item) for item in
                 (self.client.get(f"/invoices/{adjustment.original_id}", "invoice") or {}).get("line_items", [])]
         for sequence in range(1, adjustment.sequence):
@@ -222,8 +222,8 @@ class ZohoBooksConnector(EngineConnector):
             note = self.client.call("POST", "/creditnotes", body)["creditnote"]
             return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))
         posted = self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"]
-        self.issue_invoice(ExternalRef(external_id=str(posted["invoice_id"]), status=posted.get("status")), "")
-        return ExternalRef(external_id=str(posted["invoice_id"]), amount=posted.get("total"))
+        return ExternalRef(external_id=str(posted["invoice_id"]), amount=posted.get("total"),
+                           status=posted.get("status"))  # a draft: the engine issues it (mark as sent)
 
     # -- taxes: a tax id per component, a tax group for several --
     def _tax_ids(self, event: InvoiceEvent) -> dict[int, str | None]:
