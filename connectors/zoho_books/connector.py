@@ -112,9 +112,9 @@ class ZohoBooksConnector(EngineConnector):
         if kind is DocKind.INVOICE:
             return event.number[:100]
         if kind is DocKind.PAYMENT:
-            return f"LW{key}"  # mapping.payment_reference
+            return mapping.payment_reference(key)
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
-            return f"LWR{key}"  # mapping.refund_reference: an application is found through its credit note
+            return mapping.refund_reference(key)  # an application is found through its credit note
         adjustment_kind, _, sequence = key.partition(":")
         return mapping.adjustment_number(event.number, int(sequence), adjustment_kind)
 

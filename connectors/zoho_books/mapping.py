@@ -108,6 +108,11 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
     return body
 
 
+def _posting(item: dict[str, Any], account: str | None, tax_id: str | None, track: dict[str, Any]) -> dict[str, Any]:
+    """A line item's account, tax (Zoho computes the amount) and reporting tags."""
+    return item | {k: v for k, v in (("account_id", account), ("tax_id", tax_id), ("tags", track.get("tags"))) if v}
+
+
 def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, track: dict[str, Any],
               item_id: str | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {}
@@ -118,14 +123,7 @@ def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, tra
         item["name"] = (f"{KIND_NAMES[line.kind]} {line.part_number}" if line.part_number else KIND_NAMES[line.kind])[:100]
     item |= {"description": line_text(line, 2000), "item_order": line.position, "rate": line.unit_price,
              "quantity": line.quantity}
-    account = income_account(line.kind, mapping)
-    if account:
-        item["account_id"] = account
-    if tax_id:
-        item["tax_id"] = tax_id
-    if "tags" in track:
-        item["tags"] = track["tags"]
-    return item
+    return _posting(item, income_account(line.kind, mapping), tax_id, track)
 
 
 def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, str | None],
@@ -148,8 +146,8 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
     return body
 
 
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"
+def payment_reference(payment_id: object) -> str:
+    return f"LW{payment_id}"
 
 
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: InvoiceEvent,
@@ -157,7 +155,7 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
     body: dict[str, Any] = {
         "customer_id": customer_id, "payment_mode": PAYMENT_MODES.get(payment.method, "others"),
         "amount": payment.amount, "date": payment.received_at.date().isoformat(),
-        "reference_number": payment_reference(payment),
+        "reference_number": payment_reference(payment.id),
         "description": f"Shop payment {payment.id} on invoice {event.number}"[:500],
         "invoices": [{"invoice_id": invoice_id, "amount_applied": payment.amount}],
     }
@@ -170,8 +168,8 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
     return body
 
 
-def refund_reference(refund: Refund) -> str:
-    return f"LWR{refund.id}"
+def refund_reference(refund_id: object) -> str:
+    return f"LWR{refund_id}"
 
 
 def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, tax_id: str | None,
@@ -184,18 +182,11 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
         rate, description = refund.amount, f"Returned: {line_text(line, 2000)}"
     else:
         rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
-    item: dict[str, Any] = {"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
-                            "description": description[:2000], "item_order": 1, "rate": rate,
-                            "quantity": Decimal("1")}
-    account = income_account(kind, mapping)
-    if account:
-        item["account_id"] = account
-    if tax_id:
-        item["tax_id"] = tax_id
-    if "tags" in track:
-        item["tags"] = track["tags"]
+    item = _posting({"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
+                     "description": description[:2000], "item_order": 1, "rate": rate, "quantity": Decimal("1")},
+                    income_account(kind, mapping), tax_id, track)
     body: dict[str, Any] = {"customer_id": customer_id, "date": refund.created_at.date().isoformat(),
-                            "reference_number": refund_reference(refund), "is_inclusive_tax": event.tax_inclusive,
+                            "reference_number": refund_reference(refund.id), "is_inclusive_tax": event.tax_inclusive,
                             "notes": f"Shop {refund.kind} {refund.id} against invoice {event.number}",
                             "line_items": [item]}
     body |= {k: v for k, v in track.items() if k != "tags"}
@@ -239,15 +230,9 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: st
     reference is the original's number, or a credit note (decrease) referenced ``<number>-C<n>``; one line per
     line that differs (a decrease carries them negated)."""
     track, sign = tracking(event, mapping), 1 if kind == "increase" else -1
-    items = []
-    for order, (account, tax_id, amount, text) in enumerate(lines, start=1):
-        item: dict[str, Any] = {"name": f"Adjustment {event.number}"[:100],
-                                "description": f"Adjustment {seq} ({reason}): {text}"[:2000],
-                                "item_order": order, "rate": sign * amount, "quantity": Decimal("1")}
-        item |= {k: v for k, v in (("account_id", account), ("tax_id", tax_id)) if v}
-        if "tags" in track:
-            item["tags"] = track["tags"]
-        items.append(item)
+    items = [_posting({"name": f"Adjustment {event.number}"[:100], "description": f"Adjustment {seq} ({reason}): {text}"[:2000],
+                       "item_order": order, "rate": sign * amount, "quantity": Decimal("1")}, account, tax_id, track)
+             for order, (account, tax_id, amount, text) in enumerate(lines, start=1)]
     notes = (f"Adjustment to shop invoice {event.number} (Zoho invoice {original_id or '-'}), "
              f"posted in the open period: {reason}")[:5000]
     body: dict[str, Any] = {"customer_id": customer_id, "date": day.isoformat(),
