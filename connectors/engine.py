@@ -738,6 +738,16 @@ class EngineConnector(Connector, PlatformOps):
                 ) -> list[dict[str, Any]]:
         return preview(self, self.target.name, event, doc, entities)
 
+    @contextmanager
+    def recording(self) -> Iterator[list[dict[str, Any]]]:
+        """For a connector whose ``client`` records writes in its ``recorder`` list while one is set (QuickBooks
+        Online, Zoho Books); override otherwise."""
+        self.client.recorder = sent = []  # type: ignore[attr-defined]
+        try:
+            yield sent
+        finally:
+            self.client.recorder = None  # type: ignore[attr-defined]
+
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
         found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)
         return self.read_invoice(found.external_id) if found else None

@@ -15,8 +15,6 @@ lock refusal itself (``client.classify``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -258,14 +256,6 @@ class ZohoBooksConnector(EngineConnector):
                         groups[frozenset(str(t["tax_id"]) for t in detail.get("taxes", []))] = str(tax["tax_id"])
                 self._groups = groups
             return self._groups
-
-    @contextmanager
-    def recording(self) -> Iterator[list[dict[str, Any]]]:
-        self.client.recorder = sent = []
-        try:
-            yield sent
-        finally:
-            self.client.recorder = None
 
     def check_mapping(self) -> list[str]:
         return check_mapping(self.client, self.mapping)
