@@ -436,8 +436,10 @@ class _Run:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
                                                    status="applied")
         elif intent.step is StepKind.CREATE_CREDIT_NOTE:
-            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
-                                                  status="open")
+            # What the platform posted (it may compute the note's tax itself): the credit there is to apply.
+            posted = Decimal(str(ref.amount)) if isinstance(ref, ExternalRef) and ref.amount is not None else None
+            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token,
+                                                  amount=posted if posted is not None else intent.amount, status="open")
         elif intent.step is StepKind.APPLY_CREDIT:
             state.applications[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
             if intent.key in doc.refunds:

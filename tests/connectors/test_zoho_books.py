@@ -548,3 +548,17 @@ def test_the_openapi_check_catches_what_zoho_would_refuse(zoho_api):
     validate_openapi(zoho_api, "POST", "/customerpayments", {"organization_id": "6"}, payment_body)
     with pytest.raises(RequestValidationError):  # amount is a number
         validate_openapi(zoho_api, "POST", "/customerpayments", {"organization_id": "6"}, {**payment_body, "amount": "one"})
+
+
+def test_a_credit_note_zoho_totals_differently_is_applied_with_zohos_total(zoho):
+    """Zoho computes a credit note's tax itself: the shop's 0.52 on 10.10 is 0.51 at Zoho, so applying the shop's
+    10.62 would exceed the note (Zoho refuses); what Zoho posted is what is applied."""
+    sandbox, connector, entities, _ = zoho
+    v1 = invoice_event(8200, lines=[line(1, "part", "Hose", "1", "10.10"), line(2, "labour", "Fit", "1", "50.00")])
+    doc = deliver(connector, entities, v1)
+    refund = Refund(id=82, kind="return", amount=Decimal("10.10"), tax_amount=Decimal("0.52"), line_id=1,
+                    created_at=datetime(2026, 11, 21, tzinfo=timezone.utc))
+    doc = deliver(connector, entities, next_version(v1, refunds=[refund]), doc)
+    (note,) = sandbox.org().creditnotes.values()
+    assert note["total"] == Decimal("10.61") and note["balance"] == Decimal("0")
+    assert sandbox.credit_applied(doc.external_id) == Decimal("10.61") and doc.refunds["82"].amount == Decimal("10.61")
