@@ -14,6 +14,7 @@ lock refusal itself (``client.classify``).
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import date
 from decimal import Decimal
@@ -30,6 +31,7 @@ from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.settings import ZohoSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
+OURS = re.compile(r"\(#\d+\)$")  # a contact we created: "<name> (#<shop customer id>)" (mapping.contact_name)
 # What each natural reference is searched by: (list path, answer key, field, id field).
 SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_id"),
           DocKind.PAYMENT: ("/customerpayments", "customerpayments", "reference_number", "payment_id"),
@@ -76,7 +78,7 @@ class ZohoBooksConnector(EngineConnector):
             rows = self.client.list("/contacts", "contacts", **{"contact_name" if key == "name" else key: value})
             # Never another shop customer's contact (same name or email): ours end in "(#<shop id>)".
             rows = [r for r in rows if r.get("contact_type", "customer") == "customer"
-                    and not str(r.get("contact_name", "")).endswith(")")]
+                    and not OURS.search(str(r.get("contact_name", "")))]
             if rows:
                 return ExternalRef(external_id=str(rows[0]["contact_id"]))
         return None
