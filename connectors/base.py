@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from datetime import date
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from enum import StrEnum
@@ -95,7 +96,13 @@ class PermanentError(DeliveryError):
 
 
 class ClosedPeriodError(PermanentError):
-    """The platform refuses the change because the books are closed for that date."""
+    """The platform refuses the change because the books are closed for that date. ``closed_through``: the
+    last closed day when the refusal names it (a platform whose closing date cannot be read otherwise, e.g.
+    Zoho's lock message "dated before 2026-12-01"); the engine re-plans with it."""
+
+    def __init__(self, reason: str, *, closed_through: date | None = None, **kwargs: Any) -> None:
+        super().__init__(reason, **kwargs)
+        self.closed_through = closed_through
 
 
 # --- Ledger state handed to the connector ------------------------------------------------------------

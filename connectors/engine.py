@@ -81,6 +81,12 @@ class Capabilities(BaseModel):
     batch_create: int = 0  # invoices per batch create request; 0 = no batch endpoint
     bank_transaction_payments: bool = False  # payments are explanations of bank transactions
     refund_settlement: bool = False  # a refund paid back settles its credit note (issue #20)
+    # Invoices are created as drafts and issued by a separate write (``issue_invoice``; Zoho's mark as sent)
+    # before payments and credits can apply to them.
+    issue_after_create: bool = False
+    # The platform refuses a second invoice with a number in use (a voided one keeps it): an interrupted create
+    # is adopted only when a candidate carries the amount sent — never another (older) invoice with that number.
+    unique_numbers: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,11 @@ class PlatformOps(ABC):
     @abstractmethod
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         """Void (or delete) it; None when the platform no longer has it. Must be safe to repeat."""
+
+    def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
+        """Make a draft invoice final (``capabilities.issue_after_create``); ``current.status`` is "draft" when
+        the platform said so, None when not known. Must be safe to repeat."""
+        raise NotImplementedError
 
     @abstractmethod
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
@@ -305,6 +316,8 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
             return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
                         txn_date=first_open_day(closed), reason="changed after the books were closed")
         return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
+    if caps.issue_after_create and state.issued is not True:
+        return Step(StepKind.ISSUE_INVOICE)
     for payment_id, payment in wanted.items():
         if payment_id not in doc.payments:
             return Step(StepKind.ADD_PAYMENT, key=payment_id, amount=payment.amount,
@@ -398,11 +411,16 @@ class _Run:
         intent = self.state.intent
         if intent is None:
             return
+        if intent.step is StepKind.ISSUE_INVOICE:
+            self.state.issued = None  # it may have gone through: the platform says (``issue_invoice`` reads)
         kind = CREATING.get(intent.step)
-        found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
+        strict = kind is DocKind.INVOICE and self.ops.capabilities.unique_numbers
+        found = pick(self.ops.find(kind, intent.reference), intent.amount, strict) if kind else None
         if found is not None:
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
+            if intent.step is StepKind.ADJUST and intent.adjustment_kind == "increase":
+                self.issue_draft(found)
         self.close()  # removals, voids and updates are re-planned and are safe to repeat
 
     def effect(self, intent: Intent, ref: ExternalRef | RemoteInvoice, adopted: bool = False,
@@ -411,14 +429,17 @@ class _Run:
         if intent.step is StepKind.CREATE_INVOICE:
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
+            state.issued = ref.status != "draft"
             if posted_on is not None:
                 state.posted_on = posted_on
         elif intent.step is StepKind.ADD_PAYMENT:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
                                                    status="applied")
         elif intent.step is StepKind.CREATE_CREDIT_NOTE:
-            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
-                                                  status="open")
+            # What the platform posted (it may compute the note's tax itself): the credit there is to apply.
+            posted = Decimal(str(ref.amount)) if isinstance(ref, ExternalRef) and ref.amount is not None else None
+            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token,
+                                                  amount=posted if posted is not None else intent.amount, status="open")
         elif intent.step is StepKind.APPLY_CREDIT:
             state.applications[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
             if intent.key in doc.refunds:
@@ -449,7 +470,7 @@ class _Run:
             # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
             # of a deleted one whose number the shop reused is never taken).
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
-                         self.event.computed.total)
+                         self.event.computed.total, self.ops.capabilities.unique_numbers)
             if found is not None:
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
@@ -463,18 +484,22 @@ class _Run:
                 continue  # re-plan with the closing date known
             try:
                 self.apply(step)
-            except ClosedPeriodError:
+            except ClosedPeriodError as exc:
                 closed_replans += 1
                 before = self.observed.closed_through
-                self.observe()
+                self.observe(exc.closed_through)
                 if closed_replans > MAX_CLOSED_REPLANS or self.observed.closed_through == before:
                     raise  # refused although we think the period open: not ours to guess
                 self.state.intent = None  # refused: nothing was written
                 self.ctx.checkpoint(self.doc)
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
 
-    def observe(self) -> None:
-        self.observed = Observed(closed_through=self.ops.books_closed_through(), known=True)
+    def observe(self, named: date | None = None) -> None:
+        """Read the closing date; a later one named by a refusal (``ClosedPeriodError.closed_through``) wins."""
+        closed = self.ops.books_closed_through()
+        if named is not None and (closed is None or named > closed):
+            closed = named
+        self.observed = Observed(closed_through=closed, known=True)
 
     def apply(self, step: Step) -> None:
         ops, event, doc, state = self.ops, self.event, self.doc, self.state
@@ -516,6 +541,12 @@ class _Run:
             voided = self.with_fresh_token(lambda current, key: ops.void_invoice(current, key), "void")
             doc.token = voided.token if voided else doc.token
             doc.status = "voided" if voided else "deleted"
+        elif step.kind is StepKind.ISSUE_INVOICE:
+            self.open_intent(step)
+            ops.issue_invoice(ExternalRef(external_id=doc.external_id or "", token=doc.token,
+                                          status="draft" if state.issued is False else None),
+                              self.ctx.idempotency_key("issue", doc.external_id))
+            state.issued = True
         elif step.kind is StepKind.ADJUST:
             self.adjust(step)
             return
@@ -536,6 +567,11 @@ class _Run:
                                                  intent.reference, posting))
         self.log.info("engine_step", step=step.kind.value, key=step.key, external_id=doc.external_id)
         self.close()
+
+    def issue_draft(self, ref: ExternalRef) -> None:
+        """An increase adjustment is an invoice: on a platform that creates drafts it is issued like one."""
+        if self.ops.capabilities.issue_after_create and ref.status == "draft":
+            self.ops.issue_invoice(ref, self.ctx.idempotency_key("issue", ref.external_id))
 
     def with_fresh_token(self, write: Callable[[ExternalRef, str], Any], *key: object) -> Any:
         """A write carrying the concurrency token (its request id too: a platform replays the answer to a
@@ -571,6 +607,8 @@ class _Run:
             posted = self.ops.create_adjustment(event, AdjustmentSpec(
                 kind, sequence, intent.reference, sign * (d_total - d_tax), sign * d_tax, self.doc.external_id,
                 step.reason), posting)
+            if kind == "increase":
+                self.issue_draft(posted)  # under the open intent: an attempt cut short here issues it on adoption
             self.effect(intent, posted, posted_on=step.txn_date)
             state.adjustments[-1].reason = step.reason
             self.log.warning("engine_closed_period_adjustment", kind=kind, total=str(abs(d_total)),
@@ -582,11 +620,11 @@ class _Run:
         self.close()
 
 
-def pick(found: list[ExternalRef], amount: Decimal | None) -> ExternalRef | None:
+def pick(found: list[ExternalRef], amount: Decimal | None, strict: bool = False) -> ExternalRef | None:
     """Which of the documents carrying a reference an earlier attempt made: the one with the amount it
-    sent, else the newest (a number can be reused after a deletion; the platform may round tax)."""
+    sent, else (not ``strict``) the newest (a number can be reused after a deletion; the platform may round tax)."""
     matching = [ref for ref in found if amount is not None and ref.amount == amount]
-    return (matching or found or [None])[-1]
+    return (matching or ([] if strict else found) or [None])[-1]
 
 
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
@@ -701,6 +739,16 @@ class EngineConnector(Connector, PlatformOps):
     def preview(self, event: InvoiceEvent, doc: DocumentState, entities: EntityStore | None = None
                 ) -> list[dict[str, Any]]:
         return preview(self, self.target.name, event, doc, entities)
+
+    @contextmanager
+    def recording(self) -> Iterator[list[dict[str, Any]]]:
+        """For a connector whose ``client`` records writes in its ``recorder`` list while one is set (QuickBooks
+        Online, Zoho Books); override otherwise."""
+        self.client.recorder = sent = []  # type: ignore[attr-defined]
+        try:
+            yield sent
+        finally:
+            self.client.recorder = None  # type: ignore[attr-defined]
 
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
         found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)

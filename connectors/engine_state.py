@@ -32,6 +32,7 @@ class StepKind(StrEnum):
     CREATE_INVOICE = "create_invoice"
     UPDATE_INVOICE = "update_invoice"
     VOID_INVOICE = "void_invoice"
+    ISSUE_INVOICE = "issue_invoice"  # a draft made final (``Capabilities.issue_after_create``, e.g. Zoho's mark as sent)
     ADJUST = "adjust"  # closed period: post the difference as an increase (invoice) / decrease (credit note)
     ADD_PAYMENT = "add_payment"
     CREATE_CREDIT_NOTE = "create_credit_note"
@@ -95,6 +96,7 @@ class EngineState(BaseModel):
     intent: Intent | None = None
     invoice_digest: str | None = None  # the invoice content the platform holds (canonical digest)
     posted_on: date | None = None  # the invoice's date at the platform (re-dated into the open period)
+    issued: bool | None = None  # the platform holds it issued, not as a draft (None: not known, e.g. legacy)
     applications: dict[str, CreditApplication] = Field(default_factory=dict)  # refund id -> application
     adjustments: list[Adjustment] = Field(default_factory=list)
     tax_difference: Decimal | None = None  # platform tax − shop tax, when the platform recomputed it
@@ -105,6 +107,8 @@ class EngineState(BaseModel):
         state = cls()
         if extra.get("txn_date"):
             state.posted_on = date.fromisoformat(extra["txn_date"])
+        if extra.get("sent") == "1":  # Zoho's connector before the engine, once it marked the invoice sent
+            state.issued = True
         if extra.get("tax_difference"):
             state.tax_difference = Decimal(extra["tax_difference"])
         for key, value in extra.items():

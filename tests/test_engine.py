@@ -78,3 +78,75 @@ def test_engine_state_round_trips_through_the_ledgers_json_and_reads_legacy_docu
     assert legacy.posted_on == date(2026, 12, 1) and legacy.tax_difference == Decimal("-0.01")
     assert legacy.applications["3"] == CreditApplication(external_id="88", amount=Decimal("304.45"))
     assert legacy.adjustments[0].signed_total == Decimal("9.98") and legacy.invoice_digest is None
+
+
+# --- hooks added by the Zoho Books port: an issue step, a closing date named by the refusal, unique numbers ---
+
+
+def test_a_platform_that_creates_drafts_issues_the_invoice_before_payments_apply():
+    drafts = Capabilities(issue_after_create=True)
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = posted(v1, issued=False)
+    assert next_step(v1, doc, drafts, OPEN).kind is StepKind.ISSUE_INVOICE
+    assert next_step(v1, doc, CAPS, OPEN).kind is StepKind.ADD_PAYMENT  # platforms without drafts: no such step
+    doc.engine.issued = True
+    assert next_step(v1, doc, drafts, OPEN).kind is StepKind.ADD_PAYMENT
+    assert EngineState.from_legacy({"sent": "1"}).issued is True and EngineState.from_legacy({}).issued is None
+
+
+def test_an_interrupted_create_is_adopted_only_with_the_amount_sent_where_numbers_are_unique():
+    from connectors.engine import pick
+
+    older = [ExternalRef(external_id="1", amount=Decimal("677.58"))]  # another invoice that holds the number
+    assert pick(older, Decimal("42.00")) is older[0]
+    assert pick(older, Decimal("42.00"), strict=True) is None
+    assert pick(older, Decimal("677.58"), strict=True) is older[0]
+
+
+class _LockedOps:
+    """Platform operations whose books cannot be read: the refusal of the update names the closing date."""
+
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self.adjustments: list = []
+
+    def customer_digest(self, customer):
+        return "d"
+
+    def item_for(self, line):
+        return None
+
+    def reference(self, kind, event, key=""):
+        return f"{kind.value}:{key}"
+
+    def books_closed_through(self):
+        return None
+
+    def update_invoice(self, event, posting, current):
+        from connectors.base import ClosedPeriodError
+
+        raise ClosedPeriodError("locked: dated before 2026-12-01", closed_through=date(2026, 11, 30))
+
+    def read_invoice(self, external_id):
+        from connectors.base import RemoteInvoice
+
+        return RemoteInvoice(external_id=external_id, total=Decimal("677.58"), tax_total=Decimal("30.13"))
+
+    def create_adjustment(self, event, adjustment, posting):
+        self.adjustments.append((adjustment.kind, adjustment.net + adjustment.tax, posting.txn_date))
+        return ExternalRef(external_id="a1")
+
+
+def test_a_refusal_that_names_the_closing_date_re_plans_into_an_adjustment():
+    from connectors.engine import run
+    from connectors.testing import MemoryContext, MemoryEntities
+
+    v1 = invoice_event()
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    ops = _LockedOps()
+    entities = MemoryEntities()
+    entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
+    done = run(ops, v2, posted(v1), MemoryContext("t", v2, entities))
+    assert ops.adjustments == [("decrease", v1.computed.total - v2.computed.total, date(2026, 12, 1))]
+    assert [(a.kind, a.posted_on) for a in done.engine.adjustments] == [("decrease", date(2026, 12, 1))]

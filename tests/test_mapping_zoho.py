@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from connectors import adjustments
-from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, \
+from connectors.base import UncertainOutcomeError
+from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, \
     next_version
 from connectors.zoho_books import Sandbox, schemas
 
@@ -55,8 +55,8 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(zo
     assert increase["total"] == v2.computed.total - v1.computed.total == Decimal("9.98")
     assert [(li["account_id"], li["tax_id"], li["item_total"]) for li in increase["line_items"]] == [
         (PART, GST_ID, Decimal("9.50"))]
-    (entry,) = adjustments.load(doc.extra)
-    assert entry["kind"] == "increase" and entry["total"] == "9.98" and entry["original"] == doc.external_id
+    (entry,) = doc.engine.adjustments
+    assert (entry.kind, entry.total, entry.reference) == ("increase", Decimal("9.98"), "INV-001001-A1")
     assert doc.delivered_version == 2
 
     # The same version again (a redelivery): nothing new is posted.
@@ -71,7 +71,7 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(zo
     assert credit["total"] == v2.computed.total - v3.computed.total == Decimal("315.00")
     held = v1.computed.total + increase["total"] - credit["total"]
     assert held == v3.computed.total
-    assert [e["kind"] for e in adjustments.load(doc.extra)] == ["increase", "decrease"]
+    assert [e.kind for e in doc.engine.adjustments] == ["increase", "decrease"]
 
 
 def test_an_adjustment_posted_by_an_interrupted_attempt_is_found_not_posted_twice(zoho):
@@ -81,11 +81,18 @@ def test_an_adjustment_posted_by_an_interrupted_attempt_is_found_not_posted_twic
     doc = deliver(connector, entities, v1)
     sandbox.set_lock_date(date(2026, 12, 1))
     v2 = next_version(v1, lines=list(v1.lines) + [line(6, "fee", "Disposal", "1", "8.00")])
-    deliver(connector, entities, v2, doc)  # posted; its checkpoint "lost": the retry starts from the old doc
-    again = deliver(connector, entities, v2, doc, attempt=2)
+    # Writes: the refused update, the adjustment (applied, its answer lost), its mark as sent.
+    sandbox.faults.hang_s = 2.5
+    sandbox.faults.fault_at(2)
+    ctx = MemoryContext(connector.target.name, v2, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v2, doc, ctx)
+    held = ctx.checkpoints[-1]  # what the ledger holds: the adjustment's intent, open
+    assert held.engine.intent.reference == "INV-001101-A1" and not held.engine.adjustments
+    again = deliver(connector, entities, v2, held, attempt=2)
     assert len(invoices(sandbox, "INV-001101-A")) == 1
-    (entry,) = adjustments.load(again.extra)
-    assert entry["number"] == "INV-001101-A1"
+    (entry,) = again.engine.adjustments
+    assert entry.reference == "INV-001101-A1" and invoices(sandbox, "INV-001101-A")[0]["status"] == "sent"
 
 
 def test_void_in_a_locked_period_is_a_credit_note_for_the_full_amount(zoho):
@@ -114,12 +121,12 @@ def test_new_invoice_dated_in_a_locked_period_posts_whole_on_the_first_open_day(
     (invoice,) = invoices(sandbox)
     assert invoice["invoice_number"] == "INV-001301" and invoice["date"] == "2026-12-01"
     assert invoice["total"] == v1.computed.total and invoice["due_date"] == "2026-12-20"
-    assert [e["kind"] for e in adjustments.load(doc.extra)] == ["redated"]
+    assert [e.kind for e in doc.engine.adjustments] == ["redated"]
     # a later edit keeps the open date (and is accepted: the invoice is in the open period)
     v2 = next_version(v1, lines=list(v1.lines)[:4])
     doc = deliver(connector, entities, v2, doc)
     assert invoice["date"] == "2026-12-01" and invoice["total"] == v2.computed.total
-    assert len(invoices(sandbox)) == 1 and len(adjustments.load(doc.extra)) == 1
+    assert len(invoices(sandbox)) == 1 and len(doc.engine.adjustments) == 1
 
 
 def test_payment_and_credit_note_dated_in_a_locked_period_post_on_the_first_open_day(zoho):

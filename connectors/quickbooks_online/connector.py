@@ -216,14 +216,6 @@ class QuickBooksOnlineConnector(EngineConnector):
         entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
         return _ref(self.client.write(entity, body, request_id=posting.request_id))
 
-    @contextmanager
-    def recording(self) -> Iterator[list[dict[str, Any]]]:
-        self.client.recorder = sent = []
-        try:
-            yield sent
-        finally:
-            self.client.recorder = None
-
     def check_mapping(self) -> list[str]:
         return check_mapping(self.client, self.mapping)
 

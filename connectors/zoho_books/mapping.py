@@ -2,7 +2,7 @@
 
 Pure functions of the event and the mapping configuration; ids (contact, tax ids/groups) come in resolved.
 Zoho computes tax itself from each line's ``tax_id`` (a tax, or a tax group for two components); the
-shop's tax amounts are compared with what Zoho computed by the connector.
+shop's tax amounts are compared with what Zoho computed by the engine (``note_tax``).
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from connectors.base import income_kind, invoice_memo, line_text
-from connectors.jsonmoney import dumps
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
+CENT = Decimal("0.01")
 KIND_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
               LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
               LineKind.CORE_RETURN: "Core return"}
@@ -108,9 +108,9 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
     return body
 
 
-def item_hash(line: InvoiceLine, mapping: MappingConfig) -> str:
-    # the shop's price and description change per invoice: the item is created once, not kept current
-    return hashlib.sha256(f"{item_name(line)}|{income_account(line.kind, mapping)}".encode()).hexdigest()[:16]
+def _posting(item: dict[str, Any], account: str | None, tax_id: str | None, track: dict[str, Any]) -> dict[str, Any]:
+    """A line item's account, tax (Zoho computes the amount) and reporting tags."""
+    return item | {k: v for k, v in (("account_id", account), ("tax_id", tax_id), ("tags", track.get("tags"))) if v}
 
 
 def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, track: dict[str, Any],
@@ -123,14 +123,7 @@ def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, tra
         item["name"] = (f"{KIND_NAMES[line.kind]} {line.part_number}" if line.part_number else KIND_NAMES[line.kind])[:100]
     item |= {"description": line_text(line, 2000), "item_order": line.position, "rate": line.unit_price,
              "quantity": line.quantity}
-    account = income_account(line.kind, mapping)
-    if account:
-        item["account_id"] = account
-    if tax_id:
-        item["tax_id"] = tax_id
-    if "tags" in track:
-        item["tags"] = track["tags"]
-    return item
+    return _posting(item, income_account(line.kind, mapping), tax_id, track)
 
 
 def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, str | None],
@@ -153,8 +146,8 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
     return body
 
 
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"
+def payment_reference(payment_id: object) -> str:
+    return f"LW{payment_id}"
 
 
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: InvoiceEvent,
@@ -162,7 +155,7 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
     body: dict[str, Any] = {
         "customer_id": customer_id, "payment_mode": PAYMENT_MODES.get(payment.method, "others"),
         "amount": payment.amount, "date": payment.received_at.date().isoformat(),
-        "reference_number": payment_reference(payment),
+        "reference_number": payment_reference(payment.id),
         "description": f"Shop payment {payment.id} on invoice {event.number}"[:500],
         "invoices": [{"invoice_id": invoice_id, "amount_applied": payment.amount}],
     }
@@ -175,8 +168,8 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
     return body
 
 
-def refund_reference(refund: Refund) -> str:
-    return f"LWR{refund.id}"
+def refund_reference(refund_id: object) -> str:
+    return f"LWR{refund_id}"
 
 
 def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, tax_id: str | None,
@@ -189,39 +182,41 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
         rate, description = refund.amount, f"Returned: {line_text(line, 2000)}"
     else:
         rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
-    item: dict[str, Any] = {"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
-                            "description": description[:2000], "item_order": 1, "rate": rate,
-                            "quantity": Decimal("1")}
-    account = income_account(kind, mapping)
-    if account:
-        item["account_id"] = account
-    if tax_id:
-        item["tax_id"] = tax_id
-    if "tags" in track:
-        item["tags"] = track["tags"]
+    item = _posting({"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
+                     "description": description[:2000], "item_order": 1, "rate": rate, "quantity": Decimal("1")},
+                    income_account(kind, mapping), tax_id, track)
     body: dict[str, Any] = {"customer_id": customer_id, "date": refund.created_at.date().isoformat(),
-                            "reference_number": refund_reference(refund), "is_inclusive_tax": event.tax_inclusive,
+                            "reference_number": refund_reference(refund.id), "is_inclusive_tax": event.tax_inclusive,
                             "notes": f"Shop {refund.kind} {refund.id} against invoice {event.number}",
                             "line_items": [item]}
     body |= {k: v for k, v in track.items() if k != "tags"}
     return body
 
 
-# -- closed-period adjustments (connectors.adjustments): groups keyed "<account_id>|<tax_id>" --
-def group_key(account: str | None, tax_id: str | None) -> str:
-    return f"{account or ''}|{tax_id or ''}"
+# -- closed-period adjustments: the lines that differ between what Zoho holds and the shop's version --
+Posted = tuple[str, str, Decimal, str]  # (account id, tax id, line amount, description)
 
 
-def event_groups(event: InvoiceEvent, tax_ids: dict[int, str | None], mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
-    """The shop's version per (account, Zoho tax): net amount and tax."""
-    from connectors import adjustments
+def posted_line(item: dict[str, Any]) -> Posted:
+    """A line as Zoho holds it (``item_total``) or as we send it (rate × quantity): what adjustments compare."""
+    amount = item.get("item_total")
+    if amount is None:
+        amount = (Decimal(str(item["rate"])) * Decimal(str(item["quantity"]))).quantize(CENT, ROUND_HALF_UP)
+    return (str(item.get("account_id") or ""), str(item.get("tax_id") or ""), Decimal(str(amount)),
+            str(item.get("description") or item.get("name") or ""))
 
-    out: dict[str, tuple[Decimal, Decimal]] = {}
-    for line in event.lines:
-        tax = sum((t.amount for t in line.taxes), Decimal("0.00"))
-        net = line.amount - tax if event.tax_inclusive else line.amount
-        adjustments.add(out, group_key(income_account(line.kind, mapping), tax_ids.get(line.id)), net, tax)
-    return out
+
+def line_difference(held: list[Posted], wanted: list[Posted]) -> list[Posted]:
+    """``wanted - held`` line by line: a line on both sides (same account, tax and amount) cancels out, what
+    only Zoho holds comes back negated. Zoho then computes each line's tax as it did on the invoice."""
+    left, out = list(held), []
+    for line in wanted:
+        same = next((h for h in left if h[:3] == line[:3]), None)
+        if same is None:
+            out.append(line)
+        else:
+            left.remove(same)
+    return out + [(account, tax, -amount, text) for account, tax, amount, text in left]
 
 
 def adjustment_number(number: str, seq: int, kind: str) -> str:
@@ -229,43 +224,23 @@ def adjustment_number(number: str, seq: int, kind: str) -> str:
     return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"[:100]
 
 
-def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str,
-                       lines: dict[str, tuple[Decimal, Decimal]], day: date, mapping: MappingConfig,
-                       original_id: str | None, reason: str) -> dict[str, Any]:
+def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str, lines: list[Posted], day: date,
+                       mapping: MappingConfig, original_id: str | None, reason: str) -> dict[str, Any]:
     """An adjustment dated the first open day: an invoice (increase) numbered ``<number>-A<n>`` whose
     reference is the original's number, or a credit note (decrease) referenced ``<number>-C<n>``; one line per
-    (account, tax) with the net difference (Zoho computes the tax from the tax id)."""
-    track = tracking(event, mapping)
-    items = []
-    for order, (key, (net, _tax)) in enumerate(sorted(lines.items()), start=1):
-        account, tax_id = key.split("|", 1)
-        item: dict[str, Any] = {"name": f"Adjustment {event.number}"[:100],
-                                "description": f"Adjustment {seq} to invoice {event.number} v{event.version}: "
-                                               f"{reason}"[:2000],
-                                "item_order": order, "rate": net, "quantity": Decimal("1")}
-        if account:
-            item["account_id"] = account
-        if tax_id:
-            item["tax_id"] = tax_id
-        if "tags" in track:
-            item["tags"] = track["tags"]
-        items.append(item)
-    number = adjustment_number(event.number, seq, kind)
+    line that differs (a decrease carries them negated)."""
+    track, sign = tracking(event, mapping), 1 if kind == "increase" else -1
+    items = [_posting({"name": f"Adjustment {event.number}"[:100], "description": f"Adjustment {seq} ({reason}): {text}"[:2000],
+                       "item_order": order, "rate": sign * amount, "quantity": Decimal("1")}, account, tax_id, track)
+             for order, (account, tax_id, amount, text) in enumerate(lines, start=1)]
     notes = (f"Adjustment to shop invoice {event.number} (Zoho invoice {original_id or '-'}), "
              f"posted in the open period: {reason}")[:5000]
-    body: dict[str, Any] = {"customer_id": customer_id, "date": day.isoformat(), "is_inclusive_tax": False,
-                            "notes": notes, "line_items": items}
+    body: dict[str, Any] = {"customer_id": customer_id, "date": day.isoformat(),
+                            "is_inclusive_tax": event.tax_inclusive, "notes": notes, "line_items": items}
     if kind == "increase":
-        body |= {"invoice_number": number, "reference_number": event.number[:100]}
+        body |= {"invoice_number": adjustment_number(event.number, seq, kind), "reference_number": event.number[:100]}
         if event.due_date:
             body["due_date"] = max(event.due_date, day).isoformat()
     else:
-        body["reference_number"] = number
-    body |= {k: v for k, v in track.items() if k != "tags"}
-    return body
-
-
-def payload_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(dumps(payload)).hexdigest()[:24]
-
-
+        body["reference_number"] = adjustment_number(event.number, seq, kind)
+    return body | {k: v for k, v in track.items() if k != "tags"}

@@ -1,7 +1,7 @@
 """A local Zoho Books (API v3) for the demo and the tests.
 
-There is NO official machine-readable Zoho Books spec stored for this project. This sandbox is built from
-Zoho's public API documentation, read for this purpose:
+Built from Zoho's public API documentation (Zoho's own OpenAPI 3.0 files are now stored under the specs
+directory, zoho-books/; the connector tests validate every request against them), read for this purpose:
   * API root, organisation_id on every call, errors and HTTP statuses:
       https://www.zoho.com/books/api/v3/introduction/ , https://www.zoho.com/books/api/v3/errors/
   * OAuth 2.0 and the data-centre accounts hosts: https://www.zoho.com/books/api/v3/oauth/
@@ -110,6 +110,7 @@ class Sandbox:
         self.concurrency = concurrency
         self.tax_rounding = tax_rounding
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every write
+        self.queries: list[dict[str, str]] = []  # the query parameters of each of them, in the same order
         self.api_requests = 0
         self._lock = threading.RLock()
         self.app = Starlette(routes=[
@@ -232,6 +233,7 @@ class Sandbox:
         decided = None
         if method != "GET":
             self.requests.append((method, path, body))
+            self.queries.append(dict(request.query_params))
             decided = self.faults.draw()
             if decided == "500":
                 return answer(500, {"code": 1000, "message": "Internal error"})

@@ -1,7 +1,8 @@
 """Request bodies Zoho Books accepts, as pydantic models (and the JSON Schema derived from them).
 
-NOT an official file: Zoho publishes no machine-readable spec that this project stores. These models are
-written by hand from Zoho's public API documentation (Books API v3), field names, types and maximum
+NOT an official file (Zoho's own OpenAPI files, stored later under the specs directory's zoho-books/, are what
+the connector tests validate against first; these stricter models also refuse fields the docs do not list,
+which OpenAPI lets through). These models are written by hand from Zoho's public API documentation (Books API v3), field names, types and maximum
 lengths as the pages state them:
   * Invoices            https://www.zoho.com/books/api/v3/invoices/
   * Customer payments   https://www.zoho.com/books/api/v3/customer-payments/

@@ -4,7 +4,8 @@ expire tokens, edit as the bookkeeper, count what landed). A connector joins the
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -55,7 +56,53 @@ class QuickBooksOnlineDriver:
         return [(p["path"].split("?")[0].rsplit("/", 1)[1], p["body"]) for p in planned]
 
 
+class ZohoBooksDriver:
+    platform = "zoho-books"
+
+    def __init__(self) -> None:
+        from connectors.zoho_books import Sandbox
+
+        self.sandbox = Sandbox(api_per_minute=6000)  # Zoho's 100/minute would make the sweeps wait
+
+    def close_books(self, through: date) -> None:
+        self.sandbox.set_lock_date(through + timedelta(days=1))  # Zoho locks what is dated *before* its date
+
+    def expire_tokens(self) -> None:
+        self.sandbox.issuer.expire_all()
+
+    def token_refreshes(self) -> int:
+        return self.sandbox.issuer.refresh_count
+
+    def bookkeeper_edit(self, external_id: str) -> None:
+        """The bookkeeper changes the invoice's notes in Zoho (Zoho has no concurrency token: last write wins)."""
+        with self.sandbox._lock:
+            self.sandbox.org().invoices[external_id]["notes"] = "Edited by the bookkeeper"
+
+    def customers(self, name: str) -> int:
+        return sum(1 for c in self.sandbox.org().contacts.values() if c.get("company_name") == name)
+
+    def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
+        """(reference, total, credit still open) of every credit note, adjustments included."""
+        return [(c.get("reference_number", ""), Decimal(c["total"]), Decimal(c["balance"]))
+                for c in self.sandbox.org().creditnotes.values()]
+
+    def credit_applications(self) -> int:
+        return len(self.sandbox.org().applications)
+
+    def writes(self) -> list[tuple[str, Any]]:
+        return [(_route(method, path), body) for method, path, body in self.sandbox.requests]
+
+    def previewed(self, planned: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        return [(_route(p["method"], p["path"].split("?")[0]), p["body"]) for p in planned]
+
+
+def _route(method: str, path: str) -> str:
+    """"POST /creditnotes/{id}/invoices": ids and a preview's placeholders alike."""
+    return f"{method} " + re.sub(r"/(\d+|<[^>]*>)", "/{id}", path)
+
+
 # platform -> driver. Porting a connector onto the engine: add its line here.
 ON_ENGINE: dict[str, type] = {
     "quickbooks-online": QuickBooksOnlineDriver,
+    "zoho-books": ZohoBooksDriver,
 }
