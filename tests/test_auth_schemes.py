@@ -24,7 +24,7 @@ from connectors.auth import (
     jwt_client_assertion,
     sap_b1_session,
 )
-from connectors.base import AuthError, PermanentError
+from connectors.base import AuthError, ReauthorizationRequired
 from connectors.http import PlatformHttp
 from connectors.ratelimit import limiter_from
 from connectors.testing import MemoryCredentials
@@ -161,12 +161,13 @@ def test_client_credentials_with_a_secret_business_central():
     assert endpoint.issued == ["cc-0", "cc-1"]
 
 
-def test_client_credentials_refused_is_permanent():
+def test_client_credentials_refused_needs_a_person():
     endpoint = TokenEndpoint(lambda form: "invalid_client")
     transport = httpx.MockTransport(endpoint.handler)
     auth = OAuth2ClientCredentialsAuth(target="bc", token_url="http://platform/token", transport=transport,
                                        credentials=MemoryCredentials({"client_id": "app", "client_secret": "bad"}))
-    with pytest.raises(PermanentError, match="invalid_client"):
+    # A refused client secret is not retried and not a dead letter per invoice: the target pauses.
+    with pytest.raises(ReauthorizationRequired, match="invalid_client"):
         _http(auth, transport).request("GET", "/companies")
 
 
@@ -260,7 +261,7 @@ def test_sap_b1_logs_in_again_before_the_announced_idle_timeout():
 
 
 def test_sap_b1_wrong_password_is_permanent_and_a_rejected_request_is_an_auth_error():
-    with pytest.raises(PermanentError, match="login refused"):
+    with pytest.raises(ReauthorizationRequired, match="login refused"):
         _sap(SapServiceLayer(), password="wrong")[1].request("GET", "/Items")
     service = SapServiceLayer()
     _, http = _sap(service)
@@ -313,7 +314,7 @@ def test_api_key_and_basic_read_the_current_credentials():
 def test_api_key_missing_is_permanent_and_401_is_not_retried():
     calls: list[int] = []
     transport = httpx.MockTransport(lambda r: (calls.append(1), httpx.Response(401))[1])
-    with pytest.raises(PermanentError, match="no api_key"):
+    with pytest.raises(ReauthorizationRequired, match="no api_key"):
         _http(ApiKeyAuth(credentials=MemoryCredentials({})), transport).request("GET", "/x")
     with pytest.raises(AuthError):
         _http(ApiKeyAuth(credentials=MemoryCredentials({"api_key": "k"})), transport).request("GET", "/x")
