@@ -81,6 +81,15 @@ class Capabilities(BaseModel):
     batch_create: int = 0  # invoices per batch create request; 0 = no batch endpoint
     bank_transaction_payments: bool = False  # payments are explanations of bank transactions
     refund_settlement: bool = False  # a refund paid back settles its credit note (issue #20)
+    # Xero: a document with payments or credit allocated cannot be edited; they come off before an update
+    # (and are put back after it by the usual steps).
+    edit_needs_detach: bool = False
+    # A refund removed in the shop (or every refund of a voided invoice): its credit note is voided
+    # (``void_credit_note``) after its application is released.
+    void_credit_notes: bool = False
+    # The platform refuses a second live document with the same number (Xero): a retry adopts only the
+    # document with the amount it sent, never another shop invoice's that still holds a reused number.
+    unique_numbers: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,7 @@ class Posting:
     item_ids: dict[int, str] = field(default_factory=dict)  # line id -> item id
     txn_date: date | None = None  # set when re-dated into the first open day (closed period)
     item: Callable[[ItemSpec], str] = lambda spec: spec.external_id or ""  # ensure an extra item (refund…)
+    adjustments: list[Adjustment] = field(default_factory=list)  # closed-period documents posted so far
 
 
 class PlatformOps(ABC):
@@ -197,6 +207,11 @@ class PlatformOps(ABC):
     @abstractmethod
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         """Undo an application; nothing when already gone."""
+
+    def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
+        """``capabilities.void_credit_notes``: void the credit note of a refund no longer wanted (safe to
+        repeat)."""
+        raise NotImplementedError
 
     # -- closed periods --
     @abstractmethod
@@ -292,6 +307,12 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     applied = sum((a.amount for a in state.applications.values()), ZERO)
     if applied > max(room, ZERO):
         return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
+    if caps.void_credit_notes:
+        kept = set() if voiding else {str(r.id) for r in event.refunds}
+        for refund_id, ref in doc.refunds.items():
+            if refund_id not in kept and ref.status != "voided":
+                kind = StepKind.RELEASE_CREDIT if refund_id in state.applications else StepKind.VOID_CREDIT_NOTE
+                return Step(kind, key=refund_id)
     if voiding:
         return Step(StepKind.VOID_INVOICE)
     if doc.external_id is None:
@@ -304,6 +325,10 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         if in_closed(held_on):
             return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
                         txn_date=first_open_day(closed), reason="changed after the books were closed")
+        if caps.edit_needs_detach and doc.payments:
+            return Step(StepKind.REMOVE_PAYMENT, key=next(iter(doc.payments)))
+        if caps.edit_needs_detach and state.applications:
+            return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
         return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
     for payment_id, payment in wanted.items():
         if payment_id not in doc.payments:
@@ -318,7 +343,7 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         left = room - applied
         for refund_id, ref in doc.refunds.items():
             amount = min(ref.amount or ZERO, left)
-            if refund_id not in state.applications and amount > 0:
+            if refund_id not in state.applications and amount > 0 and ref.status != "voided":
                 return Step(StepKind.APPLY_CREDIT, key=refund_id, amount=amount)
     return None
 
@@ -378,7 +403,8 @@ class _Run:
                 if spec is not None:
                     self._item_ids[line.id] = self.item(spec)
         return Posting(request_id=self.ctx.idempotency_key(*parts), customer_id=customer_id,
-                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item)
+                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item,
+                       adjustments=list(self.state.adjustments))
 
     # -- intents and effects --
     def open_intent(self, step: Step, **fields: Any) -> Intent:
@@ -399,7 +425,8 @@ class _Run:
         if intent is None:
             return
         kind = CREATING.get(intent.step)
-        found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
+        found = pick(self.ops.find(kind, intent.reference), intent.amount,
+                     exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
@@ -449,7 +476,7 @@ class _Run:
             # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
             # of a deleted one whose number the shop reused is never taken).
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
-                         self.event.computed.total)
+                         self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
@@ -491,6 +518,10 @@ class _Run:
             del state.applications[step.key]
             if step.key in doc.refunds:
                 doc.refunds[step.key].status = "open"
+        elif step.kind is StepKind.VOID_CREDIT_NOTE:
+            self.open_intent(step)
+            ops.void_credit_note(event, doc.refunds[step.key], self.posting("credit-void", step.key))
+            doc.refunds[step.key].status = "voided"
         elif step.kind is StepKind.CREATE_INVOICE:
             posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
             intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total)
@@ -582,11 +613,12 @@ class _Run:
         self.close()
 
 
-def pick(found: list[ExternalRef], amount: Decimal | None) -> ExternalRef | None:
+def pick(found: list[ExternalRef], amount: Decimal | None, exact: bool = False) -> ExternalRef | None:
     """Which of the documents carrying a reference an earlier attempt made: the one with the amount it
-    sent, else the newest (a number can be reused after a deletion; the platform may round tax)."""
+    sent, else (unless ``exact``) the newest (a number can be reused after a deletion; the platform may
+    round tax)."""
     matching = [ref for ref in found if amount is not None and ref.amount == amount]
-    return (matching or found or [None])[-1]
+    return (matching or ([] if exact and amount is not None else found) or [None])[-1]
 
 
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:

@@ -36,6 +36,7 @@ class StepKind(StrEnum):
     ADD_PAYMENT = "add_payment"
     CREATE_CREDIT_NOTE = "create_credit_note"
     APPLY_CREDIT = "apply_credit"
+    VOID_CREDIT_NOTE = "void_credit_note"  # capabilities.void_credit_notes: a refund no longer wanted
 
 
 # Steps that create a document: an intent left open by one of them is resolved by ``find`` on the next attempt.

@@ -3,6 +3,7 @@ and classification of Xero's own error bodies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -79,17 +80,28 @@ def classify(response: httpx.Response) -> DeliveryError | None:
     return None
 
 
+# Preview placeholders: the id field of each collection a write answers with.
+ID_FIELDS = {"Invoices": "InvoiceID", "Payments": "PaymentID", "CreditNotes": "CreditNoteID",
+             "Allocations": "AllocationID", "Contacts": "ContactID", "Items": "ItemID"}
+
+
 class XeroClient:
-    def __init__(self, http: PlatformHttp) -> None:
+    def __init__(self, http: PlatformHttp, ensure_tenant: Callable[[], None] = lambda: None) -> None:
         self.http = http
+        self.ensure_tenant = ensure_tenant  # the tenant header needs the organisation known first
+        # Preview: writes are appended here and answered with placeholders instead of being sent.
+        self.recorder: list[dict[str, Any]] | None = None
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
+        self.ensure_tenant()
         response = self.http.request("GET", path, params={k: v for k, v in params.items() if v is not None},
                                      headers={"Accept": "application/json"})
         return jsonmoney.loads(response.content)
 
     def read(self, path: str, collection: str, **params: Any) -> dict[str, Any] | None:
-        """One document by id, or None when Xero answers 404."""
+        """One document by id, or None when Xero answers 404 (or the id is a preview's placeholder)."""
+        if "<" in path:
+            return None
         try:
             found = self.get(path, **params).get(collection) or []
         except PermanentError as exc:
@@ -98,14 +110,17 @@ class XeroClient:
             raise
         return found[0] if found else None
 
-    def write(self, method: str, path: str, body: dict[str, Any], *, key: str, **params: Any) -> dict[str, Any]:
+    def write(self, method: str, path: str, body: dict[str, Any] | None, *, key: str, **params: Any
+              ) -> dict[str, Any]:
+        if self.recorder is not None:
+            self.recorder.append({"method": method, "path": path, "body": body})
+            return {name: [{**item, field: item.get(field) or f"<new {name[:-1].lower()}>"} for item in body[name]]
+                    for name, field in ID_FIELDS.items() if body and name in body}
+        self.ensure_tenant()
         headers = {**JSON, "Idempotency-Key": key[:IDEMPOTENCY_KEY_MAX]}
         response = self.http.request(method, path, params={k: v for k, v in params.items() if v is not None},
-                                     content=jsonmoney.dumps(body), headers=headers)
+                                     content=jsonmoney.dumps(body) if body is not None else None, headers=headers)
         return jsonmoney.loads(response.content) if response.content else {}
-
-    def delete(self, path: str) -> None:
-        self.http.request("DELETE", path, headers={"Accept": "application/json"})
 
 
 def quote(value: str) -> str:
