@@ -189,20 +189,26 @@ def test_retry_after_uncertain_outcome_creates_no_duplicate(xero):
     assert booked.payment_count == 2 and booked.payments_applied == Decimal("150.00")
 
 
-def test_unknown_payment_blocks_edit_reread_and_retried(xero):
-    """Xero's concurrency rule: an invoice with payments allocated cannot be edited. A payment of ours the
-    ledger never recorded (crash before the checkpoint) makes the edit fail; the connector re-reads the
-    invoice, takes off what carries our reference, retries once, and re-applies the payments."""
+def test_payment_whose_answer_was_lost_comes_off_before_an_edit(xero):
+    """Xero's concurrency rule: an invoice with payments allocated cannot be edited. A payment whose answer
+    was lost (its intent still open) is found by its reference on the next attempt, taken off before the
+    edit, and applied again after it."""
     sandbox, connector, entities, _ = xero
-    v1 = invoice_event(3100, payments=[payment(1, "100.00")])
+    v1 = invoice_event(3100)
     doc = deliver(connector, entities, v1)
-    forgotten = doc.model_copy(deep=True)
-    forgotten.payments.clear()  # the ledger lost the payment's id
-    v2 = next_version(v1, lines=list(v1.lines)[:-1])
-    doc = deliver(connector, entities, v2, forgotten)
+    v2 = next_version(v1, payments=[payment(1, "100.00")])
+    sandbox.faults.hang_s = 3.0  # longer than the client's 2 s timeout
+    sandbox.faults.fault_at(1)  # the payment is applied, its answer lost
+    ctx = MemoryContext("xero", v2, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v2, doc, ctx)
+    saved = ctx.checkpoints[-1]
+    assert not saved.payments and saved.engine.intent is not None
+    v3 = next_version(v2, lines=list(v1.lines)[:-1])
+    doc = deliver(connector, entities, v3, saved, attempt=2)
     (booked,) = sandbox.booked_invoices()
-    assert booked.total == v2.computed.total and booked.payment_count == 1
-    assert booked.payments_applied == Decimal("100.00")
+    assert booked.total == v3.computed.total and booked.payment_count == 1
+    assert booked.payments_applied == Decimal("100.00") and set(doc.payments) == {"1"}
 
 
 def test_a_payment_not_ours_stops_the_edit_with_a_clear_error(xero):
@@ -216,7 +222,8 @@ def test_a_payment_not_ours_stops_the_edit_with_a_clear_error(xero):
         sandbox._save_payment(org, {"Invoice": {"InvoiceID": doc.external_id}, "Account": {"Code": "090"},
                                     "Amount": Decimal("10.00"), "Date": "2026-11-21", "Reference": "cheque 1001"},
                               Request({"type": "http", "query_string": b"", "headers": []}))
-    with pytest.raises(PermanentError, match="not posted by Ledgerwire"):
+    # Not ours (the ledger holds no intent or record of it): Xero's refusal stands, a permanent error.
+    with pytest.raises(PermanentError, match="payment or credit note allocated"):
         deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:-1]), doc)
 
 
@@ -358,16 +365,17 @@ def test_preview_sends_nothing(xero, xero_api):
         ("PUT", "/Contacts"), ("PUT", "/Invoices"), ("PUT", "/Payments")]
     assert calls[1]["body"]["Invoices"][0]["Contact"]["ContactID"] == "<new contact>"
     assert isinstance(calls[1]["body"]["Invoices"][0]["LineItems"][0]["UnitAmount"], Decimal)
-    assert not sandbox.requests  # nothing sent, not even a read
+    assert not writes(sandbox)  # nothing written (the engine's preview reads: the lock date, the contact)
     validate(xero_api, "PUT", "/Invoices", {"unitdp": "4"}, {**calls[1]["body"], "Invoices": [
         {**calls[1]["body"]["Invoices"][0], "Contact": {"ContactID": "00000000-0000-0000-0000-000000000001"}}]})
     # With the ledger's state after a delivery, an edit previews as what deliver() then sends.
     doc = deliver(connector, entities, event)
-    sent_before = len(sandbox.requests)
     v2 = next_version(event, lines=list(event.lines)[:2])
+    writes_before = len(writes(sandbox))
     calls = connector.preview(v2, doc)
     assert [c["method"] for c in calls] == ["POST", "POST", "PUT"]  # payment off, invoice edit, payment on
-    assert len(sandbox.requests) == sent_before
+    assert len(writes(sandbox)) == writes_before
+    sent_before = len(sandbox.requests)
     deliver(connector, entities, v2, doc)
     sent = [r for r in sandbox.requests[sent_before:] if r["method"] != "GET"]
     assert [r["body"] for r in sent] == [c["body"] for c in calls]
