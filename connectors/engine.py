@@ -336,7 +336,8 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
                         txn_date=posting_date(payment.received_at.date()))
     if caps.credit_notes:
         for refund in event.refunds:
-            if str(refund.id) not in doc.refunds:
+            held = doc.refunds.get(str(refund.id))
+            if held is None or (caps.void_credit_notes and held.status == "voided"):  # new, or entered again
                 return Step(StepKind.CREATE_CREDIT_NOTE, key=str(refund.id), amount=refund.amount + refund.tax_amount,
                             txn_date=posting_date(refund.created_at.date()))
     if caps.credit_notes and caps.credit_applications:

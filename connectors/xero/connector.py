@@ -202,26 +202,34 @@ class XeroConnector(EngineConnector):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        """One Xero payment on the invoice. Once it has increase adjustments (lock dates), Xero refuses a
-        payment larger than one invoice's AmountDue: the payment is split across the original (first) and
-        its increases, one part per invoice, every part referenced ``LW<id>`` and sent in one request."""
-        increases = [a.external_id for a in posting.adjustments if a.kind == "increase"]
-        bodies = [mapping.payment_payload(payment, invoice_id, self.mapping)]
-        if increases:
-            found = self.client.get("/Invoices", IDs=",".join([invoice_id, *increases]), unitdp=UNITDP).get("Invoices")
-            dues = {i["InvoiceID"]: Decimal(str(i.get("AmountDue") or 0)) for i in found or []
-                    if i.get("Status") == "AUTHORISED"}
-            left, bodies = payment.amount, []
-            for target in [invoice_id, *increases]:
-                take = min(left, dues.get(target, ZERO))
-                if take > 0:
-                    bodies.append(mapping.payment_payload(payment, target, self.mapping, amount=take))
-                    left -= take
-            if left > 0 or not bodies:  # more than is due: Xero refuses it with its own message
-                bodies.append(mapping.payment_payload(payment, invoice_id, self.mapping, amount=left or payment.amount))
-        for body in bodies:
-            body["Date"] = (posting.txn_date or payment.received_at.date()).isoformat()
-        answer = self.client.write("PUT", "/Payments", {"Payments": bodies}, key=posting.request_id)
+        """One Xero payment on the invoice, referenced ``LW<id>``. When Xero refuses it as more than the
+        invoice's AmountDue and the invoice has increase adjustments or refund reversals (``<number>-A<n>``,
+        ``-R<id>``: they carry its number as Reference), the payment is split across the original (first) and
+        those, one part per invoice, every part referenced ``LW<id>``, in one request."""
+        day = (posting.txn_date or payment.received_at.date()).isoformat()
+        body = {**mapping.payment_payload(payment, invoice_id, self.mapping), "Date": day}
+        try:
+            return _payment_ref(self.client.write("PUT", "/Payments", {"Payments": [body]}, key=posting.request_id)["Payments"])
+        except PermanentError as exc:
+            if "exceeds the amount outstanding" not in exc.reason:
+                raise
+            refused = exc
+            found = self.client.get("/Invoices", where=f"Reference=={quote(event.number)}", unitdp=UNITDP)
+            extra = sorted((i for i in found.get("Invoices") or [] if i.get("Type") == "ACCREC" and
+                            str(i.get("InvoiceNumber", "")).startswith(f"{event.number}-")),
+                           key=lambda i: str(i.get("InvoiceNumber")))
+            original = self.client.read(f"/Invoices/{invoice_id}", "Invoices", unitdp=UNITDP)
+            if not extra or original is None:
+                raise
+        left, bodies = payment.amount, []
+        for invoice in [original, *extra]:
+            take = min(left, Decimal(str(invoice.get("AmountDue") or 0)) if invoice.get("Status") == "AUTHORISED" else ZERO)
+            if take > 0:
+                bodies.append({**body, "Invoice": {"InvoiceID": invoice["InvoiceID"]}, "Amount": take})
+                left -= take
+        if left > 0 or not bodies:
+            raise refused  # more than everything due: Xero's own refusal stands
+        answer = self.client.write("PUT", "/Payments", {"Payments": bodies}, key=posting.request_id + ":split")
         return _payment_ref(answer["Payments"])
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
@@ -250,6 +258,11 @@ class XeroConnector(EngineConnector):
         credit_id, _, allocation_id = application.external_id.partition("/")
         try:
             self.client.write("DELETE", f"/CreditNotes/{credit_id}/Allocations/{allocation_id}", None, key=request_id)
+        except ClosedPeriodError as exc:
+            # Dated on or before the lock date: Xero keeps it where it is, and so do the books. A removed
+            # refund's locked credit note is then reversed (``void_credit_note``); a payment needing the room
+            # goes to what else is due or is refused by Xero with its own message.
+            log.warning("xero_locked_allocation_kept", target=self.target.name, reason=exc.reason[:200])
         except PermanentError as exc:
             if exc.status != 404:
                 raise
