@@ -336,7 +336,7 @@ def test_items_per_part_number_created_once_and_on_the_lines(xero):
 def test_items_per_line_kind_use_the_configured_codes(xero):
     sandbox, build = xero
     connector = build(item_mode="per_line_kind", items={"part": "PARTS", "labour": "LABOUR"})
-    connector._ensure_tenant()
+    connector.client.ensure_tenant()
     connector.client.write("PUT", "/Items", {"Items": [
         {"Code": "PARTS", "Name": "Parts", "SalesDetails": {"AccountCode": "200"}},
         {"Code": "LABOUR", "Name": "Labour", "SalesDetails": {"AccountCode": "200"}}]}, key="seed-items")
@@ -372,7 +372,7 @@ def test_fleet_customer_gets_its_terms_and_due_date(xero):
 def test_customer_matched_by_configured_key_before_creating(xero, keys, field):
     sandbox, build = xero
     connector = build(customer_match=keys)
-    connector._ensure_tenant()
+    connector.client.ensure_tenant()
     shop = Customer(id=401, name="Lee Ortega", email="lee@example.com", phone="(555) 010-4401")
     # The bookkeeper already has this customer in Xero, entered by hand (no ContactNumber).
     by_hand = {"email": {"Name": "L. Ortega", "EmailAddress": "lee@example.com"},
@@ -390,7 +390,7 @@ def test_customer_matched_by_configured_key_before_creating(xero, keys, field):
 def test_customer_not_matched_by_a_key_left_out_of_the_configuration(xero):
     sandbox, build = xero
     connector = build(customer_match=["name"])
-    connector._ensure_tenant()
+    connector.client.ensure_tenant()
     connector.client.write("PUT", "/Contacts", {"Contacts": [{"Name": "L. Ortega", "EmailAddress": "lee@example.com"}]},
                            key="hand")
     deliver(connector, MemoryEntities(), invoice_event(4650, customer=Customer(id=402, name="Lee Ortega",

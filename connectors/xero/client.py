@@ -3,10 +3,10 @@ and classification of Xero's own error bodies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import httpx
+import structlog
 
 from connectors import jsonmoney
 from connectors.base import (
@@ -19,6 +19,7 @@ from connectors.base import (
 )
 from connectors.http import PlatformHttp, retry_after_seconds
 
+log = structlog.get_logger(__name__)
 IDEMPOTENCY_KEY_MAX = 128  # Xero: "128 character max"
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -85,12 +86,42 @@ ID_FIELDS = {"Invoices": "InvoiceID", "Payments": "PaymentID", "CreditNotes": "C
              "Allocations": "AllocationID", "Contacts": "ContactID", "Items": "ItemID"}
 
 
+class Tenant:
+    """The organisation every call names (header ``xero-tenant-id``): the configured one, else the one stored
+    with the credentials, else the only organisation the app is connected to (``GET /connections``, asked
+    once and stored)."""
+
+    def __init__(self, target: str, configured: str | None, credentials: Any, connections_url: str) -> None:
+        self.target, self.id, self.credentials, self.connections_url = target, configured, credentials, connections_url
+
+    def header(self, cred: dict[str, Any]) -> dict[str, str]:
+        tenant = self.id or cred.get("tenant_id")
+        return {"xero-tenant-id": tenant} if tenant else {}
+
+    def ensure(self, http: PlatformHttp) -> None:
+        self.id = self.id or self.credentials.get().get("tenant_id")
+        if self.id:
+            return
+        response = http.request("GET", self.connections_url, headers={"Accept": "application/json"})
+        connections = [c for c in jsonmoney.loads(response.content) if c.get("tenantType", "ORGANISATION") == "ORGANISATION"]
+        if len(connections) != 1:
+            raise PermanentError(f"Xero: the app is connected to {len(connections)} organisations; set "
+                                 "settings.tenant_id to the one this target posts to")
+        self.id = connections[0]["tenantId"]
+        self.credentials.update({"tenant_id": self.id})
+        log.info("xero_tenant_selected", target=self.target, tenant_id=self.id)
+
+
 class XeroClient:
-    def __init__(self, http: PlatformHttp, ensure_tenant: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, http: PlatformHttp, tenant: Tenant | None = None) -> None:
         self.http = http
-        self.ensure_tenant = ensure_tenant  # the tenant header needs the organisation known first
+        self.tenant = tenant  # the tenant header needs the organisation known first
         # Preview: writes are appended here and answered with placeholders instead of being sent.
         self.recorder: list[dict[str, Any]] | None = None
+
+    def ensure_tenant(self) -> None:
+        if self.tenant is not None:
+            self.tenant.ensure(self.http)
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         self.ensure_tenant()

@@ -12,10 +12,9 @@ tokens rotate (``OAuth2RefreshAuth`` persists the new one before using it); ever
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -25,12 +24,13 @@ from connectors import adjustments
 from connectors.base import (ClosedPeriodError, DeliveryContext, DeliveryError, DocumentState, ExternalRef,
                              PermanentError, RemoteInvoice)
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
-from connectors.engine_state import CreditApplication, DocKind, EngineState
+from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.xero import mapping
 from connectors.xero.check import check_mapping, find_contact
-from connectors.xero.client import XeroClient, classify, error_for_messages, quote, validation_messages
+from connectors.xero.legacy import from_legacy
+from connectors.xero.client import Tenant, XeroClient, classify, error_for_messages, quote, validation_messages
 from connectors.xero.settings import XeroSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
@@ -54,42 +54,21 @@ class XeroConnector(EngineConnector):
         self.batch_size = settings.batch_size
         self.capabilities = self.capabilities.model_copy(update={"batch_create": settings.batch_size})
         self.credentials = runtime.credentials(target.name)
-        self._tenant: str | None = settings.tenant_id
+        tenant = Tenant(target.name, settings.tenant_id, self.credentials, settings.connections_url)
         auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url, credentials=self.credentials,
-                                 extra_headers=self._tenant_header, client_auth="basic")
+                                 extra_headers=tenant.header, client_auth="basic")
         limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
                                   concurrency=settings.concurrency)
         self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=target.base_url or DEFAULT_BASE_URL,
                                  limiter=limiter, auth=auth, classify=classify, timeout_s=target.request_timeout_s)
-        self.client = XeroClient(self.http, self._ensure_tenant)
+        self.client = XeroClient(self.http, tenant)
         self.mapping = target.mapping
 
     def close(self) -> None:
         self.http.close()
 
-    # -- tenant --
-    def _tenant_header(self, cred: dict[str, Any]) -> dict[str, str]:
-        tenant = self._tenant or cred.get("tenant_id")
-        return {"xero-tenant-id": tenant} if tenant else {}
-
-    def _ensure_tenant(self) -> None:
-        if self._tenant:
-            return
-        self._tenant = self.credentials.get().get("tenant_id")
-        if self._tenant:
-            return
-        # Not configured: the organisations this app is connected to (identity API GET /connections).
-        response = self.http.request("GET", self.settings.connections_url, headers={"Accept": "application/json"})
-        connections = [c for c in json.loads(response.content) if c.get("tenantType", "ORGANISATION") == "ORGANISATION"]
-        if len(connections) != 1:
-            raise PermanentError(f"Xero: the app is connected to {len(connections)} organisations; set "
-                                 "settings.tenant_id to the one this target posts to")
-        self._tenant = connections[0]["tenantId"]
-        self.credentials.update({"tenant_id": self._tenant})
-        log.info("xero_tenant_selected", target=self.target.name, tenant_id=self._tenant)
-
     def deliver(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
-        return super().deliver(event, _from_legacy(doc), ctx)
+        return super().deliver(event, from_legacy(doc), ctx)
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -196,10 +175,6 @@ class XeroConnector(EngineConnector):
         found = self.client.read(f"/Invoices/{external_id}", "Invoices", unitdp=UNITDP)
         return _remote(found) if found else None
 
-    @contextmanager
-    def batch_slot(self) -> Iterator[bool]:
-        yield True  # a batch request counts against the same limits as any other call
-
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         """One Xero payment on the invoice, referenced ``LW<id>``. When Xero refuses it as more than the
@@ -304,7 +279,7 @@ class XeroConnector(EngineConnector):
     # -- closed periods: Xero's period lock date and end-of-year lock date --
     def books_closed_through(self) -> date | None:
         organisation = (self.client.get("/Organisation").get("Organisations") or [{}])[0]
-        locks = [_xero_date(organisation.get(k)) for k in ("PeriodLockDate", "EndOfYearLockDate")]
+        locks = [mapping.xero_date(organisation.get(k)) for k in ("PeriodLockDate", "EndOfYearLockDate")]
         return max((d for d in locks if d is not None), default=None)
 
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
@@ -340,34 +315,10 @@ class XeroConnector(EngineConnector):
         return check_mapping(self.client, self.mapping)
 
 
-def _from_legacy(doc: DocumentState) -> DocumentState:
-    """A document the pre-engine connector delivered: its credit allocations, split payments and re-dated
-    invoice date move into the engine's typed state (``EngineState.from_legacy`` reads the rest)."""
-    if doc.engine is not None or doc.delivered_version == 0:
-        return doc
-    doc = doc.model_copy(deep=True)
-    extra = doc.extra
-    # A refund reversal changed nothing the original holds: not an adjustment of its lines.
-    entries = [e for e in json.loads(extra.get("adjustments", "[]")) if not e.get("refund")]
-    doc.engine = EngineState.from_legacy({**extra, "adjustments": json.dumps(entries)})
-    for adjustment, entry in zip(doc.engine.adjustments, [e for e in entries if e.get("id")]):
-        adjustment.reference = str(entry.get("number") or "")
-    for refund_id, refs in json.loads(extra.get("allocations", "{}")).items():
-        if refund_id in doc.refunds and refs:
-            doc.engine.applications[refund_id] = CreditApplication(
-                external_id=f"{doc.refunds[refund_id].external_id}/{refs[0][0]}", amount=Decimal(refs[0][1]))
-    for payment_id, parts in json.loads(extra.get("payment_parts", "{}")).items():
-        if payment_id in doc.payments:
-            doc.payments[payment_id].external_id = " ".join(part[0] for part in parts)
-    if extra.get("open_date"):
-        doc.engine.posted_on = date.fromisoformat(extra["open_date"])
-    return doc
-
-
 def _ref(document: dict[str, Any], id_field: str) -> ExternalRef:
     # The token carries the document's date: an allocation is never dated before its credit note.
     return ExternalRef(external_id=document[id_field], amount=document.get("Total"),
-                       token=str(_xero_date(document.get("DateString") or document.get("Date")) or "") or None)
+                       token=str(mapping.xero_date(document.get("DateString") or document.get("Date")) or "") or None)
 
 
 def _payment_ref(parts: list[dict[str, Any]]) -> ExternalRef:
@@ -382,17 +333,3 @@ def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
     return RemoteInvoice(external_id=invoice["InvoiceID"], number=invoice.get("InvoiceNumber"),
                          token=invoice.get("UpdatedDateUTC"), status=status, total=invoice.get("Total"),
                          tax_total=invoice.get("TotalTax"), balance=invoice.get("AmountDue"), raw=invoice)
-
-
-def _xero_date(value: Any) -> date | None:
-    """Xero's dates: "/Date(1546214400000+0000)/" (its JSON), "2019-01-01T00:00:00" or "2019-01-01"."""
-    if not value:
-        return None
-    text = str(value)
-    if text.startswith("/Date("):
-        millis = text[6:].split(")")[0].split("+")[0]
-        return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).date()
-    try:
-        return date.fromisoformat(text[:10])
-    except ValueError:
-        return None

@@ -8,7 +8,7 @@ the shop rounded them per line per component) so Xero's total equals the shop's 
 from __future__ import annotations
 
 import hashlib
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -162,10 +162,6 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
                              "TaxType": tax_type([t.code for t in line.taxes], mapping)}}
 
 
-def invoice_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(jsonmoney.dumps(payload)).hexdigest()[:24]
-
-
 def payment_reference(payment: Payment) -> str:
     return f"{PAYMENT_PREFIX}{payment.id}"
 
@@ -271,3 +267,17 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str
     if kind == "increase":
         return {"Type": "ACCREC", "InvoiceNumber": number, "DueDate": max(due_date(event), day).isoformat(), **common}
     return {"Type": "ACCRECCREDIT", "CreditNoteNumber": number, **common}
+
+
+def xero_date(value: Any) -> date | None:
+    """Xero's dates: "/Date(1546214400000+0000)/" (its JSON), "2019-01-01T00:00:00" or "2019-01-01"."""
+    if not value:
+        return None
+    text = str(value)
+    if text.startswith("/Date("):
+        millis = text[6:].split(")")[0].split("+")[0]
+        return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).date()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None

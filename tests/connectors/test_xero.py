@@ -296,7 +296,7 @@ def test_minute_limit_answered_as_xero_does():
     try:
         import httpx
 
-        connector._ensure_tenant()
+        connector.client.ensure_tenant()
         headers: dict[str, str] = {}
         connector.http.auth.apply(headers)
         answers = [httpx.get(f"{server.url}/api.xro/2.0/Accounts", headers=headers) for _ in range(61)]
