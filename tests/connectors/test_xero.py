@@ -4,6 +4,7 @@ OpenAPI (xero_accounting.yaml) with openapi-core."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -508,3 +509,27 @@ def test_the_openapi_check_catches_what_xero_would_refuse(xero_api):
         validate(xero_api, "PUT", "/Invoices", {"unitdp": "four"}, good)
     with pytest.raises(AssertionError, match="LineItem"):  # a misspelt field Xero would silently ignore
         validate(xero_api, "PUT", "/Invoices", {}, {"Invoices": [{**good["Invoices"][0], "LineItem": []}]})
+
+
+def test_a_document_the_pre_engine_connector_delivered_is_edited_on_the_engine(xero):
+    """A ledger document written before the port (allocations, split payment parts, the open-period date in
+    ``extra``) is read into the engine's state: its payment parts and allocation come off before the edit and
+    go back after it, and the invoice keeps its open-period date."""
+    sandbox, connector, entities, _ = xero
+    v1 = invoice_event(9900, payments=[payment(1, "100.00")], refunds=[
+        Refund(id=5, kind="return", amount=Decimal("20.00"), tax_amount=Decimal("1.00"), line_id=1,
+               created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))])
+    doc = deliver(connector, entities, v1)
+    payment_id, (credit_id, allocation_id) = doc.payments["1"].external_id, doc.engine.applications["5"].external_id.split("/")
+    legacy = DocumentState(external_id=doc.external_id, status="posted", customer_id=doc.customer_id,
+                           delivered_version=1, payments={"1": doc.payments["1"].model_copy(update={"external_id": "x"})},
+                           refunds={"5": doc.refunds["5"].model_copy(update={"status": "authorised"})},
+                           extra={"allocations": json.dumps({"5": [[allocation_id, "21.00"]]}),
+                                  "payment_parts": json.dumps({"1": [[payment_id, doc.external_id, "100.00"]]}),
+                                  "open_date": "2026-11-20", "invoice_hash": "old"})
+    v2 = next_version(v1, lines=list(v1.lines)[:3])
+    doc = deliver(connector, entities, v2, legacy)
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert (booked.total, booked.payment_count, booked.payments_applied) == (v2.computed.total, 1, Decimal("100.00"))
+    assert sandbox.org().payments[payment_id]["Status"] == "DELETED"  # the recorded part came off
+    assert len(sandbox.org().credit_notes[credit_id]["Allocations"]) == 1 and doc.engine.posted_on == date(2026, 11, 20)
