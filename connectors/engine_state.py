@@ -59,6 +59,7 @@ class Intent(BaseModel):
     digest: str | None = None  # for invoice writes: the content sent
     adjustment_kind: Literal["increase", "decrease"] | None = None
     tax: Decimal | None = None  # for adjustments: the tax part of ``amount``
+    txn_date: date | None = None  # a create re-dated into the open period: kept when the create is adopted
 
 
 class CreditApplication(BaseModel):

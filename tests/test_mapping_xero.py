@@ -132,6 +132,17 @@ def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(xe
     assert len(invoices(sandbox)) == 1 and invoices(sandbox)[0]["DateString"] == "2026-11-26"
     assert invoices(sandbox)[0]["LineItems"].__len__() == 4 and not credit_notes(sandbox)
     assert doc.engine.posted_on == date(2026, 11, 26)
+    # A create whose answer was lost is adopted on the retry, and keeps its open-period date.
+    v9 = invoice_event(4109)
+    sandbox.faults.hang_s = 3.0
+    sandbox.faults.fault_at(1)
+    ctx = MemoryContext("xero", v9, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v9, DocumentState(), ctx)
+    lost = deliver(connector, entities, v9, ctx.checkpoints[-1], attempt=2)
+    assert lost.engine.posted_on == date(2026, 11, 26) and len(invoices(sandbox, "INV-004109")) == 1
+    lost = deliver(connector, entities, next_version(v9, lines=list(v9.lines)[:4]), lost)  # an edit, not an adjustment
+    assert len(invoices(sandbox, "INV-004109")) == 1 and len(invoices(sandbox)[1]["LineItems"]) == 4
 
 
 def test_batch_create_in_a_locked_period_falls_back_to_a_redated_single_create(xero):
