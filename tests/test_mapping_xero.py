@@ -16,6 +16,7 @@ from connectors.base import DocumentState, PermanentError, UncertainOutcomeError
 from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment,
                                 tax_inclusive_event)
 from connectors import adjustments
+from connectors.engine_state import DocKind
 from connectors.xero import Sandbox
 from daemon.canonical import Customer, Refund
 from tests.connectors.test_xero import _operation_name, validate, xero_api  # noqa: F401 (fixture)
@@ -73,6 +74,8 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(xe
         "increase", increase["InvoiceID"], "INV-001001-A1", Decimal("9.98"))
     assert doc.delivered_version == 2  # delivered, not retried forever
     assert len(invoices(sandbox, "INV-001001-A")) == 1 and not credit_notes(sandbox)
+    # (Xero replayed that answer to the repeated Idempotency-Key; without it the look-up finds the adjustment.)
+    assert [r.external_id for r in connector.find(DocKind.ADJUSTMENT, "INV-001001-A1")] == [increase["InvoiceID"]]
 
     # Labour cut and the part gone again: the difference goes the other way, as a credit note.
     v3 = next_version(v2, lines=list(v1.lines)[:-1])
@@ -84,6 +87,7 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(xe
     # A void in the locked period: a credit note for everything Xero still holds.
     doc = deliver(connector, entities, next_version(v3, status="void"), doc)
     void_note = next(c for c in credit_notes(sandbox) if c["CreditNoteNumber"] == "INV-001001-C3")
+    assert [r.external_id for r in connector.find(DocKind.ADJUSTMENT, "INV-001001-C3")] == [void_note["CreditNoteID"]]
     assert void_note["Total"] == v3.computed.total and doc.status == "voided"
     assert [a.kind for a in doc.engine.adjustments] == ["increase", "decrease", "decrease"]
     held = original["Total"] + increase["Total"] - sum(c["Total"] for c in credit_notes(sandbox))

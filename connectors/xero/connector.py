@@ -119,7 +119,7 @@ class XeroConnector(EngineConnector):
             parts = [p for p in self.client.get("/Payments", where=f"Reference=={quote(reference)}").get("Payments") or []
                      if p.get("Status") not in GONE]
             return [_payment_ref(parts)] if parts else []
-        if kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and "-A" in reference.rsplit("-", 1)[-1][:2]):
+        if kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and reference.rsplit("-", 1)[-1].startswith("A")):
             found = self.client.get("/Invoices", InvoiceNumbers=reference, unitdp=UNITDP).get("Invoices") or []
             return [_ref(i, "InvoiceID") for i in found if i.get("Type") == "ACCREC" and i.get("Status") not in GONE]
         notes = [c for c in self.client.get("/CreditNotes", where=f"CreditNoteNumber=={quote(reference)}").get(
