@@ -230,9 +230,11 @@ class XeroConnector(EngineConnector):
         return ExternalRef(external_id=f"{credit.external_id}/{answer['Allocations'][0]['AllocationID']}", amount=amount)
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
-        credit_id, _, allocation_id = application.external_id.partition("/")
+        credit_id, _, allocation_ids = application.external_id.partition("/")
         try:
-            self.client.write("DELETE", f"/CreditNotes/{credit_id}/Allocations/{allocation_id}", None, key=request_id)
+            for allocation_id in allocation_ids.split():  # one (several for a pre-engine document's)
+                self.client.write("DELETE", f"/CreditNotes/{credit_id}/Allocations/{allocation_id}", None,
+                                  key=f"{request_id}:{allocation_id}")
         except ClosedPeriodError as exc:
             # Dated on or before the lock date: Xero keeps it where it is, and so do the books. A removed
             # refund's locked credit note is then reversed (``void_credit_note``); a payment needing the room

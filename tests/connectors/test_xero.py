@@ -523,7 +523,10 @@ def test_a_document_the_pre_engine_connector_delivered_is_edited_on_the_engine(x
     payment_id, (credit_id, allocation_id) = doc.payments["1"].external_id, doc.engine.applications["5"].external_id.split("/")
     legacy = DocumentState(external_id=doc.external_id, status="posted", customer_id=doc.customer_id,
                            delivered_version=1, payments={"1": doc.payments["1"].model_copy(update={"external_id": "x"})},
-                           refunds={"5": doc.refunds["5"].model_copy(update={"status": "authorised"})},
+                           refunds={"5": doc.refunds["5"].model_copy(update={"status": "authorised"}),
+                                    # reversed under a lock date by the pre-engine connector: settled, left alone
+                                    "5~r1": doc.refunds["5"].model_copy(update={"external_id": "kept",
+                                                                                "status": "reversed"})},
                            extra={"allocations": json.dumps({"5": [[allocation_id, "21.00"]]}),
                                   "payment_parts": json.dumps({"1": [[payment_id, doc.external_id, "100.00"]]}),
                                   "open_date": "2026-11-20", "invoice_hash": "old"})
@@ -533,3 +536,4 @@ def test_a_document_the_pre_engine_connector_delivered_is_edited_on_the_engine(x
     assert (booked.total, booked.payment_count, booked.payments_applied) == (v2.computed.total, 1, Decimal("100.00"))
     assert sandbox.org().payments[payment_id]["Status"] == "DELETED"  # the recorded part came off
     assert len(sandbox.org().credit_notes[credit_id]["Allocations"]) == 1 and doc.engine.posted_on == date(2026, 11, 20)
+    assert doc.refunds["5~r1"].status == "voided" and not [r for r in sandbox.requests if "kept" in r["path"]]
