@@ -84,8 +84,14 @@ class Capabilities(BaseModel):
     # Invoices are created as drafts and issued by a separate write (``issue_invoice``; Zoho's mark as sent)
     # before payments and credits can apply to them.
     issue_after_create: bool = False
-    # The platform refuses a second invoice with a number in use (a voided one keeps it): an interrupted create
-    # is adopted only when a candidate carries the amount sent — never another (older) invoice with that number.
+    # Xero: a document with payments or credit allocated cannot be edited; they come off before an update
+    # (and are put back after it by the usual steps).
+    edit_needs_detach: bool = False
+    # A refund removed in the shop (or every refund of a voided invoice): its credit note is voided
+    # (``void_credit_note``) after its application is released.
+    void_credit_notes: bool = False
+    # The platform refuses a second live document with the same number (Xero): a retry adopts only the
+    # document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
 
 
@@ -121,6 +127,7 @@ class Posting:
     item_ids: dict[int, str] = field(default_factory=dict)  # line id -> item id
     txn_date: date | None = None  # set when re-dated into the first open day (closed period)
     item: Callable[[ItemSpec], str] = lambda spec: spec.external_id or ""  # ensure an extra item (refund…)
+    adjustments: list[Adjustment] = field(default_factory=list)  # closed-period documents posted so far
 
 
 class PlatformOps(ABC):
@@ -208,6 +215,11 @@ class PlatformOps(ABC):
     @abstractmethod
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         """Undo an application; nothing when already gone."""
+
+    def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
+        """``capabilities.void_credit_notes``: void the credit note of a refund no longer wanted (safe to
+        repeat)."""
+        raise NotImplementedError
 
     # -- closed periods --
     @abstractmethod
@@ -303,6 +315,12 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     applied = sum((a.amount for a in state.applications.values()), ZERO)
     if applied > max(room, ZERO):
         return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
+    if caps.void_credit_notes:
+        kept = set() if voiding else {str(r.id) for r in event.refunds}
+        for refund_id, ref in doc.refunds.items():
+            if refund_id not in kept and ref.status != "voided":
+                kind = StepKind.RELEASE_CREDIT if refund_id in state.applications else StepKind.VOID_CREDIT_NOTE
+                return Step(kind, key=refund_id)
     if voiding:
         return Step(StepKind.VOID_INVOICE)
     if doc.external_id is None:
@@ -315,6 +333,10 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         if in_closed(held_on):
             return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
                         txn_date=first_open_day(closed), reason="changed after the books were closed")
+        if caps.edit_needs_detach and doc.payments:
+            return Step(StepKind.REMOVE_PAYMENT, key=next(iter(doc.payments)))
+        if caps.edit_needs_detach and state.applications:
+            return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
         return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
     if caps.issue_after_create and state.issued is not True:
         return Step(StepKind.ISSUE_INVOICE)
@@ -324,14 +346,15 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
                         txn_date=posting_date(payment.received_at.date()))
     if caps.credit_notes:
         for refund in event.refunds:
-            if str(refund.id) not in doc.refunds:
+            held = doc.refunds.get(str(refund.id))
+            if held is None or (caps.void_credit_notes and held.status == "voided"):  # new, or entered again
                 return Step(StepKind.CREATE_CREDIT_NOTE, key=str(refund.id), amount=refund.amount + refund.tax_amount,
                             txn_date=posting_date(refund.created_at.date()))
     if caps.credit_notes and caps.credit_applications:
         left = room - applied
         for refund_id, ref in doc.refunds.items():
             amount = min(ref.amount or ZERO, left)
-            if refund_id not in state.applications and amount > 0:
+            if refund_id not in state.applications and amount > 0 and ref.status != "voided":
                 return Step(StepKind.APPLY_CREDIT, key=refund_id, amount=amount)
     return None
 
@@ -391,7 +414,8 @@ class _Run:
                 if spec is not None:
                     self._item_ids[line.id] = self.item(spec)
         return Posting(request_id=self.ctx.idempotency_key(*parts), customer_id=customer_id,
-                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item)
+                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item,
+                       adjustments=list(self.state.adjustments))
 
     # -- intents and effects --
     def open_intent(self, step: Step, **fields: Any) -> Intent:
@@ -414,8 +438,8 @@ class _Run:
         if intent.step is StepKind.ISSUE_INVOICE:
             self.state.issued = None  # it may have gone through: the platform says (``issue_invoice`` reads)
         kind = CREATING.get(intent.step)
-        strict = kind is DocKind.INVOICE and self.ops.capabilities.unique_numbers
-        found = pick(self.ops.find(kind, intent.reference), intent.amount, strict) if kind else None
+        found = pick(self.ops.find(kind, intent.reference), intent.amount,
+                     exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
@@ -430,8 +454,8 @@ class _Run:
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
             state.issued = ref.status != "draft"
-            if posted_on is not None:
-                state.posted_on = posted_on
+            if posted_on or intent.txn_date:
+                state.posted_on = posted_on or intent.txn_date
         elif intent.step is StepKind.ADD_PAYMENT:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
                                                    status="applied")
@@ -470,7 +494,7 @@ class _Run:
             # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
             # of a deleted one whose number the shop reused is never taken).
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
-                         self.event.computed.total, self.ops.capabilities.unique_numbers)
+                         self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
@@ -516,9 +540,14 @@ class _Run:
             del state.applications[step.key]
             if step.key in doc.refunds:
                 doc.refunds[step.key].status = "open"
+        elif step.kind is StepKind.VOID_CREDIT_NOTE:
+            self.open_intent(step)
+            ops.void_credit_note(event, doc.refunds[step.key], self.posting("credit-void", step.key))
+            doc.refunds[step.key].status = "voided"
         elif step.kind is StepKind.CREATE_INVOICE:
             posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
-            intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total)
+            intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total,
+                                      txn_date=step.txn_date)
             created = ops.create_invoice(event, posting)
             self.effect(intent, created, posted_on=step.txn_date)
             self.note_tax(created)
@@ -620,11 +649,12 @@ class _Run:
         self.close()
 
 
-def pick(found: list[ExternalRef], amount: Decimal | None, strict: bool = False) -> ExternalRef | None:
+def pick(found: list[ExternalRef], amount: Decimal | None, exact: bool = False) -> ExternalRef | None:
     """Which of the documents carrying a reference an earlier attempt made: the one with the amount it
-    sent, else (not ``strict``) the newest (a number can be reused after a deletion; the platform may round tax)."""
+    sent, else (unless ``exact``) the newest (a number can be reused after a deletion; the platform may
+    round tax)."""
     matching = [ref for ref in found if amount is not None and ref.amount == amount]
-    return (matching or ([] if strict else found) or [None])[-1]
+    return (matching or ([] if exact and amount is not None else found) or [None])[-1]
 
 
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:

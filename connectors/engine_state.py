@@ -37,6 +37,7 @@ class StepKind(StrEnum):
     ADD_PAYMENT = "add_payment"
     CREATE_CREDIT_NOTE = "create_credit_note"
     APPLY_CREDIT = "apply_credit"
+    VOID_CREDIT_NOTE = "void_credit_note"  # capabilities.void_credit_notes: a refund no longer wanted
 
 
 # Steps that create a document: an intent left open by one of them is resolved by ``find`` on the next attempt.
@@ -59,6 +60,7 @@ class Intent(BaseModel):
     digest: str | None = None  # for invoice writes: the content sent
     adjustment_kind: Literal["increase", "decrease"] | None = None
     tax: Decimal | None = None  # for adjustments: the tax part of ``amount``
+    txn_date: date | None = None  # a create re-dated into the open period: kept when the create is adopted
 
 
 class CreditApplication(BaseModel):

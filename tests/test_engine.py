@@ -8,9 +8,10 @@ from datetime import date
 from decimal import Decimal
 
 from connectors.base import DocumentState, ExternalRef
-from connectors.engine import Capabilities, Observed, invoice_digest, next_step
+from connectors.engine import Capabilities, Observed, invoice_digest, next_step, pick
 from connectors.engine_state import CreditApplication, EngineState, Intent, StepKind
 from connectors.testing import invoice_event, next_version, payment
+from daemon.canonical import Refund
 
 CAPS = Capabilities()
 OPEN = Observed(known=True)
@@ -65,6 +66,58 @@ def test_without_the_capability_no_credit_note_is_planned():
     event = invoice_event(refunds=[Refund(id=4, kind="refund", amount=Decimal("5.00"), created_at=NOW)])
     assert next_step(event, posted(event), CAPS, OPEN).kind is StepKind.CREATE_CREDIT_NOTE
     assert next_step(event, posted(event), Capabilities(credit_notes=False), OPEN) is None
+
+
+def _refund(refund_id: int) -> Refund:
+    from datetime import datetime, timezone
+
+    return Refund(id=refund_id, kind="return", amount=Decimal("20.00"), tax_amount=Decimal("1.00"), line_id=1,
+                  created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))
+
+
+def test_edit_needs_detach_takes_payments_and_credit_off_before_the_update():
+    """Xero: a document with payments or credit allocated cannot be edited; they come off, then go back."""
+    detach = Capabilities(edit_needs_detach=True)
+    v1 = invoice_event(payments=[payment(1, "100.00")], refunds=[_refund(3)])
+    doc = posted(v1)
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    doc.refunds["3"] = ExternalRef(external_id="c3", amount=Decimal("21.00"), status="applied")
+    doc.engine.applications["3"] = CreditApplication(external_id="c3/a", amount=Decimal("21.00"))
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    assert next_step(v2, doc, CAPS, OPEN).kind is StepKind.UPDATE_INVOICE  # without the flag: straight on
+    assert next_step(v2, doc, detach, OPEN).kind is StepKind.REMOVE_PAYMENT
+    del doc.payments["1"]
+    assert next_step(v2, doc, detach, OPEN).kind is StepKind.RELEASE_CREDIT
+    del doc.engine.applications["3"]
+    assert next_step(v2, doc, detach, OPEN).kind is StepKind.UPDATE_INVOICE
+    assert next_step(v2, doc, detach, CLOSED).kind is StepKind.ADJUST  # closed: nothing comes off
+
+
+def test_void_credit_notes_releases_then_voids_a_removed_refunds_note_and_a_new_one_when_entered_again():
+    caps = Capabilities(void_credit_notes=True)
+    v1 = invoice_event(refunds=[_refund(3)])
+    doc = posted(v1)
+    doc.refunds["3"] = ExternalRef(external_id="c3", amount=Decimal("21.00"), status="applied")
+    doc.engine.applications["3"] = CreditApplication(external_id="c3/a", amount=Decimal("21.00"))
+    v2 = next_version(v1, refunds=[])
+    assert next_step(v2, doc, CAPS, OPEN) is None  # without the flag the note stays
+    assert (next_step(v2, doc, caps, OPEN).kind, next_step(v2, doc, caps, OPEN).key) == (StepKind.RELEASE_CREDIT, "3")
+    del doc.engine.applications["3"]
+    assert next_step(v2, doc, caps, OPEN).kind is StepKind.VOID_CREDIT_NOTE
+    doc.refunds["3"].status = "voided"
+    assert next_step(v2, doc, caps, OPEN) is None
+    assert next_step(next_version(v2, refunds=[_refund(3)]), doc, caps, OPEN).kind is StepKind.CREATE_CREDIT_NOTE
+    # Every refund of a voided invoice is voided before the invoice.
+    doc.refunds["3"].status = "open"
+    void = next_version(v1, status="void")
+    assert [next_step(void, doc, caps, OPEN).kind] == [StepKind.VOID_CREDIT_NOTE]
+
+
+def test_unique_numbers_adopt_only_the_document_with_the_amount_sent():
+    found = [ExternalRef(external_id="old", amount=Decimal("677.58"))]
+    assert pick(found, Decimal("42.00")).external_id == "old"  # numbers may repeat: the newest
+    assert pick(found, Decimal("42.00"), exact=True) is None  # unique: another invoice's, never adopted
+    assert pick(found, Decimal("677.58"), exact=True).external_id == "old"
 
 
 def test_engine_state_round_trips_through_the_ledgers_json_and_reads_legacy_documents():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import structlog
 
 from connectors import jsonmoney
 from connectors.base import (
@@ -18,6 +19,7 @@ from connectors.base import (
 )
 from connectors.http import PlatformHttp, retry_after_seconds
 
+log = structlog.get_logger(__name__)
 IDEMPOTENCY_KEY_MAX = 128  # Xero: "128 character max"
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -79,17 +81,58 @@ def classify(response: httpx.Response) -> DeliveryError | None:
     return None
 
 
+# Preview placeholders: the id field of each collection a write answers with.
+ID_FIELDS = {"Invoices": "InvoiceID", "Payments": "PaymentID", "CreditNotes": "CreditNoteID",
+             "Allocations": "AllocationID", "Contacts": "ContactID", "Items": "ItemID"}
+
+
+class Tenant:
+    """The organisation every call names (header ``xero-tenant-id``): the configured one, else the one stored
+    with the credentials, else the only organisation the app is connected to (``GET /connections``, asked
+    once and stored)."""
+
+    def __init__(self, target: str, configured: str | None, credentials: Any, connections_url: str) -> None:
+        self.target, self.id, self.credentials, self.connections_url = target, configured, credentials, connections_url
+
+    def header(self, cred: dict[str, Any]) -> dict[str, str]:
+        tenant = self.id or cred.get("tenant_id")
+        return {"xero-tenant-id": tenant} if tenant else {}
+
+    def ensure(self, http: PlatformHttp) -> None:
+        self.id = self.id or self.credentials.get().get("tenant_id")
+        if self.id:
+            return
+        response = http.request("GET", self.connections_url, headers={"Accept": "application/json"})
+        connections = [c for c in jsonmoney.loads(response.content) if c.get("tenantType", "ORGANISATION") == "ORGANISATION"]
+        if len(connections) != 1:
+            raise PermanentError(f"Xero: the app is connected to {len(connections)} organisations; set "
+                                 "settings.tenant_id to the one this target posts to")
+        self.id = connections[0]["tenantId"]
+        self.credentials.update({"tenant_id": self.id})
+        log.info("xero_tenant_selected", target=self.target, tenant_id=self.id)
+
+
 class XeroClient:
-    def __init__(self, http: PlatformHttp) -> None:
+    def __init__(self, http: PlatformHttp, tenant: Tenant | None = None) -> None:
         self.http = http
+        self.tenant = tenant  # the tenant header needs the organisation known first
+        # Preview: writes are appended here and answered with placeholders instead of being sent.
+        self.recorder: list[dict[str, Any]] | None = None
+
+    def ensure_tenant(self) -> None:
+        if self.tenant is not None:
+            self.tenant.ensure(self.http)
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
+        self.ensure_tenant()
         response = self.http.request("GET", path, params={k: v for k, v in params.items() if v is not None},
                                      headers={"Accept": "application/json"})
         return jsonmoney.loads(response.content)
 
     def read(self, path: str, collection: str, **params: Any) -> dict[str, Any] | None:
-        """One document by id, or None when Xero answers 404."""
+        """One document by id, or None when Xero answers 404 (or the id is a preview's placeholder)."""
+        if "<" in path:
+            return None
         try:
             found = self.get(path, **params).get(collection) or []
         except PermanentError as exc:
@@ -98,14 +141,17 @@ class XeroClient:
             raise
         return found[0] if found else None
 
-    def write(self, method: str, path: str, body: dict[str, Any], *, key: str, **params: Any) -> dict[str, Any]:
+    def write(self, method: str, path: str, body: dict[str, Any] | None, *, key: str, **params: Any
+              ) -> dict[str, Any]:
+        if self.recorder is not None:
+            self.recorder.append({"method": method, "path": path, "body": body})
+            return {name: [{**item, field: item.get(field) or f"<new {name[:-1].lower()}>"} for item in body[name]]
+                    for name, field in ID_FIELDS.items() if body and name in body}
+        self.ensure_tenant()
         headers = {**JSON, "Idempotency-Key": key[:IDEMPOTENCY_KEY_MAX]}
         response = self.http.request(method, path, params={k: v for k, v in params.items() if v is not None},
-                                     content=jsonmoney.dumps(body), headers=headers)
+                                     content=jsonmoney.dumps(body) if body is not None else None, headers=headers)
         return jsonmoney.loads(response.content) if response.content else {}
-
-    def delete(self, path: str) -> None:
-        self.http.request("DELETE", path, headers={"Accept": "application/json"})
 
 
 def quote(value: str) -> str:

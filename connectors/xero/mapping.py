@@ -8,7 +8,7 @@ the shop rounded them per line per component) so Xero's total equals the shop's 
 from __future__ import annotations
 
 import hashlib
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -162,25 +162,17 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
                              "TaxType": tax_type([t.code for t in line.taxes], mapping)}}
 
 
-def invoice_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(jsonmoney.dumps(payload)).hexdigest()[:24]
-
-
 def payment_reference(payment: Payment) -> str:
     return f"{PAYMENT_PREFIX}{payment.id}"
 
 
-def payment_payload(payment: Payment, invoice_id: str, mapping: MappingConfig, *, amount: Decimal | None = None,
-                    suffix: str = "") -> dict[str, Any]:
-    """One Xero payment applied to ``invoice_id``. A shop payment split across the original invoice and its
-    increase adjustments (``<number>-A<n>``) posts one part per invoice: ``amount`` is the part, and the part on
-    an adjustment carries the adjustment's suffix in its reference (``LW<id>-A<n>``)."""
+def payment_payload(payment: Payment, invoice_id: str, mapping: MappingConfig) -> dict[str, Any]:
+    """One Xero payment applied to ``invoice_id``."""
     account = mapping.payment_accounts.get(payment.method)
     if not account:
         raise PermanentError(f"mapping.payment_accounts has no account for payment method {payment.method!r}")
-    return {"Invoice": {"InvoiceID": invoice_id}, "Account": {"Code": account},
-            "Amount": payment.amount if amount is None else amount,
-            "Date": payment.received_at.date().isoformat(), "Reference": payment_reference(payment) + suffix}
+    return {"Invoice": {"InvoiceID": invoice_id}, "Account": {"Code": account}, "Amount": payment.amount,
+            "Date": payment.received_at.date().isoformat(), "Reference": payment_reference(payment)}
 
 
 def credit_note_number(refund: Refund) -> str:
@@ -277,23 +269,15 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str
     return {"Type": "ACCRECCREDIT", "CreditNoteNumber": number, **common}
 
 
-def adjustment_suffix(adjustment_number_: str) -> str:
-    """``INV-001001-A2`` → ``-A2``: what a payment part on that adjustment adds to its reference."""
-    return "-" + adjustment_number_.rsplit("-", 1)[1]
-
-
-def refund_reversal_reason(refund_id: str) -> str:
-    """The reason (and the marker found again on a retry) of an increase adjustment that reverses a refund whose
-    credit note Xero cannot void any more (dated on or before the lock date)."""
-    return f"refund {refund_id} removed after the books were locked (credit note {CREDIT_NOTE_PREFIX}{refund_id} kept)"
-
-
-def reversed_refund(document: dict[str, Any]) -> str | None:
-    """The refund id an adjustment invoice (as read back) reverses, or None for an invoice-line adjustment."""
-    import re
-
-    for item in document.get("LineItems") or []:
-        match = re.search(r"\(credit note " + re.escape(CREDIT_NOTE_PREFIX) + r"(\S+) kept\)", str(item.get("Description")))
-        if match:
-            return match.group(1)
-    return None
+def xero_date(value: Any) -> date | None:
+    """Xero's dates: "/Date(1546214400000+0000)/" (its JSON), "2019-01-01T00:00:00" or "2019-01-01"."""
+    if not value:
+        return None
+    text = str(value)
+    if text.startswith("/Date("):
+        millis = text[6:].split(")")[0].split("+")[0]
+        return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).date()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None

@@ -102,7 +102,49 @@ def _route(method: str, path: str) -> str:
 
 
 # platform -> driver. Porting a connector onto the engine: add its line here.
+class XeroDriver:
+    platform = "xero"
+    ID = re.compile(r"/(<[^>]+>|[0-9a-f]{8}-[0-9a-f-]{27})")  # a document id (or a preview's placeholder)
+
+    def __init__(self) -> None:
+        from connectors.xero import Sandbox
+
+        self.sandbox = Sandbox(minute_limit=6000)
+
+    def close_books(self, through: date) -> None:
+        self.sandbox.set_lock_date(period=through)
+
+    def expire_tokens(self) -> None:
+        self.sandbox.issuer.expire_all()
+
+    def token_refreshes(self) -> int:
+        return self.sandbox.issuer.refresh_count
+
+    def bookkeeper_edit(self, external_id: str) -> None:
+        """The bookkeeper changes the invoice's reference in Xero (Xero has no concurrency token)."""
+        self.sandbox.org().invoices[external_id]["Reference"] = "Edited by the bookkeeper"
+
+    def customers(self, name: str) -> int:
+        return sum(1 for c in self.sandbox.org().contacts.values() if c["Name"].startswith(f"{name} (#"))
+
+    def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
+        return [(c.get("CreditNoteNumber", ""), Decimal(c["Total"]), Decimal(c.get("RemainingCredit", 0)))
+                for c in self.sandbox.org().credit_notes.values()]
+
+    def credit_applications(self) -> int:
+        return sum(len(c["Allocations"]) for c in self.sandbox.org().credit_notes.values())
+
+    def writes(self) -> list[tuple[str, Any]]:
+        return [(r["method"] + self.ID.sub("/{id}", r["path"]), r["body"]) for r in self.sandbox.requests
+                if r["method"] != "GET"]
+
+    def previewed(self, planned: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        return [(p["method"] + self.ID.sub("/{id}", p["path"].split("?")[0]), p["body"]) for p in planned]
+
+
+# platform -> driver. Porting a connector onto the engine: add its line here.
 ON_ENGINE: dict[str, type] = {
     "quickbooks-online": QuickBooksOnlineDriver,
     "zoho-books": ZohoBooksDriver,
+    "xero": XeroDriver,
 }

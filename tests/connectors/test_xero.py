@@ -4,6 +4,7 @@ OpenAPI (xero_accounting.yaml) with openapi-core."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -189,20 +190,26 @@ def test_retry_after_uncertain_outcome_creates_no_duplicate(xero):
     assert booked.payment_count == 2 and booked.payments_applied == Decimal("150.00")
 
 
-def test_unknown_payment_blocks_edit_reread_and_retried(xero):
-    """Xero's concurrency rule: an invoice with payments allocated cannot be edited. A payment of ours the
-    ledger never recorded (crash before the checkpoint) makes the edit fail; the connector re-reads the
-    invoice, takes off what carries our reference, retries once, and re-applies the payments."""
+def test_payment_whose_answer_was_lost_comes_off_before_an_edit(xero):
+    """Xero's concurrency rule: an invoice with payments allocated cannot be edited. A payment whose answer
+    was lost (its intent still open) is found by its reference on the next attempt, taken off before the
+    edit, and applied again after it."""
     sandbox, connector, entities, _ = xero
-    v1 = invoice_event(3100, payments=[payment(1, "100.00")])
+    v1 = invoice_event(3100)
     doc = deliver(connector, entities, v1)
-    forgotten = doc.model_copy(deep=True)
-    forgotten.payments.clear()  # the ledger lost the payment's id
-    v2 = next_version(v1, lines=list(v1.lines)[:-1])
-    doc = deliver(connector, entities, v2, forgotten)
+    v2 = next_version(v1, payments=[payment(1, "100.00")])
+    sandbox.faults.hang_s = 3.0  # longer than the client's 2 s timeout
+    sandbox.faults.fault_at(1)  # the payment is applied, its answer lost
+    ctx = MemoryContext("xero", v2, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v2, doc, ctx)
+    saved = ctx.checkpoints[-1]
+    assert not saved.payments and saved.engine.intent is not None
+    v3 = next_version(v2, lines=list(v1.lines)[:-1])
+    doc = deliver(connector, entities, v3, saved, attempt=2)
     (booked,) = sandbox.booked_invoices()
-    assert booked.total == v2.computed.total and booked.payment_count == 1
-    assert booked.payments_applied == Decimal("100.00")
+    assert booked.total == v3.computed.total and booked.payment_count == 1
+    assert booked.payments_applied == Decimal("100.00") and set(doc.payments) == {"1"}
 
 
 def test_a_payment_not_ours_stops_the_edit_with_a_clear_error(xero):
@@ -216,7 +223,8 @@ def test_a_payment_not_ours_stops_the_edit_with_a_clear_error(xero):
         sandbox._save_payment(org, {"Invoice": {"InvoiceID": doc.external_id}, "Account": {"Code": "090"},
                                     "Amount": Decimal("10.00"), "Date": "2026-11-21", "Reference": "cheque 1001"},
                               Request({"type": "http", "query_string": b"", "headers": []}))
-    with pytest.raises(PermanentError, match="not posted by Ledgerwire"):
+    # Not ours (the ledger holds no intent or record of it): Xero's refusal stands, a permanent error.
+    with pytest.raises(PermanentError, match="payment or credit note allocated"):
         deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:-1]), doc)
 
 
@@ -289,7 +297,7 @@ def test_minute_limit_answered_as_xero_does():
     try:
         import httpx
 
-        connector._ensure_tenant()
+        connector.client.ensure_tenant()
         headers: dict[str, str] = {}
         connector.http.auth.apply(headers)
         answers = [httpx.get(f"{server.url}/api.xro/2.0/Accounts", headers=headers) for _ in range(61)]
@@ -358,16 +366,17 @@ def test_preview_sends_nothing(xero, xero_api):
         ("PUT", "/Contacts"), ("PUT", "/Invoices"), ("PUT", "/Payments")]
     assert calls[1]["body"]["Invoices"][0]["Contact"]["ContactID"] == "<new contact>"
     assert isinstance(calls[1]["body"]["Invoices"][0]["LineItems"][0]["UnitAmount"], Decimal)
-    assert not sandbox.requests  # nothing sent, not even a read
+    assert not writes(sandbox)  # nothing written (the engine's preview reads: the lock date, the contact)
     validate(xero_api, "PUT", "/Invoices", {"unitdp": "4"}, {**calls[1]["body"], "Invoices": [
         {**calls[1]["body"]["Invoices"][0], "Contact": {"ContactID": "00000000-0000-0000-0000-000000000001"}}]})
     # With the ledger's state after a delivery, an edit previews as what deliver() then sends.
     doc = deliver(connector, entities, event)
-    sent_before = len(sandbox.requests)
     v2 = next_version(event, lines=list(event.lines)[:2])
+    writes_before = len(writes(sandbox))
     calls = connector.preview(v2, doc)
     assert [c["method"] for c in calls] == ["POST", "POST", "PUT"]  # payment off, invoice edit, payment on
-    assert len(sandbox.requests) == sent_before
+    assert len(writes(sandbox)) == writes_before
+    sent_before = len(sandbox.requests)
     deliver(connector, entities, v2, doc)
     sent = [r for r in sandbox.requests[sent_before:] if r["method"] != "GET"]
     assert [r["body"] for r in sent] == [c["body"] for c in calls]
@@ -500,3 +509,31 @@ def test_the_openapi_check_catches_what_xero_would_refuse(xero_api):
         validate(xero_api, "PUT", "/Invoices", {"unitdp": "four"}, good)
     with pytest.raises(AssertionError, match="LineItem"):  # a misspelt field Xero would silently ignore
         validate(xero_api, "PUT", "/Invoices", {}, {"Invoices": [{**good["Invoices"][0], "LineItem": []}]})
+
+
+def test_a_document_the_pre_engine_connector_delivered_is_edited_on_the_engine(xero):
+    """A ledger document written before the port (allocations, split payment parts, the open-period date in
+    ``extra``) is read into the engine's state: its payment parts and allocation come off before the edit and
+    go back after it, and the invoice keeps its open-period date."""
+    sandbox, connector, entities, _ = xero
+    v1 = invoice_event(9900, payments=[payment(1, "100.00")], refunds=[
+        Refund(id=5, kind="return", amount=Decimal("20.00"), tax_amount=Decimal("1.00"), line_id=1,
+               created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))])
+    doc = deliver(connector, entities, v1)
+    payment_id, (credit_id, allocation_id) = doc.payments["1"].external_id, doc.engine.applications["5"].external_id.split("/")
+    legacy = DocumentState(external_id=doc.external_id, status="posted", customer_id=doc.customer_id,
+                           delivered_version=1, payments={"1": doc.payments["1"].model_copy(update={"external_id": "x"})},
+                           refunds={"5": doc.refunds["5"].model_copy(update={"status": "authorised"}),
+                                    # reversed under a lock date by the pre-engine connector: settled, left alone
+                                    "5~r1": doc.refunds["5"].model_copy(update={"external_id": "kept",
+                                                                                "status": "reversed"})},
+                           extra={"allocations": json.dumps({"5": [[allocation_id, "21.00"]]}),
+                                  "payment_parts": json.dumps({"1": [[payment_id, doc.external_id, "100.00"]]}),
+                                  "open_date": "2026-11-20", "invoice_hash": "old"})
+    v2 = next_version(v1, lines=list(v1.lines)[:3])
+    doc = deliver(connector, entities, v2, legacy)
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert (booked.total, booked.payment_count, booked.payments_applied) == (v2.computed.total, 1, Decimal("100.00"))
+    assert sandbox.org().payments[payment_id]["Status"] == "DELETED"  # the recorded part came off
+    assert len(sandbox.org().credit_notes[credit_id]["Allocations"]) == 1 and doc.engine.posted_on == date(2026, 11, 20)
+    assert doc.refunds["5~r1"].status == "voided" and not [r for r in sandbox.requests if "kept" in r["path"]]
