@@ -152,8 +152,8 @@ def test_an_interrupted_create_is_adopted_only_with_the_amount_sent_where_number
 
     older = [ExternalRef(external_id="1", amount=Decimal("677.58"))]  # another invoice that holds the number
     assert pick(older, Decimal("42.00")) is older[0]
-    assert pick(older, Decimal("42.00"), strict=True) is None
-    assert pick(older, Decimal("677.58"), strict=True) is older[0]
+    assert pick(older, Decimal("42.00"), exact=True) is None
+    assert pick(older, Decimal("677.58"), exact=True) is older[0]
 
 
 class _LockedOps:
