@@ -81,6 +81,9 @@ class Capabilities(BaseModel):
     batch_create: int = 0  # invoices per batch create request; 0 = no batch endpoint
     bank_transaction_payments: bool = False  # payments are explanations of bank transactions
     refund_settlement: bool = False  # a refund paid back settles its credit note (issue #20)
+    # An invoice update detaches what is applied to it (Odoo: ``button_draft`` unreconciles its payments and
+    # credit notes): the planner removes them before the update and adds them again after it.
+    update_detaches_money: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Posting:
     customer_id: str = ""
     item_ids: dict[int, str] = field(default_factory=dict)  # line id -> item id
     txn_date: date | None = None  # set when re-dated into the first open day (closed period)
+    invoice_id: str = ""  # the invoice at the platform, once created (a credit note may have to refer to it)
     item: Callable[[ItemSpec], str] = lambda spec: spec.external_id or ""  # ensure an extra item (refund…)
 
 
@@ -208,7 +212,13 @@ class PlatformOps(ABC):
         """An increase (an invoice) or decrease (a credit note) dated ``posting.txn_date``, numbered
         ``adjustment.reference``, referring to the original invoice."""
 
-    # -- optional: batch create, dry run --
+    # -- optional: finishing a half-made document, batch create, dry run --
+    def finish(self, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """An earlier attempt's document, found by ``find``, that it may have left half-made (e.g. an Odoo move
+        created in draft and never posted): complete it before it is adopted. Default: nothing to do."""
+        return ref
+
+
     def create_invoices(self, batch: list[tuple[InvoiceEvent, Posting]]) -> list[RemoteInvoice | DeliveryError]:
         """One batch request creating these invoices (``capabilities.batch_create`` > 0)."""
         raise NotImplementedError
@@ -285,12 +295,15 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, txn_date=first_open_day(closed),
                     reason="voided after the books were closed")
     wanted = received(event)
+    # An update that detaches payments and credits (capability) takes them all off first.
+    detach = (caps.update_detaches_money and live and not voiding and not in_closed(held_on)
+              and state.invoice_digest != invoice_digest(event))
     for payment_id, ref in doc.payments.items():
-        if payment_id not in wanted or wanted[payment_id].amount != ref.amount:
+        if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
     room = ZERO if voiding else event.computed.total - sum((p.amount for p in wanted.values()), ZERO)
     applied = sum((a.amount for a in state.applications.values()), ZERO)
-    if applied > max(room, ZERO):
+    if applied > max(room, ZERO) or (detach and applied):
         return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
     if voiding:
         return Step(StepKind.VOID_INVOICE)
@@ -378,7 +391,8 @@ class _Run:
                 if spec is not None:
                     self._item_ids[line.id] = self.item(spec)
         return Posting(request_id=self.ctx.idempotency_key(*parts), customer_id=customer_id,
-                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item)
+                       item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item,
+                       invoice_id=self.doc.external_id or "")
 
     # -- intents and effects --
     def open_intent(self, step: Step, **fields: Any) -> Intent:
@@ -401,6 +415,7 @@ class _Run:
         kind = CREATING.get(intent.step)
         found = pick(self.ops.find(kind, intent.reference), intent.amount) if kind else None
         if found is not None:
+            found = self.ops.finish(kind, found)
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
         self.close()  # removals, voids and updates are re-planned and are safe to repeat
@@ -451,6 +466,7 @@ class _Run:
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
                          self.event.computed.total)
             if found is not None:
+                found = self.ops.finish(DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
         closed_replans = 0

@@ -103,8 +103,8 @@ class EngineState(BaseModel):
     def from_legacy(cls, extra: dict[str, str]) -> "EngineState":
         """A document delivered before the engine: its connector kept this in ``extra`` strings."""
         state = cls()
-        if extra.get("txn_date"):
-            state.posted_on = date.fromisoformat(extra["txn_date"])
+        if extra.get("txn_date") or extra.get("open_date"):  # "open_date": the Odoo connector's name for it
+            state.posted_on = date.fromisoformat(extra.get("txn_date") or extra["open_date"])
         if extra.get("tax_difference"):
             state.tax_difference = Decimal(extra["tax_difference"])
         for key, value in extra.items():
@@ -115,7 +115,7 @@ class EngineState(BaseModel):
         for entry in json.loads(extra.get("adjustments", "[]")):
             if entry.get("kind") in ("redated", "increase", "decrease") and entry.get("id"):
                 state.adjustments.append(Adjustment(
-                    kind=entry["kind"], external_id=str(entry["id"]), reference=str(entry.get("doc_number", "")),
+                    kind=entry["kind"], external_id=str(entry["id"]), reference=str(entry.get("doc_number") or entry.get("number", "")),
                     total=Decimal(str(entry.get("total") or "0")), tax=Decimal(str(entry.get("tax") or "0")),
                     version=int(entry.get("version") or 0), reason=str(entry.get("reason", ""))))
         return state  # invoice_digest unknown: the first engine delivery sends one (idempotent) update
