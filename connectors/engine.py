@@ -426,8 +426,8 @@ class _Run:
         if intent.step is StepKind.CREATE_INVOICE:
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
-            if posted_on is not None:
-                state.posted_on = posted_on
+            if posted_on or intent.txn_date:  # re-dated (an adopted create keeps the date its intent recorded)
+                state.posted_on = posted_on or intent.txn_date
         elif intent.step is StepKind.ADD_PAYMENT:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
                                                    status="applied")
@@ -509,7 +509,8 @@ class _Run:
                 doc.refunds[step.key].status = "open"
         elif step.kind is StepKind.CREATE_INVOICE:
             posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
-            intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total)
+            intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total,
+                                      txn_date=step.txn_date)
             created = ops.create_invoice(event, posting)
             self.effect(intent, created, posted_on=step.txn_date)
             self.note_tax(created)

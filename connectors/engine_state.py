@@ -58,6 +58,7 @@ class Intent(BaseModel):
     digest: str | None = None  # for invoice writes: the content sent
     adjustment_kind: Literal["increase", "decrease"] | None = None
     tax: Decimal | None = None  # for adjustments: the tax part of ``amount``
+    txn_date: date | None = None  # for a re-dated create: the date it is posted on (kept when it is adopted)
 
 
 class CreditApplication(BaseModel):
