@@ -78,3 +78,32 @@ def test_engine_state_round_trips_through_the_ledgers_json_and_reads_legacy_docu
     assert legacy.posted_on == date(2026, 12, 1) and legacy.tax_difference == Decimal("-0.01")
     assert legacy.applications["3"] == CreditApplication(external_id="88", amount=Decimal("304.45"))
     assert legacy.adjustments[0].signed_total == Decimal("9.98") and legacy.invoice_digest is None
+
+
+def test_an_update_that_detaches_money_takes_payments_and_credits_off_first_and_back_after():
+    """Odoo's button_draft unreconciles what is applied to the invoice: with ``update_detaches_money`` the
+    planner removes our payments and credit applications before the update and adds them again after it."""
+    detaching = Capabilities(update_detaches_money=True)
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = posted(v1, applications={"9": CreditApplication(external_id="a9", amount=Decimal("10.00"))})
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    assert next_step(v1, doc, detaching, OPEN) is None  # unchanged: nothing is taken off
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    assert next_step(v2, doc, CAPS, OPEN).kind is StepKind.UPDATE_INVOICE  # without it: the update alone
+    assert next_step(v2, doc, detaching, CLOSED).kind is StepKind.ADJUST  # closed books keep them
+    step = next_step(v2, doc, detaching, OPEN)
+    assert (step.kind, step.key) == (StepKind.REMOVE_PAYMENT, "1")
+    del doc.payments["1"]
+    assert next_step(v2, doc, detaching, OPEN).kind is StepKind.RELEASE_CREDIT
+    doc.engine.applications.clear()
+    assert next_step(v2, doc, detaching, OPEN).kind is StepKind.UPDATE_INVOICE
+    doc.engine.invoice_digest = invoice_digest(v2)
+    assert next_step(v2, doc, detaching, OPEN).kind is StepKind.ADD_PAYMENT
+
+
+def test_legacy_odoo_documents_keep_their_open_period_date_and_adjustment_numbers():
+    extra = {"open_date": "2026-11-26", "adjustments": json.dumps([
+        {"kind": "decrease", "id": "41", "number": "INV-1-C1", "total": "13.13", "tax": "0.63", "version": "2"}])}
+    state = EngineState.from_legacy(extra)
+    assert state.posted_on == date(2026, 11, 26)
+    assert [(a.reference, a.signed_total) for a in state.adjustments] == [("INV-1-C1", Decimal("-13.13"))]

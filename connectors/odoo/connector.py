@@ -1,21 +1,15 @@
-"""The Odoo connector: platform operations for the delivery engine (connectors/engine.py).
+"""The Odoo connector: platform operations for the delivery engine (connectors/engine.py), over XML-RPC
+``execute_kw`` with the user's API key.
 
-XML-RPC ``execute_kw`` with the user's API key. Customers are res.partner (``ref`` = the shop's customer id);
-with item_mode "per_part_number" each part number is a product.product (``default_code``). An invoice is an
-account.move ``out_invoice`` created in draft and posted (``action_post``), edited through draft
-(``button_draft`` → write → ``action_post``) and cancelled as its void (``button_draft`` → ``button_cancel``).
-Resetting to draft unreconciles what is applied to the invoice, so the engine takes our payments and credit
-applications off before an update and applies them again after it (capability ``update_detaches_money``).
-Payments go through the ``account.payment.register`` wizard opened on THIS invoice and are reversed by
-cancelling them; refunds are ``out_refund`` credit notes (``reversed_entry_id`` = the invoice) reconciled with
-it (``js_assign_outstanding_line``; released by unlinking the ``account.partial.reconcile``). Closed periods
-are the company's lock date: the engine re-dates new documents into the first open day and turns changes into
-adjustments, posted here per account and tax set. Tax-inclusive prices post on price-included twins of the
-mapped taxes; locations are analytic accounts (or a sale journal).
-
-Odoo has no request ids: every retry is made safe by ``find`` with our reference (``payment_reference`` = the
-shop's invoice number, ``<number>/R<refund>`` for a credit note, ``<number>-A<n>``/``-C<n>`` for an adjustment,
-the payment memo ``LW<payment>``); a move an earlier attempt left in draft is posted by ``finish``.
+Customers are res.partner (``ref`` = the shop's customer id), part numbers product.product (``default_code``).
+An invoice is an account.move ``out_invoice``: created in draft and posted (``action_post``), edited through
+draft (``button_draft`` → write → post; that unreconciles what is applied to it, so the engine takes our payments
+and credits off first and applies them again after: ``update_detaches_money``), cancelled as its void. Payments
+go through the ``account.payment.register`` wizard opened on THIS invoice and are reversed by cancelling them;
+refunds are ``out_refund`` credit notes reconciled with the invoice (``js_assign_outstanding_line``). Closed
+periods are the company's lock date: the engine re-dates and adjusts; adjustments are posted here line by line.
+Odoo has no request ids: ``find`` by our reference (``payment_reference`` = the shop's number, ``<number>/R<id>``,
+``<number>-A<n>``/``-C<n>``, the payment memo ``LW<id>``) makes every retry safe; ``finish`` posts a left draft.
 """
 
 from __future__ import annotations
@@ -110,8 +104,7 @@ class OdooConnector(EngineConnector):
         return ExternalRef(external_id=str(found[0]["id"])) if found else None
 
     def create_item(self, spec: ItemSpec, request_id: str) -> ExternalRef:
-        if spec.line is None:
-            raise PermanentError(f"Odoo: no product values for {spec.name!r}")  # the engine's own items: unused here
+        assert spec.line is not None  # the engine's own items (refund, adjustment) are never asked for here
         return ExternalRef(external_id=str(self.client.execute("product.product", "create",
                                                                [mapping.product_vals(spec.line)])))
 
@@ -172,8 +165,7 @@ class OdooConnector(EngineConnector):
         return self._remote(move_id)
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
-        found = self._read_move(external_id)
-        return _remote(found) if found else None
+        return _remote(found) if (found := self._read_move(external_id)) else None
 
     def _invoice_vals(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
         return mapping.invoice_vals(event, _id(posting.customer_id), self.mapping,
@@ -194,9 +186,8 @@ class OdooConnector(EngineConnector):
     def _read_move(self, move_id: int | str, fields: list[str] = MOVE_FIELDS) -> dict[str, Any] | None:
         return self.client.read_one("account.move", move_id, fields)
 
-    def _remote(self, move_id: int | str) -> RemoteInvoice:
-        found = self._read_move(move_id)  # totals as Odoo computed them (the engine compares the tax)
-        return _remote(found) if found else RemoteInvoice(external_id=str(move_id))  # a preview's placeholder
+    def _remote(self, move_id: int | str) -> RemoteInvoice:  # as Odoo computed it; a preview's placeholder as is
+        return self.read_invoice(str(move_id)) or RemoteInvoice(external_id=str(move_id))
 
     def _included_taxes(self) -> dict[int, int]:
         """Each mapped (tax-excluded) sales tax → the price-included sales tax of the same percentage, for
@@ -344,9 +335,7 @@ def _id(value: Any) -> Any:
 
 
 def _money(value: Any) -> Decimal | None:
-    if value is None or value is False:
-        return None
-    return Decimal(str(value)).quantize(CENT)
+    return None if value is None or value is False else Decimal(str(value)).quantize(CENT)
 
 
 def _ref(move: dict[str, Any]) -> ExternalRef:
