@@ -235,6 +235,16 @@ class PlatformOps(ABC):
         ids (``"<new invoice>"``…) instead of being sent; reads still go to the platform."""
 
 
+@contextmanager
+def recording_on(client: Any) -> Iterator[list[dict[str, Any]]]:
+    """``recording`` for a client that records instead of sending while its ``recorder`` list is set."""
+    client.recorder = sent = []
+    try:
+        yield sent
+    finally:
+        client.recorder = None
+
+
 # --- observation and the planner ------------------------------------------------------------------------
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from connectors.base import ClosedPeriodError, ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, recording_on
 from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.odoo import mapping
@@ -317,13 +316,8 @@ class OdooConnector(EngineConnector):
                 for row in rows if row.get("display_type") in ("product", False, None)]
 
     # -- dry run, mapping check --
-    @contextmanager
-    def recording(self) -> Iterator[list[dict[str, Any]]]:
-        self.client.recorder = sent = []
-        try:
-            yield sent
-        finally:
-            self.client.recorder = None
+    def recording(self) -> AbstractContextManager[list[dict[str, Any]]]:
+        return recording_on(self.client)
 
     def check_mapping(self) -> list[str]:
         return check_mapping(self.client, self.mapping)
