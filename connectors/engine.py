@@ -84,14 +84,15 @@ class Capabilities(BaseModel):
     # Invoices are created as drafts and issued by a separate write (``issue_invoice``; Zoho's mark as sent)
     # before payments and credits can apply to them.
     issue_after_create: bool = False
-    # Xero: a document with payments or credit allocated cannot be edited; they come off before an update
-    # (and are put back after it by the usual steps).
-    edit_needs_detach: bool = False
+    # An invoice update detaches what is applied to it, or is refused while anything is (Odoo: ``button_draft``
+    # unreconciles its payments and credit notes; Xero refuses to edit a document with any): the planner
+    # removes them before the update and adds them again after it.
+    update_detaches_money: bool = False
     # A refund removed in the shop (or every refund of a voided invoice): its credit note is voided
     # (``void_credit_note``) after its application is released.
     void_credit_notes: bool = False
-    # The platform refuses a second live document with the same number (Xero): a retry adopts only the
-    # document with the amount it sent, never another shop invoice's that still holds a reused number.
+    # The platform refuses a second live document with the same number (Xero, Zoho Books): a retry adopts only
+    # the document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
 
 
@@ -126,6 +127,7 @@ class Posting:
     customer_id: str = ""
     item_ids: dict[int, str] = field(default_factory=dict)  # line id -> item id
     txn_date: date | None = None  # set when re-dated into the first open day (closed period)
+    invoice_id: str = ""  # the invoice at the platform, once created (a credit note may have to refer to it)
     item: Callable[[ItemSpec], str] = lambda spec: spec.external_id or ""  # ensure an extra item (refund…)
     adjustments: list[Adjustment] = field(default_factory=list)  # closed-period documents posted so far
 
@@ -231,7 +233,13 @@ class PlatformOps(ABC):
         """An increase (an invoice) or decrease (a credit note) dated ``posting.txn_date``, numbered
         ``adjustment.reference``, referring to the original invoice."""
 
-    # -- optional: batch create, dry run --
+    # -- optional: finishing a half-made document, batch create, dry run --
+    def finish(self, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """An earlier attempt's document, found by ``find``, that it may have left half-made (e.g. an Odoo move
+        created in draft and never posted): complete it before it is adopted. Default: nothing to do."""
+        return ref
+
+
     def create_invoices(self, batch: list[tuple[InvoiceEvent, Posting]]) -> list[RemoteInvoice | DeliveryError]:
         """One batch request creating these invoices (``capabilities.batch_create`` > 0)."""
         raise NotImplementedError
@@ -246,6 +254,16 @@ class PlatformOps(ABC):
     def recording(self) -> Iterator[list[dict[str, Any]]]:
         """While open, writes are appended as ``{"method", "path", "body"}`` and answered with placeholder
         ids (``"<new invoice>"``…) instead of being sent; reads still go to the platform."""
+
+
+@contextmanager
+def recording_on(client: Any) -> Iterator[list[dict[str, Any]]]:
+    """``recording`` for a client that records instead of sending while its ``recorder`` list is set."""
+    client.recorder = sent = []
+    try:
+        yield sent
+    finally:
+        client.recorder = None
 
 
 # --- observation and the planner ------------------------------------------------------------------------
@@ -308,12 +326,15 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, txn_date=first_open_day(closed),
                     reason="voided after the books were closed")
     wanted = received(event)
+    # An update that detaches payments and credits (capability) takes them all off first.
+    detach = (caps.update_detaches_money and live and not voiding and not in_closed(held_on)
+              and state.invoice_digest != invoice_digest(event))
     for payment_id, ref in doc.payments.items():
-        if payment_id not in wanted or wanted[payment_id].amount != ref.amount:
+        if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
     room = ZERO if voiding else event.computed.total - sum((p.amount for p in wanted.values()), ZERO)
     applied = sum((a.amount for a in state.applications.values()), ZERO)
-    if applied > max(room, ZERO):
+    if applied > max(room, ZERO) or (detach and applied):
         return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
     if caps.void_credit_notes:
         kept = set() if voiding else {str(r.id) for r in event.refunds}
@@ -333,10 +354,6 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         if in_closed(held_on):
             return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
                         txn_date=first_open_day(closed), reason="changed after the books were closed")
-        if caps.edit_needs_detach and doc.payments:
-            return Step(StepKind.REMOVE_PAYMENT, key=next(iter(doc.payments)))
-        if caps.edit_needs_detach and state.applications:
-            return Step(StepKind.RELEASE_CREDIT, key=next(iter(state.applications)))
         return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
     if caps.issue_after_create and state.issued is not True:
         return Step(StepKind.ISSUE_INVOICE)
@@ -415,7 +432,7 @@ class _Run:
                     self._item_ids[line.id] = self.item(spec)
         return Posting(request_id=self.ctx.idempotency_key(*parts), customer_id=customer_id,
                        item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item,
-                       adjustments=list(self.state.adjustments))
+                       invoice_id=self.doc.external_id or "", adjustments=list(self.state.adjustments))
 
     # -- intents and effects --
     def open_intent(self, step: Step, **fields: Any) -> Intent:
@@ -441,6 +458,7 @@ class _Run:
         found = pick(self.ops.find(kind, intent.reference), intent.amount,
                      exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
+            found = self.ops.finish(kind, found)
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
             if intent.step is StepKind.ADJUST and intent.adjustment_kind == "increase":
@@ -454,7 +472,7 @@ class _Run:
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
             state.issued = ref.status != "draft"
-            if posted_on or intent.txn_date:
+            if posted_on or intent.txn_date:  # re-dated (an adopted create keeps the date its intent recorded)
                 state.posted_on = posted_on or intent.txn_date
         elif intent.step is StepKind.ADD_PAYMENT:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
@@ -496,6 +514,7 @@ class _Run:
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
                          self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
+                found = self.ops.finish(DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
         closed_replans = 0

@@ -60,7 +60,7 @@ class Intent(BaseModel):
     digest: str | None = None  # for invoice writes: the content sent
     adjustment_kind: Literal["increase", "decrease"] | None = None
     tax: Decimal | None = None  # for adjustments: the tax part of ``amount``
-    txn_date: date | None = None  # a create re-dated into the open period: kept when the create is adopted
+    txn_date: date | None = None  # for a re-dated create: the date it is posted on (kept when it is adopted)
 
 
 class CreditApplication(BaseModel):
@@ -107,8 +107,8 @@ class EngineState(BaseModel):
     def from_legacy(cls, extra: dict[str, str]) -> "EngineState":
         """A document delivered before the engine: its connector kept this in ``extra`` strings."""
         state = cls()
-        if extra.get("txn_date"):
-            state.posted_on = date.fromisoformat(extra["txn_date"])
+        if extra.get("txn_date") or extra.get("open_date"):  # "open_date": the Odoo connector's name for it
+            state.posted_on = date.fromisoformat(extra.get("txn_date") or extra["open_date"])
         if extra.get("sent") == "1":  # Zoho's connector before the engine, once it marked the invoice sent
             state.issued = True
         if extra.get("tax_difference"):
@@ -121,7 +121,7 @@ class EngineState(BaseModel):
         for entry in json.loads(extra.get("adjustments", "[]")):
             if entry.get("kind") in ("redated", "increase", "decrease") and entry.get("id"):
                 state.adjustments.append(Adjustment(
-                    kind=entry["kind"], external_id=str(entry["id"]), reference=str(entry.get("doc_number", "")),
+                    kind=entry["kind"], external_id=str(entry["id"]), reference=str(entry.get("doc_number") or entry.get("number", "")),
                     total=Decimal(str(entry.get("total") or "0")), tax=Decimal(str(entry.get("tax") or "0")),
                     version=int(entry.get("version") or 0), reason=str(entry.get("reason", ""))))
         return state  # invoice_digest unknown: the first engine delivery sends one (idempotent) update

@@ -75,9 +75,9 @@ def _refund(refund_id: int) -> Refund:
                   created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))
 
 
-def test_edit_needs_detach_takes_payments_and_credit_off_before_the_update():
+def test_update_detaches_money_takes_payments_and_credit_off_before_the_update_xero():
     """Xero: a document with payments or credit allocated cannot be edited; they come off, then go back."""
-    detach = Capabilities(edit_needs_detach=True)
+    detach = Capabilities(update_detaches_money=True)
     v1 = invoice_event(payments=[payment(1, "100.00")], refunds=[_refund(3)])
     doc = posted(v1)
     doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
@@ -203,3 +203,32 @@ def test_a_refusal_that_names_the_closing_date_re_plans_into_an_adjustment():
     done = run(ops, v2, posted(v1), MemoryContext("t", v2, entities))
     assert ops.adjustments == [("decrease", v1.computed.total - v2.computed.total, date(2026, 12, 1))]
     assert [(a.kind, a.posted_on) for a in done.engine.adjustments] == [("decrease", date(2026, 12, 1))]
+
+
+def test_an_update_that_detaches_money_takes_payments_and_credits_off_first_and_back_after():
+    """Odoo's button_draft unreconciles what is applied to the invoice: with ``update_detaches_money`` the
+    planner removes our payments and credit applications before the update and adds them again after it."""
+    detaching = Capabilities(update_detaches_money=True)
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = posted(v1, applications={"9": CreditApplication(external_id="a9", amount=Decimal("10.00"))})
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    assert next_step(v1, doc, detaching, OPEN) is None  # unchanged: nothing is taken off
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    assert next_step(v2, doc, CAPS, OPEN).kind is StepKind.UPDATE_INVOICE  # without it: the update alone
+    assert next_step(v2, doc, detaching, CLOSED).kind is StepKind.ADJUST  # closed books keep them
+    step = next_step(v2, doc, detaching, OPEN)
+    assert (step.kind, step.key) == (StepKind.REMOVE_PAYMENT, "1")
+    del doc.payments["1"]
+    assert next_step(v2, doc, detaching, OPEN).kind is StepKind.RELEASE_CREDIT
+    doc.engine.applications.clear()
+    assert next_step(v2, doc, detaching, OPEN).kind is StepKind.UPDATE_INVOICE
+    doc.engine.invoice_digest = invoice_digest(v2)
+    assert next_step(v2, doc, detaching, OPEN).kind is StepKind.ADD_PAYMENT
+
+
+def test_legacy_odoo_documents_keep_their_open_period_date_and_adjustment_numbers():
+    extra = {"open_date": "2026-11-26", "adjustments": json.dumps([
+        {"kind": "decrease", "id": "41", "number": "INV-1-C1", "total": "13.13", "tax": "0.63", "version": "2"}])}
+    state = EngineState.from_legacy(extra)
+    assert state.posted_on == date(2026, 11, 26)
+    assert [(a.reference, a.signed_total) for a in state.adjustments] == [("INV-1-C1", Decimal("-13.13"))]

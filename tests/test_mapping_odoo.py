@@ -5,18 +5,17 @@ the official field table (``$LEDGERWIRE_SPECS_DIR/odoo/account-move-fields.md``)
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from connectors.base import DocumentState, PermanentError
+from connectors.base import DocumentState, PermanentError, UncertainOutcomeError
 from connectors.odoo import Sandbox
 from connectors.odoo.spec import FieldTable
 from connectors.sandbox_kit import Faults
-from connectors.testing import (MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment,
+from connectors.testing import (MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment,
                                 tax_inclusive_event)
 from daemon.canonical import Refund
 
@@ -75,21 +74,20 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(od
     assert lines_of(increase) == [(account_id(sandbox, "400000"), Decimal("9.50"), Decimal("0.48"))]
     after = next(m for m in sandbox.records("account.move") if m["id"] == original["id"])
     assert after["amount_total"] == v1.computed.total and after["state"] == "posted"  # untouched
-    (entry,) = json.loads(doc.extra["adjustments"])
-    assert entry["kind"] == "increase" and entry["id"] == str(increase["id"]) and "lock date" in entry["reason"]
-    assert entry["original"] == doc.external_id and doc.delivered_version == 2  # delivered, not retried forever
+    (entry,) = doc.engine.adjustments
+    assert entry.kind == "increase" and entry.external_id == str(increase["id"]) and "closed" in entry.reason
+    assert entry.reference == "INV-001001-A1" and doc.delivered_version == 2  # delivered, not retried forever
     assert "tax_difference" not in doc.extra
 
-    # The same version again with the state from before the adjustment (a retry): found, not reposted.
-    before = DocumentState(**{**doc.model_dump(), "extra": {k: v for k, v in doc.extra.items() if k != "adjustments"}})
-    before.extra.pop("invoice_hash")
-    again = deliver(connector, entities, v2, before, attempt=2)
-    assert len(moves(sandbox, prefix="INV-001001-A")) == 1 and not moves(sandbox, "out_refund")
-    assert [a["id"] for a in json.loads(again.extra["adjustments"])] == [str(increase["id"])]
-
     # The new part gone and the fee removed: the difference goes the other way, as a credit note.
+    # Its create applied and the answer lost (the draft was never posted): the retry finds and posts it.
     v3 = next_version(v2, lines=list(v1.lines)[:-1])
-    doc = deliver(connector, entities, v3, doc)
+    sandbox.faults.fault_at(1)
+    ctx = MemoryContext("odoo", v3, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v3, doc, ctx)
+    assert [m["state"] for m in moves(sandbox, "out_refund")] == ["draft"]
+    doc = deliver(connector, entities, v3, ctx.checkpoints[-1], attempt=2)
     (decrease,) = moves(sandbox, "out_refund")
     assert decrease["payment_reference"] == "INV-001001-C2" and decrease["reversed_entry_id"] == original["id"]
     assert decrease["invoice_date"] == "2026-12-01" and decrease["amount_total"] == v2.computed.total - v3.computed.total
@@ -97,7 +95,7 @@ def test_change_in_a_locked_period_posts_adjustments_dated_the_first_open_day(od
     doc = deliver(connector, entities, next_version(v3, status="void"), doc)
     void_note = next(m for m in moves(sandbox, "out_refund") if m["payment_reference"] == "INV-001001-C3")
     assert void_note["amount_total"] == v3.computed.total and doc.status == "voided"
-    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["increase", "decrease", "decrease"]
+    assert [a.kind for a in doc.engine.adjustments] == ["increase", "decrease", "decrease"]
     held = original["amount_total"] + increase["amount_total"] - sum(m["amount_total"] for m in moves(sandbox, "out_refund"))
     assert held == Decimal("0.00")
     assert next(m for m in sandbox.records("account.move") if m["id"] == original["id"])["state"] == "posted"
@@ -132,8 +130,8 @@ def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(od
     assert invoice["invoice_date"] == "2026-11-26" and invoice["payment_reference"] == "INV-004100"
     assert invoice["amount_total"] == v1.computed.total and invoice["state"] == "posted"
     assert invoice["invoice_date_due"] == "2026-12-20"
-    (entry,) = json.loads(doc.extra["adjustments"])
-    assert entry["kind"] == "redated" and entry["shop_date"] == "2026-11-20" and entry["date"] == "2026-11-26"
+    (entry,) = doc.engine.adjustments
+    assert entry.kind == "redated" and "2026-11-20" in entry.reason and entry.posted_on == date(2026, 11, 26)
     assert doc.payments["1"].amount == Decimal("10.00")
     (paid,) = sandbox.records("account.payment")  # received 11-20 (locked): registered on the first open day
     assert paid["date"] == "2026-11-26" and paid["reconciled_invoice_ids"] == [invoice["id"]]
@@ -144,12 +142,17 @@ def test_new_invoice_in_a_locked_period_is_posted_whole_on_the_first_open_day(od
     doc = deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:4]), doc)
     (invoice,) = moves(sandbox)
     assert invoice["invoice_date"] == "2026-11-26" and len(invoice["_lines"]) == 4 and not moves(sandbox, "out_refund")
-    assert len(json.loads(doc.extra["adjustments"])) == 1
-    # A retry that lost everything finds the re-dated invoice by number and keeps its date.
-    lost = deliver(connector, entities, next_version(next_version(v1, lines=list(v1.lines)[:4])), DocumentState(),
-                   attempt=2)
-    assert lost.external_id == doc.external_id and lost.extra["open_date"] == "2026-11-26"
-    assert len(moves(sandbox)) == 1 and moves(sandbox)[0]["invoice_date"] == "2026-11-26"
+    assert len(doc.engine.adjustments) == 1
+    # A re-dated create whose answer was lost: the retry adopts it and keeps its open-period date.
+    v9 = invoice_event(4101)
+    sandbox.faults.fault_at(1)
+    ctx = MemoryContext("odoo", v9, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v9, DocumentState(), ctx)
+    lost = deliver(connector, entities, v9, ctx.checkpoints[-1], attempt=2)
+    assert lost.engine.posted_on == date(2026, 11, 26) and len(moves(sandbox)) == 2
+    lost = deliver(connector, entities, next_version(v9, lines=list(v9.lines)[:4]), lost)  # an update, not an adjustment
+    assert [m["invoice_date"] for m in moves(sandbox)] == ["2026-11-26"] * 2 and not moves(sandbox, "out_refund")
     assert_valid(sandbox, field_table)
 
 
@@ -167,7 +170,7 @@ def test_refund_and_void_in_a_locked_period(odoo, field_table):
     (note,) = moves(sandbox, "out_refund")  # dated 11-22 (locked): posted on the first open day
     assert note["invoice_date"] == "2026-12-01" and note["state"] == "posted" and note["payment_reference"] == \
         "INV-004150/R9" and note["amount_total"] == part.amount + sum(t.amount for t in part.taxes)
-    assert doc.refunds["9"].status == "posted"
+    assert doc.refunds["9"].status == "applied"
     # Voided after the lock: the original stays; a credit note for everything Odoo holds. The payment,
     # dated in the locked period, cannot be reset to draft in Odoo: it is kept (and logged).
     doc = deliver(connector, entities, next_version(v2, status="void", payments=[]), doc)
@@ -175,7 +178,7 @@ def test_refund_and_void_in_a_locked_period(odoo, field_table):
     assert void_note["amount_total"] == v1.computed.total and void_note["reversed_entry_id"] == int(doc.external_id)
     assert doc.status == "voided" and list(doc.payments) == ["1"]
     assert [p["state"] for p in sandbox.records("account.payment")] == ["in_process"]
-    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["decrease"]
+    assert [a.kind for a in doc.engine.adjustments] == ["decrease"]
     assert_valid(sandbox, field_table)
 
 
@@ -211,13 +214,13 @@ def test_preview_shows_part_number_products(odoo, field_table):
     writes = len(sandbox.writes())
     event = invoice_event(4351, lines=[line(1, "part", "Alternator, reman 140A", "1", "289.95", part_number="ALT-140R"),
                                        line(2, "part", "Belt", "1", "24.00", part_number="BELT-9")])
-    calls = connector.preview(event, DocumentState())
+    calls = connector.preview(event, DocumentState(), entities)
     assert len(sandbox.writes()) == writes
     assert [(c["body"]["model"], c["body"]["method"]) for c in calls] == [
         ("product.product", "create"), ("account.move", "create"), ("account.move", "action_post")]
     assert calls[0]["body"]["args"][0]["default_code"] == "BELT-9"
     alt = next(p["id"] for p in sandbox.records("product.product") if p.get("default_code") == "ALT-140R")
-    assert [c[2]["product_id"] for c in calls[1]["body"]["args"][0]["invoice_line_ids"]] == [alt, "<new product BELT-9>"]
+    assert [c[2]["product_id"] for c in calls[1]["body"]["args"][0]["invoice_line_ids"]] == [alt, "<new product.product>"]
 
 
 def test_per_line_kind_items_ignore_part_numbers(odoo):

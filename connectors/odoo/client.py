@@ -30,6 +30,7 @@ from connectors.odoo import wire
 
 log = structlog.get_logger(__name__)
 
+READ_METHODS = frozenset({"search_read", "read", "search", "search_count", "fields_get", "name_search"})
 FAULT_APPLICATION, FAULT_WARNING, FAULT_ACCESS_DENIED, FAULT_ACCESS_ERROR = 1, 2, 3, 4
 _LOCK_DATE_MARKERS = ("lock date", "locked period", "period is locked", "lock_date")
 _CONCURRENCY_MARKERS = ("could not serialize access", "serializationfailure", "concurrent update",
@@ -83,6 +84,9 @@ class OdooClient:
         self._uid: int | None = None
         self._lock = threading.Lock()
         self.authentications = 0
+        # Preview: writes are appended here (the execute_kw call without db/uid/API key) and answered with
+        # placeholders instead of being sent; reads still go to Odoo.
+        self.recorder: list[dict[str, Any]] | None = None
 
     # -- transport --
     def _call(self, service: str, method: str, params: tuple[Any, ...]) -> Any:
@@ -116,6 +120,12 @@ class OdooClient:
             return self._uid
 
     def execute(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Any:
+        if self.recorder is not None and method not in READ_METHODS:
+            self.recorder.append({"method": "POST", "path": "/xmlrpc/2/object", "body": {
+                "model": model, "method": method, "args": _wire_shape(args), "kwargs": _wire_shape(kwargs or {})}})
+            if method == "create":
+                return f"<new {model}>"
+            return {"res_id": "<new account.payment>"} if method == "action_create_payments" else True
         for attempt in (1, 2):
             uid = self.uid()
             try:
@@ -140,6 +150,17 @@ class OdooClient:
             kwargs["order"] = order
         return self.execute(model, "search_read", [domain], kwargs)
 
-    def read_one(self, model: str, record_id: int, fields: list[str]) -> dict[str, Any] | None:
-        found = self.search_read(model, [("id", "=", record_id)], fields, limit=1)
+    def read_one(self, model: str, record_id: int | str, fields: list[str]) -> dict[str, Any] | None:
+        if not str(record_id).isdigit():  # a preview's placeholder: not in Odoo yet
+            return None
+        found = self.search_read(model, [("id", "=", int(record_id))], fields, limit=1)
         return found[0] if found else None
+
+
+def _wire_shape(value: Any) -> Any:
+    """Tuples travel as XML-RPC arrays: recorded as lists, as the wire carries them."""
+    if isinstance(value, dict):
+        return {k: _wire_shape(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wire_shape(v) for v in value]
+    return value

@@ -180,12 +180,6 @@ def invoice_update_vals(create_vals: dict[str, Any]) -> dict[str, Any]:
     return vals
 
 
-def invoice_hash(vals: dict[str, Any]) -> str:
-    from connectors.jsonmoney import dumps
-
-    return hashlib.sha256(dumps(vals)).hexdigest()[:24]
-
-
 def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, invoice_id: int,
                 mapping: MappingConfig) -> dict[str, Any]:
     """A posted credit note (``out_refund``) for one shop refund/return, linked by ``reversed_entry_id``.
@@ -214,22 +208,17 @@ def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, invo
     return vals
 
 
-# -- closed-period adjustments (connectors.adjustments does the arithmetic) --
+# -- closed-period adjustments --
 def group_key(account_id: int, taxes: list[int]) -> str:
     """The posting key of an amount: account and tax set, e.g. "5|9,10"."""
     return f"{account_id}|{','.join(str(t) for t in sorted(taxes))}"
 
 
-def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
-    """The shop's version per posting key as (net, tax): what the platform should hold in the end."""
-    from connectors import adjustments
-
-    out: dict[str, tuple[Decimal, Decimal]] = {}
-    for line in event.lines:
-        key = group_key(line_account(line.kind, mapping), tax_ids([t.code for t in line.taxes], mapping))
-        tax = sum((t.amount for t in line.taxes), Decimal("0"))
-        adjustments.add(out, key, line.amount - tax if event.tax_inclusive else line.amount, tax)
-    return out
+def posting_lines(event: InvoiceEvent, mapping: MappingConfig) -> list[tuple[str, Decimal]]:
+    """The shop's version as (posting key, net) per line: what Odoo should hold in the end."""
+    return [(group_key(line_account(line.kind, mapping), tax_ids([t.code for t in line.taxes], mapping)),
+             line.amount - sum((t.amount for t in line.taxes), Decimal("0")) if event.tax_inclusive else line.amount)
+            for line in event.lines]
 
 
 def adjustment_number(number: str, seq: int, kind: str) -> str:
@@ -237,16 +226,16 @@ def adjustment_number(number: str, seq: int, kind: str) -> str:
     return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"
 
 
-def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, amounts: dict[str, tuple[Decimal, Decimal]],
+def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, lines: list[tuple[str, Decimal]],
                     open_day: str, original_id: int | None, original_name: str | None, mapping: MappingConfig,
                     reason: str) -> dict[str, Any]:
     """An ``out_invoice`` (increase) or ``out_refund`` (decrease, ``reversed_entry_id`` = the original) dated the
-    first open day, one line per posting key at its net amount with the key's taxes (Odoo computes the tax),
-    ``payment_reference`` = its own number (looked up on retries), ``ref`` = the shop's invoice number and Odoo's
+    first open day, one line per ``lines`` entry (posting key, net as the document carries it) with the key's
+    taxes — line by line, so Odoo rounds each line's tax as it did on the original —, ``payment_reference`` = its own number (looked up on retries), ``ref`` = the shop's invoice number and Odoo's
     number of the original, ``narration`` = why."""
     where = tracking(event, mapping)
-    lines = []
-    for key, (net, _tax) in sorted(amounts.items()):
+    commands = []
+    for key, net in lines:
         account, _, taxes = key.partition("|")
         line: dict[str, Any] = {"display_type": "product",
                                 "name": f"Adjustment of {event.number} ({reason})"[:2000],
@@ -254,13 +243,13 @@ def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, a
                                 "tax_ids": [(6, 0, [int(t) for t in taxes.split(",") if t])]}
         if where and where[0] == "analytic":
             line["analytic_distribution"] = {str(where[1]): 100}
-        lines.append((0, 0, line))
+        commands.append((0, 0, line))
     vals: dict[str, Any] = {
         "move_type": "out_invoice" if kind == "increase" else "out_refund", "partner_id": partner_id,
         "payment_reference": adjustment_number(event.number, seq, kind),
         "ref": f"{event.number} {original_name}" if original_name else event.number,
         "invoice_date": open_day, "narration": f"Closed-period adjustment of shop invoice {event.number}: {reason}",
-        "invoice_line_ids": lines,
+        "invoice_line_ids": commands,
     }
     if kind == "decrease" and original_id is not None:
         vals["reversed_entry_id"] = original_id

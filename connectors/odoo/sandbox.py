@@ -58,6 +58,7 @@ OTHER_FIELDS: dict[str, set[str]] = {
     "product.product": {"name", "default_code", "type", "sale_ok"},
     "res.company": {"name", "fiscalyear_lock_date"},
     "decimal.precision": {"name", "digits"},
+    "account.partial.reconcile": {"debit_move_id", "credit_move_id", "amount"},
     "account.payment": {"amount", "date", "journal_id", "partner_id", "memo", "state", "payment_type",
                         "reconciled_invoice_ids"},
 }
@@ -371,6 +372,8 @@ class Sandbox:
             value = record.get(name, False)
             if model == "account.move" and name == "invoice_line_ids":
                 value = [line["id"] for line in record.get("_lines", [])]
+            elif model == "account.move" and name == "line_ids":  # journal items: the receivable line too
+                value = [line["id"] for line in record.get("_lines", [])] + ([record["_term"]] if "_term" in record else [])
             elif model == "account.move.line" and name == "tax_ids":
                 value = [i for cmd in value or [] if cmd[0] == 6 for i in cmd[2]]
             if name.endswith("_id") and isinstance(value, int) and name != "id":
@@ -457,8 +460,14 @@ class Sandbox:
         return [p for p in self.db.table("account.payment").values()
                 if move_id in p.get("reconciled_invoice_ids", []) and p["state"] not in ("draft", "canceled")]
 
+    def _partials_of(self, move: dict[str, Any]) -> list[dict[str, Any]]:
+        """account.partial.reconcile records on the move's receivable line (credit notes applied to it)."""
+        return [p for p in self.db.table("account.partial.reconcile").values()
+                if move.get("_term") in (p["debit_move_id"], p["credit_move_id"])]
+
     def _residual(self, move: dict[str, Any]) -> None:
         applied = sum((p["_applied"].get(move["id"], Decimal("0")) for p in self._payments_of(move["id"])), Decimal("0"))
+        applied += sum((p["amount"] for p in self._partials_of(move)), Decimal("0"))
         move["amount_residual"] = move["amount_total"] - applied if move["state"] == "posted" else move["amount_total"]
         if move["state"] != "posted" or move["move_type"] != "out_invoice":
             move["payment_state"] = "not_paid"
@@ -549,6 +558,11 @@ class Sandbox:
                 n = self.db.sequences[f"{prefix}{year}"] = self.db.sequences.get(f"{prefix}{year}", 0) + 1
                 move["name"] = f"{prefix}/{year}/{n:05d}"
             move["state"] = "posted"
+            if "_term" not in move:  # the receivable (payment term) journal item, reconciled against
+                self.db.next_id += 1
+                move["_term"] = self.db.next_id
+                self.db.table("account.move.line")[move["_term"]] = {"id": move["_term"], "move_id": move["id"],
+                                                                     "display_type": "payment_term"}
             self._compute(move)
             move["write_date"] = self.db.tick()
         return False
@@ -563,6 +577,7 @@ class Sandbox:
                 payment["reconciled_invoice_ids"] = [i for i in payment["reconciled_invoice_ids"] if i != move_id]
                 payment["_applied"].pop(move_id, None)
                 payment["write_date"] = self.db.tick()
+            self._unreconcile(self._partials_of(move))
             move["state"] = "draft"
             self._compute(move)
             move["write_date"] = self.db.tick()
@@ -577,6 +592,37 @@ class Sandbox:
             self._compute(move)
             move["write_date"] = self.db.tick()
         return False
+
+    def _account_move_js_assign_outstanding_line(self, args: list, context: dict) -> bool:
+        """Reconcile an outstanding credit (a posted credit note's receivable line) with the invoice, for as much
+        as both have open; an account.partial.reconcile records it."""
+        (move_id,), line_id = args[0], args[1]
+        move = self.db.get("account.move", move_id)
+        line = self.db.get("account.move.line", line_id)
+        credit = self.db.get("account.move", line["move_id"])
+        if move["state"] != "posted" or credit["state"] != "posted" or line.get("display_type") != "payment_term":
+            raise user_error("You can only reconcile posted entries.")
+        amount = min(move["amount_residual"], credit["amount_residual"])
+        if amount <= 0:
+            raise user_error("You are trying to reconcile some entries that are already reconciled.")
+        self.db.new("account.partial.reconcile", {"debit_move_id": move["_term"], "credit_move_id": line_id,
+                                                  "amount": amount})
+        for changed in (move, credit):
+            self._residual(changed)
+            changed["write_date"] = self.db.tick()
+        return True
+
+    def _unreconcile(self, partials: list[dict[str, Any]]) -> None:
+        for partial in partials:
+            del self.db.table("account.partial.reconcile")[partial["id"]]
+            for line_id in (partial["debit_move_id"], partial["credit_move_id"]):
+                move = self.db.get("account.move", self.db.get("account.move.line", line_id)["move_id"])
+                self._residual(move)
+                move["write_date"] = self.db.tick()
+
+    def _account_partial_reconcile_unlink(self, args: list, context: dict) -> bool:
+        self._unreconcile([self.db.get("account.partial.reconcile", i) for i in args[0]])
+        return True
 
     def _account_move_unlink(self, args: list, context: dict) -> bool:
         for move_id in args[0]:

@@ -5,7 +5,7 @@ edit, void), payments applied to the invoice they pay, refunds as credit notes a
 answered by the engine's re-dating and adjustments (an invoice ``<number>-A<n>`` or a credit note
 ``<number>-C<n>``). Every write carries an ``Idempotency-Key`` and amounts go at ``unitdp=4`` with explicit
 per-line tax. Xero has no concurrency token; its rule instead is that a document with payments or credit
-allocated cannot be edited or voided: the engine takes them off first (``edit_needs_detach``). Refresh
+allocated cannot be edited or voided: the engine takes them off first (``update_detaches_money``). Refresh
 tokens rotate (``OAuth2RefreshAuth`` persists the new one before using it); every call names the tenant.
 """
 
@@ -46,7 +46,7 @@ class XeroConnector(EngineConnector):
     platform = "xero"
     settings_model = XeroSettings
     supports_batch = True
-    capabilities = Capabilities(batch_create=50, edit_needs_detach=True, void_credit_notes=True, unique_numbers=True)
+    capabilities = Capabilities(batch_create=50, update_detaches_money=True, void_credit_notes=True, unique_numbers=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)

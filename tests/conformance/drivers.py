@@ -101,6 +101,62 @@ def _route(method: str, path: str) -> str:
     return f"{method} " + re.sub(r"/(\d+|<[^>]*>)", "/{id}", path)
 
 
+class OdooDriver:
+    """Odoo's sandbox, read back in the suite's neutral names: a refund's credit note ``<number>/R<id>`` is
+    "LWR<id>", a decrease adjustment ``<number>-C<n>`` is "C<n>-<number>"."""
+
+    platform = "odoo"
+
+    def __init__(self) -> None:
+        from connectors.odoo import Sandbox
+
+        self.sandbox = Sandbox()
+
+    def close_books(self, through: date) -> None:
+        self.sandbox.set_lock_date(through)
+
+    def expire_tokens(self) -> None:
+        """API keys do not expire; what a connector caches is the session's uid. The user is re-created (a
+        restored database): the cached uid is refused and the connector must authenticate again, once."""
+        with self.sandbox._lock:
+            for key, (uid, login) in list(self.sandbox.db.api_keys.items()):
+                self.sandbox.db.api_keys[key] = (uid + 100, login)
+
+    def token_refreshes(self) -> int:
+        return self.sandbox.authentications
+
+    def bookkeeper_edit(self, external_id: str) -> None:
+        with self.sandbox._lock:
+            move = self.sandbox.db.get("account.move", int(external_id))
+            move["narration"] = "Edited by the bookkeeper"
+            move["write_date"] = self.sandbox.db.tick()
+
+    def customers(self, name: str) -> int:
+        return sum(1 for p in self.sandbox.records("res.partner") if p.get("name") == name)
+
+    def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
+        out = []
+        for move in self.sandbox.records("account.move"):
+            if move["move_type"] == "out_refund" and move["state"] == "posted":
+                reference = str(move.get("payment_reference") or "")
+                refund, adjustment = re.fullmatch(r".*/R(\d+)", reference), re.fullmatch(r"(.*)-(C\d+)", reference)
+                name = f"LWR{refund.group(1)}" if refund else (
+                    f"{adjustment.group(2)}-{adjustment.group(1)}" if adjustment else reference)
+                out.append((name, move["amount_total"], move["amount_residual"]))
+        return out
+
+    def credit_applications(self) -> int:
+        return len(self.sandbox.records("account.partial.reconcile"))
+
+    def writes(self) -> list[tuple[str, Any]]:
+        return [(f"{model}.{method}", {"args": args, "kwargs": kwargs})
+                for model, method, args, kwargs in self.sandbox.writes()]
+
+    def previewed(self, planned: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        return [(f"{p['body']['model']}.{p['body']['method']}", {"args": p["body"]["args"], "kwargs": p["body"]["kwargs"]})
+                for p in planned]
+
+
 # platform -> driver. Porting a connector onto the engine: add its line here.
 class XeroDriver:
     platform = "xero"
@@ -147,4 +203,5 @@ ON_ENGINE: dict[str, type] = {
     "quickbooks-online": QuickBooksOnlineDriver,
     "zoho-books": ZohoBooksDriver,
     "xero": XeroDriver,
+    "odoo": OdooDriver,
 }

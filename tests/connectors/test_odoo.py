@@ -50,6 +50,14 @@ def booked(sandbox, number):
     return [b for b in sandbox.booked_invoices() if b.number == number]
 
 
+def uncertain(connector, entities, event, doc=None) -> DocumentState:
+    """A delivery whose write got no answer: what the ledger holds afterwards (the last checkpoint)."""
+    ctx = MemoryContext("odoo", event, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(event, doc or DocumentState(), ctx)
+    return ctx.checkpoints[-1]
+
+
 def test_create_edit_pay_reverse_void(odoo):
     sandbox, connector, entities, _ = odoo
     v1 = invoice_event()
@@ -142,11 +150,10 @@ def test_retry_after_uncertain_outcome_creates_no_duplicate(odoo):
     sandbox, connector, entities, _ = odoo
     deliver(connector, entities, invoice_event(3000))  # customer exists already
     event = invoice_event(payments=[payment(1, "100.00")])
-    sandbox.faults.timeout = 1.0  # the next write (the create) is applied, then the answer never comes
-    with pytest.raises(UncertainOutcomeError):
-        deliver(connector, entities, event)
-    sandbox.faults.timeout = 0.0
-    doc = deliver(connector, entities, event, attempt=2)  # the worker's next attempt
+    sandbox.faults.fault_at(1)  # the next write (the create) is applied, then the answer never comes
+    held = uncertain(connector, entities, event)
+    assert held.engine.intent.reference == event.number  # recorded before the write: looked up on the retry
+    doc = deliver(connector, entities, event, held, attempt=2)  # the worker's next attempt
     (inv,) = booked(sandbox, event.number)
     assert inv.total == event.computed.total and not inv.voided
     assert doc.payments["1"].amount == Decimal("100.00") and inv.payment_count == 1
@@ -157,12 +164,9 @@ def test_retry_after_uncertain_payment_registers_it_once(odoo):
     v1 = invoice_event(3100)
     doc = deliver(connector, entities, v1)
     v2 = next_version(v1, payments=[payment(7, "50.00")])
-    sandbox.faults.timeout = 1.0
-    with pytest.raises(UncertainOutcomeError):
-        deliver(connector, entities, v2, doc)  # the wizard create is applied and its answer lost
-    sandbox.faults.timeout = 0.0
-    ctx = MemoryContext("odoo", v2, entities, attempt=2)
-    doc = connector.deliver(v2, doc, ctx)
+    sandbox.faults.fault_at(2)  # the payment is registered and the answer lost
+    held = uncertain(connector, entities, v2, doc)
+    doc = deliver(connector, entities, v2, held, attempt=2)
     (inv,) = sandbox.booked_invoices()
     assert inv.payment_count == 1 and inv.payments_applied == Decimal("50.00")
     assert [p["memo"] for p in sandbox.records("account.payment")] == ["LW7"]
@@ -217,7 +221,7 @@ def test_lock_date_refusal_is_a_closed_period_error(odoo):
         connector.client.execute("account.move", "button_draft", [[int(doc.external_id)]])
     # deliver() does not fail on it: the change becomes an adjustment (tests/test_mapping_odoo.py).
     doc = deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:2]), doc)
-    assert doc.delivered_version == 2 and "adjustments" in doc.extra
+    assert doc.delivered_version == 2 and [a.kind for a in doc.engine.adjustments] == ["decrease"]
 
 
 def test_serialization_failure_is_retryable(odoo):
@@ -239,13 +243,9 @@ def test_invoice_changed_in_odoo_meanwhile_is_reread_not_failed(odoo):
     doc = deliver(connector, entities, v2, doc)  # no button_draft on a draft (Odoo would refuse it)
     (move,) = sandbox.records("account.move")
     assert move["state"] == "posted" and move["amount_total"] == v2.computed.total and doc.token == move["write_date"]
-    # An unchanged version posts it again too, when someone left it in draft.
-    connector.client.execute("account.move", "button_draft", [[int(doc.external_id)]])
-    doc = deliver(connector, entities, next_version(v2), doc)
-    assert sandbox.records("account.move")[0]["state"] == "posted"
 
 
-def test_refund_posts_one_credit_note_linked_to_the_invoice(odoo):
+def test_refund_posts_one_credit_note_linked_to_the_invoice_and_reconciled_with_it(odoo):
     sandbox, connector, entities, _ = odoo
     v1 = invoice_event(6500)
     doc = deliver(connector, entities, v1)
@@ -255,13 +255,19 @@ def test_refund_posts_one_credit_note_linked_to_the_invoice(odoo):
     v2 = next_version(v1, refunds=[refund])
     doc = deliver(connector, entities, v2, doc)
     doc = deliver(connector, entities, next_version(v2), doc)  # again: no second credit note
-    doc2 = deliver(connector, entities, next_version(v2), doc.model_copy(update={"refunds": {}}), attempt=2)
     notes = [m for m in sandbox.records("account.move") if m["move_type"] == "out_refund"]
     assert len(notes) == 1 and notes[0]["state"] == "posted" and notes[0]["reversed_entry_id"] == int(doc.external_id)
-    assert notes[0]["amount_total"] == refund.amount + refund.tax_amount
-    assert doc2.refunds["31"].external_id == str(notes[0]["id"])
+    credit = refund.amount + refund.tax_amount
+    assert notes[0]["amount_total"] == credit and notes[0]["amount_residual"] == 0  # all of it applied
+    assert doc.refunds["31"].external_id == str(notes[0]["id"]) and doc.refunds["31"].status == "applied"
     (inv,) = sandbox.booked_invoices()
     assert inv.total == v1.computed.total  # the invoice itself is unchanged by the credit note
+    assert connector.read_invoice(doc.external_id).balance == v1.computed.total - credit
+    # An edit resets the invoice to draft, which unreconciles the credit: it is applied again after posting.
+    v3 = next_version(v2, lines=list(v1.lines)[:4])
+    doc = deliver(connector, entities, v3, doc)
+    assert connector.read_invoice(doc.external_id).balance == v3.computed.total - credit
+    assert len(sandbox.records("account.partial.reconcile")) == 1
 
 
 def test_tax_difference_is_recorded_never_hidden(odoo):
@@ -398,7 +404,7 @@ def test_preview_sends_nothing_and_its_bodies_are_valid(odoo, field_table):
     deliver(connector, entities, invoice_event(9000))  # the customer exists at Odoo
     writes = len(sandbox.writes())
     event = invoice_event(9001, payments=[payment(3, "20.00")])
-    calls = connector.preview(event, DocumentState())
+    calls = connector.preview(event, DocumentState(), entities)
     assert len(sandbox.writes()) == writes  # nothing written
     assert [(c["body"]["model"], c["body"]["method"]) for c in calls] == [
         ("account.move", "create"), ("account.move", "action_post"),
@@ -410,7 +416,7 @@ def test_preview_sends_nothing_and_its_bodies_are_valid(odoo, field_table):
     # A new customer shows as a placeholder; a delivered, unchanged invoice previews nothing.
     stranger = invoice_event(9002, customer=event.customer.model_copy(update={"id": 555, "name": "New Person",
                                                                                "email": "new@example.com"}))
-    assert connector.preview(stranger, DocumentState())[1]["body"]["args"][0]["partner_id"] == "<new customer>"
+    assert connector.preview(stranger, DocumentState())[1]["body"]["args"][0]["partner_id"] == "<new res.partner>"
     doc = deliver(connector, entities, event)
     assert connector.preview(next_version(event), doc) == []
 
