@@ -102,8 +102,6 @@ def _route(method: str, path: str) -> str:
 
 
 class OdooDriver:
-    """Odoo's sandbox, read back in the suite's neutral names: a refund's credit note ``<number>/R<id>`` is
-    "LWR<id>", a decrease adjustment ``<number>-C<n>`` is "C<n>-<number>"."""
 
     platform = "odoo"
 
@@ -135,15 +133,10 @@ class OdooDriver:
         return sum(1 for p in self.sandbox.records("res.partner") if p.get("name") == name)
 
     def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
-        out = []
-        for move in self.sandbox.records("account.move"):
-            if move["move_type"] == "out_refund" and move["state"] == "posted":
-                reference = str(move.get("payment_reference") or "")
-                refund, adjustment = re.fullmatch(r".*/R(\d+)", reference), re.fullmatch(r"(.*)-(C\d+)", reference)
-                name = f"LWR{refund.group(1)}" if refund else (
-                    f"{adjustment.group(2)}-{adjustment.group(1)}" if adjustment else reference)
-                out.append((name, move["amount_total"], move["amount_residual"]))
-        return out
+        """(our reference, total, credit still open) of every posted credit note, adjustments included."""
+        return [(str(move.get("payment_reference") or ""), move["amount_total"], move["amount_residual"])
+                for move in self.sandbox.records("account.move")
+                if move["move_type"] == "out_refund" and move["state"] == "posted"]
 
     def credit_applications(self) -> int:
         return len(self.sandbox.records("account.partial.reconcile"))
