@@ -81,6 +81,9 @@ class Capabilities(BaseModel):
     batch_create: int = 0  # invoices per batch create request; 0 = no batch endpoint
     bank_transaction_payments: bool = False  # payments are explanations of bank transactions
     refund_settlement: bool = False  # a refund paid back settles its credit note (issue #20)
+    # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
+    # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
+    pull: bool = False
 
 
 @dataclass(frozen=True)

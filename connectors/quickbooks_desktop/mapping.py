@@ -69,12 +69,24 @@ def ref_candidates(number: str) -> Iterator[str]:
         yield (stripped[:5] + digest[:REF_NUMBER_MAX - 5]).upper()
 
 
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"  # ReceivePaymentAdd/RefNumber (≤ 20)
+def payment_reference(payment_id: object) -> str:
+    return f"LW{payment_id}"  # ReceivePaymentAdd/RefNumber (≤ 20)
 
 
-def refund_reference(refund: Refund) -> str:
-    return f"LWR{refund.id}"[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+def refund_reference(refund_id: object) -> str:
+    return f"LWR{refund_id}"[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+
+
+def credit_reference(refund_id: object) -> str:
+    return f"LWC{refund_id}"[:20]  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
+
+
+def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
+    """RefNumber (≤ 11) of a closed-period adjustment: "A<n>-"/"C<n>-" (increase / decrease) and a digest of
+    the invoice number, deterministic so that a lost answer finds it again; the full number goes in Other."""
+    prefix = f"{'A' if kind == 'increase' else 'C'}{sequence}-"
+    digest = base64.b32encode(hashlib.sha256(f"{event.number}#{prefix}".encode()).digest()).decode()
+    return (prefix + digest)[:REF_NUMBER_MAX]
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -142,9 +154,12 @@ def document(version: str, requests: list[etree._Element]) -> str:
     return f'<?xml version="1.0" encoding="utf-8"?>\n<?qbxml version="{version}"?>\n{body}'
 
 
-def customer_query(name: str) -> etree._Element:
+def customer_query(name: str | None = None, list_id: str | None = None) -> etree._Element:
     rq = etree.Element("CustomerQueryRq")
-    _el(rq, "FullName", name)
+    if list_id is not None:
+        _el(rq, "ListID", list_id)
+    else:
+        _el(rq, "FullName", name)
     return rq
 
 
@@ -295,7 +310,7 @@ def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, ma
     add = _el(rq, "ReceivePaymentAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
     _el(add, "TxnDate", txn_date or payment.received_at.date().isoformat())
-    _el(add, "RefNumber", payment_reference(payment))
+    _el(add, "RefNumber", payment_reference(payment.id))
     _el(add, "TotalAmount", amt(payment.amount))
     _el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
     account = mapping.payment_accounts.get(payment.method)
@@ -329,10 +344,9 @@ def txn_void(txn_type: str, txn_id: str) -> etree._Element:
 
 
 def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, item: dict[str, str],
-                    mapping: MappingConfig, tax_item_name: str, invoice_txn_id: str,
-                    txn_date: str | None = None) -> etree._Element:
+                    mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None) -> etree._Element:
     """A returned part or refund as a credit memo for the same customer, linked to the invoice by its
-    Other (the shop's invoice number) and Memo (the invoice's TxnID); the tax refunded as a tax line."""
+    Other (the shop's invoice number); the tax refunded as a tax line."""
     rq = etree.Element("CreditMemoAddRq")
     add = _el(rq, "CreditMemoAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
@@ -340,9 +354,9 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
     if tracking:
         _ref(add, "ClassRef", full_name=tracking)
     _el(add, "TxnDate", txn_date or refund.created_at.date().isoformat())
-    _el(add, "RefNumber", refund_reference(refund))
+    _el(add, "RefNumber", refund_reference(refund.id))
     _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(add, "Memo", f"{refund.kind} {refund.id} on invoice {event.number} (TxnID {invoice_txn_id}): "
+    _el(add, "Memo", f"{refund.kind} {refund.id} on invoice {event.number}: "
                      f"{refund.reason or ''}".strip()[:4095])
     _el(add, "Other", event.number[:OTHER_MAX])
     _line_fields(_el(add, "CreditMemoLineAdd"), item, f"{refund.kind}: {refund.reason or 'refund'}", None, None,
@@ -357,21 +371,17 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
     return rq
 
 
-def credit_reference(refund_id: str) -> str:
-    return f"LWC{refund_id}"[:20]  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
-
-
-def credit_application(refund_id: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,
-                       amount: Decimal, txn_date: str, invoice_number: str) -> etree._Element:
+def credit_application(reference: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,
+                       amount: Decimal) -> etree._Element:
     """A credit memo used against THIS invoice, the way QuickBooks Desktop does it: a ReceivePayment of
-    0.00 whose AppliedToTxnAdd (the invoice) carries SetCredit (CreditTxnID = the memo, AppliedAmount)."""
+    0.00 whose AppliedToTxnAdd (the invoice) carries SetCredit (CreditTxnID = the memo, AppliedAmount).
+    No TxnDate: QuickBooks dates it the day it applies it (a request must not depend on the day it is built)."""
     rq = etree.Element("ReceivePaymentAddRq")
     add = _el(rq, "ReceivePaymentAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
-    _el(add, "TxnDate", txn_date)
-    _el(add, "RefNumber", credit_reference(refund_id))
+    _el(add, "RefNumber", reference)
     _el(add, "TotalAmount", "0.00")
-    _el(add, "Memo", f"Shop refund {refund_id} credited to invoice {invoice_number}"[:4095])
+    _el(add, "Memo", f"Shop refund credited to its invoice ({reference})"[:4095])
     applied = _el(add, "AppliedToTxnAdd")
     _el(applied, "TxnID", invoice_txn_id)
     credit = _el(applied, "SetCredit")
@@ -390,50 +400,33 @@ def preferences_query() -> etree._Element:
 # --- closed-period adjustments -------------------------------------------------------------------------
 
 
-def posting_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
-    """What the invoice posts, per posting key (connectors.adjustments groups): "item|<item key>" → (net, 0)
-    for the shop's lines, "tax|<code>" → (0, tax) for each tax component's sales-tax item line."""
-    groups: dict[str, tuple[Decimal, Decimal]] = {}
-    zero = Decimal("0.00")
-    for line in event.lines:
-        key = f"item|{item_key(line, mapping)[0]}"
-        net, tax = groups.get(key, (zero, zero))
-        groups[key] = (net + line.amount, tax)
-        for component in line.taxes:
-            tkey = f"tax|{component.code}"
-            net, tax = groups.get(tkey, (zero, zero))
-            groups[tkey] = (net, tax + component.amount)
-    return groups
-
-
-def adjustment_refs(event: InvoiceEvent, seq: int, kind: str) -> tuple[str, str]:
-    """(RefNumber ≤ 11, Other ≤ 29) of a closed-period adjustment: "A<n>"/"C<n>" + the invoice number in
-    Other (the link a bookkeeper reads), and a deterministic hashed RefNumber to find it again on a retry."""
-    prefix = f"{'A' if kind == 'increase' else 'C'}{seq}"
-    digest = base64.b32encode(hashlib.sha256(f"{event.number}#{prefix}".encode()).digest()).decode()
-    return (prefix + digest)[:REF_NUMBER_MAX], f"{prefix}-{event.number}"[-OTHER_MAX:]
-
-
-def adjustment_add(kind: str, event: InvoiceEvent, customer_list_id: str, ref_number: str, other: str,
-                   lines: list[dict[str, Any]], txn_date: str, mapping: MappingConfig, tax_item_name: str,
-                   original_txn_id: str, reason: str) -> etree._Element:
-    """The difference between what QuickBooks holds and the shop's new version: an InvoiceAdd (increase) or
-    a CreditMemoAdd (decrease) dated the first open day, linked to the original by Other and Memo."""
-    entity = "Invoice" if kind == "increase" else "CreditMemo"
+def adjustment_add(adjustment: Any, event: InvoiceEvent, customer_list_id: str, item: dict[str, str],
+                   tax_item_name: str | None, txn_date: str | None, mapping: MappingConfig,
+                   invoice_tax_item: str) -> etree._Element:
+    """The difference between what QuickBooks holds and the shop's new version (an ``engine.AdjustmentSpec``):
+    an InvoiceAdd (increase) or a CreditMemoAdd (decrease) dated the first open day, linked to the original by
+    Other ("A1-<invoice number>") and Memo; the net on the invoice's first item, the tax on its tax item."""
+    entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
     rq = etree.Element(f"{entity}AddRq")
     add = _el(rq, f"{entity}Add")
     _ref(add, "CustomerRef", list_id=customer_list_id)
     tracking = mapping.location_tracking.get(event.location.code)
     if tracking:
         _ref(add, "ClassRef", full_name=tracking)
-    _el(add, "TxnDate", txn_date)
-    _el(add, "RefNumber", ref_number)
-    _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(add, "Memo", f"Adjustment to invoice {event.number} (TxnID {original_txn_id}), {reason}"[:4095])
-    _el(add, "Other", other)
-    for line in lines:
-        _line_fields(_el(add, f"{entity}LineAdd"), line["item"], line["desc"], None, None, line["amount"],
-                     line["taxable"])
+    if txn_date:
+        _el(add, "TxnDate", txn_date)
+    _el(add, "RefNumber", adjustment.reference)
+    _ref(add, "ItemSalesTaxRef", full_name=invoice_tax_item)
+    _el(add, "Memo", f"Adjustment to invoice {event.number} (TxnID {adjustment.original_id}), "
+                     f"{adjustment.reason}"[:4095])
+    _el(add, "Other", f"{adjustment.reference.split('-')[0]}-{event.number}"[-OTHER_MAX:])
+    net, tax = adjustment.net, adjustment.tax
+    if not tax_item_name:
+        net, tax = net + tax, Decimal("0")
+    _line_fields(_el(add, f"{entity}LineAdd"), item, f"Adjustment ({adjustment.reason})", None, None, net, None)
+    if tax:
+        _line_fields(_el(add, f"{entity}LineAdd"), {"full_name": tax_item_name}, "Tax adjustment", None, None,
+                     tax, None)
     if entity == "Invoice":
         for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal"):
             _el(rq, "IncludeRetElement", name)
@@ -443,13 +436,6 @@ def adjustment_add(kind: str, event: InvoiceEvent, customer_list_id: str, ref_nu
 def credit_memo_query(reference: str) -> etree._Element:
     rq = etree.Element("CreditMemoQueryRq")
     _el(rq, "RefNumber", reference)
-    return rq
-
-
-def list_query(request: str, names: list[str]) -> etree._Element:
-    rq = etree.Element(request)
-    for name in names:
-        _el(rq, "FullName", name)
     return rq
 
 
