@@ -231,11 +231,11 @@ def test_closing_date_refusal_is_quickbooks_code_and_message(qbd):
     sandbox.set_closing_date(date(2026, 11, 30))
     post(sandbox, connector, invoice_event(4300))
     (inv,) = sandbox.company.invoices.values()
-    stale = mapping.txn_void("Invoice", inv["TxnID"])
+    stale = mapping.txn_del("Invoice", inv["TxnID"], "Void")
     (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [stale]))[0])
     assert rs["statusCode"] == 0  # dated 2026-12-01: open
     event = invoice_event(4301)
-    add = mapping.invoice_add(event, inv["customer"], "X4301", mapping.invoice_lines(
+    add = mapping.invoice_write(event, inv["customer"], "X4301", mapping.invoice_lines(
         event, {ln.id: {"full_name": "Parts"} for ln in event.lines}, connector.mapping), connector.mapping,
         "Shop Tax Lines")
     (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [add]))[0])

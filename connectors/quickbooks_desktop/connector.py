@@ -140,18 +140,18 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return mapping.customer_hash(customer)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        found = self._rets(mapping.customer_query(mapping.customer_name(customer)))
+        found = self._rets(mapping.query("Customer", full_name=mapping.customer_name(customer)))
         return _list_ref(found[0]) if found else None
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
-        return _list_ref(self._rets(mapping.customer_add(customer))[0])
+        return _list_ref(self._rets(mapping.customer_write(customer))[0])
 
     def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
-        current = self._rets(mapping.customer_query(list_id=ref.external_id))
+        current = self._rets(mapping.query("Customer", list_id=ref.external_id))
         if not current:
             return None
         try:
-            return _list_ref(self._rets(mapping.customer_mod(ref.external_id, current[0]["EditSequence"], customer))[0])
+            return _list_ref(self._rets(mapping.customer_write(customer, ref.external_id, current[0]["EditSequence"]))[0])
         except StaleTokenError:
             return None  # changed at QuickBooks meanwhile: read and modified again next time
 
@@ -160,7 +160,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return ItemSpec(key=key, name=name, line=line)
 
     def find_item(self, spec: ItemSpec) -> ExternalRef | None:
-        found = self._rets(mapping.item_query(spec.name))
+        found = self._rets(mapping.query("Item", full_name=spec.name))
         return _list_ref(found[0]) if found else None
 
     def create_item(self, spec: ItemSpec, request_id: str) -> ExternalRef:
@@ -181,11 +181,11 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind in (DocKind.PAYMENT, DocKind.CREDIT_APPLICATION):
-            request = mapping.payment_query(reference)
+            request = mapping.query("ReceivePayment", ref_number=reference, lines=True)
         elif kind is DocKind.CREDIT_NOTE or (kind is DocKind.ADJUSTMENT and reference.startswith("C")):
-            request = mapping.credit_memo_query(reference)
+            request = mapping.query("CreditMemo", ref_number=reference)
         else:
-            request = mapping.invoice_query(ref_number=reference)
+            request = mapping.query("Invoice", ref_number=reference, lines=True)
         return [ExternalRef(external_id=ret["TxnID"], token=ret.get("EditSequence"), amount=_total(ret))
                 for ret in self._rets(request) if not (ret.get("Memo") or "").startswith("VOID:")]
 
@@ -195,23 +195,23 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
 
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         lines = self._lines(event, posting)
-        request = mapping.invoice_add(event, posting.customer_id, self.reference(DocKind.INVOICE, event), lines,
-                                      self.mapping, self.settings.invoice_tax_item, _day(posting.txn_date))
+        request = mapping.invoice_write(event, posting.customer_id, self.reference(DocKind.INVOICE, event), lines,
+                                        self.mapping, self.settings.invoice_tax_item, _day(posting.txn_date))
         return self._remote(self._rets(request)[0])
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         """The whole invoice again; every line sent as new (TxnLineID -1), so QuickBooks drops the old ones."""
-        request = mapping.invoice_mod(event, current.external_id, current.token or "", posting.customer_id,
-                                      self.reference(DocKind.INVOICE, event), self._lines(event, posting), {},
-                                      self.mapping, self.settings.invoice_tax_item, _day(posting.txn_date))
+        request = mapping.invoice_write(event, posting.customer_id, self.reference(DocKind.INVOICE, event),
+                                        self._lines(event, posting), self.mapping, self.settings.invoice_tax_item,
+                                        _day(posting.txn_date), current.external_id, current.token or "")
         return self._remote(self._rets(request)[0])
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
-        rs = self._ask(mapping.txn_void("Invoice", current.external_id))
+        rs = self._ask(mapping.txn_del("Invoice", current.external_id, "Void"))
         return None if rs["statusCode"] == GONE else RemoteInvoice(external_id=current.external_id, status="void")
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
-        found = self._rets(mapping.invoice_query(txn_id=external_id))
+        found = self._rets(mapping.query("Invoice", txn_id=external_id, lines=True))
         return self._remote(found[0]) if found else None
 
     def _remote(self, ret: dict[str, Any]) -> RemoteInvoice:

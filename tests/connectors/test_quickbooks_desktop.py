@@ -342,13 +342,13 @@ def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
 
 
 def test_the_xsd_check_rejects_what_quickbooks_would_refuse(qbxml_xsd):
-    good = mapping.document("13.0", [mapping.txn_void("Invoice", "1-1")])
+    good = mapping.document("13.0", [mapping.txn_del("Invoice", "1-1", "Void")])
     assert not qbxml_errors(qbxml_xsd, good)
-    too_long = mapping.document("13.0", [mapping.invoice_query(ref_number="X")]).replace(
+    too_long = mapping.document("13.0", [mapping.query("Invoice", ref_number="X", lines=True)]).replace(
         "<RefNumber>X</RefNumber>", "<RefNumber>X</RefNumber><Bogus/>")
     bad_amount = good.replace("<TxnVoidType>Invoice</TxnVoidType>", "<TxnVoidType>Nope</TxnVoidType>")
     event = invoice_event()
-    add = mapping.invoice_add(event, "1", "INV-TOO-LONG-1", mapping.invoice_lines(
+    add = mapping.invoice_write(event, "1", "INV-TOO-LONG-1", mapping.invoice_lines(
         event, {ln.id: {"list_id": "2"} for ln in event.lines}, TargetConfig(name="x", platform="x").mapping),
         TargetConfig(name="x", platform="x").mapping, "Tax")
     for bad in (too_long, bad_amount, mapping.document("13.0", [add])):
