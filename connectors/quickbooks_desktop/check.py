@@ -46,26 +46,16 @@ def check_mapping(queue: PullQueue, mapping: Any, settings: Any) -> list[str]:
     lists = queue.entity("lists", "names")
     if lists is None:
         return ["lists not synced yet: the Web Connector has not run a session since Ledgerwire started"]
-    accounts, items, classes = set(lists.get("accounts", [])), set(lists.get("items", [])), set(lists.get("classes", []))
-    tax_items = set(lists.get("tax_items", []))
-    problems = []
-    for kind, name in mapping.income_accounts.items():
-        if name not in accounts:
-            problems.append(f"income_accounts.{kind.value}: account {name!r} not found")
-    if mapping.core_account and mapping.core_account not in accounts:
-        problems.append(f"core_account: account {mapping.core_account!r} not found")
-    for method, name in mapping.payment_accounts.items():
-        if name not in accounts:
-            problems.append(f"payment_accounts.{method}: account {name!r} not found")
-    for code, name in mapping.tax_codes.items():
-        if name not in tax_items:
-            problems.append(f"tax_codes.{code}: sales-tax item {name!r} not found")
-    if settings.invoice_tax_item not in tax_items:
-        problems.append(f"settings.invoice_tax_item: sales-tax item {settings.invoice_tax_item!r} not found")
-    for kind, name in mapping.items.items():
-        if name not in items:
-            problems.append(f"items.{kind.value}: item {name!r} not found")
-    for code, name in mapping.location_tracking.items():
-        if name not in classes:
-            problems.append(f"location_tracking.{code}: class {name!r} not found")
-    return problems
+    known = {kind: set(lists.get(kind, [])) for kind in ("accounts", "items", "tax_items", "classes")}
+    wanted = [(f"income_accounts.{kind.value}", "account", "accounts", name)
+              for kind, name in mapping.income_accounts.items()]
+    if mapping.core_account:
+        wanted.append(("core_account", "account", "accounts", mapping.core_account))
+    wanted += [(f"payment_accounts.{method}", "account", "accounts", name)
+               for method, name in mapping.payment_accounts.items()]
+    wanted += [(f"tax_codes.{code}", "sales-tax item", "tax_items", name) for code, name in mapping.tax_codes.items()]
+    wanted.append(("settings.invoice_tax_item", "sales-tax item", "tax_items", settings.invoice_tax_item))
+    wanted += [(f"items.{kind.value}", "item", "items", name) for kind, name in mapping.items.items()]
+    wanted += [(f"location_tracking.{code}", "class", "classes", name)
+               for code, name in mapping.location_tracking.items()]
+    return [f"{where}: {what} {name!r} not found" for where, what, kind, name in wanted if name not in known[kind]]
