@@ -20,7 +20,8 @@ def test_identical_requests_get_their_answers_in_the_order_asked():
         exchange.ask("<PreferencesQueryRq/>")
     answers = [[waiting.value.digest, "closed 11-30"], [waiting.value.digest, "closed 12-31"]]
     replay = engine_pull._Exchange(answers)
-    assert [replay.ask("<PreferencesQueryRq/>"), replay.ask("<PreferencesQueryRq/>")] == ["closed 11-30", "closed 12-31"]
+    asked = [replay.ask("<PreferencesQueryRq/>"), replay.ask("<PreferencesQueryRq/>")]
+    assert asked == ["closed 11-30", "closed 12-31"]
     with pytest.raises(engine_pull.AwaitAnswer):  # asked a third time: a fresh read, not an old answer
         replay.ask("<PreferencesQueryRq/>")
     with pytest.raises(RuntimeError):  # outside the driver a pull operation cannot reach the platform

@@ -151,7 +151,8 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         if not current:
             return None
         try:
-            return _list_ref(self._rets(mapping.customer_write(customer, ref.external_id, current[0]["EditSequence"]))[0])
+            request = mapping.customer_write(customer, ref.external_id, current[0]["EditSequence"])
+            return _list_ref(self._rets(request)[0])
         except StaleTokenError:
             return None  # changed at QuickBooks meanwhile: read and modified again next time
 
@@ -215,7 +216,8 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return self._remote(found[0]) if found else None
 
     def _remote(self, ret: dict[str, Any]) -> RemoteInvoice:
-        total, tax = mapping.invoice_totals(ret, {mapping.tax_item(code, self.mapping) for code in self.mapping.tax_codes})
+        tax_items = {mapping.tax_item(code, self.mapping) for code in self.mapping.tax_codes}
+        total, tax = mapping.invoice_totals(ret, tax_items)
         balance = ret.get("BalanceRemaining")
         return RemoteInvoice(external_id=ret["TxnID"], number=ret.get("RefNumber"), token=ret.get("EditSequence"),
                              status="void" if (ret.get("Memo") or "").startswith("VOID:") else "issued",
