@@ -154,7 +154,7 @@ class PullDriver:
                 invoice_id = None
                 continue
             state = work.state if "doc" in work.state else {"doc": self.document(work.state).model_dump(mode="json")}
-            if state.get("inflight") and state.get("ticket") != ticket:
+            if state.get("inflight"):  # asked for again before its answer came (a new session, a lost call):
                 state = self._end_run(state, state["doc"], "the answer never came")  # resolved by find now
             turn = self._turn(work, state)
             if turn.request is not None and work.queued_version > state["run"]["version"]:
