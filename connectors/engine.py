@@ -94,6 +94,9 @@ class Capabilities(BaseModel):
     # The platform refuses a second live document with the same number (Xero, Zoho Books): a retry adopts only
     # the document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
+    # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
+    # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
+    pull: bool = False
 
 
 @dataclass(frozen=True)

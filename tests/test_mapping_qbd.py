@@ -6,7 +6,6 @@ Intuit's qbxmlops130.xsd."""
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -126,10 +125,10 @@ def test_sandbox_never_applies_more_credit_than_the_open_balance(qbd):
     inv = invoice(sandbox, v1.number)
     customer = inv["customer"]
     memo = mapping.credit_memo_add(refund(5, 2, "289.95", "14.50"), v1, customer, {"full_name": "Parts"},
-                                   connector.mapping, "Shop Tax Lines", inv["TxnID"])
+                                   connector.mapping, "Shop Tax Lines")
     response, *_ = sandbox.process(mapping.document("13.0", [memo]))
     memo_id = mapping.parse_response(response)[0]["rets"][0]["TxnID"]
-    too_much = mapping.credit_application("5", customer, inv["TxnID"], memo_id, Decimal("100.00"), "2026-11-22", "x")
+    too_much = mapping.credit_application("LWC5", customer, inv["TxnID"], memo_id, Decimal("100.00"))
     (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [too_much]))[0])
     assert rs["statusCode"] == 3210 and "exceeds the open balance 77.58" in rs["statusMessage"]
 
@@ -150,8 +149,8 @@ def test_change_in_a_closed_period_posts_adjustments_in_the_first_open_day(qbd):
     assert adjustment["TxnDate"] == "2026-12-01" and original["TxnID"] in adjustment["Memo"]
     assert adjustment["Total"] == v2.computed.total - v1.computed.total == Decimal("9.98")
     assert sum(ln["Amount"] for ln in adjustment["lines"] if ln["is_tax"]) == Decimal("0.48")
-    (entry,) = json.loads(doc.extra["adjustments"])
-    assert entry["kind"] == "increase" and entry["id"] == adjustment["TxnID"] and "closing date" in entry["reason"]
+    (entry,) = doc.engine.adjustments
+    assert entry.kind == "increase" and entry.external_id == adjustment["TxnID"] and "books were closed" in entry.reason
     assert "PreferencesQueryRq" in ops(sandbox) and connector.runtime.failures == []
     # A line removed again: the difference goes the other way, as a credit memo.
     v3 = next_version(v2, lines=list(v1.lines)[:-1])
@@ -166,7 +165,7 @@ def test_change_in_a_closed_period_posts_adjustments_in_the_first_open_day(qbd):
     doc = post(sandbox, connector, next_version(v3, status="void"), doc)
     memos = list(sandbox.company.credit_memos.values())
     assert len(memos) == 2 and memos[1]["Total"] == v3.computed.total
-    assert [a["kind"] for a in json.loads(doc.extra["adjustments"])] == ["increase", "decrease", "decrease"]
+    assert [a.kind for a in doc.engine.adjustments] == ["increase", "decrease", "decrease"]
     held = original["Total"] + adjustment["Total"] - sum(m["Total"] for m in memos)
     assert held == Decimal("0.00") and not original.get("voided")
     assert connector.runtime.failures == []
@@ -187,8 +186,8 @@ def test_lost_answer_of_an_adjustment_is_not_posted_twice(qbd):
     (memo,) = sandbox.company.credit_memos.values()
     assert memo["Total"] == v1.computed.total - v2.computed.total
     assert any("CreditMemoQueryRq" in r for r in sandbox.requests)
-    (entry,) = json.loads(doc.extra["adjustments"])
-    assert entry["id"] == memo["TxnID"] and entry["kind"] == "decrease"
+    (entry,) = doc.engine.adjustments
+    assert entry.external_id == memo["TxnID"] and entry.kind == "decrease"
 
 
 def test_new_invoice_dated_in_a_closed_period_is_posted_whole_on_the_first_open_day(qbd):
@@ -199,7 +198,7 @@ def test_new_invoice_dated_in_a_closed_period_is_posted_whole_on_the_first_open_
     (inv,) = sandbox.company.invoices.values()
     assert inv["TxnDate"] == "2026-12-01" and inv["Total"] == v1.computed.total and inv["Other"] == "INV-004100"
     assert "2026-11-20 is in a closed period" in inv["Memo"]
-    assert json.loads(doc.extra["adjustments"])[0]["kind"] == "redated"
+    assert doc.engine.adjustments[0].kind == "redated"
     # The payment (received 2026-11-20) was re-dated too; later Mods keep the open-period date.
     (pay,) = sandbox.company.payments.values()
     assert pay["TxnDate"] == "2026-12-01"
@@ -232,11 +231,11 @@ def test_closing_date_refusal_is_quickbooks_code_and_message(qbd):
     sandbox.set_closing_date(date(2026, 11, 30))
     post(sandbox, connector, invoice_event(4300))
     (inv,) = sandbox.company.invoices.values()
-    stale = mapping.txn_void("Invoice", inv["TxnID"])
+    stale = mapping.txn_del("Invoice", inv["TxnID"], "Void")
     (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [stale]))[0])
     assert rs["statusCode"] == 0  # dated 2026-12-01: open
     event = invoice_event(4301)
-    add = mapping.invoice_add(event, inv["customer"], "X4301", mapping.invoice_lines(
+    add = mapping.invoice_write(event, inv["customer"], "X4301", mapping.invoice_lines(
         event, {ln.id: {"full_name": "Parts"} for ln in event.lines}, connector.mapping), connector.mapping,
         "Shop Tax Lines")
     (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [add]))[0])
@@ -278,6 +277,6 @@ def test_every_request_of_these_flows_is_valid_qbxml130(qbd, qbxml_xsd):
     assert {"PreferencesQueryRq", "ReceivePaymentAddRq", "CreditMemoAddRq", "InvoiceAddRq", "TxnDelRq"} <= seen
     assert any("<SetCredit>" in r for r in sandbox.requests)
     # The check can fail: SetCredit without its AppliedAmount is refused by the schema.
-    bad = mapping.document("13.0", [mapping.credit_application("1", "1", "2", "3", Decimal("1"), "2026-12-01", "x")])
+    bad = mapping.document("13.0", [mapping.credit_application("LWC1", "1", "2", "3", Decimal("1"))])
     bad = bad.replace("<AppliedAmount>1.00</AppliedAmount>", "")
     assert list(qbxml_xsd.iter_errors(etree.fromstring(bad.split("?>", 2)[2].encode())))

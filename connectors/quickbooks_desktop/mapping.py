@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -69,12 +68,24 @@ def ref_candidates(number: str) -> Iterator[str]:
         yield (stripped[:5] + digest[:REF_NUMBER_MAX - 5]).upper()
 
 
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"  # ReceivePaymentAdd/RefNumber (≤ 20)
+def payment_reference(payment_id: object) -> str:
+    return f"LW{payment_id}"  # ReceivePaymentAdd/RefNumber (≤ 20)
 
 
-def refund_reference(refund: Refund) -> str:
-    return f"LWR{refund.id}"[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+def refund_reference(refund_id: object) -> str:
+    return f"LWR{refund_id}"[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+
+
+def credit_reference(refund_id: object) -> str:
+    return f"LWC{refund_id}"[:20]  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
+
+
+def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
+    """RefNumber (≤ 11) of a closed-period adjustment: "A<n>-"/"C<n>-" (increase / decrease) and a digest of
+    the invoice number, deterministic so that a lost answer finds it again; the full number goes in Other."""
+    prefix = f"{'A' if kind == 'increase' else 'C'}{sequence}-"
+    digest = base64.b32encode(hashlib.sha256(f"{event.number}#{prefix}".encode()).digest()).decode()
+    return (prefix + digest)[:REF_NUMBER_MAX]
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -142,39 +153,32 @@ def document(version: str, requests: list[etree._Element]) -> str:
     return f'<?xml version="1.0" encoding="utf-8"?>\n<?qbxml version="{version}"?>\n{body}'
 
 
-def customer_query(name: str) -> etree._Element:
-    rq = etree.Element("CustomerQueryRq")
-    _el(rq, "FullName", name)
+def query(entity: str, *, ref_number: str | None = None, txn_id: str | None = None, full_name: str | None = None,
+          list_id: str | None = None, lines: bool = False) -> etree._Element:
+    """``<entity>QueryRq`` by one key (TxnID / ListID / FullName / RefNumber, in the schema's order)."""
+    rq = etree.Element(f"{entity}QueryRq")
+    for tag, value in (("TxnID", txn_id), ("ListID", list_id), ("FullName", full_name), ("RefNumber", ref_number)):
+        if value is not None:
+            _el(rq, tag, value)
+    if lines:
+        _el(rq, "IncludeLineItems", "true")
     return rq
 
 
-def customer_add(customer: Customer) -> etree._Element:
-    rq = etree.Element("CustomerAddRq")
-    add = _el(rq, "CustomerAdd")
-    _el(add, "Name", customer_name(customer))
-    _el(add, "CompanyName", customer.name[:NAME_MAX])
-    if customer.phone:
-        _el(add, "Phone", customer.phone[:21])
-    if customer.email:
-        _el(add, "Email", customer.email[:1023])
-    return rq
-
-
-def customer_mod(list_id: str, edit_sequence: str, customer: Customer) -> etree._Element:
-    rq = etree.Element("CustomerModRq")
-    mod = _el(rq, "CustomerMod")
-    _el(mod, "ListID", list_id)
-    _el(mod, "EditSequence", edit_sequence)
-    _el(mod, "Name", customer_name(customer))
-    _el(mod, "CompanyName", customer.name[:NAME_MAX])
-    _el(mod, "Phone", (customer.phone or "")[:21])
-    _el(mod, "Email", (customer.email or "")[:1023])
-    return rq
-
-
-def item_query(name: str) -> etree._Element:
-    rq = etree.Element("ItemQueryRq")
-    _el(rq, "FullName", name)
+def customer_write(customer: Customer, list_id: str | None = None, edit_sequence: str | None = None
+                   ) -> etree._Element:
+    """CustomerAdd, or CustomerMod of ``list_id`` at ``edit_sequence`` (a Mod clears what the shop cleared)."""
+    verb = "Mod" if list_id else "Add"
+    rq = etree.Element(f"Customer{verb}Rq")
+    body = _el(rq, f"Customer{verb}")
+    if list_id:
+        _el(body, "ListID", list_id)
+        _el(body, "EditSequence", edit_sequence)
+    _el(body, "Name", customer_name(customer))
+    _el(body, "CompanyName", customer.name[:NAME_MAX])
+    for tag, value, limit in (("Phone", customer.phone, 21), ("Email", customer.email, 1023)):
+        if value or list_id:
+            _el(body, tag, (value or "")[:limit])
     return rq
 
 
@@ -190,101 +194,78 @@ def item_add(item_type: str, name: str, account: str, description: str) -> etree
     return rq
 
 
-def _line_fields(parent: etree._Element, item: dict[str, str], desc: str, quantity: Decimal | None,
-                 rate: Decimal | None, amount: Decimal, taxable: bool | None) -> None:
-    _ref(parent, "ItemRef", **item)
-    _el(parent, "Desc", desc[:4095])
+def _line(parent: etree._Element, tag: str, item: dict[str, str], desc: str, amount: Decimal,
+          taxable: bool | None = None, quantity: Decimal | None = None, rate: Decimal | None = None) -> None:
+    line = _el(parent, tag)
+    if tag == "InvoiceLineMod":
+        _el(line, "TxnLineID", "-1")  # every line sent as new: QuickBooks drops the lines left out
+    _ref(line, "ItemRef", **item)
+    _el(line, "Desc", desc[:4095])
     if quantity is not None and rate is not None:
-        _el(parent, "Quantity", num(quantity))
-        _el(parent, "Rate", num(rate))
-    _el(parent, "Amount", amt(amount))
+        _el(line, "Quantity", num(quantity))
+        _el(line, "Rate", num(rate))
+    _el(line, "Amount", amt(amount))
     if taxable is not None:
-        _ref(parent, "SalesTaxCodeRef", full_name="Tax" if taxable else "Non")
+        _ref(line, "SalesTaxCodeRef", full_name="Tax" if taxable else "Non")
 
 
 def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], mapping: MappingConfig
                   ) -> list[dict[str, Any]]:
-    """The invoice's lines as QuickBooks will hold them, keyed: the shop's lines, then one sales-tax item
-    line per tax component with the shop's amount (sum of its per-line rounded amounts)."""
-    lines: list[dict[str, Any]] = []
-    for line in event.lines:
-        lines.append({"key": f"line:{line.id}", "item": item_refs[line.id], "desc": line_text(line, 4095),
-                      "quantity": line.quantity, "rate": line.unit_price, "amount": line.amount,
-                      "taxable": bool(line.taxes)})
-    components: dict[str, Decimal] = {}
-    names: dict[str, str] = {}
-    for line in event.lines:
-        for tax in line.taxes:
-            components[tax.code] = components.get(tax.code, Decimal("0")) + tax.amount
-            names[tax.code] = tax.name
-    for code in sorted(components):
-        lines.append({"key": f"tax:{code}", "item": {"full_name": tax_item(code, mapping)}, "desc": names[code],
-                      "quantity": None, "rate": None, "amount": components[code], "taxable": None})
+    """The invoice's lines as QuickBooks will hold them: the shop's lines, then one sales-tax item line per tax
+    component with the shop's amount (sum of its per-line rounded amounts)."""
+    lines: list[dict[str, Any]] = [
+        {"item": item_refs[line.id], "desc": line_text(line, 4095), "quantity": line.quantity,
+         "rate": line.unit_price, "amount": line.amount, "taxable": bool(line.taxes)} for line in event.lines]
+    components: dict[str, tuple[str, Decimal]] = {}
+    for tax in (tax for line in event.lines for tax in line.taxes):
+        components[tax.code] = (tax.name, components.get(tax.code, ("", Decimal("0")))[1] + tax.amount)
+    for code, (name, amount) in sorted(components.items()):
+        lines.append({"item": {"full_name": tax_item(code, mapping)}, "desc": name, "amount": amount})
     return lines
 
 
-def _header(parent: etree._Element, event: InvoiceEvent, customer_list_id: str, ref_number: str,
-            mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None) -> None:
-    _ref(parent, "CustomerRef", list_id=customer_list_id)
+def _transaction(body: etree._Element, event: InvoiceEvent, customer_list_id: str,
+                 txn_date: str | None, ref_number: str, tax_item_name: str, memo: str, other: str,
+                 mapping: MappingConfig, invoice: bool = False) -> None:
+    """The header an invoice, a credit memo and an adjustment share (elements in the schema's order)."""
+    _ref(body, "CustomerRef", list_id=customer_list_id)
     tracking = mapping.location_tracking.get(event.location.code)
     if tracking:
-        _ref(parent, "ClassRef", full_name=tracking)
-    if txn_date or event.issue_date:  # txn_date: re-dated into the first open day (closed books)
-        _el(parent, "TxnDate", txn_date or event.issue_date.isoformat())
-    _el(parent, "RefNumber", ref_number)
-    if event.job:
-        _el(parent, "PONumber", event.job.number[:25])
-    if event.due_date:
-        _el(parent, "DueDate", event.due_date.isoformat())
-    _ref(parent, "ItemSalesTaxRef", full_name=tax_item_name)
+        _ref(body, "ClassRef", full_name=tracking)
+    if txn_date:
+        _el(body, "TxnDate", txn_date)
+    _el(body, "RefNumber", ref_number)
+    if invoice and event.job:
+        _el(body, "PONumber", event.job.number[:25])
+    if invoice and event.due_date:
+        _el(body, "DueDate", event.due_date.isoformat())
+    _ref(body, "ItemSalesTaxRef", full_name=tax_item_name)
+    _el(body, "Memo", memo[:4095])
+    _el(body, "Other", other)
+
+
+def invoice_write(event: InvoiceEvent, customer_list_id: str, ref_number: str, lines: list[dict[str, Any]],
+                  mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None, txn_id: str | None = None,
+                  edit_sequence: str | None = None) -> etree._Element:
+    """InvoiceAdd, or InvoiceMod of ``txn_id`` (the whole invoice again) at ``edit_sequence``; ``txn_date``:
+    re-dated into the first open day (closed books), said in the memo."""
+    verb = "Mod" if txn_id else "Add"
+    rq = etree.Element(f"Invoice{verb}Rq")
+    body = _el(rq, f"Invoice{verb}")
+    if txn_id:
+        _el(body, "TxnID", txn_id)
+        _el(body, "EditSequence", edit_sequence)
     memo = invoice_memo(event, 4095)
-    if txn_date and event.issue_date and txn_date != event.issue_date.isoformat():
-        memo = f"{memo}; shop date {event.issue_date.isoformat()} is in a closed period"[:4095]
-    _el(parent, "Memo", memo)
-    _el(parent, "Other", event.number[:OTHER_MAX])
-
-
-def invoice_add(event: InvoiceEvent, customer_list_id: str, ref_number: str, lines: list[dict[str, Any]],
-                mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None) -> etree._Element:
-    rq = etree.Element("InvoiceAddRq")
-    add = _el(rq, "InvoiceAdd")
-    _header(add, event, customer_list_id, ref_number, mapping, tax_item_name, txn_date)
+    if txn_date and txn_date != event.issue_date.isoformat():
+        memo = f"{memo}; shop date {event.issue_date.isoformat()} is in a closed period"
+    _transaction(body, event, customer_list_id, txn_date or event.issue_date.isoformat(), ref_number,
+                 tax_item_name, memo, event.number[:OTHER_MAX], mapping, invoice=True)
     for line in lines:
-        _line_fields(_el(add, "InvoiceLineAdd"), line["item"], line["desc"], line["quantity"], line["rate"],
-                     line["amount"], line["taxable"])
-    _el(rq, "IncludeRetElement", "TxnID")
-    for name in ("EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal", "BalanceRemaining", "InvoiceLineRet"):
-        _el(rq, "IncludeRetElement", name)
-    return rq
-
-
-def invoice_mod(event: InvoiceEvent, txn_id: str, edit_sequence: str, customer_list_id: str, ref_number: str,
-                lines: list[dict[str, Any]], line_ids: dict[str, str], mapping: MappingConfig,
-                tax_item_name: str, txn_date: str | None = None) -> etree._Element:
-    """The whole invoice again: kept lines by TxnLineID, new ones as TxnLineID -1; lines left out are
-    deleted by QuickBooks."""
-    rq = etree.Element("InvoiceModRq")
-    mod = _el(rq, "InvoiceMod")
-    _el(mod, "TxnID", txn_id)
-    _el(mod, "EditSequence", edit_sequence)
-    _header(mod, event, customer_list_id, ref_number, mapping, tax_item_name, txn_date)
-    for line in lines:
-        lm = _el(mod, "InvoiceLineMod")
-        _el(lm, "TxnLineID", line_ids.get(line["key"], "-1"))
-        _line_fields(lm, line["item"], line["desc"], line["quantity"], line["rate"], line["amount"], line["taxable"])
+        _line(body, f"InvoiceLine{verb}", line["item"], line["desc"], line["amount"], line.get("taxable"),
+              line.get("quantity"), line.get("rate"))
     for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal", "BalanceRemaining",
                  "InvoiceLineRet"):
         _el(rq, "IncludeRetElement", name)
-    return rq
-
-
-def invoice_query(*, ref_number: str | None = None, txn_id: str | None = None) -> etree._Element:
-    rq = etree.Element("InvoiceQueryRq")
-    if txn_id is not None:
-        _el(rq, "TxnID", txn_id)
-    else:
-        _el(rq, "RefNumber", ref_number)
-    _el(rq, "IncludeLineItems", "true")
     return rq
 
 
@@ -295,7 +276,7 @@ def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, ma
     add = _el(rq, "ReceivePaymentAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
     _el(add, "TxnDate", txn_date or payment.received_at.date().isoformat())
-    _el(add, "RefNumber", payment_reference(payment))
+    _el(add, "RefNumber", payment_reference(payment.id))
     _el(add, "TotalAmount", amt(payment.amount))
     _el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
     account = mapping.payment_accounts.get(payment.method)
@@ -307,71 +288,43 @@ def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, ma
     return rq
 
 
-def payment_query(reference: str) -> etree._Element:
-    rq = etree.Element("ReceivePaymentQueryRq")
-    _el(rq, "RefNumber", reference)
-    _el(rq, "IncludeLineItems", "true")
-    return rq
-
-
-def txn_del(txn_type: str, txn_id: str) -> etree._Element:
-    rq = etree.Element("TxnDelRq")
-    _el(rq, "TxnDelType", txn_type)
-    _el(rq, "TxnID", txn_id)
-    return rq
-
-
-def txn_void(txn_type: str, txn_id: str) -> etree._Element:
-    rq = etree.Element("TxnVoidRq")
-    _el(rq, "TxnVoidType", txn_type)
+def txn_del(txn_type: str, txn_id: str, verb: str = "Del") -> etree._Element:
+    """TxnDel (or TxnVoid, ``verb`` "Void") of one transaction."""
+    rq = etree.Element(f"Txn{verb}Rq")
+    _el(rq, f"Txn{verb}Type", txn_type)
     _el(rq, "TxnID", txn_id)
     return rq
 
 
 def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, item: dict[str, str],
-                    mapping: MappingConfig, tax_item_name: str, invoice_txn_id: str,
-                    txn_date: str | None = None) -> etree._Element:
+                    mapping: MappingConfig, tax_item_name: str, txn_date: str | None = None) -> etree._Element:
     """A returned part or refund as a credit memo for the same customer, linked to the invoice by its
-    Other (the shop's invoice number) and Memo (the invoice's TxnID); the tax refunded as a tax line."""
+    Other (the shop's invoice number); the tax refunded as a tax line."""
     rq = etree.Element("CreditMemoAddRq")
     add = _el(rq, "CreditMemoAdd")
-    _ref(add, "CustomerRef", list_id=customer_list_id)
-    tracking = mapping.location_tracking.get(event.location.code)
-    if tracking:
-        _ref(add, "ClassRef", full_name=tracking)
-    _el(add, "TxnDate", txn_date or refund.created_at.date().isoformat())
-    _el(add, "RefNumber", refund_reference(refund))
-    _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(add, "Memo", f"{refund.kind} {refund.id} on invoice {event.number} (TxnID {invoice_txn_id}): "
-                     f"{refund.reason or ''}".strip()[:4095])
-    _el(add, "Other", event.number[:OTHER_MAX])
-    _line_fields(_el(add, "CreditMemoLineAdd"), item, f"{refund.kind}: {refund.reason or 'refund'}", None, None,
-                 refund.amount, False)
-    if refund.tax_amount:
-        line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
-        code = line.taxes[0].code if line is not None and line.taxes else next(
-            (t.code for ln in event.lines for t in ln.taxes), None)
-        if code is not None:
-            _line_fields(_el(add, "CreditMemoLineAdd"), {"full_name": tax_item(code, mapping)}, "Tax refunded",
-                         None, None, refund.tax_amount, None)
+    _transaction(add, event, customer_list_id, txn_date or refund.created_at.date().isoformat(),
+                 refund_reference(refund.id), tax_item_name,
+                 f"{refund.kind} {refund.id} on invoice {event.number}: {refund.reason or ''}".strip(),
+                 event.number[:OTHER_MAX], mapping)
+    _line(add, "CreditMemoLineAdd", item, f"{refund.kind}: {refund.reason or 'refund'}", refund.amount, False)
+    line = next((ln for ln in event.lines if ln.id == refund.line_id and ln.taxes), None)
+    code = line.taxes[0].code if line is not None else next((t.code for ln in event.lines for t in ln.taxes), None)
+    if refund.tax_amount and code is not None:
+        _line(add, "CreditMemoLineAdd", {"full_name": tax_item(code, mapping)}, "Tax refunded", refund.tax_amount)
     return rq
 
 
-def credit_reference(refund_id: str) -> str:
-    return f"LWC{refund_id}"[:20]  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
-
-
-def credit_application(refund_id: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,
-                       amount: Decimal, txn_date: str, invoice_number: str) -> etree._Element:
+def credit_application(reference: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,
+                       amount: Decimal) -> etree._Element:
     """A credit memo used against THIS invoice, the way QuickBooks Desktop does it: a ReceivePayment of
-    0.00 whose AppliedToTxnAdd (the invoice) carries SetCredit (CreditTxnID = the memo, AppliedAmount)."""
+    0.00 whose AppliedToTxnAdd (the invoice) carries SetCredit (CreditTxnID = the memo, AppliedAmount).
+    No TxnDate: QuickBooks dates it the day it applies it (a request must not depend on the day it is built)."""
     rq = etree.Element("ReceivePaymentAddRq")
     add = _el(rq, "ReceivePaymentAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
-    _el(add, "TxnDate", txn_date)
-    _el(add, "RefNumber", credit_reference(refund_id))
+    _el(add, "RefNumber", reference)
     _el(add, "TotalAmount", "0.00")
-    _el(add, "Memo", f"Shop refund {refund_id} credited to invoice {invoice_number}"[:4095])
+    _el(add, "Memo", f"Shop refund credited to its invoice ({reference})"[:4095])
     applied = _el(add, "AppliedToTxnAdd")
     _el(applied, "TxnID", invoice_txn_id)
     credit = _el(applied, "SetCredit")
@@ -387,69 +340,25 @@ def preferences_query() -> etree._Element:
     return rq
 
 
-# --- closed-period adjustments -------------------------------------------------------------------------
-
-
-def posting_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
-    """What the invoice posts, per posting key (connectors.adjustments groups): "item|<item key>" → (net, 0)
-    for the shop's lines, "tax|<code>" → (0, tax) for each tax component's sales-tax item line."""
-    groups: dict[str, tuple[Decimal, Decimal]] = {}
-    zero = Decimal("0.00")
-    for line in event.lines:
-        key = f"item|{item_key(line, mapping)[0]}"
-        net, tax = groups.get(key, (zero, zero))
-        groups[key] = (net + line.amount, tax)
-        for component in line.taxes:
-            tkey = f"tax|{component.code}"
-            net, tax = groups.get(tkey, (zero, zero))
-            groups[tkey] = (net, tax + component.amount)
-    return groups
-
-
-def adjustment_refs(event: InvoiceEvent, seq: int, kind: str) -> tuple[str, str]:
-    """(RefNumber ≤ 11, Other ≤ 29) of a closed-period adjustment: "A<n>"/"C<n>" + the invoice number in
-    Other (the link a bookkeeper reads), and a deterministic hashed RefNumber to find it again on a retry."""
-    prefix = f"{'A' if kind == 'increase' else 'C'}{seq}"
-    digest = base64.b32encode(hashlib.sha256(f"{event.number}#{prefix}".encode()).digest()).decode()
-    return (prefix + digest)[:REF_NUMBER_MAX], f"{prefix}-{event.number}"[-OTHER_MAX:]
-
-
-def adjustment_add(kind: str, event: InvoiceEvent, customer_list_id: str, ref_number: str, other: str,
-                   lines: list[dict[str, Any]], txn_date: str, mapping: MappingConfig, tax_item_name: str,
-                   original_txn_id: str, reason: str) -> etree._Element:
-    """The difference between what QuickBooks holds and the shop's new version: an InvoiceAdd (increase) or
-    a CreditMemoAdd (decrease) dated the first open day, linked to the original by Other and Memo."""
-    entity = "Invoice" if kind == "increase" else "CreditMemo"
+def adjustment_add(adjustment: Any, event: InvoiceEvent, customer_list_id: str, item: dict[str, str],
+                   tax_item_name: str | None, txn_date: str | None, mapping: MappingConfig,
+                   invoice_tax_item: str) -> etree._Element:
+    """A closed-period adjustment (``engine.AdjustmentSpec``): an InvoiceAdd (increase) or a CreditMemoAdd
+    (decrease) dated the first open day, linked to the original by Other ("A1-<invoice number>") and Memo; the
+    net on the invoice's first item, the tax on its tax item."""
+    entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
     rq = etree.Element(f"{entity}AddRq")
     add = _el(rq, f"{entity}Add")
-    _ref(add, "CustomerRef", list_id=customer_list_id)
-    tracking = mapping.location_tracking.get(event.location.code)
-    if tracking:
-        _ref(add, "ClassRef", full_name=tracking)
-    _el(add, "TxnDate", txn_date)
-    _el(add, "RefNumber", ref_number)
-    _ref(add, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(add, "Memo", f"Adjustment to invoice {event.number} (TxnID {original_txn_id}), {reason}"[:4095])
-    _el(add, "Other", other)
-    for line in lines:
-        _line_fields(_el(add, f"{entity}LineAdd"), line["item"], line["desc"], None, None, line["amount"],
-                     line["taxable"])
+    _transaction(add, event, customer_list_id, txn_date, adjustment.reference, invoice_tax_item,
+                 f"Adjustment to invoice {event.number} (TxnID {adjustment.original_id}), {adjustment.reason}",
+                 f"{adjustment.reference.split('-')[0]}-{event.number}"[-OTHER_MAX:], mapping)
+    net, tax = (adjustment.net, adjustment.tax) if tax_item_name else (adjustment.net + adjustment.tax, Decimal(0))
+    _line(add, f"{entity}LineAdd", item, f"Adjustment ({adjustment.reason})", net)
+    if tax:
+        _line(add, f"{entity}LineAdd", {"full_name": tax_item_name}, "Tax adjustment", tax)
     if entity == "Invoice":
         for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal"):
             _el(rq, "IncludeRetElement", name)
-    return rq
-
-
-def credit_memo_query(reference: str) -> etree._Element:
-    rq = etree.Element("CreditMemoQueryRq")
-    _el(rq, "RefNumber", reference)
-    return rq
-
-
-def list_query(request: str, names: list[str]) -> etree._Element:
-    rq = etree.Element(request)
-    for name in names:
-        _el(rq, "FullName", name)
     return rq
 
 
@@ -499,7 +408,3 @@ def invoice_totals(ret: dict[str, Any], tax_items: set[str] | None = None) -> tu
         if tax_items is not None and item in tax_items:
             tax_lines += Decimal(line.get("Amount") or "0")
     return subtotal + sales_tax, sales_tax + tax_lines
-
-
-def digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]

@@ -165,7 +165,7 @@ def test_refusal_stops_the_invoice_with_quickbooks_message(qbd):
     event = invoice_event(6000, lines=[line(1, "labour", "Diagnose", "1", "100.00")])
     deliver(connector, event)
     sandbox.run_session()
-    work = connector.store.load(6000)
+    work = connector.queue.load(6000)
     assert work.failed_version == 1 and "3140" in work.failed_reason and "No Such Account" in work.failed_reason
     # The refusal reaches the daemon's dead letters (the runtime), with QuickBooks' code and message.
     ((target, failed_event, error),) = connector.runtime.failures
@@ -177,7 +177,7 @@ def test_refusal_stops_the_invoice_with_quickbooks_message(qbd):
     deliver(connector, event)
     sync(sandbox)
     assert only(sandbox, event.number).total == event.computed.total
-    assert connector.store.load(6000).done_version == 1 and len(connector.runtime.failures) == 1
+    assert connector.queue.load(6000).done_version == 1 and len(connector.runtime.failures) == 1
 
     doc = deliver(connector, next_version(event))
     assert "qbd_last_error" not in doc.extra or "3140" not in doc.extra["qbd_last_error"]
@@ -211,14 +211,14 @@ def test_concurrent_first_invoices_of_a_new_customer_create_it_once(qbd):
 def test_ref_numbers_are_short_deterministic_and_collision_free(qbd):
     _, connector = qbd
     long_a, long_b = "INV-SOUTHWEST-000123", "INV-SOUTHWEST-000124"
-    a = connector.store.ref_number(long_a, mapping.ref_candidates(long_a))
-    b = connector.store.ref_number(long_b, mapping.ref_candidates(long_b))
+    a = connector.queue.ref_number(long_a, mapping.ref_candidates(long_a))
+    b = connector.queue.ref_number(long_b, mapping.ref_candidates(long_b))
     assert len(a) <= 11 and len(b) <= 11 and a != b
-    assert connector.store.ref_number(long_a, mapping.ref_candidates(long_a)) == a
+    assert connector.queue.ref_number(long_a, mapping.ref_candidates(long_a)) == a
     # A forced collision: the first candidate taken by another number gives the next one.
     taken = next(mapping.ref_candidates("INV-MAIN-000001"))
-    connector.store.ref_number("OTHER", iter([taken]))
-    assert connector.store.ref_number("INV-MAIN-000001", mapping.ref_candidates("INV-MAIN-000001")) != taken
+    connector.queue.ref_number("OTHER", iter([taken]))
+    assert connector.queue.ref_number("INV-MAIN-000001", mapping.ref_candidates("INV-MAIN-000001")) != taken
 
 
 def test_location_class_and_customer_change(qbd):
@@ -251,10 +251,10 @@ def test_check_mapping_and_preview(qbd):
     before = len(sandbox.requests)
     event = invoice_event(9200, customer=Customer(id=78, name="New Person"), payments=[payment(5, "10.00")])
     calls = connector.preview(event, DocumentState())
-    assert len(sandbox.requests) == before and connector.store.load(9200) is None
+    assert len(sandbox.requests) == before and connector.queue.load(9200) is None
     ops = [etree.fromstring(c["body"].split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0].tag for c in calls]
-    assert ops == ["CustomerQueryRq", "CustomerAddRq", "InvoiceAddRq", "ReceivePaymentAddRq"]
-    assert "<ListID>&lt;new customer&gt;</ListID>" in calls[2]["body"]
+    assert ops == ["CustomerAddRq", "InvoiceAddRq", "ReceivePaymentAddRq"]  # the writes (queries find nothing)
+    assert "<ListID>&lt;new customer&gt;</ListID>" in calls[1]["body"]
 
 
 def test_qwc_file():
@@ -342,13 +342,13 @@ def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
 
 
 def test_the_xsd_check_rejects_what_quickbooks_would_refuse(qbxml_xsd):
-    good = mapping.document("13.0", [mapping.txn_void("Invoice", "1-1")])
+    good = mapping.document("13.0", [mapping.txn_del("Invoice", "1-1", "Void")])
     assert not qbxml_errors(qbxml_xsd, good)
-    too_long = mapping.document("13.0", [mapping.invoice_query(ref_number="X")]).replace(
+    too_long = mapping.document("13.0", [mapping.query("Invoice", ref_number="X", lines=True)]).replace(
         "<RefNumber>X</RefNumber>", "<RefNumber>X</RefNumber><Bogus/>")
     bad_amount = good.replace("<TxnVoidType>Invoice</TxnVoidType>", "<TxnVoidType>Nope</TxnVoidType>")
     event = invoice_event()
-    add = mapping.invoice_add(event, "1", "INV-TOO-LONG-1", mapping.invoice_lines(
+    add = mapping.invoice_write(event, "1", "INV-TOO-LONG-1", mapping.invoice_lines(
         event, {ln.id: {"list_id": "2"} for ln in event.lines}, TargetConfig(name="x", platform="x").mapping),
         TargetConfig(name="x", platform="x").mapping, "Tax")
     for bad in (too_long, bad_amount, mapping.document("13.0", [add])):
