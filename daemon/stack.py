@@ -159,8 +159,9 @@ def _pid_alive(pid: int) -> bool:
 def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], heap: str,
                 ports: list[int] = ()) -> int:
     pid_file = cfg.home / f"{name}.pid"
-    if pid_file.exists() and _pid_alive(int(pid_file.read_text())):
-        return int(pid_file.read_text())
+    running = _our_process(cfg, name)
+    if running is not None:
+        return running
     for port in ports:
         _wait_port_free(port, name)
     cfg.logs.mkdir(parents=True, exist_ok=True)
@@ -170,22 +171,73 @@ def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], h
            "-cp", f"{cfg.lib / 'kafka'}/*", main_class, *args]
     out = open(cfg.logs / f"{name}.out", "ab")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cfg.home)
-    pid_file.write_text(str(proc.pid))
+    identity = _process_identity(proc.pid)
+    if identity is None:
+        raise StackError(f"{name} exited at once; see {cfg.logs / (name + '.out')}")
+    pid_file.write_text(json.dumps(identity))
     return proc.pid
+
+
+def _process_identity(pid: int) -> dict[str, object] | None:
+    """What tells *our* process from another that later got the same pid: its start time (clock ticks
+    after boot, /proc/<pid>/stat field 22) and its command line."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+    if fields[0] == "Z":
+        return None
+    return {"pid": pid, "start_ticks": int(fields[19]),
+            "cmdline": [arg.decode(errors="replace") for arg in cmdline.split(b"\0") if arg]}
+
+
+def _our_process(cfg: StackConfig, name: str) -> int | None:
+    """The pid in ``<name>.pid`` if that process is still the one we started, else None.
+
+    A pid file outlives its process (reboot, SIGKILL, a wiped /proc view); its pid may since belong to
+    anything on the host, so it is signalled only when start time and command line both still match.
+    A pid file from before identities were recorded (a bare number) matches when the command line names
+    this stack's directory.
+    """
+    pid_file = cfg.home / f"{name}.pid"
+    try:
+        text = pid_file.read_text().strip()
+    except OSError:
+        return None
+    try:
+        recorded = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(recorded, int):
+        current = _process_identity(recorded)
+        if current is None or not any(str(cfg.home) in arg for arg in current["cmdline"]):
+            return None
+        return recorded
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("pid"), int):
+        return None
+    current = _process_identity(recorded["pid"])
+    if current is None or current != recorded:
+        return None
+    return recorded["pid"]
 
 
 def _stop_pid(cfg: StackConfig, name: str, timeout: float = 20.0) -> None:
     pid_file = cfg.home / f"{name}.pid"
     if not pid_file.exists():
         return
-    pid = int(pid_file.read_text())
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    pid = _our_process(cfg, name)
+    if pid is None:
+        log.warning("stale_pid_file_ignored", process=name, pid_file=str(pid_file))
+        pid_file.unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _our_process(cfg, name) == pid:
+        os.kill(pid, signal.SIGKILL)
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
