@@ -32,20 +32,30 @@ def seed_credentials(config: AppConfig, runtime: DaemonRuntime) -> None:
 
     A stored document is never overwritten by its seed: the stored one holds rotated refresh tokens.
     """
+    from daemon.config import ConfigError
+
     for target in config.targets:
         raw = None
         if target.credentials_file is not None:
-            raw = target.credentials_file.read_text()
+            try:
+                raw = target.credentials_file.read_text()
+            except OSError as exc:
+                raise ConfigError([f"target {target.name!r}: credentials_file {target.credentials_file}: "
+                                   f"{exc.strerror or exc}"]) from None
         elif target.credentials_env:
             raw = os.environ.get(target.credentials_env)
             if raw is None:
-                raise RuntimeError(f"target {target.name}: env {target.credentials_env} is not set")
+                raise ConfigError([f"target {target.name!r}: credentials_env {target.credentials_env} is not set"])
         if raw is None:
             continue
         store = runtime.credentials(target.name)
         with store.lock():
             if not store.get():
-                store.put(json.loads(raw))
+                try:
+                    document = json.loads(raw)
+                except ValueError as exc:
+                    raise ConfigError([f"target {target.name!r}: credentials are not JSON ({exc})"]) from None
+                store.put(document)
                 log.info("credentials_seeded", target=target.name)
 
 

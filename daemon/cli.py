@@ -121,6 +121,49 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_source(args: argparse.Namespace) -> int:
+    """``source init`` / ``source check``: the shop database's side of the CDC set-up (daemon/source.py)."""
+    import os
+
+    import psycopg
+
+    from daemon.source import SourceSpec, check_source, init_source, render_init_sql
+
+    dsn = args.dsn or os.environ.get("LEDGERWIRE_SOURCE_DSN")
+    if not dsn:
+        print("source: give --dsn or set LEDGERWIRE_SOURCE_DSN (the shop database)", file=sys.stderr)
+        return 2
+    spec = SourceSpec(role=args.role, publication=args.publication)
+    try:
+        if args.action == "check":
+            problems = check_source(dsn, spec)
+            for line in problems:
+                print(line)
+            if not problems:
+                print(f"source ok: role {spec.role}, publication {spec.publication}, replica identity, "
+                      "signal and heartbeat tables")
+            return 1 if problems else 0
+        if args.print_sql:
+            print(render_init_sql(spec, dsn, None))
+            return 0
+        password = None
+        if args.password_env:
+            password = os.environ.get(args.password_env)
+            if not password:
+                print(f"source init: environment variable {args.password_env} is not set", file=sys.stderr)
+                return 2
+        init_source(dsn, spec, password)
+    except psycopg.Error as exc:
+        print(f"source {args.action}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    problems = check_source(dsn, spec)
+    for line in problems:
+        print(line)
+    print(f"source initialised: role {spec.role} (LOGIN REPLICATION, SELECT on the captured tables), "
+          f"publication {spec.publication}" + ("; still missing: see above" if problems else ""))
+    return 1 if problems else 0
+
+
 def cmd_generate(argv: list[str]) -> int:
     from daemon import generator
 
@@ -156,17 +199,60 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def credential_problems(config) -> list[str]:
+    """Each target's credential seed that cannot be used: a missing, unreadable or non-JSON file, or an unset
+    environment variable (one line each, naming the target)."""
+    import os
+
+    problems = []
+    for target in config.targets:
+        if target.credentials_file is not None:
+            try:
+                raw = target.credentials_file.read_text()
+            except OSError as exc:
+                problems.append(f"target {target.name!r}: credentials_file {target.credentials_file}: "
+                                f"{exc.strerror or exc}")
+                continue
+            source = f"credentials_file {target.credentials_file}"
+        elif target.credentials_env:
+            raw = os.environ.get(target.credentials_env)
+            if raw is None:
+                problems.append(f"target {target.name!r}: credentials_env {target.credentials_env} is not set")
+                continue
+            source = f"credentials_env {target.credentials_env}"
+        else:
+            continue
+        try:
+            document = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"target {target.name!r}: {source} is not JSON ({exc.msg} at line {exc.lineno})")
+            continue
+        if not isinstance(document, dict):
+            problems.append(f"target {target.name!r}: {source} must hold a JSON object")
+    return problems
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from connectors.registry import connector_class
+    from daemon.config import ConfigError, validation_lines
 
     try:
         config = _load(args.file)
-        for target in config.targets:
+    except ConfigError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
+    problems = []
+    names = {"targets": [{"name": t.name} for t in config.targets]}
+    for index, target in enumerate(config.targets):
+        try:
             connector_class(target.platform).settings_model.model_validate(target.settings)
-    except (ValidationError, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"{args.file}: invalid\n{exc}", file=sys.stderr)
+        except ValidationError as exc:
+            problems += validation_lines(args.file, exc, names, ("targets", index, "settings"))
+    problems += [f"{args.file}: {line}" for line in credential_problems(config)]
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 2
     print(f"{args.file}: ok ({len(config.targets)} targets: {', '.join(t.name for t in config.targets) or 'none'})")
     if not getattr(args, "online", False):
@@ -232,24 +318,38 @@ def _online_runtime(config):
     return ledger, runtime
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else ""
+    if isinstance(exc, KeyError):
+        return f"missing {detail} in the stored credentials or settings"
+    return f"{type(exc).__name__}: {detail}" if not isinstance(exc, (RuntimeError, ValueError)) else detail
+
+
 def check_online(config) -> int:
     """``config check --online``: every target's mapping resolved against the platform."""
     from connectors.base import DeliveryError
 
-    ledger, runtime = _online_runtime(config)
+    try:
+        ledger, runtime = _online_runtime(config)
+    except Exception as exc:  # noqa: BLE001 - seeding the store from a broken seed: one line, exit 1
+        print(f"cannot prepare the credentials: {_one_line(exc)}")
+        return 1
     missing = 0
     try:
         for target in config.targets:
             try:
                 _, connector = _connector_for(config, target.name, runtime)
-            except (RuntimeError, DeliveryError) as exc:
-                print(f"{target.name}: cannot connect: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one line per target, never a traceback
+                print(f"{target.name}: cannot connect: {_one_line(exc)}")
                 missing += 1
                 continue
             try:
                 problems = connector.check_mapping()
             except DeliveryError as exc:
                 problems = [f"{target.platform}: check failed: {exc.reason}"]
+            except Exception as exc:  # noqa: BLE001 - e.g. a credential document without the key a client needs
+                problems = [f"{target.platform}: check failed: {_one_line(exc)}"]
             finally:
                 connector.close()
             for line in problems:
@@ -563,6 +663,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="the demo's private stack (.stack/demo)")
     p.set_defaults(func=cmd_stack)
 
+    p = sub.add_parser("source", help="set up (init) or check a shop database for Debezium: role, publication, "
+                                      "replica identity, signal and heartbeat tables")
+    p.add_argument("action", choices=["init", "check"])
+    p.add_argument("--dsn", help="the shop database (init: as an admin); default $LEDGERWIRE_SOURCE_DSN")
+    p.add_argument("--role", default="ledgerwire_cdc", help="the replication role Debezium logs in as")
+    p.add_argument("--publication", default="ledgerwire")
+    p.add_argument("--password-env", help="init: name of an environment variable holding the role's password")
+    p.add_argument("--print-sql", action="store_true", help="init: print the statements, run nothing")
+    p.set_defaults(func=cmd_source)
+
     sub.add_parser("generate", help="write a generated shop workload (see `ledgerwire generate --help`)",
                    add_help=False)
 
@@ -651,7 +761,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
         parser.error(f"dlq {args.action} needs a dead-letter id")
     configure_logging(args.log_level, json_output=not args.console_logs and args.command != "demo")
-    return args.func(args)
+    from daemon.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:  # every command: one line per configuration problem, no traceback
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from daemon.canonical import LineKind
 
@@ -209,11 +209,67 @@ def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[
     return data
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot be used: one line per problem, each naming the file, the target (by name)
+    and the field — what ``config check``, ``run`` and every command print instead of a traceback."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    """``targets[2].mapping.income_accounts`` → ``target 'qbo-main' (targets[2]): mapping.income_accounts``."""
+    parts: list[str] = []
+    prefix = ""
+    for index, key in enumerate(loc):
+        if isinstance(key, int):
+            parts[-1:] = [f"{parts[-1]}[{key}]"] if parts else [f"[{key}]"]
+            if index == 1 and loc[0] == "targets":
+                targets = data.get("targets") if isinstance(data, dict) else None
+                name = targets[key].get("name") if isinstance(targets, list) and key < len(targets) \
+                    and isinstance(targets[key], dict) else None
+                prefix = f"target {name!r} (targets[{key}]): " if name else f"targets[{key}]: "
+                parts = []
+        else:
+            parts.append(str(key))
+    return prefix + (".".join(parts) or "(top level)")
+
+
+def validation_lines(source: str, exc: ValidationError, data: Any, loc_prefix: tuple[Any, ...] = ()) -> list[str]:
+    """One line per pydantic error: where (target by name, field path), what, and the value given.
+    ``loc_prefix`` places a nested model's errors (a target's ``settings``) in the whole file."""
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        shown = f" (got {given!r})" if error["type"] not in ("missing", "extra_forbidden") \
+            and not isinstance(given, (dict, list)) else ""
+        lines.append(f"{source}: {_location(loc_prefix + tuple(error['loc']), data)}: {message}{shown}")
+    return lines
+
+
 def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> AppConfig:
+    """The validated configuration; any problem raises ``ConfigError`` (one line each, no traceback)."""
     data: dict[str, Any] = {}
+    source = str(path) if path is not None else "configuration"
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping")
+            raise ConfigError([f"{source}: the top level must be a mapping (key: value), not {type(loaded).__name__}"])
         data = loaded
-    return AppConfig.model_validate(_apply_env_overrides(data, dict(os.environ if environ is None else environ)))
+    data = _apply_env_overrides(data, dict(os.environ if environ is None else environ))
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_lines(source, exc, data)) from None

@@ -25,13 +25,13 @@ import httpx
 import psycopg
 import structlog
 
+from daemon.source import CAPTURED_TABLES, SIGNAL_TABLE, SourceSpec, init_source
+
 log = structlog.get_logger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 POM = REPO / "stack" / "pom.xml"
 SHOP_SCHEMA = REPO / "schemas" / "source" / "shop.sql"
-CAPTURED_TABLES = ("locations", "customers", "vehicles", "jobs", "tax_rates", "invoices", "invoice_lines",
-                   "line_taxes", "payments", "refunds")
 CONNECTOR_NAME = "shop-source"
 
 LOG4J2 = """rootLogger.level=INFO
@@ -60,6 +60,7 @@ class StackConfig:
     shop_db: str = "shop"
     ledger_db: str = "ledgerwire"
     topic_prefix: str = "shop"
+    source: SourceSpec = field(default_factory=SourceSpec)
 
     @property
     def bootstrap(self) -> str:
@@ -290,6 +291,7 @@ def start_postgres(cfg: StackConfig) -> None:
                 conn.execute(f'CREATE DATABASE "{db}"')
     with psycopg.connect(cfg.shop_dsn, autocommit=True) as conn:
         conn.execute(SHOP_SCHEMA.read_text())
+    init_source(cfg.shop_dsn, cfg.source)
 
 
 def stop_postgres(cfg: StackConfig) -> None:
@@ -379,14 +381,16 @@ def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: s
         "plugin.name": "pgoutput",
         "database.hostname": "127.0.0.1",
         "database.port": str(cfg.pg_port),
-        "database.user": "postgres",
+        # The least-privilege role `ledgerwire source init` creates (LOGIN REPLICATION + SELECT), never a
+        # superuser; the local cluster trusts 127.0.0.1, so it has no password here.
+        "database.user": cfg.source.role,
         "database.password": "",
         "database.dbname": db or cfg.shop_db,
         "topic.prefix": prefix or cfg.topic_prefix,
-        "publication.name": "ledgerwire",
+        "publication.name": cfg.source.publication,
         "publication.autocreate.mode": "disabled",
         "slot.name": slot,
-        "table.include.list": ",".join(f"public.{t}" for t in (*CAPTURED_TABLES, "debezium_signal")),
+        "table.include.list": ",".join(f"public.{t}" for t in (*CAPTURED_TABLES, SIGNAL_TABLE)),
         "provide.transaction.metadata": "true",
         "decimal.handling.mode": "precise",
         "snapshot.mode": "initial",
@@ -403,20 +407,15 @@ def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: s
         # keep retrying instead of failing the task after Debezium's default six tries.
         "slot.max.retries": "60",
         "slot.retry.delay.ms": "5000",
-        "signal.data.collection": "public.debezium_signal",
+        "signal.data.collection": f"public.{SIGNAL_TABLE}",
         "signal.enabled.channels": "source",
     }
 
 
 def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | None = None,
                        prefix: str | None = None, slot: str = "ledgerwire") -> None:
-    with psycopg.connect(cfg.dsn(db or cfg.shop_db), autocommit=True) as conn:
-        # The signalling table for incremental snapshots (resync of periods beyond Kafka's retention).
-        conn.execute("CREATE TABLE IF NOT EXISTS debezium_signal (id text PRIMARY KEY, type text NOT NULL, data text)")
-        published = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname='ledgerwire' AND "
-                                 "tablename='debezium_signal'").fetchone()
-        if not published:  # databases created before the signal table joined the publication
-            conn.execute("ALTER PUBLICATION ledgerwire ADD TABLE debezium_signal")
+    # Databases created before `source init` existed get the role, publication and tables now (idempotent).
+    init_source(cfg.dsn(db or cfg.shop_db), cfg.source)
     response = httpx.put(f"{cfg.connect_url}/connectors/{name}/config",
                          json=debezium_connector_config(cfg, db, prefix, slot), timeout=30)
     if response.status_code >= 300:
@@ -434,6 +433,7 @@ def create_shop_database(cfg: StackConfig, db: str) -> str:
         conn.execute(f'CREATE DATABASE "{db}"')
     with psycopg.connect(cfg.dsn(db), autocommit=True) as conn:
         conn.execute(SHOP_SCHEMA.read_text())
+    init_source(cfg.dsn(db), cfg.source)
     return cfg.dsn(db)
 
 
