@@ -64,8 +64,9 @@ class Daemon:
         self.config = config
         self.stop = threading.Event()
         self.serve_http = serve_http
+        secret_key = load_secret_key(config.secret_key_file)  # a refused key file fails before any connection
         self.ledger = Ledger(config.postgres.dsn)
-        self.runtime = DaemonRuntime(self.ledger, load_secret_key(config.secret_key_file))
+        self.runtime = DaemonRuntime(self.ledger, secret_key)
         self.fold: FoldRunner | None = None
         self.sinks: list[SinkWorker] = []
         self.threads: list[threading.Thread] = []

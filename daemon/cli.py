@@ -170,10 +170,36 @@ def cmd_generate(argv: list[str]) -> int:
     return generator.main(argv) or 0
 
 
+def write_secret_key(path: Path) -> None:
+    """A new Fernet key in ``path``, created 0600 whatever the umask, by whoever runs this (in a container:
+    the service's own uid). An existing file is never overwritten: it may encrypt stored credentials."""
+    import os
+
+    from cryptography.fernet import Fernet
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, Fernet.generate_key() + b"\n")
+    finally:
+        os.close(fd)
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
-    print(Fernet.generate_key().decode())
+    if args.out is None:
+        print(Fernet.generate_key().decode())
+        return 0
+    try:
+        write_secret_key(Path(args.out))
+    except FileExistsError:
+        print(f"secret-key: {args.out} exists; not overwritten (it may encrypt stored credentials)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"secret-key: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"secret key written to {args.out} (mode 0600)")
     return 0
 
 
@@ -676,7 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("generate", help="write a generated shop workload (see `ledgerwire generate --help`)",
                    add_help=False)
 
-    p = sub.add_parser("secret-key", help="print a new credential encryption key")
+    p = sub.add_parser("secret-key", help="create a new credential encryption key (a 0600 file with --out)")
+    p.add_argument("--out", help="write the key to this new file, mode 0600 (never overwritten); else print it")
     p.set_defaults(func=cmd_secret_key)
 
     p = sub.add_parser("credentials", help="store a target's credential document (encrypted)")
