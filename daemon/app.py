@@ -1,7 +1,8 @@
 """The long-running service: the fold, one sink per enabled target, and the HTTP endpoint, in threads.
 
 Start-up: validate config → ledger schema (with connectors' own tables) → seed credentials from files or
-env → start the fold and the sinks → serve /metrics, /healthz, /readyz → READY=1 to systemd.
+env → start the fold and the sinks → serve /metrics, /healthz, /readyz (and the Web Connector endpoint on
+its own listener) → READY=1 to systemd once started and connected (a hot standby included).
 SIGTERM/SIGINT: stop taking new work, let in-flight deliveries finish (bounded by
 ``shutdown_grace_s``), commit, exit 0.
 """
@@ -21,8 +22,7 @@ from daemon.config import AppConfig
 from daemon.deliver import DaemonRuntime, SinkWorker
 from daemon.fold_runner import FoldRunner
 from daemon.ledger import Ledger, load_secret_key
-from daemon.service import build_http_app, sd_notify, watchdog_interval_s
-from connectors.sandbox_kit import RunningServer
+from daemon.service import Listener, build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +70,9 @@ class Daemon:
         self.fold: FoldRunner | None = None
         self.sinks: list[SinkWorker] = []
         self.threads: list[threading.Thread] = []
-        self.http: RunningServer | None = None
+        self.http: Listener | None = None  # /metrics, /healthz, /readyz
+        self.web_connector: Listener | None = None  # pull connectors' endpoints (QuickBooks Web Connector)
+        self._reachable: tuple[float, dict[str, bool]] = (0.0, {})
 
     def start(self) -> None:
         targets = [t for t in self.config.targets if t.enabled]
@@ -86,11 +88,23 @@ class Daemon:
                 self.sinks.append(sink)
                 self._spawn(f"sink-{target.name}", sink.run)
         if self.serve_http:
-            apps = {s.target.name: s.connector.asgi_app() for s in self.sinks if s.connector.asgi_app() is not None}
-            app = build_http_app(self.liveness, self.readiness, apps)
-            self.http = RunningServer(app, port=self.config.http.port, host=self.config.http.host).start()
+            app = build_http_app(self.liveness, self.readiness, self.activity)
+            self.http = Listener(app, self.config.http.host, self.config.http.port, "metrics").start()
+            endpoints = {s.target.name: self._guarded(s) for s in self.sinks if s.connector.asgi_app() is not None}
+            if endpoints:
+                web = self.config.web_connector
+                self.web_connector = Listener(build_web_connector_app(endpoints), web.host, web.port, "web-connector",
+                                              web.tls_certfile, web.tls_keyfile).start()
         log.info("daemon_started", targets=[t.name for t in targets], fold=self.config.run_fold,
-                 http_port=self.config.http.port if self.serve_http else None)
+                 http_port=self.http.port if self.http else None,
+                 web_connector=self.web_connector.url if self.web_connector else None)
+
+    def _guarded(self, sink: SinkWorker):
+        """A pull connector's endpoint behind the size limit and the login throttle (its own listener)."""
+        from connectors.quickbooks_desktop.endpoint import guarded_endpoint
+
+        return guarded_endpoint(sink.connector.asgi_app(), sink.target, self.runtime.credentials(sink.target.name),
+                                self.config.web_connector)
 
     def _spawn(self, name: str, fn) -> None:
         thread = threading.Thread(target=fn, name=name, daemon=True)
@@ -101,6 +115,12 @@ class Daemon:
         return {t.name: t.is_alive() for t in self.threads}
 
     def readiness(self) -> dict[str, bool]:
+        """Started and connected: every loop alive, Kafka and the ledger database reachable. Holding partitions
+        is not required — a hot standby (another process owns the fold's one partition) is ready too."""
+        return {**self.liveness(), **self._connections()}
+
+    def activity(self) -> dict[str, bool]:
+        """Which loops hold their partitions now (the fold's state rebuilt, a sink assigned)."""
         checks = {}
         if self.fold is not None:
             checks["fold"] = self.fold.ready.is_set()
@@ -108,13 +128,36 @@ class Daemon:
             checks[f"sink:{sink.target.name}"] = sink.ready.is_set()
         return checks
 
+    def _connections(self, max_age_s: float = 5.0) -> dict[str, bool]:
+        checked_at, result = self._reachable
+        if time.monotonic() - checked_at < max_age_s:
+            return result
+        from confluent_kafka.admin import AdminClient
+
+        from daemon.kafka_util import kafka_conf
+
+        try:
+            with self.ledger.pool.connection(timeout=3) as conn:
+                conn.execute("SELECT 1")
+            ledger_ok = True
+        except Exception:  # noqa: BLE001 - any failure means "not connected"
+            ledger_ok = False
+        try:
+            kafka_ok = bool(AdminClient(kafka_conf(self.config.kafka, {})).list_topics(timeout=3).brokers)
+        except Exception:  # noqa: BLE001
+            kafka_ok = False
+        result = {"kafka": kafka_ok, "ledger": ledger_ok}
+        self._reachable = (time.monotonic(), result)
+        return result
+
     def shutdown(self) -> None:
         self.stop.set()
         deadline = time.monotonic() + self.config.shutdown_grace_s
         for thread in self.threads:
             thread.join(max(0.1, deadline - time.monotonic()))
-        if self.http is not None:
-            self.http.stop()
+        for listener in (self.http, self.web_connector):
+            if listener is not None:
+                listener.stop()
         self.ledger.close()
         log.info("daemon_stopped", clean=all(not t.is_alive() for t in self.threads))
 

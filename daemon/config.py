@@ -157,8 +157,54 @@ class TargetConfig(_Config):
 
 
 class HttpConfig(_Config):
+    """/metrics, /healthz, /readyz — plain HTTP, nothing secret. ``host: 0.0.0.0`` lets a remote Prometheus
+    scrape (the default, 127.0.0.1, only a local one)."""
+
     host: str = "127.0.0.1"
-    port: int = 9464  # /metrics, /healthz, /readyz (and the QuickBooks Web Connector endpoint)
+    port: int = Field(9464, ge=0, le=65535)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebConnectorConfig(_Config):
+    """The QuickBooks Web Connector's SOAP endpoint (``/connectors/<target>/qbwc``): a listener of its own,
+    never the metrics port. The real Web Connector insists on HTTPS for any host but localhost: serve TLS
+    from ``tls_certfile``/``tls_keyfile``, or set ``behind_proxy`` when a reverse proxy terminates TLS (the
+    client address is then the last ``X-Forwarded-For`` hop, which that proxy adds)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9465, ge=0, le=65535)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    behind_proxy: bool = False
+    # receiveResponseXML carries QuickBooks' answers; a full list sync of a big company file is a few MB.
+    max_request_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # authenticate throttling, per username and per client address: this many failures are free, then each
+    # further attempt waits base * 2^(failures - free) seconds (capped) after the last failure.
+    auth_free_failures: int = Field(3, ge=0)
+    auth_base_delay_s: float = Field(2.0, gt=0)
+    auth_max_delay_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "WebConnectorConfig":
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together (the certificate chain and its private key)")
+        if self.tls_certfile is not None and self.behind_proxy:
+            raise ValueError("behind_proxy means the proxy terminates TLS; drop tls_certfile/tls_keyfile or behind_proxy")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
 
 class AppConfig(_Config):
@@ -166,6 +212,7 @@ class AppConfig(_Config):
     source: SourceConfig = Field(default_factory=SourceConfig)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    web_connector: WebConnectorConfig = Field(default_factory=WebConnectorConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
     run_fold: bool = True
     run_sinks: bool = True
@@ -188,6 +235,12 @@ class AppConfig(_Config):
         for t in self.targets:
             if t.platform not in known_platforms():
                 raise ValueError(f"target {t.name!r}: unknown platform {t.platform!r}; known: {known_platforms()}")
+        web = self.web_connector
+        pulled = [t.name for t in self.targets if t.platform == "quickbooks-desktop" and t.enabled]
+        if pulled and not web.tls and not web.behind_proxy and not _is_loopback(web.host):
+            raise ValueError(f"web_connector.host {web.host!r} is not loopback but serves plain HTTP to target(s) "
+                             f"{pulled}: set web_connector.tls_certfile and tls_keyfile, or behind_proxy: true "
+                             "(the QuickBooks Web Connector requires HTTPS for any host but localhost)")
         return self
 
     def target(self, name: str) -> TargetConfig:

@@ -85,11 +85,11 @@ def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float 
     config = load_config(write_demo_config(cfg, sandbox, platform, workdir))
     daemon = Daemon(config)
     daemon.start()
-    _wait(lambda: all(daemon.readiness().values()), 60, "daemon readiness")
+    _wait(lambda: all(daemon.activity().values()), 60, "the daemon's partition assignment")
     print(f"[3/5] daemon running: fold + sink 'demo'; metrics at http://127.0.0.1:{config.http.port}/metrics; "
           f"logs in {log_file}")
     if hasattr(sandbox, "attach"):  # pull platforms: the simulated Web Connector polls the daemon
-        sandbox.attach(f"http://127.0.0.1:{config.http.port}/connectors/demo/qbwc")
+        sandbox.attach(f"{daemon.web_connector.url}/connectors/demo/qbwc")
         sandbox.start_polling(1.0)
 
     print(f"[4/5] generating {count} shop operations at {rate:g}/s …")

@@ -1,16 +1,22 @@
 """The daemon's HTTP side and its service-manager integration.
 
-``/metrics`` (Prometheus), ``/healthz`` (liveness: the process and its loops are alive), ``/readyz``
-(readiness: the fold has rebuilt its state and every sink has its partitions), plus any connector's own
-endpoint (the QuickBooks Web Connector SOAP service) under ``/connectors/<target>/``. systemd's
-``Type=notify`` protocol (READY=1, WATCHDOG=1, STOPPING=1) is spoken over ``$NOTIFY_SOCKET``.
+Two listeners. The metrics listener (``http.host``/``http.port``, plain HTTP, nothing secret): ``/metrics``
+(Prometheus), ``/healthz`` (liveness: every loop alive), ``/readyz`` (readiness: started and connected —
+every loop alive, Kafka and the ledger database reachable; a hot standby that holds no partition is ready
+too, and ``/readyz`` shows what it is active for). The Web Connector listener (``web_connector.*``, TLS or
+behind a proxy): each pull connector's own endpoint (the QuickBooks Web Connector SOAP service) under
+``/connectors/<target>/``. systemd's ``Type=notify`` protocol (READY=1, WATCHDOG=1, STOPPING=1) is spoken
+over ``$NOTIFY_SOCKET``.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -19,8 +25,44 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 
+class Listener:
+    """An ASGI app served by uvicorn in a background thread; TLS when given a certificate and key."""
+
+    def __init__(self, app, host: str, port: int, name: str, certfile: Path | None = None,
+                 keyfile: Path | None = None) -> None:
+        import uvicorn
+
+        from connectors.sandbox_kit import free_port
+
+        self.port = port or free_port()
+        self.host = host
+        self.url = f"{'https' if certfile else 'http'}://{host}:{self.port}"
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off",
+                                access_log=False, ssl_certfile=str(certfile) if certfile else None,
+                                ssl_keyfile=str(keyfile) if keyfile else None, server_header=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"http-{name}", daemon=True)
+
+    def start(self) -> "Listener":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"{self.url} did not start listening (port in use, or unreadable TLS files?)")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def build_web_connector_app(connector_apps: dict[str, object]) -> Starlette:
+    return Starlette(routes=[Mount(f"/connectors/{name}", app=app) for name, app in connector_apps.items()])
+
+
 def build_http_app(liveness: Callable[[], dict[str, bool]], readiness: Callable[[], dict[str, bool]],
-                   connector_apps: dict[str, object]) -> Starlette:
+                   activity: Callable[[], dict[str, bool]] = dict) -> Starlette:
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -30,10 +72,11 @@ def build_http_app(liveness: Callable[[], dict[str, bool]], readiness: Callable[
 
     async def readyz(_: Request) -> Response:
         checks = readiness()
-        return JSONResponse({"ok": all(checks.values()), "checks": checks}, status_code=200 if all(checks.values()) else 503)
+        # "active": which loops hold partitions now (false on a hot standby); informative, not a condition.
+        return JSONResponse({"ok": all(checks.values()), "checks": checks, "active": activity()},
+                            status_code=200 if all(checks.values()) else 503)
 
     routes = [Route("/metrics", metrics_endpoint), Route("/healthz", healthz), Route("/readyz", readyz)]
-    routes += [Mount(f"/connectors/{name}", app=app) for name, app in connector_apps.items()]
     return Starlette(routes=routes)
 
 
