@@ -323,6 +323,22 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
         data = loaded
     data = _apply_env_overrides(data, dict(os.environ if environ is None else environ))
     try:
-        return AppConfig.model_validate(data)
+        config = AppConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_lines(source, exc, data)) from None
+    if path is not None:
+        _resolve_relative_paths(config, Path(path).resolve().parent)
+    return config
+
+
+def _resolve_relative_paths(config: AppConfig, base: Path) -> None:
+    """Relative file names in the configuration mean "beside this file" — under systemd the file is
+    $CREDENTIALS_DIRECTORY/ledgerwire.yml, so ``credentials_file: qbo-main.json`` is another credential."""
+    def resolved(value: Path | None) -> Path | None:
+        return base / value if value is not None and not value.is_absolute() else value
+
+    config.secret_key_file = resolved(config.secret_key_file)
+    config.web_connector.tls_certfile = resolved(config.web_connector.tls_certfile)
+    config.web_connector.tls_keyfile = resolved(config.web_connector.tls_keyfile)
+    for target in config.targets:
+        target.credentials_file = resolved(target.credentials_file)
