@@ -134,6 +134,8 @@ def cmd_source(args: argparse.Namespace) -> int:
         print("source: give --dsn or set LEDGERWIRE_SOURCE_DSN (the shop database)", file=sys.stderr)
         return 2
     spec = SourceSpec(role=args.role, publication=args.publication)
+    if args.action == "register":
+        return _register_source(args, dsn, spec)
     try:
         if args.action == "check":
             problems = check_source(dsn, spec)
@@ -162,6 +164,30 @@ def cmd_source(args: argparse.Namespace) -> int:
     print(f"source initialised: role {spec.role} (LOGIN REPLICATION, SELECT on the captured tables), "
           f"publication {spec.publication}" + ("; still missing: see above" if problems else ""))
     return 1 if problems else 0
+
+
+def _register_source(args: argparse.Namespace, dsn: str, spec) -> int:
+    """``source register``: Debezium's connector for the shop database named by the DSN (host, port, database;
+    it logs in as the replication role, its password resolved by Kafka Connect from its environment)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from daemon.source import debezium_connector_config, register_connector
+
+    if not args.connect_url:
+        print("source register: give --connect-url (Kafka Connect's REST address)", file=sys.stderr)
+        return 2
+    parts = conninfo_to_dict(dsn)
+    config = debezium_connector_config(host=str(parts.get("host", "localhost")), port=parts.get("port", 5432),
+                                       dbname=str(parts.get("dbname", "")), topic_prefix=args.topic_prefix,
+                                       slot=args.slot, spec=spec)
+    try:
+        register_connector(args.connect_url, args.name, config)
+    except Exception as exc:  # noqa: BLE001 - one line for the operator
+        print(f"source register: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"connector {args.name} registered at {args.connect_url}: {config['database.hostname']}:"
+          f"{config['database.port']}/{config['database.dbname']} as {spec.role}, topics {args.topic_prefix}.*")
+    return 0
 
 
 def cmd_generate(argv: list[str]) -> int:
@@ -690,9 +716,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("source", help="set up (init) or check a shop database for Debezium: role, publication, "
-                                      "replica identity, signal and heartbeat tables")
-    p.add_argument("action", choices=["init", "check"])
+                                      "replica identity, signal and heartbeat tables; register its connector")
+    p.add_argument("action", choices=["init", "check", "register"])
     p.add_argument("--dsn", help="the shop database (init: as an admin); default $LEDGERWIRE_SOURCE_DSN")
+    p.add_argument("--connect-url", help="register: Kafka Connect's REST address")
+    p.add_argument("--topic-prefix", default="shop", help="register: Debezium's topic.prefix (source.topic_prefix)")
+    p.add_argument("--slot", default="ledgerwire", help="register: the replication slot's name")
+    p.add_argument("--name", default="shop-source", help="register: the connector's name")
     p.add_argument("--role", default="ledgerwire_cdc", help="the replication role Debezium logs in as")
     p.add_argument("--publication", default="ledgerwire")
     p.add_argument("--password-env", help="init: name of an environment variable holding the role's password")

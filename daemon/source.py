@@ -53,6 +53,59 @@ class SourceSpec:
         return (*CAPTURED_TABLES, SIGNAL_TABLE, HEARTBEAT_TABLE)
 
 
+def debezium_connector_config(*, host: str, port: int | str, dbname: str, topic_prefix: str, slot: str = "ledgerwire",
+                              spec: SourceSpec = SourceSpec(), password: str = "${env:LEDGERWIRE_CDC_PASSWORD}",
+                              heartbeat: bool = True) -> dict[str, str]:
+    """Debezium's PostgreSQL connector for one shop database, logging in as the replication role.
+
+    The password is a Kafka Connect config-provider reference by default (the worker resolves it from its
+    environment), so it is never stored in Connect's config topic or in this repository."""
+    config = {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "plugin.name": "pgoutput",
+        "database.hostname": host,
+        "database.port": str(port),
+        "database.user": spec.role,
+        "database.password": password,
+        "database.dbname": dbname,
+        "topic.prefix": topic_prefix,
+        "publication.name": spec.publication,
+        "publication.autocreate.mode": "disabled",  # created by `source init`: no table ownership needed
+        "slot.name": slot,
+        # After a broker or worker restart the old task may still hold the replication slot for a while:
+        # keep retrying instead of failing the task after Debezium's default six tries.
+        "slot.max.retries": "60",
+        "slot.retry.delay.ms": "5000",
+        "table.include.list": ",".join(f"{spec.schema}.{t}" for t in (*CAPTURED_TABLES, SIGNAL_TABLE)),
+        "provide.transaction.metadata": "true",
+        "decimal.handling.mode": "precise",
+        "snapshot.mode": "initial",
+        "tombstones.on.delete": "true",
+        "topic.creation.default.replication.factor": "1",
+        "topic.creation.default.partitions": "1",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        "signal.data.collection": f"{spec.schema}.{SIGNAL_TABLE}",
+        "signal.enabled.channels": "source",
+    }
+    if heartbeat:
+        # Keeps the slot advancing while the captured tables are quiet but the rest of the database is busy.
+        config["heartbeat.interval.ms"] = "10000"
+        config["heartbeat.action.query"] = HEARTBEAT_QUERY
+    return config
+
+
+def register_connector(connect_url: str, name: str, config: dict[str, str]) -> None:
+    """PUT …/connectors/<name>/config: creates the connector or updates its configuration (idempotent)."""
+    import httpx
+
+    response = httpx.put(f"{connect_url.rstrip('/')}/connectors/{name}/config", json=config, timeout=30)
+    if response.status_code >= 300:
+        raise RuntimeError(f"Kafka Connect refused the connector: {response.status_code} {response.text[:300]}")
+
+
 def init_statements(spec: SourceSpec, database: str, password: str | None) -> list[sql.Composable]:
     """The idempotent set-up, in order (run as an admin: creates a role, tables and the publication)."""
     schema = sql.Identifier(spec.schema)
@@ -182,4 +235,5 @@ def check_source(dsn: str, spec: SourceSpec = SourceSpec()) -> list[str]:
     return problems
 
 
-__all__ = ["CAPTURED_TABLES", "HEARTBEAT_QUERY", "SourceSpec", "check_source", "init_source", "render_init_sql"]
+__all__ = ["CAPTURED_TABLES", "HEARTBEAT_QUERY", "SourceSpec", "check_source", "debezium_connector_config",
+           "init_source", "register_connector", "render_init_sql"]

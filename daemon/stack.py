@@ -25,7 +25,8 @@ import httpx
 import psycopg
 import structlog
 
-from daemon.source import CAPTURED_TABLES, SIGNAL_TABLE, SourceSpec, init_source
+from daemon.source import SourceSpec, init_source
+from daemon.source import debezium_connector_config as source_connector_config
 
 log = structlog.get_logger(__name__)
 
@@ -376,40 +377,13 @@ def _connect_has_plugin(cfg: StackConfig) -> bool:
 
 def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: str | None = None,
                               slot: str = "ledgerwire") -> dict[str, str]:
-    return {
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "plugin.name": "pgoutput",
-        "database.hostname": "127.0.0.1",
-        "database.port": str(cfg.pg_port),
-        # The least-privilege role `ledgerwire source init` creates (LOGIN REPLICATION + SELECT), never a
-        # superuser; the local cluster trusts 127.0.0.1, so it has no password here.
-        "database.user": cfg.source.role,
-        "database.password": "",
-        "database.dbname": db or cfg.shop_db,
-        "topic.prefix": prefix or cfg.topic_prefix,
-        "publication.name": cfg.source.publication,
-        "publication.autocreate.mode": "disabled",
-        "slot.name": slot,
-        "table.include.list": ",".join(f"public.{t}" for t in (*CAPTURED_TABLES, SIGNAL_TABLE)),
-        "provide.transaction.metadata": "true",
-        "decimal.handling.mode": "precise",
-        "snapshot.mode": "initial",
-        "tombstones.on.delete": "true",
-        "topic.creation.default.replication.factor": "1",
-        "topic.creation.default.partitions": "1",
-        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "key.converter.schemas.enable": "true",
-        "value.converter.schemas.enable": "true",
-        "max.batch.size": "4096",
-        "poll.interval.ms": "50",
-        # After a broker or worker restart the old task may still hold the replication slot for a while:
-        # keep retrying instead of failing the task after Debezium's default six tries.
-        "slot.max.retries": "60",
-        "slot.retry.delay.ms": "5000",
-        "signal.data.collection": f"public.{SIGNAL_TABLE}",
-        "signal.enabled.channels": "source",
-    }
+    """The shop connector as a real deployment registers it (``daemon/source.py``), tuned for the local stack:
+    the local cluster trusts 127.0.0.1, so the replication role needs no password; bigger batches, faster polls."""
+    config = source_connector_config(host="127.0.0.1", port=cfg.pg_port, dbname=db or cfg.shop_db,
+                                     topic_prefix=prefix or cfg.topic_prefix, slot=slot, spec=cfg.source,
+                                     password="", heartbeat=False)
+    config.update({"max.batch.size": "4096", "poll.interval.ms": "50"})
+    return config
 
 
 def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | None = None,
