@@ -95,8 +95,7 @@ def run_preview(config, limit: int | None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
-    return run_demo(platform=args.platform, count=args.count, rate=args.rate, keep_stack=args.keep_stack,
-                    seed=args.seed)
+    return run_demo(platform=args.platform, count=args.count, rate=args.rate, keep=args.keep, seed=args.seed)
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -706,7 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=200, help="workload operations to generate")
     p.add_argument("--rate", type=float, default=40.0, help="operations per second")
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL/Kafka/Connect running")
+    p.add_argument("--keep", "--keep-stack", dest="keep", action="store_true",
+                   help="leave the stack, the daemon and the sandbox running and print where to look "
+                        "(stop with `ledgerwire stack down --demo`)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("stack", help="the local PostgreSQL + Kafka + Kafka Connect/Debezium stack")

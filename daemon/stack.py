@@ -225,6 +225,18 @@ def _our_process(cfg: StackConfig, name: str) -> int | None:
     return recorded["pid"]
 
 
+def record_process(cfg: StackConfig, name: str, pid: int) -> None:
+    """Record a process that ``down`` stops (by its identity, as the stack's own)."""
+    identity = _process_identity(pid)
+    if identity is not None:
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        (cfg.home / f"{name}.pid").write_text(json.dumps(identity))
+
+
+def forget_process(cfg: StackConfig, name: str) -> None:
+    (cfg.home / f"{name}.pid").unlink(missing_ok=True)
+
+
 def _stop_pid(cfg: StackConfig, name: str, timeout: float = 20.0) -> None:
     pid_file = cfg.home / f"{name}.pid"
     if not pid_file.exists():
@@ -473,6 +485,7 @@ def up(cfg: StackConfig | None = None) -> StackConfig:
 
 def down(cfg: StackConfig | None = None, wipe: bool = False) -> None:
     cfg = cfg or StackConfig()
+    _stop_pid(cfg, "demo", timeout=40)  # a demo kept running (--keep) first: its daemon drains and exits
     _stop_pid(cfg, "connect")
     _stop_pid(cfg, "kafka")
     stop_postgres(cfg)
