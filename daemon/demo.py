@@ -182,7 +182,7 @@ def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float 
         sandbox.stop_polling()
     sandbox.server.stop()
     if keep:
-        print("      demo stopped; the stack is still up — stop it with: ledgerwire stack down --demo")
+        print("      demo stopped; if its stack is still up: ledgerwire stack down --demo")
     else:
         stack.down(cfg)
         shutil.rmtree(workdir, ignore_errors=True)
