@@ -22,7 +22,8 @@ from daemon.config import AppConfig
 from daemon.deliver import DaemonRuntime, SinkWorker
 from daemon.fold_runner import FoldRunner
 from daemon.ledger import Ledger, load_secret_key
-from daemon.service import Listener, build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
+from connectors.sandbox_kit import RunningServer
+from daemon.service import build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +71,8 @@ class Daemon:
         self.fold: FoldRunner | None = None
         self.sinks: list[SinkWorker] = []
         self.threads: list[threading.Thread] = []
-        self.http: Listener | None = None  # /metrics, /healthz, /readyz
-        self.web_connector: Listener | None = None  # pull connectors' endpoints (QuickBooks Web Connector)
+        self.http: RunningServer | None = None  # /metrics, /healthz, /readyz
+        self.web_connector: RunningServer | None = None  # pull connectors' endpoints (QuickBooks Web Connector)
         self._reachable: tuple[float, dict[str, bool]] = (0.0, {})
 
     def start(self) -> None:
@@ -89,12 +90,12 @@ class Daemon:
                 self._spawn(f"sink-{target.name}", sink.run)
         if self.serve_http:
             app = build_http_app(self.liveness, self.readiness, self.activity)
-            self.http = Listener(app, self.config.http.host, self.config.http.port, "metrics").start()
+            self.http = RunningServer(app, self.config.http.port, self.config.http.host, "metrics").start()
             endpoints = {s.target.name: self._guarded(s) for s in self.sinks if s.connector.asgi_app() is not None}
             if endpoints:
                 web = self.config.web_connector
-                self.web_connector = Listener(build_web_connector_app(endpoints), web.host, web.port, "web-connector",
-                                              web.tls_certfile, web.tls_keyfile).start()
+                self.web_connector = RunningServer(build_web_connector_app(endpoints), web.port, web.host,
+                                                   "web-connector", web.tls_certfile, web.tls_keyfile).start()
         log.info("daemon_started", targets=[t.name for t in targets], fold=self.config.run_fold,
                  http_port=self.http.port if self.http else None,
                  web_connector=self.web_connector.url if self.web_connector else None)

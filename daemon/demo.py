@@ -191,9 +191,9 @@ def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float 
 
 def _keep_running(cfg: stack.StackConfig, sandbox, config, config_file: Path) -> None:
     """--keep: print where to look, then serve until SIGTERM/SIGINT (``ledgerwire stack down --demo``)."""
-    from daemon.service import Listener
+    from connectors.sandbox_kit import RunningServer
 
-    books = Listener(books_app(sandbox), "127.0.0.1", BOOKS_PORT, "demo-books").start()
+    books = RunningServer(books_app(sandbox), BOOKS_PORT, name="demo-books").start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -13,48 +13,13 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-
-
-class Listener:
-    """An ASGI app served by uvicorn in a background thread; TLS when given a certificate and key."""
-
-    def __init__(self, app, host: str, port: int, name: str, certfile: Path | None = None,
-                 keyfile: Path | None = None) -> None:
-        import uvicorn
-
-        from connectors.sandbox_kit import free_port
-
-        self.port = port or free_port()
-        self.host = host
-        self.url = f"{'https' if certfile else 'http'}://{host}:{self.port}"
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off",
-                                access_log=False, ssl_certfile=str(certfile) if certfile else None,
-                                ssl_keyfile=str(keyfile) if keyfile else None, server_header=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"http-{name}", daemon=True)
-
-    def start(self) -> "Listener":
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"{self.url} did not start listening (port in use, or unreadable TLS files?)")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 def build_web_connector_app(connector_apps: dict[str, object]) -> Starlette:

@@ -16,7 +16,7 @@ from daemon import stack
 from daemon.cli import build_parser
 from daemon.config import load_config
 from daemon.demo import DEMO_CREDENTIALS_ENV, books_app, drop_credential_seed, write_demo_config
-from daemon.service import Listener
+from connectors.sandbox_kit import RunningServer
 
 
 SECRET_WORDS = ("token", "secret", "password", "key")
@@ -66,7 +66,7 @@ def test_the_sandbox_books_page_is_plain_json(tmp_path):
                                   tax_total=Decimal("0.50"), line_count=1, payments_applied=Decimal("0"),
                                   payment_count=0)]
 
-    listener = Listener(books_app(Books()), "127.0.0.1", 0, "books").start()
+    listener = RunningServer(books_app(Books())).start()
     try:
         answer = httpx.get(f"{listener.url}/", timeout=5).json()
         assert answer["live"] == 1 and answer["invoices"][0]["number"] == "INV-1"

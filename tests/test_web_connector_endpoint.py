@@ -20,7 +20,8 @@ from connectors.quickbooks_desktop import CONNECTOR, Sandbox, soap
 from connectors.quickbooks_desktop.endpoint import AuthThrottle, WebConnectorGuard, guarded_endpoint
 from connectors.testing import MemoryRuntime
 from daemon.config import AppConfig, ConfigError, TargetConfig, WebConnectorConfig, load_config
-from daemon.service import Listener, build_http_app, build_web_connector_app
+from connectors.sandbox_kit import RunningServer
+from daemon.service import build_http_app, build_web_connector_app
 
 URL = "/connectors/qbd/qbwc"
 
@@ -147,8 +148,9 @@ def _self_signed(tmp_path):
 def test_the_endpoint_serves_tls_on_its_own_listener_apart_from_metrics(endpoint, tmp_path):
     _, credentials, _, guard = endpoint
     certfile, keyfile = _self_signed(tmp_path)
-    web = Listener(build_web_connector_app({"qbd": guard}), "127.0.0.1", 0, "web-connector", certfile, keyfile).start()
-    metrics = Listener(build_http_app(lambda: {"fold": True}, lambda: {"fold": True}), "127.0.0.1", 0, "metrics").start()
+    web = RunningServer(build_web_connector_app({"qbd": guard}), name="web-connector", certfile=certfile,
+                        keyfile=keyfile).start()
+    metrics = RunningServer(build_http_app(lambda: {"fold": True}, lambda: {"fold": True}), name="metrics").start()
     try:
         assert web.url.startswith("https://") and web.port != metrics.port
         body = soap.envelope("authenticate", [("strUserName", credentials["username"]),
