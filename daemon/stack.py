@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import structlog
 
-from daemon.source import SourceSpec, init_source
+from daemon.source import SourceSpec, check_source, init_source
 from daemon.source import debezium_connector_config as source_connector_config
 
 log = structlog.get_logger(__name__)
@@ -220,7 +220,16 @@ def _our_process(cfg: StackConfig, name: str) -> int | None:
     if not isinstance(recorded, dict) or not isinstance(recorded.get("pid"), int):
         return None
     current = _process_identity(recorded["pid"])
-    if current is None or current != recorded:
+    if current is None:
+        return None
+    # pid + start time name one process for the life of the machine; the command line is a second check,
+    # skipped when it reads empty (the kernel returns nothing while the process's memory is being torn
+    # down or is briefly inaccessible).
+    if current["start_ticks"] != recorded.get("start_ticks") or (
+            current["cmdline"] and current["cmdline"] != recorded.get("cmdline")):
+        log.warning("pid_file_names_another_process", process=name, pid=recorded["pid"],
+                    start_ticks_match=current["start_ticks"] == recorded.get("start_ticks"),
+                    cmdline_match=current["cmdline"] == recorded.get("cmdline"))
         return None
     return recorded["pid"]
 
@@ -400,8 +409,10 @@ def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: s
 
 def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | None = None,
                        prefix: str | None = None, slot: str = "ledgerwire") -> None:
-    # Databases created before `source init` existed get the role, publication and tables now (idempotent).
-    init_source(cfg.dsn(db or cfg.shop_db), cfg.source)
+    # Databases created before `source init` existed get the role, publication and tables now; one already set
+    # up is left alone (its ALTER TABLEs would take exclusive locks while the shop writes).
+    if check_source(cfg.dsn(db or cfg.shop_db), cfg.source):
+        init_source(cfg.dsn(db or cfg.shop_db), cfg.source)
     response = httpx.put(f"{cfg.connect_url}/connectors/{name}/config",
                          json=debezium_connector_config(cfg, db, prefix, slot), timeout=30)
     if response.status_code >= 300:
