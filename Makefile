@@ -1,15 +1,18 @@
 # The two commands a fresh machine needs (see README): `make demo` and `make test`.
-# Both run the bootstrap first; it installs only what is missing.
-PYTHON ?= python3
+# Both run the bootstrap first; it installs only what is missing, into the project's virtual environment
+# ($(VENV)); every target runs that environment's python, never the system's.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: bootstrap demo test stack-up stack-down
 
 bootstrap:
-	@bash scripts/bootstrap.sh
+	@LEDGERWIRE_VENV=$(VENV) bash scripts/bootstrap.sh
 
 demo: bootstrap
-	$(PYTHON) -m daemon.cli demo
+	$(PYTHON) -m daemon.cli demo $(DEMO_ARGS)
 
 test: bootstrap
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -17,5 +20,5 @@ test: bootstrap
 stack-up: bootstrap
 	$(PYTHON) -m daemon.cli stack up
 
-stack-down:
+stack-down: bootstrap
 	$(PYTHON) -m daemon.cli stack down

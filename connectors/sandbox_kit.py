@@ -27,23 +27,27 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """An ASGI app served by uvicorn in a background thread on 127.0.0.1."""
+    """An ASGI app served by uvicorn in a background thread (127.0.0.1 unless told); TLS when given a
+    certificate and key (the daemon's Web Connector listener)."""
 
-    def __init__(self, app, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, app, port: int | None = None, host: str = "127.0.0.1", name: str = "sandbox",
+                 certfile=None, keyfile=None) -> None:
         self.port = port or free_port()
         self.host = host
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if certfile else 'http'}://{host}:{self.port}"
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off",
-                                access_log=False)
+                                access_log=False, ssl_certfile=str(certfile) if certfile else None,
+                                ssl_keyfile=str(keyfile) if keyfile else None)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"sandbox-{self.port}", daemon=True)
+        self._name = name
+        self._thread = threading.Thread(target=self._server.run, name=f"{name}-{self.port}", daemon=True)
 
     def start(self) -> "RunningServer":
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"sandbox on port {self.port} did not start")
+                raise RuntimeError(f"{self._name} on {self.url} did not start (port in use, or unreadable TLS files?)")
             time.sleep(0.02)
         return self
 

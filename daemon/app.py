@@ -1,7 +1,8 @@
 """The long-running service: the fold, one sink per enabled target, and the HTTP endpoint, in threads.
 
 Start-up: validate config → ledger schema (with connectors' own tables) → seed credentials from files or
-env → start the fold and the sinks → serve /metrics, /healthz, /readyz → READY=1 to systemd.
+env → start the fold and the sinks → serve /metrics, /healthz, /readyz (and the Web Connector endpoint on
+its own listener) → READY=1 to systemd once started and connected (a hot standby included).
 SIGTERM/SIGINT: stop taking new work, let in-flight deliveries finish (bounded by
 ``shutdown_grace_s``), commit, exit 0.
 """
@@ -22,8 +23,8 @@ from daemon.config import AppConfig
 from daemon.deliver import DaemonRuntime, SinkWorker
 from daemon.fold_runner import FoldRunner
 from daemon.ledger import Ledger, load_secret_key
-from daemon.service import build_http_app, sd_notify, watchdog_interval_s
 from connectors.sandbox_kit import RunningServer
+from daemon.service import build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
 
 log = structlog.get_logger(__name__)
 
@@ -33,20 +34,30 @@ def seed_credentials(config: AppConfig, runtime: DaemonRuntime) -> None:
 
     A stored document is never overwritten by its seed: the stored one holds rotated refresh tokens.
     """
+    from daemon.config import ConfigError
+
     for target in config.targets:
         raw = None
         if target.credentials_file is not None:
-            raw = target.credentials_file.read_text()
+            try:
+                raw = target.credentials_file.read_text()
+            except OSError as exc:
+                raise ConfigError([f"target {target.name!r}: credentials_file {target.credentials_file}: "
+                                   f"{exc.strerror or exc}"]) from None
         elif target.credentials_env:
             raw = os.environ.get(target.credentials_env)
             if raw is None:
-                raise RuntimeError(f"target {target.name}: env {target.credentials_env} is not set")
+                raise ConfigError([f"target {target.name!r}: credentials_env {target.credentials_env} is not set"])
         if raw is None:
             continue
         store = runtime.credentials(target.name)
         with store.lock():
             if not store.get():
-                store.put(json.loads(raw))
+                try:
+                    document = json.loads(raw)
+                except ValueError as exc:
+                    raise ConfigError([f"target {target.name!r}: credentials are not JSON ({exc})"]) from None
+                store.put(document)
                 log.info("credentials_seeded", target=target.name)
 
 
@@ -64,8 +75,9 @@ class Daemon:
         self.config = config
         self.stop = threading.Event()
         self.serve_http = serve_http
+        secret_key = load_secret_key(config.secret_key_file)  # a refused key file fails before any connection
         self.ledger = Ledger(config.postgres.dsn, max_size=pool_size(config))
-        self.runtime = DaemonRuntime(self.ledger, load_secret_key(config.secret_key_file))
+        self.runtime = DaemonRuntime(self.ledger, secret_key)
         self.fold: FoldRunner | None = None
         self.sinks: list[SinkWorker] = []
         self.threads: list[threading.Thread] = []
@@ -73,7 +85,9 @@ class Daemon:
         self._dead: set[str] = set()
         self.clean = False
         self.crashes = 0  # loop threads that died of an unexpected error (restarted by ``supervise``)
-        self.http: RunningServer | None = None
+        self.http: RunningServer | None = None  # /metrics, /healthz, /readyz (and the console)
+        self.web_connector: RunningServer | None = None  # pull connectors' endpoints (QuickBooks Web Connector)
+        self._reachable: tuple[float, dict[str, bool]] = (0.0, {})
 
     def start(self) -> None:
         targets = [t for t in self.config.targets if t.enabled]
@@ -89,11 +103,24 @@ class Daemon:
                 self.sinks.append(sink)
                 self._spawn(f"sink:{target.name}", sink.run)
         if self.serve_http:
-            apps = {s.target.name: s.connector.asgi_app() for s in self.sinks if s.connector.asgi_app() is not None}
-            app = build_http_app(self.liveness, self.readiness, apps, self._console())
-            self.http = RunningServer(app, port=self.config.http.port, host=self.config.http.host).start()
+            app = build_http_app(self.liveness, self.readiness, self.activity, self._console())
+            self.http = RunningServer(app, self.config.http.port, self.config.http.host, "metrics").start()
+            endpoints = {s.target.name: self._guarded_endpoint(s) for s in self.sinks
+                         if s.connector.asgi_app() is not None}
+            if endpoints:
+                web = self.config.web_connector
+                self.web_connector = RunningServer(build_web_connector_app(endpoints), web.port, web.host,
+                                                   "web-connector", web.tls_certfile, web.tls_keyfile).start()
         log.info("daemon_started", targets=[t.name for t in targets], fold=self.config.run_fold,
-                 http_port=self.config.http.port if self.serve_http else None)
+                 http_port=self.http.port if self.http else None,
+                 web_connector=self.web_connector.url if self.web_connector else None)
+
+    def _guarded_endpoint(self, sink: SinkWorker):
+        """A pull connector's endpoint behind the size limit and the login throttle (its own listener)."""
+        from connectors.quickbooks_desktop.endpoint import guarded_endpoint
+
+        return guarded_endpoint(sink.connector.asgi_app(), sink.target, self.runtime.credentials(sink.target.name),
+                                self.config.web_connector)
 
     def _console(self):
         """The bookkeeper's console app when ``console.enabled``; retries use the running sink's worker."""
@@ -139,7 +166,12 @@ class Daemon:
         return {t.name: t.is_alive() for t in self.threads}
 
     def readiness(self) -> dict[str, bool]:
-        """Ready only while each loop's thread runs and has done its start-up (a sink: partitions assigned)."""
+        """Started and connected: every loop alive, Kafka and the ledger database reachable. Holding partitions
+        is not required — a hot standby (another process owns the fold's one partition) is ready too."""
+        return {**self.liveness(), **self._connections()}
+
+    def activity(self) -> dict[str, bool]:
+        """Which loops hold their partitions now (the fold's state rebuilt, a sink assigned) and still run."""
         checks = {}
         alive = self.liveness()
         if self.fold is not None:
@@ -149,13 +181,36 @@ class Daemon:
             checks[name] = sink.ready.is_set() and alive.get(name, False)
         return checks
 
+    def _connections(self, max_age_s: float = 5.0) -> dict[str, bool]:
+        checked_at, result = self._reachable
+        if time.monotonic() - checked_at < max_age_s:
+            return result
+        from confluent_kafka.admin import AdminClient
+
+        from daemon.kafka_util import kafka_conf
+
+        try:
+            with self.ledger.pool.connection(timeout=3) as conn:
+                conn.execute("SELECT 1")
+            ledger_ok = True
+        except Exception:  # noqa: BLE001 - any failure means "not connected"
+            ledger_ok = False
+        try:
+            kafka_ok = bool(AdminClient(kafka_conf(self.config.kafka, {})).list_topics(timeout=3).brokers)
+        except Exception:  # noqa: BLE001
+            kafka_ok = False
+        result = {"kafka": kafka_ok, "ledger": ledger_ok}
+        self._reachable = (time.monotonic(), result)
+        return result
+
     def shutdown(self) -> None:
         self.stop.set()
         deadline = time.monotonic() + self.config.shutdown_grace_s
         for thread in self.threads:
             thread.join(max(0.1, deadline - time.monotonic()))
-        if self.http is not None:
-            self.http.stop()
+        for listener in (self.http, self.web_connector):
+            if listener is not None:
+                listener.stop()
         stopped = all(not t.is_alive() for t in self.threads)
         crashes = self.crashes + sum(s.crashes for s in self.sinks)
         self.clean = stopped and crashes == 0

@@ -95,8 +95,7 @@ def run_preview(config, limit: int | None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
-    return run_demo(platform=args.platform, count=args.count, rate=args.rate, keep_stack=args.keep_stack,
-                    seed=args.seed)
+    return run_demo(platform=args.platform, count=args.count, rate=args.rate, keep=args.keep, seed=args.seed)
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -121,16 +120,111 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_source(args: argparse.Namespace) -> int:
+    """``source init`` / ``source check``: the shop database's side of the CDC set-up (daemon/source.py)."""
+    import os
+
+    import psycopg
+
+    from daemon.source import SourceSpec, check_source, init_source, render_init_sql
+
+    dsn = args.dsn or os.environ.get("LEDGERWIRE_SOURCE_DSN")
+    if not dsn:
+        print("source: give --dsn or set LEDGERWIRE_SOURCE_DSN (the shop database)", file=sys.stderr)
+        return 2
+    spec = SourceSpec(role=args.role, publication=args.publication)
+    if args.action == "register":
+        return _register_source(args, dsn, spec)
+    try:
+        if args.action == "check":
+            problems = check_source(dsn, spec)
+            for line in problems:
+                print(line)
+            if not problems:
+                print(f"source ok: role {spec.role}, publication {spec.publication}, replica identity, "
+                      "signal and heartbeat tables")
+            return 1 if problems else 0
+        if args.print_sql:
+            print(render_init_sql(spec, dsn, None))
+            return 0
+        password = None
+        if args.password_env:
+            password = os.environ.get(args.password_env)
+            if not password:
+                print(f"source init: environment variable {args.password_env} is not set", file=sys.stderr)
+                return 2
+        init_source(dsn, spec, password)
+    except psycopg.Error as exc:
+        print(f"source {args.action}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    problems = check_source(dsn, spec)
+    for line in problems:
+        print(line)
+    print(f"source initialised: role {spec.role} (LOGIN REPLICATION, SELECT on the captured tables), "
+          f"publication {spec.publication}" + ("; still missing: see above" if problems else ""))
+    return 1 if problems else 0
+
+
+def _register_source(args: argparse.Namespace, dsn: str, spec) -> int:
+    """``source register``: Debezium's connector for the shop database named by the DSN (host, port, database;
+    it logs in as the replication role, its password resolved by Kafka Connect from its environment)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from daemon.source import debezium_connector_config, register_connector
+
+    if not args.connect_url:
+        print("source register: give --connect-url (Kafka Connect's REST address)", file=sys.stderr)
+        return 2
+    parts = conninfo_to_dict(dsn)
+    config = debezium_connector_config(host=str(parts.get("host", "localhost")), port=parts.get("port", 5432),
+                                       dbname=str(parts.get("dbname", "")), topic_prefix=args.topic_prefix,
+                                       slot=args.slot, spec=spec)
+    try:
+        register_connector(args.connect_url, args.name, config)
+    except Exception as exc:  # noqa: BLE001 - one line for the operator
+        print(f"source register: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"connector {args.name} registered at {args.connect_url}: {config['database.hostname']}:"
+          f"{config['database.port']}/{config['database.dbname']} as {spec.role}, topics {args.topic_prefix}.*")
+    return 0
+
+
 def cmd_generate(argv: list[str]) -> int:
     from daemon import generator
 
     return generator.main(argv) or 0
 
 
+def write_secret_key(path: Path) -> None:
+    """A new Fernet key in ``path``, created 0600 whatever the umask, by whoever runs this (in a container:
+    the service's own uid). An existing file is never overwritten: it may encrypt stored credentials."""
+    import os
+
+    from cryptography.fernet import Fernet
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, Fernet.generate_key() + b"\n")
+    finally:
+        os.close(fd)
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
-    print(Fernet.generate_key().decode())
+    if args.out is None:
+        print(Fernet.generate_key().decode())
+        return 0
+    try:
+        write_secret_key(Path(args.out))
+    except FileExistsError:
+        print(f"secret-key: {args.out} exists; not overwritten (it may encrypt stored credentials)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"secret-key: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"secret key written to {args.out} (mode 0600)")
     return 0
 
 
@@ -157,17 +251,60 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def credential_problems(config) -> list[str]:
+    """Each target's credential seed that cannot be used: a missing, unreadable or non-JSON file, or an unset
+    environment variable (one line each, naming the target)."""
+    import os
+
+    problems = []
+    for target in config.targets:
+        if target.credentials_file is not None:
+            try:
+                raw = target.credentials_file.read_text()
+            except OSError as exc:
+                problems.append(f"target {target.name!r}: credentials_file {target.credentials_file}: "
+                                f"{exc.strerror or exc}")
+                continue
+            source = f"credentials_file {target.credentials_file}"
+        elif target.credentials_env:
+            raw = os.environ.get(target.credentials_env)
+            if raw is None:
+                problems.append(f"target {target.name!r}: credentials_env {target.credentials_env} is not set")
+                continue
+            source = f"credentials_env {target.credentials_env}"
+        else:
+            continue
+        try:
+            document = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"target {target.name!r}: {source} is not JSON ({exc.msg} at line {exc.lineno})")
+            continue
+        if not isinstance(document, dict):
+            problems.append(f"target {target.name!r}: {source} must hold a JSON object")
+    return problems
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from connectors.registry import connector_class
+    from daemon.config import ConfigError, validation_lines
 
     try:
         config = _load(args.file)
-        for target in config.targets:
+    except ConfigError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
+    problems = []
+    names = {"targets": [{"name": t.name} for t in config.targets]}
+    for index, target in enumerate(config.targets):
+        try:
             connector_class(target.platform).settings_model.model_validate(target.settings)
-    except (ValidationError, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"{args.file}: invalid\n{exc}", file=sys.stderr)
+        except ValidationError as exc:
+            problems += validation_lines(args.file, exc, names, ("targets", index, "settings"))
+    problems += [f"{args.file}: {line}" for line in credential_problems(config)]
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 2
     print(f"{args.file}: ok ({len(config.targets)} targets: {', '.join(t.name for t in config.targets) or 'none'})")
     if not getattr(args, "online", False):
@@ -233,24 +370,38 @@ def _online_runtime(config):
     return ledger, runtime
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else ""
+    if isinstance(exc, KeyError):
+        return f"missing {detail} in the stored credentials or settings"
+    return f"{type(exc).__name__}: {detail}" if not isinstance(exc, (RuntimeError, ValueError)) else detail
+
+
 def check_online(config) -> int:
     """``config check --online``: every target's mapping resolved against the platform."""
     from connectors.base import DeliveryError
 
-    ledger, runtime = _online_runtime(config)
+    try:
+        ledger, runtime = _online_runtime(config)
+    except Exception as exc:  # noqa: BLE001 - seeding the store from a broken seed: one line, exit 1
+        print(f"cannot prepare the credentials: {_one_line(exc)}")
+        return 1
     missing = 0
     try:
         for target in config.targets:
             try:
                 _, connector = _connector_for(config, target.name, runtime)
-            except (RuntimeError, DeliveryError) as exc:
-                print(f"{target.name}: cannot connect: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one line per target, never a traceback
+                print(f"{target.name}: cannot connect: {_one_line(exc)}")
                 missing += 1
                 continue
             try:
                 problems = connector.check_mapping()
             except DeliveryError as exc:
                 problems = [f"{target.platform}: check failed: {exc.reason}"]
+            except Exception as exc:  # noqa: BLE001 - e.g. a credential document without the key a client needs
+                problems = [f"{target.platform}: check failed: {_one_line(exc)}"]
             finally:
                 connector.close()
             for line in problems:
@@ -547,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=200, help="workload operations to generate")
     p.add_argument("--rate", type=float, default=40.0, help="operations per second")
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL/Kafka/Connect running")
+    p.add_argument("--keep", "--keep-stack", dest="keep", action="store_true",
+                   help="leave the stack, the daemon and the sandbox running and print where to look "
+                        "(stop with `ledgerwire stack down --demo`)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("stack", help="the local PostgreSQL + Kafka + Kafka Connect/Debezium stack")
@@ -556,10 +709,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="the demo's private stack (.stack/demo)")
     p.set_defaults(func=cmd_stack)
 
+    p = sub.add_parser("source", help="set up (init) or check a shop database for Debezium: role, publication, "
+                                      "replica identity, signal and heartbeat tables; register its connector")
+    p.add_argument("action", choices=["init", "check", "register"])
+    p.add_argument("--dsn", help="the shop database (init: as an admin); default $LEDGERWIRE_SOURCE_DSN")
+    p.add_argument("--connect-url", help="register: Kafka Connect's REST address")
+    p.add_argument("--topic-prefix", default="shop", help="register: Debezium's topic.prefix (source.topic_prefix)")
+    p.add_argument("--slot", default="ledgerwire", help="register: the replication slot's name")
+    p.add_argument("--name", default="shop-source", help="register: the connector's name")
+    p.add_argument("--role", default="ledgerwire_cdc", help="the replication role Debezium logs in as")
+    p.add_argument("--publication", default="ledgerwire")
+    p.add_argument("--password-env", help="init: name of an environment variable holding the role's password")
+    p.add_argument("--print-sql", action="store_true", help="init: print the statements, run nothing")
+    p.set_defaults(func=cmd_source)
+
     sub.add_parser("generate", help="write a generated shop workload (see `ledgerwire generate --help`)",
                    add_help=False)
 
-    p = sub.add_parser("secret-key", help="print a new credential encryption key")
+    p = sub.add_parser("secret-key", help="create a new credential encryption key (a 0600 file with --out)")
+    p.add_argument("--out", help="write the key to this new file, mode 0600 (never overwritten); else print it")
     p.set_defaults(func=cmd_secret_key)
 
     p = sub.add_parser("credentials", help="store a target's credential document (encrypted)")
@@ -651,7 +819,13 @@ def main(argv: list[str] | None = None) -> int:
     elif getattr(args, "action", None) in ("show", "retry", "drop") and args.command == "dlq" and args.id is None:
         parser.error(f"dlq {args.action} needs a dead-letter id")
     configure_logging(args.log_level, json_output=not args.console_logs and args.command != "demo")
-    return args.func(args)
+    from daemon.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:  # every command: one line per configuration problem, no traceback
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from daemon.canonical import LineKind
 
@@ -157,8 +157,54 @@ class TargetConfig(_Config):
 
 
 class HttpConfig(_Config):
+    """/metrics, /healthz, /readyz — plain HTTP, nothing secret. ``host: 0.0.0.0`` lets a remote Prometheus
+    scrape (the default, 127.0.0.1, only a local one)."""
+
     host: str = "127.0.0.1"
-    port: int = 9464  # /metrics, /healthz, /readyz (and the QuickBooks Web Connector endpoint)
+    port: int = Field(9464, ge=0, le=65535)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebConnectorConfig(_Config):
+    """The QuickBooks Web Connector's SOAP endpoint (``/connectors/<target>/qbwc``): a listener of its own,
+    never the metrics port. The real Web Connector insists on HTTPS for any host but localhost: serve TLS
+    from ``tls_certfile``/``tls_keyfile``, or set ``behind_proxy`` when a reverse proxy terminates TLS (the
+    client address is then the last ``X-Forwarded-For`` hop, which that proxy adds)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9465, ge=0, le=65535)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    behind_proxy: bool = False
+    # receiveResponseXML carries QuickBooks' answers; a full list sync of a big company file is a few MB.
+    max_request_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # authenticate throttling, per username and per client address: this many failures are free, then each
+    # further attempt waits base * 2^(failures - free) seconds (capped) after the last failure.
+    auth_free_failures: int = Field(3, ge=0)
+    auth_base_delay_s: float = Field(2.0, gt=0)
+    auth_max_delay_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "WebConnectorConfig":
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together (the certificate chain and its private key)")
+        if self.tls_certfile is not None and self.behind_proxy:
+            raise ValueError("behind_proxy means the proxy terminates TLS; drop tls_certfile/tls_keyfile or behind_proxy")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
 
 class ConsoleConfig(_Config):
@@ -196,6 +242,7 @@ class AppConfig(_Config):
     source: SourceConfig = Field(default_factory=SourceConfig)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    web_connector: WebConnectorConfig = Field(default_factory=WebConnectorConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
     run_fold: bool = True
@@ -219,6 +266,12 @@ class AppConfig(_Config):
         for t in self.targets:
             if t.platform not in known_platforms():
                 raise ValueError(f"target {t.name!r}: unknown platform {t.platform!r}; known: {known_platforms()}")
+        web = self.web_connector
+        pulled = [t.name for t in self.targets if t.platform == "quickbooks-desktop" and t.enabled]
+        if pulled and not web.tls and not web.behind_proxy and not _is_loopback(web.host):
+            raise ValueError(f"web_connector.host {web.host!r} is not loopback but serves plain HTTP to target(s) "
+                             f"{pulled}: set web_connector.tls_certfile and tls_keyfile, or behind_proxy: true "
+                             "(the QuickBooks Web Connector requires HTTPS for any host but localhost)")
         return self
 
     def target(self, name: str) -> TargetConfig:
@@ -240,11 +293,83 @@ def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[
     return data
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot be used: one line per problem, each naming the file, the target (by name)
+    and the field — what ``config check``, ``run`` and every command print instead of a traceback."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    """``targets[2].mapping.income_accounts`` → ``target 'qbo-main' (targets[2]): mapping.income_accounts``."""
+    parts: list[str] = []
+    prefix = ""
+    for index, key in enumerate(loc):
+        if isinstance(key, int):
+            parts[-1:] = [f"{parts[-1]}[{key}]"] if parts else [f"[{key}]"]
+            if index == 1 and loc[0] == "targets":
+                targets = data.get("targets") if isinstance(data, dict) else None
+                name = targets[key].get("name") if isinstance(targets, list) and key < len(targets) \
+                    and isinstance(targets[key], dict) else None
+                prefix = f"target {name!r} (targets[{key}]): " if name else f"targets[{key}]: "
+                parts = []
+        else:
+            parts.append(str(key))
+    return prefix + (".".join(parts) or "(top level)")
+
+
+def validation_lines(source: str, exc: ValidationError, data: Any, loc_prefix: tuple[Any, ...] = ()) -> list[str]:
+    """One line per pydantic error: where (target by name, field path), what, and the value given.
+    ``loc_prefix`` places a nested model's errors (a target's ``settings``) in the whole file."""
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        shown = f" (got {given!r})" if error["type"] not in ("missing", "extra_forbidden") \
+            and not isinstance(given, (dict, list)) else ""
+        lines.append(f"{source}: {_location(loc_prefix + tuple(error['loc']), data)}: {message}{shown}")
+    return lines
+
+
 def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> AppConfig:
+    """The validated configuration; any problem raises ``ConfigError`` (one line each, no traceback)."""
     data: dict[str, Any] = {}
+    source = str(path) if path is not None else "configuration"
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping")
+            raise ConfigError([f"{source}: the top level must be a mapping (key: value), not {type(loaded).__name__}"])
         data = loaded
-    return AppConfig.model_validate(_apply_env_overrides(data, dict(os.environ if environ is None else environ)))
+    data = _apply_env_overrides(data, dict(os.environ if environ is None else environ))
+    try:
+        config = AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_lines(source, exc, data)) from None
+    if path is not None:
+        _resolve_relative_paths(config, Path(path).resolve().parent)
+    return config
+
+
+def _resolve_relative_paths(config: AppConfig, base: Path) -> None:
+    """Relative file names in the configuration mean "beside this file" — under systemd the file is
+    $CREDENTIALS_DIRECTORY/ledgerwire.yml, so ``credentials_file: qbo-main.json`` is another credential."""
+    def resolved(value: Path | None) -> Path | None:
+        return base / value if value is not None and not value.is_absolute() else value
+
+    config.secret_key_file = resolved(config.secret_key_file)
+    config.web_connector.tls_certfile = resolved(config.web_connector.tls_certfile)
+    config.web_connector.tls_keyfile = resolved(config.web_connector.tls_keyfile)
+    for target in config.targets:
+        target.credentials_file = resolved(target.credentials_file)

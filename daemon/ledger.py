@@ -530,17 +530,29 @@ class PgEntities:
 
 
 def load_secret_key(secret_key_file: Path | None) -> bytes:
-    """The credential encryption key: a file (systemd LoadCredential, docker secret) or the environment."""
+    """The credential encryption key: a file (systemd LoadCredential, a container volume) or the environment.
+
+    A key file group or others can read is refused: whoever reads it decrypts every stored credential.
+    """
+    from daemon.config import ConfigError
+
     candidates = [secret_key_file] if secret_key_file else []
     if os.environ.get("CREDENTIALS_DIRECTORY"):
         candidates.append(Path(os.environ["CREDENTIALS_DIRECTORY"]) / "secret-key")
     for path in candidates:
         if path and path.exists():
-            return path.read_bytes().strip()
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise ConfigError([f"secret key file {path} is readable by group or others (mode {mode:04o}); "
+                                   f"run: chmod 600 {path}"])
+            try:
+                return path.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError([f"secret key file {path}: {exc.strerror or exc}"]) from None
     key = os.environ.get("LEDGERWIRE_SECRET_KEY")
     if not key:
-        raise RuntimeError("no credential encryption key: set LEDGERWIRE_SECRET_KEY or secret_key_file "
-                           "(generate one with `ledgerwire secret-key`)")
+        raise ConfigError(["no credential encryption key: set secret_key_file (or LEDGERWIRE_SECRET_KEY); "
+                           "create one with `ledgerwire secret-key --out FILE`"])
     return key.encode()
 
 

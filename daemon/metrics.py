@@ -100,6 +100,9 @@ WAITING_FOR_WINDOW = Gauge(
 RECONCILE_MISMATCHES = Gauge(
     "ledgerwire_reconcile_mismatches", "Open differences found by the last reconciliation.", ["target", "kind"]
 )
+QBWC_AUTH_REFUSALS = Counter(
+    "ledgerwire_qbwc_auth_refusals_total",
+    "QuickBooks Web Connector logins refused at the endpoint (bad_credentials, throttled).", ["target", "reason"])
 UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
 COMPONENT_RESTARTS = Counter(
     "ledgerwire_component_restarts_total", "Loops restarted after they died of an unexpected error.", ["component"]

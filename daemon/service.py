@@ -1,9 +1,11 @@
 """The daemon's HTTP side and its service-manager integration.
 
-``/metrics`` (Prometheus), ``/healthz`` (liveness: the process and its loops are alive), ``/readyz``
-(readiness: the fold has rebuilt its state and every sink has its partitions), plus any connector's own
-endpoint (the QuickBooks Web Connector SOAP service) under ``/connectors/<target>/``, and the
-bookkeeper's console under ``/console`` when enabled. systemd's
+Two listeners. The metrics listener (``http.host``/``http.port``, plain HTTP, nothing secret): ``/metrics``
+(Prometheus), ``/healthz`` (liveness: every loop alive), ``/readyz`` (readiness: started and connected —
+every loop alive, Kafka and the ledger database reachable; a hot standby that holds no partition is ready
+too, and ``/readyz`` shows what it is active for), and the bookkeeper's console under ``/console`` when
+enabled. The Web Connector listener (``web_connector.*``, TLS or behind a proxy): each pull connector's own
+endpoint (the QuickBooks Web Connector SOAP service) under ``/connectors/<target>/``. systemd's
 ``Type=notify`` protocol (READY=1, WATCHDOG=1, STOPPING=1) is spoken over ``$NOTIFY_SOCKET``.
 """
 
@@ -20,8 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 
+def build_web_connector_app(connector_apps: dict[str, object]) -> Starlette:
+    return Starlette(routes=[Mount(f"/connectors/{name}", app=app) for name, app in connector_apps.items()])
+
+
 def build_http_app(liveness: Callable[[], dict[str, bool]], readiness: Callable[[], dict[str, bool]],
-                   connector_apps: dict[str, object], console_app: object | None = None) -> Starlette:
+                   activity: Callable[[], dict[str, bool]] = dict, console_app: object | None = None) -> Starlette:
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -31,10 +37,11 @@ def build_http_app(liveness: Callable[[], dict[str, bool]], readiness: Callable[
 
     async def readyz(_: Request) -> Response:
         checks = readiness()
-        return JSONResponse({"ok": all(checks.values()), "checks": checks}, status_code=200 if all(checks.values()) else 503)
+        # "active": which loops hold partitions now (false on a hot standby); informative, not a condition.
+        return JSONResponse({"ok": all(checks.values()), "checks": checks, "active": activity()},
+                            status_code=200 if all(checks.values()) else 503)
 
     routes = [Route("/metrics", metrics_endpoint), Route("/healthz", healthz), Route("/readyz", readyz)]
-    routes += [Mount(f"/connectors/{name}", app=app) for name, app in connector_apps.items()]
     if console_app is not None:
         routes.append(Mount("/console", app=console_app))  # the bookkeeper's console (daemon/console)
     return Starlette(routes=routes)

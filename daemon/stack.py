@@ -25,13 +25,14 @@ import httpx
 import psycopg
 import structlog
 
+from daemon.source import SourceSpec, check_source, init_source
+from daemon.source import debezium_connector_config as source_connector_config
+
 log = structlog.get_logger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 POM = REPO / "stack" / "pom.xml"
 SHOP_SCHEMA = REPO / "schemas" / "source" / "shop.sql"
-CAPTURED_TABLES = ("locations", "customers", "vehicles", "jobs", "tax_rates", "invoices", "invoice_lines",
-                   "line_taxes", "payments", "refunds")
 CONNECTOR_NAME = "shop-source"
 
 LOG4J2 = """rootLogger.level=INFO
@@ -60,6 +61,7 @@ class StackConfig:
     shop_db: str = "shop"
     ledger_db: str = "ledgerwire"
     topic_prefix: str = "shop"
+    source: SourceSpec = field(default_factory=SourceSpec)
 
     @property
     def bootstrap(self) -> str:
@@ -159,8 +161,9 @@ def _pid_alive(pid: int) -> bool:
 def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], heap: str,
                 ports: list[int] = ()) -> int:
     pid_file = cfg.home / f"{name}.pid"
-    if pid_file.exists() and _pid_alive(int(pid_file.read_text())):
-        return int(pid_file.read_text())
+    running = _our_process(cfg, name)
+    if running is not None:
+        return running
     for port in ports:
         _wait_port_free(port, name)
     cfg.logs.mkdir(parents=True, exist_ok=True)
@@ -170,22 +173,94 @@ def _start_java(cfg: StackConfig, name: str, main_class: str, args: list[str], h
            "-cp", f"{cfg.lib / 'kafka'}/*", main_class, *args]
     out = open(cfg.logs / f"{name}.out", "ab")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cfg.home)
-    pid_file.write_text(str(proc.pid))
+    identity = _process_identity(proc.pid)
+    if identity is None:
+        raise StackError(f"{name} exited at once; see {cfg.logs / (name + '.out')}")
+    pid_file.write_text(json.dumps(identity))
     return proc.pid
+
+
+def _process_identity(pid: int) -> dict[str, object] | None:
+    """What tells *our* process from another that later got the same pid: its start time (clock ticks
+    after boot, /proc/<pid>/stat field 22) and its command line."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+    if fields[0] == "Z":
+        return None
+    return {"pid": pid, "start_ticks": int(fields[19]),
+            "cmdline": [arg.decode(errors="replace") for arg in cmdline.split(b"\0") if arg]}
+
+
+def _our_process(cfg: StackConfig, name: str) -> int | None:
+    """The pid in ``<name>.pid`` if that process is still the one we started, else None.
+
+    A pid file outlives its process (reboot, SIGKILL, a wiped /proc view); its pid may since belong to
+    anything on the host, so it is signalled only when start time and command line both still match.
+    A pid file from before identities were recorded (a bare number) matches when the command line names
+    this stack's directory.
+    """
+    pid_file = cfg.home / f"{name}.pid"
+    try:
+        text = pid_file.read_text().strip()
+    except OSError:
+        return None
+    try:
+        recorded = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(recorded, int):
+        current = _process_identity(recorded)
+        if current is None or not any(str(cfg.home) in arg for arg in current["cmdline"]):
+            return None
+        return recorded
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("pid"), int):
+        return None
+    current = _process_identity(recorded["pid"])
+    if current is None:
+        return None
+    # pid + start time name one process for the life of the machine; the command line is a second check,
+    # skipped when it reads empty (the kernel returns nothing while the process's memory is being torn
+    # down or is briefly inaccessible).
+    if current["start_ticks"] != recorded.get("start_ticks") or (
+            current["cmdline"] and current["cmdline"] != recorded.get("cmdline")):
+        log.warning("pid_file_names_another_process", process=name, pid=recorded["pid"],
+                    start_ticks_match=current["start_ticks"] == recorded.get("start_ticks"),
+                    cmdline_match=current["cmdline"] == recorded.get("cmdline"))
+        return None
+    return recorded["pid"]
+
+
+def record_process(cfg: StackConfig, name: str, pid: int) -> None:
+    """Record a process that ``down`` stops (by its identity, as the stack's own)."""
+    identity = _process_identity(pid)
+    if identity is not None:
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        (cfg.home / f"{name}.pid").write_text(json.dumps(identity))
+
+
+def forget_process(cfg: StackConfig, name: str) -> None:
+    (cfg.home / f"{name}.pid").unlink(missing_ok=True)
 
 
 def _stop_pid(cfg: StackConfig, name: str, timeout: float = 20.0) -> None:
     pid_file = cfg.home / f"{name}.pid"
     if not pid_file.exists():
         return
-    pid = int(pid_file.read_text())
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    pid = _our_process(cfg, name)
+    if pid is None:
+        log.warning("stale_pid_file_ignored", process=name, pid_file=str(pid_file))
+        pid_file.unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _our_process(cfg, name) == pid:
+        os.kill(pid, signal.SIGKILL)
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -238,6 +313,7 @@ def start_postgres(cfg: StackConfig) -> None:
                 conn.execute(f'CREATE DATABASE "{db}"')
     with psycopg.connect(cfg.shop_dsn, autocommit=True) as conn:
         conn.execute(SHOP_SCHEMA.read_text())
+    init_source(cfg.shop_dsn, cfg.source)
 
 
 def stop_postgres(cfg: StackConfig) -> None:
@@ -322,49 +398,21 @@ def _connect_has_plugin(cfg: StackConfig) -> bool:
 
 def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: str | None = None,
                               slot: str = "ledgerwire") -> dict[str, str]:
-    return {
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "plugin.name": "pgoutput",
-        "database.hostname": "127.0.0.1",
-        "database.port": str(cfg.pg_port),
-        "database.user": "postgres",
-        "database.password": "",
-        "database.dbname": db or cfg.shop_db,
-        "topic.prefix": prefix or cfg.topic_prefix,
-        "publication.name": "ledgerwire",
-        "publication.autocreate.mode": "disabled",
-        "slot.name": slot,
-        "table.include.list": ",".join(f"public.{t}" for t in (*CAPTURED_TABLES, "debezium_signal")),
-        "provide.transaction.metadata": "true",
-        "decimal.handling.mode": "precise",
-        "snapshot.mode": "initial",
-        "tombstones.on.delete": "true",
-        "topic.creation.default.replication.factor": "1",
-        "topic.creation.default.partitions": "1",
-        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "key.converter.schemas.enable": "true",
-        "value.converter.schemas.enable": "true",
-        "max.batch.size": "4096",
-        "poll.interval.ms": "50",
-        # After a broker or worker restart the old task may still hold the replication slot for a while:
-        # keep retrying instead of failing the task after Debezium's default six tries.
-        "slot.max.retries": "60",
-        "slot.retry.delay.ms": "5000",
-        "signal.data.collection": "public.debezium_signal",
-        "signal.enabled.channels": "source",
-    }
+    """The shop connector as a real deployment registers it (``daemon/source.py``), tuned for the local stack:
+    the local cluster trusts 127.0.0.1, so the replication role needs no password; bigger batches, faster polls."""
+    config = source_connector_config(host="127.0.0.1", port=cfg.pg_port, dbname=db or cfg.shop_db,
+                                     topic_prefix=prefix or cfg.topic_prefix, slot=slot, spec=cfg.source,
+                                     password="", heartbeat=False)
+    config.update({"max.batch.size": "4096", "poll.interval.ms": "50"})
+    return config
 
 
 def register_connector(cfg: StackConfig, name: str = CONNECTOR_NAME, db: str | None = None,
                        prefix: str | None = None, slot: str = "ledgerwire") -> None:
-    with psycopg.connect(cfg.dsn(db or cfg.shop_db), autocommit=True) as conn:
-        # The signalling table for incremental snapshots (resync of periods beyond Kafka's retention).
-        conn.execute("CREATE TABLE IF NOT EXISTS debezium_signal (id text PRIMARY KEY, type text NOT NULL, data text)")
-        published = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname='ledgerwire' AND "
-                                 "tablename='debezium_signal'").fetchone()
-        if not published:  # databases created before the signal table joined the publication
-            conn.execute("ALTER PUBLICATION ledgerwire ADD TABLE debezium_signal")
+    # Databases created before `source init` existed get the role, publication and tables now; one already set
+    # up is left alone (its ALTER TABLEs would take exclusive locks while the shop writes).
+    if check_source(cfg.dsn(db or cfg.shop_db), cfg.source):
+        init_source(cfg.dsn(db or cfg.shop_db), cfg.source)
     response = httpx.put(f"{cfg.connect_url}/connectors/{name}/config",
                          json=debezium_connector_config(cfg, db, prefix, slot), timeout=30)
     if response.status_code >= 300:
@@ -382,6 +430,7 @@ def create_shop_database(cfg: StackConfig, db: str) -> str:
         conn.execute(f'CREATE DATABASE "{db}"')
     with psycopg.connect(cfg.dsn(db), autocommit=True) as conn:
         conn.execute(SHOP_SCHEMA.read_text())
+    init_source(cfg.dsn(db), cfg.source)
     return cfg.dsn(db)
 
 
@@ -447,6 +496,7 @@ def up(cfg: StackConfig | None = None) -> StackConfig:
 
 def down(cfg: StackConfig | None = None, wipe: bool = False) -> None:
     cfg = cfg or StackConfig()
+    _stop_pid(cfg, "demo", timeout=40)  # a demo kept running (--keep) first: its daemon drains and exits
     _stop_pid(cfg, "connect")
     _stop_pid(cfg, "kafka")
     stop_postgres(cfg)

@@ -106,7 +106,7 @@ class ShopEnv:
         return AppConfig.model_validate(data)
 
     def sandbox_config(self, sandbox, server_url: str, workdir: Path, name: str, http_port: int = 0,
-                       **target_extra):
+                       web_connector_port: int = 0, **target_extra):
         """A config with one target on ``sandbox`` (credentials seeded from a file), written to YAML too."""
         import json
 
@@ -115,7 +115,8 @@ class ShopEnv:
         credentials = workdir / f"{name}-credentials.json"
         credentials.write_text(json.dumps(sandbox.seed_credentials()))
         target = sandbox.target_config(name, server_url) | {"credentials_file": str(credentials)} | target_extra
-        config = self.app_config(targets=[target], http={"port": http_port})
+        config = self.app_config(targets=[target], http={"port": http_port},
+                                 web_connector={"port": web_connector_port})
         config_file = workdir / "ledgerwire.yml"
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         return config, config_file

@@ -129,7 +129,7 @@ def test_bookkeeper_finds_fixes_and_retries_in_a_browser(shop, browser, tmp_path
             return ""
 
     try:
-        wait_until(lambda: all(daemon.readiness().values()), 90, "daemon readiness")
+        wait_until(lambda: all(daemon.activity().values()), 90, "the daemon's partition assignment")
         with psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
             seed_shop(conn)
             issue_invoice(conn, 1, 1, "labour", "Diagnose charging system", "120.00")

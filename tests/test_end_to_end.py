@@ -43,10 +43,11 @@ def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform, report):
     # 60 calls/minute the workload would take ten minutes; its target_config follows the sandbox's limits.
     sandbox = module.Sandbox(**getattr(module, "LOCAL_SANDBOX_OPTIONS", {}))
     server = sandbox.serve()
-    http_port = free_port()
-    _, config_file = shop.sandbox_config(sandbox, server.url, tmp_path, "e2e", http_port=http_port)
-    if hasattr(sandbox, "attach"):  # pull platforms: the simulated Web Connector polls the daemon
-        sandbox.attach(f"http://127.0.0.1:{http_port}/connectors/e2e/qbwc")
+    http_port, web_connector_port = free_port(), free_port()
+    _, config_file = shop.sandbox_config(sandbox, server.url, tmp_path, "e2e", http_port=http_port,
+                                         web_connector_port=web_connector_port)
+    if hasattr(sandbox, "attach"):  # pull platforms: the simulated Web Connector polls the daemon's endpoint
+        sandbox.attach(f"http://127.0.0.1:{web_connector_port}/connectors/e2e/qbwc")
         sandbox.start_polling(0.5)
     log_path = tmp_path / "daemon.log"
     with open(log_path, "ab") as log_file, psycopg.connect(shop.shop_dsn, autocommit=True) as conn:

@@ -79,9 +79,10 @@ def test_alert_rules_use_defined_metrics_and_pass_promtool():
 
 
 def test_compose_stack_is_complete():
+    """No Docker here: the compose file is checked by parsing its YAML (structure, mounts, the commands it runs)."""
     compose = yaml.safe_load((REPO / "compose" / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"shopdb", "ledgerdb", "kafka", "connect", "register-connector", "ledgerwire", "prometheus",
+    assert {"shopdb", "ledgerdb", "kafka", "connect", "source-init", "register-connector", "ledgerwire", "prometheus",
             "grafana"} <= set(services)
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -91,10 +92,43 @@ def test_compose_stack_is_complete():
     connector = json.loads((REPO / "compose" / "debezium-connector.json").read_text())
     assert connector["plugin.name"] == "pgoutput" and connector["provide.transaction.metadata"] == "true"
     assert connector["decimal.handling.mode"] == "precise" and connector["publication.name"] == "ledgerwire"
+    # The reference JSON is exactly what `ledgerwire source register` sends, logging in as the replication role.
+    from daemon.source import debezium_connector_config
+
+    assert connector == debezium_connector_config(host="shopdb", port=5432, dbname="shop", topic_prefix="shop")
+    assert connector["database.user"] == "ledgerwire_cdc" and connector["database.password"].startswith("${env:")
     config = yaml.safe_load((REPO / "compose" / "ledgerwire.yml").read_text())
+    from daemon.cli import build_parser
     from daemon.config import AppConfig
 
-    AppConfig.model_validate(config)
+    app_config = AppConfig.model_validate(config)
+    # An external shop database by setting a DSN: the reference database is an opt-in profile, and the
+    # set-up / registration take the DSNs from the environment.
+    assert services["shopdb"]["profiles"] == ["reference-shop"]
+    assert "${SHOP_ADMIN_DSN" in services["source-init"]["environment"]["LEDGERWIRE_SOURCE_DSN"]
+    assert "${SHOP_DSN" in services["register-connector"]["environment"]["LEDGERWIRE_SOURCE_DSN"]
+    for name in ("source-init", "register-connector"):
+        args = build_parser().parse_args(services[name]["command"])
+        assert args.command == "source" and args.action in ("init", "register")
+    assert "shopdb" not in services["register-connector"]["depends_on"]
+    assert services["source-init"]["depends_on"]["shopdb"]["required"] is False
+    assert services["connect"]["environment"]["CONNECT_CONFIG_PROVIDERS"] == "env"
+    # Secret creation without a host install: the one-shot command in the file's header, into the volume the
+    # daemon reads its key from, by the image's own uid (the Dockerfile creates that directory owned by it).
+    header = (REPO / "compose" / "docker-compose.yml").read_text()
+    command = re.search(r"docker compose run --rm --no-deps ledgerwire (secret-key --out \S+)", header).group(1)
+    args = build_parser().parse_args(command.split())
+    assert args.command == "secret-key" and Path(args.out) == app_config.secret_key_file
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["ledgerwire"]["volumes"]}
+    assert mounts[str(app_config.secret_key_file.parent)] in compose["volumes"]  # a named volume
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"install -d -o ledgerwire -g ledgerwire -m 0700 {app_config.secret_key_file.parent}" in dockerfile
+    assert dockerfile.index("install -d -o ledgerwire") < dockerfile.index("USER ledgerwire")
+    # Metrics and the Web Connector endpoint on separate listeners; the endpoint with TLS.
+    assert app_config.http.port != app_config.web_connector.port and app_config.web_connector.tls
+    ports = {p.rsplit(":", 1)[-1] for p in services["ledgerwire"]["ports"]}
+    assert ports == {str(app_config.http.port), str(app_config.web_connector.port)}
+    assert str(app_config.web_connector.tls_certfile.parent) in mounts
 
 
 def test_systemd_unit_is_notify_with_watchdog_and_sandboxing():

@@ -33,7 +33,7 @@ def test_refused_queued_invoice_is_dead_lettered_and_retried(shop, tmp_path, cap
     config_file = tmp_path / "ledgerwire.yml"
 
     def write_config(target: dict):
-        config = shop.app_config(targets=[target], http={"port": port})
+        config = shop.app_config(targets=[target], web_connector={"port": port})
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         return config
 

@@ -61,3 +61,15 @@ def fault(message: str) -> bytes:
     etree.SubElement(f, "faultcode").text = "soap:Client"
     etree.SubElement(f, "faultstring").text = message
     return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+
+
+def credentials_match(given_username: str, given_password: str, username: str, password: str) -> bool:
+    """Constant-time comparison of a Web Connector login, on UTF-8 bytes: ``hmac.compare_digest`` refuses
+    non-ASCII ``str`` (TypeError), and a password may be anything the bookkeeper typed. Both comparisons
+    always run, so the time taken does not tell whether the username was right; an empty stored password
+    never matches."""
+    import hmac
+
+    user_ok = hmac.compare_digest(given_username.encode("utf-8"), username.encode("utf-8"))
+    password_ok = hmac.compare_digest(given_password.encode("utf-8"), password.encode("utf-8"))
+    return user_ok and password_ok and bool(password)

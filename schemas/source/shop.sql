@@ -2,11 +2,12 @@
 -- Ledgerwire only reads it (through Debezium); the workload generator and the tests write it.
 --
 -- Design notes for the CDC side:
--- * REPLICA IDENTITY FULL on every captured table, so an UPDATE or DELETE carries the whole before
---   image (the fold needs the old invoice_id of a moved payment or a deleted line).
 -- * line_taxes and refunds carry invoice_id (denormalised) so every row names its invoice directly.
 -- * Money and quantities are NUMERIC; Debezium sends them as precise decimals.
--- * One publication, `ledgerwire`, lists exactly the captured tables (pgoutput needs it).
+-- * What Debezium needs on top of these tables — REPLICA IDENTITY FULL on every captured table, the
+--   `ledgerwire` publication for exactly the captured tables, the signal and heartbeat tables and the
+--   least-privilege replication role — is set up by `ledgerwire source init` (daemon/source.py), the same
+--   way on this reference database and on a shop's own database (README "Onboarding a shop's database").
 
 CREATE TABLE IF NOT EXISTS locations (
     id          bigserial PRIMARY KEY,
@@ -126,35 +127,8 @@ CREATE TABLE IF NOT EXISTS refunds (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- Debezium's signalling table (source channel): `ledgerwire resync --from-source` writes
--- execute-snapshot signals here; Debezium reads them from the change stream, so it is published too.
-CREATE TABLE IF NOT EXISTS debezium_signal (
-    id    text PRIMARY KEY,
-    type  text NOT NULL,
-    data  text
-);
-
 CREATE INDEX IF NOT EXISTS invoice_lines_invoice ON invoice_lines (invoice_id);
 CREATE INDEX IF NOT EXISTS line_taxes_invoice ON line_taxes (invoice_id);
 CREATE INDEX IF NOT EXISTS payments_invoice ON payments (invoice_id);
 CREATE INDEX IF NOT EXISTS payments_job ON payments (job_id);
 CREATE INDEX IF NOT EXISTS refunds_invoice ON refunds (invoice_id);
-
-ALTER TABLE locations     REPLICA IDENTITY FULL;
-ALTER TABLE customers     REPLICA IDENTITY FULL;
-ALTER TABLE vehicles      REPLICA IDENTITY FULL;
-ALTER TABLE jobs          REPLICA IDENTITY FULL;
-ALTER TABLE tax_rates     REPLICA IDENTITY FULL;
-ALTER TABLE invoices      REPLICA IDENTITY FULL;
-ALTER TABLE invoice_lines REPLICA IDENTITY FULL;
-ALTER TABLE line_taxes    REPLICA IDENTITY FULL;
-ALTER TABLE payments      REPLICA IDENTITY FULL;
-ALTER TABLE refunds       REPLICA IDENTITY FULL;
-
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'ledgerwire') THEN
-        CREATE PUBLICATION ledgerwire FOR TABLE locations, customers, vehicles, jobs, tax_rates,
-            invoices, invoice_lines, line_taxes, payments, refunds, debezium_signal;
-    END IF;
-END $$;
