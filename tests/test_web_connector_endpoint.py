@@ -189,3 +189,16 @@ def test_the_guard_passes_everything_but_refused_logins_to_the_service(endpoint)
     assert client.get(URL).status_code == 200  # the service's own GET answer
     version = client.post(URL, content=soap.envelope("serverVersion", []))
     assert version.status_code == 200 and soap.parse_response(version.content)[0] == "serverVersionResponse"
+
+
+def test_a_correct_non_ascii_login_is_accepted_by_the_service_itself():
+    """Past the guard, the Web Connector service compares the login on bytes too (it answered HTTP 500 with
+    ``hmac.compare_digest``'s TypeError for a correct non-ASCII password)."""
+    sandbox = Sandbox(validate=False)
+    credentials = sandbox.seed_credentials() | {"username": "bücher", "password": "pässwörd-€"}
+    target = TargetConfig.model_validate(sandbox.target_config("qbd", "http://127.0.0.1"))
+    runtime = MemoryRuntime({"qbd": credentials})
+    client = TestClient(build_web_connector_app({"qbd": CONNECTOR(target, runtime).asgi_app()}))
+    ticket, status = login(client, "bücher", "pässwörd-€")
+    assert ticket and status != "nvu"
+    assert login(client, "bücher", "wrong") == ["", "nvu"]

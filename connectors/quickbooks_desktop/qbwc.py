@@ -7,7 +7,6 @@ what to send is the engine pull driver's (``connectors.engine_pull.PullDriver``)
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from decimal import Decimal
@@ -59,9 +58,10 @@ class WebConnectorService:
 
     def _op_authenticate(self, params: dict[str, str]) -> tuple[str, list[str]]:
         creds = self.runtime.credentials(self.target.name).get()
-        user_ok = hmac.compare_digest(params.get("strUserName", ""), str(creds.get("username", self.settings.username)))
-        password_ok = hmac.compare_digest(params.get("strPassword", ""), str(creds.get("password", "")))
-        if not (user_ok and password_ok and creds.get("password")):
+        # On UTF-8 bytes: compare_digest refuses non-ASCII str (a TypeError would answer HTTP 500).
+        matched = soap.credentials_match(params.get("strUserName", ""), params.get("strPassword", ""),
+                                         str(creds.get("username", self.settings.username)), str(creds.get("password", "")))
+        if not (matched and creds.get("password")):
             log.warning("qbwc_authenticate_refused", target=self.target.name)
             return "authenticateResult", ["", "nvu"]  # not a valid user
         ticket = secrets.token_hex(16)
