@@ -18,7 +18,7 @@ from typing import Any
 
 from connectors.auth import OAuth2RefreshAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, first_open_day
 from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.sage_accounting import mapping
@@ -51,6 +51,7 @@ class SageAccountingConnector(EngineConnector):
                                  timeout_s=target.request_timeout_s)
         self.client = SageClient(self.http, settings)
         self.mapping = target.mapping
+        self.closed_through: date | None = None  # as last read
 
     def close(self) -> None:
         self.http.close()
@@ -144,19 +145,21 @@ class SageAccountingConnector(EngineConnector):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping)
+        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping, posting.txn_date)
         return _ref(self.client.write("POST", "/contact_payments", body))
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         self._delete(f"/contact_payments/{ref.external_id}")
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        body = mapping.credit_note_payload(event, refund, posting.customer_id, self.mapping)
+        body = mapping.credit_note_payload(event, refund, posting.customer_id, self.mapping, posting.txn_date)
         return _ref(self.client.write("POST", "/sales_credit_notes", body))
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:
-        day = posting.txn_date or date.today()  # on or after both documents' dates
+        # Today, on or after both documents' dates; never in locked books (the engine read the lockdown date
+        # before this delivery's first write).
+        day = max(date.today(), first_open_day(self.closed_through))
         body = mapping.allocation_payload(posting.customer_id, invoice_id, credit.external_id, amount, day)
         return _ref(self.client.write("POST", "/contact_allocations", body))
 
@@ -171,7 +174,8 @@ class SageAccountingConnector(EngineConnector):
     def books_closed_through(self) -> date | None:
         # Sage: no transaction can be created or edited dated on or before the lockdown date.
         lockdown = (self.client.get("/financial_settings") or {}).get("year_end_lockdown_date")
-        return date.fromisoformat(str(lockdown)) if lockdown else None
+        self.closed_through = date.fromisoformat(str(lockdown)) if lockdown else None
+        return self.closed_through
 
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         resource, body = mapping.adjustment_payload(

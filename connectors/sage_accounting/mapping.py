@@ -115,14 +115,16 @@ def payment_reference(payment: Payment) -> str:
     return f"LW{payment.id}"
 
 
-def payment_payload(payment: Payment, invoice_id: str, contact_id: str, mapping: MappingConfig) -> dict[str, Any]:
-    """A customer receipt allocated to this invoice only (never left on account)."""
+def payment_payload(payment: Payment, invoice_id: str, contact_id: str, mapping: MappingConfig,
+                    posted_on: date | None = None) -> dict[str, Any]:
+    """A customer receipt allocated to this invoice only (never left on account); ``posted_on``: the first open
+    day when the books are closed for the day it was received."""
     bank = mapping.payment_accounts.get(payment.method)
     if not bank:
         raise PermanentError(f"mapping.payment_accounts names no Sage bank account for {payment.method!r} payments")
     return {"contact_payment": {
         "transaction_type_id": CUSTOMER_RECEIPT, "contact_id": contact_id, "bank_account_id": bank,
-        "date": payment.received_at.date().isoformat(), "total_amount": payment.amount,
+        "date": (posted_on or payment.received_at.date()).isoformat(), "total_amount": payment.amount,
         "reference": payment_reference(payment),
         "allocated_artefacts": [{"artefact_id": invoice_id, "amount": payment.amount}]}}
 
@@ -131,15 +133,15 @@ def credit_note_reference(refund_id: object) -> str:
     return f"LWR{refund_id}"
 
 
-def credit_note_payload(event: InvoiceEvent, refund: Refund, contact_id: str, mapping: MappingConfig
-                        ) -> dict[str, Any]:
+def credit_note_payload(event: InvoiceEvent, refund: Refund, contact_id: str, mapping: MappingConfig,
+                        posted_on: date | None = None) -> dict[str, Any]:
     """A refund or returned part: its amount on the returned line's ledger account, with its tax."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     account = ledger_account(line.kind if line else LineKind.PART, mapping)
     rate = tax_rate_id(line.taxes if line and refund.tax_amount else (), mapping)
     description = f"Returned: {line_text(line, 180)}" if line else (refund.reason or "Refund")
     return {"sales_credit_note": {
-        "contact_id": contact_id, "date": refund.created_at.date().isoformat(),
+        "contact_id": contact_id, "date": (posted_on or refund.created_at.date()).isoformat(),
         "reference": credit_note_reference(refund.id),
         "notes": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:2000],
         "credit_note_lines": [_money_line(description[:200], account, refund.amount, refund.tax_amount, rate)]}}

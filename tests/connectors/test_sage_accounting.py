@@ -327,3 +327,19 @@ def test_a_bookkeepers_contact_is_used_but_another_shop_customers_never(sage):
     other = invoice_event(5501, customer=event.customer.model_copy(update={"id": 78}))
     business.tables["contacts"]["k" * 32]["reference"] = "LWC77"  # now claimed by shop customer 77
     assert deliver(connector, MemoryEntities(), other).customer_id != "k" * 32
+
+
+def test_a_payment_and_a_refund_dated_in_locked_books_post_on_the_first_open_day(sage):
+    sandbox, connector, _ = sage
+    entities = MemoryEntities()
+    v1 = invoice_event(5600)
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lockdown_date(date(2026, 11, 30))  # the receipt (Nov 20) and the return (Nov 20) are locked
+    v2 = next_version(v1, payments=[payment(1, "100.00")], refunds=[refund(3, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v2, doc)
+    (receipt,) = sandbox.records("contact_payments")
+    (credit_note,) = sandbox.records("sales_credit_notes")
+    (allocation,) = sandbox.records("contact_allocations")
+    assert receipt["date"] == credit_note["date"] == allocation["date"] == "2026-12-01"
+    invoice = connector.read_invoice(doc.external_id)
+    assert invoice.balance == v1.computed.total - Decimal("100.00") - Decimal("304.45")
