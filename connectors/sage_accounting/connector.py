@@ -61,7 +61,8 @@ class SageAccountingConnector(EngineConnector):
         return mapping.contact_digest(customer)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        ours = mapping.contact_reference(customer)
+        ours = mapping.contact_reference(customer)  # ours first: a retry after a crash finds what it made
+        # Sage filters contacts by name / reference (``search``) and email, not by phone: "phone" is not matched.
         searches = [{"search": ours}] + [{"email": customer.email} if key == "email" else {"search": customer.name}
                                          for key in self.mapping.customer_match
                                          if key == "name" or (key == "email" and customer.email)]

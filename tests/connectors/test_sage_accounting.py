@@ -147,6 +147,8 @@ def _every_kind_of_write(sandbox, connector) -> None:
     doc = deliver(connector, entities, v2, doc)
     doc = deliver(connector, entities, next_version(v2, status="void"), doc)
     assert doc.status == "voided"
+    moved = v1.customer.model_copy(update={"phone": "555-0199", "billing_address": "9 Depot Rd"})
+    deliver(connector, entities, invoice_event(5004, customer=moved))  # the contact is updated
     sandbox.set_lockdown_date(date(2026, 11, 30))
     late = deliver(connector, entities, invoice_event(5002))  # dated 2026-11-20: posted on 2026-12-01
     assert late.engine.posted_on == date(2026, 12, 1)
@@ -166,7 +168,7 @@ def test_every_request_matches_sages_swagger(sage, swagger):
     _every_kind_of_write(sandbox, connector)
     sent = captured.requests()
     seen = {(method, re.sub(r"/[0-9a-f]{32}", "/{key}", path)) for method, path, *_ in sent}
-    for expected in [("POST", "/contacts"), ("POST", "/sales_invoices"), ("PUT", "/sales_invoices/{key}"),
+    for expected in [("POST", "/contacts"), ("PUT", "/contacts/{key}"), ("POST", "/sales_invoices"), ("PUT", "/sales_invoices/{key}"),
                      ("DELETE", "/sales_invoices/{key}"), ("POST", "/contact_payments"),
                      ("DELETE", "/contact_payments/{key}"), ("POST", "/sales_credit_notes"),
                      ("POST", "/contact_allocations"), ("DELETE", "/contact_allocations/{key}"),
