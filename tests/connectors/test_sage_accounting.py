@@ -345,3 +345,27 @@ def test_a_payment_and_a_refund_dated_in_locked_books_post_on_the_first_open_day
     assert receipt["date"] == credit_note["date"] == allocation["date"] == "2026-12-01"
     invoice = connector.read_invoice(doc.external_id)
     assert invoice.balance == v1.computed.total - Decimal("100.00") - Decimal("304.45")
+
+
+def test_the_sandbox_validates_as_the_swagger_says(sage):
+    _, connector, _ = sage
+    client = connector.client
+
+    def post(body: dict) -> list[dict]:
+        with pytest.raises(PermanentError) as refused:
+            client.write("POST", "/sales_invoices", body)
+        assert refused.value.status in (400, 422)
+        return refused.value.detail
+
+    line_ok = {"description": "Labour", "ledger_account_id": "4010", "unit_price": Decimal("10.00"),
+               "tax_rate_id": "US_NO_TAX"}
+    assert post({"sales_invoice": {"date": "2026-11-20", "invoice_lines": [line_ok]}}) == [
+        {"$severity": "error", "$dataCode": "RecordInvalid", "$message": "can't be blank", "$source": "contact_id"}]
+    contact = client.write("POST", "/contacts", {"contact": {"name": "Val", "contact_type_ids": ["CUSTOMER"]}})
+    as_text = {**line_ok, "unit_price": "10.00"}
+    assert post({"sales_invoice": {"contact_id": contact["id"], "date": "2026-11-20", "invoice_lines": [as_text]}}
+                )[0]["$message"] == "is not a number"
+    taxed = {**line_ok, "tax_rate_id": "CA_GST"}  # v3.1: a non-zero rate needs the line's tax amount
+    assert post({"sales_invoice": {"contact_id": contact["id"], "date": "2026-11-20", "invoice_lines": [taxed]}}
+                )[0]["$source"] == "tax_amount"
+    assert post({"invoice": {}})[0]["$dataCode"] == "ParamMissing"
