@@ -16,6 +16,7 @@ PLATFORM_PACKAGES: dict[str, str] = {
     "zoho-books": "connectors.zoho_books",
     "odoo": "connectors.odoo",
     "quickbooks-desktop": "connectors.quickbooks_desktop",
+    "sage-accounting": "connectors.sage_accounting",
 }
 
 

@@ -233,6 +233,50 @@ def _qbxml(document: str) -> tuple[str, dict[str, Any]]:
     return request.tag, mapping.to_dict(request)
 
 
+class SageAccountingDriver:
+    platform = "sage-accounting"
+
+    def __init__(self) -> None:
+        from connectors.sage_accounting import Sandbox
+
+        self.sandbox = Sandbox()
+
+    def close_books(self, through: date) -> None:
+        self.sandbox.set_lockdown_date(through)
+
+    def expire_tokens(self) -> None:
+        self.sandbox.issuer.expire_all()
+
+    def token_refreshes(self) -> int:
+        return self.sandbox.issuer.refresh_count
+
+    def bookkeeper_edit(self, external_id: str) -> None:
+        """The bookkeeper changes the invoice's notes in Sage (Sage has no concurrency token: last write wins)."""
+        with self.sandbox._lock:
+            for business in self.sandbox.businesses.values():
+                invoice = business.tables["sales_invoices"].get(external_id)
+                if invoice is not None:
+                    invoice.update(notes="Edited by the bookkeeper", updated_at="2026-11-29T12:00:00.000000+00:00")
+
+    def customers(self, name: str) -> int:
+        return sum(1 for c in self.sandbox.records("contacts") if c.get("name") == name)
+
+    def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
+        """(reference, total, credit still open) of every live credit note, adjustments included."""
+        return [(n.get("reference", ""), n["total_amount"], n["outstanding_amount"])
+                for n in self.sandbox.records("sales_credit_notes") if n["status"]["id"] != "VOID"]
+
+    def credit_applications(self) -> int:
+        return len(self.sandbox.records("contact_allocations"))
+
+    def writes(self) -> list[tuple[str, Any]]:
+        """Every write the sandbox received, as ("<METHOD> <resource>", body)."""
+        return [(f"{method} {path.strip('/').split('/')[0]}", body) for method, path, body in self.sandbox.requests]
+
+    def previewed(self, planned: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        return [(f"{p['method']} {p['path'].strip('/').split('/')[0].split('?')[0]}", p["body"]) for p in planned]
+
+
 # platform -> driver. Porting a connector onto the engine: add its line here.
 class XeroDriver:
     platform = "xero"
@@ -281,4 +325,5 @@ ON_ENGINE: dict[str, type] = {
     "xero": XeroDriver,
     "odoo": OdooDriver,
     "quickbooks-desktop": QuickBooksDesktopDriver,
+    "sage-accounting": SageAccountingDriver,
 }

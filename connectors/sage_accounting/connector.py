@@ -1,0 +1,209 @@
+"""The Sage Business Cloud Accounting (API v3.1) connector: platform operations for the delivery engine.
+
+Contacts (found by our unique contact reference, then the target's match rules), sales invoices (create; update
+= ``PUT`` of the whole invoice, Sage has no concurrency token so the last write wins; void = ``DELETE`` with a
+``void_reason``), customer receipts (``contact_payments``) allocated to their invoice at creation, refunds as
+sales credit notes allocated to the invoice by a ``contact_allocation``, and the business's year end lockdown
+date (``financial_settings.year_end_lockdown_date``) answered by the engine's re-dating and adjustments. Every
+request carries ``X-Business``. The lifecycle, look-ups before re-creating, checkpoints and preview are the
+engine's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from connectors.auth import OAuth2RefreshAuth
+from connectors.base import ExternalRef, PermanentError, RemoteInvoice
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, first_open_day
+from connectors.engine_state import DocKind
+from connectors.http import PlatformHttp
+from connectors.sage_accounting import mapping
+from connectors.sage_accounting.client import SageClient, classify
+from connectors.sage_accounting.settings import SageSettings
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+
+DEFAULT_BASE_URL = "https://api.accounting.sage.com/v3.1"
+VOID = "VOID"
+
+
+class SageAccountingConnector(EngineConnector):
+    platform = "sage-accounting"
+    settings_model = SageSettings
+    # Receipts are deleted (DELETE /contact_payments/{key}); a receipt names its invoice in allocated_artefacts;
+    # credit notes are allocated to their invoice by a separate contact_allocation; no batch endpoint.
+    capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
+                                credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0)
+
+    def __init__(self, target, runtime) -> None:
+        super().__init__(target, runtime)
+        settings: SageSettings = self.settings
+        # Sage's token endpoint takes the client's id and secret in the form body.
+        auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url, client_auth="body",
+                                 credentials=runtime.credentials(target.name))
+        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
+                                  concurrency=settings.concurrency)
+        self.http = PlatformHttp(target=target.name, platform=self.platform, limiter=limiter, auth=auth,
+                                 base_url=target.base_url or DEFAULT_BASE_URL, classify=classify,
+                                 timeout_s=target.request_timeout_s)
+        self.client = SageClient(self.http, settings)
+        self.mapping = target.mapping
+        self.closed_through: date | None = None  # as last read
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- shared entities --
+    def customer_digest(self, customer: Customer) -> str:
+        return mapping.contact_digest(customer)
+
+    def find_customer(self, customer: Customer) -> ExternalRef | None:
+        ours = mapping.contact_reference(customer)  # ours first: a retry after a crash finds what it made
+        # Sage filters contacts by name / reference (``search``) and email, not by phone: "phone" is not matched.
+        searches = [{"search": ours}] + [{"email": customer.email} if key == "email" else {"search": customer.name}
+                                         for key in self.mapping.customer_match
+                                         if key == "name" or (key == "email" and customer.email)]
+        for params in searches:
+            for contact in self.client.list("/contacts", contact_type_id="CUSTOMER", **params):
+                reference = str(contact.get("reference") or "")
+                if reference == ours:
+                    return _ref(contact)
+                # Never another shop customer's record: ours carry the shop's id in their unique reference.
+                if not reference.startswith("LWC") and ("email" in params or contact.get("name") == customer.name):
+                    return _ref(contact)
+        return None
+
+    def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
+        return _ref(self.client.write("POST", "/contacts", mapping.contact_payload(customer)))
+
+    def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
+        if self.client.get(f"/contacts/{ref.external_id}") is None:
+            return None
+        body = mapping.contact_payload(customer)
+        return _ref(self.client.write("PUT", f"/contacts/{ref.external_id}", body))
+
+    def item_for(self, line: InvoiceLine) -> ItemSpec | None:
+        return None  # Sage lines post straight on ledger accounts
+
+    def find_item(self, spec: ItemSpec) -> ExternalRef | None:
+        raise PermanentError("sage-accounting posts lines on ledger accounts, never on items")
+
+    create_item = find_item
+
+    # -- references --
+    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        if kind is DocKind.INVOICE:
+            return event.number
+        if kind is DocKind.PAYMENT:
+            return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
+        if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
+            return mapping.credit_note_reference(key)  # an allocation is found through its credit note
+        adjustment_kind, _, sequence = key.partition(":")
+        return mapping.adjustment_reference(event, int(sequence), adjustment_kind)
+
+    def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        if kind is DocKind.PAYMENT:
+            # Receipts cannot be searched by reference: every customer receipt is read, page by page.
+            return [_ref(p) for p in self.client.list("/contact_payments", transaction_type_id=mapping.CUSTOMER_RECEIPT,
+                                                      attributes="reference,total_amount", sort="created_at")
+                    if p.get("reference") == reference]
+        invoices = kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and reference.startswith("A"))
+        resource = "/sales_invoices" if invoices else "/sales_credit_notes"
+        documents = [d for d in self.client.list(resource, search=reference, sort="created_at",
+                                                 attributes="reference,total_amount,status")
+                     if d.get("reference") == reference and _status(d) != VOID]
+        if kind is not DocKind.CREDIT_APPLICATION:
+            return [_ref(d) for d in documents]
+        allocations = []
+        for credit_note in documents:
+            held = self.client.get(f"/sales_credit_notes/{credit_note['id']}", show_payments_allocations="true") or {}
+            allocations += [ExternalRef(external_id=str(a["contact_allocation"]["id"]), amount=abs(Decimal(str(a["amount"]))))
+                            for a in held.get("payments_allocations") or [] if a.get("contact_allocation")]
+        return allocations
+
+    # -- the invoice --
+    def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
+        body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
+        return _remote(self.client.write("POST", "/sales_invoices", body))
+
+    def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
+        body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
+        return _remote(self.client.write("PUT", f"/sales_invoices/{current.external_id}", body))
+
+    def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
+        held = self.read_invoice(current.external_id)
+        if held is None or held.status == "void":
+            return held
+        self.client.write("DELETE", f"/sales_invoices/{current.external_id}", void_reason=self.settings.void_reason)
+        return self.read_invoice(current.external_id) or held.model_copy(update={"status": "void"})
+
+    def read_invoice(self, external_id: str) -> RemoteInvoice | None:
+        found = self.client.get(f"/sales_invoices/{external_id}")
+        return _remote(found) if found else None
+
+    # -- money --
+    def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
+        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping, posting.txn_date)
+        return _ref(self.client.write("POST", "/contact_payments", body))
+
+    def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
+        self._delete(f"/contact_payments/{ref.external_id}")
+
+    def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
+        body = mapping.credit_note_payload(event, refund, posting.customer_id, self.mapping, posting.txn_date)
+        return _ref(self.client.write("POST", "/sales_credit_notes", body))
+
+    def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
+                     posting: Posting) -> ExternalRef:
+        # Today, on or after both documents' dates; never in locked books (the engine read the lockdown date
+        # before this delivery's first write).
+        day = max(date.today(), first_open_day(self.closed_through))
+        body = mapping.allocation_payload(posting.customer_id, invoice_id, credit.external_id, amount, day)
+        return _ref(self.client.write("POST", "/contact_allocations", body))
+
+    def release_credit(self, application: ExternalRef, request_id: str) -> None:
+        self._delete(f"/contact_allocations/{application.external_id}")
+
+    def _delete(self, path: str) -> None:
+        if self.client.get(path) is not None:  # already gone: nothing to do
+            self.client.write("DELETE", path)
+
+    # -- closed periods --
+    def books_closed_through(self) -> date | None:
+        # Sage: no transaction can be created or edited dated on or before the lockdown date.
+        lockdown = (self.client.get("/financial_settings") or {}).get("year_end_lockdown_date")
+        self.closed_through = date.fromisoformat(str(lockdown)) if lockdown else None
+        return self.closed_through
+
+    def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
+        resource, body = mapping.adjustment_payload(
+            event, adjustment.kind, adjustment.sequence, posting.customer_id, adjustment.net, adjustment.tax,
+            posting.txn_date or date.today(), adjustment.original_id, adjustment.reason, self.mapping)
+        return _ref(self.client.write("POST", f"/{resource}", body))
+
+    @contextmanager
+    def recording(self) -> Iterator[list[dict[str, Any]]]:
+        self.client.recorder = sent = []
+        try:
+            yield sent
+        finally:
+            self.client.recorder = None
+
+
+def _status(document: dict[str, Any]) -> str:
+    return str((document.get("status") or {}).get("id", ""))
+
+
+def _ref(row: dict[str, Any]) -> ExternalRef:
+    total = row.get("total_amount")
+    return ExternalRef(external_id=str(row["id"]), token=row.get("updated_at"),
+                       amount=Decimal(str(total)) if total is not None else None)
+
+
+def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
+    return RemoteInvoice(external_id=str(invoice["id"]), number=invoice.get("reference"), token=invoice.get("updated_at"),
+                         status="void" if _status(invoice) == VOID else "issued", total=invoice.get("total_amount"),
+                         tax_total=invoice.get("tax_amount"), balance=invoice.get("outstanding_amount"), raw=invoice)

@@ -1,0 +1,371 @@
+"""Sage Business Cloud Accounting v3.1: every request the connector sends validated against Sage's official
+Swagger 2.0, the validator shown to reject bad bodies, and the platform's own rules (X-Business, business
+discovery, rotating refresh tokens, limits, paging, Sage's error body, tax-rate mapping).
+
+openapi-core reads OpenAPI 3 only (it answers Sage's Swagger 2.0 with "Validator class not found"), so the
+Swagger is read here directly: the operation must exist (path template and method), every query parameter must
+be one the operation declares, and the ``in: body`` parameter's schema — a JSON Schema draft 4 subset — is
+checked with jsonschema's Draft4Validator (date formats checked). Stricter than Sage: an object may hold only
+the properties the Swagger declares (``additionalProperties: false`` added), so a misspelt field fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors import jsonmoney
+from connectors.base import AuthError, ClosedPeriodError, PermanentError, RateLimitedError, RetryableError
+from connectors.sage_accounting import Sandbox, mapping
+from connectors.sage_accounting.client import classify
+from connectors.testing import (
+    GST,
+    PST,
+    MemoryEntities,
+    connectors_on,
+    deliver,
+    invoice_event,
+    line,
+    next_version,
+    payment,
+)
+from daemon.canonical import Refund
+from daemon.config import MappingConfig
+
+jsonschema = pytest.importorskip("jsonschema")
+
+API = "/v3.1"
+
+
+class SwaggerValidator:
+    """Requests checked against Sage's Swagger 2.0 documents (accounts + core businesses)."""
+
+    def __init__(self, *documents: dict[str, Any]) -> None:
+        self.operations: list[tuple[re.Pattern[str], str, dict[str, Any], dict[str, Any]]] = []
+        for document in documents:
+            for template, item in document["paths"].items():
+                pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$")
+                for method, operation in item.items():
+                    if not method.startswith("x-"):
+                        self.operations.append((pattern, method.upper(), operation, document))
+
+    def problems(self, method: str, path: str, query: dict[str, str], body: Any) -> list[str]:
+        matches = [(op, doc) for pattern, verb, op, doc in self.operations if verb == method and pattern.match(path)]
+        if not matches:
+            return [f"no operation {method} {path} in the Swagger"]
+        operation, document = matches[0]
+        parameters = operation.get("parameters") or []
+        declared = {p["name"] for p in parameters if p["in"] == "query"}
+        out = [f"query parameter {name!r} not declared" for name in query if name not in declared]
+        out += [f"required query parameter {p['name']!r} missing" for p in parameters
+                if p["in"] == "query" and p.get("required") and p["name"] not in query]
+        body_parameter = next((p for p in parameters if p["in"] == "body"), None)
+        if body_parameter is None:
+            return out + (["a body the operation does not take"] if body is not None else [])
+        if body is None:
+            return out + ["the operation's body is missing"]
+        schema = _strict(_resolve(body_parameter["schema"], document)) | {"definitions": {}}
+        validator = jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+        return out + [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]
+
+
+def _resolve(schema: Any, document: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _resolve(document["definitions"][schema["$ref"].split("/")[-1]], document)
+        return {k: _resolve(v, document) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_resolve(v, document) for v in schema]
+    return schema
+
+
+def _strict(schema: Any) -> Any:
+    """Every object may hold only what the Swagger declares."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and out.get("type", "object") == "object":
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def swagger(specs) -> SwaggerValidator:
+    folder = specs / "sage-accounting"
+    documents = [json.loads((folder / name).read_text()) for name in (
+        "swagger-accounts-v3.1.json", "swagger-core-user-businesses-v3.1.json")]
+    assert all(d["swagger"] == "2.0" and d["basePath"] == API for d in documents)
+    return SwaggerValidator(*documents)
+
+
+class Captured:
+    """Every request a connector sends (an httpx event hook on its client)."""
+
+    def __init__(self) -> None:
+        self.sent: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        self.sent.append(request)
+
+    def requests(self) -> list[tuple[str, str, dict[str, str], Any, httpx.Headers]]:
+        return [(r.method, r.url.path.removeprefix(API), dict(r.url.params),
+                 jsonmoney.loads(r.content) if r.content else None, r.headers) for r in self.sent]
+
+
+@pytest.fixture
+def sage():
+    sandbox = Sandbox()
+    with connectors_on(sandbox, "sage") as build:
+        connector = build()
+        captured = Captured()
+        connector.http.client.event_hooks["request"].append(captured)
+        yield sandbox, connector, captured
+
+
+def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
+    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
+                  reason="Part returned unused", created_at=invoice_event().emitted_at)
+
+
+def _every_kind_of_write(sandbox, connector) -> None:
+    """Create (customer, invoice, receipt, credit note, allocation), edit, remove a receipt, release the
+    allocation, void; then closed books: a re-dated create, an increase and a decrease."""
+    entities = MemoryEntities()
+    v1 = invoice_event(5001, payments=[payment(1, "100.00")], refunds=[refund(2, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, lines=list(v1.lines)[:4] + [line(6, "part", "Relay", "2", "11.20", taxes=(GST, PST))],
+                      payments=[])
+    doc = deliver(connector, entities, v2, doc)
+    doc = deliver(connector, entities, next_version(v2, status="void"), doc)
+    assert doc.status == "voided"
+    moved = v1.customer.model_copy(update={"phone": "555-0199", "billing_address": "9 Depot Rd"})
+    deliver(connector, entities, invoice_event(5004, customer=moved))  # the contact is updated
+    sandbox.set_lockdown_date(date(2026, 11, 30))
+    late = deliver(connector, entities, invoice_event(5002))  # dated 2026-11-20: posted on 2026-12-01
+    assert late.engine.posted_on == date(2026, 12, 1)
+    sandbox.set_lockdown_date(None)
+    v1 = invoice_event(5003)
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lockdown_date(date(2026, 11, 30))
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    doc = deliver(connector, entities, v2, doc)  # a decrease: a credit note
+    doc = deliver(connector, entities, next_version(v2, lines=list(v1.lines)), doc)  # an increase: an invoice
+    kinds = [a.kind for a in doc.engine.adjustments]
+    assert kinds == ["decrease", "increase"]
+
+
+def test_every_request_matches_sages_swagger(sage, swagger):
+    sandbox, connector, captured = sage
+    _every_kind_of_write(sandbox, connector)
+    sent = captured.requests()
+    seen = {(method, re.sub(r"/[0-9a-f]{32}", "/{key}", path)) for method, path, *_ in sent}
+    for expected in [("POST", "/contacts"), ("PUT", "/contacts/{key}"), ("POST", "/sales_invoices"), ("PUT", "/sales_invoices/{key}"),
+                     ("DELETE", "/sales_invoices/{key}"), ("POST", "/contact_payments"),
+                     ("DELETE", "/contact_payments/{key}"), ("POST", "/sales_credit_notes"),
+                     ("POST", "/contact_allocations"), ("DELETE", "/contact_allocations/{key}"),
+                     ("GET", "/financial_settings"), ("GET", "/businesses"), ("GET", "/contacts")]:
+        assert expected in seen, f"{expected} never sent"
+    problems = {f"{method} {path} {query}": found for method, path, query, body, _ in sent
+                if (found := swagger.problems(method, path, query, body))}
+    assert not problems
+    # X-Business on every request but the one that finds the business.
+    assert all(headers.get("x-business") for _, path, _, _, headers in sent if path != "/businesses")
+
+
+def test_the_swagger_check_rejects_bad_bodies(swagger):
+    good = {"sales_invoice": {"contact_id": "c1", "date": "2026-11-20", "invoice_lines": [
+        {"description": "Labour", "ledger_account_id": "4010", "unit_price": Decimal("120.00"),
+         "quantity": Decimal("1.5"), "tax_rate_id": "CA_GST", "tax_amount": Decimal("9.00")}]}}
+    assert swagger.problems("POST", "/sales_invoices", {}, good) == []
+    missing = copy.deepcopy(good)
+    del missing["sales_invoice"]["contact_id"]
+    text = copy.deepcopy(good)
+    text["sales_invoice"]["invoice_lines"][0]["unit_price"] = "120.00"  # money as a string
+    misspelt = copy.deepcopy(good)
+    misspelt["sales_invoice"]["invoice_lines"][0]["tax_rate"] = "CA_GST"
+    bad_date = copy.deepcopy(good)
+    bad_date["sales_invoice"]["date"] = "20/11/2026"
+    for body, expected in ((missing, "'contact_id' is a required property"), (text, "is not of type 'number'"),
+                           (misspelt, "'tax_rate' was unexpected"), (bad_date, "is not a 'date'"),
+                           ({"invoice": good["sales_invoice"]}, "'sales_invoice' is a required property")):
+        assert any(expected in p for p in swagger.problems("POST", "/sales_invoices", {}, body)), expected
+    assert swagger.problems("DELETE", "/sales_invoices/abc", {"reason": "x"}, None) == [
+        "query parameter 'reason' not declared"]
+    assert swagger.problems("POST", "/sales_invoices/abc/void", {}, None) == [
+        "no operation POST /sales_invoices/abc/void in the Swagger"]
+    payment_body = {"contact_payment": {"transaction_type_id": "CUSTOMER_RECEIPT", "contact_id": "c",
+                                        "bank_account_id": "b", "date": "2026-11-20", "total_amount": Decimal("5"),
+                                        "allocated_artefacts": [{"artefact_id": "i", "amount": Decimal("5")}]}}
+    assert swagger.problems("POST", "/contact_payments", {}, payment_body) == []
+    del payment_body["contact_payment"]["bank_account_id"]
+    assert swagger.problems("POST", "/contact_payments", {}, payment_body) == [
+        "contact_payment: 'bank_account_id' is a required property"]
+
+
+def test_the_business_is_found_once_and_sent_on_every_request(sage):
+    sandbox, connector, captured = sage
+    deliver(connector, MemoryEntities(), invoice_event(5100))
+    paths = [path for _, path, *_ in captured.requests()]
+    assert paths.count("/businesses") == 1 and paths[0] == "/businesses"
+    (business,) = sandbox.businesses
+    assert connector.client.business_id == business
+
+
+def test_several_businesses_need_one_configured():
+    sandbox = Sandbox()
+    with connectors_on(sandbox, "sage") as build:
+        connector = build()
+        sandbox.businesses["b" * 32] = copy.deepcopy(next(iter(sandbox.businesses.values())))
+        sandbox.businesses["b" * 32].id = "b" * 32
+        with pytest.raises(PermanentError, match="reaches 2 businesses: set settings.business_id"):
+            deliver(connector, MemoryEntities(), invoice_event(5110))
+    with connectors_on(sandbox, "sage", business_id="b" * 32) as build:
+        doc = deliver(build(), MemoryEntities(), invoice_event(5111))
+        assert doc.external_id in sandbox.businesses["b" * 32].tables["sales_invoices"]
+
+
+def test_sandbox_refuses_a_request_without_x_business(sage):
+    sandbox, connector, _ = sage
+    connector.client.business()
+    response = connector.http.client.get("/contacts", auth=connector.http.auth)
+    assert response.status_code == 400
+    assert response.json() == [{"$severity": "error", "$dataCode": "BusinessNotFound",
+                                "$message": "X-Business header missing", "$source": "X-Business"}]
+
+
+def test_refresh_tokens_rotate_and_the_old_one_dies(sage):
+    sandbox, connector, _ = sage
+    store = connector.runtime.credentials("sage")
+    deliver(connector, MemoryEntities(), invoice_event(5200))
+    first = store.get()["refresh_token"]
+    sandbox.issuer.expire_all()  # 5-minute access tokens: the next call refreshes
+    deliver(connector, MemoryEntities(), invoice_event(5201))
+    second = store.get()["refresh_token"]
+    assert second != first and store.get()["access_token_expires_at"] > 0
+    answer = httpx.post(connector.settings.token_url, data={
+        "grant_type": "refresh_token", "refresh_token": first, "client_id": store.get()["client_id"],
+        "client_secret": store.get()["client_secret"]})
+    assert answer.status_code == 400 and answer.json() == {"error": "invalid_grant"}
+
+
+def test_the_minute_limit_answers_429_with_retry_after():
+    sandbox = Sandbox(minute_limit=3)
+    with connectors_on(sandbox, "sage", requests_per_minute=1000) as build:
+        connector = build()
+        with pytest.raises(RateLimitedError) as raised:
+            for _ in range(5):
+                connector.books_closed_through()
+        assert raised.value.retry_after and raised.value.retry_after >= 1
+        assert raised.value.platform_code == "TooManyRequests" and sandbox.minute_window.breaches >= 1
+
+
+def test_lists_are_read_page_by_page(sage):
+    sandbox, connector, _ = sage
+    connector.client.settings = connector.settings.model_copy(update={"items_per_page": 2})
+    entities = MemoryEntities()
+    for n in range(5):
+        deliver(connector, entities, invoice_event(5300 + n, number="INV-PAGED"))
+    assert len(connector.find(mapping_kind("invoice"), "INV-PAGED")) == 5
+
+
+def mapping_kind(value: str):
+    from connectors.engine_state import DocKind
+
+    return DocKind(value)
+
+
+@pytest.mark.parametrize(("status", "body", "kind", "code"), [
+    (401, [{"$severity": "error", "$dataCode": "AuthenticationFailed", "$message": "expired", "$source": ""}],
+     AuthError, "AuthenticationFailed"),
+    (429, [{"$severity": "error", "$dataCode": "TooManyRequests", "$message": "slow down", "$source": ""}],
+     RateLimitedError, "TooManyRequests"),
+    (422, [{"$severity": "error", "$dataCode": "RecordInvalid",
+            "$message": "Date must be after the year end lockdown date (2026-11-30)", "$source": "date"}],
+     ClosedPeriodError, "RecordInvalid"),
+    (422, [{"$severity": "error", "$dataCode": "RecordInvalid", "$message": "can't be blank", "$source": "contact_id"}],
+     PermanentError, "RecordInvalid"),
+    (500, [{"$severity": "error", "$dataCode": "UnexpectedError", "$message": "boom", "$source": ""}],
+     RetryableError, "UnexpectedError"),
+])
+def test_sages_error_body_is_classified(status, body, kind, code):
+    error = classify(httpx.Response(status, json=body, headers={"Retry-After": "7"}))
+    assert type(error) is kind and error.platform_code == code and body[0]["$message"] in error.reason
+    assert error.detail == body
+    if kind is RateLimitedError:
+        assert error.retry_after == 7
+    assert classify(httpx.Response(502, text="<html>bad gateway</html>")) is None  # the default rules apply
+
+
+def test_a_line_with_two_tax_components_uses_the_combined_rate_and_the_shops_amounts():
+    rules = MappingConfig(income_accounts={"part": "4000"}, tax_codes={"GST+PST": "CA_GST_PST", "GST": "CA_GST"})
+    event = invoice_event(5400, lines=[line(1, "part", "Relay", "2", "11.20", taxes=(GST, PST))])
+    (body_line,) = mapping.invoice_payload(event, "c1", rules)["sales_invoice"]["invoice_lines"]
+    assert body_line["tax_rate_id"] == "CA_GST_PST"
+    assert (body_line["net_amount"], body_line["tax_amount"], body_line["total_amount"]) == (
+        Decimal("22.40"), Decimal("2.69"), Decimal("25.09"))
+    assert all(isinstance(v, Decimal) for v in (body_line["unit_price"], body_line["quantity"]))
+    with pytest.raises(PermanentError, match="names no Sage tax rate for 'PST'"):
+        mapping.invoice_payload(invoice_event(5401, lines=[line(1, "part", "x", "1", "1.00", taxes=(PST,))]), "c", rules)
+
+
+def test_a_bookkeepers_contact_is_used_but_another_shop_customers_never(sage):
+    sandbox, connector, _ = sage
+    entities = MemoryEntities()
+    event = invoice_event(5500)
+    business = next(iter(sandbox.businesses.values()))
+    business.tables["contacts"]["k" * 32] = {"id": "k" * 32, "name": "Dana Whitfield", "reference": "DANA01",
+                                             "contact_type_ids": ["CUSTOMER"],
+                                             "main_contact_person": {"email": "dana@example.com"}}
+    assert deliver(connector, entities, event).customer_id == "k" * 32
+    other = invoice_event(5501, customer=event.customer.model_copy(update={"id": 78}))
+    business.tables["contacts"]["k" * 32]["reference"] = "LWC77"  # now claimed by shop customer 77
+    assert deliver(connector, MemoryEntities(), other).customer_id != "k" * 32
+
+
+def test_a_payment_and_a_refund_dated_in_locked_books_post_on_the_first_open_day(sage):
+    sandbox, connector, _ = sage
+    entities = MemoryEntities()
+    v1 = invoice_event(5600)
+    doc = deliver(connector, entities, v1)
+    sandbox.set_lockdown_date(date(2026, 11, 30))  # the receipt (Nov 20) and the return (Nov 20) are locked
+    v2 = next_version(v1, payments=[payment(1, "100.00")], refunds=[refund(3, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v2, doc)
+    (receipt,) = sandbox.records("contact_payments")
+    (credit_note,) = sandbox.records("sales_credit_notes")
+    (allocation,) = sandbox.records("contact_allocations")
+    assert receipt["date"] == credit_note["date"] == allocation["date"] == "2026-12-01"
+    invoice = connector.read_invoice(doc.external_id)
+    assert invoice.balance == v1.computed.total - Decimal("100.00") - Decimal("304.45")
+
+
+def test_the_sandbox_validates_as_the_swagger_says(sage):
+    _, connector, _ = sage
+    client = connector.client
+
+    def post(body: dict) -> list[dict]:
+        with pytest.raises(PermanentError) as refused:
+            client.write("POST", "/sales_invoices", body)
+        assert refused.value.status in (400, 422)
+        return refused.value.detail
+
+    line_ok = {"description": "Labour", "ledger_account_id": "4010", "unit_price": Decimal("10.00"),
+               "tax_rate_id": "US_NO_TAX"}
+    assert post({"sales_invoice": {"date": "2026-11-20", "invoice_lines": [line_ok]}}) == [
+        {"$severity": "error", "$dataCode": "RecordInvalid", "$message": "can't be blank", "$source": "contact_id"}]
+    contact = client.write("POST", "/contacts", {"contact": {"name": "Val", "contact_type_ids": ["CUSTOMER"]}})
+    as_text = {**line_ok, "unit_price": "10.00"}
+    assert post({"sales_invoice": {"contact_id": contact["id"], "date": "2026-11-20", "invoice_lines": [as_text]}}
+                )[0]["$message"] == "is not a number"
+    taxed = {**line_ok, "tax_rate_id": "CA_GST"}  # v3.1: a non-zero rate needs the line's tax amount
+    assert post({"sales_invoice": {"contact_id": contact["id"], "date": "2026-11-20", "invoice_lines": [taxed]}}
+                )[0]["$source"] == "tax_amount"
+    assert post({"invoice": {}})[0]["$dataCode"] == "ParamMissing"
