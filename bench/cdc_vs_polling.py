@@ -31,11 +31,12 @@ from cryptography.fernet import Fernet  # noqa: E402
 from connectors.base import DocumentState  # noqa: E402
 from connectors.quickbooks_online import CONNECTOR, Sandbox  # noqa: E402
 from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime  # noqa: E402
-from daemon import generator, stack  # noqa: E402
+from daemon.localstack import generator
+from daemon.localstack import stack  # noqa: E402
 from daemon.app import Daemon  # noqa: E402
 from daemon.config import AppConfig, TargetConfig  # noqa: E402
-from daemon.decode import RowChange, SourceInfo  # noqa: E402
-from daemon.fold import Mirror, SourceTransaction  # noqa: E402
+from daemon.source.decode import RowChange, SourceInfo  # noqa: E402
+from daemon.source.fold import Mirror, SourceTransaction  # noqa: E402
 
 
 def db_load(dsn: str, db: str) -> tuple[int, int]:

@@ -30,12 +30,12 @@ import psycopg  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from connectors.testing import invoice_event  # noqa: E402
-from daemon import stack  # noqa: E402
+from daemon.localstack import stack  # noqa: E402
 from daemon.canonical import encode_invoice_event  # noqa: E402
 from daemon.config import AppConfig  # noqa: E402
 from daemon.console import build_console  # noqa: E402
 from daemon.console.password import hash_password  # noqa: E402
-from daemon.ledger import GENESIS, Ledger  # noqa: E402
+from daemon.sink.ledger import GENESIS, Ledger  # noqa: E402
 from daemon.service import build_http_app  # noqa: E402
 
 REASONS = ["QBO 2500: Invalid Reference Id : Account {n} not found", "Account Period Closed, Cannot Update Through "

@@ -31,7 +31,8 @@ from confluent_kafka import Consumer  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from connectors.quickbooks_online import Sandbox  # noqa: E402
-from daemon import generator, stack  # noqa: E402
+from daemon.localstack import generator
+from daemon.localstack import stack  # noqa: E402
 from daemon.app import Daemon  # noqa: E402
 from daemon.canonical import decode_invoice_event  # noqa: E402
 from daemon.config import AppConfig  # noqa: E402

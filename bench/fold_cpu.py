@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog  # noqa: E402
 
-from daemon.decode import decode_row_change, decode_tx_marker  # noqa: E402
-from daemon.fold import Mirror, TransactionAssembler  # noqa: E402
+from daemon.source.decode import decode_row_change, decode_tx_marker  # noqa: E402
+from daemon.source.fold import Mirror, TransactionAssembler  # noqa: E402
 
 from fold_throughput import EnvelopeWriter  # noqa: E402
 from memory import in_flight_envelopes  # noqa: E402

@@ -4,7 +4,7 @@ Writes N Debezium-shaped row events (raw envelopes with schemas, precise decimal
 and BEGIN/END markers — what the real connector writes) for whole invoice transactions into fresh topics
 on the local stack's Kafka, then measures, in the same process setup:
 
-* baseline: a bare confluent-kafka consumer that reads every record and decodes it (``daemon.decode``);
+* baseline: a bare confluent-kafka consumer that reads every record and decodes it (``daemon.source.decode``);
 * fold: ``FoldRunner`` — decode, reassemble transactions, fold, Avro-encode, produce canonical events and
   the state changelog, and commit offsets, all inside Kafka transactions.
 
@@ -34,9 +34,9 @@ from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from daemon.config import AppConfig  # noqa: E402
-from daemon.decode import decode_row_change, decode_tx_marker  # noqa: E402
-from daemon.fold import TABLES  # noqa: E402
-from daemon.fold_runner import FoldRunner  # noqa: E402
+from daemon.source.decode import decode_row_change, decode_tx_marker  # noqa: E402
+from daemon.source.fold import TABLES  # noqa: E402
+from daemon.source.fold_runner import FoldRunner  # noqa: E402
 from daemon.kafka_util import consume_available, ensure_topics  # noqa: E402
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon import fold_runner  # noqa: E402,F401 - the daemon's imports, as in production
-from daemon.decode import RowChange, SourceInfo, decode_row_change  # noqa: E402
-from daemon.fold import Mirror, SourceTransaction, TransactionAssembler  # noqa: E402
+from daemon.source import fold_runner  # noqa: E402,F401 - the daemon's imports, as in production
+from daemon.source.decode import RowChange, SourceInfo, decode_row_change  # noqa: E402
+from daemon.source.fold import Mirror, SourceTransaction, TransactionAssembler  # noqa: E402
 
 from fold_throughput import EnvelopeWriter, _dec  # noqa: E402  (bench/ is on sys.path as the script's dir)
 

@@ -29,12 +29,12 @@ from cryptography.fernet import Fernet  # noqa: E402
 
 from connectors.quickbooks_online import Sandbox  # noqa: E402
 from connectors.testing import invoice_event, next_version, payment  # noqa: E402
-from daemon import stack  # noqa: E402
+from daemon.localstack import stack  # noqa: E402
 from daemon.canonical import encode_invoice_event  # noqa: E402
 from daemon.config import AppConfig  # noqa: E402
-from daemon.deliver import DaemonRuntime, SinkWorker  # noqa: E402
+from daemon.sink.deliver import DaemonRuntime, SinkWorker  # noqa: E402
 from daemon.kafka_util import ensure_topics  # noqa: E402
-from daemon.ledger import Ledger, load_secret_key  # noqa: E402
+from daemon.sink.ledger import Ledger, load_secret_key  # noqa: E402
 
 
 def main() -> None:

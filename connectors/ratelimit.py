@@ -4,7 +4,7 @@ A target gets one ``Limiter`` (per platform tenant); it holds one bucket per win
 documents (per second, per minute, per day) plus a concurrency cap, and slows down adaptively when the
 platform still answers 429. Where the windows keep their state is a ``BucketStore``: this process
 (``MemoryBuckets``: tests, offline tools) or, in the daemon, the ledger database
-(``daemon.shared_ratelimit.PgBuckets``), so every daemon process of a target draws from the same windows
+(``daemon.sink.shared_ratelimit.PgBuckets``), so every daemon process of a target draws from the same windows
 and a restart keeps the day's count.
 """
 
@@ -166,7 +166,7 @@ class Limiter:
 
 class BucketStore(Protocol):
     """Where a limiter's windows keep their state: this process (``MemoryBuckets``) or the ledger database,
-    shared by every daemon process of a target (``daemon.shared_ratelimit.PgBuckets``)."""
+    shared by every daemon process of a target (``daemon.sink.shared_ratelimit.PgBuckets``)."""
 
     def token_bucket(self, name: str, rate: float, per: float, capacity: float) -> Bucket: ...
 

@@ -1,7 +1,7 @@
 """In-memory stand-ins for the daemon's PostgreSQL-backed runtime, and canonical event builders.
 
 Connector unit tests use these to drive a connector against its sandbox without Kafka or PostgreSQL.
-They implement the same protocols as the real stores in ``daemon/ledger.py``; the integration tests
+They implement the same protocols as the real stores in ``daemon/sink/ledger.py``; the integration tests
 run the real ones.
 """
 

@@ -20,9 +20,9 @@ import structlog
 from connectors.registry import connector_class
 from daemon import metrics
 from daemon.config import AppConfig
-from daemon.deliver import DaemonRuntime, SinkWorker
-from daemon.fold_runner import FoldRunner
-from daemon.ledger import Ledger, load_secret_key
+from daemon.sink.deliver import DaemonRuntime, SinkWorker
+from daemon.source.fold_runner import FoldRunner
+from daemon.sink.ledger import Ledger, load_secret_key
 from connectors.sandbox_kit import RunningServer
 from daemon.service import build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
 

@@ -93,16 +93,16 @@ def run_preview(config, limit: int | None) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from daemon.demo import run_demo
+    from daemon.localstack.demo import run_demo
 
     return run_demo(platform=args.platform, count=args.count, rate=args.rate, keep=args.keep, seed=args.seed)
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from daemon import stack
+    from daemon.localstack import stack
 
     if args.demo:
-        from daemon.demo import demo_stack_config
+        from daemon.localstack.demo import demo_stack_config
 
         cfg = demo_stack_config()
     else:
@@ -121,12 +121,12 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_source(args: argparse.Namespace) -> int:
-    """``source init`` / ``source check``: the shop database's side of the CDC set-up (daemon/source.py)."""
+    """``source init`` / ``source check``: the shop database's side of the CDC set-up (daemon/operations/source_setup.py)."""
     import os
 
     import psycopg
 
-    from daemon.source import SourceSpec, check_source, init_source, render_init_sql
+    from daemon.operations.source_setup import SourceSpec, check_source, init_source, render_init_sql
 
     dsn = args.dsn or os.environ.get("LEDGERWIRE_SOURCE_DSN")
     if not dsn:
@@ -170,7 +170,7 @@ def _register_source(args: argparse.Namespace, dsn: str, spec) -> int:
     it logs in as the replication role, its password resolved by Kafka Connect from its environment)."""
     from psycopg.conninfo import conninfo_to_dict
 
-    from daemon.source import debezium_connector_config, register_connector
+    from daemon.operations.source_setup import debezium_connector_config, register_connector
 
     if not args.connect_url:
         print("source register: give --connect-url (Kafka Connect's REST address)", file=sys.stderr)
@@ -190,7 +190,7 @@ def _register_source(args: argparse.Namespace, dsn: str, spec) -> int:
 
 
 def cmd_generate(argv: list[str]) -> int:
-    from daemon import generator
+    from daemon.localstack import generator
 
     return generator.main(argv) or 0
 
@@ -229,8 +229,8 @@ def cmd_secret_key(args: argparse.Namespace) -> int:
 
 
 def _ledger_and_runtime(config):
-    from daemon.deliver import DaemonRuntime
-    from daemon.ledger import Ledger, load_secret_key
+    from daemon.sink.deliver import DaemonRuntime
+    from daemon.sink.ledger import Ledger, load_secret_key
 
     ledger = Ledger(config.postgres.dsn, min_size=1, max_size=4)
     ledger.ensure_schema()
@@ -419,9 +419,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     import threading
     from datetime import date, datetime, timezone
 
-    from daemon.bookkeeping import drop_dead_letter, retry_dead_letter
+    from daemon.operations.bookkeeping import drop_dead_letter, retry_dead_letter
     from daemon.canonical import decode_invoice_event
-    from daemon.deliver import SinkWorker
+    from daemon.sink.deliver import SinkWorker
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
@@ -506,7 +506,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_offsets(args: argparse.Namespace) -> int:
     import time
 
-    from daemon import ops
+    from daemon.operations import offsets as ops
 
     config = _load(args.config)
     ledger, _ = _ledger_and_runtime(config)
@@ -565,7 +565,7 @@ def cmd_offsets(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon import ops
+    from daemon.operations import offsets as ops
 
     config = _load(args.config)
     ledger, _ = _ledger_and_runtime(config)
@@ -599,7 +599,7 @@ def _connector_for(config, target_name: str, runtime):
 def cmd_resync(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from daemon import resync
+    from daemon.operations import resync
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)
@@ -642,7 +642,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     import csv
     from datetime import date
 
-    from daemon.bookkeeping import RECONCILE_FIELDS, reconcile_differences
+    from daemon.operations.bookkeeping import RECONCILE_FIELDS, reconcile_differences
 
     config = _load(args.config)
     ledger, runtime = _ledger_and_runtime(config)

@@ -84,7 +84,7 @@ class RateLimit(_Config):
 
 
 class Schedule(_Config):
-    """When a target's deliveries go out (``daemon/schedule.py`` computes the windows).
+    """When a target's deliveries go out (``daemon/sink/schedule.py`` computes the windows).
 
     ``realtime`` (default): as soon as they arrive. ``interval``: every ``every_minutes`` minutes, counted
     from 1970-01-01T00:00Z so every process agrees. ``end_of_day``: once a day at ``at_local_time``

@@ -58,7 +58,7 @@ def local_stack():
     iterations; it is then left running. LEDGERWIRE_TEST_PORT_SHIFT moves the private stack's four ports
     by that much, so two test runs on one machine never share a port pair.
     """
-    from daemon import stack
+    from daemon.localstack import stack
 
     if os.environ.get("LEDGERWIRE_TEST_STACK_DIR"):
         cfg = stack.StackConfig(home=Path(os.environ["LEDGERWIRE_TEST_STACK_DIR"]))
@@ -127,7 +127,7 @@ def background_workload(conn, seed: int, count: int, rate_per_s: float | None = 
     import random
     import threading
 
-    from daemon import generator
+    from daemon.localstack import generator
 
     generator.seed_reference_data(conn, random.Random(seed))
     workload = generator.Workload(conn, seed=seed)
@@ -141,7 +141,7 @@ def background_workload(conn, seed: int, count: int, rate_per_s: float | None = 
 def shop(local_stack, monkeypatch):
     from cryptography.fernet import Fernet
 
-    from daemon import stack
+    from daemon.localstack import stack
 
     name = f"t{uuid.uuid4().hex[:8]}"
     shop_dsn = stack.create_shop_database(local_stack, name)

@@ -21,7 +21,7 @@ _CLUSTER: dict[str, object] = {}  # one cluster per test process, shared by ever
 def pg_cluster() -> Iterator[object]:
     # Each module that imports this fixture gets its own session-scoped copy: they share one cluster,
     # stopped when the last of them is torn down.
-    from daemon import stack  # noqa: PLC0415
+    from daemon.localstack import stack  # noqa: PLC0415
 
     if not _CLUSTER:
         home = Path(tempfile.mkdtemp(prefix="ledgerwire-test-pg-"))

@@ -19,9 +19,9 @@ from daemon.canonical import (
     HEADER_LENGTH, SINGLE_OBJECT_MAGIC, _to_avro, encode_invoice_event, released_schemas, schema_fingerprint,
 )
 from daemon.config import TargetConfig
-from daemon.deliver import DaemonRuntime, SinkWorker
+from daemon.sink.deliver import DaemonRuntime, SinkWorker
 from daemon.kafka_util import ensure_topics
-from daemon.ledger import Ledger, load_secret_key
+from daemon.sink.ledger import Ledger, load_secret_key
 from tests.test_pipeline_stack import RecordingBooks, RecordingConnector, wait_until
 
 pytestmark = pytest.mark.stack

@@ -24,7 +24,7 @@ from daemon import canonical
 from daemon.canonical import (
     SCHEMAS_DIR, CanonicalDecodeError, _to_avro, decode_invoice_event, encode_invoice_event,
 )
-from daemon.deliver import _Record
+from daemon.sink.deliver import PartitionLease, _Record
 from tests.test_schedule import Clock, make_worker
 
 RELEASED = SCHEMAS_DIR / "canonical" / "released"
@@ -129,7 +129,7 @@ def test_sink_dead_letters_an_unknown_fingerprint_and_the_partition_goes_on():
     good = [encode_invoice_event(invoice_event(n)) for n in (1001, 1002)]
     unknown = b"\xc3\x01" + b"\x07" * 8 + good[0][10:]
     records = [_Record(0, 0, good[0]), _Record(0, 2, unknown), _Record(0, 4, good[1])]
-    worker._process_batch(0, records, threading.Event())
+    worker._process_batch(0, records, PartitionLease(0, None))
     assert connector.posted == [(1001, 1), (1002, 1)], "the records around the bad one are delivered"
     assert max(ledger.offsets_set[0]) == 5, "the stored offset moves past the dead-lettered record"
     assert len(producer.produced) == 1
@@ -145,7 +145,7 @@ def test_sink_dead_letters_undecodable_bytes_at_the_end_of_a_batch():
     producer = worker._dlq_producer = _Producer()
     before = _failures(worker.target.name, "undecodable")
     records = [_Record(0, 0, encode_invoice_event(invoice_event(1001))), _Record(0, 2, b"\x00garbage")]
-    worker._process_batch(0, records, threading.Event())
+    worker._process_batch(0, records, PartitionLease(0, None))
     assert connector.posted == [(1001, 1)]
     assert max(ledger.offsets_set[0]) == 3
     assert len(producer.produced) == 1 and _failures(worker.target.name, "undecodable") == before + 1

@@ -14,8 +14,8 @@ import pytest
 
 from connectors.quickbooks_online import Sandbox
 from connectors.sandbox_kit import Faults, free_port
-from daemon import stack
-from daemon.verify import compare, expected_from_db
+from daemon.localstack import stack
+from daemon.localstack.verify import compare, expected_from_db
 from tests.conftest import background_workload
 from tests.test_end_to_end import start_daemon
 

@@ -23,8 +23,8 @@ from daemon.config import AppConfig
 from daemon.console import build_console
 from daemon.console.advice import advise, document_link
 from daemon.console.password import hash_password, verify_password
-from daemon.deliver import DaemonRuntime
-from daemon.ledger import Ledger, PgCredentials
+from daemon.sink.deliver import DaemonRuntime
+from daemon.sink.ledger import Ledger, PgCredentials
 from daemon.service import build_http_app
 
 PASSWORD = "correct horse battery"
@@ -271,8 +271,8 @@ def test_retry_after_the_fix_is_not_answered_with_the_replayed_refusal(ledger_db
     import threading
 
     from connectors.quickbooks_online.sandbox import Sandbox
-    from daemon.bookkeeping import retry_dead_letter
-    from daemon.deliver import SinkWorker, deliver_event_now
+    from daemon.operations.bookkeeping import retry_dead_letter
+    from daemon.sink.deliver import SinkWorker, deliver_event_now
     from connectors.testing import line
 
     key = Fernet.generate_key()

@@ -25,7 +25,7 @@ import pytest
 from connectors.quickbooks_online.sandbox import Sandbox
 from connectors.sandbox_kit import free_port
 from daemon.console.password import hash_password
-from daemon.ledger import Ledger
+from daemon.sink.ledger import Ledger
 
 pytestmark = pytest.mark.stack
 

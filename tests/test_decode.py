@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from daemon.decode import UNAVAILABLE, DecodeError, decode_row_change, decode_tx_marker
+from daemon.source.decode import UNAVAILABLE, DecodeError, decode_row_change, decode_tx_marker
 
 
 def _b64_decimal(value: str, scale: int) -> str:
@@ -101,7 +101,7 @@ def test_transaction_markers_group_by_xid_not_lsn():
 
 
 def test_known_schema_prefix_skips_the_schema_but_decodes_the_same():
-    from daemon import decode  # noqa: PLC0415
+    from daemon.source import decode  # noqa: PLC0415
 
     topic = "shop.public.prefix_test"
     decode._prefixes.pop(topic, None)

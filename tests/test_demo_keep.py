@@ -12,10 +12,10 @@ import httpx
 import yaml
 
 from connectors.quickbooks_online import Sandbox
-from daemon import stack
+from daemon.localstack import stack
 from daemon.cli import build_parser
 from daemon.config import load_config
-from daemon.demo import DEMO_CREDENTIALS_ENV, books_app, drop_credential_seed, write_demo_config
+from daemon.localstack.demo import DEMO_CREDENTIALS_ENV, books_app, drop_credential_seed, write_demo_config
 from connectors.sandbox_kit import RunningServer
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from connectors.registry import PLATFORM_PACKAGES
 from connectors.sandbox_kit import free_port
-from daemon.verify import compare, expected_from_db
+from daemon.localstack.verify import compare, expected_from_db
 from tests.conftest import background_workload
 
 pytestmark = pytest.mark.stack

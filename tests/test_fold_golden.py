@@ -25,8 +25,8 @@ from decimal import Decimal
 import fastavro
 
 from daemon.canonical import decode_invoice_event, encode_invoice_event
-from daemon.decode import UNAVAILABLE, RowChange, SourceInfo, TxBlock
-from daemon.fold import Mirror, SourceTransaction
+from daemon.source.decode import UNAVAILABLE, RowChange, SourceInfo, TxBlock
+from daemon.source.fold import Mirror, SourceTransaction
 from tests.test_fold_properties import OPS, ShopModel, apply_op
 
 GOLDEN = "fc017f00e673660e9bc6d74130b7eea9e8531d38e01f1f06e319a4217bfac870"
@@ -170,7 +170,7 @@ if __name__ == "__main__":
 
 def test_state_written_as_whole_row_objects_restores_to_the_same_invoices():
     """A fold-state topic written before compact rows (each row a JSON object) still restores."""
-    from daemon.fold import decode_state, encode_state  # noqa: PLC0415
+    from daemon.source.fold import decode_state, encode_state  # noqa: PLC0415
 
     rng = random.Random(7)
     model = ShopModel()
@@ -208,7 +208,7 @@ def test_state_written_as_whole_row_objects_restores_to_the_same_invoices():
 
 
 def test_compact_rows_keep_values_and_absent_columns():
-    from daemon.fold import Rows  # noqa: PLC0415
+    from daemon.source.fold import Rows  # noqa: PLC0415
 
     rows = Rows("invoices")
     row = {"id": 7, "number": "INV-7", "job_id": 1, "customer_id": 2, "location_id": 3, "status": "issued",

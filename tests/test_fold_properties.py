@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.canonical import money
-from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
-from daemon.fold import Mirror, TransactionAssembler, decode_state, encode_state
+from daemon.source.decode import RowChange, SourceInfo, TxBlock, TxMarker
+from daemon.source.fold import Mirror, TransactionAssembler, decode_state, encode_state
 
 TX_TOPIC = "shop.transaction"
 TS = datetime(2026, 11, 1, tzinfo=timezone.utc)

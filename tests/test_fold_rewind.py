@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
-from daemon.fold import decode_state, encode_state
+from daemon.source.decode import RowChange, SourceInfo, TxBlock, TxMarker
+from daemon.source.fold import decode_state, encode_state
 from tests.test_fold_properties import FoldHarness
 
 TX_TOPIC = "shop.transaction"

@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError
 
-from daemon import stack
+from daemon.localstack import stack
 from daemon.canonical import decode_invoice_event, money
-from daemon.decode import RowChange, SourceInfo
-from daemon.fold import TABLES, Mirror, SourceTransaction
-from daemon.fold_runner import FoldRunner
+from daemon.source.decode import RowChange, SourceInfo
+from daemon.source.fold import TABLES, Mirror, SourceTransaction
+from daemon.source.fold_runner import FoldRunner
 
 pytestmark = pytest.mark.stack
 

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from daemon import generator
+from daemon.localstack import generator
 
 pytestmark = pytest.mark.stack
 

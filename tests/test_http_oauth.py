@@ -182,7 +182,7 @@ def test_target_rate_limit_overrides_the_request_limiter_but_not_qbo_batch_limit
     """A target's rate_limit is the request limit: QuickBooks Online's separate 40 batch requests/minute stays
     (raising it with the request limit once turned a 50 invoices/s run into 429s and 40 s latencies)."""
     from daemon.config import TargetConfig  # noqa: PLC0415
-    from daemon.deliver import DaemonRuntime  # noqa: PLC0415
+    from daemon.sink.deliver import DaemonRuntime  # noqa: PLC0415
     from connectors.quickbooks_online.connector import QuickBooksOnlineConnector  # noqa: PLC0415
 
     target = TargetConfig.model_validate({

@@ -16,7 +16,7 @@ import yaml
 
 from connectors import quickbooks_online, xero, zoho_books
 from connectors.sandbox_kit import Faults, free_port
-from daemon.verify import compare, expected_from_db
+from daemon.localstack.verify import compare, expected_from_db
 from tests.conftest import background_workload
 from tests.test_end_to_end import start_daemon
 
@@ -100,9 +100,11 @@ def test_missing_credentials_and_a_revoked_grant_pause_the_target_until_credenti
     `ledgerwire credentials set`, delivering every invoice exactly once."""
     import random
 
-    from daemon import cli, generator, metrics
+    from daemon import cli, metrics
+
+    from daemon.localstack import generator
     from daemon.app import Daemon
-    from daemon.ledger import Ledger
+    from daemon.sink.ledger import Ledger
 
     qbo = quickbooks_online.Sandbox()
     xero_books = xero.Sandbox(**xero.LOCAL_SANDBOX_OPTIONS)

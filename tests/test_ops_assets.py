@@ -93,7 +93,7 @@ def test_compose_stack_is_complete():
     assert connector["plugin.name"] == "pgoutput" and connector["provide.transaction.metadata"] == "true"
     assert connector["decimal.handling.mode"] == "precise" and connector["publication.name"] == "ledgerwire"
     # The reference JSON is exactly what `ledgerwire source register` sends, logging in as the replication role.
-    from daemon.source import debezium_connector_config
+    from daemon.operations.source_setup import debezium_connector_config
 
     assert connector == debezium_connector_config(host="shopdb", port=5432, dbname="shop", topic_prefix="shop")
     assert connector["database.user"] == "ledgerwire_cdc" and connector["database.password"].startswith("${env:")
@@ -145,7 +145,7 @@ def test_real_prometheus_scrapes_a_daemon_run_and_every_dashboard_query_has_data
     if prometheus is None:
         pytest.skip("prometheus not installed (Debian package prometheus; scripts/bootstrap.sh installs it)")
     from connectors.quickbooks_online import Sandbox
-    from daemon import generator
+    from daemon.localstack import generator
     from daemon.app import Daemon
 
     sandbox = Sandbox()

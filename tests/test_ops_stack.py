@@ -11,11 +11,13 @@ import psycopg
 import pytest
 import yaml
 
-from daemon import cli, ops
+from daemon import cli
+
+from daemon.operations import offsets as ops
 from daemon.config import TargetConfig
-from daemon.deliver import DaemonRuntime, SinkWorker
-from daemon.fold_runner import FoldRunner
-from daemon.ledger import Ledger, load_secret_key
+from daemon.sink.deliver import DaemonRuntime, SinkWorker
+from daemon.source.fold_runner import FoldRunner
+from daemon.sink.ledger import Ledger, load_secret_key
 from tests.test_pipeline_stack import RecordingBooks, RecordingConnector, new_invoice, seed, wait_until
 
 pytestmark = pytest.mark.stack
@@ -98,7 +100,7 @@ def test_fold_reset_to_earliest_during_a_workload_never_reverts_an_invoice(local
 
     from cryptography.fernet import Fernet
 
-    from daemon import stack
+    from daemon.localstack import stack
     from tests.conftest import ShopEnv
     from tests.test_fold_stack import ShopWriter, comparable, read_canonical, snapshot_from_select
 

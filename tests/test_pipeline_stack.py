@@ -17,9 +17,9 @@ import pytest
 from connectors.base import Connector, PermanentError, RemoteInvoice, RetryableError
 from daemon.canonical import InvoiceEvent
 from daemon.config import TargetConfig
-from daemon.deliver import DaemonRuntime, SinkWorker, deliver_event_now
-from daemon.fold_runner import FoldRunner
-from daemon.ledger import Ledger, load_secret_key
+from daemon.sink.deliver import DaemonRuntime, SinkWorker, deliver_event_now
+from daemon.source.fold_runner import FoldRunner
+from daemon.sink.ledger import Ledger, load_secret_key
 from pydantic import BaseModel
 
 pytestmark = pytest.mark.stack

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from connectors.quickbooks_online import Sandbox
-from daemon import cli, generator
+from daemon import cli
+from daemon.localstack import generator
 from daemon.app import Daemon
-from daemon.verify import compare, expected_from_db
+from daemon.localstack.verify import compare, expected_from_db
 
 pytestmark = pytest.mark.stack
 

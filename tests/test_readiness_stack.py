@@ -39,8 +39,8 @@ def _wait(check, timeout: float, what: str):
 def test_a_hot_standby_sends_ready_and_answers_readyz(shop, tmp_path, report):
     from confluent_kafka import Consumer
 
-    from daemon import generator
-    from daemon.fold import TABLES
+    from daemon.localstack import generator
+    from daemon.source.fold import TABLES
 
     config = shop.app_config(http={"port": free_port()})
     # The active member: the range assignor hands each single-partition topic to the first member id in sort

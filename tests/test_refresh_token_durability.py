@@ -26,8 +26,8 @@ from connectors.sandbox_kit import TokenIssuer
 from connectors.xero.connector import XeroConnector
 from connectors.xero.sandbox import Sandbox as XeroSandbox
 from daemon.config import TargetConfig
-from daemon.deliver import DaemonRuntime
-from daemon.ledger import Ledger
+from daemon.sink.deliver import DaemonRuntime
+from daemon.sink.ledger import Ledger
 from tests.pg_only import ledger_dsn, pg_cluster, terminate_backends  # noqa: F401  (fixtures)
 
 
@@ -238,7 +238,7 @@ def test_a_write_that_fails_on_a_live_connection_is_stored_again_without_waiting
     """The answer's write fails while the session's connection stays alive (still holding the advisory lock):
     it is stored again on a new session once the first is closed — not on a second connection that would
     wait forever for the lock the first one holds."""
-    from daemon.ledger import PgCredentialSession  # noqa: PLC0415
+    from daemon.sink.ledger import PgCredentialSession  # noqa: PLC0415
 
     sandbox, ledger, runtime, connector = xero
     recorder = RecordingIssuer(sandbox.issuer, lambda: None)

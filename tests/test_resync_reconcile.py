@@ -15,9 +15,10 @@ import yaml
 
 from connectors.quickbooks_online import Sandbox
 from connectors.sandbox_kit import free_port
-from daemon import cli, generator
+from daemon import cli
+from daemon.localstack import generator
 from daemon.app import Daemon
-from daemon.verify import compare, expected_from_db
+from daemon.localstack.verify import compare, expected_from_db
 
 pytestmark = pytest.mark.stack
 

@@ -18,9 +18,9 @@ from connectors.base import Connector, DocumentState, RemoteInvoice
 from connectors.testing import MemoryRuntime, invoice_event, next_version
 from daemon.canonical import Location, encode_invoice_event
 from daemon.config import AppConfig, Schedule, TargetConfig
-from daemon.deliver import SinkWorker, _Record
-from daemon.ops import count_waiting
-from daemon.schedule import DeliveryWindow, HeldInvoices
+from daemon.sink.deliver import PartitionLease, SinkWorker, _Record
+from daemon.operations.offsets import count_waiting
+from daemon.sink.schedule import DeliveryWindow, HeldInvoices
 
 UTC = timezone.utc
 
@@ -199,7 +199,7 @@ class RecordingConnector(Connector):
 
 
 class MemoryLedger:
-    """The slice of ``daemon.ledger.Ledger`` the sink's delivery path uses."""
+    """The slice of ``daemon.sink.ledger.Ledger`` the sink's delivery path uses."""
 
     def __init__(self) -> None:
         self.docs: dict[tuple[str, int], DocumentState] = {}
@@ -220,16 +220,21 @@ class MemoryLedger:
     def document(self, target, invoice_id):
         return self.docs.get((target, invoice_id), DocumentState()).model_copy(deep=True)
 
-    def save_document(self, target, number, invoice_id, doc, issue_date=None, location_code=None):
+    def save_document(self, target, number, invoice_id, doc, issue_date=None, location_code=None, fence=None):
         self.docs[(target, invoice_id)] = doc.model_copy(deep=True)
+        return True
 
-    def set_offset(self, target, topic, partition, next_offset, conn=None):
+    def set_offset(self, target, topic, partition, next_offset, conn=None, fence=None):
         self.offsets_set.setdefault(partition, []).append(next_offset)
 
     def record_delivery(self, *, target, invoice_id, doc, partition, next_offset, audit, **_):
         self.docs[(target, invoice_id)] = doc.model_copy(deep=True)
         self.set_offset(target, None, partition, next_offset)
         self.audit.append({"invoice_id": invoice_id, **audit})
+        return True
+
+    def release_thread_connection(self) -> None:
+        """The ledger's per-thread lock connection: none in memory."""
 
     def dead_letter(self, **kwargs):  # pragma: no cover - a failure here is a test failure
         raise AssertionError(f"unexpected dead letter: {kwargs}")
@@ -281,7 +286,7 @@ def test_held_while_closed_then_newest_versions_delivered_once_at_the_opening():
     worker, connector, ledger = make_worker(
         {"mode": "end_of_day", "at_local_time": "18:00", "timezone": "America/Chicago"}, clock)
     held = HeldInvoices()
-    revoked = threading.Event()
+    revoked = PartitionLease(0, None)
     records = stream(sample_events(), clock.now)
 
     assert worker._gate_batch(0, held, records[:3], revoked) is False
@@ -314,20 +319,20 @@ def test_restart_while_waiting_loses_nothing_and_replays_are_noops():
     clock = Clock(utc(2026, 6, 10, 12, 1))
     worker, connector, ledger = make_worker({"mode": "interval", "every_minutes": 15}, clock)
     records = stream(sample_events(), clock.now)
-    worker._gate_batch(0, HeldInvoices(), list(records), threading.Event())
+    worker._gate_batch(0, HeldInvoices(), list(records), PartitionLease(0, None))
     assert ledger.offsets_set == {} and connector.posted == []
     # "Crash": a fresh worker on the same ledger re-reads from the stored offset (none stored: from the start).
     again, connector2, _ = make_worker({"mode": "interval", "every_minutes": 15}, clock)
     again.ledger = worker.ledger
     held = HeldInvoices()
-    again._gate_batch(0, held, records[:4], threading.Event())
+    again._gate_batch(0, held, records[:4], PartitionLease(0, None))
     clock.now = utc(2026, 6, 10, 12, 15)
-    assert again._gate_batch(0, held, records[4:], threading.Event()) is True
+    assert again._gate_batch(0, held, records[4:], PartitionLease(0, None)) is True
     assert sorted(connector2.posted) == [(1, 3), (2, 1), (3, 2)]
     # A replay of the same stretch after a crash mid-window: the ledger makes it a no-op.
     held = HeldInvoices()
     clock.now = utc(2026, 6, 10, 12, 31)
-    again._gate_batch(0, held, list(records), threading.Event())
+    again._gate_batch(0, held, list(records), PartitionLease(0, None))
     assert sorted(connector2.posted) == [(1, 3), (2, 1), (3, 2)]
 
 
@@ -335,13 +340,13 @@ def test_gauge_counts_only_invoices_this_target_takes_and_sums_partitions():
     clock = Clock(utc(2026, 6, 10, 12, 1))
     worker, connector, ledger = make_worker({"mode": "interval", "every_minutes": 60}, clock, locations=["MAIN"])
     north = invoice_event(9, location=NORTH)
-    worker._gate_batch(0, HeldInvoices(), stream(sample_events() + [north], clock.now), threading.Event())
+    worker._gate_batch(0, HeldInvoices(), stream(sample_events() + [north], clock.now), PartitionLease(0, None))
     held1 = HeldInvoices()
     worker._gate_batch(1, held1, stream([invoice_event(4), invoice_event(5)], clock.now, partition=1),
-                       threading.Event())
+                       PartitionLease(0, None))
     assert gauge(worker.target.name) == 5  # 3 on partition 0 (NORTH not counted) + 2 on partition 1
     clock.now = utc(2026, 6, 10, 13, 0)
-    worker._gate_batch(1, held1, [], threading.Event())
+    worker._gate_batch(1, held1, [], PartitionLease(0, None))
     assert gauge(worker.target.name) == 3
     assert sorted(connector.posted) == [(4, 1), (5, 1)]
 
@@ -367,7 +372,7 @@ def test_scheduled_partition_loop_with_a_queue():
     clock = Clock(utc(2026, 6, 10, 12, 1))
     worker, connector, ledger = make_worker({"mode": "interval", "every_minutes": 5}, clock)
     worker._queues[0] = queue.Queue()
-    worker._revoked[0] = threading.Event()
+    worker._leases[0] = PartitionLease(0, None)
     for r in stream(sample_events(), clock.now):
         worker._queues[0].put(r)
     thread = threading.Thread(target=worker._partition_loop, args=(0,), daemon=True)
@@ -380,7 +385,7 @@ def test_scheduled_partition_loop_with_a_queue():
         _wait(lambda: worker._busy[0] is False, "partition idle again")
         assert sorted(connector.posted) == [(1, 3), (2, 1), (3, 2)] and gauge(worker.target.name) == 0
     finally:
-        worker._revoked[0].set()
+        worker._leases[0].revoke()
         thread.join(5)
     assert not thread.is_alive()
 
@@ -417,9 +422,9 @@ def test_coalesced_versions_are_counted_once_delivered():
     before = REGISTRY.get_sample_value("ledgerwire_deliveries_total",
                                        {"target": "sched-coalesce", "platform": "recorder", "outcome": "coalesced"}) or 0
     held = HeldInvoices()
-    worker._gate_batch(0, held, stream(sample_events(), clock.now), threading.Event())
+    worker._gate_batch(0, held, stream(sample_events(), clock.now), PartitionLease(0, None))
     clock.now = utc(2026, 6, 10, 12, 15)
-    worker._gate_batch(0, held, [], threading.Event())
+    worker._gate_batch(0, held, [], PartitionLease(0, None))
     after = REGISTRY.get_sample_value("ledgerwire_deliveries_total",
                                       {"target": "sched-coalesce", "platform": "recorder", "outcome": "coalesced"})
     assert after - before == 3  # six versions, three invoices
@@ -433,6 +438,6 @@ def test_an_undecodable_record_is_dead_lettered_and_those_after_it_are_held():
     good = stream([invoice_event(1), invoice_event(2)], clock.now)
     records = [good[0], _Record(0, 1, b"not avro", 0), good[1]]
     held = HeldInvoices()
-    assert worker._gate_batch(0, held, records, threading.Event()) is False
+    assert worker._gate_batch(0, held, records, PartitionLease(0, None)) is False
     assert len(held) == 2 and records == [], "both good records held, the bad one dropped from the batch"
     assert ledger.offsets_set == {}

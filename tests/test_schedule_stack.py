@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from daemon.config import TargetConfig
-from daemon.deliver import DaemonRuntime, SinkWorker
-from daemon.fold_runner import FoldRunner
-from daemon.ledger import Ledger, load_secret_key
-from daemon.ops import schedule_status, waiting_for_window
+from daemon.sink.deliver import DaemonRuntime, SinkWorker
+from daemon.source.fold_runner import FoldRunner
+from daemon.sink.ledger import Ledger, load_secret_key
+from daemon.operations.offsets import schedule_status, waiting_for_window
 from tests.test_pipeline_stack import RecordingBooks, RecordingConnector, edit_price, new_invoice, seed, wait_until
 
 pytestmark = pytest.mark.stack

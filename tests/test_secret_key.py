@@ -14,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from daemon.config import ConfigError
-from daemon.ledger import load_secret_key
+from daemon.sink.ledger import load_secret_key
 
 REPO = Path(__file__).resolve().parent.parent
 

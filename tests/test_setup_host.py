@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import stack
+from daemon.localstack import stack
 
 REPO = Path(__file__).resolve().parent.parent
 # Commands that stop, disable or kill: put on PATH as recorders, so a bootstrap that calls them is caught

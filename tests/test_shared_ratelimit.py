@@ -12,9 +12,9 @@ from cryptography.fernet import Fernet
 
 from connectors.ratelimit import limiter_from
 from daemon.config import TargetConfig
-from daemon.deliver import DaemonRuntime
-from daemon.ledger import Ledger
-from daemon.shared_ratelimit import PgBuckets
+from daemon.sink.deliver import DaemonRuntime
+from daemon.sink.ledger import Ledger
+from daemon.sink.shared_ratelimit import PgBuckets
 from tests.pg_only import ledger_dsn, pg_cluster  # noqa: F401  (fixtures)
 
 

@@ -17,8 +17,8 @@ from connectors.base import Connector, DocumentState, ExternalRef, PermanentErro
 from connectors.testing import invoice_event, next_version, payment
 from daemon.canonical import encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
-from daemon.deliver import DaemonRuntime, PartitionLease, SinkWorker, _Record
-from daemon.ledger import FencedOut, Ledger, _lock_key
+from daemon.sink.deliver import DaemonRuntime, PartitionLease, SinkWorker, _Record
+from daemon.sink.ledger import FencedOut, Ledger, _lock_key
 
 pytestmark = pytest.mark.stack
 
@@ -224,7 +224,7 @@ def _posted(ledger: Ledger, event, **extra: str) -> DocumentState:
 
 
 def test_resync_skips_an_invoice_whose_newer_version_was_delivered_meanwhile(ledger):
-    from daemon import resync
+    from daemon.operations import resync
 
     worker, books = make_worker(ledger)
     v2 = next_version(invoice_event(5))
@@ -237,7 +237,7 @@ def test_resync_skips_an_invoice_whose_newer_version_was_delivered_meanwhile(led
 
 
 def test_resync_keeps_the_connectors_state_and_the_delivered_version(ledger):
-    from daemon import resync
+    from daemon.operations import resync
 
     worker, books = make_worker(ledger)
     v2 = next_version(invoice_event(6))
@@ -252,7 +252,7 @@ def test_resync_keeps_the_connectors_state_and_the_delivered_version(ledger):
 
 
 def test_resync_goes_on_past_a_permanent_error_and_reports_it_per_invoice(ledger):
-    from daemon import resync
+    from daemon.operations import resync
 
     worker, books = make_worker(ledger)
     first, second = invoice_event(11), invoice_event(12)
@@ -265,7 +265,7 @@ def test_resync_goes_on_past_a_permanent_error_and_reports_it_per_invoice(ledger
 
 
 def test_a_void_never_posted_is_nothing_to_do():
-    from daemon import resync
+    from daemon.operations import resync
 
     void = next_version(invoice_event(13), status="void")
     action, detail = resync.classify(void, DocumentState(), None, None)
@@ -277,7 +277,7 @@ def test_a_void_never_posted_is_nothing_to_do():
 def test_reconcile_expects_refund_credit_on_the_balance():
     from connectors.testing import NOW
     from daemon.canonical import Refund
-    from daemon.resync import expected_balance
+    from daemon.operations.resync import expected_balance
 
     event = invoice_event(15, payments=[payment(1, "100.00")],
                           refunds=[Refund(id=1, kind="return", amount=Decimal("50.00"), tax_amount=Decimal("3.13"),
@@ -351,7 +351,7 @@ def test_a_sink_loop_dying_of_pool_timeout_is_restarted_and_the_exit_is_not_call
 
     monkeypatch.setattr(worker, "_run_consumer", consumer_loop_that_dies_once)
     monkeypatch.setattr(worker, "_target_paused", lambda: False)
-    monkeypatch.setattr("daemon.deliver.ensure_topics", lambda config: None)
+    monkeypatch.setattr("daemon.sink.deliver.ensure_topics", lambda config: None)
     worker.ready.set()
     worker.run()  # returns only because the second consumer loop stopped it: the first death was survived
     assert len(calls) == 2 and worker.crashes == 1
@@ -381,7 +381,7 @@ def test_a_sink_loop_dying_of_pool_timeout_is_restarted_and_the_exit_is_not_call
 
 
 def test_resync_settles_the_dead_letters_it_supersedes(ledger):
-    from daemon import resync
+    from daemon.operations import resync
 
     worker, books = make_worker(ledger)
     v1 = invoice_event(17, lines=[])

@@ -15,8 +15,12 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from daemon import generator, metrics, stack
-from daemon.fold_runner import FoldRunner
+from daemon import metrics
+
+from daemon.localstack import generator
+
+from daemon.localstack import stack
+from daemon.source.fold_runner import FoldRunner
 from tests.conftest import ShopEnv
 from tests.test_fold_stack import comparable, read_canonical, snapshot_from_select
 

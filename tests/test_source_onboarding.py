@@ -11,7 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from daemon import source, stack
+from daemon.operations import source_setup as source
+
+from daemon.localstack import stack
 
 REPO = Path(__file__).resolve().parent.parent
 

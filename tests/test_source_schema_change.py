@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from daemon.fold_runner import FoldRunner
+from daemon.source.fold_runner import FoldRunner
 from tests.test_fold_stack import read_canonical
 from tests.test_pipeline_stack import new_invoice, seed
 

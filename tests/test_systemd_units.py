@@ -63,7 +63,7 @@ def test_relative_files_in_the_config_are_credentials_beside_it(tmp_path, monkey
     from cryptography.fernet import Fernet
 
     from daemon.config import load_config
-    from daemon.ledger import load_secret_key
+    from daemon.sink.ledger import load_secret_key
 
     credentials = tmp_path / "credentials"
     credentials.mkdir()

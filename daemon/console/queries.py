@@ -1,7 +1,7 @@
 """Read-only queries behind the console's pages, on the ledger database (and, for customer names and
 payment dates, the shop database when ``source.shop_dsn`` is configured).
 
-The ledger's tables belong to ``daemon/ledger.py``; this module only reads them, adds the indexes its
+The ledger's tables belong to ``daemon/sink/ledger.py``; this module only reads them, adds the indexes its
 pages need (``CONSOLE_DDL``) and keeps the console's own ``console_actions`` table.
 """
 
@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from daemon.canonical import decode_invoice_event
-from daemon.ledger import GENESIS, Ledger
+from daemon.sink.ledger import GENESIS, Ledger
 
 CONSOLE_DDL = """
 CREATE TABLE IF NOT EXISTS console_actions (

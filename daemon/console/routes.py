@@ -30,13 +30,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from daemon.bookkeeping import RECONCILE_FIELDS, drop_dead_letter, reconcile_differences, retry_dead_letter
+from daemon.operations.bookkeeping import RECONCILE_FIELDS, drop_dead_letter, reconcile_differences, retry_dead_letter
 from daemon.config import AppConfig, TargetConfig
 from daemon.console import queries
 from daemon.console.advice import advise, document_link, needs_reauthorisation
 from daemon.console.auth import COOKIE, ConsoleAuth, Session, secure_cookie
-from daemon.ledger import Ledger
-from daemon.schedule import DeliveryWindow
+from daemon.sink.ledger import Ledger
+from daemon.sink.schedule import DeliveryWindow
 
 log = structlog.get_logger(__name__)
 

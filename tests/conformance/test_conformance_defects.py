@@ -45,7 +45,7 @@ class _Ledger:
 
 
 def test_conformance_void_after_uncertain_create_is_not_lost(qbo):
-    from daemon.deliver import SinkWorker
+    from daemon.sink.deliver import SinkWorker
 
     sandbox, connector = qbo
     entities = MemoryEntities()

@@ -25,8 +25,8 @@ import httpx
 import psycopg
 import structlog
 
-from daemon.source import SourceSpec, check_source, init_source
-from daemon.source import debezium_connector_config as source_connector_config
+from daemon.operations.source_setup import SourceSpec, check_source, init_source
+from daemon.operations.source_setup import debezium_connector_config as source_connector_config
 
 log = structlog.get_logger(__name__)
 
@@ -398,7 +398,7 @@ def _connect_has_plugin(cfg: StackConfig) -> bool:
 
 def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: str | None = None,
                               slot: str = "ledgerwire") -> dict[str, str]:
-    """The shop connector as a real deployment registers it (``daemon/source.py``), tuned for the local stack:
+    """The shop connector as a real deployment registers it (``daemon/operations/source_setup.py``), tuned for the local stack:
     the local cluster trusts 127.0.0.1, so the replication role needs no password; bigger batches, faster polls."""
     config = source_connector_config(host="127.0.0.1", port=cfg.pg_port, dbname=db or cfg.shop_db,
                                      topic_prefix=prefix or cfg.topic_prefix, slot=slot, spec=cfg.source,

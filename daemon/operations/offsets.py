@@ -20,9 +20,9 @@ from confluent_kafka.admin import AdminClient
 
 from daemon.canonical import InvoiceEvent, decode_invoice_event
 from daemon.config import AppConfig, TargetConfig
-from daemon.fold import TABLES
+from daemon.source.fold import TABLES
 from daemon.kafka_util import kafka_conf
-from daemon.ledger import Ledger
+from daemon.sink.ledger import Ledger
 
 FOLD = "fold"
 
@@ -236,7 +236,7 @@ def waiting_for_window(config: AppConfig, ledger: Ledger, target: TargetConfig) 
 def schedule_status(config: AppConfig, ledger: Ledger, target: TargetConfig,
                     now: datetime | None = None) -> dict[str, Any]:
     """A target's schedule, what waits for its window and when the window next opens."""
-    from daemon.schedule import DeliveryWindow
+    from daemon.sink.schedule import DeliveryWindow
 
     window = DeliveryWindow(target.schedule)
     if window.realtime:
@@ -262,7 +262,7 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
             open_dl, parked = ledger.count_open_dead_letters(t.name)
             expiry = None
             try:
-                from daemon.ledger import PgCredentials, load_secret_key
+                from daemon.sink.ledger import PgCredentials, load_secret_key
 
                 doc = PgCredentials(ledger, t.name, load_secret_key(config.secret_key_file)).get()
                 if doc.get("access_token_expires_at"):

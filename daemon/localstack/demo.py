@@ -29,10 +29,10 @@ import psycopg
 import yaml
 
 from connectors.registry import PLATFORM_PACKAGES, known_platforms
-from daemon import stack
+from daemon.localstack import stack
 from daemon.config import load_config
 from daemon.logs import configure_logging
-from daemon.verify import compare, expected_from_db
+from daemon.localstack.verify import compare, expected_from_db
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,7 +101,7 @@ def books_app(sandbox):
 
 def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float = 40.0, keep: bool = False,
              seed: int = 2026) -> int:
-    from daemon import generator
+    from daemon.localstack import generator
     from daemon.app import Daemon
 
     if platform not in known_platforms():

@@ -10,7 +10,7 @@ re-read after a crash rather than lost. On partition assignment the state is reb
 Debezium's PostgreSQL connector has one task per database, so the source stream is serial: the fold's
 topics have one partition each and the range assignor gives all of them to one group member; other
 processes in the group are hot standbys that take over on rebalance. Delivery scales out separately
-(the canonical topic has many partitions; see ``daemon/deliver.py``).
+(the canonical topic has many partitions; see ``daemon/sink/deliver.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaErr
 
 from daemon import metrics
 from daemon.config import AppConfig
-from daemon.decode import DecodeError, decode_row_change, decode_tx_marker
-from daemon.fold import TABLES, Mirror, TransactionAssembler, decode_state, encode_state
+from daemon.source.decode import DecodeError, decode_row_change, decode_tx_marker
+from daemon.source.fold import TABLES, Mirror, TransactionAssembler, decode_state, encode_state
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
 
 log = structlog.get_logger(__name__)

@@ -27,8 +27,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from connectors.base import DocumentState, ExternalRef, RetryableError
-from daemon.pgretry import on_pooled_connection
-from daemon.shared_ratelimit import RATE_LIMIT_SCHEMA_SQL
+from daemon.sink.pgretry import on_pooled_connection
+from daemon.sink.shared_ratelimit import RATE_LIMIT_SCHEMA_SQL
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +122,7 @@ ALTER TABLE sink_control ADD COLUMN IF NOT EXISTS auth_reason text;
 ALTER TABLE sink_control ADD COLUMN IF NOT EXISTS auth_paused_at timestamptz;
 """
 
-SCHEMA_SQL += RATE_LIMIT_SCHEMA_SQL  # shared rate limits and quotas (daemon/shared_ratelimit.py)
+SCHEMA_SQL += RATE_LIMIT_SCHEMA_SQL  # shared rate limits and quotas (daemon/sink/shared_ratelimit.py)
 
 GENESIS = "0" * 64
 

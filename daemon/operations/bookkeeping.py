@@ -14,7 +14,7 @@ from typing import Any
 from connectors.base import Connector
 from daemon import metrics
 from daemon.config import AppConfig, TargetConfig
-from daemon.ledger import Ledger
+from daemon.sink.ledger import Ledger
 
 RECONCILE_FIELDS = ["invoice", "kind", "detail", "ledger_version", "source_version", "external_id"]
 RECONCILE_KINDS = ("missing", "amount", "conflict", "payment")
@@ -49,7 +49,7 @@ def retry_dead_letter(config: AppConfig, ledger: Ledger, runtime: Any, target: T
     shares the sink's connector and rate limits); without one a worker is built just for this call.
     """
     from daemon.canonical import decode_invoice_event
-    from daemon.deliver import Shutdown, SinkWorker, deliver_event_now, deliver_pulled_again
+    from daemon.sink.deliver import Shutdown, SinkWorker, deliver_event_now, deliver_pulled_again
 
     rows = [r for r in ledger.dead_letters(target.name) if r["invoice_id"] == row["invoice_id"]]
     if not rows:
@@ -100,7 +100,7 @@ def reconcile_differences(config: AppConfig, ledger: Ledger, connector: Connecto
                           since: date, until: date, location: str | None = None) -> list[dict[str, Any]]:
     """Source (the fold's state) vs ledger vs platform for invoices issued in the period: one row per
     difference (missing, amount, conflict, payment); sets the reconcile-mismatch gauges."""
-    from daemon import resync
+    from daemon.operations import resync
 
     rows: list[dict[str, Any]] = []
     for item in resync.plan(config, ledger, connector, target, since, until, location):

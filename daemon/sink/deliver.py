@@ -11,7 +11,7 @@ Flow per target (a consumer group of its own, so targets never hold each other u
 * Failures are classified: retryable ones back off with jitter and try again (never dropped); stale
   concurrency tokens are retried once more; permanent ones go to the dead-letter table and topic with
   their reason, and later versions of that invoice are parked behind them while others keep flowing.
-* Schedules (``target.schedule``, ``daemon/schedule.py``): a realtime target delivers as above. Any other
+* Schedules (``target.schedule``, ``daemon/sink/schedule.py``): a realtime target delivers as above. Any other
   target's partition worker holds what it reads while the window is closed — coalesced to the newest version
   per invoice, offsets not advanced, so a restart while waiting loses nothing — and counts the distinct
   invoices waiting in ``ledgerwire_waiting_for_schedule``. Once a window has opened since the oldest held
@@ -52,9 +52,9 @@ from daemon import metrics
 from daemon.canonical import CanonicalDecodeError, InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
-from daemon.ledger import Fence, FencedOut, Ledger, PgCredentials, PgEntities, json_safe
-from daemon.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
-from daemon.shared_ratelimit import PgBuckets, limiter_name
+from daemon.sink.ledger import Fence, FencedOut, Ledger, PgCredentials, PgEntities, json_safe
+from daemon.sink.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
+from daemon.sink.shared_ratelimit import PgBuckets, limiter_name
 
 log = structlog.get_logger(__name__)
 

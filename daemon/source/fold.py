@@ -1,6 +1,6 @@
 """Fold: source row changes → whole-invoice canonical events, one per touched invoice per transaction.
 
-Pure logic, no Kafka (``daemon/fold_runner.py`` drives it inside Kafka transactions):
+Pure logic, no Kafka (``daemon/source/fold_runner.py`` drives it inside Kafka transactions):
 
 * ``TransactionAssembler`` reassembles one source transaction from the table topics and Debezium's
   transaction topic (BEGIN/END with per-table event counts). Transactions are released in commit order
@@ -34,7 +34,7 @@ import structlog
 
 from daemon import metrics
 from daemon.canonical import CENT, InvoiceEvent, InvoiceStatus, encode_with_content_hash, money
-from daemon.decode import UNAVAILABLE, RowChange, TxMarker
+from daemon.source.decode import UNAVAILABLE, RowChange, TxMarker
 
 log = structlog.get_logger(__name__)
 

@@ -29,10 +29,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from connectors.base import Connector, DeliveryError, DocumentState, RemoteInvoice
 from daemon.canonical import InvoiceEvent
 from daemon.config import AppConfig, TargetConfig
-from daemon.deliver import PgDeliveryContext
-from daemon.fold import Mirror
+from daemon.sink.deliver import PgDeliveryContext
+from daemon.source.fold import Mirror
 from daemon.kafka_util import kafka_conf
-from daemon.ledger import Ledger, PgEntities
+from daemon.sink.ledger import Ledger, PgEntities
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from daemon.pgretry import on_pooled_connection
+from daemon.sink.pgretry import on_pooled_connection
 
 RATE_LIMIT_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS rate_limit_buckets (
