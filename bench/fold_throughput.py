@@ -8,10 +8,14 @@ on the local stack's Kafka, then measures, in the same process setup:
 * fold: ``FoldRunner`` — decode, reassemble transactions, fold, Avro-encode, produce canonical events and
   the state changelog, and commit offsets, all inside Kafka transactions.
 
-Prints row events/s for both and the ratio; ``--repeat K`` alternates K baseline/fold pairs on the same
-workload and prints the median (the machine's other work moves single runs by ±15 %). Usage (stack
-running: `ledgerwire stack up`):
-    python bench/fold_throughput.py --events 100000 --repeat 3
+* peer (``--peer``): the same transaction fold written with quixstreams (``bench/fold_peer_quixstreams.py``:
+  exactly-once, tuned; what it does and does not guarantee is said there), in its own process, counted on
+  its output topic the same way.
+
+Prints row events/s for each and the ratios; ``--repeat K`` alternates K rounds (baseline, fold[, peer]) on the
+same workload and prints the medians (the machine's other work moves single runs by ±15 %; only ratios of the
+same minutes mean anything). Usage (stack running: `ledgerwire stack up`; the peer needs the ``bench`` extra):
+    python bench/fold_throughput.py --events 100000 --repeat 3 --peer
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import base64
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -244,12 +251,43 @@ def fold(bootstrap: str, prefix: str, expected_invoices: int, events: int, profi
     return events / elapsed
 
 
+def peer(bootstrap: str, prefix: str, expected_invoices: int, events: int, run: int = 0) -> float:
+    """The quixstreams fold in its own process; row events/s from its first record to its last invoice readable."""
+    out = f"{prefix}.q{run}.invoices"
+    started_file = Path(tempfile.mkdtemp()) / "started"
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fold_peer_quixstreams.py")), "--bootstrap", bootstrap,
+         "--prefix", prefix, "--output", out, "--group", f"{prefix}-q{run}", "--started-file", str(started_file)],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    counter = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-q{run}-count",
+                        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                        "topic.metadata.refresh.interval.ms": 1000})
+    counter.subscribe([out])
+    produced = 0
+    deadline = time.monotonic() + 1800
+    try:
+        while produced < expected_invoices and time.monotonic() < deadline and process.poll() is None:
+            produced += sum(1 for m in counter.consume(num_messages=5000, timeout=0.02) if not m.error())
+        finished = time.time()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        counter.close()
+    if produced < expected_invoices:
+        raise RuntimeError(f"the quixstreams fold emitted {produced} of {expected_invoices} invoices")
+    return events / (finished - float(started_file.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", default=os.environ.get("LEDGERWIRE_BENCH_BOOTSTRAP", "127.0.0.1:19092"))
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=1, help="baseline/fold pairs to run on the same workload")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the fold thread into FILE (slows the fold)")
+    parser.add_argument("--peer", action="store_true", help="also run the quixstreams fold (the `bench` extra)")
     args = parser.parse_args()
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     import structlog
@@ -258,22 +296,34 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     config = AppConfig.model_validate({"kafka": {"bootstrap_servers": args.bootstrap}, "source": {"topic_prefix": prefix}})
     ensure_topics(config, [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic])
+    print("load average at start (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
     t0 = time.perf_counter()
     written, invoices = write_workload(args.bootstrap, prefix, args.events)
     print(f"wrote {written} row events ({invoices} invoice transactions) in {time.perf_counter() - t0:.1f}s")
-    ratios = []
-    for run in range(args.repeat):  # alternate baseline and fold, so both see the same machine minutes
+    rounds = []
+    for run in range(args.repeat):  # alternate baseline, fold and peer, so all see the same machine minutes
         base = baseline(args.bootstrap, prefix, written, run)
-        print(f"baseline  read+decode      : {base:>10,.0f} row events/s")
+        print(f"baseline  read+decode      : {base:>10,.0f} row events/s", flush=True)
         folded = fold(args.bootstrap, prefix, invoices, written, args.profile, run)
-        ratios.append((folded / base, folded, base))
         print(f"fold      with Kafka txns  : {folded:>10,.0f} row events/s   ({folded / base:.0%} of baseline; "
-              f"targets: >= 70% and >= 20,000/s)")
+              f"target: >= 50%)", flush=True)
+        quix = peer(args.bootstrap, prefix, invoices, written, run) if args.peer else None
+        if quix is not None:
+            print(f"quixstreams fold (EOS)     : {quix:>10,.0f} row events/s   ({quix / base:.0%} of baseline; "
+                  f"Ledgerwire's fold {folded / quix:.2f}x it)", flush=True)
+        rounds.append((folded / base, folded, base, quix))
     if args.repeat > 1:
-        ratio, folded, base = sorted(ratios)[len(ratios) // 2]
-        print(f"median of {args.repeat} runs          : {folded:>10,.0f} row events/s = {ratio:.0%} of {base:,.0f}/s")
+        ratio, folded, base, _ = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
+        print(f"median of {args.repeat} rounds        : fold {folded:>10,.0f} row events/s = {ratio:.0%} of {base:,.0f}/s")
+        if args.peer:
+            peer_ratios = sorted(r[3] / r[2] for r in rounds)
+            speedups = sorted(r[1] / r[3] for r in rounds)
+            print(f"median of {args.repeat} rounds        : quixstreams fold at {peer_ratios[len(rounds) // 2]:.0%} of "
+                  f"baseline; Ledgerwire's fold {speedups[len(rounds) // 2]:.2f}x the quixstreams fold")
+    print("load average at end (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
     print(f"peak RSS of this process   : {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     outputs = [f"{prefix}.r{run}.{name}" for run in range(args.repeat) for name in ("invoices", "fold-state", "dlq")]
+    outputs += [f"{prefix}.q{run}.invoices" for run in range(args.repeat)] if args.peer else []
     AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics(
         [f"{prefix}.public.{t}" for t in TABLES] + [f"{prefix}.transaction"] + outputs)
 
