@@ -233,10 +233,9 @@ class FoldRunner:
                     built = self.mirror.build_encoded(invoice_id, tx)
                     if built is None:
                         continue
-                    event, payload = built
-                    self.producer.produce(kafka.canonical_topic, key=event.key.encode(), value=payload,
-                                          headers=[("ledgerwire-version", str(event.version).encode())])
-                    metrics.FOLD_EVENTS_EMITTED.labels(event.status.value).inc()
+                    self.producer.produce(kafka.canonical_topic, key=built.key, value=built.payload,
+                                          headers=[("ledgerwire-version", str(built.version).encode())])
+                    metrics.FOLD_EVENTS_EMITTED.labels(built.status).inc()
                     emitted += 1
                 self.mirror.end_batch()
             for key, value in self.mirror.changelog():

@@ -15,7 +15,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.canonical import money
+from daemon.canonical import InvoiceEvent, decode_invoice_event, encode_invoice_event, money
 from daemon.decode import RowChange, SourceInfo, TxBlock, TxMarker
 from daemon.fold import Mirror, TransactionAssembler, decode_state, encode_state
 
@@ -241,6 +241,18 @@ def _committable_by_walking(assembler: TransactionAssembler, positions: dict) ->
     return lowest
 
 
+def emitted_event(built):
+    """What a sink reads from an emitted record: it must decode and validate as an ``InvoiceEvent`` (the fold
+    builds the Avro record without the model), say what the runner's key and headers say, and be exactly the
+    model's own encoding of that event (nothing the validators would round or default differently)."""
+    event = decode_invoice_event(built.payload)
+    assert isinstance(event, InvoiceEvent)
+    assert (event.invoice_id, event.version, event.status.value, event.key.encode()) == \
+        (built.invoice_id, built.version, built.status, built.key)
+    assert encode_invoice_event(event) == built.payload
+    return event
+
+
 class FoldHarness:
     """Feeds records like the runner does, 'commits' after each step (changelog, checkpoint and offsets
     together, as one Kafka transaction does), and can crash and restore, or be rewound."""
@@ -276,9 +288,9 @@ class FoldHarness:
         """One loop of the runner's: apply what is ready, then commit."""
         for tx in self.assembler.ready(self.positions):
             for invoice_id in sorted(self.mirror.apply(tx)):
-                event = self.mirror.build_event(invoice_id, tx)
-                if event is not None:
-                    self.emitted.append(event)
+                built = self.mirror.build_encoded(invoice_id, tx)
+                if built is not None:
+                    self.emitted.append(emitted_event(built))
             self.mirror.end_batch()
         for key, value in self.mirror.changelog():
             self.changelog[key] = value
