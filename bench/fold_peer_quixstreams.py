@@ -35,6 +35,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import deque
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class PeerFold:
 
     def __init__(self) -> None:
         self.pending: dict[str, dict] = {}
+        self.ended: deque[str] = deque()  # xids in END order (one transaction-topic partition: offset order)
         self.rows: dict[str, dict[int, dict]] = {t: {} for t in TABLES}
         self.children: dict[str, dict[int, set[int]]] = {t: {} for t in CHILDREN}
         self.versions: dict[int, int] = {}
@@ -74,21 +76,23 @@ class PeerFold:
         tx["changes"].append(change)
         key = f"{change.source.schema_ or 'public'}.{change.table}"
         tx["tally"][key] = tx["tally"].get(key, 0) + 1
-        return self._release_ready()
+        return self._release_ready() if self.ended and self.ended[0] == xid else []
 
     def on_marker(self, marker) -> list[dict]:
         if marker.status != "END":
             return []
         self._tx(marker.xid)["end"] = marker
+        self.ended.append(marker.xid)
         return self._release_ready()
 
     def _release_ready(self) -> list[dict]:
+        """Release complete transactions in END order; the first incomplete one holds the later ones."""
         out: list[dict] = []
-        # In END order; a complete transaction waits for an earlier END still missing data.
-        for xid, tx in sorted(((x, t) for x, t in self.pending.items() if t["end"] is not None),
-                              key=lambda item: item[1]["end"].offset):
+        while self.ended:
+            tx = self.pending[self.ended[0]]
             if tx["tally"] != tx["end"].data_collections:
                 break
+            xid = self.ended.popleft()
             del self.pending[xid]
             tx["changes"].sort(key=lambda c: c.transaction.total_order)
             out.extend(self._apply(tx["changes"], xid))
