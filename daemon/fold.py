@@ -128,7 +128,10 @@ class TransactionAssembler:
         self._holds: dict[tuple[str, int], list[tuple[int, int, Any]]] = {}
         self._hold_seq = itertools.count()
         self.snapshot_watermarks: dict[tuple[str, int], int] | None = None  # set once "last" is seen
-        self.snapshot_first_seen: float | None = None
+        # The last snapshot record's arrival: the bounded wait for a snapshot counts from it (a history import's
+        # snapshot takes many minutes while records keep coming; only a snapshot that stopped arriving —
+        # the connector restarted mid-snapshot — is released without its "last" record).
+        self.snapshot_last_seen: float | None = None
         self._done: OrderedDict[str, None] = OrderedDict()  # xids already applied (dedup after restart)
         self._released_early: OrderedDict[str, None] = OrderedDict()  # timed out: stragglers still apply
         self._done_memory = done_memory
@@ -149,8 +152,7 @@ class TransactionAssembler:
             self.replays_skipped += 1
             return
         if is_snapshot:
-            if self.snapshot_first_seen is None:
-                self.snapshot_first_seen = self.clock()
+            self.snapshot_last_seen = self.clock()
             self.snapshot.append(change)
             tp = (change.topic, change.partition)
             current = self.snapshot_low.get(tp)
@@ -245,8 +247,8 @@ class TransactionAssembler:
         out: list[SourceTransaction] = []
         if self.snapshot and self._snapshot_complete(positions):
             out.append(self._release_snapshot("snapshot"))
-        elif self.snapshot and self.snapshot_first_seen is not None and \
-                self.clock() - self.snapshot_first_seen > max(self.timeout_s * 4, 120) and self.snapshot_watermarks is None:
+        elif self.snapshot and self.snapshot_last_seen is not None and \
+                self.clock() - self.snapshot_last_seen > max(self.timeout_s * 4, 120) and self.snapshot_watermarks is None:
             out.append(self._release_snapshot("timed_out"))
         if self.snapshot:
             return out  # streaming transactions never overtake the initial snapshot
@@ -290,7 +292,7 @@ class TransactionAssembler:
         self._snapshot_token = _SnapshotToken()
         self.buffered_events -= len(changes)
         self.snapshot_watermarks = None
-        self.snapshot_first_seen = None
+        self.snapshot_last_seen = None
         return SourceTransaction(None, changes, completion, committed_at=changes[-1].committed_at if changes else None)
 
     def _release(self, p: _Pending, completion: str) -> SourceTransaction:

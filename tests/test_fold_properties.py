@@ -416,3 +416,37 @@ def test_end_before_data_and_lsn_suffixes_differ():
     ready = assembler.ready(positions)
     assert [tx.completion for tx in ready] == ["complete", "complete"]
     assert all(c.transaction.id.split(":")[1] != ready[1].xid for c in ready[1].changes)
+
+
+def test_a_long_snapshot_that_keeps_arriving_is_not_released_before_its_last_record():
+    """A history import's initial snapshot takes many minutes (Debezium reads millions of rows). The bounded
+    wait is for a snapshot that stopped arriving (connector restarted mid-snapshot), so it counts from the
+    last snapshot record: a snapshot still arriving is never released in pieces (an invoice emitted without
+    its lines, then again with them)."""
+    now = [0.0]
+    assembler = TransactionAssembler(timeout_s=30, clock=lambda: now[0])
+    positions: dict = {}
+
+    def snapshot_record(n: int, last: bool = False) -> RowChange:
+        return RowChange(table="invoice_lines", op="r", before=None,
+                         after={"id": n, "invoice_id": 1, "position": n, "kind": "part", "description": "x",
+                                "quantity": Decimal("1.000"), "unit_price": Decimal("1.0000")},
+                         source=SourceInfo(db="shop", schema_="public", table="invoice_lines", ts_ms=0,
+                                           snapshot="last" if last else "true"),
+                         transaction=None, topic="shop.public.invoice_lines", partition=0, offset=n)
+
+    for n in range(20):  # one record a minute for twenty minutes: slow, but arriving
+        assembler.add_change(snapshot_record(n))
+        positions[("shop.public.invoice_lines", 0)] = n + 1
+        assert assembler.ready(positions) == [], f"released in pieces after {now[0]:.0f} s"
+        now[0] += 60
+    now[0] += 121  # then nothing more for longer than the bounded wait: a stalled snapshot is released
+    (released,) = assembler.ready(positions)
+    assert released.completion == "timed_out" and len(released.changes) == 20
+    # A snapshot that completes is released whole, however long it took.
+    for n in range(20, 25):
+        assembler.add_change(snapshot_record(n, last=n == 24))
+        now[0] += 60
+    assembler.snapshot_seen_last({("shop.public.invoice_lines", 0): 25})
+    (complete,) = assembler.ready({("shop.public.invoice_lines", 0): 25})
+    assert complete.completion == "snapshot" and len(complete.changes) == 5
