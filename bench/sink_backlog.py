@@ -39,7 +39,7 @@ import psycopg  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
-from connectors.registry import PLATFORM_PACKAGES, known_platforms  # noqa: E402
+from connectors.registry import PLATFORM_PACKAGES, connector_class, known_platforms  # noqa: E402
 from connectors.testing import invoice_event, next_version, payment  # noqa: E402
 from daemon import stack  # noqa: E402
 from daemon.canonical import encode_invoice_event  # noqa: E402
@@ -151,7 +151,7 @@ def drain(platform: str, invoices: int, cfg: stack.StackConfig) -> dict:
     producer.flush(60)
 
     ledger = Ledger(config.postgres.dsn)
-    ledger.ensure_schema()
+    ledger.ensure_schema([connector_class(platform).ledger_ddl()])  # as the daemon does at start
     os.environ["LEDGERWIRE_SECRET_KEY"] = (workdir / "key").read_text()
     runtime = DaemonRuntime(ledger, load_secret_key(None))
     seed_credentials(config, runtime)
