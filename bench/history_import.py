@@ -42,6 +42,8 @@ from daemon.fold import TABLES  # noqa: E402
 from daemon.fold_runner import FoldRunner  # noqa: E402
 from daemon.kafka_util import ensure_topics  # noqa: E402
 
+from memory import rss_mib  # noqa: E402  (bench/ is on sys.path as the script's dir)
+
 # How each connector posts a NEW invoice and its payments, under the platform's documented limits (the
 # defaults in connectors/<platform>/settings.py). ``invoice`` / ``payment``: requests each (a batch request
 # carrying up to N invoices counts 1/N); ``per_minute`` / ``per_day``: the binding request limits.
@@ -74,14 +76,6 @@ def days_to_post(invoices: int, payments: int, limits: dict) -> tuple[float, int
     if limits["per_day"]:
         per_day = min(per_day, limits["per_day"])
     return requests / per_day, requests
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:
