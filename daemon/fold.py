@@ -799,7 +799,9 @@ class Mirror:
                 self._deleted_headers[pk] = old
         else:
             rows.put_raw(pk, rows.encode(new))
-            self._cache[table][pk] = new
+            cache = self._cache[table]
+            if len(cache) < _BATCH_CACHE or pk in cache:  # beyond the bound: decoded again from the store
+                cache[pk] = new
             if reindex:
                 self._index(table, pk, new)
         self.dirty_rows.add((table, pk))
@@ -1097,6 +1099,9 @@ class Mirror:
 
 _REFERENCE_TABLES = frozenset({"locations", "customers", "vehicles", "tax_rates"})
 _REFERENCE_CACHE = 4096  # decoded reference rows kept (the cache is emptied when full)
+# Decoded rows kept per table for one batch (saves decoding them again to build the invoices they touch). A
+# history import's snapshot is one batch of millions of rows: unbounded, this cache was its peak memory.
+_BATCH_CACHE = 20_000
 
 
 def _cents(value: Decimal) -> Decimal:

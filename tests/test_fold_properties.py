@@ -488,3 +488,12 @@ def test_a_buffered_snapshot_folds_to_the_same_bytes_as_its_decoded_rows():
     direct = SourceTransaction(None, changes, "snapshot", committed_at=changes[-1].committed_at)
     assert released.committed_at == direct.committed_at
     assert fold(released) == fold(direct) and len(fold(direct)) == len(model.tables["invoices"]) >= 3
+    # A batch bigger than the decoded-row cache's bound (a history import's snapshot) folds to the same bytes.
+    import daemon.fold as fold_module  # noqa: PLC0415
+
+    bound = fold_module._BATCH_CACHE  # noqa: SLF001
+    fold_module._BATCH_CACHE = 3  # noqa: SLF001
+    try:
+        assert fold(released) == fold(direct)
+    finally:
+        fold_module._BATCH_CACHE = bound  # noqa: SLF001
