@@ -72,7 +72,7 @@ def run(recs: list[tuple[str, bytes]], phases: dict[str, float]) -> None:
             t1 = clock()
             for built in (mirror.build_encoded(i, tx) for i in sorted(touched)):
                 if built is not None:
-                    built[0].key.encode()
+                    built.key
             t2 = clock()
             mirror.end_batch()
             phases["apply rows"] += t1 - t0

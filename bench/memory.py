@@ -9,6 +9,12 @@ from Debezium JSON envelopes, whose END marker has not arrived yet, so the assem
 prints the RSS again at each count.
 
     python bench/memory.py --invoices 100000 --in-flight 1000,10000
+
+``--daemon-idle`` instead measures a real daemon process (``ledgerwire run``) with one target per registered
+connector (five today), each against its sandbox (served from this process), on the running stack: its RSS
+once /readyz answers 200 and after it has idled for ``--idle-s`` seconds.
+
+    ledgerwire stack up && python bench/memory.py --daemon-idle
 """
 
 from __future__ import annotations
@@ -98,12 +104,95 @@ def in_flight_envelopes(first_invoice: int, count: int) -> list[tuple[str, bytes
     return out
 
 
+def process_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def daemon_idle(idle_s: float) -> None:
+    """RSS of one daemon process with a target per registered connector, ready and idle."""
+    import importlib
+    import json
+    import os
+    import subprocess
+    import tempfile
+    import time
+    import uuid
+
+    import httpx
+    import psycopg
+    import yaml
+    from cryptography.fernet import Fernet
+
+    from connectors.registry import PLATFORM_PACKAGES, known_platforms
+    from connectors.sandbox_kit import free_port
+    from daemon.localstack import stack
+
+    cfg = stack.StackConfig()
+    name = f"mem{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}_ledger"')
+    workdir = Path(tempfile.mkdtemp())
+    targets, servers = [], []
+    for platform in known_platforms():
+        sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
+        server = sandbox.serve()
+        servers.append(server)
+        credentials = workdir / f"{platform}.json"
+        credentials.write_text(json.dumps(sandbox.seed_credentials()))
+        targets.append(sandbox.target_config(platform.replace("-", "_"), server.url)
+                       | {"credentials_file": str(credentials)})
+    http_port = free_port()
+    (workdir / "secret.key").write_bytes(Fernet.generate_key())
+    config = {"kafka": {"bootstrap_servers": cfg.bootstrap, "canonical_topic": f"{name}.invoices",
+                        "fold_state_topic": f"{name}.fold-state", "dead_letter_topic": f"{name}.dlq",
+                        "fold_group": f"{name}-fold", "sink_group_prefix": f"{name}-sink-"},
+              "postgres": {"dsn": cfg.dsn(f"{name}_ledger")}, "source": {"topic_prefix": name},
+              "http": {"port": http_port}, "secret_key_file": str(workdir / "secret.key"), "targets": targets}
+    (workdir / "ledgerwire.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(workdir / "ledgerwire.yml")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {process.returncode}")
+            time.sleep(0.5)  # polling /readyz with a deadline
+        else:
+            raise RuntimeError("the daemon never became ready")
+        ready = process_rss_mib(process.pid)
+        time.sleep(idle_s)  # the measurement itself: what an idle daemon holds after a while
+        idle = process_rss_mib(process.pid)
+        threads = len(os.listdir(f"/proc/{process.pid}/task"))
+        print(f"daemon with {len(targets)} targets ({', '.join(known_platforms())}): RSS {ready:,.0f} MiB when ready, "
+              f"{idle:,.0f} MiB after {idle_s:.0f} s idle; {threads} threads")
+    finally:
+        process.terminate()
+        process.wait(60)
+        for server in servers:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--daemon-idle", action="store_true", help="measure an idle daemon with five targets instead")
+    parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--in-flight", default="1000,10000",
                         help="comma-separated counts of source transactions buffered in flight (13 row events each)")
     args = parser.parse_args()
+    if args.daemon_idle:
+        daemon_idle(args.idle_s)
+        return
     gc.collect()
     baseline = rss_mib()
     mirror = Mirror()

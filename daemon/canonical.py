@@ -252,21 +252,34 @@ def encode_invoice_event(event: InvoiceEvent) -> bytes:
 
 
 def encode_with_content_hash(event: InvoiceEvent) -> tuple[bytes, str]:
-    """The event's Avro bytes and its content hash, from one encoding.
+    """The event's Avro bytes and its content hash, from one encoding (see ``encode_record_with_content_hash``)."""
+    return encode_record_with_content_hash(_to_avro(event))
+
+
+def encode_record_with_content_hash(record: dict) -> tuple[bytes, str]:
+    """The Avro bytes of an event given as the record fastavro writes (``_to_avro``'s form: decimals as the bytes
+    of their unscaled values) and its content hash, from one encoding. The fold builds this record from its
+    plain values without an ``InvoiceEvent`` in between (tests/test_fold_golden.py and the fold property tests
+    prove the bytes equal the model's).
 
     Avro writes a record as its fields' encodings one after another, in schema order, without names or
     separators, so the bytes between ``version`` and ``source`` (the schema puts the fields the hash
     ignores at the ends) are a canonical encoding of the content: equal content, equal bytes. The hash is
     SHA-256 over the invoice id's bytes and that span.
     """
-    payload = encode_invoice_event(event)
-    trailer = _trailer_length(event)
+    buf = io.BytesIO()
+    buf.write(_header())
+    fastavro.schemaless_writer(buf, invoice_event_schema(), record)
+    payload = buf.getvalue()
+    source = record["source"]
+    trailer = _trailer_bytes(source["tx_id"], source["lsn"], source["committed_at"], source["completion"],
+                             record["emitted_at"])
     if trailer is None:  # a naive datetime or another schema: let fastavro measure it
         buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, _trailer_schema(), _to_avro(event))
+        fastavro.schemaless_writer(buf, _trailer_schema(), record)
         trailer = len(buf.getvalue())
-    head = HEADER_LENGTH + _varint_length(event.invoice_id)
-    span = payload[head + _varint_length(event.version): len(payload) - trailer]
+    head = HEADER_LENGTH + _varint_length(record["invoice_id"])
+    span = payload[head + _varint_length(record["version"]): len(payload) - trailer]
     return payload, hashlib.sha256(payload[HEADER_LENGTH:head] + span).hexdigest()
 
 
@@ -280,16 +293,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _trailer_length(event: InvoiceEvent) -> int | None:
+    source = event.source
+    return _trailer_bytes(source.tx_id, source.lsn, source.committed_at, source.completion, event.emitted_at)
+
+
+def _trailer_bytes(tx_id: str | None, lsn: int | None, committed_at: datetime | None, completion: str | None,
+                   emitted_at: datetime) -> int | None:
     """Bytes of ``source`` and ``emitted_at`` as Avro writes them (a union is its branch index, one byte
     here, then the value); None for a naive datetime. ``tests/test_canonical_schema.py`` checks it against
     fastavro's own encoding."""
     if not _trailer_layout_is_known():
         return None
-    source = event.source
-    length = 1 if source.tx_id is None else 1 + _string_length(source.tx_id)
-    length += 1 if source.lsn is None else 1 + _varint_length(source.lsn)
-    length += 1 if source.completion is None else 1 + _string_length(source.completion)
-    for moment, in_union in ((source.committed_at, True), (event.emitted_at, False)):
+    length = 1 if tx_id is None else 1 + _string_length(tx_id)
+    length += 1 if lsn is None else 1 + _varint_length(lsn)
+    length += 1 if completion is None else 1 + _string_length(completion)
+    for moment, in_union in ((committed_at, True), (emitted_at, False)):
         if moment is None:
             length += 1
             continue

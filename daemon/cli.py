@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from daemon.logs import configure_logging
@@ -570,7 +571,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args.config)
     ledger, _ = _ledger_and_runtime(config)
     try:
-        report = ops.status(config, ledger, config.source.connect_url)
+        while True:
+            report = ops.status(config, ledger, config.source.connect_url)
+            if not args.watch:
+                break
+            print(time.strftime("%H:%M:%S"), "  ".join(
+                f"{name}: {t['progress']['done']:,} done, {t['progress']['remaining']:,} remaining, "
+                f"{t['progress']['per_minute']:,.0f}/min, ETA {ops.format_duration(t['progress']['eta_s'])}"
+                for name, t in report["targets"].items()), flush=True)
+            time.sleep(args.watch)  # a display refresh interval, not synchronisation
+    except KeyboardInterrupt:
+        return 0
     finally:
         ledger.close()
     if args.json:
@@ -584,6 +595,9 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}, "
               f"schedule {t.get('schedule', 'realtime')}"
               + (f" ({t['waiting']} invoices waiting, next window {t['next_window']})" if t.get('next_window') else ""))
+        progress = t["progress"]
+        print(f"  progress: {progress['done']:,} invoices done, {progress['remaining']:,} versions remaining, "
+              f"{progress['per_minute']:,.0f}/min over the last 10 min, ETA {ops.format_duration(progress['eta_s'])}")
     for name, d in report.get("debezium", {}).items():
         print(f"debezium {name}: {d}")
     return 0
@@ -773,6 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per target: lag, last success, failures, dead letters, credentials")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", type=float, metavar="SECONDS", default=None,
+                   help="print each target's progress (done / remaining / rate / ETA) every SECONDS until Ctrl-C")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("resync", help="re-deliver every invoice issued in a period, checked against the platform")

@@ -15,7 +15,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.canonical import money
+from daemon.canonical import InvoiceEvent, decode_invoice_event, encode_invoice_event, money
 from daemon.source.decode import RowChange, SourceInfo, TxBlock, TxMarker
 from daemon.source.fold import Mirror, TransactionAssembler, decode_state, encode_state
 
@@ -241,6 +241,18 @@ def _committable_by_walking(assembler: TransactionAssembler, positions: dict) ->
     return lowest
 
 
+def emitted_event(built):
+    """What a sink reads from an emitted record: it must decode and validate as an ``InvoiceEvent`` (the fold
+    builds the Avro record without the model), say what the runner's key and headers say, and be exactly the
+    model's own encoding of that event (nothing the validators would round or default differently)."""
+    event = decode_invoice_event(built.payload)
+    assert isinstance(event, InvoiceEvent)
+    assert (event.invoice_id, event.version, event.status.value, event.key.encode()) == \
+        (built.invoice_id, built.version, built.status, built.key)
+    assert encode_invoice_event(event) == built.payload
+    return event
+
+
 class FoldHarness:
     """Feeds records like the runner does, 'commits' after each step (changelog, checkpoint and offsets
     together, as one Kafka transaction does), and can crash and restore, or be rewound."""
@@ -276,9 +288,9 @@ class FoldHarness:
         """One loop of the runner's: apply what is ready, then commit."""
         for tx in self.assembler.ready(self.positions):
             for invoice_id in sorted(self.mirror.apply(tx)):
-                event = self.mirror.build_event(invoice_id, tx)
-                if event is not None:
-                    self.emitted.append(event)
+                built = self.mirror.build_encoded(invoice_id, tx)
+                if built is not None:
+                    self.emitted.append(emitted_event(built))
             self.mirror.end_batch()
         for key, value in self.mirror.changelog():
             self.changelog[key] = value
@@ -404,3 +416,84 @@ def test_end_before_data_and_lsn_suffixes_differ():
     ready = assembler.ready(positions)
     assert [tx.completion for tx in ready] == ["complete", "complete"]
     assert all(c.transaction.id.split(":")[1] != ready[1].xid for c in ready[1].changes)
+
+
+def test_a_long_snapshot_that_keeps_arriving_is_not_released_before_its_last_record():
+    """A history import's initial snapshot takes many minutes (Debezium reads millions of rows). The bounded
+    wait is for a snapshot that stopped arriving (connector restarted mid-snapshot), so it counts from the
+    last snapshot record: a snapshot still arriving is never released in pieces (an invoice emitted without
+    its lines, then again with them)."""
+    now = [0.0]
+    assembler = TransactionAssembler(timeout_s=30, clock=lambda: now[0])
+    positions: dict = {}
+
+    def snapshot_record(n: int, last: bool = False) -> RowChange:
+        return RowChange(table="invoice_lines", op="r", before=None,
+                         after={"id": n, "invoice_id": 1, "position": n, "kind": "part", "description": "x",
+                                "quantity": Decimal("1.000"), "unit_price": Decimal("1.0000")},
+                         source=SourceInfo(db="shop", schema_="public", table="invoice_lines", ts_ms=0,
+                                           snapshot="last" if last else "true"),
+                         transaction=None, topic="shop.public.invoice_lines", partition=0, offset=n)
+
+    for n in range(20):  # one record a minute for twenty minutes: slow, but arriving
+        assembler.add_change(snapshot_record(n))
+        positions[("shop.public.invoice_lines", 0)] = n + 1
+        assert assembler.ready(positions) == [], f"released in pieces after {now[0]:.0f} s"
+        now[0] += 60
+    now[0] += 121  # then nothing more for longer than the bounded wait: a stalled snapshot is released
+    (released,) = assembler.ready(positions)
+    assert released.completion == "timed_out" and len(released.changes) == 20
+    # A snapshot that completes is released whole, however long it took.
+    for n in range(20, 25):
+        assembler.add_change(snapshot_record(n, last=n == 24))
+        now[0] += 60
+    assembler.snapshot_seen_last({("shop.public.invoice_lines", 0): 25})
+    (complete,) = assembler.ready({("shop.public.invoice_lines", 0): 25})
+    assert complete.completion == "snapshot" and len(complete.changes) == 5
+
+
+def test_a_buffered_snapshot_folds_to_the_same_bytes_as_its_decoded_rows():
+    """The initial snapshot is held in the mirror's compact row form while it is buffered (a history import is
+    millions of rows); folded, it gives exactly the events the decoded rows give."""
+    from datetime import datetime as _dt  # noqa: PLC0415
+
+    from daemon.source.fold import BufferedSnapshotRow, SourceTransaction  # noqa: PLC0415
+
+    model = ShopModel()
+    for n in range(40):
+        apply_op(model, OPS[n % len(OPS)], n * 37)
+    rows = [(table, row) for table, table_rows in model.tables.items() for row in table_rows.values()]
+    changes = [RowChange(table=table, op="r", before=None, after=dict(row, extra_column="not folded"),
+                         source=SourceInfo(db="shop", schema_="public", table=table, ts_ms=1_795_000_000_000 + n,
+                                           snapshot="last" if n == len(rows) - 1 else "true", lsn=7000 + n),
+                         transaction=None, topic=f"shop.public.{table}", partition=0, offset=n)
+               for n, (table, row) in enumerate(rows)]
+    assembler = TransactionAssembler()
+    positions = {}
+    for change in changes:
+        assembler.add_change(change)
+        positions[(change.topic, 0)] = change.offset + 1
+    assert all(isinstance(c, BufferedSnapshotRow) for c in assembler.snapshot)
+    assembler.snapshot_seen_last(dict(positions))
+    (released,) = assembler.ready(positions)
+    assert released.completion == "snapshot"
+    fixed = _dt(2026, 11, 25, tzinfo=timezone.utc)
+
+    def fold(tx) -> list[bytes]:
+        mirror = Mirror()
+        mirror.now = lambda: fixed
+        out = [mirror.build_encoded(i, tx) for i in sorted(mirror.apply(tx))]
+        return [b.payload for b in out if b is not None]
+
+    direct = SourceTransaction(None, changes, "snapshot", committed_at=changes[-1].committed_at)
+    assert released.committed_at == direct.committed_at
+    assert fold(released) == fold(direct) and len(fold(direct)) == len(model.tables["invoices"]) >= 3
+    # A batch bigger than the decoded-row cache's bound (a history import's snapshot) folds to the same bytes.
+    import daemon.source.fold as fold_module  # noqa: PLC0415
+
+    bound = fold_module._BATCH_CACHE  # noqa: SLF001
+    fold_module._BATCH_CACHE = 3  # noqa: SLF001
+    try:
+        assert fold(released) == fold(direct)
+    finally:
+        fold_module._BATCH_CACHE = bound  # noqa: SLF001

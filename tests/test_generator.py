@@ -65,3 +65,27 @@ def test_expected_books_for_a_scripted_invoice(shop_db):
     with conn.transaction():
         work._pay(invoice_id, generator.Decimal("50.00"))
     assert generator.expected_books(conn, [invoice_id])[book.number].paid == generator.Decimal("50.00")
+
+
+def test_history_is_consistent_and_the_live_workload_continues_after_it(shop_db):
+    """`generate --history` (COPY in batches): every invoice's stored totals equal its lines and taxes, payments
+    never exceed the total, dates span the years asked for, and the live workload inserts after it."""
+    conn = shop_db
+    counts = generator.generate_history(conn, 450, years=5, seed=3, batch=200)
+    assert counts["issued"] + counts["void"] == 450 and counts["void"] > 0
+    assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 450
+    bad = conn.execute("""
+        SELECT i.number FROM invoices i
+        WHERE i.subtotal <> (SELECT COALESCE(SUM(round(quantity * unit_price, 2)), 0) FROM invoice_lines l WHERE l.invoice_id = i.id)
+           OR i.tax_total <> (SELECT COALESCE(SUM(amount), 0) FROM line_taxes t WHERE t.invoice_id = i.id)
+           OR i.total <> i.subtotal + i.tax_total
+           OR (SELECT COALESCE(SUM(amount), 0) FROM payments p WHERE p.invoice_id = i.id) > i.total""").fetchall()
+    assert bad == []
+    books = generator.expected_books(conn)
+    paid = [b for b in books.values() if b.status == "issued" and b.paid == b.total]
+    assert len(paid) > 300 and any(b.payment_count == 2 for b in paid)
+    assert all(b.paid == 0 for b in books.values() if b.status == "void")
+    first, last = conn.execute("SELECT min(issue_date), max(issue_date) FROM invoices").fetchone()
+    assert (last - first).days > 365 * 4
+    invoice_id = generator.Workload(conn, seed=4).new_job_invoice()  # the sequences moved past the history
+    assert invoice_id > max(conn.execute("SELECT id FROM invoices WHERE number LIKE 'INV-%%-H%%'").fetchall())[0]

@@ -17,7 +17,7 @@ import json
 import random
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -352,6 +352,100 @@ class Workload:
         return dict(done)
 
 
+_HISTORY_COLUMNS = {
+    "jobs": ("id", "number", "location_id", "customer_id", "vehicle_id", "description", "status", "opened_at",
+             "closed_at"),
+    "invoices": ("id", "number", "job_id", "customer_id", "location_id", "status", "issue_date", "due_date",
+                 "subtotal", "tax_total", "total", "created_at", "updated_at"),
+    "invoice_lines": ("id", "invoice_id", "position", "kind", "part_number", "description", "quantity", "unit_price",
+                      "created_at"),
+    "line_taxes": ("id", "line_id", "invoice_id", "tax_rate_id", "amount"),
+    "payments": ("id", "job_id", "invoice_id", "customer_id", "amount", "method", "reference", "received_at", "status",
+                 "reversed_at"),
+}
+
+
+def generate_history(conn: psycopg.Connection, invoices: int, years: int = 5, seed: int = 1,
+                     batch: int = 10_000, progress: Any = None) -> dict[str, int]:
+    """Years of closed history for a shop switching Ledgerwire on: ``invoices`` issued invoices spread over the
+    last ``years`` years (the JOBS templates, taxed per location as the live workload does), ~85 % paid in full
+    (a tenth of those in two payments), ~10 % still open, ~5 % void; stored totals equal the lines.
+
+    Written with COPY in batches of ``batch`` invoices (one transaction each) with ids taken after the tables'
+    current maximum, then the sequences are moved past them, so the live workload can go on afterwards. A
+    row-per-statement workload writes ~20 invoices a second; this writes thousands (bench/RESULTS.md §6)."""
+    rng = random.Random(seed)
+    seed_reference_data(conn, rng)
+    customers = conn.execute("SELECT c.id, c.location_id, c.payment_terms_days, l.code, "
+                             "(SELECT min(v.id) FROM vehicles v WHERE v.customer_id = c.id) "
+                             "FROM customers c JOIN locations l ON l.id = c.location_id ORDER BY c.id").fetchall()
+    rates = {code: (rate_id, rate) for rate_id, code, rate in conn.execute("SELECT id, code, rate FROM tax_rates")}
+    taxes_of = {code: [rates[c] for c in codes] for code, _, _, _, codes in LOCATIONS}
+    next_id = {table: conn.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0]
+               for table in _HISTORY_COLUMNS}
+    start = date.today() - timedelta(days=365 * years)
+    span_days = 365 * years
+    counts: Counter[str] = Counter()
+    done = 0
+    while done < invoices:
+        size = min(batch, invoices - done)
+        rows: dict[str, list[tuple]] = {table: [] for table in _HISTORY_COLUMNS}
+        for n in range(done, done + size):
+            customer_id, location_id, terms, loc_code, vehicle_id = customers[rng.randrange(len(customers))]
+            issued = start + timedelta(days=n * span_days // invoices)
+            opened = datetime.combine(issued, datetime.min.time(), timezone.utc) + timedelta(hours=8)
+            job_id, invoice_id = next_id["jobs"], next_id["invoices"]
+            next_id["jobs"] += 1
+            next_id["invoices"] += 1
+            description, template = JOBS[rng.randrange(len(JOBS))]
+            rows["jobs"].append((job_id, f"J-H{job_id:07d}", location_id, customer_id, vehicle_id, description,
+                                 "closed", opened, opened + timedelta(hours=4)))
+            subtotal = tax_total = Decimal("0")
+            for position, (kind, part, text, qty, price) in enumerate(template, start=1):
+                quantity = Decimal(qty) + (Decimal("0.5") if kind == "labour" and rng.random() < 0.3 else 0)
+                unit_price = Decimal(price)
+                line_id = next_id["invoice_lines"]
+                next_id["invoice_lines"] += 1
+                rows["invoice_lines"].append((line_id, invoice_id, position, kind, part, text, quantity, unit_price,
+                                              opened))
+                amount = money(quantity * unit_price)
+                subtotal += amount
+                if kind in ("core_charge", "core_return"):
+                    continue  # core deposits are not taxed
+                for rate_id, rate in taxes_of[loc_code]:
+                    tax = money(amount * rate)
+                    tax_total += tax
+                    rows["line_taxes"].append((next_id["line_taxes"], line_id, invoice_id, rate_id, tax))
+                    next_id["line_taxes"] += 1
+            total = subtotal + tax_total
+            fate = rng.random()
+            status = "void" if fate < 0.05 else "issued"
+            rows["invoices"].append((invoice_id, f"INV-{loc_code}-H{invoice_id:07d}", job_id, customer_id,
+                                     location_id, status, issued, issued + timedelta(days=terms or 0), subtotal,
+                                     tax_total, total, opened, opened))
+            if status == "issued" and fate >= 0.15:  # paid: in full, a tenth of them in two payments
+                parts = [total] if rng.random() >= 0.1 else [money(total * Decimal("0.4")), total - money(total * Decimal("0.4"))]
+                for k, amount in enumerate(parts):
+                    paid_at = opened + timedelta(days=k * 14 + rng.randint(0, 20))
+                    rows["payments"].append((next_id["payments"], job_id, invoice_id, customer_id, amount,
+                                             rng.choice(["card", "card", "cash", "check", "eft"]),
+                                             f"R{next_id['payments']}", paid_at, "received", None))
+                    next_id["payments"] += 1
+            counts[status] += 1
+        with conn.transaction():
+            for table, columns in _HISTORY_COLUMNS.items():
+                with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row(row)
+                counts[f"{table}_rows"] += len(rows[table])
+        done += size
+        if progress is not None:
+            progress(done)
+    for table in _HISTORY_COLUMNS:  # the live workload's inserts continue after the history's ids
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+    return dict(counts)
+
+
 def expected_books(conn: psycopg.Connection, invoice_ids: list[int] | None = None) -> dict[str, ExpectedInvoice]:
     rows = conn.execute("""
         SELECT i.number, i.status, l.code, i.subtotal, i.tax_total, i.total,
@@ -372,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", default=None, help="weights, e.g. new=5,pay=3,edit=1")
     parser.add_argument("--schema", action="store_true", help="apply the reference schema first")
+    parser.add_argument("--history", type=int, metavar="INVOICES", default=None,
+                        help="instead of live operations: INVOICES closed invoices with payments over --years, by COPY")
+    parser.add_argument("--years", type=int, default=5)
     args = parser.parse_args(argv)
     mix = None
     if args.mix:
@@ -382,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         if args.schema:
             apply_schema(conn)
+        if args.history is not None:
+            started = time.monotonic()
+            counts = generate_history(conn, args.history, years=args.years, seed=args.seed)
+            print(json.dumps({"history": counts, "seconds": round(time.monotonic() - started, 1)}))
+            return 0
         seed_reference_data(conn, random.Random(args.seed))
         counts = Workload(conn, seed=args.seed).run(args.count, rate_per_s=args.rate, mix=mix)
     print(json.dumps({"operations": counts}))

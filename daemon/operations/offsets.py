@@ -248,6 +248,31 @@ def schedule_status(config: AppConfig, ledger: Ledger, target: TargetConfig,
             "next_window": window.local(next_open).isoformat()}
 
 
+PROGRESS_WINDOW_S = 600  # the delivery rate behind the ETA: the last ten minutes
+
+
+def progress(conn: Any, target: str, remaining: int, window_s: int = PROGRESS_WINDOW_S) -> dict[str, Any]:
+    """What a person watching a history import wants: invoices done, versions remaining, the recent rate and
+    the time left at that rate (no ETA until something was delivered in the window). ``remaining`` is the
+    target's lag in canonical versions: several versions of one invoice coalesce, so it is an upper bound."""
+    done, recent = conn.execute(
+        "SELECT (SELECT count(*) FROM documents WHERE target=%s AND delivered_version > 0), "
+        "(SELECT count(*) FROM audit_log WHERE target=%s AND at > now() - make_interval(secs => %s))",
+        (target, target, window_s)).fetchone()
+    per_minute = recent * 60 / window_s
+    eta_s = remaining / (per_minute / 60) if remaining and per_minute else (0 if not remaining else None)
+    return {"done": int(done), "remaining": int(remaining), "per_minute": round(per_minute, 1),
+            "eta_s": None if eta_s is None else round(eta_s)}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    return (f"{days}d " if days else "") + f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
 def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) -> dict[str, Any]:
     """Per target: lag, last success, failures, dead letters, credential expiry; the Debezium connector."""
     pos = positions(config, ledger)
@@ -283,6 +308,7 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
                 "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,
             }
             report["targets"][t.name].update(schedule_status(config, ledger, t))
+            report["targets"][t.name]["progress"] = progress(conn, t.name, sum(p.lag for p in mine))
     fold = [p for p in pos if p.group == config.kafka.fold_group]
     report["fold"] = {"lag": sum(p.lag for p in fold), "partitions": len(fold)}
     if connect_url:

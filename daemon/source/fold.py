@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from itertools import repeat
+from operator import is_
 import json
 import sys
 from array import array
@@ -25,22 +27,36 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
 
 from daemon import metrics
-from daemon.canonical import CENT, InvoiceEvent, InvoiceStatus, encode_with_content_hash, money
-from daemon.source.decode import UNAVAILABLE, RowChange, TxMarker
+from daemon.canonical import (CENT, InvoiceEvent, InvoiceStatus, _decimal_bytes, decode_invoice_event,
+                              encode_record_with_content_hash, money)
+from daemon.source.decode import EPOCH, UNAVAILABLE, RowChange, SourceInfo, TxMarker
 
 log = structlog.get_logger(__name__)
 
 TABLES = ("locations", "customers", "vehicles", "jobs", "tax_rates", "invoices", "invoice_lines",
           "line_taxes", "payments", "refunds")
 ZERO = Decimal("0")
+
+
+class Emitted(NamedTuple):
+    """One new canonical version, encoded: what the runner produces."""
+
+    invoice_id: int
+    version: int
+    status: str
+    payload: bytes
+
+    @property
+    def key(self) -> bytes:
+        return str(self.invoice_id).encode()
 
 
 # --- transaction assembly -----------------------------------------------------------------------------
@@ -71,7 +87,10 @@ class _Pending:
     def add(self, change: RowChange) -> bool:
         """Buffer a change; True when it is this transaction's first on its partition."""
         self.changes.append(change)
-        key = f"{change.source.schema_ or 'public'}.{change.table}"
+        source = change.source
+        key = _COLLECTION_KEYS.get((source.schema_, change.table))
+        if key is None:
+            key = _COLLECTION_KEYS[(source.schema_, change.table)] = f"{source.schema_ or 'public'}.{change.table}"
         self.tally[key] = self.tally.get(key, 0) + 1
         tp = (change.topic, change.partition)
         current = self.low.get(tp)
@@ -101,7 +120,7 @@ class TransactionAssembler:
         self.max_buffered_events = max_buffered_events
         self.clock = clock
         self.pending: dict[str, _Pending] = {}
-        self.snapshot: list[RowChange] = []
+        self.snapshot: list[RowChange | BufferedSnapshotRow] = []
         self.snapshot_low: dict[tuple[str, int], int] = {}  # lowest buffered snapshot offset per partition
         self._snapshot_token = _SnapshotToken()
         # Per partition, a heap of (offset, n, holder): the first offset each buffer holds there. Released
@@ -109,7 +128,10 @@ class TransactionAssembler:
         self._holds: dict[tuple[str, int], list[tuple[int, int, Any]]] = {}
         self._hold_seq = itertools.count()
         self.snapshot_watermarks: dict[tuple[str, int], int] | None = None  # set once "last" is seen
-        self.snapshot_first_seen: float | None = None
+        # The last snapshot record's arrival: the bounded wait for a snapshot counts from it (a history import's
+        # snapshot takes many minutes while records keep coming; only a snapshot that stopped arriving —
+        # the connector restarted mid-snapshot — is released without its "last" record).
+        self.snapshot_last_seen: float | None = None
         self._done: OrderedDict[str, None] = OrderedDict()  # xids already applied (dedup after restart)
         self._released_early: OrderedDict[str, None] = OrderedDict()  # timed out: stragglers still apply
         self._done_memory = done_memory
@@ -124,13 +146,14 @@ class TransactionAssembler:
 
     # -- input --
     def add_change(self, change: RowChange) -> None:
-        if (change.is_snapshot or change.xid is None) and self._replayed(change):
+        is_snapshot = change.source.snapshot not in _NOT_SNAPSHOT  # RowChange.is_snapshot, inlined (hot path)
+        xid = change.xid
+        if (is_snapshot or xid is None) and self._replayed(change):
             self.replays_skipped += 1
             return
-        if change.is_snapshot:
-            if self.snapshot_first_seen is None:
-                self.snapshot_first_seen = self.clock()
-            self.snapshot.append(change)
+        if is_snapshot:
+            self.snapshot_last_seen = self.clock()
+            self.snapshot.append(BufferedSnapshotRow.of(change))
             tp = (change.topic, change.partition)
             current = self.snapshot_low.get(tp)
             if current is None or change.offset < current:
@@ -138,7 +161,6 @@ class TransactionAssembler:
                 self._push_hold(tp, change.offset, self._snapshot_token)
             self.buffered_events += 1
             return
-        xid = change.xid
         if xid is None:
             self._immediate.append(SourceTransaction(None, [change], "incremental" if change.is_incremental_snapshot
                                                      else "no_metadata", committed_at=change.committed_at))
@@ -225,8 +247,8 @@ class TransactionAssembler:
         out: list[SourceTransaction] = []
         if self.snapshot and self._snapshot_complete(positions):
             out.append(self._release_snapshot("snapshot"))
-        elif self.snapshot and self.snapshot_first_seen is not None and \
-                self.clock() - self.snapshot_first_seen > max(self.timeout_s * 4, 120) and self.snapshot_watermarks is None:
+        elif self.snapshot and self.snapshot_last_seen is not None and \
+                self.clock() - self.snapshot_last_seen > max(self.timeout_s * 4, 120) and self.snapshot_watermarks is None:
             out.append(self._release_snapshot("timed_out"))
         if self.snapshot:
             return out  # streaming transactions never overtake the initial snapshot
@@ -270,7 +292,7 @@ class TransactionAssembler:
         self._snapshot_token = _SnapshotToken()
         self.buffered_events -= len(changes)
         self.snapshot_watermarks = None
-        self.snapshot_first_seen = None
+        self.snapshot_last_seen = None
         return SourceTransaction(None, changes, completion, committed_at=changes[-1].committed_at if changes else None)
 
     def _release(self, p: _Pending, completion: str) -> SourceTransaction:
@@ -282,7 +304,7 @@ class TransactionAssembler:
                 self._released_early.popitem(last=False)
         else:
             self._mark_done(p.xid)
-        changes = sorted(p.changes, key=lambda c: (c.transaction.total_order if c.transaction else 0, c.offset))
+        changes = sorted(p.changes, key=_commit_order)
         if p.end is not None:
             self.last_applied_end_offset = max(self.last_applied_end_offset, p.end.offset)
         committed = changes[-1].committed_at if changes else None
@@ -321,6 +343,53 @@ class TransactionAssembler:
         if isinstance(holder, _SnapshotToken):
             return holder is self._snapshot_token and bool(self.snapshot)
         return self.pending.get(holder.xid) is holder
+
+
+_NOT_SNAPSHOT = (None, "false", "incremental")
+_COLLECTION_KEYS: dict[tuple[str | None, str], str] = {}  # (schema, table) -> "schema.table", as END counts them
+
+
+def _commit_order(change: RowChange) -> tuple[int, int]:
+    return (change.transaction.total_order if change.transaction else 0), change.offset
+
+
+class BufferedSnapshotRow:
+    """A snapshot record while the initial snapshot is buffered, holding its row in the mirror's compact form
+    (only the columns the fold reads, ~100 bytes) instead of the decoded ``RowChange`` (~2.2 KiB): a history
+    import's snapshot is millions of rows, all held until its last record. Offers what ``Mirror.apply`` and
+    the assembler read of a ``RowChange``; ``after`` is decoded again on application (the mirror encodes the
+    same compact form, so what it stores is unchanged)."""
+
+    __slots__ = ("table", "op", "raw", "topic", "partition", "offset", "lsn", "ts_ms", "schema_", "snapshot")
+    before = None
+    transaction = None
+    xid = None
+
+    @staticmethod
+    def of(change: RowChange) -> RowChange | BufferedSnapshotRow:
+        after = change.after
+        if change.op != "r" or after is None or change.table not in _ROW_CODECS or "id" not in after or \
+                any(map(is_, after.values(), repeat(UNAVAILABLE))):
+            return change  # deletes, unknown tables, TOAST placeholders: kept as they came
+        row = BufferedSnapshotRow.__new__(BufferedSnapshotRow)
+        row.table, row.op, row.raw = change.table, change.op, _ROW_CODECS[change.table].encode(after)
+        row.topic, row.partition, row.offset = change.topic, change.partition, change.offset
+        source = change.source
+        row.lsn, row.ts_ms, row.schema_, row.snapshot = source.lsn, source.ts_ms, source.schema_, source.snapshot
+        return row
+
+    @property
+    def after(self) -> dict[str, Any]:
+        return _ROW_CODECS[self.table].decode(self.raw)
+
+    @property
+    def source(self) -> SourceInfo:
+        return SourceInfo.model_construct(db="", schema_=self.schema_, table=self.table, ts_ms=self.ts_ms,
+                                          snapshot=self.snapshot, txId=None, lsn=self.lsn)
+
+    @property
+    def committed_at(self) -> datetime:
+        return EPOCH + timedelta(milliseconds=self.ts_ms)
 
 
 class _SnapshotToken:
@@ -453,12 +522,12 @@ class Rows:
     # -- the compact form --
     def encode(self, row: dict[str, Any]) -> bytes:
         get = row.get
-        values = [LAYOUT] + [get(name, _MISSING) for name in self.names]
+        values = [LAYOUT, *[get(name, _MISSING) for name in self.names]]
         for index, kind in self._typed:
             value = values[index]
             if type(value) is kind:
                 values[index] = str(value) if kind is Decimal else value.isoformat()
-        if _MISSING in values:
+        if any(map(is_, values, repeat(_MISSING))):
             values = [_ABSENT_TAG if v is _MISSING else v for v in values]
         # orjson's result keeps its spare buffer capacity (~4 KiB): copy it to an exact-size bytes object.
         return memoryview(orjson.dumps(values, default=_state_default,
@@ -524,6 +593,9 @@ class Rows:
 
     def clear(self) -> None:
         self.store.clear()
+
+
+_ROW_CODECS = {table: Rows(table) for table in COLUMNS}  # compact-row codecs (buffered snapshot rows)
 
 
 class ChildIndex:
@@ -670,6 +742,7 @@ class Mirror:
         # (locations, customers, vehicles, tax rates; bounded), so a rebuild does not decode them again.
         self._cache: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in TABLES}
         self._event_counters: dict[tuple[str, str], Any] = {}
+        self.now = _utc_now  # the events' emitted_at (tests fix it)
 
     # -- applying changes --
     def apply(self, tx: SourceTransaction) -> set[int]:
@@ -708,7 +781,7 @@ class Mirror:
             new = None
         else:
             new = change.after or {}
-            if UNAVAILABLE in new.values():
+            if any(map(is_, new.values(), repeat(UNAVAILABLE))):  # identity: == runs Decimal's ABC checks
                 # Unchanged TOAST columns: keep the stored value, never the placeholder.
                 new = dict(new)
                 for key, value in new.items():
@@ -726,7 +799,9 @@ class Mirror:
                 self._deleted_headers[pk] = old
         else:
             rows.put_raw(pk, rows.encode(new))
-            self._cache[table][pk] = new
+            cache = self._cache[table]
+            if len(cache) < _BATCH_CACHE or pk in cache:  # beyond the bound: decoded again from the store
+                cache[pk] = new
             if reindex:
                 self._index(table, pk, new)
         self.dirty_rows.add((table, pk))
@@ -807,33 +882,38 @@ class Mirror:
         return row
 
     def build_event(self, invoice_id: int, tx: SourceTransaction) -> InvoiceEvent | None:
-        """The next version of the invoice, or None when its content did not change."""
+        """The next version of the invoice as a validated model (its Avro bytes read back), or None when its
+        content did not change. The fold itself uses ``build_encoded``; this is for tests and tools."""
         built = self.build_encoded(invoice_id, tx)
-        return None if built is None else built[0]
+        return None if built is None else decode_invoice_event(built.payload)
 
-    def build_encoded(self, invoice_id: int, tx: SourceTransaction) -> tuple[InvoiceEvent, bytes] | None:
-        """``build_event`` with the event's Avro bytes (encoded once: the content hash is taken from them)."""
+    def build_encoded(self, invoice_id: int, tx: SourceTransaction) -> Emitted | None:
+        """The next version of the invoice as its canonical Avro bytes, or None when its content did not change.
+
+        The record is built from the fold's plain values in the layout fastavro writes (decimals as the bytes
+        of their unscaled value at the schema's scale, enums as their symbols), without an ``InvoiceEvent`` in
+        between: that model's validation and dump were ~40 % of building an event. The bytes are the model's
+        bytes (tests/test_fold_golden.py), and every emitted record decodes and validates as an
+        ``InvoiceEvent`` that encodes back to the same bytes (tests/test_fold_properties.py)."""
         header = self._row("invoices", invoice_id)
         deleted = header is None
         if deleted:
             header = self._deleted_headers.get(invoice_id)
             if header is None or invoice_id not in self.versions:
                 return None  # never emitted (or already reported deleted): nothing for a ledger to undo
-        body = self._invoice_body(invoice_id, header, deleted)
+        record = self._invoice_record(invoice_id, header, deleted)
         last_version, last_hash = self.versions.get(invoice_id, (0, ""))
-        body["version"] = last_version + 1
-        body["emitted_at"] = datetime.now(timezone.utc)
-        body["source"] = {"tx_id": tx.xid, "lsn": tx.changes[-1].source.lsn if tx.changes else None,
-                          "committed_at": tx.committed_at, "completion": tx.completion}
-        # One validation builds the whole event, nested models included, in pydantic-core.
-        event = InvoiceEvent.model_validate(body)
-        payload, content = encode_with_content_hash(event)
+        record["version"] = version = last_version + 1
+        record["emitted_at"] = self.now()
+        record["source"] = {"tx_id": tx.xid, "lsn": tx.changes[-1].source.lsn if tx.changes else None,
+                            "committed_at": tx.committed_at, "completion": tx.completion}
+        payload, content = encode_record_with_content_hash(record)
         if content == last_hash:
             metrics.FOLD_UNCHANGED_SKIPPED.inc()
             return None
-        self.versions[invoice_id] = (event.version, content)
+        self.versions[invoice_id] = (version, content)
         self.dirty_versions.add(invoice_id)
-        return event, payload
+        return Emitted(invoice_id, version, record["status"], payload)
 
     def current_event(self, invoice_id: int) -> InvoiceEvent | None:
         """The invoice as last emitted (same version), rebuilt from the state — for resync and reconcile."""
@@ -841,10 +921,11 @@ class Mirror:
         if header is None or invoice_id not in self.versions:
             return None
         version, _ = self.versions[invoice_id]
-        body = self._invoice_body(invoice_id, header, False)
-        body["version"] = version
-        body["emitted_at"] = datetime.now(timezone.utc)
-        return InvoiceEvent.model_validate(body)
+        record = self._invoice_record(invoice_id, header, False)
+        record["version"] = version
+        record["emitted_at"] = self.now()
+        record["source"] = {"tx_id": None, "lsn": None, "committed_at": None, "completion": None}
+        return decode_invoice_event(encode_record_with_content_hash(record)[0])
 
     def end_batch(self) -> None:
         self._deleted_headers.clear()
@@ -852,60 +933,74 @@ class Mirror:
             if table not in _REFERENCE_TABLES:
                 cache.clear()
 
-    def _invoice_body(self, invoice_id: int, header: dict[str, Any], deleted: bool) -> dict[str, Any]:
-        """The event's fields as plain values (validated once, by the caller). Amounts are rounded here
-        exactly as the models' validators round them, because totals and sort keys are computed from them."""
+    def _invoice_record(self, invoice_id: int, header: dict[str, Any], deleted: bool) -> dict[str, Any]:
+        """The event's fields as the Avro record (everything but version, emitted_at and source). Values are
+        rounded exactly as the models' validators round them (``_at``), and totals and sort keys are computed
+        from the rounded amounts, as before."""
         row = self._row
         lines: list[dict[str, Any]] = []
         payments: list[dict[str, Any]] = []
         refunds: list[dict[str, Any]] = []
         subtotal = tax_total = ZERO
         if not deleted:
-            taxes_by_line: dict[int, list[dict[str, Any]]] = {}
+            taxes_by_line: dict[int, list[tuple[Any, int, dict[str, Any]]]] = {}
             for tax_id in self.by_invoice["line_taxes"].get(invoice_id, ()):
                 t = row("line_taxes", tax_id)
                 rate_id = int(t["tax_rate_id"])
                 rate = row("tax_rates", rate_id) or {}
                 amount = _cents(_dec(t["amount"]))
-                line_taxes = taxes_by_line.get(int(t["line_id"]))
+                tax_total += amount  # only the taxes of lines that exist count: subtracted below otherwise
+                code = rate.get("code", f"TAX{t['tax_rate_id']}")
+                line_id = int(t["line_id"])
+                line_taxes = taxes_by_line.get(line_id)
                 if line_taxes is None:
-                    line_taxes = taxes_by_line[int(t["line_id"])] = []
-                line_taxes.append({
-                    "tax_rate_id": rate_id, "code": rate.get("code", f"TAX{t['tax_rate_id']}"),
-                    "name": rate.get("name", rate.get("code", "Tax")), "rate": _dec(rate.get("rate", 0)),
-                    "amount": amount,
-                })
-            for line_id in self.by_invoice["invoice_lines"].get(invoice_id, ()):
+                    line_taxes = taxes_by_line[line_id] = []
+                line_taxes.append((code, rate_id, {
+                    "tax_rate_id": rate_id, "code": code, "name": rate.get("name", rate.get("code", "Tax")),
+                    "rate": _at(_dec(rate.get("rate", 0)), 5), "amount": _at(amount, 2), "_amount": amount,
+                }))
+            line_ids = self.by_invoice["invoice_lines"].get(invoice_id, ())
+            for line_id in line_ids:
                 ln = row("invoice_lines", line_id)
                 quantity, unit_price = _dec(ln["quantity"]), _dec(ln["unit_price"])
                 amount = money(quantity * unit_price)
-                line_taxes = taxes_by_line.get(line_id)
+                subtotal += amount
+                line_taxes = taxes_by_line.pop(line_id, None)
                 if line_taxes is not None:
-                    line_taxes.sort(key=_tax_order)
+                    if len(line_taxes) > 1:
+                        line_taxes.sort(key=_first_two)
+                    taxes = [t for _, _, t in line_taxes]
+                else:
+                    taxes = []
                 lines.append({
                     "id": line_id, "position": int(ln["position"]), "kind": ln["kind"],
                     "part_number": ln.get("part_number"), "description": ln["description"],
-                    "quantity": quantity, "unit_price": unit_price, "amount": amount,
-                    "taxes": tuple(line_taxes) if line_taxes is not None else (),
+                    "quantity": _at(quantity, 3), "unit_price": _at(unit_price, 4), "amount": _at(amount, 2),
+                    "taxes": taxes,
                 })
-            # Only the taxes of lines that exist count (as the event holds them).
-            tax_total = sum((t["amount"] for ln in lines for t in ln["taxes"]), ZERO)
-            subtotal = sum((ln["amount"] for ln in lines), ZERO)
-            lines.sort(key=_line_order)
+            for orphans in taxes_by_line.values():  # taxes of lines that do not exist (any more)
+                for _, _, t in orphans:
+                    tax_total -= t["_amount"]
+            for line in lines:
+                for t in line["taxes"]:
+                    del t["_amount"]
+            if len(lines) > 1:
+                lines.sort(key=_line_order)
             for pid in self.by_invoice["payments"].get(invoice_id, ()):
                 payments.append(self._payment(pid))
-            payments.sort(key=_payment_order)
+            if len(payments) > 1:
+                payments.sort(key=_payment_order)
             for rid in self.by_invoice["refunds"].get(invoice_id, ()):
                 refunds.append(self._refund(rid))
-            refunds.sort(key=_id_order)
+            if len(refunds) > 1:
+                refunds.sort(key=_id_order)
         tax_inclusive = bool(header.get("tax_inclusive"))
         total = subtotal if tax_inclusive else subtotal + tax_total
         if tax_inclusive:
             subtotal -= tax_total
-        stored = {"subtotal": _cents(_dec(header.get("subtotal", 0))),
-                  "tax_total": _cents(_dec(header.get("tax_total", 0))), "total": _cents(_dec(header.get("total", 0)))}
-        computed = {"subtotal": _cents(subtotal), "tax_total": _cents(tax_total), "total": _cents(total)} \
-            if not deleted else stored
+        stored = (_cents(_dec(header.get("subtotal", 0))), _cents(_dec(header.get("tax_total", 0))),
+                  _cents(_dec(header.get("total", 0))))
+        computed = (_cents(subtotal), _cents(tax_total), _cents(total)) if not deleted else stored
         mismatch = computed != stored
         if mismatch:
             metrics.FOLD_TOTALS_MISMATCH.inc()
@@ -917,38 +1012,41 @@ class Mirror:
                    "vehicle": _vehicle(vehicle)}
         return {
             "invoice_id": int(header["id"]), "number": header["number"],
-            "status": InvoiceStatus.DELETED if deleted else InvoiceStatus(header["status"]),
+            "status": InvoiceStatus.DELETED.value if deleted else InvoiceStatus(header["status"]).value,
             "issue_date": _date(header.get("issue_date")), "due_date": _date(header.get("due_date")),
             "currency": (header.get("currency") or "USD").strip(), "tax_inclusive": tax_inclusive,
             "location": self._location(int(header["location_id"])),
             "customer": self._customer(int(header["customer_id"])),
-            "job": job, "lines": tuple(lines), "payments": tuple(payments), "refunds": tuple(refunds),
-            "notes": header.get("notes"), "computed": computed, "stored": stored, "totals_mismatch": mismatch,
+            "job": job, "lines": lines, "payments": payments, "refunds": refunds,
+            "notes": header.get("notes"), "computed": _totals(computed), "stored": _totals(stored),
+            "totals_mismatch": mismatch,
         }
 
     def _payment(self, pid: int) -> dict[str, Any]:
         p = self._row("payments", pid)
-        return {"id": pid, "amount": _dec(p["amount"]), "method": p["method"], "reference": p.get("reference"),
+        return {"id": pid, "amount": _at(_dec(p["amount"]), 2), "method": p["method"], "reference": p.get("reference"),
                 "received_at": _ts(p["received_at"]), "status": p.get("status") or "received"}
 
     def _refund(self, rid: int) -> dict[str, Any]:
         r = self._row("refunds", rid)
-        return {"id": rid, "kind": r["kind"], "amount": _dec(r["amount"]), "tax_amount": _dec(r.get("tax_amount") or 0),
-                "payment_id": r.get("payment_id"), "line_id": r.get("line_id"), "reason": r.get("reason"),
-                "created_at": _ts(r["created_at"])}
+        return {"id": rid, "kind": r["kind"], "amount": _at(_dec(r["amount"]), 2),
+                "tax_amount": _at(_dec(r.get("tax_amount") or 0), 2), "payment_id": r.get("payment_id"),
+                "line_id": r.get("line_id"), "reason": r.get("reason"), "created_at": _ts(r["created_at"])}
 
     def _location(self, location_id: int) -> dict[str, Any]:
         row = self._row("locations", location_id)
         if row is None:
             log.warning("fold_missing_reference", table="locations", id=location_id)
-            return {"id": location_id, "code": f"LOC{location_id}", "name": f"Location {location_id}"}
+            return {"id": location_id, "code": f"LOC{location_id}", "name": f"Location {location_id}",
+                    "timezone": "UTC"}
         return {"id": location_id, "code": row["code"], "name": row["name"], "timezone": row.get("timezone") or "UTC"}
 
     def _customer(self, customer_id: int) -> dict[str, Any]:
         row = self._row("customers", customer_id)
         if row is None:
             log.warning("fold_missing_reference", table="customers", id=customer_id)
-            return {"id": customer_id, "name": f"Customer {customer_id}"}
+            return {"id": customer_id, "name": f"Customer {customer_id}", "email": None, "phone": None,
+                    "is_fleet": False, "payment_terms_days": None, "tax_exempt": False, "billing_address": None}
         return {"id": customer_id, "name": row["name"], "email": row.get("email"), "phone": row.get("phone"),
                 "is_fleet": bool(row.get("is_fleet")), "payment_terms_days": row.get("payment_terms_days"),
                 "tax_exempt": bool(row.get("tax_exempt")), "billing_address": row.get("billing_address")}
@@ -1001,6 +1099,9 @@ class Mirror:
 
 _REFERENCE_TABLES = frozenset({"locations", "customers", "vehicles", "tax_rates"})
 _REFERENCE_CACHE = 4096  # decoded reference rows kept (the cache is emptied when full)
+# Decoded rows kept per table for one batch (saves decoding them again to build the invoices they touch). A
+# history import's snapshot is one batch of millions of rows: unbounded, this cache was its peak memory.
+_BATCH_CACHE = 20_000
 
 
 def _cents(value: Decimal) -> Decimal:
@@ -1008,8 +1109,30 @@ def _cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def _tax_order(t: dict[str, Any]) -> tuple[Any, int]:
-    return t["code"], t["tax_rate_id"]
+def _first_two(item: tuple[Any, int, Any]) -> tuple[Any, int]:
+    return item[0], item[1]  # a line's taxes in (code, tax rate id) order
+
+
+_SCALES = {scale: Decimal(1).scaleb(-scale) for scale in (2, 3, 4, 5)}
+_at_cache: dict[tuple[Decimal, int], bytes] = {}
+
+
+def _at(value: Decimal, scale: int) -> bytes:
+    """The Avro bytes of a decimal field: rounded half up to the field's scale exactly as the model's validator
+    rounds it (``canonical._at_scale``), then the unscaled value (``canonical._decimal_bytes``). Amounts, prices
+    and rates repeat: cached (equal decimals round to one value)."""
+    key = (value, scale)
+    encoded = _at_cache.get(key)
+    if encoded is None:
+        encoded = _decimal_bytes(value.quantize(_SCALES[scale], rounding=ROUND_HALF_UP), scale)
+        if len(_at_cache) >= 8192:
+            _at_cache.clear()
+        _at_cache[key] = encoded
+    return encoded
+
+
+def _totals(values: tuple[Decimal, Decimal, Decimal]) -> dict[str, bytes]:
+    return {"subtotal": _at(values[0], 2), "tax_total": _at(values[1], 2), "total": _at(values[2], 2)}
 
 
 def _line_order(ln: dict[str, Any]) -> tuple[int, int]:
@@ -1022,6 +1145,10 @@ def _payment_order(p: dict[str, Any]) -> tuple[datetime, int]:
 
 def _id_order(r: dict[str, Any]) -> int:
     return r["id"]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _dec(value: Any) -> Decimal:
@@ -1081,4 +1208,4 @@ def decode_state(value: bytes) -> dict[str, Any]:
     return json.loads(value, object_hook=_state_hook)
 
 
-__all__ = ["Mirror", "SourceTransaction", "TransactionAssembler", "encode_state", "decode_state"]
+__all__ = ["Emitted", "Mirror", "SourceTransaction", "TransactionAssembler", "encode_state", "decode_state"]

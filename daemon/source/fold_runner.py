@@ -215,6 +215,19 @@ class FoldRunner:
             marks[(tp.topic, tp.partition)] = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
         return marks
 
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Produce, waiting for room when librdkafka's local queue is full. One source transaction becomes one
+        Kafka transaction, and a history import's initial snapshot is millions of changelog records: more
+        than the queue holds (100,000 by default). Serving delivery reports frees it as batches are written;
+        raising BufferError instead killed the fold thread."""
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, headers=headers)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
     def _commit(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
         if not self._assigned:
             return
@@ -233,19 +246,17 @@ class FoldRunner:
                     built = self.mirror.build_encoded(invoice_id, tx)
                     if built is None:
                         continue
-                    event, payload = built
-                    self.producer.produce(kafka.canonical_topic, key=event.key.encode(), value=payload,
-                                          headers=[("ledgerwire-version", str(event.version).encode())])
-                    metrics.FOLD_EVENTS_EMITTED.labels(event.status.value).inc()
+                    self._produce(kafka.canonical_topic, built.key, built.payload,
+                                  [("ledgerwire-version", str(built.version).encode())])
+                    metrics.FOLD_EVENTS_EMITTED.labels(built.status).inc()
                     emitted += 1
                 self.mirror.end_batch()
             for key, value in self.mirror.changelog():
-                self.producer.produce(kafka.fold_state_topic, key=key.encode(), value=value)
+                self._produce(kafka.fold_state_topic, key.encode(), value)
             if ready or self.assembler.checkpoint_changed:
-                self.producer.produce(kafka.fold_state_topic, key=META_KEY.encode(),
-                                      value=encode_state(self.assembler.checkpoint()))
+                self._produce(kafka.fold_state_topic, META_KEY.encode(), encode_state(self.assembler.checkpoint()))
             for m, reason in dead_letters:
-                self.producer.produce(kafka.dead_letter_topic, key=m.key(), value=m.value(), headers=[
+                self._produce(kafka.dead_letter_topic, m.key(), m.value(), [
                     ("ledgerwire-stage", b"decode"), ("ledgerwire-reason", reason.encode()[:1000]),
                     ("ledgerwire-origin", f"{m.topic()}/{m.partition()}/{m.offset()}".encode()),
                 ])

@@ -1,0 +1,168 @@
+"""Benchmark 6: a shop switching Ledgerwire on with years of history — generate, snapshot, fold, and how
+long each platform takes to post it under its documented limits.
+
+1. Generates ``--invoices`` closed invoices with payments over ``--years`` years into a fresh shop database
+   (``ledgerwire generate --history``: COPY in batches; its own process, timed).
+2. Registers a Debezium connector: its initial snapshot reads every row into the table topics.
+3. Runs the fold (``FoldRunner``, Kafka transactions, state changelog) in this process from the connector's
+   registration until every invoice's first canonical version is readable, and reports the time, the
+   rows/s and the peak RSS of this process (the fold's state for the whole history is in it). Progress is
+   printed every few seconds.
+4. Computes the days each platform needs to post the history under its documented limits (requests per
+   invoice as each connector sends a new invoice and its payments, the per-minute limit, the daily quota),
+   from the generated counts.
+
+    ledgerwire stack up && python bench/history_import.py --invoices 25000
+    python bench/history_import.py --invoices 250000      # the five-year shop of issue #21
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg  # noqa: E402
+from confluent_kafka import Consumer  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from daemon.localstack import stack  # noqa: E402
+from daemon.config import AppConfig  # noqa: E402
+from daemon.source.fold import TABLES  # noqa: E402
+from daemon.source.fold_runner import FoldRunner  # noqa: E402
+from daemon.kafka_util import ensure_topics  # noqa: E402
+
+from memory import rss_mib  # noqa: E402  (bench/ is on sys.path as the script's dir)
+
+# How each connector posts a NEW invoice and its payments, under the platform's documented limits (the
+# defaults in connectors/<platform>/settings.py). ``invoice`` / ``payment``: requests each (a batch request
+# carrying up to N invoices counts 1/N); ``per_minute`` / ``per_day``: the binding request limits.
+PLATFORM_LIMITS = {
+    # /batch of 30 operations, 40 batch requests/min (its own allowance); payments one by one on the 500/min.
+    "quickbooks-online": {"invoice": 1 / 30, "payment": 1.0, "per_minute": 500, "batch_per_minute": 40,
+                          "per_day": None, "note": "500/min + 40 /batch per min, no daily quota"},
+    # PUT /Invoices with 50 per request; payments one by one; 60/min and 5,000/day per tenant.
+    "xero": {"invoice": 1 / 50, "payment": 1.0, "per_minute": 60, "per_day": 5000, "note": "60/min, 5,000/day"},
+    # one request per invoice (+ mark as sent) and per payment; 100/min; the daily cap is by plan.
+    "zoho-books": {"invoice": 2.0, "payment": 1.0, "per_minute": 100, "per_day": 10000,
+                   "note": "100/min; 10,000/day on the top plans (1,000 on Free)"},
+    # create + action_post per invoice, register-payment wizard (create + action) per payment; 10/s.
+    "odoo": {"invoice": 2.0, "payment": 2.0, "per_minute": 600, "per_day": None, "note": "10/s, no quota"},
+    # one qbXML request per sendRequestXML; the Web Connector polls every minute and drains the queue.
+    "quickbooks-desktop": {"invoice": 1.0, "payment": 1.0, "per_minute": 60, "per_day": None,
+                           "note": "one request per Web Connector exchange (~1/s while a session runs)"},
+}
+
+
+def days_to_post(invoices: int, payments: int, limits: dict) -> tuple[float, int]:
+    """(days, requests) to post the history at the platform's binding limit."""
+    invoice_requests = invoices * limits["invoice"]
+    requests = math.ceil(invoice_requests + payments * limits["payment"])
+    per_day = limits["per_minute"] * 1440
+    if limits.get("batch_per_minute"):  # QBO: batches have their own allowance; payments use the 500/min
+        batch_days = invoice_requests / (limits["batch_per_minute"] * 1440)
+        single_days = payments * limits["payment"] / per_day
+        return max(batch_days, single_days), requests
+    if limits["per_day"]:
+        per_day = min(per_day, limits["per_day"])
+    return requests / per_day, requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invoices", type=int, default=25_000)
+    parser.add_argument("--years", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the database, connector and topics")
+    args = parser.parse_args()
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    cfg = stack.StackConfig()
+    name = f"hist{uuid.uuid4().hex[:6]}"
+    print("load average at start (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg(), flush=True)
+    dsn = stack.create_shop_database(cfg, name)
+    started = time.monotonic()
+    generated = subprocess.run([sys.executable, "-m", "daemon.cli", "generate", "--dsn", dsn, "--history",
+                                str(args.invoices), "--years", str(args.years)], check=True, capture_output=True,
+                               text=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    generation_s = time.monotonic() - started
+    counts = json.loads(generated.stdout.strip().splitlines()[-1])["history"]
+    rows = sum(v for k, v in counts.items() if k.endswith("_rows"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reference_rows = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                             for t in ("locations", "customers", "vehicles", "tax_rates"))
+    rows += reference_rows
+    print(f"generated {args.invoices:,} invoices over {args.years} years ({rows:,} rows: {counts}) in "
+          f"{generation_s:.1f} s = {args.invoices / generation_s:,.0f} invoices/s", flush=True)
+
+    config = AppConfig.model_validate({
+        "kafka": {"bootstrap_servers": cfg.bootstrap, "canonical_topic": f"{name}.invoices",
+                  "fold_state_topic": f"{name}.fold-state", "dead_letter_topic": f"{name}.dlq",
+                  "fold_group": f"{name}-fold"},
+        "source": {"topic_prefix": name}})
+    ensure_topics(config, [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic])
+    stop = threading.Event()
+    runner = FoldRunner(config, stop, transactional_id=f"{name}-fold")
+    counter = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": f"{name}-count", "auto.offset.reset": "earliest",
+                        "isolation.level": "read_committed"})
+    counter.subscribe([config.kafka.canonical_topic])
+    rss_before = rss_mib()
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    runner.ready.wait(120)
+    started = time.monotonic()
+    stack.register_connector(cfg, name=f"{name}-source", db=name, prefix=name, slot=name)
+    seen: set[bytes] = set()
+    last_print = started
+    peak = rss_mib()
+    deadline = started + 6 * 3600
+    while len(seen) < args.invoices and time.monotonic() < deadline:
+        for m in counter.consume(num_messages=5000, timeout=0.2):
+            if not m.error():
+                seen.add(m.key())
+        peak = max(peak, rss_mib())
+        if time.monotonic() - last_print > 10:
+            last_print = time.monotonic()
+            elapsed = last_print - started
+            rate = len(seen) / elapsed
+            eta = (args.invoices - len(seen)) / rate if rate else float("nan")
+            print(f"  {elapsed:6.0f} s: {len(seen):>9,} / {args.invoices:,} invoices folded ({rate:,.0f}/s, ETA "
+                  f"{eta:,.0f} s), RSS {rss_mib():,.0f} MiB", flush=True)
+    fold_s = time.monotonic() - started
+    stop.set()
+    thread.join(60)
+    counter.close()
+    print(f"snapshot + fold: {len(seen):,} invoices ({rows:,} source rows) in {fold_s:.1f} s = "
+          f"{rows / fold_s:,.0f} rows/s, {len(seen) / fold_s:,.0f} invoices/s")
+    print(f"RSS of this process: {rss_before:,.0f} MiB before the fold, peak {peak:,.0f} MiB during it "
+          f"(ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)")
+    payments = counts.get("payments_rows", 0)
+    print(f"\ndays to post {args.invoices:,} invoices and {payments:,} payments at each platform's documented limits:")
+    print(f"{'platform':<20} {'requests':>10} {'days':>8}  limits")
+    for platform, limits in PLATFORM_LIMITS.items():
+        days, requests = days_to_post(args.invoices, payments, limits)
+        print(f"{platform:<20} {requests:>10,} {days:>8.2f}  {limits['note']}")
+    print("load average at end (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
+    if not args.keep:
+        stack.remove_connector(cfg, f"{name}-source", slot=name)
+        AdminClient({"bootstrap.servers": cfg.bootstrap}).delete_topics(
+            [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic, config.kafka.canonical_topic,
+                                                              config.kafka.fold_state_topic, config.kafka.dead_letter_topic])
+        with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
