@@ -34,7 +34,7 @@ from daemon.config import load_config
 from daemon.logs import configure_logging
 from daemon.localstack.verify import compare, expected_from_db
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def demo_stack_config() -> stack.StackConfig:

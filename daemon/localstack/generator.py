@@ -30,7 +30,7 @@ from daemon.canonical import money
 
 log = structlog.get_logger(__name__)
 
-SHOP_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "source" / "shop.sql"
+SHOP_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "source" / "shop.sql"
 
 LOCATIONS = [("MAIN", "Main St Auto Electric", "America/Chicago", "USD", ["STATE", "COUNTY"]),
              ("NORTH", "Northside Starters & Alternators", "America/Vancouver", "USD", ["GST", "PST"])]

@@ -30,7 +30,7 @@ from daemon.operations.source_setup import debezium_connector_config as source_c
 
 log = structlog.get_logger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 POM = REPO / "stack" / "pom.xml"
 SHOP_SCHEMA = REPO / "schemas" / "source" / "shop.sql"
 CONNECTOR_NAME = "shop-source"
