@@ -131,7 +131,7 @@ def test_missing_credentials_and_a_revoked_grant_pause_the_target_until_credenti
             dead = ledger.dead_letters()
             assert dead == [], f"dead-lettered instead of pausing: {dead[:5]}"
             assert all(reasons.values()), reasons
-            assert "no credentials stored" in reasons["qbo"] and "invalid_grant" in reasons["xero"], reasons
+            assert "credentials set" in reasons["qbo"] and "invalid_grant" in reasons["xero"], reasons
             # Offsets wait for the invoices (they may pass only versions with nothing to post, e.g. a draft).
             with psycopg.connect(shop.ledger_dsn, autocommit=True) as lconn:
                 posted_while_paused = lconn.execute("SELECT count(*) FROM documents WHERE delivered_version > 0"

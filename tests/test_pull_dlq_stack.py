@@ -51,7 +51,7 @@ def test_refused_queued_invoice_is_dead_lettered_and_retried(shop, tmp_path, cap
             rows: list = []
             while time.monotonic() < deadline and len(rows) < len(issued):
                 sandbox.run_session()
-                with daemon.sink.ledger.pool.connection() as c:
+                with daemon.ledger.pool.connection() as c:
                     rows = c.execute("SELECT invoice_number, reason, topic, error_class FROM dead_letters "
                                      "WHERE target='qbd' AND status='open'").fetchall()
                 time.sleep(0.5)
@@ -70,7 +70,7 @@ def test_refused_queued_invoice_is_dead_lettered_and_retried(shop, tmp_path, cap
             daemon.shutdown()
             daemon = Daemon(write_config(good))
             daemon.start()
-            with daemon.sink.ledger.pool.connection() as c:
+            with daemon.ledger.pool.connection() as c:
                 ids = [r[0] for r in c.execute("SELECT id FROM dead_letters WHERE target='qbd' AND status='open'")]
             for dl_id in ids:
                 assert cli.main(["dlq", "retry", str(dl_id), "--config", str(config_file)]) == 0
