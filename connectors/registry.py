@@ -17,6 +17,21 @@ PLATFORM_PACKAGES: dict[str, str] = {
     "odoo": "connectors.odoo",
     "quickbooks-desktop": "connectors.quickbooks_desktop",
     "sage-accounting": "connectors.sage_accounting",
+    # Second to fourth waves (issues #15-#17): listed up front so connectors built in parallel never edit this file.
+    "freshbooks": "connectors.freshbooks",
+    "freeagent": "connectors.freeagent",
+    "myob-accountright": "connectors.myob_accountright",
+    "reckon-one": "connectors.reckon_one",
+    "business-central": "connectors.business_central",
+    "netsuite-rest": "connectors.netsuite_rest",
+    "netsuite-soap": "connectors.netsuite_soap",
+    "sap-business-one": "connectors.sap_business_one",
+    "oracle-erp": "connectors.oracle_erp",
+    "kashflow": "connectors.kashflow",
+    "wave": "connectors.wave",
+    "bill-com": "connectors.bill_com",
+    "quickfile": "connectors.quickfile",
+    "patriot": "connectors.patriot",
 }
 
 

@@ -1,9 +1,12 @@
 """Per-platform drivers of the conformance suite: how to reach into a connector's sandbox (close its books,
 expire tokens, edit as the bookkeeper, count what landed). A connector joins the suite by one line in
-``ON_ENGINE`` (and a driver here); registered connectors missing from it show as skips."""
+``ON_ENGINE`` (and a driver here), or by a module in ``tests/conformance/platforms/``; registered connectors
+missing from both show as skips."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -327,3 +330,17 @@ ON_ENGINE: dict[str, type] = {
     "quickbooks-desktop": QuickBooksDesktopDriver,
     "sage-accounting": SageAccountingDriver,
 }
+
+
+def _platform_modules() -> dict[str, type]:
+    """Drivers defined one per module under ``tests/conformance/platforms/``."""
+    from tests.conformance import platforms
+
+    found: dict[str, type] = {}
+    for info in pkgutil.iter_modules(platforms.__path__):
+        module = importlib.import_module(f"{platforms.__name__}.{info.name}")
+        found[module.PLATFORM] = module.Driver
+    return found
+
+
+ON_ENGINE.update(_platform_modules())
