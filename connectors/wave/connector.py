@@ -32,9 +32,11 @@ class WaveConnector(EngineConnector):
     platform = "wave"
     settings_model = WaveSettings
     # void = delete (Wave has no void); payments are reversed, not deleted; refunds are negative invoices
-    # applied by payments through the customer credit account; Wave exposes no closing date.
+    # applied by payments through the customer credit account, deleted when the shop takes the refund back (or
+    # voids the invoice); Wave exposes no closing date.
     capabilities = Capabilities(void="delete", delete_payments=False, payment_linked_at_creation=True,
-                                credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0)
+                                credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
+                                void_credit_notes=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -184,6 +186,10 @@ class WaveConnector(EngineConnector):
         created = self.client.mutate("invoiceCreate", ops.INVOICE_CREATE, fields, "invoice")
         total = created.get("total")
         return _ref(created, amount=abs(Decimal(str(total["value"]))) if total else refund.amount + refund.tax_amount)
+
+    def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
+        """A refund taken back: its negative invoice is deleted (the engine released its application first)."""
+        self.void_invoice(credit, posting.request_id)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -24,7 +24,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import graphql
@@ -35,35 +35,11 @@ from starlette.routing import Route
 
 from connectors import jsonmoney
 from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
-from connectors.wave.schema import SDL
+from connectors.wave.schema import schema as strict_schema
 
 ENDPOINT = "/graphql/public"
 CENT, ZERO = Decimal("0.01"), Decimal("0")
 PAGE_MAX = 100
-
-
-def _decimal(value: Any) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float) or not isinstance(value, (int, Decimal, str)):
-        raise ValueError(f"Decimal cannot represent {value!r}")
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"Decimal cannot represent {value!r}") from None
-
-
-def _date(value: Any) -> str:
-    return date.fromisoformat(str(value)).isoformat()
-
-
-def sandbox_schema() -> graphql.GraphQLSchema:
-    """The SDL with Wave's scalars made strict (a float or a non-date is refused as Wave's server would)."""
-    schema = graphql.build_schema(SDL)
-    decimal_type, date_type = schema.type_map["Decimal"], schema.type_map["Date"]
-    decimal_type.parse_value = _decimal  # type: ignore[union-attr]
-    decimal_type.parse_literal = lambda node, _v=None: _decimal(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
-    date_type.parse_value = _date  # type: ignore[union-attr]
-    date_type.parse_literal = lambda node, _v=None: _date(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
-    return schema
 
 
 def _money(value: Decimal) -> Decimal:
@@ -113,7 +89,7 @@ class Sandbox:
         self.window = WindowLimit(minute_limit, 60.0)
         self.businesses: dict[str, Business] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []  # every mutation: (field name, its input)
-        self.schema = sandbox_schema()
+        self.schema = strict_schema()
         self._lock = threading.RLock()
         self.app = Starlette(routes=[Route("/oauth2/token/", self._token, methods=["POST"]),
                                      Route(ENDPOINT, self._graphql, methods=["POST"])])

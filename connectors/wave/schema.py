@@ -5,9 +5,13 @@ part comes from."""
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal, InvalidOperation
 from functools import cache
+from typing import Any
 
 import graphql
+from graphql.execution.values import get_variable_values
 
 SDL = """
 # Wave's public GraphQL API (https://gql.waveapps.com/graphql/public), the part Ledgerwire uses, written by hand.
@@ -263,13 +267,39 @@ type Mutation {
 
 @cache
 def schema() -> graphql.GraphQLSchema:
-    return graphql.build_schema(SDL)
+    """The SDL with Wave's scalars made strict: a Decimal is an exact number (an int, a JSON number read as a
+    Decimal, or a numeric string — never a float or a boolean), a Date an ISO date."""
+    built = graphql.build_schema(SDL)
+    decimal_type, date_type = built.type_map["Decimal"], built.type_map["Date"]
+    decimal_type.parse_value = _decimal  # type: ignore[union-attr]
+    decimal_type.parse_literal = lambda node, _v=None: _decimal(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
+    date_type.parse_value = _date  # type: ignore[union-attr]
+    date_type.parse_literal = lambda node, _v=None: _date(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
+    return built
 
 
-def validation_errors(query: str) -> list[str]:
-    """What graphql-core finds wrong with an operation against the SDL (empty: valid)."""
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, (bool, float)) or not isinstance(value, (int, Decimal, str)):
+        raise ValueError(f"Decimal cannot represent {value!r}")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"Decimal cannot represent {value!r}") from None
+
+
+def _date(value: Any) -> str:
+    return date.fromisoformat(str(value)).isoformat()
+
+
+def operation_errors(query: str, variables: dict[str, Any] | None = None) -> list[str]:
+    """What graphql-core finds wrong with an operation and its variables against the SDL (empty: valid)."""
     try:
         document = graphql.parse(query)
     except graphql.GraphQLError as error:
         return [error.message]
-    return [error.message for error in graphql.validate(schema(), document)]
+    problems = [error.message for error in graphql.validate(schema(), document)]
+    operation = graphql.get_operation_ast(document)
+    if problems or operation is None:
+        return problems or ["no single operation in the document"]
+    coerced = get_variable_values(schema(), operation.variable_definitions or (), variables or {})
+    return [error.message for error in coerced] if isinstance(coerced, list) else []
