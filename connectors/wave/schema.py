@@ -152,7 +152,7 @@ input InvoiceApproveInput { invoiceId: ID! }
 input InvoiceMarkSentInput { invoiceId: ID! }
 input InvoiceSendInput {
   invoiceId: ID!
-  to: [String!]!
+  to: [String]
   message: String
   attachPDF: Boolean
 }

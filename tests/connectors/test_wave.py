@@ -95,7 +95,9 @@ def table_expectations(source: str) -> list[tuple[str, str, str]]:
                 if note and note.group(1).startswith("+ ") and " for " in note.group(1):  # (+ to …, message … for send)
                     extra, _, verb = note.group(1)[2:].rpartition(" for ")
                     for extra_entry in _split(extra):
-                        expected.append((f"Invoice{verb.strip().title()}Input", extra_entry.split()[0], "exists"))
+                        extra_name, *extra_type = extra_entry.split()
+                        expected.append((f"Invoice{verb.strip().title()}Input", extra_name,
+                                         extra_type[0] if extra_type else "exists"))
     return expected
 
 
@@ -137,6 +139,7 @@ def test_the_sdl_matches_the_field_table_in_source_md(table):
     checked = {(t, f) for t, f, _ in table if t not in NOT_SENT}
     assert len(checked) >= 55 and ("InvoiceCreateItemInput", "productId") in checked
     assert ("InvoicePaymentCreateManualInput", "paymentMethod") in checked and ("InvoiceSendInput", "attachPDF") in checked
+    assert ("InvoiceSendInput", "to", "[String]") in table
     assert sdl_problems(schema(), table) == []
 
 
