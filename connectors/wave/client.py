@@ -74,7 +74,11 @@ class WaveClient:
     def _post(self, document: str, variables: dict[str, Any], write: bool) -> dict[str, Any]:
         response = self.http.request("POST", self.url, headers={"Content-Type": "application/json"},
                                      content=jsonmoney.dumps({"query": document, "variables": variables}))
-        body = jsonmoney.loads(response.content)
+        try:
+            body = jsonmoney.loads(response.content)
+        except ValueError:  # a proxy's page, a cut answer: a mutation may have been applied
+            raise (UncertainOutcomeError if write else RetryableError)("Wave answered with a body that is not JSON",
+                                                                       status=response.status_code) from None
         if body.get("errors"):
             raise graphql_error(body["errors"], response.status_code, write=write)
         return body.get("data") or {}
@@ -105,7 +109,12 @@ class WaveClient:
     def invoice(self, invoice_id: str) -> dict[str, Any] | None:
         if "<new " in invoice_id:  # a preview's placeholder
             return None
-        return self.query(operations.INVOICE, id=invoice_id).get("invoice")
+        try:
+            return self.query(operations.INVOICE, id=invoice_id).get("invoice")
+        except PermanentError as exc:
+            if exc.platform_code == "NOT_FOUND":  # deleted: Wave may answer the missing node with an error
+                return None
+            raise
 
     def mutate(self, name: str, document: str, fields: dict[str, Any], result: str = "") -> dict[str, Any]:
         """One mutation; its payload's ``result`` object (``{}`` when it has none). ``didSucceed: false`` with

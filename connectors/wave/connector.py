@@ -126,9 +126,9 @@ class WaveConnector(EngineConnector):
         if kind is not DocKind.CREDIT_APPLICATION or not ref.external_id.endswith("/"):
             return ref
         (invoice_id, payment_id), (credit_id, _) = (part.split("/") for part in ref.external_id.split("+"))
-        first = next(p for p in (self.client.invoice(invoice_id) or {}).get("payments", []) if p["id"] == payment_id)
-        if not credit_id:
-            raise PermanentError(f"wave: the negative invoice for credit application {first['memo']} is gone")
+        first = next((p for p in _live_payments(self.client.invoice(invoice_id) or {}) if p["id"] == payment_id), None)
+        if first is None or not credit_id:
+            raise PermanentError(f"wave: credit application {ref.external_id} cannot be completed: a half is gone")
         second = self._pay(credit_id, -Decimal(str(first["amount"])), first["memo"], date.today())
         return ref.model_copy(update={"external_id": f"{invoice_id}/{payment_id}+{credit_id}/{second['id']}"})
 

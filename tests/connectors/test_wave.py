@@ -420,3 +420,17 @@ def test_a_bookkeepers_customer_is_used_but_another_shop_customers_never(wave):
     bookkeepers = connector.find_customer(Customer(id=801, name="Fleet Co", email="fleet@example.com"))
     assert bookkeepers is not None
     assert connector.find_customer(Customer(id=802, name="Pat Doe")) is None
+
+
+def test_a_deleted_invoice_answered_with_not_found_reads_as_gone(wave):
+    _, connector, _ = wave
+    doc = deliver(connector, MemoryEntities(), invoice_event(7700))
+    connector.client.mutate("invoiceDelete", operations.INVOICE_DELETE, {"invoiceId": doc.external_id})
+    assert connector.read_invoice(doc.external_id) is None
+    not_found = httpx.Response(200, json={"data": {"business": {"invoice": None}}, "errors": [
+        {"message": "Invoice not found", "path": ["business", "invoice"], "extensions": {"code": "NOT_FOUND"}}]})
+    connector.http.client._transport = httpx.MockTransport(lambda request: not_found)
+    assert connector.read_invoice(doc.external_id) is None
+    connector.http.client._transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>proxy</html>"))
+    with pytest.raises(UncertainOutcomeError):
+        connector.client.mutate("invoiceDelete", operations.INVOICE_DELETE, {"invoiceId": doc.external_id})
