@@ -178,17 +178,23 @@ def adjustment_payload(event: InvoiceEvent, kind: str, sequence: int, contact_id
                        day: date, original_id: str | None, reason: str, mapping: MappingConfig, uri: Uri
                        ) -> tuple[str, dict[str, Any]]:
     """(resource, body): the difference between what FreeAgent holds and the shop's version, dated in the first
-    open period; its one item carries the tax at the rates of the invoice's first taxed line."""
+    open period. FreeAgent computes tax from a rate, so the taxed part is the net that gives ``tax`` at the
+    rates of the invoice's first taxed line (exact for one rate; two rates may round a cent apart) and the
+    rest of the net goes untaxed."""
     taxes = next((ln.taxes for ln in event.lines if ln.taxes), ()) if tax else ()
+    rates = tax_rates(taxes, mapping)
+    combined = sum((Decimal(r) for r in rates.values()), ZERO)
+    taxed = (tax * 100 / combined).quantize(Decimal("0.01")) if combined else ZERO
     sign = 1 if kind == "increase" else -1
-    item = _item(f"Adjustment to invoice {event.number} ({reason})"[:250], LineKind.PART, Decimal("1"), sign * net,
-                 taxes, mapping, uri)
+    text = f"Adjustment to invoice {event.number} ({reason})"[:250]
+    items = [_item(text, LineKind.PART, Decimal("1"), sign * part, part_taxes, mapping, uri)
+             for part, part_taxes in ((taxed, taxes), (net - taxed, ())) if part]
     reference = adjustment_reference(event, sequence, kind)
     comments = (f"Adjustment {sequence} to shop invoice {event.number} v{event.version}"
                 f"{f' (FreeAgent invoice {original_id})' if original_id else ''}: {reason}; the original is dated "
                 "in a locked period")
     if kind == "decrease":
-        return "credit_notes", _credit_note(contact_id, reference, day, comments, [item], event.currency, uri)
+        return "credit_notes", _credit_note(contact_id, reference, day, comments, items, event.currency, uri)
     return "invoices", {"invoice": {"contact": uri("contacts", contact_id), "reference": reference,
                                     "dated_on": day.isoformat(), "due_on": day.isoformat(), "payment_terms_in_days": 0,
-                                    "currency": event.currency, "comments": comments[:2000], "invoice_items": [item]}}
+                                    "currency": event.currency, "comments": comments[:2000], "invoice_items": items}}
