@@ -113,7 +113,7 @@ def invoice_payload(event: InvoiceEvent, contact_id: str, mapping: MappingConfig
     if posted_on is not None:
         comments = f"{comments}; shop date {event.issue_date} is in a locked period"
     due = due_date(event, day)
-    items = [{"url": url, "_destroy": "1"} for url in replaced]
+    items = [{"url": url, "_destroy": True} for url in replaced]
     items += [invoice_item(line, event, mapping, uri) for line in event.lines]
     return {"invoice": {"contact": uri("contacts", contact_id), "reference": event.number,
                         "dated_on": day.isoformat(), "due_on": due.isoformat(),
