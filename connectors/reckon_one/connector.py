@@ -11,6 +11,8 @@ subscription key. The lifecycle, look-ups before re-creating, checkpoints and pr
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -146,15 +148,19 @@ class ReckonOneConnector(EngineConnector):
         self._approve("invoices", current.external_id)
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
-        if self.read_invoice(current.external_id) is not None:
+        """Reckon One has no void: the invoice is deleted (already gone after a lost answer: done as well)."""
+        held = self.read_invoice(current.external_id)
+        if held is not None:
             self.client.write("DELETE", f"/invoices/{current.external_id}")
-        return None  # deleted: Reckon One has no void
+        return (held or RemoteInvoice(external_id=current.external_id)).model_copy(update={"status": "void"})
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
         found = self.client.get(f"/invoices/{external_id}")
         if not found:
             return None
-        return RemoteInvoice(external_id=str(found["id"]), number=found.get("reference"),
+        # Reckon has no concurrency token: the token is a digest of what it holds (it changes with every edit).
+        digest = hashlib.sha256(json.dumps(found, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return RemoteInvoice(external_id=str(found["id"]), number=found.get("reference"), token=digest,
                              status="draft" if found.get("status") == DRAFT else "issued",
                              total=found.get("totalAmount"), tax_total=found.get("totalTaxAmount"),
                              balance=found.get("balance"), raw=found)
