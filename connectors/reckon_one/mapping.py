@@ -5,7 +5,7 @@ accounts (``accountDetails``: Reckon's amount is the line's amount, tax included
 ``amountTaxStatus`` says), one tax rate per line named as Reckon names it (``"GST"``); a line with several
 tax components uses the rate the mapping names for the combination (``"GST+PST"``, codes sorted), a line
 without tax the rate named ``"none"`` (no rate sent when the mapping has none). The shop's tax amount is sent
-on every line, so Reckon keeps the shop's rounding. Dates are the spec's ``date-time`` at midnight.
+on every line, so Reckon keeps the shop's rounding. Dates are the spec's ``date-time`` at midnight UTC.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ INVOICE = "Invoice"  # LinkedTransactionType
 
 
 def day_time(day: date) -> str:
-    return f"{day.isoformat()}T00:00:00"
+    """The spec's ``date-time`` (RFC 3339, so with an offset): midnight UTC is the same day in AU and NZ."""
+    return f"{day.isoformat()}T00:00:00Z"
 
 
 def customer_marker(customer: Customer) -> str:
