@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from connectors.base import PermanentError, income_kind, invoice_memo, line_text
+# The same rules as Sage's (pure, platform-neutral): fleet terms set the due date; adjustments are numbered
+# ``A<n>-`` / ``C<n>-`` + the shop's number.
+from connectors.sage_accounting.mapping import adjustment_reference, due_date
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -88,13 +91,6 @@ def _classification(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, st
     return {"classification": tracking.split(":", 1)[1]} if tracking.startswith("classification:") else {}
 
 
-def due_date(event: InvoiceEvent) -> date | None:
-    """Fleet customers: due date from their terms; everyone else: the shop's due date."""
-    if event.customer.payment_terms_days and event.issue_date:
-        return event.issue_date + timedelta(days=event.customer.payment_terms_days)
-    return event.due_date
-
-
 def tax_status(event: InvoiceEvent) -> str:
     return "Inclusive" if event.tax_inclusive else "Exclusive"
 
@@ -153,11 +149,6 @@ def credit_note_payload(event: InvoiceEvent, refund: Refund, customer_id: str, m
             "amountTaxStatus": "Exclusive", "reference": credit_note_reference(refund.id),
             "notes": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}",
             "lineItems": [_line(1, description, account, Decimal("1"), refund.amount, refund.tax_amount, rate)]}
-
-
-def adjustment_reference(event: InvoiceEvent, sequence: int, kind: str) -> str:
-    """``A<n>-`` (increase, an invoice) or ``C<n>-`` (decrease, a credit note) + the shop's invoice number."""
-    return f"{'A' if kind == 'increase' else 'C'}{sequence}-{event.number}"
 
 
 def adjustment_payload(event: InvoiceEvent, kind: str, sequence: int, customer_id: str, net: Decimal, tax: Decimal,
