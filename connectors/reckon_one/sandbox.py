@@ -5,7 +5,7 @@ schemas' required fields, types, enums and lengths — ``INPUTS`` below, checked
 the ``{"list": [...]}`` pages, ``IdResponse`` answers, ``204`` for PUT / PATCH / DELETE, ``415`` for a PATCH
 that is not ``application/merge-patch+json``, and ``ErrorResponse {code, message, errors[{location, message}]}``)
 and what current clients show: OAuth2 at the identity server's ``/connect/token`` (client id and secret as HTTP
-Basic, access tokens of 180 minutes, refresh tokens rotated), Azure API Management's
+Basic, access tokens of 180 minutes, refresh tokens rotated and dead after 45 days unused), Azure API Management's
 ``Ocp-Apim-Subscription-Key`` on every call (its own ``{"statusCode", "message"}`` 401 when missing or wrong),
 the book id first in every path. Books: customers, invoices (created Draft — the status is set only by
 ``PATCH``; lines on ledger accounts with a tax rate by name; ``PUT`` replaces the whole invoice; ``DELETE``
@@ -24,6 +24,7 @@ import itertools
 import re
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -177,9 +178,11 @@ class Sandbox:
     """Reckon One as a local server. ``faults`` injects 500s, 429s and timeouts."""
 
     def __init__(self, faults: Faults | None = None, access_ttl_s: float = 10800.0, *,
-                 minute_limit: int | None = None) -> None:
+                 minute_limit: int | None = None, refresh_idle_s: float = 45 * 86400.0) -> None:
         self.faults = faults or Faults()
         self.issuer = TokenIssuer(access_ttl_s=access_ttl_s)  # Reckon: access tokens live 180 minutes
+        self.refresh_idle_s = refresh_idle_s  # a refresh token unused for 45 days dies (rolling)
+        self._refresh_issued: dict[str, float] = {}
         self.minute_limit = minute_limit
         self.minute_window = WindowLimit(minute_limit, 60.0) if minute_limit else None
         self.subscription_keys: set[str] = set()
@@ -202,6 +205,7 @@ class Sandbox:
     def seed_credentials(self) -> dict[str, Any]:
         client_id, client_secret = secrets.token_hex(10), secrets.token_hex(20)
         refresh = self.issuer.register_client(client_id, client_secret)
+        self._refresh_issued[refresh] = time.time()
         key = secrets.token_hex(16)  # API Management subscription keys are 32 hex characters
         with self._lock:
             self.subscription_keys.add(key)
@@ -232,6 +236,11 @@ class Sandbox:
                         "payment_accounts": {"card": "Undeposited funds", "cash": "Undeposited funds",
                                              "check": "Undeposited funds", "eft": "Cheque account"}},
         }
+
+    def age_refresh_tokens(self, seconds: float) -> None:
+        """Test hook: every refresh token was issued ``seconds`` earlier than it was."""
+        for token in self._refresh_issued:
+            self._refresh_issued[token] -= seconds
 
     def rate_limit_breaches(self) -> int:
         return self.minute_window.breaches if self.minute_window else 0
@@ -273,9 +282,13 @@ class Sandbox:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         if form.get("grant_type") != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        answer = self.issuer.refresh(client_id, client_secret, str(form.get("refresh_token", "")))
+        token = str(form.get("refresh_token", ""))
+        if time.time() - self._refresh_issued.get(token, time.time()) > self.refresh_idle_s:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        answer = self.issuer.refresh(client_id, client_secret, token)
         if answer is None:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        self._refresh_issued[answer["refresh_token"]] = time.time()
         return JSONResponse(answer | {"scope": "openid read write offline_access"})
 
     # -- the gateway (subscription key, throttle) and the API's bearer token --

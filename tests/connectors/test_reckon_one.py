@@ -375,6 +375,15 @@ def test_refresh_tokens_rotate_with_basic_client_auth(reckon):
     assert in_body.status_code == 401 and in_body.json() == {"error": "invalid_client"}
 
 
+def test_a_refresh_token_unused_for_45_days_pauses_the_target(reckon):
+    sandbox, connector, _ = reckon
+    deliver(connector, MemoryEntities(), invoice_event(5210))
+    sandbox.age_refresh_tokens(46 * 86400)
+    sandbox.issuer.expire_all()
+    with pytest.raises(ReauthorizationRequired):
+        deliver(connector, MemoryEntities(), invoice_event(5211))
+
+
 def test_several_books_need_one_configured():
     sandbox = Sandbox()
     with connectors_on(sandbox, "reckon") as build:
