@@ -85,9 +85,13 @@ class ReckonOneConnector(EngineConnector):
         return ExternalRef(external_id=self.client.write("POST", "/customers", mapping.customer_payload(customer)))
 
     def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
-        if self.client.get(f"/customers/{ref.external_id}") is None:
+        held = self.client.get(f"/customers/{ref.external_id}")
+        if held is None:
             return None
-        self.client.write("PUT", f"/customers/{ref.external_id}", mapping.customer_payload(customer))
+        body = mapping.customer_payload(customer)  # a PUT replaces: a bookkeeper's own notes are kept after ours
+        kept = [n for n in (held.get("notes") or "").splitlines() if not n.startswith("Ledgerwire customer ")]
+        body["notes"] = "\n".join([body["notes"], *kept])[:1000]
+        self.client.write("PUT", f"/customers/{ref.external_id}", body)
         return ref
 
     def item_for(self, line: InvoiceLine) -> ItemSpec | None:

@@ -472,7 +472,8 @@ def test_a_bookkeepers_customer_is_used_but_another_shop_customers_never(reckon)
     book.tables["customers"][mine] = {"id": mine, "name": "Dana Whitfield", "notes": "Good customer"}
     event = invoice_event(5500)
     assert deliver(connector, MemoryEntities(), event).customer_id == mine
-    book.tables["customers"][mine]["notes"] = "Ledgerwire customer 77"  # now claimed by shop customer 77
+    # Adopted and brought up to date: marked as this shop customer's, the bookkeeper's notes kept.
+    assert book.tables["customers"][mine]["notes"].splitlines() == ["Ledgerwire customer 77", "Good customer"]
     other = invoice_event(5501, customer=Customer(id=78, name="Dana Whitfield"))
     assert deliver(connector, MemoryEntities(), other).customer_id != mine
 
