@@ -132,7 +132,8 @@ def money_lines(description: str, account: str, net: Decimal, tax: Decimal, taxe
     parts: list[tuple[Decimal, tuple[LineTax, ...]]] = [(net, ())]
     if tax and rate:
         base = (tax / rate).quantize(CENT)  # MYOB rounds each component of a consolidated code on its own
-        base = next((b for b in (base, base - CENT, base + CENT) if sum(money(b * t.rate) for t in taxes) == tax), base)
+        base = next((b for b in (net, base, base - CENT, base + CENT) if sum(money(b * t.rate) for t in taxes) == tax),
+                    base)
         parts = [(base, taxes), (net - base, ())]
     return [{"Type": "Transaction", "Description": description[:255], "Total": sign * amount,
              "Account": link(account), "TaxCode": link(tax_code(codes, mapping))} for amount, codes in parts if amount]

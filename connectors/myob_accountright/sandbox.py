@@ -363,16 +363,16 @@ class Sandbox:
             return self._payment(cf, body), 201
         return self._settlement(cf, body), 201
 
-    def _ref(self, cf: CompanyFile, table: str, body: dict[str, Any], name: str, need: bool = True
+    def _ref(self, cf: CompanyFile, table: str, body: dict[str, Any], name: str, need: bool = True, at: str = ""
              ) -> dict[str, Any] | None:
         uid = (body.get(name) or {}).get("UID")
         if not uid:
             if need:
-                raise required(f"{name}.UID")
+                raise required(f"{at}{name}.UID")
             return None
         found = cf.tables[table].get(uid)
         if found is None:
-            raise MyobError("NotFound", f"{name} with UID {uid} was not found", f"{name}.UID", 150)
+            raise MyobError("NotFound", f"{at}{name} with UID {uid} was not found", f"{at}{name}.UID", 150)
         return found
 
     def _check_open(self, cf: CompanyFile, *days: Any) -> None:
@@ -426,7 +426,7 @@ class Sandbox:
             if resource == "Sale/Invoice/Item":
                 if line.get("ShipQuantity") is None:
                     raise required(f"Lines[{n}].ShipQuantity")
-                self._ref(cf, "Inventory/Item", line, "Item")
+                self._ref(cf, "Inventory/Item", line, "Item", at=f"Lines[{n}].")
                 if line.get("UnitPrice") is not None:
                     expected = _money(Decimal(str(line["ShipQuantity"])) * Decimal(str(line["UnitPrice"])) * (
                         1 - Decimal(str(line.get("DiscountPercent") or 0)) / 100))
@@ -434,8 +434,8 @@ class Sandbox:
                         raise MyobError("ValidationError", f"Lines[{n}].Total {total} is not ShipQuantity x UnitPrice "
                                         f"less discount ({expected})", "Total")
             else:
-                self._ref(cf, "GeneralLedger/Account", line, "Account")
-            code = self._ref(cf, "GeneralLedger/TaxCode", line, "TaxCode")
+                self._ref(cf, "GeneralLedger/Account", line, "Account", at=f"Lines[{n}].")
+            code = self._ref(cf, "GeneralLedger/TaxCode", line, "TaxCode", at=f"Lines[{n}].")
             assert code is not None
             tax = self._tax(cf, code, total, bool(body.get("IsTaxInclusive")))
             subtotal += total
