@@ -52,7 +52,7 @@ DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 INVOICES = ("Sale/Invoice/Item", "Sale/Invoice/Service")
 WRITABLE = ("Contact/Customer", *INVOICES, "Sale/CustomerPayment", "Sale/CreditSettlement")
 READ_ONLY = ("Inventory/Item", "GeneralLedger/Account", "GeneralLedger/TaxCode")
-FILTER = re.compile(r"^\s*([A-Za-z/]+) eq (?:guid)?'((?:[^']|'')*)'\s*$")
+CLAUSE = re.compile(r"\s*([A-Za-z/]+) eq (?:guid)?'((?:[^']|'')*)'\s*(and\b|$)")
 
 
 def myob_error(status: int, name: str, message: str, details: str = "", code: int = 0) -> Response:
@@ -277,13 +277,13 @@ class Sandbox:
                 raise MyobError("NotFound", "Resource not found", key, 150, 404)
             return self._ok(self._view(request, resource, table[key]))
         q = request.query_params
-        clauses = [c for c in re.split(r"\s+and\s+", q.get("$filter", "")) if c.strip()]
-        wanted = []
-        for clause in clauses:
-            match = FILTER.match(clause)
+        text, at, wanted = q.get("$filter", ""), 0, []
+        while text.strip() and at < len(text):  # field eq 'value' [and …]; a quote inside a value is doubled
+            match = CLAUSE.match(text, at)
             if match is None:
-                raise MyobError("InvalidFilter", f"The $filter clause {clause!r} is not supported")
+                raise MyobError("InvalidFilter", f"The $filter {text!r} is not supported here", "$filter")
             wanted.append((match.group(1).split("/"), match.group(2).replace("''", "'")))
+            at = match.end()
         rows = [r for r in table.values() if all(str(_at(r, path)) == value for path, value in wanted)]
         top, skip = min(int(q.get("$top", TOP_MAX)), TOP_MAX), int(q.get("$skip", 0))
         page = rows[skip: skip + top]

@@ -600,6 +600,16 @@ def test_a_bookkeepers_card_is_used_but_another_shop_customers_never(myob):
     assert deliver(connector, MemoryEntities(), other).customer_id != uid
 
 
+def test_a_name_with_a_quote_and_an_and_is_matched_by_odata(myob):
+    sandbox, connector, _ = myob
+    cf = next(iter(sandbox.files.values()))
+    uid = "3f2504e0-4f89-11d3-9a0c-0305e82c3398"
+    cf.tables["Contact/Customer"][uid] = {"UID": uid, "CompanyName": "O'Brien and Sons", "DisplayID": "*None",
+                                          "RowVersion": "1"}
+    event = invoice_event(5850, customer=Customer(id=90, name="O'Brien and Sons"))
+    assert deliver(connector, MemoryEntities(), event).customer_id == uid
+
+
 def test_money_dated_in_the_lock_period_posts_on_the_first_open_day(myob):
     sandbox, connector, _ = myob
     entities = MemoryEntities()
