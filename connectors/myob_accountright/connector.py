@@ -68,6 +68,23 @@ class MyobAccountRightConnector(EngineConnector):
     def close(self) -> None:
         self.http.close()
 
+    def check_mapping(self) -> list[str]:
+        """Every UID the mapping names, read from the company file (items must be sold items)."""
+        m, problems = self.mapping, []
+        named = [(f"items.{k.value}", "/Inventory/Item", uid) for k, uid in m.items.items()]
+        named += [(f"income_accounts.{k.value}", "/GeneralLedger/Account", uid) for k, uid in m.income_accounts.items()]
+        named += [(f"payment_accounts.{k}", "/GeneralLedger/Account", uid) for k, uid in m.payment_accounts.items()]
+        named += [(name, "/GeneralLedger/Account", uid) for name, uid in (
+            ("core_account", m.core_account), ("discount_account", m.discount_account)) if uid]
+        named += [(f"tax_codes.{k}", "/GeneralLedger/TaxCode", uid) for k, uid in m.tax_codes.items()]
+        for name, resource, uid in named:
+            found = self.client.get(f"{resource}/{uid}")
+            if found is None:
+                problems.append(f"{name}: {resource.rsplit('/', 1)[1]} {uid!r} not found")
+            elif resource == "/Inventory/Item" and not found.get("IsSold"):
+                problems.append(f"{name}: item {uid!r} is not an item MYOB sells")
+        return problems
+
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.customer_digest(customer, self.mapping)

@@ -660,3 +660,14 @@ def test_the_sandbox_validates_as_the_sdk_table_says(myob):
         "Lines[1].TaxCode.UID is required")
     assert post("/Sale/Invoice/Item", header | {"Number": "N" * 14, "Lines": [line_ok]})["AdditionalDetails"] == "Number"
     assert post("/Sale/Invoice/Item", header | {"Date": "20/11/2026", "Lines": [line_ok]})["Name"] == "SerializationError"
+
+
+def test_the_mapping_check_reads_every_uid_from_the_company_file(myob):
+    _, connector, _ = myob
+    assert connector.check_mapping() == []
+    connector.mapping = connector.mapping.model_copy(update={
+        "items": {**connector.mapping.items, "labour": "3f2504e0-4f89-11d3-9a0c-0305e82c3397"},
+        "tax_codes": {**connector.mapping.tax_codes, "GST": connector.mapping.income_accounts["part"]}})
+    assert connector.check_mapping() == [
+        "items.labour: Item '3f2504e0-4f89-11d3-9a0c-0305e82c3397' not found",
+        f"tax_codes.GST: TaxCode '{connector.mapping.income_accounts['part']}' not found"]
