@@ -122,7 +122,7 @@ class MyobAccountRightConnector(EngineConnector):
     # -- references --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
         if kind is DocKind.INVOICE:
-            return mapping.number(event.number)
+            return event.number
         if kind is DocKind.PAYMENT:
             return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
         if kind is DocKind.CREDIT_NOTE:
@@ -138,7 +138,9 @@ class MyobAccountRightConnector(EngineConnector):
         if kind is DocKind.CREDIT_APPLICATION:
             return [_ref(s, "CreditAmount") for s in self.client.list(SETTLEMENTS, Memo=reference)]
         resource = ITEM_INVOICES if kind is DocKind.INVOICE else SERVICE_INVOICES
-        return [_ref(d) for d in self.client.list(resource, Number=reference)]  # MYOB deletes: all are live
+        # The whole reference is the document's CustomerPurchaseOrderNumber (Number holds 13 characters).
+        # MYOB deletes: everything found is live.
+        return [_ref(d) for d in self.client.list(resource, CustomerPurchaseOrderNumber=reference)]
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
@@ -38,11 +39,15 @@ def link(uid: str) -> dict[str, str]:
 
 
 def number(text: str) -> str:
-    """The shop's number in MYOB's 13 characters; a longer one gets a deterministic short form (the whole
-    number is in the journal memo)."""
+    """The shop's number in MYOB's 13 characters: itself, else without its punctuation (``INV-MAIN-000001`` →
+    ``INVMAIN000001``), else a deterministic short form. The whole number is the document's
+    ``CustomerPurchaseOrderNumber``, which is what look-ups use, so a shortened number never has to be unique."""
     if len(text) <= NUMBER_MAX:
         return text
-    return f"{text[:6]}~{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+    compact = re.sub(r"[^A-Za-z0-9]", "", text)
+    if len(compact) <= NUMBER_MAX:
+        return compact
+    return f"{compact[:6]}~{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def card_id(customer: Customer) -> str:
@@ -92,8 +97,8 @@ def income_account(kind: LineKind, mapping: MappingConfig) -> str:
 
 def _header(event: InvoiceEvent, customer_uid: str, mapping: MappingConfig, doc_number: str, day: date,
             memo: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"Number": number(doc_number), "Date": when(day), "Customer": link(customer_uid),
-                            "JournalMemo": memo[:255]}
+    body: dict[str, Any] = {"Number": number(doc_number), "CustomerPurchaseOrderNumber": doc_number[:255],
+                            "Date": when(day), "Customer": link(customer_uid), "JournalMemo": memo[:255]}
     tracking = mapping.location_tracking.get(event.location.code) or ""
     if tracking.startswith("category:"):
         body["Category"] = link(tracking.split(":", 1)[1])
@@ -114,8 +119,6 @@ def invoice_payload(event: InvoiceEvent, customer_uid: str, item_uids: dict[int,
                    "UnitPrice": ln.unit_price, "Total": ln.amount,
                    "Item": link(item_uids.get(ln.id) or item_uid(ln.kind, mapping)),
                    "TaxCode": link(tax_code(ln.taxes, mapping))} for ln in event.lines]}
-    if event.job:
-        body["CustomerPurchaseOrderNumber"] = event.job.number[:255]
     due = event.due_date
     if event.customer.payment_terms_days:
         body["Terms"] = {"PaymentIsDue": "InAGivenNumberOfDays", "BalanceDueDate": event.customer.payment_terms_days}
@@ -157,7 +160,7 @@ def payment_payload(payment: Payment, invoice_uid: str, customer_uid: str, mappi
 
 
 def credit_note_reference(refund_id: object) -> str:
-    return number(f"LWR{refund_id}")
+    return f"LWR{refund_id}"
 
 
 def settlement_reference(refund_id: object) -> str:
@@ -188,7 +191,7 @@ def settlement_payload(credit_uid: str, invoice_uid: str, customer_uid: str, amo
 
 def adjustment_reference(event: InvoiceEvent, sequence: int, kind: str) -> str:
     """``A<n>-`` (increase) or ``C<n>-`` (decrease, a credit) + the shop's invoice number."""
-    return number(f"{'A' if kind == 'increase' else 'C'}{sequence}-{event.number}")
+    return f"{'A' if kind == 'increase' else 'C'}{sequence}-{event.number}"
 
 
 def adjustment_payload(event: InvoiceEvent, kind: str, sequence: int, customer_uid: str, net: Decimal, tax: Decimal,

@@ -20,7 +20,8 @@ MYOB's ``403 RateLimitError``; errors as MYOB's ``{"Errors": [{"Name", "Message"
 "ErrorCode", "Severity", "LearnMore"}]}``. Names and texts MYOB's pages give are used (RateLimitError,
 DeveloperInactive, SerializationError 50, Required 100, NotFound 150, TransactionsCannotBeDeleted 25003); the
 others (the 409 body, the lock-period name seen in integrators' notes, the company-file credential refusal) are
-the sandbox's own. MYOB deletes invoices: a deleted one stays listed by ``booked_invoices`` as voided.
+the sandbox's own. MYOB deletes invoices: a deleted one stays listed by ``booked_invoices`` as voided (numbered by its
+``CustomerPurchaseOrderNumber``, where the connector keeps the shop's whole number).
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ class Sandbox:
                         (True, i) for i in cf.deleted]:
                     mine = [] if voided else [amount for uid, amount in paid if uid == invoice["UID"]]
                     out.append(BookedInvoice(
-                        number=invoice.get("Number") or "", external_id=invoice["UID"], voided=voided,
+                        number=invoice.get("CustomerPurchaseOrderNumber") or invoice.get("Number") or "",
+                        external_id=invoice["UID"], voided=voided,
                         total=invoice["TotalAmount"], tax_total=invoice["TotalTax"], line_count=len(invoice["Lines"]),
                         payments_applied=sum(mine, ZERO), payment_count=len(mine)))
             return out

@@ -542,7 +542,8 @@ def test_parts_and_labour_post_as_one_item_invoice_on_the_kinds_items(myob):
         items[k] for k in ("labour", "part", "core_charge", "labour", "fee")]
     assert invoice["Lines"][1]["Description"] == "ALT-140R Alternator, reman 140A"
     assert (invoice["TotalAmount"], invoice["TotalTax"]) == (event.computed.total, event.computed.tax_total)
-    assert invoice["CustomerPurchaseOrderNumber"] == event.job.number and doc.engine.tax_difference is None
+    assert invoice["CustomerPurchaseOrderNumber"] == event.number and event.job.number in invoice["JournalMemo"]
+    assert doc.engine.tax_difference is None
     assert sandbox.records("Sale/Invoice/Service") == []
 
 
@@ -568,15 +569,16 @@ def test_a_money_line_keeps_the_shops_tax_where_myob_computes_it():
     assert (one["Total"], one["TaxCode"]["UID"]) == (Decimal("22.40"), "gp")  # 1.12 GST + 1.57 PST
 
 
-def test_a_long_shop_number_gets_a_deterministic_short_form(myob):
+def test_a_long_shop_number_is_shortened_and_found_by_the_whole_number(myob):
     sandbox, connector, _ = myob
-    event = invoice_event(5600, number="WO-2026-000123-B")
-    doc = deliver(connector, MemoryEntities(), event)
-    (invoice,) = sandbox.records("Sale/Invoice/Item")
-    assert len(invoice["Number"]) == 13 and invoice["Number"] == mapping.number(event.number)
-    assert "WO-2026-000123-B" in invoice["JournalMemo"]
-    assert [r.external_id for r in connector.find(DocKind.INVOICE, connector.reference(DocKind.INVOICE, event))] == [
-        doc.external_id]
+    assert mapping.number("INV-MAIN-000001") == "INVMAIN000001"  # 15 characters; punctuation dropped
+    long_one, twin = invoice_event(5600, number="WO-2026-000123-BAY4"), invoice_event(5601, number="WO-2026-000123-BAY5")
+    docs = [deliver(connector, MemoryEntities(), e) for e in (long_one, twin)]
+    invoices = sandbox.records("Sale/Invoice/Item")
+    assert [len(i["Number"]) for i in invoices] == [13, 13] and invoices[0]["Number"] != invoices[1]["Number"]
+    assert [i["CustomerPurchaseOrderNumber"] for i in invoices] == [long_one.number, twin.number]
+    for event, doc in zip((long_one, twin), docs):
+        assert [r.external_id for r in connector.find(DocKind.INVOICE, event.number)] == [doc.external_id]
 
 
 def test_lists_are_read_page_by_page(myob):

@@ -40,7 +40,7 @@ class Driver:
 
     def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
         """(number, total, credit still open) of every credit (a negative service invoice), adjustments included."""
-        return [(n["Number"], -n["TotalAmount"], -n["BalanceDueAmount"])
+        return [(n.get("CustomerPurchaseOrderNumber") or n["Number"], -n["TotalAmount"], -n["BalanceDueAmount"])
                 for n in self.sandbox.records("Sale/Invoice/Service") if n["TotalAmount"] < 0]
 
     def credit_applications(self) -> int:
