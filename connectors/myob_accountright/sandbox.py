@@ -111,6 +111,7 @@ class Sandbox:
             Route("/accountright/", self._company_files, methods=["GET"]),
             Route("/accountright/{cf}/{path:path}", self._api, methods=["GET", "POST", "PUT", "DELETE"]),
         ])
+        self._seed_file()  # the company file exists before anyone asks for a target config
 
     # -- the Sandbox protocol --
     def serve(self, port: int | None = None) -> RunningServer:
@@ -119,9 +120,6 @@ class Sandbox:
     def seed_credentials(self) -> dict[str, Any]:
         client_id, client_secret = secrets.token_hex(12), secrets.token_hex(20)
         refresh = self.issuer.register_client(client_id, client_secret)
-        with self._lock:
-            if not self.files:
-                self._seed_file()
         cf = next(iter(self.files.values()))
         return {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh,
                 "company_file_username": cf.user, "company_file_password": cf.password}

@@ -673,3 +673,10 @@ def test_the_mapping_check_reads_every_uid_from_the_company_file(myob):
     assert connector.check_mapping() == [
         "items.labour: Item '3f2504e0-4f89-11d3-9a0c-0305e82c3397' not found",
         f"tax_codes.GST: TaxCode '{connector.mapping.income_accounts['part']}' not found"]
+
+
+def test_the_target_config_is_ready_before_any_credentials_are_seeded():
+    """The demo asks for the target config first, then seeds the credentials."""
+    sandbox = Sandbox()
+    config = sandbox.target_config("demo", "http://127.0.0.1:1")
+    assert config["settings"]["company_file_id"] in sandbox.files and config["mapping"]["items"]["labour"]
