@@ -94,6 +94,10 @@ class Capabilities(BaseModel):
     # The platform refuses a second live document with the same number (Xero, Zoho Books): a retry adopts only
     # the document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
+    # An issued invoice cannot be modified (Business Central: "The invoice has been posted and can no longer be
+    # modified"): ``update_invoice`` cancels it and posts a replacement carrying the same number, whose id the
+    # engine adopts (set ``update_detaches_money`` too: a paid invoice cannot be cancelled).
+    update_replaces: bool = False
     # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
     # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
     pull: bool = False
@@ -584,6 +588,8 @@ class _Run:
             self.open_intent(step, digest=invoice_digest(event))
             updated = self.with_fresh_token(lambda current, key: ops.update_invoice(
                 event, replace(posting, request_id=key), current), "invoice")
+            if updated.external_id != doc.external_id:  # ``update_replaces``: the replacement is the invoice now
+                doc.external_id = updated.external_id
             doc.token = updated.token
             state.invoice_digest = invoice_digest(event)
             self.note_tax(updated)
