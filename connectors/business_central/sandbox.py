@@ -79,7 +79,7 @@ WRITABLE = {
     "salesCreditMemos": DOCUMENT | {"creditMemoDate": D, "invoiceId": G, "invoiceNumber": S + ":20",
                                     "customerReturnReasonId": G},
     "customerPayments": {"journalId": G, "lineNumber": I, "customerId": G, "customerNumber": S + ":20",
-                         "contactId": S, "postingDate": D, "documentNumber": S + ":20",
+                         "postingDate": D, "documentNumber": S + ":20",
                          "externalDocumentNumber": S + ":35", "amount": N, "appliesToInvoiceId": G,
                          "appliesToInvoiceNumber": S + ":20", "description": S + ":100", "comment": S + ":250"},
 }
