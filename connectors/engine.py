@@ -246,6 +246,10 @@ class PlatformOps(ABC):
         created in draft and never posted): complete it before it is adopted. Default: nothing to do."""
         return ref
 
+    def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """``finish`` told which event the document was made for (Business Central completes an adopted draft
+        to the shop's total). Default: ``finish``."""
+        return self.finish(kind, ref)
 
     def create_invoices(self, batch: list[tuple[InvoiceEvent, Posting]]) -> list[RemoteInvoice | DeliveryError]:
         """One batch request creating these invoices (``capabilities.batch_create`` > 0)."""
@@ -465,7 +469,7 @@ class _Run:
         found = pick(self.ops.find(kind, intent.reference), intent.amount,
                      exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
-            found = self.ops.finish(kind, found)
+            found = self.ops.finish_for(self.event, kind, found)
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
             if intent.step is StepKind.ADJUST and intent.adjustment_kind == "increase":
@@ -521,7 +525,7 @@ class _Run:
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
                          self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
-                found = self.ops.finish(DocKind.INVOICE, found)
+                found = self.ops.finish_for(self.event, DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
         closed_replans = 0

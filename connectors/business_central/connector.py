@@ -16,6 +16,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from connectors.auth import OAuth2ClientCredentialsAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.business_central import mapping
@@ -26,9 +28,11 @@ from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
+log = structlog.get_logger(__name__)
 API_HOST = "https://api.businesscentral.dynamics.com"
 DRAFT, CANCELED = "Draft", "Canceled"
 INVOICES, CREDIT_MEMOS = "salesInvoices", "salesCreditMemos"
+LINES = {INVOICES: "salesInvoiceLines", CREDIT_MEMOS: "salesCreditMemoLines"}
 
 
 class BusinessCentralConnector(EngineConnector):
@@ -123,10 +127,44 @@ class BusinessCentralConnector(EngineConnector):
             return _ref(self.client.get(f"{CREDIT_MEMOS}({ref.external_id})") or {}, ref)
         return ref
 
+    def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """An adopted draft an earlier attempt left before its tax rounding line is completed first."""
+        resource = INVOICES if kind is DocKind.INVOICE else CREDIT_MEMOS
+        held = self.client.get(f"{resource}({ref.external_id})") if kind in (DocKind.INVOICE, DocKind.CREDIT_NOTE) \
+            and ref.status == "draft" else None
+        if held is not None:
+            refund = next((r for r in event.refunds if mapping.credit_memo_reference(r.id)
+                           == held.get("externalDocumentNumber")), None)
+            total = event.computed.total if kind is DocKind.INVOICE else refund.amount + refund.tax_amount \
+                if refund else None
+            if total is not None:
+                ref = _ref(self._round(resource, held, total, str(held.get("externalDocumentNumber"))), ref)
+        return self.finish(kind, ref)
+
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
-        return _remote(self.client.write("POST", INVOICES, body))
+        return _remote(self._draft(INVOICES, body, event.computed.total, event.number))
+
+    def _draft(self, resource: str, body: dict[str, Any], shop_total: Decimal, number: str) -> dict[str, Any]:
+        """A draft document; where Business Central's tax rounding leaves its total off the shop's printed one,
+        a non-taxable line on ``settings.tax_rounding_account`` makes up the difference (logged; the engine
+        records the tax difference)."""
+        return self._round(resource, self.client.write("POST", resource, body), shop_total, number)
+
+    def _round(self, resource: str, made: dict[str, Any], shop_total: Decimal, number: str) -> dict[str, Any]:
+        total = made.get("totalAmountIncludingTax")
+        difference = shop_total - Decimal(str(total)) if total is not None and self.client.recorder is None else 0
+        if not difference:
+            return made
+        account = self.settings.tax_rounding_account
+        log.warning("business_central_tax_rounding", target=self.target.name, document=number,
+                    difference=str(difference), rounding_line=account is not None)
+        if account is None:
+            return made
+        self.client.write("POST", f"{resource}({made['id']})/{LINES[resource]}",
+                          mapping.rounding_line(difference, account, self.mapping))
+        return self.client.get(f"{resource}({made['id']})") or made
 
     def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
         held = self.client.get(f"{INVOICES}({current.external_id})")
@@ -140,8 +178,9 @@ class BusinessCentralConnector(EngineConnector):
         found = [r for r in self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event))
                  if r.external_id != current.external_id]
         replacement = pick(found, event.computed.total, exact=True)
-        made = _remote(self.client.write("POST", INVOICES, mapping.invoice_payload(
-            event, posting.customer_id, self.mapping, posting.txn_date))) if replacement is None else replacement
+        made = _remote(self._draft(INVOICES, mapping.invoice_payload(
+            event, posting.customer_id, self.mapping, posting.txn_date), event.computed.total, event.number)
+        ) if replacement is None else replacement
         if made.status == "draft" or (replacement is None and made.status is None):
             self.client.write("POST", f"{INVOICES}({made.external_id})/Microsoft.NAV.post")
         return self.read_invoice(made.external_id) or RemoteInvoice(external_id=made.external_id)
@@ -158,8 +197,19 @@ class BusinessCentralConnector(EngineConnector):
             return
         if held.get("status") == DRAFT:  # never posted, being replaced: deleted (with the ETag; stale → 412)
             self.client.write("DELETE", f"{INVOICES}({current.external_id})", etag=current.token or held["@odata.etag"])
-        else:
+            return
+        try:
             self.client.write("POST", f"{INVOICES}({current.external_id})/Microsoft.NAV.cancel")
+        except PermanentError as refused:
+            memos = [m["number"] for m in self.client.list(CREDIT_MEMOS, f"invoiceNumber eq {quoted(held['number'])}")
+                     if m.get("status") == "Open"]
+            if not memos:
+                raise
+            raise PermanentError(
+                f"Business Central cannot cancel posted invoice {held['number']}: credit memo(s) {', '.join(memos)} "
+                "(the shop's refunds) are applied to it and API v2.0 has no action to unapply them. Unapply them in "
+                "Business Central (Customer Ledger Entries, Unapply Entries), then replay this dead letter.",
+                status=refused.status, platform_code=refused.platform_code, detail=refused.detail) from refused
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
         found = self.client.get(f"{INVOICES}({external_id})")
@@ -189,7 +239,8 @@ class BusinessCentralConnector(EngineConnector):
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = mapping.credit_memo_payload(event, refund, posting.customer_id, posting.invoice_id, self.mapping,
                                            posting.txn_date)
-        return self.finish(DocKind.CREDIT_NOTE, _ref(self.client.write("POST", CREDIT_MEMOS, body)))
+        made = self._draft(CREDIT_MEMOS, body, refund.amount + refund.tax_amount, body["externalDocumentNumber"])
+        return self.finish(DocKind.CREDIT_NOTE, _ref(made))
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -76,6 +76,12 @@ def invoice_line(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig)
     return _account_line(line_text(line, 100), account, line.quantity, line.unit_price, code)
 
 
+def rounding_line(difference: Decimal, account: str, mapping: MappingConfig) -> dict[str, Any]:
+    """The shop's total less Business Central's, as one non-taxable line on the tax rounding account."""
+    return _account_line("Tax rounding: the shop rounds tax per line and component", account, Decimal("1"),
+                         difference, tax_code((), mapping))
+
+
 def due_date(event: InvoiceEvent) -> date | None:
     if event.customer.payment_terms_days and event.issue_date:
         return event.issue_date + timedelta(days=event.customer.payment_terms_days)

@@ -44,6 +44,8 @@ from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, WindowL
 TENANT = "11111111-2222-3333-4444-555555555555"
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
 CENT, ZERO = Decimal("0.01"), Decimal("0")
+SALES_TAX_PAYABLE, INVOICE_ROUNDING = "23100", "65950"  # the tax jurisdictions' sales tax account; a rounding account
+CANADIAN = {"GST", "PST"}  # jurisdictions of a Canadian tax area: rounded jurisdiction by jurisdiction
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SEGMENT = re.compile(r"^([A-Za-z.]+)(?:\(([^)]*)\))?$")
 FILTER = re.compile(r"^(\w+) eq '((?:[^']|'')*)'$")
@@ -173,9 +175,13 @@ class Company:
         self.sets: dict[str, dict[str, dict[str, Any]]] = {
             "customers": {}, "salesInvoices": {}, "salesCreditMemos": {}, "customerPayments": {}}
         self.journals = {str(uuid.uuid4()): {"code": "CASHRCPT", "displayName": "Cash receipts"}}
-        self.accounts = {"40100", "40200", "40300", "22100", "40900"}
-        self.tax_codes = {"GST": Decimal("5"), "PST": Decimal("7"), "GSTPST": Decimal("12"), "STATE": Decimal("6.25"),
-                          "COUNTY": Decimal("1"), "STATECOUNTY": Decimal("7.25"), "NONTAXABLE": ZERO}
+        self.accounts = {"40100", "40200", "40300", "22100", "40900", SALES_TAX_PAYABLE, INVOICE_ROUNDING}
+        # Tax groups (a line's ``taxCode``) -> the tax jurisdictions of the company's tax areas and their rates.
+        self.tax_codes: dict[str, tuple[tuple[str, Decimal], ...]] = {
+            "GST": (("GST", Decimal("5")),), "PST": (("PST", Decimal("7")),),
+            "GSTPST": (("GST", Decimal("5")), ("PST", Decimal("7"))), "STATE": (("STATE", Decimal("6.25")),),
+            "COUNTY": (("COUNTY", Decimal("1")),), "STATECOUNTY": (("STATE", Decimal("6.25")), ("COUNTY", Decimal("1"))),
+            "NONTAXABLE": ()}
         self.numbers = itertools.count(1001)
 
 
@@ -222,7 +228,7 @@ class Sandbox:
             "base_url": f"{base_url}/v2.0/{TENANT}/production/api/v2.0",
             "settings": {"tenant_id": TENANT, "token_url": f"{base_url}/{TENANT}/oauth2/v2.0/token",
                          "requests_per_five_minutes": self.five_minute_limit,
-                         "concurrency": min(5, self.concurrency_limit)},
+                         "concurrency": min(5, self.concurrency_limit), "tax_rounding_account": SALES_TAX_PAYABLE},
             "mapping": {"income_accounts": {"part": "40100", "labour": "40200", "fee": "40300", "sublet": "40200",
                                             "discount": "40100", "core_charge": "40100", "core_return": "40100"},
                         "core_account": "22100", "discount_account": "40900",
@@ -250,11 +256,17 @@ class Sandbox:
             for company in self.companies.values():
                 payments = list(company.sets["customerPayments"].values())
                 for invoice in company.sets["salesInvoices"].values():
+                    number = invoice.get("externalDocumentNumber") or ""
                     paid = [p["amount"] for p in payments if p.get("appliesToInvoiceId") == invoice["id"]]
+                    # Tax in the books: Business Central's tax plus lines posted on the sales tax account.
+                    booked_tax = invoice["totalTaxAmount"] + sum(
+                        (ln["amountExcludingTax"] for ln in invoice["salesInvoiceLines"]
+                         if ln.get("lineObjectNumber") == SALES_TAX_PAYABLE), ZERO)
                     out.append(BookedInvoice(
-                        number=invoice.get("externalDocumentNumber") or "", external_id=invoice["id"],
-                        voided=invoice["status"] == "Canceled", total=invoice["totalAmountIncludingTax"],
-                        tax_total=invoice["totalTaxAmount"], line_count=len(invoice["salesInvoiceLines"]),
+                        number=number, external_id=invoice["id"], voided=invoice["status"] == "Canceled",
+                        total=invoice["totalAmountIncludingTax"], tax_total=booked_tax,
+                        line_count=sum(1 for ln in invoice["salesInvoiceLines"]
+                                       if ln.get("lineObjectNumber") not in (SALES_TAX_PAYABLE, INVOICE_ROUNDING)),
                         payments_applied=sum(paid, ZERO), payment_count=len(paid)))
             return out
 
@@ -390,6 +402,8 @@ class Sandbox:
     # -- writes --
     def _write(self, company: Company, method: str, parts: list[tuple[str, str | None]], body: Any,
                if_match: str | None) -> tuple[Any, int]:
+        if len(parts) == 2 and parts[0][0] in LINES and parts[1] == (LINES[parts[0][0]], None) and method == "POST":
+            return self._add_line(company, parts[0][0], parts[0][1] or "", body), 201
         action = parts[-1][0] if parts[-1][0].startswith("Microsoft.NAV.") else None
         name, key = self._entity_set(company, parts[:-1] if action else parts)
         table = company.sets.get(name)
@@ -448,33 +462,76 @@ class Sandbox:
         return self._view(row)
 
     def _document(self, company: Company, name: str, row: dict[str, Any]) -> None:
-        lines = []
-        for number, line in enumerate(row.pop(LINES[name], []), start=1):
-            if line.get("lineType", "Item") == "Account" and line.get("lineObjectNumber") not in company.accounts:
-                raise BCError(400, "Internal_RecordNotFound", "The G/L Account does not exist. Identification "
-                              f"fields and values: No.='{line.get('lineObjectNumber')}'")
-            if line.get("lineType", "Item") != "Account":
-                raise BCError(400, "Application_DialogException", "Only G/L account lines are posted by this sandbox.")
-            rate = company.tax_codes.get(line.get("taxCode") or "NONTAXABLE")
-            if rate is None:
-                raise BCError(400, "Internal_RecordNotFound", "The Tax Group does not exist. Identification fields "
-                              f"and values: Code='{line.get('taxCode')}'")
-            amount = _money(Decimal(line.get("quantity", 0)) * Decimal(line.get("unitPrice", 0)))
-            tax = _money(amount * rate / 100)
-            lines.append(copy.deepcopy(line) | {
-                "id": str(uuid.uuid4()), "documentId": row["id"], "sequence": number * 10000, "taxPercent": rate,
-                "amountExcludingTax": amount, "totalTaxAmount": tax, "amountIncludingTax": amount + tax,
-                "netAmount": amount, "netTaxAmount": tax, "netAmountIncludingTax": amount + tax})
-        total, tax = sum((ln["amountExcludingTax"] for ln in lines), ZERO), sum((ln["totalTaxAmount"] for ln in lines), ZERO)
+        row[LINES[name]] = [self._line(company, row["id"], line) for line in row.pop(LINES[name], [])]
         draft = ("S-INV" if name == "salesInvoices" else "S-CR") + str(next(company.numbers))
-        row.update({LINES[name]: lines, "number": row.get("number") or draft, "status": "Draft",
-                    "pricesIncludeTax": False, "totalAmountExcludingTax": total, "totalTaxAmount": tax,
-                    "totalAmountIncludingTax": total + tax, "remainingAmount": total + tax, "_open": total + tax})
+        row.update({"number": row.get("number") or draft, "status": "Draft", "pricesIncludeTax": False})
+        self._compute_tax(company, name, row)
         if name == "salesCreditMemos" and row.get("invoiceId"):
             invoice = company.sets["salesInvoices"].get(row["invoiceId"])
             if invoice is None:
                 raise BCError(400, "Internal_RecordNotFound", f"The Sales Invoice does not exist. Id='{row['invoiceId']}'")
             row["invoiceNumber"] = invoice["number"]
+
+    @staticmethod
+    def _line(company: Company, document_id: str, line: dict[str, Any]) -> dict[str, Any]:
+        if line.get("lineType", "Item") == "Account" and line.get("lineObjectNumber") not in company.accounts:
+            raise BCError(400, "Internal_RecordNotFound", "The G/L Account does not exist. Identification "
+                          f"fields and values: No.='{line.get('lineObjectNumber')}'")
+        if line.get("lineType", "Item") != "Account":
+            raise BCError(400, "Application_DialogException", "Only G/L account lines are posted by this sandbox.")
+        if (line.get("taxCode") or "NONTAXABLE") not in company.tax_codes:
+            raise BCError(400, "Internal_RecordNotFound", "The Tax Group does not exist. Identification fields "
+                          f"and values: Code='{line.get('taxCode')}'")
+        amount = _money(Decimal(line.get("quantity", 0)) * Decimal(line.get("unitPrice", 0)))
+        return copy.deepcopy(line) | {"id": str(uuid.uuid4()), "documentId": document_id, "amountExcludingTax": amount,
+                                      "netAmount": amount}
+
+    def _compute_tax(self, company: Company, name: str, row: dict[str, Any]) -> None:
+        """Sales tax as Business Central's "Sales Tax Calculate" codeunit distributes it: per jurisdiction, each
+        line's exact tax is rounded with the rounding left over from the lines before it on the document (lines
+        by tax group, then amount), so the document's tax is rounded once per jurisdiction (a Canadian tax area:
+        ``RoundByJurisdiction``) or once over all its jurisdictions (a US one) — not line by line."""
+        lines = row[LINES[name]]
+        taxes = {ln["id"]: ZERO for ln in lines}
+        rates = {ln["id"]: ZERO for ln in lines}
+        ordered = sorted(lines, key=lambda ln: (ln.get("taxCode") or "NONTAXABLE", ln["amountExcludingTax"]))
+        jurisdictions = sorted({j for ln in lines for j, _ in company.tax_codes[ln.get("taxCode") or "NONTAXABLE"]})
+        carry: dict[str, Decimal] = {}
+        for jurisdiction in jurisdictions:
+            key = jurisdiction if jurisdiction in CANADIAN else "US"
+            for ln in ordered:
+                rate = dict(company.tax_codes[ln.get("taxCode") or "NONTAXABLE"]).get(jurisdiction)
+                if not rate:
+                    continue
+                exact = ln["amountExcludingTax"] * rate / 100 + carry.get(key, ZERO)
+                taxes[ln["id"]] += _money(exact)
+                carry[key] = exact - _money(exact)
+                rates[ln["id"]] += rate
+        for number, ln in enumerate(lines, start=1):
+            tax = taxes[ln["id"]]
+            ln.update({"sequence": number * 10000, "taxPercent": rates[ln["id"]], "totalTaxAmount": tax,
+                       "amountIncludingTax": ln["amountExcludingTax"] + tax, "netTaxAmount": tax,
+                       "netAmountIncludingTax": ln["amountExcludingTax"] + tax})
+        total, tax = sum((ln["amountExcludingTax"] for ln in lines), ZERO), sum(taxes.values(), ZERO)
+        row.update({"totalAmountExcludingTax": total, "totalTaxAmount": tax, "totalAmountIncludingTax": total + tax,
+                    "remainingAmount": total + tax, "_open": total + tax})
+
+    def _add_line(self, company: Company, name: str, key: str, body: Any) -> dict[str, Any]:
+        """``POST …/salesInvoices({id})/salesInvoiceLines``: a line added to a draft; the document's tax is
+        computed again."""
+        document = company.sets[name].get(key)
+        if document is None:
+            raise BCError(404, "BadRequest_NotFound", f"The {ENTITY_TYPE[name]} does not exist. "
+                          f"Identification fields and values: Id='{key}'")
+        check_properties(LINES[name], body, LINE)
+        if document["status"] != "Draft":
+            raise BCError(400, "Application_DialogException", "The invoice has been posted and can no longer be "
+                          "modified.")
+        line = self._line(company, key, body)
+        document[LINES[name]].append(line)
+        self._compute_tax(company, name, document)
+        self._stamp(document)
+        return self._view(line)
 
     def _payment(self, company: Company, row: dict[str, Any], journal: str) -> None:
         row["journalId"], row["journalDisplayName"] = journal, company.journals[journal]["displayName"]
@@ -486,10 +543,9 @@ class Sandbox:
                               "open posted sales invoice.")
             if invoice["customerId"] != row["customerId"]:
                 raise BCError(400, "Application_DialogException", "The payment's customer is not the invoice's.")
-            if Decimal(row.get("amount", 0)) > invoice["remainingAmount"]:
-                raise BCError(400, "Application_DialogException", "The amount is more than the invoice's remaining "
-                              "amount.")
-            invoice["remainingAmount"] -= Decimal(row["amount"])
+            # Posting applies at most what is open; the rest stays an open payment on the customer's account.
+            row["_applied"] = min(Decimal(row.get("amount", 0)), invoice["remainingAmount"])
+            invoice["remainingAmount"] -= row["_applied"]
             self._settle(invoice)
 
     def _settle(self, invoice: dict[str, Any]) -> None:
@@ -501,7 +557,7 @@ class Sandbox:
         if name == "customerPayments":
             invoice = company.sets["salesInvoices"].get(str(current.get("appliesToInvoiceId", "")))
             if invoice is not None:
-                invoice["remainingAmount"] += Decimal(current["amount"])
+                invoice["remainingAmount"] += current.get("_applied", ZERO)
                 self._settle(invoice)
         elif name in LINES and current["status"] != "Draft":
             raise BCError(400, "Application_DialogException", "The invoice has been posted and can no longer be "
@@ -526,9 +582,12 @@ class Sandbox:
             return None
         if current["status"] in ("Draft", "Canceled", "Corrective"):
             raise BCError(400, "Application_DialogException", "Only a posted document can be canceled.")
-        if name == "salesInvoices" and current["remainingAmount"] != current["totalAmountIncludingTax"]:
-            raise BCError(400, "Application_DialogException", "You cannot cancel this posted sales invoice because "
-                          "it is fully or partially paid.")
+        if current["remainingAmount"] != current["totalAmountIncludingTax"] or (
+                name == "salesCreditMemos" and current["_open"] != current["totalAmountIncludingTax"]):
+            what = "sales invoice" if name == "salesInvoices" else "sales credit memo"
+            raise BCError(400, "Application_DialogException", f"You cannot cancel this posted {what} because it is "
+                          f"fully or partially applied. To reverse an applied {what}, you must manually unapply "
+                          "all applied entries.")
         current.update(status="Canceled", remainingAmount=ZERO)
         self._stamp(current)
         if name == "salesInvoices":  # the corrective credit memo that cancels it

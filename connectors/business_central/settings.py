@@ -14,6 +14,11 @@ class BusinessCentralSettings(BaseModel):
     company_id: str | None = Field(None, min_length=1)
     # The customer payment journal (a batch of the cash receipt template) payments are entered in, by code.
     payment_journal: str = Field("CASHRCPT", min_length=1)
+    # The G/L account a non-taxable line posts Business Central's tax rounding difference on (it rounds sales tax
+    # once per document and jurisdiction, the shop per line and component), so the invoice's total is the shop's:
+    # the sales tax payable account keeps the tax booked equal to the tax charged. Unset: no line, the invoice
+    # keeps Business Central's total (difference logged and recorded).
+    tax_rounding_account: str | None = Field(None, min_length=1, max_length=20)
     token_url: str | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
     scope: str = "https://api.businesscentral.dynamics.com/.default"
     # Per user (the app's service principal): 6,000 requests per 5-minute sliding window, 5 at a time.
