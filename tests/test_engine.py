@@ -257,3 +257,32 @@ def test_an_update_that_replaces_the_invoice_adopts_the_replacements_id():
     entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
     done = run(ops, v2, posted(v1, issued=True), MemoryContext("t", v2, entities))
     assert ops.replaced == "7" and (done.external_id, done.token) == ("8", "1")
+
+
+class _AdoptingOps(_LockedOps):
+    """An earlier attempt's create got no answer; the platform holds its document."""
+
+    capabilities = Capabilities(closed_periods=False)
+
+    def find(self, kind, reference):
+        return [ExternalRef(external_id="7", amount=Decimal("677.57"), status="draft")]
+
+    def finish_for(self, event, kind, ref):
+        self.finished = (event.invoice_id, kind, ref.external_id)
+        return ref.model_copy(update={"amount": event.computed.total})
+
+
+def test_an_adopted_document_is_finished_for_the_event_it_was_made_for():
+    """``finish_for`` (Business Central completes an adopted draft to the shop's total) is told the event."""
+    from connectors.engine import run
+    from connectors.engine_state import DocKind
+    from connectors.testing import MemoryContext, MemoryEntities
+
+    v1 = invoice_event()
+    doc = DocumentState(engine=EngineState(intent=Intent(step=StepKind.CREATE_INVOICE, reference="INV",
+                                                         amount=v1.computed.total, digest=invoice_digest(v1))))
+    ops = _AdoptingOps()
+    entities = MemoryEntities()
+    entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
+    done = run(ops, v1, doc, MemoryContext("t", v1, entities, attempt=2))
+    assert ops.finished == (v1.invoice_id, DocKind.INVOICE, "7") and done.external_id == "7"

@@ -15,10 +15,13 @@ import httpx
 import pytest
 
 from connectors import jsonmoney
-from connectors.base import AuthError, PermanentError, RateLimitedError, RetryableError, StaleTokenError
+from connectors.base import (AuthError, PermanentError, RateLimitedError, RetryableError, StaleTokenError,
+                             UncertainOutcomeError)
 from connectors.business_central import Sandbox, mapping
 from connectors.business_central.client import classify
-from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
+from connectors.base import DocumentState
+from connectors.testing import (GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line,
+                               next_version, payment)
 from daemon.canonical import Refund
 from daemon.config import MappingConfig
 
@@ -253,3 +256,77 @@ def test_another_shop_customers_record_is_never_taken(bc):
     first = deliver(connector, MemoryEntities(), invoice_event(7500))
     other = invoice_event(7501, customer=invoice_event().customer.model_copy(update={"id": 78}))
     assert deliver(connector, MemoryEntities(), other).customer_id != first.customer_id
+
+
+def test_tax_is_rounded_per_document_and_a_rounding_line_keeps_the_shops_total(bc):
+    """Business Central rounds sales tax once per document and jurisdiction (the shop: per line and component):
+    two 0.10 lines at GST 5 % are 0.01 + 0.01 in the shop, 0.01 in Business Central. The posted total is the
+    shop's through a non-taxable line on the tax rounding account, the difference recorded and payable in full."""
+    sandbox, connector, _ = bc
+    entities = MemoryEntities()
+    v1 = invoice_event(7500, lines=[line(1, "part", "Fuse", "1", "0.10"), line(2, "part", "Clip", "1", "0.10"),
+                                    line(3, "labour", "Labour", "1.5", "95.55", taxes=(GST, PST))],
+                       payments=[])
+    doc = deliver(connector, entities, v1)
+    held = next(i for i in sandbox.records("salesInvoices") if i["id"] == doc.external_id)
+    # GST over the document: (0.10 + 0.10 + 143.33) x 5 % = 7.1765 -> 7.18 (shop: 0.01 + 0.01 + 7.17 = 7.19)
+    assert held["totalTaxAmount"] == v1.computed.tax_total - Decimal("0.01")
+    rounding = [ln for ln in held["salesInvoiceLines"] if ln["lineObjectNumber"] == "23100"]
+    assert [(ln["unitPrice"], ln["taxCode"], ln["totalTaxAmount"]) for ln in rounding] == [
+        (Decimal("0.01"), "NONTAXABLE", Decimal("0"))]
+    assert held["totalAmountIncludingTax"] == v1.computed.total and held["status"] == "Open"
+    assert doc.engine.tax_difference == Decimal("-0.01") and doc.extra["tax_difference"] == "-0.01"
+    (booked,) = sandbox.booked_invoices()
+    assert (booked.total, booked.tax_total, booked.line_count) == (v1.computed.total, v1.computed.tax_total, 3)
+    doc = deliver(connector, entities, next_version(v1, payments=[payment(1, str(v1.computed.total))]), doc)
+    assert next(i for i in sandbox.records("salesInvoices") if i["id"] == doc.external_id)["status"] == "Paid"
+
+
+def test_a_draft_left_before_its_rounding_line_is_completed_when_adopted(bc):
+    sandbox, connector, _ = bc
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(7509))  # the customer exists: the invoice create is write 1
+    v1 = invoice_event(7510, lines=[line(1, "part", "Fuse", "1", "0.10"), line(2, "part", "Clip", "1", "0.10")])
+    sandbox.faults.fault_at(2)  # the rounding line gets no answer
+    context = MemoryContext(connector.target.name, v1, entities)
+    with pytest.raises(UncertainOutcomeError):
+        connector.deliver(v1, DocumentState(), context)
+    assert context.checkpoints[-1].engine.intent is not None  # the create's answer was never recorded
+    doc = deliver(connector, entities, v1, context.checkpoints[-1], attempt=2)
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert (booked.total, booked.tax_total) == (v1.computed.total, v1.computed.tax_total)
+    assert doc.external_id == booked.external_id
+
+
+def test_without_a_rounding_account_the_difference_is_logged_and_recorded(bc, capsys):
+    sandbox, _, _ = bc
+    with connectors_on(sandbox, "plain", tax_rounding_account=None) as build:
+        connector = build()
+        v1 = invoice_event(7520, lines=[line(1, "part", "Fuse", "1", "0.10"), line(2, "part", "Clip", "1", "0.10")])
+        doc = deliver(connector, MemoryEntities(), v1)
+    held = next(i for i in sandbox.records("salesInvoices") if i["id"] == doc.external_id)
+    assert held["totalAmountIncludingTax"] == v1.computed.total - Decimal("0.01")
+    assert doc.extra["tax_difference"] == "-0.01"
+    assert "business_central_tax_rounding" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change", ["edit", "void"])
+def test_a_cancel_after_a_refund_dead_letters_with_the_reason_and_posts_once_unapplied(bc, change):
+    """A posted credit memo applied to the invoice blocks its cancel, and API v2.0 cannot unapply: the delivery
+    is refused naming the credit memo and what the bookkeeper does; after the unapply in Business Central the
+    replayed delivery posts."""
+    sandbox, connector, _ = bc
+    entities = MemoryEntities()
+    v1 = invoice_event(7530)
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[refund(31, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v2, doc)
+    v3 = next_version(v2, lines=list(v1.lines)[:3]) if change == "edit" else next_version(v2, status="void")
+    with pytest.raises(PermanentError, match=r"credit memo\(s\) PS-CR\d+ \(the shop's refunds\) are applied to it "
+                                             r"and API v2.0 has no action to unapply them"):
+        deliver(connector, entities, v3, doc)
+    memo = next(m for m in sandbox.records("salesCreditMemos") if m.get("externalDocumentNumber") == "LWR31")
+    sandbox.bookkeeper_unapply(memo["id"])
+    doc = deliver(connector, entities, v3, doc, attempt=2)
+    live = [b for b in sandbox.booked_invoices() if b.number == v1.number and not b.voided]
+    assert [b.total for b in live] == ([v3.computed.total] if change == "edit" else [])
