@@ -94,6 +94,10 @@ class Capabilities(BaseModel):
     # The platform refuses a second live document with the same number (Xero, Zoho Books): a retry adopts only
     # the document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
+    # An issued invoice cannot be modified (Business Central: "The invoice has been posted and can no longer be
+    # modified"): ``update_invoice`` cancels it and posts a replacement carrying the same number, whose id the
+    # engine adopts (set ``update_detaches_money`` too: a paid invoice cannot be cancelled).
+    update_replaces: bool = False
     # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
     # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
     pull: bool = False
@@ -242,6 +246,10 @@ class PlatformOps(ABC):
         created in draft and never posted): complete it before it is adopted. Default: nothing to do."""
         return ref
 
+    def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """``finish`` told which event the document was made for (Business Central completes an adopted draft
+        to the shop's total). Default: ``finish``."""
+        return self.finish(kind, ref)
 
     def create_invoices(self, batch: list[tuple[InvoiceEvent, Posting]]) -> list[RemoteInvoice | DeliveryError]:
         """One batch request creating these invoices (``capabilities.batch_create`` > 0)."""
@@ -461,7 +469,7 @@ class _Run:
         found = pick(self.ops.find(kind, intent.reference), intent.amount,
                      exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
-            found = self.ops.finish(kind, found)
+            found = self.ops.finish_for(self.event, kind, found)
             self.log.warning("engine_intent_adopted", step=intent.step.value, external_id=found.external_id)
             self.effect(intent, found, adopted=True)
             if intent.step is StepKind.ADJUST and intent.adjustment_kind == "increase":
@@ -517,7 +525,7 @@ class _Run:
             found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
                          self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
-                found = self.ops.finish(DocKind.INVOICE, found)
+                found = self.ops.finish_for(self.event, DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
         closed_replans = 0
@@ -584,6 +592,8 @@ class _Run:
             self.open_intent(step, digest=invoice_digest(event))
             updated = self.with_fresh_token(lambda current, key: ops.update_invoice(
                 event, replace(posting, request_id=key), current), "invoice")
+            if updated.external_id != doc.external_id:  # ``update_replaces``: the replacement is the invoice now
+                doc.external_id = updated.external_id
             doc.token = updated.token
             state.invoice_digest = invoice_digest(event)
             self.note_tax(updated)

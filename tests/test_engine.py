@@ -232,3 +232,57 @@ def test_legacy_odoo_documents_keep_their_open_period_date_and_adjustment_number
     state = EngineState.from_legacy(extra)
     assert state.posted_on == date(2026, 11, 26)
     assert [(a.reference, a.signed_total) for a in state.adjustments] == [("INV-1-C1", Decimal("-13.13"))]
+
+
+class _ReplacingOps(_LockedOps):
+    """An update that cancels the posted invoice and posts a replacement (Business Central)."""
+
+    capabilities = Capabilities(update_replaces=True, update_detaches_money=True, closed_periods=False)
+
+    def update_invoice(self, event, posting, current):
+        from connectors.base import RemoteInvoice
+
+        self.replaced = current.external_id
+        return RemoteInvoice(external_id="8", token="1", status="issued")
+
+
+def test_an_update_that_replaces_the_invoice_adopts_the_replacements_id():
+    from connectors.engine import run
+    from connectors.testing import MemoryContext, MemoryEntities
+
+    v1 = invoice_event()
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    ops = _ReplacingOps()
+    entities = MemoryEntities()
+    entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
+    done = run(ops, v2, posted(v1, issued=True), MemoryContext("t", v2, entities))
+    assert ops.replaced == "7" and (done.external_id, done.token) == ("8", "1")
+
+
+class _AdoptingOps(_LockedOps):
+    """An earlier attempt's create got no answer; the platform holds its document."""
+
+    capabilities = Capabilities(closed_periods=False)
+
+    def find(self, kind, reference):
+        return [ExternalRef(external_id="7", amount=Decimal("677.57"), status="draft")]
+
+    def finish_for(self, event, kind, ref):
+        self.finished = (event.invoice_id, kind, ref.external_id)
+        return ref.model_copy(update={"amount": event.computed.total})
+
+
+def test_an_adopted_document_is_finished_for_the_event_it_was_made_for():
+    """``finish_for`` (Business Central completes an adopted draft to the shop's total) is told the event."""
+    from connectors.engine import run
+    from connectors.engine_state import DocKind
+    from connectors.testing import MemoryContext, MemoryEntities
+
+    v1 = invoice_event()
+    doc = DocumentState(engine=EngineState(intent=Intent(step=StepKind.CREATE_INVOICE, reference="INV",
+                                                         amount=v1.computed.total, digest=invoice_digest(v1))))
+    ops = _AdoptingOps()
+    entities = MemoryEntities()
+    entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
+    done = run(ops, v1, doc, MemoryContext("t", v1, entities, attempt=2))
+    assert ops.finished == (v1.invoice_id, DocKind.INVOICE, "7") and done.external_id == "7"

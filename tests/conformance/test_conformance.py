@@ -44,6 +44,17 @@ def pushed(harness, why: str) -> None:
         pytest.skip(f"{harness.connector.platform} pulls its requests: {why}")
 
 
+def current_booked(harness, number: str):
+    """The live documents holding the shop's number. Where an update replaces the posted invoice (capability
+    ``update_replaces``: Business Central cannot modify one) the original must be there too, cancelled."""
+    booked = harness.booked(number)
+    if not harness.connector.capabilities.update_replaces:
+        return booked
+    live = [b for b in booked if not b.voided]
+    assert len(booked) > len(live), "the replaced invoice is not kept, cancelled"
+    return live
+
+
 def full_life(invoice_id: int, customer_id: int):
     """A new customer's invoice with a payment and a returned part (a credit note applied to it)."""
     return invoice_event(invoice_id, customer=customer(customer_id, name=f"Fleet {customer_id}"),
@@ -132,7 +143,7 @@ def test_conformance_edit_after_post(harness):
     lines[1] = line(2, "part", "Alternator, reman 160A", "1", "319.95", part_number="ALT-160R")
     v2 = next_version(v1, lines=lines + [line(6, "part", "Battery terminal", "2", "4.75")])
     doc, _ = harness.deliver(v2, doc)
-    (booked,) = harness.booked(v1.number)
+    (booked,) = current_booked(harness, v1.number)
     assert (booked.total, booked.tax_total, booked.line_count) == (Decimal("719.06"), Decimal("32.11"), 6)
     assert doc.token is not None and doc.delivered_version == 2
 
@@ -174,7 +185,7 @@ def test_conformance_stale_token_after_a_bookkeeper_edit(harness):
     harness.driver.bookkeeper_edit(doc.external_id)
     v2 = next_version(v1, lines=list(v1.lines)[:3])
     doc, _ = harness.deliver(v2, doc)
-    (booked,) = harness.booked(v1.number)
+    (booked,) = current_booked(harness, v1.number)
     assert (booked.total, booked.line_count) == (v2.computed.total, 3)
 
 

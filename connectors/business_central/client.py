@@ -1,0 +1,99 @@
+"""Business Central API v2.0 over ``PlatformHttp``: the company, OData reads (``$filter``, ``@odata.nextLink``
+pages), writes with ``If-Match`` (recorded instead of sent during a preview), and the OData error body
+``{"error": {"code", "message"}}`` classified."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from connectors import jsonmoney
+from connectors.base import (AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError,
+                             StaleTokenError)
+from connectors.http import PlatformHttp, retry_after_seconds
+
+JSON = {"Accept": "application/json"}
+
+
+def classify(response: httpx.Response) -> DeliveryError | None:
+    try:
+        body = jsonmoney.loads(response.content)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    status, code = response.status_code, str(error.get("code", ""))
+    common = {"status": status, "platform_code": code, "detail": error}
+    reason = f"Business Central {code}: {error.get('message', '')}"
+    if status == 401:
+        return AuthError(reason, **common)
+    if status == 429:
+        return RateLimitedError(reason, retry_after=retry_after_seconds(response), **common)
+    if status == 412:  # Request_EntityChanged: the If-Match ETag is not the record's any more
+        return StaleTokenError(reason, **common)
+    if status >= 500:
+        return RetryableError(reason, **common)
+    return PermanentError(reason, **common)
+
+
+def quoted(value: str) -> str:
+    """An OData string literal (a quote is doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class BusinessCentralClient:
+    def __init__(self, http: PlatformHttp, company_id: str | None) -> None:
+        self.http, self.company_id = http, company_id
+        self.recorder: list[dict[str, Any]] | None = None  # preview: writes recorded, answered with placeholders
+
+    def company(self) -> str:
+        if self.company_id is None:
+            found = self._json(self.http.request("GET", "companies", headers=JSON)).get("value") or []
+            if len(found) != 1:
+                raise PermanentError(f"the Business Central environment has {len(found)} companies: set "
+                                     "settings.company_id")
+            self.company_id = str(found[0]["id"])
+        return self.company_id
+
+    def path(self, resource: str) -> str:
+        return f"companies({self.company()})/{resource}"
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        return jsonmoney.loads(response.content) if response.content else {}
+
+    def get(self, resource: str, **params: Any) -> dict[str, Any] | None:
+        """One entity; None when Business Central no longer has it (or it is a preview's placeholder)."""
+        if "<new " in resource:
+            return None
+        try:
+            return self._json(self.http.request("GET", self.path(resource), params=params or None, headers=JSON))
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, resource: str, odata_filter: str | None = None) -> list[dict[str, Any]]:
+        """Every entity of a collection (following ``@odata.nextLink``)."""
+        params = {"$filter": odata_filter} if odata_filter else None
+        answer = self._json(self.http.request("GET", self.path(resource), params=params, headers=JSON))
+        rows = list(answer.get("value") or [])
+        while answer.get("@odata.nextLink"):
+            answer = self._json(self.http.request("GET", answer["@odata.nextLink"], headers=JSON))
+            rows.extend(answer.get("value") or [])
+        return rows
+
+    def write(self, method: str, resource: str, body: dict[str, Any] | None = None, etag: str | None = None
+              ) -> dict[str, Any]:
+        """POST / PATCH / DELETE / a bound action; the answer's entity (``{}`` for a 204)."""
+        if self.recorder is not None:
+            self.recorder.append({"method": method, "path": resource, "body": body})
+            kind = resource.split("(")[0].split("/")[-1]
+            return {**(body or {}), "id": f"<new {kind}>", "@odata.etag": "<current>", "status": "Draft"}
+        headers = JSON | ({"Content-Type": "application/json"} if body is not None else {}) | (
+            {"If-Match": etag} if etag else {})
+        response = self.http.request(method, self.path(resource), headers=headers,
+                                     content=jsonmoney.dumps(body) if body is not None else None)
+        return self._json(response)

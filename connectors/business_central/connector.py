@@ -1,0 +1,280 @@
+"""The Dynamics 365 Business Central (API v2.0) connector: platform operations for the delivery engine.
+
+Customers (ours numbered ``LWC<shop id>``; else the target's match rules), sales invoices created as drafts
+with their lines (deep insert) and posted by the ``Microsoft.NAV.post`` bound action (the engine's issue step).
+A posted invoice cannot be modified in Business Central, so an update cancels it (``Microsoft.NAV.cancel``: a
+corrective credit memo) — or deletes it while still a draft — and posts a replacement with the same
+``externalDocumentNumber`` (``update_replaces``); a void is the cancel. Payments are lines of a customer
+payment journal applied to the invoice (``appliesToInvoiceId``); refunds are credit memos linked to the
+invoice (``invoiceId``: posting applies them). ``PATCH`` and ``DELETE`` carry the entity's ETag in
+``If-Match`` (a stale one: 412). The lifecycle, look-ups before re-creating, checkpoints and preview are the
+engine's."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from connectors.auth import OAuth2ClientCredentialsAuth
+from connectors.base import ExternalRef, PermanentError, RemoteInvoice
+from connectors.business_central import mapping
+from connectors.business_central.client import BusinessCentralClient, classify, quoted
+from connectors.business_central.settings import BusinessCentralSettings
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick
+from connectors.engine_state import DocKind
+from connectors.http import PlatformHttp
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+
+log = structlog.get_logger(__name__)
+API_HOST = "https://api.businesscentral.dynamics.com"
+DRAFT, CANCELED = "Draft", "Canceled"
+INVOICES, CREDIT_MEMOS = "salesInvoices", "salesCreditMemos"
+LINES = {INVOICES: "salesInvoiceLines", CREDIT_MEMOS: "salesCreditMemoLines"}
+
+
+class BusinessCentralConnector(EngineConnector):
+    platform = "business-central"
+    settings_model = BusinessCentralSettings
+    # Journal lines are deleted; a payment names its invoice (appliesToInvoiceId); a credit memo names its
+    # invoice (invoiceId) and is applied on posting, so there is no separate application write. Closing dates
+    # ("Allow Posting From" in the General Ledger Setup) are not readable through API v2.0: not modelled.
+    capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
+                                credit_notes=True, credit_applications=False, closed_periods=False,
+                                issue_after_create=True, update_detaches_money=True, update_replaces=True)
+
+    def __init__(self, target, runtime) -> None:
+        super().__init__(target, runtime)
+        settings: BusinessCentralSettings = self.settings
+        token_url = settings.token_url or f"https://login.microsoftonline.com/{settings.tenant_id}/oauth2/v2.0/token"
+        auth = OAuth2ClientCredentialsAuth(target=target.name, token_url=token_url, scope=settings.scope,
+                                           client_auth="body", credentials=runtime.credentials(target.name))
+        limiter = runtime.limiter(target, per_minute=settings.requests_per_five_minutes / 5,
+                                  concurrency=settings.concurrency)
+        base = target.base_url or f"{API_HOST}/v2.0/{settings.tenant_id}/{settings.environment}/api/v2.0"
+        self.http = PlatformHttp(target=target.name, platform=self.platform, limiter=limiter, auth=auth,
+                                 base_url=base.rstrip("/") + "/", classify=classify,
+                                 timeout_s=target.request_timeout_s)
+        self.client = BusinessCentralClient(self.http, settings.company_id)
+        self.mapping = target.mapping
+        self._journal_id: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- shared entities --
+    def customer_digest(self, customer: Customer) -> str:
+        return mapping.customer_digest(customer)
+
+    def find_customer(self, customer: Customer) -> ExternalRef | None:
+        ours = mapping.customer_number(customer)  # ours first: a retry after a crash finds what it made
+        fields = {"email": ("email", customer.email), "phone": ("phoneNumber", customer.phone),
+                  "name": ("displayName", customer.name)}
+        searches = [("number", ours)] + [fields[key] for key in self.mapping.customer_match if fields[key][1]]
+        for field, value in searches:
+            for row in self.client.list("customers", f"{field} eq {quoted(value)}"):
+                number = str(row.get("number") or "")
+                # Never another shop customer's record: ours carry the shop's id in their number.
+                if number == ours or (field != "number" and not number.startswith("LWC")):
+                    return _ref(row)
+        return None
+
+    def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
+        return _ref(self.client.write("POST", "customers", mapping.customer_payload(customer)))
+
+    def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
+        held = self.client.get(f"customers({ref.external_id})")
+        if held is None:
+            return None
+        body = {k: v for k, v in mapping.customer_payload(customer).items() if k != "number"}  # the key stays
+        return _ref(self.client.write("PATCH", f"customers({ref.external_id})", body, etag=held["@odata.etag"]))
+
+    def item_for(self, line: InvoiceLine) -> ItemSpec | None:
+        return None  # lines post on G/L accounts
+
+    def find_item(self, spec: ItemSpec) -> ExternalRef | None:
+        raise PermanentError("business-central posts lines on G/L accounts, never on items")
+
+    create_item = find_item
+
+    # -- references and look-ups --
+    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        if kind is DocKind.INVOICE:
+            return event.number[:35]
+        if kind is DocKind.PAYMENT:
+            return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
+        if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
+            return mapping.credit_memo_reference(key)
+        raise PermanentError("business-central posts no closed-period adjustments")
+
+    def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        if kind is DocKind.PAYMENT:
+            return [_ref(p) for p in self.client.list(f"{self._journal()}/customerPayments",
+                                                      f"documentNumber eq {quoted(reference)}")]
+        if kind not in (DocKind.INVOICE, DocKind.CREDIT_NOTE):
+            return []
+        resource = INVOICES if kind is DocKind.INVOICE else CREDIT_MEMOS
+        return [_ref(d) for d in self.client.list(resource, f"externalDocumentNumber eq {quoted(reference)}")
+                if d.get("status") != CANCELED]
+
+    def finish(self, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """A credit memo an earlier attempt created and never posted is posted now (an invoice: the engine's
+        issue step)."""
+        if kind is DocKind.CREDIT_NOTE and ref.status == "draft":
+            self.client.write("POST", f"{CREDIT_MEMOS}({ref.external_id})/Microsoft.NAV.post")
+            return _ref(self.client.get(f"{CREDIT_MEMOS}({ref.external_id})") or {}, ref)
+        return ref
+
+    def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """An adopted draft an earlier attempt left before its tax rounding line is completed first."""
+        resource = INVOICES if kind is DocKind.INVOICE else CREDIT_MEMOS
+        held = self.client.get(f"{resource}({ref.external_id})") if kind in (DocKind.INVOICE, DocKind.CREDIT_NOTE) \
+            and ref.status == "draft" else None
+        if held is not None:
+            refund = next((r for r in event.refunds if mapping.credit_memo_reference(r.id)
+                           == held.get("externalDocumentNumber")), None)
+            total = event.computed.total if kind is DocKind.INVOICE else refund.amount + refund.tax_amount \
+                if refund else None
+            if total is not None:
+                ref = _ref(self._round(resource, held, total, str(held.get("externalDocumentNumber"))), ref)
+        return self.finish(kind, ref)
+
+    # -- the invoice --
+    def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
+        body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
+        return _remote(self._draft(INVOICES, body, event.computed.total, event.number))
+
+    def _draft(self, resource: str, body: dict[str, Any], shop_total: Decimal, number: str) -> dict[str, Any]:
+        """A draft document; where Business Central's tax rounding leaves its total off the shop's printed one,
+        a non-taxable line on ``settings.tax_rounding_account`` makes up the difference (logged; the engine
+        records the tax difference)."""
+        return self._round(resource, self.client.write("POST", resource, body), shop_total, number)
+
+    def _round(self, resource: str, made: dict[str, Any], shop_total: Decimal, number: str) -> dict[str, Any]:
+        total = made.get("totalAmountIncludingTax")
+        difference = shop_total - Decimal(str(total)) if total is not None and self.client.recorder is None else 0
+        if not difference:
+            return made
+        account = self.settings.tax_rounding_account
+        log.warning("business_central_tax_rounding", target=self.target.name, document=number,
+                    difference=str(difference), rounding_line=account is not None)
+        if account is None:
+            return made
+        self.client.write("POST", f"{resource}({made['id']})/{LINES[resource]}",
+                          mapping.rounding_line(difference, account, self.mapping))
+        return self.client.get(f"{resource}({made['id']})") or made
+
+    def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
+        held = self.client.get(f"{INVOICES}({current.external_id})")
+        if (held is None and current.status == "draft") or (held or {}).get("status") == DRAFT:
+            self.client.write("POST", f"{INVOICES}({current.external_id})/Microsoft.NAV.post")
+
+    def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
+        """Cancel (or, a draft, delete) the invoice and post its replacement; an earlier attempt's replacement
+        (the same number and amount) is taken instead of a second one."""
+        self._withdraw(current)
+        found = [r for r in self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event))
+                 if r.external_id != current.external_id]
+        replacement = pick(found, event.computed.total, exact=True)
+        made = _remote(self._draft(INVOICES, mapping.invoice_payload(
+            event, posting.customer_id, self.mapping, posting.txn_date), event.computed.total, event.number)
+        ) if replacement is None else replacement
+        if made.status == "draft" or (replacement is None and made.status is None):
+            self.client.write("POST", f"{INVOICES}({made.external_id})/Microsoft.NAV.post")
+        return self.read_invoice(made.external_id) or RemoteInvoice(external_id=made.external_id)
+
+    def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
+        """The shop issued it: a draft left by an interrupted attempt is posted first, so the cancel is on record."""
+        self.issue_invoice(current, request_id)
+        self._withdraw(current)
+        return self.read_invoice(current.external_id)
+
+    def _withdraw(self, current: ExternalRef) -> None:
+        held = self.client.get(f"{INVOICES}({current.external_id})")
+        if held is None or held.get("status") == CANCELED:
+            return
+        if held.get("status") == DRAFT:  # never posted, being replaced: deleted (with the ETag; stale → 412)
+            self.client.write("DELETE", f"{INVOICES}({current.external_id})", etag=current.token or held["@odata.etag"])
+            return
+        try:
+            self.client.write("POST", f"{INVOICES}({current.external_id})/Microsoft.NAV.cancel")
+        except PermanentError as refused:
+            memos = [m["number"] for m in self.client.list(CREDIT_MEMOS, f"invoiceNumber eq {quoted(held['number'])}")
+                     if m.get("status") == "Open"]
+            if not memos:
+                raise
+            raise PermanentError(
+                f"Business Central cannot cancel posted invoice {held['number']}: credit memo(s) {', '.join(memos)} "
+                "(the shop's refunds) are applied to it and API v2.0 has no action to unapply them. Unapply them in "
+                "Business Central (Customer Ledger Entries, Unapply Entries), then replay this dead letter.",
+                status=refused.status, platform_code=refused.platform_code, detail=refused.detail) from refused
+
+    def read_invoice(self, external_id: str) -> RemoteInvoice | None:
+        found = self.client.get(f"{INVOICES}({external_id})")
+        return _remote(found) if found else None
+
+    # -- money --
+    def _journal(self) -> str:
+        if self._journal_id is None:
+            code = self.settings.payment_journal
+            found = self.client.list("customerPaymentJournals", f"code eq {quoted(code)}")
+            if not found:
+                raise PermanentError(f"Business Central has no customer payment journal {code!r} "
+                                     "(settings.payment_journal)")
+            self._journal_id = str(found[0]["id"])
+        return f"customerPaymentJournals({self._journal_id})"
+
+    def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
+        body = mapping.payment_payload(event, payment, invoice_id, posting.customer_id, posting.txn_date)
+        return _ref(self.client.write("POST", f"{self._journal()}/customerPayments", body))
+
+    def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
+        path = f"{self._journal()}/customerPayments({ref.external_id})"
+        held = self.client.get(path)
+        if held is not None:  # already gone: nothing to do
+            self.client.write("DELETE", path, etag=held["@odata.etag"])
+
+    def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
+        body = mapping.credit_memo_payload(event, refund, posting.customer_id, posting.invoice_id, self.mapping,
+                                           posting.txn_date)
+        made = self._draft(CREDIT_MEMOS, body, refund.amount + refund.tax_amount, body["externalDocumentNumber"])
+        return self.finish(DocKind.CREDIT_NOTE, _ref(made))
+
+    def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
+                     posting: Posting) -> ExternalRef:
+        raise PermanentError("business-central applies a credit memo to its invoice when it is posted")
+
+    release_credit = apply_credit
+
+    # -- closed periods (not readable through API v2.0: capability off) --
+    def books_closed_through(self) -> date | None:
+        return None
+
+    def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
+        raise PermanentError("business-central posts no closed-period adjustments")
+
+
+def _status(row: dict[str, Any]) -> str | None:
+    status = row.get("status")
+    return None if status is None else "void" if status == CANCELED else "draft" if status == DRAFT else "issued"
+
+
+def _amount(row: dict[str, Any]) -> Decimal | None:
+    total = row.get("totalAmountIncludingTax", row.get("amount"))
+    return Decimal(str(total)) if total is not None else None
+
+
+def _ref(row: dict[str, Any], fallback: ExternalRef | None = None) -> ExternalRef:
+    if not row and fallback is not None:
+        return fallback
+    return ExternalRef(external_id=str(row["id"]), token=row.get("@odata.etag"), amount=_amount(row),
+                       status=_status(row))
+
+
+def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
+    return RemoteInvoice(external_id=str(invoice["id"]), number=invoice.get("externalDocumentNumber"),
+                         token=invoice.get("@odata.etag"), status=_status(invoice), total=invoice.get(
+                             "totalAmountIncludingTax"), tax_total=invoice.get("totalTaxAmount"),
+                         balance=invoice.get("remainingAmount"), raw=invoice)
