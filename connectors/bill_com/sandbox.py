@@ -140,13 +140,14 @@ class Sandbox:
                 for inv in org.invoices.values():
                     paid = [Decimal(a["amount"]) for p in org.payments.values() for a in p["invoices"]
                             if a["id"] == inv["id"]]
-                    live = [a for a in paid if a > 0][: max(0, sum(1 for a in paid if a > 0) - sum(1 for a in paid if a < 0))]
+                    # a negative recorded payment reverses one
+                    live = max(0, sum(1 for a in paid if a > 0) - sum(1 for a in paid if a < 0))
                     out.append(BookedInvoice(
                         number=inv["invoiceNumber"], external_id=inv["id"], voided=inv["archived"],
                         total=inv["totalAmount"], tax_total=sum((ln["amount"] for ln in inv["invoiceLineItems"]
                                                                  if ln["description"].startswith(TAX_LINE)), ZERO),
                         line_count=sum(1 for ln in inv["invoiceLineItems"] if not ln["description"].startswith(TAX_LINE)),
-                        payments_applied=sum(paid, ZERO), payment_count=len(live)))
+                        payments_applied=sum(paid, ZERO), payment_count=live))
             return out
 
     # -- session, limits, faults --
