@@ -52,8 +52,9 @@ import httpx
 import structlog
 from authlib.oauth1.rfc5849.signature import construct_base_string, escape
 
-from connectors.base import (AuthError, CredentialSource, DeliveryError, ReauthorizationRequired,
-                             RetryableError)
+from connectors.base import (AuthError, CredentialSource, DeliveryError, RateLimitedError,
+                             ReauthorizationRequired, RetryableError)
+from connectors.http import retry_after_seconds
 from daemon import metrics
 
 log = structlog.get_logger(__name__)
@@ -538,21 +539,33 @@ Login = Callable[[httpx.Client, dict[str, Any]], Session]
 
 class SessionLoginAuth(PlatformAuth):
     """Log in with the stored user credentials, send the session on every request, and log in again when
-    it idled out (before, from the announced timeout, or after the platform's 401). Threads share one
-    session; a re-login after a 401 happens once, not once per thread."""
+    it idled out (before, from the announced timeout, or after the platform's session-expired answer:
+    ``session_expired``, by default any 401; Bill.com's is ``BDC_1109``). Threads share one session; a
+    re-login after an expired answer happens once, not once per thread, and the request is sent once more."""
+
+    requires_response_body = True  # ``session_expired`` may read the platform's error body
 
     def __init__(self, *, target: str, credentials: CredentialSource, login: Login,
                  clock: Callable[[], float] = time.monotonic, transport: httpx.BaseTransport | None = None,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, session_expired: Callable[[httpx.Response], bool] | None = None) -> None:
         self.target = target
         self.credentials = credentials
         self.login = login
+        self.session_expired = session_expired or (lambda response: response.status_code == 401)
         self.clock = clock
         self._http = httpx.Client(timeout=30.0, transport=transport, verify=verify)
         self._lock = threading.Lock()
         self._session: Session | None = None
         self._last_used = 0.0
         self.logins = 0
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sign(request)
+        response = yield request
+        if self.session_expired(response):
+            self.renew_after_401(request)
+            self.sign(request)
+            yield request
 
     def sign(self, request: httpx.Request) -> None:
         with self._lock:
@@ -598,7 +611,10 @@ def _session_headers(session: Session) -> dict[str, str]:
     return headers
 
 
-def _login_failed(platform: str, response: httpx.Response) -> DeliveryError:
+def _login_failed(platform: str, response: httpx.Response, throttled: bool = False) -> DeliveryError:
+    if throttled:  # the platform's login limit: wait, the credentials are not at fault
+        return RateLimitedError(f"{platform} login refused: too many logins", status=response.status_code,
+                                retry_after=retry_after_seconds(response))
     if response.status_code >= 500 or response.status_code == 429:
         return RetryableError(f"{platform} login answered {response.status_code}", status=response.status_code)
     return reauthorisation_required(f"{platform} login refused ({response.status_code}); check the stored user "
@@ -634,11 +650,28 @@ def bill_com_session(base_url: str, idle_timeout_s: float = 35 * 60.0) -> Login:
             "organizationId": cred["organization_id"], "devKey": cred["dev_key"]})
         body = _json_body(response)
         if response.status_code != 200 or not body.get("sessionId"):
-            raise _login_failed("Bill.com", response)
+            # BDC_1144: the login limit (200 an hour per developer key); BDC_1322: 3 concurrent requests.
+            raise _login_failed("Bill.com", response, throttled=bool(
+                bill_com_error_codes(response) & {"BDC_1144", "BDC_1322"}))
         return Session(headers={"devKey": cred["dev_key"], "sessionId": body["sessionId"]},
                        idle_timeout_s=idle_timeout_s)
 
     return login
+
+
+def bill_com_error_codes(response: httpx.Response) -> set[str]:
+    """The ``code`` of each entry of a Bill.com v3 error body (``[{timestamp, code, severity, category,
+    message}]``); empty for any other body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return set()
+    return {str(e.get("code")) for e in body if isinstance(e, dict)} if isinstance(body, list) else set()
+
+
+def bill_com_session_expired(response: httpx.Response) -> bool:
+    """Bill.com's documented answer to a dead session: ``BDC_1109`` "Session is invalid. Please log in."."""
+    return "BDC_1109" in bill_com_error_codes(response)
 
 
 # --- static keys --------------------------------------------------------------------------------------
@@ -683,6 +716,7 @@ class BasicAuth(PlatformAuth):
 
 __all__ = [
     "ApiKeyAuth", "AuthError", "BasicAuth", "CredentialSession", "OAuth1TokenAuth", "OAuth2ClientCredentialsAuth",
-    "OAuth2RefreshAuth", "PlatformAuth", "Session", "SessionLoginAuth", "bill_com_session", "credential_session",
+    "OAuth2RefreshAuth", "PlatformAuth", "Session", "SessionLoginAuth", "bill_com_error_codes", "bill_com_session",
+    "bill_com_session_expired", "credential_session",
     "jwt_client_assertion", "reauthorisation_required", "sap_b1_session", "sign_base_string",
 ]
