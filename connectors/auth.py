@@ -54,7 +54,7 @@ from authlib.oauth1.rfc5849.signature import construct_base_string, escape
 
 from connectors.base import (AuthError, CredentialSource, DeliveryError, ReauthorizationRequired,
                              RetryableError)
-from daemon import metrics
+from connectors import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ from connectors.base import (
     UncertainOutcomeError,
 )
 from connectors.ratelimit import Limiter
-from daemon import metrics
+from connectors import metrics
 
 log = structlog.get_logger(__name__)
 
