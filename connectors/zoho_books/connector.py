@@ -136,11 +136,12 @@ class ZohoBooksConnector(EngineConnector):
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        body = _dated(self._invoice_payload(event, posting), posting, note=True)
+        body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date", note_field="notes",
+                             note_max=5000)
         return _remote(self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"])
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
-        body = _dated(self._invoice_payload(event, posting), posting)
+        body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date")
         return _remote(self.client.call("PUT", f"/invoices/{current.external_id}", body)["invoice"])
 
     def _invoice_payload(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
@@ -167,7 +168,8 @@ class ZohoBooksConnector(EngineConnector):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        body = _dated(mapping.payment_payload(payment, invoice_id, posting.customer_id, event, self.mapping), posting)
+        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, event, self.mapping)
+        body = posting.dated(body, "date")
         created = self.client.call("POST", "/customerpayments", body)["payment"]
         return ExternalRef(external_id=str(created["payment_id"]), amount=payment.amount)
 
@@ -178,7 +180,7 @@ class ZohoBooksConnector(EngineConnector):
         line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
         tax_id = self._tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
         body = mapping.creditnote_payload(refund, event, posting.customer_id, tax_id, self.mapping)
-        note = self.client.call("POST", "/creditnotes", _dated(body, posting))["creditnote"]
+        note = self.client.call("POST", "/creditnotes", posting.dated(body, "date", due_field="due_date"))["creditnote"]
         return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
@@ -261,19 +263,6 @@ class ZohoBooksConnector(EngineConnector):
 
     def check_mapping(self) -> list[str]:
         return check_mapping(self.client, self.mapping)
-
-
-def _dated(body: dict[str, Any], posting: Posting, note: bool = False) -> dict[str, Any]:
-    """The body dated the first open day when Zoho's lock covers its own date (and, on invoices, said so)."""
-    if posting.txn_date is None:
-        return body
-    day = posting.txn_date.isoformat()
-    out = {**body, "date": day}
-    if out.get("due_date"):
-        out["due_date"] = max(out["due_date"], day)
-    if note:
-        out["notes"] = f"{body.get('notes', '')}; shop date {body.get('date')} is in a locked period"[:5000]
-    return out
 
 
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
