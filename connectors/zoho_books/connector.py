@@ -14,16 +14,15 @@ lock refusal itself (``client.classify``).
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.zoho_books import mapping
 from connectors.zoho_books.check import check_mapping
@@ -31,7 +30,6 @@ from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.settings import ZohoSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
-OURS = re.compile(r"\(#\d+\)$")  # a contact we created: "<name> (#<shop customer id>)" (mapping.contact_name)
 # What each natural reference is searched by: (list path, answer key, field, id field).
 SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_id"),
           DocKind.PAYMENT: ("/customerpayments", "customerpayments", "reference_number", "payment_id"),
@@ -42,6 +40,7 @@ class ZohoBooksConnector(EngineConnector):
     platform = "zoho-books"
     settings_model = ZohoSettings
     capabilities = Capabilities(issue_after_create=True, unique_numbers=True)
+    mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -49,18 +48,11 @@ class ZohoBooksConnector(EngineConnector):
         oauth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_endpoint(),
                                   credentials=runtime.credentials(target.name), client_auth="body",
                                   scheme="Zoho-oauthtoken")
-        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
-                                  concurrency=settings.concurrency)
-        self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=settings.api_root(target.base_url),
-                                 limiter=limiter, auth=oauth, classify=classify,
-                                 timeout_s=target.request_timeout_s)
-        self.client = ZohoClient(self.http, settings.organization_id)
+        http = self.platform_http(base_url=settings.api_root(target.base_url), classify=classify, auth=oauth)
+        self.client = ZohoClient(http, settings.organization_id)
         self.mapping = target.mapping
         self._tax_lock = threading.Lock()
         self._groups: dict[frozenset[str], str] | None = None
-
-    def close(self) -> None:
-        self.http.close()
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -78,7 +70,7 @@ class ZohoBooksConnector(EngineConnector):
             rows = self.client.list("/contacts", "contacts", **{"contact_name" if key == "name" else key: value})
             # Never another shop customer's contact (same name or email): ours end in "(#<shop id>)".
             rows = [r for r in rows if r.get("contact_type", "customer") == "customer"
-                    and not OURS.search(str(r.get("contact_name", "")))]
+                    and references.claimed_by(r.get("contact_name")) is None]
             if rows:
                 return ExternalRef(external_id=str(rows[0]["contact_id"]))
         return None
@@ -109,14 +101,11 @@ class ZohoBooksConnector(EngineConnector):
 
     # -- references --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return event.number[:100]
-        if kind is DocKind.PAYMENT:
-            return mapping.payment_reference(key)
-        if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
-            return mapping.refund_reference(key)  # an application is found through its credit note
-        adjustment_kind, _, sequence = key.partition(":")
-        return mapping.adjustment_number(event.number, int(sequence), adjustment_kind)
+        """The framework's; Zoho's invoice numbers and references hold 100 characters."""
+        if kind is DocKind.ADJUSTMENT:
+            adjustment_kind, sequence = references.adjustment_key(key)
+            return mapping.adjustment_number(event.number, sequence, adjustment_kind)
+        return super().reference(kind, event, key)[:100]
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.CREDIT_APPLICATION:
@@ -125,7 +114,7 @@ class ZohoBooksConnector(EngineConnector):
                     for note in self.find(DocKind.CREDIT_NOTE, reference)
                     for row in self.client.list(f"/creditnotes/{note.external_id}/invoices", "invoices_credited")]
         if kind is DocKind.ADJUSTMENT:  # an increase is an invoice numbered …-A<n>, a decrease a credit note …-C<n>
-            kind = DocKind.INVOICE if reference.rsplit("-", 1)[-1].startswith("A") else DocKind.CREDIT_NOTE
+            kind = DocKind.INVOICE if references.is_increase(reference) else DocKind.CREDIT_NOTE
         path, key, field, id_field = SEARCH[kind]
         rows = [r for r in self.client.list(path, key, **{field: reference})
                 if r.get(field) == reference and r.get("status") != "void"]
@@ -261,8 +250,6 @@ class ZohoBooksConnector(EngineConnector):
                 self._groups = groups
             return self._groups
 
-    def check_mapping(self) -> list[str]:
-        return check_mapping(self.client, self.mapping)
 
 
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:

@@ -7,13 +7,12 @@ shop's tax amounts are compared with what Zoho computed by the engine (``note_ta
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from connectors.base import income_kind, invoice_memo, line_text
+from connectors import references
+from connectors.base import invoice_memo, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -56,7 +55,7 @@ def contact_payload(customer: Customer) -> dict[str, Any]:
 
 
 def contact_hash(customer: Customer) -> str:
-    return hashlib.sha256(json.dumps(contact_payload(customer), sort_keys=True).encode()).hexdigest()[:16]
+    return references.payload_digest(contact_payload(customer))
 
 
 def tracking(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
@@ -78,13 +77,7 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
 
 
 def income_account(line_kind: LineKind, mapping: MappingConfig) -> str | None:
-    """The account a line kind posts to: core charges and returns to ``core_account``, discounts (with
-    ``discount_posting: discount_account``) to ``discount_account``, the rest per ``income_accounts``."""
-    if line_kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
-        return mapping.discount_account
-    if line_kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    return mapping.income_accounts.get(line_kind) or mapping.income_accounts.get(income_kind(line_kind))
+    return posting_account(line_kind, mapping)
 
 
 def per_part_number(line: InvoiceLine, mapping: MappingConfig) -> bool:
@@ -146,16 +139,12 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
     return body
 
 
-def payment_reference(payment_id: object) -> str:
-    return f"LW{payment_id}"
-
-
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: InvoiceEvent,
                     mapping: MappingConfig) -> dict[str, Any]:
     body: dict[str, Any] = {
         "customer_id": customer_id, "payment_mode": PAYMENT_MODES.get(payment.method, "others"),
         "amount": payment.amount, "date": payment.received_at.date().isoformat(),
-        "reference_number": payment_reference(payment.id),
+        "reference_number": references.payment_reference(payment.id),
         "description": f"Shop payment {payment.id} on invoice {event.number}"[:500],
         "invoices": [{"invoice_id": invoice_id, "amount_applied": payment.amount}],
     }
@@ -166,10 +155,6 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
     if location:
         body["location_id"] = location
     return body
-
-
-def refund_reference(refund_id: object) -> str:
-    return f"LWR{refund_id}"
 
 
 def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, tax_id: str | None,
@@ -186,7 +171,7 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
                      "description": description[:2000], "item_order": 1, "rate": rate, "quantity": Decimal("1")},
                     income_account(kind, mapping), tax_id, track)
     body: dict[str, Any] = {"customer_id": customer_id, "date": refund.created_at.date().isoformat(),
-                            "reference_number": refund_reference(refund.id), "is_inclusive_tax": event.tax_inclusive,
+                            "reference_number": references.refund_reference(refund.id), "is_inclusive_tax": event.tax_inclusive,
                             "notes": f"Shop {refund.kind} {refund.id} against invoice {event.number}",
                             "line_items": [item]}
     body |= {k: v for k, v in track.items() if k != "tags"}
@@ -220,8 +205,7 @@ def line_difference(held: list[Posted], wanted: list[Posted]) -> list[Posted]:
 
 
 def adjustment_number(number: str, seq: int, kind: str) -> str:
-    """``<shop number>-A<n>`` (an increase: an invoice) or ``-C<n>`` (a decrease: a credit note's reference)."""
-    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"[:100]
+    return references.adjustment_number(number, seq, kind)[:100]  # an invoice number or a credit note reference
 
 
 def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str, lines: list[Posted], day: date,
