@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from daemon.canonical import InvoiceEvent
+from daemon.canonical import Customer, InvoiceEvent
+
+T = TypeVar("T")
 
 PAYMENT_PREFIX = "LW"
 REFUND_PREFIX = "LWR"
@@ -23,6 +26,20 @@ def customer_label(customer_id: object, name: str, limit: int) -> str:
     """A customer's name at a platform where names are unique: ``<name> (#<shop customer id>)``, so two shop
     customers of the same name stay apart and ours are told from the bookkeeper's own (cut at ``limit``)."""
     return f"{name} (#{customer_id})"[:limit]
+
+
+def match_customer(customer: Customer, keys: Iterable[str], search: Callable[[str, str], Iterable[T]],
+                   owner: Callable[[T], str | None]) -> T | None:
+    """The bookkeeper's record of a shop customer, by the target's ``customer_match`` keys in order (``email``,
+    ``phone``, ``name``; a key the customer has no value for is skipped): the first record ``search(key, value)``
+    finds that no OTHER shop customer owns (``owner``: the shop customer id a record carries, None for the
+    bookkeeper's own) — two shop customers with the same name or email never merge."""
+    values = {"email": customer.email, "phone": customer.phone, "name": customer.name}
+    for key in keys:
+        for row in search(key, values[key]) if values.get(key) else ():
+            if owner(row) in (None, str(customer.id)):
+                return row
+    return None
 
 
 def claimed_by(label: object) -> str | None:

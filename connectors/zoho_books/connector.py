@@ -19,7 +19,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors import references
+from connectors import adjustments, jsonmoney, references
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
@@ -59,21 +59,15 @@ class ZohoBooksConnector(EngineConnector):
         return mapping.contact_hash(customer)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        suffix = mapping.contact_suffix(customer)
-        for row in self.client.list("/contacts", "contacts", contact_name_contains=suffix):
-            if str(row.get("contact_name", "")).endswith(suffix):
-                return ExternalRef(external_id=str(row["contact_id"]))
-        for key in self.mapping.customer_match:
-            value = {"email": customer.email, "phone": customer.phone, "name": customer.name}[key]
-            if not value:
-                continue
-            rows = self.client.list("/contacts", "contacts", **{"contact_name" if key == "name" else key: value})
-            # Never another shop customer's contact (same name or email): ours end in "(#<shop id>)".
-            rows = [r for r in rows if r.get("contact_type", "customer") == "customer"
-                    and references.claimed_by(r.get("contact_name")) is None]
-            if rows:
-                return ExternalRef(external_id=str(rows[0]["contact_id"]))
-        return None
+        suffix = mapping.contact_suffix(customer)  # ours first: "<name> (#<shop id>)", what a retry made
+        found = next((r for r in self.client.list("/contacts", "contacts", contact_name_contains=suffix)
+                      if str(r.get("contact_name", "")).endswith(suffix)), None) or references.match_customer(
+            customer, self.mapping.customer_match, self._contacts, lambda r: references.claimed_by(r.get("contact_name")))
+        return ExternalRef(external_id=str(found["contact_id"])) if found else None
+
+    def _contacts(self, key: str, value: str) -> list[dict[str, Any]]:
+        return [r for r in self.client.list("/contacts", "contacts", **{"contact_name" if key == "name" else key: value})
+                if r.get("contact_type", "customer") == "customer"]
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
         created = self.client.call("POST", "/contacts", mapping.contact_payload(customer))["contact"]
@@ -192,17 +186,17 @@ class ZohoBooksConnector(EngineConnector):
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         """The lines that differ between what Zoho holds (the original and every earlier adjustment, read back)
         and the shop's version, as an invoice (increase) or a credit note (decrease)."""
-        held = [mapping.posted_line(item) for item in
-                (self.client.get(f"/invoices/{adjustment.original_id}", "invoice") or {}).get("line_items", [])]
-        for sequence in range(1, adjustment.sequence):
-            for kind, path, key in (("increase", "/invoices", "invoice"), ("decrease", "/creditnotes", "creditnote")):
-                for ref in self.find(DocKind.ADJUSTMENT, self.reference(DocKind.ADJUSTMENT, event, f"{kind}:{sequence}")):
-                    lines = (self.client.get(f"{path}/{ref.external_id}", key) or {}).get("line_items", [])
-                    held += [line[:2] + ((1 if kind == "increase" else -1) * line[2], line[3])
-                             for line in map(mapping.posted_line, lines)]
+        documents = [(1, "invoice", adjustment.original_id)] + [(1, "invoice", a.external_id) if a.kind == "increase"
+                                                                else (-1, "creditnote", a.external_id)
+                                                                for a in posting.adjustments if a.kind != "redated"]
+        held = [(sign, [mapping.posted_line(i) for i in (self.client.get(f"/{key}s/{external_id}", key) or {}).get(
+            "line_items", [])]) for sign, key, external_id in documents]
         wanted = [] if event.status.value in ("void", "deleted") else [
             mapping.posted_line(item) for item in self._invoice_payload(event, posting)["line_items"]]
-        lines = mapping.line_difference(held, wanted)
+        texts = {(key, abs(amount)): text for _, lines in held for key, amount, text in lines} | {
+            (key, abs(amount)): text for key, amount, text in wanted}
+        lines = [(key, amount, texts[key, abs(amount)]) for key, amount in adjustments.line_difference(
+            [(sign, [line[:2] for line in lines]) for sign, lines in held], [line[:2] for line in wanted])]
         if not lines:
             raise PermanentError(f"Zoho: a difference of {adjustment.net + adjustment.tax} with no line changed (tax "
                                  "Zoho computes itself) cannot be posted as an adjustment; post it by hand")
@@ -253,11 +247,9 @@ class ZohoBooksConnector(EngineConnector):
 
 
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
-    total = Decimal(str(invoice["total"])) if invoice.get("total") is not None else None
-    sub_total = invoice.get("sub_total")
+    total, sub_total = jsonmoney.amount(invoice.get("total")), jsonmoney.amount(invoice.get("sub_total"))
     status = {"void": "void", "draft": "draft"}.get(invoice.get("status", ""), "issued")
     return RemoteInvoice(external_id=str(invoice["invoice_id"]), number=invoice.get("invoice_number"),
                          token=invoice.get("last_modified_time"), status=status, total=total,
-                         tax_total=(total - Decimal(str(sub_total))) if total is not None and sub_total is not None else None,
-                         balance=Decimal(str(invoice["balance"])) if invoice.get("balance") is not None else None,
-                         raw=invoice)
+                         tax_total=total - sub_total if total is not None and sub_total is not None else None,
+                         balance=jsonmoney.amount(invoice.get("balance")), raw=invoice)
