@@ -1,4 +1,4 @@
-"""Closed-period adjustments, platform-neutral: what QuickBooks Online and Xero share.
+"""Closed-period adjustments, platform-neutral: what the connectors' adjustment documents share.
 
 When a platform refuses a change because the books are locked for the document's date, the change is posted
 as an adjustment dated the first open day: the difference between what the platform holds for the invoice
@@ -12,10 +12,11 @@ computes its difference from the right base and a retry never posts the same adj
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from datetime import date, timedelta
 from decimal import Decimal
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from connectors.base import PermanentError
 
@@ -23,6 +24,22 @@ ZERO = Decimal("0.00")
 Amounts = tuple[Decimal, Decimal]  # (net, tax)
 Groups = dict[str, Amounts]
 KEY = "adjustments"
+K = TypeVar("K", bound=Hashable)
+
+
+def line_difference(held: Iterable[tuple[int, Iterable[tuple[K, Decimal]]]], wanted: Iterable[tuple[K, Decimal]]
+                    ) -> list[tuple[K, Decimal]]:
+    """The lines an adjustment posts so that the platform holds ``wanted``, line by line (for platforms that
+    compute tax per line themselves: Zoho Books, Odoo). ``held``: ``(sign, lines)`` of every document the
+    platform holds for the invoice (+1 the original and each increase, -1 each decrease), a line being
+    ``(key, amount)`` with ``key`` how it posts (account, taxes…). A line on both sides cancels out; one only
+    the platform holds comes back negated."""
+    diff = Counter(wanted)
+    for sign, lines in held:
+        for line in lines:
+            diff[line] -= sign
+    return [(key, amount if count > 0 else -amount) for (key, amount), count in sorted(diff.items())
+            for _ in range(abs(count)) if amount]
 
 
 def add(into: Groups, key: str, net: Decimal, tax: Decimal, sign: int = 1) -> Groups:

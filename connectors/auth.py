@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import httpx
@@ -55,7 +55,9 @@ from authlib.oauth1.rfc5849.signature import construct_base_string, escape
 from connectors.base import (AuthError, CredentialSource, DeliveryError, RateLimitedError,
                              ReauthorizationRequired, RetryableError)
 from connectors.http import retry_after_seconds
-from daemon import metrics
+from connectors import metrics
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +65,17 @@ REFRESH_MARGIN_S = 120.0
 IN_FLIGHT_KEY = "refresh_in_flight"
 IN_FLIGHT_STALE_S = 300.0
 PERSIST_BACKOFF_S = (0.1, 0.3, 1.0, 2.0)  # storing an answer the platform already gave: ~3.5 s, then retryable
+
+
+def renewing_once(call: Callable[[], T], renew: Callable[[], None]) -> T:
+    """``call()``; refused as unauthorised (``AuthError``), ``renew()`` what can be renewed (token, session,
+    login) and call once more: a second refusal stands. For protocols whose refusal is not an HTTP 401 that
+    ``PlatformAuth.auth_flow`` sees (XML-RPC faults, header-only auth)."""
+    try:
+        return call()
+    except AuthError:
+        renew()
+        return call()
 
 
 def reauthorisation_required(reason: str, **kwargs: Any) -> DeliveryError:

@@ -357,6 +357,21 @@ def income_kind(kind: LineKind) -> LineKind:
     return {LineKind.CORE_RETURN: LineKind.CORE_CHARGE}.get(kind, kind)
 
 
+def posting_account(kind: LineKind, mapping: Any, fallback: LineKind | None = None) -> str | None:
+    """The account a line kind posts to, one rule for every platform: core charges and returns on
+    ``core_account`` when set; discounts with ``discount_posting: discount_account`` on ``discount_account``
+    (which must be set then); else the kind's income account (a core return's: the core charge's when it has
+    none), else ``fallback``'s. None: the mapping names none."""
+    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
+        return mapping.core_account
+    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account":
+        if not mapping.discount_account:
+            raise PermanentError("mapping.discount_posting is 'discount_account' but mapping.discount_account is not set")
+        return mapping.discount_account
+    accounts = mapping.income_accounts
+    return accounts.get(kind) or accounts.get(income_kind(kind)) or (accounts.get(fallback) if fallback else None)
+
+
 def chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

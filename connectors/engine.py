@@ -57,6 +57,8 @@ from connectors.engine_state import (
     Intent,
     StepKind,
 )
+from connectors import references
+from connectors.http import Classifier, PlatformHttp
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, PaymentStatus, Refund
 
 log = structlog.get_logger(__name__)
@@ -137,6 +139,20 @@ class Posting:
     invoice_id: str = ""  # the invoice at the platform, once created (a credit note may have to refer to it)
     item: Callable[[ItemSpec], str] = lambda spec: spec.external_id or ""  # ensure an extra item (refund…)
     adjustments: list[Adjustment] = field(default_factory=list)  # closed-period documents posted so far
+
+    def dated(self, body: dict[str, Any], date_field: str, *, due_field: str | None = None,
+              note_field: str | None = None, note_max: int = 4000) -> dict[str, Any]:
+        """``body`` dated the first open day when the books are closed for its own date (as it is otherwise):
+        its due date (``due_field``) never before that day, and the shop's own date said in ``note_field``."""
+        if self.txn_date is None:
+            return body
+        day = self.txn_date.isoformat()
+        out = {**body, date_field: day}
+        if due_field and out.get(due_field):
+            out[due_field] = max(str(out[due_field]), day)
+        if note_field:
+            out[note_field] = f"{body.get(note_field, '')}; shop date {body.get(date_field)} is in a closed period"[:note_max]
+        return out
 
 
 class PlatformOps(ABC):
@@ -789,6 +805,11 @@ def deliver_many(ops: PlatformOps, batch: list[tuple[InvoiceEvent, DocumentState
     return results  # type: ignore[return-value]  # every entry is settled now
 
 
+# ``runtime.limiter`` keyword -> the settings field that holds it (where a platform's settings have it)
+LIMIT_SETTINGS = {"per_second": "requests_per_second", "per_minute": "requests_per_minute",
+                  "per_day": "requests_per_day", "concurrency": "concurrency"}
+
+
 class EngineConnector(Connector, PlatformOps):
     """A connector on the engine: implement ``PlatformOps``; deliver, batches and preview come from here."""
 
@@ -802,10 +823,45 @@ class EngineConnector(Connector, PlatformOps):
                 ) -> list[dict[str, Any]]:
         return preview(self, self.target.name, event, doc, entities)
 
+    # The platform's online mapping check, ``check(client, mapping) -> problems`` (``staticmethod(...)``).
+    mapping_check: ClassVar[Callable[[Any, Any], list[str]] | None] = None
+
+    def check_mapping(self) -> list[str]:
+        if self.mapping_check is None:
+            return super().check_mapping()
+        return self.mapping_check(self.client, self.mapping)  # type: ignore[attr-defined, misc]
+
+    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        """The framework's references (``connectors.references``): the shop's number, ``LW<payment id>``,
+        ``LWR<refund id>`` (a credit application is found on its credit note), ``<number>-A<n>``/``-C<n>``.
+        Override where the platform limits a reference's length or characters."""
+        if kind is DocKind.INVOICE:
+            return event.number
+        if kind is DocKind.PAYMENT:
+            return references.payment_reference(key)
+        if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
+            return references.refund_reference(key)
+        adjustment_kind, sequence = references.adjustment_key(key)
+        return references.adjustment_number(event.number, sequence, adjustment_kind)
+
+    def platform_http(self, *, base_url: str, classify: Classifier | None, auth: Any = None) -> PlatformHttp:
+        """The target's ``PlatformHttp`` (kept as ``self.http``, closed by ``close``), paced by the request
+        limits its settings have (``requests_per_second``/``_minute``/``_day``, ``concurrency``)."""
+        limits = {name: value for name, field in LIMIT_SETTINGS.items()
+                  if (value := getattr(self.settings, field, None)) is not None}
+        self.http = PlatformHttp(target=self.target.name, platform=self.platform, base_url=base_url,
+                                 limiter=self.runtime.limiter(self.target, **limits), auth=auth, classify=classify,
+                                 timeout_s=self.target.request_timeout_s)
+        return self.http
+
+    def close(self) -> None:
+        if (http := getattr(self, "http", None)) is not None:
+            http.close()
+
     @contextmanager
     def recording(self) -> Iterator[list[dict[str, Any]]]:
-        """For a connector whose ``client`` records writes in its ``recorder`` list while one is set (QuickBooks
-        Online, Zoho Books); override otherwise."""
+        """For a connector whose ``client`` records writes in its ``recorder`` list while one is set
+        (``connectors.rest.RecordingClient``); override otherwise."""
         self.client.recorder = sent = []  # type: ignore[attr-defined]
         try:
             yield sent

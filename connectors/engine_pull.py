@@ -30,12 +30,16 @@ from typing import Any
 
 import structlog
 
-from connectors.base import DeliveryError, DocumentState, ErrorClass, ExternalRef
+from connectors.base import DeliveryError, DocumentState, ErrorClass, ExternalRef, PermanentError
 from connectors.engine import PlatformOps, run
 from connectors.pull_queue import PullQueue, Work
 from daemon.canonical import InvoiceEvent
 
 log = structlog.get_logger(__name__)
+# Runs in a row that end on a retryable refusal (QuickBooks' 3180 "error saving", 3175/3176 "in use") without
+# the invoice's state moving: then the step cannot progress and the version is dead-lettered with the refusal.
+# Sessions come every few minutes, so this is a bookkeeper's lunch break of "in use", not a crash loop forever.
+MAX_TRANSIENT_RUNS = 8
 
 
 class AwaitAnswer(Exception):
@@ -178,6 +182,16 @@ class PullDriver:
                 self.report(event, turn.error)  # refused after ``deliver`` queued it: a dead letter, never silent
                 log.warning("pull_invoice_refused", target=self.target, invoice_id=invoice_id, version=event.version,
                             reason=turn.error.reason[:300])
+            elif (stuck := self._refused_again(state, done, turn.error)) >= MAX_TRANSIENT_RUNS:
+                # The same request refused as "try again" run after run: it cannot progress. A dead letter with
+                # the platform's reason (``dlq retry`` queues it again), never a request sent in a loop forever.
+                error = PermanentError(f"{turn.error.reason} (refused the same way in {stuck} sessions in a row)",
+                                       status=turn.error.status, platform_code=turn.error.platform_code,
+                                       detail=turn.error.detail)
+                self.queue.fail(invoice_id, event.version, error.reason[:500], {"doc": done["doc"]})
+                self.report(event, error)
+                log.warning("pull_invoice_stuck", target=self.target, invoice_id=invoice_id, version=event.version,
+                            sessions=stuck, reason=turn.error.reason[:300])
             else:  # the platform is busy or unreachable: end this session, the next one runs it again
                 self.queue.save_state(invoice_id, done)
                 out.error = turn.error.reason if turn.error else "retry"
@@ -207,6 +221,19 @@ class PullDriver:
         event = InvoiceEvent.model_validate_json(state["run"]["event"])
         return advance(self.ops, event, DocumentState.model_validate(state["base"]), state["answers"], self.target,
                        self.entities)
+
+    @staticmethod
+    def _refused_again(state: dict[str, Any], done: dict[str, Any], error: DeliveryError | None) -> int:
+        """How many runs in a row ended on a refusal of this same request (kept in ``done``); 0 when the run
+        did not end on an answered refusal (busy, unreachable: nothing was asked of the platform)."""
+        answers = state.get("answers") or []
+        if error is None or not answers:
+            return 0
+        refused = answers[-1][0]  # the digest of the request whose answer was the refusal
+        previous = state.get("refused") or {}
+        count = previous.get("count", 0) + 1 if previous.get("digest") == refused else 1
+        done["refused"] = {"digest": refused, "count": count}
+        return count
 
     def _end_run(self, state: dict[str, Any], doc: dict[str, Any], why: str) -> dict[str, Any]:
         if why:

@@ -24,7 +24,7 @@ from connectors.base import (
     UncertainOutcomeError,
 )
 from connectors.ratelimit import Limiter
-from daemon import metrics
+from connectors import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -108,14 +108,12 @@ class PlatformHttp:
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send one request; return a 2xx response or raise the classified ``DeliveryError``."""
-        try:
+        if self.auth is None or isinstance(self.auth, httpx.Auth):
+            # An httpx.Auth (connectors.auth) renews and retries once inside its own flow.
             return self._send(method, url, **kwargs)
-        except AuthError:
-            # An httpx.Auth (connectors.auth) already renewed and retried once inside its flow.
-            if self.auth is None or isinstance(self.auth, httpx.Auth):
-                raise
-            self.auth.refresh()
-            return self._send(method, url, **kwargs)
+        from connectors.auth import renewing_once  # connectors.auth builds on this module
+
+        return renewing_once(lambda: self._send(method, url, **kwargs), self.auth.refresh)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         method = method.upper()

@@ -29,3 +29,8 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     return json.loads(data, parse_float=Decimal)
+
+
+def amount(value: Any) -> Decimal | None:
+    """A platform's amount as an exact Decimal, whatever JSON gave (number, string); None when absent."""
+    return None if value is None or value is False else Decimal(str(value))

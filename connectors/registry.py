@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
+from typing import Any
 
 from connectors.base import Connector
 
@@ -45,3 +47,16 @@ def connector_class(platform: str) -> type[Connector]:
         raise KeyError(f"unknown platform {platform!r}; known: {known_platforms()}")
     package = PLATFORM_PACKAGES[platform]
     return importlib.import_module(package).CONNECTOR
+
+
+def lazy_sandbox(package: str) -> Callable[[str], Any]:
+    """A connector package's module ``__getattr__`` that loads its ``Sandbox`` on first use
+    (``from connectors.<platform> import Sandbox`` in tests and the demo), so the daemon, which imports the
+    package for ``CONNECTOR``, never loads a sandbox."""
+
+    def module_getattr(name: str) -> Any:
+        if name == "Sandbox":
+            return importlib.import_module(f"{package}.sandbox").Sandbox
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return module_getattr

@@ -94,8 +94,9 @@ class MemoryRuntime:
 
     pg_pool = None
 
-    def __init__(self, credentials: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, credentials: dict[str, dict[str, Any]] | None = None, *, paced: bool = True) -> None:
         self._credentials = {k: MemoryCredentials(v) for k, v in (credentials or {}).items()}
+        self.paced = paced  # False: no request pacing (a harness whose sandbox has its limits lifted too)
         self.failures: list[tuple[str, InvoiceEvent, Any]] = []  # (target, event, error) from report_failure
 
     def report_failure(self, target: TargetConfig, event: InvoiceEvent, error: Any) -> None:
@@ -106,7 +107,10 @@ class MemoryRuntime:
 
     def limiter(self, target: TargetConfig, *, per_second: float | None = None, per_minute: float | None = None,
                 per_day: float | None = None, concurrency: int = 4, overridable: bool = True):
-        # Tests talk to a local sandbox: keep the documented limits so 429 handling is exercised.
+        # Tests talk to a local sandbox: keep the documented limits so 429 handling is exercised (unless a
+        # harness lifted them on both sides: then only the concurrency cap stays).
+        if not self.paced:
+            return limiter_from(None, None, None, concurrency)
         return limiter_from(per_second, per_minute, per_day, concurrency)
 
 
@@ -118,18 +122,20 @@ def deliver(connector: Any, entities: MemoryEntities, event: InvoiceEvent, doc: 
 
 
 @contextmanager
-def connectors_on(sandbox: Any, name: str, **settings: Any) -> Iterator[Callable[..., Any]]:
+def connectors_on(sandbox: Any, name: str, *, request_timeout_s: float = 2, paced: bool = True,
+                  **settings: Any) -> Iterator[Callable[..., Any]]:
     """Serve ``sandbox`` and yield ``build(**mapping)``: a connector on it (one credential store shared by all,
     so token rotations are seen by every connector built) from the sandbox's own target config, with
-    ``mapping`` and ``settings`` overrides and a short request timeout. Connectors and server close afterwards."""
+    ``mapping`` and ``settings`` overrides and a short request timeout. Connectors and server close afterwards.
+    ``paced=False``: no client-side rate pacing (for a sandbox whose own limits were lifted)."""
     from connectors.registry import connector_class
 
     server = sandbox.serve()
-    runtime = MemoryRuntime({name: sandbox.seed_credentials()})
+    runtime = MemoryRuntime({name: sandbox.seed_credentials()}, paced=paced)
     built: list[Any] = []
 
     def build(**mapping: Any) -> Any:
-        data = sandbox.target_config(name, server.url) | {"request_timeout_s": 2}
+        data = sandbox.target_config(name, server.url) | {"request_timeout_s": request_timeout_s}
         data["settings"] = {**data["settings"], **settings}
         data["mapping"] = {**data["mapping"], **mapping}
         target = TargetConfig.model_validate(data)

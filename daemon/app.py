@@ -23,7 +23,7 @@ from daemon.config import AppConfig
 from daemon.sink.deliver import DaemonRuntime, SinkWorker
 from daemon.source.fold_runner import FoldRunner
 from daemon.sink.ledger import Ledger, load_secret_key
-from connectors.sandbox_kit import RunningServer
+from connectors.serving import RunningServer
 from daemon.service import build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
 
 log = structlog.get_logger(__name__)

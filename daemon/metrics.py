@@ -1,4 +1,5 @@
-"""Every Prometheus metric Ledgerwire exports, in one place (the README's metric table lists them).
+"""Every Prometheus metric Ledgerwire exports, in one place (the README's metric table lists them); the
+connector-side ones are defined in ``connectors.metrics`` and re-exported here.
 
 Naming follows Prometheus conventions: ``ledgerwire_`` prefix, base units in names (``_seconds``),
 ``_total`` for counters, histograms for latencies. Labels are bounded: target names, platform names,
@@ -9,7 +10,17 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+# The series the connectors themselves record (platform calls, 429s, token refreshes, Web Connector logins)
+# are defined next to them, in the framework, and exported under the same names from here.
+from connectors.metrics import (  # noqa: F401 - re-exported: the daemon's one place for every metric
+    API_CALLS,
+    API_LATENCY,
+    LATENCY_BUCKETS,
+    QBWC_AUTH_REFUSALS,
+    RATE_LIMITED,
+    TOKEN_EXPIRY,
+    TOKEN_REFRESHES,
+)
 
 # --- decode and fold --------------------------------------------------------------------------------
 CDC_EVENTS = Counter(
@@ -68,24 +79,11 @@ DELIVERY_FAILURES = Counter(
     "ledgerwire_delivery_failures_total", "Failed delivery attempts by error class.", ["target", "error_class"]
 )
 RETRIES = Counter("ledgerwire_delivery_retries_total", "Delivery attempts that were retries.", ["target"])
-API_CALLS = Counter(
-    "ledgerwire_api_calls_total", "HTTP/SOAP/XML-RPC calls to a platform, by result class.",
-    ["target", "platform", "result"],  # ok | retryable | auth | stale | permanent | rate_limited | network
-)
-API_LATENCY = Histogram(
-    "ledgerwire_api_call_seconds", "Platform API call latency.", ["target", "platform"], buckets=LATENCY_BUCKETS
-)
 RATE_LIMIT_WAIT = Counter(
     "ledgerwire_rate_limit_wait_seconds_total", "Time spent waiting for the client-side rate limiter.", ["target"]
 )
-RATE_LIMITED = Counter("ledgerwire_rate_limited_total", "429 answers received from the platform.", ["target"])
 DLQ_SIZE = Gauge("ledgerwire_dead_letter_open", "Dead-lettered events not yet retried or dropped.", ["target"])
 PARKED_INVOICES = Gauge("ledgerwire_parked_invoices", "Invoices held back behind a dead-lettered version.", ["target"])
-TOKEN_EXPIRY = Gauge(
-    "ledgerwire_credential_expiry_timestamp_seconds", "When the target's access token expires (Unix time).",
-    ["target"],
-)
-TOKEN_REFRESHES = Counter("ledgerwire_token_refreshes_total", "OAuth2 token refreshes.", ["target", "result"])
 LAST_SUCCESS = Gauge(
     "ledgerwire_last_delivery_timestamp_seconds", "Unix time of the target's last successful delivery.", ["target"]
 )
@@ -100,9 +98,6 @@ WAITING_FOR_WINDOW = Gauge(
 RECONCILE_MISMATCHES = Gauge(
     "ledgerwire_reconcile_mismatches", "Open differences found by the last reconciliation.", ["target", "kind"]
 )
-QBWC_AUTH_REFUSALS = Counter(
-    "ledgerwire_qbwc_auth_refusals_total",
-    "QuickBooks Web Connector logins refused at the endpoint (bad_credentials, throttled).", ["target", "reason"])
 UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
 COMPONENT_RESTARTS = Counter(
     "ledgerwire_component_restarts_total", "Loops restarted after they died of an unexpected error.", ["component"]

@@ -1,7 +1,7 @@
 """FreeAgent (API v2): mapping, client, connector on the delivery engine, sandbox."""
 
 from connectors.freeagent.connector import FreeAgentConnector as CONNECTOR
-from connectors.freeagent.sandbox import Sandbox
+from connectors.registry import lazy_sandbox
 
 # FreeAgent's limits (120 requests/minute, 3,600/hour per user; the sandbox's defaults) would stretch the
 # spine's end-to-end workload and the demo to many minutes; they build the sandbox with these (the connector's
@@ -9,3 +9,5 @@ from connectors.freeagent.sandbox import Sandbox
 LOCAL_SANDBOX_OPTIONS = {"minute_limit": 2400, "hour_limit": 100_000}
 
 __all__ = ["CONNECTOR", "Sandbox", "LOCAL_SANDBOX_OPTIONS"]
+
+__getattr__ = lazy_sandbox(__name__)  # ``Sandbox``: loaded by tests and the demo only

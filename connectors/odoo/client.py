@@ -16,25 +16,25 @@ from typing import Any
 import httpx
 import structlog
 
-from connectors.base import (
-    AuthError,
-    ClosedPeriodError,
-    CredentialSource,
-    DeliveryError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-)
-from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.auth import renewing_once
+from connectors.base import AuthError, ClosedPeriodError, CredentialSource, DeliveryError, RateLimitedError, RetryableError
+from connectors.errors import When, classify_by, facts_of
+from connectors.http import PlatformHttp
 from connectors.odoo import wire
+from connectors.rest import RecordingClient
 
 log = structlog.get_logger(__name__)
 
 READ_METHODS = frozenset({"search_read", "read", "search", "search_count", "fields_get", "name_search"})
-FAULT_APPLICATION, FAULT_WARNING, FAULT_ACCESS_DENIED, FAULT_ACCESS_ERROR = 1, 2, 3, 4
-_LOCK_DATE_MARKERS = ("lock date", "locked period", "period is locked", "lock_date")
-_CONCURRENCY_MARKERS = ("could not serialize access", "serializationfailure", "concurrent update",
-                        "deadlock detected", "lock not available")
+FAULT_APPLICATION = 1
+FAULT_RULES = (When(AuthError, on={"code:3"}),  # AccessDenied
+               When(AuthError, text=("accessdenied",)),
+               When(RetryableError, text=("could not serialize access", "serializationfailure", "concurrent update",
+                                          "deadlock detected", "lock not available")),
+               When(ClosedPeriodError, on={"code:2"},  # a UserError naming the lock date
+                    text=("lock date", "locked period", "period is locked", "lock_date")))
+# HTTP-level answers (a front proxy's 429/502/503, Odoo.sh rate limiting); faults come as 200.
+HTTP_RULES = (When(RateLimitedError, on={"http:429"}), When(RetryableError, on={"http:502", "http:503", "http:504"}))
 
 
 def fault_message(fault: wire.Fault) -> str:
@@ -47,32 +47,20 @@ def fault_message(fault: wire.Fault) -> str:
 
 
 def classify_fault(fault: wire.Fault) -> DeliveryError:
-    message = fault_message(fault)
-    lowered = str(fault.faultString).lower()
-    code = str(fault.faultCode)
-    reason = f"Odoo: {message}"[:2000]
-    detail = {"faultCode": fault.faultCode, "faultString": str(fault.faultString)[:4000]}
-    if fault.faultCode == FAULT_ACCESS_DENIED or "accessdenied" in lowered:
-        return AuthError(reason, platform_code=code, detail=detail)
-    if any(m in lowered for m in _CONCURRENCY_MARKERS):
-        return RetryableError(reason, platform_code=code, detail=detail)
-    if fault.faultCode == FAULT_WARNING and any(m in lowered for m in _LOCK_DATE_MARKERS):
-        return ClosedPeriodError(reason, platform_code=code, detail=detail)
-    return PermanentError(reason, platform_code=code, detail=detail)
+    return classify_by(FAULT_RULES, f"Odoo: {fault_message(fault)}"[:2000], facts=facts_of(None, fault.faultCode),
+                       message=str(fault.faultString), code=fault.faultCode,
+                       detail={"faultCode": fault.faultCode, "faultString": str(fault.faultString)[:4000]})
 
 
 def classify_http(response: httpx.Response) -> DeliveryError | None:
-    """HTTP-level answers (a front proxy's 429/502/503, Odoo.sh rate limiting); faults come as 200."""
-    if response.status_code == 429:
-        return RateLimitedError("Odoo: too many requests", status=429, retry_after=retry_after_seconds(response),
-                                detail=response.text[:500])
-    if response.status_code in (502, 503, 504):
-        return RetryableError(f"Odoo: HTTP {response.status_code}", status=response.status_code,
-                              detail=response.text[:500])
-    return None
+    facts = facts_of(response.status_code)
+    if not any(rule.matches(facts, "") for rule in HTTP_RULES):
+        return None
+    reason = "Odoo: too many requests" if response.status_code == 429 else f"Odoo: HTTP {response.status_code}"
+    return classify_by(HTTP_RULES, reason, facts=facts, response=response, detail=response.text[:500])
 
 
-class OdooClient:
+class OdooClient(RecordingClient):
     """``execute_kw`` with the user's uid (from ``authenticate``) and API key (from the credential store)."""
 
     def __init__(self, http: PlatformHttp, *, target: str, db: str, login: str, credentials: CredentialSource) -> None:
@@ -84,9 +72,6 @@ class OdooClient:
         self._uid: int | None = None
         self._lock = threading.Lock()
         self.authentications = 0
-        # Preview: writes are appended here (the execute_kw call without db/uid/API key) and answered with
-        # placeholders instead of being sent; reads still go to Odoo.
-        self.recorder: list[dict[str, Any]] | None = None
 
     # -- transport --
     def _call(self, service: str, method: str, params: tuple[Any, ...]) -> Any:
@@ -120,25 +105,20 @@ class OdooClient:
             return self._uid
 
     def execute(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Any:
-        if self.recorder is not None and method not in READ_METHODS:
-            self.recorder.append({"method": "POST", "path": "/xmlrpc/2/object", "body": {
-                "model": model, "method": method, "args": _wire_shape(args), "kwargs": _wire_shape(kwargs or {})}})
+        # Preview: the execute_kw call (without db/uid/API key) recorded and answered with placeholders.
+        if method not in READ_METHODS and self.recorded("POST", "/xmlrpc/2/object", {
+                "model": model, "method": method, "args": _wire_shape(args), "kwargs": _wire_shape(kwargs or {})}):
             if method == "create":
                 return f"<new {model}>"
             return {"res_id": "<new account.payment>"} if method == "action_create_payments" else True
-        for attempt in (1, 2):
-            uid = self.uid()
-            try:
-                return self._call("object", "execute_kw",
-                                  (self.db, uid, self._api_key(), model, method, args, kwargs or {}))
-            except AuthError:
-                if attempt == 2:
-                    raise
-                # The key may have been replaced in the credential store (or the user re-created):
-                # authenticate again once with what is stored now.
-                with self._lock:
-                    self._uid = None
-        raise AssertionError("unreachable")
+        # A refused uid: the key may have been replaced in the credential store (or the user re-created), so
+        # authenticate again once with what is stored now.
+        return renewing_once(lambda: self._call("object", "execute_kw", (
+            self.db, self.uid(), self._api_key(), model, method, args, kwargs or {})), self._forget_uid)
+
+    def _forget_uid(self) -> None:
+        with self._lock:
+            self._uid = None
 
     # -- helpers --
     def search_read(self, model: str, domain: list, fields: list[str], limit: int | None = None,

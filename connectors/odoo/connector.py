@@ -15,16 +15,14 @@ Odoo has no request ids: ``find`` by our reference (``payment_reference`` = the 
 from __future__ import annotations
 
 import re
-from collections import Counter
-from contextlib import AbstractContextManager
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import adjustments, references
 from connectors.base import ClosedPeriodError, ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, recording_on
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.http import PlatformHttp
 from connectors.odoo import mapping
 from connectors.odoo.check import check_mapping
 from connectors.odoo.client import OdooClient, classify_http
@@ -35,12 +33,14 @@ MOVE_FIELDS = ["id", "name", "state", "write_date", "payment_reference", "amount
                "amount_residual", "move_type", "invoice_date"]
 LINE_FIELDS = ["account_id", "tax_ids", "price_subtotal", "price_total", "display_type"]
 MOVE_TYPES = {DocKind.INVOICE: ["out_invoice"], DocKind.CREDIT_NOTE: ["out_refund"]}
+PARTNER_MATCH = {"email": "=ilike", "phone": "=", "name": "="}  # customer_match key -> res.partner operator
 
 
 class OdooConnector(EngineConnector):
     platform = "odoo"
     settings_model = OdooSettings
     capabilities = Capabilities(delete_payments=False, update_detaches_money=True)
+    mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -48,38 +48,26 @@ class OdooConnector(EngineConnector):
         base_url = settings.url or target.base_url
         if not base_url:
             raise PermanentError("Odoo target needs settings.url or base_url")
-        limiter = runtime.limiter(target, per_second=settings.requests_per_second, concurrency=settings.concurrency)
-        self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=base_url, limiter=limiter,
-                                 classify=classify_http, timeout_s=target.request_timeout_s)
-        self.client = OdooClient(self.http, target=target.name, db=settings.db, login=settings.login,
-                                 credentials=runtime.credentials(target.name))
+        self.client = OdooClient(self.platform_http(base_url=base_url, classify=classify_http), target=target.name,
+                                 db=settings.db, login=settings.login, credentials=runtime.credentials(target.name))
         self.mapping = target.mapping
         self.memo_field = settings.payment_memo_field
         self._included: dict[int, int] | None = None
-
-    def close(self) -> None:
-        self.http.close()
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.customer_hash(customer)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        searches: list[list] = [[("ref", "=", str(customer.id))]]
-        for key in self.mapping.customer_match:
-            if key == "email" and customer.email:
-                searches.append([("email", "=ilike", customer.email)])
-            elif key == "phone" and customer.phone:
-                searches.append([("phone", "=", customer.phone)])
-            elif key == "name":
-                searches.append([("name", "=", customer.name)])
-        for domain in searches:
-            # Never another shop customer's partner (same name or email): ours carry the shop's id in ``ref``.
-            found = [p for p in self.client.search_read("res.partner", domain, ["id", "ref"], order="id asc")
-                     if p.get("ref") in (False, None, "", str(customer.id))]
-            if found:
-                return ExternalRef(external_id=str(found[0]["id"]))
-        return None
+        # Ours first (``ref`` = the shop's id), then the target's match rules; never another shop customer's
+        # partner (same name or email): ours carry the shop's id in ``ref``.
+        found = next(iter(self._partners([("ref", "=", str(customer.id))])), None) or references.match_customer(
+            customer, self.mapping.customer_match, lambda key, value: self._partners([(key, PARTNER_MATCH[key], value)]),
+            lambda partner: partner.get("ref") or None)
+        return ExternalRef(external_id=str(found["id"])) if found else None
+
+    def _partners(self, domain: list) -> list[dict[str, Any]]:
+        return self.client.search_read("res.partner", domain, ["id", "ref"], order="id asc")
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
         return ExternalRef(external_id=str(self.client.execute("res.partner", "create",
@@ -109,14 +97,9 @@ class OdooConnector(EngineConnector):
 
     # -- references --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return event.number
-        if kind is DocKind.PAYMENT:
-            return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):  # an application: its credit note's
             return mapping.refund_reference(event, next(r for r in event.refunds if str(r.id) == key))
-        adjustment_kind, _, sequence = key.partition(":")
-        return mapping.adjustment_number(event.number, int(sequence), adjustment_kind)
+        return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.PAYMENT:
@@ -276,20 +259,16 @@ class OdooConnector(EngineConnector):
         (decrease, reversed_entry_id = the original), dated the first open day. Odoo computes its tax."""
         original = self._read_move(adjustment.original_id, MOVE_FIELDS + ["invoice_line_ids"]) \
             if adjustment.original_id else None
-        held = Counter(self._move_lines(original))  # (posting key, net) -> how many such lines Odoo holds
+        held = [(1, self._move_lines(original))]  # (posting key, net) lines of the original and each adjustment
         pattern = re.compile(rf"{re.escape(event.number)}-([AC])\d+")
         for move in self.client.search_read("account.move", [("payment_reference", "ilike", f"{event.number}-"),
                                                              ("state", "=", "posted")],
                                             MOVE_FIELDS + ["invoice_line_ids"], order="id asc"):
-            found = pattern.fullmatch(str(move.get("payment_reference") or ""))
-            if found:
-                (held.update if found.group(1) == "A" else held.subtract)(self._move_lines(move))
-        wanted = Counter() if event.status.value in ("void", "deleted") else Counter(
-            mapping.posting_lines(event, self.mapping))
-        wanted.subtract(held)
+            if found := pattern.fullmatch(str(move.get("payment_reference") or "")):
+                held.append((1 if found.group(1) == "A" else -1, self._move_lines(move)))
+        wanted = [] if event.status.value in ("void", "deleted") else mapping.posting_lines(event, self.mapping)
         sign = 1 if adjustment.kind == "increase" else -1  # a credit note carries a decrease as positive amounts
-        lines = [(key, sign * (net if count > 0 else -net)) for (key, net), count in sorted(wanted.items())
-                 for _ in range(abs(count)) if net]
+        lines = [(key, sign * net) for key, net in adjustments.line_difference(held, wanted)]
         if not lines:
             raise PermanentError(f"Odoo: {event.number} differs from what Odoo holds only by Odoo's own tax "
                                  "rounding; no adjustment line to post")
@@ -314,13 +293,6 @@ class OdooConnector(EngineConnector):
         return [(mapping.group_key(int(row["account_id"][0] if isinstance(row["account_id"], list) else row["account_id"]),
                                    [excluded.get(t, t) for t in row.get("tax_ids") or []]), _money(row["price_subtotal"]))
                 for row in rows if row.get("display_type") in ("product", False, None)]
-
-    # -- dry run, mapping check --
-    def recording(self) -> AbstractContextManager[list[dict[str, Any]]]:
-        return recording_on(self.client)
-
-    def check_mapping(self) -> list[str]:
-        return check_mapping(self.client, self.mapping)
 
 
 def _id(value: Any) -> Any:

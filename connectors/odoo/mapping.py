@@ -15,12 +15,11 @@ per location).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind, line_text
+from connectors import references
+from connectors.base import PermanentError, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -32,10 +31,6 @@ def record_id(value: str | int, what: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise PermanentError(f"mapping {what}: {value!r} is not an Odoo record id") from None
-
-
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"
 
 
 def refund_reference(event: InvoiceEvent, refund: Refund) -> str:
@@ -54,7 +49,7 @@ def partner_vals(customer: Customer) -> dict[str, Any]:
 
 
 def customer_hash(customer: Customer) -> str:
-    return hashlib.sha256(json.dumps(partner_vals(customer), sort_keys=True).encode()).hexdigest()[:16]
+    return references.payload_digest(partner_vals(customer))
 
 
 # -- invoices --
@@ -71,19 +66,11 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> tuple[str, int] | N
 
 
 def line_account(kind: LineKind, mapping: MappingConfig) -> int:
-    """The line's account: core charges/returns on ``core_account`` when set; discount lines on
-    ``discount_account`` with discount_posting "discount_account"; otherwise the line kind's income account."""
-    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return record_id(mapping.core_account, "core_account")
-    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account":
-        if not mapping.discount_account:
-            raise PermanentError("mapping discount_account is not set (required with discount_posting "
-                                 "'discount_account')")
-        return record_id(mapping.discount_account, "discount_account")
-    account = mapping.income_accounts.get(kind) or mapping.income_accounts.get(income_kind(kind))
+    """The account.account id the line posts to (``base.posting_account``)."""
+    account = posting_account(kind, mapping)
     if account is None:
         raise PermanentError(f"mapping income_accounts has no account for line kind {kind.value!r}")
-    return record_id(account, f"income_accounts.{kind.value}")
+    return record_id(account, f"account of {kind.value} lines")
 
 
 def tax_ids(codes: list[str], mapping: MappingConfig) -> list[int]:
@@ -221,11 +208,6 @@ def posting_lines(event: InvoiceEvent, mapping: MappingConfig) -> list[tuple[str
             for line in event.lines]
 
 
-def adjustment_number(number: str, seq: int, kind: str) -> str:
-    """``<invoice number>-A<n>`` for an increase (an invoice), ``-C<n>`` for a decrease (a credit note)."""
-    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"
-
-
 def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, lines: list[tuple[str, Decimal]],
                     open_day: str, original_id: int | None, original_name: str | None, mapping: MappingConfig,
                     reason: str) -> dict[str, Any]:
@@ -246,7 +228,7 @@ def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, l
         commands.append((0, 0, line))
     vals: dict[str, Any] = {
         "move_type": "out_invoice" if kind == "increase" else "out_refund", "partner_id": partner_id,
-        "payment_reference": adjustment_number(event.number, seq, kind),
+        "payment_reference": references.adjustment_number(event.number, seq, kind),
         "ref": f"{event.number} {original_name}" if original_name else event.number,
         "invoice_date": open_day, "narration": f"Closed-period adjustment of shop invoice {event.number}: {reason}",
         "invoice_line_ids": commands,
@@ -265,7 +247,7 @@ def register_vals(payment: Payment, mapping: MappingConfig) -> dict[str, Any]:
     vals: dict[str, Any] = {
         "amount": payment.amount,
         "payment_date": payment.received_at.date().isoformat(),
-        "communication": payment_reference(payment),
+        "communication": references.payment_reference(payment.id),
         "payment_difference_handling": "open",
         "group_payment": True,
     }

@@ -27,9 +27,10 @@ from typing import Any
 
 import structlog
 
-from connectors import engine, engine_pull
-from connectors.base import (ClosedPeriodError, DocumentState, ExternalRef, PermanentError, RemoteInvoice,
-                             RetryableError, StaleTokenError)
+from connectors import engine, engine_pull, references
+from connectors.base import (ClosedPeriodError, DocumentState, ExternalRef, RemoteInvoice, RetryableError,
+                             StaleTokenError)
+from connectors.errors import When, classify_by, facts_of
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.pull_queue import MemoryQueue, PgQueue, PullQueue, ddl
@@ -44,6 +45,8 @@ TRANSIENT = (3180, 3175, 3176)  # error saving / object in use: nothing saved, s
 GONE = 3120  # the object of a Mod/Del/Void cannot be found
 STALE = 3200  # EditSequence out of date
 CLOSED_PERIOD = 3171  # dated on or before the company's closing date (see sandbox.CLOSED_PERIOD)
+RULES = (When(StaleTokenError, on={f"code:{STALE}"}), When(ClosedPeriodError, on={f"code:{CLOSED_PERIOD}"}),
+         When(RetryableError, on={f"code:{code}" for code in TRANSIENT}))
 _REQUEST = re.compile(r"<(\w+?)(Add|Mod|Query|Del|Void)?Rq requestID")
 
 
@@ -127,9 +130,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         if code == 0 or (code in NOT_FOUND and tag.endswith("QueryRq")) or (code == GONE and tag.startswith("Txn")):
             return rs
         reason = f"QuickBooks Desktop refused {tag[:-2]}: QuickBooks {code} ({rs['type']}): {rs['statusMessage']}"
-        error = {STALE: StaleTokenError, CLOSED_PERIOD: ClosedPeriodError}.get(
-            code, RetryableError if code in TRANSIENT else PermanentError)
-        raise error(reason, platform_code=str(code))
+        raise classify_by(RULES, reason, facts=facts_of(None, code), code=code)
 
     def _rets(self, request: Any) -> list[dict[str, Any]]:
         rs = self._ask(request)
@@ -172,12 +173,13 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
 
     # -- references and look-ups --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        """The framework's, in RefNumbers of 11 characters (an invoice's and an adjustment's are short forms)."""
         if kind is DocKind.INVOICE:
             return self.queue.ref_number(event.number, mapping.ref_candidates(event.number))
         if kind is DocKind.ADJUSTMENT:
-            direction, sequence = key.split(":")
-            return mapping.adjustment_ref(event, int(sequence), direction)
-        return {DocKind.PAYMENT: mapping.payment_reference, DocKind.CREDIT_NOTE: mapping.refund_reference,
+            direction, sequence = references.adjustment_key(key)
+            return mapping.adjustment_ref(event, sequence, direction)
+        return {DocKind.PAYMENT: references.payment_reference, DocKind.CREDIT_NOTE: mapping.refund_reference,
                 DocKind.CREDIT_APPLICATION: mapping.credit_reference}[kind](key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:

@@ -172,7 +172,7 @@ class WebConnectorGuard:
 def guarded_endpoint(app: Any, target: Any, credentials: Any, web: Any) -> WebConnectorGuard:
     """``app`` (the target's SOAP service) behind the guard configured by ``web`` (``WebConnectorConfig``);
     ``credentials`` is the target's credential store (its ``get`` is read on each login)."""
-    from daemon.metrics import QBWC_AUTH_REFUSALS
+    from connectors.metrics import QBWC_AUTH_REFUSALS
 
     throttle = AuthThrottle(web.auth_free_failures, web.auth_base_delay_s, web.auth_max_delay_s)
     return WebConnectorGuard(app, target.name, credentials.get,

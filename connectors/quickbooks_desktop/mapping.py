@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,6 +20,7 @@ from typing import Any
 
 from lxml import etree
 
+from connectors import references
 from connectors.base import invoice_memo, line_text
 from daemon.canonical import CENT, Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
@@ -68,12 +68,8 @@ def ref_candidates(number: str) -> Iterator[str]:
         yield (stripped[:5] + digest[:REF_NUMBER_MAX - 5]).upper()
 
 
-def payment_reference(payment_id: object) -> str:
-    return f"LW{payment_id}"  # ReceivePaymentAdd/RefNumber (≤ 20)
-
-
 def refund_reference(refund_id: object) -> str:
-    return f"LWR{refund_id}"[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+    return references.refund_reference(refund_id)[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
 
 
 def credit_reference(refund_id: object) -> str:
@@ -98,8 +94,7 @@ def customer_name(customer: Customer) -> str:
 
 
 def customer_hash(customer: Customer) -> str:
-    body = {"name": customer_name(customer), "phone": customer.phone, "email": customer.email}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return references.payload_digest({"name": customer_name(customer), "phone": customer.phone, "email": customer.email})
 
 
 def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str, str]:
@@ -276,7 +271,7 @@ def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, ma
     add = _el(rq, "ReceivePaymentAdd")
     _ref(add, "CustomerRef", list_id=customer_list_id)
     _el(add, "TxnDate", txn_date or payment.received_at.date().isoformat())
-    _el(add, "RefNumber", payment_reference(payment.id))
+    _el(add, "RefNumber", references.payment_reference(payment.id))  # ≤ 20
     _el(add, "TotalAmount", amt(payment.amount))
     _el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
     account = mapping.payment_accounts.get(payment.method)

@@ -7,94 +7,70 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
-from connectors.base import (
-    AuthError,
-    ClosedPeriodError,
-    DeliveryError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-    StaleTokenError,
-)
-from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.base import (AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError,
+                             RetryableError, StaleTokenError)
+from connectors.errors import When, classify_by, facts_of
+from connectors.http import PlatformHttp
+from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, unless_gone
+
+# QBO's Fault codes: 3200 token refused, 3001 throttled, 6200 "Account Period Closed" (integrators have seen
+# it with code 5010 as well, so it is told apart from a stale SyncToken, 5010, by its text, before that rule).
+RULES = (When(AuthError, on={"http:401", "code:3200"}), When(RateLimitedError, on={"http:429", "code:3001"}),
+         When(ClosedPeriodError, on={"code:6200"}),
+         When(ClosedPeriodError, text=("account period closed", "account period has closed")),
+         When(StaleTokenError, on={"code:5010"}), When(RetryableError, on={"http:5xx", "SystemFault"}))
 
 
 def classify(response: httpx.Response) -> DeliveryError | None:
-    """Map QBO's Fault body (``{"Fault": {"Error": [{"Message", "Detail", "code"}], "type"}}``) to a class."""
+    """QBO's Fault body (``{"Fault": {"Error": [{"Message", "Detail", "code"}], "type"}}``) by ``RULES``."""
     try:
         fault = jsonmoney.loads(response.content).get("Fault") or {}
     except ValueError:
         return None
-    errors = fault.get("Error") or [{}]
-    first = errors[0]
-    code = str(first.get("code", ""))
-    reason = f"QBO {code}: {first.get('Message', '')} {first.get('Detail', '')}".strip()
-    kind = fault.get("type", "")
-    if response.status_code == 401 or code == "3200":
-        return AuthError(reason, status=response.status_code, platform_code=code, detail=fault)
-    if response.status_code == 429 or code == "3001":
-        return RateLimitedError(reason, status=response.status_code, platform_code=code,
-                                retry_after=retry_after_seconds(response), detail=fault)
-    text = f"{first.get('Message', '')} {first.get('Detail', '')}".lower()
-    if code == "6200" or "account period closed" in text or "account period has closed" in text:
-        # Books closed for that date. Integrators have seen this with code 5010 as well, so it is told
-        # apart from a stale SyncToken by its text, before the 5010 check.
-        return ClosedPeriodError(reason, status=response.status_code, platform_code=code, detail=fault)
-    if code == "5010":
-        return StaleTokenError(reason, status=response.status_code, platform_code=code, detail=fault)
-    if response.status_code >= 500 or kind == "SystemFault":
-        return RetryableError(reason, status=response.status_code, platform_code=code, detail=fault)
-    return PermanentError(reason, status=response.status_code, platform_code=code, detail=fault)
+    first = (fault.get("Error") or [{}])[0]
+    code, text = str(first.get("code", "")), f"{first.get('Message', '')} {first.get('Detail', '')}"
+    return classify_by(RULES, f"QBO {code}: {text}".strip(), facts=facts_of(response.status_code, code, fault.get("type")),
+                       message=text, response=response, code=code, detail=fault)
 
 
-class QboClient:
+class QboClient(RecordingClient):
     def __init__(self, http: PlatformHttp, realm_id: str, minor_version: str) -> None:
         self.http = http
         self.base = f"/v3/company/{realm_id}"
         self.minor_version = minor_version
-        # Preview: writes are appended here and answered with placeholders instead of being sent.
-        self.recorder: list[dict[str, Any]] | None = None
 
     def _params(self, **extra: str) -> dict[str, str]:
         return {"minorversion": self.minor_version, **{k: v for k, v in extra.items() if v is not None}}
 
     def write(self, entity: str, body: dict[str, Any], *, request_id: str, operation: str | None = None
               ) -> dict[str, Any]:
-        if self.recorder is not None:
-            path = f"{self.base}/{entity.lower()}" + (f"?operation={operation}" if operation else "")
-            self.recorder.append({"method": "POST", "path": path, "body": body})
+        if self.recorded("POST", f"{self.base}/{entity.lower()}", body, {"operation": operation}):
             return {**body, "Id": body.get("Id") or f"<new {entity.lower()}>", "SyncToken": "<current>"}
         params = self._params(requestid=request_id, operation=operation)
         response = self.http.request("POST", f"{self.base}/{entity.lower()}", params=params,
-                                     content=jsonmoney.dumps(body),
-                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+                                     content=jsonmoney.dumps(body), headers=SEND_JSON)
         return jsonmoney.loads(response.content)[entity]
 
     def batch(self, items: list[dict[str, Any]], *, request_id: str) -> dict[str, dict[str, Any]]:
         """One ``/batch`` request (at most 30 items); returns the answer per ``bId`` (entity or Fault)."""
-        if self.recorder is not None:
-            self.recorder.append({"method": "POST", "path": f"{self.base}/batch", "body": {"BatchItemRequest": items}})
+        if self.recorded("POST", f"{self.base}/batch", {"BatchItemRequest": items}):
             return {}
         response = self.http.request("POST", f"{self.base}/batch", params=self._params(requestid=request_id),
-                                     content=jsonmoney.dumps({"BatchItemRequest": items}),
-                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+                                     content=jsonmoney.dumps({"BatchItemRequest": items}), headers=SEND_JSON)
         return {a["bId"]: a for a in jsonmoney.loads(response.content).get("BatchItemResponse", [])}
 
     def read(self, entity: str, entity_id: str) -> dict[str, Any] | None:
-        if entity_id.startswith("<"):  # a placeholder of a preview: not at the platform yet
+        """The entity, or None when QuickBooks has it no more (Fault 610) or it is a preview's placeholder."""
+        if is_placeholder(entity_id):
             return None
-        try:
-            response = self.http.request("GET", f"{self.base}/{entity.lower()}/{entity_id}", params=self._params(),
-                                         headers={"Accept": "application/json"})
-        except PermanentError as exc:
-            if exc.platform_code == "610":
-                return None
-            raise
-        return jsonmoney.loads(response.content)[entity]
+        response = unless_gone(lambda: self.http.request("GET", f"{self.base}/{entity.lower()}/{entity_id}",
+                                                         params=self._params(), headers=ACCEPT_JSON),
+                               gone=lambda exc: exc.platform_code == "610")
+        return jsonmoney.loads(response.content)[entity] if response is not None else None
 
     def preferences(self) -> dict[str, Any]:
         response = self.http.request("GET", f"{self.base}/preferences", params=self._params(),
-                                     headers={"Accept": "application/json"})
+                                     headers=ACCEPT_JSON)
         return jsonmoney.loads(response.content)["Preferences"]
 
     def query_all(self, entity: str, page: int = 1000) -> list[dict[str, Any]]:
@@ -110,7 +86,7 @@ class QboClient:
         conditions = " and ".join(f"{k} = '{_quote(v)}'" for k, v in where.items())
         text = f"select * from {entity}" + (f" where {conditions}" if conditions else "") + _paging
         response = self.http.request("GET", f"{self.base}/query", params=self._params(query=text),
-                                     headers={"Accept": "application/json"})
+                                     headers=ACCEPT_JSON)
         return jsonmoney.loads(response.content).get("QueryResponse", {}).get(entity, [])
 
 

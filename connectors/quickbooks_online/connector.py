@@ -16,10 +16,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import DeliveryError, ExternalRef, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.quickbooks_online import mapping
 from connectors.quickbooks_online.check import check_mapping
@@ -39,24 +39,20 @@ class QuickBooksOnlineConnector(EngineConnector):
     supports_batch = True
     batch_size = 30  # Intuit's limit per batch request
     capabilities = Capabilities(batch_create=batch_size)
+    mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
         settings: QboSettings = self.settings
         auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url,
                                  credentials=runtime.credentials(target.name))
-        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, concurrency=settings.concurrency)
         # Batch requests have their own documented limit (40 per minute per company), which a target's
         # rate_limit (the request limit) does not change.
         self.batch_limiter = runtime.limiter(target, per_minute=settings.batch_requests_per_minute,
                                              concurrency=settings.concurrency, overridable=False)
-        self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=target.base_url or DEFAULT_BASE_URL,
-                                 limiter=limiter, auth=auth, classify=classify, timeout_s=target.request_timeout_s)
-        self.client = QboClient(self.http, settings.realm_id, settings.minor_version)
+        http = self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify, auth=auth)
+        self.client = QboClient(http, settings.realm_id, settings.minor_version)
         self.mapping = target.mapping
-
-    def close(self) -> None:
-        self.http.close()
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -76,7 +72,7 @@ class QuickBooksOnlineConnector(EngineConnector):
             else:
                 continue
             # Never another shop customer's record (same name or email): ours carry the shop's id.
-            found = [c for c in found if _claimed_by(c) in (None, str(customer.id))]
+            found = [c for c in found if references.claimed_by(c.get("DisplayName")) in (None, str(customer.id))]
             if found:
                 return _ref(found[0])
         return None
@@ -118,16 +114,13 @@ class QuickBooksOnlineConnector(EngineConnector):
 
     # -- references --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        """The framework's, but DocNumber holds 21 characters: the invoice's and an adjustment's are cut."""
         if kind is DocKind.INVOICE:
             return mapping.doc_number(event)
-        if kind is DocKind.PAYMENT:
-            return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
-        if kind is DocKind.CREDIT_NOTE:
-            return mapping.refund_doc_number(next(r for r in event.refunds if str(r.id) == key))
-        if kind is DocKind.CREDIT_APPLICATION:
-            return f"LWR{key}"
-        adjustment_kind, _, sequence = key.partition(":")
-        return mapping.adjustment_doc_number(event, int(sequence), adjustment_kind)
+        if kind is DocKind.ADJUSTMENT:
+            adjustment_kind, sequence = references.adjustment_key(key)
+            return mapping.adjustment_doc_number(event, sequence, adjustment_kind)
+        return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         entity, field = SEARCH.get(kind) or ("Invoice" if reference.startswith("A") else "CreditMemo", "DocNumber")
@@ -138,11 +131,11 @@ class QuickBooksOnlineConnector(EngineConnector):
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        body = _dated(self._invoice_payload(event, posting), posting, note=True)
+        body = posting.dated(self._invoice_payload(event, posting), "TxnDate", note_field="PrivateNote")
         return _remote(self.client.write("Invoice", body, request_id=posting.request_id))
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
-        body = {**_dated(self._invoice_payload(event, posting), posting), "Id": current.external_id,
+        body = {**posting.dated(self._invoice_payload(event, posting), "TxnDate"), "Id": current.external_id,
                 "SyncToken": current.token, "sparse": True}
         return _remote(self.client.write("Invoice", body, request_id=posting.request_id))
 
@@ -180,7 +173,7 @@ class QuickBooksOnlineConnector(EngineConnector):
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping)
-        return _ref(self.client.write("Payment", _dated(body, posting), request_id=posting.request_id))
+        return _ref(self.client.write("Payment", posting.dated(body, "TxnDate"), request_id=posting.request_id))
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         existing = self.client.read("Payment", ref.external_id)
@@ -195,7 +188,8 @@ class QuickBooksOnlineConnector(EngineConnector):
         item_id = posting.item_ids.get(line.id) if line is not None else None
         item_id = item_id or posting.item(ItemSpec("kind:refund", "Refunds"))
         body = mapping.credit_memo_payload(event, refund, posting.customer_id, item_id, self.mapping)
-        return _ref(self.client.write("CreditMemo", _dated(body, posting, note=True), request_id=posting.request_id))
+        body = posting.dated(body, "TxnDate", note_field="PrivateNote")
+        return _ref(self.client.write("CreditMemo", body, request_id=posting.request_id))
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:
@@ -216,28 +210,10 @@ class QuickBooksOnlineConnector(EngineConnector):
         entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
         return _ref(self.client.write(entity, body, request_id=posting.request_id))
 
-    def check_mapping(self) -> list[str]:
-        return check_mapping(self.client, self.mapping)
-
-
-def _dated(body: dict[str, Any], posting: Posting, note: bool = False) -> dict[str, Any]:
-    """The body dated the first open day when the books are closed for its own date (and said so)."""
-    if posting.txn_date is None:
-        return body
-    out = {**body, "TxnDate": posting.txn_date.isoformat()}
-    if note:
-        out["PrivateNote"] = f"{body.get('PrivateNote', '')}; shop date {body.get('TxnDate')} is in a closed period"[:4000]
-    return out
 
 
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text or "")
-
-
-def _claimed_by(row: dict[str, Any]) -> str | None:
-    """The shop customer id a record we created carries in its DisplayName; None for the bookkeeper's own."""
-    match = re.search(r"\(#(\d+)\)$", str(row.get("DisplayName", "")))
-    return match.group(1) if match else None
 
 
 def _voided(row: dict[str, Any]) -> bool:

@@ -7,12 +7,11 @@ per tax component, and each line is marked taxable ("TAX") or not ("NON").
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
@@ -24,9 +23,7 @@ DOC_NUMBER_MAX = 21
 
 
 def customer_display_name(customer: Customer) -> str:
-    # DisplayName is unique in a QuickBooks company: two shop customers called "Dana Whitfield" are kept
-    # apart by the shop's customer id.
-    return f"{customer.name} (#{customer.id})"[:100]
+    return references.customer_label(customer.id, customer.name, 100)  # DisplayName is unique in a company
 
 
 def customer_payload(customer: Customer, mapping: MappingConfig | None = None) -> dict[str, Any]:
@@ -52,15 +49,8 @@ def sales_term(customer: Customer, mapping: MappingConfig | None) -> str | None:
     return mapping.payment_terms.get(customer.payment_terms_days)
 
 
-def due_date(event: InvoiceEvent) -> date | None:
-    """Fleet customers: due date from their terms; everyone else: the shop's due date."""
-    if event.customer.payment_terms_days and event.issue_date:
-        return event.issue_date + timedelta(days=event.customer.payment_terms_days)
-    return event.due_date
-
-
 def customer_hash(customer: Customer, mapping: MappingConfig | None = None) -> str:
-    return hashlib.sha256(json.dumps(customer_payload(customer, mapping), sort_keys=True).encode()).hexdigest()[:16]
+    return references.payload_digest(customer_payload(customer, mapping))
 
 
 def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str]:
@@ -89,6 +79,15 @@ def _class_ref(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, str] | 
     return None
 
 
+def _item_detail(item_id: str, event: InvoiceEvent, mapping: MappingConfig, taxed: bool | None = None
+                 ) -> dict[str, Any]:
+    """A SalesItemLineDetail's item, class (location tracking) and, when ``taxed`` is given, its tax code."""
+    detail: dict[str, Any] = {"ItemRef": {"value": item_id}}
+    if class_ref := _class_ref(event, mapping):
+        detail["ClassRef"] = class_ref
+    return detail if taxed is None else detail | {"TaxCodeRef": {"value": "TAX" if taxed else "NON"}}
+
+
 def sales_line(line: InvoiceLine, item_id: str, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
     """One shop line as QuickBooks posts it. Discount lines with ``discount_posting: discount_account``
     become a ``DiscountLineDetail`` (positive amount, subtracted by QuickBooks) on ``discount_account``;
@@ -103,9 +102,7 @@ def sales_line(line: InvoiceLine, item_id: str, event: InvoiceEvent, mapping: Ma
         return {"DetailType": "DiscountLineDetail", "Amount": -line.amount, "LineNum": line.position,
                 "Description": line_text(line, 4000), "DiscountLineDetail": detail}
     amount = line.amount
-    detail = {"ItemRef": {"value": item_id}}
-    if class_ref:
-        detail["ClassRef"] = class_ref
+    detail = _item_detail(item_id, event, mapping)
     if event.tax_inclusive:
         # Tax-inclusive pricing: QuickBooks' Amount is the line net of tax; the shop's gross goes to
         # TaxInclusiveAmt. Qty × UnitPrice must equal Amount, so a unit price is sent only when exact.
@@ -137,7 +134,7 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, s
     term = sales_term(event.customer, mapping)
     if term:
         body["SalesTermRef"] = {"value": term}
-    due = due_date(event)
+    due = references.terms_due_date(event)
     if due:
         body["DueDate"] = due.isoformat()
     if tracking and tracking.startswith("department:"):
@@ -160,14 +157,10 @@ def tax_detail(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
     return {"TotalTax": event.computed.tax_total, "TaxLine": tax_lines}
 
 
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"
-
-
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, mapping: MappingConfig) -> dict[str, Any]:
     body: dict[str, Any] = {
         "CustomerRef": {"value": customer_id}, "TotalAmt": payment.amount,
-        "TxnDate": payment.received_at.date().isoformat(), "PaymentRefNum": payment_reference(payment),
+        "TxnDate": payment.received_at.date().isoformat(), "PaymentRefNum": references.payment_reference(payment.id),
         "Line": [{"Amount": payment.amount, "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]}],
     }
     account = mapping.payment_accounts.get(payment.method)
@@ -178,23 +171,14 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, mapping
 
 # --- refunds, credit applications and closed-period adjustments ------------------------------------------
 
-def refund_doc_number(refund: Refund) -> str:
-    """The credit memo's DocNumber: derived from the shop's refund id, so a retry finds it."""
-    return f"LWR{refund.id}"
-
-
 def credit_memo_payload(event: InvoiceEvent, refund: Refund, customer_id: str, item_id: str,
                         mapping: MappingConfig) -> dict[str, Any]:
     """A refund or returned part: the returned line's amount on its item, plus its tax, as a CreditMemo."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
-    detail: dict[str, Any] = {"ItemRef": {"value": item_id}}
-    class_ref = _class_ref(event, mapping)
-    if class_ref:
-        detail["ClassRef"] = class_ref
-    detail["TaxCodeRef"] = {"value": "TAX" if refund.tax_amount else "NON"}
+    detail = _item_detail(item_id, event, mapping, taxed=bool(refund.tax_amount))
     description = f"Returned: {line_text(line, 4000)}" if line else (refund.reason or "Refund")
     body: dict[str, Any] = {
-        "DocNumber": refund_doc_number(refund),
+        "DocNumber": references.refund_reference(refund.id),
         "TxnDate": refund.created_at.date().isoformat(),
         "PrivateNote": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:4000],
         "Line": [{"DetailType": "SalesItemLineDetail", "Amount": refund.amount, "LineNum": 1,
@@ -246,11 +230,7 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: st
     """The difference between what QuickBooks holds and the shop's new version, as one adjustment document
     (an Invoice for an increase, a CreditMemo for a decrease) dated in the first open period, linked to the
     original by its DocNumber and PrivateNote."""
-    detail: dict[str, Any] = {"ItemRef": {"value": item_id}}
-    class_ref = _class_ref(event, mapping)
-    if class_ref:
-        detail["ClassRef"] = class_ref
-    detail["TaxCodeRef"] = {"value": "TAX" if tax else "NON"}
+    detail = _item_detail(item_id, event, mapping, taxed=bool(tax))
     note = (f"Adjustment {seq} to shop invoice {event.number} v{event.version}"
             f"{f' (QuickBooks invoice {original_id})' if original_id else ''}: {reason}; the original is dated in a "
             "closed period")

@@ -97,10 +97,12 @@ class Sandbox:
     batch_items_max = 30  # Intuit: at most 30 operations in one batch request
     batch_per_minute = 40  # and at most 40 batch requests per minute per company
 
-    def __init__(self, faults: Faults | None = None, access_ttl_s: float = 3600.0) -> None:
+    def __init__(self, faults: Faults | None = None, access_ttl_s: float = 3600.0, *,
+                 api_per_minute: int | None = None) -> None:
         self.faults = faults or Faults()
         self.issuer = TokenIssuer(access_ttl_s=access_ttl_s)
         self.realms: dict[str, Realm] = {}
+        self.api_per_minute = api_per_minute or self.api_per_minute  # a harness may lift Intuit's 500/minute
         self.window = WindowLimit(self.api_per_minute, 60.0)
         self.batch_window = WindowLimit(self.batch_per_minute, 60.0)
         self.batch_requests = 0

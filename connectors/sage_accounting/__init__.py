@@ -1,7 +1,9 @@
 """Sage Business Cloud Accounting (API v3.1): mapping, client, connector on the delivery engine, sandbox."""
 
 from connectors.sage_accounting.connector import SageAccountingConnector as CONNECTOR
-from connectors.sage_accounting.sandbox import Sandbox
+from connectors.registry import lazy_sandbox
+
+__getattr__ = lazy_sandbox(__name__)  # ``Sandbox``: loaded by tests and the demo only
 
 # Sage's limits (100 requests/minute, 2,500/day per business; the sandbox's defaults) would stretch the spine's
 # end-to-end workload and the demo to many minutes; they build the sandbox with these (the connector's limiter

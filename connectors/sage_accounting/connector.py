@@ -10,17 +10,15 @@ engine's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.auth import OAuth2RefreshAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, first_open_day
 from connectors.engine_state import DocKind
-from connectors.http import PlatformHttp
 from connectors.sage_accounting import mapping
 from connectors.sage_accounting.client import SageClient, classify
 from connectors.sage_accounting.settings import SageSettings
@@ -44,17 +42,10 @@ class SageAccountingConnector(EngineConnector):
         # Sage's token endpoint takes the client's id and secret in the form body.
         auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url, client_auth="body",
                                  credentials=runtime.credentials(target.name))
-        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
-                                  concurrency=settings.concurrency)
-        self.http = PlatformHttp(target=target.name, platform=self.platform, limiter=limiter, auth=auth,
-                                 base_url=target.base_url or DEFAULT_BASE_URL, classify=classify,
-                                 timeout_s=target.request_timeout_s)
-        self.client = SageClient(self.http, settings)
+        self.client = SageClient(self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify,
+                                                    auth=auth), settings)
         self.mapping = target.mapping
         self.closed_through: date | None = None  # as last read
-
-    def close(self) -> None:
-        self.http.close()
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -93,16 +84,12 @@ class SageAccountingConnector(EngineConnector):
 
     create_item = find_item
 
-    # -- references --
+    # -- references: the framework's, but an adjustment is ``A<n>-``/``C<n>-`` + the shop's number --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return event.number
-        if kind is DocKind.PAYMENT:
-            return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
-        if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
-            return mapping.credit_note_reference(key)  # an allocation is found through its credit note
-        adjustment_kind, _, sequence = key.partition(":")
-        return mapping.adjustment_reference(event, int(sequence), adjustment_kind)
+        if kind is DocKind.ADJUSTMENT:
+            adjustment_kind, sequence = references.adjustment_key(key)
+            return mapping.adjustment_reference(event, sequence, adjustment_kind)
+        return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.PAYMENT:
@@ -183,14 +170,6 @@ class SageAccountingConnector(EngineConnector):
             event, adjustment.kind, adjustment.sequence, posting.customer_id, adjustment.net, adjustment.tax,
             posting.txn_date or date.today(), adjustment.original_id, adjustment.reason, self.mapping)
         return _ref(self.client.write("POST", f"/{resource}", body))
-
-    @contextmanager
-    def recording(self) -> Iterator[list[dict[str, Any]]]:
-        self.client.recorder = sent = []
-        try:
-            yield sent
-        finally:
-            self.client.recorder = None
 
 
 def _status(document: dict[str, Any]) -> str:

@@ -9,14 +9,13 @@ requires it for non-zero rates), so Sage keeps the shop's rounding.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind, invoice_memo, line_text
+from connectors import references
+from connectors.base import PermanentError, invoice_memo, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -47,7 +46,7 @@ def contact_payload(customer: Customer) -> dict[str, Any]:
 
 
 def contact_digest(customer: Customer) -> str:
-    return hashlib.sha256(json.dumps(contact_payload(customer), sort_keys=True).encode()).hexdigest()[:16]
+    return references.payload_digest(contact_payload(customer))
 
 
 def tax_rate_id(taxes: Iterable[LineTax], mapping: MappingConfig) -> str:
@@ -58,11 +57,7 @@ def tax_rate_id(taxes: Iterable[LineTax], mapping: MappingConfig) -> str:
 
 
 def ledger_account(kind: LineKind, mapping: MappingConfig) -> str:
-    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
-        return mapping.discount_account
-    account = mapping.income_accounts.get(income_kind(kind)) or mapping.income_accounts.get(LineKind.PART)
+    account = posting_account(kind, mapping, fallback=LineKind.PART)
     if not account:
         raise PermanentError(f"mapping.income_accounts names no Sage ledger account for {kind.value} lines")
     return account
@@ -88,13 +83,6 @@ def invoice_line(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig)
     return body | _tracking(event, mapping)
 
 
-def due_date(event: InvoiceEvent) -> date | None:
-    """Fleet customers: due date from their terms; everyone else: the shop's due date."""
-    if event.customer.payment_terms_days and event.issue_date:
-        return event.issue_date + timedelta(days=event.customer.payment_terms_days)
-    return event.due_date
-
-
 def invoice_payload(event: InvoiceEvent, contact_id: str, mapping: MappingConfig, posted_on: date | None = None
                     ) -> dict[str, Any]:
     """The whole invoice (create and update alike: an update replaces the lines). ``posted_on``: the first open
@@ -105,14 +93,10 @@ def invoice_payload(event: InvoiceEvent, contact_id: str, mapping: MappingConfig
     day = posted_on or event.issue_date
     body: dict[str, Any] = {"contact_id": contact_id, "date": day.isoformat(), "reference": event.number,
                             "notes": notes, "invoice_lines": [invoice_line(ln, event, mapping) for ln in event.lines]}
-    due = due_date(event)
+    due = references.terms_due_date(event)
     if due:
         body["due_date"] = max(due, day).isoformat()
     return {"sales_invoice": body}
-
-
-def payment_reference(payment: Payment) -> str:
-    return f"LW{payment.id}"
 
 
 def payment_payload(payment: Payment, invoice_id: str, contact_id: str, mapping: MappingConfig,
@@ -125,12 +109,8 @@ def payment_payload(payment: Payment, invoice_id: str, contact_id: str, mapping:
     return {"contact_payment": {
         "transaction_type_id": CUSTOMER_RECEIPT, "contact_id": contact_id, "bank_account_id": bank,
         "date": (posted_on or payment.received_at.date()).isoformat(), "total_amount": payment.amount,
-        "reference": payment_reference(payment),
+        "reference": references.payment_reference(payment.id),
         "allocated_artefacts": [{"artefact_id": invoice_id, "amount": payment.amount}]}}
-
-
-def credit_note_reference(refund_id: object) -> str:
-    return f"LWR{refund_id}"
 
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, contact_id: str, mapping: MappingConfig,
@@ -142,7 +122,7 @@ def credit_note_payload(event: InvoiceEvent, refund: Refund, contact_id: str, ma
     description = f"Returned: {line_text(line, 180)}" if line else (refund.reason or "Refund")
     return {"sales_credit_note": {
         "contact_id": contact_id, "date": (posted_on or refund.created_at.date()).isoformat(),
-        "reference": credit_note_reference(refund.id),
+        "reference": references.refund_reference(refund.id),
         "notes": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:2000],
         "credit_note_lines": [_money_line(description[:200], account, refund.amount, refund.tax_amount, rate)]}}
 

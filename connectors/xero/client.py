@@ -9,19 +9,12 @@ import httpx
 import structlog
 
 from connectors import jsonmoney
-from connectors.base import (
-    AuthError,
-    ClosedPeriodError,
-    DeliveryError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-)
+from connectors.base import AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError, RetryableError
 from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, unless_gone
 
 log = structlog.get_logger(__name__)
 IDEMPOTENCY_KEY_MAX = 128  # Xero: "128 character max"
-JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class AllocatedError(PermanentError):
@@ -102,7 +95,7 @@ class Tenant:
         self.id = self.id or self.credentials.get().get("tenant_id")
         if self.id:
             return
-        response = http.request("GET", self.connections_url, headers={"Accept": "application/json"})
+        response = http.request("GET", self.connections_url, headers=ACCEPT_JSON)
         connections = [c for c in jsonmoney.loads(response.content) if c.get("tenantType", "ORGANISATION") == "ORGANISATION"]
         if len(connections) != 1:
             raise PermanentError(f"Xero: the app is connected to {len(connections)} organisations; set "
@@ -112,12 +105,10 @@ class Tenant:
         log.info("xero_tenant_selected", target=self.target, tenant_id=self.id)
 
 
-class XeroClient:
+class XeroClient(RecordingClient):
     def __init__(self, http: PlatformHttp, tenant: Tenant | None = None) -> None:
         self.http = http
         self.tenant = tenant  # the tenant header needs the organisation known first
-        # Preview: writes are appended here and answered with placeholders instead of being sent.
-        self.recorder: list[dict[str, Any]] | None = None
 
     def ensure_tenant(self) -> None:
         if self.tenant is not None:
@@ -126,29 +117,21 @@ class XeroClient:
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         self.ensure_tenant()
         response = self.http.request("GET", path, params={k: v for k, v in params.items() if v is not None},
-                                     headers={"Accept": "application/json"})
+                                     headers=ACCEPT_JSON)
         return jsonmoney.loads(response.content)
 
     def read(self, path: str, collection: str, **params: Any) -> dict[str, Any] | None:
         """One document by id, or None when Xero answers 404 (or the id is a preview's placeholder)."""
-        if "<" in path:
-            return None
-        try:
-            found = self.get(path, **params).get(collection) or []
-        except PermanentError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found[0] if found else None
+        found = None if is_placeholder(path) else unless_gone(lambda: self.get(path, **params))
+        return (found.get(collection) or [None])[0] if found is not None else None
 
     def write(self, method: str, path: str, body: dict[str, Any] | None, *, key: str, **params: Any
               ) -> dict[str, Any]:
-        if self.recorder is not None:
-            self.recorder.append({"method": method, "path": path, "body": body})
+        if self.recorded(method, path, body):
             return {name: [{**item, field: item.get(field) or f"<new {name[:-1].lower()}>"} for item in body[name]]
                     for name, field in ID_FIELDS.items() if body and name in body}
         self.ensure_tenant()
-        headers = {**JSON, "Idempotency-Key": key[:IDEMPOTENCY_KEY_MAX]}
+        headers = {**SEND_JSON, "Idempotency-Key": key[:IDEMPOTENCY_KEY_MAX]}
         response = self.http.request(method, path, params={k: v for k, v in params.items() if v is not None},
                                      content=jsonmoney.dumps(body) if body is not None else None, headers=headers)
         return jsonmoney.loads(response.content) if response.content else {}

@@ -12,20 +12,18 @@ tokens rotate (``OAuth2RefreshAuth`` persists the new one before using it); ever
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import structlog
 
-from connectors import adjustments
+from connectors import adjustments, references
 from connectors.base import (ClosedPeriodError, DeliveryContext, DeliveryError, DocumentState, ExternalRef,
                              PermanentError, RemoteInvoice)
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.http import PlatformHttp
+from connectors.rest import unless_gone
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.xero import mapping
 from connectors.xero.check import check_mapping, find_contact
@@ -47,6 +45,7 @@ class XeroConnector(EngineConnector):
     settings_model = XeroSettings
     supports_batch = True
     capabilities = Capabilities(batch_create=50, update_detaches_money=True, void_credit_notes=True, unique_numbers=True)
+    mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -57,15 +56,9 @@ class XeroConnector(EngineConnector):
         tenant = Tenant(target.name, settings.tenant_id, self.credentials, settings.connections_url)
         auth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_url, credentials=self.credentials,
                                  extra_headers=tenant.header, client_auth="basic")
-        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
-                                  concurrency=settings.concurrency)
-        self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=target.base_url or DEFAULT_BASE_URL,
-                                 limiter=limiter, auth=auth, classify=classify, timeout_s=target.request_timeout_s)
-        self.client = XeroClient(self.http, tenant)
+        http = self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify, auth=auth)
+        self.client = XeroClient(http, tenant)
         self.mapping = target.mapping
-
-    def close(self) -> None:
-        self.http.close()
 
     def deliver(self, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
         return super().deliver(event, from_legacy(doc), ctx)
@@ -103,23 +96,18 @@ class XeroConnector(EngineConnector):
                                    key=request_id, unitdp=UNITDP)
         return ExternalRef(external_id=answer["Items"][0]["ItemID"], status=spec.name)
 
-    # -- references --
+    # -- references: the framework's, but a credit note is numbered ``LW-CN-<refund id>`` --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return event.number
-        if kind is DocKind.PAYMENT:
-            return f"{mapping.PAYMENT_PREFIX}{key}"
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):  # an allocation is found on its note
             return f"{mapping.CREDIT_NOTE_PREFIX}{key}"
-        adjustment_kind, _, sequence = key.partition(":")
-        return mapping.adjustment_number(event.number, int(sequence), adjustment_kind)
+        return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.PAYMENT:  # one shop payment may be split across invoices: its parts, as one
             parts = [p for p in self.client.get("/Payments", where=f"Reference=={quote(reference)}").get("Payments") or []
                      if p.get("Status") not in GONE]
             return [_payment_ref(parts)] if parts else []
-        if kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and reference.rsplit("-", 1)[-1].startswith("A")):
+        if kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and references.is_increase(reference)):
             found = self.client.get("/Invoices", InvoiceNumbers=reference, unitdp=UNITDP).get("Invoices") or []
             return [_ref(i, "InvoiceID") for i in found if i.get("Type") == "ACCREC" and i.get("Status") not in GONE]
         notes = [c for c in self.client.get("/CreditNotes", where=f"CreditNoteNumber=={quote(reference)}").get(
@@ -132,10 +120,7 @@ class XeroConnector(EngineConnector):
     # -- the invoice --
     def _invoice_payload(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
         payload = mapping.invoice_payload(event, posting.customer_id, self.mapping)
-        if posting.txn_date is not None:  # re-dated into the open period (and kept there on every edit)
-            payload["Date"] = posting.txn_date.isoformat()
-            payload["DueDate"] = max(payload["DueDate"], payload["Date"])
-        return payload
+        return posting.dated(payload, "Date", due_field="DueDate")  # re-dated: kept there on every edit
 
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         answer = self.client.write("PUT", "/Invoices", {"Invoices": [self._invoice_payload(event, posting)]},
@@ -162,10 +147,9 @@ class XeroConnector(EngineConnector):
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         body = {"Invoices": [{"InvoiceID": current.external_id, "Status": "VOIDED"}]}
         try:
-            return _remote(self.client.write("POST", f"/Invoices/{current.external_id}", body, key=request_id)["Invoices"][0])
-        except PermanentError as exc:
-            if exc.status == 404:
-                return None
+            answer = unless_gone(lambda: self.client.write("POST", f"/Invoices/{current.external_id}", body, key=request_id))
+            return _remote(answer["Invoices"][0]) if answer is not None else None
+        except PermanentError:
             held = self.read_invoice(current.external_id)
             if held is not None and held.status == "void":  # voided already (an earlier attempt)
                 return held
@@ -209,16 +193,12 @@ class XeroConnector(EngineConnector):
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         for part in ref.external_id.split():
-            try:
-                self.client.write("POST", f"/Payments/{part}", {"Status": "DELETED"}, key=f"{request_id}:{part}")
-            except PermanentError as exc:
-                if exc.status != 404 and "already been deleted" not in exc.reason:
-                    raise
+            unless_gone(lambda: self.client.write("POST", f"/Payments/{part}", {"Status": "DELETED"},
+                                                  key=f"{request_id}:{part}"),
+                        lambda exc: exc.status == 404 or "already been deleted" in exc.reason)
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        body = mapping.credit_note_payload(refund, event, posting.customer_id, self.mapping)
-        if posting.txn_date is not None:
-            body["Date"] = posting.txn_date.isoformat()
+        body = posting.dated(mapping.credit_note_payload(refund, event, posting.customer_id, self.mapping), "Date")
         answer = self.client.write("PUT", "/CreditNotes", {"CreditNotes": [body]}, key=posting.request_id, unitdp=UNITDP)
         return _ref(answer["CreditNotes"][0], "CreditNoteID")
 
@@ -305,16 +285,6 @@ class XeroConnector(EngineConnector):
         answer = self.client.write("PUT", f"/{collection}", {collection: [body]}, key=posting.request_id, unitdp=UNITDP)
         return _ref(answer[collection][0], "InvoiceID" if adjustment.kind == "increase" else "CreditNoteID")
 
-    @contextmanager
-    def recording(self) -> Iterator[list[dict[str, Any]]]:
-        self.client.recorder = sent = []
-        try:
-            yield sent
-        finally:
-            self.client.recorder = None
-
-    def check_mapping(self) -> list[str]:
-        return check_mapping(self.client, self.mapping)
 
 
 def _ref(document: dict[str, Any], id_field: str) -> ExternalRef:

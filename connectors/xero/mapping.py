@@ -12,13 +12,12 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from connectors import jsonmoney
-from connectors.base import PermanentError, income_kind, line_text
+from connectors import jsonmoney, references
+from connectors.base import PermanentError, income_kind, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
 NO_TAX = "NONE"  # Xero's tax type for untaxed lines ("Tax Exempt" / "No Tax")
-PAYMENT_PREFIX = "LW"
 CREDIT_NOTE_PREFIX = "LW-CN-"
 REFERENCE_MAX = 255
 ITEM_CODE_MAX = 30  # Item.Code: "max length = 30"
@@ -26,9 +25,7 @@ ITEM_NAME_MAX = 50  # Item.Name: "max length = 50"
 
 
 def contact_name(customer: Customer) -> str:
-    # Contact names are unique in a Xero organisation: two shop customers of the same name are kept
-    # apart by the shop's customer id.
-    return f"{customer.name} (#{customer.id})"[:255]
+    return references.customer_label(customer.id, customer.name, 255)  # unique in a Xero organisation
 
 
 def contact_payload(customer: Customer) -> dict[str, Any]:
@@ -58,18 +55,8 @@ def contact_hash(customer: Customer) -> str:
 
 
 def account_code(kind: LineKind, mapping: MappingConfig) -> str:
-    """The account a line posts to: core charges and returns to ``core_account`` (a core return credits it);
-    discounts with ``discount_posting: discount_account`` to ``discount_account``; else the income account
-    of the line kind."""
-    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account":
-        if not mapping.discount_account:
-            raise PermanentError("mapping.discount_posting is 'discount_account' but mapping.discount_account is "
-                                 "not set")
-        return mapping.discount_account
-    code = mapping.income_accounts.get(kind) or mapping.income_accounts.get(income_kind(kind)) \
-        or mapping.income_accounts.get(LineKind.PART)
+    """The account a line posts to (``base.posting_account``; the part lines' when the kind has none)."""
+    code = posting_account(kind, mapping, fallback=LineKind.PART)
     if not code:
         raise PermanentError(f"mapping.income_accounts has no account for line kind {kind.value!r}")
     return code
@@ -162,17 +149,13 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
                              "TaxType": tax_type([t.code for t in line.taxes], mapping)}}
 
 
-def payment_reference(payment: Payment) -> str:
-    return f"{PAYMENT_PREFIX}{payment.id}"
-
-
 def payment_payload(payment: Payment, invoice_id: str, mapping: MappingConfig) -> dict[str, Any]:
     """One Xero payment applied to ``invoice_id``."""
     account = mapping.payment_accounts.get(payment.method)
     if not account:
         raise PermanentError(f"mapping.payment_accounts has no account for payment method {payment.method!r}")
     return {"Invoice": {"InvoiceID": invoice_id}, "Account": {"Code": account}, "Amount": payment.amount,
-            "Date": payment.received_at.date().isoformat(), "Reference": payment_reference(payment)}
+            "Date": payment.received_at.date().isoformat(), "Reference": references.payment_reference(payment.id)}
 
 
 def credit_note_number(refund: Refund) -> str:
@@ -238,11 +221,6 @@ def document_groups(document: dict[str, Any], sign: int = 1) -> dict[str, tuple[
     return out
 
 
-def adjustment_number(number: str, seq: int, kind: str) -> str:
-    """``<invoice number>-A<n>`` (an increase, an invoice) or ``-C<n>`` (a decrease, a credit note)."""
-    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"
-
-
 def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str,
                        lines: dict[str, tuple[Decimal, Decimal]], day: date, mapping: MappingConfig,
                        reason: str) -> dict[str, Any]:
@@ -260,7 +238,7 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str
         if track:
             item["Tracking"] = track
         items.append(item)
-    number = adjustment_number(event.number, seq, kind)
+    number = references.adjustment_number(event.number, seq, kind)
     common = {"Contact": {"ContactID": contact_id}, "Reference": event.number[:REFERENCE_MAX],
               "Date": day.isoformat(), "Status": "AUTHORISED", "LineAmountTypes": "Exclusive",
               "CurrencyCode": event.currency, "LineItems": items}

@@ -11,23 +11,19 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
-from connectors.base import (
-    AuthError,
-    ClosedPeriodError,
-    DeliveryError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-)
-from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.base import AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError, RetryableError
+from connectors.errors import When, classify_by, facts_of
+from connectors.http import PlatformHttp
+from connectors.rest import ACCEPT_JSON, RecordingClient, is_placeholder, unless_gone
 
 # Zoho's codes (errors page https://www.zoho.com/books/api/v3/errors/ and the codes Zoho answers with):
 CODE_NOT_FOUND = {1002, 1003}  # "Invoice does not exist." and the like
-CODE_AUTH = {14, 57}  # invalid / expired OAuth token, not authorised
-CODE_RATE = {44, 45, 1070}  # too many requests per minute / per day
-CODE_LOCKED = 4086  # transaction locking: the date falls in a locked period
-_LOCKED_TEXT = re.compile(r"transaction(s)? (are |is )?lock|locked", re.IGNORECASE)
 _LOCK_DATE = re.compile(r"before (\d{4}-\d{2}-\d{2})")  # "… dated before 2026-12-01 …": the first open day
+RULES = (When(AuthError, on={"http:401", "code:14", "code:57"}),  # invalid / expired OAuth token, not authorised
+         When(RateLimitedError, on={"http:429", "code:44", "code:45", "code:1070"}),  # per minute / per day
+         When(ClosedPeriodError, on={"code:4086"}),  # transaction locking: the date falls in a locked period
+         When(ClosedPeriodError, text=(re.compile(r"transaction(s)? (are |is )?lock|locked"),)),
+         When(RetryableError, on={"http:5xx"}))
 # Preview: a write to these collections is answered with a placeholder document (key, id field, placeholder).
 _PLACEHOLDERS = {"invoices": ("invoice", "<new invoice>"), "customerpayments": ("payment", "<new payment>"),
                  "creditnotes": ("creditnote", "<new credit note>"), "contacts": ("contact", "<new customer>"),
@@ -35,48 +31,34 @@ _PLACEHOLDERS = {"invoices": ("invoice", "<new invoice>"), "customerpayments": (
 
 
 def classify(response: httpx.Response) -> DeliveryError | None:
+    """Zoho's body ``{"code": <non-zero>, "message": "…"}`` by ``RULES``. Zoho's API has no read of the lock
+    date: its refusal names it, and without it the engine could not re-plan."""
     try:
         body = jsonmoney.loads(response.content)
     except ValueError:
         return None
     if not isinstance(body, dict):
         return None
-    code = body.get("code")
-    message = str(body.get("message", ""))
-    reason = f"Zoho {code}: {message}"
-    status = response.status_code
-    kwargs: dict[str, Any] = {"status": status, "platform_code": str(code), "detail": body}
-    if status == 401 or code in CODE_AUTH:
-        return AuthError(reason, **kwargs)
-    if status == 429 or code in CODE_RATE:
-        return RateLimitedError(reason, retry_after=retry_after_seconds(response), **kwargs)
-    if code == CODE_LOCKED or _LOCKED_TEXT.search(message):
-        # Zoho's API has no read of the lock date; its refusal names it (without it, the engine cannot re-plan).
-        found = _LOCK_DATE.search(message)
-        closed = date.fromisoformat(found.group(1)) - timedelta(days=1) if found else None
-        return ClosedPeriodError(reason, closed_through=closed, **kwargs)
-    if status >= 500:
-        return RetryableError(reason, **kwargs)
-    return PermanentError(reason, **kwargs)
+    code, message = body.get("code"), str(body.get("message", ""))
+    found = _LOCK_DATE.search(message)
+    return classify_by(RULES, f"Zoho {code}: {message}", facts=facts_of(response.status_code, code), message=message,
+                       response=response, code=str(code), detail=body,
+                       closed_through=date.fromisoformat(found.group(1)) - timedelta(days=1) if found else None)
 
 
-class ZohoClient:
+class ZohoClient(RecordingClient):
     def __init__(self, http: PlatformHttp, organization_id: str) -> None:
         self.http = http
         self.organization_id = organization_id
-        # Preview: writes are appended here and answered with placeholders instead of being sent.
-        self.recorder: list[dict[str, Any]] | None = None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
-        if method != "GET" and self.recorder is not None:
-            query = "&".join(f"{k}={v}" for k, v in params.items())
-            self.recorder.append({"method": method, "path": path + (f"?{query}" if query else ""), "body": body})
+        if method != "GET" and self.recorded(method, path, body, params):
             segments = path.strip("/").split("/")
             key, placeholder = _PLACEHOLDERS.get(segments[0], ("answer", "<new>"))
             return {key: {**(body or {}), "status": "draft",
                           f"{key}_id": segments[1] if len(segments) > 1 else placeholder}}
         query = {"organization_id": self.organization_id, **{k: v for k, v in params.items() if v is not None}}
-        headers = {"Accept": "application/json"}
+        headers = dict(ACCEPT_JSON)
         kwargs: dict[str, Any] = {"params": query, "headers": headers}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -86,25 +68,15 @@ class ZohoClient:
 
     def get(self, path: str, key: str, **params: Any) -> dict[str, Any] | None:
         """One document, or None when Zoho says it does not exist (or it is a preview's placeholder)."""
-        if "<" in path:
-            return None
-        try:
-            return self.call("GET", path, **params)[key]
-        except PermanentError as exc:
-            if missing(exc):
-                return None
-            raise
+        found = None if is_placeholder(path) else unless_gone(lambda: self.call("GET", path, **params), missing)
+        return found[key] if found is not None else None
 
     def list(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
-        return [] if "<" in path else self.call("GET", path, **params).get(key, [])
+        return [] if is_placeholder(path) else self.call("GET", path, **params).get(key, [])
 
     def delete(self, path: str) -> None:
         """Delete; nothing when it is already gone."""
-        try:
-            self.call("DELETE", path)
-        except PermanentError as exc:
-            if not missing(exc):
-                raise
+        unless_gone(lambda: self.call("DELETE", path), missing)
 
 
 def missing(exc: PermanentError) -> bool:

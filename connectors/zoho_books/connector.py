@@ -14,16 +14,15 @@ lock refusal itself (``client.classify``).
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import adjustments, jsonmoney, references
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.http import PlatformHttp
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.zoho_books import mapping
 from connectors.zoho_books.check import check_mapping
@@ -31,7 +30,6 @@ from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.settings import ZohoSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
-OURS = re.compile(r"\(#\d+\)$")  # a contact we created: "<name> (#<shop customer id>)" (mapping.contact_name)
 # What each natural reference is searched by: (list path, answer key, field, id field).
 SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_id"),
           DocKind.PAYMENT: ("/customerpayments", "customerpayments", "reference_number", "payment_id"),
@@ -42,6 +40,7 @@ class ZohoBooksConnector(EngineConnector):
     platform = "zoho-books"
     settings_model = ZohoSettings
     capabilities = Capabilities(issue_after_create=True, unique_numbers=True)
+    mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -49,39 +48,26 @@ class ZohoBooksConnector(EngineConnector):
         oauth = OAuth2RefreshAuth(target=target.name, token_url=settings.token_endpoint(),
                                   credentials=runtime.credentials(target.name), client_auth="body",
                                   scheme="Zoho-oauthtoken")
-        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
-                                  concurrency=settings.concurrency)
-        self.http = PlatformHttp(target=target.name, platform=self.platform, base_url=settings.api_root(target.base_url),
-                                 limiter=limiter, auth=oauth, classify=classify,
-                                 timeout_s=target.request_timeout_s)
-        self.client = ZohoClient(self.http, settings.organization_id)
+        http = self.platform_http(base_url=settings.api_root(target.base_url), classify=classify, auth=oauth)
+        self.client = ZohoClient(http, settings.organization_id)
         self.mapping = target.mapping
         self._tax_lock = threading.Lock()
         self._groups: dict[frozenset[str], str] | None = None
-
-    def close(self) -> None:
-        self.http.close()
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.contact_hash(customer)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        suffix = mapping.contact_suffix(customer)
-        for row in self.client.list("/contacts", "contacts", contact_name_contains=suffix):
-            if str(row.get("contact_name", "")).endswith(suffix):
-                return ExternalRef(external_id=str(row["contact_id"]))
-        for key in self.mapping.customer_match:
-            value = {"email": customer.email, "phone": customer.phone, "name": customer.name}[key]
-            if not value:
-                continue
-            rows = self.client.list("/contacts", "contacts", **{"contact_name" if key == "name" else key: value})
-            # Never another shop customer's contact (same name or email): ours end in "(#<shop id>)".
-            rows = [r for r in rows if r.get("contact_type", "customer") == "customer"
-                    and not OURS.search(str(r.get("contact_name", "")))]
-            if rows:
-                return ExternalRef(external_id=str(rows[0]["contact_id"]))
-        return None
+        suffix = mapping.contact_suffix(customer)  # ours first: "<name> (#<shop id>)", what a retry made
+        found = next((r for r in self.client.list("/contacts", "contacts", contact_name_contains=suffix)
+                      if str(r.get("contact_name", "")).endswith(suffix)), None) or references.match_customer(
+            customer, self.mapping.customer_match, self._contacts, lambda r: references.claimed_by(r.get("contact_name")))
+        return ExternalRef(external_id=str(found["contact_id"])) if found else None
+
+    def _contacts(self, key: str, value: str) -> list[dict[str, Any]]:
+        return [r for r in self.client.list("/contacts", "contacts", **{"contact_name" if key == "name" else key: value})
+                if r.get("contact_type", "customer") == "customer"]
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
         created = self.client.call("POST", "/contacts", mapping.contact_payload(customer))["contact"]
@@ -109,14 +95,11 @@ class ZohoBooksConnector(EngineConnector):
 
     # -- references --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return event.number[:100]
-        if kind is DocKind.PAYMENT:
-            return mapping.payment_reference(key)
-        if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
-            return mapping.refund_reference(key)  # an application is found through its credit note
-        adjustment_kind, _, sequence = key.partition(":")
-        return mapping.adjustment_number(event.number, int(sequence), adjustment_kind)
+        """The framework's; Zoho's invoice numbers and references hold 100 characters."""
+        if kind is DocKind.ADJUSTMENT:
+            adjustment_kind, sequence = references.adjustment_key(key)
+            return mapping.adjustment_number(event.number, sequence, adjustment_kind)
+        return super().reference(kind, event, key)[:100]
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.CREDIT_APPLICATION:
@@ -125,7 +108,7 @@ class ZohoBooksConnector(EngineConnector):
                     for note in self.find(DocKind.CREDIT_NOTE, reference)
                     for row in self.client.list(f"/creditnotes/{note.external_id}/invoices", "invoices_credited")]
         if kind is DocKind.ADJUSTMENT:  # an increase is an invoice numbered …-A<n>, a decrease a credit note …-C<n>
-            kind = DocKind.INVOICE if reference.rsplit("-", 1)[-1].startswith("A") else DocKind.CREDIT_NOTE
+            kind = DocKind.INVOICE if references.is_increase(reference) else DocKind.CREDIT_NOTE
         path, key, field, id_field = SEARCH[kind]
         rows = [r for r in self.client.list(path, key, **{field: reference})
                 if r.get(field) == reference and r.get("status") != "void"]
@@ -136,11 +119,12 @@ class ZohoBooksConnector(EngineConnector):
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        body = _dated(self._invoice_payload(event, posting), posting, note=True)
+        body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date", note_field="notes",
+                             note_max=5000)
         return _remote(self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"])
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
-        body = _dated(self._invoice_payload(event, posting), posting)
+        body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date")
         return _remote(self.client.call("PUT", f"/invoices/{current.external_id}", body)["invoice"])
 
     def _invoice_payload(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
@@ -167,7 +151,8 @@ class ZohoBooksConnector(EngineConnector):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        body = _dated(mapping.payment_payload(payment, invoice_id, posting.customer_id, event, self.mapping), posting)
+        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, event, self.mapping)
+        body = posting.dated(body, "date")
         created = self.client.call("POST", "/customerpayments", body)["payment"]
         return ExternalRef(external_id=str(created["payment_id"]), amount=payment.amount)
 
@@ -178,7 +163,7 @@ class ZohoBooksConnector(EngineConnector):
         line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
         tax_id = self._tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
         body = mapping.creditnote_payload(refund, event, posting.customer_id, tax_id, self.mapping)
-        note = self.client.call("POST", "/creditnotes", _dated(body, posting))["creditnote"]
+        note = self.client.call("POST", "/creditnotes", posting.dated(body, "date", due_field="due_date"))["creditnote"]
         return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
@@ -201,17 +186,17 @@ class ZohoBooksConnector(EngineConnector):
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         """The lines that differ between what Zoho holds (the original and every earlier adjustment, read back)
         and the shop's version, as an invoice (increase) or a credit note (decrease)."""
-        held = [mapping.posted_line(item) for item in
-                (self.client.get(f"/invoices/{adjustment.original_id}", "invoice") or {}).get("line_items", [])]
-        for sequence in range(1, adjustment.sequence):
-            for kind, path, key in (("increase", "/invoices", "invoice"), ("decrease", "/creditnotes", "creditnote")):
-                for ref in self.find(DocKind.ADJUSTMENT, self.reference(DocKind.ADJUSTMENT, event, f"{kind}:{sequence}")):
-                    lines = (self.client.get(f"{path}/{ref.external_id}", key) or {}).get("line_items", [])
-                    held += [line[:2] + ((1 if kind == "increase" else -1) * line[2], line[3])
-                             for line in map(mapping.posted_line, lines)]
+        documents = [(1, "invoice", adjustment.original_id)] + [(1, "invoice", a.external_id) if a.kind == "increase"
+                                                                else (-1, "creditnote", a.external_id)
+                                                                for a in posting.adjustments if a.kind != "redated"]
+        held = [(sign, [mapping.posted_line(i) for i in (self.client.get(f"/{key}s/{external_id}", key) or {}).get(
+            "line_items", [])]) for sign, key, external_id in documents]
         wanted = [] if event.status.value in ("void", "deleted") else [
             mapping.posted_line(item) for item in self._invoice_payload(event, posting)["line_items"]]
-        lines = mapping.line_difference(held, wanted)
+        texts = {(key, abs(amount)): text for _, lines in held for key, amount, text in lines} | {
+            (key, abs(amount)): text for key, amount, text in wanted}
+        lines = [(key, amount, texts[key, abs(amount)]) for key, amount in adjustments.line_difference(
+            [(sign, [line[:2] for line in lines]) for sign, lines in held], [line[:2] for line in wanted])]
         if not lines:
             raise PermanentError(f"Zoho: a difference of {adjustment.net + adjustment.tax} with no line changed (tax "
                                  "Zoho computes itself) cannot be posted as an adjustment; post it by hand")
@@ -259,29 +244,12 @@ class ZohoBooksConnector(EngineConnector):
                 self._groups = groups
             return self._groups
 
-    def check_mapping(self) -> list[str]:
-        return check_mapping(self.client, self.mapping)
-
-
-def _dated(body: dict[str, Any], posting: Posting, note: bool = False) -> dict[str, Any]:
-    """The body dated the first open day when Zoho's lock covers its own date (and, on invoices, said so)."""
-    if posting.txn_date is None:
-        return body
-    day = posting.txn_date.isoformat()
-    out = {**body, "date": day}
-    if out.get("due_date"):
-        out["due_date"] = max(out["due_date"], day)
-    if note:
-        out["notes"] = f"{body.get('notes', '')}; shop date {body.get('date')} is in a locked period"[:5000]
-    return out
 
 
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
-    total = Decimal(str(invoice["total"])) if invoice.get("total") is not None else None
-    sub_total = invoice.get("sub_total")
+    total, sub_total = jsonmoney.amount(invoice.get("total")), jsonmoney.amount(invoice.get("sub_total"))
     status = {"void": "void", "draft": "draft"}.get(invoice.get("status", ""), "issued")
     return RemoteInvoice(external_id=str(invoice["invoice_id"]), number=invoice.get("invoice_number"),
                          token=invoice.get("last_modified_time"), status=status, total=total,
-                         tax_total=(total - Decimal(str(sub_total))) if total is not None and sub_total is not None else None,
-                         balance=Decimal(str(invoice["balance"])) if invoice.get("balance") is not None else None,
-                         raw=invoice)
+                         tax_total=total - sub_total if total is not None and sub_total is not None else None,
+                         balance=jsonmoney.amount(invoice.get("balance")), raw=invoice)

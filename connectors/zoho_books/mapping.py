@@ -7,13 +7,12 @@ shop's tax amounts are compared with what Zoho computed by the engine (``note_ta
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from connectors.base import income_kind, invoice_memo, line_text
+from connectors import references
+from connectors.base import invoice_memo, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -56,7 +55,7 @@ def contact_payload(customer: Customer) -> dict[str, Any]:
 
 
 def contact_hash(customer: Customer) -> str:
-    return hashlib.sha256(json.dumps(contact_payload(customer), sort_keys=True).encode()).hexdigest()[:16]
+    return references.payload_digest(contact_payload(customer))
 
 
 def tracking(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
@@ -77,16 +76,6 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
     raise ValueError(f"location_tracking for {event.location.code}: unknown kind {kind!r}")
 
 
-def income_account(line_kind: LineKind, mapping: MappingConfig) -> str | None:
-    """The account a line kind posts to: core charges and returns to ``core_account``, discounts (with
-    ``discount_posting: discount_account``) to ``discount_account``, the rest per ``income_accounts``."""
-    if line_kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
-        return mapping.discount_account
-    if line_kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    return mapping.income_accounts.get(line_kind) or mapping.income_accounts.get(income_kind(line_kind))
-
-
 def per_part_number(line: InvoiceLine, mapping: MappingConfig) -> bool:
     """``item_mode: per_part_number``: a part line with a part number has its own Zoho item."""
     return mapping.item_mode == "per_part_number" and line.kind == LineKind.PART and bool(line.part_number)
@@ -102,7 +91,7 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
     body: dict[str, Any] = {"name": item_name(line), "sku": (line.part_number or "")[:100],
                             "description": line.description[:2000], "rate": line.unit_price,
                             "item_type": "sales", "product_type": "goods"}
-    account = income_account(line.kind, mapping)
+    account = posting_account(line.kind, mapping)
     if account:
         body["account_id"] = account
     return body
@@ -123,7 +112,7 @@ def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, tra
         item["name"] = (f"{KIND_NAMES[line.kind]} {line.part_number}" if line.part_number else KIND_NAMES[line.kind])[:100]
     item |= {"description": line_text(line, 2000), "item_order": line.position, "rate": line.unit_price,
              "quantity": line.quantity}
-    return _posting(item, income_account(line.kind, mapping), tax_id, track)
+    return _posting(item, posting_account(line.kind, mapping), tax_id, track)
 
 
 def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, str | None],
@@ -146,16 +135,12 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
     return body
 
 
-def payment_reference(payment_id: object) -> str:
-    return f"LW{payment_id}"
-
-
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: InvoiceEvent,
                     mapping: MappingConfig) -> dict[str, Any]:
     body: dict[str, Any] = {
         "customer_id": customer_id, "payment_mode": PAYMENT_MODES.get(payment.method, "others"),
         "amount": payment.amount, "date": payment.received_at.date().isoformat(),
-        "reference_number": payment_reference(payment.id),
+        "reference_number": references.payment_reference(payment.id),
         "description": f"Shop payment {payment.id} on invoice {event.number}"[:500],
         "invoices": [{"invoice_id": invoice_id, "amount_applied": payment.amount}],
     }
@@ -166,10 +151,6 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
     if location:
         body["location_id"] = location
     return body
-
-
-def refund_reference(refund_id: object) -> str:
-    return f"LWR{refund_id}"
 
 
 def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, tax_id: str | None,
@@ -184,9 +165,9 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
         rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
     item = _posting({"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
                      "description": description[:2000], "item_order": 1, "rate": rate, "quantity": Decimal("1")},
-                    income_account(kind, mapping), tax_id, track)
+                    posting_account(kind, mapping), tax_id, track)
     body: dict[str, Any] = {"customer_id": customer_id, "date": refund.created_at.date().isoformat(),
-                            "reference_number": refund_reference(refund.id), "is_inclusive_tax": event.tax_inclusive,
+                            "reference_number": references.refund_reference(refund.id), "is_inclusive_tax": event.tax_inclusive,
                             "notes": f"Shop {refund.kind} {refund.id} against invoice {event.number}",
                             "line_items": [item]}
     body |= {k: v for k, v in track.items() if k != "tags"}
@@ -194,34 +175,21 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
 
 
 # -- closed-period adjustments: the lines that differ between what Zoho holds and the shop's version --
-Posted = tuple[str, str, Decimal, str]  # (account id, tax id, line amount, description)
+Posted = tuple[tuple[str, str], Decimal, str]  # ((account id, tax id), line amount, description)
 
 
 def posted_line(item: dict[str, Any]) -> Posted:
-    """A line as Zoho holds it (``item_total``) or as we send it (rate × quantity): what adjustments compare."""
+    """A line as Zoho holds it (``item_total``) or as we send it (rate × quantity): what adjustments compare
+    (``adjustments.line_difference`` on account, tax and amount; Zoho then computes each line's tax)."""
     amount = item.get("item_total")
     if amount is None:
         amount = (Decimal(str(item["rate"])) * Decimal(str(item["quantity"]))).quantize(CENT, ROUND_HALF_UP)
-    return (str(item.get("account_id") or ""), str(item.get("tax_id") or ""), Decimal(str(amount)),
+    return ((str(item.get("account_id") or ""), str(item.get("tax_id") or "")), Decimal(str(amount)),
             str(item.get("description") or item.get("name") or ""))
 
 
-def line_difference(held: list[Posted], wanted: list[Posted]) -> list[Posted]:
-    """``wanted - held`` line by line: a line on both sides (same account, tax and amount) cancels out, what
-    only Zoho holds comes back negated. Zoho then computes each line's tax as it did on the invoice."""
-    left, out = list(held), []
-    for line in wanted:
-        same = next((h for h in left if h[:3] == line[:3]), None)
-        if same is None:
-            out.append(line)
-        else:
-            left.remove(same)
-    return out + [(account, tax, -amount, text) for account, tax, amount, text in left]
-
-
 def adjustment_number(number: str, seq: int, kind: str) -> str:
-    """``<shop number>-A<n>`` (an increase: an invoice) or ``-C<n>`` (a decrease: a credit note's reference)."""
-    return f"{number}-{'A' if kind == 'increase' else 'C'}{seq}"[:100]
+    return references.adjustment_number(number, seq, kind)[:100]  # an invoice number or a credit note reference
 
 
 def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str, lines: list[Posted], day: date,
@@ -232,7 +200,7 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: st
     track, sign = tracking(event, mapping), 1 if kind == "increase" else -1
     items = [_posting({"name": f"Adjustment {event.number}"[:100], "description": f"Adjustment {seq} ({reason}): {text}"[:2000],
                        "item_order": order, "rate": sign * amount, "quantity": Decimal("1")}, account, tax_id, track)
-             for order, (account, tax_id, amount, text) in enumerate(lines, start=1)]
+             for order, ((account, tax_id), amount, text) in enumerate(lines, start=1)]
     notes = (f"Adjustment to shop invoice {event.number} (Zoho invoice {original_id or '-'}), "
              f"posted in the open period: {reason}")[:5000]
     body: dict[str, Any] = {"customer_id": customer_id, "date": day.isoformat(),

@@ -194,7 +194,7 @@ def run_demo(platform: str = "quickbooks-online", count: int = 200, rate: float 
 
 def _keep_running(cfg: stack.StackConfig, sandbox, config, config_file: Path) -> None:
     """--keep: print where to look, then serve until SIGTERM/SIGINT (``ledgerwire stack down --demo``)."""
-    from connectors.sandbox_kit import RunningServer
+    from connectors.serving import RunningServer
 
     books = RunningServer(books_app(sandbox), BOOKS_PORT, name="demo-books").start()
     stop = threading.Event()

@@ -127,6 +127,19 @@ SCHEMA_SQL += RATE_LIMIT_SCHEMA_SQL  # shared rate limits and quotas (daemon/sin
 GENESIS = "0" * 64
 
 
+def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], where: str = "") -> str:
+    """``INSERT`` of ``columns``; on a conflict over ``key`` the other columns (and ``updated_at``) are set from
+    the new row, only ``where`` that holds (a fence against late writes)."""
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}, updated_at = now()"
+            + (f" WHERE {where}" if where else ""))
+
+
+OFFSET_COLUMNS, OFFSET_KEY = ("target", "topic", "partition", "next_offset"), ("target", "topic", "partition")
+CREDENTIALS_UPSERT = _upsert("credentials", ("target", "ciphertext"), ("target",))
+
+
 class Fence(NamedTuple):
     """A sink worker's claim on one (target, topic, partition): the generation it took on assignment. Every
     ledger write of that worker checks it in the same transaction, so a worker whose partition was revoked
@@ -245,9 +258,7 @@ class Ledger:
                    fence: Fence | None = None) -> None:
         """Move a sink's stored offset forward (never backwards: a slow worker's late write cannot rewind
         it; ``reset_offsets`` is the one way back). With ``fence``, refused once the partition was claimed again."""
-        sql = ("INSERT INTO sink_offsets (target, topic, partition, next_offset) VALUES (%s,%s,%s,%s) "
-               "ON CONFLICT (target, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
-               "updated_at = now() WHERE sink_offsets.next_offset < EXCLUDED.next_offset")
+        sql = _upsert("sink_offsets", OFFSET_COLUMNS, OFFSET_KEY, where="sink_offsets.next_offset < EXCLUDED.next_offset")
         with self._write(conn, fence) as c:
             c.execute(sql, (target, topic, partition, next_offset))
 
@@ -256,9 +267,7 @@ class Ledger:
         still holds one of these partitions (it must re-read the offsets on its next assignment)."""
         with self.pool.connection() as conn, conn.transaction():
             for partition, next_offset in offsets.items():
-                conn.execute("INSERT INTO sink_offsets (target, topic, partition, next_offset) VALUES (%s,%s,%s,%s) "
-                             "ON CONFLICT (target, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
-                             "updated_at = now()", (target, topic, partition, next_offset))
+                conn.execute(_upsert("sink_offsets", OFFSET_COLUMNS, OFFSET_KEY), (target, topic, partition, next_offset))
                 conn.execute("UPDATE sink_owners SET generation = generation + 1, owner = NULL, claimed_at = now() "
                              "WHERE target=%s AND topic=%s AND partition=%s", (target, topic, partition))
 
@@ -493,9 +502,7 @@ class Ledger:
 
     def set_paused(self, target: str, paused: bool, reason: str | None = None) -> None:
         with self.pool.connection() as conn:
-            conn.execute("INSERT INTO sink_control (target, paused, reason) VALUES (%s,%s,%s) ON CONFLICT (target) "
-                         "DO UPDATE SET paused=EXCLUDED.paused, reason=EXCLUDED.reason, updated_at=now()",
-                         (target, paused, reason))
+            conn.execute(_upsert("sink_control", ("target", "paused", "reason"), ("target",)), (target, paused, reason))
 
     def count_open_dead_letters(self, target: str) -> tuple[int, int]:
         """(open dead letters, distinct parked invoices)."""
@@ -520,8 +527,7 @@ class PgEntities:
 
     def put(self, kind: str, key: str, ref: ExternalRef) -> None:
         with self.ledger.pool.connection() as conn:
-            conn.execute("INSERT INTO entities (target, kind, key, ref) VALUES (%s,%s,%s,%s) ON CONFLICT "
-                         "(target, kind, key) DO UPDATE SET ref=EXCLUDED.ref, updated_at=now()",
+            conn.execute(_upsert("entities", ("target", "kind", "key", "ref"), ("target", "kind", "key")),
                          (self.target, kind, key, Jsonb(ref.model_dump(mode="json"))))
 
     def lock(self, kind: str, key: str):
@@ -594,8 +600,7 @@ class PgCredentials:
     def put(self, document: dict[str, Any]) -> None:
         ciphertext = self._encrypt(document)
         self._pooled(lambda conn: conn.execute(
-            "INSERT INTO credentials (target, ciphertext) VALUES (%s,%s) ON CONFLICT (target) DO "
-            "UPDATE SET ciphertext=EXCLUDED.ciphertext, updated_at=now()", (self.target, ciphertext)))
+            CREDENTIALS_UPSERT, (self.target, ciphertext)))
 
     def update(self, changes: dict[str, Any]) -> None:
         self._pooled(lambda conn: self._update_on(conn, changes))
@@ -606,9 +611,7 @@ class PgCredentials:
                                (self.target,)).fetchone()
             document = self._decrypt(row)
             document.update(changes)
-            conn.execute("INSERT INTO credentials (target, ciphertext) VALUES (%s,%s) ON CONFLICT (target) DO "
-                         "UPDATE SET ciphertext=EXCLUDED.ciphertext, updated_at=now()",
-                         (self.target, self._encrypt(document)))
+            conn.execute(CREDENTIALS_UPSERT, (self.target, self._encrypt(document)))
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -12,26 +12,48 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+UNLIMITED_PER_MINUTE = 100_000  # a sandbox's request-rate limit in a driver with ``limits_lifted``
 
-class QuickBooksOnlineDriver:
-    platform = "quickbooks-online"
+
+class SandboxDriver:
+    """What most drivers share: the sandbox built once per driver (``make_sandbox``), tokens from the sandbox
+    kit's ``TokenIssuer``. A driver may also be a plain class in the shape of ``SageAccountingDriver`` with
+    ``self.sandbox`` set in ``__init__``: the harness reads only attributes.
+
+    ``limits_lifted = True`` says the sandbox is built without its platform's request-rate limits, so the
+    harness does not pace the connector either (the sweeps then run at full speed; 429 handling is still
+    covered by the injected 429 scenario)."""
+
+    platform: str
+    limits_lifted = False
 
     def __init__(self) -> None:
-        from connectors.quickbooks_online import Sandbox
+        self.sandbox = self.make_sandbox()
 
-        self.sandbox = Sandbox()
-
-    def _realm(self):
-        return next(iter(self.sandbox.realms.values()))
-
-    def close_books(self, through: date) -> None:
-        self.sandbox.set_book_close_date(through)
+    def make_sandbox(self) -> Any:
+        raise NotImplementedError
 
     def expire_tokens(self) -> None:
         self.sandbox.issuer.expire_all()
 
     def token_refreshes(self) -> int:
         return self.sandbox.issuer.refresh_count
+
+
+class QuickBooksOnlineDriver(SandboxDriver):
+    platform = "quickbooks-online"
+    limits_lifted = True
+
+    def make_sandbox(self) -> Any:
+        from connectors.quickbooks_online import Sandbox
+
+        return Sandbox(api_per_minute=UNLIMITED_PER_MINUTE)
+
+    def _realm(self):
+        return next(iter(self.sandbox.realms.values()))
+
+    def close_books(self, through: date) -> None:
+        self.sandbox.set_book_close_date(through)
 
     def bookkeeper_edit(self, external_id: str) -> None:
         """The bookkeeper changes the invoice's memo at the platform: its concurrency token moves on."""
@@ -59,22 +81,17 @@ class QuickBooksOnlineDriver:
         return [(p["path"].split("?")[0].rsplit("/", 1)[1], p["body"]) for p in planned]
 
 
-class ZohoBooksDriver:
+class ZohoBooksDriver(SandboxDriver):
     platform = "zoho-books"
+    limits_lifted = True
 
-    def __init__(self) -> None:
+    def make_sandbox(self) -> Any:
         from connectors.zoho_books import Sandbox
 
-        self.sandbox = Sandbox(api_per_minute=6000)  # Zoho's 100/minute would make the sweeps wait
+        return Sandbox(api_per_minute=UNLIMITED_PER_MINUTE)  # Zoho's 100/minute would make the sweeps wait
 
     def close_books(self, through: date) -> None:
         self.sandbox.set_lock_date(through + timedelta(days=1))  # Zoho locks what is dated *before* its date
-
-    def expire_tokens(self) -> None:
-        self.sandbox.issuer.expire_all()
-
-    def token_refreshes(self) -> int:
-        return self.sandbox.issuer.refresh_count
 
     def bookkeeper_edit(self, external_id: str) -> None:
         """The bookkeeper changes the invoice's notes in Zoho (Zoho has no concurrency token: last write wins)."""
@@ -104,14 +121,14 @@ def _route(method: str, path: str) -> str:
     return f"{method} " + re.sub(r"/(\d+|<[^>]*>)", "/{id}", path)
 
 
-class OdooDriver:
-
+class OdooDriver(SandboxDriver):
     platform = "odoo"
+    limits_lifted = True  # the sandbox has no rate limit; the target's own 40/s cap is Odoo's fair use only
 
-    def __init__(self) -> None:
+    def make_sandbox(self) -> Any:
         from connectors.odoo import Sandbox
 
-        self.sandbox = Sandbox()
+        return Sandbox()
 
     def close_books(self, through: date) -> None:
         self.sandbox.set_lock_date(through)
@@ -153,7 +170,7 @@ class OdooDriver:
                 for p in planned]
 
 
-class QuickBooksDesktopDriver:
+class QuickBooksDesktopDriver(SandboxDriver):
     """A pull platform: ``deliver`` queues; the sandbox's Web Connector then runs sessions against the
     connector's SOAP service until the invoice is up to date, its answer is lost (the fault trigger's "timeout":
     QBWC dies with QuickBooks' answer in hand, i.e. the daemon never learns what the write did) or the session
@@ -161,10 +178,10 @@ class QuickBooksDesktopDriver:
 
     platform = "quickbooks-desktop"
 
-    def __init__(self) -> None:
+    def make_sandbox(self) -> Any:
         from connectors.quickbooks_desktop import Sandbox
 
-        self.sandbox = Sandbox()
+        return Sandbox()
 
     def attach(self, connector) -> None:
         from connectors import engine_pull
@@ -236,22 +253,17 @@ def _qbxml(document: str) -> tuple[str, dict[str, Any]]:
     return request.tag, mapping.to_dict(request)
 
 
-class SageAccountingDriver:
+class SageAccountingDriver(SandboxDriver):
     platform = "sage-accounting"
+    limits_lifted = True
 
-    def __init__(self) -> None:
+    def make_sandbox(self) -> Any:
         from connectors.sage_accounting import Sandbox
 
-        self.sandbox = Sandbox()
+        return Sandbox(minute_limit=UNLIMITED_PER_MINUTE)
 
     def close_books(self, through: date) -> None:
         self.sandbox.set_lockdown_date(through)
-
-    def expire_tokens(self) -> None:
-        self.sandbox.issuer.expire_all()
-
-    def token_refreshes(self) -> int:
-        return self.sandbox.issuer.refresh_count
 
     def bookkeeper_edit(self, external_id: str) -> None:
         """The bookkeeper changes the invoice's notes in Sage (Sage has no concurrency token: last write wins)."""
@@ -280,24 +292,18 @@ class SageAccountingDriver:
         return [(f"{p['method']} {p['path'].strip('/').split('/')[0].split('?')[0]}", p["body"]) for p in planned]
 
 
-# platform -> driver. Porting a connector onto the engine: add its line here.
-class XeroDriver:
+class XeroDriver(SandboxDriver):
     platform = "xero"
+    limits_lifted = True
     ID = re.compile(r"/(<[^>]+>|[0-9a-f]{8}-[0-9a-f-]{27})")  # a document id (or a preview's placeholder)
 
-    def __init__(self) -> None:
+    def make_sandbox(self) -> Any:
         from connectors.xero import Sandbox
 
-        self.sandbox = Sandbox(minute_limit=6000)
+        return Sandbox(minute_limit=UNLIMITED_PER_MINUTE)
 
     def close_books(self, through: date) -> None:
         self.sandbox.set_lock_date(period=through)
-
-    def expire_tokens(self) -> None:
-        self.sandbox.issuer.expire_all()
-
-    def token_refreshes(self) -> int:
-        return self.sandbox.issuer.refresh_count
 
     def bookkeeper_edit(self, external_id: str) -> None:
         """The bookkeeper changes the invoice's reference in Xero (Xero has no concurrency token)."""

@@ -148,6 +148,24 @@ def test_conformance_edit_after_post(harness):
     assert doc.token is not None and doc.delivered_version == 2
 
 
+def test_conformance_edit_after_payment_and_credit_keeps_them_applied(harness):
+    """An edit of a paid and credited invoice (QuickBooks Desktop sends every line as new, TxnLineID -1; Xero
+    and Odoo take the money off and put it back): the new totals, the payment and the credit still applied."""
+    v1 = full_life(9405, 9405)
+    doc, _ = harness.deliver(v1)
+    lines = list(v1.lines)
+    lines[0] = line(1, "labour", "Diagnose charging system, extended", "2", "120.00", part_number=None)
+    v2 = next_version(v1, lines=lines)
+    doc, _ = harness.deliver(v2, doc)
+    (booked,) = harness.booked(v1.number)
+    assert (booked.total, booked.tax_total, booked.line_count) == (v2.computed.total, v2.computed.tax_total, 5)
+    assert booked.payment_count == 1 and booked.payments_applied == Decimal("100.00")
+    memos = [m for m in harness.driver.credit_notes() if m[0] == credit_note_number(harness, v2, v2.invoice_id)]
+    assert [(total, left) for _, total, left in memos] == [(Decimal("304.45"), Decimal("0.00"))]
+    assert harness.connector.read_invoice(booked.external_id).balance == v2.computed.total - Decimal("404.45")
+    assert doc.delivered_version == 2 and doc.engine.intent is None
+
+
 def test_conformance_void_after_payment(harness):
     v1 = invoice_event(9410, payments=[payment(1, "300.00")])
     doc, _ = harness.deliver(v1)

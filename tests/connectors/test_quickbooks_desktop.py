@@ -150,6 +150,42 @@ def test_error_saving_is_sent_again(qbd):
     assert len(sandbox.booked_invoices()) == 1
 
 
+def test_error_saving_on_every_session_is_dead_lettered_with_its_reason_not_sent_forever(qbd):
+    """A write QuickBooks never saves (3180 every time) cannot progress: after a bounded number of sessions it
+    is a dead letter with QuickBooks' code and message, and the sessions stop carrying it."""
+    from connectors.engine_pull import MAX_TRANSIENT_RUNS
+
+    sandbox, connector = qbd
+    deliver(connector, invoice_event(3210))
+    sandbox.faults.error_500 = 1.0  # 3180 on every write, in every session
+    for _ in range(MAX_TRANSIENT_RUNS + 2):
+        sandbox.run_session()
+    work = connector.queue.load(3210)
+    assert work.failed_version == 1 and "3180" in work.failed_reason
+    ((target, failed_event, error),) = connector.runtime.failures
+    assert (target, failed_event.version, error.platform_code) == ("qbd", 1, "3180")
+    assert isinstance(error, PermanentError) and f"{MAX_TRANSIENT_RUNS} sessions" in error.reason
+    sent = len(sandbox.requests)
+    sandbox.run_session()
+    assert len(sandbox.requests) == sent  # nothing is sent for it any more
+    assert sandbox.booked_invoices() == []
+
+
+def test_error_saving_count_starts_again_after_progress(qbd):
+    """3180 now and then, with writes saved in between, is not a stuck step: the invoice completes."""
+    from connectors.engine_pull import MAX_TRANSIENT_RUNS
+
+    sandbox, connector = qbd
+    event = invoice_event(3220, payments=[payment(1, "100.00")])
+    deliver(connector, event)
+    for _ in range(MAX_TRANSIENT_RUNS + 3):  # every session: one write saved, then the next refused
+        sandbox.faults.fault_at(2, "500")
+        sandbox.run_session()
+    sync(sandbox)
+    assert connector.queue.load(3220).failed_version == 0 and connector.runtime.failures == []
+    assert only(sandbox, event.number).payment_count == 1
+
+
 def test_wrong_password_is_not_a_valid_user(qbd):
     sandbox, connector = qbd
     sandbox.password = "wrong"

@@ -1,0 +1,88 @@
+"""The natural references every connector on the engine gives the documents it creates (issue #12), so that
+a retry finds what an interrupted attempt made: ``LW<payment id>`` for a payment, ``LWR<refund id>`` for a
+refund's credit note, ``<invoice number>-A<n>`` / ``-C<n>`` for a closed-period adjustment (an increase is an
+invoice, a decrease a credit note). ``EngineConnector.reference`` uses these; a platform with other limits
+(length, characters) overrides it. Also the digest of a customer payload and the due date from terms."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from datetime import date, timedelta
+from typing import Any, TypeVar
+
+from daemon.canonical import Customer, InvoiceEvent
+
+T = TypeVar("T")
+
+PAYMENT_PREFIX = "LW"
+REFUND_PREFIX = "LWR"
+_CLAIM = re.compile(r"\(#(\d+)\)$")
+
+
+def customer_label(customer_id: object, name: str, limit: int) -> str:
+    """A customer's name at a platform where names are unique: ``<name> (#<shop customer id>)``, so two shop
+    customers of the same name stay apart and ours are told from the bookkeeper's own (cut at ``limit``)."""
+    return f"{name} (#{customer_id})"[:limit]
+
+
+def match_customer(customer: Customer, keys: Iterable[str], search: Callable[[str, str], Iterable[T]],
+                   owner: Callable[[T], str | None]) -> T | None:
+    """The bookkeeper's record of a shop customer, by the target's ``customer_match`` keys in order (``email``,
+    ``phone``, ``name``; a key the customer has no value for is skipped): the first record ``search(key, value)``
+    finds that no OTHER shop customer owns (``owner``: the shop customer id a record carries, None for the
+    bookkeeper's own) — two shop customers with the same name or email never merge."""
+    values = {"email": customer.email, "phone": customer.phone, "name": customer.name}
+    for key in keys:
+        for row in search(key, values[key]) if values.get(key) else ():
+            if owner(row) in (None, str(customer.id)):
+                return row
+    return None
+
+
+def claimed_by(label: object) -> str | None:
+    """The shop customer id a ``customer_label`` carries; None for a record the bookkeeper made."""
+    match = _CLAIM.search(str(label or ""))
+    return match.group(1) if match else None
+
+
+def payment_reference(payment_id: object) -> str:
+    return f"{PAYMENT_PREFIX}{payment_id}"
+
+
+def refund_reference(refund_id: object) -> str:
+    return f"{REFUND_PREFIX}{refund_id}"
+
+
+def adjustment_tag(kind: str, sequence: int) -> str:
+    """``A<n>`` for an increase, ``C<n>`` for a decrease."""
+    return f"{'A' if kind == 'increase' else 'C'}{sequence}"
+
+
+def adjustment_key(key: str) -> tuple[str, int]:
+    """The engine's adjustment key ``"increase:2"`` as (kind, sequence)."""
+    kind, _, sequence = key.partition(":")
+    return kind, int(sequence)
+
+
+def adjustment_number(number: str, sequence: int, kind: str) -> str:
+    return f"{number}-{adjustment_tag(kind, sequence)}"
+
+
+def is_increase(reference: str) -> bool:
+    """Whether an adjustment reference (``…-A<n>``) names an increase (an invoice), not a credit note."""
+    return reference.rsplit("-", 1)[-1].startswith("A")
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """What the platform holds of a customer, digested: a change means an update."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def terms_due_date(event: InvoiceEvent) -> date | None:
+    """Fleet customers: the due date from their payment terms; everyone else: the shop's due date."""
+    if event.customer.payment_terms_days and event.issue_date:
+        return event.issue_date + timedelta(days=event.customer.payment_terms_days)
+    return event.due_date
