@@ -20,7 +20,7 @@ from typing import Any
 from connectors.base import PermanentError, income_kind, invoice_memo, line_text
 # The same rules as Sage's (pure, platform-neutral): fleet terms set the due date; adjustments are numbered
 # ``A<n>-`` / ``C<n>-`` + the shop's number.
-from connectors.sage_accounting.mapping import adjustment_reference, due_date
+from connectors import references
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -107,7 +107,7 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, mapping: MappingConfi
     body: dict[str, Any] = {"customer": customer_id, "invoiceDate": day_time(day), "amountTaxStatus": tax_status(event),
                             "reference": event.number, "notes": notes,
                             "lineItems": [invoice_line(n, ln, mapping) for n, ln in enumerate(event.lines, 1)]}
-    due = due_date(event)
+    due = references.terms_due_date(event)
     if due:
         body["dueDate"] = day_time(max(due, day))
     return body | _classification(event, mapping)
@@ -167,3 +167,8 @@ def adjustment_payload(event: InvoiceEvent, kind: str, sequence: int, customer_i
     if kind == "increase":
         return "invoices", common | {"invoiceDate": day_time(day)}
     return "creditNotes", common | {"creditNoteDate": day_time(day)}
+
+
+def adjustment_reference(event: InvoiceEvent, sequence: int, kind: str) -> str:
+    """``A<n>-`` (increase, an invoice) or ``C<n>-`` (decrease, a credit note) + the shop's invoice number."""
+    return f"{references.adjustment_tag(kind, sequence)}-{event.number}"
