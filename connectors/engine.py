@@ -608,7 +608,8 @@ class _Run:
             self.open_intent(step, digest=invoice_digest(event))
             updated = self.with_fresh_token(lambda current, key: ops.update_invoice(
                 event, replace(posting, request_id=key), current), "invoice")
-            if updated.external_id != doc.external_id:  # ``update_replaces``: the replacement is the invoice now
+            if ops.capabilities.update_replaces and updated.external_id != doc.external_id:
+                # the platform replaced the invoice (Business Central: cancel + a new posted one): it is the invoice now
                 doc.external_id = updated.external_id
             doc.token = updated.token
             state.invoice_digest = invoice_digest(event)

@@ -151,6 +151,10 @@ def test_conformance_edit_after_post(harness):
 def test_conformance_edit_after_payment_and_credit_keeps_them_applied(harness):
     """An edit of a paid and credited invoice (QuickBooks Desktop sends every line as new, TxnLineID -1; Xero
     and Odoo take the money off and put it back): the new totals, the payment and the credit still applied."""
+    if harness.connector.capabilities.update_replaces:
+        pytest.skip(f"{harness.connector.platform}: capability update_replaces: an edit cancels the posted invoice, "
+                    "which the platform refuses while a credit memo is applied and its API cannot unapply; the "
+                    "delivery is dead-lettered with that reason (the platform's own test proves it)")
     v1 = full_life(9405, 9405)
     doc, _ = harness.deliver(v1)
     lines = list(v1.lines)
