@@ -21,7 +21,7 @@ from connectors.base import PermanentError, invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
-ZERO, HUNDRED = Decimal("0"), Decimal("100")
+ZERO, CENT, HUNDRED = Decimal("0"), Decimal("0.01"), Decimal("100")
 # The shop's payment methods → FreshBooks' payment types (the SDK's PaymentType enum).
 PAYMENT_TYPES = {"cash": "Cash", "card": "Credit Card", "credit_card": "Credit Card", "debit": "Debit",
                  "check": "Check", "cheque": "Check", "eft": "Bank Transfer", "bank_transfer": "Bank Transfer",
@@ -31,7 +31,9 @@ CREDIT = "Credit"  # a payment of this type is paid out of the client's credit (
 
 def money(amount: Decimal, currency: str | None = None) -> dict[str, str]:
     """Money; a payment leaves ``code`` out and takes its invoice's currency (as FreshBooks' own example does)."""
-    return {"amount": format(amount, "f")} | ({"code": currency} if currency else {})
+    cents = amount.quantize(CENT)
+    return {"amount": format(cents if cents == amount else amount.normalize(), "f")} | (
+        {"code": currency} if currency else {})
 
 
 def client_reference(customer: Customer) -> str:
