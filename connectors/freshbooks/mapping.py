@@ -32,7 +32,7 @@ CREDIT = "Credit"  # a payment of this type is paid out of the client's credit (
 def money(amount: Decimal, currency: str | None = None) -> dict[str, str]:
     """Money; a payment leaves ``code`` out and takes its invoice's currency (as FreshBooks' own example does)."""
     cents = amount.quantize(CENT)
-    return {"amount": format(cents if cents == amount else amount.normalize(), "f")} | (
+    return {"amount": format(cents if cents == amount else amount.normalize(), "f")} | (  # 1.25, 0.125
         {"code": currency} if currency else {})
 
 
@@ -66,7 +66,8 @@ def _taxes(taxes: tuple[LineTax, ...], mapping: MappingConfig) -> dict[str, Any]
         name = mapping.tax_codes.get(tax.code)
         if not name:
             raise PermanentError(f"mapping.tax_codes names no FreshBooks tax for {tax.code!r}")
-        out |= {f"taxName{n}": name, f"taxAmount{n}": (tax.rate * HUNDRED).normalize()}
+        percent = (tax.rate * HUNDRED).normalize()  # 5, 6.25 — never 1E+1
+        out |= {f"taxName{n}": name, f"taxAmount{n}": percent.quantize(1) if percent == percent.to_integral() else percent}
     return out
 
 

@@ -397,6 +397,9 @@ def test_line_taxes_are_camelcase_names_and_percent_rates():
     assert (ln["taxName1"], ln["taxAmount1"], ln["taxName2"], ln["taxAmount2"]) == ("GST", Decimal("5"), "PST", Decimal("7"))
     assert ln["unit_cost"] == {"amount": "1.25", "code": "USD"} and body["customerid"] == 42
     assert body["po_number"] == event.job.number and body["due_offset_days"] == 30
+    ten = line(1, "fee", "Levy", "1", "1.00", taxes=(dict(GST, rate=Decimal("0.10")),))
+    levy = mapping.invoice_payload(invoice_event(5013, lines=[ten]), "42", MappingConfig(tax_codes={"GST": "G"}))
+    assert b'"taxAmount1":10}' in jsonmoney.dumps(levy).replace(b" ", b"")  # a plain number, never 1E+1
     with pytest.raises(PermanentError, match="tax_codes"):
         mapping.invoice_payload(event, "42", MappingConfig(tax_codes={"GST": "GST"}))
     three = dict(GST, code="HST", tax_rate_id=3)
