@@ -36,10 +36,11 @@ class FreshBooksConnector(EngineConnector):
     settings_model = FreshBooksSettings
     # No void (an invoice is deleted); payments deleted by vis_state; a payment always names its invoice;
     # credit notes applied through Credit payments; invoices start as drafts (mark as sent = issue); no
-    # closing date to respect; no batch endpoint; invoice numbers are not refused when reused.
+    # closing date to respect; no batch endpoint; invoice numbers are not refused when reused; the credit note of
+    # a refund taken back is deleted (``vis_state`` 1, the SDK's delete) once its Credit payment is removed.
     capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False,
-                                batch_create=0, issue_after_create=True)
+                                batch_create=0, issue_after_create=True, void_credit_notes=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -165,6 +166,9 @@ class FreshBooksConnector(EngineConnector):
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self._delete(PAYMENTS, application.external_id, "payment")
+
+    def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
+        self._delete(CREDIT_NOTES, credit.external_id, "credit_notes")
 
     def _delete(self, resource: str, key: str, envelope: str) -> None:
         held = self.client.get(resource, key)

@@ -9,7 +9,8 @@ answers (``{"response": {"result": …}}``), ``search[…]`` filters and pages o
 clients, invoices (lines with a Money ``unit_cost`` as a decimal string and up to two taxes by name and percent
 — ``taxName1``/``taxAmount1`` — the tax computed per line here; created as drafts, ``action_mark_as_sent``
 issues; update by ``PUT``, lines replaced, no concurrency token: the last write wins; delete = ``vis_state``
-1), payments on an invoice (type from the SDK's enum; delete = ``vis_state`` 1), credit notes, and payments of
+1), payments on an invoice (type from the SDK's enum; delete = ``vis_state`` 1), credit notes (delete =
+``vis_state`` 1, refused while their credit is drawn on), and payments of
 type ``Credit`` paid out of the client's credit (refused beyond what the client's live credit notes hold; the
 credit is drawn from the oldest note first). Errors are FreshBooks' ``{"response": {"errors": [{"errno",
 "field", "message", "object", "value"}]}}`` and the auth server's ``{"error", "error_description"}``.
@@ -292,7 +293,11 @@ class Sandbox:
                 if fields.get(name) in (None, "", []):
                     raise FreshBooksError("This field is required.", name, 2000)
         elif fields.get("vis_state") is not None and set(fields) == {"vis_state"}:
+            before = current["vis_state"]
             current.update(vis_state=fields["vis_state"], updated=_now())
+            if resource == "credit_notes/credit_notes" and self._credit_overdrawn(account, current["clientid"]):
+                current["vis_state"] = before
+                raise FreshBooksError("The credit is in use on invoices: remove those payments first.", "vis_state", 2014)
             self._settle(account)
             return current
         elif current.get("vis_state") == DELETED:
@@ -370,6 +375,11 @@ class Sandbox:
             used -= taken
             out.append((note, total - taken))
         return out
+
+    def _credit_overdrawn(self, account: Account, client_id: int) -> bool:
+        used = sum((Decimal(p["amount"]["amount"]) for p in account.tables["payments/payments"].values()
+                    if p["clientid"] == client_id and p["type"] == "Credit" and p["vis_state"] == ACTIVE), ZERO)
+        return used > sum((Decimal(n["amount"]["amount"]) for n, _ in self._credit_left(account, client_id)), ZERO)
 
     def _payment(self, account: Account, fields: dict[str, Any]) -> dict[str, Any]:
         invoice = account.tables["invoices/invoices"].get(fields["invoiceid"])

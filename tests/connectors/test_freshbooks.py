@@ -421,3 +421,17 @@ def test_payments_carry_our_reference_and_freshbooks_types():
     assert body == {"invoiceid": 77, "amount": {"amount": "25.00"}, "date": "2026-11-20", "type": "Bank Transfer",
                     "note": "LW3 shop payment"}
     assert mapping.payment_payload(payment(4, "1.00", method="voucher"), "77")["payment"]["type"] == "Other"
+
+
+def test_a_refund_taken_back_has_its_credit_released_and_its_credit_note_deleted(fb):
+    sandbox, connector = fb
+    entities = MemoryEntities()
+    v1 = invoice_event(5020, refunds=[refund(21, 2, "20.00", "1.00")])
+    doc = deliver(connector, entities, v1)
+    (note,) = sandbox.records("credit_notes/credit_notes")
+    with pytest.raises(PermanentError, match="in use"):  # FreshBooks' credit is drawn on: not deletable yet
+        connector.client.write("PUT", "credit_notes/credit_notes", str(note["id"]), {"credit_notes": {"vis_state": 1}})
+    doc = deliver(connector, entities, next_version(v1, refunds=[]), doc)
+    assert sandbox.records("credit_notes/credit_notes") == [] and doc.refunds["21"].status == "voided"
+    assert [p for p in sandbox.records("payments/payments") if p["type"] == "Credit"] == []
+    assert connector.read_invoice(doc.external_id).balance == v1.computed.total
