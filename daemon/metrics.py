@@ -113,6 +113,23 @@ TARGET_PAUSED = Gauge(
 )
 PAUSE_REASONS = ("reauthorization_required", "operator")
 
+# --- supervision and liveness (issue #13 items 3, 4; daemon/liveness.py) ------------------------------------
+TRANSIENT_FAILURES = Counter(
+    "ledgerwire_transient_failures_total",
+    "Failures a loop retried with back-off because a dependency was away (kafka, postgresql).",
+    ["component", "dependency"],
+)
+STALLED = Gauge(
+    "ledgerwire_component_stalled_seconds",
+    "Seconds since a loop last made progress, once over liveness.stall_timeout_s (0 while it progresses).",
+    ["component"],
+)
+FOLD_POISON = Counter(
+    "ledgerwire_fold_poison_total",
+    "Source transactions or invoices the fold could not apply or build (e.g. an unknown line kind), dead-lettered.",
+    ["stage"],  # apply | build
+)
+
 
 def init_fold(tables: tuple[str, ...]) -> None:
     """Export every fold series from the start (at zero), so dashboards and alerts see them before the
