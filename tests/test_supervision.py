@@ -4,11 +4,13 @@ goes on; transient failures are retried with back-off and reported; anything els
 from __future__ import annotations
 
 import threading
+import time
 
 from confluent_kafka import KafkaException
 
 from daemon.config import AppConfig
 from daemon.source.fold_runner import FoldRunner
+from tests.pg_only import ledger_dsn, pg_cluster  # noqa: F401 - fixtures
 from tests.test_fold_properties import TX_TOPIC, ShopModel, apply_op, debezium_records
 
 
@@ -103,3 +105,63 @@ def test_an_unknown_line_kind_is_dead_lettered_with_its_reason_and_the_other_inv
     assert key == str(poisoned).encode()
     assert headers["ledgerwire-stage"] == b"fold"
     assert b"subscription" in headers["ledgerwire-reason"]
+
+
+def test_kafka_down_at_start_is_retried_with_back_off_and_counted_not_fatal(monkeypatch):
+    from daemon import metrics
+
+    runner = FoldRunner(AppConfig.model_validate({"kafka": {"bootstrap_servers": "127.0.0.1:1"}}), threading.Event())
+    attempts: list[int] = []
+
+    def ensure_topics_while_kafka_is_down(config, topics):
+        attempts.append(1)
+        if len(attempts) == 3:
+            runner.stop.set()  # Kafka "came back": the test ends here
+            return
+        raise KafkaException("Failed to get metadata: Local: Broker transport failure")
+
+    monkeypatch.setattr("daemon.source.fold_runner.ensure_topics", ensure_topics_while_kafka_is_down)
+    monkeypatch.setattr(runner, "_wait", lambda seconds: None)  # the back-off itself is not under test
+    monkeypatch.setattr(runner, "_run_once", lambda: None)  # the loop proper is not under test
+    counted = metrics.TRANSIENT_FAILURES.labels("fold", "kafka")
+    before = counted._value.get()  # noqa: SLF001
+    runner.run()  # before: the KafkaException from ensure_topics ended the fold thread
+    assert len(attempts) == 3 and counted._value.get() == before + 2  # noqa: SLF001
+
+
+def test_a_loop_without_progress_is_stalled_healthz_fails_component_down_and_the_process_exits_75(ledger_dsn,
+                                                                                                 monkeypatch):
+    from cryptography.fernet import Fernet
+
+    from daemon import app, metrics
+
+    monkeypatch.setenv("LEDGERWIRE_SECRET_KEY", Fernet.generate_key().decode())
+    from daemon.liveness import EXIT_STALLED, Progress
+
+    config = AppConfig.model_validate({"postgres": {"dsn": ledger_dsn}, "run_fold": False, "shutdown_grace_s": 1,
+                                       "kafka": {"call_timeout_s": 1}, "liveness": {"stall_timeout_s": 5}})
+    daemon = app.Daemon(config, serve_http=False)
+    now = [100.0]
+    progress = Progress(clock=lambda: now[0])
+    stuck = threading.Event()
+
+    def loop_stuck_in_a_call():
+        progress.beat()
+        stuck.wait()  # like a Kafka call that never returns
+
+    daemon._progress["fold"] = progress  # noqa: SLF001
+    daemon._spawn("fold", loop_stuck_in_a_call)  # noqa: SLF001
+    metrics.UP.labels("fold").set(1)
+    now[0] += 4
+    daemon.supervise()
+    assert daemon.liveness() == {"fold": True} and daemon.exit_code is None  # within the bound: fine
+    now[0] += 2
+    daemon.supervise()
+    assert daemon.liveness() == {"fold": False}  # /healthz 503, and run_forever stops feeding the watchdog
+    assert metrics.UP.labels("fold")._value.get() == 0  # noqa: SLF001
+    assert metrics.STALLED.labels("fold")._value.get() == 6  # noqa: SLF001
+    assert daemon.exit_code == EXIT_STALLED and daemon.stop.is_set()
+    started = time.monotonic()
+    daemon.shutdown()  # does not wait shutdown_grace_s for the stuck loop
+    assert time.monotonic() - started < 1
+    stuck.set()
