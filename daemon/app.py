@@ -177,7 +177,9 @@ class Daemon:
             stalled = progress.stalled_for(bound)
             metrics.STALLED.labels(name).set(stalled or 0)
             if stalled is None or self.stop.is_set():
-                self._stalled.pop(name, None)
+                if self._stalled.pop(name, None) is not None and not self.stop.is_set():
+                    metrics.UP.labels(name).set(1)  # only without exit_on_stall: the call returned after all
+                    log.warning("component_progressing_again", component=name)
                 continue
             if name not in self._stalled:
                 metrics.UP.labels(name).set(0)

@@ -156,3 +156,57 @@ def test_a_fold_hung_in_its_kafka_transaction_is_restarted_by_its_own_liveness_c
     finally:
         supervisor.stop()
         watcher.close()
+
+
+@pytest.mark.stack
+def test_an_unknown_line_kind_from_the_shop_is_dead_lettered_and_the_fold_goes_on(shop, report):
+    """A shop-software update adds a line kind the canonical schema has no symbol for: that invoice's version is
+    dead-lettered with its reason, the fold thread lives on and later invoices are folded (issue #13 item 4)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from daemon import app
+    from daemon.localstack import generator
+
+    config = shop.app_config(run_sinks=False)
+    daemon = app.Daemon(config, serve_http=False)
+    watcher = CanonicalInvoices(shop.bootstrap, config.kafka.canonical_topic)
+    dead = Consumer({"bootstrap.servers": shop.bootstrap, "group.id": f"dead-{time.time_ns()}", "log_level": 0,
+                     "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        with psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
+            generator.seed_reference_data(conn, random.Random(3))
+            generator.Workload(conn, seed=3).run(2, mix={"new": 1})
+            daemon.start()
+            supervise_until(daemon, lambda: watcher.count() >= 2, 120)
+            conn.execute("ALTER TABLE invoice_lines DROP CONSTRAINT invoice_lines_kind_check")  # the update
+            poisoned = conn.execute("UPDATE invoice_lines SET kind = 'subscription' WHERE id = (SELECT min(id) "
+                                    "FROM invoice_lines) RETURNING invoice_id").fetchone()[0]
+            generator.Workload(conn, seed=4).run(2, mix={"new": 1})
+            supervise_until(daemon, lambda: watcher.count() >= 4, 120)
+        dead.assign([TopicPartition(config.kafka.dead_letter_topic, 0, 0)])
+        records = []
+        supervise_until(daemon, lambda: records.extend(m for m in dead.consume(100, 0.5) if not m.error())
+                        or records, 60)
+        headers = dict(records[0].headers())
+        assert records[0].key() == str(poisoned).encode()
+        assert headers["ledgerwire-stage"] == b"fold" and b"subscription" in headers["ledgerwire-reason"]
+        assert daemon.liveness() == {"fold": True} and daemon.exit_code is None
+        report(f"invoice {poisoned} with line kind 'subscription' dead-lettered ({headers['ledgerwire-reason'][:80]!r}); "
+               f"the fold went on: {watcher.count()} invoices on the canonical topic, the thread alive")
+    finally:
+        daemon.stop.set()
+        daemon.shutdown()
+        watcher.close()
+        dead.close()
+
+
+def supervise_until(daemon, condition, timeout: float) -> None:
+    """Wait for ``condition`` while doing what the daemon's main loop does (supervision), failing on a death."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemon.supervise()
+        assert daemon.exit_code is None, "a loop died or stalled"
+        if condition():
+            return
+        daemon.stop.wait(0.2)
+    raise AssertionError("timed out")
