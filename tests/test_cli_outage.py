@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from connectors.sandbox_kit import free_port
@@ -47,12 +48,14 @@ def test_status_and_offsets_show_with_kafka_unreachable_say_so_in_one_line_and_s
     ledger.set_offset("books", "ledgerwire.invoices", 3, 41)  # what the ledger knows about the sink
     ledger.close()
     config = outage_config(ledger_dsn, free_port())  # nothing listens there: Kafka is down
+    config["source"] = {"connect_url": f"http://127.0.0.1:{free_port()}"}  # and so is Kafka Connect
 
     status, seconds = run_cli(tmp_path, config, "status")
     assert status.returncode == EXIT_UNREACHABLE, status.stderr
     assert "Traceback" not in status.stdout + status.stderr
     unreachable = [line for line in status.stdout.splitlines() if "unreachable" in line]
-    assert len(unreachable) == 1 and unreachable[0].startswith("Kafka unreachable at 127.0.0.1:")
+    assert len(unreachable) == 2 and unreachable[0].startswith("Kafka unreachable at 127.0.0.1:")
+    assert unreachable[1].startswith("Kafka Connect unreachable at http://127.0.0.1:")
     assert "target books (quickbooks-online): lag unknown" in status.stdout  # the ledger's part still shown
     assert "dead letters open 0" in status.stdout
     assert seconds < 30
@@ -95,3 +98,38 @@ def test_librdkafka_lines_are_json_through_structlog_and_the_same_message_is_rat
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert [(line["event"], line["level"], line["suppressed"]) for line in lines] == [
         ("librdkafka", "error", 0), ("librdkafka", "warning", 0), ("librdkafka", "error", 49)]
+
+
+@pytest.mark.stack
+def test_status_and_offsets_show_with_the_stack_s_kafka_and_then_postgresql_stopped(shop, tmp_path, report):
+    """The same on a private stack, as an operator meets it: the broker stopped (then started again), then the
+    ledger's PostgreSQL stopped (then started again)."""
+    from daemon.localstack import stack
+    from daemon.sink.ledger import Ledger
+
+    config = shop.app_config(targets=[outage_config("", 0)["targets"][0]]).model_dump(mode="json")
+    config["source"]["connect_url"] = shop.stack.connect_url
+    ledger = Ledger(shop.ledger_dsn, min_size=1, max_size=2)
+    ledger.ensure_schema()
+    ledger.set_offset("books", config["kafka"]["canonical_topic"], 0, 7)
+    ledger.close()
+    stack._stop_pid(shop.stack, "kafka")  # noqa: SLF001 - the broker process only; its data is kept
+    try:
+        status, status_s = run_cli(tmp_path, config, "status")
+        shown, shown_s = run_cli(tmp_path, config, "offsets", "show")
+    finally:
+        stack.start_kafka(shop.stack)
+    for done in (status, shown):
+        assert done.returncode == EXIT_UNREACHABLE and "Traceback" not in done.stdout + done.stderr, done.stderr
+        assert done.stdout.splitlines()[0].startswith(f"Kafka unreachable at {shop.bootstrap}")
+    assert "target books (quickbooks-online): lag unknown" in status.stdout
+    assert any(line.split()[2:4] == ["0", "7"] for line in shown.stdout.splitlines()[2:])
+    stack.stop_postgres(shop.stack)
+    try:
+        down, down_s = run_cli(tmp_path, config, "status")
+    finally:
+        stack.start_postgres(shop.stack)
+    assert down.returncode == EXIT_UNREACHABLE and down.stdout == ""
+    assert down.stderr.count("\n") == 1 and down.stderr.startswith("PostgreSQL unreachable"), down.stderr
+    report(f"Kafka stopped: status {status_s:.1f} s, offsets show {shown_s:.1f} s, one line each + the ledger's view, "
+           f"exit 4; PostgreSQL stopped: status {down_s:.1f} s, one line, exit 4")
