@@ -38,8 +38,9 @@ META_KEY = "m:assembler"
 BATCH_MESSAGES = 2000  # records per consume, and so at most per Kafka transaction
 COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records trickle in
 # Errors raised by one record's or one invoice's data (an enum symbol the schema lacks, a value that does not
-# parse): that record or invoice is dead-lettered and the stream goes on. Anything else is a bug: fatal.
-POISON = (ValueError, TypeError, ArithmeticError)
+# parse, a column a schema change removed): that record or invoice is dead-lettered and the stream goes on.
+# Anything else is a bug: fatal.
+POISON = (ValueError, TypeError, ArithmeticError, LookupError)
 
 
 class FoldRunner:
@@ -216,10 +217,11 @@ class FoldRunner:
                     if change is not None:
                         self.assembler.add_change(change)
                         saw_snapshot_last |= change.source.snapshot == "last"
-            except DecodeError as exc:
+            except POISON as exc:  # DecodeError, or a record the assembler cannot take
+                reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
                 metrics.CDC_DECODE_FAILURES.labels(topic).inc()
-                log.error("cdc_record_malformed", topic=topic, partition=partition, offset=offset, reason=str(exc))
-                dead_letters.append((m, str(exc)))
+                log.error("cdc_record_malformed", topic=topic, partition=partition, offset=offset, reason=reason)
+                dead_letters.append((m, reason))
         if saw_snapshot_last:
             self.assembler.snapshot_seen_last(self._high_watermarks())
         if self.assembler.replays_skipped > replays_before:  # offsets were rewound (`offsets reset --target fold`)
