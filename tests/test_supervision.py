@@ -165,3 +165,4 @@ def test_a_loop_without_progress_is_stalled_healthz_fails_component_down_and_the
     daemon.shutdown()  # does not wait shutdown_grace_s for the stuck loop
     assert time.monotonic() - started < 1
     stuck.set()
+    daemon.ledger.close()  # left open by shutdown while the loop was stuck
