@@ -103,9 +103,11 @@ RECONCILE_MISMATCHES = Gauge(
 QBWC_AUTH_REFUSALS = Counter(
     "ledgerwire_qbwc_auth_refusals_total",
     "QuickBooks Web Connector logins refused at the endpoint (bad_credentials, throttled).", ["target", "reason"])
-UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
+UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs and makes progress.", ["component"])
 COMPONENT_RESTARTS = Counter(
-    "ledgerwire_component_restarts_total", "Loops restarted after they died of an unexpected error.", ["component"]
+    "ledgerwire_component_restarts_total",
+    "A sink's partition workers restarted after they died of an unexpected error (a loop's death ends the process).",
+    ["component"],
 )
 TARGET_PAUSED = Gauge(
     "ledgerwire_target_paused", "1 while a target's delivery is paused, by reason (reauthorization_required: a "
