@@ -121,7 +121,7 @@ def test_kafka_down_at_start_is_retried_with_back_off_and_counted_not_fatal(monk
         raise KafkaException("Failed to get metadata: Local: Broker transport failure")
 
     monkeypatch.setattr("daemon.source.fold_runner.ensure_topics", ensure_topics_while_kafka_is_down)
-    monkeypatch.setattr(runner, "_wait", lambda seconds: None)  # the back-off itself is not under test
+    monkeypatch.setattr(runner, "_wait", lambda seconds: None, raising=False)  # the back-off is not under test
     monkeypatch.setattr(runner, "_run_once", lambda: None)  # the loop proper is not under test
     counted = metrics.TRANSIENT_FAILURES.labels("fold", "kafka")
     before = counted._value.get()  # noqa: SLF001
