@@ -22,7 +22,9 @@ MARKER = Path(sys.argv[1])
 class ProducerHangingOnce(confluent_kafka.Producer):
     def send_offsets_to_transaction(self, *args, **kwargs):
         if not MARKER.exists():
-            MARKER.write_text(repr(time.time()))
+            written = MARKER.with_suffix(".tmp")
+            written.write_text(repr(time.time()))
+            written.rename(MARKER)  # whole, or not there: the test reads it as soon as it exists
             threading.Event().wait()  # never returns
         return super().send_offsets_to_transaction(*args, **kwargs)
 
