@@ -47,7 +47,6 @@ class Supervisor:
         with open(log_file, "w") as out:
             self.process = subprocess.Popen(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        env.pop("WATCHDOG_PID", None)
         self.last_ping = None
         self.events.append((time.monotonic(), "started"))
 
