@@ -5,6 +5,9 @@ env → start the fold and the sinks → serve /metrics, /healthz, /readyz (and 
 its own listener) → READY=1 to systemd once started and connected (a hot standby included).
 SIGTERM/SIGINT: stop taking new work, let in-flight deliveries finish (bounded by
 ``shutdown_grace_s``), commit, exit 0.
+Supervision (daemon/liveness.py): a loop that dies of an unexpected error ends the process with exit code 70, a
+loop that makes no progress within ``liveness.stall_timeout_s`` with 75 (after /healthz turned 503 and the
+watchdog pings stopped); systemd or the container runtime starts it again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from daemon.source.fold_runner import FoldRunner
 from daemon.sink.ledger import Ledger, load_secret_key
 from connectors.serving import RunningServer
 from daemon.service import build_http_app, build_web_connector_app, sd_notify, watchdog_interval_s
+from daemon.liveness import EXIT_COMPONENT_DIED, EXIT_STALLED, Progress, kafka_log_relay
 
 log = structlog.get_logger(__name__)
 
@@ -76,15 +80,18 @@ class Daemon:
         self.stop = threading.Event()
         self.serve_http = serve_http
         secret_key = load_secret_key(config.secret_key_file)  # a refused key file fails before any connection
+        kafka_log_relay(config.liveness.log_repeat_interval_s)  # librdkafka's lines: JSON, rate-limited
         self.ledger = Ledger(config.postgres.dsn, max_size=pool_size(config))
         self.runtime = DaemonRuntime(self.ledger, secret_key)
         self.fold: FoldRunner | None = None
         self.sinks: list[SinkWorker] = []
         self.threads: list[threading.Thread] = []
         self._components: dict[str, tuple[threading.Thread, object]] = {}  # name -> (thread, its loop)
-        self._dead: set[str] = set()
+        self._progress: dict[str, Progress] = {}  # name -> the loop's progress (liveness by progress)
+        self._stalled: dict[str, float] = {}  # name -> seconds without progress, once over the bound
+        self.exit_code: int | None = None  # set when a loop died or stalled: the process must be restarted
         self.clean = False
-        self.crashes = 0  # loop threads that died of an unexpected error (restarted by ``supervise``)
+        self.crashes = 0  # loop threads that died of an unexpected error (each ends the process)
         self.http: RunningServer | None = None  # /metrics, /healthz, /readyz (and the console)
         self.web_connector: RunningServer | None = None  # pull connectors' endpoints (QuickBooks Web Connector)
         self._reachable: tuple[float, dict[str, bool]] = (0.0, {})
@@ -96,11 +103,13 @@ class Daemon:
         seed_credentials(self.config, self.runtime)
         if self.config.run_fold:
             self.fold = FoldRunner(self.config, self.stop)
+            self._progress["fold"] = self.fold.progress
             self._spawn("fold", self.fold.run)
         if self.config.run_sinks:
             for target in targets:
                 sink = SinkWorker(self.config, target, self.ledger, self.runtime, self.stop)
                 self.sinks.append(sink)
+                self._progress[f"sink:{target.name}"] = sink.progress
                 self._spawn(f"sink:{target.name}", sink.run)
         if self.serve_http:
             app = build_http_app(self.liveness, self.readiness, self.activity, self._console())
@@ -138,32 +147,53 @@ class Daemon:
         self._components[name] = (thread, fn)
 
     def _guarded(self, name: str, fn) -> None:
+        """Run a loop. Loops retry transient failures themselves (daemon/liveness.py ``TRANSIENT``) and
+        dead-letter poison records; what reaches here is a bug: logged with its traceback, and the whole
+        process stops with ``EXIT_COMPONENT_DIED`` — a fresh start from committed offsets, never a thread
+        silently dead while the rest runs on."""
         try:
             fn()
-        except BaseException:  # noqa: BLE001 - logged and counted here; ``supervise`` starts the loop again
-            log.exception("component_died", component=name)
-            raise
+        except BaseException:  # noqa: BLE001 - logged here; the process ends non-zero
+            log.exception("component_died", component=name, action="the process exits for its supervisor to restart")
+            self._fail(name, EXIT_COMPONENT_DIED)
+
+    def _fail(self, name: str, code: int) -> None:
+        metrics.UP.labels(name).set(0)
+        if self.exit_code is None:
+            self.exit_code = code
+        self.crashes += 1
+        self.stop.set()
 
     def supervise(self) -> None:
-        """Start again any sink thread that ended while the daemon is not stopping (and say so). A fold that
-        died is not restarted in-process (its Kafka transaction state is not re-entrant): it is reported —
-        /healthz and /readyz fail, the exit is not clean — and systemd's restart takes over."""
-        for name, (thread, fn) in list(self._components.items()):
-            if thread.is_alive() or self.stop.is_set() or name in self._dead:
+        """A loop thread that ended while the daemon is not stopping ends the process (``_guarded`` says why);
+        a loop without progress for ``liveness.stall_timeout_s`` is stalled: /healthz fails, component_up is
+        0, the watchdog is not fed, and with ``liveness.exit_on_stall`` the process exits ``EXIT_STALLED``."""
+        for name, (thread, _) in list(self._components.items()):
+            if not thread.is_alive() and not self.stop.is_set():
+                log.error("component_ended", component=name)
+                self._fail(name, EXIT_COMPONENT_DIED)
+        bound = self.config.liveness.stall_timeout_s
+        for name, progress in self._progress.items():
+            stalled = progress.stalled_for(bound)
+            metrics.STALLED.labels(name).set(stalled or 0)
+            if stalled is None or self.stop.is_set():
+                if self._stalled.pop(name, None) is not None and not self.stop.is_set():
+                    metrics.UP.labels(name).set(1)  # only without exit_on_stall: the call returned after all
+                    log.warning("component_progressing_again", component=name)
                 continue
-            self.crashes += 1
-            metrics.UP.labels(name).set(0)
-            if not name.startswith("sink:"):
-                self._dead.add(name)
-                log.error("component_died_not_restarted", component=name)
-                continue
-            metrics.COMPONENT_RESTARTS.labels(name).inc()
-            log.error("component_restarted", component=name)
-            self.threads.remove(thread)
-            self._spawn(name, fn)
+            if name not in self._stalled:
+                metrics.UP.labels(name).set(0)
+                log.error("component_stalled", component=name, seconds_without_progress=round(stalled, 1),
+                          stall_timeout_s=bound, stack=progress.stack(),
+                          action="exiting for the supervisor to restart" if self.config.liveness.exit_on_stall
+                          else "watchdog no longer fed; /healthz 503")
+            self._stalled[name] = stalled
+            if self.config.liveness.exit_on_stall:
+                self._fail(name, EXIT_STALLED)
 
     def liveness(self) -> dict[str, bool]:
-        return {t.name: t.is_alive() for t in self.threads}
+        """Every loop alive and making progress (a stalled one is as good as dead)."""
+        return {t.name: t.is_alive() and t.name not in self._stalled for t in self.threads}
 
     def readiness(self) -> dict[str, bool]:
         """Started and connected: every loop alive, Kafka and the ledger database reachable. Holding partitions
@@ -207,14 +237,16 @@ class Daemon:
         self.stop.set()
         deadline = time.monotonic() + self.config.shutdown_grace_s
         for thread in self.threads:
-            thread.join(max(0.1, deadline - time.monotonic()))
+            if thread.name not in self._stalled:  # a loop stuck in a call will not return: do not wait for it
+                thread.join(max(0.1, deadline - time.monotonic()))
         for listener in (self.http, self.web_connector):
             if listener is not None:
                 listener.stop()
         stopped = all(not t.is_alive() for t in self.threads)
         crashes = self.crashes + sum(s.crashes for s in self.sinks)
         self.clean = stopped and crashes == 0
-        self.ledger.close()
+        if stopped:  # a loop stuck in a call holds a pool connection: closing the pool would wait for it
+            self.ledger.close()
         # "clean" only when every loop stopped in time AND none died of an unexpected error during the run.
         log.info("daemon_stopped", clean=self.clean, threads_stopped=stopped, crashes=crashes)
 
@@ -225,7 +257,7 @@ class Daemon:
         self.start()
         watchdog = watchdog_interval_s()
         notified_ready = False
-        while not self.stop.wait(watchdog or 1.0):
+        while not self.stop.wait(min(watchdog or 1.0, 1.0)):
             if not notified_ready and all(self.readiness().values()):
                 sd_notify("READY=1")
                 notified_ready = True
@@ -234,4 +266,6 @@ class Daemon:
                 sd_notify("WATCHDOG=1")
         sd_notify("STOPPING=1")
         self.shutdown()
+        if self.exit_code is not None:
+            return self.exit_code
         return 0 if self.clean else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,18 @@ def _load(path: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import Daemon
+    from daemon.liveness import EXIT_STALLED
 
     config = _load(args.config)
     if args.preview:
         return run_preview(config, args.limit)
-    return Daemon(config).run_forever()
+    code = Daemon(config).run_forever()
+    if code == EXIT_STALLED:
+        # A loop is still blocked inside a librdkafka call: interpreter teardown would destroy the client under
+        # it (and may wait on it). The log is written line by line; leave now.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def print_preview(event, target_name: str, requests: list[dict]) -> None:
@@ -229,10 +237,27 @@ def cmd_secret_key(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_UNREACHABLE = 4  # a dependency (PostgreSQL, Kafka, Kafka Connect) did not answer; said in one line
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+class Unreachable(Exception):
+    """A dependency the command needs did not answer within a short timeout (one line, no traceback)."""
+
+
 def _ledger_and_runtime(config):
+    import psycopg
+
     from daemon.sink.deliver import DaemonRuntime
     from daemon.sink.ledger import Ledger, load_secret_key
 
+    try:  # a short probe: the pool would wait 30 s for a database that is not there
+        psycopg.connect(config.postgres.dsn, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        raise Unreachable(f"PostgreSQL unreachable (the ledger database): {_one_line(exc)}") from None
     ledger = Ledger(config.postgres.dsn, min_size=1, max_size=4)
     ledger.ensure_schema()
     return ledger, DaemonRuntime(ledger, load_secret_key(config.secret_key_file))
@@ -513,13 +538,20 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     ledger, _ = _ledger_and_runtime(config)
     try:
         if args.action == "show":
-            rows = ops.positions(config, ledger, args.target)
+            from daemon.kafka_util import kafka_unreachable
+
+            kafka_down = kafka_unreachable(config.kafka)
+            if kafka_down:  # one line, then what the ledger knows: each sink's stored offset
+                print(f"{kafka_down}; showing the ledger's stored offsets only")
+            rows = ops.ledger_positions(config, ledger, args.target) if kafka_down else \
+                ops.positions(config, ledger, args.target)
             print(f"{'group':<34} {'topic':<34} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}  oldest unsent")
             for r in rows:
                 oldest = r.oldest_unsent.isoformat(timespec="seconds") if r.oldest_unsent else "-"
                 committed = "-" if r.committed is None else str(r.committed)
-                print(f"{r.group:<34} {r.topic:<34} {r.partition:>4} {committed:>10} {r.end:>10} {r.lag:>8}  {oldest}")
-            return 0
+                end, lag = ("?", "?") if r.end is None else (r.end, r.lag)
+                print(f"{r.group:<34} {r.topic:<34} {r.partition:>4} {committed:>10} {end:>10} {lag:>8}  {oldest}")
+            return EXIT_UNREACHABLE if kafka_down else 0
         if not args.target:
             print("offsets reset needs --target (a target name, or 'fold')", file=sys.stderr)
             return 2
@@ -584,12 +616,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     finally:
         ledger.close()
+    code = EXIT_UNREACHABLE if report["unreachable"] else 0
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return 0
-    print(f"fold: lag {report['fold']['lag']} over {report['fold']['partitions']} source partitions")
+        return code
+    for line in report["unreachable"]:  # one line each; what the ledger knows follows
+        print(line)
+    fold_lag = "unknown" if report["fold"]["lag"] is None else report["fold"]["lag"]
+    print(f"fold: lag {fold_lag} over {report['fold']['partitions']} source partitions")
     for name, t in report["targets"].items():
-        print(f"target {name} ({t['platform']}){' PAUSED: ' + t['pause_reason'] if t['paused'] else ''}: lag {t['lag']}, "
+        lag = "unknown" if t["lag"] is None else t["lag"]
+        print(f"target {name} ({t['platform']}){' PAUSED: ' + t['pause_reason'] if t['paused'] else ''}: lag {lag}, "
               f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
               f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "
               f"{t['dead_letters_24h']} in 24 h), credentials expire {t['credential_expiry'] or '-'}, "
@@ -599,8 +636,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  progress: {progress['done']:,} invoices done, {progress['remaining']:,} versions remaining, "
               f"{progress['per_minute']:,.0f}/min over the last 10 min, ETA {ops.format_duration(progress['eta_s'])}")
     for name, d in report.get("debezium", {}).items():
-        print(f"debezium {name}: {d}")
-    return 0
+        if name != "error":  # an unreachable Connect is said above
+            print(f"debezium {name}: {d}")
+    return code
 
 
 def _connector_for(config, target_name: str, runtime):
@@ -842,6 +880,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # every command: one line per configuration problem, no traceback
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
+    except Unreachable as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except Exception as exc:  # a dependency that went away during the command: one line, no traceback
+        from confluent_kafka import KafkaException
+        import psycopg
+
+        if isinstance(exc, KafkaException):
+            print(f"Kafka unreachable: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        elif isinstance(exc, psycopg.OperationalError):
+            print(f"PostgreSQL unreachable: {_one_line(exc)}", file=sys.stderr)
+        else:
+            raise
+        return EXIT_UNREACHABLE
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ class KafkaConfig(_Config):
     fold_group: str = "ledgerwire-fold"
     sink_group_prefix: str = "ledgerwire-sink-"
     extra: dict[str, str] = Field(default_factory=dict)  # passed to librdkafka as they are
+    # Bound on every Kafka call that can block (transactions, flush, metadata, offsets): a broker that stops
+    # answering turns into an error the loop retries, never a thread stuck for good.
+    call_timeout_s: float = Field(30.0, gt=0, le=300)
 
 
 class SourceConfig(_Config):
@@ -237,6 +240,17 @@ class ConsoleConfig(_Config):
         return self
 
 
+class LivenessConfig(_Config):
+    """Liveness by progress (README "Liveness"): a loop (the fold, each sink's consumer loop) that shows no
+    progress for ``stall_timeout_s`` is stalled: /healthz fails, ``ledgerwire_component_up`` is 0, the systemd
+    watchdog is no longer fed, and with ``exit_on_stall`` the process exits (code 75) for its supervisor to
+    restart it. A loop that waits (idle, or backing off from Kafka or PostgreSQL being away) is not stalled."""
+
+    stall_timeout_s: float = Field(120.0, gt=0)
+    exit_on_stall: bool = True
+    log_repeat_interval_s: float = Field(30.0, ge=0)  # librdkafka: the same message at most once per interval
+
+
 class AppConfig(_Config):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
@@ -249,6 +263,7 @@ class AppConfig(_Config):
     run_sinks: bool = True
     secret_key_file: Path | None = None  # else env LEDGERWIRE_SECRET_KEY
     shutdown_grace_s: float = Field(20.0, gt=0)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
 
     @field_validator("targets")
     @classmethod
@@ -272,6 +287,10 @@ class AppConfig(_Config):
             raise ValueError(f"web_connector.host {web.host!r} is not loopback but serves plain HTTP to target(s) "
                              f"{pulled}: set web_connector.tls_certfile and tls_keyfile, or behind_proxy: true "
                              "(the QuickBooks Web Connector requires HTTPS for any host but localhost)")
+        if self.liveness.stall_timeout_s <= self.kafka.call_timeout_s:
+            raise ValueError(f"liveness.stall_timeout_s ({self.liveness.stall_timeout_s}) must exceed "
+                             f"kafka.call_timeout_s ({self.kafka.call_timeout_s}): a Kafka call that times out is "
+                             "retried, not stalled")
         return self
 
     def target(self, name: str) -> TargetConfig:

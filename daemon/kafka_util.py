@@ -15,10 +15,27 @@ log = structlog.get_logger(__name__)
 
 
 def kafka_conf(kafka: KafkaConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, "log_level": 3}
+    """A client's config. librdkafka's own log lines go through structlog as JSON, rate-limited
+    (``daemon.liveness.KafkaLogRelay``), instead of raw to stderr (~20 lines a second while a broker is away)."""
+    from daemon.liveness import kafka_log_relay
+
+    conf: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, "log_level": 3,
+                            "logger": kafka_log_relay()}
     conf.update(kafka.extra)
     conf.update(extra)
     return conf
+
+
+def kafka_unreachable(kafka: KafkaConfig, timeout_s: float = 5.0) -> str | None:
+    """Why Kafka cannot be reached now (one line), or None when a broker answers within ``timeout_s``."""
+    try:
+        metadata = AdminClient(kafka_conf(kafka, {})).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        return f"Kafka unreachable at {kafka.bootstrap_servers}: {getattr(error, 'str', lambda: str(error))()}"
+    if not metadata.brokers:
+        return f"Kafka unreachable at {kafka.bootstrap_servers}: no broker answered"
+    return None
 
 
 def consume_available(consumer: Consumer, max_messages: int, wait_s: float) -> list[Any]:
@@ -43,13 +60,13 @@ def ensure_topics(config: AppConfig, source_topics: list[str] = ()) -> None:
                          "segment.ms": "3600000"}),
         NewTopic(kafka.dead_letter_topic, num_partitions=1, replication_factor=-1),
     ]
-    existing = set(admin.list_topics(timeout=15).topics)
+    existing = set(admin.list_topics(timeout=kafka.call_timeout_s).topics)
     missing = [t for t in wanted if t.topic not in existing]
     if not missing:
         return
     for topic, future in admin.create_topics(missing, operation_timeout=15).items():
         try:
-            future.result()
+            future.result(timeout=kafka.call_timeout_s)
             log.info("topic_created", topic=topic)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):

@@ -98,15 +98,34 @@ WAITING_FOR_WINDOW = Gauge(
 RECONCILE_MISMATCHES = Gauge(
     "ledgerwire_reconcile_mismatches", "Open differences found by the last reconciliation.", ["target", "kind"]
 )
-UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs.", ["component"])
+UP = Gauge("ledgerwire_component_up", "1 while a component's loop runs and makes progress.", ["component"])
 COMPONENT_RESTARTS = Counter(
-    "ledgerwire_component_restarts_total", "Loops restarted after they died of an unexpected error.", ["component"]
+    "ledgerwire_component_restarts_total",
+    "A sink's partition workers restarted after they died of an unexpected error (a loop's death ends the process).",
+    ["component"],
 )
 TARGET_PAUSED = Gauge(
     "ledgerwire_target_paused", "1 while a target's delivery is paused, by reason (reauthorization_required: a "
     "person must run `ledgerwire credentials set`; operator: an offsets reset).", ["target", "reason"]
 )
 PAUSE_REASONS = ("reauthorization_required", "operator")
+
+# --- supervision and liveness (issue #13 items 3, 4; daemon/liveness.py) ------------------------------------
+TRANSIENT_FAILURES = Counter(
+    "ledgerwire_transient_failures_total",
+    "Failures a loop retried with back-off because a dependency was away (kafka, postgresql).",
+    ["component", "dependency"],
+)
+STALLED = Gauge(
+    "ledgerwire_component_stalled_seconds",
+    "Seconds since a loop last made progress, once over liveness.stall_timeout_s (0 while it progresses).",
+    ["component"],
+)
+FOLD_POISON = Counter(
+    "ledgerwire_fold_poison_total",
+    "Source transactions or invoices the fold could not apply or build (e.g. an unknown line kind), dead-lettered.",
+    ["stage"],  # apply | build
+)
 
 
 def init_fold(tables: tuple[str, ...]) -> None:

@@ -333,51 +333,48 @@ def test_dlq_retry_all_for_a_target_since_a_date(ledger, tmp_path, capsys):
         server.stop()
 
 
-# --- 4: a sink loop that dies is restarted and reported; the clean flag tells the truth ------------------------
+# --- 4: a transient failure is retried and reported; a bug ends the process non-zero (issue #13 item 4) ----------
 
-def test_a_sink_loop_dying_of_pool_timeout_is_restarted_and_the_exit_is_not_called_clean(ledger, monkeypatch):
+def test_a_sink_loop_meeting_pool_timeout_retries_and_a_bug_ends_the_process_non_zero(ledger, monkeypatch):
     from psycopg_pool import PoolTimeout
 
-    from daemon import app
+    from daemon import app, metrics
+    from daemon.liveness import EXIT_COMPONENT_DIED
 
     worker, _ = make_worker(ledger)
     calls: list[int] = []
 
-    def consumer_loop_that_dies_once():
+    def consumer_loop_that_meets_an_exhausted_pool_once():
         calls.append(1)
         if len(calls) == 1:
             raise PoolTimeout("couldn't get a connection after 30.00 sec")
         worker.stop.set()
 
-    monkeypatch.setattr(worker, "_run_consumer", consumer_loop_that_dies_once)
+    monkeypatch.setattr(worker, "_run_consumer", consumer_loop_that_meets_an_exhausted_pool_once)
     monkeypatch.setattr(worker, "_target_paused", lambda: False)
     monkeypatch.setattr("daemon.sink.deliver.ensure_topics", lambda config: None)
+    transient = metrics.TRANSIENT_FAILURES.labels("sink:books", "postgresql")
+    before = transient._value.get()  # noqa: SLF001
     worker.ready.set()
-    worker.run()  # returns only because the second consumer loop stopped it: the first death was survived
-    assert len(calls) == 2 and worker.crashes == 1
+    worker.run()  # returns only because the second consumer loop stopped it: the pool timeout was waited out
+    assert len(calls) == 2 and worker.crashes == 0  # transient: retried and counted, not a crash
+    assert transient._value.get() == before + 1  # noqa: SLF001
 
     config = AppConfig.model_validate({"postgres": {"dsn": ledger.dsn}, "targets": [], "run_fold": False,
                                        "shutdown_grace_s": 2})
     daemon = app.Daemon(config, serve_http=False)
     runs: list[int] = []
-    second_run_started = threading.Event()
 
     def sink_loop():
         runs.append(1)
-        if len(runs) == 1:
-            raise RuntimeError("a bug the loop did not catch")
-        second_run_started.set()
-        daemon.stop.wait(30)
+        raise RuntimeError("a bug the loop did not catch")
 
     daemon._spawn("sink:books", sink_loop)
-    daemon.threads[0].join(10)
-    assert not daemon.threads[0].is_alive()
+    assert daemon.stop.wait(10), "a loop that died of a bug did not stop the daemon"
     daemon.supervise()
-    assert second_run_started.wait(10), "the dead sink loop was not started again"
-    assert daemon.liveness() == {"sink:books": True}
-    daemon.stop.set()
+    assert runs == [1]  # not started again in-process: the process is restarted from committed offsets
     daemon.shutdown()
-    assert daemon.clean is False  # it stopped in time, but a loop died during the run
+    assert daemon.clean is False and daemon.exit_code == EXIT_COMPONENT_DIED
 
 
 def test_resync_settles_the_dead_letters_it_supersedes(ledger):

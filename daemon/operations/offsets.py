@@ -33,12 +33,22 @@ class PartitionPosition:
     topic: str
     partition: int
     committed: int | None
-    end: int
+    end: int | None  # None: Kafka unreachable, only the ledger's stored offset is known
     oldest_unsent: datetime | None
 
     @property
-    def lag(self) -> int:
+    def lag(self) -> int | None:
+        if self.end is None:
+            return None
         return max(0, self.end - (self.committed if self.committed is not None and self.committed >= 0 else 0))
+
+
+def ledger_positions(config: AppConfig, ledger: Ledger, target: str | None = None) -> list[PartitionPosition]:
+    """What the ledger alone knows while Kafka is unreachable: each sink's stored offsets (no end, no lag)."""
+    canonical = config.kafka.canonical_topic
+    return [PartitionPosition(f"{config.kafka.sink_group_prefix}{t.name}", canonical, partition, offset, None, None)
+            for t in config.targets if target in (None, t.name)
+            for partition, offset in sorted(ledger.offsets(t.name, canonical).items())]
 
 
 def _consumer(config: AppConfig) -> Consumer:
@@ -274,9 +284,15 @@ def format_duration(seconds: float | None) -> str:
 
 
 def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) -> dict[str, Any]:
-    """Per target: lag, last success, failures, dead letters, credential expiry; the Debezium connector."""
-    pos = positions(config, ledger)
-    report: dict[str, Any] = {"targets": {}, "fold": {}}
+    """Per target: lag, last success, failures, dead letters, credential expiry; the Debezium connector.
+    With Kafka unreachable, ``unreachable`` says so in one line and lags are None; the ledger's part is whole."""
+    from daemon.kafka_util import kafka_unreachable
+
+    report: dict[str, Any] = {"targets": {}, "fold": {}, "unreachable": []}
+    kafka_down = kafka_unreachable(config.kafka)
+    if kafka_down:
+        report["unreachable"].append(kafka_down)
+    pos = positions(config, ledger) if not kafka_down else ledger_positions(config, ledger)
     with ledger.pool.connection() as conn:
         for t in config.targets:
             group = f"{config.kafka.sink_group_prefix}{t.name}"
@@ -303,14 +319,14 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
                 "pause_reason": (f"re-authorisation required: {reauthorization} (`ledgerwire credentials set "
                                  f"--target {t.name}` resumes it)" if reauthorization
                                  else "operator (offsets reset)" if operator_paused else None),
-                "lag": sum(p.lag for p in mine), "oldest_unsent": oldest.isoformat() if oldest else None,
+                "lag": _total_lag(mine), "oldest_unsent": oldest.isoformat() if oldest else None,
                 "last_success": last.isoformat() if last else None, "dead_letters_24h": failures,
                 "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,
             }
             report["targets"][t.name].update(schedule_status(config, ledger, t))
-            report["targets"][t.name]["progress"] = progress(conn, t.name, sum(p.lag for p in mine))
+            report["targets"][t.name]["progress"] = progress(conn, t.name, _total_lag(mine) or 0)
     fold = [p for p in pos if p.group == config.kafka.fold_group]
-    report["fold"] = {"lag": sum(p.lag for p in fold), "partitions": len(fold)}
+    report["fold"] = {"lag": None if kafka_down else _total_lag(fold), "partitions": len(fold)}
     if connect_url:
         try:
             state = httpx.get(f"{connect_url.rstrip('/')}/connectors?expand=status", timeout=5).json()
@@ -319,4 +335,10 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
                                   for name, s in state.items()}
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             report["debezium"] = {"error": f"Kafka Connect not reachable: {type(exc).__name__}"}
+            report["unreachable"].append(f"Kafka Connect unreachable at {connect_url}: {type(exc).__name__}")
     return report
+
+
+def _total_lag(rows: list[PartitionPosition]) -> int | None:
+    lags = [p.lag for p in rows]
+    return None if any(lag is None for lag in lags) else sum(lags)

@@ -52,6 +52,7 @@ from daemon import metrics
 from daemon.canonical import CanonicalDecodeError, InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
+from daemon.liveness import TRANSIENT, Progress, report_transient
 from daemon.sink.ledger import Fence, FencedOut, Ledger, PgCredentials, PgEntities, json_safe
 from daemon.sink.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
 from daemon.sink.shared_ratelimit import PgBuckets, limiter_name
@@ -188,12 +189,13 @@ class SinkWorker:
         self._dlq_producer: Producer | None = None
         self.ready = threading.Event()
         self._pause_seen: tuple[str | None, str | None] = (None, None)
-        self.crashes = 0  # consumer loops that died of an unexpected error (restarted; reported at shutdown)
+        self.crashes = 0  # partition workers that died of an unexpected error (revived; reported at shutdown)
         # Schedule gating: None for realtime, which keeps the plain path below.
         self.window = None if target.schedule.mode == "realtime" else DeliveryWindow(target.schedule)
         self.clock: Clock = clock or utc_now
         self._waiting: dict[int, int] = {}  # partition -> distinct invoices held for the window
         self._waiting_lock = threading.Lock()
+        self.progress = Progress()  # the consumer loop's turns (daemon/liveness.py)
 
     # -- the poll loop --
     def run(self) -> None:
@@ -205,35 +207,28 @@ class SinkWorker:
         except Exception:  # noqa: BLE001 - a metric must never stop the sink
             self.log.warning("credential_expiry_unknown")
         backoff = 1.0
+        component = f"sink:{self.target.name}"
         while not self.stop.is_set():
+            self.progress.beat()
             try:
-                paused = self._target_paused()
-            except psycopg.OperationalError as exc:
-                self.log.warning("sink_pause_state_unknown", error=f"{type(exc).__name__}: {exc}")
-                self.stop.wait(backoff)
-                continue
-            if paused:
-                self.ready.set()  # paused on purpose (offsets reset, re-authorisation): not a readiness failure
-                self.stop.wait(2)
-                continue
-            try:
+                if self._target_paused():
+                    self.ready.set()  # paused on purpose (offsets reset, re-authorisation): not a readiness failure
+                    self.stop.wait(2)
+                    continue
                 ensure_topics(self.config)
                 self._run_consumer()
                 backoff = 1.0
-            except KafkaException as exc:
+            except TRANSIENT as exc:  # Kafka or PostgreSQL away, the pool exhausted: wait and join again
                 self.ready.clear()
-                metrics.UP.labels(f"sink:{self.target.name}").set(0)
-                self.log.error("sink_restarting", error=str(exc), backoff_s=backoff)
-                self.stop.wait(backoff)
+                metrics.UP.labels(component).set(0)
+                report_transient(component, exc, backoff, target=self.target.name)
+                deadline = time.monotonic() + backoff
+                while not self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) \
+                        and time.monotonic() < deadline:
+                    self.progress.beat()  # waiting out a back-off is not being stuck
                 backoff = min(backoff * 2, 30.0)
-            except Exception as exc:  # noqa: BLE001 - e.g. the ledger database gone: restart, never die silently
-                self.ready.clear()
-                self.crashes += 1
-                metrics.UP.labels(f"sink:{self.target.name}").set(0)
-                metrics.COMPONENT_RESTARTS.labels(f"sink:{self.target.name}").inc()
-                self.log.exception("sink_crashed_restarting", error=f"{type(exc).__name__}: {exc}", backoff_s=backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+            # Anything else is a bug: it propagates, the daemon logs it with its traceback and exits non-zero
+            # (daemon/app.py) so systemd or the container runtime restarts the process cleanly.
         self.connector.close()
 
     def _run_consumer(self) -> None:
@@ -252,6 +247,7 @@ class SinkWorker:
         last_lag = last_control = 0.0
         try:
             while not self.stop.is_set():
+                self.progress.beat()
                 if time.monotonic() - last_control > 2:
                     last_control = time.monotonic()
                     if self._target_paused():
@@ -274,7 +270,7 @@ class SinkWorker:
         finally:
             self._stop_workers(list(self._threads))
             self.consumer.close()
-            self._dlq_producer.flush(10)
+            self._dlq_producer.flush(self.config.kafka.call_timeout_s)
             self._dlq_producer = None  # release librdkafka's handle now, not at garbage collection
             metrics.UP.labels(f"sink:{self.target.name}").set(0)
 

@@ -15,6 +15,7 @@ processes in the group are hot standbys that take over on rebalance. Delivery sc
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -29,12 +30,17 @@ from daemon.config import AppConfig
 from daemon.source.decode import DecodeError, decode_row_change, decode_tx_marker
 from daemon.source.fold import TABLES, Mirror, TransactionAssembler, decode_state, encode_state
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
+from daemon.liveness import TRANSIENT, Progress, report_transient
 
 log = structlog.get_logger(__name__)
 
 META_KEY = "m:assembler"
 BATCH_MESSAGES = 2000  # records per consume, and so at most per Kafka transaction
 COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records trickle in
+# Errors raised by one record's or one invoice's data (an enum symbol the schema lacks, a value that does not
+# parse, a column a schema change removed): that record or invoice is dead-lettered and the stream goes on.
+# Anything else is a bug: fatal.
+POISON = (ValueError, TypeError, ArithmeticError, LookupError)
 
 
 class FoldRunner:
@@ -48,24 +54,34 @@ class FoldRunner:
         self._needs_rebuild = False
         self._assigned: list[TopicPartition] = []
         self._last_transaction = 0.0
+        self.progress = Progress()  # beaten at every turn of the loop (daemon/liveness.py)
+        self.timeout_s = config.kafka.call_timeout_s
 
     # -- lifecycle --
     def run(self) -> None:
+        """Transient failures (Kafka away, a fenced or timed-out transaction) rebuild from the committed state
+        and offsets after a back-off; anything else propagates and ends the process (daemon/app.py)."""
         metrics.init_fold(TABLES)
-        ensure_topics(self.config, self.source_topics + [self.tx_topic])
         backoff = 1.0
         while not self.stop.is_set():
+            self.progress.beat()
             try:
+                ensure_topics(self.config, self.source_topics + [self.tx_topic])  # Kafka may be down at start
                 self._run_once()
                 backoff = 1.0
-            except KafkaException as exc:
-                # Fatal producer error (fenced, txn timeout) or broker trouble: rebuild from the committed
-                # state and offsets rather than crash-looping the process.
+            except TRANSIENT as exc:
                 metrics.UP.labels("fold").set(0)
-                log.error("fold_restarting", error=str(exc), backoff_s=backoff)
-                self.stop.wait(backoff)
+                report_transient("fold", exc, backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         metrics.UP.labels("fold").set(0)
+
+    def _wait(self, seconds: float) -> None:
+        """A back-off wait that still shows the loop alive: waiting is not being stuck."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+            self.progress.beat()
+        self.progress.beat()
 
     def _run_once(self) -> None:
         kafka = self.config.kafka
@@ -79,7 +95,7 @@ class FoldRunner:
             "transactional.id": self.transactional_id, "enable.idempotence": True, "linger.ms": 5,
             "partitioner": "murmur2_random", "compression.type": "lz4", "transaction.timeout.ms": 60000,
         }))
-        self.producer.init_transactions(30)
+        self.producer.init_transactions(self.timeout_s)
         self.mirror = Mirror()
         self.assembler = self._new_assembler()
         self.positions: dict[tuple[str, int], int] = {}
@@ -90,6 +106,7 @@ class FoldRunner:
         last_lag = 0.0
         try:
             while not self.stop.is_set():
+                self.progress.beat()
                 messages = self._next_batch()
                 if self._needs_rebuild:
                     self._rebuild()
@@ -102,7 +119,7 @@ class FoldRunner:
             try:
                 self.consumer.close()
             finally:
-                self.producer.flush(10)
+                self.producer.flush(self.timeout_s)
                 self.producer = None  # release librdkafka's handle now, not at garbage collection
 
     def _next_batch(self) -> list[Any]:
@@ -143,12 +160,13 @@ class FoldRunner:
             "enable.auto.commit": False, "enable.partition.eof": True,
         }))
         try:
-            metadata = reader.list_topics(kafka.fold_state_topic, timeout=10).topics[kafka.fold_state_topic]
+            metadata = reader.list_topics(kafka.fold_state_topic, timeout=self.timeout_s).topics[kafka.fold_state_topic]
             partitions = [TopicPartition(kafka.fold_state_topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
             reader.assign(partitions)
-            remaining = {p.partition for p in partitions if reader.get_watermark_offsets(p, timeout=10)[1] > 0}
+            remaining = {p.partition for p in partitions if reader.get_watermark_offsets(p, timeout=self.timeout_s)[1] > 0}
             restored = 0
             while remaining:
+                self.progress.beat()  # a large state takes minutes to read: each batch is progress
                 for m in reader.consume(num_messages=5000, timeout=1.0):
                     if m.error():
                         if m.error().code() == KafkaError._PARTITION_EOF:
@@ -164,7 +182,7 @@ class FoldRunner:
                     restored += 1
         finally:
             reader.close()
-        committed = self.consumer.committed(self._assigned, timeout=10) if self._assigned else []
+        committed = self.consumer.committed(self._assigned, timeout=self.timeout_s) if self._assigned else []
         self.positions = {}
         for tp in committed:
             if tp.offset != OFFSET_INVALID and tp.offset >= 0:
@@ -199,10 +217,11 @@ class FoldRunner:
                     if change is not None:
                         self.assembler.add_change(change)
                         saw_snapshot_last |= change.source.snapshot == "last"
-            except DecodeError as exc:
+            except POISON as exc:  # DecodeError, or a record the assembler cannot take
+                reason = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
                 metrics.CDC_DECODE_FAILURES.labels(topic).inc()
-                log.error("cdc_record_malformed", topic=topic, partition=partition, offset=offset, reason=str(exc))
-                dead_letters.append((m, str(exc)))
+                log.error("cdc_record_malformed", topic=topic, partition=partition, offset=offset, reason=reason)
+                dead_letters.append((m, reason))
         if saw_snapshot_last:
             self.assembler.snapshot_seen_last(self._high_watermarks())
         if self.assembler.replays_skipped > replays_before:  # offsets were rewound (`offsets reset --target fold`)
@@ -212,7 +231,7 @@ class FoldRunner:
     def _high_watermarks(self) -> dict[tuple[str, int], int]:
         marks = {}
         for tp in self._assigned:
-            marks[(tp.topic, tp.partition)] = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            marks[(tp.topic, tp.partition)] = self.consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)[1]
         return marks
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
@@ -226,7 +245,23 @@ class FoldRunner:
                 self.producer.produce(topic, key=key, value=value, headers=headers)
                 return
             except BufferError:
+                self.progress.beat()  # waiting for the queue to drain: the transaction moves on
                 self.producer.poll(0.05)
+
+    def _poison(self, stage: str, tx: Any, invoice_id: int | None, exc: BaseException) -> None:
+        """Dead-letter what could not be folded (one invoice of a transaction, or the transaction) with its
+        reason, inside the current Kafka transaction; the stream goes on. The invoice keeps its last version:
+        its next change is folded again (and dead-lettered again while the cause remains)."""
+        reason = f"{stage}: {type(exc).__name__}: {exc}"[:1000]
+        metrics.FOLD_POISON.labels(stage).inc()
+        log.error("fold_record_poisoned", stage=stage, invoice_id=invoice_id, tx_id=tx.xid, reason=reason)
+        body = json.dumps({"invoice_id": invoice_id, "tx_id": tx.xid, "stage": stage, "reason": reason,
+                           "changes": [f"{c.table}/{c.op}" for c in tx.changes][:200]}).encode()
+        key = str(invoice_id).encode() if invoice_id is not None else f"tx:{tx.xid}".encode()
+        self._produce(self.config.kafka.dead_letter_topic, key, body, [
+            ("ledgerwire-stage", b"fold"), ("ledgerwire-reason", reason.encode()),
+            ("ledgerwire-origin", f"tx/{tx.xid}".encode()),
+        ])
 
     def _commit(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
         if not self._assigned:
@@ -241,9 +276,18 @@ class FoldRunner:
             emitted = 0
             for tx in ready:
                 metrics.FOLD_TRANSACTIONS.labels(tx.completion).inc()
-                touched = self.mirror.apply(tx)
+                try:
+                    touched = self.mirror.apply(tx)
+                except POISON as exc:  # a row this version cannot store (a schema change): not the whole stream
+                    self._poison("apply", tx, None, exc)
+                    self.mirror.end_batch()
+                    continue
                 for invoice_id in sorted(touched):
-                    built = self.mirror.build_encoded(invoice_id, tx)
+                    try:
+                        built = self.mirror.build_encoded(invoice_id, tx)
+                    except POISON as exc:  # e.g. a line kind or status the canonical schema has no symbol for
+                        self._poison("build", tx, invoice_id, exc)
+                        continue
                     if built is None:
                         continue
                     self._produce(kafka.canonical_topic, built.key, built.payload,
@@ -263,13 +307,21 @@ class FoldRunner:
             offsets = self.assembler.committable(self.positions)
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(30)
+                self.consumer.consumer_group_metadata(), self.timeout_s)
+            self.producer.commit_transaction(self.timeout_s)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is not None and getattr(error, "txn_requires_abort", lambda: False)():
-                self.producer.abort_transaction(30)
+                self.producer.abort_transaction(self.timeout_s)
             # The in-memory state already moved on: rebuild from what Kafka committed.
+            raise
+        except BaseException:
+            # A bug (the process ends): leave no transaction open behind it, so a restart is not fenced
+            # waiting for it to time out.
+            try:
+                self.producer.abort_transaction(self.timeout_s)
+            except KafkaException:
+                pass
             raise
         metrics.FOLD_KAFKA_TX_SECONDS.observe(time.monotonic() - started)
         if emitted:
