@@ -54,9 +54,13 @@ fi
 
 # The project's own interpreter. --system-site-packages reuses what the machine already has (nothing is
 # installed outside the venv); pip adds the rest into it.
-if [ ! -x "$VENV/bin/python" ]; then
+# The venv is made from the interpreter's real path: a venv made through a symlink (a pyenv shim, a temporary
+# PATH directory) records that link as its home and breaks when the link goes. A venv without a working
+# interpreter (such a broken one) is made again from scratch (--clear).
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "" >/dev/null 2>&1; then
   echo "bootstrap: creating the virtual environment $VENV"
-  "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
+  REAL_PYTHON=$("$SYSTEM_PYTHON" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  "$REAL_PYTHON" -m venv --clear --system-site-packages "$VENV"
 fi
 STAMP="$VENV/.ledgerwire-installed"
 if [ pyproject.toml -nt "$STAMP" ] \
