@@ -22,7 +22,7 @@ import yaml
 from connectors.quickbooks_online import Sandbox
 from connectors.registry import PLATFORM_PACKAGES, known_platforms
 from connectors.sandbox_kit import Faults, free_port
-from daemon.localstack import stack
+from daemon.localstack import generator, stack
 from daemon.operations import offsets
 from daemon.localstack.verify import compare, expected_from_db
 from tests.conftest import background_workload
@@ -168,7 +168,9 @@ def test_every_connector_two_daemons_one_group_a_fold_rewind_and_resyncs_during_
         with open(logs[0], "ab") as log_1, open(logs[1], "ab") as log_2, \
                 psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
             daemons = start_both((log_1, log_2))
-            writer, counts = background_workload(conn, seed=27, count=operations, rate_per_s=6)
+            # The generator's usual mix with refunds three times as often: reconcile checks their credit on every target.
+            mix = generator.Workload.DEFAULT_MIX | {"refund": 3}
+            writer, counts = background_workload(conn, seed=27, count=operations, rate_per_s=6, mix=mix)
             durations["first deliveries on every target"] = _wait_for(
                 lambda: all(len(s.booked_invoices()) >= 5 for s in sandboxes.values()), 180,
                 "five invoices on every target")
@@ -229,6 +231,7 @@ def test_every_connector_two_daemons_one_group_a_fold_rewind_and_resyncs_during_
     assert all(code == 0 for codes in exit_codes.values() for code in codes), exit_codes
     breaches = {name: sandbox.rate_limit_breaches() for name, sandbox in sandboxes.items()}
     assert all(count == 0 for count in breaches.values()), f"rate limits exceeded: {breaches}"
+    assert refunds > 0, f"the workload made no refund to check: {counts}"
     assert all(c.issued > 10 and c.payments_checked > 5 for c in comparisons.values()), \
         {name: (c.issued, c.payments_checked) for name, c in comparisons.items()}
     figures = "; ".join(f"{name}: {c.issued} invoices exactly once, {c.voided} voids, {c.payments_checked} payments "
