@@ -175,3 +175,9 @@ class Sandbox(Protocol):
     def booked_invoices(self) -> list[BookedInvoice]:
         """Every invoice document in the books, duplicates included (so a test can count them)."""
         ...
+
+    def rate_limit_breaches(self) -> int:
+        """Requests that arrived over one of the platform's request limits (and were answered 429), summed over
+        every limit window, daily quota and concurrency cap it enforces; 0 for a platform that documents none.
+        Injected faults (``Faults.error_429``) are not breaches."""
+        ...

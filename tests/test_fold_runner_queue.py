@@ -39,3 +39,17 @@ def test_produce_waits_for_room_in_a_full_local_queue_instead_of_raising():
     produced = runner.producer.written + runner.producer.queued
     assert [key for _, key, _, _ in produced] == [f"r:invoice_lines:{n}".encode() for n in range(10)]
     assert runner.producer.polls == 3
+
+
+def test_two_daemon_processes_on_one_host_get_their_own_fold_transactional_ids():
+    """Found by the chaos test (two daemons in one group on one machine): both folds used
+    ``<fold group>-<hostname>``, so each start fenced the other's producer (``_FENCED``) and their folds kept
+    restarting each other. Each instance has its own id now, the same across its restarts."""
+    from daemon.source.fold_runner import default_transactional_id
+
+    first = AppConfig.model_validate({"http": {"port": 9464}, "targets": []})
+    second = AppConfig.model_validate({"http": {"port": 9474}, "targets": []})
+    assert default_transactional_id(first) != default_transactional_id(second)
+    assert default_transactional_id(first) == default_transactional_id(first.model_copy())  # stable across restarts
+    stop = threading.Event()
+    assert FoldRunner(first, stop).transactional_id != FoldRunner(second, stop).transactional_id

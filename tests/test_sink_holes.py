@@ -393,3 +393,19 @@ def test_resync_settles_the_dead_letters_it_supersedes(ledger):
     result = resync.apply(ledger, books, worker.target, [resync.ResyncItem(v3, "create", "not at the platform")])
     assert result.counts == {"create": 1}
     assert [(r["version"], r["status"]) for r in ledger.dead_letters("books")] == [(4, "parked")]
+
+
+def test_resync_planned_create_does_not_post_twice_when_the_sink_posted_it_meanwhile(ledger):
+    """Found by the chaos test with every connector: resync planned "create" for invoices the sink had not posted
+    yet, the sink then posted them (same version), and resync created each a second time on Odoo (no unique
+    numbers there). Under the invoice lock the ledger now knows the document: the plan is made again from it."""
+    from daemon.operations import resync
+
+    worker, books = make_worker(ledger)
+    v1 = invoice_event(21)
+    planned = resync.ResyncItem(v1, "create", "not at the platform")  # the plan saw no document
+    _posted(ledger, v1, invoice_hash="h1")  # then the sink posted v1 before resync took the invoice's lock
+    result = resync.apply(ledger, books, worker.target, [planned])
+    assert books.posted == {}, "resync created a second document for an invoice the sink had just posted"
+    assert result.counts == {"no change": 1} and not result.errors
+    assert ledger.document("books", 21).external_id == "X21"

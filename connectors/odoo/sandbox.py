@@ -203,6 +203,11 @@ class Sandbox:
             },
         }
 
+    def rate_limit_breaches(self) -> int:
+        """0: Odoo enforces no request rate, quota or concurrency cap of its own (the connector's 10/s is
+        self-imposed, kept for the server's workers), so no request can breach a platform limit here."""
+        return 0
+
     def booked_invoices(self) -> list[BookedInvoice]:
         with self._lock:
             out = []

@@ -574,6 +574,11 @@ class Sandbox:
             },
         }
 
+    def rate_limit_breaches(self) -> int:
+        """0: QuickBooks Desktop has no request limit; its Web Connector asks for one request at a time, so the
+        daemon cannot send faster than QuickBooks answers."""
+        return 0
+
     def booked_invoices(self) -> list[BookedInvoice]:
         with self.company.lock:
             out = []

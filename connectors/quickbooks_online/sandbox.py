@@ -105,6 +105,7 @@ class Sandbox:
         self.api_per_minute = api_per_minute or self.api_per_minute  # a harness may lift Intuit's 500/minute
         self.window = WindowLimit(self.api_per_minute, 60.0)
         self.batch_window = WindowLimit(self.batch_per_minute, 60.0)
+        self.concurrency_breaches = 0  # requests refused for arriving over the 10 concurrent
         self.batch_requests = 0
         self.api_requests = 0  # accepted API requests of any kind (reads, queries, writes, batches)
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) for spec validation
@@ -181,6 +182,10 @@ class Sandbox:
                     realm.automatic_sales_tax = enabled
                     realm.preferences_token += 1
 
+    def rate_limit_breaches(self) -> int:
+        """Requests over the 500/minute, the 40 batches/minute or the 10 concurrent (see the Sandbox protocol)."""
+        return self.window.breaches + self.batch_window.breaches + self.concurrency_breaches
+
     def booked_invoices(self, realm_id: str | None = None) -> list[BookedInvoice]:
         with self._lock:
             out = []
@@ -235,7 +240,10 @@ class Sandbox:
         if realm is None:
             return fault("AUTHORIZATION", "3100", "message=ApplicationAuthorizationFailed; errorCode=003100; "
                          "statusCode=403", "Unknown realm", status=403)
-        if self.window.hit(realm_id) is not None or realm.active >= self.concurrency:
+        over_window = self.window.hit(realm_id) is not None
+        if not over_window and realm.active >= self.concurrency:
+            self.concurrency_breaches += 1
+        if over_window or realm.active >= self.concurrency:
             return fault("SERVICE", "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
                          "The request limit was reached.", status=429)
         self.api_requests += 1

@@ -164,6 +164,10 @@ class Sandbox:
         with self._lock:
             return [copy.deepcopy(r) for b in self.businesses.values() for r in b.tables[table].values()]
 
+    def rate_limit_breaches(self) -> int:
+        """Requests over the per-minute or the daily limit (see the Sandbox protocol)."""
+        return self.minute_window.breaches + self.day_window.breaches
+
     def booked_invoices(self) -> list[BookedInvoice]:
         with self._lock:
             out = []

@@ -102,6 +102,7 @@ class Sandbox:
         self.minute_limit, self.day_limit, self.concurrent_limit = minute_limit, day_limit, concurrent_limit
         self.minute_window = WindowLimit(minute_limit, 60.0)
         self.day_window = WindowLimit(day_limit, 86400.0)
+        self.concurrency_breaches = 0  # requests refused for arriving over the concurrent limit
         # Xero computes each line's tax itself when no TaxAmount is given; ``recompute_tax`` makes it
         # ignore the given TaxAmount too (a platform that recomputes tax its own way).
         self.recompute_tax = recompute_tax
@@ -189,6 +190,10 @@ class Sandbox:
         }
         return config
 
+    def rate_limit_breaches(self) -> int:
+        """Requests over the per-minute, the daily or the concurrent limit (see the Sandbox protocol)."""
+        return self.minute_window.breaches + self.day_window.breaches + self.concurrency_breaches
+
     def booked_invoices(self) -> list[BookedInvoice]:
         with self._lock:
             out = []
@@ -244,6 +249,7 @@ class Sandbox:
         if org is None:
             return _problem(403, "Forbidden", "AuthenticationUnsuccessful")
         if org.active >= self.concurrent_limit:
+            self.concurrency_breaches += 1
             return self._too_many("concurrent", 1)
         wait = self.minute_window.hit(org.tenant_id)
         if wait is not None:

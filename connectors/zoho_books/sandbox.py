@@ -108,6 +108,7 @@ class Sandbox:
         self.window = WindowLimit(api_per_minute, 60.0)
         self.daily = WindowLimit(daily_limit, 86400.0)
         self.concurrency = concurrency
+        self.concurrency_breaches = 0  # requests refused for arriving over the concurrency cap
         self.tax_rounding = tax_rounding
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every write
         self.queries: list[dict[str, str]] = []  # the query parameters of each of them, in the same order
@@ -170,6 +171,10 @@ class Sandbox:
             },
         }
 
+    def rate_limit_breaches(self) -> int:
+        """Requests over the per-minute, the daily or the concurrency cap (see the Sandbox protocol)."""
+        return self.window.breaches + self.daily.breaches + self.concurrency_breaches
+
     def booked_invoices(self, organization_id: str | None = None) -> list[BookedInvoice]:
         with self._lock:
             out = []
@@ -215,6 +220,8 @@ class Sandbox:
         if org is None:
             return answer(400, {"code": 6041, "message": "Invalid value passed for organization_id"})
         wait = self.window.hit(org_id)
+        if wait is None and org.active >= self.concurrency:
+            self.concurrency_breaches += 1
         if wait is not None or org.active >= self.concurrency:  # codes 44/45: sandbox's choice
             return answer(429, {"code": 44, "message": "You have made too many requests continuously. "
                                 "Please try again after some time."}, {"Retry-After": str(max(1, int(wait or 1)))})

@@ -147,6 +147,16 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
                                                      f"meanwhile (resync had v{event.version})"))
                 bound.info("resync_skipped_newer_delivered", delivered_version=current.delivered_version)
                 continue
+            if item.action == "create" and current.external_id:
+                # The plan saw no document at the platform, but the ledger knows one now: the sink posted the
+                # invoice after the plan read the ledger. Creating it would post it twice (a platform without
+                # unique numbers keeps both): plan it again from what the ledger knows.
+                action, detail = classify(event, current, connector.fetch_invoice(current.external_id), None)
+                item = ResyncItem(event, action, detail)
+                bound.info("resync_replanned_posted_meanwhile", action=action)
+                if action == "no change":
+                    result.counts["no change"] = result.counts.get("no change", 0) + 1
+                    continue
             doc = _resync_doc(current, item)
             # A fresh salt: QuickBooks replays the answer to a reused requestid, which would "create" nothing.
             ctx = PgDeliveryContext(ledger, target, event, attempt=2, entities=entities,

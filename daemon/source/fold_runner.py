@@ -16,6 +16,7 @@ processes in the group are hot standbys that take over on rebalance. Delivery sc
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -43,13 +44,23 @@ COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records 
 POISON = (ValueError, TypeError, ArithmeticError, LookupError)
 
 
+def default_transactional_id(config: AppConfig) -> str:
+    """One transactional id per daemon instance, the same across its restarts. Zombies are fenced by the consumer
+    group's metadata, not by this id; it only lets a restarted instance abort the transaction its predecessor left
+    open. Two daemon processes on one host (scale-out) must not share it: each start would fence the other's
+    producer, and their folds would restart each other in turn. The metrics port tells them apart (each instance
+    binds its own); without one, the process id does."""
+    instance = config.http.port or os.getpid()
+    return f"{config.kafka.fold_group}-{socket.gethostname()}-{instance}"
+
+
 class FoldRunner:
     def __init__(self, config: AppConfig, stop: threading.Event, transactional_id: str | None = None) -> None:
         self.config = config
         self.stop = stop
         self.source_topics = [config.source.table_topic(t) for t in TABLES]
         self.tx_topic = config.source.tx_topic
-        self.transactional_id = transactional_id or f"{config.kafka.fold_group}-{socket.gethostname()}"
+        self.transactional_id = transactional_id or default_transactional_id(config)
         self.ready = threading.Event()
         self._needs_rebuild = False
         self._assigned: list[TopicPartition] = []
