@@ -135,7 +135,8 @@ class Sandbox:
         return RunningServer(self.app, port=port, name="patriot-export").start()
 
     def seed_credentials(self) -> dict[str, Any]:
-        return {}  # nothing to authenticate: the files go to a directory
+        # Nothing to authenticate (the files go to a directory); the sink pauses a target with an empty document.
+        return {"kind": "file export", "secret": None}
 
     def target_config(self, name: str, base_url: str) -> dict[str, Any]:
         self.targets.append(name)
