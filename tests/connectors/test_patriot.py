@@ -127,6 +127,10 @@ def test_a_day_of_changes_reads_back_and_adds_up(tmp_path):
     assert [c["First Name"] for c in books.customers] == ["Dana"]  # one customer import row, ever
     assert all(name.startswith(("00001-", "00002-", "00003-")) for name in books.files)
     assert any(name.endswith("-worksheet.html") for name in books.files)
+    # Every file the connector wrote passes Patriot's documented import layout (SOURCE.md, read by the sandbox).
+    layouts = Layouts()
+    assert [len(layouts.bank(p)) for p in sorted((tmp_path / "books").glob("*-bank-*.csv"))] == [1, 1, 3]
+    assert [len(layouts.customers(p)) for p in (tmp_path / "books").glob("*-customers-*.csv")] == [1]
 
 
 def test_redelivery_and_a_crash_before_the_sinks_commit_write_nothing_twice(tmp_path):
