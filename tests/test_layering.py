@@ -8,7 +8,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DAEMON_TYPES_CONNECTORS_MAY_USE = {"daemon.canonical", "daemon.config"}
+# daemon.sink.schedule: the pure, clock-injected window arithmetic of the config's ``Schedule`` (no I/O, no state),
+# which Patriot's file export uses to cut its periods exactly where the sink opens its windows.
+DAEMON_TYPES_CONNECTORS_MAY_USE = {"daemon.canonical", "daemon.config", "daemon.sink.schedule"}
 SANDBOX_MODULES = ("connectors.sandbox_kit", "connectors.testing")
 
 
