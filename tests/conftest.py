@@ -25,6 +25,17 @@ def report(request):
     return lambda line: _CHECKED.append(f"{request.node.name}: {line}")
 
 
+def pytest_configure(config):
+    """A SIGTERM (a CI runner's or `timeout`'s) ends the session like Ctrl-C, so the session's fixtures still tear
+    down: the private stack's Kafka Connect, Kafka and PostgreSQL are stopped instead of left holding their ports."""
+    import signal
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _CHECKED:
         terminalreporter.section("what the real-stack proofs checked")
