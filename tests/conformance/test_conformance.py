@@ -203,6 +203,7 @@ def test_conformance_5xx_is_uncertain_and_retried_without_duplicate(harness):
 
 def test_conformance_expired_access_token(harness):
     pushed(harness, "no access token (the Web Connector logs in with a password per session)")
+    needs(harness, "expiring_credentials")
     harness.deliver(invoice_event(9470))
     refreshes = harness.driver.token_refreshes()
     harness.driver.expire_tokens()
