@@ -103,6 +103,9 @@ class Capabilities(BaseModel):
     # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
     # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
     pull: bool = False
+    # The credential expires and is renewed (an access token, a session). False for a static key signed into
+    # every request (QuickFile's MD5 header): nothing to refresh, so the expired-token scenario does not apply.
+    expiring_credentials: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""The QuickFile (JSON API v1.2) connector: platform operations for the delivery engine.
+
+Clients (found by our ``AccountReference`` ``LWC<id>``, then the target's match rules), invoices
+(``Invoice_Create``; supplying ``InvoiceID`` updates that invoice, its lines replaced — QuickFile has no
+concurrency token, so the last write wins; a void is ``Invoice_Delete``), client payments attributed to the
+invoice (``Payment_Create`` PaymentType PAYMENT, removed by ``Payment_Delete``), refunds as credit notes
+(``Invoice_Create`` with negative lines and a ``CreditNotes`` block: VOID against what is still owed, HOLD for
+an amount already paid), which QuickFile applies to their parent invoice as it creates them. Every request is
+signed with a fresh ``SubmissionNumber``: a retry is made safe by the engine's look-ups (by the shop's number in
+``InvoiceDescription``, our reference in a payment's ``Notes``), never by resending. The lifecycle, look-ups
+before re-creating, checkpoints and preview are the engine's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from connectors.base import ExternalRef, PermanentError, RemoteInvoice
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, recording_on
+from connectors.engine_state import DocKind
+from connectors.http import PlatformHttp
+from connectors.quickfile import mapping
+from connectors.quickfile.client import QuickFileClient, classify
+from connectors.quickfile.settings import QuickFileSettings
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+
+DEFAULT_BASE_URL = "https://api.quickfile.co.uk"
+
+
+class QuickFileConnector(EngineConnector):
+    platform = "quickfile"
+    settings_model = QuickFileSettings
+    # Invoices are deleted (Invoice_Delete); payments deleted (Payment_Delete) and attributed to the invoice at
+    # creation; a credit note names its parent invoice when it is created (no separate application); QuickFile's
+    # API exposes no lock date; no batch create; a signed static key, nothing that expires.
+    capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
+                                credit_notes=True, credit_applications=False, closed_periods=False, batch_create=0,
+                                expiring_credentials=False)
+
+    def __init__(self, target, runtime) -> None:
+        super().__init__(target, runtime)
+        settings: QuickFileSettings = self.settings
+        limiter = runtime.limiter(target, per_minute=settings.requests_per_minute, per_day=settings.requests_per_day,
+                                  concurrency=settings.concurrency)
+        # No auth object: the signature lives in the body's Header (client.signed_header), fresh per request.
+        self.http = PlatformHttp(target=target.name, platform=self.platform, limiter=limiter,
+                                 base_url=target.base_url or DEFAULT_BASE_URL, classify=classify,
+                                 timeout_s=target.request_timeout_s)
+        self.client = QuickFileClient(self.http, runtime.credentials(target.name), settings)
+        self.mapping = target.mapping
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- shared entities --
+    def customer_digest(self, customer: Customer) -> str:
+        return mapping.client_digest(customer)
+
+    def find_customer(self, customer: Customer) -> ExternalRef | None:
+        ours = mapping.client_reference(customer)  # ours first: a retry after a crash finds what it made
+        for client in self.client.search("Client_Search", AccountReference=ours):
+            if client.get("AccountReference") == ours:
+                return ExternalRef(external_id=str(client["ClientID"]))
+        for key in self.mapping.customer_match:  # Client_Search filters by company name, email, telephone
+            value = {"name": customer.name, "email": customer.email, "phone": customer.phone}[key]
+            field = {"name": "CompanyName", "email": "Email", "phone": "Telephone"}[key]
+            for client in self.client.search("Client_Search", **{field: value}) if value else []:
+                # Never another shop customer's record (ours carry LWC<id>); names are partial matches there.
+                if not str(client.get("AccountReference") or "").startswith("LWC") and client.get(field) == value:
+                    return ExternalRef(external_id=str(client["ClientID"]))
+        return None
+
+    def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
+        made = self.client.call("Client_Create", mapping.client_payload(customer), write=True)
+        return ExternalRef(external_id=str(made["ClientID"]))
+
+    def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
+        self.client.call("Client_Update", mapping.client_payload(customer, ref.external_id), write=True)
+        return ref
+
+    def item_for(self, line: InvoiceLine) -> ItemSpec | None:
+        return None  # QuickFile lines post straight on nominal codes
+
+    def find_item(self, spec: ItemSpec) -> ExternalRef | None:
+        raise PermanentError("quickfile posts lines on nominal codes, never on items")
+
+    create_item = find_item
+
+    # -- references --
+    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        if kind is DocKind.INVOICE:
+            return mapping.description(event.number)
+        if kind is DocKind.PAYMENT:
+            return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
+        if kind is DocKind.CREDIT_NOTE:
+            return mapping.credit_note_reference(key)
+        raise PermanentError(f"quickfile has no {kind.value} documents")  # no applications, no adjustments
+
+    def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        if kind is DocKind.PAYMENT:
+            # Payments cannot be searched by their notes: every allocated payment is read (only after an
+            # uncertain write).
+            return [ExternalRef(external_id=str(p["PaymentID"]), amount=Decimal(str(p["Amount"])))
+                    for p in self.client.search("Payment_Search", Type="ALLOCATED") if p.get("Notes") == reference]
+        # QuickFile numbers its invoices itself: ours are told by InvoiceDescription, compared exactly.
+        # Deleted invoices are not shown (ShowDeleted defaults to false).
+        return [ExternalRef(external_id=str(i["InvoiceID"]), amount=abs(Decimal(str(i["GrossAmount"]))))
+                for i in self.client.search("Invoice_Search", InvoiceType="INVOICE")
+                if i.get("InvoiceDescription") == reference]
+
+    # -- the invoice --
+    def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
+        body = mapping.invoice_payload(event, posting.customer_id, self.mapping)
+        return _remote(self.client.call("Invoice_Create", body, write=True), event)
+
+    def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
+        body = mapping.invoice_payload(event, posting.customer_id, self.mapping, current.external_id)
+        return _remote(self.client.call("Invoice_Create", body, write=True), event)
+
+    def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
+        held = self.read_invoice(current.external_id)
+        if held is None:
+            return None  # already deleted
+        self.client.call("Invoice_Delete", mapping.delete_invoice_payload(current.external_id), write=True)
+        return held.model_copy(update={"status": "deleted", "balance": Decimal("0")})
+
+    def read_invoice(self, external_id: str) -> RemoteInvoice | None:
+        found = self.client.get("Invoice_Get", {"InvoiceID": external_id if "<" in external_id else int(external_id)})
+        details = (found or {}).get("InvoiceDetails")
+        if not details or details.get("Status") == "DELETED":
+            return None
+        return RemoteInvoice(external_id=str(details["InvoiceID"]), number=details.get("InvoiceDescription"),
+                             status="issued", total=details.get("GrossAmount"), tax_total=details.get("VatAmount"),
+                             balance=details.get("OutstandingAmount"), raw=details)
+
+    # -- money --
+    def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
+        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, event.currency, self.mapping,
+                                       self.settings.pay_methods)
+        made = self.client.call("Payment_Create", body, write=True)
+        return ExternalRef(external_id=str(made["PaymentID"]), amount=payment.amount)
+
+    def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
+        try:
+            self.client.call("Payment_Delete", {"PaymentDetails": {"PaymentID": int(ref.external_id)}}, write=True)
+        except PermanentError as exc:
+            if "not found" not in exc.reason.lower():  # already gone: nothing to do
+                raise
+
+    def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
+        amount = refund.amount + refund.tax_amount
+        parent = self.read_invoice(posting.invoice_id)
+        # VOID reduces what is still owed; an amount already paid moves to the client's account (HOLD).
+        kind = "HOLD" if parent is not None and Decimal(str(parent.balance or 0)) < amount else "VOID"
+        body = mapping.credit_note_payload(event, refund, posting.customer_id, posting.invoice_id, self.mapping, kind)
+        made = self.client.call("Invoice_Create", body, write=True)
+        return ExternalRef(external_id=str(made["InvoiceID"]), amount=amount)
+
+    def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
+                     posting: Posting) -> ExternalRef:
+        raise PermanentError("quickfile applies a credit note to its parent invoice when it is created")
+
+    def release_credit(self, application: ExternalRef, request_id: str) -> None:
+        raise PermanentError("quickfile has no credit applications to release")
+
+    # -- closed periods: QuickFile's API exposes no lock date (capability off) --
+    def books_closed_through(self) -> date | None:
+        return None
+
+    def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
+        raise PermanentError("quickfile: no closed-period adjustments (its API exposes no lock date)")
+
+    @contextmanager
+    def recording(self) -> Iterator[list[dict[str, Any]]]:
+        with recording_on(self.client) as sent:
+            yield sent
+
+
+def _remote(made: dict[str, Any], event: InvoiceEvent) -> RemoteInvoice:
+    return RemoteInvoice(external_id=str(made["InvoiceID"]), number=mapping.description(event.number),
+                         token=made.get("SubmissionNumber"), status="issued", raw=made)
