@@ -53,8 +53,8 @@ class OracleClient(RecordingClient):
         """One item; None when Oracle no longer has it (or it is a preview's placeholder)."""
         if is_placeholder(path):
             return None
-        return unless_gone(lambda: json_of(self.http.request("GET", path, headers=self.headers,
-                                                             params={"onlyData": "true"})))
+        return unless_gone(lambda: _item(self.http.request("GET", path, headers=self.headers,
+                                                           params={"onlyData": "true"})))
 
     def list(self, resource: str, **equal: str) -> list[dict[str, Any]]:
         """Every item whose fields equal ``equal`` (an ADF ``q`` finder), page by page."""
@@ -67,12 +67,21 @@ class OracleClient(RecordingClient):
             if not answer.get("hasMore") or not answer.get("items"):
                 return rows
 
-    def write(self, method: str, path: str, body: dict[str, Any] | None = None, *, action: bool = False
-              ) -> dict[str, Any]:
+    def write(self, method: str, path: str, body: dict[str, Any] | None = None, *, action: bool = False,
+              etag: str | None = None) -> dict[str, Any]:
         """POST / PATCH / DELETE, or a custom action (``.../action/<name>``); the answer's item."""
         if self.recorded(method, path, body):
             return {**(body or {}), "CustomerTrxId": f"<new {path.split('/')[0]}>",
                     "StandardReceiptId": "<new receipt>", "CustomerTransactionId": f"<new {path.split('/')[0]}>"}
-        headers = self.headers | ({"Content-Type": ACTION if action else ITEM} if body is not None else {})
-        return json_of(self.http.request(method, path, headers=headers,
-                                         content=jsonmoney.dumps(body) if body is not None else None))
+        headers = self.headers | ({"Content-Type": ACTION if action else ITEM} if body is not None else {}) | (
+            {"If-Match": etag} if etag else {})
+        return _item(self.http.request(method, path, headers=headers,
+                                       content=jsonmoney.dumps(body) if body is not None else None))
+
+
+def _item(response: httpx.Response) -> dict[str, Any]:
+    """An item with its concurrency token (ADF answers an item's ``ETag`` in the header) as ``"@etag"``."""
+    item = json_of(response)
+    if isinstance(item, dict) and response.headers.get("etag"):
+        item["@etag"] = response.headers["etag"]
+    return item

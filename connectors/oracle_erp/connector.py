@@ -147,7 +147,7 @@ class OracleErpConnector(EngineConnector):
         if held is None:
             return
         if held.get("InvoiceStatus") == INCOMPLETE:
-            self.client.write("DELETE", f"{INVOICES}/{invoice_id}")
+            self.client.write("DELETE", f"{INVOICES}/{invoice_id}", etag=held.get("@etag"))
             return
         number = mapping.reversal_number(invoice_id)
         memos = self.client.list(MEMOS, TransactionNumber=number)
@@ -225,7 +225,7 @@ def _account(row: dict[str, Any]) -> ExternalRef:
 
 def _ref(row: dict[str, Any]) -> ExternalRef:
     total = row.get("EnteredAmount")
-    return ExternalRef(external_id=str(row["CustomerTransactionId"]), amount=abs(_dec(total)) if total is not None
+    return ExternalRef(external_id=str(row["CustomerTransactionId"]), token=row.get("@etag"), amount=abs(_dec(total)) if total is not None
                        else None, status="draft" if row.get("InvoiceStatus") == INCOMPLETE else None)
 
 
@@ -236,6 +236,7 @@ def _receipt(row: dict[str, Any]) -> ExternalRef:
 
 def _remote(invoice: dict[str, Any], void: bool = False) -> RemoteInvoice:
     return RemoteInvoice(external_id=str(invoice["CustomerTransactionId"]), number=invoice.get("TransactionNumber"),
+                         token=invoice.get("@etag"),
                          status="void" if void else "draft" if invoice.get("InvoiceStatus") == INCOMPLETE
                          else "issued", total=invoice.get("EnteredAmount"), tax_total=invoice.get("TaxAmount"),
                          balance=invoice.get("InvoiceBalanceAmount"), raw=invoice)

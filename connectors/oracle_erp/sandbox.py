@@ -208,7 +208,7 @@ class Sandbox:
         version = request.headers.get("rest-framework-version", "1")
         if not version.isdigit() or int(version) < 4:  # earlier framework versions answer in plain text
             return Response(error.message, status_code=error.status, media_type="text/plain", headers=headers)
-        body = {"title": {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 415: "Unsupported Media Type",
+        body = {"title": {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 412: "Precondition Failed", 415: "Unsupported Media Type",
                           429: "Too Many Requests"}.get(error.status, "Internal Server Error"),
                 "status": str(error.status), "o:errorDetails": [{"detail": error.message,
                                                                  "o:errorCode": error.code or str(error.status)}]}
@@ -224,8 +224,21 @@ class Sandbox:
                                {"Retry-After": str(max(1, round(wait)))})
         return None
 
-    def _ok(self, body: Any, status: int = 200) -> Response:
-        return Response(jsonmoney.dumps(body), status_code=status, media_type="application/vnd.oracle.adf.resourceitem+json")
+    def _ok(self, body: Any, status: int = 200, record: dict[str, Any] | None = None) -> Response:
+        headers = {"ETag": self._etag(record)} if record is not None else None
+        return Response(jsonmoney.dumps(body), status_code=status, headers=headers,
+                        media_type="application/vnd.oracle.adf.resourceitem+json")
+
+    @staticmethod
+    def _etag(record: dict[str, Any]) -> str:
+        return f'W/"{record["_change"]}"'
+
+    def touch(self, resource: str, key: int, **changes: Any) -> None:
+        """Test hook: the bookkeeper changes an item in Oracle (its ETag moves on)."""
+        with self._lock:
+            record = self.tables[resource][key]
+            record.update(changes)
+            record["_change"] += 1
 
     async def _collection(self, request: Request) -> Response:
         if request.method == "GET":
@@ -248,7 +261,8 @@ class Sandbox:
             try:
                 table = self._table(resource)
                 if key is not None:
-                    return self._ok(self._view(self._get(table, resource, key)))
+                    record = self._get(table, resource, key)
+                    return self._ok(self._view(record), record=record)
                 q = request.query_params
                 wanted = {f: v.replace("''", "'") for f, v in FINDER.findall(q.get("q", ""))}
                 rows = [self._view(r) for r in table.values() if all(str(r.get(f)) == v for f, v in wanted.items())]
@@ -276,6 +290,7 @@ class Sandbox:
         return record
 
     async def _write(self, request: Request, resource: str, key: str | None, action: str | None) -> Response:
+        if_match = request.headers.get("if-match")
         if (refused := self._guard(request)) is not None:
             return refused
         raw = await request.body()
@@ -297,8 +312,13 @@ class Sandbox:
             return self._error(request, AdfError(429, "Too many requests", "429"), {"Retry-After": "1"})
         with self._lock:
             try:
+                if key is not None and if_match and if_match != "*" and \
+                        if_match != self._etag(self._get(self._table(resource), resource, key)):
+                    raise AdfError(412, "The item has been changed by another user", "412")
                 answer, status = self._apply(resource, key, action, request.method, body)
-                response = self._ok(answer, status) if answer is not None else Response(status_code=204)
+                stored = self.tables.get(resource, {}).get(answer[KEYS[resource]]) if isinstance(answer, dict) \
+                    and KEYS.get(resource) in answer else None
+                response = self._ok(answer, status, stored) if answer is not None else Response(status_code=204)
             except AdfError as error:
                 response = self._error(request, error)
         if decided == "timeout":
@@ -373,6 +393,7 @@ class Sandbox:
         elif "AccountNumber" in body and body["AccountNumber"] != record["AccountNumber"]:
             raise AdfError(400, "AccountNumber cannot be changed")
         record.update(body)
+        record["_change"] += 1
         return self._view(record), 200
 
     def _create(self, resource: str, table: dict[int, dict[str, Any]], body: Any) -> dict[str, Any]:
@@ -384,7 +405,7 @@ class Sandbox:
         if missing:
             raise AdfError(400, f"The attribute {missing[0]} is required", "AttributeRequired")
         key = next(self._ids)
-        record = dict(body) | {KEYS[resource]: key}
+        record = dict(body) | {KEYS[resource]: key, "_change": 1}
         if resource == "customerAccounts":
             if any(a["AccountNumber"] == body["AccountNumber"] for a in table.values()):
                 raise AdfError(400, f"The account number {body['AccountNumber']} already exists", "DuplicateAccount")
@@ -425,6 +446,7 @@ class Sandbox:
                 invoice = invoices.get(application["CustomerTrxId"])
                 if invoice is not None:
                     invoice["InvoiceBalanceAmount"] += application["AmountApplied"]
+                    invoice["_change"] += 1
             record["_applications"], record["AppliedAmount"] = [], ZERO
             if action == "reverseReceipt":
                 record["ReceiptStatus"] = "Reversed"
@@ -446,6 +468,7 @@ class Sandbox:
             raise AdfError(400, f"The amount applied {amount} exceeds what is open (receipt or credit {unapplied}, "
                            f"transaction {invoice['InvoiceBalanceAmount']})", "AR_APPLY_AMOUNT")
         invoice["InvoiceBalanceAmount"] -= amount
+        invoice["_change"] += 1
         record["_applications"].append({"CustomerTrxId": invoice["CustomerTransactionId"], "AmountApplied": amount})
         record["AppliedAmount"] += amount
         if resource == "standardReceipts":
