@@ -307,3 +307,28 @@ def test_the_fair_use_throttle_answers_429_with_retry_after():
         with pytest.raises(RateLimitedError) as raised:
             deliver(connector, MemoryEntities(), invoice_event(6060))
     assert raised.value.retry_after >= 1 and sandbox.rate_limit_breaches() == 1
+
+
+def test_a_receipt_left_unapplied_by_an_interrupted_attempt_is_applied_when_adopted(oracle):
+    """The receipt is created, its application answered 500: the retry finds the receipt by its number and
+    applies it — never a second receipt."""
+    from connectors.base import DocumentState
+    from connectors.testing import MemoryContext
+
+    sandbox, connector = oracle
+    entities = MemoryEntities()
+    v1 = invoice_event(6070)
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, payments=[payment(5, "60.00")])
+    sandbox.faults.fault_at(2, "500")  # the receipt's application
+    context = MemoryContext(connector.target.name, v2, entities)
+    with pytest.raises(RetryableError):
+        connector.deliver(v2, doc, context)
+    (receipt,) = sandbox.records("standardReceipts")
+    assert receipt["ReceiptStatus"] == "Unapplied"
+    doc = deliver(connector, entities, v2, context.checkpoints[-1] if context.checkpoints else DocumentState(),
+                  attempt=2)
+    (receipt,) = sandbox.records("standardReceipts")
+    assert receipt["ReceiptStatus"] == "Applied" and doc.payments["5"].amount == Decimal("60.00")
+    (booked,) = sandbox.booked_invoices()
+    assert booked.payments_applied == Decimal("60.00")
