@@ -97,6 +97,16 @@ def _credit_memo(number: str, customer_number: str, day: date, currency: str, co
             "receivablesCreditMemoLines": lines}
 
 
+def _split_tax(line: InvoiceLine, tax: Decimal, settings: OracleErpSettings, mapping: MappingConfig
+               ) -> list[dict[str, Any]]:
+    """A refund's tax over the returned line's components in the line's proportions (the last takes the cent
+    left by rounding), negative, on the components' rate codes."""
+    whole = sum((t.amount for t in line.taxes), ZERO)
+    shares = [(tax * t.amount / whole).quantize(CENT) if whole else ZERO for t in line.taxes]
+    shares[-1] = tax - sum(shares[:-1], ZERO)
+    return [{**entry, "TaxAmount": -share} for entry, share in zip(_tax_lines(line, settings, mapping), shares)]
+
+
 def refund_payload(event: InvoiceEvent, refund: Refund, customer_number: str, settings: OracleErpSettings,
                    mapping: MappingConfig) -> dict[str, Any]:
     """A refund or returned part: an on-account credit memo of its amount (negative), with its tax."""
@@ -107,10 +117,7 @@ def refund_payload(event: InvoiceEvent, refund: Refund, customer_number: str, se
     if refund.tax_amount:
         if line is None or not line.taxes:
             raise PermanentError(f"refund {refund.id} carries tax but names no taxed line of {event.number}")
-        code = line.taxes[0].code  # the returned line's tax, as the shop computed it, on its first component
-        body["receivablesCreditMemoLineTaxLines"] = [{"TaxRegimeCode": settings.tax_regime,
-                                                      "TaxRateCode": mapping.tax_codes.get(code, code),
-                                                      "TaxAmount": -refund.tax_amount}]
+        body["receivablesCreditMemoLineTaxLines"] = _split_tax(line, refund.tax_amount, settings, mapping)
     return _credit_memo(references.refund_reference(refund.id), customer_number, refund.created_at.date(),
                         event.currency, f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}",
                         [body], settings)

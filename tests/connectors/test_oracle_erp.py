@@ -332,3 +332,15 @@ def test_a_receipt_left_unapplied_by_an_interrupted_attempt_is_applied_when_adop
     assert receipt["ReceiptStatus"] == "Applied" and doc.payments["5"].amount == Decimal("60.00")
     (booked,) = sandbox.booked_invoices()
     assert booked.payments_applied == Decimal("60.00")
+
+
+def test_a_refunds_tax_is_split_over_the_returned_lines_components(oracle):
+    sandbox, connector = oracle
+    v1 = invoice_event(6080, lines=[line(1, "part", "Relay", "1", "100.00", taxes=(GST, PST))])
+    doc = deliver(connector, MemoryEntities(), v1)
+    deliver(connector, MemoryEntities(), next_version(v1, refunds=[refund(3, 1, "50.00", "6.00")]), doc)
+    (memo,) = sandbox.records("receivablesCreditMemos")
+    (sent,) = memo["receivablesCreditMemoLines"]
+    assert [(t["TaxRateCode"], t["TaxAmount"]) for t in sent["receivablesCreditMemoLineTaxLines"]] == [
+        ("GST5", Decimal("-2.50")), ("PST7", Decimal("-3.50"))]
+    assert memo["EnteredAmount"] == Decimal("-56.00") and memo["CreditMemoBalance"] == 0
