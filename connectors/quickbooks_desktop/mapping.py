@@ -89,8 +89,23 @@ def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
 
 def customer_name(customer: Customer) -> str:
     """Customer names are unique in a company file (≤ 41 chars): the shop's id keeps namesakes apart."""
-    suffix = f" #{customer.id}"
+    suffix = customer_suffix(customer)
     return customer.name[:NAME_MAX - len(suffix)].strip() + suffix
+
+
+def customer_suffix(customer: Customer) -> str:
+    """The end of every name this connector gives a customer: the shop's id, which a rename never changes."""
+    return f" #{customer.id}"
+
+
+def customer_by_shop_id(customer: Customer) -> etree._Element:
+    """CustomerQueryRq for the record whose name ends with the shop id's suffix: a renamed customer is found under
+    the name it has at QuickBooks (never under its new name, which QuickBooks does not know yet)."""
+    rq = etree.Element("CustomerQueryRq")
+    name_filter = _el(rq, "NameFilter")
+    _el(name_filter, "MatchCriterion", "EndsWith")
+    _el(name_filter, "Name", customer_suffix(customer).strip())
+    return rq
 
 
 def customer_hash(customer: Customer) -> str:

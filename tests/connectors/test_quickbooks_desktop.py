@@ -411,3 +411,32 @@ def test_soap_conversation_matches_the_wsdl(qbd, wsdl_schema):
     # The check can fail: a misspelt element is refused.
     bad = etree.fromstring(soap.envelope("authenticate", [("strUser", "x")])).find(f"{{{soap.SOAP_NS}}}Body")[0]
     assert list(wsdl_schema.iter_errors(bad))
+
+
+def _rename_after_posting(sandbox, connector, invoice_id, forget_entity):
+    event = invoice_event(invoice_id)
+    doc = deliver(connector, event)
+    sync(sandbox)
+    if forget_entity:  # the entity map lost (a resync, another daemon's database): only QuickBooks knows the record
+        connector.queue.entities.pop(("customer", str(event.customer.id)))
+    renamed = Customer(id=event.customer.id, name="Dana Okafor-Whitfield", email="dana.o@example.com", phone="555-0142")
+    sent = len(sandbox.requests)
+    deliver(connector, next_version(event, customer=renamed), doc)
+    return renamed, sent
+
+
+@pytest.mark.parametrize("forget_entity", [False, True])
+def test_customer_rename_finds_the_record_by_its_list_id_or_shop_id_never_its_new_name(qbd, forget_entity):
+    """Issue #20: a renamed customer is modified in place (found by its stored ListID, or by the shop id its name
+    ends with when the entity map is gone) — never looked up under the new name QuickBooks does not know, never
+    duplicated — and the session ends."""
+    sandbox, connector = qbd
+    renamed, sent = _rename_after_posting(sandbox, connector, 9300, forget_entity)
+    sync(sandbox, sessions=2)
+    new_requests = sandbox.requests[sent:]
+    assert len(new_requests) < 10, len(new_requests)  # a handful of requests, not a query loop
+    assert not any(f"<FullName>{mapping.customer_name(renamed)}</FullName>" in r for r in new_requests)
+    (customer,) = sandbox.company.customers.values()
+    assert (customer["Name"], customer["Email"], customer["Phone"]) == (
+        mapping.customer_name(renamed), "dana.o@example.com", "555-0142")
+    assert connector.queue.load(9300).done_version == 2
