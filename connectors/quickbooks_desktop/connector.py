@@ -83,6 +83,10 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         log.info("qbd_queued", target=ctx.target, invoice_id=event.invoice_id, version=event.version)
         return engine.delivered(event, known)
 
+    def unconfirmed(self) -> int:
+        """Invoice versions queued that the Web Connector has not yet brought to QuickBooks (nor dead-lettered)."""
+        return self.queue.pending()
+
     def document(self, invoice_id: int) -> DocumentState | None:
         """What is known at QuickBooks of a queued invoice (the engine's state, newest checkpoint)."""
         work = self.queue.load(invoice_id)

@@ -440,3 +440,15 @@ def test_customer_rename_finds_the_record_by_its_list_id_or_shop_id_never_its_ne
     assert (customer["Name"], customer["Email"], customer["Phone"]) == (
         mapping.customer_name(renamed), "dana.o@example.com", "555-0142")
     assert connector.queue.load(9300).done_version == 2
+
+
+def test_queued_is_not_done_until_the_web_connector_confirms_it(qbd):
+    """Issue #20: the sink's lag for a pull platform read 0 while every queued invoice starved; what the Web
+    Connector has not confirmed yet is counted (``unconfirmed``, published as ledgerwire_pull_unconfirmed_invoices)."""
+    sandbox, connector = qbd
+    assert connector.unconfirmed() == 0
+    deliver(connector, invoice_event(9400))
+    deliver(connector, invoice_event(9401))
+    assert connector.unconfirmed() == 2
+    sync(sandbox)
+    assert connector.unconfirmed() == 0
