@@ -211,8 +211,9 @@ def _line(parent: etree._Element, tag: str, item: dict[str, str], desc: str, amo
         _el(line, "TxnLineID", "-1")  # every line sent as new: QuickBooks drops the lines left out
     _ref(line, "ItemRef", **item)
     _el(line, "Desc", desc[:4095])
-    if quantity is not None and rate is not None:
+    if quantity is not None:
         _el(line, "Quantity", num(quantity))
+    if quantity is not None and rate is not None:  # without a Rate QuickBooks derives it from Amount / Quantity
         _el(line, "Rate", num(rate))
     _el(line, "Amount", amt(amount))
     if taxable is not None:
@@ -225,13 +226,22 @@ def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], map
     component with the shop's amount (sum of its per-line rounded amounts)."""
     lines: list[dict[str, Any]] = [
         {"item": item_refs[line.id], "desc": line_text(line, 4095), "quantity": line.quantity,
-         "rate": line.unit_price, "amount": line.amount, "taxable": bool(line.taxes)} for line in event.lines]
+         "rate": None if event.tax_inclusive else line.unit_price, "amount": _net(event, line),
+         "taxable": bool(line.taxes)} for line in event.lines]
     components: dict[str, tuple[str, Decimal]] = {}
     for tax in (tax for line in event.lines for tax in line.taxes):
         components[tax.code] = (tax.name, components.get(tax.code, ("", Decimal("0")))[1] + tax.amount)
     for code, (name, amount) in sorted(components.items()):
         lines.append({"item": {"full_name": tax_item(code, mapping)}, "desc": name, "amount": amount})
     return lines
+
+
+def _net(event: InvoiceEvent, line: InvoiceLine) -> Decimal:
+    """A line's amount before tax: a tax-inclusive invoice's line amounts hold their tax, which travels on the
+    sales-tax item lines; the total is then the shop's (234.99 stays 234.99, not 234.99 plus its tax again)."""
+    if not event.tax_inclusive:
+        return line.amount
+    return line.amount - sum((tax.amount for tax in line.taxes), Decimal("0"))
 
 
 def _transaction(body: etree._Element, event: InvoiceEvent, customer_list_id: str,
@@ -247,10 +257,16 @@ def _transaction(body: etree._Element, event: InvoiceEvent, customer_list_id: st
     _el(body, "RefNumber", ref_number)
     if invoice and event.job:
         _el(body, "PONumber", event.job.number[:25])
-    if invoice and event.due_date:
-        _el(body, "DueDate", event.due_date.isoformat())
+    terms = mapping.payment_terms.get(event.customer.payment_terms_days or 0)
+    if invoice and terms:  # the fleet customer's Term (StandardTerms/DateDrivenTerms name), from mapping.payment_terms
+        _ref(body, "TermsRef", full_name=str(terms))
+    due = references.terms_due_date(event) if invoice else None
+    if due:
+        _el(body, "DueDate", due.isoformat())
     _ref(body, "ItemSalesTaxRef", full_name=tax_item_name)
     _el(body, "Memo", memo[:4095])
+    if event.tax_inclusive:  # the platform's own setting: the amounts are what the customer pays, tax included
+        _el(body, "IsTaxIncluded", "true")
     _el(body, "Other", other)
 
 

@@ -452,3 +452,27 @@ def test_queued_is_not_done_until_the_web_connector_confirms_it(qbd):
     assert connector.unconfirmed() == 2
     sync(sandbox)
     assert connector.unconfirmed() == 0
+
+
+def test_tax_inclusive_invoice_is_posted_with_the_tax_included_setting_and_the_shops_total(qbd):
+    """Issue #20: tax-included line amounts went out as net with the tax added on top (234.99 became 248.82)."""
+    from connectors.testing import tax_inclusive_event
+
+    sandbox, connector = qbd
+    event = tax_inclusive_event(9500)
+    deliver(connector, event)
+    sync(sandbox)
+    booked = only(sandbox, event.number)
+    assert booked.total == Decimal("127.50") and booked.tax_total == Decimal("6.09")
+    (write,) = [r for r in sandbox.requests if "<InvoiceAddRq" in r]
+    assert "<IsTaxIncluded>true</IsTaxIncluded>" in write
+
+
+def test_fleet_terms_and_the_due_date_they_give(qbd):
+    """Issue #20: fleet terms (TermsRef) were not sent and an empty due date stayed empty."""
+    sandbox, connector = qbd
+    connector.mapping = connector.mapping.model_copy(update={"payment_terms": {30: "Net 30"}})
+    fleet = Customer(id=91, name="Harbour Freight Fleet", is_fleet=True, payment_terms_days=30)
+    event = invoice_event(9600, customer=fleet, due_date=None, issue_date=date(2026, 3, 2))
+    request = connector.preview(event, DocumentState())[-1]["body"]
+    assert "<TermsRef><FullName>Net 30</FullName></TermsRef><DueDate>2026-04-01</DueDate>" in request
