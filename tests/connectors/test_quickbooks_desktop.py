@@ -476,3 +476,21 @@ def test_fleet_terms_and_the_due_date_they_give(qbd):
     event = invoice_event(9600, customer=fleet, due_date=None, issue_date=date(2026, 3, 2))
     request = connector.preview(event, DocumentState())[-1]["body"]
     assert "<TermsRef><FullName>Net 30</FullName></TermsRef><DueDate>2026-04-01</DueDate>" in request
+
+
+def test_refund_tax_goes_out_on_each_of_its_components(qbd):
+    """Issue #20: a partial refund's tax (GST 2.50 + PST 3.50) went out as one GST 6.00 line."""
+    from datetime import datetime, timezone
+
+    from connectors.testing import GST, PST
+
+    _, connector = qbd
+    event = invoice_event(9700, lines=[line(1, "part", "Alternator", "1", "100.00", taxes=(GST, PST))])
+    refund = Refund(id=12, kind="refund", amount=Decimal("50.00"), tax_amount=Decimal("6.00"), line_id=1,
+                    created_at=datetime(2026, 3, 3, tzinfo=timezone.utc))
+    request = etree.tostring(mapping.credit_memo_add(refund, event, "80-1", {"list_id": "90-1"}, connector.mapping,
+                                                     "Shop Tax Lines"), encoding="unicode")
+    taxes = [(ln.findtext("ItemRef/FullName"), ln.findtext("Amount"))
+             for ln in etree.fromstring(request).iter("CreditMemoLineAdd") if ln.find("ItemRef/FullName") is not None]
+    assert taxes == [(mapping.tax_item("GST", connector.mapping), "2.50"),
+                     (mapping.tax_item("PST", connector.mapping), "3.50")]
