@@ -218,6 +218,11 @@ class Connector(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and sessions."""
 
+    def unconfirmed(self) -> int:
+        """Invoices handed over but not yet confirmed by the platform: 0 for a push platform (``deliver`` returns
+        once it is done); a pull platform's queue not yet carried and answered by its client (queued is not done)."""
+        return 0
+
     def check_mapping(self) -> list[str]:
         """Resolve every account, tax code/rate, item and tracking value the target's mapping names against the
         platform (read-only calls); one human-readable line per reference that does not resolve, e.g.

@@ -40,6 +40,10 @@ log = structlog.get_logger(__name__)
 # the invoice's state moving: then the step cannot progress and the version is dead-lettered with the refusal.
 # Sessions come every few minutes, so this is a bookkeeper's lunch break of "in use", not a crash loop forever.
 MAX_TRANSIENT_RUNS = 8
+# One run asking the same request more often than this (a planner that keeps looking for what the platform keeps
+# answering "not found", e.g. a customer under a name it does not have) cannot progress: the run ends in a dead
+# letter saying so, and the Web Connector's session ends, instead of carrying the same query thousands of times.
+MAX_SAME_REQUEST_PER_RUN = 20
 
 
 class AwaitAnswer(Exception):
@@ -60,6 +64,10 @@ class _Exchange:
         digest = hashlib.sha256(request.encode()).hexdigest()[:24]
         nth = self.asked.get(digest, 0)
         self.asked[digest] = nth + 1
+        if nth >= MAX_SAME_REQUEST_PER_RUN:
+            kind = request[request.find("<QBXMLMsgsRq"):][:160] if "<QBXMLMsgsRq" in request else request[:160]
+            raise PermanentError(f"the same request was asked {nth + 1} times in one run without progress, a step "
+                                 f"that cannot progress: {kind}")
         matching = [answer for key, answer in self.answers if key == digest]
         if nth < len(matching):
             return matching[nth]

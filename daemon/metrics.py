@@ -63,6 +63,11 @@ CONSUMER_LAG = Gauge(
 )
 
 # --- delivery -----------------------------------------------------------------------------------------
+# A pull platform's sink commits its Kafka offset once an invoice is queued, so its consumer lag reads 0 while
+# the Web Connector has not carried anything yet: this is the rest of that target's lag (queued is not done).
+PULL_UNCONFIRMED = Gauge("ledgerwire_pull_unconfirmed_invoices",
+                         "Invoices queued for a pull platform's client and not yet confirmed by the platform.",
+                         ["target"])
 DELIVERIES = Counter(
     "ledgerwire_deliveries_total", "Invoice versions handled by a sink, by outcome.",
     ["target", "platform", "outcome"],  # delivered | skipped_stale | coalesced | dead_lettered | parked | queued

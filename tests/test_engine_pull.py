@@ -11,6 +11,7 @@ import pytest
 from connectors import engine_pull
 from connectors.quickbooks_desktop import CONNECTOR, Sandbox
 from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version
+from daemon.canonical import Customer
 from daemon.config import TargetConfig
 
 
@@ -131,3 +132,30 @@ def test_a_request_quickbooks_could_not_process_is_looked_up_before_it_is_sent_a
     sent = WebConnector(sandbox, connector).finish()
     assert tag(sent[0]) == "InvoiceQueryRq" and "InvoiceAddRq" not in [tag(r) for r in sent]
     assert len([b for b in sandbox.booked_invoices() if b.number == event.number]) == 1
+
+
+def test_a_step_that_cannot_progress_is_dead_lettered_and_the_session_ends(qbd, monkeypatch):
+    """Issue #20: a planner that keeps asking the same query QuickBooks keeps answering "not found" (the rename
+    livelock: 10,002 CustomerQuery requests in 60 s, the session never ended) ends its run in a dead letter
+    with the reason, and the Web Connector's session ends."""
+    from connectors.quickbooks_desktop import mapping
+
+    sandbox, connector = qbd
+
+    def never_found(customer):  # the livelock's shape: ask again until found
+        while not connector._rets(mapping.query("Customer", full_name="Name QuickBooks does not have")):
+            pass
+
+    monkeypatch.setattr(connector, "find_customer", never_found)
+    event = invoice_event(4400, customer=Customer(id=4401, name="Renamed Customer"))  # not in the entity map
+    connector.deliver(event, engine_pull.DocumentState(), MemoryContext("qbd", event, MemoryEntities()))
+    client = WebConnector(sandbox, connector)
+    sent = []
+    while (request := client.send()) and len(sent) < 1000:
+        sent.append(request)
+        client.answer(request)
+    assert len(sent) <= engine_pull.MAX_SAME_REQUEST_PER_RUN + 5, len(sent)
+    work = connector.queue.load(4400)
+    assert work.failed_version == 1 and "cannot progress" in work.failed_reason
+    ((_, failed, error),) = connector.runtime.failures
+    assert failed.invoice_id == 4400 and "cannot progress" in error.reason

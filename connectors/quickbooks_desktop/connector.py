@@ -83,6 +83,10 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         log.info("qbd_queued", target=ctx.target, invoice_id=event.invoice_id, version=event.version)
         return engine.delivered(event, known)
 
+    def unconfirmed(self) -> int:
+        """Invoice versions queued that the Web Connector has not yet brought to QuickBooks (nor dead-lettered)."""
+        return self.queue.pending()
+
     def document(self, invoice_id: int) -> DocumentState | None:
         """What is known at QuickBooks of a queued invoice (the engine's state, newest checkpoint)."""
         work = self.queue.load(invoice_id)
@@ -141,7 +145,11 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return mapping.customer_hash(customer)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        found = self._rets(mapping.query("Customer", full_name=mapping.customer_name(customer)))
+        """By the shop id every name ends with (" #77"), not by the whole name: after a rename the record still
+        has its old name at QuickBooks; the engine then sees the digest differ and modifies it by its ListID."""
+        suffix = mapping.customer_suffix(customer)
+        found = [ret for ret in self._rets(mapping.customer_by_shop_id(customer))
+                 if str(ret.get("Name", "")).endswith(suffix)]
         return _list_ref(found[0]) if found else None
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:

@@ -89,8 +89,23 @@ def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
 
 def customer_name(customer: Customer) -> str:
     """Customer names are unique in a company file (≤ 41 chars): the shop's id keeps namesakes apart."""
-    suffix = f" #{customer.id}"
+    suffix = customer_suffix(customer)
     return customer.name[:NAME_MAX - len(suffix)].strip() + suffix
+
+
+def customer_suffix(customer: Customer) -> str:
+    """The end of every name this connector gives a customer: the shop's id, which a rename never changes."""
+    return f" #{customer.id}"
+
+
+def customer_by_shop_id(customer: Customer) -> etree._Element:
+    """CustomerQueryRq for the record whose name ends with the shop id's suffix: a renamed customer is found under
+    the name it has at QuickBooks (never under its new name, which QuickBooks does not know yet)."""
+    rq = etree.Element("CustomerQueryRq")
+    name_filter = _el(rq, "NameFilter")
+    _el(name_filter, "MatchCriterion", "EndsWith")
+    _el(name_filter, "Name", customer_suffix(customer).strip())
+    return rq
 
 
 def customer_hash(customer: Customer) -> str:
@@ -196,8 +211,9 @@ def _line(parent: etree._Element, tag: str, item: dict[str, str], desc: str, amo
         _el(line, "TxnLineID", "-1")  # every line sent as new: QuickBooks drops the lines left out
     _ref(line, "ItemRef", **item)
     _el(line, "Desc", desc[:4095])
-    if quantity is not None and rate is not None:
+    if quantity is not None:
         _el(line, "Quantity", num(quantity))
+    if quantity is not None and rate is not None:  # without a Rate QuickBooks derives it from Amount / Quantity
         _el(line, "Rate", num(rate))
     _el(line, "Amount", amt(amount))
     if taxable is not None:
@@ -210,13 +226,22 @@ def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], map
     component with the shop's amount (sum of its per-line rounded amounts)."""
     lines: list[dict[str, Any]] = [
         {"item": item_refs[line.id], "desc": line_text(line, 4095), "quantity": line.quantity,
-         "rate": line.unit_price, "amount": line.amount, "taxable": bool(line.taxes)} for line in event.lines]
+         "rate": None if event.tax_inclusive else line.unit_price, "amount": _net(event, line),
+         "taxable": bool(line.taxes)} for line in event.lines]
     components: dict[str, tuple[str, Decimal]] = {}
     for tax in (tax for line in event.lines for tax in line.taxes):
         components[tax.code] = (tax.name, components.get(tax.code, ("", Decimal("0")))[1] + tax.amount)
     for code, (name, amount) in sorted(components.items()):
         lines.append({"item": {"full_name": tax_item(code, mapping)}, "desc": name, "amount": amount})
     return lines
+
+
+def _net(event: InvoiceEvent, line: InvoiceLine) -> Decimal:
+    """A line's amount before tax: a tax-inclusive invoice's line amounts hold their tax, which travels on the
+    sales-tax item lines; the total is then the shop's (234.99 stays 234.99, not 234.99 plus its tax again)."""
+    if not event.tax_inclusive:
+        return line.amount
+    return line.amount - sum((tax.amount for tax in line.taxes), Decimal("0"))
 
 
 def _transaction(body: etree._Element, event: InvoiceEvent, customer_list_id: str,
@@ -232,10 +257,16 @@ def _transaction(body: etree._Element, event: InvoiceEvent, customer_list_id: st
     _el(body, "RefNumber", ref_number)
     if invoice and event.job:
         _el(body, "PONumber", event.job.number[:25])
-    if invoice and event.due_date:
-        _el(body, "DueDate", event.due_date.isoformat())
+    terms = mapping.payment_terms.get(event.customer.payment_terms_days or 0)
+    if invoice and terms:  # the fleet customer's Term (StandardTerms/DateDrivenTerms name), from mapping.payment_terms
+        _ref(body, "TermsRef", full_name=str(terms))
+    due = references.terms_due_date(event) if invoice else None
+    if due:
+        _el(body, "DueDate", due.isoformat())
     _ref(body, "ItemSalesTaxRef", full_name=tax_item_name)
     _el(body, "Memo", memo[:4095])
+    if event.tax_inclusive:  # the platform's own setting: the amounts are what the customer pays, tax included
+        _el(body, "IsTaxIncluded", "true")
     _el(body, "Other", other)
 
 
@@ -302,11 +333,30 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
                  f"{refund.kind} {refund.id} on invoice {event.number}: {refund.reason or ''}".strip(),
                  event.number[:OTHER_MAX], mapping)
     _line(add, "CreditMemoLineAdd", item, f"{refund.kind}: {refund.reason or 'refund'}", refund.amount, False)
-    line = next((ln for ln in event.lines if ln.id == refund.line_id and ln.taxes), None)
-    code = line.taxes[0].code if line is not None else next((t.code for ln in event.lines for t in ln.taxes), None)
-    if refund.tax_amount and code is not None:
-        _line(add, "CreditMemoLineAdd", {"full_name": tax_item(code, mapping)}, "Tax refunded", refund.tax_amount)
+    for code, name, amount in refund_tax_components(refund, event):
+        _line(add, "CreditMemoLineAdd", {"full_name": tax_item(code, mapping)}, f"{name} refunded", amount)
     return rq
+
+
+def refund_tax_components(refund: Refund, event: InvoiceEvent) -> list[tuple[str, str, Decimal]]:
+    """The refund's tax on each tax component, (code, name, amount), in proportion to what the refunded line
+    (else the whole invoice) carries of each; the last component takes the rounding so the parts sum to the
+    refund's tax. GST 2.50 + PST 3.50, never one GST 6.00 line in the wrong agency's liability."""
+    if not refund.tax_amount:
+        return []
+    lines = [ln for ln in event.lines if ln.id == refund.line_id and ln.taxes] or list(event.lines)
+    components: dict[str, tuple[str, Decimal]] = {}
+    for tax in (tax for ln in lines for tax in ln.taxes):
+        components[tax.code] = (tax.name, components.get(tax.code, ("", Decimal("0")))[1] + tax.amount)
+    whole = sum((amount for _, amount in components.values()), Decimal("0"))
+    if not components or not whole:
+        return []
+    out, left = [], refund.tax_amount
+    for index, (code, (name, amount)) in enumerate(sorted(components.items())):
+        share = left if index == len(components) - 1 else (refund.tax_amount * amount / whole).quantize(CENT)
+        out.append((code, name, share))
+        left -= share
+    return [part for part in out if part[2]]
 
 
 def credit_application(reference: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,

@@ -197,9 +197,14 @@ class Company:
 
     # lists
     def _CustomerQuery(self, rq: etree._Element) -> list[etree._Element]:
-        names = [n.text for n in rq.findall("FullName")]
-        found = [c for c in self.customers.values() if not names or c["FullName"].lower() in
-                 [n.lower() for n in names]]
+        names = [n.text for n in rq.findall("FullName")] or [n.text for n in rq.findall("ListID")]
+        key = "FullName" if rq.find("FullName") is not None else "ListID"
+        found = [c for c in self.customers.values() if not names or c[key].lower() in [n.lower() for n in names]]
+        name_filter = rq.find("NameFilter")
+        if name_filter is not None:  # StartsWith / Contains / EndsWith on the name, case-insensitive
+            match, part = name_filter.findtext("MatchCriterion"), name_filter.findtext("Name").lower()
+            test = {"StartsWith": str.startswith, "Contains": str.__contains__, "EndsWith": str.endswith}[match]
+            found = [c for c in found if test(c["Name"].lower(), part)]
         if names and not found:
             raise QbError(500, f'The query request has not been fully completed. There was a required element '
                                f'("{names[0]}") that could not be found in QuickBooks.', "Warn")
@@ -231,7 +236,7 @@ class Company:
         if any(o["FullName"].lower() == name.lower() and o is not c for o in self.customers.values()):
             raise QbError(3100, f'The name "{name}" of the list element is already in use.')
         c.update(Name=name, FullName=name, Phone=_text(mod, "Phone") or None, Email=_text(mod, "Email") or None,
-                 EditSequence=self.edit_seq())
+                 CompanyName=_text(mod, "CompanyName", c.get("CompanyName")), EditSequence=self.edit_seq())
         return [self._customer_ret(c)]
 
     def _ItemQuery(self, rq: etree._Element) -> list[etree._Element]:

@@ -351,6 +351,8 @@ class SinkWorker:
         open_dl, parked = self.ledger.count_open_dead_letters(self.target.name)
         metrics.DLQ_SIZE.labels(self.target.name).set(open_dl)
         metrics.PARKED_INVOICES.labels(self.target.name).set(parked)
+        if self.connector.pull_model:
+            metrics.PULL_UNCONFIRMED.labels(self.target.name).set(self.connector.unconfirmed())
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Claim first (fencing out whoever held these partitions before), then read the offsets to seek to.

@@ -411,3 +411,86 @@ def test_soap_conversation_matches_the_wsdl(qbd, wsdl_schema):
     # The check can fail: a misspelt element is refused.
     bad = etree.fromstring(soap.envelope("authenticate", [("strUser", "x")])).find(f"{{{soap.SOAP_NS}}}Body")[0]
     assert list(wsdl_schema.iter_errors(bad))
+
+
+def _rename_after_posting(sandbox, connector, invoice_id, forget_entity):
+    event = invoice_event(invoice_id)
+    doc = deliver(connector, event)
+    sync(sandbox)
+    if forget_entity:  # the entity map lost (a resync, another daemon's database): only QuickBooks knows the record
+        connector.queue.entities.pop(("customer", str(event.customer.id)))
+    renamed = Customer(id=event.customer.id, name="Dana Okafor-Whitfield", email="dana.o@example.com", phone="555-0142")
+    sent = len(sandbox.requests)
+    deliver(connector, next_version(event, customer=renamed), doc)
+    return renamed, sent
+
+
+@pytest.mark.parametrize("forget_entity", [False, True])
+def test_customer_rename_finds_the_record_by_its_list_id_or_shop_id_never_its_new_name(qbd, forget_entity):
+    """Issue #20: a renamed customer is modified in place (found by its stored ListID, or by the shop id its name
+    ends with when the entity map is gone) — never looked up under the new name QuickBooks does not know, never
+    duplicated — and the session ends."""
+    sandbox, connector = qbd
+    renamed, sent = _rename_after_posting(sandbox, connector, 9300, forget_entity)
+    sync(sandbox, sessions=2)
+    new_requests = sandbox.requests[sent:]
+    assert len(new_requests) < 10, len(new_requests)  # a handful of requests, not a query loop
+    assert not any(f"<FullName>{mapping.customer_name(renamed)}</FullName>" in r for r in new_requests)
+    (customer,) = sandbox.company.customers.values()
+    assert (customer["Name"], customer["Email"], customer["Phone"]) == (
+        mapping.customer_name(renamed), "dana.o@example.com", "555-0142")
+    assert connector.queue.load(9300).done_version == 2
+
+
+def test_queued_is_not_done_until_the_web_connector_confirms_it(qbd):
+    """Issue #20: the sink's lag for a pull platform read 0 while every queued invoice starved; what the Web
+    Connector has not confirmed yet is counted (``unconfirmed``, published as ledgerwire_pull_unconfirmed_invoices)."""
+    sandbox, connector = qbd
+    assert connector.unconfirmed() == 0
+    deliver(connector, invoice_event(9400))
+    deliver(connector, invoice_event(9401))
+    assert connector.unconfirmed() == 2
+    sync(sandbox)
+    assert connector.unconfirmed() == 0
+
+
+def test_tax_inclusive_invoice_is_posted_with_the_tax_included_setting_and_the_shops_total(qbd):
+    """Issue #20: tax-included line amounts went out as net with the tax added on top (234.99 became 248.82)."""
+    from connectors.testing import tax_inclusive_event
+
+    sandbox, connector = qbd
+    event = tax_inclusive_event(9500)
+    deliver(connector, event)
+    sync(sandbox)
+    booked = only(sandbox, event.number)
+    assert booked.total == Decimal("127.50") and booked.tax_total == Decimal("6.09")
+    (write,) = [r for r in sandbox.requests if "<InvoiceAddRq" in r]
+    assert "<IsTaxIncluded>true</IsTaxIncluded>" in write
+
+
+def test_fleet_terms_and_the_due_date_they_give(qbd):
+    """Issue #20: fleet terms (TermsRef) were not sent and an empty due date stayed empty."""
+    sandbox, connector = qbd
+    connector.mapping = connector.mapping.model_copy(update={"payment_terms": {30: "Net 30"}})
+    fleet = Customer(id=91, name="Harbour Freight Fleet", is_fleet=True, payment_terms_days=30)
+    event = invoice_event(9600, customer=fleet, due_date=None, issue_date=date(2026, 3, 2))
+    request = connector.preview(event, DocumentState())[-1]["body"]
+    assert "<TermsRef><FullName>Net 30</FullName></TermsRef><DueDate>2026-04-01</DueDate>" in request
+
+
+def test_refund_tax_goes_out_on_each_of_its_components(qbd):
+    """Issue #20: a partial refund's tax (GST 2.50 + PST 3.50) went out as one GST 6.00 line."""
+    from datetime import datetime, timezone
+
+    from connectors.testing import GST, PST
+
+    _, connector = qbd
+    event = invoice_event(9700, lines=[line(1, "part", "Alternator", "1", "100.00", taxes=(GST, PST))])
+    refund = Refund(id=12, kind="refund", amount=Decimal("50.00"), tax_amount=Decimal("6.00"), line_id=1,
+                    created_at=datetime(2026, 3, 3, tzinfo=timezone.utc))
+    request = etree.tostring(mapping.credit_memo_add(refund, event, "80-1", {"list_id": "90-1"}, connector.mapping,
+                                                     "Shop Tax Lines"), encoding="unicode")
+    taxes = [(ln.findtext("ItemRef/FullName"), ln.findtext("Amount"))
+             for ln in etree.fromstring(request).iter("CreditMemoLineAdd") if ln.find("ItemRef/FullName") is not None]
+    assert taxes == [(mapping.tax_item("GST", connector.mapping), "2.50"),
+                     (mapping.tax_item("PST", connector.mapping), "3.50")]
