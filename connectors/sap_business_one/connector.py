@@ -199,6 +199,7 @@ def _ref(row: dict[str, Any]) -> ExternalRef:
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
     total = invoice.get("DocTotal")
     balance = total - invoice.get("PaidToDate", 0) if isinstance(total, (int, Decimal)) else None
-    return RemoteInvoice(external_id=str(invoice["DocEntry"]), number=invoice.get("NumAtCard"),
+    stamp = f"{invoice['UpdateDate']}T{invoice.get('UpdateTime')}" if invoice.get("UpdateDate") else None
+    return RemoteInvoice(external_id=str(invoice["DocEntry"]), number=invoice.get("NumAtCard"), token=stamp,
                          status=_status(invoice), total=total, tax_total=invoice.get("VatSum"),
                          balance=balance, raw=invoice)

@@ -104,7 +104,7 @@ def payment_payload(event: InvoiceEvent, payment: Payment, invoice_entry: str, c
             "Remarks": payment_reference(event, str(payment.id)), "TransferAccount": account,
             "TransferSum": payment.amount, "TransferDate": day,
             "TransferReference": (payment.reference or payment.method)[:27],
-            "PaymentInvoices": [{"DocEntry": int(invoice_entry), "SumApplied": payment.amount,
+            "PaymentInvoices": [{"DocEntry": _entry(invoice_entry), "SumApplied": payment.amount,
                                  "InvoiceType": "it_Invoice"}]}
 
 
@@ -127,4 +127,9 @@ def credit_note_payload(event: InvoiceEvent, refund: Refund, card: str, invoice_
                                "AccountCode": account_code(line.kind if line else LineKind.PART, mapping),
                                "LineTotal": refund.amount,
                                "TaxCode": tax_code(line.taxes if line and refund.tax_amount else (), mapping),
-                               "BaseType": INVOICE_OBJECT, "BaseEntry": int(invoice_entry), "BaseLine": index or 0}]}
+                               "BaseType": INVOICE_OBJECT, "BaseEntry": _entry(invoice_entry), "BaseLine": index or 0}]}
+
+
+def _entry(doc_entry: str) -> int | str:
+    """A ``DocEntry`` (an integer key); a preview's placeholder stays as it is."""
+    return int(doc_entry) if doc_entry.isdigit() else doc_entry
