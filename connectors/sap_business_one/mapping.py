@@ -68,7 +68,7 @@ def account_code(kind: LineKind, mapping: MappingConfig) -> str:
 
 def document_line(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
     net = line.amount - sum((t.amount for t in line.taxes), ZERO) if event.tax_inclusive else line.amount
-    return {"ItemDescription": f"{line.quantity} x {line_text(line, 80)}"[:100],
+    return {"ItemDescription": f"{line.quantity.normalize():f} x {line_text(line, 80)}"[:100],
             "AccountCode": account_code(line.kind, mapping), "LineTotal": net,
             "TaxCode": tax_code(line.taxes, mapping)}
 

@@ -64,7 +64,7 @@ WRITABLE: dict[str, dict[str, str]] = {
                          "Currency": S + ":3", "Phone1": S + ":20", "EmailAddress": S + ":100",
                          "FederalTaxID": S + ":32", "VatGroup": S + ":8", "BPAddresses": A},
     "Invoices": DOCUMENT, "CreditNotes": DOCUMENT,
-    "IncomingPayments": {"CardCode": S + ":15", "DocDate": D, "DocType": "enum:rCustomer|rAccount|rSupplier",
+    "IncomingPayments": {"CardCode": S + ":15", "DocDate": D, "DocType": "enum:rCustomer",
                          "DocCurrency": S + ":3", "Remarks": S + ":254", "CounterReference": S + ":8",
                          "CashSum": N, "CashAccount": S + ":15", "TransferSum": N, "TransferAccount": S + ":15",
                          "TransferDate": D, "TransferReference": S + ":27", "PaymentCreditCards": A,
