@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind, line_text
+from connectors.base import PermanentError, combined_tax_code, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -49,21 +49,11 @@ def customer_digest(customer: Customer) -> str:
 
 
 def tax_code(taxes: Iterable[LineTax], mapping: MappingConfig) -> str:
-    key = "+".join(sorted({t.code for t in taxes})) or "none"
-    if key not in mapping.tax_codes:
-        raise PermanentError(f"mapping.tax_codes names no Business One tax code for {key!r}")
-    return mapping.tax_codes[key]
+    return combined_tax_code(taxes, mapping, "Business One")
 
 
 def account_code(kind: LineKind, mapping: MappingConfig) -> str:
-    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
-        return mapping.discount_account
-    account = mapping.income_accounts.get(income_kind(kind)) or mapping.income_accounts.get(LineKind.PART)
-    if not account:
-        raise PermanentError(f"mapping.income_accounts names no G/L account for {kind.value} lines")
-    return account
+    return posting_account(kind, mapping, "Business One")
 
 
 def document_line(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
