@@ -157,8 +157,10 @@ class SapBusinessOneConnector(EngineConnector):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
+        held = self.client.get(f"Invoices({invoice_id})")
+        still_open = held["DocTotal"] - held["PaidToDate"] if held and "DocTotal" in held else None
         body = mapping.payment_payload(event, payment, invoice_id, posting.customer_id, self.settings.transfer_account,
-                                       posting.txn_date)
+                                       still_open, posting.txn_date)
         return _ref(self.client.write("POST", "IncomingPayments", body))
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:

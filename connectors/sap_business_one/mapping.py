@@ -87,15 +87,18 @@ def payment_reference(event: InvoiceEvent, payment_id: str) -> str:
 
 
 def payment_payload(event: InvoiceEvent, payment: Payment, invoice_entry: str, card: str, account: str,
-                    posted_on: date | None = None) -> dict[str, Any]:
-    """A bank transfer received on ``account`` and applied to this invoice (never left on account)."""
+                    invoice_open: Decimal | None = None, posted_on: date | None = None) -> dict[str, Any]:
+    """A bank transfer received on ``account`` and applied to this invoice: all of it, or as much as the invoice
+    still has open (Business One applies no more; the rest stays on the customer's account, as when a refund's
+    credit memo already reduced the invoice)."""
     day = (posted_on or payment.received_at.date()).isoformat()
+    applied = payment.amount if invoice_open is None else min(payment.amount, invoice_open)
     return {"CardCode": card, "DocType": "rCustomer", "DocDate": day, "DocCurrency": event.currency,
             "Remarks": payment_reference(event, str(payment.id)), "TransferAccount": account,
             "TransferSum": payment.amount, "TransferDate": day,
             "TransferReference": (payment.reference or payment.method)[:27],
-            "PaymentInvoices": [{"DocEntry": _entry(invoice_entry), "SumApplied": payment.amount,
-                                 "InvoiceType": "it_Invoice"}]}
+            "PaymentInvoices": [{"DocEntry": _entry(invoice_entry), "SumApplied": applied, "InvoiceType": "it_Invoice"}]
+            if applied > 0 else []}
 
 
 def credit_note_reference(refund_id: object) -> str:

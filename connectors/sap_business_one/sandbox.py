@@ -199,8 +199,10 @@ class Sandbox:
             for invoice in self.sets["Invoices"].values():
                 if invoice["CancelStatus"] == "csCancellation":
                     continue
-                paid = [pi["SumApplied"] for p in payments for pi in p.get("PaymentInvoices") or []
-                        if pi.get("DocEntry") == invoice["DocEntry"] and pi.get("InvoiceType") == "it_Invoice"]
+                # What each payment received for this invoice (anything Business One could not apply to it stays
+                # on the customer's account).
+                paid = [p["DocTotal"] for p in payments if any(pi.get("DocEntry") == invoice["DocEntry"]
+                                                                for pi in p.get("PaymentInvoices") or [])]
                 out.append(BookedInvoice(
                     number=invoice.get("NumAtCard") or "", external_id=str(invoice["DocEntry"]),
                     voided=invoice["CancelStatus"] == "csYes", total=invoice["DocTotal"], tax_total=invoice["VatSum"],

@@ -313,3 +313,22 @@ def test_another_shop_customers_record_is_never_taken(b1):
     first = deliver(connector, MemoryEntities(), invoice_event(8600))
     other = invoice_event(8601, customer=invoice_event().customer.model_copy(update={"id": 78}))
     assert deliver(connector, MemoryEntities(), other).customer_id != first.customer_id
+
+
+def test_a_payment_larger_than_what_is_open_leaves_the_rest_on_account(b1):
+    """A refund's credit memo already reduced the invoice: Business One applies only what is open."""
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v1 = invoice_event(8700)
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[refund(7, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v2, doc)
+    deliver(connector, entities, next_version(v2, payments=[payment(8, str(v1.computed.total))]), doc)
+    (received,) = sandbox.records("IncomingPayments")
+    (applied,) = received["PaymentInvoices"]
+    assert received["TransferSum"] == v1.computed.total
+    assert applied["SumApplied"] == v1.computed.total - Decimal("304.45")
+    assert connector.read_invoice(doc.external_id).balance == 0
+    with pytest.raises(PermanentError, match="exceeds the open balance"):
+        connector.client.write("POST", "IncomingPayments", {**{k: v for k, v in received.items() if k in (
+            "CardCode", "TransferSum", "TransferAccount")}, "PaymentInvoices": [{**applied, "SumApplied": Decimal("1")}]})
