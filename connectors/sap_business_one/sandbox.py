@@ -149,7 +149,7 @@ class Sandbox:
         self.tax_codes: dict[str, tuple[tuple[str, Decimal], ...]] = {
             "GST": (("GST", Decimal("5")),), "PST": (("PST", Decimal("7")),),
             "GSTPST": (("GST", Decimal("5")), ("PST", Decimal("7"))), "STATE": (("STATE", Decimal("6.25")),),
-            "COUNTY": (("COUNTY", Decimal("1")),), "STATECNTY": (("STATE", Decimal("6.25")), ("COUNTY", Decimal("1"))),
+            "COUNTY": (("COUNTY", Decimal("1")),), "STCNTY": (("STATE", Decimal("6.25")), ("COUNTY", Decimal("1"))),
             "EX": ()}
         self.requests: list[tuple[str, str, Any]] = []  # every write: (method, path below /b1s/v1, body)
         self._entries = itertools.count(1)
@@ -178,7 +178,7 @@ class Sandbox:
                                             "discount": "40100", "core_charge": "40100", "core_return": "40100"},
                         "core_account": "22100", "discount_account": "40900",
                         "tax_codes": {"GST": "GST", "PST": "PST", "GST+PST": "GSTPST", "STATE": "STATE",
-                                      "COUNTY": "COUNTY", "COUNTY+STATE": "STATECNTY", "none": "EX"}},
+                                      "COUNTY": "COUNTY", "COUNTY+STATE": "STCNTY", "none": "EX"}},
         }
 
     def rate_limit_breaches(self) -> int:

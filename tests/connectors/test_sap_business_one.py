@@ -332,3 +332,11 @@ def test_a_payment_larger_than_what_is_open_leaves_the_rest_on_account(b1):
     with pytest.raises(PermanentError, match="exceeds the open balance"):
         connector.client.write("POST", "IncomingPayments", {**{k: v for k, v in received.items() if k in (
             "CardCode", "TransferSum", "TransferAccount")}, "PaymentInvoices": [{**applied, "SumApplied": Decimal("1")}]})
+
+
+def test_every_tax_code_the_target_config_names_fits_the_line_tax_code_field():
+    from connectors.sap_business_one.sandbox import LINE
+
+    sandbox, limit = Sandbox(), int(LINE["TaxCode"].split(":")[1])
+    codes = sandbox.target_config("b1", "http://x")["mapping"]["tax_codes"].values()
+    assert all(code in sandbox.tax_codes and len(code) <= limit for code in codes)
