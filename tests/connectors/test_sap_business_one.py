@@ -1,0 +1,342 @@
+"""SAP Business One Service Layer: every request the connector sends validated against the field table of
+``sap-business-one/SOURCE.md`` (SAP publishes no $metadata outside the product; the table is read and turned into a
+validator at test time), the validator shown to refuse bad bodies, and the platform's own rules (session cookies and
+re-login, posted documents cancelled never changed, NumAtCard look-ups, OData paging, the error body)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors import jsonmoney
+from connectors.base import AuthError, PermanentError, RateLimitedError, RetryableError
+from connectors.sap_business_one import Sandbox, mapping
+from connectors.sap_business_one.client import classify
+from connectors.testing import (GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version,
+                               payment)
+from daemon.canonical import Refund
+from daemon.config import MappingConfig
+
+
+class FieldTable:
+    """SOURCE.md's field table: per entity its fields (type, maximum length, enum values), what is required, the
+    payment means of which one is required, and the bound actions."""
+
+    def __init__(self, source: Path) -> None:
+        self.fields: dict[str, dict[str, tuple[str, int | None, tuple[str, ...]]]] = {}
+        self.required: dict[str, set[str]] = {}
+        self.required_for: dict[str, dict[str, str]] = {}  # entity -> field -> DocType it is required for
+        self.means: dict[str, set[str]] = {}
+        self.actions: set[tuple[str, str]] = set()
+        entity = ""
+        table = source.read_text().split("| entity", 1)[1]
+        for row in table.splitlines()[2:]:
+            if not row.startswith("|"):
+                break
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            cells += [""] * (5 - len(cells))
+            if cells[0]:
+                entity = re.match(r"\w+", cells[0]).group(0)
+            names, kind, required = cells[1], cells[2], cells[3]
+            if entity == "Actions":
+                self.actions |= set(re.findall(r"POST /(\w+)\(<DocEntry>\)/(\w+)", names))
+                continue
+            if names == "same shape as Invoices":
+                self.fields[entity] = dict(self.fields["Invoices"])
+                self.required[entity] = set(self.required.get("Invoices", set()))
+                self.required_for[entity] = dict(self.required_for.get("Invoices", {}))
+                continue
+            fields = self._fields(entity, names, kind)
+            if required.startswith(("yes", "**yes**")) and "for" not in required.split("(")[0]:
+                self.required.setdefault(entity, set()).update(fields)
+            for doc_kind in re.findall(r"yes for (item|service)-type docs", required):
+                self.required_for.setdefault(entity, {}).update(
+                    {f: {"item": "dDocument_Items", "service": "dDocument_Service"}[doc_kind] for f in fields})
+            self.required.setdefault(entity, set()).update(re.findall(r"(\w+) required for", required))
+            if "one payment means required" in required:
+                self.means[entity] = {f for f in fields if f.endswith(("Sum", "Cards", "Checks"))}
+
+    def _fields(self, entity: str, text: str, kind: str) -> list[str]:
+        table = self.fields.setdefault(entity, {})
+        for nested, inner in re.findall(r"(\w+) \[\{([^}]*)\}\]", text):
+            table[nested] = ("array", None, ())
+            self._fields(nested, inner, "")
+        text = re.sub(r"\w+ \[\{[^}]*\}\]", "", text)
+        enums = {name: tuple(re.findall(r"[a-z]\w+", values))
+                 for name, values in re.findall(r"([A-Z]\w+) \(?((?:[a-z]\w+ ?/ ?)*[a-z]\w+)\)?", text)}
+        names = re.findall(r"\b([A-Z]\w*)(\[\])?", re.sub(r"\([^)]*[A-Z]{2}[^)]*\)", "", text))
+        length = re.match(r"string\((\d+)\)", kind)
+        base = "enum" if kind.startswith("enum") else re.match(r"\w*", kind).group(0)
+        for name, array in names:
+            values = enums.get(name) or (tuple(re.findall(r"[a-z]\w+", kind[4:])) if base == "enum" else ())
+            table[name] = ("array" if array else "enum" if values else base, int(length.group(1)) if length else None,
+                           values)
+        return [name for name, _ in names]
+
+    def problems(self, entity: str, body: dict[str, Any], doc_type: str | None = None) -> list[str]:
+        table, out = self.fields[entity], []
+        doc_type = body.get("DocType", doc_type or "dDocument_Items")
+        for name in sorted(self.required.get(entity, set()) - set(body)):
+            out.append(f"{name}: required")
+        for name, needed_for in self.required_for.get(entity, {}).items():
+            if needed_for == doc_type and name not in body:
+                out.append(f"{name}: required for {doc_type}")
+        if entity in self.means and not self.means[entity] & set(body):
+            out.append("a payment means is required")
+        for name, value in body.items():
+            if name not in table:
+                out.append(f"{name}: not a field of {entity}")
+                continue
+            kind, length, values = table[name]
+            if kind == "array":
+                ok = isinstance(value, list)
+                for item in value if ok and name in self.fields else []:
+                    out += [f"{name}/{p}" for p in self.problems(name, item, doc_type)]
+            else:
+                ok = {"string": isinstance(value, str) and (length is None or len(value) <= length),
+                      "date": isinstance(value, str) and _is_date(value),
+                      "decimal": isinstance(value, (int, Decimal)) and not isinstance(value, bool),
+                      "int": isinstance(value, int) and not isinstance(value, bool),
+                      "enum": value in values}.get(kind, True)
+            if not ok:
+                out.append(f"{name}: {value!r} is not a {kind}{f'({length})' if length else ''}")
+        return out
+
+
+def _is_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def table(specs) -> FieldTable:
+    return FieldTable(specs / "sap-business-one" / "SOURCE.md")
+
+
+@pytest.fixture
+def b1():
+    sandbox = Sandbox()
+    with connectors_on(sandbox, "b1") as build:
+        connector = build()
+        sent: list[httpx.Request] = []  # every request the connector sends, as it goes out
+        connector.http.client.event_hooks["request"].append(sent.append)
+        yield sandbox, connector, sent
+
+
+def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
+    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
+                  reason="Part returned unused", created_at=invoice_event().emitted_at)
+
+
+def test_every_request_matches_the_source_field_table(b1, table):
+    sandbox, connector, captured = b1
+    entities = MemoryEntities()
+    v1 = invoice_event(8001, payments=[payment(1, "100.00")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, lines=list(v1.lines)[:4] + [line(6, "part", "Relay", "2", "11.20", taxes=(GST, PST))])
+    doc = deliver(connector, entities, v2, doc)
+    deliver(connector, entities, next_version(v2, refunds=[refund(2, 2, "289.95", "14.50")]), doc)
+    v3 = invoice_event(8003, payments=[payment(3, "10.00")])
+    doc = deliver(connector, entities, next_version(v3, status="void"), deliver(connector, entities, v3))
+    assert doc.status == "voided"
+    deliver(connector, entities, invoice_event(8002, customer=v1.customer.model_copy(update={"phone": "555-0199"})))
+    seen, problems = set(), {}
+    for request in captured:
+        path = request.url.path.split("/b1s/v1/", 1)[1]
+        entity = re.match(r"\w+", path).group(0)
+        seen.add((request.method, re.sub(r"\([^)]*\)", "()", path)))
+        if "/" in path:  # a bound action: named in the table, no body
+            assert (entity, path.rsplit("/", 1)[1]) in table.actions, f"{path} is not a documented action"
+            assert not request.content
+        elif request.method == "PATCH":
+            body = jsonmoney.loads(request.content)
+            problems.update({path: [p for p in table.problems(entity, body) if not p.endswith(": required")]})
+        elif request.content and entity != "Login":
+            if found := table.problems(entity, jsonmoney.loads(request.content)):
+                problems[f"{request.method} {path}"] = found
+    assert not any(problems.values()), problems
+    for expected in [("POST", "BusinessPartners"), ("PATCH", "BusinessPartners()"), ("POST", "Invoices"),
+                     ("POST", "Invoices()/Cancel"), ("POST", "IncomingPayments"), ("POST", "IncomingPayments()/Cancel"),
+                     ("POST", "CreditNotes")]:
+        assert expected in seen, f"{expected} never sent"
+
+
+def test_the_table_check_refuses_bad_bodies(table):
+    good = {"CardCode": "LWC1", "DocType": "dDocument_Service", "DocDueDate": "2026-12-20", "NumAtCard": "INV-1",
+            "DocumentLines": [{"AccountCode": "40100", "LineTotal": Decimal("10.00"), "TaxCode": "GST"}]}
+    assert table.problems("Invoices", good) == []
+    line0 = good["DocumentLines"][0]
+    bad = [({**good, "DocDueDate": "20/12/2026"}, "DocDueDate: '20/12/2026' is not a date"),
+           ({k: v for k, v in good.items() if k != "DocDueDate"}, "DocDueDate: required"),
+           ({k: v for k, v in good.items() if k != "CardCode"}, "CardCode: required"),
+           ({**good, "DocType": "dService"}, "DocType: 'dService' is not a enum"),
+           ({**good, "DocTotal": Decimal("1")}, "DocTotal: not a field of Invoices"),
+           ({**good, "DocumentLines": [{**line0, "LineTotal": "10.00"}]}, "DocumentLines/LineTotal: '10.00' is not a decimal"),
+           ({**good, "DocumentLines": [{"LineTotal": Decimal("1")}]}, "DocumentLines/AccountCode: required for dDocument_Service"),
+           ({**good, "DocumentLines": [{**line0, "BaseEntry": "7"}]}, "DocumentLines/BaseEntry: '7' is not a int")]
+    for body, expected in bad:
+        assert expected in table.problems("Invoices", body), (expected, table.problems("Invoices", body))
+    assert "CardCode: 'LWC12345678901234' is not a string(15)" in table.problems(
+        "BusinessPartners", {"CardCode": "LWC12345678901234", "CardName": "x"})
+    assert "CardType: 'C' is not a enum" in table.problems("BusinessPartners", {"CardCode": "A", "CardType": "C"})
+    payment_body = {"CardCode": "LWC1", "PaymentInvoices": [{"DocEntry": 1, "SumApplied": Decimal("5"),
+                                                             "InvoiceType": "it_Invoice"}]}
+    assert "a payment means is required" in table.problems("IncomingPayments", payment_body)
+    assert "PaymentInvoices/InvoiceType: 'Invoice' is not a enum" in table.problems("IncomingPayments", {
+        **payment_body, "CashSum": Decimal("5"), "PaymentInvoices": [{"DocEntry": 1, "InvoiceType": "Invoice"}]})
+    assert table.problems("CreditNotes", good) == []  # "same shape as Invoices"
+    assert ("Invoices", "Cancel") in table.actions and ("IncomingPayments", "Cancel") in table.actions
+
+
+def test_the_sandbox_and_the_table_agree_on_what_is_writable(table):
+    from connectors.sap_business_one.sandbox import LINE, NESTED, WRITABLE
+
+    for entity, writable in list(WRITABLE.items()) + list(NESTED.items()):
+        documented = set(table.fields[entity]) | ({"LineNum"} if writable is LINE else set())
+        assert set(writable) <= documented, (entity, set(writable) - documented)
+        for name, kind in writable.items():
+            if kind.startswith("enum:"):
+                assert set(kind[5:].split("|")) == set(table.fields[entity][name][2]), name
+
+
+def test_the_sandbox_refuses_what_the_table_refuses(b1):
+    sandbox, connector, _ = b1
+    deliver(connector, MemoryEntities(), invoice_event(8100))
+    for body, message in [({"CardCode": "LWC1", "CardName": "x", "Notes": "y"}, "Property 'Notes' of 'BusinessPartner' is invalid"),
+                          ({"CardCode": "LWC12345678901234", "CardName": "x"}, "Value too long in property 'CardCode'"),
+                          ({"CardCode": "X1", "CardName": "x", "CardType": "C"}, "Enum value 'C' is invalid"),
+                          ({"CardName": "x"}, "Property 'CardCode' of 'BusinessPartner' is missing")]:
+        with pytest.raises(PermanentError, match=re.escape(message)) as refused:
+            connector.client.write("POST", "BusinessPartners", body)
+        assert refused.value.status == 400 and refused.value.detail["message"]["lang"] == "en-us"
+
+
+def test_a_session_cookie_pair_and_a_new_login_after_the_idle_timeout(b1):
+    sandbox, connector, captured = b1
+    deliver(connector, MemoryEntities(), invoice_event(8200))
+    assert sandbox.logins == 1
+    api = [r for r in captured if "/Login" not in r.url.path]
+    assert all(re.search(r"B1SESSION=\w+", r.headers["cookie"]) and "ROUTEID=.node1" in r.headers["cookie"] for r in api)
+    sandbox.expire_sessions()  # the server timed the session out: 401 code 301, one login, the request once more
+    deliver(connector, MemoryEntities(), invoice_event(8201))
+    assert sandbox.logins == 2
+    refused = httpx.post(connector.target.base_url.rstrip("/") + "/Login",
+                         json={"CompanyDB": "SBODEMOUS", "UserName": "manager", "Password": "wrong"})
+    assert refused.status_code == 401 and refused.json()["error"]["message"]["lang"] == "en-us"
+    stale = httpx.get(connector.target.base_url.rstrip("/") + "/Invoices", cookies={"B1SESSION": "x", "ROUTEID": ".node1"})
+    assert stale.status_code == 401 and stale.json()["error"]["code"] == 301
+
+
+def test_an_edit_cancels_the_posted_invoice_and_posts_a_replacement(b1):
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v1 = invoice_event(8300, payments=[payment(1, "50.00")])
+    doc = deliver(connector, entities, v1)
+    first = doc.external_id
+    with pytest.raises(PermanentError, match="Cannot update a posted document"):
+        connector.client.write("PATCH", f"Invoices({first})", {"DocumentLines": [{"LineNum": 0, "LineTotal": 1}]})
+    with pytest.raises(PermanentError, match="payments or target documents are linked"):
+        connector.client.write("POST", f"Invoices({first})/Cancel")
+    doc = deliver(connector, entities, next_version(v1, lines=list(v1.lines)[:3]), doc)
+    booked = {b.external_id: b for b in sandbox.booked_invoices() if b.number == v1.number}
+    assert booked[first].voided and booked[first].payment_count == 0
+    assert not booked[doc.external_id].voided and booked[doc.external_id].payments_applied == Decimal("50.00")
+    cancellations = [i for i in sandbox.records("Invoices") if i["CancelStatus"] == "csCancellation"]
+    assert [str(i["NumAtCard"]) for i in cancellations] == [v1.number]
+    assert [r.external_id for r in connector.find(connector_kind("INVOICE"), v1.number)] == [doc.external_id]
+
+
+def connector_kind(name: str):
+    from connectors.engine_state import DocKind
+
+    return DocKind[name]
+
+
+def test_a_refund_is_a_credit_memo_copied_from_its_invoice_line(b1):
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v1 = invoice_event(8400)
+    doc = deliver(connector, entities, v1)
+    deliver(connector, entities, next_version(v1, refunds=[refund(5, 2, "289.95", "14.50")]), doc)
+    (memo,) = sandbox.records("CreditNotes")
+    (memo_line,) = memo["DocumentLines"]
+    assert (memo_line["BaseType"], str(memo_line["BaseEntry"]), memo_line["BaseLine"]) == (13, doc.external_id, 1)
+    assert memo["NumAtCard"] == "LWR5" and memo["DocTotal"] == memo["_applied"]
+    held = connector.read_invoice(doc.external_id)
+    assert held.balance == v1.computed.total - memo["DocTotal"]
+
+
+def test_look_ups_follow_the_odata_next_link(b1):
+    sandbox, connector, _ = b1
+    for number in range(3):
+        connector.client.write("POST", "BusinessPartners", {"CardCode": f"P{number}", "CardName": "Same Name"})
+    connector.client.page_size = 2
+    assert [r["CardCode"] for r in connector.client.list("BusinessPartners", "CardName eq 'Same Name'")] == ["P0", "P1", "P2"]
+
+
+@pytest.mark.parametrize(("status", "code", "kind"), [
+    (401, 301, AuthError), (429, -1, RateLimitedError), (400, -5002, PermanentError), (404, -2028, PermanentError),
+    (500, -1, RetryableError)])
+def test_the_error_body_is_classified(status, code, kind):
+    body = {"error": {"code": code, "message": {"lang": "en-us", "value": "Invalid session."}}}
+    error = classify(httpx.Response(status, json=body, headers={"Retry-After": "7"}))
+    assert type(error) is kind and error.platform_code == str(code) and "Invalid session." in str(error)
+    if kind is RateLimitedError:
+        assert error.retry_after == 7
+    assert classify(httpx.Response(502, text="<html>bad gateway</html>")) is None
+
+
+def test_service_lines_post_on_accounts_with_the_tax_code_of_their_components():
+    rules = MappingConfig(income_accounts={"part": "40100"}, tax_codes={"GST+PST": "GSTPST", "GST": "GST"})
+    event = invoice_event(8500, lines=[line(1, "part", "Relay", "2", "11.20", taxes=(GST, PST))])
+    body = mapping.invoice_payload(event, "LWC1", rules)
+    assert body["DocType"] == "dDocument_Service" and body["NumAtCard"] == event.number
+    assert body["DocumentLines"] == [{"ItemDescription": "2 x Relay", "AccountCode": "40100",
+                                      "LineTotal": Decimal("22.40"), "TaxCode": "GSTPST"}]
+    with pytest.raises(PermanentError, match="names no Business One tax code for 'PST'"):
+        mapping.invoice_payload(invoice_event(8501, lines=[line(1, "part", "x", "1", "1.00", taxes=(PST,))]), "c", rules)
+    with pytest.raises(PermanentError, match="too long for a Business One CardCode"):
+        mapping.card_code(event.customer.model_copy(update={"id": 10 ** 13}))
+
+
+def test_another_shop_customers_record_is_never_taken(b1):
+    sandbox, connector, _ = b1
+    first = deliver(connector, MemoryEntities(), invoice_event(8600))
+    other = invoice_event(8601, customer=invoice_event().customer.model_copy(update={"id": 78}))
+    assert deliver(connector, MemoryEntities(), other).customer_id != first.customer_id
+
+
+def test_a_payment_larger_than_what_is_open_leaves_the_rest_on_account(b1):
+    """A refund's credit memo already reduced the invoice: Business One applies only what is open."""
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v1 = invoice_event(8700)
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[refund(7, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v2, doc)
+    deliver(connector, entities, next_version(v2, payments=[payment(8, str(v1.computed.total))]), doc)
+    (received,) = sandbox.records("IncomingPayments")
+    (applied,) = received["PaymentInvoices"]
+    assert received["TransferSum"] == v1.computed.total
+    assert applied["SumApplied"] == v1.computed.total - Decimal("304.45")
+    assert connector.read_invoice(doc.external_id).balance == 0
+    with pytest.raises(PermanentError, match="exceeds the open balance"):
+        connector.client.write("POST", "IncomingPayments", {**{k: v for k, v in received.items() if k in (
+            "CardCode", "TransferSum", "TransferAccount")}, "PaymentInvoices": [{**applied, "SumApplied": Decimal("1")}]})
+
+
+def test_every_tax_code_the_target_config_names_fits_the_line_tax_code_field():
+    from connectors.sap_business_one.sandbox import LINE
+
+    sandbox, limit = Sandbox(), int(LINE["TaxCode"].split(":")[1])
+    codes = sandbox.target_config("b1", "http://x")["mapping"]["tax_codes"].values()
+    assert all(code in sandbox.tax_codes and len(code) <= limit for code in codes)
