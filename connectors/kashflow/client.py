@@ -4,7 +4,7 @@ and password in every call, answers read back through the WSDL, and KashFlow's `
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -15,7 +15,7 @@ from lxml import etree
 from zeep.helpers import serialize_object
 
 from connectors.auth import reauthorisation_required
-from connectors.base import AuthError, DeliveryError, RetryableError
+from connectors.base import AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError
 from connectors.errors import When, classify_by, facts_of
 from connectors.http import PlatformHttp
 from connectors.rest import RecordingClient
@@ -23,8 +23,9 @@ from connectors.rest import RecordingClient
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 # What KashFlow's StatusDetail / fault text says, and what it means for a retry.
 RULES = (When(AuthError, text=("password", "user name", "username", "api access", "not enabled", "ip address")),
-         When(RetryableError, on={"http:429", "http:503"}),
-         When(RetryableError, on={"http:5xx"}, text=("timeout", "temporar", "try again", "unavailable")))
+         When(RateLimitedError, on={"http:429"}),
+         When(PermanentError, text=("unable to read request",)),  # the envelope broke the WSDL's schema
+         When(RetryableError, on={"http:5xx"}))
 ZEROS = {"int": 0, "integer": 0, "decimal": Decimal("0"), "boolean": False, "dateTime": datetime(1, 1, 1),
          "double": 0.0}
 
@@ -45,8 +46,14 @@ def complete(client: zeep.Client, type_name: str, values: dict[str, Any]) -> dic
     return out
 
 
-def when(day: date) -> datetime:
-    return datetime.combine(day, time())
+def plain(value: Any) -> Any:
+    """A SOAP argument tree as plain dicts and lists without absent (None) elements: what the preview records and
+    what the sandbox saw compare equal."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
 
 
 def fault_text(content: bytes) -> str:
@@ -60,7 +67,7 @@ def fault_text(content: bytes) -> str:
 def classify(response: httpx.Response) -> DeliveryError | None:
     """ASP.NET answers a SOAP fault with HTTP 500 (a request it cannot read among them: permanent, as sent)."""
     reason = fault_text(response.content)
-    if not reason and response.status_code not in (429, 503):
+    if not reason and response.status_code != 429:
         return None
     return refusal(f"KashFlow fault: {reason or response.status_code}", response.status_code, response)
 
@@ -88,7 +95,7 @@ class KashFlowClient(RecordingClient):
     def call(self, operation: str, *, write: bool = False, missing_ok: bool = False, **args: Any) -> Any:
         """The operation's result (``<Operation>Result``); a ``Status`` "NO" raises the classified refusal, or
         answers None with ``missing_ok`` when KashFlow says the record is not there."""
-        if write and self.recorded("POST", operation, serialize_object(args, dict)):
+        if write and self.recorded("POST", operation, plain(serialize_object(args, dict))):
             return f"<new {operation}>"
         response = self.http.request("POST", "", content=self.envelope(operation, **args), headers={
             "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"KashFlow/{operation}"'})
