@@ -97,16 +97,17 @@ class KashFlowClient(RecordingClient):
         answers None with ``missing_ok`` when KashFlow says the record is not there."""
         if write and self.recorded("POST", operation, plain(serialize_object(args, dict))):
             return f"<new {operation}>"
-        response = self.http.request("POST", "", content=self.envelope(operation, **args), headers={
+        # The service is the base URL itself (httpx would add a "/" to a relative "").
+        response = self.http.request("POST", str(self.http.client.base_url).rstrip("/"), content=self.envelope(operation, **args), headers={
             "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"KashFlow/{operation}"'})
-        answer = self.soap.service._binding.get(operation).process_reply(etree.fromstring(response.content))
+        answer = serialize_object(
+            self.soap.service._binding.get(operation).process_reply(etree.fromstring(response.content)), dict)
         if answer["Status"] != "OK":
             detail = answer["StatusDetail"] or "no detail"
             if missing_ok and is_missing(detail):
                 return None
             raise refusal(f"KashFlow {operation}: {detail}", response.status_code)
-        result = answer[f"{operation}Result"] if f"{operation}Result" in answer else None
-        return serialize_object(result, dict) if result is not None else None
+        return answer.get(f"{operation}Result")
 
 
 def is_missing(detail: str) -> bool:
