@@ -21,6 +21,7 @@ from connectors.http import PlatformHttp
 from connectors.rest import RecordingClient
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+APP_NAME = "Ledgerwire"
 # What KashFlow's StatusDetail / fault text says, and what it means for a retry.
 RULES = (When(AuthError, text=("password", "user name", "username", "api access", "not enabled", "ip address")),
          When(RateLimitedError, on={"http:429"}),
@@ -97,17 +98,31 @@ class KashFlowClient(RecordingClient):
         answers None with ``missing_ok`` when KashFlow says the record is not there."""
         if write and self.recorded("POST", operation, plain(serialize_object(args, dict))):
             return f"<new {operation}>"
-        # The service is the base URL itself (httpx would add a "/" to a relative "").
-        response = self.http.request("POST", str(self.http.client.base_url).rstrip("/"), content=self.envelope(operation, **args), headers={
-            "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"KashFlow/{operation}"'})
-        answer = serialize_object(
-            self.soap.service._binding.get(operation).process_reply(etree.fromstring(response.content)), dict)
+        answer, status = self._send(operation, args)
+        key = self.credentials.get().get("auto_auth_key")
+        if answer["Status"] != "OK" and ip_refused(answer["StatusDetail"]) and key:
+            # The account limits the API to listed IP addresses and ours is not (any more) among them: KashFlow's
+            # AutoAuthIP adds the caller's address with the user's AutoAuthKey; the refused call did nothing.
+            self._send("AutoAuthIP", {"appName": APP_NAME, "AutoAuthKey": key})
+            answer, status = self._send(operation, args)
         if answer["Status"] != "OK":
             detail = answer["StatusDetail"] or "no detail"
             if missing_ok and is_missing(detail):
                 return None
-            raise refusal(f"KashFlow {operation}: {detail}", response.status_code)
+            raise refusal(f"KashFlow {operation}: {detail}", status)
         return answer.get(f"{operation}Result")
+
+    def _send(self, operation: str, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        # The service is the base URL itself (httpx would add a "/" to a relative "").
+        response = self.http.request("POST", str(self.http.client.base_url).rstrip("/"), content=self.envelope(
+            operation, **args), headers={"Content-Type": "text/xml; charset=utf-8",
+                                         "SOAPAction": f'"KashFlow/{operation}"'})
+        reply = self.soap.service._binding.get(operation).process_reply(etree.fromstring(response.content))
+        return serialize_object(reply, dict), response.status_code
+
+
+def ip_refused(detail: str | None) -> bool:
+    return "ip address" in (detail or "").lower()
 
 
 def is_missing(detail: str) -> bool:

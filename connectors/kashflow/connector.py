@@ -10,6 +10,7 @@ are the engine's."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -206,7 +207,10 @@ def _total(row: dict[str, Any]) -> Decimal:
 
 
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
+    """KashFlow has no concurrency token: the token is a digest of what it holds (a change shows, nothing checks it)."""
     total = _total(invoice)
+    held = repr([invoice.get(k) for k in ("InvoiceDate", "DueDate", "CustomerID", "CustomerReference", "ReadableString",
+                                          "NetAmount", "VATAmount", "Lines")])
     return RemoteInvoice(external_id=str(invoice["InvoiceNumber"]), number=invoice.get("CustomerReference"),
-                         status="issued", total=total, tax_total=invoice.get("VATAmount"),
+                         token=hashlib.sha256(held.encode()).hexdigest()[:16], status="issued", total=total, tax_total=invoice.get("VATAmount"),
                          balance=total - (invoice.get("AmountPaid") or Decimal(0)), raw=invoice)

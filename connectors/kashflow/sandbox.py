@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from zeep.helpers import serialize_object
 
-from connectors.kashflow.client import SOAP_NS, complete, plain, wsdl_client
+from connectors.kashflow.client import SOAP_NS, ZEROS, complete, plain, wsdl_client
 from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer
 
 PATH = "/api/service.asmx"
@@ -90,6 +90,9 @@ class Sandbox:
         self.soap = wsdl_client(self.wsdl)
         self.faults = faults or Faults()
         self.users: dict[str, str] = {}
+        self.auto_auth_keys: dict[str, str] = {}  # user -> the AutoAuthKey the user was given
+        self.allowed_ips: set[str] = set()  # the account's API IP address list (the user's own setting)
+        self.auto_authorisations = 0
         self.customers: dict[int, dict[str, Any]] = {}
         self.invoices: dict[int, dict[str, Any]] = {}  # InvoiceNumber -> Invoice_TypeDefined (+ "deleted")
         self.payments: dict[int, dict[str, Any]] = {}  # PayID -> Payment (+ "pair": the other half of a credit)
@@ -104,8 +107,14 @@ class Sandbox:
 
     def seed_credentials(self) -> dict[str, Any]:
         username, password = f"shop{secrets.token_hex(3)}", secrets.token_urlsafe(16)
-        self.users[username] = password
-        return {"username": username, "password": password}
+        key = f"{secrets.token_hex(4).upper()}-{secrets.token_hex(2).upper()}"
+        self.users[username], self.auto_auth_keys[username] = password, key
+        self.allowed_ips.add("127.0.0.1")  # the user listed the daemon's host when enabling the API
+        return {"username": username, "password": password, "auto_auth_key": key}
+
+    def forget_ips(self) -> None:
+        """The API's IP list no longer holds the daemon's address (its host moved): AutoAuthIP must add it."""
+        self.allowed_ips.clear()
 
     def target_config(self, name: str, base_url: str) -> dict[str, Any]:
         return {
@@ -149,8 +158,18 @@ class Sandbox:
         if problems:
             return self._fault(NOT_READ + "; ".join(problems[:3]))
         args = serialize_object(binding.input.deserialize(etree.fromstring(content)), dict)
-        if self.users.get(args.pop("UserName", None)) != args.pop("Password", None) or not self.users:
+        user = args.pop("UserName", None)
+        if self.users.get(user) != args.pop("Password", None) or not self.users:
             return self._answer(binding, None, "Incorrect username or password", operation)
+        caller = request.client.host if request.client else ""
+        if operation == "AutoAuthIP":
+            if args.get("AutoAuthKey") != self.auto_auth_keys.get(user):
+                return self._answer(binding, None, "Invalid AutoAuthKey", operation)
+            self.allowed_ips.add(caller)
+            self.auto_authorisations += 1
+            return self._answer(binding, 1, "", operation)
+        if caller not in self.allowed_ips:
+            return self._answer(binding, None, f"Access denied: the IP address {caller} is not authorised", operation)
         decided = None
         if operation in self.WRITES:
             self.requests.append((operation, plain(args)))
@@ -173,8 +192,9 @@ class Sandbox:
 
     def _answer(self, binding: Any, result: Any, detail: str, operation: str) -> Response:
         values: dict[str, Any] = {"Status": "NO" if detail else "OK", "StatusDetail": detail}
-        if any(name == f"{operation}Result" for name, _ in binding.output.body.type.elements):
-            values[f"{operation}Result"] = result
+        for name, element in binding.output.body.type.elements:
+            if name == f"{operation}Result":  # a refusal still carries a required value-type result: its zero
+                values[name] = ZEROS.get(getattr(element.type, "name", None)) if result is None else result
         content = binding.output.serialize(**values).content
         return Response(etree.tostring(content, xml_declaration=True, encoding="utf-8"),
                         media_type="text/xml; charset=utf-8")

@@ -24,10 +24,12 @@ class Driver(SandboxDriver):
         raise NotImplementedError("KashFlow's SOAP API exposes no lock date (capability closed_periods is off)")
 
     def expire_tokens(self) -> None:
-        """No token: the user name and password travel in every call, so there is nothing to expire."""
+        """No token (the user name and password travel in every call): what lapses is the daemon's place in the
+        account's API IP list, which the connector renews once through AutoAuthIP."""
+        self.sandbox.forget_ips()
 
     def token_refreshes(self) -> int:
-        return 0
+        return self.sandbox.auto_authorisations
 
     def bookkeeper_edit(self, external_id: str) -> None:
         """The bookkeeper edits the invoice's text in KashFlow (no concurrency token: the last write wins)."""
