@@ -30,9 +30,17 @@ DEFAULT_BASE_URL = "https://securedwebapp.com/api/service.asmx"
 APPLIED_PREFIX = "Credit note "  # the PayNote KashFlow's sandbox gives the payment an applied credit note makes
 
 
+def check(client: KashFlowClient, mapping_config: Any) -> list[str]:
+    """The mapping's VAT rates must be rates the KashFlow account has (``GetVATRates``)."""
+    rates = {Decimal(str(r["Value"])) for r in (client.call("GetVATRates") or {}).get("BasicDataset") or []}
+    return [f"mapping.tax_codes[{code!r}] = {rate}: no such VAT rate in this KashFlow account"
+            for code, rate in mapping_config.tax_codes.items() if Decimal(rate) not in rates]
+
+
 class KashFlowConnector(EngineConnector):
     platform = "kashflow"
     settings_model = KashFlowSettings
+    mapping_check = staticmethod(check)
     # Invoices are deleted (no void); payments deleted; credit notes applied by their own call; no lock date in
     # the SOAP API; no batch operation.
     capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
