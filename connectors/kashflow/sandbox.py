@@ -15,7 +15,6 @@ negative one and the invoice's, deleted together). KashFlow documents no rate li
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import secrets
@@ -332,11 +331,8 @@ class Sandbox:
             raise Refused(f"Payment {InvoicePaymentNumber} not found")
         if pay.get("pair"):
             self.payments.pop(pay["pair"], None)
-            self._settle(self.payments_invoice(pay))
+            self._settle(pay["other_invoice"])
         self._settle(pay["PayInvoice"])
-
-    def payments_invoice(self, pay: dict[str, Any]) -> int:
-        return pay["other_invoice"]
 
     def _op_GetInvoicePayment(self, InvoiceNumber: int) -> dict[str, Any]:  # noqa: N803
         self._invoice(InvoiceNumber)
