@@ -362,7 +362,6 @@ def income_kind(kind: LineKind) -> LineKind:
     return {LineKind.CORE_RETURN: LineKind.CORE_CHARGE}.get(kind, kind)
 
 
-<<<<<<< HEAD
 def posting_account(kind: LineKind, mapping: Any, fallback: LineKind | None = None) -> str | None:
     """The account a line kind posts to, one rule for every platform: core charges and returns on
     ``core_account`` when set; discounts with ``discount_posting: discount_account`` on ``discount_account``
@@ -376,7 +375,8 @@ def posting_account(kind: LineKind, mapping: Any, fallback: LineKind | None = No
         return mapping.discount_account
     accounts = mapping.income_accounts
     return accounts.get(kind) or accounts.get(income_kind(kind)) or (accounts.get(fallback) if fallback else None)
-=======
+
+
 def combined_tax_code(taxes: Iterable[Any], mapping: Any, platform: str) -> str:
     """The platform's tax code for a line's combination of tax components, as ``mapping.tax_codes`` names it
     (key: the component codes sorted and joined by ``+``; ``"none"`` for a line without tax)."""
@@ -386,19 +386,12 @@ def combined_tax_code(taxes: Iterable[Any], mapping: Any, platform: str) -> str:
     return mapping.tax_codes[key]
 
 
-def posting_account(kind: LineKind, mapping: Any, platform: str) -> str:
-    """The G/L account a line posts on: core charges and returns on ``core_account``, discounts on
-    ``discount_account`` when ``discount_posting`` says so, else the income account of the line kind (parts'
-    when the kind has none)."""
-    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
-        return mapping.discount_account
-    account = mapping.income_accounts.get(income_kind(kind)) or mapping.income_accounts.get(LineKind.PART)
+def required_posting_account(kind: LineKind, mapping: Any, platform: str) -> str:
+    """``posting_account`` with parts' income account as the fallback, refused when the mapping names none."""
+    account = posting_account(kind, mapping, LineKind.PART)
     if not account:
         raise PermanentError(f"mapping.income_accounts names no {platform} G/L account for {kind.value} lines")
     return account
->>>>>>> conn-sapb1
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, combined_tax_code, line_text, posting_account
+from connectors.base import PermanentError, combined_tax_code, line_text, required_posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -53,7 +53,7 @@ def tax_code(taxes: Iterable[LineTax], mapping: MappingConfig) -> str:
 
 
 def account_code(kind: LineKind, mapping: MappingConfig) -> str:
-    return posting_account(kind, mapping, "Business One")
+    return required_posting_account(kind, mapping, "Business One")
 
 
 def document_line(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
