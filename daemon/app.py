@@ -102,6 +102,12 @@ class Daemon:
                 sink = SinkWorker(self.config, target, self.ledger, self.runtime, self.stop)
                 self.sinks.append(sink)
                 self._spawn(f"sink:{target.name}", sink.run)
+        if self.config.source.health.enabled:
+            # Freshness, source health and the Connect task's self-healing (issue #13, daemon/source/health.py).
+            from daemon.source.health import SourceWatch
+
+            self.source_watch = SourceWatch(self.config, self.ledger, self.stop)
+            self._spawn("source-health", self.source_watch.run)
         if self.serve_http:
             app = build_http_app(self.liveness, self.readiness, self.activity, self._console())
             self.http = RunningServer(app, self.config.http.port, self.config.http.host, "metrics").start()
