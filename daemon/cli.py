@@ -587,8 +587,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
-    print(f"fold: lag {report['fold']['lag']} over {report['fold']['partitions']} source partitions")
+    print(f"source: {report['source']['verdict']} - {report['source']['cause']}")
+    print(f"fold: lag {report['fold']['lag']} over {report['fold']['partitions']} source partitions, oldest unfolded "
+          f"{ops.format_duration(report['fold']['oldest_unfolded_age_s'] or 0)}")
     for name, t in report["targets"].items():
+        print(f"target {name}: freshness {ops.format_duration(t['freshness_s'])} (oldest shop change not yet posted; "
+              f"oldest unsent event {ops.format_duration(t['oldest_unsent_age_s'] or 0)} old)")
         print(f"target {name} ({t['platform']}){' PAUSED: ' + t['pause_reason'] if t['paused'] else ''}: lag {t['lag']}, "
               f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
               f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "

@@ -47,6 +47,8 @@ def test_self_heal_restarts_a_stalled_or_failed_task_within_its_budget_then_asks
     clock, restarted = Clock(), []
     heal = SelfHeal(CONFIG, restart=lambda url, name: restarted.append(name), clock=clock)
     before = metrics.SOURCE_CONNECTOR_RESTARTS.labels("shop-source", "no_heartbeat")._value.get()
+    assert heal.consider(health(RUNNING, heartbeat_age_s=90)) is None  # just started: one bound's grace
+    clock.now += 60
     assert heal.consider(health(RUNNING, heartbeat_age_s=4, last_change_age_s=3600)) is None  # quiet: leave it
     assert heal.consider(health(RUNNING, heartbeat_age_s=90)) == "no_heartbeat"
     clock.now += 30

@@ -293,6 +293,9 @@ class SelfHeal:
         self.clock = clock
         self.restarts: deque[float] = deque()
         self.exhausted = False
+        # A daemon that just started (or restarted) gives the connector one stale bound to recover by itself
+        # before acting: several restarts of the daemon must not become a burst of connector restarts.
+        self.started = clock()
 
     @staticmethod
     def reason(health: SourceHealth) -> str | None:
@@ -317,6 +320,8 @@ class SelfHeal:
             metrics.SOURCE_SELF_HEAL_EXHAUSTED.set(0)
             return None
         now = self.clock()
+        if now - self.started < rules.heartbeat_stale_s:
+            return None
         while self.restarts and now - self.restarts[0] > rules.restart_window_s:
             self.restarts.popleft()
         if self.restarts and now - self.restarts[-1] < rules.restart_spacing_s:
