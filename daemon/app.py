@@ -102,6 +102,14 @@ class Daemon:
                 sink = SinkWorker(self.config, target, self.ledger, self.runtime, self.stop)
                 self.sinks.append(sink)
                 self._spawn(f"sink:{target.name}", sink.run)
+        if self.sinks:
+            # Reconciliation on each target's schedule (issue #13, daemon/operations/bookkeeping.py).
+            from daemon.operations.bookkeeping import ReconcileSchedule
+
+            self.reconcile = ReconcileSchedule(self.config, self.ledger, {s.target.name: s.connector for s in self.sinks},
+                                               self.stop)
+            if self.reconcile.connectors:
+                self._spawn("reconcile", self.reconcile.run)
         if self.config.source.health.enabled:
             # Freshness, source health and the Connect task's self-healing (issue #13, daemon/source/health.py).
             from daemon.source.health import SourceWatch

@@ -164,6 +164,17 @@ class Schedule(_Config):
         return self
 
 
+class ReconcileConfig(_Config):
+    """Reconciliation inside the daemon (issue #13): every ``interval_s`` the last ``period_days`` of invoices
+    are compared — source, ledger, platform — and ``ledgerwire_reconcile_mismatches`` is set. ``enabled``
+    unset: on, except for platforms with a daily request quota (their settings have ``requests_per_day``:
+    Xero, Zoho Books, Sage), where reading every invoice back would spend it."""
+
+    enabled: bool | None = None
+    interval_s: float = Field(21600.0, ge=60)
+    period_days: int = Field(7, ge=1)
+
+
 class TargetConfig(_Config):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     platform: str
@@ -178,6 +189,7 @@ class TargetConfig(_Config):
     enabled: bool = True
     request_timeout_s: float = Field(20.0, gt=0)
     max_attempts: int = Field(8, ge=1)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
 
     def routes(self, location_code: str) -> bool:
         return not self.locations or location_code in self.locations
