@@ -141,34 +141,44 @@ def _source_time(message: Any) -> datetime | None:
     return _kafka_time(message)
 
 
-def records_at(consumer: Consumer, wanted: list[TopicPartition]) -> dict[tuple[str, int], Any]:
+def records_at(consumer: Consumer, wanted: list[TopicPartition], ends: dict[tuple[str, int], int] | None = None
+               ) -> dict[tuple[str, int], Any]:
     """The first record at or after each offset (read_committed), within ``READ_DEADLINE_S``. A partition with
-    nothing readable there (only a transaction marker, or an open transaction) is absent from the answer."""
+    nothing readable there (only a transaction marker, or an open transaction) is absent from the answer; with
+    ``ends`` (the high watermarks), one whose position reached its end is given up at once (a trailing marker)."""
     if not wanted:
         return {}
     found: dict[tuple[str, int], Any] = {}
+    done: set[tuple[str, int]] = set()
     consumer.assign(wanted)
     try:
         deadline = time.monotonic() + READ_DEADLINE_S
-        while len(found) < len(wanted) and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=len(wanted) * 4, timeout=0.5):
+        while len(found) + len(done) < len(wanted) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=len(wanted) * 4, timeout=0.2):
                 if message.error():
                     continue
                 found.setdefault((message.topic(), message.partition()), message)
+            if ends:
+                for tp in consumer.position(wanted):
+                    key = (tp.topic, tp.partition)
+                    if key not in found and tp.offset >= 0 and tp.offset >= ends.get(key, tp.offset + 1):
+                        done.add(key)
     finally:
         consumer.unassign()
     return found
 
 
-def _unread(consumer: Consumer, positions: dict[tuple[str, int], int | None]) -> list[TopicPartition]:
-    """The partitions with records past their position (a missing position: from the start)."""
-    out = []
+def _unread(consumer: Consumer, positions: dict[tuple[str, int], int | None]
+            ) -> tuple[list[TopicPartition], dict[tuple[str, int], int]]:
+    """The partitions with records past their position (a missing position: from the start), and their ends."""
+    out, ends = [], {}
     for (topic, partition), position in positions.items():
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
         start = position if position is not None and position >= 0 else low
         if max(start, low) < high:
             out.append(TopicPartition(topic, partition, max(start, low)))
-    return out
+            ends[(topic, partition)] = high
+    return out, ends
 
 
 def fold_topics(config: AppConfig) -> list[str]:
@@ -184,8 +194,8 @@ def oldest_unfolded(config: AppConfig, consumer: Consumer) -> datetime | None:
         committed = group.committed([TopicPartition(t, 0) for t in topics if t in existing], timeout=10)
     finally:
         group.close()
-    wanted = _unread(consumer, {(tp.topic, tp.partition): tp.offset for tp in committed})
-    times = [_source_time(m) for m in records_at(consumer, wanted).values()]
+    wanted, ends = _unread(consumer, {(tp.topic, tp.partition): tp.offset for tp in committed})
+    times = [_source_time(m) for m in records_at(consumer, wanted, ends).values()]
     return min((t for t in times if t is not None), default=None)
 
 
@@ -194,9 +204,9 @@ def oldest_unsent(config: AppConfig, ledger: Ledger, consumer: Consumer, target:
     topic = config.kafka.canonical_topic
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     stored = ledger.offsets(target, topic)
-    wanted = _unread(consumer, {(topic, p): stored.get(p) for p in partitions})
+    wanted, ends = _unread(consumer, {(topic, p): stored.get(p) for p in partitions})
     times = []
-    for message in records_at(consumer, wanted).values():
+    for message in records_at(consumer, wanted, ends).values():
         try:
             times.append(decode_invoice_event(message.value()).source.committed_at or _kafka_time(message))
         except Exception:  # noqa: BLE001 - an undecodable record is the sink's dead letter; its Kafka time counts
