@@ -8,6 +8,7 @@ from daemon.config import AppConfig
 from daemon.source.health import ConnectorState, SelfHeal, SlotState, SourceHealth, judge
 
 CONFIG = AppConfig.model_validate({"source": {"topic_prefix": "shop", "connect_url": "http://connect:8083",
+                                              "shop_dsn": "postgresql://watcher@shop/shop",
                                               "health": {"heartbeat_stale_s": 60, "max_restarts": 2,
                                                          "restart_window_s": 3600, "restart_spacing_s": 120}}})
 RUNNING = ConnectorState(name="shop-source", reachable=True, state="RUNNING", tasks=[(0, "RUNNING")])
@@ -44,8 +45,9 @@ class Clock:
 
 
 def test_self_heal_restarts_a_stalled_or_failed_task_within_its_budget_then_asks_for_a_person():
-    clock, restarted = Clock(), []
-    heal = SelfHeal(CONFIG, restart=lambda url, name: restarted.append(name), clock=clock)
+    clock, restarted, terminated = Clock(), [], []
+    heal = SelfHeal(CONFIG, restart=lambda url, name: restarted.append(name),
+                    terminate=lambda dsn, slot, pid: terminated.append((slot, pid)) or True, clock=clock)
     before = metrics.SOURCE_CONNECTOR_RESTARTS.labels("shop-source", "no_heartbeat")._value.get()
     assert heal.consider(health(RUNNING, heartbeat_age_s=90)) is None  # just started: one bound's grace
     clock.now += 60
@@ -54,11 +56,14 @@ def test_self_heal_restarts_a_stalled_or_failed_task_within_its_budget_then_asks
     clock.now += 30
     assert heal.consider(health(RUNNING, heartbeat_age_s=120)) is None  # the restart gets time to work
     clock.now += 120
-    assert heal.consider(health(FAILED, heartbeat_age_s=240)) == "slot_held_by_dead_task"
+    # The same walsender still holds the slot after the restart: the old task's connection is orphaned; the
+    # daemon ends that backend (the new task, retrying the slot, takes it) instead of restarting again.
+    assert heal.consider(health(RUNNING, heartbeat_age_s=240)) == "slot_held_by_dead_task"
+    assert terminated == [("ledgerwire", 4242)] and restarted == ["shop-source"]
     clock.now += 300
-    assert heal.consider(health(RUNNING, heartbeat_age_s=540)) is None  # budget (2 per hour) spent
+    assert heal.consider(health(FAILED, heartbeat_age_s=540)) is None  # budget (2 per hour) spent
     assert heal.exhausted and metrics.SOURCE_SELF_HEAL_EXHAUSTED._value.get() == 1
-    assert restarted == ["shop-source", "shop-source"]
+    assert restarted == ["shop-source"]
     assert metrics.SOURCE_CONNECTOR_RESTARTS.labels("shop-source", "no_heartbeat")._value.get() == before + 1
     assert heal.consider(health(RUNNING, heartbeat_age_s=3)) is None and not heal.exhausted
     assert metrics.SOURCE_SELF_HEAL_EXHAUSTED._value.get() == 0

@@ -118,6 +118,16 @@ def restart_connector(connect_url: str, name: str) -> None:
         raise RuntimeError(f"Kafka Connect refused the restart: {response.status_code} {response.text[:200]}")
 
 
+def terminate_slot_holder(shop_dsn: str, slot: str, pid: int) -> bool:
+    """End the walsender still holding the slot for a task Connect already replaced (its thread hung, its
+    replication connection left open: the new task retries the slot and takes it). Only that pid, and only while
+    it still holds that slot. Needs ``pg_signal_backend`` or membership in the replication role."""
+    with psycopg.connect(shop_dsn, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                           "WHERE slot_name = %s AND active_pid = %s", (slot, pid)).fetchone()
+    return bool(row and row[0])
+
+
 def _ms_to_datetime(ms: Any) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, timezone.utc) if isinstance(ms, (int, float)) and ms > 0 else None
 
@@ -297,9 +307,12 @@ def ops_consumer(config: AppConfig) -> Consumer:
 class SelfHeal:
     """Restarts the Connect task when the answer is mechanical, within a budget; says when the budget is spent."""
 
-    def __init__(self, config: AppConfig, restart=restart_connector, clock=time.monotonic) -> None:
+    def __init__(self, config: AppConfig, restart=restart_connector, terminate=terminate_slot_holder,
+                 clock=time.monotonic) -> None:
         self.config = config
         self.restart = restart
+        self.terminate = terminate
+        self.holder_at_restart: int | None = None  # the walsender holding the slot when we last restarted
         self.clock = clock
         self.restarts: deque[float] = deque()
         self.exhausted = False
@@ -345,8 +358,29 @@ class SelfHeal:
             metrics.SOURCE_SELF_HEAL_EXHAUSTED.set(1)
             return None
         self.restarts.append(now)
+        slot = health.slot
+        holder = slot.active_pid if slot is not None and slot.active else None
+        src = self.config.source
+        if holder is not None and holder == self.holder_at_restart and src.shop_dsn:
+            # The walsender outlived the restart: the old task's connection is orphaned and the new task cannot
+            # take the slot. End that backend; the new task, retrying the slot, takes it.
+            reason = "slot_held_by_dead_task"
+            try:
+                ended = self.terminate(src.shop_dsn, src.slot_name, holder)
+            except psycopg.Error as exc:
+                log.error("source_slot_holder_not_terminated", slot=src.slot_name, pid=holder,
+                          error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                          hint="grant pg_signal_backend (or the replication role) to source.shop_dsn's login")
+                ended = False
+            self.holder_at_restart = None
+            if ended:
+                metrics.SOURCE_CONNECTOR_RESTARTS.labels(name, reason).inc()
+                log.warning("source_slot_holder_terminated", connector=name, slot=src.slot_name, pid=holder,
+                            cause=health.cause, restarts_in_window=len(self.restarts))
+                return reason
+        self.holder_at_restart = holder
         try:
-            self.restart(self.config.source.connect_url, name)
+            self.restart(src.connect_url, name)
         except (httpx.HTTPError, RuntimeError) as exc:
             log.error("source_connector_restart_failed", connector=name, reason=reason, error=str(exc)[:200])
             return None
