@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -55,7 +56,7 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
             kills += 1
             if kills == 10:
                 stack.restart_kafka(shop.stack)  # the broker goes away and comes back, data kept; no human after
-                kafka_back_at = time.monotonic()
+                kafka_back_at, kafka_back_wall = time.monotonic(), time.time()
                 booked_at_return = len(sandbox.booked_invoices())
             if kafka_back_at and first_post_after is None and len(sandbox.booked_invoices()) > booked_at_return:
                 first_post_after = time.monotonic() - kafka_back_at
@@ -76,10 +77,13 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
     booked = sandbox.booked_invoices()
     payments = [p for p in sandbox.entities("Payment") if not p.get("_deleted")]
     references = [p["PaymentRefNum"] for p in payments]
-    restarts = []
+    restarts, detected_after = [], None
     for line in log_path.read_text(errors="replace").splitlines():
-        if '"source_connector_restarted"' in line:
-            restarts.append(json.loads(line)["reason"])
+        if '"source_connector_restarted"' in line or '"source_slot_holder_terminated"' in line:
+            restarts.append(json.loads(line).get("reason", "slot_held_by_dead_task"))
+        if detected_after is None and '"source_unhealthy"' in line:
+            at = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00")).timestamp()
+            detected_after = at - kafka_back_wall if at >= kafka_back_wall else detected_after
     if not comparison.ok:
         connect_log = shop.stack.logs / "connect.log"
         pytest.fail(f"books differ: {comparison.problems()}\nsource connector: "
@@ -89,7 +93,8 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
     assert len(references) == len(set(references)), "a payment was applied twice"
     assert kafka_back_at is not None and kills >= 20
     report(f"chaos: {kills} SIGKILLs, 1 broker restart with no human action on Debezium "
-           f"(the daemon restarted the Connect task {len(restarts)} time(s): {restarts}); first invoice posted "
+           f"(the daemon acted {len(restarts)} time(s): {restarts}; source unhealthy logged "
+           f"{detected_after if detected_after is None else round(detected_after, 1)} s after Kafka's return); first invoice posted "
            f"{first_post_after if first_post_after is None else round(first_post_after, 1)} s after Kafka's "
            f"return, books whole {recovered_after:.0f} s after it; checked {comparison.issued} issued invoices "
            f"(each exactly once), {comparison.voided} voids, {comparison.payments_checked} payments (each applied "
