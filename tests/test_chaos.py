@@ -38,7 +38,7 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
                                          request_timeout_s=1.5)
     document = yaml.safe_load(config_file.read_text())
     document["source"].update(connect_url=shop.stack.connect_url, shop_dsn=shop.shop_dsn, slot_name=shop.name,
-                              health={"interval_s": 2, "heartbeat_stale_s": 15, "restart_spacing_s": 20,
+                              health={"interval_s": 2, "heartbeat_stale_s": 15, "restart_spacing_s": 90,
                                       "max_restarts": 6})
     config_file.write_text(yaml.safe_dump(document))
     log_path = tmp_path / "daemon.log"

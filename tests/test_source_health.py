@@ -55,7 +55,7 @@ def test_self_heal_restarts_a_stalled_or_failed_task_within_its_budget_then_asks
     assert heal.consider(health(RUNNING, heartbeat_age_s=90)) == "no_heartbeat"
     clock.now += 30
     assert heal.consider(health(RUNNING, heartbeat_age_s=120)) is None  # the restart gets time to work
-    clock.now += 120
+    clock.now += 30  # a stale bound after the restart, before the next restart is due (spacing 120 s)
     # The same walsender still holds the slot after the restart: the old task's connection is orphaned; the
     # daemon ends that backend (the new task, retrying the slot, takes it) instead of restarting again.
     assert heal.consider(health(RUNNING, heartbeat_age_s=240)) == "slot_held_by_dead_task"

@@ -347,9 +347,17 @@ class SelfHeal:
             return None
         while self.restarts and now - self.restarts[0] > rules.restart_window_s:
             self.restarts.popleft()
-        if self.restarts and now - self.restarts[-1] < rules.restart_spacing_s:
+        slot = health.slot
+        holder = slot.active_pid if slot is not None and slot.active else None
+        src = self.config.source
+        name = src.connector
+        # The walsender outlived our restart by a stale bound: the old task's thread hung with its replication
+        # connection open, and the new task cannot take the slot. That is checked sooner than the next restart
+        # is due (the new task is still starting, a restart now would set it back).
+        orphaned = (holder is not None and holder == self.holder_at_restart and src.shop_dsn is not None
+                    and self.restarts and now - self.restarts[-1] >= rules.heartbeat_stale_s)
+        if not orphaned and self.restarts and now - self.restarts[-1] < rules.restart_spacing_s:
             return None  # the last restart gets its time to recover
-        name = self.config.source.connector
         if len(self.restarts) >= rules.max_restarts:
             if not self.exhausted:
                 log.error("source_self_heal_exhausted", connector=name, restarts=len(self.restarts),
@@ -358,13 +366,9 @@ class SelfHeal:
             metrics.SOURCE_SELF_HEAL_EXHAUSTED.set(1)
             return None
         self.restarts.append(now)
-        slot = health.slot
-        holder = slot.active_pid if slot is not None and slot.active else None
-        src = self.config.source
-        if holder is not None and holder == self.holder_at_restart and src.shop_dsn:
-            # The walsender outlived the restart: the old task's connection is orphaned and the new task cannot
-            # take the slot. End that backend; the new task, retrying the slot, takes it.
+        if orphaned:
             reason = "slot_held_by_dead_task"
+            self.holder_at_restart = None
             try:
                 ended = self.terminate(src.shop_dsn, src.slot_name, holder)
             except psycopg.Error as exc:
@@ -372,12 +376,12 @@ class SelfHeal:
                           error=f"{type(exc).__name__}: {str(exc)[:200]}",
                           hint="grant pg_signal_backend (or the replication role) to source.shop_dsn's login")
                 ended = False
-            self.holder_at_restart = None
             if ended:
                 metrics.SOURCE_CONNECTOR_RESTARTS.labels(name, reason).inc()
                 log.warning("source_slot_holder_terminated", connector=name, slot=src.slot_name, pid=holder,
                             cause=health.cause, restarts_in_window=len(self.restarts))
                 return reason
+            return None
         self.holder_at_restart = holder
         try:
             self.restart(src.connect_url, name)
