@@ -69,3 +69,19 @@ def test_self_heal_restarts_a_stalled_or_failed_task_within_its_budget_then_asks
     assert metrics.SOURCE_SELF_HEAL_EXHAUSTED._value.get() == 0
     clock.now += 3600  # the window slid: the budget is back
     assert heal.consider(health(RUNNING, heartbeat_age_s=90)) == "no_heartbeat"
+
+
+def test_every_connector_config_we_write_sends_heartbeats():
+    """The verdict needs Debezium's heartbeats: the compose file, `source register` and the local stack (which
+    had them off) all set heartbeat.interval.ms and the heartbeat action query."""
+    import json
+    from pathlib import Path
+
+    from daemon.localstack import stack
+    from daemon.operations.source_setup import HEARTBEAT_QUERY, debezium_connector_config
+
+    compose = json.loads((Path(__file__).resolve().parent.parent / "compose" / "debezium-connector.json").read_text())
+    registered = debezium_connector_config(host="db", port=5432, dbname="shop", topic_prefix="shop")
+    local = stack.debezium_connector_config(stack.StackConfig())
+    for config in (compose, registered, local):
+        assert int(config["heartbeat.interval.ms"]) > 0 and config["heartbeat.action.query"] == HEARTBEAT_QUERY
