@@ -111,6 +111,20 @@ class Daemon:
                 self.sinks.append(sink)
                 self._progress[f"sink:{target.name}"] = sink.progress
                 self._spawn(f"sink:{target.name}", sink.run)
+        if self.sinks:
+            # Reconciliation on each target's schedule (issue #13, daemon/operations/bookkeeping.py).
+            from daemon.operations.bookkeeping import ReconcileSchedule
+
+            self.reconcile = ReconcileSchedule(self.config, self.ledger, {s.target.name: s.connector for s in self.sinks},
+                                               self.stop)
+            if self.reconcile.connectors:
+                self._spawn("reconcile", self.reconcile.run)
+        if self.config.source.health.enabled:
+            # Freshness, source health and the Connect task's self-healing (issue #13, daemon/source/health.py).
+            from daemon.source.health import SourceWatch
+
+            self.source_watch = SourceWatch(self.config, self.ledger, self.stop)
+            self._spawn("source-health", self.source_watch.run)
         if self.serve_http:
             app = build_http_app(self.liveness, self.readiness, self.activity, self._console())
             self.http = RunningServer(app, self.config.http.port, self.config.http.host, "metrics").start()

@@ -622,10 +622,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return code
     for line in report["unreachable"]:  # one line each; what the ledger knows follows
         print(line)
+    print(f"source: {report['source']['verdict']} - {report['source']['cause']}")
     fold_lag = "unknown" if report["fold"]["lag"] is None else report["fold"]["lag"]
-    print(f"fold: lag {fold_lag} over {report['fold']['partitions']} source partitions")
+    print(f"fold: lag {fold_lag} over {report['fold']['partitions']} source partitions, oldest unfolded "
+          f"{ops.format_duration(report['fold']['oldest_unfolded_age_s'] or 0)}")
     for name, t in report["targets"].items():
         lag = "unknown" if t["lag"] is None else t["lag"]
+        print(f"target {name}: freshness {ops.format_duration(t['freshness_s'])} (oldest shop change not yet posted; "
+              f"oldest unsent event {ops.format_duration(t['oldest_unsent_age_s'] or 0)} old)")
         print(f"target {name} ({t['platform']}){' PAUSED: ' + t['pause_reason'] if t['paused'] else ''}: lag {lag}, "
               f"oldest unsent {t['oldest_unsent'] or '-'}, last success {t['last_success'] or 'never'}, "
               f"dead letters open {t['dead_letters_open']} ({t['parked_invoices']} invoices parked, "

@@ -37,6 +37,21 @@ class KafkaConfig(_Config):
     call_timeout_s: float = Field(30.0, gt=0, le=300)
 
 
+class SourceHealthConfig(_Config):
+    """How the daemon watches the source side (issue #13): Debezium's heartbeats, the replication slot, and the
+    Connect task it restarts when the runbook's answer is mechanical (a failed task, or RUNNING with no
+    heartbeat). Restarts are bounded: at most ``max_restarts`` within ``restart_window_s``, at least
+    ``restart_spacing_s`` apart; past that, an alert asks a person."""
+
+    enabled: bool = True  # needs source.connect_url (and shop_dsn for the slot) to do anything
+    interval_s: float = Field(15.0, gt=0)  # how often freshness, the slot and the connector are read
+    heartbeat_stale_s: float = Field(60.0, gt=0)  # no heartbeat for this long: the connector is stalled
+    self_heal: bool = True
+    max_restarts: int = Field(3, ge=0)
+    restart_window_s: float = Field(3600.0, gt=0)
+    restart_spacing_s: float = Field(120.0, ge=0)
+
+
 class SourceConfig(_Config):
     """Where Debezium writes the shop database's changes."""
 
@@ -47,6 +62,18 @@ class SourceConfig(_Config):
     shop_dsn: str | None = None  # read access to the shop database, for resync signals and reconciliation
     incomplete_transaction_timeout_s: float = Field(30.0, gt=0)
     max_buffered_events: int = Field(200_000, gt=0)
+    connector_name: str | None = None  # the Debezium connector in Kafka Connect (default "<prefix>-source")
+    slot_name: str = "ledgerwire"  # its replication slot (the connector's slot.name)
+    heartbeat_topic_prefix: str = "__debezium-heartbeat"  # Debezium's topic.heartbeat.prefix
+    health: SourceHealthConfig = Field(default_factory=SourceHealthConfig)
+
+    @property
+    def connector(self) -> str:
+        return self.connector_name or f"{self.topic_prefix}-source"
+
+    @property
+    def heartbeat_topic(self) -> str:
+        return f"{self.heartbeat_topic_prefix}.{self.topic_prefix}"
 
     @property
     def tx_topic(self) -> str:
@@ -140,6 +167,17 @@ class Schedule(_Config):
         return self
 
 
+class ReconcileConfig(_Config):
+    """Reconciliation inside the daemon (issue #13): every ``interval_s`` the last ``period_days`` of invoices
+    are compared — source, ledger, platform — and ``ledgerwire_reconcile_mismatches`` is set. ``enabled``
+    unset: on, except for platforms with a daily request quota (their settings have ``requests_per_day``:
+    Xero, Zoho Books, Sage), where reading every invoice back would spend it."""
+
+    enabled: bool | None = None
+    interval_s: float = Field(21600.0, ge=60)
+    period_days: int = Field(7, ge=1)
+
+
 class TargetConfig(_Config):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     platform: str
@@ -154,6 +192,7 @@ class TargetConfig(_Config):
     enabled: bool = True
     request_timeout_s: float = Field(20.0, gt=0)
     max_attempts: int = Field(8, ge=1)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
 
     def routes(self, location_code: str) -> bool:
         return not self.locations or location_code in self.locations

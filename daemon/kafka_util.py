@@ -83,6 +83,17 @@ def publish_lag(consumer: Consumer, group: str, assigned: list[TopicPartition],
         current = consumer.position(assigned)
     except KafkaException:
         return lags
+    # An idle partition (nothing consumed since the assignment) has no position: it stands at its committed
+    # offset. Falling back to the low watermark reported the whole topic as lag (issue #13).
+    unknown = [TopicPartition(tp.topic, tp.partition) for tp in current
+               if tp.offset < 0 and (tp.topic, tp.partition) not in (positions or {})]
+    committed: dict[tuple[str, int], int] = {}
+    if unknown:
+        try:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(unknown, timeout=5)
+                         if tp.offset >= 0}
+        except KafkaException:
+            return lags
     for tp in current:
         key = (tp.topic, tp.partition)
         try:
@@ -94,6 +105,8 @@ def publish_lag(consumer: Consumer, group: str, assigned: list[TopicPartition],
             continue
         position = (positions or {}).get(key, tp.offset)
         if position is None or position < 0:
+            position = committed.get(key)
+        if position is None or position < 0:  # never committed: everything from the start waits
             position = low
         lags[key] = max(0, high - position)
         metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lags[key])

@@ -177,3 +177,53 @@ def init_target(target: str, platform: str) -> None:
     COMPONENT_RESTARTS.labels(f"sink:{target}")
     for reason in PAUSE_REASONS:
         TARGET_PAUSED.labels(target, reason).set(0)
+
+
+# --- freshness and the source side (issue #13; daemon/source/health.py sets these) ----------------------
+FRESHNESS = Gauge(
+    "ledgerwire_freshness_seconds", "Age of the oldest shop change not yet posted to the target: from the shop "
+    "database's commit time, through Debezium, the fold and the sink, to the platform's answer (0: nothing waits).",
+    ["target"],
+)
+TARGET_OLDEST_UNSENT_AGE = Gauge(
+    "ledgerwire_target_oldest_unsent_age_seconds", "Age (from the shop's commit time) of the oldest canonical "
+    "event past the target's stored offset: the target's lag in time.", ["target"],
+)
+FOLD_OLDEST_UNFOLDED_AGE = Gauge(
+    "ledgerwire_fold_oldest_unfolded_age_seconds", "Age of the oldest source record the fold has not committed past."
+)
+SOURCE_HEARTBEAT_AGE = Gauge(
+    "ledgerwire_source_heartbeat_age_seconds", "Time since Debezium's last heartbeat record (NaN: none seen)."
+)
+SOURCE_STATE = Gauge(
+    "ledgerwire_source_state", "1 for the source's current verdict: flowing, quiet (heartbeats, no changes), "
+    "stalled (RUNNING, no heartbeat), failed (connector/task failed or missing), unknown.", ["state"],
+)
+SOURCE_SLOT_ACTIVE = Gauge("ledgerwire_source_slot_active", "1 while a walsender holds the replication slot.")
+SOURCE_SLOT_LAG_BYTES = Gauge(
+    "ledgerwire_source_slot_lag_bytes", "WAL between the shop database's current position and the slot's "
+    "confirmed_flush_lsn (WAL the database retains for Debezium).",
+)
+SOURCE_SLOT_LAG_SECONDS = Gauge(
+    "ledgerwire_source_slot_lag_seconds", "How long the slot's confirmed position has not advanced while WAL waits "
+    "behind it.",
+)
+SOURCE_CONNECTOR_RESTARTS = Counter(
+    "ledgerwire_source_connector_restarts_total", "Debezium connector restarts through Connect's REST API by the "
+    "daemon's self-healing (task_failed, slot_held_by_dead_task, no_heartbeat).", ["connector", "reason"],
+)
+SOURCE_SELF_HEAL_EXHAUSTED = Gauge(
+    "ledgerwire_source_self_heal_exhausted", "1 while the source is unhealthy and the restart budget is spent: "
+    "a person is needed.",
+)
+RECONCILE_LAST_RUN = Gauge(
+    "ledgerwire_reconcile_last_run_timestamp_seconds", "Unix time of the target's last in-daemon reconciliation.",
+    ["target"],
+)
+
+
+def init_source(connector: str) -> None:
+    """Export the source series from the start."""
+    for reason in ("task_failed", "slot_held_by_dead_task", "no_heartbeat"):
+        SOURCE_CONNECTOR_RESTARTS.labels(connector, reason)
+    SOURCE_SELF_HEAL_EXHAUSTED.set(0)

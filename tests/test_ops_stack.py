@@ -83,9 +83,31 @@ def test_offsets_show_reset_and_status(shop, tmp_path, capsys):
     assert report["targets"]["rec"]["lag"] == 0 and report["targets"]["rec"]["last_success"]
     assert report["targets"]["rec"]["dead_letters_open"] == 0
     assert report["debezium"][f"{shop.name}-source"]["connector"] == "RUNNING"
+    # Issue #13: caught up, nothing waits; the connector's heartbeats say it is alive.
+    assert report["targets"]["rec"]["freshness_s"] == 0 and report["targets"]["rec"]["oldest_unsent_age_s"] is None
+    assert report["source"]["verdict"] in ("flowing", "quiet"), report["source"]
     stop.set()
     for t in threads:
         t.join(30)
+
+    # With the daemon stopped, a new invoice waits before the fold: the target's line says so in time (it said
+    # "lag 0, oldest unsent -" before issue #13), and names the stage.
+    topic = config.source.table_topic("invoices")
+    watermarks = ops._consumer(config)
+    before_high = watermarks.get_watermark_offsets(ops.TopicPartition(topic, 0), timeout=10)[1]
+    with psycopg.connect(shop.shop_dsn, autocommit=True) as conn:
+        new_invoice(conn, 13, "63.00")
+    wait_until(lambda: watermarks.get_watermark_offsets(ops.TopicPartition(topic, 0), timeout=10, cached=False)[1]
+               > before_high, 60, "Debezium published the new invoice")
+    watermarks.close()
+    capsys.readouterr()
+    assert cli.main(["status", "--config", str(config_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fold"]["oldest_unfolded_age_s"] is not None
+    assert report["targets"]["rec"]["freshness_s"] >= report["fold"]["oldest_unfolded_age_s"] > 0
+    assert cli.main(["status", "--config", str(config_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "target rec: freshness 00:00:" in printed and "source: flowing" in printed, printed
     ledger.close()
 
 

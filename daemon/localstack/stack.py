@@ -402,8 +402,9 @@ def debezium_connector_config(cfg: StackConfig, db: str | None = None, prefix: s
     the local cluster trusts 127.0.0.1, so the replication role needs no password; bigger batches, faster polls."""
     config = source_connector_config(host="127.0.0.1", port=cfg.pg_port, dbname=db or cfg.shop_db,
                                      topic_prefix=prefix or cfg.topic_prefix, slot=slot, spec=cfg.source,
-                                     password="", heartbeat=False)
-    config.update({"max.batch.size": "4096", "poll.interval.ms": "50"})
+                                     password="")
+    # Heartbeats every 2 s: the daemon tells a stalled connector from a quiet shop by them (issue #13).
+    config.update({"max.batch.size": "4096", "poll.interval.ms": "50", "heartbeat.interval.ms": "2000"})
     return config
 
 

@@ -6,10 +6,13 @@ the console (``daemon/console``) renders it — one code path, so both behave th
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
+
+import structlog
 
 from connectors.base import Connector
 from daemon import metrics
@@ -17,6 +20,7 @@ from daemon.config import AppConfig, TargetConfig
 from daemon.sink.ledger import Ledger
 
 RECONCILE_FIELDS = ["invoice", "kind", "detail", "ledger_version", "source_version", "external_id"]
+log = structlog.get_logger(__name__)
 RECONCILE_KINDS = ("missing", "amount", "conflict", "payment")
 
 
@@ -118,3 +122,45 @@ def reconcile_differences(config: AppConfig, ledger: Ledger, connector: Connecto
     for kind in RECONCILE_KINDS:
         metrics.RECONCILE_MISMATCHES.labels(target.name, kind).set(sum(1 for r in rows if r["kind"] == kind))
     return rows
+
+
+class ReconcileSchedule:
+    """Reconciliation on a schedule inside the daemon, so the mismatch gauge is real (issue #13). It uses each
+    running sink's connector (its rate limiter included). An error is logged and the next round comes."""
+
+    def __init__(self, config: AppConfig, ledger: Ledger, connectors: dict[str, Connector], stop: threading.Event,
+                 clock=time.time) -> None:
+        self.config, self.ledger, self.stop, self.clock = config, ledger, stop, clock
+        self.connectors = {name: c for name, c in connectors.items() if reconcile_enabled(config.target(name), c)}
+        # The first round soon after start (the gauge is real early), then every interval.
+        self.next_at = {name: clock() + min(300.0, config.target(name).reconcile.interval_s) for name in self.connectors}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.run_due()
+            self.stop.wait(30.0)
+
+    def run_due(self) -> list[str]:
+        done = []
+        for name, connector in self.connectors.items():
+            if self.stop.is_set() or self.clock() < self.next_at[name]:
+                continue
+            target = self.config.target(name)
+            self.next_at[name] = self.clock() + target.reconcile.interval_s
+            today = date.today()
+            try:
+                rows = reconcile_differences(self.config, self.ledger, connector, target,
+                                             today - timedelta(days=target.reconcile.period_days), today + timedelta(days=1))
+            except Exception:  # noqa: BLE001 - a failed round (platform away) is logged; the next one comes
+                log.exception("reconcile_failed", target=name)
+                continue
+            metrics.RECONCILE_LAST_RUN.labels(name).set(time.time())
+            log.info("reconciled", target=name, differences=len(rows), period_days=target.reconcile.period_days)
+            done.append(name)
+        return done
+
+
+def reconcile_enabled(target: TargetConfig, connector: Connector) -> bool:
+    if target.reconcile.enabled is not None:
+        return target.reconcile.enabled
+    return "requests_per_day" not in type(connector.settings).model_fields

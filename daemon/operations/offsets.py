@@ -284,15 +284,31 @@ def format_duration(seconds: float | None) -> str:
 
 
 def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) -> dict[str, Any]:
-    """Per target: lag, last success, failures, dead letters, credential expiry; the Debezium connector.
-    With Kafka unreachable, ``unreachable`` says so in one line and lags are None; the ledger's part is whole."""
+    """Per target: lag, freshness, last success, failures, dead letters, credential expiry; the source's verdict;
+    the Debezium connector. With Kafka unreachable, ``unreachable`` says so in one line and lags are None; the
+    ledger's part is whole."""
     from daemon.kafka_util import kafka_unreachable
+    from daemon.source import health as source_health
 
     report: dict[str, Any] = {"targets": {}, "fold": {}, "unreachable": []}
     kafka_down = kafka_unreachable(config.kafka)
     if kafka_down:
         report["unreachable"].append(kafka_down)
     pos = positions(config, ledger) if not kafka_down else ledger_positions(config, ledger)
+    if kafka_down:  # the source's verdict reads Kafka (heartbeats, unfolded records): unknown while it is away
+        report["source"] = {"verdict": "unknown", "cause": kafka_down, "heartbeat_age_s": None,
+                            "slot_lag_bytes": None, "slot_active_pid": None}
+        unfolded_age, ages = None, {}
+    else:
+        consumer = source_health.ops_consumer(config)
+        try:
+            source, unfolded_age, ages = source_health.assess(config, ledger, consumer)
+        finally:
+            consumer.close()
+        slot = source.slot
+        report["source"] = {"verdict": source.verdict, "cause": source.cause, "heartbeat_age_s": source.heartbeat_age_s,
+                            "slot_lag_bytes": slot.lag_bytes if slot else None,
+                            "slot_active_pid": slot.active_pid if slot else None}
     with ledger.pool.connection() as conn:
         for t in config.targets:
             group = f"{config.kafka.sink_group_prefix}{t.name}"
@@ -323,10 +339,13 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
                 "last_success": last.isoformat() if last else None, "dead_letters_24h": failures,
                 "dead_letters_open": open_dl, "parked_invoices": parked, "credential_expiry": expiry,
             }
+            unsent_age, freshness = ages.get(t.name, (None, 0.0))
+            report["targets"][t.name].update(oldest_unsent_age_s=unsent_age, freshness_s=freshness)
             report["targets"][t.name].update(schedule_status(config, ledger, t))
             report["targets"][t.name]["progress"] = progress(conn, t.name, _total_lag(mine) or 0)
     fold = [p for p in pos if p.group == config.kafka.fold_group]
-    report["fold"] = {"lag": None if kafka_down else _total_lag(fold), "partitions": len(fold)}
+    report["fold"] = {"lag": None if kafka_down else _total_lag(fold), "partitions": len(fold),
+                      "oldest_unfolded_age_s": unfolded_age}
     if connect_url:
         try:
             state = httpx.get(f"{connect_url.rstrip('/')}/connectors?expand=status", timeout=5).json()
