@@ -296,7 +296,7 @@ def status(config: AppConfig, ledger: Ledger, connect_url: str | None = None) ->
         report["unreachable"].append(kafka_down)
     pos = positions(config, ledger) if not kafka_down else ledger_positions(config, ledger)
     if kafka_down:  # the source's verdict reads Kafka (heartbeats, unfolded records): unknown while it is away
-        report["source"] = {"verdict": "unknown", "cause": kafka_down, "heartbeat_age_s": None,
+        report["source"] = {"verdict": "unknown", "cause": "not known while Kafka is away", "heartbeat_age_s": None,
                             "slot_lag_bytes": None, "slot_active_pid": None}
         unfolded_age, ages = None, {}
     else:
