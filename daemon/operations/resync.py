@@ -103,7 +103,10 @@ def classify(event: InvoiceEvent, doc: DocumentState, remote: RemoteInvoice | No
         return "conflict", f"platform holds {by_number.external_id} under this number; the ledger does not know it"
     assert remote is not None
     differences = []
-    if want_void != (remote.status == "void"):
+    # A platform whose void is a delete (FreshBooks, Wave) reads back "deleted"; Patriot's read-back names the export
+    # that carried the void ("void, export 3"): all of them are the void the shop asked for.
+    remote_void = (remote.status or "") == "deleted" or (remote.status or "").split(",")[0] == "void"
+    if want_void != remote_void:
         differences.append(f"status {remote.status} -> {event.status.value}")
     if not want_void and remote.total is not None and remote.total != event.computed.total:
         differences.append(f"total {remote.total} -> {event.computed.total}")
