@@ -36,7 +36,17 @@ def start_daemon(config_file, log_file) -> subprocess.Popen:
                             stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
 
 
-@pytest.mark.parametrize("platform", sorted(PLATFORM_PACKAGES))
+# A platform whose spine run shows a defect not fixed yet: the run still happens (and is reported), named here.
+KNOWN_DEFECTS = {
+    "quickfile": "issue #17: a refund larger than what the invoice still owes goes out as a HOLD credit note, which "
+                 "QuickFile refuses when it is also larger than what was paid (dead letter); the refund must be split "
+                 "into a VOID part (what is owed) and a HOLD part (what was paid)",
+}
+
+
+@pytest.mark.parametrize("platform", [
+    pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_DEFECTS[p], strict=False)) if p in KNOWN_DEFECTS else p
+    for p in sorted(PLATFORM_PACKAGES)])
 def test_spine_end_to_end_with_daemon_kills(shop, tmp_path, platform, report):
     module = _sandbox_module(platform)
     # A package may raise its sandbox's documented rate limit for this run (LOCAL_SANDBOX_OPTIONS): at Xero's
