@@ -61,9 +61,6 @@ class BusinessCentralConnector(EngineConnector):
         self.mapping = target.mapping
         self._journal_id: str | None = None
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.customer_digest(customer)

@@ -59,9 +59,6 @@ class FreeAgentConnector(EngineConnector):
         self.mapping = target.mapping
         self.closed_through: date | None = None  # as last read
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.contact_digest(customer)

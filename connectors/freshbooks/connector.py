@@ -55,9 +55,6 @@ class FreshBooksConnector(EngineConnector):
         self.client = FreshBooksClient(self.http, settings)
         self.mapping = target.mapping
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.client_digest(customer)

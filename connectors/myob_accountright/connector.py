@@ -65,9 +65,6 @@ class MyobAccountRightConnector(EngineConnector):
         self.mapping = target.mapping
         self.closed_through: date | None = None  # as last read
 
-    def close(self) -> None:
-        self.http.close()
-
     def check_mapping(self) -> list[str]:
         """Every UID the mapping names, read from the company file (items must be sold items)."""
         m, problems = self.mapping, []

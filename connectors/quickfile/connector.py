@@ -52,9 +52,6 @@ class QuickFileConnector(EngineConnector):
         self.client = QuickFileClient(self.http, runtime.credentials(target.name), settings)
         self.mapping = target.mapping
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.client_digest(customer)

@@ -60,9 +60,6 @@ class ReckonOneConnector(EngineConnector):
         self.client = ReckonClient(self.http, settings)
         self.mapping = target.mapping
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.customer_digest(customer)

@@ -54,9 +54,6 @@ class SapBusinessOneConnector(EngineConnector):
         self.client = SapBusinessOneClient(self.http, settings.page_size)
         self.mapping = target.mapping
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.customer_digest(customer)

@@ -50,9 +50,6 @@ class WaveConnector(EngineConnector):
         self.client = WaveClient(self.http, settings, target.base_url or DEFAULT_URL)
         self.mapping = target.mapping
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
         return mapping.customer_digest(customer)
