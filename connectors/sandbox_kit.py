@@ -6,6 +6,7 @@ expiry and rotating refresh tokens, rate limiting answered as the platform answe
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import secrets
 import threading
 import time
@@ -17,7 +18,41 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from connectors.serving import RunningServer, free_port  # noqa: F401 - part of the kit every sandbox uses
+from connectors.serving import RunningServer as _ServingServer
+from connectors.serving import free_port  # noqa: F401 - part of the kit every sandbox uses
+
+# Set per request by ``_AnswerDropper``: a one-element flag a fault raises to lose the request's answer.
+_ANSWER_LOST: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("sandbox_answer_lost", default=None)
+
+
+class _AnswerDropper:
+    """ASGI wrapper: when a fault marks the request's answer lost, the client gets the status line and then a
+    closed connection — a write applied whose answer never arrives, as certain as a timeout (the client cannot
+    know what happened) but immediate, so the fault sweeps need no race between a sleep and a client timeout."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        lost = [False]
+        _ANSWER_LOST.set(lost)
+
+        async def send_unless_lost(message) -> None:
+            if not lost[0]:
+                await send(message)
+
+        await self.app(scope, receive, send_unless_lost)
+        if lost[0]:  # uvicorn closes a connection whose answer was started and never completed
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
+
+
+class RunningServer(_ServingServer):
+    """A sandbox's server: ``connectors.serving.RunningServer`` with the answer-dropping fault wrapper."""
+
+    def __init__(self, app, port: int | None = None, **kwargs: Any) -> None:
+        super().__init__(_AnswerDropper(app), port=port, **kwargs)
 
 
 @dataclass
@@ -105,6 +140,9 @@ class Faults:
     slow_s: float = 0.0
     apply_then_hang: bool = True
     hang_s: float = 30.0  # how long a "timeout" answer is held back (longer than the client's timeout)
+    # A "timeout" closes the connection at once instead of holding the answer back: the same lost answer for
+    # the client, without depending on its timeout firing first (the conformance suite's sweeps use it).
+    drop_answer: bool = False
     seed: int = 7
     # Deterministic triggers for the conformance suite's fault sweeps: every sandbox calls ``draw`` once per
     # write (and per batch request), so ``writes`` counts them; the write numbered ``at_write`` gets
@@ -140,6 +178,10 @@ class Faults:
         return None
 
     async def hang(self, seconds: float | None = None) -> None:
+        lost = _ANSWER_LOST.get()
+        if self.drop_answer and seconds is None and lost is not None:
+            lost[0] = True
+            return
         await asyncio.sleep(self.hang_s if seconds is None else seconds)
 
 
