@@ -118,17 +118,21 @@ class Limiter:
 
     def __init__(self, buckets: list, concurrency: int,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_wait: Callable[[float], None] | None = None) -> None:
+                 on_wait: Callable[[float], None] | None = None,
+                 on_slot: Callable[[float], None] | None = None) -> None:
         self.buckets = buckets
         self._slots = threading.BoundedSemaphore(concurrency)
         self._sleep = sleep
         self._on_wait = on_wait
+        self._on_slot = on_slot  # told before every request how long it waits first (the sink's liveness)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Wait for a concurrency slot and a token in every bucket, then run the request."""
         with self._slots:
             wait = max((b.reserve() for b in self.buckets), default=0.0)
+            if self._on_slot:
+                self._on_slot(max(0.0, wait))
             if wait > 0:
                 if self._on_wait:
                     self._on_wait(wait)

@@ -109,7 +109,7 @@ class Daemon:
             for target in targets:
                 sink = SinkWorker(self.config, target, self.ledger, self.runtime, self.stop)
                 self.sinks.append(sink)
-                self._progress[f"sink:{target.name}"] = sink.progress
+                self._progress[f"sink:{target.name}"] = sink.liveness
                 self._spawn(f"sink:{target.name}", sink.run)
         if self.sinks:
             # Reconciliation on each target's schedule (issue #13, daemon/operations/bookkeeping.py).

@@ -280,7 +280,7 @@ class ConsoleConfig(_Config):
 
 
 class LivenessConfig(_Config):
-    """Liveness by progress (README "Liveness"): a loop (the fold, each sink's consumer loop) that shows no
+    """Liveness by progress (README "Liveness"): a loop (the fold, each sink's consumer loop and partition workers) that shows no
     progress for ``stall_timeout_s`` is stalled: /healthz fails, ``ledgerwire_component_up`` is 0, the systemd
     watchdog is no longer fed, and with ``exit_on_stall`` the process exits (code 75) for its supervisor to
     restart it. A loop that waits (idle, or backing off from Kafka or PostgreSQL being away) is not stalled."""
@@ -330,6 +330,11 @@ class AppConfig(_Config):
             raise ValueError(f"liveness.stall_timeout_s ({self.liveness.stall_timeout_s}) must exceed "
                              f"kafka.call_timeout_s ({self.kafka.call_timeout_s}): a Kafka call that times out is "
                              "retried, not stalled")
+        for t in self.targets:  # a partition worker beats before each platform request, which may last this long
+            if self.liveness.stall_timeout_s <= 2 * t.request_timeout_s:
+                raise ValueError(f"target {t.name!r}: liveness.stall_timeout_s ({self.liveness.stall_timeout_s}) must "
+                                 f"exceed twice its request_timeout_s ({t.request_timeout_s}): a request and its token "
+                                 "renewal are slow, not stalled")
         return self
 
     def target(self, name: str) -> TargetConfig:

@@ -1,9 +1,11 @@
 """Supervision and liveness (issue #13 items 3, 4 and 6): what a loop reports so the process can tell "working" or
 "waiting" from "stuck", which failures are transient, and librdkafka's own log lines through structlog.
 
-- ``Progress``: each loop (the fold, each sink's consumer loop) calls ``beat()`` whenever it turns — idle turns
-  and back-off waits included — so only a loop blocked inside a call (a Kafka transaction that never returns, a
-  socket with no timeout) ages past ``liveness.stall_timeout_s``.
+- ``Progress``: each loop (the fold, each sink's consumer loop, each sink's partition workers) calls ``beat()``
+  whenever it turns — idle turns and back-off waits included — so only a loop blocked inside a call (a Kafka
+  transaction that never returns, a socket with no timeout, a platform call hung on a lock) ages past
+  ``liveness.stall_timeout_s``. A known wait (a back-off, a rate-limit window) is ``excuse``d for its length.
+  ``ProgressGroup`` reports a sink's consumer loop and its partition workers as one component.
 - ``TRANSIENT``: the failures a loop retries with back-off (Kafka or PostgreSQL away, the pool exhausted); they
   are logged and counted (``ledgerwire_transient_failures_total``), never fatal and never a dead letter.
   Anything else raised by a loop ends the process non-zero (``daemon/app.py``).
@@ -61,6 +63,13 @@ class Progress:
         if self.thread_id is None:
             self.thread_id = threading.get_ident()
 
+    def excuse(self, seconds: float) -> None:
+        """A known wait of ``seconds`` (a back-off, a rate-limit window, a daily quota) is not being stuck: the
+        bound counts from its end."""
+        self._at = max(self._at, self._clock() + seconds)
+        if self.thread_id is None:
+            self.thread_id = threading.get_ident()
+
     def stalled_for(self, bound_s: float) -> float | None:
         """Seconds since the last beat when that is more than ``bound_s``, else None."""
         age = self._clock() - self._at
@@ -70,6 +79,42 @@ class Progress:
         """Where the loop's thread is now (the call it is stuck in), for the log line."""
         frame = sys._current_frames().get(self.thread_id) if self.thread_id is not None else None  # noqa: SLF001
         return "".join(traceback.format_stack(frame)) if frame is not None else "unknown"
+
+
+class ProgressGroup:
+    """Several loops supervised as one component (a sink: its consumer loop and one worker per partition, which
+    come and go with rebalances): stalled when any member is, and ``stack`` is that member's."""
+
+    def __init__(self, members) -> None:
+        self._members = members  # () -> the current members
+        self._stalled: Progress | None = None
+
+    def stalled_for(self, bound_s: float) -> float | None:
+        worst: tuple[float, Progress] | None = None
+        for member in list(self._members()):
+            age = member.stalled_for(bound_s)
+            if age is not None and (worst is None or age > worst[0]):
+                worst = (age, member)
+        self._stalled = worst[1] if worst else None
+        return worst[0] if worst else None
+
+    def stack(self) -> str:
+        return self._stalled.stack() if self._stalled is not None else "unknown"
+
+
+_CURRENT = threading.local()  # the Progress of the loop running on this thread, if it is supervised
+
+
+def supervise_this_thread(progress: Progress) -> None:
+    _CURRENT.progress = progress
+
+
+def excuse_current(seconds: float) -> None:
+    """Called from deep inside a turn (the rate limiter before each platform request): the current thread's loop
+    is alive and, for ``seconds``, knowingly waiting."""
+    progress = getattr(_CURRENT, "progress", None)
+    if progress is not None:
+        progress.excuse(seconds)
 
 
 _VARYING = re.compile(r"\[rdkafka#[^\]]*\]|\(after \d+ms[^)]*\)|\d+(\.\d+)?\s*ms")

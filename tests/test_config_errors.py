@@ -112,3 +112,16 @@ def test_run_with_a_missing_credentials_file_is_one_line(three_targets, tmp_path
     with pytest.raises(ConfigError) as info:
         seed_credentials(load_config(path), runtime=None)
     assert info.value.lines == [f"target 'qbo-main': credentials_file {tmp_path / 'gone.json'}: No such file or directory"]
+
+
+def test_a_stall_bound_shorter_than_a_targets_slow_request_is_refused():
+    """A partition worker shows progress before each platform request: a request (and its token renewal) may
+    last its request timeout, so a stall bound under twice that would restart a daemon that is only slow."""
+    import pytest
+    from pydantic import ValidationError
+
+    from daemon.config import AppConfig
+
+    with pytest.raises(ValidationError, match="request_timeout_s"):
+        AppConfig.model_validate({"kafka": {"call_timeout_s": 5}, "liveness": {"stall_timeout_s": 30},
+                                  "targets": [{"name": "books", "platform": "xero", "request_timeout_s": 20}]})

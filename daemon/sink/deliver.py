@@ -52,7 +52,7 @@ from daemon import metrics
 from daemon.canonical import CanonicalDecodeError, InvoiceEvent, decode_invoice_event, encode_invoice_event
 from daemon.config import AppConfig, TargetConfig
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
-from daemon.liveness import TRANSIENT, Progress, report_transient
+from daemon.liveness import TRANSIENT, Progress, ProgressGroup, excuse_current, report_transient, supervise_this_thread
 from daemon.sink.ledger import Fence, FencedOut, Ledger, PgCredentials, PgEntities, json_safe
 from daemon.sink.schedule import Clock, DeliveryWindow, HeldInvoices, utc_now
 from daemon.sink.shared_ratelimit import PgBuckets, limiter_name
@@ -94,7 +94,9 @@ class DaemonRuntime:
         pool = getattr(self, "pg_pool", None)
         store = PgBuckets(pool, target.name, limiter_name(overridable, per_second, per_minute, per_day)) \
             if pool is not None else None
-        return limiter_from(per_second, per_minute, per_day, concurrency, store=store, on_wait=wait_metric.inc)
+        # on_slot: every platform request shows the worker's loop alive, and a rate-limit wait is excused.
+        return limiter_from(per_second, per_minute, per_day, concurrency, store=store, on_wait=wait_metric.inc,
+                            on_slot=excuse_current)
 
     def report_failure(self, target: TargetConfig, event: InvoiceEvent, error: DeliveryError) -> None:
         """A pull platform's late refusal: a dead letter like the sink's (so `dlq` lists it and later versions
@@ -196,6 +198,10 @@ class SinkWorker:
         self._waiting: dict[int, int] = {}  # partition -> distinct invoices held for the window
         self._waiting_lock = threading.Lock()
         self.progress = Progress()  # the consumer loop's turns (daemon/liveness.py)
+        self._worker_progress: dict[int, Progress] = {}  # partition -> its worker's turns
+        # What the daemon supervises as this sink: the consumer loop and every partition worker (a worker hung
+        # inside a platform call stalls the sink as surely as a hung poll).
+        self.liveness = ProgressGroup(lambda: [self.progress, *self._worker_progress.values()])
 
     # -- the poll loop --
     def run(self) -> None:
@@ -379,6 +385,7 @@ class SinkWorker:
     def _start_worker(self, partition: int, fence: Fence | None) -> None:
         self._queues[partition] = queue.Queue()
         self._leases[partition] = PartitionLease(partition, fence)
+        self._worker_progress[partition] = Progress()
         thread = threading.Thread(target=self._partition_loop, args=(partition,), daemon=True,
                                   name=f"sink-{self.target.name}-{partition}")
         self._threads[partition] = thread
@@ -402,10 +409,14 @@ class SinkWorker:
                     except Exception:  # noqa: BLE001 - the next claim fences it anyway
                         self.log.exception("sink_fence_out_failed", partition=p)
             self._queues.pop(p, None)
+            self._worker_progress.pop(p, None)
             self._paused.discard(p)
 
     # -- a partition worker --
     def _partition_loop(self, partition: int) -> None:
+        progress = self._worker_progress.get(partition)
+        if progress is not None:
+            supervise_this_thread(progress)
         try:
             if self.window is not None:
                 self._scheduled_loop(partition)
@@ -418,6 +429,7 @@ class SinkWorker:
         q = self._queues[partition]
         revoked = self._leases[partition]
         while not revoked.revoked() and not self.stop.is_set():
+            excuse_current(0)  # a turn, idle or not
             try:
                 first = q.get(timeout=0.2)
             except queue.Empty:
@@ -444,6 +456,7 @@ class SinkWorker:
                 for group in remaining:
                     for r in group:
                         q.put(r)
+                excuse_current(5)
                 self.stop.wait(5)
             finally:
                 self._busy[partition] = False
@@ -474,6 +487,7 @@ class SinkWorker:
             if revoked.revoked() or self.stop.is_set():
                 raise Shutdown()
             chunk = items[start:start + size]
+            excuse_current(0)  # each invoice (or batch of them) is a turn
             if len(chunk) > 1:
                 self._handle_chunk(partition, chunk, revoked)
             else:
@@ -488,6 +502,7 @@ class SinkWorker:
         records: list[_Record] = []  # taken from the queue, not yet held (kept across a failure)
         try:
             while not revoked.revoked() and not self.stop.is_set():
+                excuse_current(0)
                 # Past HOLD_MAX_INVOICES the queue fills and the poll loop's backpressure pauses the partition.
                 if len(held) < HOLD_MAX_INVOICES and not records:
                     try:
@@ -515,6 +530,7 @@ class SinkWorker:
                     return
                 except Exception:  # keep what is held (offsets untouched); replays are no-ops in the ledger
                     self.log.exception("sink_scheduled_batch_failed", partition=partition)
+                    excuse_current(5)
                     self.stop.wait(5)
                 finally:
                     self._busy[partition] = bool(held) or bool(records)  # held records keep the stored offset
@@ -584,6 +600,7 @@ class SinkWorker:
                     # before the single path looks each document up.
                     self.log.warning("batch_outcome_uncertain", reason=exc.reason)
                     outcomes = []
+                    excuse_current(self.target.request_timeout_s)
                     if self.stop.wait(self.target.request_timeout_s):
                         raise Shutdown() from exc
                 except Exception:  # noqa: BLE001 - the single path below retries and classifies each one
@@ -753,6 +770,7 @@ class SinkWorker:
                 delay = max(delay, self.target.request_timeout_s)
             if attempt >= self.target.max_attempts:
                 bound.error("delivery_still_failing", attempt=attempt, next_try_s=round(delay, 1))
+            excuse_current(delay)  # a back-off is waiting, not being stuck
             if self.stop.wait(delay) or revoked.revoked():
                 raise Shutdown()
 
