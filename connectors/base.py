@@ -394,6 +394,15 @@ def required_posting_account(kind: LineKind, mapping: Any, platform: str) -> str
     return account
 
 
+def payment_account(payment: Any, mapping: Any, platform: str, what: str = "account") -> str:
+    """The platform account (bank, deposit account, receipt method) ``mapping.payment_accounts`` names for a
+    payment's method, refused when it names none: a payment is never posted to a guessed account."""
+    account = mapping.payment_accounts.get(payment.method)
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts names no {platform} {what} for {payment.method!r} payments")
+    return account
+
+
 def chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
