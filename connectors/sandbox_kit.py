@@ -6,6 +6,7 @@ expiry and rotating refresh tokens, rate limiting answered as the platform answe
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import threading
 import time
