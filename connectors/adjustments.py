@@ -48,6 +48,21 @@ def add(into: Groups, key: str, net: Decimal, tax: Decimal, sign: int = 1) -> Gr
     return into
 
 
+def grouped(rows: Iterable[tuple[str, Decimal, Decimal]], sign: int = 1) -> Groups:
+    """Lines ``(key, net, tax)`` summed per posting key: what a document (or the shop's version) holds."""
+    out: Groups = {}
+    for key, net, tax in rows:
+        add(out, key, net, tax, sign)
+    return out
+
+
+def held_documents(original_id: str, posted: Iterable[Any]) -> list[tuple[int, str, str]]:
+    """What the platform holds for an invoice, as ``(sign, kind, external id)``: the original and every
+    increase (+1, invoices), every decrease (-1, credit notes); a re-dating posted nothing of its own."""
+    return [(1, "increase", original_id)] + [(1 if a.kind == "increase" else -1, a.kind, a.external_id)
+                                             for a in posted if a.kind != "redated"]
+
+
 def combine(*groups: Groups) -> Groups:
     out: Groups = {}
     for g in groups:

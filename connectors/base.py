@@ -377,20 +377,29 @@ def posting_account(kind: LineKind, mapping: Any, fallback: LineKind | None = No
     return accounts.get(kind) or accounts.get(income_kind(kind)) or (accounts.get(fallback) if fallback else None)
 
 
-def combined_tax_code(taxes: Iterable[Any], mapping: Any, platform: str) -> str:
+def combined_tax_code(taxes: Iterable[Any], mapping: Any, platform: str, what: str = "tax code") -> str:
     """The platform's tax code for a line's combination of tax components, as ``mapping.tax_codes`` names it
     (key: the component codes sorted and joined by ``+``; ``"none"`` for a line without tax)."""
     key = "+".join(sorted({t.code for t in taxes})) or "none"
     if key not in mapping.tax_codes:
-        raise PermanentError(f"mapping.tax_codes names no {platform} tax code for {key!r}")
+        raise PermanentError(f"mapping.tax_codes names no {platform} {what} for {key!r}")
     return mapping.tax_codes[key]
 
 
-def required_posting_account(kind: LineKind, mapping: Any, platform: str) -> str:
+def required_posting_account(kind: LineKind, mapping: Any, platform: str, what: str = "G/L account") -> str:
     """``posting_account`` with parts' income account as the fallback, refused when the mapping names none."""
     account = posting_account(kind, mapping, LineKind.PART)
     if not account:
-        raise PermanentError(f"mapping.income_accounts names no {platform} G/L account for {kind.value} lines")
+        raise PermanentError(f"mapping.income_accounts names no {platform} {what} for {kind.value} lines")
+    return account
+
+
+def payment_account(payment: Any, mapping: Any, platform: str, what: str = "account") -> str:
+    """The platform account (bank, deposit account, receipt method) ``mapping.payment_accounts`` names for a
+    payment's method, refused when it names none: a payment is never posted to a guessed account."""
+    account = mapping.payment_accounts.get(payment.method)
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts names no {platform} {what} for {payment.method!r} payments")
     return account
 
 

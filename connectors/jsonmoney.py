@@ -1,10 +1,12 @@
 """JSON with exact money: Decimals are written as JSON numbers (never through float) and read back as
-Decimals. Platforms' JSON APIs take amounts as numbers; a float would turn 289.95 into 289.949999…"""
+Decimals. Platforms' JSON APIs take amounts as numbers; a float would turn 289.95 into 289.949999…
+Also the dates platforms put in JSON, read as one ``date``."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -34,3 +36,18 @@ def loads(data: bytes | str) -> Any:
 def amount(value: Any) -> Decimal | None:
     """A platform's amount as an exact Decimal, whatever JSON gave (number, string); None when absent."""
     return None if value is None or value is False else Decimal(str(value))
+
+
+def day(value: Any) -> date | None:
+    """A date as a platform's JSON gives it: "2019-01-01", "2019-01-01T00:00:00…", or the Microsoft JSON
+    form "/Date(1546214400000+0000)/" (Xero); None for nothing or what is not a date."""
+    if not value:
+        return None
+    text = str(value)
+    if text.startswith("/Date("):
+        millis = text[6:].split(")")[0].split("+")[0]
+        return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).date()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None

@@ -2,7 +2,8 @@
 a retry finds what an interrupted attempt made: ``LW<payment id>`` for a payment, ``LWR<refund id>`` for a
 refund's credit note, ``<invoice number>-A<n>`` / ``-C<n>`` for a closed-period adjustment (an increase is an
 invoice, a decrease a credit note). ``EngineConnector.reference`` uses these; a platform with other limits
-(length, characters) overrides it. Also the digest of a customer payload and the due date from terms."""
+(length, characters) overrides it. Also the digest of a customer payload, the issue and due dates, and codes
+shortened to a platform's field length."""
 
 from __future__ import annotations
 
@@ -81,8 +82,23 @@ def payload_digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def terms_due_date(event: InvoiceEvent) -> date | None:
-    """Fleet customers: the due date from their payment terms; everyone else: the shop's due date."""
-    if event.customer.payment_terms_days and event.issue_date:
-        return event.issue_date + timedelta(days=event.customer.payment_terms_days)
+def issued_on(event: InvoiceEvent) -> date:
+    """The invoice's date: the shop's issue date, else the day the version was emitted."""
+    return event.issue_date or event.emitted_at.date()
+
+
+def terms_due_date(event: InvoiceEvent, issued: date | None = None) -> date | None:
+    """Fleet customers: the due date from their payment terms (counted from ``issued``, default the shop's
+    issue date); everyone else: the shop's due date."""
+    issued = issued or event.issue_date
+    if event.customer.payment_terms_days and issued:
+        return issued + timedelta(days=event.customer.payment_terms_days)
     return event.due_date
+
+
+def short_code(value: str, limit: int, keep: int, digest: int = 8) -> str:
+    """``value`` where a platform's code field holds ``limit`` characters; a longer one as its first ``keep``
+    characters, ``~`` and a hash of the whole (stable: every invoice finds the same record)."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:keep]}~{hashlib.sha256(value.encode()).hexdigest()[:digest]}"

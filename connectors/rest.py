@@ -32,6 +32,19 @@ class RecordingClient:
         return True
 
 
+def sole(found: list[T] | set[T], platform: str, what: str, setting: str) -> T:
+    """The one account / business / book / organisation a grant reaches, when the settings name none: never
+    a guess among several (``what`` plural, ``setting`` the field that picks one)."""
+    if len(found) != 1:
+        raise PermanentError(f"the {platform} grant reaches {len(found)} {what}: set settings.{setting}")
+    return next(iter(found))
+
+
+def present(params: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters without the ones left out (None)."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def is_placeholder(external_id: object) -> bool:
     """An id a preview made up (``"<new invoice>"``): not at the platform, so never read there."""
     return "<" in str(external_id)

@@ -6,11 +6,13 @@ expiry and rotating refresh tokens, rate limiting answered as the platform answe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from decimal import Decimal
@@ -104,6 +106,37 @@ class TokenIssuer:
         """Test hook: every access token expires now (the next call must refresh)."""
         for token in self._access:
             self._access[token] = 0.0
+
+
+def new_client(issuer: TokenIssuer) -> tuple[str, str, str]:
+    """A registered OAuth client for ``seed_credentials``: its id, secret and first refresh token."""
+    client_id, client_secret = secrets.token_hex(10), secrets.token_hex(20)
+    return client_id, client_secret, issuer.register_client(client_id, client_secret)
+
+
+async def refresh_grant(issuer: TokenIssuer, request: Any, extra: Callable[[dict], dict] | None = None, *,
+                        basic_only: int | None = None) -> Any:
+    """A token endpoint's refresh_token grant, as OAuth2 servers answer it: 400 ``unsupported_grant_type`` for
+    another grant, 400 ``invalid_grant`` for a refresh token unknown, used or another client's, else the new
+    tokens with what ``extra(answer)`` adds or replaces (the platform's own fields). The client authenticates
+    in the form body or by HTTP Basic; ``basic_only``: by HTTP Basic only, else ``invalid_client`` with that
+    status."""
+    from starlette.responses import JSONResponse
+
+    form = await request.form()
+    client_id, client_secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+    header = request.headers.get("authorization", "")
+    if basic_only is not None or header.startswith("Basic "):
+        try:
+            client_id, client_secret = base64.b64decode(header[6:]).decode().split(":", 1)
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse({"error": "invalid_client"}, status_code=basic_only or 400)
+    if form.get("grant_type") != "refresh_token":
+        return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+    answer = issuer.refresh(client_id, client_secret, str(form.get("refresh_token", "")))
+    if answer is None:
+        return JSONResponse({"error": "invalid_grant"}, status_code=400)
+    return JSONResponse(answer | (extra(answer) if extra else {}))
 
 
 class WindowLimit:

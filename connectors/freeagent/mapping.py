@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind, invoice_memo, line_text
+from connectors.base import PermanentError, income_kind, invoice_memo, line_text, payment_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -128,9 +128,7 @@ def payment_reference(payment: Payment) -> str:
 def explanation_payload(payment: Payment, invoice_id: str, mapping: MappingConfig, uri: Uri,
                         posted_on: date | None = None) -> dict[str, Any]:
     """A payment is money in on a bank account explained as this invoice's receipt (``paid_invoice``)."""
-    bank = mapping.payment_accounts.get(payment.method)
-    if not bank:
-        raise PermanentError(f"mapping.payment_accounts names no FreeAgent bank account for {payment.method!r} payments")
+    bank = payment_account(payment, mapping, "FreeAgent", "bank account")
     return {"bank_transaction_explanation": {
         "bank_account": uri("bank_accounts", bank), "dated_on": (posted_on or payment.received_at.date()).isoformat(),
         "gross_value": money(payment.amount), "paid_invoice": uri("invoices", invoice_id),

@@ -25,7 +25,6 @@ import base64
 import copy
 import itertools
 import re
-import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -38,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client
 
 API = "/v2"
 CENT, ZERO = Decimal("0.01"), Decimal("0")
@@ -125,8 +124,7 @@ class Sandbox:
         return RunningServer(self.app, port=port).start()
 
     def seed_credentials(self) -> dict[str, Any]:
-        client_id, client_secret = secrets.token_hex(10), secrets.token_hex(20)
-        refresh = self.issuer.register_client(client_id, client_secret)
+        client_id, client_secret, refresh = new_client(self.issuer)
         with self._lock:
             tables = self.company.tables
             if not tables["bank_accounts"]:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
+from connectors.rest import sole
 from connectors.base import AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError
 from connectors.http import PlatformHttp, retry_after_seconds
 from connectors.freshbooks.settings import FreshBooksSettings
@@ -70,9 +71,7 @@ class FreshBooksClient:
             body = jsonmoney.loads(self.http.request("GET", ME, headers=JSON).content)
             accounts = {str(m["business"]["account_id"]) for m in body["response"].get("business_memberships") or []
                         if (m.get("business") or {}).get("account_id")}
-            if len(accounts) != 1:
-                raise PermanentError(f"the FreshBooks grant reaches {len(accounts)} accounts: set settings.account_id")
-            self.account_id = accounts.pop()
+            self.account_id = sole(accounts, "FreshBooks", "accounts", "account_id")
         return self.account_id
 
     def path(self, resource: str, key: str | None = None) -> str:

@@ -21,7 +21,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind, invoice_memo, line_text
+from connectors.base import PermanentError, combined_tax_code, income_kind, invoice_memo, line_text, payment_account, required_posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund, money
 from daemon.config import MappingConfig
 
@@ -56,10 +56,7 @@ def card_id(customer: Customer) -> str:
 
 
 def tax_code(taxes: Iterable[LineTax], mapping: MappingConfig) -> str:
-    key = "+".join(sorted({t.code for t in taxes})) or "none"
-    if key not in mapping.tax_codes:
-        raise PermanentError(f"mapping.tax_codes names no MYOB tax code UID for {key!r}")
-    return mapping.tax_codes[key]
+    return combined_tax_code(taxes, mapping, "MYOB", "tax code UID")
 
 
 def customer_payload(customer: Customer, mapping: MappingConfig) -> dict[str, Any]:
@@ -85,14 +82,8 @@ def item_uid(kind: LineKind, mapping: MappingConfig) -> str:
 
 
 def income_account(kind: LineKind, mapping: MappingConfig) -> str:
-    if kind in (LineKind.CORE_CHARGE, LineKind.CORE_RETURN) and mapping.core_account:
-        return mapping.core_account
-    if kind == LineKind.DISCOUNT and mapping.discount_posting == "discount_account" and mapping.discount_account:
-        return mapping.discount_account
-    account = mapping.income_accounts.get(income_kind(kind)) or mapping.income_accounts.get(LineKind.PART)
-    if not account:
-        raise PermanentError(f"mapping.income_accounts names no MYOB account UID for {kind.value} lines")
-    return account
+    """The income account a service line posts to: the framework's one rule (``base.posting_account``)."""
+    return required_posting_account(kind, mapping, "MYOB", "account UID")
 
 
 def _header(event: InvoiceEvent, customer_uid: str, mapping: MappingConfig, doc_number: str, day: date,
@@ -150,9 +141,7 @@ def payment_payload(payment: Payment, invoice_uid: str, customer_uid: str, mappi
                     posted_on: date | None = None) -> dict[str, Any]:
     """A customer payment applied to this invoice only; ``posted_on``: the first open day when the books are
     closed for the day it was received. Its memo is our reference (MYOB numbers receipts itself)."""
-    account = mapping.payment_accounts.get(payment.method)
-    if not account:
-        raise PermanentError(f"mapping.payment_accounts names no MYOB account UID for {payment.method!r} payments")
+    account = payment_account(payment, mapping, "MYOB", "account UID")
     return {"DepositTo": "Account", "Account": link(account), "Customer": link(customer_uid),
             "Date": when(posted_on or payment.received_at.date()), "AmountReceived": payment.amount,
             "PaymentMethod": payment.method[:30], "Memo": payment_reference(payment),

@@ -40,11 +40,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client, refresh_grant
 
 CENT, ZERO = Decimal("0.01"), Decimal("0")
 TOP_MAX = 1000
@@ -198,15 +198,9 @@ class Sandbox:
 
     # -- OAuth2 --
     async def _token(self, request: Request) -> Response:
-        form = await request.form()
-        if form.get("grant_type") != "refresh_token":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        answer = self.issuer.refresh(str(form.get("client_id", "")), str(form.get("client_secret", "")),
-                                     str(form.get("refresh_token", "")))
-        if answer is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
         # MYOB sends expires_in as a string ("1200") and a scope.
-        return JSONResponse(answer | {"expires_in": str(answer["expires_in"]), "scope": "CompanyFile"})
+        return await refresh_grant(self.issuer, request, lambda answer: {"expires_in": str(answer["expires_in"]),
+                                                                          "scope": "CompanyFile"})
 
     # -- API plumbing: key, token, version, company file user, throttles --
     def _guard(self, request: Request, cf_id: str | None) -> CompanyFile | None | Response:

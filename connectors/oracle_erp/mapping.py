@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors import references
-from connectors.base import PermanentError, invoice_memo, line_text
+from connectors.base import PermanentError, invoice_memo, line_text, payment_account
 from connectors.oracle_erp.settings import OracleErpSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 from daemon.config import MappingConfig
@@ -137,9 +137,7 @@ def reversal_payload(invoice_id: str, number: str, customer_number: str, net: De
 
 def receipt_payload(payment: Payment, customer_number: str, currency: str, settings: OracleErpSettings,
                     mapping: MappingConfig, posted_on: date | None = None) -> dict[str, Any]:
-    method = mapping.payment_accounts.get(payment.method)
-    if not method:
-        raise PermanentError(f"mapping.payment_accounts names no Oracle receipt method for {payment.method!r}")
+    method = payment_account(payment, mapping, "Oracle", "receipt method")
     day = (posted_on or payment.received_at.date()).isoformat()
     return {"ReceiptNumber": references.payment_reference(payment.id), "BusinessUnit": settings.business_unit,
             "ReceiptMethod": method, "ReceiptDate": day, "AccountingDate": day, "Amount": payment.amount,

@@ -24,7 +24,6 @@ taxable amount rounded once per rate, whatever amounts the request carried.
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import re
 import secrets
@@ -36,11 +35,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client, refresh_grant
 
 ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice", "payment": "Payment", "account": "Account",
             "creditmemo": "CreditMemo", "taxcode": "TaxCode", "taxrate": "TaxRate", "term": "Term", "class": "Class",
@@ -218,18 +217,7 @@ class Sandbox:
 
     # -- OAuth2 --
     async def _token(self, request: Request) -> Response:
-        form = await request.form()
-        try:
-            client_id, client_secret = base64.b64decode(request.headers.get("authorization", "")[6:]).decode().split(":", 1)
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
-        if form.get("grant_type") != "refresh_token":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        answer = self.issuer.refresh(client_id, client_secret, str(form.get("refresh_token", "")))
-        if answer is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        answer["x_refresh_token_expires_in"] = 8726400
-        return JSONResponse(answer)
+        return await refresh_grant(self.issuer, request, lambda _: {"x_refresh_token_expires_in": 8726400}, basic_only=401)
 
     # -- API plumbing: auth, throttles, faults, requestid --
     async def _guard(self, request: Request, realm_id: str) -> Realm | Response:

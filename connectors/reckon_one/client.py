@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
+from connectors.rest import sole
 from connectors.base import (
     AuthError,
     ClosedPeriodError,
@@ -65,9 +66,7 @@ class ReckonClient:
         """The book: configured, else the only one the grant reaches (never a guess among several)."""
         if self.book_id is None:
             books = self._json(self.http.request("GET", "/books", headers=JSON)).get("list") or []
-            if len(books) != 1:
-                raise PermanentError(f"the Reckon One grant reaches {len(books)} books: set settings.book_id")
-            self.book_id = str(books[0]["id"])
+            self.book_id = str(sole(books, "Reckon One", "books", "book_id")["id"])
         return self.book_id
 
     @staticmethod

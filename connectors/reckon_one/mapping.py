@@ -17,7 +17,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, income_kind, invoice_memo, line_text
+from connectors.base import PermanentError, income_kind, invoice_memo, line_text, payment_account
 # The same rules as Sage's (pure, platform-neutral): fleet terms set the due date; adjustments are numbered
 # ``A<n>-`` / ``C<n>-`` + the shop's number.
 from connectors import references
@@ -120,10 +120,7 @@ def payment_reference(payment: Payment) -> str:
 def receipt_payload(payment: Payment, invoice_id: str, customer_id: str, mapping: MappingConfig,
                     posted_on: date | None = None) -> dict[str, Any]:
     """A customer receipt allocated in full to this invoice through ``transactionLinks`` (never on account)."""
-    bank = mapping.payment_accounts.get(payment.method)
-    if not bank:
-        raise PermanentError(f"mapping.payment_accounts names no Reckon One bank account for {payment.method!r} "
-                             "payments")
+    bank = payment_account(payment, mapping, "Reckon One", "bank account")
     return {"customer": customer_id, "receiptDate": day_time(posted_on or payment.received_at.date()),
             "ledgerAccount": bank, "reference": payment_reference(payment), "totalAmount": payment.amount,
             "notes": f"Payment {payment.id} ({payment.method})"[:255],

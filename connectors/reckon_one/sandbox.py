@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client
 
 API = "/r1/v2"
 CENT, ZERO = Decimal("0.01"), Decimal("0")
@@ -203,8 +203,7 @@ class Sandbox:
         return RunningServer(self.app, port=port).start()
 
     def seed_credentials(self) -> dict[str, Any]:
-        client_id, client_secret = secrets.token_hex(10), secrets.token_hex(20)
-        refresh = self.issuer.register_client(client_id, client_secret)
+        client_id, client_secret, refresh = new_client(self.issuer)
         self._refresh_issued[refresh] = time.time()
         key = secrets.token_hex(16)  # API Management subscription keys are 32 hex characters
         with self._lock:

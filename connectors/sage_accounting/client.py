@@ -11,7 +11,7 @@ from connectors import jsonmoney
 from connectors.base import AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError, RetryableError
 from connectors.errors import When, classify_by, facts_of
 from connectors.http import PlatformHttp
-from connectors.rest import ACCEPT_JSON, RecordingClient, is_placeholder, json_of, unless_gone
+from connectors.rest import ACCEPT_JSON, RecordingClient, is_placeholder, json_of, sole, unless_gone
 from connectors.sage_accounting.settings import SageSettings
 
 # The business's year end lockdown date refuses a change ("lockdown" in the message): the books are closed there.
@@ -44,9 +44,7 @@ class SageClient(RecordingClient):
         """``X-Business``: configured, else the only business the grant reaches (never a guess among several)."""
         if self.business_id is None:
             found = json_of(self.http.request("GET", "/businesses", headers=ACCEPT_JSON))
-            if len(found) != 1:
-                raise PermanentError(f"the Sage grant reaches {len(found)} businesses: set settings.business_id")
-            self.business_id = str(found[0]["id"])
+            self.business_id = str(sole(found, "Sage", "businesses", "business_id")["id"])
         return self.business_id
 
     def _headers(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors import references
-from connectors.base import PermanentError, invoice_memo, line_text, posting_account
+from connectors.base import PermanentError, invoice_memo, line_text, posting_account, payment_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -103,9 +103,7 @@ def payment_payload(payment: Payment, invoice_id: str, contact_id: str, mapping:
                     posted_on: date | None = None) -> dict[str, Any]:
     """A customer receipt allocated to this invoice only (never left on account); ``posted_on``: the first open
     day when the books are closed for the day it was received."""
-    bank = mapping.payment_accounts.get(payment.method)
-    if not bank:
-        raise PermanentError(f"mapping.payment_accounts names no Sage bank account for {payment.method!r} payments")
+    bank = payment_account(payment, mapping, "Sage", "bank account")
     return {"contact_payment": {
         "transaction_type_id": CUSTOMER_RECEIPT, "contact_id": contact_id, "bank_account_id": bank,
         "date": (posted_on or payment.received_at.date()).isoformat(), "total_amount": payment.amount,

@@ -33,11 +33,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client, refresh_grant
 
 API = "/v3.1"
 CENT, ZERO = Decimal("0.01"), Decimal("0")
@@ -119,8 +119,7 @@ class Sandbox:
         return RunningServer(self.app, port=port).start()
 
     def seed_credentials(self) -> dict[str, Any]:
-        client_id, client_secret = secrets.token_hex(10), secrets.token_hex(20)
-        refresh = self.issuer.register_client(client_id, client_secret)
+        client_id, client_secret, refresh = new_client(self.issuer)
         with self._lock:
             if not self.businesses:
                 business = Business(id=secrets.token_hex(16), name="Main St Auto Electric")
@@ -184,14 +183,7 @@ class Sandbox:
 
     # -- OAuth2 --
     async def _token(self, request: Request) -> Response:
-        form = await request.form()
-        if form.get("grant_type") != "refresh_token":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        answer = self.issuer.refresh(str(form.get("client_id", "")), str(form.get("client_secret", "")),
-                                     str(form.get("refresh_token", "")))
-        if answer is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        return JSONResponse(answer | {"refresh_token_expires_in": 2678400})  # 31 days unused
+        return await refresh_grant(self.issuer, request, lambda _: {"refresh_token_expires_in": 2678400})  # 31 days unused
 
     # -- API plumbing: auth, business, throttles, faults --
     def _guard(self, request: Request, business_required: bool = True) -> Business | None | Response:

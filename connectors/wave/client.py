@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
+from connectors.rest import sole
 from connectors.base import (
     AuthError,
     DeliveryError,
@@ -87,9 +88,7 @@ class WaveClient:
         """``businessId``: configured, else the only business the grant reaches (never a guess among several)."""
         if self.business_id is None:
             edges = self._post(operations.BUSINESSES, {}, write=False)["businesses"]["edges"]
-            if len(edges) != 1:
-                raise PermanentError(f"the Wave grant reaches {len(edges)} businesses: set settings.business_id")
-            self.business_id = str(edges[0]["node"]["id"])
+            self.business_id = str(sole(edges, "Wave", "businesses", "business_id")["node"]["id"])
         return self.business_id
 
     def query(self, document: str, **variables: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import PermanentError, invoice_memo, line_text
+from connectors.base import PermanentError, invoice_memo, line_text, payment_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -137,9 +137,7 @@ def payment_input(invoice_id: str, account_id: str, amount: Decimal, day: date, 
 
 def received_payment_input(event: InvoiceEvent, payment: Payment, invoice_id: str, mapping: MappingConfig
                            ) -> dict[str, Any]:
-    account = mapping.payment_accounts.get(payment.method)
-    if not account:
-        raise PermanentError(f"mapping.payment_accounts names no Wave payment account for {payment.method!r} payments")
+    account = payment_account(payment, mapping, "Wave", "payment account")
     return payment_input(invoice_id, account, payment.amount, payment.received_at.date(),
                          PAYMENT_METHODS.get(payment.method, "OTHER"), payment_reference(event, str(payment.id)))
 

@@ -11,10 +11,11 @@ import structlog
 from connectors import jsonmoney
 from connectors.base import AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError, RetryableError
 from connectors.http import PlatformHttp, retry_after_seconds
-from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, unless_gone
+from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, json_of, present, sole, unless_gone
 
 log = structlog.get_logger(__name__)
 IDEMPOTENCY_KEY_MAX = 128  # Xero: "128 character max"
+UNITDP = 4  # unit prices carry 4 decimal places
 
 
 class AllocatedError(PermanentError):
@@ -95,12 +96,9 @@ class Tenant:
         self.id = self.id or self.credentials.get().get("tenant_id")
         if self.id:
             return
-        response = http.request("GET", self.connections_url, headers=ACCEPT_JSON)
-        connections = [c for c in jsonmoney.loads(response.content) if c.get("tenantType", "ORGANISATION") == "ORGANISATION"]
-        if len(connections) != 1:
-            raise PermanentError(f"Xero: the app is connected to {len(connections)} organisations; set "
-                                 "settings.tenant_id to the one this target posts to")
-        self.id = connections[0]["tenantId"]
+        connections = json_of(http.request("GET", self.connections_url, headers=ACCEPT_JSON))
+        self.id = sole([c for c in connections if c.get("tenantType", "ORGANISATION") == "ORGANISATION"], "Xero",
+                       "organisations", "tenant_id")["tenantId"]
         self.credentials.update({"tenant_id": self.id})
         log.info("xero_tenant_selected", target=self.target, tenant_id=self.id)
 
@@ -116,9 +114,19 @@ class XeroClient(RecordingClient):
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         self.ensure_tenant()
-        response = self.http.request("GET", path, params={k: v for k, v in params.items() if v is not None},
-                                     headers=ACCEPT_JSON)
-        return jsonmoney.loads(response.content)
+        return json_of(self.http.request("GET", path, params=present(params), headers=ACCEPT_JSON))
+
+    def rows(self, collection: str, **params: Any) -> list[dict[str, Any]]:
+        """A collection's documents matching ``params`` (``where``, ``InvoiceNumbers``…)."""
+        return self.get(f"/{collection}", **params).get(collection) or []
+
+    def document(self, collection: str, external_id: str) -> dict[str, Any] | None:
+        """An invoice or credit note by id, amounts at 4 dp; None when Xero has none."""
+        return self.read(f"/{collection}/{external_id}", collection, unitdp=UNITDP)
+
+    def put(self, collection: str, document: dict[str, Any], *, key: str, **params: Any) -> dict[str, Any]:
+        """Create one document (``PUT /<collection>``); Xero's answer for it."""
+        return self.write("PUT", f"/{collection}", {collection: [document]}, key=key, **params)[collection][0]
 
     def read(self, path: str, collection: str, **params: Any) -> dict[str, Any] | None:
         """One document by id, or None when Xero answers 404 (or the id is a preview's placeholder)."""
@@ -132,9 +140,8 @@ class XeroClient(RecordingClient):
                     for name, field in ID_FIELDS.items() if body and name in body}
         self.ensure_tenant()
         headers = {**SEND_JSON, "Idempotency-Key": key[:IDEMPOTENCY_KEY_MAX]}
-        response = self.http.request(method, path, params={k: v for k, v in params.items() if v is not None},
-                                     content=jsonmoney.dumps(body) if body is not None else None, headers=headers)
-        return jsonmoney.loads(response.content) if response.content else {}
+        return json_of(self.http.request(method, path, params=present(params), headers=headers,
+                                         content=jsonmoney.dumps(body) if body is not None else None))
 
 
 def quote(value: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from connectors import adjustments, references
+from connectors import adjustments, jsonmoney, references
 from connectors.base import (ClosedPeriodError, DeliveryContext, DeliveryError, DocumentState, ExternalRef,
                              PermanentError, RemoteInvoice)
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
@@ -28,16 +28,17 @@ from connectors.oauth import OAuth2RefreshAuth
 from connectors.xero import mapping
 from connectors.xero.check import check_mapping, find_contact
 from connectors.xero.legacy import from_legacy
-from connectors.xero.client import Tenant, XeroClient, classify, error_for_messages, quote, validation_messages
+from connectors.xero.client import (ID_FIELDS, UNITDP, Tenant, XeroClient, classify, error_for_messages, quote,
+                                    validation_messages)
 from connectors.xero.settings import XeroSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_BASE_URL = "https://api.xero.com/api.xro/2.0"
-UNITDP = 4  # unit prices carry 4 decimal places
 ZERO = Decimal("0.00")
 GONE = ("VOIDED", "DELETED")
+COLLECTION = {"increase": "Invoices", "decrease": "CreditNotes"}  # an adjustment's document
 
 
 class XeroConnector(EngineConnector):
@@ -72,8 +73,7 @@ class XeroConnector(EngineConnector):
         return ExternalRef(external_id=found["ContactID"]) if found else None  # its details unknown: updated
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
-        answer = self.client.write("PUT", "/Contacts", {"Contacts": [mapping.contact_payload(customer)]}, key=request_id)
-        return ExternalRef(external_id=answer["Contacts"][0]["ContactID"])
+        return ExternalRef(external_id=self.client.put("Contacts", mapping.contact_payload(customer), key=request_id)["ContactID"])
 
     def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
         self.client.write("POST", f"/Contacts/{ref.external_id}",
@@ -88,13 +88,12 @@ class XeroConnector(EngineConnector):
         return ItemSpec(f"part:{line.part_number}", mapping.part_item_code(line.part_number), line)
 
     def find_item(self, spec: ItemSpec) -> ExternalRef | None:
-        found = self.client.get("/Items", where=f"Code=={quote(spec.name)}").get("Items") or []
+        found = self.client.rows("Items", where=f"Code=={quote(spec.name)}")
         return ExternalRef(external_id=found[0]["ItemID"], status=spec.name) if found else None
 
     def create_item(self, spec: ItemSpec, request_id: str) -> ExternalRef:
-        answer = self.client.write("PUT", "/Items", {"Items": [mapping.item_payload(spec.line, self.mapping)]},
-                                   key=request_id, unitdp=UNITDP)
-        return ExternalRef(external_id=answer["Items"][0]["ItemID"], status=spec.name)
+        item = self.client.put("Items", mapping.item_payload(spec.line, self.mapping), key=request_id, unitdp=UNITDP)
+        return ExternalRef(external_id=item["ItemID"], status=spec.name)
 
     # -- references: the framework's, but a credit note is numbered ``LW-CN-<refund id>`` --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
@@ -104,14 +103,12 @@ class XeroConnector(EngineConnector):
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.PAYMENT:  # one shop payment may be split across invoices: its parts, as one
-            parts = [p for p in self.client.get("/Payments", where=f"Reference=={quote(reference)}").get("Payments") or []
-                     if p.get("Status") not in GONE]
+            parts = _live(self.client.rows("Payments", where=f"Reference=={quote(reference)}"))
             return [_payment_ref(parts)] if parts else []
         if kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and references.is_increase(reference)):
-            found = self.client.get("/Invoices", InvoiceNumbers=reference, unitdp=UNITDP).get("Invoices") or []
-            return [_ref(i, "InvoiceID") for i in found if i.get("Type") == "ACCREC" and i.get("Status") not in GONE]
-        notes = [c for c in self.client.get("/CreditNotes", where=f"CreditNoteNumber=={quote(reference)}").get(
-            "CreditNotes") or [] if c.get("Status") not in GONE]
+            found = _live(self.client.rows("Invoices", InvoiceNumbers=reference, unitdp=UNITDP))
+            return [_ref(i, "InvoiceID") for i in found if i.get("Type") == "ACCREC"]
+        notes = _live(self.client.rows("CreditNotes", where=f"CreditNoteNumber=={quote(reference)}"))
         if kind is DocKind.CREDIT_APPLICATION:
             return [ExternalRef(external_id=f"{c['CreditNoteID']}/{a['AllocationID']}", amount=a.get("Amount"))
                     for c in notes for a in c.get("Allocations") or []]
@@ -123,9 +120,8 @@ class XeroConnector(EngineConnector):
         return posting.dated(payload, "Date", due_field="DueDate")  # re-dated: kept there on every edit
 
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        answer = self.client.write("PUT", "/Invoices", {"Invoices": [self._invoice_payload(event, posting)]},
-                                   key=posting.request_id, unitdp=UNITDP)
-        return _remote(answer["Invoices"][0])
+        return _remote(self.client.put("Invoices", self._invoice_payload(event, posting), key=posting.request_id,
+                                       unitdp=UNITDP))
 
     def create_invoices(self, batch: list[tuple[InvoiceEvent, Posting]]) -> list[RemoteInvoice | DeliveryError]:
         """One ``PUT /Invoices?summarizeErrors=false``: each item answers on its own (``HasErrors`` +
@@ -156,7 +152,7 @@ class XeroConnector(EngineConnector):
             raise
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
-        found = self.client.read(f"/Invoices/{external_id}", "Invoices", unitdp=UNITDP)
+        found = self.client.document("Invoices", external_id)
         return _remote(found) if found else None
 
     # -- money --
@@ -173,11 +169,11 @@ class XeroConnector(EngineConnector):
             if "exceeds the amount outstanding" not in exc.reason:
                 raise
             refused = exc
-            found = self.client.get("/Invoices", where=f"Reference=={quote(event.number)}", unitdp=UNITDP)
-            extra = sorted((i for i in found.get("Invoices") or [] if i.get("Type") == "ACCREC" and
+            found = self.client.rows("Invoices", where=f"Reference=={quote(event.number)}", unitdp=UNITDP)
+            extra = sorted((i for i in found if i.get("Type") == "ACCREC" and
                             str(i.get("InvoiceNumber", "")).startswith(f"{event.number}-")),
                            key=lambda i: str(i.get("InvoiceNumber")))
-            original = self.client.read(f"/Invoices/{invoice_id}", "Invoices", unitdp=UNITDP)
+            original = self.client.document("Invoices", invoice_id)
             if not extra or original is None:
                 raise
         left, bodies = payment.amount, []
@@ -199,8 +195,7 @@ class XeroConnector(EngineConnector):
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = posting.dated(mapping.credit_note_payload(refund, event, posting.customer_id, self.mapping), "Date")
-        answer = self.client.write("PUT", "/CreditNotes", {"CreditNotes": [body]}, key=posting.request_id, unitdp=UNITDP)
-        return _ref(answer["CreditNotes"][0], "CreditNoteID")
+        return _ref(self.client.put("CreditNotes", body, key=posting.request_id, unitdp=UNITDP), "CreditNoteID")
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:
@@ -240,7 +235,7 @@ class XeroConnector(EngineConnector):
             if exc.status == 404 or "not of valid status" in exc.reason:
                 return
             raise
-        note = self.client.read(f"/CreditNotes/{credit.external_id}", "CreditNotes", unitdp=UNITDP) or {}
+        note = self.client.document("CreditNotes", credit.external_id) or {}
         number = f"{event.number}-R{str(note.get('CreditNoteNumber', '')).removeprefix(mapping.CREDIT_NOTE_PREFIX)}"
         reversal = next(iter(self.find(DocKind.INVOICE, number)), None)  # an earlier attempt's
         day = adjustments.first_open_day(self.books_closed_through())
@@ -249,9 +244,7 @@ class XeroConnector(EngineConnector):
             reason = f"credit note {note.get('CreditNoteNumber')} kept: its refund was removed after the books were locked"
             payload = {**mapping.adjustment_payload(event, "increase", 0, posting.customer_id, lines, day, self.mapping,
                                                     reason), "InvoiceNumber": number}
-            answer = self.client.write("PUT", "/Invoices", {"Invoices": [payload]}, key=posting.request_id + ":r",
-                                       unitdp=UNITDP)
-            reversal = _ref(answer["Invoices"][0], "InvoiceID")
+            reversal = _ref(self.client.put("Invoices", payload, key=posting.request_id + ":r", unitdp=UNITDP), "InvoiceID")
         amount = min(Decimal(str(note.get("RemainingCredit") or 0)), Decimal(str(reversal.amount or 0)))
         if amount > 0 and note.get("Status") == "AUTHORISED":
             self.client.write("PUT", f"/CreditNotes/{credit.external_id}/Allocations",
@@ -261,36 +254,34 @@ class XeroConnector(EngineConnector):
     # -- closed periods: Xero's period lock date and end-of-year lock date --
     def books_closed_through(self) -> date | None:
         organisation = (self.client.get("/Organisation").get("Organisations") or [{}])[0]
-        locks = [mapping.xero_date(organisation.get(k)) for k in ("PeriodLockDate", "EndOfYearLockDate")]
+        locks = [jsonmoney.day(organisation.get(k)) for k in ("PeriodLockDate", "EndOfYearLockDate")]
         return max((d for d in locks if d is not None), default=None)
 
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         """The difference per account and tax rate between what Xero holds (the original as read now plus
         every adjustment posted) and the shop's version (nothing, when voided), as an ACCREC invoice
         (increase) or an ACCRECCREDIT credit note (decrease) referencing the original."""
-        held: adjustments.Groups = {}
-        original = self.client.read(f"/Invoices/{adjustment.original_id}", "Invoices", unitdp=UNITDP)
-        if original and original.get("Status") not in GONE:
-            held = mapping.document_groups(original)
-        for posted in posting.adjustments:
-            if posted.kind != "redated":
-                path = "Invoices" if posted.kind == "increase" else "CreditNotes"
-                document = self.client.read(f"/{path}/{posted.external_id}", path, unitdp=UNITDP) or {}
-                held = adjustments.combine(held, mapping.document_groups(document, 1 if posted.kind == "increase" else -1))
+        (_, original), *posted = [(sign, self.client.document(COLLECTION[kind], external_id) or {}) for sign, kind,
+                                  external_id in adjustments.held_documents(adjustment.original_id, posting.adjustments)]
+        live = [(1, original)] if original.get("Status") not in GONE else []  # a voided original holds nothing
+        held = adjustments.combine(*(mapping.document_groups(document, sign) for sign, document in live + posted))
         wanted = {} if event.status.value in ("void", "deleted") else mapping.event_groups(event, self.mapping)
         lines = adjustments.signed(adjustments.difference(held, wanted), adjustment.kind)
         body = mapping.adjustment_payload(event, adjustment.kind, adjustment.sequence, posting.customer_id, lines,
                                           posting.txn_date or date.today(), self.mapping, adjustment.reason)
-        collection = "Invoices" if adjustment.kind == "increase" else "CreditNotes"
-        answer = self.client.write("PUT", f"/{collection}", {collection: [body]}, key=posting.request_id, unitdp=UNITDP)
-        return _ref(answer[collection][0], "InvoiceID" if adjustment.kind == "increase" else "CreditNoteID")
+        collection = COLLECTION[adjustment.kind]
+        return _ref(self.client.put(collection, body, key=posting.request_id, unitdp=UNITDP), ID_FIELDS[collection])
 
 
 
 def _ref(document: dict[str, Any], id_field: str) -> ExternalRef:
     # The token carries the document's date: an allocation is never dated before its credit note.
     return ExternalRef(external_id=document[id_field], amount=document.get("Total"),
-                       token=str(mapping.xero_date(document.get("DateString") or document.get("Date")) or "") or None)
+                       token=str(jsonmoney.day(document.get("DateString") or document.get("Date")) or "") or None)
+
+
+def _live(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in documents if d.get("Status") not in GONE]
 
 
 def _payment_ref(parts: list[dict[str, Any]]) -> ExternalRef:

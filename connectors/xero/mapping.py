@@ -8,12 +8,12 @@ the shop rounded them per line per component) so Xero's total equals the shop's 
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors import jsonmoney, references
-from connectors.base import PermanentError, income_kind, line_text, posting_account
+from connectors import adjustments, jsonmoney, references
+from connectors.base import PermanentError, income_kind, line_text, payment_account, required_posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -44,10 +44,8 @@ def contact_payload(customer: Customer) -> dict[str, Any]:
 
 def due_date(event: InvoiceEvent) -> date:
     """Fleet customers: the due date from their terms; everyone else: the shop's due date (or the issue date)."""
-    issued = event.issue_date or event.emitted_at.date()
-    if event.customer.payment_terms_days:
-        return issued + timedelta(days=event.customer.payment_terms_days)
-    return event.due_date or issued
+    issued = references.issued_on(event)
+    return references.terms_due_date(event, issued) or issued
 
 
 def contact_hash(customer: Customer) -> str:
@@ -56,10 +54,7 @@ def contact_hash(customer: Customer) -> str:
 
 def account_code(kind: LineKind, mapping: MappingConfig) -> str:
     """The account a line posts to (``base.posting_account``; the part lines' when the kind has none)."""
-    code = posting_account(kind, mapping, fallback=LineKind.PART)
-    if not code:
-        raise PermanentError(f"mapping.income_accounts has no account for line kind {kind.value!r}")
-    return code
+    return required_posting_account(kind, mapping, "Xero")
 
 
 def tax_type(codes: list[str], mapping: MappingConfig) -> str:
@@ -88,27 +83,22 @@ def tracking(event: InvoiceEvent, mapping: MappingConfig) -> list[dict[str, str]
     return [{"Name": name, "Option": option}]
 
 
+def item_line(description: str, quantity: Decimal, unit: Decimal, amount: Decimal, account: str, tax_rate: str,
+              tax: Decimal, track: list[dict[str, str]], code: str | None = None) -> dict[str, Any]:
+    """One LineItem with its explicit tax (unit amounts at 4 dp: requests carry unitdp=4)."""
+    item: dict[str, Any] = {"Description": description[:4000], "Quantity": quantity, "UnitAmount": unit,
+                            "LineAmount": amount, "AccountCode": account, "TaxType": tax_rate, "TaxAmount": tax}
+    return item | ({"ItemCode": code} if code else {}) | ({"Tracking": track} if track else {})
+
+
 def line_item(line: InvoiceLine, event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "Description": line_text(line, 4000),
-        "Quantity": line.quantity,
-        "UnitAmount": line.unit_price,  # 4 dp: requests carry unitdp=4
-        "LineAmount": line.amount,
-        "AccountCode": account_code(line.kind, mapping),
-        "TaxType": tax_type([t.code for t in line.taxes], mapping),
-        "TaxAmount": sum((t.amount for t in line.taxes), Decimal("0.00")),
-    }
-    code = item_code(line, mapping)
-    if code:
-        item["ItemCode"] = code
-    track = tracking(event, mapping)
-    if track:
-        item["Tracking"] = track
-    return item
+    return item_line(line_text(line, 4000), line.quantity, line.unit_price, line.amount, account_code(line.kind, mapping),
+                     tax_type([t.code for t in line.taxes], mapping), sum((t.amount for t in line.taxes), Decimal("0.00")),
+                     tracking(event, mapping), item_code(line, mapping))
 
 
 def invoice_payload(event: InvoiceEvent, contact_id: str, mapping: MappingConfig) -> dict[str, Any]:
-    issued = event.issue_date or event.emitted_at.date()
+    issued = references.issued_on(event)
     body: dict[str, Any] = {
         "Type": "ACCREC",
         "Contact": {"ContactID": contact_id},
@@ -127,9 +117,7 @@ def invoice_payload(event: InvoiceEvent, contact_id: str, mapping: MappingConfig
 def part_item_code(part_number: str) -> str:
     """The Xero Item code of a part number: the part number itself, or when longer than Xero's 30 characters
     its first 21 characters and a hash of the whole (stable, so every invoice finds the same item)."""
-    if len(part_number) <= ITEM_CODE_MAX:
-        return part_number
-    return f"{part_number[:21]}~{hashlib.sha256(part_number.encode()).hexdigest()[:8]}"
+    return references.short_code(part_number, ITEM_CODE_MAX, keep=21)
 
 
 def item_code(line: InvoiceLine, mapping: MappingConfig) -> str | None:
@@ -151,9 +139,7 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
 
 def payment_payload(payment: Payment, invoice_id: str, mapping: MappingConfig) -> dict[str, Any]:
     """One Xero payment applied to ``invoice_id``."""
-    account = mapping.payment_accounts.get(payment.method)
-    if not account:
-        raise PermanentError(f"mapping.payment_accounts has no account for payment method {payment.method!r}")
+    account = payment_account(payment, mapping, "Xero")
     return {"Invoice": {"InvoiceID": invoice_id}, "Account": {"Code": account}, "Amount": payment.amount,
             "Date": payment.received_at.date().isoformat(), "Reference": references.payment_reference(payment.id)}
 
@@ -172,13 +158,8 @@ def credit_note_payload(refund: Refund, event: InvoiceEvent, contact_id: str, ma
     description = refund.reason or ("Returned part" if refund.kind == "return" else "Refund")
     if line is not None:
         description = f"{description}: {line.part_number or ''} {line.description}".replace("  ", " ")
-    item: dict[str, Any] = {"Description": f"{description} (invoice {event.number})"[:4000], "Quantity": Decimal("1"),
-                            "UnitAmount": refund.amount, "LineAmount": refund.amount,
-                            "AccountCode": account_code(kind, mapping), "TaxType": tax_type(codes, mapping),
-                            "TaxAmount": refund.tax_amount}
-    track = tracking(event, mapping)
-    if track:
-        item["Tracking"] = track
+    item = item_line(f"{description} (invoice {event.number})", Decimal("1"), refund.amount, refund.amount,
+                     account_code(kind, mapping), tax_type(codes, mapping), refund.tax_amount, tracking(event, mapping))
     return {"Type": "ACCRECCREDIT", "Contact": {"ContactID": contact_id}, "CreditNoteNumber": credit_note_number(refund),
             "Reference": event.number, "Date": refund.created_at.date().isoformat(), "Status": "AUTHORISED",
             "LineAmountTypes": "Exclusive", "CurrencyCode": event.currency, "LineItems": [item]}
@@ -194,31 +175,22 @@ def group_key(account: str, tax: str) -> str:
     return f"{account}|{tax}"
 
 
-def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, tuple[Decimal, Decimal]]:
+def event_groups(event: InvoiceEvent, mapping: MappingConfig) -> adjustments.Groups:
     """The shop's version per (account, tax rate): net amount and tax."""
-    from connectors import adjustments
-
-    out: dict[str, tuple[Decimal, Decimal]] = {}
-    for line in event.lines:
+    def row(line: InvoiceLine) -> tuple[str, Decimal, Decimal]:
         tax = sum((t.amount for t in line.taxes), Decimal("0.00"))
-        net = line.amount - tax if event.tax_inclusive else line.amount
-        adjustments.add(out, group_key(account_code(line.kind, mapping), tax_type([t.code for t in line.taxes], mapping)),
-                        net, tax)
-    return out
+        key = group_key(account_code(line.kind, mapping), tax_type([t.code for t in line.taxes], mapping))
+        return key, line.amount - tax if event.tax_inclusive else line.amount, tax
+    return adjustments.grouped(map(row, event.lines))
 
 
-def document_groups(document: dict[str, Any], sign: int = 1) -> dict[str, tuple[Decimal, Decimal]]:
+def document_groups(document: dict[str, Any], sign: int = 1) -> adjustments.Groups:
     """What a Xero invoice or credit note (as read back) holds per (account, tax rate)."""
-    from connectors import adjustments
-
-    out: dict[str, tuple[Decimal, Decimal]] = {}
     inclusive = document.get("LineAmountTypes") == "Inclusive"
-    for item in document.get("LineItems") or []:
-        tax = Decimal(str(item.get("TaxAmount") or 0))
-        amount = Decimal(str(item.get("LineAmount") or 0))
-        adjustments.add(out, group_key(str(item.get("AccountCode")), str(item.get("TaxType") or NO_TAX)),
-                        amount - tax if inclusive else amount, tax, sign)
-    return out
+    amounts = [(item, Decimal(str(item.get("LineAmount") or 0)), Decimal(str(item.get("TaxAmount") or 0)))
+               for item in document.get("LineItems") or []]
+    return adjustments.grouped(((group_key(str(item.get("AccountCode")), str(item.get("TaxType") or NO_TAX)),
+                                 amount - tax if inclusive else amount, tax) for item, amount, tax in amounts), sign)
 
 
 def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str,
@@ -227,17 +199,9 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str
     """One adjustment document dated the first open day: an ACCREC invoice (increase) or an ACCRECCREDIT
     credit note (decrease), one line per (account, tax rate) with its explicit tax, numbered after the
     original and referencing it (Reference = the original's invoice number)."""
-    track = tracking(event, mapping)
-    items = []
-    for key, (net, tax) in sorted(lines.items()):
-        account, tax_rate = key.split("|", 1)
-        item: dict[str, Any] = {"Description": f"Adjustment {seq} to invoice {event.number} v{event.version}: "
-                                               f"{reason}"[:4000],
-                                "Quantity": Decimal("1"), "UnitAmount": net, "LineAmount": net,
-                                "AccountCode": account, "TaxType": tax_rate, "TaxAmount": tax}
-        if track:
-            item["Tracking"] = track
-        items.append(item)
+    text, track = f"Adjustment {seq} to invoice {event.number} v{event.version}: {reason}", tracking(event, mapping)
+    items = [item_line(text, Decimal("1"), net, net, *key.split("|", 1), tax, track)
+             for key, (net, tax) in sorted(lines.items())]
     number = references.adjustment_number(event.number, seq, kind)
     common = {"Contact": {"ContactID": contact_id}, "Reference": event.number[:REFERENCE_MAX],
               "Date": day.isoformat(), "Status": "AUTHORISED", "LineAmountTypes": "Exclusive",
@@ -245,17 +209,3 @@ def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, contact_id: str
     if kind == "increase":
         return {"Type": "ACCREC", "InvoiceNumber": number, "DueDate": max(due_date(event), day).isoformat(), **common}
     return {"Type": "ACCRECCREDIT", "CreditNoteNumber": number, **common}
-
-
-def xero_date(value: Any) -> date | None:
-    """Xero's dates: "/Date(1546214400000+0000)/" (its JSON), "2019-01-01T00:00:00" or "2019-01-01"."""
-    if not value:
-        return None
-    text = str(value)
-    if text.startswith("/Date("):
-        millis = text[6:].split(")")[0].split("+")[0]
-        return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).date()
-    try:
-        return date.fromisoformat(text[:10])
-    except ValueError:
-        return None

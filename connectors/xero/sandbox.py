@@ -14,7 +14,6 @@ dates refused with Xero's lock-date messages. Books are kept in memory (``booked
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import secrets
 import threading
@@ -26,11 +25,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client, refresh_grant
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -217,19 +216,8 @@ class Sandbox:
 
     # -- OAuth2 (identity.xero.com/connect/token) and the identity API --
     async def _token(self, request: Request) -> Response:
-        form = await request.form()
-        try:
-            client_id, client_secret = base64.b64decode(request.headers.get("authorization", "")[6:]).decode().split(":", 1)
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        if form.get("grant_type") != "refresh_token":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        answer = self.issuer.refresh(client_id, client_secret, str(form.get("refresh_token", "")))
-        if answer is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        answer["token_type"] = "Bearer"
-        answer["scope"] = "offline_access accounting.transactions accounting.contacts accounting.settings.read"
-        return JSONResponse(answer)
+        return await refresh_grant(self.issuer, request, lambda _: {"token_type": "Bearer", "scope": (
+            "offline_access accounting.transactions accounting.contacts accounting.settings.read")}, basic_only=400)
 
     async def _connections(self, request: Request) -> Response:
         if not self.issuer.valid(request.headers.get("authorization")):
