@@ -46,8 +46,7 @@ def amt(value: Decimal) -> str:
 
 def num(value: Decimal) -> str:
     """QUANTYPE/PRICETYPE: at most five decimals, no exponent."""
-    text = format(Decimal(value).normalize(), "f")
-    return text
+    return format(Decimal(value).normalize(), "f")
 
 
 # --- numbering -----------------------------------------------------------------------------------------
