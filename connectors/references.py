@@ -2,7 +2,8 @@
 a retry finds what an interrupted attempt made: ``LW<payment id>`` for a payment, ``LWR<refund id>`` for a
 refund's credit note, ``<invoice number>-A<n>`` / ``-C<n>`` for a closed-period adjustment (an increase is an
 invoice, a decrease a credit note). ``EngineConnector.reference`` uses these; a platform with other limits
-(length, characters) overrides it. Also the digest of a customer payload and the due date from terms."""
+(length, characters) overrides it. Also the digest of a customer payload, the due date from terms and the rule for
+a value longer than a platform's documented limit (``fitted``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
+import structlog
+
 from daemon.canonical import Customer, InvoiceEvent
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 PAYMENT_PREFIX = "LW"
 REFUND_PREFIX = "LWR"
@@ -86,3 +90,14 @@ def terms_due_date(event: InvoiceEvent) -> date | None:
     if event.customer.payment_terms_days and event.issue_date:
         return event.issue_date + timedelta(days=event.customer.payment_terms_days)
     return event.due_date
+
+
+def fitted(value: str, limit: int, field: str, notes: list[str], **ids: object) -> str:
+    """The length rule, written once (issue #20): a value longer than the platform's documented limit is cut to it,
+    never silently — its full text is added to ``notes`` (the caller puts them in the record's memo or note field)
+    and a log line names the field and both lengths, never the text (a customer's name or phone is PII)."""
+    if len(value) <= limit:
+        return value
+    notes.append(f"{field} in full: {value}")
+    log.info("value_cut_to_platform_limit", field=field, length=len(value), limit=limit, **ids)
+    return value[:limit]

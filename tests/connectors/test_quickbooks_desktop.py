@@ -545,3 +545,18 @@ def test_a_run_keeps_the_version_it_started_with():
     (booked,) = sandbox.booked_invoices()
     assert booked.payments_applied == Decimal("100.00") and booked.payment_count == 1
     assert '<?qbxml version="13.0"?>' in sandbox.requests[-1]
+
+
+def test_a_phone_or_company_name_over_the_limit_is_cut_visibly_with_the_full_text_in_notes(capsys):
+    """Issue #20: CustomerAdd's Phone (21) and CompanyName (41): cut to the limit, never silently — the full text in
+    the customer's Notes and a log line naming the field and the lengths (never the text: it is PII)."""
+    name, phone = "Northern Lights Auto Electrical and Diesel Ltd", "+1 (555) 010-0199 ext. 4412"
+    request = mapping.customer_write(Customer(id=77, name=name, phone=phone))
+    assert request.findtext("CustomerAdd/CompanyName") == name[:41]
+    assert request.findtext("CustomerAdd/Phone") == phone[:21]
+    notes = request.findtext("CustomerAdd/Notes")
+    assert name in notes and phone in notes
+    logged = capsys.readouterr().out
+    assert logged.count("value_cut_to_platform_limit") == 2 and phone not in logged and name not in logged
+    short = mapping.customer_write(Customer(id=78, name="Dana", phone="555-0100"))
+    assert short.find("CustomerAdd/Notes") is None
