@@ -57,8 +57,8 @@ class AwaitAnswer(Exception):
 class _Exchange:
     """The answers of the run in progress, in arrival order, handed out in the order requests are asked."""
 
-    def __init__(self, answers: list[list[Any]]) -> None:
-        self.answers, self.asked = answers, {}
+    def __init__(self, answers: list[list[Any]], dialect: str = "") -> None:
+        self.answers, self.asked, self.dialect = answers, {}, dialect
 
     def ask(self, request: str) -> Any:
         digest = hashlib.sha256(request.encode()).hexdigest()[:24]
@@ -75,6 +75,14 @@ class _Exchange:
 
 
 _EXCHANGE: ContextVar[_Exchange | None] = ContextVar("pull_exchange", default=None)
+
+
+def dialect() -> str:
+    """The protocol version the run in progress speaks (QuickBooks Desktop: the qbXML version negotiated with the
+    Web Connector when the run started); "" outside a run. Pinned to the run, so its replay asks the very same
+    requests even when a later session negotiates another version."""
+    exchange = _EXCHANGE.get()
+    return exchange.dialect if exchange is not None else ""
 
 
 def ask(request: str) -> Any:
@@ -114,10 +122,10 @@ class Turn:
 
 
 def advance(ops: PlatformOps, event: InvoiceEvent, base: DocumentState, answers: list[list[Any]], target: str,
-            entities: Any) -> Turn:
+            entities: Any, dialect: str = "") -> Turn:
     """Run the engine's loop from ``base`` with the answers so far: the next request, the error, or done."""
     ctx = _PullContext(target, event, entities)
-    token = _EXCHANGE.set(_Exchange(answers))
+    token = _EXCHANGE.set(_Exchange(answers, dialect))
     try:
         return Turn(run(ops, event, base, ctx))
     except AwaitAnswer as waiting:
@@ -153,8 +161,9 @@ class PullDriver:
             return self.legacy(state) if state else DocumentState()
         return DocumentState.model_validate(state["doc"])
 
-    def next_request(self, ticket: str, invoice_id: int | None) -> Next:
-        """The next request for session ``ticket`` (which was working on ``invoice_id``)."""
+    def next_request(self, ticket: str, invoice_id: int | None, dialect: str = "") -> Next:
+        """The next request for session ``ticket`` (which was working on ``invoice_id``); ``dialect``: the protocol
+        version this session negotiated, which a run starting now keeps (``dialect()``)."""
         out = Next()
         for _ in range(100):
             if invoice_id is None or not self.queue.renew(ticket, invoice_id, self.lease_s):
@@ -168,11 +177,11 @@ class PullDriver:
             state = work.state if "doc" in work.state else {"doc": self.document(work.state).model_dump(mode="json")}
             if state.get("inflight"):  # asked for again before its answer came (a new session, a lost call):
                 state = self._end_run(state, state["doc"], "the answer never came")  # resolved by find now
-            turn = self._turn(work, state)
+            turn = self._turn(work, state, dialect)
             if turn.request is not None and work.queued_version > state["run"]["version"]:
                 # A newer version was queued: the write not sent yet is planned again for it.
                 state = self._end_run(state, turn.doc.model_dump(mode="json"), "a newer version was queued")
-                turn = self._turn(work, state)
+                turn = self._turn(work, state, dialect)
             if turn.request is not None:
                 state.update(doc=turn.doc.model_dump(mode="json"), inflight=turn.digest, ticket=ticket)
                 self.queue.save_state(invoice_id, state)
@@ -223,12 +232,13 @@ class PullDriver:
         if work is not None and work.state.get("inflight"):
             self.queue.save_state(invoice_id, self._end_run(work.state, work.state["doc"], "no answer"))
 
-    def _turn(self, work: Work, state: dict[str, Any]) -> Turn:
+    def _turn(self, work: Work, state: dict[str, Any], dialect: str) -> Turn:
         if not state.get("run"):
-            state.update(base=state["doc"], answers=[], run={"version": work.queued_version, "event": work.event})
+            state.update(base=state["doc"], answers=[], run={"version": work.queued_version, "event": work.event,
+                                                             "dialect": dialect})
         event = InvoiceEvent.model_validate_json(state["run"]["event"])
         return advance(self.ops, event, DocumentState.model_validate(state["base"]), state["answers"], self.target,
-                       self.entities)
+                       self.entities, state["run"].get("dialect", ""))
 
     @staticmethod
     def _refused_again(state: dict[str, Any], done: dict[str, Any], error: DeliveryError | None) -> int:

@@ -2,8 +2,9 @@
 a retry finds what an interrupted attempt made: ``LW<payment id>`` for a payment, ``LWR<refund id>`` for a
 refund's credit note, ``<invoice number>-A<n>`` / ``-C<n>`` for a closed-period adjustment (an increase is an
 invoice, a decrease a credit note). ``EngineConnector.reference`` uses these; a platform with other limits
-(length, characters) overrides it. Also the digest of a customer payload, the issue and due dates, and codes
-shortened to a platform's field length."""
+(length, characters) overrides it. Also the digest of a customer payload, the issue and due dates, codes
+shortened to a platform's field length, and the rule for a value longer than a platform's documented limit
+(``fitted``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
+import structlog
+
 from daemon.canonical import Customer, InvoiceEvent
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 PAYMENT_PREFIX = "LW"
 REFUND_PREFIX = "LWR"
@@ -102,3 +106,14 @@ def short_code(value: str, limit: int, keep: int, digest: int = 8) -> str:
     if len(value) <= limit:
         return value
     return f"{value[:keep]}~{hashlib.sha256(value.encode()).hexdigest()[:digest]}"
+
+
+def fitted(value: str, limit: int, field: str, notes: list[str], **ids: object) -> str:
+    """The length rule, written once (issue #20): a value longer than the platform's documented limit is cut to it,
+    never silently — its full text is added to ``notes`` (the caller puts them in the record's memo or note field)
+    and a log line names the field and both lengths, never the text (a customer's name or phone is PII)."""
+    if len(value) <= limit:
+        return value
+    notes.append(f"{field} in full: {value}")
+    log.info("value_cut_to_platform_limit", field=field, length=len(value), limit=limit, **ids)
+    return value[:limit]

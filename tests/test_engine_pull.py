@@ -38,7 +38,7 @@ class WebConnector:
                                                   "strPassword": sandbox.password})[1][0]
 
     def send(self) -> str:
-        return self.connector._op_sendRequestXML({"ticket": self.ticket})[1]
+        return self.connector._op_sendRequestXML({"ticket": self.ticket, "qbXMLMajorVers": "13", "qbXMLMinorVers": "0"})[1]
 
     def answer(self, request: str) -> None:
         response = self.sandbox.process(request)[0]
@@ -91,7 +91,7 @@ def test_an_answered_write_is_never_sent_again_even_by_another_process(qbd):
     # Another daemon process (nothing in memory but the durable queue) takes the session over.
     other = CONNECTOR(connector.target, connector.runtime)
     other.queue = other.driver.queue = other.entities.queue = connector.queue
-    assert other._op_sendRequestXML({"ticket": qbwc.ticket})[1] == ""
+    assert other._op_sendRequestXML({"ticket": qbwc.ticket, "qbXMLMajorVers": "13", "qbXMLMinorVers": "0"})[1] == ""
     assert [b.total for b in sandbox.booked_invoices() if b.number == event.number] == [event.computed.total]
     assert connector.document(2).external_id and connector.queue.load(2).done_version == 1
 

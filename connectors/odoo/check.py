@@ -73,6 +73,10 @@ def check_mapping(client: OdooClient, m: MappingConfig) -> list[str]:
     analytic = fetch("account.analytic.account", analytic_ids, ["id", "name"])
     problems += [f"{name}: analytic account '{i}' not found" for name, i in analytic_ids.items() if i not in analytic]
 
+    term_ids = ids_of({f"payment_terms.{days}": v for days, v in m.payment_terms.items()}, "payment term")
+    terms = fetch("account.payment.term", term_ids, ["id", "name"])
+    problems += [f"{name}: payment term '{i}' not found" for name, i in term_ids.items() if i not in terms]
+
     product_ids = ids_of({f"items.{k.value}": v for k, v in m.items.items()}, "product")
     products = fetch("product.product", product_ids, ["id", "name"])
     problems += [f"{name}: product '{i}' not found" for name, i in product_ids.items() if i not in products]

@@ -212,7 +212,7 @@ class OdooConnector(EngineConnector):
             self.client.execute("account.payment", "action_cancel", [[_id(ref.external_id)]])
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        vals = mapping.refund_vals(event, refund, _id(posting.customer_id), _id(posting.invoice_id), self.mapping)
+        vals = mapping.refund_vals(event, refund, _id(posting.customer_id), self.mapping)
         if posting.txn_date is not None:  # dated in the locked period: posted on the first open day
             vals["invoice_date"] = posting.txn_date.isoformat()
         return ExternalRef(external_id=str(self._create_posted(vals)), amount=refund.amount + refund.tax_amount)
@@ -256,7 +256,7 @@ class OdooConnector(EngineConnector):
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         """The difference between what Odoo holds (the original and every adjustment, read back) and the shop's
         version, per account and tax set: an out_invoice ``-A<n>`` (increase) or an out_refund ``-C<n>``
-        (decrease, reversed_entry_id = the original), dated the first open day. Odoo computes its tax."""
+        (decrease), dated the first open day. Odoo computes its tax."""
         original = self._read_move(adjustment.original_id, MOVE_FIELDS + ["invoice_line_ids"]) \
             if adjustment.original_id else None
         held = [(1, self._move_lines(original))]  # (posting key, net) lines of the original and each adjustment
@@ -273,9 +273,8 @@ class OdooConnector(EngineConnector):
             raise PermanentError(f"Odoo: {event.number} differs from what Odoo holds only by Odoo's own tax "
                                  "rounding; no adjustment line to post")
         vals = mapping.adjustment_vals(event, adjustment.kind, adjustment.sequence, _id(posting.customer_id), lines,
-                                       (posting.txn_date or date.today()).isoformat(),
-                                       _id(adjustment.original_id) if adjustment.original_id else None,
-                                       (original or {}).get("name") or None, self.mapping, adjustment.reason)
+                                       (posting.txn_date or date.today()).isoformat(), (original or {}).get("name") or None,
+                                       self.mapping, adjustment.reason)
         move_id = self._create_posted(vals)
         return _ref(self._read_move(move_id) or {"id": move_id})
 

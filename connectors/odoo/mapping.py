@@ -150,8 +150,11 @@ def invoice_vals(event: InvoiceEvent, partner_id: int | str, mapping: MappingCon
     }
     if event.issue_date:
         vals["invoice_date"] = event.issue_date.isoformat()
-    if event.due_date:
-        vals["invoice_date_due"] = event.due_date.isoformat()
+    term, due = mapping.payment_terms.get(event.customer.payment_terms_days or 0), references.terms_due_date(event)
+    if term:  # the fleet customer's payment term; the due date it gives is sent too (the shop's may be empty)
+        vals["invoice_payment_term_id"] = record_id(term, f"payment_terms.{event.customer.payment_terms_days}")
+    if due:
+        vals["invoice_date_due"] = due.isoformat()
     if open_date:
         vals["invoice_date"] = open_date
         vals["invoice_date_due"] = max(vals.get("invoice_date_due") or open_date, open_date)
@@ -167,9 +170,9 @@ def invoice_update_vals(create_vals: dict[str, Any]) -> dict[str, Any]:
     return vals
 
 
-def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, invoice_id: int,
-                mapping: MappingConfig) -> dict[str, Any]:
-    """A posted credit note (``out_refund``) for one shop refund/return, linked by ``reversed_entry_id``.
+def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, mapping: MappingConfig) -> dict[str, Any]:
+    """A posted credit note (``out_refund``) for one shop refund/return, linked by its ``ref`` (the shop's number)
+    and reconciled with the invoice (``reversed_entry_id`` is readonly: only Odoo's reversal wizard sets it).
 
     A returned part is credited at the returned line's account and taxes (Odoo recomputes the tax, which
     equals the shop's per-line rounding); a refund without a line is credited untaxed for its full amount."""
@@ -186,7 +189,7 @@ def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, invo
     if where and where[0] == "analytic":
         line["analytic_distribution"] = {str(where[1]): 100}
     vals: dict[str, Any] = {
-        "move_type": "out_refund", "partner_id": partner_id, "reversed_entry_id": invoice_id,
+        "move_type": "out_refund", "partner_id": partner_id,
         "payment_reference": refund_reference(event, refund), "ref": event.number,
         "invoice_date": refund.created_at.date().isoformat(), "invoice_line_ids": [(0, 0, line)],
     }
@@ -209,9 +212,8 @@ def posting_lines(event: InvoiceEvent, mapping: MappingConfig) -> list[tuple[str
 
 
 def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, lines: list[tuple[str, Decimal]],
-                    open_day: str, original_id: int | None, original_name: str | None, mapping: MappingConfig,
-                    reason: str) -> dict[str, Any]:
-    """An ``out_invoice`` (increase) or ``out_refund`` (decrease, ``reversed_entry_id`` = the original) dated the
+                    open_day: str, original_name: str | None, mapping: MappingConfig, reason: str) -> dict[str, Any]:
+    """An ``out_invoice`` (increase) or ``out_refund`` (decrease) dated the
     first open day, one line per ``lines`` entry (posting key, net as the document carries it) with the key's
     taxes — line by line, so Odoo rounds each line's tax as it did on the original —, ``payment_reference`` = its own number (looked up on retries), ``ref`` = the shop's invoice number and Odoo's
     number of the original, ``narration`` = why."""
@@ -233,8 +235,6 @@ def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, l
         "invoice_date": open_day, "narration": f"Closed-period adjustment of shop invoice {event.number}: {reason}",
         "invoice_line_ids": commands,
     }
-    if kind == "decrease" and original_id is not None:
-        vals["reversed_entry_id"] = original_id
     if where and where[0] == "journal":
         vals["journal_id"] = where[1]
     return vals

@@ -12,7 +12,7 @@ message, 3 = "Access Denied", 4 = AccessError); customer invoices created in dra
 percentages with the company's rounding method (round_per_line, or round_globally), price and quantity
 rounded to the "Product Price"/"Product Unit of Measure" decimal precisions; the payment register wizard
 (context active_model/active_ids) reconciling the payment with the invoice (amount_residual,
-payment_state); payments reset to draft and cancelled; credit notes (out_refund, reversed_entry_id).
+payment_state); payments reset to draft and cancelled; credit notes (out_refund).
 The company's lock date (``set_lock_date``; read as res.company.fiscalyear_lock_date) refuses posting,
 resetting to draft and registering or resetting payments dated on or before it. Invoice lines are readable
 as account.move.line records (price_subtotal / price_total); price-included sales taxes (price_include)
@@ -165,6 +165,8 @@ class Sandbox:
                 db.new("decimal.precision", {"name": "Product Price", "digits": 4})
                 db.new("decimal.precision", {"name": "Product Unit of Measure", "digits": 3})
                 db.new("product.product", {"name": "Labour hour"})
+                for days in (30, 60):
+                    db.new("account.payment.term", {"name": f"{days} Days"})
                 # Price-included variants of the sales taxes, for tax-inclusive shop invoices.
                 for name, amount in (("State sales tax 6.25% incl.", "6.25"), ("County tax 1% incl.", "1"),
                                      ("GST 5% incl.", "5"), ("PST 7% incl.", "7")):
@@ -504,8 +506,8 @@ class Sandbox:
                 if journal["type"] != "sale":
                     raise user_error("The chosen journal has a type that is not compatible with your invoice type. "
                                      "Sales operations should go to 'sale' type journals.")
-            if vals.get("reversed_entry_id"):
-                self.db.get("account.move", vals["reversed_entry_id"])
+            if vals.get("invoice_payment_term_id"):
+                self.db.get("account.payment.term", vals["invoice_payment_term_id"])
             commands = vals.pop("invoice_line_ids", [])
             move = self.db.new("account.move", {
                 "name": "/", "state": "draft", "ref": False, "payment_reference": False, "invoice_date": False,

@@ -3,7 +3,8 @@
 Odoo publishes no OpenAPI/XSD for its external API: the field definitions in odoo/odoo are the schema,
 written down in that markdown table (account.move, account.move.line, account.payment.register). This
 module parses the table at run time (the spec is never copied into the repository) and checks an
-``execute_kw`` call — field names, value types, selection values, x2many command shapes — against it.
+``execute_kw`` call — field names, value types, selection values, x2many command shapes, fields the table marks
+readonly (never written by a client), method names — against it.
 The sandbox rejects what it finds, and the tests check the connector's recorded calls with it directly.
 """
 
@@ -23,6 +24,12 @@ _SECTION = re.compile(r"^##\s+([a-z_.]+)\b")
 # Fields every Odoo model has (the ORM's automatic and log-access columns): readable and searchable,
 # never written by a client.
 MAGIC_FIELDS = {"id", "display_name", "create_date", "create_uid", "write_date", "write_uid"}
+# The ORM's own methods every model answers (odoo/models.py); a model's business methods are the ones its section
+# names in backticks (``action_post``, ``action_create_payments`` …).
+ORM_METHODS = {"create", "write", "read", "search_read", "search", "search_count", "fields_get", "name_search", "unlink"}
+# Public methods of account_move.py the table does not name: the invoice widget's "Add" of an outstanding credit.
+PUBLIC_METHODS = {"account.move": {"js_assign_outstanding_line"}}
+_METHOD = re.compile(r"`([a-z_][a-z0-9_]*)`")
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,13 @@ class FieldSpec:
     type: str  # selection, many2one, many2many, one2many, char, text, html, date, monetary, float, json, boolean
     selection: tuple[str, ...] = ()
     comodel: str | None = None
+    readonly: bool = False  # "readonly" in the table's Req column: Odoo sets it, a client never writes it
 
 
 @dataclass
 class FieldTable:
     models: dict[str, dict[str, FieldSpec]] = field(default_factory=dict)
+    methods: dict[str, set[str]] = field(default_factory=dict)  # per model: what its section names in backticks
 
     @classmethod
     def from_markdown(cls, text: str) -> "FieldTable":
@@ -47,6 +56,8 @@ class FieldTable:
                 model = heading.group(1)
                 table.models.setdefault(model, {})
                 continue
+            if model is not None and not raw.startswith("|"):
+                table.methods.setdefault(model, set()).update(_METHOD.findall(raw))
             if model is None or not raw.startswith("|") or raw.startswith("|---") or raw.startswith("| Field"):
                 continue
             cells = [c.strip() for c in raw.strip().strip("|").split("|")]
@@ -54,10 +65,11 @@ class FieldTable:
                 continue
             names = [n.strip("` ") for n in re.split(r"\s*/\s*", cells[0])]
             types = [t.strip() for t in re.split(r"\s+/\s+", cells[1])]
+            readonly = len(cells) > 2 and "readonly" in cells[2]
             for index, name in enumerate(names):
                 type_text = types[index] if len(types) == len(names) else cells[1]
                 if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-                    table.models[model][name] = _field_spec(name, type_text)
+                    table.models[model][name] = _field_spec(name, type_text, readonly)
         return table
 
     @classmethod
@@ -82,6 +94,8 @@ class FieldTable:
             if spec is None:
                 problems.append(f"{where or model}: unknown field {name!r} on {model}")
                 continue
+            if spec.readonly:
+                problems.append(f"{where or model}.{name}: readonly on {model} (Odoo sets it; a client never writes it)")
             problems += self._check_value(model, spec, value, f"{where or model}.{name}")
         return problems
 
@@ -111,6 +125,9 @@ class FieldTable:
     def check_call(self, model: str, method: str, args: list, kwargs: dict) -> list[str]:
         """Problems with one ``execute_kw`` call on a model the table describes."""
         where = f"{model}.{method}"
+        if model in self.models and method not in ORM_METHODS | self.methods.get(model, set()) | \
+                PUBLIC_METHODS.get(model, set()):
+            return [f"{where}: {model} has no method {method!r}"]
         if method == "create":
             records = args[0] if args else None
             records = records if isinstance(records, list) else [records]
@@ -169,8 +186,10 @@ class FieldTable:
         return problems
 
 
-def _field_spec(name: str, type_text: str) -> FieldSpec:
+def _field_spec(name: str, type_text: str, readonly: bool = False) -> FieldSpec:
     text = type_text.strip()
+    if readonly:
+        return FieldSpec(**{**_field_spec(name, text).__dict__, "readonly": True})
     if text.startswith("selection"):
         values = text.split(":", 1)[1] if ":" in text else ""
         values = re.sub(r"\(\+([^)]*)\)", r", \1", values)  # "(+ tax, cogs …)": more values

@@ -129,7 +129,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
     # -- asking QuickBooks (through the pull driver) --
     def _ask(self, request: Any) -> dict[str, Any]:
         """QuickBooks' answer to one request (its ``…Rs``); a refusal raises the engine's error class."""
-        rs = engine_pull.ask(mapping.document(self.settings.qbxml_version, [request]))
+        rs = engine_pull.ask(mapping.document(engine_pull.dialect() or self.spoken_version(), [request]))
         code, tag = rs["statusCode"], request.tag
         if code == 0 or (code in NOT_FOUND and tag.endswith("QueryRq")) or (code == GONE and tag.startswith("Txn")):
             return rs

@@ -46,8 +46,7 @@ def amt(value: Decimal) -> str:
 
 def num(value: Decimal) -> str:
     """QUANTYPE/PRICETYPE: at most five decimals, no exponent."""
-    text = format(Decimal(value).normalize(), "f")
-    return text
+    return format(Decimal(value).normalize(), "f")
 
 
 # --- numbering -----------------------------------------------------------------------------------------
@@ -68,12 +67,12 @@ def ref_candidates(number: str) -> Iterator[str]:
         yield (stripped[:5] + digest[:REF_NUMBER_MAX - 5]).upper()
 
 
-def refund_reference(refund_id: object) -> str:
-    return references.refund_reference(refund_id)[:REF_NUMBER_MAX]  # CreditMemoAdd/RefNumber (≤ 11)
+def refund_reference(refund_id: object) -> str:  # CreditMemoAdd/RefNumber (≤ 11)
+    return references.refund_reference(refund_id)[:REF_NUMBER_MAX]
 
 
-def credit_reference(refund_id: object) -> str:
-    return f"LWC{refund_id}"[:20]  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
+def credit_reference(refund_id: object) -> str:  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
+    return f"LWC{refund_id}"[:20]
 
 
 def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
@@ -144,11 +143,7 @@ def _el(parent: etree._Element, tag: str, text: str | None = None) -> etree._Ele
 
 
 def _ref(parent: etree._Element, tag: str, *, list_id: str | None = None, full_name: str | None = None) -> None:
-    ref = _el(parent, tag)
-    if list_id is not None:
-        _el(ref, "ListID", list_id)
-    else:
-        _el(ref, "FullName", full_name)
+    _el(_el(parent, tag), *(("ListID", list_id) if list_id is not None else ("FullName", full_name)))
 
 
 def document(version: str, requests: list[etree._Element]) -> str:
@@ -184,11 +179,14 @@ def customer_write(customer: Customer, list_id: str | None = None, edit_sequence
     if list_id:
         _el(body, "ListID", list_id)
         _el(body, "EditSequence", edit_sequence)
+    notes: list[str] = []  # what CustomerAdd's limits (qbxmlops: CompanyName 41, Phone 21) left out, in full
     _el(body, "Name", customer_name(customer))
-    _el(body, "CompanyName", customer.name[:NAME_MAX])
+    _el(body, "CompanyName", references.fitted(customer.name, NAME_MAX, "company name", notes, customer_id=customer.id))
     for tag, value, limit in (("Phone", customer.phone, 21), ("Email", customer.email, 1023)):
         if value or list_id:
-            _el(body, tag, (value or "")[:limit])
+            _el(body, tag, references.fitted(value or "", limit, tag.lower(), notes, customer_id=customer.id))
+    if notes:
+        _el(body, "Notes", "; ".join(notes)[:4095])
     return rq
 
 

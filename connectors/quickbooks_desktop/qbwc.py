@@ -23,6 +23,22 @@ from connectors.quickbooks_desktop import check, mapping, soap
 
 log = structlog.get_logger(__name__)
 LIST_SYNC_S = 3600.0
+# The qbXML versions whose Intuit schemas (qbxmlops130/160.xsd) every request is built for and tested against.
+SUPPORTED_QBXML = ("13.0", "16.0")
+
+
+def negotiated(major: str, minor: str, newest: str) -> str | None:
+    """The highest qbXML version both sides speak: ours (``SUPPORTED_QBXML``, up to the target's ``newest``) and
+    QuickBooks' (``sendRequestXML``'s qbXMLMajorVers/qbXMLMinorVers, what the Web Connector reports); None if none.
+    QuickBooks refuses a document of a newer version than its own, and reports "13" for QuickBooks 2014-era files."""
+    def key(version: str) -> tuple[int, int]:
+        return int(version.split(".")[0]), int(version.split(".")[1])
+
+    try:
+        theirs = (int(major), int(minor or 0))
+    except ValueError:
+        return None
+    return next((v for v in reversed(SUPPORTED_QBXML) if key(v) <= min(theirs, key(newest))), None)
 
 
 class WebConnectorService:
@@ -49,6 +65,12 @@ class WebConnectorService:
         result_name, result = await run_in_threadpool(handler, params)
         payload = soap.envelope(f"{operation}Response", [(result_name, result)])
         return Response(payload, media_type="text/xml; charset=utf-8")
+
+    def spoken_version(self) -> str:
+        """The qbXML version of the Web Connector's last session (a preview shows what it would carry), else the
+        newest the target allows."""
+        last = self.queue.entity("qbxml", "version")
+        return last["list_id"] if last else self.settings.qbxml_version
 
     def _op_serverVersion(self, params: dict[str, str]) -> tuple[str, str]:
         return "serverVersionResult", "Ledgerwire QBWC service 1.0"
@@ -81,11 +103,23 @@ class WebConnectorService:
         session = self.queue.session(ticket)
         if session is None:
             return "sendRequestXMLResult", ""
+        theirs = f"{params.get('qbXMLMajorVers', '')}.{params.get('qbXMLMinorVers', '')}"
+        version = negotiated(params.get("qbXMLMajorVers", ""), params.get("qbXMLMinorVers", ""),
+                             self.settings.qbxml_version)
+        if version is None:  # nothing QuickBooks could read: the session ends, saying why; the work stays queued
+            session["last_error"] = (f"QuickBooks speaks qbXML {theirs}; Ledgerwire speaks "
+                                     f"{', '.join(SUPPORTED_QBXML)}: update QuickBooks Desktop")
+            log.warning("qbwc_qbxml_version_unsupported", target=self.target.name, reported=theirs)
+            self.queue.put_session(ticket, session)
+            return "sendRequestXMLResult", ""
+        if (self.queue.entity("qbxml", "version") or {}).get("list_id") != version:
+            self.queue.put_entity("qbxml", "version", version)
+            log.info("qbwc_qbxml_version", target=self.target.name, reported=theirs, speaking=version)
         if session.get("sync_lists"):
             session["lists"] = True
             self.queue.put_session(ticket, session)
-            return "sendRequestXMLResult", mapping.document(self.settings.qbxml_version, check.list_queries())
-        found = self.driver.next_request(ticket, session.get("invoice_id"))
+            return "sendRequestXMLResult", mapping.document(version, check.list_queries())
+        found = self.driver.next_request(ticket, session.get("invoice_id"), version)
         session.update(invoice_id=found.invoice_id, done=session.get("done", 0) + found.completed, lists=False)
         if found.request is None:
             session["last_error"] = found.error or "Nothing to send right now"

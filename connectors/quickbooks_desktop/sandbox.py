@@ -54,6 +54,9 @@ CENT = Decimal("0.01")
 # its first rows here, so 3171 for Adds/Dels/Voids (same code, verb adapted) is this sandbox's assumption.
 CLOSED_PERIOD = 3171
 PARSE_ERROR = "0x80040400"
+# The request processor's answer to a document of a qbXML version the installed QuickBooks does not support
+# (QBXMLRP2 "The version of QBXML that was requested is not supported or is unknown.").
+VERSION_NOT_SUPPORTED = "0x80042500"
 _SCHEMAS: dict[str, Any] = {}
 _SCHEMA_LOCK = threading.Lock()
 
@@ -530,10 +533,13 @@ def _ret(tag: str, fields: list[tuple[str, Any]]) -> etree._Element:
 class Sandbox:
     """QuickBooks Desktop (company file) + the Web Connector polling our SOAP service."""
 
-    def __init__(self, faults: Faults | None = None, validate: bool = True) -> None:
+    def __init__(self, faults: Faults | None = None, validate: bool = True, qbxml_version: str = "13.0") -> None:
         self.faults = faults or Faults()
         self.company = Company()
         self.validate = validate
+        # The newest qbXML version this QuickBooks speaks: reported to the daemon in sendRequestXML's
+        # qbXMLMajorVers/qbXMLMinorVers; a document of a newer version is refused, as QuickBooks does.
+        self.qbxml_version = qbxml_version
         self.requests: list[str] = []  # every qbXML request document QuickBooks was given
         self.soap_log: list[tuple[bytes, bytes]] = []  # (request envelope, response envelope)
         self.sessions: list[dict[str, Any]] = []  # what each QBWC session did
@@ -567,7 +573,7 @@ class Sandbox:
         return {
             "name": name, "platform": "quickbooks-desktop", "base_url": base_url,
             "settings": {"username": self.username, "owner_id": "{57F3B9B1-86F1-4fcc-B1EE-566DE1813D20}",
-                         "file_id": "{90A44FB5-33D9-4815-AC85-BC87A7E7D1EB}", "qbxml_version": "13.0"},
+                         "file_id": "{90A44FB5-33D9-4815-AC85-BC87A7E7D1EB}", "qbxml_version": "16.0"},
             "mapping": {
                 "income_accounts": {"part": "Parts Sales", "labour": "Labour Income", "sublet": "Sublet Income",
                                     "fee": "Shop Fees", "discount": "Discounts Given", "core_charge": "Core Deposits",
@@ -607,6 +613,8 @@ class Sandbox:
         if not match:
             return "", PARSE_ERROR, "QuickBooks found an error when parsing the provided XML text stream.", False
         version = match.group(1)
+        if tuple(map(int, version.split("."))) > tuple(map(int, self.qbxml_version.split("."))):
+            return "", VERSION_NOT_SUPPORTED, "The version of QBXML that was requested is not supported or is unknown.", False
         try:
             root = etree.fromstring(re.sub(r"^\s*<\?xml[^>]*\?>", "", qbxml.strip()).encode())
         except etree.XMLSyntaxError as exc:
@@ -679,7 +687,7 @@ class Sandbox:
                 while not self._stop.is_set() or self._thread is None:
                     xml = self._call(client, url, "sendRequestXML", [
                         ("ticket", ticket), ("strHCPResponse", ""), ("strCompanyFileName", "C:\\Shop\\shop.qbw"),
-                        ("qbXMLCountry", "US"), ("qbXMLMajorVers", "13"), ("qbXMLMinorVers", "0")])
+                        ("qbXMLCountry", "US"), *zip(("qbXMLMajorVers", "qbXMLMinorVers"), self.qbxml_version.split("."))])
                     if not xml:
                         summary["last_error"] = self._call(client, url, "getLastError", [("ticket", ticket)])
                         break

@@ -7,6 +7,7 @@ per tax component, and each line is marked taxable ("TAX") or not ("NON").
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -23,19 +24,23 @@ DOC_NUMBER_MAX = 21
 
 
 def customer_display_name(customer: Customer) -> str:
-    return references.customer_label(customer.id, customer.name, 100)  # DisplayName is unique in a company
+    """Unique in a company; Intuit refuses ':', tab and newline in it (a sub-customer's path separator)."""
+    return references.customer_label(customer.id, re.sub(r"[:\t\r\n]+", " ", customer.name), 100)
 
 
 def customer_payload(customer: Customer, mapping: MappingConfig | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"DisplayName": customer_display_name(customer), "CompanyName": customer.name[:100]}
+    notes = [f"Fleet account, net {customer.payment_terms_days} days"] if customer.payment_terms_days else []
     if customer.email:
         body["PrimaryEmailAddr"] = {"Address": customer.email}
-    if customer.phone:
-        body["PrimaryPhone"] = {"FreeFormNumber": customer.phone}
+    if customer.phone:  # Finance.xsd: "Max length: 21 characters"
+        body["PrimaryPhone"] = {"FreeFormNumber": references.fitted(customer.phone, 21, "phone", notes,
+                                                                    customer_id=customer.id)}
     if customer.billing_address:
         body["BillAddr"] = {"Line1": customer.billing_address[:500]}
+    if notes:
+        body["Notes"] = "; ".join(notes)[:1024]
     if customer.payment_terms_days:
-        body["Notes"] = f"Fleet account, net {customer.payment_terms_days} days"
         term = sales_term(customer, mapping)
         if term:
             body["SalesTermRef"] = {"value": term}

@@ -129,8 +129,8 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
     }
     if event.issue_date:
         body["date"] = event.issue_date.isoformat()
-    if event.due_date:
-        body["due_date"] = event.due_date.isoformat()
+    if due := references.terms_due_date(event):  # a fleet customer's terms give it when the shop left it empty
+        body["due_date"] = due.isoformat()
     body |= {k: v for k, v in track.items() if k != "tags"}
     return body
 

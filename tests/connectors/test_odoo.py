@@ -256,7 +256,9 @@ def test_refund_posts_one_credit_note_linked_to_the_invoice_and_reconciled_with_
     doc = deliver(connector, entities, v2, doc)
     doc = deliver(connector, entities, next_version(v2), doc)  # again: no second credit note
     notes = [m for m in sandbox.records("account.move") if m["move_type"] == "out_refund"]
-    assert len(notes) == 1 and notes[0]["state"] == "posted" and notes[0]["reversed_entry_id"] == int(doc.external_id)
+    # Linked by its ref (the shop's number) and reconciled with the invoice; reversed_entry_id is readonly.
+    assert len(notes) == 1 and notes[0]["state"] == "posted" and notes[0]["ref"] == v1.number
+    assert not notes[0]["reversed_entry_id"]
     credit = refund.amount + refund.tax_amount
     assert notes[0]["amount_total"] == credit and notes[0]["amount_residual"] == 0  # all of it applied
     assert doc.refunds["31"].external_id == str(notes[0]["id"]) and doc.refunds["31"].status == "applied"
@@ -367,6 +369,37 @@ def test_the_field_table_check_catches_what_odoo_would_refuse(field_table):
     assert field_table.check_call("account.payment.register", "create",
                                   [{"payment_difference_handling": "writeoff"}], {})
     assert field_table.check_call("account.move", "search_read", [[["state", "=", "open"]]], {"fields": ["id"]})
+
+
+def test_the_field_table_check_refuses_readonly_fields_and_unknown_methods(field_table):
+    """Issue #20: ``reversed_entry_id`` is readonly in the table (set by Odoo's reversal, never by a client), and a
+    method the table does not name (``action_posted``) is no method of account.move."""
+    good = {"move_type": "out_refund", "partner_id": 7, "invoice_date": "2026-11-20"}
+    assert field_table.check_call("account.move", "create", [good], {}) == []
+    assert any("readonly" in p for p in field_table.check_call(
+        "account.move", "create", [{**good, "reversed_entry_id": 3}], {}))
+    assert any("readonly" in p for p in field_table.check_call("account.move", "write", [[1], {"state": "posted"}], {}))
+    for method in ("action_post", "button_draft", "button_cancel", "unlink", "js_assign_outstanding_line"):
+        assert field_table.check_call("account.move", method, [[1]], {}) == [], method
+    assert field_table.check_call("account.payment.register", "action_create_payments", [[1]], {}) == []
+    assert any("no method" in p for p in field_table.check_call("account.move", "action_posted", [[1]], {}))
+    assert any("no method" in p for p in field_table.check_call("account.payment.register", "post", [[1]], {}))
+
+
+def test_fleet_terms_are_sent_and_an_empty_due_date_comes_from_them(odoo):
+    """Issue #20: a fleet customer on terms gets Odoo's payment term (``invoice_payment_term_id``, from
+    ``mapping.payment_terms``) and, where the shop left the due date empty, the due date its terms give."""
+    sandbox, connector, entities, _ = odoo
+    term = next(i for i, r in sandbox.db.table("account.payment.term").items() if r["name"] == "30 Days")
+    connector.mapping.payment_terms[30] = str(term)
+    fleet = invoice_event(6600).customer.model_copy(update={"payment_terms_days": 30})
+    v1 = invoice_event(6600, customer=fleet).model_copy(update={"due_date": None})
+    deliver(connector, entities, v1)
+    (move,) = [m for m in sandbox.records("account.move") if m["payment_reference"] == v1.number]
+    assert move["invoice_payment_term_id"] == term
+    assert move["invoice_date_due"] == "2026-12-20"  # issued 2026-11-20, net 30
+    connector.mapping.payment_terms[60] = "9999"
+    assert "payment_terms.60: payment term '9999' not found" in connector.check_mapping()
 
 
 def test_the_sandbox_refuses_what_the_field_table_refuses(odoo, field_table):

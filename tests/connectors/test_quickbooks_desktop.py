@@ -1,6 +1,7 @@
 """QuickBooks Desktop: the connector queues, the simulated Web Connector plays QBWC's side of the SOAP
 conversation against the connector's ASGI app, and the simulated company file answers qbXML. Every qbXML
-document is validated against Intuit's qbxmlops130.xsd and every SOAP envelope against the WSDL's schema."""
+document is validated against Intuit's qbxmlops130.xsd and qbxmlops160.xsd (the version the Web Connector
+reports) and every SOAP envelope against the WSDL's schema."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from daemon.config import TargetConfig
 
 @pytest.fixture
 def qbd():
-    sandbox = Sandbox(validate=False)  # schema checks are done by the tests below (and by the sandbox in e2e)
+    return make_qbd()
+
+
+def make_qbd(qbxml_version="13.0"):
+    # schema checks are done by the tests below (and by the sandbox in e2e)
+    sandbox = Sandbox(validate=False, qbxml_version=qbxml_version)
     credentials = sandbox.seed_credentials()
     target = TargetConfig.model_validate(sandbox.target_config("qbd", "http://127.0.0.1"))
     connector = CONNECTOR(target, MemoryRuntime({"qbd": credentials}))
@@ -310,12 +316,22 @@ def test_qwc_file():
 
 
 @pytest.fixture(scope="module")
-def qbxml_xsd(specs):
+def qbxml_schemas(specs):
+    """Intuit's qbxmlops130.xsd and qbxmlops160.xsd, by version."""
     xmlschema = pytest.importorskip("xmlschema")
-    path = specs / "quickbooks-desktop" / "qbxml130" / "qbxmlops130.xsd"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return xmlschema.XMLSchema(str(path))
+    out = {}
+    for version in ("13.0", "16.0"):
+        tag = version.replace(".", "")
+        path = specs / "quickbooks-desktop" / f"qbxml{tag}" / f"qbxmlops{tag}.xsd"
+        if not path.exists():
+            pytest.skip(f"{path} not found")
+        out[version] = xmlschema.XMLSchema(str(path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def qbxml_xsd(qbxml_schemas):
+    return qbxml_schemas["13.0"]
 
 
 @pytest.fixture(scope="module")
@@ -328,15 +344,19 @@ def wsdl_schema(specs):
     return xmlschema.XMLSchema(etree.tostring(schema).decode())
 
 
-def qbxml_errors(schema, document):
-    assert '<?qbxml version="13.0"?>' in document
+def qbxml_errors(schema, document, version="13.0"):
+    assert f'<?qbxml version="{version}"?>' in document
     assert 'onError="continueOnError"' in document
     root = etree.fromstring(document.split("?>", 2)[2].encode())
     return [str(e.reason)[:200] for e in schema.iter_errors(root)]
 
 
-def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
-    sandbox, connector = qbd
+@pytest.mark.parametrize("version", ["13.0", "16.0"])
+def test_every_qbxml_request_is_valid_at_the_version_quickbooks_speaks(version, qbxml_schemas):
+    """Issue #20: the Web Connector reports 13 (or 16); every document goes out at that version (never a newer
+    one: the target allows up to 16.0) and is valid against that version's qbxmlops XSD."""
+    sandbox, connector = make_qbd(version)
+    qbxml_xsd = qbxml_schemas[version]
     v1 = invoice_event(payments=[payment(1, "100.00")])
     doc = deliver(connector, v1)
     sync(sandbox)
@@ -364,7 +384,7 @@ def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
     assert connector.runtime.failures == []
     seen = set()
     for document in sandbox.requests:
-        assert not qbxml_errors(qbxml_xsd, document), document[:500]
+        assert not qbxml_errors(qbxml_xsd, document, version), document[:500]
         seen.add(etree.fromstring(document.split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0].tag)
     assert {"CustomerQueryRq", "CustomerAddRq", "ItemQueryRq", "ItemServiceAddRq", "ItemNonInventoryAddRq",
             "ItemOtherChargeAddRq", "InvoiceAddRq", "InvoiceModRq", "ReceivePaymentAddRq", "TxnDelRq", "TxnVoidRq",
@@ -374,7 +394,7 @@ def test_every_qbxml_request_is_valid_against_qbxmlops130(qbd, qbxml_xsd):
     assert any("<Other>C2-INV-000003</Other>" in r for r in sandbox.requests)
     calls = connector.preview(invoice_event(5, customer=Customer(id=90, name="P")), DocumentState())
     for call in calls:
-        assert not qbxml_errors(qbxml_xsd, call["body"])
+        assert not qbxml_errors(qbxml_xsd, call["body"], version)
 
 
 def test_the_xsd_check_rejects_what_quickbooks_would_refuse(qbxml_xsd):
@@ -494,3 +514,49 @@ def test_refund_tax_goes_out_on_each_of_its_components(qbd):
              for ln in etree.fromstring(request).iter("CreditMemoLineAdd") if ln.find("ItemRef/FullName") is not None]
     assert taxes == [(mapping.tax_item("GST", connector.mapping), "2.50"),
                      (mapping.tax_item("PST", connector.mapping), "3.50")]
+
+
+def test_no_request_when_quickbooks_speaks_no_qbxml_version_we_do():
+    """QuickBooks reporting qbXML 12.0: nothing is sent; the Web Connector shows why (getLastError)."""
+    sandbox, connector = make_qbd("12.0")
+    deliver(connector, invoice_event())
+    summary = sandbox.run_session()
+    assert summary["requests"] == 0 and "12.0" in summary["last_error"] and "13.0" in summary["last_error"]
+    assert connector.unconfirmed() == 1  # still queued: a QuickBooks upgrade brings it up
+
+
+def test_a_run_keeps_the_version_it_started_with():
+    """The version is the run's: a Web Connector that dies right after QuickBooks answered a write, and a next
+    session reporting another version, replay the run as it was (the write answered is never sent again, which
+    at another version would be another request) and then speak the new version."""
+    sandbox, connector = make_qbd("16.0")
+    deliver(connector, invoice_event(payments=[payment(1, "100.00")]))
+    ticket = connector._op_authenticate({"strUserName": sandbox.username, "strPassword": sandbox.password})[1][0]
+    request = ""
+    while "<InvoiceAddRq" not in request:  # carried and answered, up to the invoice; then QBWC dies
+        request = connector._op_sendRequestXML({"ticket": ticket, "qbXMLMajorVers": "16", "qbXMLMinorVers": "0"})[1]
+        response, hresult, message, _ = sandbox.process(request)
+        connector._op_receiveResponseXML({"ticket": ticket, "response": response, "hresult": hresult,
+                                          "message": message})
+    sandbox.qbxml_version = "13.0"  # QuickBooks reinstalled at an older version before the next session
+    sync(sandbox)
+    assert connector.runtime.failures == []
+    assert len(sandbox.company.customers) == 1
+    (booked,) = sandbox.booked_invoices()
+    assert booked.payments_applied == Decimal("100.00") and booked.payment_count == 1
+    assert '<?qbxml version="13.0"?>' in sandbox.requests[-1]
+
+
+def test_a_phone_or_company_name_over_the_limit_is_cut_visibly_with_the_full_text_in_notes(capsys):
+    """Issue #20: CustomerAdd's Phone (21) and CompanyName (41): cut to the limit, never silently — the full text in
+    the customer's Notes and a log line naming the field and the lengths (never the text: it is PII)."""
+    name, phone = "Northern Lights Auto Electrical and Diesel Ltd", "+1 (555) 010-0199 ext. 4412"
+    request = mapping.customer_write(Customer(id=77, name=name, phone=phone))
+    assert request.findtext("CustomerAdd/CompanyName") == name[:41]
+    assert request.findtext("CustomerAdd/Phone") == phone[:21]
+    notes = request.findtext("CustomerAdd/Notes")
+    assert name in notes and phone in notes
+    logged = capsys.readouterr().out
+    assert logged.count("value_cut_to_platform_limit") == 2 and phone not in logged and name not in logged
+    short = mapping.customer_write(Customer(id=78, name="Dana", phone="555-0100"))
+    assert short.find("CustomerAdd/Notes") is None

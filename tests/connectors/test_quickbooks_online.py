@@ -3,6 +3,8 @@ Intuit's official schema (Finance.xsd via IntuitRestServiceDef.xsd)."""
 
 from __future__ import annotations
 
+import re
+
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -161,6 +163,85 @@ def as_xsd_data(value, xsd_type):
     return out
 
 
+# What each operation needs, from Intuit's API reference (Finance.xsd's "Required" notes are per product, not per
+# operation): a create these, an update also Id and SyncToken (a sparse one too).
+REQUIRED = {"Invoice": {"CustomerRef", "Line"}, "CreditMemo": {"CustomerRef", "Line"},
+            "Payment": {"CustomerRef", "TotalAmt"}, "Customer": {"DisplayName"}, "Item": {"Name", "IncomeAccountRef"}}
+MAX_LENGTH = re.compile(r"max(?:imum)?\.?\s+length(?:\s+for\s+\w+)?\s*(?::|is)\s*(\d+)", re.I)
+NUMBER_KINDS = {"decimal", "double", "float"}
+INTEGER_KINDS = {"int", "integer", "long", "short", "positiveInteger", "nonNegativeInteger"}
+
+
+def kind_problems(xsd_type, value, where):
+    """What Finance.xsd's documentation and types say of a JSON body beyond its element structure: the lengths
+    its documentation states ("Max length: 21 characters"), and JSON kinds (a decimal is a number, never
+    ``"180.00"``; a boolean true/false; text a string)."""
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in kind_problems(xsd_type, item, f"{where}[{index}]")]
+    if isinstance(value, dict):
+        if "value" in value and set(value) <= {"value", "name"}:  # a ReferenceType
+            return [] if isinstance(value["value"], str) else [f"{where}.value: a reference id is a string"]
+        children = ({e.name.split("}")[-1]: e for e in xsd_type.content.iter_elements()}
+                    if xsd_type.has_complex_content() else {})
+        problems = []
+        for key, item in value.items():
+            element = children.get(key)
+            if element is None:
+                continue  # an undeclared key: the XSD check refuses it
+            docs = " ".join(d.text or "" for d in (element.annotation.documentation if element.annotation else []))
+            limit = MAX_LENGTH.search(docs)
+            if limit and isinstance(item, str) and len(item) > int(limit.group(1)):
+                problems.append(f"{where}.{key}: {len(item)} characters, Finance.xsd says max {limit.group(1)}")
+            problems += kind_problems(element.type, item, f"{where}.{key}")
+        return problems
+    primitive = getattr(getattr(xsd_type, "primitive_type", None), "local_name", "string")
+    if primitive in NUMBER_KINDS:
+        ok = isinstance(value, (Decimal, int, float)) and not isinstance(value, bool)
+    elif primitive in INTEGER_KINDS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif primitive == "boolean":
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    return [] if ok else [f"{where}: {primitive} in Finance.xsd, got JSON {type(value).__name__} {value!r}"]
+
+
+def qbo_problems(schema, entity, body, operation="create"):
+    """Every problem Intuit's schema finds with one entity body of ``operation`` (empty list = valid)."""
+    element = schema.elements[entity]
+    _, errors = element.encode(as_xsd_data({k: v for k, v in body.items() if k != "sparse"}, element.type),
+                               validation="lax", namespaces={"": NS})
+    problems = [str(e)[:300] for e in errors] + kind_problems(element.type, body, entity)
+    needed = REQUIRED.get(entity, set()) if operation == "create" else {"Id", "SyncToken"}
+    problems += [f"{entity} {operation}: {name} is required" for name in sorted(needed - set(body))]
+    name = str(body.get("DisplayName", ""))
+    if re.search(r"[:\t\n]", name):
+        problems.append(f"{entity}.DisplayName: Intuit refuses ':', tab and newline")
+    return problems
+
+
+def batch_problems(schema, envelope):
+    """The ``/batch`` envelope: ``BatchItemRequest``, 1 to 30 items, each a unique string ``bId``, an
+    ``operation`` and exactly one entity (or a ``Query``), each entity body checked as above."""
+    items = envelope.get("BatchItemRequest") if isinstance(envelope, dict) else None
+    if set(envelope or {}) != {"BatchItemRequest"} or not isinstance(items, list) or not 1 <= len(items) <= 30:
+        return ["batch: a BatchItemRequest of 1 to 30 items, nothing else"]
+    problems, seen = [], set()
+    for item in items:
+        bid, entities = item.get("bId"), [k for k in item if k in schema.elements]
+        if not isinstance(bid, str) or bid in seen:
+            problems.append(f"batch item {bid!r}: bId must be a unique string")
+        seen.add(bid)
+        if "Query" in item:
+            continue
+        if item.get("operation") not in ("create", "update", "delete") or len(entities) != 1 or \
+                set(item) - {"bId", "operation", "optionsData", entities[0] if entities else ""}:
+            problems.append(f"batch item {bid!r}: an operation and exactly one entity")
+            continue
+        problems += qbo_problems(schema, entities[0], item[entities[0]], item["operation"])
+    return problems
+
+
 def test_every_request_body_is_valid_against_finance_xsd(qbo, qbo_schema):
     sandbox, connector, entities, _ = qbo
     v1 = invoice_event(payments=[payment(1, "100.00")])
@@ -191,10 +272,8 @@ def test_every_request_body_is_valid_against_finance_xsd(qbo, qbo_schema):
     for _, path, body in sandbox.requests:
         entity = {"/invoice": "Invoice", "/payment": "Payment", "/customer": "Customer", "/item": "Item",
                   "/creditmemo": "CreditMemo", "/preferences": "Preferences"}[path]
-        element = qbo_schema.elements[entity]
-        data = as_xsd_data({k: v for k, v in body.items() if k != "sparse"}, element.type)
-        _, errors = element.encode(data, validation="lax", namespaces={"": NS})
-        assert not errors, f"{entity} body not valid against Finance.xsd: {[str(e)[:300] for e in errors[:2]]}"
+        problems = qbo_problems(qbo_schema, entity, body, "update" if "SyncToken" in body else "create")
+        assert not problems, f"{entity} body not valid against Finance.xsd: {problems[:3]}"
         checked.add(entity)
     assert checked == {"Invoice", "Payment", "Customer", "Item", "CreditMemo"}
     bodies = [b for _, p, b in sandbox.requests]
@@ -264,3 +343,67 @@ def test_single_creates_when_the_batch_allowance_is_used_up_or_only_one_is_new(q
     one = invoice_event(8600)
     [result] = connector.deliver_many([(one, DocumentState(), MemoryContext("qbo", one, entities))])
     assert isinstance(result, DocumentState) and sandbox.batch_requests == 0  # a batch of one saves nothing
+
+
+def test_the_finance_xsd_check_refuses_lengths_kinds_required_fields_and_display_name_characters(qbo_schema):
+    """Issue #20: each stronger check proven by a bad body."""
+    good = {"CustomerRef": {"value": "5"}, "TxnDate": "2026-11-20", "Line": [
+        {"Amount": Decimal("180.00"), "DetailType": "SalesItemLineDetail",
+         "SalesItemLineDetail": {"ItemRef": {"value": "3"}, "Qty": Decimal("1")}}]}
+    assert qbo_problems(qbo_schema, "Invoice", good) == []
+    bad_amount = {**good, "Line": [{**good["Line"][0], "Amount": "180.00"}]}
+    assert any("decimal" in p for p in qbo_problems(qbo_schema, "Invoice", bad_amount))
+    assert any("CustomerRef is required" in p for p in qbo_problems(
+        qbo_schema, "Invoice", {k: v for k, v in good.items() if k != "CustomerRef"}))
+    assert any("SyncToken is required" in p for p in qbo_problems(qbo_schema, "Invoice", {**good, "Id": "9"}, "update"))
+    customer = {"DisplayName": "Dana Whitfield (#77)", "PrimaryPhone": {"FreeFormNumber": "555-0100"}}
+    assert qbo_problems(qbo_schema, "Customer", customer) == []
+    too_long = {**customer, "PrimaryPhone": {"FreeFormNumber": "+1 (555) 010-0199 ext. 4412"}}  # 27 > 21
+    assert any("max 21" in p for p in qbo_problems(qbo_schema, "Customer", too_long))
+    for bad_name in ("Fleet: North", "Fleet\tNorth", "Fleet\nNorth"):
+        assert qbo_problems(qbo_schema, "Customer", {**customer, "DisplayName": bad_name}), bad_name
+    assert any("boolean" in p for p in qbo_problems(qbo_schema, "Customer", {**customer, "Taxable": "true"}))
+
+
+def test_the_batch_envelope_check(qbo_schema):
+    invoice = {"CustomerRef": {"value": "5"}, "Line": [{"Amount": Decimal("1.00"), "DetailType": "SalesItemLineDetail",
+                                                         "SalesItemLineDetail": {"ItemRef": {"value": "3"}}}]}
+    good = {"BatchItemRequest": [{"bId": "1", "operation": "create", "Invoice": invoice}]}
+    assert batch_problems(qbo_schema, good) == []
+    for bad in ({"BatchItemRequest": []}, {"BatchItemRequest": [good["BatchItemRequest"][0]] * 31},
+                {"Items": good["BatchItemRequest"]},
+                {"BatchItemRequest": [{"bId": 1, "operation": "create", "Invoice": invoice}]},
+                {"BatchItemRequest": [{"bId": "1", "operation": "upsert", "Invoice": invoice}]},
+                {"BatchItemRequest": [{"bId": "1", "operation": "create", "Invoice": invoice, "Payment": {}}]},
+                {"BatchItemRequest": [{"bId": "1", "operation": "create", "Invoice": {**invoice, "TotalAmt": "1.00"}}]}):
+        assert batch_problems(qbo_schema, bad), bad
+
+
+def test_every_batch_request_is_a_valid_envelope(qbo, qbo_schema):
+    """The connector's ``/batch`` requests (new invoices), as sent, through the envelope check."""
+    sandbox, connector, entities, _ = qbo
+    sent = []
+    original = connector.client.batch
+
+    def spy(items, *, request_id):
+        sent.append({"BatchItemRequest": items})
+        return original(items, request_id=request_id)
+
+    connector.client.batch = spy
+    events = [invoice_event(7000 + n) for n in range(3)]
+    connector.deliver_many([(e, DocumentState(), MemoryContext("qbo", e, entities)) for e in events])
+    assert sent and all(batch_problems(qbo_schema, envelope) == [] for envelope in sent), sent
+
+
+def test_a_long_phone_and_a_colon_in_the_name_are_handled_visibly(capsys):
+    """Issue #20: PrimaryPhone.FreeFormNumber is cut to Finance.xsd's 21 characters with the full number in the
+    customer's Notes and a log line without it; ':' (a sub-customer path to Intuit) never reaches DisplayName."""
+    from connectors.quickbooks_online import mapping
+    from daemon.canonical import Customer
+
+    phone = "+1 (555) 010-0199 ext. 4412"
+    body = mapping.customer_payload(Customer(id=77, name="Fleet: North\tDepot", phone=phone))
+    assert body["PrimaryPhone"]["FreeFormNumber"] == phone[:21] and phone in body["Notes"]
+    assert ":" not in body["DisplayName"] and "\t" not in body["DisplayName"]
+    logged = capsys.readouterr().out
+    assert "value_cut_to_platform_limit" in logged and phone not in logged

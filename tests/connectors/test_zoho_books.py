@@ -316,6 +316,15 @@ def test_location_tracking_applied(zoho):
                for ln in sandbox.org().invoices[doc.external_id]["line_items"])
 
 
+def test_an_empty_due_date_comes_from_the_fleet_customers_terms(zoho):
+    """Issue #20: the shop left ``due_date`` empty for a fleet customer on net 30: the invoice is due 30 days after
+    its date (QuickBooks Online and Xero derive it the same way, ``references.terms_due_date``)."""
+    sandbox, connector, entities, _ = zoho
+    fleet = invoice_event(9100).customer.model_copy(update={"payment_terms_days": 30})
+    doc = deliver(connector, entities, invoice_event(9100, customer=fleet).model_copy(update={"due_date": None}))
+    assert sandbox.org().invoices[doc.external_id]["due_date"] == "2026-12-20"  # issued 2026-11-20
+
+
 def test_closed_period_is_a_closed_period_error(zoho):
     sandbox, connector, entities, _ = zoho
     v1 = invoice_event(9500)
