@@ -93,6 +93,11 @@ class Capabilities(BaseModel):
     # A refund removed in the shop (or every refund of a voided invoice): its credit note is voided
     # (``void_credit_note``) after its application is released.
     void_credit_notes: bool = False
+    # A credit note is settled against its invoice as it is created, by what the invoice holds then, and cannot
+    # be settled again (QuickFile: the part still owed comes off the balance, VOID; the part already paid moves
+    # to the client's account, HOLD): before the invoice's payments change, the planner voids its refunds'
+    # credit notes (``void_credit_note``), and posts them again after, settled by what the invoice then holds.
+    credit_settled_at_creation: bool = False
     # The platform refuses a second live document with the same number (Xero, Zoho Books): a retry adopts only
     # the document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
@@ -359,6 +364,12 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     # An update that detaches payments and credits (capability) takes them all off first.
     detach = (caps.update_detaches_money and live and not voiding and not in_closed(held_on)
               and state.invoice_digest != invoice_digest(event))
+    if caps.credit_settled_at_creation and live and not voiding and (set(wanted) != set(doc.payments) or any(
+            wanted[payment_id].amount != ref.amount for payment_id, ref in doc.payments.items())):
+        kept = {str(r.id) for r in event.refunds}
+        for refund_id, ref in doc.refunds.items():
+            if refund_id in kept and ref.status != "voided":
+                return Step(StepKind.VOID_CREDIT_NOTE, key=refund_id)
     for payment_id, ref in doc.payments.items():
         if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
@@ -394,7 +405,8 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     if caps.credit_notes:
         for refund in event.refunds:
             held = doc.refunds.get(str(refund.id))
-            if held is None or (caps.void_credit_notes and held.status == "voided"):  # new, or entered again
+            again = caps.void_credit_notes or caps.credit_settled_at_creation
+            if held is None or (again and held.status == "voided"):  # new, entered again, or to be settled again
                 return Step(StepKind.CREATE_CREDIT_NOTE, key=str(refund.id), amount=refund.amount + refund.tax_amount,
                             txn_date=posting_date(refund.created_at.date()))
     if caps.credit_notes and caps.credit_applications:

@@ -113,6 +113,28 @@ def test_void_credit_notes_releases_then_voids_a_removed_refunds_note_and_a_new_
     assert [next_step(void, doc, caps, OPEN).kind] == [StepKind.VOID_CREDIT_NOTE]
 
 
+def test_credit_settled_at_creation_voids_the_note_before_a_payment_change_and_posts_it_again_after():
+    """QuickFile: a VOID note took the refund off what is owed, so a full payment would be refused; the note
+    goes first, the payment in, the note again (settled by what is then owed). Nothing when payments stay."""
+    caps = Capabilities(credit_applications=False, credit_settled_at_creation=True)
+    v1 = invoice_event(refunds=[_refund(3)])
+    doc = posted(v1)
+    doc.refunds["3"] = ExternalRef(external_id="c3", amount=Decimal("21.00"), status="open")
+    assert next_step(v1, doc, caps, OPEN) is None
+    v2 = next_version(v1, payments=[payment(1, "677.58")])
+    assert next_step(v2, doc, CAPS.model_copy(update={"credit_applications": False}), OPEN).kind is StepKind.ADD_PAYMENT
+    assert (next_step(v2, doc, caps, OPEN).kind, next_step(v2, doc, caps, OPEN).key) == (StepKind.VOID_CREDIT_NOTE, "3")
+    doc.refunds["3"].status = "voided"
+    assert next_step(v2, doc, caps, OPEN).kind is StepKind.ADD_PAYMENT
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("677.58"))
+    assert (next_step(v2, doc, caps, OPEN).kind, next_step(v2, doc, caps, OPEN).key) == (StepKind.CREATE_CREDIT_NOTE, "3")
+    doc.refunds["3"] = ExternalRef(external_id="c4", amount=Decimal("21.00"), status="open")
+    assert next_step(v2, doc, caps, OPEN) is None
+    # a reversal: the note goes before the payment is removed
+    v3 = next_version(v2, payments=[payment(1, "677.58", status="reversed")])
+    assert next_step(v3, doc, caps, OPEN).kind is StepKind.VOID_CREDIT_NOTE
+
+
 def test_unique_numbers_adopt_only_the_document_with_the_amount_sent():
     found = [ExternalRef(external_id="old", amount=Decimal("677.58"))]
     assert pick(found, Decimal("42.00")).external_id == "old"  # numbers may repeat: the newest

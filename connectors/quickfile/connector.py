@@ -18,8 +18,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, recording_on
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick, recording_on
 from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.quickfile import mapping
@@ -28,6 +30,8 @@ from connectors.quickfile.settings import QuickFileSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
 DEFAULT_BASE_URL = "https://api.quickfile.co.uk"
+ZERO = Decimal("0")
+log = structlog.get_logger(__name__)
 
 
 class QuickFileConnector(EngineConnector):
@@ -38,7 +42,7 @@ class QuickFileConnector(EngineConnector):
     # API exposes no lock date; no batch create; a signed static key, nothing that expires.
     capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False, batch_create=0,
-                                expiring_credentials=False)
+                                expiring_credentials=False, credit_settled_at_creation=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -104,9 +108,13 @@ class QuickFileConnector(EngineConnector):
                     for p in self.client.search("Payment_Search", Type="ALLOCATED") if p.get("Notes") == reference]
         # QuickFile numbers its invoices itself: ours are told by InvoiceDescription, compared exactly.
         # Deleted invoices are not shown (ShowDeleted defaults to false).
-        return [ExternalRef(external_id=str(i["InvoiceID"]), amount=abs(Decimal(str(i["GrossAmount"]))))
-                for i in self.client.search("Invoice_Search", InvoiceType="INVOICE")
-                if i.get("InvoiceDescription") == reference]
+        found = [ExternalRef(external_id=str(i["InvoiceID"]), amount=abs(Decimal(str(i["GrossAmount"]))))
+                 for i in self.client.search("Invoice_Search", InvoiceType="INVOICE")
+                 if i.get("InvoiceDescription") == reference]
+        if kind is DocKind.CREDIT_NOTE and found:  # a refund's VOID and HOLD parts are together its credit note
+            return [ExternalRef(external_id=",".join(r.external_id for r in found),
+                                amount=sum((r.amount or ZERO for r in found), ZERO))]
+        return found
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
@@ -148,13 +156,52 @@ class QuickFileConnector(EngineConnector):
                 raise
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        amount = refund.amount + refund.tax_amount
-        parent = self.read_invoice(posting.invoice_id)
-        # VOID reduces what is still owed; an amount already paid moves to the client's account (HOLD).
-        kind = "HOLD" if parent is not None and Decimal(str(parent.balance or 0)) < amount else "VOID"
-        body = mapping.credit_note_payload(event, refund, posting.customer_id, posting.invoice_id, self.mapping, kind)
-        made = self.client.call("Invoice_Create", body, write=True)
-        return ExternalRef(external_id=str(made["InvoiceID"]), amount=amount)
+        made = self._post_credit(event, refund, posting.customer_id, posting.invoice_id, refund.amount,
+                                 refund.tax_amount)
+        return ExternalRef(external_id=",".join(made), amount=refund.amount + refund.tax_amount)
+
+    def _post_credit(self, event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, net: Decimal,
+                     tax: Decimal) -> list[str]:
+        """``net`` + ``tax`` of the refund's credit as one or two credit notes under its reference: VOID for
+        what the parent still owes, HOLD for the rest (the ids, VOID first)."""
+        parent = self.read_invoice(parent_id)
+        owed = Decimal(str(parent.balance or 0)) if parent is not None else ZERO
+        made = []
+        for kind, part_net, part_tax in mapping.credit_parts(net, tax, owed):
+            part = refund.model_copy(update={"amount": part_net, "tax_amount": part_tax})
+            body = mapping.credit_note_payload(event, part, client_id, parent_id, self.mapping, kind)
+            made.append(str(self.client.call("Invoice_Create", body, write=True)["InvoiceID"]))
+        return made
+
+    def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
+        """A refund's credit note an earlier attempt made only part of (its VOID part was posted, the answer
+        lost before the HOLD part): post the rest. Reads only after an uncertain credit note write."""
+        if kind is not DocKind.CREDIT_NOTE or ref.amount is None:
+            return ref
+        first = (self.client.get("Invoice_Get", {"InvoiceID": int(ref.external_id.split(",")[0])}) or {}
+                 ).get("InvoiceDetails") or {}
+        refund = next((r for r in event.refunds
+                       if mapping.credit_note_reference(r.id) == first.get("InvoiceDescription")), None)
+        if refund is None or ref.amount >= refund.amount + refund.tax_amount:
+            return ref
+        parent = pick(self.find(DocKind.INVOICE, mapping.description(event.number)), event.computed.total)
+        if parent is None:
+            raise PermanentError(f"quickfile: the invoice of refund {refund.id}'s partly posted credit note is gone")
+        # The parts already posted hold the first share of the tax (mapping.credit_parts): the rest is left.
+        rest_tax = refund.tax_amount - mapping.tax_share(refund.tax_amount, refund.amount + refund.tax_amount,
+                                                         ref.amount)
+        rest_net = refund.amount + refund.tax_amount - ref.amount - rest_tax
+        made = self._post_credit(event, refund, str(first["ClientID"]), parent.external_id, rest_net, rest_tax)
+        log.warning("quickfile_credit_note_completed", target=self.target.name, invoice_id=event.invoice_id,
+                    version=event.version, refund_id=refund.id, parts=len(made))
+        return ExternalRef(external_id=",".join([ref.external_id, *made]), amount=refund.amount + refund.tax_amount)
+
+    def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
+        """Delete every part of the refund's credit note (capability credit_settled_at_creation: it is posted
+        again, settled by what the invoice then holds). Safe to repeat: a part already gone is skipped."""
+        for part in credit.external_id.split(","):
+            if self.read_invoice(part) is not None:
+                self.client.call("Invoice_Delete", mapping.delete_invoice_payload(part), write=True)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

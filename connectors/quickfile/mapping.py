@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from connectors.base import PermanentError, income_kind, invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
 
-ZERO, HUNDRED = Decimal("0"), Decimal("100")
+ZERO, HUNDRED, CENT = Decimal("0"), Decimal("100"), Decimal("0.01")
 DESCRIPTION_MAX = 35  # InvoiceDescription: 2-35 characters
 
 
@@ -130,6 +130,27 @@ def payment_payload(payment: Payment, invoice_id: str, client_id: str, currency:
 
 def credit_note_reference(refund_id: object) -> str:
     return f"LWR{refund_id}"
+
+
+def tax_share(tax: Decimal, gross: Decimal, part: Decimal) -> Decimal:
+    """The tax carried by ``part`` of a credit of ``gross`` holding ``tax`` (in proportion, to the cent)."""
+    return (tax * part / gross).quantize(CENT, rounding=ROUND_HALF_UP) if gross else ZERO
+
+
+def credit_parts(net: Decimal, tax: Decimal, owed: Decimal) -> list[tuple[Literal["VOID", "HOLD"], Decimal, Decimal]]:
+    """A refund's credit (``net`` + ``tax``) as QuickFile's credit note types allow it: VOID for what the invoice
+    still owes (it cannot exceed the unpaid balance), HOLD for the rest, money already paid that moves to the
+    client's account (it cannot exceed what was paid). (type, net, tax) of each part, VOID first; the tax is
+    shared in proportion."""
+    gross = net + tax
+    void = min(gross, max(owed, ZERO))
+    void_tax = tax_share(tax, gross, void)
+    parts: list[tuple[Literal["VOID", "HOLD"], Decimal, Decimal]] = []
+    if void > 0:
+        parts.append(("VOID", void - void_tax, void_tax))
+    if gross - void > 0:
+        parts.append(("HOLD", net - (void - void_tax), tax - void_tax))
+    return parts
 
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, mapping: MappingConfig,

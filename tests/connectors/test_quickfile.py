@@ -249,3 +249,96 @@ def test_a_long_shop_number_gets_a_deterministic_short_description(wired):
     (booked,) = [b for b in sandbox.booked_invoices() if b.external_id]
     assert len(booked.number) == 35 and booked.number == connector.reference(
         __import__("connectors.engine_state", fromlist=["DocKind"]).DocKind.INVOICE, event)
+
+
+# -- issue #17: a refund larger than what is owed; payments that change after a credit note --------------------
+
+
+def _credit_parts(sent, reference: str) -> list[tuple[str, Decimal]]:
+    """(CreditNoteType, gross) of every credit note sent under ``reference``, in the order sent."""
+    parts = []
+    for url_path, envelope in sent:
+        data = envelope["payload"]["Body"].get("InvoiceData", {}) if url_path == "/1_2/invoice/create" else {}
+        if data.get("InvoiceDescription") == reference and "CreditNotes" in data:
+            (item,) = data["ItemLines"]["ItemLine"]
+            gross = Decimal(str(item["UnitCost"])) + Decimal(str(item.get("Tax1", {}).get("TaxAmount", 0)))
+            parts.append((data["CreditNotes"]["CreditNoteType"], -gross))
+    return parts
+
+
+def _live_credit(sandbox, reference: str) -> Decimal:
+    return sum((t for n, t, _ in sandbox.credit_notes() if n == reference), Decimal("0"))
+
+
+def test_a_refund_larger_than_what_is_owed_and_what_was_paid_is_split_void_then_hold(wired):
+    """677.58 invoiced, 100.00 paid: a 630.00 refund is a VOID credit note for the 577.58 still owed and a
+    HOLD one for the 52.42 of the payment it gives back (QuickFile refuses one HOLD note larger than the
+    amount paid, or one VOID note larger than what is owed)."""
+    from daemon.operations.resync import expected_balance
+
+    sandbox, connector, sent = wired
+    event = invoice_event(30, payments=[payment(30, "100.00")], refunds=[refund(31, "600.00", "30.00", line_id=2)])
+    doc = deliver(connector, event)
+    assert _credit_parts(sent, "LWR31") == [("VOID", Decimal("577.58")), ("HOLD", Decimal("52.42"))]
+    assert _live_credit(sandbox, "LWR31") == Decimal("630.00")
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(event) == 0
+    assert doc.refunds["31"].amount == Decimal("630.00") and doc.engine.intent is None
+
+
+def test_a_full_payment_after_a_void_credit_note_is_posted_whole(wired):
+    """A refund on an unpaid invoice took its amount off what is owed (VOID); the shop then takes the whole
+    total: the payment goes in whole (QuickFile refuses a payment above what is owed), so the credit note is
+    posted again after it, as money held on the client's account."""
+    from daemon.operations.resync import expected_balance
+
+    sandbox, connector, sent = wired
+    entities = MemoryEntities()
+    v1 = invoice_event(40, refunds=[refund(41, "20.00", "1.00")])
+    doc = deliver(connector, v1, entities=entities)
+    v2 = next_version(v1, payments=[payment(40, "677.58")])
+    doc = deliver(connector, v2, doc, entities)
+    (booked,) = [b for b in sandbox.booked_invoices() if b.external_id == doc.external_id]
+    assert (booked.payment_count, booked.payments_applied) == (1, Decimal("677.58"))
+    assert _credit_parts(sent, "LWR41") == [("VOID", Decimal("21.00")), ("HOLD", Decimal("21.00"))]
+    assert _live_credit(sandbox, "LWR41") == Decimal("21.00")
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(v2) == 0
+
+
+def test_a_payment_reversed_after_a_hold_credit_note_leaves_the_refund_off_the_balance(wired):
+    """Paid in full and refunded (HOLD: the payment's 21.00 went to the client's account); the payment is
+    reversed: the invoice owes its total less the refund, as reconcile expects."""
+    from daemon.operations.resync import expected_balance
+
+    sandbox, connector, sent = wired
+    entities = MemoryEntities()
+    v1 = invoice_event(50, payments=[payment(50, "677.58")], refunds=[refund(51, "20.00", "1.00")])
+    doc = deliver(connector, v1, entities=entities)
+    v2 = next_version(v1, payments=[payment(50, "677.58", status="reversed")])
+    doc = deliver(connector, v2, doc, entities)
+    assert _live_credit(sandbox, "LWR51") == Decimal("21.00")
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(v2) == Decimal("656.58")
+
+
+@pytest.mark.parametrize("lost", [1, 2], ids=["void-part-unanswered", "hold-part-unanswered"])
+def test_a_split_refund_whose_answer_was_lost_is_completed_never_duplicated(lost):
+    """The VOID part (or the HOLD part) is applied and its answer lost: the next attempt finds what was made
+    under the refund's reference and adds only what is missing."""
+    from connectors.base import UncertainOutcomeError
+
+    sandbox = Sandbox()
+    sandbox.faults.hang_s = 1.5  # longer than the 1 s request timeout below: applied, then no answer
+    with connectors_on(sandbox, "qf") as build:
+        connector = build()
+        connector.http.client.timeout = 1.0
+        entities = MemoryEntities()
+        v1 = invoice_event(60, payments=[payment(60, "100.00")])
+        doc = deliver(connector, v1, entities=entities)
+        v2 = next_version(v1, refunds=[refund(61, "600.00", "30.00", line_id=2)])
+        sandbox.faults.fault_at(lost)
+        ctx = MemoryContext("qf", v2, entities)
+        with pytest.raises(UncertainOutcomeError):
+            connector.deliver(v2, doc, ctx)
+        doc = connector.deliver(v2, ctx.checkpoints[-1], MemoryContext("qf", v2, entities, attempt=2))
+        live = sorted(t for n, t, _ in sandbox.credit_notes() if n == "LWR61")
+        assert live == [Decimal("52.42"), Decimal("577.58")]
+        assert connector.read_invoice(doc.external_id).balance == 0 and doc.refunds["61"].amount == Decimal("630.00")
