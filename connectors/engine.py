@@ -42,6 +42,7 @@ from connectors.base import (
     DocumentState,
     EntityStore,
     ExternalRef,
+    NumberInUseError,
     PermanentError,
     RemoteInvoice,
     StaleTokenError,
@@ -65,6 +66,9 @@ log = structlog.get_logger(__name__)
 ZERO = Decimal("0")
 MAX_STEPS = 200  # a delivery that plans more writes than this is looping: a defect, stopped as permanent
 MAX_CLOSED_REPLANS = 3
+# Entity-store kind of an invoice's claim: platform invoice id -> ExternalRef(external_id=<shop invoice id>).
+CLAIM_KIND = "invoice-claim"
+GONE_STATUSES = ("voided", "void", "deleted")  # a found document in one of these is never adopted
 
 
 # --- what a connector declares and supplies ----------------------------------------------------------------
@@ -244,6 +248,17 @@ class PlatformOps(ABC):
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         """Undo an application; nothing when already gone."""
 
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """``capabilities.refund_settlement``: the money the shop paid back (``refund.payment_id`` set) as a
+        refund payment (money out, from the account the refunded payment's method maps to) that settles
+        ``amount`` of the credit note, leaving nothing open. Found again by ``find(REFUND_PAYMENT, reference)``."""
+        raise NotImplementedError
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        """Remove a refund payment (its refund changed or is gone); nothing when already gone."""
+        raise NotImplementedError
+
     def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
         """``capabilities.void_credit_notes``: void the credit note of a refund no longer wanted (safe to
         repeat)."""
@@ -362,6 +377,11 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     for payment_id, ref in doc.payments.items():
         if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
+    settle = caps.refund_settlement and caps.credit_notes
+    paid_back = {} if voiding else {str(r.id): r for r in event.refunds if r.payment_id is not None}
+    for refund_id in state.settlements if settle else ():
+        if refund_id not in paid_back:  # the refund is gone, or no longer paid back: its money out is removed
+            return Step(StepKind.UNSETTLE_REFUND, key=refund_id)
     room = ZERO if voiding else event.computed.total - sum((p.amount for p in wanted.values()), ZERO)
     applied = sum((a.amount for a in state.applications.values()), ZERO)
     if applied > max(room, ZERO) or (detach and applied):
@@ -400,9 +420,15 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     if caps.credit_notes and caps.credit_applications:
         left = room - applied
         for refund_id, ref in doc.refunds.items():
+            if settle and refund_id in paid_back:
+                continue  # paid back to the customer: settled by money out, not set against the invoice
             amount = min(ref.amount or ZERO, left)
             if refund_id not in state.applications and amount > 0 and ref.status != "voided":
                 return Step(StepKind.APPLY_CREDIT, key=refund_id, amount=amount)
+    for refund_id in paid_back if settle else ():
+        ref = doc.refunds.get(refund_id)
+        if ref is not None and ref.status != "voided" and refund_id not in state.settlements and ref.amount:
+            return Step(StepKind.SETTLE_REFUND, key=refund_id, amount=ref.amount)
     return None
 
 
@@ -485,7 +511,7 @@ class _Run:
         if intent.step is StepKind.ISSUE_INVOICE:
             self.state.issued = None  # it may have gone through: the platform says (``issue_invoice`` reads)
         kind = CREATING.get(intent.step)
-        found = pick(self.ops.find(kind, intent.reference), intent.amount,
+        found = pick(self.adoptable(kind, self.ops.find(kind, intent.reference)), intent.amount,
                      exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
             found = self.ops.finish_for(self.event, kind, found)
@@ -495,10 +521,26 @@ class _Run:
                 self.issue_draft(found)
         self.close()  # removals, voids and updates are re-planned and are safe to repeat
 
+    def adoptable(self, kind: DocKind, found: list[ExternalRef]) -> list[ExternalRef]:
+        """Exact adoption (issue #20): never a voided or deleted document, never an invoice another shop invoice
+        posted (its claim in the entity store: a number the platform cuts, or one reused after a deletion,
+        finds it too)."""
+        live = [ref for ref in found if ref.status not in GONE_STATUSES]
+        if kind is not DocKind.INVOICE:
+            return live
+        mine = str(self.event.invoice_id)
+        return [ref for ref in live if (claim := self.ctx.entities.get(CLAIM_KIND, ref.external_id)) is None
+                or claim.external_id == mine]
+
+    def claim(self, external_id: str) -> None:
+        """Record which shop invoice this platform invoice is (what ``adoptable`` reads)."""
+        self.ctx.entities.put(CLAIM_KIND, external_id, ExternalRef(external_id=str(self.event.invoice_id)))
+
     def effect(self, intent: Intent, ref: ExternalRef | RemoteInvoice, adopted: bool = False,
                posted_on: date | None = None) -> None:
         doc, state = self.doc, self.state
         if intent.step is StepKind.CREATE_INVOICE:
+            self.claim(ref.external_id)
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
             state.issued = ref.status != "draft"
@@ -516,6 +558,10 @@ class _Run:
             state.applications[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
             if intent.key in doc.refunds:
                 doc.refunds[intent.key].status = "applied"
+        elif intent.step is StepKind.SETTLE_REFUND:
+            state.settlements[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
+            if intent.key in doc.refunds:
+                doc.refunds[intent.key].status = "settled"
         elif intent.step is StepKind.ADJUST:
             state.adjustments.append(Adjustment(
                 kind=intent.adjustment_kind or "increase", external_id=ref.external_id, reference=intent.reference,
@@ -541,8 +587,9 @@ class _Run:
             # An attempt before the engine may have created it without an intent (under the engine every
             # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
             # of a deleted one whose number the shop reused is never taken).
-            found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
-                         self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
+            found = pick(self.adoptable(DocKind.INVOICE, self.ops.find(
+                DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event))),
+                self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
                 found = self.ops.finish_for(self.event, DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
@@ -593,11 +640,32 @@ class _Run:
             self.open_intent(step)
             ops.void_credit_note(event, doc.refunds[step.key], self.posting("credit-void", step.key))
             doc.refunds[step.key].status = "voided"
+        elif step.kind is StepKind.SETTLE_REFUND:
+            refund = next(r for r in event.refunds if str(r.id) == step.key)
+            posting = self.posting("refund-settle", step.key, step.amount)
+            intent = self.open_intent(step)
+            self.effect(intent, ops.settle_refund(event, refund, doc.refunds[step.key], step.amount or ZERO,
+                                                  intent.reference, posting))
+        elif step.kind is StepKind.UNSETTLE_REFUND:
+            settlement = state.settlements[step.key]
+            self.open_intent(step)
+            ops.unsettle_refund(ExternalRef(external_id=settlement.external_id, amount=settlement.amount),
+                                self.ctx.idempotency_key("refund-unsettle", step.key, settlement.external_id))
+            del state.settlements[step.key]
+            if step.key in doc.refunds and doc.refunds[step.key].status == "settled":
+                doc.refunds[step.key].status = "open"
         elif step.kind is StepKind.CREATE_INVOICE:
-            posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
+            refused = (f"refused:{state.number_refusals}",) if state.number_refusals else ()
+            posting = self.posting("invoice", step.txn_date, *refused, txn_date=step.txn_date, items=True)
             intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total,
                                       txn_date=step.txn_date)
-            created = ops.create_invoice(event, posting)
+            try:
+                created = ops.create_invoice(event, posting)
+            except NumberInUseError:
+                state.number_refusals += 1  # refused, nothing written: the next attempt asks anew
+                self.close()
+                self.log.warning("engine_number_in_use", number=intent.reference, refusals=state.number_refusals)
+                raise
             self.effect(intent, created, posted_on=step.txn_date)
             self.note_tax(created)
             if step.txn_date is not None:
@@ -612,6 +680,7 @@ class _Run:
             updated = self.with_fresh_token(lambda current, key: ops.update_invoice(
                 event, replace(posting, request_id=key), current), "invoice")
             if ops.capabilities.update_replaces and updated.external_id != doc.external_id:
+                self.claim(updated.external_id)
                 # the platform replaced the invoice (Business Central: cancel + a new posted one): it is the invoice now
                 doc.external_id = updated.external_id
             doc.token = updated.token
@@ -845,6 +914,8 @@ class EngineConnector(Connector, PlatformOps):
             return references.payment_reference(key)
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
             return references.refund_reference(key)
+        if kind is DocKind.REFUND_PAYMENT:
+            return references.settlement_reference(key)
         adjustment_kind, sequence = references.adjustment_key(key)
         return references.adjustment_number(event.number, sequence, adjustment_kind)
 

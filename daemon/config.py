@@ -98,7 +98,10 @@ class MappingConfig(_Config):
     tax_codes: dict[str, str] = Field(default_factory=dict)  # source tax code -> platform tax code/rate
     payment_accounts: dict[str, str] = Field(default_factory=dict)  # payment method -> deposit account
     location_tracking: dict[str, str] = Field(default_factory=dict)  # location code -> class/dept/branch
-    customer_match: list[Literal["email", "phone", "name"]] = Field(default_factory=lambda: ["email", "name"])
+    # An existing platform customer (the bookkeeper's, not claimed by another shop customer) is matched by these
+    # keys only when the bookkeeper lists them; by default a shop customer is found by its shop id only, else
+    # created (issue #20: two shop customers never share one platform customer).
+    customer_match: list[Literal["email", "phone", "name"]] = Field(default_factory=list)
     discount_posting: Literal["line", "discount_account"] = "line"
     core_account: str | None = None  # liability/income account for core charges and returns
     # with discount_posting "discount_account": the platform's discount account discount lines post to

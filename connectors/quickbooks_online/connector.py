@@ -59,6 +59,10 @@ class QuickBooksOnlineConnector(EngineConnector):
         return mapping.customer_hash(customer, self.mapping)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
+        # Ours first: the DisplayName we give carries the shop id; then the bookkeeper's match rules, if any.
+        ours = self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))
+        if ours:
+            return _ref(ours[0])
         for key in self.mapping.customer_match:
             if key == "name":
                 found = self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))

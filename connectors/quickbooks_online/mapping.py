@@ -20,10 +20,12 @@ KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.S
                    LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
                    LineKind.CORE_RETURN: "Core return"}
 DOC_NUMBER_MAX = 21
+DISPLAY_NAME_MAX = 500
 
 
 def customer_display_name(customer: Customer) -> str:
-    return references.customer_label(customer.id, customer.name, 100)  # DisplayName is unique in a company
+    # DisplayName is unique in a company; Intuit takes up to 500 characters (the name is cut, never the "(#id)")
+    return references.customer_label(customer.id, customer.name, DISPLAY_NAME_MAX)
 
 
 def customer_payload(customer: Customer, mapping: MappingConfig | None = None) -> dict[str, Any]:

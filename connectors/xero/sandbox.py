@@ -202,7 +202,7 @@ class Sandbox:
                     if inv["Type"] != "ACCREC":
                         continue
                     live = [p for p in org.payments.values()
-                            if p["Status"] != "DELETED" and p["Invoice"]["InvoiceID"] == inv["InvoiceID"]]
+                            if p["Status"] != "DELETED" and p.get("Invoice", {}).get("InvoiceID") == inv["InvoiceID"]]
                     out.append(BookedInvoice(
                         number=inv.get("InvoiceNumber", ""), external_id=inv["InvoiceID"],
                         voided=inv["Status"] in ("VOIDED", "DELETED"), total=inv["Total"], tax_total=inv["TotalTax"],
@@ -601,13 +601,13 @@ class Sandbox:
         return merged
 
     def _allocated(self, org: Organisation, invoice_id: str) -> bool:
-        return any(p["Status"] != "DELETED" and p["Invoice"]["InvoiceID"] == invoice_id for p in org.payments.values()) \
+        return any(p["Status"] != "DELETED" and p.get("Invoice", {}).get("InvoiceID") == invoice_id for p in org.payments.values()) \
             or any(a["Invoice"]["InvoiceID"] == invoice_id for c in org.credit_notes.values() for a in c["Allocations"])
 
     def _restate(self, org: Organisation, invoice: dict) -> None:
         """AmountPaid/AmountCredited/AmountDue, the Payments and CreditNotes lists, PAID when nothing is due."""
         payments = [p for p in org.payments.values()
-                    if p["Status"] != "DELETED" and p["Invoice"]["InvoiceID"] == invoice["InvoiceID"]]
+                    if p["Status"] != "DELETED" and p.get("Invoice", {}).get("InvoiceID") == invoice["InvoiceID"]]
         credits = [(c, a) for c in org.credit_notes.values() for a in c["Allocations"]
                    if a["Invoice"]["InvoiceID"] == invoice["InvoiceID"]]
         invoice["AmountPaid"] = sum((p["Amount"] for p in payments), ZERO)
@@ -623,6 +623,8 @@ class Sandbox:
             invoice["Status"] = "PAID" if invoice["AmountDue"] == 0 and invoice["Total"] > 0 else "AUTHORISED"
 
     def _save_payment(self, org: Organisation, body: dict, request: Request, dry_run: bool = False) -> dict:
+        if body.get("CreditNote"):
+            return self._save_credit_refund(org, body, dry_run)
         ref = body.get("Invoice") or {}
         invoice = org.invoices.get(str(ref.get("InvoiceID"))) if ref.get("InvoiceID") else next(
             (i for i in org.invoices.values() if i.get("InvoiceNumber") == ref.get("InvoiceNumber")), None)
@@ -655,6 +657,38 @@ class Sandbox:
         self._restate(org, invoice)
         return self._public(payment)
 
+    def _save_credit_refund(self, org: Organisation, body: dict, dry_run: bool) -> dict:
+        """A payment on an ACCRECCREDIT credit note: money paid back to the customer (ARCREDITPAYMENT), which
+        uses up the credit note's RemainingCredit like an allocation does."""
+        credit = _get(org.credit_notes, str((body.get("CreditNote") or {}).get("CreditNoteID")))
+        if credit["Status"] != "AUTHORISED":
+            raise XeroError("Payment can only be made against Authorised documents")
+        code = (body.get("Account") or {}).get("Code")
+        account = org.accounts.get(str(code))
+        if account is None or not (account["Type"] == "BANK" or account.get("EnablePaymentsToAccount")):
+            raise XeroError(f"Account code '{code}' is not a valid code for this document." if account is None
+                            else "Account type is invalid for making a payment to/from")
+        amount = Decimal(str(body.get("Amount", 0)))
+        if amount <= 0:
+            raise XeroError("Payment amount must be greater than zero")
+        if amount > credit["RemainingCredit"]:
+            raise XeroError("Payment amount exceeds the amount outstanding on this document")
+        day = _parse_date(body.get("Date"))
+        if day is None:
+            raise XeroError("Date is mandatory for a payment")
+        self._check_lock(org, day)
+        if dry_run:
+            return body
+        payment = {"PaymentID": str(uuid.uuid4()), "Date": _ms_date(day), "_date": day, "Amount": amount,
+                   "Reference": body.get("Reference", ""), "Status": "AUTHORISED", "PaymentType": "ARCREDITPAYMENT",
+                   "Account": {"AccountID": account["AccountID"], "Code": account["Code"]},
+                   "CreditNote": {"CreditNoteID": credit["CreditNoteID"], "CreditNoteNumber": credit.get("CreditNoteNumber")},
+                   "UpdatedDateUTC": _ms_date()}
+        org.payments[payment["PaymentID"]] = payment
+        credit.setdefault("_refunds", []).append(payment)
+        self._restate_credit(credit)
+        return self._public(payment)
+
     def _delete_payment(self, org: Organisation, payment_id: str, body: dict) -> dict:
         payment = _get(org.payments, payment_id)
         if body.get("Status") != "DELETED":
@@ -664,6 +698,9 @@ class Sandbox:
         self._check_lock(org, payment["_date"])
         payment["Status"] = "DELETED"
         payment["UpdatedDateUTC"] = _ms_date()
+        if "CreditNote" in payment:  # money paid back on a credit note: its credit is open again
+            self._restate_credit(org.credit_notes[payment["CreditNote"]["CreditNoteID"]])
+            return self._public(payment)
         self._restate(org, org.invoices[payment["Invoice"]["InvoiceID"]])
         return self._public(payment)
 
@@ -672,7 +709,7 @@ class Sandbox:
         if current is not None:
             self._check_lock(org, current["_date"])
             if body.get("Status") == "VOIDED":
-                if current["Allocations"]:
+                if current["Allocations"] or any(p["Status"] != "DELETED" for p in current.get("_refunds", [])):
                     raise XeroError("This document cannot be voided as it has a payment or credit note allocated to it.")
                 if not dry_run:
                     current.update({"Status": "VOIDED", "RemainingCredit": ZERO, "UpdatedDateUTC": _ms_date()})
@@ -699,7 +736,8 @@ class Sandbox:
         return credit
 
     def _restate_credit(self, credit: dict) -> None:
-        allocated = sum((a["Amount"] for a in credit["Allocations"]), ZERO)
+        allocated = sum((a["Amount"] for a in credit["Allocations"]), ZERO) + sum(
+            (p["Amount"] for p in credit.get("_refunds", []) if p["Status"] != "DELETED"), ZERO)
         credit["AppliedAmount"] = allocated
         if credit["Status"] not in ("VOIDED", "DELETED"):
             credit["RemainingCredit"] = credit["Total"] - allocated
