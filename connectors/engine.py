@@ -60,7 +60,7 @@ from connectors.engine_state import (
 )
 from connectors import references
 from connectors.http import Classifier, PlatformHttp
-from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, PaymentStatus, Refund
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, PaymentStatus, Refund
 
 log = structlog.get_logger(__name__)
 ZERO = Decimal("0")
@@ -439,7 +439,7 @@ class _Run:
     """One delivery of one event: resolve open intents, then plan → intent → write → effect until done."""
 
     def __init__(self, ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> None:
-        self.ops, self.event, self.ctx = ops, event, ctx
+        self.ops, self.event, self.ctx = ops, as_printed(event, getattr(ops, "mapping", None)), ctx
         self.doc = doc.model_copy(deep=True)
         self.legacy = self.doc.engine is None and self.doc.delivered_version > 0
         if self.doc.engine is None:
@@ -776,6 +776,28 @@ def pick(found: list[ExternalRef], amount: Decimal | None, exact: bool = False) 
     round tax)."""
     matching = [ref for ref in found if amount is not None and ref.amount == amount]
     return (matching or ([] if exact and amount is not None else found) or [None])[-1]
+
+
+ROUNDING_LINE_ID = 0  # shop line ids are positive: the rounding line never collides with one
+
+
+def as_printed(event: InvoiceEvent, mapping: Any) -> InvoiceEvent:
+    """The event as the target's ``mapping.totals_mismatch`` policy posts it when the shop's stored totals differ
+    from its lines: "stored" (default) adds an untaxed rounding line so the total is the printed invoice's;
+    "computed" leaves it; "hold" refuses it with the reason (a dead letter for the bookkeeper to review)."""
+    policy = getattr(mapping, "totals_mismatch", "stored")
+    difference = event.stored.total - event.computed.total
+    if not event.totals_mismatch or not difference or policy == "computed" or event.status.value != "issued":
+        return event
+    if policy == "hold":
+        raise PermanentError(f"held for review: the shop's stored total {event.stored.total} differs from its lines' "
+                             f"{event.computed.total} (mapping.totals_mismatch is 'hold')")
+    rounding = InvoiceLine(id=ROUNDING_LINE_ID, position=max((ln.position for ln in event.lines), default=0) + 1,
+                           kind=LineKind.FEE, description="Rounding to the shop's invoice total", quantity=Decimal("1"),
+                           unit_price=difference, amount=difference)
+    computed = event.computed.model_copy(update={"subtotal": event.computed.subtotal + difference,
+                                                 "total": event.stored.total})
+    return event.model_copy(update={"lines": (*event.lines, rounding), "computed": computed})
 
 
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:

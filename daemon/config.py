@@ -107,6 +107,10 @@ class MappingConfig(_Config):
     # with discount_posting "discount_account": the platform's discount account discount lines post to
     discount_account: str | None = None
     payment_terms: dict[int, str] = Field(default_factory=dict)  # fleet terms in days -> platform term id
+    # When the shop's stored totals differ from its lines (``totals_mismatch``): "stored" posts the printed
+    # invoice's total with an untaxed rounding line for the difference (default), "computed" posts the lines
+    # as they are, "hold" dead-letters the version for review (issue #20).
+    totals_mismatch: Literal["stored", "computed", "hold"] = "stored"
 
 
 class RateLimit(_Config):

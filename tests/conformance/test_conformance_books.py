@@ -21,9 +21,11 @@ LONG_B = "SOUTH-BAY-WORKSHOP-2026-11-000123"
 def attempt(harness, event, doc: DocumentState | None, attempt_no: int):
     """One delivery straight through the connector: (state, None) or (None, the error it raised)."""
     ctx = MemoryContext(harness.connector.target.name, event, harness.entities, attempt=attempt_no)
-    if harness.connector.capabilities.pull:
+    if harness.connector.capabilities.pull:  # the pull driver dead-letters what the engine refuses: its reason
         delivered, _ = harness.deliver(event, doc, attempt=attempt_no)
-        return delivered, None if delivered else DeliveryError("not delivered")
+        work = harness.connector.queue.load(event.invoice_id)
+        failed = work.failed_reason if work is not None and work.failed_version >= event.version else None
+        return delivered, None if delivered else (PermanentError(failed) if failed else DeliveryError("not delivered"))
     try:
         return harness.connector.deliver(event, doc or DocumentState(), ctx), None
     except DeliveryError as exc:
@@ -157,3 +159,41 @@ def test_books_refund_paid_back_is_settled_by_money_out_once(harness):
     doc, _ = harness.deliver(next_version(v2, refunds=[]), doc)
     assert not doc.engine.settlements and harness.connector.find(
         DocKind.REFUND_PAYMENT, harness.connector.reference(DocKind.REFUND_PAYMENT, v2, "8")) == []
+
+
+# --- totals mismatch -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cents", ["0.01", "-0.01"])
+def test_books_stored_total_is_what_the_books_show(harness, cents):
+    """The shop stored a total a cent off its lines (its own rounding): by default the printed invoice's total
+    is posted, the cent on an untaxed rounding line; "computed" posts the lines; "hold" dead-letters it."""
+    from connectors.testing import payment
+
+    v1 = invoice_event(9950 + (cents == "-0.01"), payments=[payment(1, "100.00")])
+    stored = v1.computed.model_copy(update={"total": v1.computed.total + Decimal(cents),
+                                            "subtotal": v1.computed.subtotal + Decimal(cents)})
+    v1 = v1.model_copy(update={"stored": stored, "totals_mismatch": True})
+    doc, _ = harness.deliver(v1)
+    (booked,) = harness.booked(v1.number)
+    assert (booked.total, booked.tax_total) == (stored.total, v1.computed.tax_total)
+    assert harness.connector.read_invoice(booked.external_id).balance == stored.total - Decimal("100.00")
+    again, _ = harness.deliver(v1, doc)  # the same version again: nothing to do
+    assert again.model_dump() == doc.model_dump()
+
+
+def test_books_totals_mismatch_policy_computed_and_hold(harness):
+    connector = harness.connector
+    v1 = invoice_event(9955)
+    mismatched = v1.model_copy(update={"stored": v1.computed.model_copy(update={"total": v1.computed.total + 1}),
+                                       "totals_mismatch": True})
+    connector.mapping = connector.mapping.model_copy(update={"totals_mismatch": "computed"})
+    harness.deliver(mismatched)
+    (booked,) = harness.booked(v1.number)
+    assert booked.total == v1.computed.total
+    connector.mapping = connector.mapping.model_copy(update={"totals_mismatch": "hold"})
+    held = invoice_event(9956)
+    held = held.model_copy(update={"stored": held.computed.model_copy(update={"total": held.computed.total + 1}),
+                                   "totals_mismatch": True})
+    _, error = attempt(harness, held, None, 1)
+    assert isinstance(error, PermanentError) and "held for review" in error.reason and harness.booked(held.number) == []
