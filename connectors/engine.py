@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -107,6 +107,9 @@ class Capabilities(BaseModel):
     # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
     # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
     pull: bool = False
+    # A negative-total invoice (a core return on its own) is posted as a standalone credit note through
+    # ``create_credit_note`` (its refund: ``negative_refund``); off: the platform's refusal is dead-lettered.
+    negative_totals: bool = False
     # The credential expires and is renewed (an access token, a session). False for a static key signed into
     # every request (QuickFile's MD5 header): nothing to refresh, so the expired-token scenario does not apply.
     expiring_credentials: bool = True
@@ -366,6 +369,9 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     live = doc.external_id is not None and doc.status not in ("voided", "deleted")
     if voiding and not live:
         return None
+    if state.credit_invoice or (caps.negative_totals and caps.credit_notes and event.computed.total < 0
+                                and event.status.value != "draft" and doc.external_id is None):
+        return credit_invoice_step(event, doc, state, caps, voiding, live)
     if voiding and in_closed(held_on):
         # The closed books keep the invoice, its payments and credits: a full decrease cancels it.
         return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, txn_date=first_open_day(closed),
@@ -432,6 +438,38 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     return None
 
 
+def negative_refund(event: InvoiceEvent) -> Refund:
+    """A negative-total invoice as the refund its credit note posts: the whole (positive) amount and tax, on
+    its only line when it has one (its account and taxes), keyed by the negative invoice id (no refund has it)."""
+    taxed = [ln for ln in event.lines if ln.amount < 0]
+    issued = event.issue_date or event.emitted_at.date()
+    return Refund(id=-event.invoice_id, kind="return", amount=-event.computed.subtotal,
+                  tax_amount=-event.computed.tax_total, line_id=taxed[0].id if len(taxed) == 1 else None,
+                  reason=f"Shop invoice {event.number}: negative total",
+                  created_at=datetime.combine(issued, time(12), tzinfo=timezone.utc))
+
+
+def credit_invoice_step(event: InvoiceEvent, doc: DocumentState, state: EngineState, caps: Capabilities,
+                        voiding: bool, live: bool) -> Step | None:
+    """An invoice posted as a credit note (negative total): created once; a void voids the credit note where
+    the platform can; anything else (an edit, payments, refunds) is refused with the reason, never guessed."""
+    key = str(-event.invoice_id)
+    if voiding:
+        if not live:
+            return None
+        if caps.void_credit_notes:
+            return Step(StepKind.VOID_CREDIT_NOTE, key=key)
+        return Step(StepKind.REFUSE, reason="void of an invoice posted as a credit note (negative total): void the "
+                    f"credit note at the platform ({doc.external_id}); the platform's credit notes cannot be voided here")
+    if doc.external_id is None:
+        return Step(StepKind.CREATE_CREDIT_NOTE, key=key, amount=-event.computed.total)
+    shop_refunds = [r for r in event.refunds if str(r.id) != key]  # the credit note's own refund is ours
+    if state.invoice_digest != invoice_digest(event) or event.payments or shop_refunds:
+        return Step(StepKind.REFUSE, reason="an invoice posted as a credit note (negative total) was edited, paid or "
+                    "refunded: change it at the platform, or void it in the shop and issue a new one")
+    return None
+
+
 # --- the apply loop -------------------------------------------------------------------------------------
 
 
@@ -440,6 +478,11 @@ class _Run:
 
     def __init__(self, ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> None:
         self.ops, self.event, self.ctx = ops, as_printed(event, getattr(ops, "mapping", None)), ctx
+        self.negative = self.event.computed.total < 0 and (ops.capabilities.negative_totals or (
+            doc.engine is not None and doc.engine.credit_invoice))
+        self.shop_event = self.event  # what the digest is of (the credit note's refund is ours, not the shop's)
+        if self.negative:  # the credit note's refund, where references and ``create_credit_note`` look for it
+            self.event = self.event.model_copy(update={"refunds": (*self.event.refunds, negative_refund(self.event))})
         self.doc = doc.model_copy(deep=True)
         self.legacy = self.doc.engine is None and self.doc.delivered_version > 0
         if self.doc.engine is None:
@@ -549,6 +592,13 @@ class _Run:
         elif intent.step is StepKind.ADD_PAYMENT:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
                                                    status="applied")
+        elif intent.step is StepKind.CREATE_CREDIT_NOTE and intent.key == str(-self.event.invoice_id):
+            # a negative-total invoice posted as a credit note: that credit note is the invoice at the platform
+            doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
+            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
+                                                  status="open")
+            state.credit_invoice, state.issued = True, True
+            state.invoice_digest = invoice_digest(self.shop_event)
         elif intent.step is StepKind.CREATE_CREDIT_NOTE:
             # What the platform posted (it may compute the note's tax itself): the credit there is to apply.
             posted = Decimal(str(ref.amount)) if isinstance(ref, ExternalRef) and ref.amount is not None else None
@@ -636,10 +686,14 @@ class _Run:
             del state.applications[step.key]
             if step.key in doc.refunds:
                 doc.refunds[step.key].status = "open"
+        elif step.kind is StepKind.REFUSE:
+            raise PermanentError(step.reason)
         elif step.kind is StepKind.VOID_CREDIT_NOTE:
             self.open_intent(step)
             ops.void_credit_note(event, doc.refunds[step.key], self.posting("credit-void", step.key))
             doc.refunds[step.key].status = "voided"
+            if state.credit_invoice and step.key == str(-event.invoice_id):
+                doc.status = "voided"
         elif step.kind is StepKind.SETTLE_REFUND:
             refund = next(r for r in event.refunds if str(r.id) == step.key)
             posting = self.posting("refund-settle", step.key, step.amount)
@@ -863,6 +917,7 @@ def deliver_many(ops: PlatformOps, batch: list[tuple[InvoiceEvent, DocumentState
     size = ops.capabilities.batch_create
     candidates = [i for i, (event, doc, ctx) in enumerate(batch)
                   if size and doc.external_id is None and ctx.attempt == 1 and event.status.value == "issued"
+                  and event.computed.total >= 0  # a negative total posts as a credit note (``negative_totals``)
                   and (doc.engine is None or doc.engine.intent is None)]
     docs = [doc for _, doc, _ in batch]
     if len(candidates) >= 2:

@@ -39,6 +39,7 @@ class StepKind(StrEnum):
     CREATE_CREDIT_NOTE = "create_credit_note"
     APPLY_CREDIT = "apply_credit"
     VOID_CREDIT_NOTE = "void_credit_note"  # capabilities.void_credit_notes: a refund no longer wanted
+    REFUSE = "refuse"  # nothing the engine can write: the version is dead-lettered with the step's reason
     SETTLE_REFUND = "settle_refund"  # capabilities.refund_settlement: the money paid back settles the credit note
     UNSETTLE_REFUND = "unsettle_refund"  # that refund payment removed (the refund changed or is gone)
 
@@ -110,6 +111,9 @@ class EngineState(BaseModel):
     number_refusals: int = 0
     # refund id -> the refund payment (money out) that settles its credit note (``refund_settlement``)
     settlements: dict[str, CreditApplication] = Field(default_factory=dict)
+    # The shop invoice has a negative total and is posted as a credit note (``negative_totals``): external_id
+    # is that credit note's id.
+    credit_invoice: bool = False
 
     @classmethod
     def from_legacy(cls, extra: dict[str, str]) -> "EngineState":

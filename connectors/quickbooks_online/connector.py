@@ -38,7 +38,7 @@ class QuickBooksOnlineConnector(EngineConnector):
     settings_model = QboSettings
     supports_batch = True
     batch_size = 30  # Intuit's limit per batch request
-    capabilities = Capabilities(batch_create=batch_size)
+    capabilities = Capabilities(negative_totals=True, batch_create=batch_size)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:

@@ -46,7 +46,7 @@ SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_
 class ZohoBooksConnector(EngineConnector):
     platform = "zoho-books"
     settings_model = ZohoSettings
-    capabilities = Capabilities(issue_after_create=True, unique_numbers=True, refund_settlement=True)
+    capabilities = Capabilities(negative_totals=True, issue_after_create=True, unique_numbers=True, refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:

@@ -10,6 +10,8 @@ from decimal import Decimal
 import pytest
 
 from connectors.base import DeliveryError, DocumentState, PermanentError
+from connectors.engine import negative_refund
+from connectors.engine_state import DocKind
 from connectors.testing import MemoryContext, invoice_event, line, next_version
 from daemon.canonical import Customer
 
@@ -197,3 +199,34 @@ def test_books_totals_mismatch_policy_computed_and_hold(harness):
                                    "totals_mismatch": True})
     _, error = attempt(harness, held, None, 1)
     assert isinstance(error, PermanentError) and "held for review" in error.reason and harness.booked(held.number) == []
+
+
+# --- negative totals -----------------------------------------------------------------------------------------
+
+
+def test_books_negative_total_posts_as_a_credit_note(harness):
+    """A core return on its own (the invoice's total is negative) posts as a credit note for the whole amount,
+    once (an answer lost is looked up), and the same version again writes nothing."""
+    if not harness.connector.capabilities.negative_totals:
+        pytest.skip(f"{harness.connector.platform}: capability negative_totals is off: a negative-total invoice is "
+                    "refused by the platform and dead-lettered with its reason")
+    harness.deliver(invoice_event(9959))
+    core_return = invoice_event(9960, lines=[line(1, "core_return", "Alternator core returned", "1", "-45.00")])
+    harness.sandbox.faults.fault_at(1)  # the credit note: applied, its answer lost
+    failed, saved = harness.deliver(core_return)
+    assert failed is None
+    doc, _ = harness.deliver(core_return, saved, attempt=2)
+    total = -core_return.computed.total
+    number = harness.connector.reference(DocKind.CREDIT_NOTE, core_return.model_copy(
+        update={"refunds": (negative_refund(core_return),)}), str(-core_return.invoice_id))
+    assert [(t, left) for n, t, left in harness.driver.credit_notes() if n == number] == [(total, total)]
+    assert harness.booked(core_return.number) == [] and doc.engine.credit_invoice and doc.external_id
+    before = harness.sandbox.faults.writes
+    again, _ = harness.deliver(core_return, doc)
+    assert harness.sandbox.faults.writes == before and again.model_dump() == doc.model_dump()
+    voided, error = attempt(harness, next_version(core_return, status="void"), doc, 1)
+    if harness.connector.capabilities.void_credit_notes:
+        assert error is None and voided.status == "voided"
+    else:  # the platform's credit notes are never voided here: a clear dead letter, nothing written
+        assert isinstance(error, PermanentError) and "negative total" in error.reason
+        assert harness.sandbox.faults.writes == before
