@@ -110,6 +110,9 @@ class Capabilities(BaseModel):
     # A negative-total invoice (a core return on its own) is posted as a standalone credit note through
     # ``create_credit_note`` (its refund: ``negative_refund``); off: the platform's refusal is dead-lettered.
     negative_totals: bool = False
+    # The connector sends an invoice's currency (and the exchange rate where the platform needs it). Off: an
+    # invoice in another currency than ``home_currency()`` is dead-lettered with the reason (issue #20).
+    multi_currency: bool = False
     # The credential expires and is renewed (an access token, a session). False for a static key signed into
     # every request (QuickFile's MD5 header): nothing to refresh, so the expired-token scenario does not apply.
     expiring_credentials: bool = True
@@ -266,6 +269,12 @@ class PlatformOps(ABC):
         """``capabilities.void_credit_notes``: void the credit note of a refund no longer wanted (safe to
         repeat)."""
         raise NotImplementedError
+
+    # -- currency --
+    def home_currency(self) -> str | None:
+        """The company's currency at the platform; None when not known (then not checked). Default: the target's
+        ``mapping.home_currency``."""
+        return getattr(getattr(self, "mapping", None), "home_currency", None)
 
     # -- closed periods --
     @abstractmethod
@@ -644,6 +653,7 @@ class _Run:
                 found = self.ops.finish_for(self.event, DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
+        self.check_currency()
         closed_replans = 0
         for _ in range(MAX_STEPS):
             step = next_step(self.event, self.doc, self.ops.capabilities, self.observed)
@@ -663,6 +673,16 @@ class _Run:
                 self.state.intent = None  # refused: nothing was written
                 self.ctx.checkpoint(self.doc)
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
+
+    def check_currency(self) -> None:
+        """An invoice the company cannot take in its currency is refused before anything is written."""
+        home = self.ops.home_currency()
+        if (home and self.event.currency != home and not self.ops.capabilities.multi_currency
+                and self.event.status.value != "draft" and next_step(
+                    self.event, self.doc, self.ops.capabilities, Observed(known=True)) is not None):
+            raise PermanentError(f"invoice in {self.event.currency}: the company books in {home} and this connector "
+                                 "does not post other currencies (it would be booked as if it were in "
+                                 f"{home}); post it by hand or set up the target in {self.event.currency}")
 
     def observe(self, named: date | None = None) -> None:
         """Read the closing date; a later one named by a refusal (``ClosedPeriodError.closed_through``) wins."""

@@ -111,6 +111,10 @@ class MappingConfig(_Config):
     # invoice's total with an untaxed rounding line for the difference (default), "computed" posts the lines
     # as they are, "hold" dead-letters the version for review (issue #20).
     totals_mismatch: Literal["stored", "computed", "hold"] = "stored"
+    # The company's own currency at the platform (ISO 4217). Where set, an invoice in another currency is posted
+    # only by a connector that sends currencies (``Capabilities.multi_currency``); elsewhere it is dead-lettered
+    # with the reason instead of being booked as if it were in this currency (issue #20). None: not checked.
+    home_currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
 
 
 class RateLimit(_Config):

@@ -230,3 +230,23 @@ def test_books_negative_total_posts_as_a_credit_note(harness):
     else:  # the platform's credit notes are never voided here: a clear dead letter, nothing written
         assert isinstance(error, PermanentError) and "negative total" in error.reason
         assert harness.sandbox.faults.writes == before
+
+
+# --- currency ------------------------------------------------------------------------------------------------
+
+
+def test_books_invoice_in_another_currency(harness):
+    """A CAD invoice at a company that books in USD: a connector that sends currencies posts it in CAD; every
+    other one dead-letters it with the reason, writing nothing (it was booked as USD before)."""
+    connector = harness.connector
+    if connector.capabilities.multi_currency:
+        pytest.fail(f"{connector.platform}: multi_currency needs its own scenario here (currency read back)")
+    harness.deliver(invoice_event(9969))
+    connector.mapping = connector.mapping.model_copy(update={"home_currency": "USD"})
+    before = harness.sandbox.faults.writes
+    cad = invoice_event(9970, currency="CAD")
+    _, error = attempt(harness, cad, None, 1)
+    assert isinstance(error, PermanentError) and "CAD" in error.reason and "USD" in error.reason
+    assert harness.sandbox.faults.writes == before and harness.booked(cad.number) == []
+    doc, error = attempt(harness, invoice_event(9971, currency="USD"), None, 1)  # its own currency still posts
+    assert error is None and doc.external_id
