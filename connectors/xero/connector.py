@@ -44,7 +44,7 @@ class XeroConnector(EngineConnector):
     platform = "xero"
     settings_model = XeroSettings
     supports_batch = True
-    capabilities = Capabilities(negative_totals=True, batch_create=50, update_detaches_money=True, void_credit_notes=True, unique_numbers=True,
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, batch_create=50, update_detaches_money=True, void_credit_notes=True, unique_numbers=True,
                                 refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 

@@ -239,12 +239,16 @@ def test_books_invoice_in_another_currency(harness):
     """A CAD invoice at a company that books in USD: a connector that sends currencies posts it in CAD; every
     other one dead-letters it with the reason, writing nothing (it was booked as USD before)."""
     connector = harness.connector
-    if connector.capabilities.multi_currency:
-        pytest.fail(f"{connector.platform}: multi_currency needs its own scenario here (currency read back)")
     harness.deliver(invoice_event(9969))
     connector.mapping = connector.mapping.model_copy(update={"home_currency": "USD"})
     before = harness.sandbox.faults.writes
     cad = invoice_event(9970, currency="CAD")
+    if connector.capabilities.multi_currency:  # the currency code goes with the invoice (the platform's rate)
+        sent = len(harness.driver.writes())
+        doc, error = attempt(harness, cad, None, 1)
+        assert error is None and doc.external_id
+        assert any("CAD" in repr(body) for _, body in harness.driver.writes()[sent:])
+        return
     _, error = attempt(harness, cad, None, 1)
     assert isinstance(error, PermanentError) and "CAD" in error.reason and "USD" in error.reason
     assert harness.sandbox.faults.writes == before and harness.booked(cad.number) == []
