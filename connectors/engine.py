@@ -698,13 +698,17 @@ class _Run:
             self.open_intent(step)
             ops.delete_payment(ref, self.ctx.idempotency_key("payment-delete", step.key, ref.external_id))
             del doc.payments[step.key]
-        elif step.kind is StepKind.RELEASE_CREDIT:
-            application = state.applications[step.key]
+        elif step.kind in (StepKind.RELEASE_CREDIT, StepKind.UNSETTLE_REFUND):
+            # a credit application released, or the refund payment that settled a credit note removed
+            releasing = step.kind is StepKind.RELEASE_CREDIT
+            held = state.applications if releasing else state.settlements
+            undo, label = (ops.release_credit, "credit-release") if releasing else (ops.unsettle_refund, "refund-unsettle")
+            taken = held[step.key]
             self.open_intent(step)
-            ops.release_credit(ExternalRef(external_id=application.external_id, amount=application.amount),
-                               self.ctx.idempotency_key("credit-release", step.key, application.external_id))
-            del state.applications[step.key]
-            if step.key in doc.refunds:
+            undo(ExternalRef(external_id=taken.external_id, amount=taken.amount),
+                 self.ctx.idempotency_key(label, step.key, taken.external_id))
+            del held[step.key]
+            if step.key in doc.refunds and (releasing or doc.refunds[step.key].status == "settled"):
                 doc.refunds[step.key].status = "open"
         elif step.kind is StepKind.REFUSE:
             raise PermanentError(step.reason)
@@ -720,14 +724,6 @@ class _Run:
             intent = self.open_intent(step)
             self.effect(intent, ops.settle_refund(event, refund, doc.refunds[step.key], step.amount or ZERO,
                                                   intent.reference, posting))
-        elif step.kind is StepKind.UNSETTLE_REFUND:
-            settlement = state.settlements[step.key]
-            self.open_intent(step)
-            ops.unsettle_refund(ExternalRef(external_id=settlement.external_id, amount=settlement.amount),
-                                self.ctx.idempotency_key("refund-unsettle", step.key, settlement.external_id))
-            del state.settlements[step.key]
-            if step.key in doc.refunds and doc.refunds[step.key].status == "settled":
-                doc.refunds[step.key].status = "open"
         elif step.kind is StepKind.CREATE_INVOICE:
             refused = (f"refused:{state.number_refusals}",) if state.number_refusals else ()
             posting = self.posting("invoice", step.txn_date, *refused, txn_date=step.txn_date, items=True)

@@ -623,14 +623,22 @@ class Sandbox:
             invoice["Status"] = "PAID" if invoice["AmountDue"] == 0 and invoice["Total"] > 0 else "AUTHORISED"
 
     def _save_payment(self, org: Organisation, body: dict, request: Request, dry_run: bool = False) -> dict:
+        """A payment on an invoice (ACCRECPAYMENT), or on an ACCRECCREDIT credit note: money paid back to the
+        customer (ARCREDITPAYMENT), which uses up the credit note's RemainingCredit like an allocation does."""
         if body.get("CreditNote"):
-            return self._save_credit_refund(org, body, dry_run)
-        ref = body.get("Invoice") or {}
-        invoice = org.invoices.get(str(ref.get("InvoiceID"))) if ref.get("InvoiceID") else next(
-            (i for i in org.invoices.values() if i.get("InvoiceNumber") == ref.get("InvoiceNumber")), None)
-        if invoice is None:
-            raise XeroError("Invoice could not be found")
-        if invoice["Status"] != "AUTHORISED":
+            document = _get(org.credit_notes, str(body["CreditNote"].get("CreditNoteID")))
+            outstanding, kind = document["RemainingCredit"], "ARCREDITPAYMENT"
+            link = {"CreditNote": {"CreditNoteID": document["CreditNoteID"],
+                                   "CreditNoteNumber": document.get("CreditNoteNumber")}}
+        else:
+            ref = body.get("Invoice") or {}
+            document = org.invoices.get(str(ref.get("InvoiceID"))) if ref.get("InvoiceID") else next(
+                (i for i in org.invoices.values() if i.get("InvoiceNumber") == ref.get("InvoiceNumber")), None)
+            if document is None:
+                raise XeroError("Invoice could not be found")
+            outstanding, kind = document.get("AmountDue"), "ACCRECPAYMENT"
+            link = {"Invoice": {"InvoiceID": document["InvoiceID"], "InvoiceNumber": document.get("InvoiceNumber")}}
+        if document["Status"] != "AUTHORISED":
             raise XeroError("Payment can only be made against Authorised documents")
         code = (body.get("Account") or {}).get("Code")
         account = org.accounts.get(str(code))
@@ -640,7 +648,7 @@ class Sandbox:
         amount = Decimal(str(body.get("Amount", 0)))
         if amount <= 0:
             raise XeroError("Payment amount must be greater than zero")
-        if amount > invoice["AmountDue"]:
+        if amount > outstanding:
             raise XeroError("Payment amount exceeds the amount outstanding on this document")
         day = _parse_date(body.get("Date"))
         if day is None:
@@ -649,44 +657,15 @@ class Sandbox:
         if dry_run:
             return body
         payment = {"PaymentID": str(uuid.uuid4()), "Date": _ms_date(day), "_date": day, "Amount": amount,
-                   "Reference": body.get("Reference", ""), "Status": "AUTHORISED", "PaymentType": "ACCRECPAYMENT",
-                   "Account": {"AccountID": account["AccountID"], "Code": account["Code"]},
-                   "Invoice": {"InvoiceID": invoice["InvoiceID"], "InvoiceNumber": invoice.get("InvoiceNumber")},
+                   "Reference": body.get("Reference", ""), "Status": "AUTHORISED", "PaymentType": kind,
+                   "Account": {"AccountID": account["AccountID"], "Code": account["Code"]}, **link,
                    "UpdatedDateUTC": _ms_date()}
         org.payments[payment["PaymentID"]] = payment
-        self._restate(org, invoice)
-        return self._public(payment)
-
-    def _save_credit_refund(self, org: Organisation, body: dict, dry_run: bool) -> dict:
-        """A payment on an ACCRECCREDIT credit note: money paid back to the customer (ARCREDITPAYMENT), which
-        uses up the credit note's RemainingCredit like an allocation does."""
-        credit = _get(org.credit_notes, str((body.get("CreditNote") or {}).get("CreditNoteID")))
-        if credit["Status"] != "AUTHORISED":
-            raise XeroError("Payment can only be made against Authorised documents")
-        code = (body.get("Account") or {}).get("Code")
-        account = org.accounts.get(str(code))
-        if account is None or not (account["Type"] == "BANK" or account.get("EnablePaymentsToAccount")):
-            raise XeroError(f"Account code '{code}' is not a valid code for this document." if account is None
-                            else "Account type is invalid for making a payment to/from")
-        amount = Decimal(str(body.get("Amount", 0)))
-        if amount <= 0:
-            raise XeroError("Payment amount must be greater than zero")
-        if amount > credit["RemainingCredit"]:
-            raise XeroError("Payment amount exceeds the amount outstanding on this document")
-        day = _parse_date(body.get("Date"))
-        if day is None:
-            raise XeroError("Date is mandatory for a payment")
-        self._check_lock(org, day)
-        if dry_run:
-            return body
-        payment = {"PaymentID": str(uuid.uuid4()), "Date": _ms_date(day), "_date": day, "Amount": amount,
-                   "Reference": body.get("Reference", ""), "Status": "AUTHORISED", "PaymentType": "ARCREDITPAYMENT",
-                   "Account": {"AccountID": account["AccountID"], "Code": account["Code"]},
-                   "CreditNote": {"CreditNoteID": credit["CreditNoteID"], "CreditNoteNumber": credit.get("CreditNoteNumber")},
-                   "UpdatedDateUTC": _ms_date()}
-        org.payments[payment["PaymentID"]] = payment
-        credit.setdefault("_refunds", []).append(payment)
-        self._restate_credit(credit)
+        if "CreditNote" in link:
+            document.setdefault("_refunds", []).append(payment)
+            self._restate_credit(document)
+        else:
+            self._restate(org, document)
         return self._public(payment)
 
     def _delete_payment(self, org: Organisation, payment_id: str, body: dict) -> dict:
