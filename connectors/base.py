@@ -77,6 +77,13 @@ class UncertainOutcomeError(RetryableError):
     """The request may have been applied (timeout after send, connection drop, 5xx): look it up first."""
 
 
+class NumberInUseError(RetryableError):
+    """The platform refuses a new document because a live one already holds its number (Xero, Zoho Books,
+    FreeAgent keep numbers unique). Often another shop invoice's void has not arrived yet (the two changes
+    travel on different partitions): retried with back-off, dead-lettered with this reason after the
+    target's ``max_attempts`` (issue #20)."""
+
+
 class AuthError(DeliveryError):
     error_class = ErrorClass.AUTH
 

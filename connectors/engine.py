@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -42,6 +42,7 @@ from connectors.base import (
     DocumentState,
     EntityStore,
     ExternalRef,
+    NumberInUseError,
     PermanentError,
     RemoteInvoice,
     StaleTokenError,
@@ -59,12 +60,15 @@ from connectors.engine_state import (
 )
 from connectors import references
 from connectors.http import Classifier, PlatformHttp
-from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, PaymentStatus, Refund
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, PaymentStatus, Refund
 
 log = structlog.get_logger(__name__)
 ZERO = Decimal("0")
 MAX_STEPS = 200  # a delivery that plans more writes than this is looping: a defect, stopped as permanent
 MAX_CLOSED_REPLANS = 3
+# Entity-store kind of an invoice's claim: platform invoice id -> ExternalRef(external_id=<shop invoice id>).
+CLAIM_KIND = "invoice-claim"
+GONE_STATUSES = ("voided", "void", "deleted")  # a found document in one of these is never adopted
 
 
 # --- what a connector declares and supplies ----------------------------------------------------------------
@@ -108,6 +112,12 @@ class Capabilities(BaseModel):
     # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
     # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
     pull: bool = False
+    # A negative-total invoice (a core return on its own) is posted as a standalone credit note through
+    # ``create_credit_note`` (its refund: ``negative_refund``); off: the platform's refusal is dead-lettered.
+    negative_totals: bool = False
+    # The connector sends an invoice's currency (and the exchange rate where the platform needs it). Off: an
+    # invoice in another currency than ``home_currency()`` is dead-lettered with the reason (issue #20).
+    multi_currency: bool = False
     # The credential expires and is renewed (an access token, a session). False for a static key signed into
     # every request (QuickFile's MD5 header): nothing to refresh, so the expired-token scenario does not apply.
     expiring_credentials: bool = True
@@ -249,10 +259,27 @@ class PlatformOps(ABC):
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         """Undo an application; nothing when already gone."""
 
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """``capabilities.refund_settlement``: the money the shop paid back (``refund.payment_id`` set) as a
+        refund payment (money out, from the account the refunded payment's method maps to) that settles
+        ``amount`` of the credit note, leaving nothing open. Found again by ``find(REFUND_PAYMENT, reference)``."""
+        raise NotImplementedError
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        """Remove a refund payment (its refund changed or is gone); nothing when already gone."""
+        raise NotImplementedError
+
     def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
         """``capabilities.void_credit_notes``: void the credit note of a refund no longer wanted (safe to
         repeat)."""
         raise NotImplementedError
+
+    # -- currency --
+    def home_currency(self) -> str | None:
+        """The company's currency at the platform; None when not known (then not checked). Default: the target's
+        ``mapping.home_currency``."""
+        return getattr(getattr(self, "mapping", None), "home_currency", None)
 
     # -- closed periods --
     @abstractmethod
@@ -356,6 +383,9 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     live = doc.external_id is not None and doc.status not in ("voided", "deleted")
     if voiding and not live:
         return None
+    if state.credit_invoice or (caps.negative_totals and caps.credit_notes and event.computed.total < 0
+                                and event.status.value != "draft" and doc.external_id is None):
+        return credit_invoice_step(event, doc, state, caps, voiding, live)
     if voiding and in_closed(held_on):
         # The closed books keep the invoice, its payments and credits: a full decrease cancels it.
         return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, txn_date=first_open_day(closed),
@@ -373,6 +403,11 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     for payment_id, ref in doc.payments.items():
         if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
+    settle = caps.refund_settlement and caps.credit_notes
+    paid_back = {} if voiding else {str(r.id): r for r in event.refunds if r.payment_id is not None}
+    for refund_id in state.settlements if settle else ():
+        if refund_id not in paid_back:  # the refund is gone, or no longer paid back: its money out is removed
+            return Step(StepKind.UNSETTLE_REFUND, key=refund_id)
     room = ZERO if voiding else event.computed.total - sum((p.amount for p in wanted.values()), ZERO)
     applied = sum((a.amount for a in state.applications.values()), ZERO)
     if applied > max(room, ZERO) or (detach and applied):
@@ -412,9 +447,47 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     if caps.credit_notes and caps.credit_applications:
         left = room - applied
         for refund_id, ref in doc.refunds.items():
+            if settle and refund_id in paid_back:
+                continue  # paid back to the customer: settled by money out, not set against the invoice
             amount = min(ref.amount or ZERO, left)
             if refund_id not in state.applications and amount > 0 and ref.status != "voided":
                 return Step(StepKind.APPLY_CREDIT, key=refund_id, amount=amount)
+    for refund_id in paid_back if settle else ():
+        ref = doc.refunds.get(refund_id)
+        if ref is not None and ref.status != "voided" and refund_id not in state.settlements and ref.amount:
+            return Step(StepKind.SETTLE_REFUND, key=refund_id, amount=ref.amount)
+    return None
+
+
+def negative_refund(event: InvoiceEvent) -> Refund:
+    """A negative-total invoice as the refund its credit note posts: the whole (positive) amount and tax, on
+    its only line when it has one (its account and taxes), keyed by the negative invoice id (no refund has it)."""
+    taxed = [ln for ln in event.lines if ln.amount < 0]
+    issued = event.issue_date or event.emitted_at.date()
+    return Refund(id=-event.invoice_id, kind="return", amount=-event.computed.subtotal,
+                  tax_amount=-event.computed.tax_total, line_id=taxed[0].id if len(taxed) == 1 else None,
+                  reason=f"Shop invoice {event.number}: negative total",
+                  created_at=datetime.combine(issued, time(12), tzinfo=timezone.utc))
+
+
+def credit_invoice_step(event: InvoiceEvent, doc: DocumentState, state: EngineState, caps: Capabilities,
+                        voiding: bool, live: bool) -> Step | None:
+    """An invoice posted as a credit note (negative total): created once; a void voids the credit note where
+    the platform can; anything else (an edit, payments, refunds) is refused with the reason, never guessed."""
+    key = str(-event.invoice_id)
+    if voiding:
+        if not live:
+            return None
+        if caps.void_credit_notes:
+            return Step(StepKind.VOID_CREDIT_NOTE, key=key)
+        return Step(StepKind.REFUSE, reason="void of an invoice posted as a credit note (negative total): void the "
+                    f"credit note at the platform ({doc.external_id}); the platform's credit notes cannot be voided here")
+    if doc.external_id is None:
+        return Step(StepKind.CREATE_CREDIT_NOTE, key=key, amount=-event.computed.total)
+    shop_refunds = [r for r in event.refunds if str(r.id) != key]  # the credit note's own refund is ours
+    if state.invoice_digest != invoice_digest(event) or event.payments or shop_refunds:
+        return Step(StepKind.REFUSE, reason="an invoice posted as a credit note (negative total) was edited, paid or "
+                    "refunded: change it at the platform, or void it in the shop and issue a new one")
     return None
 
 
@@ -425,7 +498,12 @@ class _Run:
     """One delivery of one event: resolve open intents, then plan → intent → write → effect until done."""
 
     def __init__(self, ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> None:
-        self.ops, self.event, self.ctx = ops, event, ctx
+        self.ops, self.event, self.ctx = ops, as_printed(event, getattr(ops, "mapping", None)), ctx
+        self.negative = self.event.computed.total < 0 and (ops.capabilities.negative_totals or (
+            doc.engine is not None and doc.engine.credit_invoice))
+        self.shop_event = self.event  # what the digest is of (the credit note's refund is ours, not the shop's)
+        if self.negative:  # the credit note's refund, where references and ``create_credit_note`` look for it
+            self.event = self.event.model_copy(update={"refunds": (*self.event.refunds, negative_refund(self.event))})
         self.doc = doc.model_copy(deep=True)
         self.legacy = self.doc.engine is None and self.doc.delivered_version > 0
         if self.doc.engine is None:
@@ -497,7 +575,7 @@ class _Run:
         if intent.step is StepKind.ISSUE_INVOICE:
             self.state.issued = None  # it may have gone through: the platform says (``issue_invoice`` reads)
         kind = CREATING.get(intent.step)
-        found = pick(self.ops.find(kind, intent.reference), intent.amount,
+        found = pick(self.adoptable(kind, self.ops.find(kind, intent.reference)), intent.amount,
                      exact=self.ops.capabilities.unique_numbers) if kind else None
         if found is not None:
             found = self.ops.finish_for(self.event, kind, found)
@@ -507,10 +585,26 @@ class _Run:
                 self.issue_draft(found)
         self.close()  # removals, voids and updates are re-planned and are safe to repeat
 
+    def adoptable(self, kind: DocKind, found: list[ExternalRef]) -> list[ExternalRef]:
+        """Exact adoption (issue #20): never a voided or deleted document, never an invoice another shop invoice
+        posted (its claim in the entity store: a number the platform cuts, or one reused after a deletion,
+        finds it too)."""
+        live = [ref for ref in found if ref.status not in GONE_STATUSES]
+        if kind is not DocKind.INVOICE:
+            return live
+        mine = str(self.event.invoice_id)
+        return [ref for ref in live if (claim := self.ctx.entities.get(CLAIM_KIND, ref.external_id)) is None
+                or claim.external_id == mine]
+
+    def claim(self, external_id: str) -> None:
+        """Record which shop invoice this platform invoice is (what ``adoptable`` reads)."""
+        self.ctx.entities.put(CLAIM_KIND, external_id, ExternalRef(external_id=str(self.event.invoice_id)))
+
     def effect(self, intent: Intent, ref: ExternalRef | RemoteInvoice, adopted: bool = False,
                posted_on: date | None = None) -> None:
         doc, state = self.doc, self.state
         if intent.step is StepKind.CREATE_INVOICE:
+            self.claim(ref.external_id)
             doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
             state.invoice_digest = intent.digest
             state.issued = ref.status != "draft"
@@ -519,6 +613,13 @@ class _Run:
         elif intent.step is StepKind.ADD_PAYMENT:
             doc.payments[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
                                                    status="applied")
+        elif intent.step is StepKind.CREATE_CREDIT_NOTE and intent.key == str(-self.event.invoice_id):
+            # a negative-total invoice posted as a credit note: that credit note is the invoice at the platform
+            doc.external_id, doc.token, doc.status = ref.external_id, ref.token, "posted"
+            doc.refunds[intent.key] = ExternalRef(external_id=ref.external_id, token=ref.token, amount=intent.amount,
+                                                  status="open")
+            state.credit_invoice, state.issued = True, True
+            state.invoice_digest = invoice_digest(self.shop_event)
         elif intent.step is StepKind.CREATE_CREDIT_NOTE:
             # What the platform posted (it may compute the note's tax itself): the credit there is to apply.
             posted = Decimal(str(ref.amount)) if isinstance(ref, ExternalRef) and ref.amount is not None else None
@@ -528,6 +629,10 @@ class _Run:
             state.applications[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
             if intent.key in doc.refunds:
                 doc.refunds[intent.key].status = "applied"
+        elif intent.step is StepKind.SETTLE_REFUND:
+            state.settlements[intent.key] = CreditApplication(external_id=ref.external_id, amount=intent.amount)
+            if intent.key in doc.refunds:
+                doc.refunds[intent.key].status = "settled"
         elif intent.step is StepKind.ADJUST:
             state.adjustments.append(Adjustment(
                 kind=intent.adjustment_kind or "increase", external_id=ref.external_id, reference=intent.reference,
@@ -553,12 +658,14 @@ class _Run:
             # An attempt before the engine may have created it without an intent (under the engine every
             # create is preceded by a checkpointed intent: no intent, nothing in flight — so a live invoice
             # of a deleted one whose number the shop reused is never taken).
-            found = pick(self.ops.find(DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event)),
-                         self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
+            found = pick(self.adoptable(DocKind.INVOICE, self.ops.find(
+                DocKind.INVOICE, self.ops.reference(DocKind.INVOICE, self.event))),
+                self.event.computed.total, exact=self.ops.capabilities.unique_numbers)
             if found is not None:
                 found = self.ops.finish_for(self.event, DocKind.INVOICE, found)
                 self.effect(Intent(step=StepKind.CREATE_INVOICE), found, adopted=True)
                 self.ctx.checkpoint(self.doc)
+        self.check_currency()
         closed_replans = 0
         for _ in range(MAX_STEPS):
             step = next_step(self.event, self.doc, self.ops.capabilities, self.observed)
@@ -579,6 +686,16 @@ class _Run:
                 self.ctx.checkpoint(self.doc)
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
 
+    def check_currency(self) -> None:
+        """An invoice the company cannot take in its currency is refused before anything is written."""
+        home = getattr(self.ops, "home_currency", lambda: None)()  # optional: an ops without it is not checked
+        if (home and self.event.currency != home and not self.ops.capabilities.multi_currency
+                and self.event.status.value != "draft" and next_step(
+                    self.event, self.doc, self.ops.capabilities, Observed(known=True)) is not None):
+            raise PermanentError(f"invoice in {self.event.currency}: the company books in {home} and this connector "
+                                 "does not post other currencies (it would be booked as if it were in "
+                                 f"{home}); post it by hand or set up the target in {self.event.currency}")
+
     def observe(self, named: date | None = None) -> None:
         """Read the closing date; a later one named by a refusal (``ClosedPeriodError.closed_through``) wins."""
         closed = self.ops.books_closed_through()
@@ -593,23 +710,44 @@ class _Run:
             self.open_intent(step)
             ops.delete_payment(ref, self.ctx.idempotency_key("payment-delete", step.key, ref.external_id))
             del doc.payments[step.key]
-        elif step.kind is StepKind.RELEASE_CREDIT:
-            application = state.applications[step.key]
+        elif step.kind in (StepKind.RELEASE_CREDIT, StepKind.UNSETTLE_REFUND):
+            # a credit application released, or the refund payment that settled a credit note removed
+            releasing = step.kind is StepKind.RELEASE_CREDIT
+            held = state.applications if releasing else state.settlements
+            undo, label = (ops.release_credit, "credit-release") if releasing else (ops.unsettle_refund, "refund-unsettle")
+            taken = held[step.key]
             self.open_intent(step)
-            ops.release_credit(ExternalRef(external_id=application.external_id, amount=application.amount),
-                               self.ctx.idempotency_key("credit-release", step.key, application.external_id))
-            del state.applications[step.key]
-            if step.key in doc.refunds:
+            undo(ExternalRef(external_id=taken.external_id, amount=taken.amount),
+                 self.ctx.idempotency_key(label, step.key, taken.external_id))
+            del held[step.key]
+            if step.key in doc.refunds and (releasing or doc.refunds[step.key].status == "settled"):
                 doc.refunds[step.key].status = "open"
+        elif step.kind is StepKind.REFUSE:
+            raise PermanentError(step.reason)
         elif step.kind is StepKind.VOID_CREDIT_NOTE:
             self.open_intent(step)
             ops.void_credit_note(event, doc.refunds[step.key], self.posting("credit-void", step.key))
             doc.refunds[step.key].status = "voided"
+            if state.credit_invoice and step.key == str(-event.invoice_id):
+                doc.status = "voided"
+        elif step.kind is StepKind.SETTLE_REFUND:
+            refund = next(r for r in event.refunds if str(r.id) == step.key)
+            posting = self.posting("refund-settle", step.key, step.amount)
+            intent = self.open_intent(step)
+            self.effect(intent, ops.settle_refund(event, refund, doc.refunds[step.key], step.amount or ZERO,
+                                                  intent.reference, posting))
         elif step.kind is StepKind.CREATE_INVOICE:
-            posting = self.posting("invoice", step.txn_date, txn_date=step.txn_date, items=True)
+            refused = (f"refused:{state.number_refusals}",) if state.number_refusals else ()
+            posting = self.posting("invoice", step.txn_date, *refused, txn_date=step.txn_date, items=True)
             intent = self.open_intent(step, digest=invoice_digest(event), amount=event.computed.total,
                                       txn_date=step.txn_date)
-            created = ops.create_invoice(event, posting)
+            try:
+                created = ops.create_invoice(event, posting)
+            except NumberInUseError:
+                state.number_refusals += 1  # refused, nothing written: the next attempt asks anew
+                self.close()
+                self.log.warning("engine_number_in_use", number=intent.reference, refusals=state.number_refusals)
+                raise
             self.effect(intent, created, posted_on=step.txn_date)
             self.note_tax(created)
             if step.txn_date is not None:
@@ -624,6 +762,7 @@ class _Run:
             updated = self.with_fresh_token(lambda current, key: ops.update_invoice(
                 event, replace(posting, request_id=key), current), "invoice")
             if ops.capabilities.update_replaces and updated.external_id != doc.external_id:
+                self.claim(updated.external_id)
                 # the platform replaced the invoice (Business Central: cancel + a new posted one): it is the invoice now
                 doc.external_id = updated.external_id
             doc.token = updated.token
@@ -721,6 +860,28 @@ def pick(found: list[ExternalRef], amount: Decimal | None, exact: bool = False) 
     return (matching or ([] if exact and amount is not None else found) or [None])[-1]
 
 
+ROUNDING_LINE_ID = 0  # shop line ids are positive: the rounding line never collides with one
+
+
+def as_printed(event: InvoiceEvent, mapping: Any) -> InvoiceEvent:
+    """The event as the target's ``mapping.totals_mismatch`` policy posts it when the shop's stored totals differ
+    from its lines: "stored" (default) adds an untaxed rounding line so the total is the printed invoice's;
+    "computed" leaves it; "hold" refuses it with the reason (a dead letter for the bookkeeper to review)."""
+    policy = getattr(mapping, "totals_mismatch", "stored")
+    difference = event.stored.total - event.computed.total
+    if not event.totals_mismatch or not difference or policy == "computed" or event.status.value != "issued":
+        return event
+    if policy == "hold":
+        raise PermanentError(f"held for review: the shop's stored total {event.stored.total} differs from its lines' "
+                             f"{event.computed.total} (mapping.totals_mismatch is 'hold')")
+    rounding = InvoiceLine(id=ROUNDING_LINE_ID, position=max((ln.position for ln in event.lines), default=0) + 1,
+                           kind=LineKind.FEE, description="Rounding to the shop's invoice total", quantity=Decimal("1"),
+                           unit_price=difference, amount=difference)
+    computed = event.computed.model_copy(update={"subtotal": event.computed.subtotal + difference,
+                                                 "total": event.stored.total})
+    return event.model_copy(update={"lines": (*event.lines, rounding), "computed": computed})
+
+
 def run(ops: PlatformOps, event: InvoiceEvent, doc: DocumentState, ctx: DeliveryContext) -> DocumentState:
     """Make the platform match ``event``: what ``Connector.deliver`` is for a connector on the engine."""
     return _Run(ops, event, doc, ctx).run()
@@ -784,6 +945,7 @@ def deliver_many(ops: PlatformOps, batch: list[tuple[InvoiceEvent, DocumentState
     size = ops.capabilities.batch_create
     candidates = [i for i, (event, doc, ctx) in enumerate(batch)
                   if size and doc.external_id is None and ctx.attempt == 1 and event.status.value == "issued"
+                  and event.computed.total >= 0  # a negative total posts as a credit note (``negative_totals``)
                   and (doc.engine is None or doc.engine.intent is None)]
     docs = [doc for _, doc, _ in batch]
     if len(candidates) >= 2:
@@ -857,6 +1019,8 @@ class EngineConnector(Connector, PlatformOps):
             return references.payment_reference(key)
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
             return references.refund_reference(key)
+        if kind is DocKind.REFUND_PAYMENT:
+            return references.settlement_reference(key)
         adjustment_kind, sequence = references.adjustment_key(key)
         return references.adjustment_number(event.number, sequence, adjustment_kind)
 

@@ -24,6 +24,7 @@ class DocKind(StrEnum):
     CREDIT_NOTE = "credit_note"  # a refund's credit note number
     CREDIT_APPLICATION = "credit_application"  # a credit note applied to the invoice
     ADJUSTMENT = "adjustment"  # a closed-period adjustment's number
+    REFUND_PAYMENT = "refund_payment"  # money paid back that settles a refund's credit note (issue #20)
 
 
 class StepKind(StrEnum):
@@ -38,13 +39,16 @@ class StepKind(StrEnum):
     CREATE_CREDIT_NOTE = "create_credit_note"
     APPLY_CREDIT = "apply_credit"
     VOID_CREDIT_NOTE = "void_credit_note"  # capabilities.void_credit_notes: a refund no longer wanted
+    REFUSE = "refuse"  # nothing the engine can write: the version is dead-lettered with the step's reason
+    SETTLE_REFUND = "settle_refund"  # capabilities.refund_settlement: the money paid back settles the credit note
+    UNSETTLE_REFUND = "unsettle_refund"  # that refund payment removed (the refund changed or is gone)
 
 
 # Steps that create a document: an intent left open by one of them is resolved by ``find`` on the next attempt.
 CREATING: dict[StepKind, DocKind] = {
     StepKind.CREATE_INVOICE: DocKind.INVOICE, StepKind.ADD_PAYMENT: DocKind.PAYMENT,
     StepKind.CREATE_CREDIT_NOTE: DocKind.CREDIT_NOTE, StepKind.APPLY_CREDIT: DocKind.CREDIT_APPLICATION,
-    StepKind.ADJUST: DocKind.ADJUSTMENT,
+    StepKind.ADJUST: DocKind.ADJUSTMENT, StepKind.SETTLE_REFUND: DocKind.REFUND_PAYMENT,
 }
 
 
@@ -102,6 +106,14 @@ class EngineState(BaseModel):
     applications: dict[str, CreditApplication] = Field(default_factory=dict)  # refund id -> application
     adjustments: list[Adjustment] = Field(default_factory=list)
     tax_difference: Decimal | None = None  # platform tax − shop tax, when the platform recomputed it
+    # Creates refused because another live document held the number (``NumberInUseError``): each retry sends
+    # a new request id, so an idempotency-key replay never answers it with the old refusal (issue #20).
+    number_refusals: int = 0
+    # refund id -> the refund payment (money out) that settles its credit note (``refund_settlement``)
+    settlements: dict[str, CreditApplication] = Field(default_factory=dict)
+    # The shop invoice has a negative total and is posted as a credit note (``negative_totals``): external_id
+    # is that credit note's id.
+    credit_invoice: bool = False
 
     @classmethod
     def from_legacy(cls, extra: dict[str, str]) -> "EngineState":

@@ -17,20 +17,23 @@ from typing import Any, TypeVar
 
 import structlog
 
-from daemon.canonical import Customer, InvoiceEvent
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Refund
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 PAYMENT_PREFIX = "LW"
 REFUND_PREFIX = "LWR"
+SETTLEMENT_PREFIX = "LWP"
 _CLAIM = re.compile(r"\(#(\d+)\)$")
 
 
 def customer_label(customer_id: object, name: str, limit: int) -> str:
     """A customer's name at a platform where names are unique: ``<name> (#<shop customer id>)``, so two shop
-    customers of the same name stay apart and ours are told from the bookkeeper's own (cut at ``limit``)."""
-    return f"{name} (#{customer_id})"[:limit]
+    customers of the same name stay apart and ours are told from the bookkeeper's own. Where it must be cut to
+    ``limit``, the name is cut, never the "(#id)" that keeps two customers apart (issue #20)."""
+    suffix = f" (#{customer_id})"
+    return f"{name[:max(limit - len(suffix), 0)]}{suffix}"
 
 
 def match_customer(customer: Customer, keys: Iterable[str], search: Callable[[str, str], Iterable[T]],
@@ -59,6 +62,26 @@ def payment_reference(payment_id: object) -> str:
 
 def refund_reference(refund_id: object) -> str:
     return f"{REFUND_PREFIX}{refund_id}"
+
+
+def settlement_reference(refund_id: object) -> str:
+    """The refund payment (money paid back) that settles a refund's credit note."""
+    return f"{SETTLEMENT_PREFIX}{refund_id}"
+
+
+def refund_method(event: InvoiceEvent, refund: Refund) -> str | None:
+    """The payment method of the payment a refund pays back (``refund.payment_id``): its mapped account is
+    where the money goes out from."""
+    return next((p.method for p in event.payments if p.id == refund.payment_id), None)
+
+
+def main_taxed_line(event: InvoiceEvent, refund: Refund) -> InvoiceLine | None:
+    """A refund without a line that carries tax (a goodwill refund) is taxed like the invoice's largest taxed
+    line, so its tax is posted as tax, not folded into an untaxed amount (issue #20); None when untaxed."""
+    if refund.line_id is not None or not refund.tax_amount:
+        return None
+    taxed = [ln for ln in event.lines if ln.taxes and ln.amount > 0]
+    return max(taxed, key=lambda ln: ln.amount, default=None)
 
 
 def adjustment_tag(kind: str, sequence: int) -> str:

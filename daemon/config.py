@@ -98,12 +98,23 @@ class MappingConfig(_Config):
     tax_codes: dict[str, str] = Field(default_factory=dict)  # source tax code -> platform tax code/rate
     payment_accounts: dict[str, str] = Field(default_factory=dict)  # payment method -> deposit account
     location_tracking: dict[str, str] = Field(default_factory=dict)  # location code -> class/dept/branch
-    customer_match: list[Literal["email", "phone", "name"]] = Field(default_factory=lambda: ["email", "name"])
+    # An existing platform customer (the bookkeeper's, not claimed by another shop customer) is matched by these
+    # keys only when the bookkeeper lists them; by default a shop customer is found by its shop id only, else
+    # created (issue #20: two shop customers never share one platform customer).
+    customer_match: list[Literal["email", "phone", "name"]] = Field(default_factory=list)
     discount_posting: Literal["line", "discount_account"] = "line"
     core_account: str | None = None  # liability/income account for core charges and returns
     # with discount_posting "discount_account": the platform's discount account discount lines post to
     discount_account: str | None = None
     payment_terms: dict[int, str] = Field(default_factory=dict)  # fleet terms in days -> platform term id
+    # When the shop's stored totals differ from its lines (``totals_mismatch``): "stored" posts the printed
+    # invoice's total with an untaxed rounding line for the difference (default), "computed" posts the lines
+    # as they are, "hold" dead-letters the version for review (issue #20).
+    totals_mismatch: Literal["stored", "computed", "hold"] = "stored"
+    # The company's own currency at the platform (ISO 4217). Where set, an invoice in another currency is posted
+    # only by a connector that sends currencies (``Capabilities.multi_currency``); elsewhere it is dead-lettered
+    # with the reason instead of being booked as if it were in this currency (issue #20). None: not checked.
+    home_currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
 
 
 class RateLimit(_Config):

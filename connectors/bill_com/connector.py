@@ -35,7 +35,7 @@ class BillComConnector(EngineConnector):
     settings_model = BillComSettings
     # void = archive; payments reversed (no void of a recorded AR payment in v3); credit memos applied through
     # the invoice's creditAmount and archived when taken back; no closing date; no batch create.
-    capabilities = Capabilities(void="void", delete_payments=False, payment_linked_at_creation=True,
+    capabilities = Capabilities(negative_totals=True, void="void", delete_payments=False, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
                                 void_credit_notes=True)
 

@@ -41,7 +41,7 @@ class BusinessCentralConnector(EngineConnector):
     # Journal lines are deleted; a payment names its invoice (appliesToInvoiceId); a credit memo names its
     # invoice (invoiceId) and is applied on posting, so there is no separate application write. Closing dates
     # ("Allow Posting From" in the General Ledger Setup) are not readable through API v2.0: not modelled.
-    capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
                                 issue_after_create=True, update_detaches_money=True, update_replaces=True)
 

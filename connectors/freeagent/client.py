@@ -12,6 +12,7 @@ from connectors.base import (
     AuthError,
     ClosedPeriodError,
     DeliveryError,
+    NumberInUseError,
     PermanentError,
     RateLimitedError,
     RetryableError,
@@ -48,6 +49,8 @@ def classify(response: httpx.Response) -> DeliveryError | None:
         return ClosedPeriodError(reason, **common)
     if status >= 500:
         return RetryableError(reason, **common)
+    if "already in use by another" in reason.lower():  # a live invoice holds the reference (issue #20)
+        return NumberInUseError(reason, **common)
     return PermanentError(reason, **common)
 
 

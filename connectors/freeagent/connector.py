@@ -38,7 +38,7 @@ class FreeAgentConnector(EngineConnector):
     # Payments are bank transaction explanations naming the invoice (deleted to remove them); drafts are issued
     # by mark_as_sent before money applies; credit notes are reconciled with the invoice separately; invoice
     # references are unique (not confirmed by a FreeAgent page: the sandbox refuses a second live one).
-    capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
                                 bank_transaction_payments=True, issue_after_create=True, unique_numbers=True)
 

@@ -38,7 +38,7 @@ class FreshBooksConnector(EngineConnector):
     # credit notes applied through Credit payments; invoices start as drafts (mark as sent = issue); no
     # closing date to respect; no batch endpoint; invoice numbers are not refused when reused; the credit note of
     # a refund taken back is deleted (``vis_state`` 1, the SDK's delete) once its Credit payment is removed.
-    capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False,
                                 batch_create=0, issue_after_create=True, void_credit_notes=True)
 

@@ -43,7 +43,7 @@ class KashFlowConnector(EngineConnector):
     mapping_check = staticmethod(check)
     # Invoices are deleted (no void); payments deleted; credit notes applied by their own call; no lock date in
     # the SOAP API; no batch operation.
-    capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0)
 
     def __init__(self, target, runtime) -> None:

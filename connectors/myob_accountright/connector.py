@@ -47,7 +47,7 @@ class MyobAccountRightConnector(EngineConnector):
     settings_model = MyobSettings
     # Invoices are deleted (MYOB has no void); payments are deleted; a payment names its invoice at creation;
     # credits are applied by a separate credit settlement; no batch endpoint.
-    capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0)
 
     def __init__(self, target, runtime) -> None:

@@ -39,7 +39,7 @@ PARTNER_MATCH = {"email": "=ilike", "phone": "=", "name": "="}  # customer_match
 class OdooConnector(EngineConnector):
     platform = "odoo"
     settings_model = OdooSettings
-    capabilities = Capabilities(delete_payments=False, update_detaches_money=True)
+    capabilities = Capabilities(delete_payments=False, update_detaches_money=True, refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -102,7 +102,7 @@ class OdooConnector(EngineConnector):
         return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        if kind is DocKind.PAYMENT:
+        if kind in (DocKind.PAYMENT, DocKind.REFUND_PAYMENT):
             rows = self.client.search_read("account.payment", [(self.memo_field, "=", reference), (
                 "state", "not in", ["draft", "cancel", "canceled"])], ["id", "amount"], order="id asc")
             return [ExternalRef(external_id=str(r["id"]), amount=r["amount"]) for r in rows]
@@ -189,14 +189,28 @@ class OdooConnector(EngineConnector):
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         """Registered on THIS invoice: the wizard opened on it (active_ids), a difference left open."""
-        vals = mapping.register_vals(payment, self.mapping)
+        return self._register(mapping.register_vals(payment, self.mapping), invoice_id, posting, payment.amount)
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: a payment registered on the credit note (Odoo makes it outbound), from the
+        journal of the payment the refund pays back, so the credit note is left with nothing open."""
+        method = references.refund_method(event, refund) or ""
+        vals = mapping.register_vals(Payment(id=refund.id, amount=amount, method=method,
+                                             received_at=refund.created_at), self.mapping) | {"communication": reference}
+        return self._register(vals, credit.external_id, posting, amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self.delete_payment(settlement, request_id)
+
+    def _register(self, vals: dict[str, Any], move_id: str, posting: Posting, amount: Decimal) -> ExternalRef:
         if posting.txn_date is not None:  # received in the locked period: registered on the first open day
             vals["payment_date"] = posting.txn_date.isoformat()
-        context = mapping.register_context(_id(invoice_id))
+        context = mapping.register_context(_id(move_id))
         wizard = self.client.execute("account.payment.register", "create", [vals], context)
         action = self.client.execute("account.payment.register", "action_create_payments", [[wizard]], context)
         if isinstance(action, dict) and action.get("res_id"):
-            return ExternalRef(external_id=str(action["res_id"]), amount=payment.amount)
+            return ExternalRef(external_id=str(action["res_id"]), amount=amount)
         found = self.find(DocKind.PAYMENT, vals["communication"])
         if not found:
             raise PermanentError(f"Odoo registered no payment for {vals['communication']}")

@@ -175,10 +175,17 @@ def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, mapp
     and reconciled with the invoice (``reversed_entry_id`` is readonly: only Odoo's reversal wizard sets it).
 
     A returned part is credited at the returned line's account and taxes (Odoo recomputes the tax, which
-    equals the shop's per-line rounding); a refund without a line is credited untaxed for its full amount."""
+    equals the shop's per-line rounding); a goodwill refund without a line that carries tax is credited with
+    the taxes of the invoice's largest taxed line, so its tax is posted as tax (issue #20); an untaxed one for
+    its full amount."""
     where = tracking(event, mapping)
     source = next((ln for ln in event.lines if ln.id == refund.line_id), None)
-    if source is not None:
+    goodwill = references.main_taxed_line(event, refund)
+    if goodwill is not None:
+        line = {"display_type": "product", "name": (refund.reason or "Refund")[:2000], "quantity": Decimal("1"),
+                "price_unit": refund.amount, "account_id": line_account(LineKind.PART, mapping),
+                "tax_ids": [(6, 0, tax_ids([t.code for t in goodwill.taxes], mapping))]}
+    elif source is not None:
         line = {"display_type": "product", "name": f"Return: {line_vals(source, mapping, where)['name']}"[:2000],
                 "quantity": Decimal("1"), "price_unit": refund.amount, "account_id": line_account(source.kind, mapping),
                 "tax_ids": [(6, 0, tax_ids([t.code for t in source.taxes], mapping))]}

@@ -687,7 +687,8 @@ class Sandbox:
             payment = self.db.new("account.payment", {
                 "amount": amount, "date": wizard["payment_date"], "journal_id": wizard["journal_id"],
                 "partner_id": moves[0]["partner_id"], "memo": wizard["communication"], "state": "in_process",
-                "payment_type": "inbound", "reconciled_invoice_ids": [m["id"] for m in moves], "_applied": applied})
+                "payment_type": "outbound" if moves[0]["move_type"] == "out_refund" else "inbound",  # money back
+                "reconciled_invoice_ids": [m["id"] for m in moves], "_applied": applied})
             for move in moves:
                 self._residual(move)
                 move["write_date"] = self.db.tick()  # reconciling changes the invoice (payment_state)

@@ -36,7 +36,7 @@ class OracleErpConnector(EngineConnector):
     settings_model = OracleErpSettings
     # Receipts are reversed (delete_payments False) and applied by the connector right after creation; credit
     # memos are on-account and applied separately; accounting periods are not read (closed_periods False).
-    capabilities = Capabilities(void="void", delete_payments=False, payment_linked_at_creation=True,
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, void="void", delete_payments=False, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False,
                                 update_detaches_money=True, update_replaces=True)
 

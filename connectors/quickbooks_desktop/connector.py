@@ -54,7 +54,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
     platform = "quickbooks-desktop"
     settings_model = QbdSettings
     pull_model = True
-    capabilities = Capabilities(void="void", pull=True)
+    capabilities = Capabilities(negative_totals=True, void="void", pull=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)

@@ -38,7 +38,7 @@ class QuickBooksOnlineConnector(EngineConnector):
     settings_model = QboSettings
     supports_batch = True
     batch_size = 30  # Intuit's limit per batch request
-    capabilities = Capabilities(batch_create=batch_size)
+    capabilities = Capabilities(negative_totals=True, batch_create=batch_size)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -59,6 +59,10 @@ class QuickBooksOnlineConnector(EngineConnector):
         return mapping.customer_hash(customer, self.mapping)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
+        # Ours first: the DisplayName we give carries the shop id; then the bookkeeper's match rules, if any.
+        ours = self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))
+        if ours:
+            return _ref(ours[0])
         for key in self.mapping.customer_match:
             if key == "name":
                 found = self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))

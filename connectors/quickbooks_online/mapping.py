@@ -21,11 +21,13 @@ KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.S
                    LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
                    LineKind.CORE_RETURN: "Core return"}
 DOC_NUMBER_MAX = 21
+DISPLAY_NAME_MAX = 500
 
 
 def customer_display_name(customer: Customer) -> str:
-    """Unique in a company; Intuit refuses ':', tab and newline in it (a sub-customer's path separator)."""
-    return references.customer_label(customer.id, re.sub(r"[:\t\r\n]+", " ", customer.name), 100)
+    # DisplayName is unique in a company; Intuit takes up to 500 characters (the name is cut, never the "(#id)")
+    # and refuses ':', tab and newline in it (a sub-customer's path separator).
+    return references.customer_label(customer.id, re.sub(r"[:\t\r\n]+", " ", customer.name), DISPLAY_NAME_MAX)
 
 
 def customer_payload(customer: Customer, mapping: MappingConfig | None = None) -> dict[str, Any]:

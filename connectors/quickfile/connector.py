@@ -40,7 +40,7 @@ class QuickFileConnector(EngineConnector):
     # Invoices are deleted (Invoice_Delete); payments deleted (Payment_Delete) and attributed to the invoice at
     # creation; a credit note names its parent invoice when it is created (no separate application); QuickFile's
     # API exposes no lock date; no batch create; a signed static key, nothing that expires.
-    capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(multi_currency=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False, batch_create=0,
                                 expiring_credentials=False, credit_settled_at_creation=True)
 

@@ -43,7 +43,7 @@ class ReckonOneConnector(EngineConnector):
     # Reckon cannot void: an invoice is deleted (refused while receipts or credit notes are linked to it, which
     # the planner removes first). Invoices and credit notes are created as drafts; receipts name their invoice
     # in transactionLinks; a credit note is linked to its invoice by its own transactionLinks; no batch endpoint.
-    capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
                                 issue_after_create=True)
 

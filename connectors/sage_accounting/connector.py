@@ -33,7 +33,7 @@ class SageAccountingConnector(EngineConnector):
     settings_model = SageSettings
     # Receipts are deleted (DELETE /contact_payments/{key}); a receipt names its invoice in allocated_artefacts;
     # credit notes are allocated to their invoice by a separate contact_allocation; no batch endpoint.
-    capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(negative_totals=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0)
 
     def __init__(self, target, runtime) -> None:

@@ -35,7 +35,7 @@ class SapBusinessOneConnector(EngineConnector):
     settings_model = SapBusinessOneSettings
     # Payments are cancelled (delete_payment); a credit memo copied from its invoice is reconciled with it on
     # creation, so there is no separate application write; posting periods are not modelled (closed_periods off).
-    capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
+    capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
                                 update_detaches_money=True, update_replaces=True)
 

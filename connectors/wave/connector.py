@@ -34,7 +34,7 @@ class WaveConnector(EngineConnector):
     # void = delete (Wave has no void); payments are reversed, not deleted; refunds are negative invoices
     # applied by payments through the customer credit account, deleted when the shop takes the refund back (or
     # voids the invoice); Wave exposes no closing date.
-    capabilities = Capabilities(void="delete", delete_payments=False, payment_linked_at_creation=True,
+    capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=False, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
                                 void_credit_notes=True)
 

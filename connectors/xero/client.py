@@ -3,13 +3,15 @@ and classification of Xero's own error bodies."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import structlog
 
 from connectors import jsonmoney
-from connectors.base import AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError, RetryableError
+from connectors.base import (AuthError, ClosedPeriodError, DeliveryError, NumberInUseError, PermanentError, RateLimitedError,
+                             RetryableError)
 from connectors.http import PlatformHttp, retry_after_seconds
 from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, json_of, present, sole, unless_gone
 
@@ -40,6 +42,8 @@ def error_for_messages(messages: list[str], *, status: int | None = None, detail
         return ClosedPeriodError(reason, status=status, platform_code="lock_date", detail=detail)
     if "payment or credit note allocated" in lowered or "has payments allocated" in lowered:
         return AllocatedError(reason, status=status, platform_code="allocated", detail=detail)
+    if re.search(r"(invoice|credit note) # must be unique", lowered):
+        return NumberInUseError(reason, status=status, platform_code="ValidationException", detail=detail)
     return PermanentError(reason, status=status, platform_code="ValidationException", detail=detail)
 
 

@@ -45,7 +45,8 @@ class XeroConnector(EngineConnector):
     platform = "xero"
     settings_model = XeroSettings
     supports_batch = True
-    capabilities = Capabilities(batch_create=50, update_detaches_money=True, void_credit_notes=True, unique_numbers=True)
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, batch_create=50, update_detaches_money=True, void_credit_notes=True, unique_numbers=True,
+                                refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -102,7 +103,7 @@ class XeroConnector(EngineConnector):
         return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        if kind is DocKind.PAYMENT:  # one shop payment may be split across invoices: its parts, as one
+        if kind in (DocKind.PAYMENT, DocKind.REFUND_PAYMENT):  # one shop payment may be split: its parts, as one
             parts = _live(self.client.rows("Payments", where=f"Reference=={quote(reference)}"))
             return [_payment_ref(parts)] if parts else []
         if kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and references.is_increase(reference)):
@@ -196,6 +197,17 @@ class XeroConnector(EngineConnector):
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = posting.dated(mapping.credit_note_payload(refund, event, posting.customer_id, self.mapping), "Date")
         return _ref(self.client.put("CreditNotes", body, key=posting.request_id, unitdp=UNITDP), "CreditNoteID")
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: a payment on the credit note (ARCREDITPAYMENT) from the refunded payment's
+        account, so the credit note is left with nothing to allocate."""
+        body = mapping.credit_refund_payload(event, refund, credit.external_id, amount, reference, self.mapping)
+        answer = self.client.write("PUT", "/Payments", {"Payments": [posting.dated(body, "Date")]}, key=posting.request_id)
+        return _payment_ref(answer["Payments"])
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self.delete_payment(settlement, request_id)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -144,6 +144,23 @@ def payment_payload(payment: Payment, invoice_id: str, mapping: MappingConfig) -
             "Date": payment.received_at.date().isoformat(), "Reference": references.payment_reference(payment.id)}
 
 
+def refund_account(event: InvoiceEvent, refund: Refund, mapping: MappingConfig) -> str:
+    method = references.refund_method(event, refund)
+    account = mapping.payment_accounts.get(method or "")
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts has no account for payment method {method!r} "
+                             f"(refund {refund.id} pays back payment {refund.payment_id})")
+    return account
+
+
+def credit_refund_payload(event: InvoiceEvent, refund: Refund, credit_note_id: str, amount: Decimal,
+                          reference: str, mapping: MappingConfig) -> dict[str, Any]:
+    """Money paid back on a credit note, from the account of the payment it refunds (``refund.payment_id``)."""
+    return {"CreditNote": {"CreditNoteID": credit_note_id},
+            "Account": {"Code": refund_account(event, refund, mapping)}, "Amount": amount,
+            "Date": refund.created_at.date().isoformat(), "Reference": reference}
+
+
 def credit_note_number(refund: Refund) -> str:
     return f"{CREDIT_NOTE_PREFIX}{refund.id}"
 

@@ -201,7 +201,7 @@ class Sandbox:
                     if inv["Type"] != "ACCREC":
                         continue
                     live = [p for p in org.payments.values()
-                            if p["Status"] != "DELETED" and p["Invoice"]["InvoiceID"] == inv["InvoiceID"]]
+                            if p["Status"] != "DELETED" and p.get("Invoice", {}).get("InvoiceID") == inv["InvoiceID"]]
                     out.append(BookedInvoice(
                         number=inv.get("InvoiceNumber", ""), external_id=inv["InvoiceID"],
                         voided=inv["Status"] in ("VOIDED", "DELETED"), total=inv["Total"], tax_total=inv["TotalTax"],
@@ -589,13 +589,13 @@ class Sandbox:
         return merged
 
     def _allocated(self, org: Organisation, invoice_id: str) -> bool:
-        return any(p["Status"] != "DELETED" and p["Invoice"]["InvoiceID"] == invoice_id for p in org.payments.values()) \
+        return any(p["Status"] != "DELETED" and p.get("Invoice", {}).get("InvoiceID") == invoice_id for p in org.payments.values()) \
             or any(a["Invoice"]["InvoiceID"] == invoice_id for c in org.credit_notes.values() for a in c["Allocations"])
 
     def _restate(self, org: Organisation, invoice: dict) -> None:
         """AmountPaid/AmountCredited/AmountDue, the Payments and CreditNotes lists, PAID when nothing is due."""
         payments = [p for p in org.payments.values()
-                    if p["Status"] != "DELETED" and p["Invoice"]["InvoiceID"] == invoice["InvoiceID"]]
+                    if p["Status"] != "DELETED" and p.get("Invoice", {}).get("InvoiceID") == invoice["InvoiceID"]]
         credits = [(c, a) for c in org.credit_notes.values() for a in c["Allocations"]
                    if a["Invoice"]["InvoiceID"] == invoice["InvoiceID"]]
         invoice["AmountPaid"] = sum((p["Amount"] for p in payments), ZERO)
@@ -611,12 +611,22 @@ class Sandbox:
             invoice["Status"] = "PAID" if invoice["AmountDue"] == 0 and invoice["Total"] > 0 else "AUTHORISED"
 
     def _save_payment(self, org: Organisation, body: dict, request: Request, dry_run: bool = False) -> dict:
-        ref = body.get("Invoice") or {}
-        invoice = org.invoices.get(str(ref.get("InvoiceID"))) if ref.get("InvoiceID") else next(
-            (i for i in org.invoices.values() if i.get("InvoiceNumber") == ref.get("InvoiceNumber")), None)
-        if invoice is None:
-            raise XeroError("Invoice could not be found")
-        if invoice["Status"] != "AUTHORISED":
+        """A payment on an invoice (ACCRECPAYMENT), or on an ACCRECCREDIT credit note: money paid back to the
+        customer (ARCREDITPAYMENT), which uses up the credit note's RemainingCredit like an allocation does."""
+        if body.get("CreditNote"):
+            document = _get(org.credit_notes, str(body["CreditNote"].get("CreditNoteID")))
+            outstanding, kind = document["RemainingCredit"], "ARCREDITPAYMENT"
+            link = {"CreditNote": {"CreditNoteID": document["CreditNoteID"],
+                                   "CreditNoteNumber": document.get("CreditNoteNumber")}}
+        else:
+            ref = body.get("Invoice") or {}
+            document = org.invoices.get(str(ref.get("InvoiceID"))) if ref.get("InvoiceID") else next(
+                (i for i in org.invoices.values() if i.get("InvoiceNumber") == ref.get("InvoiceNumber")), None)
+            if document is None:
+                raise XeroError("Invoice could not be found")
+            outstanding, kind = document.get("AmountDue"), "ACCRECPAYMENT"
+            link = {"Invoice": {"InvoiceID": document["InvoiceID"], "InvoiceNumber": document.get("InvoiceNumber")}}
+        if document["Status"] != "AUTHORISED":
             raise XeroError("Payment can only be made against Authorised documents")
         code = (body.get("Account") or {}).get("Code")
         account = org.accounts.get(str(code))
@@ -626,7 +636,7 @@ class Sandbox:
         amount = Decimal(str(body.get("Amount", 0)))
         if amount <= 0:
             raise XeroError("Payment amount must be greater than zero")
-        if amount > invoice["AmountDue"]:
+        if amount > outstanding:
             raise XeroError("Payment amount exceeds the amount outstanding on this document")
         day = _parse_date(body.get("Date"))
         if day is None:
@@ -635,12 +645,15 @@ class Sandbox:
         if dry_run:
             return body
         payment = {"PaymentID": str(uuid.uuid4()), "Date": _ms_date(day), "_date": day, "Amount": amount,
-                   "Reference": body.get("Reference", ""), "Status": "AUTHORISED", "PaymentType": "ACCRECPAYMENT",
-                   "Account": {"AccountID": account["AccountID"], "Code": account["Code"]},
-                   "Invoice": {"InvoiceID": invoice["InvoiceID"], "InvoiceNumber": invoice.get("InvoiceNumber")},
+                   "Reference": body.get("Reference", ""), "Status": "AUTHORISED", "PaymentType": kind,
+                   "Account": {"AccountID": account["AccountID"], "Code": account["Code"]}, **link,
                    "UpdatedDateUTC": _ms_date()}
         org.payments[payment["PaymentID"]] = payment
-        self._restate(org, invoice)
+        if "CreditNote" in link:
+            document.setdefault("_refunds", []).append(payment)
+            self._restate_credit(document)
+        else:
+            self._restate(org, document)
         return self._public(payment)
 
     def _delete_payment(self, org: Organisation, payment_id: str, body: dict) -> dict:
@@ -652,6 +665,9 @@ class Sandbox:
         self._check_lock(org, payment["_date"])
         payment["Status"] = "DELETED"
         payment["UpdatedDateUTC"] = _ms_date()
+        if "CreditNote" in payment:  # money paid back on a credit note: its credit is open again
+            self._restate_credit(org.credit_notes[payment["CreditNote"]["CreditNoteID"]])
+            return self._public(payment)
         self._restate(org, org.invoices[payment["Invoice"]["InvoiceID"]])
         return self._public(payment)
 
@@ -660,7 +676,7 @@ class Sandbox:
         if current is not None:
             self._check_lock(org, current["_date"])
             if body.get("Status") == "VOIDED":
-                if current["Allocations"]:
+                if current["Allocations"] or any(p["Status"] != "DELETED" for p in current.get("_refunds", [])):
                     raise XeroError("This document cannot be voided as it has a payment or credit note allocated to it.")
                 if not dry_run:
                     current.update({"Status": "VOIDED", "RemainingCredit": ZERO, "UpdatedDateUTC": _ms_date()})
@@ -687,7 +703,8 @@ class Sandbox:
         return credit
 
     def _restate_credit(self, credit: dict) -> None:
-        allocated = sum((a["Amount"] for a in credit["Allocations"]), ZERO)
+        allocated = sum((a["Amount"] for a in credit["Allocations"]), ZERO) + sum(
+            (p["Amount"] for p in credit.get("_refunds", []) if p["Status"] != "DELETED"), ZERO)
         credit["AppliedAmount"] = allocated
         if credit["Status"] not in ("VOIDED", "DELETED"):
             credit["RemainingCredit"] = credit["Total"] - allocated

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
-from connectors.base import AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError, RetryableError
+from connectors.base import (AuthError, ClosedPeriodError, DeliveryError, NumberInUseError, PermanentError, RateLimitedError,
+                             RetryableError)
 from connectors.errors import When, classify_by, facts_of
 from connectors.http import PlatformHttp
 from connectors.rest import ACCEPT_JSON, RecordingClient, is_placeholder, unless_gone
@@ -23,7 +24,10 @@ RULES = (When(AuthError, on={"http:401", "code:14", "code:57"}),  # invalid / ex
          When(RateLimitedError, on={"http:429", "code:44", "code:45", "code:1070"}),  # per minute / per day
          When(ClosedPeriodError, on={"code:4086"}),  # transaction locking: the date falls in a locked period
          When(ClosedPeriodError, text=(re.compile(r"transaction(s)? (are |is )?lock|locked"),)),
-         When(RetryableError, on={"http:5xx"}))
+         When(RetryableError, on={"http:5xx"}),
+         # 1001 "Invoice … already exists": a document holds the number (a live one of another shop invoice
+         # whose void has not arrived yet, or a voided one: the connector frees that; issue #20)
+         When(NumberInUseError, on={"code:1001"}, text=(re.compile(r'^(invoice|credit note) ".*" already exists'),)))
 # Preview: a write to these collections is answered with a placeholder document (key, id field, placeholder).
 _PLACEHOLDERS = {"invoices": ("invoice", "<new invoice>"), "customerpayments": ("payment", "<new payment>"),
                  "creditnotes": ("creditnote", "<new credit note>"), "contacts": ("contact", "<new customer>"),

@@ -19,8 +19,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from connectors import adjustments, jsonmoney, references
-from connectors.base import ExternalRef, PermanentError, RemoteInvoice
+from connectors.base import ExternalRef, NumberInUseError, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.oauth import OAuth2RefreshAuth
@@ -29,6 +31,11 @@ from connectors.zoho_books.check import check_mapping
 from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.settings import ZohoSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+
+log = structlog.get_logger(__name__)
+# What a PUT /invoices line may carry (Zoho refuses what it computes itself): a renamed voided invoice's lines
+LINE_FIELDS = ("item_id", "name", "description", "item_order", "rate", "quantity", "account_id", "tax_id",
+               "location_id", "tags")
 
 # What each natural reference is searched by: (list path, answer key, field, id field).
 SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_id"),
@@ -39,7 +46,7 @@ SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_
 class ZohoBooksConnector(EngineConnector):
     platform = "zoho-books"
     settings_model = ZohoSettings
-    capabilities = Capabilities(issue_after_create=True, unique_numbers=True)
+    capabilities = Capabilities(negative_totals=True, issue_after_create=True, unique_numbers=True, refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -107,6 +114,13 @@ class ZohoBooksConnector(EngineConnector):
                                 amount=Decimal(str(row["amount_applied"])))
                     for note in self.find(DocKind.CREDIT_NOTE, reference)
                     for row in self.client.list(f"/creditnotes/{note.external_id}/invoices", "invoices_credited")]
+        if kind is DocKind.REFUND_PAYMENT:  # on the refund's credit note (``LWR<id>``), by its reference ``LWP<id>``
+            note_reference = references.refund_reference(reference.removeprefix(references.SETTLEMENT_PREFIX))
+            return [ExternalRef(external_id=f"{note.external_id}:{row['creditnote_refund_id']}",
+                                amount=Decimal(str(row["amount"])))
+                    for note in self.find(DocKind.CREDIT_NOTE, note_reference)
+                    for row in self.client.list(f"/creditnotes/{note.external_id}/refunds", "creditnote_refunds")
+                    if row.get("reference_number") == reference]
         if kind is DocKind.ADJUSTMENT:  # an increase is an invoice numbered …-A<n>, a decrease a credit note …-C<n>
             kind = DocKind.INVOICE if references.is_increase(reference) else DocKind.CREDIT_NOTE
         path, key, field, id_field = SEARCH[kind]
@@ -121,7 +135,32 @@ class ZohoBooksConnector(EngineConnector):
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date", note_field="notes",
                              note_max=5000)
-        return _remote(self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"])
+        try:
+            return _remote(self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"])
+        except NumberInUseError:
+            # A voided invoice keeps its number in Zoho (1001 "already exists"): the shop deleted that invoice
+            # and reused its number, so the voided one is renamed (Zoho's way: mark as draft, rename, void
+            # again) and the create sent once more. A live holder stays: retried until its void arrives.
+            if not self._free_number(body["invoice_number"]):
+                raise
+            return _remote(self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"])
+
+    def _free_number(self, number: str) -> bool:
+        held = [r for r in self.client.list("/invoices", "invoices", invoice_number=number)
+                if r.get("invoice_number") == number]
+        if not held or any(r.get("status") != "void" for r in held):
+            return False
+        for row in held:
+            invoice_id = row["invoice_id"]
+            self.client.call("POST", f"/invoices/{invoice_id}/status/draft")
+            held_lines = (self.client.get(f"/invoices/{invoice_id}", "invoice") or {}).get("line_items") or []
+            lines = [{k: v for k, v in held.items() if k in LINE_FIELDS and v is not None} for held in held_lines]
+            self.client.call("PUT", f"/invoices/{invoice_id}",
+                             {"customer_id": row["customer_id"], "invoice_number": f"{number}-VOID{invoice_id}"[:100],
+                              "line_items": lines}, ignore_auto_number_generation="true")
+            self.client.call("POST", f"/invoices/{invoice_id}/status/void")
+            log.warning("zoho_voided_invoice_number_freed", external_id=str(invoice_id))
+        return True
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date")
@@ -160,7 +199,8 @@ class ZohoBooksConnector(EngineConnector):
         self.client.delete(f"/customerpayments/{ref.external_id}")
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
+        line = next((ln for ln in event.lines if ln.id == refund.line_id), None) or references.main_taxed_line(
+            event, refund)
         tax_id = self._tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
         body = mapping.creditnote_payload(refund, event, posting.customer_id, tax_id, self.mapping)
         note = self.client.call("POST", "/creditnotes", posting.dated(body, "date", due_field="due_date"))["creditnote"]
@@ -172,6 +212,17 @@ class ZohoBooksConnector(EngineConnector):
                          {"invoices": [{"invoice_id": invoice_id, "amount_applied": amount}]})
         # Zoho's answer names no application id: "<credit note>:<invoice>" finds them (release_credit)
         return ExternalRef(external_id=f"{credit.external_id}:{invoice_id}", amount=amount)
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """Zoho's "Refund credit note": the money paid back, from the refunded payment's account."""
+        body = posting.dated(mapping.credit_refund_payload(event, refund, amount, reference, self.mapping), "date")
+        answer = self.client.call("POST", f"/creditnotes/{credit.external_id}/refunds", body)["creditnote_refund"]
+        return ExternalRef(external_id=f"{credit.external_id}:{answer['creditnote_refund_id']}", amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        creditnote_id, _, refund_id = settlement.external_id.partition(":")
+        self.client.delete(f"/creditnotes/{creditnote_id}/refunds/{refund_id}")
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         creditnote_id, _, invoice_id = application.external_id.partition(":")

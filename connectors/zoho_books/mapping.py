@@ -135,6 +135,19 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, st
     return body
 
 
+def credit_refund_payload(event: InvoiceEvent, refund: Refund, amount: Decimal, reference: str,
+                          mapping: MappingConfig) -> dict[str, Any]:
+    """Money paid back on a refund's credit note, from the account of the payment it refunds."""
+    method = references.refund_method(event, refund) or ""
+    body: dict[str, Any] = {"date": refund.created_at.date().isoformat(), "amount": amount,
+                            "refund_mode": PAYMENT_MODES.get(method, "others"), "reference_number": reference,
+                            "description": f"Shop refund {refund.id} on invoice {event.number}"[:500]}
+    account = mapping.payment_accounts.get(method)
+    if account:
+        body["from_account_id"] = account
+    return body
+
+
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: InvoiceEvent,
                     mapping: MappingConfig) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -155,12 +168,14 @@ def payment_payload(payment: Payment, invoice_id: str, customer_id: str, event: 
 
 def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, tax_id: str | None,
                        mapping: MappingConfig) -> dict[str, Any]:
-    """One line: the returned part (taxed like its invoice line) or the refunded amount (untaxed, tax included)."""
+    """One line: the returned part (taxed like its invoice line), a goodwill refund without a line (taxed like
+    the invoice's main taxed line, ``tax_id``: its tax is posted as tax, issue #20), or an untaxed refund."""
     track = tracking(event, mapping)
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     kind = line.kind if line is not None else LineKind.PART
-    if line is not None and tax_id:
-        rate, description = refund.amount, f"Returned: {line_text(line, 2000)}"
+    if tax_id and refund.tax_amount:
+        rate = refund.amount
+        description = f"Returned: {line_text(line, 2000)}" if line is not None else f"Refund on invoice {event.number}"
     else:
         rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
     item = _posting({"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],

@@ -273,12 +273,16 @@ class Sandbox:
         ("GET", r"/invoices", "_list_invoices"), ("POST", r"/invoices", "_create_invoice"),
         ("GET", r"/invoices/(\d+)", "_get_invoice"), ("PUT", r"/invoices/(\d+)", "_update_invoice"),
         ("POST", r"/invoices/(\d+)/status/sent", "_mark_sent"), ("POST", r"/invoices/(\d+)/status/void", "_void"),
+        ("POST", r"/invoices/(\d+)/status/draft", "_mark_draft"),
         ("GET", r"/customerpayments", "_list_payments"), ("POST", r"/customerpayments", "_create_payment"),
         ("GET", r"/customerpayments/(\d+)", "_get_payment"), ("DELETE", r"/customerpayments/(\d+)", "_delete_payment"),
         ("GET", r"/creditnotes", "_list_creditnotes"), ("POST", r"/creditnotes", "_create_creditnote"),
         ("GET", r"/creditnotes/(\d+)/invoices", "_list_credited"),
         ("POST", r"/creditnotes/(\d+)/invoices", "_credit_invoices"),
         ("DELETE", r"/creditnotes/(\d+)/invoices/(\d+)", "_delete_credited"),
+        ("GET", r"/creditnotes/(\d+)/refunds", "_list_note_refunds"),
+        ("POST", r"/creditnotes/(\d+)/refunds", "_refund_note"),
+        ("DELETE", r"/creditnotes/(\d+)/refunds/(\d+)", "_delete_note_refund"),
     ]
 
     def _dispatch(self, org: Org, method: str, path: str, query: dict, body: Any) -> tuple[int, dict]:
@@ -503,6 +507,19 @@ class Sandbox:
             invoice["balance"] = ZERO
         return 200, {"message": "Invoice status has been changed to Void."}
 
+    def _mark_draft(self, org, query, body, invoice_id):
+        """Zoho's "Mark as draft": a voided invoice back to draft (its total as before the void)."""
+        invoice = org.invoices.get(invoice_id)
+        if invoice is None:
+            raise ZohoError(1002, "Invoice does not exist.", 404)
+        if invoice["status"] != "void":
+            raise ZohoError(1025, "Only voided invoices can be marked as draft.")  # code: sandbox's choice
+        self._locked(org, invoice.get("date"), "invoices")
+        invoice["status"] = "draft"
+        self._compute(org, invoice)
+        self._refresh_status(org, invoice)
+        return 200, {"message": "Status of invoice changed from void to draft."}
+
     # -- customer payments --
     def _list_payments(self, org, query, body):
         rows = list(org.payments.values())
@@ -595,6 +612,43 @@ class Sandbox:
             self._refresh_status(org, invoice)
             done.append({"invoice_id": invoice["invoice_id"], "amount_applied": amount})
         return 200, {"message": "Credits have been applied to the invoice(s).", "apply_to_invoices": {"invoices": done}}
+
+    def _note(self, org, creditnote_id):
+        note = org.creditnotes.get(creditnote_id)
+        if note is None:
+            raise ZohoError(1002, "Credit Note does not exist.", 404)
+        return note
+
+    def _list_note_refunds(self, org, query, body, creditnote_id):
+        note = self._note(org, creditnote_id)
+        return 200, {"message": "success", "creditnote_refunds": list(note.get("_refunds", {}).values())}
+
+    def _refund_note(self, org, query, body, creditnote_id):
+        """"Refund credit note": money paid back uses up the note's balance (closed at 0.00)."""
+        note = self._note(org, creditnote_id)
+        if note["status"] not in ("open",):
+            raise ZohoError(12003, f"Credit notes that are in {note['status']} status cannot be refunded")
+        self._locked(org, body["date"], "refunds")
+        amount = Decimal(str(body["amount"]))
+        if amount <= ZERO or amount > note["balance"]:
+            raise ZohoError(24016, "The amount entered is more than the balance of this credit note")
+        refund = {"creditnote_refund_id": org.new_id(), "creditnote_id": creditnote_id, "date": body["date"],
+                  "refund_mode": body.get("refund_mode"), "reference_number": body.get("reference_number"),
+                  "amount": amount, "from_account_id": body.get("from_account_id"),
+                  "creditnote_number": note["creditnote_number"]}
+        note.setdefault("_refunds", {})[refund["creditnote_refund_id"]] = refund
+        note["balance"] -= amount
+        note["status"] = "closed" if note["balance"] == ZERO else "open"
+        return 201, {"message": "The credit note amount is refunded successfully.", "creditnote_refund": refund}
+
+    def _delete_note_refund(self, org, query, body, creditnote_id, refund_id):
+        note = self._note(org, creditnote_id)
+        refund = note.get("_refunds", {}).pop(refund_id, None)
+        if refund is None:
+            raise ZohoError(1002, "Refund does not exist.", 404)
+        note["balance"] += refund["amount"]
+        note["status"] = "open"
+        return 200, {"message": "The refund has been deleted."}
 
     def _list_credited(self, org, query, body, creditnote_id):
         rows = [a for a in org.applications.values() if a["creditnote_id"] == creditnote_id]

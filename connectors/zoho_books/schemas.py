@@ -107,6 +107,17 @@ class CreditNoteRequest(_Body):
     line_items: list[LineItem] = Field(min_length=1)
 
 
+class CreditNoteRefundRequest(_Body):
+    """POST /creditnotes/{creditnote_id}/refunds ("Refund credit note"): money paid back to the customer."""
+
+    date: Date
+    refund_mode: str | None = None
+    reference_number: str | None = Field(None, max_length=100)
+    amount: Amount
+    from_account_id: Id | None = None
+    description: str | None = Field(None, max_length=500)
+
+
 class CreditToInvoicesRequest(_Body):
     """POST /creditnotes/{creditnote_id}/invoices ("Credit to an invoice")."""
 
@@ -153,6 +164,7 @@ REQUESTS: list[tuple[str, str, type[_Body]]] = [
     ("POST", r"/customerpayments", CustomerPaymentRequest),
     ("POST", r"/creditnotes", CreditNoteRequest),
     ("POST", r"/creditnotes/[0-9]+/invoices", CreditToInvoicesRequest),
+    ("POST", r"/creditnotes/[0-9]+/refunds", CreditNoteRefundRequest),
     ("POST", r"/contacts", ContactRequest),
     ("PUT", r"/contacts/[0-9]+", ContactRequest),
     ("POST", r"/items", ItemRequest),

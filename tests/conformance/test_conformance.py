@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.base import DocumentState, PermanentError, RateLimitedError
+from connectors.base import DocumentState, NumberInUseError, PermanentError, RateLimitedError
 from connectors.engine import Observed, plan_is_empty
 from connectors.engine_state import DocKind
 from connectors.testing import MemoryContext, invoice_event, line, next_version, payment
@@ -286,7 +286,8 @@ def test_conformance_deleted_invoice_number_reused(harness):
 
 def test_conformance_reused_number_never_adopts_the_live_one(harness):
     """Where numbers are unique among live invoices, a create refused for a number still held by another
-    shop invoice, whose answer was lost, is never taken for that invoice: a clear permanent error instead."""
+    shop invoice, whose answer was lost, is never taken for that invoice: a clear retryable error instead
+    (dead-lettered with it after the target's max_attempts)."""
     if not harness.connector.capabilities.unique_numbers:
         pytest.skip(f"{harness.connector.platform}: capability unique_numbers is off (test_conformance_deleted_"
                     "invoice_number_reused)")
@@ -296,7 +297,7 @@ def test_conformance_reused_number_never_adopts_the_live_one(harness):
     harness.sandbox.faults.fault_at(1)
     failed, saved = harness.deliver(new)
     assert failed is None
-    with pytest.raises(PermanentError):
+    with pytest.raises(NumberInUseError):  # retried until the old one's void frees the number (issue #20)
         harness.connector.deliver(new, saved, MemoryContext("conformance", new, harness.entities, attempt=2))
     (booked,) = harness.booked("INV-REUSED2")
     assert booked.external_id == old_doc.external_id and booked.total == old.computed.total and not booked.voided

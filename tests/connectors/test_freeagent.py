@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from connectors import jsonmoney
-from connectors.base import AuthError, ClosedPeriodError, PermanentError, RateLimitedError, RetryableError
+from connectors.base import AuthError, ClosedPeriodError, NumberInUseError, PermanentError, RateLimitedError, RetryableError
 from connectors.engine_state import DocKind
 from connectors.freeagent import Sandbox, mapping
 from connectors.freeagent.client import classify
@@ -362,6 +362,8 @@ def test_an_edit_replaces_the_items_and_the_shops_tax_is_what_freeagent_computes
 
 def test_a_bookkeepers_contact_is_used_but_another_shop_customers_never(freeagent):
     sandbox, connector, _ = freeagent
+    # matching the bookkeeper's own record is configured, never the default (issue #20)
+    connector.mapping = connector.mapping.model_copy(update={"customer_match": ["email", "name"]})
     event = invoice_event(7600)
     sandbox.company.tables["contacts"]["900"] = {"id": "900", "first_name": "Dana", "last_name": "Whitfield",
                                                  "email": "dana@example.com"}
@@ -411,7 +413,9 @@ def test_the_sandbox_validates_as_freeagent_does(freeagent):
         "Organisation name or first and last name must be present"]
     body["invoice"].update(dated_on="2026-11-20", reference="X-1")
     client.write("POST", "/invoices", body)
-    assert refused("/invoices", body) == ["Reference is already in use by another invoice"]
+    with pytest.raises(NumberInUseError) as in_use:  # retryable: another invoice's void may free it (issue #20)
+        client.write("POST", "/invoices", body)
+    assert in_use.value.status in (400, 422) and in_use.value.detail == ["Reference is already in use by another invoice"]
     sandbox.set_lock_date(date(2026, 11, 30))
     body["invoice"]["reference"] = "X-2"
     assert refused("/invoices", body) == ["dated_on is in a locked period"]

@@ -592,6 +592,8 @@ def test_lists_are_read_page_by_page(myob):
 
 def test_a_bookkeepers_card_is_used_but_another_shop_customers_never(myob):
     sandbox, connector, _ = myob
+    # matching the bookkeeper's own record is configured, never the default (issue #20)
+    connector.mapping = connector.mapping.model_copy(update={"customer_match": ["email", "name"]})
     cf = next(iter(sandbox.files.values()))
     uid = "3f2504e0-4f89-11d3-9a0c-0305e82c3399"
     cf.tables["Contact/Customer"][uid] = {"UID": uid, "CompanyName": "Dana Whitfield", "DisplayID": "*None",
@@ -604,6 +606,8 @@ def test_a_bookkeepers_card_is_used_but_another_shop_customers_never(myob):
 
 def test_a_name_with_a_quote_and_an_and_is_matched_by_odata(myob):
     sandbox, connector, _ = myob
+    # matching the bookkeeper's own record is configured, never the default (issue #20)
+    connector.mapping = connector.mapping.model_copy(update={"customer_match": ["email", "name"]})
     cf = next(iter(sandbox.files.values()))
     uid = "3f2504e0-4f89-11d3-9a0c-0305e82c3398"
     cf.tables["Contact/Customer"][uid] = {"UID": uid, "CompanyName": "O'Brien and Sons", "DisplayID": "*None",

@@ -14,6 +14,7 @@ from connectors import jsonmoney
 from connectors.base import (
     ClosedPeriodError,
     DocumentState,
+    NumberInUseError,
     PermanentError,
     RateLimitedError,
     UncertainOutcomeError,
@@ -330,7 +331,8 @@ def test_batch_creates_many_invoices_in_one_request_and_isolates_a_bad_one(xero)
     before = len([r for r in writes(sandbox) if r["path"] == "/Invoices"])
     results = connector.deliver_many(batch)
     assert len([r for r in writes(sandbox) if r["path"] == "/Invoices"]) - before == 1
-    assert isinstance(results[6], PermanentError) and "must be unique" in results[6].reason
+    # a number held by another live invoice: retryable (its void may not have arrived yet; issue #20)
+    assert isinstance(results[6], NumberInUseError) and "must be unique" in results[6].reason
     good = results[:6] + results[7:]
     assert all(isinstance(r, DocumentState) and r.external_id and r.delivered_version == 1 for r in good)
     booked = {b.number: b for b in sandbox.booked_invoices()}
