@@ -114,8 +114,6 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
 KNOWN_DEFECTS: dict[str, str] = {
     "quickfile": "a payment larger than the unpaid balance a VOID-type credit note left is refused (dead letter), "
                  "and a HOLD credit note larger than what was paid is refused",
-    "business-central": "after a refund, a payment of the shop's total is applied as 0.00 and resync fails on "
-                        "invoices with an applied credit memo",
 }
 
 
