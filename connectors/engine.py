@@ -684,6 +684,10 @@ class _Run:
                     raise  # refused although we think the period open: not ours to guess
                 self.state.intent = None  # refused: nothing was written
                 self.ctx.checkpoint(self.doc)
+            except PermanentError:
+                if step.kind is StepKind.UPDATE_INVOICE and self.ops.capabilities.update_detaches_money:
+                    self.put_money_back()
+                raise
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
 
     def check_currency(self) -> None:
@@ -695,6 +699,24 @@ class _Run:
             raise PermanentError(f"invoice in {self.event.currency}: the company books in {home} and this connector "
                                  "does not post other currencies (it would be booked as if it were in "
                                  f"{home}); post it by hand or set up the target in {self.event.currency}")
+
+    def put_money_back(self) -> None:
+        """The platform refused an update after the engine took the invoice's payments and credits off for it
+        (``update_detaches_money``; Business Central and SAP Business One cannot cancel an invoice a credit memo
+        is applied to): they go back on the invoice as it stands, so a refused edit (a dead letter, a failed
+        resync) loses no money. The ledger keeps the old content's digest, so a replay plans the update again."""
+        self.state.intent = None
+        self.log.warning("engine_update_refused_money_restored", external_id=self.doc.external_id)
+        for _ in range(MAX_STEPS):
+            # Planned as if the new content were there (only the money is left), on a copy: a checkpoint never
+            # says the update was made.
+            as_updated = self.doc.model_copy(deep=True)
+            as_updated.engine.invoice_digest = invoice_digest(self.event)  # type: ignore[union-attr]
+            step = next_step(self.event, as_updated, self.ops.capabilities, self.observed)
+            if step is None or step.kind not in (StepKind.ADD_PAYMENT, StepKind.APPLY_CREDIT):
+                break
+            self.apply(step)
+        self.ctx.checkpoint(self.doc)
 
     def observe(self, named: date | None = None) -> None:
         """Read the closing date; a later one named by a refusal (``ClosedPeriodError.closed_through``) wins."""

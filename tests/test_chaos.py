@@ -111,10 +111,7 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
 
 # Connectors this test found defects in that are not fixed yet: they stay out of the run (named in its report)
 # until fixed, so the run keeps proving the rest. Found on 2026-11-29 in the first run with fifteen targets.
-KNOWN_DEFECTS: dict[str, str] = {
-    "business-central": "after a refund, a payment of the shop's total is applied as 0.00 and resync fails on "
-                        "invoices with an applied credit memo",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def _sandbox_modules() -> dict[str, Any]:

@@ -212,6 +212,25 @@ class BusinessCentralConnector(EngineConnector):
         found = self.client.get(f"{INVOICES}({external_id})")
         return _remote(found) if found else None
 
+    def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:
+        """The invoice as the books hold it, for resync and reconcile to compare with the shop: its tax includes
+        the tax rounding line on the sales tax account (``settings.tax_rounding_account``), which makes Business
+        Central's per-document rounding up to the tax the shop charged (else every such invoice reads as changed,
+        and a resync cancels and replaces it)."""
+        found = self.client.get(f"{INVOICES}({external_id})", **{"$expand": LINES[INVOICES]})
+        if not found:
+            return None
+        remote, account = _remote(found), self.settings.tax_rounding_account
+        rounding = sum((Decimal(str(ln.get("amountExcludingTax") or 0)) for ln in found.get(LINES[INVOICES]) or []
+                        if account and ln.get("lineObjectNumber") == account), Decimal("0"))
+        if rounding and remote.tax_total is not None:
+            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + rounding})
+        return remote
+
+    def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
+        found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)
+        return self.fetch_invoice(found.external_id) if found else None
+
     # -- money --
     def _journal(self) -> str:
         if self._journal_id is None:

@@ -152,24 +152,87 @@ def test_conformance_edit_after_post(harness):
 
 def test_conformance_edit_after_payment_and_credit_keeps_them_applied(harness):
     """An edit of a paid and credited invoice (QuickBooks Desktop sends every line as new, TxnLineID -1; Xero
-    and Odoo take the money off and put it back): the new totals, the payment and the credit still applied."""
-    if harness.connector.capabilities.update_replaces:
-        pytest.skip(f"{harness.connector.platform}: capability update_replaces: an edit cancels the posted invoice, "
-                    "which the platform refuses while a credit memo is applied and its API cannot unapply; the "
-                    "delivery is dead-lettered with that reason (the platform's own test proves it)")
+    and Odoo take the money off and put it back): the new totals, the payment and the credit still applied.
+    Where the platform refuses to replace an invoice its credit memo is applied to (``update_replaces``: Business
+    Central and SAP Business One cannot cancel it, and their APIs cannot unapply the credit), the delivery is
+    refused with that reason, and the payment the engine took off for the replacement is applied again: the books
+    keep the original invoice, its payment and its credit (issues #15 and #16: the payment was lost)."""
     v1 = full_life(9405, 9405)
     doc, _ = harness.deliver(v1)
     lines = list(v1.lines)
     lines[0] = line(1, "labour", "Diagnose charging system, extended", "2", "120.00", part_number=None)
     v2 = next_version(v1, lines=lines)
-    doc, _ = harness.deliver(v2, doc)
-    (booked,) = harness.booked(v1.number)
+    try:
+        doc, _ = harness.deliver(v2, doc)
+    except PermanentError as refused:
+        assert harness.connector.capabilities.update_replaces, f"refused: {refused}"
+        assert_refused_replacement_keeps_the_money(harness, v1, refused)
+        return
+    (booked,) = current_booked(harness, v1.number) if harness.connector.capabilities.update_replaces \
+        else harness.booked(v1.number)
     assert (booked.total, booked.tax_total, booked.line_count) == (v2.computed.total, v2.computed.tax_total, 5)
     assert booked.payment_count == 1 and booked.payments_applied == Decimal("100.00")
     memos = [m for m in harness.driver.credit_notes() if m[0] == credit_note_number(harness, v2, v2.invoice_id)]
     assert [(total, left) for _, total, left in memos] == [(Decimal("304.45"), Decimal("0.00"))]
     assert harness.connector.read_invoice(booked.external_id).balance == v2.computed.total - Decimal("404.45")
     assert doc.delivered_version == 2 and doc.engine.intent is None
+
+
+def assert_refused_replacement_keeps_the_money(harness, v1, refused: PermanentError) -> None:
+    """After a refused replacement: the original invoice, live, with its payment applied and its credit; the
+    ledger's last checkpoint knows the payment at the platform, so nothing is left for a later version to lose."""
+    assert "credit memo" in str(refused), refused
+    (booked,) = [b for b in harness.booked(v1.number) if not b.voided]
+    assert (booked.total, booked.payment_count, booked.payments_applied) == (v1.computed.total, 1, Decimal("100.00"))
+    memos = [m for m in harness.driver.credit_notes() if m[0] == credit_note_number(harness, v1, v1.invoice_id)]
+    assert [total for _, total, _ in memos] == [Decimal("304.45")]
+    assert harness.connector.read_invoice(booked.external_id).balance == v1.computed.total - Decimal("404.45")
+
+
+class ResyncContext(MemoryContext):
+    """What ``resync`` delivers with: a fresh salt in every request id (a platform replays the answer to a reused
+    idempotency key, which would "create" nothing)."""
+
+    def idempotency_key(self, *parts: object) -> str:
+        return super().idempotency_key("resync", *parts)
+
+
+def test_conformance_resync_of_a_refunded_invoice_paid_in_full_keeps_everything(harness, request):
+    """A refund, then a payment of the shop's whole total (the shop's balance does not count refunds), then a
+    resync of the invoice (``resync`` drops the "content already sent" digest so the invoice is written again):
+    the payment stays recorded on the invoice at the platform, the credit note stays, nothing is duplicated, and
+    the resync either rewrites the invoice or is refused with the platform's reason (``update_replaces``: a
+    replacement of an invoice with an applied credit memo) — never losing the payment (issues #15, #16)."""
+    from daemon.operations.resync import ResyncItem, _resync_doc
+
+    needs(harness, "credit_notes")
+    if harness.connector.platform == "quickfile":  # the other helper's fix removes this (strict=False: it may pass)
+        request.node.add_marker(pytest.mark.xfail(reason="quickfile: known defect (issue #17): a payment larger "
+                                                  "than the unpaid balance a VOID-type credit note left is refused"))
+    v1 = invoice_event(9407)
+    doc, _ = harness.deliver(v1)
+    v2 = next_version(v1, refunds=[refund(17, 2, "289.95", "14.50")])
+    doc, _ = harness.deliver(v2, doc)
+    v3 = next_version(v2, payments=[payment(18, str(v1.computed.total))])
+    doc, _ = harness.deliver(v3, doc)
+    (booked,) = harness.booked(v1.number)
+    assert (booked.payment_count, booked.payments_applied) == (1, v1.computed.total)
+    memos = [m for m in harness.driver.credit_notes() if m[0] == credit_note_number(harness, v3, 17)]
+    assert [total for _, total, _ in memos] == [Decimal("304.45")]
+    assert harness.connector.read_invoice(booked.external_id).balance == Decimal("0.00")
+    context = ResyncContext(harness.connector.target.name, v3, harness.entities, attempt=2)
+    try:
+        doc = harness.connector.deliver(v3, _resync_doc(doc, ResyncItem(v3, "update", "resync")), context)
+    except PermanentError as refused:
+        assert harness.connector.capabilities.update_replaces, f"refused: {refused}"
+        assert "credit memo" in str(refused), refused
+        doc = context.checkpoints[-1] if context.checkpoints else doc
+    (booked,) = [b for b in harness.booked(v1.number) if not b.voided]
+    assert (booked.total, booked.payment_count, booked.payments_applied) == (v1.computed.total, 1, v1.computed.total)
+    assert [total for n, total, _ in harness.driver.credit_notes() if n == credit_note_number(harness, v3, 17)] == [
+        Decimal("304.45")]
+    assert harness.connector.read_invoice(booked.external_id).balance == Decimal("0.00")
+    assert set(doc.payments) == {"18"} and doc.external_id == booked.external_id
 
 
 def test_conformance_void_after_payment(harness):

@@ -330,3 +330,21 @@ def test_a_cancel_after_a_refund_dead_letters_with_the_reason_and_posts_once_una
     doc = deliver(connector, entities, v3, doc, attempt=2)
     live = [b for b in sandbox.booked_invoices() if b.number == v1.number and not b.voided]
     assert [b.total for b in live] == ([v3.computed.total] if change == "edit" else [])
+
+
+def test_resync_and_reconcile_read_the_tax_the_books_hold_rounding_line_included(bc):
+    """Business Central's own tax (rounded per document) is a cent off the shop's; the rounding line on the sales
+    tax account makes the tax booked the shop's. Resync and reconcile compare what the books hold: an invoice
+    delivered whole is "no change" (issue #15: every such invoice was planned as an update — a cancel and a
+    replacement — and failed where a credit memo was applied)."""
+    from daemon.operations.resync import classify as resync_classify
+
+    sandbox, connector, _ = bc
+    entities = MemoryEntities()
+    v1 = invoice_event(7540, refunds=[refund(41, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v1)
+    assert doc.engine.tax_difference == Decimal("-0.01")  # Business Central's own tax, as the engine records it
+    remote = connector.fetch_invoice(doc.external_id)
+    assert (remote.total, remote.tax_total) == (v1.computed.total, v1.computed.tax_total)
+    assert resync_classify(v1, doc, remote, None) == ("no change", "")
+    assert connector.find_invoice(v1).tax_total == v1.computed.tax_total
