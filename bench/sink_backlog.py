@@ -201,12 +201,11 @@ def drain(platform: str, invoices: int, cfg: stack.StackConfig) -> dict:
                       answered_429=0, batches=0)
         return result
     span = max(1e-9, (counter.last or started) - (counter.first or started))
-    # A window longer than the drain cannot be filled by it (Business Central's 5 minutes, BILL's hour): the
-    # share is then the drain's pace against the window's average pace, and the peak fill is printed beside it.
-    windows = [w for w in documented["windows"] if w[1] <= span] or \
-        [w for w in documented["windows"] if w[1] <= 3600]
+    # The drain's pace against each window's average pace; the binding one is the highest. A window longer than
+    # the drain (Business Central's 5 minutes, FreeAgent's and BILL's hour) cannot be filled by it: the peak fill
+    # of every window is printed beside the share.
     shares = [(f"{limit}/{int(window)}s", (counter.requests - counter.batches) / span / (limit / window))
-              for limit, window in windows]
+              for limit, window in documented["windows"] if window <= 3600]
     shares += [(f"{limit} /batch per {int(window)}s", counter.batches / span / (limit / window))
                for limit, window in documented.get("batch_windows", [])]
     binding, share = max(shares, key=lambda s: s[1]) if shares else (None, None)
