@@ -11,6 +11,7 @@ Runs the fold's own code on Debezium JSON envelopes (schemas included) of whole-
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -88,11 +89,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=3000)
     parser.add_argument("--profile", metavar="FILE", help="also cProfile one run into FILE")
+    parser.add_argument("--gc-default", action="store_true",
+                        help="keep Python's garbage-collector setting (the fold runs with fold_runner.tune_gc)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     recs = records(args.invoices)
     events = args.invoices * 13
     run(recs[: 13 * 15], {k: 0.0 for k in PHASES})  # warm-up: codecs, caches
+    tune_gc = getattr(importlib.import_module("daemon.source.fold_runner"), "tune_gc", None)
+    if tune_gc is not None and not args.gc_default:  # as FoldRunner.run does (absent in trees before it)
+        tune_gc()
     phases = {k: 0.0 for k in PHASES}
     run(recs, phases)
     total = sum(phases.values())

@@ -172,7 +172,13 @@ def main() -> None:
     parser.add_argument("--started-file", required=True, help="written with the wall time of the first record")
     parser.add_argument("--poll-timeout", type=float, default=0.01, help="quixstreams' default is 1.0")
     parser.add_argument("--commit-interval", type=float, default=0.5, help="quixstreams' default is 5.0")
+    parser.add_argument("--gc-tuned", action="store_true",
+                        help="the garbage-collector setting the Ledgerwire fold runs with (fold_runner.tune_gc)")
     args = parser.parse_args()
+    if args.gc_tuned:  # the same process setting as the fold it is compared with, applied after its imports
+        from daemon.source.fold_runner import tune_gc  # noqa: PLC0415
+
+        tune_gc()
     app = Application(
         broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
         processing_guarantee="exactly-once", consumer_poll_timeout=args.poll_timeout,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import json
 import os
 import resource
@@ -181,6 +182,10 @@ def write_workload(bootstrap: str, prefix: str, target_events: int) -> tuple[int
     return written, inv
 
 
+# The fold's garbage-collector setting (absent in trees before it: "before" runs keep Python's defaults).
+GC_TUNE = getattr(importlib.import_module("daemon.source.fold_runner"), "tune_gc", None)
+
+
 def baseline(bootstrap: str, prefix: str, expected: int, run: int = 0) -> tuple[float, float]:
     """(row events/s, CPU seconds of this process per row event)."""
     topics = [f"{prefix}.public.{t}" for t in TABLES] + [f"{prefix}.transaction"]
@@ -266,7 +271,8 @@ def peer(bootstrap: str, prefix: str, expected_invoices: int, events: int, run: 
     started_file = Path(tempfile.mkdtemp()) / "started"
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("fold_peer_quixstreams.py")), "--bootstrap", bootstrap,
-         "--prefix", prefix, "--output", out, "--group", f"{prefix}-q{run}", "--started-file", str(started_file)],
+         "--prefix", prefix, "--output", out, "--group", f"{prefix}-q{run}", "--started-file", str(started_file)]
+        + (["--gc-tuned"] if GC_TUNE is not None else []),
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
     counter = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-q{run}-count",
                         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
@@ -308,6 +314,9 @@ def main() -> None:
     config = AppConfig.model_validate({"kafka": {"bootstrap_servers": args.bootstrap}, "source": {"topic_prefix": prefix}})
     ensure_topics(config, [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic])
     print("load average at start (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
+    if GC_TUNE is not None:  # the fold's process setting, from the start: every round's baseline, fold and peer alike
+        GC_TUNE()
+        print("garbage collector: the fold's setting (fold_runner.tune_gc) for the baseline, the fold and the peer")
     t0 = time.perf_counter()
     written, invoices = write_workload(args.bootstrap, prefix, args.events)
     print(f"wrote {written} row events ({invoices} invoice transactions) in {time.perf_counter() - t0:.1f}s")
