@@ -24,8 +24,9 @@ NetSuite's where its help names them (``INVALID_LOGIN``, ``NONEXISTENT_ID``, ``I
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import copy
+import hashlib
 import hmac
 import itertools
 import re
@@ -37,7 +38,7 @@ from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from oauthlib.oauth1.rfc5849 import signature
+from oauthlib.oauth1.rfc5849 import signature, utils
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -251,7 +252,8 @@ class Sandbox:
         params = signature.collect_parameters(uri_query=request.url.query, headers={"Authorization": header})
         base = signature.signature_base_string(request.method, signature.base_string_uri(str(request.url)),
                                                signature.normalize_parameters(params))
-        expected = signature.sign_hmac_sha256(base, consumer_secret, token_secret)
+        key = f"{utils.escape(consumer_secret)}&{utils.escape(token_secret)}"  # RFC 5849 §3.4.2
+        expected = base64.b64encode(hmac.new(key.encode(), base.encode(), hashlib.sha256).digest()).decode()
         with self._lock:
             nonce = f"{given['oauth_consumer_key']}:{given.get('oauth_nonce')}:{given['oauth_timestamp']}"
             if not hmac.compare_digest(expected, given.get("oauth_signature", "")) or nonce in self.nonces:
