@@ -165,22 +165,15 @@ def table(specs) -> FieldTable:
     return built
 
 
-class Captured:
-    def __init__(self) -> None:
-        self.sent: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> None:
-        self.sent.append(request)
-
-
 @pytest.fixture
 def netsuite():
+    """(sandbox, connector, every request the connector sent)."""
     sandbox = Sandbox()
     with connectors_on(sandbox, "ns") as build:
         connector = build()
-        captured = Captured()
-        connector.http.client.event_hooks["request"].append(captured)
-        yield sandbox, connector, captured
+        sent: list[httpx.Request] = []
+        connector.http.client.event_hooks["request"].append(sent.append)
+        yield sandbox, connector, sent
 
 
 def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
@@ -220,9 +213,9 @@ def _every_kind_of_write(sandbox: Sandbox, connector) -> None:
 def test_every_request_matches_the_field_table(netsuite, table):
     sandbox, connector, captured = netsuite
     _every_kind_of_write(sandbox, connector)
-    methods = {r.method for r in captured.sent}
+    methods = {r.method for r in captured}
     assert methods >= {"GET", "PUT", "PATCH", "DELETE", "POST"}
-    problems = [p for r in captured.sent for p in _problems(table, r)]
+    problems = [p for r in captured for p in _problems(table, r)]
     assert problems == [], problems
 
 
@@ -283,9 +276,9 @@ def test_the_sandbox_validates_as_the_field_table_says(netsuite):
 def test_tba_signatures_realm_and_nonces(netsuite):
     sandbox, connector, captured = netsuite
     connector.books_closed_through()
-    header = captured.sent[-1].headers["Authorization"]
+    header = captured[-1].headers["Authorization"]
     assert f'realm="{realm("1234567_SB1")}"' in header and 'oauth_signature_method="HMAC-SHA256"' in header
-    url = str(captured.sent[-1].url)
+    url = str(captured[-1].url)
     with httpx.Client() as plain:
         replayed = plain.post(url, headers={"Authorization": header, "Prefer": "transient"}, content=b'{"q": "x"}')
         forged = plain.post(url, headers={"Authorization": re.sub(r'oauth_signature="[^"]+"', 'oauth_signature="AAAA"',
@@ -328,7 +321,7 @@ def test_suiteql_needs_prefer_transient_and_is_read_page_by_page(netsuite):
     sandbox, connector, captured = netsuite
     connector.client.page_size = 2
     assert len(connector.client.query("SELECT id FROM accountingperiod WHERE isyear = 'F'")) == 36
-    assert sum(1 for r in captured.sent if r.url.path.endswith("/suiteql")) == 18
+    assert sum(1 for r in captured if r.url.path.endswith("/suiteql")) == 18
     with pytest.raises(PermanentError) as refused:
         connector.http.request("POST", "/query/v1/suiteql", content=b'{"q": "SELECT id FROM customer"}',
                                headers={"Content-Type": "application/json"})
@@ -357,7 +350,7 @@ def test_a_void_is_a_credit_memo_transformed_from_the_invoice(netsuite):
     assert memo["total"] == event.computed.total and memo["unapplied"] == 0
     remote = connector.read_invoice(doc.external_id)
     assert remote.status == "void" and remote.balance == 0 and doc.status == "voided"
-    (transform,) = [r for r in captured.sent if "!transform" in r.url.path]
+    (transform,) = [r for r in captured if "!transform" in r.url.path]
     assert uuid.UUID(transform.headers["X-NetSuite-Idempotency-Key"])
     assert connector.void_invoice(ExternalRef(external_id=doc.external_id), "again").status == "void"
     assert len(sandbox.records("creditMemo")) == 1  # a second void makes nothing
