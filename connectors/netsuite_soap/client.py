@@ -63,7 +63,7 @@ def tree(element: etree._Element) -> Any:
     """An element as plain data: attributes and children by local name (repeated ones as a list), a leaf's text;
     ``xsi:type`` as ``"type"``'s sibling ``"_type"``. Values stay text: callers read money with ``Decimal``."""
     children = [c for c in element if isinstance(c.tag, str)]
-    attrs = {local(k) if k != XSI_TYPE else "_type": (local(v) if k == XSI_TYPE else v)
+    attrs = {local(k) if k != XSI_TYPE else "_type": (v.rpartition(":")[2] if k == XSI_TYPE else v)
              for k, v in element.attrib.items()}
     if not children:
         return {**attrs, "_text": element.text} if attrs else element.text
