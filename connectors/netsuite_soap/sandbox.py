@@ -185,10 +185,15 @@ class Sandbox:
             if over:
                 return self._fault("Server.userException", "Only one request may be made against a session at a time",
                                    "exceededConcurrentRequestLimitFault", "WS_REQUEST_BLOCKED")
-            return await self._operation(operation, tree(operation_element), envelope)
+            if self.faults.slow_s:  # a slow answer holds the account's slot while it is worked on
+                await self.faults.hang(self.faults.slow_s)
+            response, lost = self._operation(operation, tree(operation_element), envelope)
         finally:
             with self._lock:
                 self.in_flight -= 1
+        if lost:
+            await self.faults.hang()  # applied, but the answer is lost on the way (NetSuite's slot is free again)
+        return response
 
     def _authentic(self, passport: dict[str, Any]) -> bool:
         secrets_ = self.tokens.get((passport.get("consumerKey"), passport.get("token")))
@@ -206,18 +211,19 @@ class Sandbox:
             self.logins += 1
         return signature.get("algorithm") == "HMAC-SHA256"
 
-    async def _operation(self, operation: str, args: dict[str, Any], envelope: etree._Element) -> Response:
+    def _operation(self, operation: str, args: dict[str, Any], envelope: etree._Element) -> tuple[Response, bool]:
+        """The answer, and whether it is to be lost (the fault kit's "timeout": applied, then no answer in time)."""
         decided = None
         if operation in WRITES:
             self.requests.append((operation, args))
             decided = self.faults.draw()
             if decided == "500":
                 return self._fault("Server.userException", "An unexpected error occurred.", "unexpectedErrorFault",
-                                   "UNEXPECTED_ERROR")
+                                   "UNEXPECTED_ERROR"), False
             if decided == "429":
                 return self._fault("Server.userException", "Request blocked: concurrent request limit exceeded",
                                    "exceededConcurrentRequestLimitFault", "WS_REQUEST_BLOCKED", status=429,
-                                   headers={"Retry-After": "1"})
+                                   headers={"Retry-After": "1"}), False
         preferences = envelope.find(f"{{{SOAP_NS}}}Header/{{{NS['messages']}}}searchPreferences")
         with self._lock:
             try:
@@ -226,10 +232,7 @@ class Sandbox:
                 answer = {"status": self._status(refusal)}
             except AttributeError:
                 answer = {"status": self._status(Refused("INVALID_WS_OPERATION", f"{operation} is not modelled"))}
-            response = self._answer(operation, answer)
-        if decided == "timeout":
-            await self.faults.hang()  # applied, but the answer never arrives in time
-        return response
+            return self._answer(operation, answer), decided == "timeout"
 
     def _status(self, refusal: Refused | None = None) -> dict[str, Any]:
         if refusal is None:

@@ -140,19 +140,17 @@ def test_a_replayed_nonce_a_stale_timestamp_and_revoked_tokens_are_refused(netsu
 
 
 def test_the_account_concurrency_limit_answers_ws_request_blocked():
-    sandbox = Sandbox(faults=Faults(hang_s=1.5), concurrency_limit=1)
+    sandbox = Sandbox(faults=Faults(slow_s=1.0), concurrency_limit=1)  # slow answers: a request holds the slot
     with connectors_on(sandbox, "netsuite", request_timeout_s=3, paced=False, concurrency=4) as build:
         connector = build()
-        deliver(connector, MemoryEntities(), invoice_event(7030))
-        sandbox.faults.fault_at(1)  # the next write is held: it keeps the account's only slot
-        held = threading.Thread(target=lambda: deliver(connector, MemoryEntities(), invoice_event(7031)))
+        held = threading.Thread(target=connector.read_invoice, args=("1001",))
         held.start()
         deadline = time.monotonic() + 5
         while sandbox.in_flight < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert sandbox.in_flight == 1
         with pytest.raises(RateLimitedError) as raised:
-            connector.read_invoice("1001")
+            connector.read_invoice("1002")
         held.join()
     assert raised.value.platform_code == "WS_REQUEST_BLOCKED" and sandbox.rate_limit_breaches() == 1
 
