@@ -30,10 +30,10 @@ from connectors import references
 from connectors.base import PermanentError, combined_tax_code, income_kind, invoice_memo, line_text
 from connectors.netsuite_common.settings import NetSuiteSettings
 from daemon.canonical import Customer as ShopCustomer
-from daemon.canonical import InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
+from daemon.canonical import InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund, money
 from daemon.config import MappingConfig
 
-ZERO = Decimal("0")
+ZERO, CENT = Decimal("0"), Decimal("0.01")
 PLATFORM = "NetSuite"
 # Lengths NetSuite's UI and help give for these fields (the REST metadata of an account states its own).
 NAME_MAX, TRAN_ID_MAX, MEMO_MAX, DESCRIPTION_MAX, EMAIL_MAX, PHONE_MAX = 83, 45, 999, 4000, 254, 32
@@ -254,10 +254,24 @@ def money_line(description: str, kind: LineKind, net: Decimal, taxes: Iterable[L
                     description=description[:DESCRIPTION_MAX], taxCode=tax_code(taxes, mapping))
 
 
+def money_lines(description: str, kind: LineKind, net: Decimal, tax: Decimal, taxes: Iterable[LineTax],
+                settings: NetSuiteSettings, mapping: MappingConfig) -> tuple[ItemLine, ...]:
+    """Lines worth ``net`` whose tax NetSuite computes (amount × the code's rate) as exactly ``tax``: a taxed
+    part on the taxes' code and the untaxed rest on the ``"none"`` code (one line when the tax allows)."""
+    taxes = tuple(taxes)
+    rate = sum((t.rate for t in taxes), ZERO)
+    if not tax or not rate:
+        return (money_line(description, kind, net, taxes if tax else (), settings, mapping),)
+    base = (tax / rate).quantize(CENT)
+    base = next((b for b in (net, base, base - CENT, base + CENT) if money(b * rate) == tax), base)
+    parts = [(base, taxes), (net - base, ())]
+    return tuple(money_line(description, kind, amount, codes, settings, mapping) for amount, codes in parts if amount)
+
+
 def credit_memo_record(event: InvoiceEvent, refund: Refund, customer_id: str, settings: NetSuiteSettings,
                        mapping: MappingConfig, posted_on: date | None = None) -> CreditMemo:
     """A refund or returned part: its net amount on the returned line's item, with that line's tax code when
-    the refund carries tax. Applied to the invoice afterwards (``credit_application``)."""
+    the refund carries tax (split so that NetSuite's computed tax is the shop's). Applied to the invoice afterwards (``credit_application``)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     description = f"Returned: {line_text(line, 180)}" if line else (refund.reason or "Refund")
     taxes = line.taxes if line and refund.tax_amount else ()
@@ -265,8 +279,8 @@ def credit_memo_record(event: InvoiceEvent, refund: Refund, customer_id: str, se
                       tranId=references.refund_reference(refund.id), tranDate=posted_on or refund.created_at.date(),
                       memo=f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:MEMO_MAX],
                       currency=currency(event.currency, settings), subsidiary=ref(settings.subsidiary_id),
-                      item=(money_line(description, line.kind if line else LineKind.PART, refund.amount, taxes,
-                                       settings, mapping),), **segments(event, mapping))
+                      item=money_lines(description, line.kind if line else LineKind.PART, refund.amount,
+                                       refund.tax_amount, taxes, settings, mapping), **segments(event, mapping))
 
 
 def credit_application(invoice_id: str, amount: Decimal, applied: bool = True) -> CreditApplication:
@@ -281,12 +295,13 @@ def adjustment_record(event: InvoiceEvent, kind: Literal["increase", "decrease"]
     naming the original: an invoice (increase) or a credit memo (decrease) of one line, net of tax, on the
     tax code of the invoice's taxed lines when the difference carries tax."""
     taxes = next((ln.taxes for ln in event.lines if ln.taxes), ()) if tax else ()
-    line = money_line(f"Adjustment to invoice {event.number} ({reason})", LineKind.PART, net, taxes, settings, mapping)
+    lines = money_lines(f"Adjustment to invoice {event.number} ({reason})", LineKind.PART, net, tax, taxes, settings,
+                        mapping)
     memo = (f"Adjustment {sequence} to shop invoice {event.number} v{event.version}"
             f"{f' (NetSuite invoice {original_id})' if original_id else ''}: {reason}; the original is dated in a "
             "closed period")[:MEMO_MAX]
     common = dict(externalId=adjustment_external_id(event, kind, sequence), entity=Ref(id=customer_id),
                   tranId=references.adjustment_number(event.number, sequence, kind)[:TRAN_ID_MAX], tranDate=day,
                   memo=memo, currency=currency(event.currency, settings), subsidiary=ref(settings.subsidiary_id),
-                  item=(line,), **segments(event, mapping))
+                  item=lines, **segments(event, mapping))
     return Invoice(**common) if kind == "increase" else CreditMemo(**common)
