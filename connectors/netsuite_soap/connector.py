@@ -168,7 +168,7 @@ class NetSuiteSoapConnector(EngineConnector):
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         record = records.credit_memo_record(event, refund, posting.customer_id, self.settings, self.mapping,
                                             posting.txn_date)
-        internal_id = self._upsert(record, line_taxes=[refund.tax_amount])
+        internal_id = self._upsert(record, line_taxes=mapping.money_line_taxes(record, refund.tax_amount))
         return ExternalRef(external_id=internal_id, amount=refund.amount + refund.tax_amount)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
@@ -194,7 +194,7 @@ class NetSuiteSoapConnector(EngineConnector):
         record = records.adjustment_record(event, adjustment.kind, adjustment.sequence, posting.customer_id,
                                            adjustment.net, adjustment.tax, posting.txn_date or date.today(),
                                            adjustment.original_id, adjustment.reason, self.settings, self.mapping)
-        internal_id = self._upsert(record, line_taxes=[adjustment.tax])
+        internal_id = self._upsert(record, line_taxes=mapping.money_line_taxes(record, adjustment.tax))
         return ExternalRef(external_id=internal_id, amount=adjustment.net + adjustment.tax, status="issued")
 
 

@@ -60,6 +60,8 @@ def fields(record: BaseModel, *, internal_id: str | None = None, replace_applied
             continue
         if name == "item":
             taxes = line_taxes or [None] * len(field)
+            if len(taxes) != len(field):
+                raise ValueError(f"{len(taxes)} line taxes for {len(field)} item lines")
             out["itemList"] = {"item": [item_line(ln, tax) for ln, tax in zip(field, taxes)], "replaceAll": True}
         elif name == "apply":
             out["applyList"] = {"apply": [apply_line(ln) for ln in field], "replaceAll": replace_applied}
@@ -72,6 +74,12 @@ def fields(record: BaseModel, *, internal_id: str | None = None, replace_applied
 
 def record_type(record: BaseModel) -> str:
     return getattr(record, "record_type")
+
+
+def money_line_taxes(record: BaseModel, tax: Decimal) -> list[Decimal]:
+    """A refund's or adjustment's lines (``money_lines``: the taxed part first, an untaxed rest after): the tax on
+    the first."""
+    return [tax if n == 0 else Decimal("0") for n in range(len(getattr(record, "item")))]
 
 
 def invoice_line_taxes(event: Any) -> list[Decimal]:
