@@ -221,3 +221,15 @@ def test_search_answers_body_fields_only_unless_asked(netsuite):
         body_only = sandbox._out(internal_id, sandbox.transactions[internal_id], body_only=True)
         full = sandbox._out(internal_id, sandbox.transactions[internal_id], body_only=False)
     assert body_only.itemList is None and len(full.itemList.item) == 5
+
+
+def test_a_partly_taxed_refund_is_split_and_carries_the_shops_tax(netsuite):
+    """A refund whose tax is not its whole amount's (10.00 with 0.30 GST): the shared mapping splits it into a
+    taxed and an untaxed line; the taxed one carries the shop's tax, so the credit memo is the refund's total."""
+    sandbox, connector, _, _ = netsuite
+    event = invoice_event(7080, refunds=[refund(8, 1, "10.00", "0.30")])
+    deliver(connector, MemoryEntities(), event)
+    (memo,) = [m for m in sandbox.credit_memos() if m["externalId"] == "LWR8"]
+    assert [(ln["amount"], ln["tax"]) for ln in memo["lines"]] == [(Decimal("6.00"), Decimal("0.30")),
+                                                                    (Decimal("4.00"), Decimal("0"))]
+    assert memo["total"] == Decimal("10.30") and sum(memo["applyList"].values()) == Decimal("10.30")
