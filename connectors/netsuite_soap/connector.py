@@ -74,9 +74,8 @@ class NetSuiteSoapConnector(EngineConnector):
         return found["record"] if found else None
 
     def _search(self, search: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        kind, criteria = search
-        namespace = "common"
-        answer = self.client.call("search", searchRecord=self.client.type(namespace, kind)(**criteria))
+        kind, criteria = search  # the *SearchBasic types live in platformCommon
+        answer = self.client.call("search", searchRecord=self.client.type("common", kind)(**criteria))
         return many((answer.get("recordList") or {}).get("record"))
 
     # -- shared entities --
