@@ -130,7 +130,8 @@ class Sandbox:
 
     def target_config(self, name: str, base_url: str) -> dict[str, Any]:
         return {"name": name, "platform": "netsuite-soap", "base_url": f"{base_url}{PORT_PATH}",
-                "settings": {"account_id": ACCOUNT, "wsdl": self.wsdl, "concurrency": self.concurrency_limit,
+                # one of the account's concurrent slots left to its other integrations (the limit is account-wide)
+                "settings": {"account_id": ACCOUNT, "wsdl": self.wsdl, "concurrency": max(1, self.concurrency_limit - 1),
                              "adjustment_item_id": "14"},
                 "mapping": {"items": {"labour": "10", "part": "11", "fee": "12", "sublet": "10", "discount": "11",
                                       "core_charge": "13", "core_return": "13"},
