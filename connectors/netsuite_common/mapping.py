@@ -256,14 +256,14 @@ def money_line(description: str, kind: LineKind, net: Decimal, taxes: Iterable[L
 
 def money_lines(description: str, kind: LineKind, net: Decimal, tax: Decimal, taxes: Iterable[LineTax],
                 settings: NetSuiteSettings, mapping: MappingConfig) -> tuple[ItemLine, ...]:
-    """Lines worth ``net`` whose tax NetSuite computes (amount × the code's rate) as exactly ``tax``: a taxed
+    """Lines worth ``net`` whose tax NetSuite computes (amount × each code's rate) as exactly ``tax``: a taxed
     part on the taxes' code and the untaxed rest on the ``"none"`` code (one line when the tax allows)."""
     taxes = tuple(taxes)
     rate = sum((t.rate for t in taxes), ZERO)
     if not tax or not rate:
         return (money_line(description, kind, net, taxes if tax else (), settings, mapping),)
     base = (tax / rate).quantize(CENT)
-    base = next((b for b in (net, base, base - CENT, base + CENT) if money(b * rate) == tax), base)
+    base = next((b for b in (net, base, base - CENT, base + CENT) if sum(money(b * t.rate) for t in taxes) == tax), base)
     parts = [(base, taxes), (net - base, ())]
     return tuple(money_line(description, kind, amount, codes, settings, mapping) for amount, codes in parts if amount)
 

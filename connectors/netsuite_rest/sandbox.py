@@ -15,7 +15,7 @@ exist); external ids unique per record type; SuiteQL (``POST /services/rest/quer
 transient`` required, ``limit``/``offset`` paging) over ``transaction``, ``customer`` and ``accountingperiod``
 (equality conditions joined by ``AND``, ``TO_CHAR(<date>, 'YYYY-MM-DD')``; other dates in the account's
 ``M/D/YYYY`` format); accounting periods closed or A/R-locked refuse transactions dated in them; legacy tax
-(each line's tax = amount × its tax code's rate). Concurrency governance: at most ``concurrency_limit``
+(each line's tax = amount × its tax code's rate; a tax group's = the sum of its codes', each rounded). Concurrency governance: at most ``concurrency_limit``
 requests in flight per account (the "shared" service tier's 5), answered 429. Errors are NetSuite's
 ``{"type", "title", "status", "o:errorDetails": [{"detail", "o:errorCode", "o:errorPath"}]}``; the codes are
 NetSuite's where its help names them (``INVALID_LOGIN``, ``NONEXISTENT_ID``, ``INVALID_KEY_OR_REF``,
@@ -124,9 +124,10 @@ class Sandbox:
         self.lists: dict[str, dict[str, dict[str, Any]]] = {
             "items": {k: {"name": v} for k, v in {"10": "Parts", "11": "Labour", "12": "Shop fees", "13": "Sublet",
                                                   "14": "Discount", "15": "Core charge", "16": "Adjustment"}.items()},
-            "taxCodes": {k: {"name": n, "rate": Decimal(r)} for k, (n, r) in {
-                "5": ("GST", "0.05"), "6": ("PST", "0.07"), "7": ("GST+PST", "0.12"), "20": ("STATE", "0.0625"),
-                "21": ("COUNTY", "0.01"), "22": ("STATE+COUNTY", "0.0725"), "-7": ("-Not Taxable-", "0")}.items()},
+            # A tax group (GST+PST, STATE+COUNTY) computes each of its codes' tax on the line and adds them.
+            "taxCodes": {k: {"name": n, "rates": [Decimal(r) for r in rates.split("+")]} for k, (n, rates) in {
+                "5": ("GST", "0.05"), "6": ("PST", "0.07"), "7": ("GST+PST", "0.05+0.07"), "20": ("STATE", "0.0625"),
+                "21": ("COUNTY", "0.01"), "22": ("STATE+COUNTY", "0.0625+0.01"), "-7": ("-Not Taxable-", "0")}.items()},
             "accounts": {"1": {"name": "Checking"}, "2": {"name": "Card clearing"}},
             "subsidiaries": {"1": {"name": "Main St Auto Electric"}},
             "currencies": {"1": {"name": "USD"}, "3": {"name": "CAD"}},
@@ -474,7 +475,7 @@ class Sandbox:
                                                      f"({_money(quantity * line['rate'])}).", "item.amount")
                 line.setdefault("amount", _money(quantity * line.get("rate", ZERO)))
                 code = self.lists["taxCodes"][(line.get("taxCode") or {"id": "-7"})["id"]]
-                line["tax1Amt"] = _money(line["amount"] * code["rate"])
+                line["tax1Amt"] = sum((_money(line["amount"] * rate) for rate in code["rates"]), ZERO)
                 subtotal, tax = subtotal + line["amount"], tax + line["tax1Amt"]
             saved.update(subtotal=subtotal, taxTotal=tax, total=subtotal + tax)
         else:
