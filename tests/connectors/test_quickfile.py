@@ -342,3 +342,39 @@ def test_a_split_refund_whose_answer_was_lost_is_completed_never_duplicated(lost
         live = sorted(t for n, t, _ in sandbox.credit_notes() if n == "LWR61")
         assert live == [Decimal("52.42"), Decimal("577.58")]
         assert connector.read_invoice(doc.external_id).balance == 0 and doc.refunds["61"].amount == Decimal("630.00")
+
+
+@pytest.mark.parametrize("paid", ["0.00", "100.00"])
+def test_a_second_refund_beyond_what_is_owed_and_paid_leaves_the_rest_as_client_credit(wired, paid):
+    """Issue #17 (chaos run, invoice 12 v3): the same part refunded twice, 840.00 of refunds on a 677.58 invoice.
+    The second refund's VOID part takes what is still owed, a HOLD part what was paid and not yet held; the rest
+    was neither owed nor paid, so it cannot be a HOLD note (QuickFile refuses one larger than what was paid): it
+    is an independent REFUND-type credit note (no parent invoice: "the equivalent of creating a negative
+    invoice", QuickFile's post 23204), credit on the client's account as the other platforms leave it. Then the
+    shop takes a payment: every note is posted again, split by what the invoice then holds."""
+    from daemon.operations.resync import expected_balance
+
+    sandbox, connector, sent = wired
+    entities = MemoryEntities()
+    payments = [payment(70, paid)] if Decimal(paid) else []
+    v1 = invoice_event(70, payments=payments, refunds=[refund(71, "400.00", "20.00", line_id=2)])
+    doc = deliver(connector, v1, entities=entities)
+    v2 = next_version(v1, refunds=[*v1.refunds, refund(72, "400.00", "20.00", line_id=2)])
+    doc = deliver(connector, v2, doc, entities)
+    owed = Decimal("677.58") - Decimal(paid) - Decimal("420.00")
+    held = Decimal(paid)
+    assert _credit_parts(sent, "LWR72") == [(kind, amount) for kind, amount in (
+        ("VOID", owed), ("HOLD", held), ("REFUND", Decimal("420.00") - owed - held)) if amount]
+    independent = [e["payload"]["Body"]["InvoiceData"]["CreditNotes"] for p, e in sent if p == "/1_2/invoice/create"
+                   and e["payload"]["Body"]["InvoiceData"].get("CreditNotes", {}).get("CreditNoteType") == "REFUND"]
+    assert independent == [{"CreditNoteType": "REFUND"}]  # no parent, no bank account: nothing was paid out
+    assert _live_credit(sandbox, "LWR72") == Decimal("420.00") and doc.engine.intent is None
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(v2) == 0
+
+    v3 = next_version(v2, payments=[*payments, payment(73, str(Decimal("677.58") - Decimal(paid)))])
+    sent.clear()
+    doc = deliver(connector, v3, doc, entities)
+    assert _credit_parts(sent, "LWR71") == [("HOLD", Decimal("420.00"))]
+    assert _credit_parts(sent, "LWR72") == [("HOLD", Decimal("257.58")), ("REFUND", Decimal("162.42"))]
+    assert _live_credit(sandbox, "LWR71") == _live_credit(sandbox, "LWR72") == Decimal("420.00")
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(v3) == 0
