@@ -5,7 +5,8 @@ Clients (found by our ``AccountReference`` ``LWC<id>``, then the target's match 
 concurrency token, so the last write wins; a void is ``Invoice_Delete``), client payments attributed to the
 invoice (``Payment_Create`` PaymentType PAYMENT, removed by ``Payment_Delete``), refunds as credit notes
 (``Invoice_Create`` with negative lines and a ``CreditNotes`` block: VOID against what is still owed, HOLD for
-an amount already paid), which QuickFile applies to their parent invoice as it creates them. Every request is
+an amount already paid, which QuickFile applies to their parent invoice as it creates them; an independent REFUND
+note, credit on the client's account, for refunds beyond both). Every request is
 signed with a fresh ``SubmissionNumber``: a retry is made safe by the engine's look-ups (by the shop's number in
 ``InvoiceDescription``, our reference in a payment's ``Notes``), never by resending. The lifecycle, look-ups
 before re-creating, checkpoints and preview are the engine's."""
@@ -185,8 +186,8 @@ class QuickFileConnector(EngineConnector):
         return made
 
     def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
-        """A refund's credit note an earlier attempt made only part of (its VOID part was posted, the answer
-        lost before the HOLD part): post the rest. Reads only after an uncertain credit note write."""
+        """A refund's credit note an earlier attempt made only part of (its first part posted, the answer lost
+        before the next): post the rest. Reads only after an uncertain credit note write."""
         if kind is not DocKind.CREDIT_NOTE or ref.amount is None:
             return ref
         first = (self.client.get("Invoice_Get", {"InvoiceID": int(ref.external_id.split(",")[0])}) or {}
