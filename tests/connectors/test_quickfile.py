@@ -378,3 +378,28 @@ def test_a_second_refund_beyond_what_is_owed_and_paid_leaves_the_rest_as_client_
     assert _credit_parts(sent, "LWR72") == [("HOLD", Decimal("257.58")), ("REFUND", Decimal("162.42"))]
     assert _live_credit(sandbox, "LWR71") == _live_credit(sandbox, "LWR72") == Decimal("420.00")
     assert connector.read_invoice(doc.external_id).balance == expected_balance(v3) == 0
+
+
+@pytest.mark.parametrize("lost", [1, 2, 3], ids=["void-part", "hold-part", "refund-part"])
+def test_a_three_part_refund_whose_answer_was_lost_is_completed_never_duplicated(lost):
+    """A second refund split VOID / HOLD / independent REFUND; one part is applied and its answer lost: the next
+    attempt finds the parts made and posts only the rest, the HOLD part never above what was paid."""
+    from connectors.base import UncertainOutcomeError
+
+    sandbox = Sandbox()
+    sandbox.faults.hang_s = 1.5  # longer than the 1 s request timeout below: applied, then no answer
+    with connectors_on(sandbox, "qf") as build:
+        connector = build()
+        connector.http.client.timeout = 1.0
+        entities = MemoryEntities()
+        v1 = invoice_event(80, payments=[payment(80, "100.00")], refunds=[refund(81, "400.00", "20.00", line_id=2)])
+        doc = deliver(connector, v1, entities=entities)
+        v2 = next_version(v1, refunds=[*v1.refunds, refund(82, "400.00", "20.00", line_id=2)])
+        sandbox.faults.fault_at(lost)
+        ctx = MemoryContext("qf", v2, entities)
+        with pytest.raises(UncertainOutcomeError):
+            connector.deliver(v2, doc, ctx)
+        doc = connector.deliver(v2, ctx.checkpoints[-1], MemoryContext("qf", v2, entities, attempt=2))
+        live = sorted(t for n, t, _ in sandbox.credit_notes() if n == "LWR82")
+        assert live == [Decimal("100.00"), Decimal("157.58"), Decimal("162.42")]
+        assert connector.read_invoice(doc.external_id).balance == 0 and doc.refunds["82"].amount == Decimal("420.00")
