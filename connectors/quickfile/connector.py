@@ -5,7 +5,8 @@ Clients (found by our ``AccountReference`` ``LWC<id>``, then the target's match 
 concurrency token, so the last write wins; a void is ``Invoice_Delete``), client payments attributed to the
 invoice (``Payment_Create`` PaymentType PAYMENT, removed by ``Payment_Delete``), refunds as credit notes
 (``Invoice_Create`` with negative lines and a ``CreditNotes`` block: VOID against what is still owed, HOLD for
-an amount already paid), which QuickFile applies to their parent invoice as it creates them. Every request is
+an amount already paid, which QuickFile applies to their parent invoice as it creates them; an independent REFUND
+note, credit on the client's account, for refunds beyond both). Every request is
 signed with a fresh ``SubmissionNumber``: a retry is made safe by the engine's look-ups (by the shop's number in
 ``InvoiceDescription``, our reference in a payment's ``Notes``), never by resending. The lifecycle, look-ups
 before re-creating, checkpoints and preview are the engine's."""
@@ -21,7 +22,8 @@ from typing import Any
 import structlog
 
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick, recording_on
+from connectors.engine import (AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick, received,
+                               recording_on)
 from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.quickfile import mapping
@@ -161,21 +163,31 @@ class QuickFileConnector(EngineConnector):
         return ExternalRef(external_id=",".join(made), amount=refund.amount + refund.tax_amount)
 
     def _post_credit(self, event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, net: Decimal,
-                     tax: Decimal) -> list[str]:
-        """``net`` + ``tax`` of the refund's credit as one or two credit notes under its reference: VOID for
-        what the parent still owes, HOLD for the rest (the ids, VOID first)."""
+                     tax: Decimal, posted: Decimal = ZERO) -> list[str]:
+        """``net`` + ``tax`` of the refund's credit (``posted`` of it already made) as credit notes under its
+        reference: VOID for what the parent still owes, HOLD for what was paid and is not held yet, an
+        independent REFUND note for the rest (the ids in that order)."""
         parent = self.read_invoice(parent_id)
         owed = Decimal(str(parent.balance or 0)) if parent is not None else ZERO
+        total = Decimal(str(parent.total or 0)) if parent is not None else ZERO
+        # Paid on the parent: our payments, all posted before any credit note (the engine's order). The notes
+        # already on it are the refunds before this one (posted in the event's order; all of them posted again
+        # when payments change) and the part of this one made: VOID for what they took off the balance, HOLD
+        # for the rest up to what was paid — the split this method made them with.
+        paid = sum((p.amount for p in received(event).values()), ZERO)
+        before = next(n for n, r in enumerate(event.refunds) if r.id == refund.id)
+        noted = sum((r.amount + r.tax_amount for r in event.refunds[:before]), posted)
+        held = min(max(noted - (total - paid - owed), ZERO), paid)
         made = []
-        for kind, part_net, part_tax in mapping.credit_parts(net, tax, owed):
+        for kind, part_net, part_tax in mapping.credit_parts(net, tax, owed, paid - held):
             part = refund.model_copy(update={"amount": part_net, "tax_amount": part_tax})
             body = mapping.credit_note_payload(event, part, client_id, parent_id, self.mapping, kind)
             made.append(str(self.client.call("Invoice_Create", body, write=True)["InvoiceID"]))
         return made
 
     def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
-        """A refund's credit note an earlier attempt made only part of (its VOID part was posted, the answer
-        lost before the HOLD part): post the rest. Reads only after an uncertain credit note write."""
+        """A refund's credit note an earlier attempt made only part of (its first part posted, the answer lost
+        before the next): post the rest. Reads only after an uncertain credit note write."""
         if kind is not DocKind.CREDIT_NOTE or ref.amount is None:
             return ref
         first = (self.client.get("Invoice_Get", {"InvoiceID": int(ref.external_id.split(",")[0])}) or {}
@@ -191,7 +203,8 @@ class QuickFileConnector(EngineConnector):
         rest_tax = refund.tax_amount - mapping.tax_share(refund.tax_amount, refund.amount + refund.tax_amount,
                                                          ref.amount)
         rest_net = refund.amount + refund.tax_amount - ref.amount - rest_tax
-        made = self._post_credit(event, refund, str(first["ClientID"]), parent.external_id, rest_net, rest_tax)
+        made = self._post_credit(event, refund, str(first["ClientID"]), parent.external_id, rest_net, rest_tax,
+                                 ref.amount)
         log.warning("quickfile_credit_note_completed", target=self.target.name, invoice_id=event.invoice_id,
                     version=event.version, refund_id=refund.id, parts=len(made))
         return ExternalRef(external_id=",".join([ref.external_id, *made]), amount=refund.amount + refund.tax_amount)

@@ -137,26 +137,35 @@ def tax_share(tax: Decimal, gross: Decimal, part: Decimal) -> Decimal:
     return (tax * part / gross).quantize(CENT, rounding=ROUND_HALF_UP) if gross else ZERO
 
 
-def credit_parts(net: Decimal, tax: Decimal, owed: Decimal) -> list[tuple[Literal["VOID", "HOLD"], Decimal, Decimal]]:
+CreditNoteType = Literal["VOID", "HOLD", "REFUND"]
+
+
+def credit_parts(net: Decimal, tax: Decimal, owed: Decimal, held_room: Decimal
+                 ) -> list[tuple[CreditNoteType, Decimal, Decimal]]:
     """A refund's credit (``net`` + ``tax``) as QuickFile's credit note types allow it: VOID for what the invoice
-    still owes (it cannot exceed the unpaid balance), HOLD for the rest, money already paid that moves to the
-    client's account (it cannot exceed what was paid). (type, net, tax) of each part, VOID first; the tax is
-    shared in proportion."""
+    still owes (it cannot exceed the unpaid balance), HOLD for money already paid that moves to the client's
+    account (it cannot exceed what was paid and not held yet, ``held_room``), and for the rest — neither owed nor
+    paid: refunds larger than the invoice — an independent REFUND note (no parent: a negative invoice, credit on
+    the client's account). (type, net, tax) of each part in that order; the tax is shared in proportion, the
+    first parts holding the first share (what ``finish_for`` assumes of the parts already posted)."""
     gross = net + tax
     void = min(gross, max(owed, ZERO))
-    void_tax = tax_share(tax, gross, void)
-    parts: list[tuple[Literal["VOID", "HOLD"], Decimal, Decimal]] = []
-    if void > 0:
-        parts.append(("VOID", void - void_tax, void_tax))
-    if gross - void > 0:
-        parts.append(("HOLD", net - (void - void_tax), tax - void_tax))
+    hold = min(gross - void, max(held_room, ZERO))
+    parts: list[tuple[CreditNoteType, Decimal, Decimal]] = []
+    done, done_tax = ZERO, ZERO
+    for kind, amount in (("VOID", void), ("HOLD", hold), ("REFUND", gross - void - hold)):
+        if amount > 0:
+            share = tax_share(tax, gross, done + amount) - done_tax
+            parts.append((kind, amount - share, share))
+            done, done_tax = done + amount, done_tax + share
     return parts
 
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, mapping: MappingConfig,
-                        kind: Literal["VOID", "HOLD"]) -> dict[str, Any]:
-    """A refund as a credit note against its invoice: VOID reduces what is still owed, HOLD moves an amount
-    already paid to the client's account (QuickFile's CreditNoteType)."""
+                        kind: CreditNoteType) -> dict[str, Any]:
+    """A refund as a credit note: VOID reduces what its invoice still owes, HOLD moves an amount already paid
+    to the client's account (QuickFile's CreditNoteType); REFUND stands alone — no parent, and no
+    ``PaidFromAccount`` since nothing is paid out (a paid-back refund is not settled: issue #20)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     code = nominal_code(line.kind if line else LineKind.PART, mapping)
     text = f"Returned: {line_text(line, 480)}" if line else (refund.reason or "Refund")
@@ -168,7 +177,8 @@ def credit_note_payload(event: InvoiceEvent, refund: Refund, client_id: str, par
     day = max(refund.created_at.date(), event.issue_date)
     data = _invoice(event, client_id, day, credit_note_reference(refund.id),
                     f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}", lines)
-    return {"InvoiceData": data | {"CreditNotes": {"CreditNoteType": kind, "ParentInvoiceId": int(parent_id)}}}
+    parent = {} if kind == "REFUND" else {"ParentInvoiceId": int(parent_id)}
+    return {"InvoiceData": data | {"CreditNotes": {"CreditNoteType": kind} | parent}}
 
 
 def delete_invoice_payload(invoice_id: str) -> dict[str, Any]:

@@ -319,26 +319,76 @@ def test_a_payment_reversed_after_a_hold_credit_note_leaves_the_refund_off_the_b
     assert connector.read_invoice(doc.external_id).balance == expected_balance(v2) == Decimal("656.58")
 
 
-@pytest.mark.parametrize("lost", [1, 2], ids=["void-part-unanswered", "hold-part-unanswered"])
-def test_a_split_refund_whose_answer_was_lost_is_completed_never_duplicated(lost):
-    """The VOID part (or the HOLD part) is applied and its answer lost: the next attempt finds what was made
-    under the refund's reference and adds only what is missing."""
+# (refunds already posted, the new refund's amount and tax, the parts it is split into)
+TWO_PARTS = ((), ("600.00", "30.00"), [Decimal("52.42"), Decimal("577.58")])  # VOID, HOLD
+THREE_PARTS = ((("400.00", "20.00"),), ("400.00", "20.00"),  # the part refunded twice: VOID, HOLD, REFUND
+               [Decimal("100.00"), Decimal("157.58"), Decimal("162.42")])
+
+
+@pytest.mark.parametrize("split, lost", [(TWO_PARTS, 1), (TWO_PARTS, 2), (THREE_PARTS, 1), (THREE_PARTS, 2),
+                                         (THREE_PARTS, 3)],
+                         ids=["void-part-unanswered", "hold-part-unanswered", "of-three-void-part-unanswered",
+                              "of-three-hold-part-unanswered", "of-three-refund-part-unanswered"])
+def test_a_split_refund_whose_answer_was_lost_is_completed_never_duplicated(split, lost):
+    """One part (VOID, HOLD or the independent REFUND) is applied and its answer lost: the next attempt finds
+    what was made under the refund's reference and adds only what is missing, a HOLD part never above what
+    was paid."""
     from connectors.base import UncertainOutcomeError
 
+    earlier, (amount, tax), parts = split
     sandbox = Sandbox()
     sandbox.faults.hang_s = 1.5  # longer than the 1 s request timeout below: applied, then no answer
     with connectors_on(sandbox, "qf") as build:
         connector = build()
         connector.http.client.timeout = 1.0
         entities = MemoryEntities()
-        v1 = invoice_event(60, payments=[payment(60, "100.00")])
+        v1 = invoice_event(60, payments=[payment(60, "100.00")],
+                           refunds=[refund(58 + n, a, t, line_id=2) for n, (a, t) in enumerate(earlier)])
         doc = deliver(connector, v1, entities=entities)
-        v2 = next_version(v1, refunds=[refund(61, "600.00", "30.00", line_id=2)])
+        v2 = next_version(v1, refunds=[*v1.refunds, refund(61, amount, tax, line_id=2)])
         sandbox.faults.fault_at(lost)
         ctx = MemoryContext("qf", v2, entities)
         with pytest.raises(UncertainOutcomeError):
             connector.deliver(v2, doc, ctx)
         doc = connector.deliver(v2, ctx.checkpoints[-1], MemoryContext("qf", v2, entities, attempt=2))
         live = sorted(t for n, t, _ in sandbox.credit_notes() if n == "LWR61")
-        assert live == [Decimal("52.42"), Decimal("577.58")]
-        assert connector.read_invoice(doc.external_id).balance == 0 and doc.refunds["61"].amount == Decimal("630.00")
+        assert live == parts
+        assert connector.read_invoice(doc.external_id).balance == 0
+        assert doc.refunds["61"].amount == Decimal(amount) + Decimal(tax)
+
+
+@pytest.mark.parametrize("paid", ["0.00", "100.00"])
+def test_a_second_refund_beyond_what_is_owed_and_paid_leaves_the_rest_as_client_credit(wired, paid):
+    """Issue #17 (chaos run, invoice 12 v3): the same part refunded twice, 840.00 of refunds on a 677.58 invoice.
+    The second refund's VOID part takes what is still owed, a HOLD part what was paid and not yet held; the rest
+    was neither owed nor paid, so it cannot be a HOLD note (QuickFile refuses one larger than what was paid): it
+    is an independent REFUND-type credit note (no parent invoice: "the equivalent of creating a negative
+    invoice", QuickFile's post 23204), credit on the client's account as the other platforms leave it. Then the
+    shop takes a payment: every note is posted again, split by what the invoice then holds."""
+    from daemon.operations.resync import expected_balance
+
+    sandbox, connector, sent = wired
+    entities = MemoryEntities()
+    payments = [payment(70, paid)] if Decimal(paid) else []
+    v1 = invoice_event(70, payments=payments, refunds=[refund(71, "400.00", "20.00", line_id=2)])
+    doc = deliver(connector, v1, entities=entities)
+    v2 = next_version(v1, refunds=[*v1.refunds, refund(72, "400.00", "20.00", line_id=2)])
+    doc = deliver(connector, v2, doc, entities)
+    owed = Decimal("677.58") - Decimal(paid) - Decimal("420.00")
+    held = Decimal(paid)
+    assert _credit_parts(sent, "LWR72") == [(kind, amount) for kind, amount in (
+        ("VOID", owed), ("HOLD", held), ("REFUND", Decimal("420.00") - owed - held)) if amount]
+    independent = [e["payload"]["Body"]["InvoiceData"]["CreditNotes"] for p, e in sent if p == "/1_2/invoice/create"
+                   and e["payload"]["Body"]["InvoiceData"].get("CreditNotes", {}).get("CreditNoteType") == "REFUND"]
+    assert independent == [{"CreditNoteType": "REFUND"}]  # no parent, no bank account: nothing was paid out
+    assert _live_credit(sandbox, "LWR72") == Decimal("420.00") and doc.engine.intent is None
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(v2) == 0
+
+    v3 = next_version(v2, payments=[*payments, payment(73, str(Decimal("677.58") - Decimal(paid)))])
+    sent.clear()
+    doc = deliver(connector, v3, doc, entities)
+    assert _credit_parts(sent, "LWR71") == [("HOLD", Decimal("420.00"))]
+    assert _credit_parts(sent, "LWR72") == [("HOLD", Decimal("257.58")), ("REFUND", Decimal("162.42"))]
+    assert _live_credit(sandbox, "LWR71") == _live_credit(sandbox, "LWR72") == Decimal("420.00")
+    assert connector.read_invoice(doc.external_id).balance == expected_balance(v3) == 0
+
