@@ -177,7 +177,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         kind = spec.line.kind
         account = mapping.income_account(kind, self.mapping) or "Sales"
         return _list_ref(self._rets(mapping.item_add(mapping.KIND_ITEM_TYPES[kind], spec.name, account,
-                                                     mapping.KIND_ITEM_NAMES[kind]))[0])
+                                                     references.LINE_KIND_NAMES[kind]))[0])
 
     # -- references and look-ups --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:

@@ -29,9 +29,6 @@ REF_NUMBER_MAX = 11  # InvoiceAdd/RefNumber maxLength
 OTHER_MAX = 29  # InvoiceAdd/Other maxLength: the shop's full invoice number lives here
 NAME_MAX = 41  # CustomerAdd/Name
 ITEM_NAME_MAX = 31  # Item*Add/Name
-KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
-                   LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
-                   LineKind.CORE_RETURN: "Core return"}
 # qbXML item type per line kind: services, non-inventory parts, other charges.
 KIND_ITEM_TYPES = {LineKind.PART: "ItemNonInventory", LineKind.LABOUR: "ItemService", LineKind.SUBLET: "ItemService",
                    LineKind.FEE: "ItemOtherCharge", LineKind.DISCOUNT: "ItemOtherCharge",
@@ -118,7 +115,7 @@ def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str, str]:
     configured = mapping.items.get(line.kind)
     if configured:
         return f"kind:{line.kind.value}", configured, KIND_ITEM_TYPES[line.kind]
-    return f"kind:{line.kind.value}", KIND_ITEM_NAMES[line.kind], KIND_ITEM_TYPES[line.kind]
+    return f"kind:{line.kind.value}", references.LINE_KIND_NAMES[line.kind], KIND_ITEM_TYPES[line.kind]
 
 
 def income_account(kind: LineKind, mapping: MappingConfig) -> str | None:

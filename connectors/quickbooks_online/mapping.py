@@ -17,9 +17,6 @@ from connectors.base import invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
 
-KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
-                   LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
-                   LineKind.CORE_RETURN: "Core return"}
 DOC_NUMBER_MAX = 21
 DISPLAY_NAME_MAX = 500
 
@@ -62,7 +59,7 @@ def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str]:
     """(entity key, QuickBooks item name) for the item a line posts to."""
     if mapping.item_mode == "per_part_number" and line.part_number:
         return f"part:{line.part_number}", line.part_number[:100]
-    return f"kind:{line.kind.value}", KIND_ITEM_NAMES[line.kind]
+    return f"kind:{line.kind.value}", references.LINE_KIND_NAMES[line.kind]
 
 
 def item_payload(name: str, line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
