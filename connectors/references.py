@@ -17,11 +17,15 @@ from typing import Any, TypeVar
 
 import structlog
 
-from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Refund
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Refund
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
+# What a line kind is called on a platform's item, product or line when nothing more specific names it.
+LINE_KIND_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
+                   LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
+                   LineKind.CORE_RETURN: "Core return"}
 PAYMENT_PREFIX = "LW"
 REFUND_PREFIX = "LWR"
 SETTLEMENT_PREFIX = "LWP"

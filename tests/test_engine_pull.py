@@ -138,12 +138,12 @@ def test_a_step_that_cannot_progress_is_dead_lettered_and_the_session_ends(qbd, 
     """Issue #20: a planner that keeps asking the same query QuickBooks keeps answering "not found" (the rename
     livelock: 10,002 CustomerQuery requests in 60 s, the session never ended) ends its run in a dead letter
     with the reason, and the Web Connector's session ends."""
-    from connectors.quickbooks_desktop import mapping
+    from connectors.quickbooks_desktop import qbxml
 
     sandbox, connector = qbd
 
     def never_found(customer):  # the livelock's shape: ask again until found
-        while not connector._rets(mapping.query("Customer", full_name="Name QuickBooks does not have")):
+        while not connector._rets(qbxml.query("Customer", full_name="Name QuickBooks does not have")):
             pass
 
     monkeypatch.setattr(connector, "find_customer", never_found)

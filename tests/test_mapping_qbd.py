@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from connectors.base import ClosedPeriodError
-from connectors.quickbooks_desktop import mapping
+from connectors.quickbooks_desktop import mapping, qbxml
 from connectors.testing import invoice_event, line, next_version, payment
 from daemon.canonical import Refund
 from tests.connectors.test_quickbooks_desktop import deliver, qbd  # noqa: F401 - the fixture
@@ -126,10 +126,10 @@ def test_sandbox_never_applies_more_credit_than_the_open_balance(qbd):
     customer = inv["customer"]
     memo = mapping.credit_memo_add(refund(5, 2, "289.95", "14.50"), v1, customer, {"full_name": "Parts"},
                                    connector.mapping, "Shop Tax Lines")
-    response, *_ = sandbox.process(mapping.document("13.0", [memo]))
-    memo_id = mapping.parse_response(response)[0]["rets"][0]["TxnID"]
+    response, *_ = sandbox.process(qbxml.document("13.0", [memo]))
+    memo_id = qbxml.parse_response(response)[0]["rets"][0]["TxnID"]
     too_much = mapping.credit_application("LWC5", customer, inv["TxnID"], memo_id, Decimal("100.00"))
-    (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [too_much]))[0])
+    (rs,) = qbxml.parse_response(sandbox.process(qbxml.document("13.0", [too_much]))[0])
     assert rs["statusCode"] == 3210 and "exceeds the open balance 77.58" in rs["statusMessage"]
 
 
@@ -231,17 +231,17 @@ def test_closing_date_refusal_is_quickbooks_code_and_message(qbd):
     sandbox.set_closing_date(date(2026, 11, 30))
     post(sandbox, connector, invoice_event(4300))
     (inv,) = sandbox.company.invoices.values()
-    stale = mapping.txn_del("Invoice", inv["TxnID"], "Void")
-    (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [stale]))[0])
+    stale = qbxml.txn_del("Invoice", inv["TxnID"], "Void")
+    (rs,) = qbxml.parse_response(sandbox.process(qbxml.document("13.0", [stale]))[0])
     assert rs["statusCode"] == 0  # dated 2026-12-01: open
     event = invoice_event(4301)
     add = mapping.invoice_write(event, inv["customer"], "X4301", mapping.invoice_lines(
         event, {ln.id: {"full_name": "Parts"} for ln in event.lines}, connector.mapping), connector.mapping,
         "Shop Tax Lines")
-    (rs,) = mapping.parse_response(sandbox.process(mapping.document("13.0", [add]))[0])
+    (rs,) = qbxml.parse_response(sandbox.process(qbxml.document("13.0", [add]))[0])
     assert rs["statusCode"] == 3171 and rs["statusSeverity"] == "Error"
     assert "on or before the closing date of the company" in rs["statusMessage"]
-    prefs = mapping.parse_response(sandbox.process(mapping.document("13.0", [mapping.preferences_query()]))[0])
+    prefs = qbxml.parse_response(sandbox.process(qbxml.document("13.0", [qbxml.preferences_query()]))[0])
     assert prefs[0]["rets"][0]["AccountingPreferences"]["ClosingDate"] == "2026-11-30"
 
 
@@ -277,6 +277,6 @@ def test_every_request_of_these_flows_is_valid_qbxml130(qbd, qbxml_xsd):
     assert {"PreferencesQueryRq", "ReceivePaymentAddRq", "CreditMemoAddRq", "InvoiceAddRq", "TxnDelRq"} <= seen
     assert any("<SetCredit>" in r for r in sandbox.requests)
     # The check can fail: SetCredit without its AppliedAmount is refused by the schema.
-    bad = mapping.document("13.0", [mapping.credit_application("LWC1", "1", "2", "3", Decimal("1"))])
+    bad = qbxml.document("13.0", [mapping.credit_application("LWC1", "1", "2", "3", Decimal("1"))])
     bad = bad.replace("<AppliedAmount>1.00</AppliedAmount>", "")
     assert list(qbxml_xsd.iter_errors(etree.fromstring(bad.split("?>", 2)[2].encode())))

@@ -14,24 +14,24 @@ Odoo has no request ids: ``find`` by our reference (``payment_reference`` = the 
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connectors import adjustments, references
+from connectors import references
 from connectors.base import ClosedPeriodError, ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.odoo import mapping
+from connectors.odoo import closed_period, mapping, reconcile, wire
 from connectors.odoo.check import check_mapping
-from connectors.odoo.client import OdooClient, classify_http
+from connectors.odoo.client import OdooClient
+from connectors.odoo.faults import classify_http
 from connectors.odoo.settings import OdooSettings
-from daemon.canonical import CENT, Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+from connectors.odoo.taxes import IncludedTaxes
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
 MOVE_FIELDS = ["id", "name", "state", "write_date", "payment_reference", "amount_total", "amount_tax",
                "amount_residual", "move_type", "invoice_date"]
-LINE_FIELDS = ["account_id", "tax_ids", "price_subtotal", "price_total", "display_type"]
 MOVE_TYPES = {DocKind.INVOICE: ["out_invoice"], DocKind.CREDIT_NOTE: ["out_refund"]}
 PARTNER_MATCH = {"email": "=ilike", "phone": "=", "name": "="}  # customer_match key -> res.partner operator
 
@@ -52,7 +52,7 @@ class OdooConnector(EngineConnector):
                                  db=settings.db, login=settings.login, credentials=runtime.credentials(target.name))
         self.mapping = target.mapping
         self.memo_field = settings.payment_memo_field
-        self._included: dict[int, int] | None = None
+        self.included_taxes = IncludedTaxes(self.client, self.mapping)
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -108,7 +108,8 @@ class OdooConnector(EngineConnector):
             return [ExternalRef(external_id=str(r["id"]), amount=r["amount"]) for r in rows]
         if kind is DocKind.CREDIT_APPLICATION:
             return [partial for note in self.find(DocKind.CREDIT_NOTE, reference)
-                    for partial in self._applications(self._receivable_line(note.external_id))]
+                    for partial in reconcile.applications(self.client,
+                                                          reconcile.receivable_line(self.client, note.external_id))]
         domain = [("move_type", "in", MOVE_TYPES.get(kind, ["out_invoice", "out_refund"])),
                   ("payment_reference", "=", reference), ("state", "in", ["draft", "posted"])]
         return [_ref(move) for move in self.client.search_read("account.move", domain, MOVE_FIELDS, order="id asc")]
@@ -153,7 +154,7 @@ class OdooConnector(EngineConnector):
         return mapping.invoice_vals(event, _id(posting.customer_id), self.mapping,
                                     {line_id: _id(item) for line_id, item in posting.item_ids.items()},
                                     open_date=posting.txn_date.isoformat() if posting.txn_date else None,
-                                    included=self._included_taxes() if event.tax_inclusive else None)
+                                    included=self.included_taxes() if event.tax_inclusive else None)
 
     def _create_posted(self, vals: dict[str, Any]) -> int | str:
         move_id = self.client.execute("account.move", "create", [vals])
@@ -170,21 +171,6 @@ class OdooConnector(EngineConnector):
 
     def _remote(self, move_id: int | str) -> RemoteInvoice:  # as Odoo computed it; a preview's placeholder as is
         return self.read_invoice(str(move_id)) or RemoteInvoice(external_id=str(move_id))
-
-    def _included_taxes(self) -> dict[int, int]:
-        """Each mapped (tax-excluded) sales tax → the price-included sales tax of the same percentage, for
-        tax-inclusive shop invoices (Odoo then takes the tax out of the price itself)."""
-        if self._included is None:
-            mapped = sorted({mapping.record_id(v, f"tax_codes.{k}") for k, v in self.mapping.tax_codes.items()})
-            rates = {int(t["id"]): Decimal(str(t["amount"])) for t in self.client.search_read(
-                "account.tax", [("id", "in", mapped)], ["id", "amount"])} if mapped else {}
-            twins = self.client.search_read("account.tax", [("type_tax_use", "=", "sale"), ("amount_type", "=", "percent"),
-                                                            ("price_include", "=", True)], ["id", "amount"], order="id asc")
-            by_rate: dict[Decimal, int] = {}
-            for t in twins:
-                by_rate.setdefault(Decimal(str(t["amount"])), int(t["id"]))
-            self._included = {i: by_rate[r] for i, r in rates.items() if r in by_rate}
-        return self._included
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
@@ -235,9 +221,9 @@ class OdooConnector(EngineConnector):
                      posting: Posting) -> ExternalRef:
         """The credit note's receivable line reconciled with the invoice (as "Add" on its outstanding credits);
         the application is the ``account.partial.reconcile`` it makes."""
-        line = self._receivable_line(credit.external_id)
+        line = reconcile.receivable_line(self.client, credit.external_id)
         self.client.execute("account.move", "js_assign_outstanding_line", [[_id(invoice_id)], line])
-        made = self._applications(line)
+        made = reconcile.applications(self.client, line)
         if made:
             return made[-1]
         if self.client.recorder is not None:
@@ -247,19 +233,6 @@ class OdooConnector(EngineConnector):
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         if self.client.read_one("account.partial.reconcile", application.external_id, ["id"]) is not None:
             self.client.execute("account.partial.reconcile", "unlink", [[_id(application.external_id)]])
-
-    def _receivable_line(self, move_id: str) -> int | str:
-        move = self._read_move(move_id, ["line_ids"])
-        lines = self.client.search_read("account.move.line", [("id", "in", move["line_ids"]), (
-            "display_type", "=", "payment_term")], ["id"]) if move and move["line_ids"] else []
-        return int(lines[0]["id"]) if lines else "<new account.move.line>"  # a preview's credit note
-
-    def _applications(self, line: int | str) -> list[ExternalRef]:
-        if not isinstance(line, int):
-            return []
-        rows = self.client.search_read("account.partial.reconcile", [("credit_move_id", "=", line)],
-                                       ["id", "amount"], order="id asc")
-        return [ExternalRef(external_id=str(r["id"]), amount=r["amount"]) for r in rows]
 
     # -- closed periods: the company's lock date --
     def books_closed_through(self) -> date | None:
@@ -273,39 +246,13 @@ class OdooConnector(EngineConnector):
         (decrease), dated the first open day. Odoo computes its tax."""
         original = self._read_move(adjustment.original_id, MOVE_FIELDS + ["invoice_line_ids"]) \
             if adjustment.original_id else None
-        held = [(1, self._move_lines(original))]  # (posting key, net) lines of the original and each adjustment
-        pattern = re.compile(rf"{re.escape(event.number)}-([AC])\d+")
-        for move in self.client.search_read("account.move", [("payment_reference", "ilike", f"{event.number}-"),
-                                                             ("state", "=", "posted")],
-                                            MOVE_FIELDS + ["invoice_line_ids"], order="id asc"):
-            if found := pattern.fullmatch(str(move.get("payment_reference") or "")):
-                held.append((1 if found.group(1) == "A" else -1, self._move_lines(move)))
-        wanted = [] if event.status.value in ("void", "deleted") else mapping.posting_lines(event, self.mapping)
-        sign = 1 if adjustment.kind == "increase" else -1  # a credit note carries a decrease as positive amounts
-        lines = [(key, sign * net) for key, net in adjustments.line_difference(held, wanted)]
-        if not lines:
-            raise PermanentError(f"Odoo: {event.number} differs from what Odoo holds only by Odoo's own tax "
-                                 "rounding; no adjustment line to post")
-        vals = mapping.adjustment_vals(event, adjustment.kind, adjustment.sequence, _id(posting.customer_id), lines,
+        lines = closed_period.lines_to_post(self.client, self.mapping, self.included_taxes, event, adjustment.kind,
+                                            original, MOVE_FIELDS + ["invoice_line_ids"])
+        vals = closed_period.adjustment_vals(event, adjustment.kind, adjustment.sequence, _id(posting.customer_id), lines,
                                        (posting.txn_date or date.today()).isoformat(), (original or {}).get("name") or None,
                                        self.mapping, adjustment.reason)
         move_id = self._create_posted(vals)
         return _ref(self._read_move(move_id) or {"id": move_id})
-
-    def _move_lines(self, move: dict[str, Any] | None) -> list[tuple[str, Decimal]]:
-        """A posted move's lines as (posting key, net), read back from Odoo; a tax-inclusive invoice's
-        price-included taxes are keyed by the mapped (excluded) tax they stand for."""
-        if not move or move.get("state") != "posted" or not move.get("invoice_line_ids"):
-            return []
-        rows = self.client.search_read("account.move.line", [("id", "in", list(move["invoice_line_ids"]))],
-                                       LINE_FIELDS)
-        mapped = {mapping.record_id(v, f"tax_codes.{k}") for k, v in self.mapping.tax_codes.items()}
-        excluded: dict[int, int] = {}
-        if any(t not in mapped for row in rows for t in row.get("tax_ids") or []):
-            excluded = {incl: excl for excl, incl in sorted(self._included_taxes().items(), reverse=True)}
-        return [(mapping.group_key(int(row["account_id"][0] if isinstance(row["account_id"], list) else row["account_id"]),
-                                   [excluded.get(t, t) for t in row.get("tax_ids") or []]), _money(row["price_subtotal"]))
-                for row in rows if row.get("display_type") in ("product", False, None)]
 
 
 def _id(value: Any) -> Any:
@@ -313,17 +260,14 @@ def _id(value: Any) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
-def _money(value: Any) -> Decimal | None:
-    return None if value is None or value is False else Decimal(str(value)).quantize(CENT)
-
-
 def _ref(move: dict[str, Any]) -> ExternalRef:
     return ExternalRef(external_id=str(move["id"]), token=move.get("write_date") or None,
-                       amount=_money(move.get("amount_total")), status=move.get("state") or None)
+                       amount=wire.money(move.get("amount_total")), status=move.get("state") or None)
 
 
 def _remote(move: dict[str, Any]) -> RemoteInvoice:
     status = {"posted": "issued", "draft": "draft", "cancel": "void"}.get(move.get("state"), move.get("state"))
     return RemoteInvoice(external_id=str(move["id"]), number=move.get("payment_reference") or None,
-                         token=move.get("write_date") or None, status=status, total=_money(move.get("amount_total")),
-                         tax_total=_money(move.get("amount_tax")), balance=_money(move.get("amount_residual")), raw=move)
+                         token=move.get("write_date") or None, status=status,
+                         total=wire.money(move.get("amount_total")), tax_total=wire.money(move.get("amount_tax")),
+                         balance=wire.money(move.get("amount_residual")), raw=move)

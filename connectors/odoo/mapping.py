@@ -39,10 +39,8 @@ def refund_reference(event: InvoiceEvent, refund: Refund) -> str:
 
 # -- customers --
 def partner_vals(customer: Customer) -> dict[str, Any]:
-    vals: dict[str, Any] = {"name": customer.name, "ref": str(customer.id), "customer_rank": 1,
-                            "is_company": False}
-    vals["email"] = customer.email or False
-    vals["phone"] = customer.phone or False
+    vals: dict[str, Any] = {"name": customer.name, "ref": str(customer.id), "customer_rank": 1, "is_company": False,
+                            "email": customer.email or False, "phone": customer.phone or False}
     if customer.billing_address:
         vals["street"] = customer.billing_address[:200]
     return vals
@@ -199,48 +197,6 @@ def refund_vals(event: InvoiceEvent, refund: Refund, partner_id: int | str, mapp
         "move_type": "out_refund", "partner_id": partner_id,
         "payment_reference": refund_reference(event, refund), "ref": event.number,
         "invoice_date": refund.created_at.date().isoformat(), "invoice_line_ids": [(0, 0, line)],
-    }
-    if where and where[0] == "journal":
-        vals["journal_id"] = where[1]
-    return vals
-
-
-# -- closed-period adjustments --
-def group_key(account_id: int, taxes: list[int]) -> str:
-    """The posting key of an amount: account and tax set, e.g. "5|9,10"."""
-    return f"{account_id}|{','.join(str(t) for t in sorted(taxes))}"
-
-
-def posting_lines(event: InvoiceEvent, mapping: MappingConfig) -> list[tuple[str, Decimal]]:
-    """The shop's version as (posting key, net) per line: what Odoo should hold in the end."""
-    return [(group_key(line_account(line.kind, mapping), tax_ids([t.code for t in line.taxes], mapping)),
-             line.amount - sum((t.amount for t in line.taxes), Decimal("0")) if event.tax_inclusive else line.amount)
-            for line in event.lines]
-
-
-def adjustment_vals(event: InvoiceEvent, kind: str, seq: int, partner_id: int, lines: list[tuple[str, Decimal]],
-                    open_day: str, original_name: str | None, mapping: MappingConfig, reason: str) -> dict[str, Any]:
-    """An ``out_invoice`` (increase) or ``out_refund`` (decrease) dated the
-    first open day, one line per ``lines`` entry (posting key, net as the document carries it) with the key's
-    taxes — line by line, so Odoo rounds each line's tax as it did on the original —, ``payment_reference`` = its own number (looked up on retries), ``ref`` = the shop's invoice number and Odoo's
-    number of the original, ``narration`` = why."""
-    where = tracking(event, mapping)
-    commands = []
-    for key, net in lines:
-        account, _, taxes = key.partition("|")
-        line: dict[str, Any] = {"display_type": "product",
-                                "name": f"Adjustment of {event.number} ({reason})"[:2000],
-                                "quantity": Decimal("1"), "price_unit": net, "account_id": int(account),
-                                "tax_ids": [(6, 0, [int(t) for t in taxes.split(",") if t])]}
-        if where and where[0] == "analytic":
-            line["analytic_distribution"] = {str(where[1]): 100}
-        commands.append((0, 0, line))
-    vals: dict[str, Any] = {
-        "move_type": "out_invoice" if kind == "increase" else "out_refund", "partner_id": partner_id,
-        "payment_reference": references.adjustment_number(event.number, seq, kind),
-        "ref": f"{event.number} {original_name}" if original_name else event.number,
-        "invoice_date": open_day, "narration": f"Closed-period adjustment of shop invoice {event.number}: {reason}",
-        "invoice_line_ids": commands,
     }
     if where and where[0] == "journal":
         vals["journal_id"] = where[1]

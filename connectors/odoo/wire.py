@@ -13,6 +13,8 @@ import xmlrpc.client
 from decimal import Decimal
 from typing import Any
 
+from daemon.canonical import CENT
+
 Fault = xmlrpc.client.Fault
 
 
@@ -93,3 +95,17 @@ def _no_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_no_none(v) for v in value]
     return value
+
+
+def shape(value: Any) -> Any:
+    """Tuples travel as XML-RPC arrays: recorded as lists, as the wire carries them."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shape(v) for v in value]
+    return value
+
+
+def money(value: Any) -> Decimal | None:
+    """A monetary field as Odoo answers it, in exact cents; None for an empty one (Odoo's False)."""
+    return None if value is None or value is False else Decimal(str(value)).quantize(CENT)

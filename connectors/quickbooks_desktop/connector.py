@@ -18,39 +18,24 @@ CreditMemoAdd applied to its invoice by a 0.00 ReceivePaymentAdd whose AppliedTo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
-from connectors import engine, engine_pull, references
-from connectors.base import (ClosedPeriodError, DocumentState, ExternalRef, RemoteInvoice, RetryableError,
-                             StaleTokenError)
-from connectors.errors import When, classify_by, facts_of
+from connectors import engine_pull, references
+from connectors.base import ExternalRef, RemoteInvoice, StaleTokenError
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.pull_queue import MemoryQueue, PgQueue, PullQueue, ddl
-from connectors.quickbooks_desktop import check, mapping, qbwc
+from connectors.pull_queue import MemoryQueue, PgQueue, PullQueue
+from connectors.quickbooks_desktop import check, mapping, qbwc, qbxml
+from connectors.quickbooks_desktop.legacy import from_queue_state
+from connectors.quickbooks_desktop.queueing import QueuedDelivery
 from connectors.quickbooks_desktop.settings import QbdSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
-log = structlog.get_logger(__name__)
-
-NOT_FOUND = (1, 500)  # 1: a query matched nothing; 500: a TxnID/ListID asked for does not exist
-TRANSIENT = (3180, 3175, 3176)  # error saving / object in use: nothing saved, send again
-GONE = 3120  # the object of a Mod/Del/Void cannot be found
-STALE = 3200  # EditSequence out of date
-CLOSED_PERIOD = 3171  # dated on or before the company's closing date (see sandbox.CLOSED_PERIOD)
-RULES = (When(StaleTokenError, on={f"code:{STALE}"}), When(ClosedPeriodError, on={f"code:{CLOSED_PERIOD}"}),
-         When(RetryableError, on={f"code:{code}" for code in TRANSIENT}))
-_REQUEST = re.compile(r"<(\w+?)(Add|Mod|Query|Del|Void)?Rq requestID")
-
-
-class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
+class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, EngineConnector):
     platform = "quickbooks-desktop"
     settings_model = QbdSettings
     pull_model = True
@@ -65,62 +50,20 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         self.entities = engine_pull.QueueEntities(self.queue)
         self.driver = engine_pull.PullDriver(
             self, self.queue, target.name, self.entities, self.settings.lease_s,
-            report=lambda event, error: runtime.report_failure(target, event, error), legacy=_legacy)
+            report=lambda event, error: runtime.report_failure(target, event, error), legacy=from_queue_state)
         self._app = None
-
-    @classmethod
-    def ledger_ddl(cls) -> str:
-        return ddl("qbd")
-
-    # -- the push side: queue --
-    def deliver(self, event: InvoiceEvent, doc: DocumentState, ctx) -> DocumentState:
-        self.queue.enqueue(event.invoice_id, event.version, event.model_dump_json())
-        work = self.queue.load(event.invoice_id)
-        known = self.driver.document(work.state if work else {})
-        if work and work.failed_reason:
-            known.extra["qbd_last_error"] = work.failed_reason[:500]
-        known.status = "queued"
-        log.info("qbd_queued", target=ctx.target, invoice_id=event.invoice_id, version=event.version)
-        return engine.delivered(event, known)
-
-    def unconfirmed(self) -> int:
-        """Invoice versions queued that the Web Connector has not yet brought to QuickBooks (nor dead-lettered)."""
-        return self.queue.pending()
-
-    def document(self, invoice_id: int) -> DocumentState | None:
-        """What is known at QuickBooks of a queued invoice (the engine's state, newest checkpoint)."""
-        work = self.queue.load(invoice_id)
-        return self.driver.document(work.state) if work else None
-
-    # -- reads for reconcile/trace: from what QuickBooks last answered (a pull platform cannot be asked now) --
-    def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
-        known = self.document(event.invoice_id)
-        return _remote(known) if known and known.external_id else None
-
-    def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:
-        work = self.queue.by_txn(external_id)
-        return _remote(self.driver.document(work.state)) if work else None
 
     def check_mapping(self) -> list[str]:
         return check.check_mapping(self.queue, self.mapping, self.settings)
-
-    def preview(self, event: InvoiceEvent, doc: DocumentState, entities=None) -> list[dict[str, Any]]:
-        """The qbXML writes the Web Connector would carry for this event, in order (the engine's loop against
-        the recorder: queries find nothing new, writes answer "<new …>" ids). Writes nothing."""
-        known = self.document(event.invoice_id)
-        return engine.preview(self, self.target.name, event, known or doc, self.entities)
 
     @contextmanager
     def recording(self) -> Iterator[list[dict[str, Any]]]:
         sent: list[dict[str, Any]] = []
 
         def answer(request: str) -> dict[str, Any]:
-            entity, verb = _REQUEST.search(request).groups()
-            rs: dict[str, Any] = {"type": f"{entity}{verb or ''}Rs", "statusCode": 1, "statusMessage": "", "rets": []}
-            if verb not in (None, "Query"):
+            rs, write = qbxml.preview_answer(request)
+            if write:
                 sent.append({"method": "sendRequestXML", "path": "/qbwc", "body": request})
-                new = f"<new {entity.lower()}>"
-                rs.update(statusCode=0, rets=[{"TxnID": new, "ListID": new, "EditSequence": "<new>"}])
             return rs
 
         with engine_pull.answering(answer):
@@ -129,12 +72,11 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
     # -- asking QuickBooks (through the pull driver) --
     def _ask(self, request: Any) -> dict[str, Any]:
         """QuickBooks' answer to one request (its ``…Rs``); a refusal raises the engine's error class."""
-        rs = engine_pull.ask(mapping.document(engine_pull.dialect() or self.spoken_version(), [request]))
-        code, tag = rs["statusCode"], request.tag
-        if code == 0 or (code in NOT_FOUND and tag.endswith("QueryRq")) or (code == GONE and tag.startswith("Txn")):
-            return rs
-        reason = f"QuickBooks Desktop refused {tag[:-2]}: QuickBooks {code} ({rs['type']}): {rs['statusMessage']}"
-        raise classify_by(RULES, reason, facts=facts_of(None, code), code=code)
+        rs = engine_pull.ask(qbxml.document(engine_pull.dialect() or self.spoken_version(), [request]))
+        refused = qbxml.refusal(rs, request.tag)
+        if refused is not None:
+            raise refused
+        return rs
 
     def _rets(self, request: Any) -> list[dict[str, Any]]:
         rs = self._ask(request)
@@ -156,7 +98,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return _list_ref(self._rets(mapping.customer_write(customer))[0])
 
     def update_customer(self, ref: ExternalRef, customer: Customer, request_id: str) -> ExternalRef | None:
-        current = self._rets(mapping.query("Customer", list_id=ref.external_id))
+        current = self._rets(qbxml.query("Customer", list_id=ref.external_id))
         if not current:
             return None
         try:
@@ -170,14 +112,14 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return ItemSpec(key=key, name=name, line=line)
 
     def find_item(self, spec: ItemSpec) -> ExternalRef | None:
-        found = self._rets(mapping.query("Item", full_name=spec.name))
+        found = self._rets(qbxml.query("Item", full_name=spec.name))
         return _list_ref(found[0]) if found else None
 
     def create_item(self, spec: ItemSpec, request_id: str) -> ExternalRef:
         kind = spec.line.kind
         account = mapping.income_account(kind, self.mapping) or "Sales"
         return _list_ref(self._rets(mapping.item_add(mapping.KIND_ITEM_TYPES[kind], spec.name, account,
-                                                     mapping.KIND_ITEM_NAMES[kind]))[0])
+                                                     references.LINE_KIND_NAMES[kind]))[0])
 
     # -- references and look-ups --
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
@@ -192,12 +134,12 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind in (DocKind.PAYMENT, DocKind.CREDIT_APPLICATION):
-            request = mapping.query("ReceivePayment", ref_number=reference, lines=True)
+            request = qbxml.query("ReceivePayment", ref_number=reference, lines=True)
         elif kind is DocKind.CREDIT_NOTE or (kind is DocKind.ADJUSTMENT and reference.startswith("C")):
-            request = mapping.query("CreditMemo", ref_number=reference)
+            request = qbxml.query("CreditMemo", ref_number=reference)
         else:
-            request = mapping.query("Invoice", ref_number=reference, lines=True)
-        return [ExternalRef(external_id=ret["TxnID"], token=ret.get("EditSequence"), amount=_total(ret))
+            request = qbxml.query("Invoice", ref_number=reference, lines=True)
+        return [ExternalRef(external_id=ret["TxnID"], token=ret.get("EditSequence"), amount=qbxml.transaction_total(ret))
                 for ret in self._rets(request) if not (ret.get("Memo") or "").startswith("VOID:")]
 
     # -- the invoice --
@@ -218,16 +160,16 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return self._remote(self._rets(request)[0])
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
-        rs = self._ask(mapping.txn_del("Invoice", current.external_id, "Void"))
-        return None if rs["statusCode"] == GONE else RemoteInvoice(external_id=current.external_id, status="void")
+        rs = self._ask(qbxml.txn_del("Invoice", current.external_id, "Void"))
+        return None if rs["statusCode"] == qbxml.GONE else RemoteInvoice(external_id=current.external_id, status="void")
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
-        found = self._rets(mapping.query("Invoice", txn_id=external_id, lines=True))
+        found = self._rets(qbxml.query("Invoice", txn_id=external_id, lines=True))
         return self._remote(found[0]) if found else None
 
     def _remote(self, ret: dict[str, Any]) -> RemoteInvoice:
         tax_items = {mapping.tax_item(code, self.mapping) for code in self.mapping.tax_codes}
-        total, tax = mapping.invoice_totals(ret, tax_items)
+        total, tax = qbxml.invoice_totals(ret, tax_items)
         balance = ret.get("BalanceRemaining")
         return RemoteInvoice(external_id=ret["TxnID"], number=ret.get("RefNumber"), token=ret.get("EditSequence"),
                              status="void" if (ret.get("Memo") or "").startswith("VOID:") else "issued",
@@ -241,7 +183,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return ExternalRef(external_id=self._rets(request)[0]["TxnID"], amount=payment.amount)
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
-        self._ask(mapping.txn_del("ReceivePayment", ref.external_id))
+        self._ask(qbxml.txn_del("ReceivePayment", ref.external_id))
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         item_id = posting.item_ids.get(refund.line_id or -1) or next(iter(posting.item_ids.values()))
@@ -255,11 +197,11 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, EngineConnector):
         return ExternalRef(external_id=self._rets(request)[0]["TxnID"], amount=amount)
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
-        self._ask(mapping.txn_del("ReceivePayment", application.external_id))
+        self._ask(qbxml.txn_del("ReceivePayment", application.external_id))
 
     # -- closed periods --
     def books_closed_through(self) -> date | None:
-        found = self._rets(mapping.preferences_query())
+        found = self._rets(qbxml.preferences_query())
         closing = (found[0].get("AccountingPreferences") or {}).get("ClosingDate") if found else None
         return date.fromisoformat(closing) if closing else None
 
@@ -278,32 +220,3 @@ def _day(day: date | None) -> str | None:
 
 def _list_ref(ret: dict[str, Any]) -> ExternalRef:
     return ExternalRef(external_id=ret["ListID"], token=ret.get("EditSequence"))
-
-
-def _total(ret: dict[str, Any]) -> Decimal | None:
-    """A transaction's total as QuickBooks answers it (an invoice: Subtotal + SalesTaxTotal)."""
-    if "Subtotal" in ret and ret["_tag"] == "InvoiceRet":
-        return Decimal(ret["Subtotal"]) + Decimal(ret.get("SalesTaxTotal") or "0")
-    return Decimal(ret["TotalAmount"]) if ret.get("TotalAmount") else None
-
-
-def _remote(doc: DocumentState) -> RemoteInvoice:
-    return RemoteInvoice(external_id=doc.external_id or "", token=doc.token,
-                         status="void" if doc.status == "voided" else "issued",
-                         raw={"payments": {k: v.external_id for k, v in doc.payments.items()},
-                              "refunds": {k: v.external_id for k, v in doc.refunds.items()}})
-
-
-def _legacy(state: dict[str, Any]) -> DocumentState:
-    """A queue row written before the engine: its state as the engine's legacy document."""
-    def refs(kind: str, status: str) -> dict[str, ExternalRef]:
-        return {key: ExternalRef(external_id=v["txn_id"], amount=Decimal(v["amount"]), status=status)
-                for key, v in (state.get(kind) or {}).items()}
-
-    extra = {f"credit_applied:{key}": f"{v['txn_id']}:{v['amount']}" for key, v in (state.get("credits") or {}).items()}
-    if state.get("txn_date"):
-        extra["txn_date"] = state["txn_date"]
-    return DocumentState(external_id=state.get("txn_id"), token=state.get("edit_seq"),
-                         status="voided" if state.get("voided") else "posted" if state.get("txn_id") else "none",
-                         delivered_version=1 if state.get("txn_id") else 0, payments=refs("payments", "applied"),
-                         refunds=refs("refunds", "open"), extra=extra)

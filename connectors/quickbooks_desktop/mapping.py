@@ -1,5 +1,5 @@
-"""Canonical invoice, payment and refund → qbXML requests (element order as in qbxmlops130/160.xsd), and
-qbXML responses → plain dicts. Pure functions; ListIDs/TxnIDs come in resolved.
+"""Canonical invoice, payment and refund → qbXML requests (element order as in qbxmlops130/160.xsd; the
+document, queries and answers are ``qbxml``'s). Pure functions; ListIDs/TxnIDs come in resolved.
 
 Tax: QuickBooks Desktop computes an invoice's sales tax from its ``ItemSalesTaxRef``. The invoice names a
 0 % sales-tax item (settings.invoice_tax_item) so QuickBooks adds nothing itself, and each of the shop's tax
@@ -22,6 +22,7 @@ from lxml import etree
 
 from connectors import references
 from connectors.base import invoice_memo, line_text
+from connectors.quickbooks_desktop.qbxml import amt, el, num, ref
 from daemon.canonical import CENT, Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
@@ -29,24 +30,11 @@ REF_NUMBER_MAX = 11  # InvoiceAdd/RefNumber maxLength
 OTHER_MAX = 29  # InvoiceAdd/Other maxLength: the shop's full invoice number lives here
 NAME_MAX = 41  # CustomerAdd/Name
 ITEM_NAME_MAX = 31  # Item*Add/Name
-KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
-                   LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
-                   LineKind.CORE_RETURN: "Core return"}
 # qbXML item type per line kind: services, non-inventory parts, other charges.
 KIND_ITEM_TYPES = {LineKind.PART: "ItemNonInventory", LineKind.LABOUR: "ItemService", LineKind.SUBLET: "ItemService",
                    LineKind.FEE: "ItemOtherCharge", LineKind.DISCOUNT: "ItemOtherCharge",
                    LineKind.CORE_CHARGE: "ItemOtherCharge", LineKind.CORE_RETURN: "ItemOtherCharge"}
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
-
-def amt(value: Decimal) -> str:
-    """AMTTYPE: digits with exactly two decimals."""
-    return format(Decimal(value).quantize(CENT), "f")
-
-
-def num(value: Decimal) -> str:
-    """QUANTYPE/PRICETYPE: at most five decimals, no exponent."""
-    return format(Decimal(value).normalize(), "f")
 
 
 # --- numbering -----------------------------------------------------------------------------------------
@@ -101,9 +89,9 @@ def customer_by_shop_id(customer: Customer) -> etree._Element:
     """CustomerQueryRq for the record whose name ends with the shop id's suffix: a renamed customer is found under
     the name it has at QuickBooks (never under its new name, which QuickBooks does not know yet)."""
     rq = etree.Element("CustomerQueryRq")
-    name_filter = _el(rq, "NameFilter")
-    _el(name_filter, "MatchCriterion", "EndsWith")
-    _el(name_filter, "Name", customer_suffix(customer).strip())
+    name_filter = el(rq, "NameFilter")
+    el(name_filter, "MatchCriterion", "EndsWith")
+    el(name_filter, "Name", customer_suffix(customer).strip())
     return rq
 
 
@@ -118,7 +106,7 @@ def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str, str]:
     configured = mapping.items.get(line.kind)
     if configured:
         return f"kind:{line.kind.value}", configured, KIND_ITEM_TYPES[line.kind]
-    return f"kind:{line.kind.value}", KIND_ITEM_NAMES[line.kind], KIND_ITEM_TYPES[line.kind]
+    return f"kind:{line.kind.value}", references.LINE_KIND_NAMES[line.kind], KIND_ITEM_TYPES[line.kind]
 
 
 def income_account(kind: LineKind, mapping: MappingConfig) -> str | None:
@@ -135,87 +123,52 @@ def tax_item(code: str, mapping: MappingConfig) -> str:
 # --- qbXML building ------------------------------------------------------------------------------------
 
 
-def _el(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
-    child = etree.SubElement(parent, tag)
-    if text is not None:
-        child.text = text
-    return child
-
-
-def _ref(parent: etree._Element, tag: str, *, list_id: str | None = None, full_name: str | None = None) -> None:
-    _el(_el(parent, tag), *(("ListID", list_id) if list_id is not None else ("FullName", full_name)))
-
-
-def document(version: str, requests: list[etree._Element]) -> str:
-    """One qbXML request document; every request carries a requestID, errors don't stop the rest."""
-    root = etree.Element("QBXML")
-    msgs = _el(root, "QBXMLMsgsRq")
-    msgs.set("onError", "continueOnError")
-    for index, request in enumerate(requests, start=1):
-        request.set("requestID", str(index))
-        msgs.append(request)
-    body = etree.tostring(root, encoding="unicode")
-    return f'<?xml version="1.0" encoding="utf-8"?>\n<?qbxml version="{version}"?>\n{body}'
-
-
-def query(entity: str, *, ref_number: str | None = None, txn_id: str | None = None, full_name: str | None = None,
-          list_id: str | None = None, lines: bool = False) -> etree._Element:
-    """``<entity>QueryRq`` by one key (TxnID / ListID / FullName / RefNumber, in the schema's order)."""
-    rq = etree.Element(f"{entity}QueryRq")
-    for tag, value in (("TxnID", txn_id), ("ListID", list_id), ("FullName", full_name), ("RefNumber", ref_number)):
-        if value is not None:
-            _el(rq, tag, value)
-    if lines:
-        _el(rq, "IncludeLineItems", "true")
-    return rq
-
-
 def customer_write(customer: Customer, list_id: str | None = None, edit_sequence: str | None = None
                    ) -> etree._Element:
     """CustomerAdd, or CustomerMod of ``list_id`` at ``edit_sequence`` (a Mod clears what the shop cleared)."""
     verb = "Mod" if list_id else "Add"
     rq = etree.Element(f"Customer{verb}Rq")
-    body = _el(rq, f"Customer{verb}")
+    body = el(rq, f"Customer{verb}")
     if list_id:
-        _el(body, "ListID", list_id)
-        _el(body, "EditSequence", edit_sequence)
+        el(body, "ListID", list_id)
+        el(body, "EditSequence", edit_sequence)
     notes: list[str] = []  # what CustomerAdd's limits (qbxmlops: CompanyName 41, Phone 21) left out, in full
-    _el(body, "Name", customer_name(customer))
-    _el(body, "CompanyName", references.fitted(customer.name, NAME_MAX, "company name", notes, customer_id=customer.id))
+    el(body, "Name", customer_name(customer))
+    el(body, "CompanyName", references.fitted(customer.name, NAME_MAX, "company name", notes, customer_id=customer.id))
     for tag, value, limit in (("Phone", customer.phone, 21), ("Email", customer.email, 1023)):
         if value or list_id:
-            _el(body, tag, references.fitted(value or "", limit, tag.lower(), notes, customer_id=customer.id))
+            el(body, tag, references.fitted(value or "", limit, tag.lower(), notes, customer_id=customer.id))
     if notes:
-        _el(body, "Notes", "; ".join(notes)[:4095])
+        el(body, "Notes", "; ".join(notes)[:4095])
     return rq
 
 
 def item_add(item_type: str, name: str, account: str, description: str) -> etree._Element:
     """ItemServiceAdd / ItemNonInventoryAdd / ItemOtherChargeAdd with the income account (SalesOrPurchase)."""
     rq = etree.Element(f"{item_type}AddRq")
-    add = _el(rq, f"{item_type}Add")
-    _el(add, "Name", name[:ITEM_NAME_MAX])
-    sop = _el(add, "SalesOrPurchase")
-    _el(sop, "Desc", description[:4095])
-    _el(sop, "Price", "0.00")
-    _ref(sop, "AccountRef", full_name=account)
+    add = el(rq, f"{item_type}Add")
+    el(add, "Name", name[:ITEM_NAME_MAX])
+    sop = el(add, "SalesOrPurchase")
+    el(sop, "Desc", description[:4095])
+    el(sop, "Price", "0.00")
+    ref(sop, "AccountRef", full_name=account)
     return rq
 
 
 def _line(parent: etree._Element, tag: str, item: dict[str, str], desc: str, amount: Decimal,
           taxable: bool | None = None, quantity: Decimal | None = None, rate: Decimal | None = None) -> None:
-    line = _el(parent, tag)
+    line = el(parent, tag)
     if tag == "InvoiceLineMod":
-        _el(line, "TxnLineID", "-1")  # every line sent as new: QuickBooks drops the lines left out
-    _ref(line, "ItemRef", **item)
-    _el(line, "Desc", desc[:4095])
+        el(line, "TxnLineID", "-1")  # every line sent as new: QuickBooks drops the lines left out
+    ref(line, "ItemRef", **item)
+    el(line, "Desc", desc[:4095])
     if quantity is not None:
-        _el(line, "Quantity", num(quantity))
+        el(line, "Quantity", num(quantity))
     if quantity is not None and rate is not None:  # without a Rate QuickBooks derives it from Amount / Quantity
-        _el(line, "Rate", num(rate))
-    _el(line, "Amount", amt(amount))
+        el(line, "Rate", num(rate))
+    el(line, "Amount", amt(amount))
     if taxable is not None:
-        _ref(line, "SalesTaxCodeRef", full_name="Tax" if taxable else "Non")
+        ref(line, "SalesTaxCodeRef", full_name="Tax" if taxable else "Non")
 
 
 def invoice_lines(event: InvoiceEvent, item_refs: dict[int, dict[str, str]], mapping: MappingConfig
@@ -246,26 +199,26 @@ def _transaction(body: etree._Element, event: InvoiceEvent, customer_list_id: st
                  txn_date: str | None, ref_number: str, tax_item_name: str, memo: str, other: str,
                  mapping: MappingConfig, invoice: bool = False) -> None:
     """The header an invoice, a credit memo and an adjustment share (elements in the schema's order)."""
-    _ref(body, "CustomerRef", list_id=customer_list_id)
+    ref(body, "CustomerRef", list_id=customer_list_id)
     tracking = mapping.location_tracking.get(event.location.code)
     if tracking:
-        _ref(body, "ClassRef", full_name=tracking)
+        ref(body, "ClassRef", full_name=tracking)
     if txn_date:
-        _el(body, "TxnDate", txn_date)
-    _el(body, "RefNumber", ref_number)
+        el(body, "TxnDate", txn_date)
+    el(body, "RefNumber", ref_number)
     if invoice and event.job:
-        _el(body, "PONumber", event.job.number[:25])
+        el(body, "PONumber", event.job.number[:25])
     terms = mapping.payment_terms.get(event.customer.payment_terms_days or 0)
     if invoice and terms:  # the fleet customer's Term (StandardTerms/DateDrivenTerms name), from mapping.payment_terms
-        _ref(body, "TermsRef", full_name=str(terms))
+        ref(body, "TermsRef", full_name=str(terms))
     due = references.terms_due_date(event) if invoice else None
     if due:
-        _el(body, "DueDate", due.isoformat())
-    _ref(body, "ItemSalesTaxRef", full_name=tax_item_name)
-    _el(body, "Memo", memo[:4095])
+        el(body, "DueDate", due.isoformat())
+    ref(body, "ItemSalesTaxRef", full_name=tax_item_name)
+    el(body, "Memo", memo[:4095])
     if event.tax_inclusive:  # the platform's own setting: the amounts are what the customer pays, tax included
-        _el(body, "IsTaxIncluded", "true")
-    _el(body, "Other", other)
+        el(body, "IsTaxIncluded", "true")
+    el(body, "Other", other)
 
 
 def invoice_write(event: InvoiceEvent, customer_list_id: str, ref_number: str, lines: list[dict[str, Any]],
@@ -275,10 +228,10 @@ def invoice_write(event: InvoiceEvent, customer_list_id: str, ref_number: str, l
     re-dated into the first open day (closed books), said in the memo."""
     verb = "Mod" if txn_id else "Add"
     rq = etree.Element(f"Invoice{verb}Rq")
-    body = _el(rq, f"Invoice{verb}")
+    body = el(rq, f"Invoice{verb}")
     if txn_id:
-        _el(body, "TxnID", txn_id)
-        _el(body, "EditSequence", edit_sequence)
+        el(body, "TxnID", txn_id)
+        el(body, "EditSequence", edit_sequence)
     memo = invoice_memo(event, 4095)
     if txn_date and txn_date != event.issue_date.isoformat():
         memo = f"{memo}; shop date {event.issue_date.isoformat()} is in a closed period"
@@ -289,7 +242,7 @@ def invoice_write(event: InvoiceEvent, customer_list_id: str, ref_number: str, l
               line.get("quantity"), line.get("rate"))
     for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal", "BalanceRemaining",
                  "InvoiceLineRet"):
-        _el(rq, "IncludeRetElement", name)
+        el(rq, "IncludeRetElement", name)
     return rq
 
 
@@ -297,26 +250,18 @@ def payment_add(payment: Payment, customer_list_id: str, invoice_txn_id: str, ma
                 invoice_number: str, txn_date: str | None = None) -> etree._Element:
     """Applied to THIS invoice (AppliedToTxnAdd), never IsAutoApply."""
     rq = etree.Element("ReceivePaymentAddRq")
-    add = _el(rq, "ReceivePaymentAdd")
-    _ref(add, "CustomerRef", list_id=customer_list_id)
-    _el(add, "TxnDate", txn_date or payment.received_at.date().isoformat())
-    _el(add, "RefNumber", references.payment_reference(payment.id))  # ≤ 20
-    _el(add, "TotalAmount", amt(payment.amount))
-    _el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
+    add = el(rq, "ReceivePaymentAdd")
+    ref(add, "CustomerRef", list_id=customer_list_id)
+    el(add, "TxnDate", txn_date or payment.received_at.date().isoformat())
+    el(add, "RefNumber", references.payment_reference(payment.id))  # ≤ 20
+    el(add, "TotalAmount", amt(payment.amount))
+    el(add, "Memo", f"Shop payment {payment.id} ({payment.method}) for invoice {invoice_number}"[:4095])
     account = mapping.payment_accounts.get(payment.method)
     if account:
-        _ref(add, "DepositToAccountRef", full_name=account)
-    applied = _el(add, "AppliedToTxnAdd")
-    _el(applied, "TxnID", invoice_txn_id)
-    _el(applied, "PaymentAmount", amt(payment.amount))
-    return rq
-
-
-def txn_del(txn_type: str, txn_id: str, verb: str = "Del") -> etree._Element:
-    """TxnDel (or TxnVoid, ``verb`` "Void") of one transaction."""
-    rq = etree.Element(f"Txn{verb}Rq")
-    _el(rq, f"Txn{verb}Type", txn_type)
-    _el(rq, "TxnID", txn_id)
+        ref(add, "DepositToAccountRef", full_name=account)
+    applied = el(add, "AppliedToTxnAdd")
+    el(applied, "TxnID", invoice_txn_id)
+    el(applied, "PaymentAmount", amt(payment.amount))
     return rq
 
 
@@ -325,7 +270,7 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
     """A returned part or refund as a credit memo for the same customer, linked to the invoice by its
     Other (the shop's invoice number); the tax refunded as a tax line."""
     rq = etree.Element("CreditMemoAddRq")
-    add = _el(rq, "CreditMemoAdd")
+    add = el(rq, "CreditMemoAdd")
     _transaction(add, event, customer_list_id, txn_date or refund.created_at.date().isoformat(),
                  refund_reference(refund.id), tax_item_name,
                  f"{refund.kind} {refund.id} on invoice {event.number}: {refund.reason or ''}".strip(),
@@ -363,23 +308,16 @@ def credit_application(reference: str, customer_list_id: str, invoice_txn_id: st
     0.00 whose AppliedToTxnAdd (the invoice) carries SetCredit (CreditTxnID = the memo, AppliedAmount).
     No TxnDate: QuickBooks dates it the day it applies it (a request must not depend on the day it is built)."""
     rq = etree.Element("ReceivePaymentAddRq")
-    add = _el(rq, "ReceivePaymentAdd")
-    _ref(add, "CustomerRef", list_id=customer_list_id)
-    _el(add, "RefNumber", reference)
-    _el(add, "TotalAmount", "0.00")
-    _el(add, "Memo", f"Shop refund credited to its invoice ({reference})"[:4095])
-    applied = _el(add, "AppliedToTxnAdd")
-    _el(applied, "TxnID", invoice_txn_id)
-    credit = _el(applied, "SetCredit")
-    _el(credit, "CreditTxnID", memo_txn_id)
-    _el(credit, "AppliedAmount", amt(amount))
-    return rq
-
-
-def preferences_query() -> etree._Element:
-    """The company's closing date lives in AccountingPreferences/ClosingDate."""
-    rq = etree.Element("PreferencesQueryRq")
-    _el(rq, "IncludeRetElement", "AccountingPreferences")
+    add = el(rq, "ReceivePaymentAdd")
+    ref(add, "CustomerRef", list_id=customer_list_id)
+    el(add, "RefNumber", reference)
+    el(add, "TotalAmount", "0.00")
+    el(add, "Memo", f"Shop refund credited to its invoice ({reference})"[:4095])
+    applied = el(add, "AppliedToTxnAdd")
+    el(applied, "TxnID", invoice_txn_id)
+    credit = el(applied, "SetCredit")
+    el(credit, "CreditTxnID", memo_txn_id)
+    el(credit, "AppliedAmount", amt(amount))
     return rq
 
 
@@ -391,7 +329,7 @@ def adjustment_add(adjustment: Any, event: InvoiceEvent, customer_list_id: str, 
     net on the invoice's first item, the tax on its tax item."""
     entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
     rq = etree.Element(f"{entity}AddRq")
-    add = _el(rq, f"{entity}Add")
+    add = el(rq, f"{entity}Add")
     _transaction(add, event, customer_list_id, txn_date, adjustment.reference, invoice_tax_item,
                  f"Adjustment to invoice {event.number} (TxnID {adjustment.original_id}), {adjustment.reason}",
                  f"{adjustment.reference.split('-')[0]}-{event.number}"[-OTHER_MAX:], mapping)
@@ -401,53 +339,5 @@ def adjustment_add(adjustment: Any, event: InvoiceEvent, customer_list_id: str, 
         _line(add, f"{entity}LineAdd", {"full_name": tax_item_name}, "Tax adjustment", tax)
     if entity == "Invoice":
         for name in ("TxnID", "EditSequence", "RefNumber", "Subtotal", "SalesTaxTotal"):
-            _el(rq, "IncludeRetElement", name)
+            el(rq, "IncludeRetElement", name)
     return rq
-
-
-# --- responses -----------------------------------------------------------------------------------------
-
-
-def parse_response(text: str) -> list[dict[str, Any]]:
-    """Each ``…Rs`` of a qbXML response: {"type", "requestID", "statusCode", "statusMessage", "rets": [...]}
-    with each Ret as a nested dict (repeated children become lists under their tag)."""
-    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", text.strip())
-    root = etree.fromstring(body.encode(), _PARSER)
-    msgs = root.find("QBXMLMsgsRs")
-    out = []
-    for rs in (msgs if msgs is not None else []):
-        if not isinstance(rs.tag, str):
-            continue
-        out.append({"type": rs.tag, "requestID": rs.get("requestID"), "statusCode": int(rs.get("statusCode", "0")),
-                    "statusSeverity": rs.get("statusSeverity", ""), "statusMessage": rs.get("statusMessage", ""),
-                    "rets": [to_dict(child) for child in rs if isinstance(child.tag, str)]})
-    return out
-
-
-def to_dict(element: etree._Element) -> dict[str, Any]:
-    out: dict[str, Any] = {"_tag": element.tag}
-    for child in element:
-        if not isinstance(child.tag, str):
-            continue
-        value: Any = to_dict(child) if len(child) else (child.text or "")
-        if child.tag in out:
-            if not isinstance(out[child.tag], list):
-                out[child.tag] = [out[child.tag]]
-            out[child.tag].append(value)
-        elif child.tag.endswith("LineRet") or child.tag in ("AppliedToTxnRet", "LinkedTxn"):
-            out[child.tag] = [value]
-        else:
-            out[child.tag] = value
-    return out
-
-
-def invoice_totals(ret: dict[str, Any], tax_items: set[str] | None = None) -> tuple[Decimal, Decimal]:
-    """(total, tax) of an InvoiceRet: Subtotal + SalesTaxTotal, and SalesTaxTotal + sales-tax item lines."""
-    subtotal = Decimal(ret.get("Subtotal") or "0")
-    sales_tax = Decimal(ret.get("SalesTaxTotal") or "0")
-    tax_lines = Decimal("0")
-    for line in ret.get("InvoiceLineRet", []):
-        item = (line.get("ItemRef") or {}).get("FullName", "")
-        if tax_items is not None and item in tax_items:
-            tax_lines += Decimal(line.get("Amount") or "0")
-    return subtotal + sales_tax, sales_tax + tax_lines

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.quickbooks_desktop import check, mapping, soap
+from connectors.quickbooks_desktop import check, qbxml, soap
 
 log = structlog.get_logger(__name__)
 LIST_SYNC_S = 3600.0
@@ -118,7 +118,7 @@ class WebConnectorService:
         if session.get("sync_lists"):
             session["lists"] = True
             self.queue.put_session(ticket, session)
-            return "sendRequestXMLResult", mapping.document(version, check.list_queries())
+            return "sendRequestXMLResult", qbxml.document(version, check.list_queries())
         found = self.driver.next_request(ticket, session.get("invoice_id"), version)
         session.update(invoice_id=found.invoice_id, done=session.get("done", 0) + found.completed, lists=False)
         if found.request is None:
@@ -141,7 +141,7 @@ class WebConnectorService:
             self.queue.put_session(ticket, session)
             return "receiveResponseXMLResult", "-1"
         try:
-            responses = mapping.parse_response(params.get("response", ""))
+            responses = qbxml.parse_response(params.get("response", ""))
         except Exception:  # noqa: BLE001
             session["last_error"] = "unreadable qbXML response"
             self.queue.put_session(ticket, session)

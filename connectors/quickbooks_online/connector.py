@@ -59,27 +59,22 @@ class QuickBooksOnlineConnector(EngineConnector):
         return mapping.customer_hash(customer, self.mapping)
 
     def find_customer(self, customer: Customer) -> ExternalRef | None:
-        # Ours first: the DisplayName we give carries the shop id; then the bookkeeper's match rules, if any.
+        # Ours first: the DisplayName we give carries the shop id; then the bookkeeper's match rules, if any,
+        # never another shop customer's record (same name or email): ours carry the shop's id.
         ours = self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))
-        if ours:
-            return _ref(ours[0])
-        for key in self.mapping.customer_match:
-            if key == "name":
-                found = self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))
-            elif key == "email" and customer.email:
-                found = self.client.query("Customer", PrimaryEmailAddr=customer.email)
-            elif key == "phone" and customer.phone:
-                # PrimaryPhone is not a filterable field in QuickBooks' query language: compare digits.
-                digits = _digits(customer.phone)
-                found = [c for c in self.client.query_all("Customer")
-                         if _digits((c.get("PrimaryPhone") or {}).get("FreeFormNumber", "")) == digits]
-            else:
-                continue
-            # Never another shop customer's record (same name or email): ours carry the shop's id.
-            found = [c for c in found if references.claimed_by(c.get("DisplayName")) in (None, str(customer.id))]
-            if found:
-                return _ref(found[0])
-        return None
+        found = ours[0] if ours else references.match_customer(
+            customer, self.mapping.customer_match, lambda key, value: self._customers_by(key, value, customer),
+            lambda row: references.claimed_by(row.get("DisplayName")))
+        return _ref(found) if found else None
+
+    def _customers_by(self, key: str, value: str, customer: Customer) -> list[dict[str, Any]]:
+        if key == "name":
+            return self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))
+        if key == "email":
+            return self.client.query("Customer", PrimaryEmailAddr=value)
+        # PrimaryPhone is not a filterable field in QuickBooks' query language: compare digits.
+        return [c for c in self.client.query_all("Customer")
+                if _digits((c.get("PrimaryPhone") or {}).get("FreeFormNumber", "")) == _digits(value)]
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
         return _ref(self.client.write("Customer", mapping.customer_payload(customer, self.mapping),

@@ -17,9 +17,6 @@ from connectors.base import invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
 
-KIND_ITEM_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
-                   LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
-                   LineKind.CORE_RETURN: "Core return"}
 DOC_NUMBER_MAX = 21
 DISPLAY_NAME_MAX = 500
 
@@ -42,10 +39,8 @@ def customer_payload(customer: Customer, mapping: MappingConfig | None = None) -
         body["BillAddr"] = {"Line1": customer.billing_address[:500]}
     if notes:
         body["Notes"] = "; ".join(notes)[:1024]
-    if customer.payment_terms_days:
-        term = sales_term(customer, mapping)
-        if term:
-            body["SalesTermRef"] = {"value": term}
+    if term := sales_term(customer, mapping):  # fleet customers only
+        body["SalesTermRef"] = {"value": term}
     return body
 
 
@@ -64,7 +59,7 @@ def item_key(line: InvoiceLine, mapping: MappingConfig) -> tuple[str, str]:
     """(entity key, QuickBooks item name) for the item a line posts to."""
     if mapping.item_mode == "per_part_number" and line.part_number:
         return f"part:{line.part_number}", line.part_number[:100]
-    return f"kind:{line.kind.value}", KIND_ITEM_NAMES[line.kind]
+    return f"kind:{line.kind.value}", references.LINE_KIND_NAMES[line.kind]
 
 
 def item_payload(name: str, line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
@@ -138,8 +133,7 @@ def invoice_payload(event: InvoiceEvent, customer_id: str, item_ids: dict[int, s
     }
     if event.issue_date:
         body["TxnDate"] = event.issue_date.isoformat()
-    term = sales_term(event.customer, mapping)
-    if term:
+    if term := sales_term(event.customer, mapping):
         body["SalesTermRef"] = {"value": term}
     due = references.terms_due_date(event)
     if due:
@@ -157,11 +151,15 @@ def tax_detail(event: InvoiceEvent, mapping: MappingConfig) -> dict[str, Any]:
             c = components.setdefault(tax.code, {"amount": Decimal("0"), "taxable": Decimal("0"), "rate": tax.rate})
             c["amount"] += tax.amount
             c["taxable"] += net
-    tax_lines = [{"Amount": c["amount"], "DetailType": "TaxLineDetail",
-                  "TaxLineDetail": {"TaxRateRef": {"value": mapping.tax_codes.get(code, code)}, "PercentBased": True,
-                                    "TaxPercent": (c["rate"] * 100).normalize(), "NetAmountTaxable": c["taxable"]}}
-                 for code, c in sorted(components.items())]
+    tax_lines = [_tax_line(c["amount"], code, c["rate"], c["taxable"], mapping) for code, c in sorted(components.items())]
     return {"TotalTax": event.computed.tax_total, "TaxLine": tax_lines}
+
+
+def _tax_line(amount: Decimal, code: str, rate: Decimal, taxable: Decimal, mapping: MappingConfig) -> dict[str, Any]:
+    """One TaxLine: a tax component's amount at its rate on the net amount it was computed from."""
+    return {"Amount": amount, "DetailType": "TaxLineDetail",
+            "TaxLineDetail": {"TaxRateRef": {"value": mapping.tax_codes.get(code, code)}, "PercentBased": True,
+                              "TaxPercent": (rate * 100).normalize(), "NetAmountTaxable": taxable}}
 
 
 def payment_payload(payment: Payment, invoice_id: str, customer_id: str, mapping: MappingConfig) -> dict[str, Any]:
@@ -184,7 +182,7 @@ def credit_memo_payload(event: InvoiceEvent, refund: Refund, customer_id: str, i
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     detail = _item_detail(item_id, event, mapping, taxed=bool(refund.tax_amount))
     description = f"Returned: {line_text(line, 4000)}" if line else (refund.reason or "Refund")
-    body: dict[str, Any] = {
+    return {
         "DocNumber": references.refund_reference(refund.id),
         "TxnDate": refund.created_at.date().isoformat(),
         "PrivateNote": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:4000],
@@ -193,7 +191,6 @@ def credit_memo_payload(event: InvoiceEvent, refund: Refund, customer_id: str, i
         "TxnTaxDetail": _prorated_tax(line, refund.amount, refund.tax_amount, mapping),
         "CustomerRef": {"value": customer_id},
     }
-    return body
 
 
 def _prorated_tax(line: InvoiceLine | None, taxable: Decimal, tax_amount: Decimal, mapping: MappingConfig
@@ -209,10 +206,7 @@ def _prorated_tax(line: InvoiceLine | None, taxable: Decimal, tax_amount: Decima
     for n, tax in enumerate(taxes):
         amount = left if n == len(taxes) - 1 else money(tax_amount * tax.amount / line_tax)
         left -= amount
-        tax_lines.append({"Amount": amount, "DetailType": "TaxLineDetail",
-                          "TaxLineDetail": {"TaxRateRef": {"value": mapping.tax_codes.get(tax.code, tax.code)},
-                                            "PercentBased": True, "TaxPercent": (tax.rate * 100).normalize(),
-                                            "NetAmountTaxable": taxable}})
+        tax_lines.append(_tax_line(amount, tax.code, tax.rate, taxable, mapping))
     return {"TotalTax": tax_amount, "TaxLine": tax_lines}
 
 

@@ -1,110 +1,20 @@
-"""Xero Accounting API 2.0 over ``PlatformHttp``: tenant header, unitdp=4, Idempotency-Key on writes,
-and classification of Xero's own error bodies."""
+"""Xero Accounting API 2.0 over ``PlatformHttp``: the tenant (``tenant.py``), unitdp=4, Idempotency-Key on
+writes; Xero's error bodies are classified in ``errors.py``."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import httpx
-import structlog
-
 from connectors import jsonmoney
-from connectors.base import (AuthError, ClosedPeriodError, DeliveryError, NumberInUseError, PermanentError, RateLimitedError,
-                             RetryableError)
-from connectors.http import PlatformHttp, retry_after_seconds
-from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, json_of, present, sole, unless_gone
+from connectors.http import PlatformHttp
+from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, json_of, present, unless_gone
+from connectors.xero.tenant import Tenant
 
-log = structlog.get_logger(__name__)
 IDEMPOTENCY_KEY_MAX = 128  # Xero: "128 character max"
 UNITDP = 4  # unit prices carry 4 decimal places
-
-
-class AllocatedError(PermanentError):
-    """Xero refuses to edit or void a document that has payments or credit notes allocated to it."""
-
-
-def validation_messages(body: Any) -> list[str]:
-    """Every ``ValidationErrors[].Message`` in Xero's ValidationException body (or one item of it)."""
-    if not isinstance(body, dict):
-        return []
-    messages = [e.get("Message", "") for e in body.get("ValidationErrors") or [] if isinstance(e, dict)]
-    for element in body.get("Elements") or []:
-        messages += validation_messages(element)
-    return [m for m in messages if m]
-
-
-def error_for_messages(messages: list[str], *, status: int | None = None, detail: Any = None) -> DeliveryError:
-    text = "; ".join(messages) or "A validation exception occurred"
-    reason = f"Xero: {text}"
-    lowered = text.lower()
-    if "lock date" in lowered:
-        return ClosedPeriodError(reason, status=status, platform_code="lock_date", detail=detail)
-    if "payment or credit note allocated" in lowered or "has payments allocated" in lowered:
-        return AllocatedError(reason, status=status, platform_code="allocated", detail=detail)
-    if re.search(r"(invoice|credit note) # must be unique", lowered):
-        return NumberInUseError(reason, status=status, platform_code="ValidationException", detail=detail)
-    return PermanentError(reason, status=status, platform_code="ValidationException", detail=detail)
-
-
-def classify(response: httpx.Response) -> DeliveryError | None:
-    """Xero's answers: 400 ValidationException {ErrorNumber 10, Elements[].ValidationErrors[]}, 401/403
-    problem bodies {Title, Detail}, 404, 429 with Retry-After and X-Rate-Limit-Problem, 5xx."""
-    status = response.status_code
-    try:
-        body = jsonmoney.loads(response.content) if response.content else {}
-    except ValueError:
-        body = {"text": response.text[:500]}
-    if status == 429:
-        problem = response.headers.get("X-Rate-Limit-Problem", "")
-        return RateLimitedError(f"Xero rate limit reached ({problem or 'unknown'} limit)", status=status,
-                                platform_code=problem or None, retry_after=retry_after_seconds(response), detail=body)
-    if status == 401:
-        return AuthError(f"Xero: {body.get('Title', 'Unauthorized')} {body.get('Detail', '')}".strip(),
-                         status=status, platform_code="401", detail=body)
-    if status == 403:
-        # The tenant is not connected to this app (or the user lost access): a person must re-connect it.
-        return PermanentError(f"Xero: {body.get('Title', 'Forbidden')} {body.get('Detail', '')}; re-connect the "
-                              "organisation to the app".strip(), status=status, platform_code="403", detail=body)
-    if status >= 500:
-        return RetryableError(f"Xero server error {status}: {body.get('Message') or body.get('Title') or ''}".strip(),
-                              status=status, detail=body)
-    if status == 404:
-        return PermanentError("Xero: resource not found", status=status, platform_code="404", detail=body)
-    if isinstance(body, dict) and (body.get("Type") == "ValidationException" or body.get("Elements")):
-        return error_for_messages(validation_messages(body), status=status, detail=body)
-    if isinstance(body, dict) and body.get("Message"):
-        return PermanentError(f"Xero {body.get('Type', '')}: {body['Message']}", status=status,
-                              platform_code=str(body.get("ErrorNumber", status)), detail=body)
-    return None
-
-
 # Preview placeholders: the id field of each collection a write answers with.
 ID_FIELDS = {"Invoices": "InvoiceID", "Payments": "PaymentID", "CreditNotes": "CreditNoteID",
              "Allocations": "AllocationID", "Contacts": "ContactID", "Items": "ItemID"}
-
-
-class Tenant:
-    """The organisation every call names (header ``xero-tenant-id``): the configured one, else the one stored
-    with the credentials, else the only organisation the app is connected to (``GET /connections``, asked
-    once and stored)."""
-
-    def __init__(self, target: str, configured: str | None, credentials: Any, connections_url: str) -> None:
-        self.target, self.id, self.credentials, self.connections_url = target, configured, credentials, connections_url
-
-    def header(self, cred: dict[str, Any]) -> dict[str, str]:
-        tenant = self.id or cred.get("tenant_id")
-        return {"xero-tenant-id": tenant} if tenant else {}
-
-    def ensure(self, http: PlatformHttp) -> None:
-        self.id = self.id or self.credentials.get().get("tenant_id")
-        if self.id:
-            return
-        connections = json_of(http.request("GET", self.connections_url, headers=ACCEPT_JSON))
-        self.id = sole([c for c in connections if c.get("tenantType", "ORGANISATION") == "ORGANISATION"], "Xero",
-                       "organisations", "tenant_id")["tenantId"]
-        self.credentials.update({"tenant_id": self.id})
-        log.info("xero_tenant_selected", target=self.target, tenant_id=self.id)
 
 
 class XeroClient(RecordingClient):

@@ -25,11 +25,12 @@ from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, Ite
 from connectors.engine_state import DocKind
 from connectors.rest import unless_gone
 from connectors.oauth import OAuth2RefreshAuth
-from connectors.xero import mapping
+from connectors.xero import lock_dates, mapping
 from connectors.xero.check import check_mapping, find_contact
 from connectors.xero.legacy import from_legacy
-from connectors.xero.client import (ID_FIELDS, UNITDP, Tenant, XeroClient, classify, error_for_messages, quote,
-                                    validation_messages)
+from connectors.xero.client import ID_FIELDS, UNITDP, XeroClient, quote
+from connectors.xero.errors import classify, error_for_messages, validation_messages
+from connectors.xero.tenant import Tenant
 from connectors.xero.settings import XeroSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
@@ -159,9 +160,8 @@ class XeroConnector(EngineConnector):
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         """One Xero payment on the invoice, referenced ``LW<id>``. When Xero refuses it as more than the
-        invoice's AmountDue and the invoice has increase adjustments or refund reversals (``<number>-A<n>``,
-        ``-R<id>``: they carry its number as Reference), the payment is split across the original (first) and
-        those, one part per invoice, every part referenced ``LW<id>``, in one request."""
+        invoice's AmountDue, it is split across the invoice and its adjustments and refund reversals
+        (``lock_dates.payment_parts``), every part referenced ``LW<id>``, in one request."""
         day = (posting.txn_date or payment.received_at.date()).isoformat()
         body = {**mapping.payment_payload(payment, invoice_id, self.mapping), "Date": day}
         try:
@@ -169,23 +169,10 @@ class XeroConnector(EngineConnector):
         except PermanentError as exc:
             if "exceeds the amount outstanding" not in exc.reason:
                 raise
-            refused = exc
-            found = self.client.rows("Invoices", where=f"Reference=={quote(event.number)}", unitdp=UNITDP)
-            extra = sorted((i for i in found if i.get("Type") == "ACCREC" and
-                            str(i.get("InvoiceNumber", "")).startswith(f"{event.number}-")),
-                           key=lambda i: str(i.get("InvoiceNumber")))
-            original = self.client.document("Invoices", invoice_id)
-            if not extra or original is None:
-                raise
-        left, bodies = payment.amount, []
-        for invoice in [original, *extra]:
-            take = min(left, Decimal(str(invoice.get("AmountDue") or 0)) if invoice.get("Status") == "AUTHORISED" else ZERO)
-            if take > 0:
-                bodies.append({**body, "Invoice": {"InvoiceID": invoice["InvoiceID"]}, "Amount": take})
-                left -= take
-        if left > 0 or not bodies:
-            raise refused  # more than everything due: Xero's own refusal stands
-        answer = self.client.write("PUT", "/Payments", {"Payments": bodies}, key=posting.request_id + ":split")
+            parts = lock_dates.payment_parts(self.client, event.number, invoice_id, body, payment.amount)
+            if not parts:
+                raise  # more than everything due, or nothing else to pay: Xero's own refusal stands
+        answer = self.client.write("PUT", "/Payments", {"Payments": parts}, key=posting.request_id + ":split")
         return _payment_ref(answer["Payments"])
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
@@ -233,9 +220,7 @@ class XeroConnector(EngineConnector):
 
     def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
         """Void the credit note of a refund no longer wanted. When Xero refuses (dated on or before the lock
-        date) the note stays, and an invoice ``<number>-R<refund>`` dated the first open day with its lines
-        charges the amount again; credit the note still has pays that reversal, so the customer owes exactly
-        what they owed before the refund."""
+        date) the note stays and is reversed by an invoice it pays (``lock_dates.reverse_kept_credit_note``)."""
         body = {"CreditNotes": [{"CreditNoteID": credit.external_id, "Status": "VOIDED"}]}
         try:
             self.client.write("POST", f"/CreditNotes/{credit.external_id}", body, key=posting.request_id)
@@ -247,21 +232,9 @@ class XeroConnector(EngineConnector):
             if exc.status == 404 or "not of valid status" in exc.reason:
                 return
             raise
-        note = self.client.document("CreditNotes", credit.external_id) or {}
-        number = f"{event.number}-R{str(note.get('CreditNoteNumber', '')).removeprefix(mapping.CREDIT_NOTE_PREFIX)}"
-        reversal = next(iter(self.find(DocKind.INVOICE, number)), None)  # an earlier attempt's
-        day = adjustments.first_open_day(self.books_closed_through())
-        if reversal is None:
-            lines = mapping.document_groups(note)
-            reason = f"credit note {note.get('CreditNoteNumber')} kept: its refund was removed after the books were locked"
-            payload = {**mapping.adjustment_payload(event, "increase", 0, posting.customer_id, lines, day, self.mapping,
-                                                    reason), "InvoiceNumber": number}
-            reversal = _ref(self.client.put("Invoices", payload, key=posting.request_id + ":r", unitdp=UNITDP), "InvoiceID")
-        amount = min(Decimal(str(note.get("RemainingCredit") or 0)), Decimal(str(reversal.amount or 0)))
-        if amount > 0 and note.get("Status") == "AUTHORISED":
-            self.client.write("PUT", f"/CreditNotes/{credit.external_id}/Allocations",
-                              mapping.allocation_payload(reversal.external_id, amount, day.isoformat()),
-                              key=posting.request_id + ":ra")
+        lock_dates.reverse_kept_credit_note(self.client, self.mapping, event, credit.external_id, posting,
+                                            lambda number: self.find(DocKind.INVOICE, number),
+                                            lambda: adjustments.first_open_day(self.books_closed_through()))
 
     # -- closed periods: Xero's period lock date and end-of-year lock date --
     def books_closed_through(self) -> date | None:

@@ -14,28 +14,22 @@ lock refusal itself (``client.classify``).
 
 from __future__ import annotations
 
-import threading
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
-from connectors import adjustments, jsonmoney, references
-from connectors.base import ExternalRef, NumberInUseError, PermanentError, RemoteInvoice
+from connectors import jsonmoney, references
+from connectors.base import ExternalRef, NumberInUseError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.oauth import OAuth2RefreshAuth
-from connectors.zoho_books import mapping
+from connectors.zoho_books import closed_period, mapping
 from connectors.zoho_books.check import check_mapping
 from connectors.zoho_books.client import ZohoClient, classify
+from connectors.zoho_books.numbers import free_voided_number
 from connectors.zoho_books.settings import ZohoSettings
+from connectors.zoho_books.taxes import ZohoTaxes
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
-
-log = structlog.get_logger(__name__)
-# What a PUT /invoices line may carry (Zoho refuses what it computes itself): a renamed voided invoice's lines
-LINE_FIELDS = ("item_id", "name", "description", "item_order", "rate", "quantity", "account_id", "tax_id",
-               "location_id", "tags")
 
 # What each natural reference is searched by: (list path, answer key, field, id field).
 SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_id"),
@@ -58,8 +52,7 @@ class ZohoBooksConnector(EngineConnector):
         http = self.platform_http(base_url=settings.api_root(target.base_url), classify=classify, auth=oauth)
         self.client = ZohoClient(http, settings.organization_id)
         self.mapping = target.mapping
-        self._tax_lock = threading.Lock()
-        self._groups: dict[frozenset[str], str] | None = None
+        self.taxes = ZohoTaxes(self.client, self.mapping)
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -105,7 +98,7 @@ class ZohoBooksConnector(EngineConnector):
         """The framework's; Zoho's invoice numbers and references hold 100 characters."""
         if kind is DocKind.ADJUSTMENT:
             adjustment_kind, sequence = references.adjustment_key(key)
-            return mapping.adjustment_number(event.number, sequence, adjustment_kind)
+            return closed_period.adjustment_number(event.number, sequence, adjustment_kind)
         return super().reference(kind, event, key)[:100]
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
@@ -141,33 +134,16 @@ class ZohoBooksConnector(EngineConnector):
             # A voided invoice keeps its number in Zoho (1001 "already exists"): the shop deleted that invoice
             # and reused its number, so the voided one is renamed (Zoho's way: mark as draft, rename, void
             # again) and the create sent once more. A live holder stays: retried until its void arrives.
-            if not self._free_number(body["invoice_number"]):
+            if not free_voided_number(self.client, body["invoice_number"]):
                 raise
             return _remote(self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"])
-
-    def _free_number(self, number: str) -> bool:
-        held = [r for r in self.client.list("/invoices", "invoices", invoice_number=number)
-                if r.get("invoice_number") == number]
-        if not held or any(r.get("status") != "void" for r in held):
-            return False
-        for row in held:
-            invoice_id = row["invoice_id"]
-            self.client.call("POST", f"/invoices/{invoice_id}/status/draft")
-            held_lines = (self.client.get(f"/invoices/{invoice_id}", "invoice") or {}).get("line_items") or []
-            lines = [{k: v for k, v in held.items() if k in LINE_FIELDS and v is not None} for held in held_lines]
-            self.client.call("PUT", f"/invoices/{invoice_id}",
-                             {"customer_id": row["customer_id"], "invoice_number": f"{number}-VOID{invoice_id}"[:100],
-                              "line_items": lines}, ignore_auto_number_generation="true")
-            self.client.call("POST", f"/invoices/{invoice_id}/status/void")
-            log.warning("zoho_voided_invoice_number_freed", external_id=str(invoice_id))
-        return True
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         body = posting.dated(self._invoice_payload(event, posting), "date", due_field="due_date")
         return _remote(self.client.call("PUT", f"/invoices/{current.external_id}", body)["invoice"])
 
     def _invoice_payload(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
-        return mapping.invoice_payload(event, posting.customer_id, self._tax_ids(event), self.mapping,
+        return mapping.invoice_payload(event, posting.customer_id, self.taxes.for_lines(event), self.mapping,
                                        posting.item_ids)
 
     def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
@@ -201,7 +177,7 @@ class ZohoBooksConnector(EngineConnector):
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         line = next((ln for ln in event.lines if ln.id == refund.line_id), None) or references.main_taxed_line(
             event, refund)
-        tax_id = self._tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
+        tax_id = self.taxes.tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
         body = mapping.creditnote_payload(refund, event, posting.customer_id, tax_id, self.mapping)
         note = self.client.call("POST", "/creditnotes", posting.dated(body, "date", due_field="due_date"))["creditnote"]
         return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))
@@ -237,63 +213,17 @@ class ZohoBooksConnector(EngineConnector):
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         """The lines that differ between what Zoho holds (the original and every earlier adjustment, read back)
         and the shop's version, as an invoice (increase) or a credit note (decrease)."""
-        documents = [(1, "invoice", adjustment.original_id)] + [(1, "invoice", a.external_id) if a.kind == "increase"
-                                                                else (-1, "creditnote", a.external_id)
-                                                                for a in posting.adjustments if a.kind != "redated"]
-        held = [(sign, [mapping.posted_line(i) for i in (self.client.get(f"/{key}s/{external_id}", key) or {}).get(
-            "line_items", [])]) for sign, key, external_id in documents]
-        wanted = [] if event.status.value in ("void", "deleted") else [
-            mapping.posted_line(item) for item in self._invoice_payload(event, posting)["line_items"]]
-        texts = {(key, abs(amount)): text for _, lines in held for key, amount, text in lines} | {
-            (key, abs(amount)): text for key, amount, text in wanted}
-        lines = [(key, amount, texts[key, abs(amount)]) for key, amount in adjustments.line_difference(
-            [(sign, [line[:2] for line in lines]) for sign, lines in held], [line[:2] for line in wanted])]
-        if not lines:
-            raise PermanentError(f"Zoho: a difference of {adjustment.net + adjustment.tax} with no line changed (tax "
-                                 "Zoho computes itself) cannot be posted as an adjustment; post it by hand")
-        body = mapping.adjustment_payload(event, adjustment.kind, adjustment.sequence, posting.customer_id, lines,
-                                          posting.txn_date or date.today(), self.mapping, adjustment.original_id,
-                                          adjustment.reason)
+        wanted = [] if event.status.value in ("void", "deleted") else self._invoice_payload(event, posting)["line_items"]
+        lines = closed_period.lines_to_post(self.client, adjustment, posting.adjustments, wanted)
+        body = closed_period.adjustment_payload(event, adjustment.kind, adjustment.sequence, posting.customer_id,
+                                                lines, posting.txn_date or date.today(), self.mapping,
+                                                adjustment.original_id, adjustment.reason)
         if adjustment.kind == "decrease":
             note = self.client.call("POST", "/creditnotes", body)["creditnote"]
             return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))
         posted = self.client.call("POST", "/invoices", body, ignore_auto_number_generation="true")["invoice"]
         return ExternalRef(external_id=str(posted["invoice_id"]), amount=posted.get("total"),
                            status=posted.get("status"))  # a draft: the engine issues it (mark as sent)
-
-    # -- taxes: a tax id per component, a tax group for several --
-    def _tax_ids(self, event: InvoiceEvent) -> dict[int, str | None]:
-        return {ln.id: self._tax_id(tuple(t.code for t in ln.taxes)) for ln in event.lines}
-
-    def _tax_id(self, codes: tuple[str, ...]) -> str | None:
-        if not codes:
-            return None
-        if len(codes) > 1:
-            for key in ("+".join(codes), "+".join(sorted(codes))):
-                if key in self.mapping.tax_codes:
-                    return self.mapping.tax_codes[key]
-        missing = [c for c in codes if c not in self.mapping.tax_codes]
-        if missing:
-            raise PermanentError(f"tax code(s) {', '.join(missing)} have no Zoho tax in mapping.tax_codes")
-        if len(codes) == 1:
-            return self.mapping.tax_codes[codes[0]]
-        members = frozenset(self.mapping.tax_codes[c] for c in codes)
-        group = self._tax_groups().get(members) or self._tax_groups(reload=True).get(members)
-        if group is None:
-            raise PermanentError(f"no Zoho tax group combines {' + '.join(codes)} (tax ids {sorted(members)}); "
-                                 f"create one or map '{'+'.join(codes)}' in mapping.tax_codes")
-        return group
-
-    def _tax_groups(self, reload: bool = False) -> dict[frozenset[str], str]:
-        with self._tax_lock:
-            if self._groups is None or reload:
-                groups: dict[frozenset[str], str] = {}
-                for tax in self.client.list("/settings/taxes", "taxes"):
-                    if tax.get("tax_type") == "tax_group":
-                        detail = self.client.get(f"/settings/taxgroups/{tax['tax_id']}", "tax_group") or {}
-                        groups[frozenset(str(t["tax_id"]) for t in detail.get("taxes", []))] = str(tax["tax_id"])
-                self._groups = groups
-            return self._groups
 
 
 

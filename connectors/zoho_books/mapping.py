@@ -7,8 +7,7 @@ shop's tax amounts are compared with what Zoho computed by the engine (``note_ta
 
 from __future__ import annotations
 
-from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from connectors import references
@@ -16,10 +15,6 @@ from connectors.base import invoice_memo, line_text, posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
-CENT = Decimal("0.01")
-KIND_NAMES = {LineKind.PART: "Parts", LineKind.LABOUR: "Labour", LineKind.SUBLET: "Sublet",
-              LineKind.FEE: "Shop fees", LineKind.DISCOUNT: "Discount", LineKind.CORE_CHARGE: "Core charge",
-              LineKind.CORE_RETURN: "Core return"}
 # Ledgerwire payment method -> Zoho's documented payment_mode values
 PAYMENT_MODES = {"card": "creditcard", "cash": "cash", "check": "check", "cheque": "check", "eft": "banktransfer",
                  "ach": "banktransfer", "wire": "bankremittance"}
@@ -97,7 +92,7 @@ def item_payload(line: InvoiceLine, mapping: MappingConfig) -> dict[str, Any]:
     return body
 
 
-def _posting(item: dict[str, Any], account: str | None, tax_id: str | None, track: dict[str, Any]) -> dict[str, Any]:
+def line_posting(item: dict[str, Any], account: str | None, tax_id: str | None, track: dict[str, Any]) -> dict[str, Any]:
     """A line item's account, tax (Zoho computes the amount) and reporting tags."""
     return item | {k: v for k, v in (("account_id", account), ("tax_id", tax_id), ("tags", track.get("tags"))) if v}
 
@@ -109,10 +104,11 @@ def line_item(line: InvoiceLine, tax_id: str | None, mapping: MappingConfig, tra
     if configured:
         item["item_id"] = configured
     else:
-        item["name"] = (f"{KIND_NAMES[line.kind]} {line.part_number}" if line.part_number else KIND_NAMES[line.kind])[:100]
+        kind_name = references.LINE_KIND_NAMES[line.kind]
+        item["name"] = (f"{kind_name} {line.part_number}" if line.part_number else kind_name)[:100]
     item |= {"description": line_text(line, 2000), "item_order": line.position, "rate": line.unit_price,
              "quantity": line.quantity}
-    return _posting(item, posting_account(line.kind, mapping), tax_id, track)
+    return line_posting(item, posting_account(line.kind, mapping), tax_id, track)
 
 
 def invoice_payload(event: InvoiceEvent, customer_id: str, tax_ids: dict[int, str | None],
@@ -178,7 +174,7 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
         description = f"Returned: {line_text(line, 2000)}" if line is not None else f"Refund on invoice {event.number}"
     else:
         rate, description, tax_id = refund.amount + refund.tax_amount, f"Refund on invoice {event.number}", None
-    item = _posting({"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
+    item = line_posting({"name": f"{'Return' if refund.kind == 'return' else 'Refund'} {event.number}"[:100],
                      "description": description[:2000], "item_order": 1, "rate": rate, "quantity": Decimal("1")},
                     posting_account(kind, mapping), tax_id, track)
     body: dict[str, Any] = {"customer_id": customer_id, "date": refund.created_at.date().isoformat(),
@@ -187,43 +183,3 @@ def creditnote_payload(refund: Refund, event: InvoiceEvent, customer_id: str, ta
                             "line_items": [item]}
     body |= {k: v for k, v in track.items() if k != "tags"}
     return body
-
-
-# -- closed-period adjustments: the lines that differ between what Zoho holds and the shop's version --
-Posted = tuple[tuple[str, str], Decimal, str]  # ((account id, tax id), line amount, description)
-
-
-def posted_line(item: dict[str, Any]) -> Posted:
-    """A line as Zoho holds it (``item_total``) or as we send it (rate × quantity): what adjustments compare
-    (``adjustments.line_difference`` on account, tax and amount; Zoho then computes each line's tax)."""
-    amount = item.get("item_total")
-    if amount is None:
-        amount = (Decimal(str(item["rate"])) * Decimal(str(item["quantity"]))).quantize(CENT, ROUND_HALF_UP)
-    return ((str(item.get("account_id") or ""), str(item.get("tax_id") or "")), Decimal(str(amount)),
-            str(item.get("description") or item.get("name") or ""))
-
-
-def adjustment_number(number: str, seq: int, kind: str) -> str:
-    return references.adjustment_number(number, seq, kind)[:100]  # an invoice number or a credit note reference
-
-
-def adjustment_payload(event: InvoiceEvent, kind: str, seq: int, customer_id: str, lines: list[Posted], day: date,
-                       mapping: MappingConfig, original_id: str | None, reason: str) -> dict[str, Any]:
-    """An adjustment dated the first open day: an invoice (increase) numbered ``<number>-A<n>`` whose
-    reference is the original's number, or a credit note (decrease) referenced ``<number>-C<n>``; one line per
-    line that differs (a decrease carries them negated)."""
-    track, sign = tracking(event, mapping), 1 if kind == "increase" else -1
-    items = [_posting({"name": f"Adjustment {event.number}"[:100], "description": f"Adjustment {seq} ({reason}): {text}"[:2000],
-                       "item_order": order, "rate": sign * amount, "quantity": Decimal("1")}, account, tax_id, track)
-             for order, ((account, tax_id), amount, text) in enumerate(lines, start=1)]
-    notes = (f"Adjustment to shop invoice {event.number} (Zoho invoice {original_id or '-'}), "
-             f"posted in the open period: {reason}")[:5000]
-    body: dict[str, Any] = {"customer_id": customer_id, "date": day.isoformat(),
-                            "is_inclusive_tax": event.tax_inclusive, "notes": notes, "line_items": items}
-    if kind == "increase":
-        body |= {"invoice_number": adjustment_number(event.number, seq, kind), "reference_number": event.number[:100]}
-        if event.due_date:
-            body["due_date"] = max(event.due_date, day).isoformat()
-    else:
-        body["reference_number"] = adjustment_number(event.number, seq, kind)
-    return body | {k: v for k, v in track.items() if k != "tags"}

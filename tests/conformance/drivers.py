@@ -185,7 +185,7 @@ class QuickBooksDesktopDriver(SandboxDriver):
 
     def attach(self, connector) -> None:
         from connectors import engine_pull
-        from connectors.quickbooks_desktop import mapping
+        from connectors.quickbooks_desktop import qbxml
 
         self.sandbox.attach(connector.asgi_app())
         read = connector.read_invoice
@@ -194,7 +194,7 @@ class QuickBooksDesktopDriver(SandboxDriver):
             """The suite's read-back: outside a Web Connector session, asked of the company file directly."""
             if engine_pull._EXCHANGE.get() is not None:
                 return read(external_id)
-            with engine_pull.answering(lambda rq: mapping.parse_response(self.sandbox.process(rq)[0])[0]):
+            with engine_pull.answering(lambda rq: qbxml.parse_response(self.sandbox.process(rq)[0])[0]):
                 return read(external_id)
 
         connector.read_invoice = read_back
@@ -247,10 +247,10 @@ def _qbxml(document: str) -> tuple[str, dict[str, Any]]:
     """(request tag, the request as a tree of its elements' text, placeholders unescaped) of a qbXML document."""
     from lxml import etree
 
-    from connectors.quickbooks_desktop import mapping
+    from connectors.quickbooks_desktop import qbxml
 
     request = etree.fromstring(document.split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0]
-    return request.tag, mapping.to_dict(request)
+    return request.tag, qbxml.to_dict(request)
 
 
 class SageAccountingDriver(SandboxDriver):

@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from connectors.base import PermanentError, DocumentState
-from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping, soap
+from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping, qbxml, soap
 from connectors.quickbooks_desktop.qwc import render_qwc
 from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
 from daemon.canonical import Customer, Location, Refund
@@ -398,16 +398,16 @@ def test_every_qbxml_request_is_valid_at_the_version_quickbooks_speaks(version, 
 
 
 def test_the_xsd_check_rejects_what_quickbooks_would_refuse(qbxml_xsd):
-    good = mapping.document("13.0", [mapping.txn_del("Invoice", "1-1", "Void")])
+    good = qbxml.document("13.0", [qbxml.txn_del("Invoice", "1-1", "Void")])
     assert not qbxml_errors(qbxml_xsd, good)
-    too_long = mapping.document("13.0", [mapping.query("Invoice", ref_number="X", lines=True)]).replace(
+    too_long = qbxml.document("13.0", [qbxml.query("Invoice", ref_number="X", lines=True)]).replace(
         "<RefNumber>X</RefNumber>", "<RefNumber>X</RefNumber><Bogus/>")
     bad_amount = good.replace("<TxnVoidType>Invoice</TxnVoidType>", "<TxnVoidType>Nope</TxnVoidType>")
     event = invoice_event()
     add = mapping.invoice_write(event, "1", "INV-TOO-LONG-1", mapping.invoice_lines(
         event, {ln.id: {"list_id": "2"} for ln in event.lines}, TargetConfig(name="x", platform="x").mapping),
         TargetConfig(name="x", platform="x").mapping, "Tax")
-    for bad in (too_long, bad_amount, mapping.document("13.0", [add])):
+    for bad in (too_long, bad_amount, qbxml.document("13.0", [add])):
         assert qbxml_errors(qbxml_xsd, bad)
 
 

@@ -306,7 +306,7 @@ def test_minute_limit_answered_as_xero_does():
         last = answers[-1]
         assert last.status_code == 429 and last.headers["X-Rate-Limit-Problem"] == "minute"
         assert int(last.headers["Retry-After"]) >= 1
-        from connectors.xero.client import classify
+        from connectors.xero.errors import classify
 
         error = classify(last)
         assert isinstance(error, RateLimitedError) and error.retry_after >= 1
