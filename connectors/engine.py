@@ -694,8 +694,10 @@ class _Run:
                 self.state.intent = None  # refused: nothing was written
                 self.ctx.checkpoint(self.doc)
             except PermanentError:
-                if step.kind is StepKind.UPDATE_INVOICE and self.ops.capabilities.update_detaches_money:
-                    self.put_money_back()
+                caps = self.ops.capabilities
+                if caps.update_detaches_money and (step.kind is StepKind.UPDATE_INVOICE or (
+                        step.kind is StepKind.VOID_CREDIT_NOTE and caps.update_voids_credit_notes)):
+                    self.put_money_back()  # a credit note voided for the update before this one was refused too
                 raise
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
 

@@ -400,3 +400,32 @@ def test_a_replacement_refused_after_the_credit_memo_was_cancelled_puts_the_memo
     assert saved.refunds["10"].external_id == str(memo["DocEntry"]) and saved.refunds["10"].status == "open"
     (booked,) = [b for b in sandbox.booked_invoices() if b.number == v2.number]
     assert not booked.voided and booked.payments_applied == Decimal("55.00") and set(saved.payments) == {"1"}
+
+
+def test_a_credit_memo_cancel_refused_before_an_edit_posts_the_ones_already_cancelled_again(b1, monkeypatch):
+    """Two refunds: Business One cancels the first credit memo and refuses the second (a document of the
+    bookkeeper's own on it): the first is copied again from the invoice before the dead letter."""
+    from connectors.sap_business_one.sandbox import B1Error
+    from connectors.testing import MemoryContext
+
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v2, doc = paid_and_refunded(connector, entities, 8950, 11)
+    v3 = next_version(v2, refunds=[*v2.refunds, refund(12, 3, "10.00", "0.50")])
+    doc = deliver(connector, entities, v3, doc)
+    action = sandbox._action
+
+    def refuse_the_second(name, current, verb):
+        if name == "CreditNotes" and current.get("NumAtCard") == "LWR12":
+            raise B1Error(400, -5002, "Cannot cancel the document: target documents are linked to it")
+        return action(name, current, verb)
+
+    monkeypatch.setattr(sandbox, "_action", refuse_the_second)
+    v4 = next_version(v3, lines=list(v3.lines)[:4])
+    ctx = MemoryContext(connector.target.name, v4, entities)
+    with pytest.raises(PermanentError, match="target documents are linked"):
+        connector.deliver(v4, doc, ctx)
+    live = sorted(m["NumAtCard"] for m in sandbox.records("CreditNotes") if m["CancelStatus"] == "csNo")
+    assert live == ["LWR11", "LWR12"] and {r.status for r in ctx.checkpoints[-1].refunds.values()} == {"open"}
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v2.number]
+    assert not booked.voided and booked.payments_applied == Decimal("50.00")
