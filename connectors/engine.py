@@ -102,6 +102,11 @@ class Capabilities(BaseModel):
     # to the client's account, HOLD): before the invoice's payments change, the planner voids its refunds'
     # credit notes (``void_credit_note``), and posts them again after, settled by what the invoice then holds.
     credit_settled_at_creation: bool = False
+    # The platform refuses to cancel an invoice while a refund's credit note is bound to it (SAP Business One: an
+    # A/R credit memo copied from the invoice), so an update that replaces the invoice (``update_replaces``) could
+    # never be made: before the update the planner voids the refunds' credit notes (``void_credit_note``), and
+    # posts them again after it, against the replacement. A void voids them by ``void_credit_notes`` (set both).
+    update_voids_credit_notes: bool = False
     # The platform refuses a second live document with the same number (Xero, Zoho Books): a retry adopts only
     # the document with the amount it sent, never another shop invoice's that still holds a reused number.
     unique_numbers: bool = False
@@ -400,6 +405,10 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         for refund_id, ref in doc.refunds.items():
             if refund_id in kept and ref.status != "voided":
                 return Step(StepKind.VOID_CREDIT_NOTE, key=refund_id)
+    if caps.update_voids_credit_notes and detach:
+        for refund_id, ref in doc.refunds.items():
+            if ref.status != "voided":
+                return Step(StepKind.VOID_CREDIT_NOTE, key=refund_id)
     for payment_id, ref in doc.payments.items():
         if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)
@@ -685,8 +694,10 @@ class _Run:
                 self.state.intent = None  # refused: nothing was written
                 self.ctx.checkpoint(self.doc)
             except PermanentError:
-                if step.kind is StepKind.UPDATE_INVOICE and self.ops.capabilities.update_detaches_money:
-                    self.put_money_back()
+                caps = self.ops.capabilities
+                if caps.update_detaches_money and (step.kind is StepKind.UPDATE_INVOICE or (
+                        step.kind is StepKind.VOID_CREDIT_NOTE and caps.update_voids_credit_notes)):
+                    self.put_money_back()  # a credit note voided for the update before this one was refused too
                 raise
         raise PermanentError(f"engine: more than {MAX_STEPS} writes planned for one delivery (a planner loop)")
 
@@ -702,9 +713,9 @@ class _Run:
 
     def put_money_back(self) -> None:
         """The platform refused an update after the engine took the invoice's payments and credits off for it
-        (``update_detaches_money``; Business Central and SAP Business One cannot cancel an invoice a credit memo
-        is applied to): they go back on the invoice as it stands, so a refused edit (a dead letter, a failed
-        resync) loses no money. The ledger keeps the old content's digest, so a replay plans the update again."""
+        (``update_detaches_money``; Business Central cannot cancel an invoice a credit memo is applied to; credit
+        notes voided by ``update_voids_credit_notes`` are posted again): they go back on the invoice as it stands,
+        so a refused edit (a dead letter, a failed resync) loses no money. The ledger keeps the old content's digest, so a replay plans the update again."""
         self.state.intent = None
         self.log.warning("engine_update_refused_money_restored", external_id=self.doc.external_id)
         for _ in range(MAX_STEPS):
@@ -713,7 +724,9 @@ class _Run:
             as_updated = self.doc.model_copy(deep=True)
             as_updated.engine.invoice_digest = invoice_digest(self.event)  # type: ignore[union-attr]
             step = next_step(self.event, as_updated, self.ops.capabilities, self.observed)
-            if step is None or step.kind not in (StepKind.ADD_PAYMENT, StepKind.APPLY_CREDIT):
+            # a credit note voided for the update (``update_voids_credit_notes``) is posted again, never a new one
+            reposted = step is not None and step.kind is StepKind.CREATE_CREDIT_NOTE and step.key in self.doc.refunds
+            if step is None or (step.kind not in (StepKind.ADD_PAYMENT, StepKind.APPLY_CREDIT) and not reposted):
                 break
             self.apply(step)
         self.ctx.checkpoint(self.doc)

@@ -135,6 +135,30 @@ def test_credit_settled_at_creation_voids_the_note_before_a_payment_change_and_p
     assert next_step(v3, doc, caps, OPEN).kind is StepKind.VOID_CREDIT_NOTE
 
 
+def test_update_voids_credit_notes_voids_the_refunds_notes_before_the_update_and_posts_them_again_after():
+    """SAP Business One cannot cancel an invoice a credit memo was copied from: an edit voids the refunds' notes
+    first (with the payments taken off), replaces the invoice, then posts the notes again. Nothing without an edit."""
+    caps = Capabilities(credit_applications=False, update_detaches_money=True, update_replaces=True,
+                        void_credit_notes=True, update_voids_credit_notes=True)
+    v1 = invoice_event(payments=[payment(1, "100.00")], refunds=[_refund(3)])
+    doc = posted(v1)
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    doc.refunds["3"] = ExternalRef(external_id="c3", amount=Decimal("21.00"), status="open")
+    assert next_step(v1, doc, caps, OPEN) is None
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    without = caps.model_copy(update={"update_voids_credit_notes": False})
+    assert next_step(v2, doc, without, OPEN).kind is StepKind.REMOVE_PAYMENT  # the note stays: the update fails
+    assert (next_step(v2, doc, caps, OPEN).kind, next_step(v2, doc, caps, OPEN).key) == (StepKind.VOID_CREDIT_NOTE, "3")
+    doc.refunds["3"].status = "voided"
+    assert next_step(v2, doc, caps, OPEN).kind is StepKind.REMOVE_PAYMENT
+    del doc.payments["1"]
+    assert next_step(v2, doc, caps, OPEN).kind is StepKind.UPDATE_INVOICE
+    doc.engine.invoice_digest = invoice_digest(v2)
+    assert next_step(v2, doc, caps, OPEN).kind is StepKind.ADD_PAYMENT
+    doc.payments["1"] = ExternalRef(external_id="p2", amount=Decimal("100.00"))
+    assert (next_step(v2, doc, caps, OPEN).kind, next_step(v2, doc, caps, OPEN).key) == (StepKind.CREATE_CREDIT_NOTE, "3")
+
+
 def test_unique_numbers_adopt_only_the_document_with_the_amount_sent():
     found = [ExternalRef(external_id="old", amount=Decimal("677.58"))]
     assert pick(found, Decimal("42.00")).external_id == "old"  # numbers may repeat: the newest

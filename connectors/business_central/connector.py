@@ -204,8 +204,9 @@ class BusinessCentralConnector(EngineConnector):
                 raise
             raise PermanentError(
                 f"Business Central cannot cancel posted invoice {held['number']}: credit memo(s) {', '.join(memos)} "
-                "(the shop's refunds) are applied to it and API v2.0 has no action to unapply them. Unapply them in "
-                "Business Central (Customer Ledger Entries, Unapply Entries), then replay this dead letter.",
+                "(the shop's refunds) are applied to it and API v2.0 has no action to unapply them (its credit memo "
+                "cancel takes only corrective credit memos). Unapply them in Business Central (Customer Ledger "
+                "Entries, Unapply Entries), then replay this dead letter.",
                 status=refused.status, platform_code=refused.platform_code, detail=refused.detail) from refused
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:

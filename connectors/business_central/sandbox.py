@@ -9,7 +9,7 @@ unknown properties refused (as OData does) and of read-only ones refused, GUID /
 checks, ``@odata.etag`` on every entity with ``If-Match`` required on PATCH and DELETE (missing:
 ``BadRequest_InvalidToken``; stale: 412 ``Request_EntityChanged``), invoices and credit memos created as
 drafts (deep insert of lines), ``Microsoft.NAV.post`` / ``Microsoft.NAV.cancel`` (cancel refused once anything
-is applied; a corrective credit memo is made), "The invoice has been posted and can no longer be modified",
+is applied; a corrective credit memo is made; a credit memo's cancel refused unless it is a corrective one), "The invoice has been posted and can no longer be modified",
 tax computed per line from the line's ``taxCode``, per-user limits of 6,000 requests per 5-minute sliding window
 and 5 concurrent requests (429 with ``Retry-After``) and errors as ``{"error": {"code", "message"}}``.
 
@@ -598,12 +598,15 @@ class Sandbox:
             return None
         if current["status"] in ("Draft", "Canceled", "Corrective"):
             raise BCError(400, "Application_DialogException", "Only a posted document can be canceled.")
-        if current["remainingAmount"] != current["totalAmountIncludingTax"] or (
-                name == "salesCreditMemos" and current["_open"] != current["totalAmountIncludingTax"]):
-            what = "sales invoice" if name == "salesInvoices" else "sales credit memo"
-            raise BCError(400, "Application_DialogException", f"You cannot cancel this posted {what} because it is "
-                          f"fully or partially applied. To reverse an applied {what}, you must manually unapply "
-                          "all applied entries.")
+        if name == "salesCreditMemos":
+            # Codeunit 1339 "Cancel Posted Sales Cr. Memo" (what the action runs) cancels only the corrective credit
+            # memo an invoice's cancel made (TestIfCrMemoIsCorrectiveDoc); this sandbox keeps those as "Corrective".
+            raise BCError(400, "Application_DialogException", "You cannot cancel this posted sales credit memo "
+                          "because it is not a corrective document.")
+        if current["remainingAmount"] != current["totalAmountIncludingTax"]:
+            raise BCError(400, "Application_DialogException", "You cannot cancel this posted sales invoice because it "
+                          "is fully or partially applied. To reverse an applied sales invoice, you must manually "
+                          "unapply all applied entries.")
         current.update(status="Canceled", remainingAmount=ZERO)
         self._stamp(current)
         if name == "salesInvoices":  # the corrective credit memo that cancels it

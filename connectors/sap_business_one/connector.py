@@ -9,7 +9,9 @@ posted document is never deleted and its amounts cannot change: an edit cancels 
 cancellation document) and posts a replacement with the same ``NumAtCard`` (``update_replaces``); a void is the
 cancel. Payments are incoming payments applied to the invoice (``PaymentInvoices``), removed by their
 ``Cancel``; refunds are A/R credit memos copied from the invoice's line (``BaseType`` 13), which reconciles them
-with it. The lifecycle, look-ups before re-creating, checkpoints and preview are the engine's."""
+with it (an invoice cannot be cancelled while they are: a void or an edit cancels them first, ``CreditNotes(n)/Cancel``,
+and an edit copies them again from the replacement). The lifecycle, look-ups before re-creating, checkpoints and
+preview are the engine's."""
 
 from __future__ import annotations
 
@@ -34,10 +36,13 @@ class SapBusinessOneConnector(EngineConnector):
     platform = "sap-business-one"
     settings_model = SapBusinessOneSettings
     # Payments are cancelled (delete_payment); a credit memo copied from its invoice is reconciled with it on
-    # creation, so there is no separate application write; posting periods are not modelled (closed_periods off).
+    # creation, so there is no separate application write, and the invoice cannot be cancelled while it is there:
+    # a void or an edit cancels the refunds' credit memos first (void_credit_notes, update_voids_credit_notes) and
+    # an edit copies them again from the replacement; posting periods are not modelled (closed_periods off).
     capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
-                                update_detaches_money=True, update_replaces=True)
+                                update_detaches_money=True, update_replaces=True, void_credit_notes=True,
+                                update_voids_credit_notes=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -169,6 +174,13 @@ class SapBusinessOneConnector(EngineConnector):
         body = mapping.credit_note_payload(event, refund, posting.customer_id, posting.invoice_id, self.mapping,
                                            posting.txn_date)
         return _ref(self.client.write("POST", "CreditNotes", body))
+
+    def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
+        """Cancel the A/R credit memo (a cancellation document; its invoice's reconciled amount opens again);
+        nothing when it is already cancelled."""
+        held = self.client.get(f"CreditNotes({credit.external_id})")
+        if held is not None and held.get("CancelStatus") == "csNo":
+            self.client.write("POST", f"CreditNotes({credit.external_id})/Cancel")
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -35,6 +35,7 @@ class FieldTable:
         self.means: dict[str, set[str]] = {}
         self.actions: set[tuple[str, str]] = set()
         entity = ""
+        same_type: list[str] = []  # entity sets of the Invoices' type (SAPB1.Document): its bound actions too
         table = source.read_text().split("| entity", 1)[1]
         for row in table.splitlines()[2:]:
             if not row.startswith("|"):
@@ -48,6 +49,7 @@ class FieldTable:
                 self.actions |= set(re.findall(r"POST /(\w+)\(<DocEntry>\)/(\w+)", names))
                 continue
             if names == "same shape as Invoices":
+                same_type.append(entity)
                 self.fields[entity] = dict(self.fields["Invoices"])
                 self.required[entity] = set(self.required.get("Invoices", set()))
                 self.required_for[entity] = dict(self.required_for.get("Invoices", {}))
@@ -61,6 +63,10 @@ class FieldTable:
             self.required.setdefault(entity, set()).update(re.findall(r"(\w+) required for", required))
             if "one payment means required" in required:
                 self.means[entity] = {f for f in fields if f.endswith(("Sum", "Cards", "Checks"))}
+        # An OData action is bound to an entity type, not to one entity set: CreditNotes, "same shape as Invoices",
+        # is SAPB1.Document as Invoices is, so Invoices' bound actions (Cancel, Close) are CreditNotes' as well.
+        self.actions |= {(name, action) for name in same_type for owner, action in set(self.actions)
+                         if owner == "Invoices"}
 
     def _fields(self, entity: str, text: str, kind: str) -> list[str]:
         table = self.fields.setdefault(entity, {})
@@ -148,6 +154,9 @@ def test_every_request_matches_the_source_field_table(b1, table):
     v3 = invoice_event(8003, payments=[payment(3, "10.00")])
     doc = deliver(connector, entities, next_version(v3, status="void"), deliver(connector, entities, v3))
     assert doc.status == "voided"
+    v4 = invoice_event(8004, payments=[payment(4, "10.00")], refunds=[refund(4, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, next_version(v4, status="void"), deliver(connector, entities, v4))
+    assert doc.status == "voided" and doc.refunds["4"].status == "voided"  # its credit memo cancelled first
     deliver(connector, entities, invoice_event(8002, customer=v1.customer.model_copy(update={"phone": "555-0199"})))
     seen, problems = set(), {}
     for request in captured:
@@ -166,7 +175,7 @@ def test_every_request_matches_the_source_field_table(b1, table):
     assert not any(problems.values()), problems
     for expected in [("POST", "BusinessPartners"), ("PATCH", "BusinessPartners()"), ("POST", "Invoices"),
                      ("POST", "Invoices()/Cancel"), ("POST", "IncomingPayments"), ("POST", "IncomingPayments()/Cancel"),
-                     ("POST", "CreditNotes")]:
+                     ("POST", "CreditNotes"), ("POST", "CreditNotes()/Cancel")]:
         assert expected in seen, f"{expected} never sent"
 
 
@@ -195,6 +204,7 @@ def test_the_table_check_refuses_bad_bodies(table):
         **payment_body, "CashSum": Decimal("5"), "PaymentInvoices": [{"DocEntry": 1, "InvoiceType": "Invoice"}]})
     assert table.problems("CreditNotes", good) == []  # "same shape as Invoices"
     assert ("Invoices", "Cancel") in table.actions and ("IncomingPayments", "Cancel") in table.actions
+    assert ("CreditNotes", "Cancel") in table.actions and ("IncomingPayments", "Close") not in table.actions
 
 
 def test_the_sandbox_and_the_table_agree_on_what_is_writable(table):
@@ -340,3 +350,82 @@ def test_every_tax_code_the_target_config_names_fits_the_line_tax_code_field():
     sandbox, limit = Sandbox(), int(LINE["TaxCode"].split(":")[1])
     codes = sandbox.target_config("b1", "http://x")["mapping"]["tax_codes"].values()
     assert all(code in sandbox.tax_codes and len(code) <= limit for code in codes)
+
+
+def paid_and_refunded(connector, entities, invoice_id: int, refund_id: int):
+    """An invoice with a payment of 50.00 (payment id 1), then a version refunding a part of it."""
+    v1 = invoice_event(invoice_id, payments=[payment(1, "50.00")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[refund(refund_id, 2, "289.95", "14.50")])
+    return v2, deliver(connector, entities, v2, doc)
+
+
+def test_an_edit_after_a_refund_cancels_its_credit_memo_and_copies_it_again_from_the_replacement(b1):
+    """Business One refuses to cancel an invoice a credit memo was copied from (the chaos run's dead letter): the
+    engine cancels the memo first, replaces the invoice, and copies the memo again from the replacement's line."""
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v2, doc = paid_and_refunded(connector, entities, 8800, 9)
+    first = doc.external_id
+    doc = deliver(connector, entities, next_version(v2, lines=list(v2.lines)[:4]), doc)
+    memos = {m["DocEntry"]: m for m in sandbox.records("CreditNotes")}
+    live = [m for m in memos.values() if m["CancelStatus"] == "csNo"]
+    assert sorted(m["CancelStatus"] for m in memos.values()) == ["csCancellation", "csNo", "csYes"]
+    (memo,) = live
+    assert (memo["NumAtCard"], str(memo["DocumentLines"][0]["BaseEntry"])) == ("LWR9", doc.external_id)
+    assert doc.external_id != first and doc.refunds["9"].external_id == str(memo["DocEntry"])
+    held = connector.read_invoice(doc.external_id)
+    assert held.balance == held.total - Decimal("50.00") - memo["DocTotal"] and memo["DocTotal"] == memo["_applied"]
+
+
+def test_a_replacement_refused_after_the_credit_memo_was_cancelled_puts_the_memo_and_the_payment_back(b1):
+    """The bookkeeper applied a payment of their own to the invoice, so Business One still refuses the cancel
+    after the engine cancelled the refund's credit memo and took its payment off: both go back on the invoice
+    before the dead letter (a refused edit never loses money or credit)."""
+    from connectors.testing import MemoryContext
+
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v2, doc = paid_and_refunded(connector, entities, 8900, 10)
+    connector.client.write("POST", "IncomingPayments", {
+        "CardCode": doc.customer_id, "CashSum": Decimal("5.00"), "CashAccount": "_SYS00000000001",
+        "PaymentInvoices": [{"DocEntry": int(doc.external_id), "SumApplied": Decimal("5.00")}]})
+    v3 = next_version(v2, lines=list(v2.lines)[:4])
+    ctx = MemoryContext(connector.target.name, v3, entities)
+    with pytest.raises(PermanentError, match="payments or target documents are linked"):
+        connector.deliver(v3, doc, ctx)
+    saved = ctx.checkpoints[-1]
+    (memo,) = [m for m in sandbox.records("CreditNotes") if m["CancelStatus"] == "csNo"]
+    assert str(memo["DocumentLines"][0]["BaseEntry"]) == doc.external_id and memo["DocTotal"] == memo["_applied"]
+    assert saved.refunds["10"].external_id == str(memo["DocEntry"]) and saved.refunds["10"].status == "open"
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v2.number]
+    assert not booked.voided and booked.payments_applied == Decimal("55.00") and set(saved.payments) == {"1"}
+
+
+def test_a_credit_memo_cancel_refused_before_an_edit_posts_the_ones_already_cancelled_again(b1, monkeypatch):
+    """Two refunds: Business One cancels the first credit memo and refuses the second (a document of the
+    bookkeeper's own on it): the first is copied again from the invoice before the dead letter."""
+    from connectors.sap_business_one.sandbox import B1Error
+    from connectors.testing import MemoryContext
+
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v2, doc = paid_and_refunded(connector, entities, 8950, 11)
+    v3 = next_version(v2, refunds=[*v2.refunds, refund(12, 3, "10.00", "0.50")])
+    doc = deliver(connector, entities, v3, doc)
+    action = sandbox._action
+
+    def refuse_the_second(name, current, verb):
+        if name == "CreditNotes" and current.get("NumAtCard") == "LWR12":
+            raise B1Error(400, -5002, "Cannot cancel the document: target documents are linked to it")
+        return action(name, current, verb)
+
+    monkeypatch.setattr(sandbox, "_action", refuse_the_second)
+    v4 = next_version(v3, lines=list(v3.lines)[:4])
+    ctx = MemoryContext(connector.target.name, v4, entities)
+    with pytest.raises(PermanentError, match="target documents are linked"):
+        connector.deliver(v4, doc, ctx)
+    live = sorted(m["NumAtCard"] for m in sandbox.records("CreditNotes") if m["CancelStatus"] == "csNo")
+    assert live == ["LWR11", "LWR12"] and {r.status for r in ctx.checkpoints[-1].refunds.values()} == {"open"}
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v2.number]
+    assert not booked.voided and booked.payments_applied == Decimal("50.00")

@@ -1,0 +1,100 @@
+"""A void or an edit of an invoice the shop has refunded, with payments, on every connector on the engine, books
+read back. Where the platform cannot cancel an invoice a refund's credit memo is bound to (``update_replaces``:
+Business Central, SAP Business One), the engine does what the bookkeeper would: SAP Business One's credit memos are
+cancelled first (``void_credit_notes``) and, after an edit, posted again against the replacement
+(``update_voids_credit_notes``). Business Central cannot cancel a refund's credit memo through its API (only a
+corrective one): there the delivery is refused with the bookkeeper's step, and an edit's payments go back on."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from connectors.base import PermanentError
+from connectors.engine import Observed, plan_is_empty
+from connectors.testing import invoice_event, line, next_version, payment
+from tests.conformance.test_conformance import credit_note_number, current_booked, needs, refund
+
+
+def refunded(harness, invoice_id: int):
+    """An invoice paid in part, then a returned part refunded as a credit note (a version of its own)."""
+    v1 = invoice_event(invoice_id, payments=[payment(invoice_id, "100.00")])
+    doc, _ = harness.deliver(v1)
+    v2 = next_version(v1, refunds=[refund(invoice_id, 2, "289.95", "14.50")])
+    doc, _ = harness.deliver(v2, doc)
+    assert doc is not None and doc.refunds[str(invoice_id)].status != "voided"
+    return v2, doc
+
+
+# Platforms that cannot take a refund's credit memo off an invoice through their API, so cannot cancel (void or
+# replace) the invoice: named here with the reason, so that no other platform may refuse (a capability the
+# connector declares could excuse it). Business Central applies a credit memo on posting; API v2.0 has no unapply
+# and its salesCreditMemos ``Microsoft.NAV.cancel`` (codeunit 1339 "Cancel Posted Sales Cr. Memo") refuses every
+# credit memo that is not a corrective one ("... because it is not a corrective document").
+CANNOT_TAKE_CREDIT_MEMOS_OFF = {"business-central"}
+
+
+def cannot_cancel_its_credit_memos(harness) -> bool:
+    return harness.connector.platform in CANNOT_TAKE_CREDIT_MEMOS_OFF
+
+
+def memos_of(harness, event, refund_id: int) -> list[tuple[Decimal, Decimal]]:
+    number = credit_note_number(harness, event, refund_id)
+    return [(total, left) for n, total, left in harness.driver.credit_notes() if n == number]
+
+
+def test_conformance_void_of_a_refunded_and_paid_invoice(harness):
+    """The shop voids an invoice it had refunded a part of: the invoice is voided with its payment taken off, and
+    the refund's credit goes with it where the platform voids credit notes (``void_credit_notes``); elsewhere it
+    stays the customer's open credit, applied to nothing. Never a dead letter where the engine can do the
+    bookkeeper's step itself (SAP Business One: cancel the credit memo, then the invoice)."""
+    needs(harness, "credit_notes")
+    v2, doc = refunded(harness, 9600)
+    v3 = next_version(v2, status="void")
+    if cannot_cancel_its_credit_memos(harness):
+        try:
+            harness.deliver(v3, doc)
+        except PermanentError as refused:
+            assert "credit memo" in str(refused) and "replay this dead letter" in str(refused), refused
+            (booked,) = harness.booked(v2.number)
+            assert not booked.voided
+            return
+        raise AssertionError("the platform cancelled an invoice with an applied credit memo")
+    doc, _ = harness.deliver(v3, doc)
+    (booked,) = [b for b in harness.booked(v2.number)]
+    assert booked.voided and booked.payment_count == 0 and doc.status == "voided" and not doc.payments
+    held = doc.refunds[str(9600)]
+    if harness.connector.capabilities.void_credit_notes:
+        assert held.status == "voided"
+        assert all(left == 0 for _, left in memos_of(harness, v3, 9600)), memos_of(harness, v3, 9600)
+    else:
+        assert memos_of(harness, v3, 9600) == [(Decimal("304.45"), Decimal("304.45"))]
+    assert doc.engine.intent is None and plan_is_empty(harness.connector, v3, doc, Observed(known=True))
+
+
+def test_conformance_edit_of_a_refunded_and_paid_invoice(harness):
+    """The shop edits the lines of an invoice it had refunded a part of: the new totals, the payment applied, the
+    refund's credit applied in full (posted again against the replacement where the platform had to cancel it:
+    ``update_voids_credit_notes``), the balance what is left."""
+    needs(harness, "credit_notes")
+    v2, doc = refunded(harness, 9610)
+    lines = list(v2.lines)
+    lines[0] = line(1, "labour", "Diagnose charging system, extended", "2", "120.00", part_number=None)
+    v3 = next_version(v2, lines=lines)
+    if cannot_cancel_its_credit_memos(harness):
+        try:
+            harness.deliver(v3, doc)
+        except PermanentError as refused:
+            assert "credit memo" in str(refused) and "replay this dead letter" in str(refused), refused
+            (booked,) = [b for b in harness.booked(v2.number) if not b.voided]
+            assert (booked.total, booked.payment_count, booked.payments_applied) == (
+                v2.computed.total, 1, Decimal("100.00"))
+            return
+        raise AssertionError("the platform cancelled an invoice with an applied credit memo")
+    doc, _ = harness.deliver(v3, doc)
+    (booked,) = current_booked(harness, v2.number)
+    assert (booked.total, booked.tax_total, booked.line_count) == (v3.computed.total, v3.computed.tax_total, 5)
+    assert booked.payment_count == 1 and booked.payments_applied == Decimal("100.00")
+    assert memos_of(harness, v3, 9610) == [(Decimal("304.45"), Decimal("0.00"))]
+    assert harness.connector.read_invoice(booked.external_id).balance == v3.computed.total - Decimal("404.45")
+    assert doc.external_id == booked.external_id and doc.delivered_version == 3 and doc.engine.intent is None
+    assert plan_is_empty(harness.connector, v3, doc, Observed(known=True))
