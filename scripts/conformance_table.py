@@ -22,7 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("tests/conformance/test_conformance.py", "tests/conformance/test_conformance_books.py")
+SUITES = ("tests/conformance/test_conformance.py", "tests/conformance/test_conformance_books.py",
+          "tests/conformance/test_conformance_refunded.py")
 START, END = "<!-- conformance-table:start -->", "<!-- conformance-table:end -->"
 MARK = {"passed": "✓", "skipped": "·", "xfailed": "x", "failed": "F"}
 
