@@ -39,10 +39,14 @@ class SapBusinessOneConnector(EngineConnector):
     # creation, so there is no separate application write, and the invoice cannot be cancelled while it is there:
     # a void or an edit cancels the refunds' credit memos first (void_credit_notes, update_voids_credit_notes) and
     # an edit copies them again from the replacement; posting periods are not modelled (closed_periods off).
+    # A copied memo takes what is open on the invoice as it is made, and a payment is applied only up to what is
+    # open: before the invoice's payments change the engine cancels its refunds' memos and copies them again after
+    # (credit_settled_at_creation), so the shop's payments come first whatever the order they arrive in and the
+    # memo keeps only what they leave open (the rest is the customer's open credit, as elsewhere).
     capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
                                 update_detaches_money=True, update_replaces=True, void_credit_notes=True,
-                                update_voids_credit_notes=True)
+                                update_voids_credit_notes=True, credit_settled_at_creation=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)

@@ -326,14 +326,17 @@ def test_another_shop_customers_record_is_never_taken(b1):
 
 
 def test_a_payment_larger_than_what_is_open_leaves_the_rest_on_account(b1):
-    """A refund's credit memo already reduced the invoice: Business One applies only what is open."""
+    """A refund's credit memo already reduced the invoice: Business One applies only what is open, and so does the
+    payment's body (the engine posts payments before the memos, so the shop's own never meet this)."""
     sandbox, connector, _ = b1
     entities = MemoryEntities()
     v1 = invoice_event(8700)
     doc = deliver(connector, entities, v1)
     v2 = next_version(v1, refunds=[refund(7, 2, "289.95", "14.50")])
     doc = deliver(connector, entities, v2, doc)
-    deliver(connector, entities, next_version(v2, payments=[payment(8, str(v1.computed.total))]), doc)
+    still_open = connector.read_invoice(doc.external_id).balance
+    connector.client.write("POST", "IncomingPayments", mapping.payment_payload(
+        v2, payment(8, str(v1.computed.total)), doc.external_id, doc.customer_id, "_SYS00000000001", still_open))
     (received,) = sandbox.records("IncomingPayments")
     (applied,) = received["PaymentInvoices"]
     assert received["TransferSum"] == v1.computed.total
