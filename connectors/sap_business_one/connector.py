@@ -10,7 +10,8 @@ cancellation document) and posts a replacement with the same ``NumAtCard`` (``up
 cancel. Payments are incoming payments applied to the invoice (``PaymentInvoices``), removed by their
 ``Cancel``; refunds are A/R credit memos copied from the invoice's line (``BaseType`` 13), which reconciles them
 with it (an invoice cannot be cancelled while they are: a void or an edit cancels them first, ``CreditNotes(n)/Cancel``,
-and an edit copies them again from the replacement). The lifecycle, look-ups before re-creating, checkpoints and
+and an edit copies them again from the replacement; a change of the invoice's payments cancels them too and copies
+them again after the payments, so a payment never finds its invoice taken by a memo). The lifecycle, look-ups before re-creating, checkpoints and
 preview are the engine's."""
 
 from __future__ import annotations
