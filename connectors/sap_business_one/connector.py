@@ -10,7 +10,8 @@ cancellation document) and posts a replacement with the same ``NumAtCard`` (``up
 cancel. Payments are incoming payments applied to the invoice (``PaymentInvoices``), removed by their
 ``Cancel``; refunds are A/R credit memos copied from the invoice's line (``BaseType`` 13), which reconciles them
 with it (an invoice cannot be cancelled while they are: a void or an edit cancels them first, ``CreditNotes(n)/Cancel``,
-and an edit copies them again from the replacement). The lifecycle, look-ups before re-creating, checkpoints and
+and an edit copies them again from the replacement; a change of the invoice's payments cancels them too and copies
+them again after the payments, so a payment never finds its invoice taken by a memo). The lifecycle, look-ups before re-creating, checkpoints and
 preview are the engine's."""
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ class SapBusinessOneConnector(EngineConnector):
     # creation, so there is no separate application write, and the invoice cannot be cancelled while it is there:
     # a void or an edit cancels the refunds' credit memos first (void_credit_notes, update_voids_credit_notes) and
     # an edit copies them again from the replacement; posting periods are not modelled (closed_periods off).
+    # A copied memo takes what is open on the invoice as it is made, and a payment is applied only up to what is
+    # open: before the invoice's payments change the engine cancels its refunds' memos and copies them again after
+    # (credit_settled_at_creation), so the shop's payments come first whatever the order they arrive in and the
+    # memo keeps only what they leave open (the rest is the customer's open credit, as elsewhere).
     capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
                                 update_detaches_money=True, update_replaces=True, void_credit_notes=True,
-                                update_voids_credit_notes=True)
+                                update_voids_credit_notes=True, credit_settled_at_creation=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)

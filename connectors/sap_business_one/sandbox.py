@@ -201,8 +201,9 @@ class Sandbox:
                     continue
                 # What each payment received for this invoice (anything Business One could not apply to it stays
                 # on the customer's account).
-                paid = [p["DocTotal"] for p in payments if any(pi.get("DocEntry") == invoice["DocEntry"]
-                                                                for pi in p.get("PaymentInvoices") or [])]
+                paid = [sum((Decimal(pi["SumApplied"]) for pi in p.get("PaymentInvoices") or []
+                             if pi.get("DocEntry") == invoice["DocEntry"]), ZERO) for p in payments
+                        if any(pi.get("DocEntry") == invoice["DocEntry"] for pi in p.get("PaymentInvoices") or [])]
                 out.append(BookedInvoice(
                     number=invoice.get("NumAtCard") or "", external_id=str(invoice["DocEntry"]),
                     voided=invoice["CancelStatus"] == "csYes", total=invoice["DocTotal"], tax_total=invoice["VatSum"],

@@ -98,3 +98,22 @@ def test_conformance_edit_of_a_refunded_and_paid_invoice(harness):
     assert harness.connector.read_invoice(booked.external_id).balance == v3.computed.total - Decimal("404.45")
     assert doc.external_id == booked.external_id and doc.delivered_version == 3 and doc.engine.intent is None
     assert plan_is_empty(harness.connector, v3, doc, Observed(known=True))
+
+
+def test_conformance_payment_after_a_paid_back_refund_is_applied_to_its_invoice(harness):
+    """The customer pays in two parts and a returned part is paid back between them (the end-to-end spine's
+    INV-MAIN-000017 on SAP Business One: "applied 168.11 in 1 vs 268.11 in 2"): both shop payments are applied
+    to the invoice, which is paid in full; the refund's credit never takes the room the payments need (where a
+    credit note takes what is open as it is made, the engine posts it again after the payments change)."""
+    needs(harness, "credit_notes")
+    v1 = invoice_event(9620, payments=[payment(1, "100.00")])
+    doc, _ = harness.deliver(v1)
+    v2 = next_version(v1, refunds=[refund(9620, 2, "289.95", "14.50", payment_id=1)])
+    doc, _ = harness.deliver(v2, doc)
+    v3 = next_version(v2, payments=[payment(1, "100.00"), payment(2, str(v1.computed.total - Decimal("100.00")))])
+    doc, _ = harness.deliver(v3, doc)
+    (booked,) = harness.booked(v1.number)
+    assert (booked.payment_count, booked.payments_applied) == (2, v1.computed.total)
+    assert harness.connector.read_invoice(booked.external_id).balance == 0
+    assert doc is not None and set(doc.payments) == {"1", "2"} and doc.engine.intent is None
+    assert plan_is_empty(harness.connector, v3, doc, Observed(known=True))

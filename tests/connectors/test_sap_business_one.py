@@ -138,9 +138,9 @@ def b1():
         yield sandbox, connector, sent
 
 
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
+def refund(refund_id: int, line_id: int, amount: str, tax: str, payment_id: int | None = None) -> Refund:
     return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
+                  payment_id=payment_id, reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_every_request_matches_the_source_field_table(b1, table):
@@ -326,14 +326,17 @@ def test_another_shop_customers_record_is_never_taken(b1):
 
 
 def test_a_payment_larger_than_what_is_open_leaves_the_rest_on_account(b1):
-    """A refund's credit memo already reduced the invoice: Business One applies only what is open."""
+    """A refund's credit memo already reduced the invoice: Business One applies only what is open, and so does the
+    payment's body (the engine posts payments before the memos, so the shop's own never meet this)."""
     sandbox, connector, _ = b1
     entities = MemoryEntities()
     v1 = invoice_event(8700)
     doc = deliver(connector, entities, v1)
     v2 = next_version(v1, refunds=[refund(7, 2, "289.95", "14.50")])
     doc = deliver(connector, entities, v2, doc)
-    deliver(connector, entities, next_version(v2, payments=[payment(8, str(v1.computed.total))]), doc)
+    still_open = connector.read_invoice(doc.external_id).balance
+    connector.client.write("POST", "IncomingPayments", mapping.payment_payload(
+        v2, payment(8, str(v1.computed.total)), doc.external_id, doc.customer_id, "_SYS00000000001", still_open))
     (received,) = sandbox.records("IncomingPayments")
     (applied,) = received["PaymentInvoices"]
     assert received["TransferSum"] == v1.computed.total
@@ -342,6 +345,35 @@ def test_a_payment_larger_than_what_is_open_leaves_the_rest_on_account(b1):
     with pytest.raises(PermanentError, match="exceeds the open balance"):
         connector.client.write("POST", "IncomingPayments", {**{k: v for k, v in received.items() if k in (
             "CardCode", "TransferSum", "TransferAccount")}, "PaymentInvoices": [{**applied, "SumApplied": Decimal("1")}]})
+
+
+@pytest.mark.parametrize("refund_first", [True, False], ids=["refund-then-payments", "payments-then-refund"])
+def test_every_shop_payment_stays_applied_to_its_invoice_whatever_the_refund_arrives_after(b1, refund_first):
+    """The customer paid the invoice in full in two payments and a returned part was paid back (the end-to-end
+    spine's INV-MAIN-000017: "applied 168.11 in 1 vs 268.11 in 2"). A credit memo copied from the invoice is
+    reconciled with it as far as it is open, so a payment posted after it found nothing open and sat on the
+    customer's account: the engine cancels the memo before the payments change and copies it again after, so
+    both payments are applied to the invoice in either order and the memo is the customer's open credit."""
+    sandbox, connector, _ = b1
+    entities = MemoryEntities()
+    v1 = invoice_event(8750)
+    first, second = payment(1, "100.00"), payment(2, str(v1.computed.total - Decimal("100.00")))
+    returned = refund(7, 2, "289.95", "14.50", payment_id=1)
+    steps = [dict(refunds=[returned]), dict(refunds=[returned], payments=[first]),
+             dict(refunds=[returned], payments=[first, second])] if refund_first else [
+             dict(payments=[first]), dict(payments=[first, second]), dict(refunds=[returned], payments=[first, second])]
+    doc, version = deliver(connector, entities, v1), v1
+    for change in steps:
+        version = next_version(version, **change)
+        doc = deliver(connector, entities, version, doc)
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert (booked.payment_count, booked.payments_applied) == (2, v1.computed.total)
+    applied = [pi["SumApplied"] for p in sandbox.records("IncomingPayments") if p["Cancelled"] == "tNO"
+               for pi in p["PaymentInvoices"]]
+    assert sorted(applied) == sorted([first.amount, second.amount])
+    (memo,) = [m for m in sandbox.records("CreditNotes") if m["CancelStatus"] == "csNo"]
+    assert memo["NumAtCard"] == "LWR7" and memo["DocTotal"] == Decimal("304.45") and memo["_applied"] == 0
+    assert connector.read_invoice(doc.external_id).balance == 0 and doc.refunds["7"].external_id == str(memo["DocEntry"])
 
 
 def test_every_tax_code_the_target_config_names_fits_the_line_tax_code_field():
