@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse

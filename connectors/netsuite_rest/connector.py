@@ -19,21 +19,22 @@ from typing import Any
 
 from connectors import references
 from connectors.auth import OAuth1TokenAuth
-from connectors.base import ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
+from connectors.base import ExternalRef, RemoteInvoice
+from connectors.engine import AdjustmentSpec, Capabilities, Posting
 from connectors.engine_state import DocKind
 from connectors.netsuite_common import mapping as records
+from connectors.netsuite_common.references import NetSuiteReferences
 from connectors.netsuite_common.settings import realm, suitetalk_host
 from connectors.netsuite_rest.client import NetSuiteRestClient, classify, sql_text
 from connectors.netsuite_rest.mapping import render
 from connectors.netsuite_rest.settings import NetSuiteRestSettings
-from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+from daemon.canonical import Customer, InvoiceEvent, Payment, Refund
 
 TYPES = {DocKind.INVOICE: "CustInvc", DocKind.PAYMENT: "CustPymt", DocKind.CREDIT_NOTE: "CustCred"}
 VOID_SUFFIX = "-V"
 
 
-class NetSuiteRestConnector(EngineConnector):
+class NetSuiteRestConnector(NetSuiteReferences):
     platform = "netsuite-rest"
     settings_model = NetSuiteRestSettings
     # TBA tokens never expire (revoked only); payments are deleted and name their invoice in ``apply``; credit
@@ -77,23 +78,6 @@ class NetSuiteRestConnector(EngineConnector):
         self.client.write("PATCH", f"/customer/{ref.external_id}",
                           render(records.customer_record(customer, self.settings, self.mapping)))
         return ExternalRef(external_id=ref.external_id)
-
-    def item_for(self, line: InvoiceLine) -> ItemSpec | None:
-        return None  # lines post on the items ``mapping.items`` names (netsuite_common.mapping.item_ref)
-
-    def find_item(self, spec: ItemSpec) -> ExternalRef | None:
-        raise PermanentError("netsuite-rest posts lines on the items mapping.items names; it creates none")
-
-    create_item = find_item
-
-    # -- references: our external ids, which NetSuite keeps unique per record type --
-    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return records.invoice_external_id(event)
-        if kind is DocKind.ADJUSTMENT:
-            adjustment_kind, sequence = references.adjustment_key(key)
-            return records.adjustment_external_id(event, adjustment_kind, sequence)
-        return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.CREDIT_APPLICATION:

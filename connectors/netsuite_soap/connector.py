@@ -17,15 +17,16 @@ from typing import Any
 
 from connectors import references
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
+from connectors.engine import AdjustmentSpec, Capabilities, Posting
 from connectors.engine_state import DocKind
 from connectors.netsuite_common import mapping as records
+from connectors.netsuite_common.references import NetSuiteReferences
 from connectors.netsuite_common.settings import realm
 from connectors.netsuite_soap import mapping
 from connectors.netsuite_soap.client import SuiteTalkClient, classify, many, money
 from connectors.netsuite_soap.settings import NetSuiteSoapSettings, endpoint
 from connectors.rest import is_placeholder, unless_gone
-from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
+from daemon.canonical import Customer, InvoiceEvent, Payment, Refund
 
 
 def gone(exc: PermanentError) -> bool:
@@ -33,7 +34,7 @@ def gone(exc: PermanentError) -> bool:
     return exc.platform_code == "INVALID_KEY_OR_REF"
 
 
-class NetSuiteSoapConnector(EngineConnector):
+class NetSuiteSoapConnector(NetSuiteReferences):
     platform = "netsuite-soap"
     settings_model = NetSuiteSoapSettings
     # SuiteTalk deletes invoices (no void operation) and payments; payments name their invoice in applyList; credit
@@ -103,23 +104,6 @@ class NetSuiteSoapConnector(EngineConnector):
             return None
         self._update(records.customer_record(customer, self.settings, self.mapping), ref.external_id)
         return ref
-
-    def item_for(self, line: InvoiceLine) -> ItemSpec | None:
-        return None  # the items are the mapping's (``mapping.items``: NetSuite internal ids)
-
-    def find_item(self, spec: ItemSpec) -> ExternalRef | None:
-        raise PermanentError("netsuite-soap posts lines on the items mapping.items names, never creates items")
-
-    create_item = find_item
-
-    # -- references: our external ids, which every look-up searches by --
-    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
-        if kind is DocKind.INVOICE:
-            return records.invoice_external_id(event)
-        if kind is DocKind.ADJUSTMENT:
-            adjustment_kind, sequence = references.adjustment_key(key)
-            return records.adjustment_external_id(event, adjustment_kind, sequence)
-        return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         record_kind = {DocKind.INVOICE: "invoice", DocKind.PAYMENT: "customerPayment"}.get(kind, "creditMemo")
