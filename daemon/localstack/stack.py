@@ -306,7 +306,9 @@ def start_postgres(cfg: StackConfig) -> None:
         _wait_port_free(cfg.pg_port, "PostgreSQL")
         opts = (f"-p {cfg.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical "
                 "-c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off -c synchronous_commit=off "
-                "-c max_connections=200")
+                # Every daemon process needs a lock connection per partition worker plus its pool (README "Ledger
+                # connections"): the chaos test runs twenty targets in two daemons and twenty resyncs at once.
+                "-c max_connections=500")
         subprocess.run(_as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
                                     str(sock / "postgres.log"), "-w", "-t", "60", "start"]),
                        check=True, stdout=subprocess.DEVNULL)
