@@ -20,6 +20,7 @@ from typing import Any
 from connectors.base import PermanentError
 from connectors.quickbooks_online import mapping
 from connectors.quickbooks_online.client import QboClient
+from connectors.rest import is_placeholder
 from daemon.canonical import InvoiceEvent
 from daemon.config import MappingConfig
 
@@ -59,14 +60,14 @@ class Currencies:
     def customer(self, event: InvoiceEvent, config: MappingConfig) -> str:
         """The shop customer's QuickBooks customer in ``event.currency``: found by its name, else created."""
         key = (event.customer.id, event.currency)
-        if key not in self._twins:
+        if key not in self._twins or is_placeholder(self._twins[key]):
             twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
             found = self.client.query("Customer", DisplayName=mapping.customer_display_name(twin))
             if not found:
                 request_id = hashlib.sha256(f"customer:{twin.id}:{event.currency}".encode()).hexdigest()[:32]
                 body = {**mapping.customer_payload(twin, config), "CurrencyRef": {"value": event.currency}}
                 found = [self.client.write("Customer", body, request_id=request_id)]
-            self._twins[key] = str(found[0]["Id"])
+            self._twins[key] = str(found[0]["Id"])  # a preview's placeholder is looked up again next time
         return self._twins[key]
 
     def like_credit_memo(self, credit_memo_id: str, body: dict[str, Any]) -> dict[str, Any]:
