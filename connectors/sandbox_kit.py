@@ -229,6 +229,7 @@ class BookedInvoice(BaseModel):
     line_count: int
     payments_applied: Decimal  # sum of live (not voided/deleted) payment amounts applied to it
     payment_count: int  # live payments applied to it
+    currency: str | None = None  # ISO code where the sandbox books currencies (None: the company's, not modelled)
 
 
 class Sandbox(Protocol):

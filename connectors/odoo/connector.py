@@ -22,7 +22,7 @@ from connectors import references
 from connectors.base import ClosedPeriodError, ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
-from connectors.odoo import closed_period, mapping, reconcile, wire
+from connectors.odoo import closed_period, currency, mapping, reconcile, wire
 from connectors.odoo.check import check_mapping
 from connectors.odoo.client import OdooClient
 from connectors.odoo.faults import classify_http
@@ -39,7 +39,7 @@ PARTNER_MATCH = {"email": "=ilike", "phone": "=", "name": "="}  # customer_match
 class OdooConnector(EngineConnector):
     platform = "odoo"
     settings_model = OdooSettings
-    capabilities = Capabilities(delete_payments=False, update_detaches_money=True, refund_settlement=True)
+    capabilities = Capabilities(multi_currency=True, delete_payments=False, update_detaches_money=True, refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -154,7 +154,7 @@ class OdooConnector(EngineConnector):
         return mapping.invoice_vals(event, _id(posting.customer_id), self.mapping,
                                     {line_id: _id(item) for line_id, item in posting.item_ids.items()},
                                     open_date=posting.txn_date.isoformat() if posting.txn_date else None,
-                                    included=self.included_taxes() if event.tax_inclusive else None)
+                                    included=self.included_taxes() if event.tax_inclusive else None) | currency.currency_vals(self.client, event.currency)
 
     def _create_posted(self, vals: dict[str, Any]) -> int | str:
         move_id = self.client.execute("account.move", "create", [vals])
@@ -212,7 +212,7 @@ class OdooConnector(EngineConnector):
             self.client.execute("account.payment", "action_cancel", [[_id(ref.external_id)]])
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        vals = mapping.refund_vals(event, refund, _id(posting.customer_id), self.mapping)
+        vals = mapping.refund_vals(event, refund, _id(posting.customer_id), self.mapping) | currency.currency_vals(self.client, event.currency)
         if posting.txn_date is not None:  # dated in the locked period: posted on the first open day
             vals["invoice_date"] = posting.txn_date.isoformat()
         return ExternalRef(external_id=str(self._create_posted(vals)), amount=refund.amount + refund.tax_amount)
@@ -234,6 +234,9 @@ class OdooConnector(EngineConnector):
         if self.client.read_one("account.partial.reconcile", application.external_id, ["id"]) is not None:
             self.client.execute("account.partial.reconcile", "unlink", [[_id(application.external_id)]])
 
+    def home_currency(self) -> str | None:  # configured, else the company's (currency.py)
+        return self.mapping.home_currency or currency.home_currency(self.client)
+
     # -- closed periods: the company's lock date --
     def books_closed_through(self) -> date | None:
         companies = self.client.search_read("res.company", [], ["fiscalyear_lock_date"])
@@ -250,7 +253,7 @@ class OdooConnector(EngineConnector):
                                             original, MOVE_FIELDS + ["invoice_line_ids"])
         vals = closed_period.adjustment_vals(event, adjustment.kind, adjustment.sequence, _id(posting.customer_id), lines,
                                        (posting.txn_date or date.today()).isoformat(), (original or {}).get("name") or None,
-                                       self.mapping, adjustment.reason)
+                                       self.mapping, adjustment.reason) | currency.currency_vals(self.client, event.currency)
         move_id = self._create_posted(vals)
         return _ref(self._read_move(move_id) or {"id": move_id})
 

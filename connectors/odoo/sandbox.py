@@ -56,7 +56,8 @@ OTHER_FIELDS: dict[str, set[str]] = {
     "account.journal": {"name", "code", "type"},
     "account.analytic.account": {"name"},
     "product.product": {"name", "default_code", "type", "sale_ok"},
-    "res.company": {"name", "fiscalyear_lock_date"},
+    "res.company": {"name", "fiscalyear_lock_date", "currency_id"},
+    "res.currency": {"name", "active"},
     "decimal.precision": {"name", "digits"},
     "account.partial.reconcile": {"debit_move_id", "credit_move_id", "amount"},
     "account.payment": {"amount", "date", "journal_id", "partner_id", "memo", "state", "payment_type",
@@ -165,6 +166,10 @@ class Sandbox:
                 db.new("decimal.precision", {"name": "Product Price", "digits": 4})
                 db.new("decimal.precision", {"name": "Product Unit of Measure", "digits": 3})
                 db.new("product.product", {"name": "Labour hour"})
+                # Currencies: the company's (USD) and the ones activated for multi-currency; GBP is known but
+                # not active, which Odoo refuses on a move.
+                for code, active in (("USD", True), ("CAD", True), ("EUR", True), ("GBP", False)):
+                    db.new("res.currency", {"name": code, "active": active})
                 for days in (30, 60):
                     db.new("account.payment.term", {"name": f"{days} Days"})
                 # Price-included variants of the sales taxes, for tax-inclusive shop invoices.
@@ -221,7 +226,8 @@ class Sandbox:
                     number=move.get("payment_reference") or "", external_id=str(move["id"]),
                     voided=move["state"] == "cancel", total=move["amount_total"], tax_total=move["amount_tax"],
                     line_count=len(move["_lines"]), payments_applied=sum((p["amount"] for p in live), Decimal("0")),
-                    payment_count=len(live)))
+                    payment_count=len(live), currency=self._public("account.move", move, ["currency_id"])[
+                        "currency_id"][1] if move.get("currency_id") else None))
             return out
 
     def set_lock_date(self, lock: date | None) -> None:
@@ -350,7 +356,8 @@ class Sandbox:
         """The one company, its lock date as Odoo stores it ('YYYY-MM-DD' or False)."""
         companies = self.db.table("res.company")
         if not companies:
-            self.db.new("res.company", {"name": "Ledgerwire Auto Electric"})
+            usd = next((c["id"] for c in self.db.table("res.currency").values() if c["name"] == "USD"), False)
+            self.db.new("res.company", {"name": "Ledgerwire Auto Electric", "currency_id": usd})
         for company in companies.values():
             company["fiscalyear_lock_date"] = self.db.lock_date.isoformat() if self.db.lock_date else False
 
@@ -385,7 +392,8 @@ class Sandbox:
                 value = [i for cmd in value or [] if cmd[0] == 6 for i in cmd[2]]
             if name.endswith("_id") and isinstance(value, int) and name != "id":
                 comodel = {"partner_id": "res.partner", "journal_id": "account.journal",
-                           "reversed_entry_id": "account.move", "account_id": "account.account"}.get(name)
+                           "reversed_entry_id": "account.move", "account_id": "account.account",
+                           "currency_id": "res.currency"}.get(name)
                 label = (self.db.table(comodel).get(value) or {}).get("name", str(value)) if comodel else str(value)
                 value = [value, label]  # many2one reads as [id, display_name]
             out[name] = value if value is not None else False
@@ -508,6 +516,9 @@ class Sandbox:
                                      "Sales operations should go to 'sale' type journals.")
             if vals.get("invoice_payment_term_id"):
                 self.db.get("account.payment.term", vals["invoice_payment_term_id"])
+            if vals.get("currency_id") and not self.db.get("res.currency", vals["currency_id"]).get("active"):
+                raise user_error("The currency of the entry is not active: activate it in Accounting > "
+                                 "Configuration > Currencies.")
             commands = vals.pop("invoice_line_ids", [])
             move = self.db.new("account.move", {
                 "name": "/", "state": "draft", "ref": False, "payment_reference": False, "invoice_date": False,

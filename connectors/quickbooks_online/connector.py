@@ -22,6 +22,7 @@ from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, Ite
 from connectors.engine_state import DocKind
 from connectors.oauth import OAuth2RefreshAuth
 from connectors.quickbooks_online import mapping
+from connectors.quickbooks_online.currency import Currencies
 from connectors.quickbooks_online.check import check_mapping
 from connectors.quickbooks_online.client import QboClient, classify, classify_fault
 from connectors.quickbooks_online.settings import QboSettings
@@ -38,7 +39,7 @@ class QuickBooksOnlineConnector(EngineConnector):
     settings_model = QboSettings
     supports_batch = True
     batch_size = 30  # Intuit's limit per batch request
-    capabilities = Capabilities(negative_totals=True, batch_create=batch_size)
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, batch_create=batch_size)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -52,7 +53,7 @@ class QuickBooksOnlineConnector(EngineConnector):
                                              concurrency=settings.concurrency, overridable=False)
         http = self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify, auth=auth)
         self.client = QboClient(http, settings.realm_id, settings.minor_version)
-        self.mapping = target.mapping
+        self.mapping, self.currencies = target.mapping, Currencies(self.client)  # currency.py: CurrencyRef, customers
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -139,7 +140,7 @@ class QuickBooksOnlineConnector(EngineConnector):
         return _remote(self.client.write("Invoice", body, request_id=posting.request_id))
 
     def _invoice_payload(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
-        return mapping.invoice_payload(event, posting.customer_id, posting.item_ids, self.mapping)
+        return self.currencies.stamp(event, mapping.invoice_payload(event, posting.customer_id, posting.item_ids, self.mapping), self.mapping)
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         held = self.client.read("Invoice", current.external_id)  # voiding needs the current SyncToken
@@ -171,7 +172,7 @@ class QuickBooksOnlineConnector(EngineConnector):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping)
+        body = self.currencies.stamp(event, mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping), self.mapping)
         return _ref(self.client.write("Payment", posting.dated(body, "TxnDate"), request_id=posting.request_id))
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
@@ -186,7 +187,7 @@ class QuickBooksOnlineConnector(EngineConnector):
         line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
         item_id = posting.item_ids.get(line.id) if line is not None else None
         item_id = item_id or posting.item(ItemSpec("kind:refund", "Refunds"))
-        body = mapping.credit_memo_payload(event, refund, posting.customer_id, item_id, self.mapping)
+        body = self.currencies.stamp(event, mapping.credit_memo_payload(event, refund, posting.customer_id, item_id, self.mapping), self.mapping)
         body = posting.dated(body, "TxnDate", note_field="PrivateNote")
         return _ref(self.client.write("CreditMemo", body, request_id=posting.request_id))
 
@@ -194,7 +195,10 @@ class QuickBooksOnlineConnector(EngineConnector):
                      posting: Posting) -> ExternalRef:
         body = mapping.credit_application_payload(posting.customer_id, invoice_id, credit.external_id, amount,
                                                   date.today(), reference)
-        return _ref(self.client.write("Payment", body, request_id=posting.request_id))
+        return _ref(self.client.write("Payment", self.currencies.like_credit_memo(credit.external_id, body), request_id=posting.request_id))
+
+    def home_currency(self) -> str | None:  # configured, else Preferences.CurrencyPrefs.HomeCurrency
+        return self.mapping.home_currency or self.currencies.home()
 
     # -- closed periods --
     def books_closed_through(self) -> date | None:
@@ -206,6 +210,7 @@ class QuickBooksOnlineConnector(EngineConnector):
         body = mapping.adjustment_payload(event, adjustment.kind, adjustment.sequence, posting.customer_id, item_id,
                                           adjustment.net, adjustment.tax, posting.txn_date or date.today(),
                                           adjustment.original_id, self.mapping, adjustment.reason)
+        body = self.currencies.stamp(event, body, self.mapping)
         entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
         return _ref(self.client.write(entity, body, request_id=posting.request_id))
 

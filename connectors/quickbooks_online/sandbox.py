@@ -82,6 +82,11 @@ class Realm:
     book_close_date: date | None = None  # Preferences.AccountingInfoPrefs.BookCloseDate
     automatic_sales_tax: bool = False  # Preferences.TaxPrefs.PartnerTaxEnabled: QBO computes the tax itself
     preferences_token: int = 0
+    # Preferences.CurrencyPrefs and the company's currency list: a company that has turned multicurrency on
+    # (``set_multicurrency(False)``: one that has not) and added CAD and EUR.
+    home_currency: str = "USD"
+    multicurrency: bool = True
+    currencies: set[str] = field(default_factory=lambda: {"USD", "CAD", "EUR"})
 
     def new_id(self) -> str:
         self.next_id += 1
@@ -181,6 +186,12 @@ class Sandbox:
                     realm.automatic_sales_tax = enabled
                     realm.preferences_token += 1
 
+    def set_multicurrency(self, enabled: bool, realm_id: str | None = None) -> None:
+        with self._lock:
+            for rid, realm in self.realms.items():
+                if realm_id in (None, rid):
+                    realm.multicurrency = enabled
+
     def rate_limit_breaches(self) -> int:
         """Requests over the 500/minute, the 40 batches/minute or the 10 concurrent (see the Sandbox protocol)."""
         return self.window.breaches + self.batch_window.breaches + self.concurrency_breaches
@@ -207,7 +218,8 @@ class Sandbox:
                         tax_total=Decimal(inv.get("TxnTaxDetail", {}).get("TotalTax", 0)),
                         line_count=sum(1 for ln in inv.get("Line", []) if ln.get("DetailType") in (
                             "SalesItemLineDetail", "DiscountLineDetail")),
-                        payments_applied=sum(amounts, Decimal("0")), payment_count=len(amounts)))
+                        payments_applied=sum(amounts, Decimal("0")), payment_count=len(amounts),
+                        currency=(inv.get("CurrencyRef") or {}).get("value")))
             return out
 
     def entities(self, kind: str, realm_id: str | None = None) -> list[dict[str, Any]]:
@@ -256,7 +268,9 @@ class Sandbox:
                 "AccountingInfoPrefs": {"BookCloseDate": realm.book_close_date.isoformat()}
                 if realm.book_close_date else {},
                 "TaxPrefs": {"UsingSalesTax": True, "PartnerTaxEnabled": realm.automatic_sales_tax},
-                "SalesFormsPrefs": {"AllowDiscount": True, "CustomTxnNumbers": True}}
+                "SalesFormsPrefs": {"AllowDiscount": True, "CustomTxnNumbers": True},
+                "CurrencyPrefs": {"MultiCurrencyEnabled": realm.multicurrency,
+                                  "HomeCurrency": {"value": realm.home_currency}}}
 
     async def _preferences(self, request: Request) -> Response:
         realm = await self._guard(request, request.path_params["realm"])
@@ -398,6 +412,8 @@ class Sandbox:
                                f"{kind} Id={current['Id']} SyncToken={body['SyncToken']} current {current['SyncToken']}")
         if kind in TRANSACTIONS:
             self._check_open_period(realm, table, operation, body)
+        if kind in ("Customer", "Invoice", "Payment", "CreditMemo") and operation in ("create", "update"):
+            self._check_currency(realm, kind, table, operation, body)
         if kind == "Customer":
             return self._customer(realm, table, operation, body)
         if kind == "Item":
@@ -424,6 +440,33 @@ class Sandbox:
                 dates.append(body["TxnDate"])
         if any(d and date.fromisoformat(str(d)) <= realm.book_close_date for d in dates):
             raise QboFault("ValidationFault", CLOSED_CODE, CLOSED_MESSAGE, CLOSED_DETAIL, "TxnDate")
+
+    def _check_currency(self, realm: Realm, kind: str, table: dict, operation: str, body: dict) -> None:
+        """Finance.xsd's CurrencyRef: a currency the company has added, a foreign one only with multicurrency
+        on; a customer's currency is fixed once set and a transaction is in its customer's currency."""
+        current = table.get(str(body.get("Id"))) if operation == "update" else None
+        code = (body.get("CurrencyRef") or (current or {}).get("CurrencyRef") or {"value": realm.home_currency})["value"]
+        if code != realm.home_currency and not realm.multicurrency:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           f"Multicurrency is not enabled for this company: {code} is not the home currency.",
+                           "CurrencyRef")
+        if code not in realm.currencies:
+            raise QboFault("ValidationFault", "2500", "Invalid Reference Id",
+                           f"Invalid Reference Id : Currency {code} is not in the company's currency list",
+                           "CurrencyRef")
+        if kind == "Customer":
+            if current is not None and (current.get("CurrencyRef") or {"value": realm.home_currency})["value"] != code:
+                raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                               "You can't change the currency of a customer.", "CurrencyRef")
+        else:
+            customer_ref = body.get("CustomerRef") or (current or {}).get("CustomerRef") or {}
+            customer = realm.entities["Customer"].get(str(customer_ref.get("value")))
+            held = (customer or {}).get("CurrencyRef", {"value": realm.home_currency})["value"]
+            if customer is not None and held != code:
+                raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                               f"The transaction's currency ({code}) must be the customer's currency ({held}).",
+                               "CurrencyRef")
+        body["CurrencyRef"] = {"value": code}
 
     def _ref_exists(self, realm: Realm, kind: str, ref: dict | None, element: str) -> None:
         if ref is not None and str(ref.get("value")) not in realm.entities[kind]:

@@ -23,7 +23,7 @@ from connectors.base import ExternalRef, NumberInUseError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.oauth import OAuth2RefreshAuth
-from connectors.zoho_books import closed_period, mapping
+from connectors.zoho_books import closed_period, currency, mapping
 from connectors.zoho_books.check import check_mapping
 from connectors.zoho_books.client import ZohoClient, classify
 from connectors.zoho_books.numbers import free_voided_number
@@ -40,7 +40,7 @@ SEARCH = {DocKind.INVOICE: ("/invoices", "invoices", "invoice_number", "invoice_
 class ZohoBooksConnector(EngineConnector):
     platform = "zoho-books"
     settings_model = ZohoSettings
-    capabilities = Capabilities(negative_totals=True, issue_after_create=True, unique_numbers=True, refund_settlement=True)
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, issue_after_create=True, unique_numbers=True, refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -144,7 +144,7 @@ class ZohoBooksConnector(EngineConnector):
 
     def _invoice_payload(self, event: InvoiceEvent, posting: Posting) -> dict[str, Any]:
         return mapping.invoice_payload(event, posting.customer_id, self.taxes.for_lines(event), self.mapping,
-                                       posting.item_ids)
+                                       posting.item_ids) | currency.currency_fields(self.client, event.currency)
 
     def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
         """Zoho's "mark as sent" (without emailing): payments and credits only apply to sent invoices."""
@@ -178,7 +178,8 @@ class ZohoBooksConnector(EngineConnector):
         line = next((ln for ln in event.lines if ln.id == refund.line_id), None) or references.main_taxed_line(
             event, refund)
         tax_id = self.taxes.tax_id(tuple(t.code for t in line.taxes)) if line is not None else None
-        body = mapping.creditnote_payload(refund, event, posting.customer_id, tax_id, self.mapping)
+        body = mapping.creditnote_payload(refund, event, posting.customer_id, tax_id, self.mapping) | (
+            currency.currency_fields(self.client, event.currency))
         note = self.client.call("POST", "/creditnotes", posting.dated(body, "date", due_field="due_date"))["creditnote"]
         return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))
 
@@ -206,6 +207,9 @@ class ZohoBooksConnector(EngineConnector):
             if row.get("invoice_id") == invoice_id:
                 self.client.delete(f"/creditnotes/{creditnote_id}/invoices/{row['creditnote_invoice_id']}")
 
+    def home_currency(self) -> str | None:  # configured, else the organization's base currency (currency.py)
+        return self.mapping.home_currency or currency.home_currency(self.client)
+
     # -- closed periods: Zoho's transaction lock --
     def books_closed_through(self) -> date | None:
         return None  # not readable through Zoho's API: a lock refusal names it (ClosedPeriodError.closed_through)
@@ -218,6 +222,7 @@ class ZohoBooksConnector(EngineConnector):
         body = closed_period.adjustment_payload(event, adjustment.kind, adjustment.sequence, posting.customer_id,
                                                 lines, posting.txn_date or date.today(), self.mapping,
                                                 adjustment.original_id, adjustment.reason)
+        body |= currency.currency_fields(self.client, event.currency)
         if adjustment.kind == "decrease":
             note = self.client.call("POST", "/creditnotes", body)["creditnote"]
             return ExternalRef(external_id=str(note["creditnote_id"]), amount=note.get("total"))

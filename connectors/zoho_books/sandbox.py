@@ -89,6 +89,12 @@ class Org:
     next_id: int = 460000000100000
     active: int = 0
     lock_date: date | None = None  # transactions dated before it are locked
+    # Settings > Currencies: the base currency (USD) and the ones added, each with its latest exchange rate.
+    currencies: dict[str, dict] = field(default_factory=lambda: {
+        cid: {"currency_id": cid, "currency_code": code, "is_base_currency": code == "USD",
+              "exchange_rate": Decimal(rate)}
+        for cid, code, rate in (("460000000000097", "USD", "1"), ("460000000000099", "CAD", "0.7300"),
+                                ("460000000000101", "EUR", "1.0800"))})
 
     def new_id(self) -> str:
         self.next_id += 1
@@ -188,7 +194,8 @@ class Sandbox:
                     out.append(BookedInvoice(
                         number=inv["invoice_number"], external_id=inv["invoice_id"], voided=inv["status"] == "void",
                         total=total, tax_total=inv.get("_tax_before_void", inv["total"] - inv["sub_total"]),
-                        line_count=len(inv["line_items"]), payments_applied=sum(applied, ZERO), payment_count=len(applied)))
+                        line_count=len(inv["line_items"]), payments_applied=sum(applied, ZERO), payment_count=len(applied),
+                        currency=org.currencies.get(inv.get("currency_id") or "", {}).get("currency_code")))
             return out
 
     def org(self, organization_id: str | None = None) -> Org:
@@ -267,7 +274,7 @@ class Sandbox:
         ("GET", r"/chartofaccounts", "_list_accounts"), ("GET", r"/items", "_list_items"),
         ("POST", r"/items", "_create_item"),
         ("GET", r"/locations", "_list_locations"), ("GET", r"/branches", "_list_branches"),
-        ("GET", r"/settings/tags", "_list_tags"),
+        ("GET", r"/settings/tags", "_list_tags"), ("GET", r"/settings/currencies", "_list_currencies"),
         ("GET", r"/contacts", "_list_contacts"), ("POST", r"/contacts", "_create_contact"),
         ("PUT", r"/contacts/(\d+)", "_update_contact"),
         ("GET", r"/invoices", "_list_invoices"), ("POST", r"/invoices", "_create_invoice"),
@@ -341,6 +348,9 @@ class Sandbox:
 
     def _list_tags(self, org, query, body):
         return 200, {"message": "success", "reporting_tags": list(org.tags.values())}
+
+    def _list_currencies(self, org, query, body):
+        return 200, {"message": "success", "currencies": list(org.currencies.values())}
 
     # -- contacts --
     def _list_contacts(self, org, query, body):
@@ -446,6 +456,11 @@ class Sandbox:
             raise ZohoError(4, "Invalid value passed for customer_id")
         if body.get("location_id") and body["location_id"] not in org.locations:
             raise ZohoError(4, "Invalid value passed for location_id")
+        if body.get("currency_id") and body["currency_id"] not in org.currencies:
+            raise ZohoError(4, "Invalid value passed for currency_id")
+        currency = org.currencies.get(body.get("currency_id") or "") or {"is_base_currency": True}
+        if not currency["is_base_currency"] and not body.get("exchange_rate"):  # the spec: "Required when the
+            raise ZohoError(4, "Invalid value passed for exchange_rate")  # currency differs from the base"
 
     def _create_invoice(self, org, query, body):
         self._check_refs(org, body)

@@ -62,6 +62,8 @@ class InvoiceRequest(_Body):
     """POST /invoices (with ``ignore_auto_number_generation=true`` for our own number) and PUT /invoices/{id}."""
 
     customer_id: Id
+    currency_id: Id | None = None  # from /settings/currencies
+    exchange_rate: Amount | None = Field(None, gt=0)  # required for a currency other than the base
     invoice_number: str | None = Field(None, min_length=1, max_length=100)
     reference_number: str | None = Field(None, max_length=100)
     date: Date | None = None
@@ -98,6 +100,8 @@ class CreditNoteRequest(_Body):
     """POST /creditnotes."""
 
     customer_id: Id
+    currency_id: Id | None = None  # from /settings/currencies
+    exchange_rate: Amount | None = Field(None, gt=0)  # required for a currency other than the base
     date: Date
     reference_number: str | None = Field(None, max_length=100)
     is_inclusive_tax: bool | None = None

@@ -543,3 +543,28 @@ def test_chaos_books_match_the_shop_after_lost_answers_and_500s():
             event.computed.total, event.computed.tax_total, event.paid_total, len(received)), number
     notes = [m for m in sandbox.records("account.move") if m["move_type"] == "out_refund"]
     assert len(notes) == sum(1 for e in final.values() if e.refunds)
+
+
+def test_invoice_in_another_currency_carries_its_active_res_currency(odoo):
+    """Issue #20: a CAD invoice is booked in CAD (currency_id of res.currency 'CAD'), its credit note too; the
+    company's currency is read from res.company (no mapping.home_currency configured)."""
+    sandbox, connector, entities, _ = odoo
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"
+    event = invoice_event(7100, currency="CAD")
+    event = event.model_copy(update={"refunds": (Refund(id=71, line_id=event.lines[0].id, amount=Decimal("10.00"),
+                                                        kind="return", created_at=event.emitted_at),)})
+    deliver(connector, entities, event)
+    (inv,) = booked(sandbox, event.number)
+    assert inv.currency == "CAD"
+    cad = next(c["id"] for c in sandbox.records("res.currency") if c["name"] == "CAD")
+    assert {m["move_type"]: m["currency_id"] for m in sandbox.records("account.move")} == {
+        "out_invoice": cad, "out_refund": cad}
+
+
+def test_invoice_in_a_currency_odoo_has_not_activated_is_dead_lettered_before_any_write(odoo):
+    sandbox, connector, entities, _ = odoo
+    deliver(connector, entities, invoice_event(7200))  # the customer exists
+    before = len(sandbox.writes())
+    with pytest.raises(PermanentError, match="GBP.*not active"):
+        deliver(connector, entities, invoice_event(7201, currency="GBP"))
+    assert booked(sandbox, invoice_event(7201).number) == [] and len(sandbox.writes()) == before

@@ -407,3 +407,73 @@ def test_a_long_phone_and_a_colon_in_the_name_are_handled_visibly(capsys):
     assert ":" not in body["DisplayName"] and "\t" not in body["DisplayName"]
     logged = capsys.readouterr().out
     assert "value_cut_to_platform_limit" in logged and phone not in logged
+
+
+def _refunded_in(currency: str, number: int):
+    from datetime import datetime, timezone
+
+    from daemon.canonical import Refund
+
+    returned = Refund(id=number, kind="return", amount=Decimal("50.00"), line_id=2, payment_id=None,
+                      created_at=datetime(2026, 11, 21, tzinfo=timezone.utc))
+    return invoice_event(number, currency=currency, payments=[payment(number, "100.00")], refunds=[returned])
+
+
+def test_invoice_in_another_currency_posts_with_its_money_on_the_customer_for_that_currency(qbo, qbo_schema):
+    """Issue #20: a CAD invoice, its payment, credit memo and credit application carry CurrencyRef CAD and go to
+    the shop customer's CAD customer (a customer's currency is fixed: the USD one cannot take them); the home
+    currency is read from Preferences.CurrencyPrefs; every body is valid against Finance.xsd."""
+    sandbox, connector, entities, _ = qbo
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"
+    usd = deliver(connector, entities, invoice_event(7000))
+    cad_event = _refunded_in("CAD", 7001)
+    start = len(sandbox.requests)
+    deliver(connector, entities, cad_event)
+    (cad,) = [b for b in sandbox.booked_invoices() if b.number == cad_event.number]
+    assert cad.currency == "CAD" and cad.payments_applied == Decimal("100.00")
+    customers = {c["Id"]: c for c in sandbox.entities("Customer")}
+    twin = customers[sandbox.entities("Invoice")[-1]["CustomerRef"]["value"]]
+    assert twin["CurrencyRef"] == {"value": "CAD"} and "[CAD] (#" in twin["DisplayName"]
+    assert customers[usd.customer_id]["CurrencyRef"] == {"value": "USD"}
+    sent = [(path, body) for _, path, body in sandbox.requests[start:] if path != "/customer"]
+    assert {path for path, _ in sent} >= {"/invoice", "/payment", "/creditmemo"}
+    for path, body in sent:
+        assert body["CurrencyRef"] == {"value": "CAD"} and body["CustomerRef"] == {"value": twin["Id"]}, path
+        entity = {"/invoice": "Invoice", "/payment": "Payment", "/creditmemo": "CreditMemo"}[path]
+        assert not qbo_problems(qbo_schema, entity, body, "update" if "SyncToken" in body else "create")
+    assert not qbo_problems(qbo_schema, "Customer", next(b for _, p, b in sandbox.requests[start:] if p == "/customer"))
+
+
+def test_invoice_in_another_currency_without_multicurrency_is_dead_lettered_before_any_write(qbo):
+    sandbox, connector, entities, _ = qbo
+    sandbox.set_multicurrency(False)  # a company that never turned it on (once on, QuickBooks cannot turn it off)
+    deliver(connector, entities, invoice_event(7100))
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="CAD.*Multicurrency"):
+        deliver(connector, entities, invoice_event(7101, currency="CAD"))
+    assert [p for _, p, _ in sandbox.requests[before:] if p != "/preferences"] == []
+
+
+def test_currency_the_company_has_not_added_is_refused_and_dead_lettered(qbo):
+    _, connector, entities, _ = qbo
+    with pytest.raises(PermanentError, match="GBP"):
+        deliver(connector, entities, invoice_event(7200, currency="GBP"))
+
+
+def test_sandbox_keeps_intuits_currency_rules(qbo):
+    """A transaction is in its customer's currency; a customer's currency is fixed; no foreign currency
+    without multicurrency (the rules the connector's per-currency customers answer)."""
+    sandbox, connector, entities, _ = qbo
+    doc = deliver(connector, entities, invoice_event(7300))
+    invoice = sandbox.entities("Invoice")[-1]
+    client = connector.client
+    with pytest.raises(PermanentError, match="customer's currency"):
+        client.write("Invoice", {**{k: invoice[k] for k in ("CustomerRef", "Line")}, "CurrencyRef": {"value": "CAD"}},
+                     request_id="cad-on-usd")
+    customer = client.read("Customer", doc.customer_id)
+    with pytest.raises(PermanentError, match="currency of a customer"):
+        client.write("Customer", {"Id": customer["Id"], "SyncToken": customer["SyncToken"], "sparse": True,
+                                  "CurrencyRef": {"value": "CAD"}}, request_id="recurrency")
+    sandbox.set_multicurrency(False)
+    with pytest.raises(PermanentError, match="Multicurrency is not enabled"):
+        client.write("Customer", {"DisplayName": "Euro customer", "CurrencyRef": {"value": "EUR"}}, request_id="eur")

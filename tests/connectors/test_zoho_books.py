@@ -572,3 +572,42 @@ def test_a_credit_note_zoho_totals_differently_is_applied_with_zohos_total(zoho)
     (note,) = sandbox.org().creditnotes.values()
     assert note["total"] == Decimal("10.61") and note["balance"] == Decimal("0")
     assert sandbox.credit_applied(doc.external_id) == Decimal("10.61") and doc.refunds["82"].amount == Decimal("10.61")
+
+
+def test_invoice_in_another_currency_carries_currency_id_and_zohos_exchange_rate(zoho):
+    """Issue #20: a CAD invoice and its credit note carry the CAD currency_id and Zoho's own CAD rate (the spec
+    requires exchange_rate for a currency other than the base); the base currency is read from Zoho."""
+    sandbox, connector, entities, _ = zoho
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"
+    event = invoice_event(7100, currency="CAD")
+    event = event.model_copy(update={"refunds": (Refund(id=71, line_id=event.lines[0].id, amount=Decimal("10.00"),
+                                                        kind="return", created_at=event.emitted_at),)})
+    deliver(connector, entities, event)
+    assert booked(sandbox, event.number).currency == "CAD"
+    sent = [body for method, path, body in sandbox.requests if method == "POST" and path in ("/invoices", "/creditnotes")]
+    assert len(sent) == 2 and all((b["currency_id"], b["exchange_rate"]) == ("460000000000099", Decimal("0.7300"))
+                                  for b in sent)
+    assert schemas.schema_errors("POST", "/invoices", sent[0]) == schemas.schema_errors("POST", "/creditnotes",
+                                                                                         sent[1]) == []
+
+
+def test_invoice_in_a_currency_zoho_does_not_have_is_dead_lettered_before_any_write(zoho):
+    sandbox, connector, entities, _ = zoho
+    deliver(connector, entities, invoice_event(7200))  # the customer exists
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="GBP.*not set up"):
+        deliver(connector, entities, invoice_event(7201, currency="GBP"))
+    assert len(sandbox.requests) == before
+
+
+def test_sandbox_refuses_a_foreign_currency_without_an_exchange_rate(zoho):
+    """The platform's rule the connector relies on (Zoho's spec): no rate for a non-base currency is refused."""
+    sandbox, connector, entities, _ = zoho
+    deliver(connector, entities, invoice_event(7300))
+    customer_id = next(iter(sandbox.org().contacts))
+    body = {"customer_id": customer_id, "currency_id": "460000000000099",
+            "line_items": [{"name": "Labour", "rate": Decimal("10.00"), "quantity": Decimal("1")}]}
+    with pytest.raises(PermanentError, match="exchange_rate"):
+        connector.client.call("POST", "/invoices", body)
+    with pytest.raises(PermanentError, match="currency_id"):
+        connector.client.call("POST", "/invoices", body | {"currency_id": "1", "exchange_rate": Decimal("1.1")})
