@@ -197,7 +197,7 @@ class ResyncContext(MemoryContext):
         return super().idempotency_key("resync", *parts)
 
 
-def test_conformance_resync_of_a_refunded_invoice_paid_in_full_keeps_everything(harness, request):
+def test_conformance_resync_of_a_refunded_invoice_paid_in_full_keeps_everything(harness):
     """A refund, then a payment of the shop's whole total (the shop's balance does not count refunds), then a
     resync of the invoice (``resync`` drops the "content already sent" digest so the invoice is written again):
     the payment stays recorded on the invoice at the platform, the credit note stays, nothing is duplicated, and
@@ -206,9 +206,6 @@ def test_conformance_resync_of_a_refunded_invoice_paid_in_full_keeps_everything(
     from daemon.operations.resync import ResyncItem, _resync_doc
 
     needs(harness, "credit_notes")
-    if harness.connector.platform == "quickfile":  # the other helper's fix removes this (strict=False: it may pass)
-        request.node.add_marker(pytest.mark.xfail(reason="quickfile: known defect (issue #17): a payment larger "
-                                                  "than the unpaid balance a VOID-type credit note left is refused"))
     v1 = invoice_event(9407)
     doc, _ = harness.deliver(v1)
     v2 = next_version(v1, refunds=[refund(17, 2, "289.95", "14.50")])
