@@ -182,8 +182,12 @@ def test_every_connector_two_daemons_one_group_a_fold_rewind_and_resyncs_during_
     comparisons: dict = {}
     exit_codes: dict[str, list[int]] = {}
 
+    started_daemons: list[subprocess.Popen] = []  # every daemon this test started, stopped in ``finally`` too
+
     def start_both(log_files) -> list[subprocess.Popen]:
-        return [start_daemon(file, log) for file, log in zip(config_files, log_files)]
+        both = [start_daemon(file, log) for file, log in zip(config_files, log_files)]
+        started_daemons.extend(both)
+        return both
 
     def stop_both(daemons, phase: str) -> None:
         for daemon in daemons:
@@ -236,6 +240,10 @@ def test_every_connector_two_daemons_one_group_a_fold_rewind_and_resyncs_during_
         with psycopg.connect(shop.ledger_dsn, autocommit=True) as ledger:
             dead = ledger.execute("SELECT target, error_class, reason FROM dead_letters ORDER BY id").fetchall()
     finally:
+        for daemon in started_daemons:  # a failure mid-run must not leave daemons behind (they hold the stack)
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait(30)
         for name in pulled:
             sandboxes[name].stop_polling()
         for server in servers.values():
