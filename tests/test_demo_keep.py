@@ -7,6 +7,8 @@ import json
 import os
 import stat
 import subprocess
+import time
+from pathlib import Path
 
 import httpx
 import yaml
@@ -79,6 +81,12 @@ def test_stack_down_stops_the_kept_demo_by_its_identity(tmp_path):
     cfg = stack.StackConfig(home=tmp_path)
     kept = subprocess.Popen(["sleep", "300"])
     try:
+        # A real demo records its pid once it runs; right after fork the child may not have exec'd `sleep` yet
+        # (its command line is still the test's, which the identity check rightly refuses).
+        cmdline = Path(f"/proc/{kept.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         stack.record_process(cfg, "demo", kept.pid)
         stack.down(cfg)
         assert kept.wait(10) is not None
