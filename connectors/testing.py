@@ -173,6 +173,12 @@ def payment(payment_id: int, amount: str, method: str = "card", status: str = "r
                    received_at=NOW + timedelta(hours=payment_id), status=status)
 
 
+def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
+    """A returned part refunded (a credit note at the platform), dated when ``invoice_event`` emits."""
+    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
+                  reason="Part returned unused", created_at=invoice_event().emitted_at)
+
+
 def invoice_event(
     invoice_id: int = 1001,
     version: int = 1,

@@ -20,6 +20,7 @@ from connectors.base import (AuthError, PermanentError, RateLimitedError, Retrya
 from connectors.business_central import Sandbox, mapping
 from connectors.business_central.client import classify
 from connectors.base import DocumentState
+from connectors.testing import refund
 from connectors.testing import (GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line,
                                next_version, payment)
 from daemon.canonical import Refund
@@ -100,11 +101,6 @@ def bc():
         captured = Captured()
         connector.http.client.event_hooks["request"].append(captured)
         yield sandbox, connector, captured
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_every_request_matches_the_v2_resource_tables(bc, tables):

@@ -28,6 +28,7 @@ from connectors.base import AuthError, ClosedPeriodError, NumberInUseError, Perm
 from connectors.engine_state import DocKind
 from connectors.freeagent import Sandbox, mapping
 from connectors.freeagent.client import classify
+from connectors.testing import refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Refund
 from daemon.config import MappingConfig
@@ -165,11 +166,6 @@ def freeagent():
         captured = Captured()
         connector.http.client.event_hooks["request"].append(captured)
         yield sandbox, connector, captured
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_every_request_matches_freeagents_collection(freeagent, collection):

@@ -18,6 +18,7 @@ from connectors.base import AuthError, PermanentError, RetryableError, Uncertain
 from connectors.kashflow import Sandbox, mapping
 from connectors.kashflow.client import SOAP_NS, classify
 from connectors.base import DocumentState
+from connectors.testing import refund
 from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Refund
 from daemon.config import MappingConfig
@@ -52,11 +53,6 @@ def kashflow():
         sent: list[httpx.Request] = []
         connector.http.client.event_hooks["request"].append(sent.append)
         yield sandbox, connector, sent
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_every_envelope_the_connector_sends_is_valid_against_the_wsdl(kashflow, schema):

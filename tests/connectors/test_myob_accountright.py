@@ -40,6 +40,7 @@ from connectors.base import (
 from connectors.engine_state import DocKind
 from connectors.myob_accountright import Sandbox, mapping
 from connectors.myob_accountright.client import classify
+from connectors.testing import refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Customer, LineTax, Refund
 from daemon.config import MappingConfig
@@ -307,11 +308,6 @@ def myob():
         captured = Captured()
         connector.http.client.event_hooks["request"].append(captured)
         yield sandbox, connector, captured
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def _every_kind_of_write(sandbox, connector) -> None:

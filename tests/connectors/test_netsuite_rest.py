@@ -32,6 +32,7 @@ from connectors.netsuite_common.settings import NetSuiteSettings, realm
 from connectors.netsuite_rest import Sandbox
 from connectors.netsuite_rest.client import classify
 from connectors.netsuite_rest.mapping import render
+from connectors.testing import refund
 from connectors.testing import MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment, \
     tax_inclusive_event
 from daemon.canonical import Customer, Refund
@@ -174,11 +175,6 @@ def netsuite():
         sent: list[httpx.Request] = []
         connector.http.client.event_hooks["request"].append(sent.append)
         yield sandbox, connector, sent
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def _problems(table: FieldTable, request: httpx.Request) -> list[str]:

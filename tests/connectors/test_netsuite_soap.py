@@ -23,6 +23,7 @@ from connectors.engine_state import DocKind
 from connectors.netsuite_soap import Sandbox
 from connectors.netsuite_soap.client import SOAP_NS, classify, token_passport
 from connectors.sandbox_kit import Faults
+from connectors.testing import refund
 from connectors.testing import (GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line,
                                 next_version, payment, tax_inclusive_event)
 from daemon.canonical import Refund
@@ -59,11 +60,6 @@ def netsuite():
         connector.http.client.event_hooks["request"].append(sent.append)
         connector.http.client.event_hooks["response"].append(lambda r: (r.read(), answers.append(r)))
         yield sandbox, connector, sent, answers
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_every_envelope_sent_and_answered_is_valid_against_the_xsds(netsuite, schema):

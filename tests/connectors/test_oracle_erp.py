@@ -18,6 +18,7 @@ import pytest
 from connectors.base import AuthError, PermanentError, RateLimitedError, RetryableError, StaleTokenError
 from connectors.oracle_erp import Sandbox
 from connectors.oracle_erp.client import classify
+from connectors.testing import refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, \
     payment
 from daemon.canonical import Refund
@@ -135,11 +136,6 @@ def oracle():
     sandbox = Sandbox()
     with connectors_on(sandbox, "oracle") as build:
         yield sandbox, build()
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_the_tables_are_read_from_source_md(tables):

@@ -39,6 +39,7 @@ from connectors.engine_state import DocKind
 from connectors.reckon_one import Sandbox, mapping
 from connectors.reckon_one.client import classify
 from connectors.reckon_one.sandbox import API, INPUTS
+from connectors.testing import refund
 from connectors.testing import (
     GST,
     PST,
@@ -167,11 +168,6 @@ def reckon():
         captured = Captured()
         connector.http.client.event_hooks["request"].append(captured)
         yield sandbox, connector, captured
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def _every_kind_of_write(sandbox, connector) -> None:

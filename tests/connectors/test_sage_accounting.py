@@ -25,6 +25,7 @@ from connectors import jsonmoney
 from connectors.base import AuthError, ClosedPeriodError, PermanentError, RateLimitedError, RetryableError
 from connectors.sage_accounting import Sandbox, mapping
 from connectors.sage_accounting.client import classify
+from connectors.testing import refund
 from connectors.testing import (
     GST,
     PST,
@@ -129,11 +130,6 @@ def sage():
         captured = Captured()
         connector.http.client.event_hooks["request"].append(captured)
         yield sandbox, connector, captured
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def _every_kind_of_write(sandbox, connector) -> None:

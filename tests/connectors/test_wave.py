@@ -19,6 +19,7 @@ import pytest
 from connectors import jsonmoney
 from connectors.base import AuthError, PermanentError, RateLimitedError, RetryableError, UncertainOutcomeError
 from connectors.engine_state import DocKind
+from connectors.testing import refund
 from connectors.testing import GST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from connectors.wave import Sandbox, mapping, operations
 from connectors.wave.client import classify, graphql_error
@@ -178,11 +179,6 @@ def wave():
         captured = Captured()
         connector.http.client.event_hooks["request"].append(captured)
         yield sandbox, connector, captured
-
-
-def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
-    return Refund(id=refund_id, kind="return", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=line_id,
-                  reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
 def test_every_operation_sent_is_valid_against_the_sdl(wave):
