@@ -263,6 +263,23 @@ def test_conformance_partial_refund(harness):
     assert harness.connector.read_invoice(booked.external_id).balance == v1.computed.total - Decimal("21.00")
 
 
+def test_conformance_goodwill_refund_posts_its_tax(harness):
+    """A goodwill refund (no line: money given back for a late job) that carries tax is credited with that tax as
+    tax, on the invoice's tax components, never folded into an untaxed amount (issue #20: Zoho Books and Odoo
+    posted 0.00 tax and overstated sales tax)."""
+    needs(harness, "credit_notes")
+    v1 = invoice_event(9435)
+    doc, _ = harness.deliver(v1)
+    goodwill = Refund(id=17, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill: late job", created_at=RETURNED)
+    v2 = next_version(v1, refunds=[goodwill])
+    doc, _ = harness.deliver(v2, doc)
+    (booked,) = harness.booked(v1.number)
+    assert [(t, left) for n, t, left in harness.driver.credit_notes()
+            if n == credit_note_number(harness, v2, 17)] == [(Decimal("42.00"), Decimal("0.00"))]
+    assert harness.connector.read_invoice(booked.external_id).balance == v1.computed.total - Decimal("42.00")
+
+
 def test_conformance_stale_token_after_a_bookkeeper_edit(harness):
     v1 = invoice_event(9440)
     doc, _ = harness.deliver(v1)
