@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors import references
-from connectors.base import DeliveryError, ExternalRef, RemoteInvoice
+from connectors.base import DeliveryError, ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.oauth import OAuth2RefreshAuth
@@ -31,7 +31,8 @@ from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Paym
 DEFAULT_BASE_URL = "https://quickbooks.api.intuit.com"
 # What each natural reference is searched by: (entity, field).
 SEARCH = {DocKind.INVOICE: ("Invoice", "DocNumber"), DocKind.PAYMENT: ("Payment", "PaymentRefNum"),
-          DocKind.CREDIT_NOTE: ("CreditMemo", "DocNumber"), DocKind.CREDIT_APPLICATION: ("Payment", "PaymentRefNum")}
+          DocKind.CREDIT_NOTE: ("CreditMemo", "DocNumber"), DocKind.CREDIT_APPLICATION: ("Payment", "PaymentRefNum"),
+          DocKind.REFUND_PAYMENT: ("Payment", "PaymentRefNum")}
 
 
 class QuickBooksOnlineConnector(EngineConnector):
@@ -39,7 +40,8 @@ class QuickBooksOnlineConnector(EngineConnector):
     settings_model = QboSettings
     supports_batch = True
     batch_size = 30  # Intuit's limit per batch request
-    capabilities = Capabilities(multi_currency=True, negative_totals=True, batch_create=batch_size)
+    capabilities = Capabilities(multi_currency=True, negative_totals=True, batch_create=batch_size,
+                                refund_settlement=True)
     mapping_check = staticmethod(check_mapping)
 
     def __init__(self, target, runtime) -> None:
@@ -54,6 +56,7 @@ class QuickBooksOnlineConnector(EngineConnector):
         http = self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify, auth=auth)
         self.client = QboClient(http, settings.realm_id, settings.minor_version)
         self.mapping, self.currencies = target.mapping, Currencies(self.client)  # currency.py: CurrencyRef, customers
+        self._receivable: str | None = None
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -127,6 +130,8 @@ class QuickBooksOnlineConnector(EngineConnector):
         live = [row for row in self.client.query(entity, **{field: reference}) if not _voided(row)]
         if kind is DocKind.CREDIT_APPLICATION or kind is DocKind.PAYMENT:
             live = [row for row in live if (Decimal(str(row.get("TotalAmt", 0))) == 0) == (kind is DocKind.CREDIT_APPLICATION)]
+        if kind is DocKind.REFUND_PAYMENT:  # the zero Payment linking the money paid back and the credit memo
+            return [_settlement_ref(row) for row in live if _linked(row, "Expense")]
         return [_ref(row) for row in live]
 
     # -- the invoice --
@@ -197,6 +202,52 @@ class QuickBooksOnlineConnector(EngineConnector):
                                                   date.today(), reference)
         return _ref(self.client.write("Payment", self.currencies.like_credit_memo(credit.external_id, body), request_id=posting.request_id))
 
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back, as QuickBooks refunds a customer credit: an expense to the customer out of the
+        refunded payment's account on Accounts Receivable, then a zero Payment linking it and the credit memo,
+        which leaves the memo nothing to apply. A retry finds the expense by its DocNumber (never a second)."""
+        memo = self.client.read("CreditMemo", credit.external_id) or {}
+        customer = memo.get("CustomerRef") or {"value": posting.customer_id}
+        expense = next((row for row in self.client.query("Purchase", DocNumber=reference)), None)
+        if expense is None:
+            account = self.client.read("Account", mapping.refund_account(event, refund, self.mapping))
+            if account is None:
+                raise PermanentError(f"refund {refund.id}: the payment account of method "
+                                     f"{references.refund_method(event, refund)!r} is not in QuickBooks")
+            body = mapping.refund_expense_payload(event, refund, customer, account, self._receivable_account(),
+                                                  amount, reference)
+            if memo.get("CurrencyRef"):
+                body["CurrencyRef"] = memo["CurrencyRef"]
+            expense = self.client.write("Purchase", posting.dated(body, "TxnDate"),
+                                        request_id=_derived_key(posting.request_id, "expense"))
+        link = mapping.refund_link_payload(customer, credit.external_id, str(expense["Id"]), amount,
+                                           refund.created_at.date(), reference)
+        if memo.get("CurrencyRef"):
+            link["CurrencyRef"] = memo["CurrencyRef"]
+        return _settlement_ref(self.client.write("Payment", posting.dated(link, "TxnDate"), request_id=posting.request_id))
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        """The link first (the expense cannot be deleted while a payment links it), then the expense."""
+        link = self.client.read("Payment", settlement.external_id)
+        expenses = [linked["TxnId"] for line in (link or {}).get("Line", []) for linked in line.get("LinkedTxn", [])
+                    if linked.get("TxnType") == "Expense"]
+        self.delete_payment(settlement, request_id)
+        for expense_id in expenses:
+            held = self.client.read("Purchase", expense_id)
+            if held is not None:
+                self.client.write("Purchase", {"Id": expense_id, "SyncToken": held["SyncToken"]},
+                                  request_id=_derived_key(request_id, "expense"), operation="delete")
+
+    def _receivable_account(self) -> str:
+        """The company's Accounts Receivable account (an expense line on it is a charge on the customer)."""
+        if self._receivable is None:
+            found = self.client.query("Account", AccountType="Accounts Receivable")
+            if not found:
+                raise PermanentError("QuickBooks has no Accounts Receivable account to refund a customer credit from")
+            self._receivable = str(found[0]["Id"])
+        return self._receivable
+
     def home_currency(self) -> str | None:  # configured, else Preferences.CurrencyPrefs.HomeCurrency
         return self.mapping.home_currency or self.currencies.home()
 
@@ -218,6 +269,23 @@ class QuickBooksOnlineConnector(EngineConnector):
 
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text or "")
+
+
+def _derived_key(request_id: str, part: str) -> str:
+    """A second write's own requestid, stable for the step (QuickBooks replays an answer by requestid)."""
+    return hashlib.sha256(f"{request_id}:{part}".encode()).hexdigest()[:32]
+
+
+def _linked(row: dict[str, Any], txn_type: str) -> bool:
+    return any(linked.get("TxnType") == txn_type for line in row.get("Line", []) for linked in line.get("LinkedTxn", []))
+
+
+def _settlement_ref(row: dict[str, Any]) -> ExternalRef:
+    """A refund's settlement: its linking Payment, its amount the credit memo used."""
+    used = next((line.get("Amount") for line in row.get("Line", []) for linked in line.get("LinkedTxn", [])
+                 if linked.get("TxnType") == "CreditMemo"), None)
+    return ExternalRef(external_id=str(row["Id"]), token=row.get("SyncToken"),
+                       amount=Decimal(str(used)) if used is not None else None)
 
 
 def _voided(row: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors import references
-from connectors.base import invoice_memo, line_text
+from connectors.base import PermanentError, invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
 
@@ -217,6 +217,40 @@ def credit_application_payload(customer_id: str, invoice_id: str, credit_memo_id
     return {"CustomerRef": {"value": customer_id}, "TotalAmt": Decimal("0.00"), "TxnDate": txn_date.isoformat(),
             "PaymentRefNum": reference,
             "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]},
+                     {"Amount": amount, "LinkedTxn": [{"TxnId": credit_memo_id, "TxnType": "CreditMemo"}]}]}
+
+
+def refund_account(event: InvoiceEvent, refund: Refund, mapping: MappingConfig) -> str:
+    """The account the money paid back goes out of: the one the refunded payment's method deposits to."""
+    method = references.refund_method(event, refund)
+    account = mapping.payment_accounts.get(method or "")
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts has no account for payment method {method!r} "
+                             f"(refund {refund.id} pays back payment {refund.payment_id})")
+    return account
+
+
+def refund_expense_payload(event: InvoiceEvent, refund: Refund, customer: dict[str, Any], account: dict[str, Any],
+                           receivable_id: str, amount: Decimal, reference: str) -> dict[str, Any]:
+    """Money paid back to the customer as QuickBooks records a customer credit refunded: an expense (a Purchase)
+    to the customer out of the refunded payment's account, its one line on Accounts Receivable, so it is a
+    charge on the customer that the credit memo then pays (``refund_link_payload``)."""
+    kind = "CreditCard" if account.get("AccountType") == "Credit Card" else "Cash"
+    return {"PaymentType": kind, "AccountRef": {"value": str(account["Id"])}, "EntityRef": {**customer, "type": "Customer"},
+            "TxnDate": refund.created_at.date().isoformat(), "DocNumber": reference, "TotalAmt": amount,
+            "PrivateNote": f"Refund of {event.number} paid back ({reference})"[:4000],
+            "Line": [{"Amount": amount, "DetailType": "AccountBasedExpenseLineDetail",
+                      "Description": (refund.reason or f"Refund {refund.id}")[:4000],
+                      "AccountBasedExpenseLineDetail": {"AccountRef": {"value": receivable_id}}}]}
+
+
+def refund_link_payload(customer: dict[str, Any], credit_memo_id: str, expense_id: str, amount: Decimal,
+                        txn_date: date, reference: str) -> dict[str, Any]:
+    """The credit memo used up by the money paid back: a Payment of zero whose lines link the expense (the
+    charge it pays) and the credit memo (the same amount used), as QuickBooks' Receive Payment records it."""
+    return {"CustomerRef": customer, "TotalAmt": Decimal("0.00"), "TxnDate": txn_date.isoformat(),
+            "PaymentRefNum": reference,
+            "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": expense_id, "TxnType": "Expense"}]},
                      {"Amount": amount, "LinkedTxn": [{"TxnId": credit_memo_id, "TxnType": "CreditMemo"}]}]}
 
 

@@ -43,8 +43,11 @@ from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIs
 
 ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice", "payment": "Payment", "account": "Account",
             "creditmemo": "CreditMemo", "taxcode": "TaxCode", "taxrate": "TaxRate", "term": "Term", "class": "Class",
-            "department": "Department"}
-TRANSACTIONS = ("Invoice", "Payment", "CreditMemo")
+            "department": "Department", "purchase": "Purchase"}
+TRANSACTIONS = ("Invoice", "Payment", "CreditMemo", "Purchase")
+# Payment.Line.LinkedTxn types a Payment may link, and the entity table each refers to: an Expense (a cash
+# Purchase) is a charge on the customer when its line is on Accounts Receivable (a customer credit refunded).
+LINKABLE = {"Invoice": "Invoice", "CreditMemo": "CreditMemo", "Expense": "Purchase"}
 CLOSED_CODE = "6200"
 CLOSED_MESSAGE = "Account Period Closed, Cannot Update Through Services API"
 CLOSED_DETAIL = ("The account period has closed and the account books cannot be updated through the QBO Services API. "
@@ -135,7 +138,9 @@ class Sandbox:
             for account_id, name, kind in (("1", "Sales of Product Income", "Income"), ("79", "Services", "Income"),
                                            ("35", "Undeposited Funds", "Other Current Asset"),
                                            ("36", "Checking", "Bank"), ("86", "Discounts given", "Income"),
-                                           ("90", "Core deposits held", "Other Current Liability")):
+                                           ("90", "Core deposits held", "Other Current Liability"),
+                                           ("84", "Accounts Receivable (A/R)", "Accounts Receivable"),
+                                           ("41", "Visa", "Credit Card")):
                 realm.entities["Account"][account_id] = {"Id": account_id, "Name": name, "AccountType": kind,
                                                          "SyncToken": "0", "Active": True}
             lists = realm.entities
@@ -424,6 +429,8 @@ class Sandbox:
             return self._payment(realm, table, operation, body)
         if kind == "CreditMemo":
             return self._credit_memo(realm, table, operation, body)
+        if kind == "Purchase":
+            return self._purchase(realm, table, operation, body)
         raise QboFault("ValidationFault", "4001", "Operation not supported", kind)
 
     def _check_open_period(self, realm: Realm, table: dict, operation: str, body: dict) -> None:
@@ -608,13 +615,14 @@ class Sandbox:
 
     def _payment(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
         invoices = realm.entities["Invoice"]
-        linked_tables = {"Invoice": invoices, "CreditMemo": realm.entities["CreditMemo"]}
+        linked_tables = {txn_type: realm.entities[kind] for txn_type, kind in LINKABLE.items()}
         if operation == "delete":
             current = table[str(body["Id"])]
             for line in current.get("Line", []):
                 for linked in line.get("LinkedTxn", []):
                     doc = linked_tables[linked.get("TxnType", "Invoice")][linked["TxnId"]]
-                    doc["Balance"] = doc["Balance"] + Decimal(line["Amount"])
+                    field_name = _open_field(linked.get("TxnType", "Invoice"))
+                    doc[field_name] = doc[field_name] + Decimal(line["Amount"])
                     doc["SyncToken"] = str(int(doc["SyncToken"]) + 1)
             current["_deleted"] = True
             current["status"] = "Deleted"
@@ -636,6 +644,9 @@ class Sandbox:
                                        "The credit applied is more than the credit memo's remaining credit.", "Line.Amount")
                     applied -= Decimal(line["Amount"])
                     continue
+                if linked.get("TxnType") == "Expense":  # a customer charge: money paid back on its credit
+                    applied += self._linked_expense(realm, body, linked, Decimal(line["Amount"]))
+                    continue
                 inv = invoices.get(str(linked.get("TxnId")))
                 if linked.get("TxnType") != "Invoice" or inv is None:
                     raise QboFault("ValidationFault", "2500", "Invalid Reference Id", "Linked invoice not found", "LinkedTxn")
@@ -653,7 +664,8 @@ class Sandbox:
         for line in body.get("Line", []):
             for linked in line.get("LinkedTxn", []):
                 doc = linked_tables[linked.get("TxnType", "Invoice")][str(linked["TxnId"])]
-                doc["Balance"] = doc["Balance"] - Decimal(line["Amount"])
+                field_name = _open_field(linked.get("TxnType", "Invoice"))
+                doc[field_name] = doc[field_name] - Decimal(line["Amount"])
                 doc["SyncToken"] = str(int(doc["SyncToken"]) + 1)  # paying an invoice changes it
         table[entity["Id"]] = entity
         return entity
@@ -671,6 +683,76 @@ class Sandbox:
         entity["RemainingCredit"] = entity["Balance"]
         table[entity["Id"]] = entity
         return entity
+
+
+    def _linked_expense(self, realm: Realm, payment: dict, linked: dict, amount: Decimal) -> Decimal:
+        """An Expense a Payment links: a cash Purchase to this customer on Accounts Receivable, not yet paid."""
+        expense = realm.entities["Purchase"].get(str(linked.get("TxnId")))
+        if expense is None or expense.get("_deleted"):
+            raise QboFault("ValidationFault", "2500", "Invalid Reference Id", "Linked expense not found", "LinkedTxn")
+        if expense.get("_open", Decimal("0")) <= 0 or str((expense.get("EntityRef") or {}).get("value")) != str(
+                (payment.get("CustomerRef") or {}).get("value")):
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           "The linked expense is not an open Accounts Receivable charge of this customer.", "LinkedTxn")
+        if amount > expense["_open"]:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           "The amount applied is more than the expense's open balance.", "Line.Amount")
+        return amount
+
+    def _purchase(self, realm: Realm, table: dict, operation: str, body: dict) -> dict:
+        """An expense (Finance.xsd ``Purchase``): create and delete. ``PaymentType`` Cash, Check or CreditCard,
+        ``AccountRef`` the account paid from (Finance.xsd: a check from a bank account, a credit card purchase from
+        a credit card account; cash from a bank or other current asset account), lines of
+        ``AccountBasedExpenseLineDetail``; a line on Accounts Receivable needs a customer as the payee (it is a
+        charge on that customer, open until a Payment links it). A linked expense cannot be deleted."""
+        if operation == "delete":
+            current = table[str(body["Id"])]
+            if any(not p.get("_deleted") and any(lt.get("TxnType") == "Expense" and lt["TxnId"] == current["Id"]
+                                                 for line in p.get("Line", []) for lt in line.get("LinkedTxn", []))
+                   for p in realm.entities["Payment"].values()):
+                raise QboFault("ValidationFault", "6140", "A business validation error has occurred",
+                               "This transaction is linked to a payment; delete or unlink the payment first.")
+            current.update({"_deleted": True, "status": "Deleted"})
+            return current
+        _required(operation == "create", "Purchase.Id")
+        _required(body.get("PaymentType") in ("Cash", "Check", "CreditCard"), "Purchase.PaymentType")
+        _required("AccountRef" in body, "Purchase.AccountRef")
+        _required(bool(body.get("Line")), "Purchase.Line")
+        self._ref_exists(realm, "Account", body["AccountRef"], "AccountRef")
+        paid_from = realm.entities["Account"][str(body["AccountRef"]["value"])]["AccountType"]
+        allowed = {"Check": ("Bank",), "CreditCard": ("Credit Card",), "Cash": ("Bank", "Other Current Asset")}
+        if paid_from not in allowed[body["PaymentType"]]:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           f"A {body['PaymentType']} expense cannot be paid from a {paid_from} account.", "AccountRef")
+        entity_ref = body.get("EntityRef") or {}
+        total = Decimal("0")
+        receivable = Decimal("0")
+        for line in body["Line"]:
+            _required(line.get("DetailType") == "AccountBasedExpenseLineDetail", "Line.DetailType")
+            _required("Amount" in line, "Line.Amount")
+            detail = line.get("AccountBasedExpenseLineDetail") or {}
+            _required("AccountRef" in detail, "AccountBasedExpenseLineDetail.AccountRef")
+            self._ref_exists(realm, "Account", detail["AccountRef"], "AccountRef")
+            if realm.entities["Account"][str(detail["AccountRef"]["value"])]["AccountType"] == "Accounts Receivable":
+                if entity_ref.get("type") != "Customer" or str(entity_ref.get("value")) not in realm.entities["Customer"]:
+                    raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                                   "When you use Accounts Receivable, you must choose a customer in the Name field.",
+                                   "EntityRef")
+                receivable += Decimal(line["Amount"])
+            total += Decimal(line["Amount"])
+        if "TotalAmt" in body and Decimal(body["TotalAmt"]) != total:
+            raise QboFault("ValidationFault", "6000", "A business validation error has occurred",
+                           f"TotalAmt {body['TotalAmt']} does not equal the sum of the lines {total}", "TotalAmt")
+        # _open: the part of the A/R charge no linked Payment has paid yet (the sandbox's books; not a QBO field).
+        entity = {**body, "Id": realm.new_id(), "SyncToken": "0", "TotalAmt": total, "_open": receivable}
+        table[entity["Id"]] = entity
+        return entity
+
+
+def _open_field(txn_type: str) -> str:
+    """Where a linked document keeps what is still open: an invoice's or credit memo's Balance; an expense's
+    unpaid Accounts Receivable charge (kept privately: a Purchase has no Balance in Finance.xsd)."""
+    return "_open" if txn_type == "Expense" else "Balance"
 
 
 def _credit_application(payment: dict[str, Any]) -> bool:

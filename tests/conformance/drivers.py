@@ -71,7 +71,8 @@ class QuickBooksOnlineDriver(SandboxDriver):
 
     def credit_applications(self) -> int:
         return sum(1 for p in self.sandbox.entities("Payment") if not p.get("_deleted")
-                   and Decimal(p["TotalAmt"]) == 0)
+                   and Decimal(p["TotalAmt"]) == 0 and not any(  # a refund paid back's link is no application
+                       lt.get("TxnType") == "Expense" for ln in p.get("Line", []) for lt in ln.get("LinkedTxn", [])))
 
     def writes(self) -> list[tuple[str, Any]]:
         """Every write the sandbox received, as (entity, body)."""

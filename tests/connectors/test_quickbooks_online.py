@@ -150,8 +150,8 @@ def as_xsd_data(value, xsd_type):
         return [as_xsd_data(v, xsd_type) for v in value]
     if not isinstance(value, dict):
         return str(value).lower() if isinstance(value, bool) else str(value)
-    if "value" in value and set(value) <= {"value", "name"}:  # a ReferenceType
-        return {"$": str(value["value"]), **({"@name": value["name"]} if "name" in value else {})}
+    if "value" in value and set(value) <= {"value", "name", "type"}:  # a ReferenceType (attributes name, type)
+        return {"$": str(value["value"]), **{f"@{a}": value[a] for a in ("name", "type") if a in value}}
     out = {}
     if xsd_type.has_complex_content():
         for element in xsd_type.content.iter_elements():
@@ -166,7 +166,8 @@ def as_xsd_data(value, xsd_type):
 # What each operation needs, from Intuit's API reference (Finance.xsd's "Required" notes are per product, not per
 # operation): a create these, an update also Id and SyncToken (a sparse one too).
 REQUIRED = {"Invoice": {"CustomerRef", "Line"}, "CreditMemo": {"CustomerRef", "Line"},
-            "Payment": {"CustomerRef", "TotalAmt"}, "Customer": {"DisplayName"}, "Item": {"Name", "IncomeAccountRef"}}
+            "Payment": {"CustomerRef", "TotalAmt"}, "Customer": {"DisplayName"}, "Item": {"Name", "IncomeAccountRef"},
+            "Purchase": {"PaymentType", "AccountRef", "Line"}}
 MAX_LENGTH = re.compile(r"max(?:imum)?\.?\s+length(?:\s+for\s+\w+)?\s*(?::|is)\s*(\d+)", re.I)
 NUMBER_KINDS = {"decimal", "double", "float"}
 INTEGER_KINDS = {"int", "integer", "long", "short", "positiveInteger", "nonNegativeInteger"}
@@ -179,7 +180,7 @@ def kind_problems(xsd_type, value, where):
     if isinstance(value, list):
         return [p for index, item in enumerate(value) for p in kind_problems(xsd_type, item, f"{where}[{index}]")]
     if isinstance(value, dict):
-        if "value" in value and set(value) <= {"value", "name"}:  # a ReferenceType
+        if "value" in value and set(value) <= {"value", "name", "type"}:  # a ReferenceType
             return [] if isinstance(value["value"], str) else [f"{where}.value: a reference id is a string"]
         children = ({e.name.split("}")[-1]: e for e in xsd_type.content.iter_elements()}
                     if xsd_type.has_complex_content() else {})
@@ -477,3 +478,71 @@ def test_sandbox_keeps_intuits_currency_rules(qbo):
     sandbox.set_multicurrency(False)
     with pytest.raises(PermanentError, match="Multicurrency is not enabled"):
         client.write("Customer", {"DisplayName": "Euro customer", "CurrencyRef": {"value": "EUR"}}, request_id="eur")
+
+
+def test_refund_paid_back_is_an_expense_on_receivables_linked_to_its_credit_memo(qbo, qbo_schema):
+    """Issue #20: a refund the shop paid back is money out of the refunded payment's account (a cash Purchase to
+    the customer on Accounts Receivable) and a zero Payment linking it and the credit memo, which leaves the memo
+    nothing open; both bodies valid against Finance.xsd; the refund taken back deletes the link, then the expense."""
+    from tests.conformance.test_conformance import refund
+
+    sandbox, connector, entities, _ = qbo
+    v1 = invoice_event(7100, payments=[payment(1, "100.00", method="eft")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[refund(8, 1, "20.00", "1.00", payment_id=1)])
+    doc = deliver(connector, entities, v2, doc)
+    (memo,) = sandbox.entities("CreditMemo")
+    (expense,) = sandbox.entities("Purchase")
+    assert (memo["Balance"], expense["TotalAmt"], expense["AccountRef"]["value"]) == (Decimal("0"), Decimal("21.00"), "36")
+    assert expense["EntityRef"] == {**memo["CustomerRef"], "type": "Customer"} and expense["DocNumber"] == "LWP8"
+    link = next(p for p in sandbox.entities("Payment") if p.get("PaymentRefNum") == "LWP8")
+    assert sorted(lt["TxnType"] for ln in link["Line"] for lt in ln["LinkedTxn"]) == ["CreditMemo", "Expense"]
+    for _, path, body in sandbox.requests:
+        if path in ("/purchase", "/payment"):
+            entity = path.strip("/").capitalize()
+            assert not qbo_problems(qbo_schema, entity, body, "update" if "SyncToken" in body else "create"), body
+    assert [inv.payments_applied for inv in sandbox.booked_invoices() if inv.number == v1.number] == [Decimal("100.00")]
+    deliver(connector, entities, next_version(v2, refunds=[]), doc)
+    assert sandbox.entities("Purchase")[0].get("_deleted") and link.get("_deleted")
+
+
+def test_finance_xsd_check_refuses_a_bad_expense(qbo_schema):
+    good = {"PaymentType": "Cash", "AccountRef": {"value": "36"}, "EntityRef": {"value": "5", "type": "Customer"},
+            "DocNumber": "LWP8", "TxnDate": "2026-11-20", "TotalAmt": Decimal("21.00"),
+            "Line": [{"Amount": Decimal("21.00"), "DetailType": "AccountBasedExpenseLineDetail",
+                      "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "84"}}}]}
+    assert qbo_problems(qbo_schema, "Purchase", good) == []
+    assert qbo_problems(qbo_schema, "Purchase", {**good, "PaymentType": "Wire"})  # not a PaymentTypeEnum value
+    assert any("AccountRef is required" in p for p in qbo_problems(
+        qbo_schema, "Purchase", {k: v for k, v in good.items() if k != "AccountRef"}))
+    assert any("decimal" in p for p in qbo_problems(qbo_schema, "Purchase", {**good, "TotalAmt": "21.00"}))
+
+
+def test_sandbox_expense_and_its_link_keep_quickbooks_rules(qbo):
+    """A/R line without a customer payee, a check from a non-bank account, a link to another customer's expense,
+    and deleting an expense a payment links are all refused."""
+    from connectors.quickbooks_online.sandbox import QboFault
+
+    sandbox, connector, entities, _ = qbo
+    deliver(connector, entities, invoice_event(7200))
+    realm = next(iter(sandbox.realms.values()))
+    customer = next(iter(realm.entities["Customer"]))
+    line_ar = {"Amount": Decimal("5.00"), "DetailType": "AccountBasedExpenseLineDetail",
+               "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "84"}}}
+    body = {"PaymentType": "Cash", "AccountRef": {"value": "35"}, "Line": [line_ar],
+            "EntityRef": {"value": customer, "type": "Customer"}}
+    for bad in ({**body, "EntityRef": None}, {**body, "PaymentType": "Check"}, {**body, "AccountRef": {"value": "84"}}):
+        with pytest.raises(QboFault):
+            sandbox._apply(realm, "Purchase", "create", bad)
+    expense = sandbox._apply(realm, "Purchase", "create", body)
+    with pytest.raises(QboFault):  # another customer's payment cannot pay this customer's charge
+        sandbox._apply(realm, "Payment", "create", {"CustomerRef": {"value": "nobody"}, "TotalAmt": Decimal("5.00"),
+                                                   "Line": [{"Amount": Decimal("5.00"), "LinkedTxn": [
+                                                       {"TxnId": expense["Id"], "TxnType": "Expense"}]}]})
+    paid = sandbox._apply(realm, "Payment", "create", {"CustomerRef": {"value": customer}, "TotalAmt": Decimal("5.00"),
+                                                       "Line": [{"Amount": Decimal("5.00"), "LinkedTxn": [
+                                                           {"TxnId": expense["Id"], "TxnType": "Expense"}]}]})
+    with pytest.raises(QboFault, match="6140|linked"):
+        sandbox._apply(realm, "Purchase", "delete", {"Id": expense["Id"], "SyncToken": expense["SyncToken"]})
+    sandbox._apply(realm, "Payment", "delete", {"Id": paid["Id"], "SyncToken": paid["SyncToken"]})
+    sandbox._apply(realm, "Purchase", "delete", {"Id": expense["Id"], "SyncToken": expense["SyncToken"]})
