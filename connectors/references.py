@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from connectors.base import PermanentError
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Refund
 
 T = TypeVar("T")
@@ -77,6 +78,17 @@ def refund_method(event: InvoiceEvent, refund: Refund) -> str | None:
     """The payment method of the payment a refund pays back (``refund.payment_id``): its mapped account is
     where the money goes out from."""
     return next((p.method for p in event.payments if p.id == refund.payment_id), None)
+
+
+def refund_account(event: InvoiceEvent, refund: Refund, accounts: dict[str, str], platform: str) -> str:
+    """The account the money paid back goes out of: the one ``mapping.payment_accounts`` (``accounts``) gives the
+    refunded payment's method; refused when it names none (money never goes out of a guessed account)."""
+    method = refund_method(event, refund)
+    account = accounts.get(method or "")
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts names no {platform} account for payment method {method!r} "
+                             f"(refund {refund.id} pays back payment {refund.payment_id})")
+    return account
 
 
 def main_taxed_line(event: InvoiceEvent, refund: Refund) -> InvoiceLine | None:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors import references
-from connectors.base import PermanentError, invoice_memo, line_text
+from connectors.base import invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund, money
 from daemon.config import MappingConfig
 
@@ -218,16 +218,6 @@ def credit_application_payload(customer_id: str, invoice_id: str, credit_memo_id
             "PaymentRefNum": reference,
             "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]},
                      {"Amount": amount, "LinkedTxn": [{"TxnId": credit_memo_id, "TxnType": "CreditMemo"}]}]}
-
-
-def refund_account(event: InvoiceEvent, refund: Refund, mapping: MappingConfig) -> str:
-    """The account the money paid back goes out of: the one the refunded payment's method deposits to."""
-    method = references.refund_method(event, refund)
-    account = mapping.payment_accounts.get(method or "")
-    if not account:
-        raise PermanentError(f"mapping.payment_accounts has no account for payment method {method!r} "
-                             f"(refund {refund.id} pays back payment {refund.payment_id})")
-    return account
 
 
 def refund_expense_payload(event: InvoiceEvent, refund: Refund, customer: dict[str, Any], account: dict[str, Any],

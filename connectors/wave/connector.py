@@ -15,6 +15,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.auth import OAuth2RefreshAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
@@ -36,7 +37,7 @@ class WaveConnector(EngineConnector):
     # voids the invoice); Wave exposes no closing date.
     capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=False, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
-                                void_credit_notes=True)
+                                void_credit_notes=True, refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -99,6 +100,8 @@ class WaveConnector(EngineConnector):
             return mapping.credit_note_number(event, key)
         if kind is DocKind.CREDIT_APPLICATION:
             return mapping.application_reference(event, key)
+        if kind is DocKind.REFUND_PAYMENT:
+            return mapping.settlement_reference(event, key)
         raise PermanentError("wave: no closed periods, so no adjustments")
 
     def _invoices(self, number: str) -> list[dict[str, Any]]:
@@ -110,6 +113,8 @@ class WaveConnector(EngineConnector):
             return [_ref(i, amount=abs(Decimal(str(i["total"]["value"])))) for i in self._invoices(reference)]
         payments = [_payment_ref(i, p) for i in self._invoices(mapping.invoice_number_of(reference))
                     for p in _live_payments(i) if p.get("memo") == reference]
+        if kind is DocKind.REFUND_PAYMENT:  # money out on the negative invoice: its amount is negative there
+            return [ref.model_copy(update={"amount": -(ref.amount or Decimal("0"))}) for ref in payments]
         if kind is DocKind.PAYMENT or not payments:
             return payments
         # A credit application: its half on the negative invoice, if it was made (``finish`` makes it if not).
@@ -199,6 +204,19 @@ class WaveConnector(EngineConnector):
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         for part in application.external_id.split("+"):
             self._reverse(part)
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: a negative payment on the refund's negative invoice out of the account the
+        refunded payment's method maps to — Wave's "Refund Sent for an Invoice in Wave" (money out, recorded
+        against the invoice), which leaves the negative invoice nothing due."""
+        account = references.refund_account(event, refund, self.mapping.payment_accounts, "Wave")
+        method = mapping.PAYMENT_METHODS.get(references.refund_method(event, refund) or "", "OTHER")
+        paid = self._pay(credit.external_id, -amount, reference, refund.created_at.date(), account, method)
+        return ExternalRef(external_id=f"{credit.external_id}/{paid['id']}", amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._reverse(settlement.external_id)
 
     # -- closed periods: Wave's API exposes no lock date --
     def books_closed_through(self) -> date | None:

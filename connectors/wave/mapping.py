@@ -15,6 +15,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, invoice_memo, line_text, payment_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
@@ -116,6 +117,12 @@ def application_reference(event: InvoiceEvent, refund_id: str) -> str:
     return f"{event.number}#LWA{refund_id}"
 
 
+def settlement_reference(event: InvoiceEvent, refund_id: str) -> str:
+    """The memo of the money paid back on a refund's negative invoice: that invoice's number (to find it again)
+    and ``LWP<refund id>``."""
+    return f"{credit_note_number(event, refund_id)}#{references.settlement_reference(refund_id)}"
+
+
 def invoice_number_of(reference: str) -> str:
     return reference.rsplit("#", 1)[0]
 
@@ -145,9 +152,12 @@ def received_payment_input(event: InvoiceEvent, payment: Payment, invoice_id: st
 def credit_note_input(event: InvoiceEvent, refund: Refund, business_id: str, customer_id: str, product_id: str,
                       mapping: MappingConfig) -> dict[str, Any]:
     """Wave has no credit note: a refund is a negative invoice numbered ``CN<refund>-<invoice>`` on the returned
-    line's product, taxed with the line's sales taxes when the refund carries tax (Wave computes the amount)."""
+    line's product, taxed with the line's sales taxes when the refund carries tax (Wave computes the amount); a
+    goodwill refund without a line with the sales taxes of the invoice's main taxed line (issue #20: its tax is
+    posted as tax, never folded into an untaxed amount)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
-    taxes = sales_taxes(line, mapping) if line and refund.tax_amount else []
+    taxed = line or references.main_taxed_line(event, refund)
+    taxes = sales_taxes(taxed, mapping) if taxed and refund.tax_amount else []
     description = f"Returned: {line_text(line, 240)}" if line else (refund.reason or "Refund")[:255]
     return {"businessId": business_id, "customerId": customer_id, "status": "SAVED", "currency": event.currency,
             "invoiceNumber": credit_note_number(event, str(refund.id)), "invoiceDate": refund.created_at.date().isoformat(),

@@ -432,3 +432,63 @@ def test_a_deleted_invoice_answered_with_not_found_reads_as_gone(wave):
     connector.http.client._transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>proxy</html>"))
     with pytest.raises(UncertainOutcomeError):
         connector.client.mutate("invoiceDelete", operations.INVOICE_DELETE, {"invoiceId": doc.external_id})
+
+
+# --- issue #20: a refund paid back, a goodwill refund's tax ------------------------------------------------
+
+def test_a_refund_paid_back_is_money_out_on_its_negative_invoice(wave):
+    """A refund the shop paid back: a negative payment on its negative invoice out of the refunded payment's
+    account (Wave's "Refund Sent for an Invoice in Wave"), nothing left due on it, never through the customer
+    credit account and never on the invoice; every operation valid against the SDL; the refund taken back
+    reverses it (money back in) before the negative invoice is deleted."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    sandbox, connector, captured = wave
+    entities = MemoryEntities()
+    v1 = invoice_event(7600, payments=[payment(1, "100.00", method="eft")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[paid_back_refund(8, 1, "20.00", "1.00", payment_id=1)])
+    doc = deliver(connector, entities, v2, doc)
+    (note,) = [i for i in sandbox.invoices() if i["invoiceNumber"] == mapping.credit_note_number(v2, "8")]
+    assert (note["total"]["value"], note["amountDue"]["value"]) == (Decimal("-21.00"), Decimal("0.00"))
+    (out,) = note["payments"]
+    eft = connector.mapping.payment_accounts["eft"]
+    assert (out["amount"], out["paymentAccount"]["id"], out["memo"]) == (Decimal("-21.00"), eft, "CN8-INV-007600#LWP8")
+    assert connector.read_invoice(doc.external_id).balance == v1.computed.total - Decimal("100.00")
+    assert [r.amount for r in connector.find(DocKind.REFUND_PAYMENT, "CN8-INV-007600#LWP8")] == [Decimal("21.00")]
+    assert not [b for b in captured.sent if operation_errors(b["query"], b.get("variables"))]
+    doc = deliver(connector, entities, next_version(v2, refunds=[]), doc)
+    assert not doc.engine.settlements and connector.find(DocKind.REFUND_PAYMENT, "CN8-INV-007600#LWP8") == []
+    (gone,) = [i for i in sandbox.invoices(include_deleted=True) if i["invoiceNumber"] == "CN8-INV-007600"]
+    assert sum(p["amount"] for p in gone["payments"]) == 0
+
+
+def test_the_sdl_and_the_sandbox_refuse_a_bad_refund_payment(wave):
+    """The money-out request's bad bodies: an amount as a float, no account; and an account that is not a cash,
+    bank or customer credit account (an income account, or none), refused by the sandbox."""
+    sandbox, connector, _ = wave
+    good = {"invoiceId": "i", "paymentAccountId": "a", "amount": Decimal("-21.00"), "paymentDate": "2026-11-21",
+            "paymentMethod": "BANK_TRANSFER", "exchangeRate": Decimal("1"), "memo": "CN8-INV-1#LWP8"}
+    assert operation_errors(operations.PAYMENT_CREATE, {"input": good}) == []
+    assert any("Decimal cannot represent -21.0" in p for p in operation_errors(
+        operations.PAYMENT_CREATE, {"input": {**good, "amount": -21.0}}))
+    assert any("paymentAccountId" in p for p in operation_errors(
+        operations.PAYMENT_CREATE, {"input": {k: v for k, v in good.items() if k != "paymentAccountId"}}))
+    entities = MemoryEntities()
+    v1 = invoice_event(7700, refunds=[refund(9, 2, "10.00", "0.50")])
+    deliver(connector, entities, v1)
+    (note,) = [i for i in sandbox.invoices() if i["invoiceNumber"] == mapping.credit_note_number(v1, "9")]
+    for account in ("acct-parts", "acct-nowhere"):
+        with pytest.raises(PermanentError, match="cash, bank or customer credit"):
+            connector.client.mutate("invoicePaymentCreateManual", operations.PAYMENT_CREATE,
+                                    {**good, "invoiceId": note["id"], "paymentAccountId": account}, "invoicePayment")
+
+
+def test_a_goodwill_refund_is_taxed_like_the_invoices_main_taxed_line(wave):
+    sandbox, connector, _ = wave
+    v1 = invoice_event(7800, refunds=[Refund(id=17, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"),
+                                             line_id=None, reason="Goodwill: late job",
+                                             created_at=invoice_event().emitted_at)])
+    deliver(connector, MemoryEntities(), v1)
+    (note,) = [i for i in sandbox.invoices() if i["invoiceNumber"] == mapping.credit_note_number(v1, "17")]
+    assert (note["total"]["value"], note["taxTotal"]["value"]) == (Decimal("-42.00"), Decimal("-2.00"))
