@@ -17,6 +17,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineTax, Payment, Refund
 from daemon.config import MappingConfig
@@ -123,9 +124,12 @@ def application_reference(refund_id: object) -> str:
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, client_id: str, mapping: MappingConfig,
                         posted_on: date | None = None) -> dict[str, Any]:
-    """A refund or returned part: its amount with the returned line's taxes (FreshBooks computes the tax)."""
+    """A refund or returned part: its amount with the returned line's taxes (FreshBooks computes the tax); a
+    goodwill refund without a line with the taxes of the invoice's main taxed line (issue #20: its tax is posted as
+    tax, never folded into an untaxed amount)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
-    taxes = line.taxes if line is not None and refund.tax_amount else ()
+    taxed = line or references.main_taxed_line(event, refund)
+    taxes = taxed.taxes if taxed is not None and refund.tax_amount else ()
     description = f"Returned: {line_text(line, 980)}" if line else (refund.reason or "Refund")
     return {"credit_notes": {
         "clientid": int(client_id), "create_date": (posted_on or refund.created_at.date()).isoformat(),

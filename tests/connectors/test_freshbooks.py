@@ -437,3 +437,20 @@ def test_a_refund_taken_back_has_its_credit_released_and_its_credit_note_deleted
     assert sandbox.records("credit_notes/credit_notes") == [] and doc.refunds["21"].status == "voided"
     assert [p for p in sandbox.records("payments/payments") if p["type"] == "Credit"] == []
     assert connector.read_invoice(doc.external_id).balance == v1.computed.total
+
+
+def test_a_goodwill_refund_is_credited_with_the_main_taxed_lines_taxes(fb, table):
+    """Issue #20: a refund without a line that carries tax is a credit note taxed like the invoice's largest taxed
+    line (FreshBooks computes the tax from the named tax and rate): 40.00 + 2.00 GST, never 40.00 untaxed; its
+    request matches SOURCE.md's table."""
+    sandbox, connector = fb
+    goodwill = Refund(id=17, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill: late job", created_at=datetime(2026, 11, 22, tzinfo=timezone.utc))
+    event = invoice_event(5090, refunds=[goodwill])
+    (ln,) = mapping.credit_note_payload(event, goodwill, "42", connector.mapping)["credit_notes"]["lines"]
+    assert (ln["taxName1"], ln["taxAmount1"], "taxName2" in ln) == (connector.mapping.tax_codes["GST"], Decimal("5"), False)
+    deliver(connector, MemoryEntities(), event)
+    (_, path, body), = [r for r in sandbox.requests if "credit_notes" in r[1] and r[0] == "POST"]
+    assert table.problems("POST", f"/accounting/account/x{path}", body) == []
+    untaxed = Refund(**{**goodwill.model_dump(), "tax_amount": Decimal("0")})
+    assert "taxName1" not in mapping.credit_note_payload(event, untaxed, "42", connector.mapping)["credit_notes"]["lines"][0]
