@@ -39,7 +39,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
     platform = "quickbooks-desktop"
     settings_model = QbdSettings
     pull_model = True
-    capabilities = Capabilities(negative_totals=True, void="void", pull=True)
+    capabilities = Capabilities(negative_totals=True, void="void", pull=True, refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -130,9 +130,15 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
             direction, sequence = references.adjustment_key(key)
             return mapping.adjustment_ref(event, sequence, direction)
         return {DocKind.PAYMENT: references.payment_reference, DocKind.CREDIT_NOTE: mapping.refund_reference,
-                DocKind.CREDIT_APPLICATION: mapping.credit_reference}[kind](key)
+                DocKind.CREDIT_APPLICATION: mapping.credit_reference,
+                DocKind.REFUND_PAYMENT: mapping.settlement_reference}[kind](key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        if kind is DocKind.REFUND_PAYMENT:  # a card refund or a refund check: "<TxnDelType>:<TxnID>"
+            return [ExternalRef(external_id=f"{entity}:{ret['TxnID']}", token=ret.get("EditSequence"),
+                                amount=Decimal(ret.get("TotalAmount") or ret.get("Amount") or "0"))
+                    for entity in ("ARRefundCreditCard", "Check")
+                    for ret in self._rets(qbxml.query(entity, ref_number=reference))]
         if kind in (DocKind.PAYMENT, DocKind.CREDIT_APPLICATION):
             request = qbxml.query("ReceivePayment", ref_number=reference, lines=True)
         elif kind is DocKind.CREDIT_NOTE or (kind is DocKind.ADJUSTMENT and reference.startswith("C")):
@@ -198,6 +204,22 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self._ask(qbxml.txn_del("ReceivePayment", application.external_id))
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back, as QuickBooks' "Issue a Refund" on a credit memo records it: a customer credit
+        card refund (ARRefundCreditCardAdd) for a card payment, else a check to the customer applied to the memo,
+        out of the account the refunded payment's method maps to."""
+        account = references.refund_account(event, refund, self.mapping.payment_accounts, "QuickBooks Desktop")
+        method = references.refund_method(event, refund)
+        request = mapping.refund_settlement(refund, event, posting.customer_id, credit.external_id, amount, account,
+                                            method, _day(posting.txn_date))
+        return ExternalRef(external_id=f"{mapping.settlement_kind(method)}:{self._rets(request)[0]['TxnID']}",
+                           amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        entity, _, txn_id = settlement.external_id.partition(":")
+        self._ask(qbxml.txn_del(entity, txn_id))
 
     # -- closed periods --
     def books_closed_through(self) -> date | None:

@@ -63,6 +63,10 @@ def credit_reference(refund_id: object) -> str:  # ReceivePaymentAdd/RefNumber (
     return f"LWC{refund_id}"[:20]
 
 
+def settlement_reference(refund_id: object) -> str:  # RefNumber (≤ 11) of the money paid back on a credit memo
+    return references.settlement_reference(refund_id)[:REF_NUMBER_MAX]
+
+
 def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
     """RefNumber (≤ 11) of a closed-period adjustment: "A<n>-"/"C<n>-" (increase / decrease) and a digest of
     the invoice number, deterministic so that a lost answer finds it again; the full number goes in Other."""
@@ -318,6 +322,46 @@ def credit_application(reference: str, customer_list_id: str, invoice_txn_id: st
     credit = el(applied, "SetCredit")
     el(credit, "CreditTxnID", memo_txn_id)
     el(credit, "AppliedAmount", amt(amount))
+    return rq
+
+
+# The refunded payment's method → the transaction QuickBooks Desktop records money paid back against a credit
+# memo with (its "Issue a Refund" window): a card refund is an ARRefundCreditCard, anything else a Check.
+CARD_METHODS = ("card", "credit_card", "debit", "debit_card")
+
+
+def settlement_kind(method: str | None) -> str:
+    return "ARRefundCreditCard" if (method or "").lower() in CARD_METHODS else "Check"
+
+
+def refund_settlement(refund: Refund, event: InvoiceEvent, customer_list_id: str, memo_txn_id: str, amount: Decimal,
+                      account: str, method: str | None, txn_date: str | None = None) -> etree._Element:
+    """Money paid back against THIS credit memo, out of ``account`` (the refunded payment's): an
+    ARRefundCreditCardAdd whose RefundAppliedToTxnAdd names the memo (a card refund), else a CheckAdd to the
+    customer whose ApplyCheckToTxnAdd names it. Both leave the memo's CreditRemaining lower by ``amount``."""
+    kind = settlement_kind(method)
+    rq = etree.Element(f"{kind}AddRq")
+    add = el(rq, f"{kind}Add")
+    memo = f"Shop refund {refund.id} of invoice {event.number} paid back ({method or 'unknown method'})"[:4095]
+    day = txn_date or refund.created_at.date().isoformat()
+    if kind == "ARRefundCreditCard":
+        ref(add, "CustomerRef", list_id=customer_list_id)
+        ref(add, "RefundFromAccountRef", full_name=account)
+        el(add, "TxnDate", day)
+        el(add, "RefNumber", settlement_reference(refund.id))
+        el(add, "Memo", memo)
+        applied = el(add, "RefundAppliedToTxnAdd")
+        el(applied, "TxnID", memo_txn_id)
+        el(applied, "RefundAmount", amt(amount))
+        return rq
+    ref(add, "AccountRef", full_name=account)
+    ref(add, "PayeeEntityRef", list_id=customer_list_id)
+    el(add, "RefNumber", settlement_reference(refund.id))
+    el(add, "TxnDate", day)
+    el(add, "Memo", memo)
+    applied = el(add, "ApplyCheckToTxnAdd")
+    el(applied, "TxnID", memo_txn_id)
+    el(applied, "Amount", amt(amount))
     return rq
 
 

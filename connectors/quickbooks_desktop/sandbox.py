@@ -107,6 +107,8 @@ class Company:
         self.invoices: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, dict[str, Any]] = {}
         self.credit_memos: dict[str, dict[str, Any]] = {}
+        # Money paid back against credit memos: ARRefundCreditCard and Check transactions ("kind").
+        self.refunds: dict[str, dict[str, Any]] = {}
         self.closing_date: date | None = None  # Preferences → Accounting → Closing Date (with a password)
 
     def new_id(self) -> str:
@@ -321,8 +323,10 @@ class Company:
                    Decimal("0"))
 
     def credit_used(self, memo_id: str) -> Decimal:
+        """What of a credit memo is used: applied to invoices (SetCredit) or paid back to the customer."""
         return sum((a for p in self.payments.values() for _, m, a in p.get("credits", []) if m == memo_id),
-                   Decimal("0"))
+                   Decimal("0")) + sum((a for r in self.refunds.values() for m, a in r["applied"] if m == memo_id),
+                                       Decimal("0"))
 
     def balance(self, inv: dict[str, Any]) -> Decimal:
         if inv.get("voided"):
@@ -464,8 +468,9 @@ class Company:
 
     def _TxnDel(self, rq: etree._Element) -> list[etree._Element]:
         kind, txn_id = _text(rq, "TxnDelType"), _text(rq, "TxnID")
-        table = {"ReceivePayment": self.payments, "CreditMemo": self.credit_memos, "Invoice": self.invoices}.get(kind)
-        if table is None or txn_id not in table:
+        table = {"ReceivePayment": self.payments, "CreditMemo": self.credit_memos, "Invoice": self.invoices,
+                 "ARRefundCreditCard": self.refunds, "Check": self.refunds}.get(kind)
+        if table is None or txn_id not in table or (table is self.refunds and table[txn_id]["kind"] != kind):
             raise QbError(3120, f'Object "{txn_id}" specified in the request cannot be found.')
         self._check_open(kind, "delete", table[txn_id].get("TxnDate"))
         deleted = table.pop(txn_id)
@@ -510,6 +515,70 @@ class Company:
     def _CreditMemoQuery(self, rq: etree._Element) -> list[etree._Element]:
         refs = [r.text for r in rq.findall("RefNumber")]
         return [self._memo_ret(m) for m in self.credit_memos.values() if not refs or m.get("RefNumber") in refs]
+
+
+    # money paid back against a credit memo
+    def _refund_add(self, add: etree._Element, kind: str, account_tag: str, customer_tag: str, applied_tag: str,
+                    amount_tag: str, account_types: tuple[str, ...]) -> list[etree._Element]:
+        """qbXML's ARRefundCreditCardAdd (RefundAppliedToTxnAdd/RefundAmount) and CheckAdd (ApplyCheckToTxnAdd/
+        Amount) applied to a credit memo: the memo is the customer's, the amount at most its CreditRemaining, the
+        account one money can leave from (a check: a bank account)."""
+        customer = self._by_ref(self.customers, add.find(customer_tag), "Customer")
+        account = self._by_ref(self.accounts, add.find(account_tag), "Account")
+        if account["AccountType"] not in account_types:
+            raise QbError(3250, f'The account "{account["FullName"]}" cannot be used for a {kind} '
+                                f'(it must be {" or ".join(account_types)}).')
+        txn_date = _text(add, "TxnDate")
+        self._check_open(kind, "add", txn_date)
+        applied = []
+        for link in add.findall(applied_tag):
+            memo = self.credit_memos.get(_text(link, "TxnID"))
+            if memo is None or memo["customer"] != customer["ListID"]:
+                raise QbError(3140, f'There is an invalid reference to QuickBooks CreditMemo "{_text(link, "TxnID")}".')
+            amount = Decimal(_text(link, amount_tag) or "0")
+            remaining = memo["Total"] - self.credit_used(memo["TxnID"])
+            if amount <= 0 or amount > remaining:
+                raise QbError(3210, f"The refund amount {amount} must be positive and at most the remaining credit "
+                                    f"{remaining}.")
+            applied.append((memo["TxnID"], amount))
+        if not applied:
+            raise QbError(3210, f"A {kind} to the customer must be applied to a credit memo here (sandbox).")
+        refund = {"TxnID": self.new_id(), "EditSequence": self.edit_seq(), "kind": kind, "customer": customer["ListID"],
+                  "RefNumber": _text(add, "RefNumber"), "TxnDate": txn_date, "account": account["ListID"],
+                  "applied": applied, "TotalAmount": sum((a for _, a in applied), Decimal("0"))}
+        self.refunds[refund["TxnID"]] = refund
+        return [self._refund_ret(refund)]
+
+    def _ARRefundCreditCardAdd(self, rq: etree._Element) -> list[etree._Element]:
+        return self._refund_add(rq.find("ARRefundCreditCardAdd"), "ARRefundCreditCard", "RefundFromAccountRef",
+                                "CustomerRef", "RefundAppliedToTxnAdd", "RefundAmount", ("Bank", "OtherCurrentAsset"))
+
+    def _CheckAdd(self, rq: etree._Element) -> list[etree._Element]:
+        return self._refund_add(rq.find("CheckAdd"), "Check", "AccountRef", "PayeeEntityRef", "ApplyCheckToTxnAdd",
+                                "Amount", ("Bank",))
+
+    def _refund_ret(self, r: dict[str, Any]) -> etree._Element:
+        """ARRefundCreditCardRet / CheckRet, their elements in the schema's order."""
+        if r["kind"] == "ARRefundCreditCard":
+            return _ret("ARRefundCreditCardRet", [
+                ("TxnID", r["TxnID"]), ("EditSequence", r["EditSequence"]), ("CustomerRef", [("ListID", r["customer"])]),
+                ("RefundFromAccountRef", [("ListID", r["account"])]), ("TxnDate", r.get("TxnDate")),
+                ("RefNumber", r.get("RefNumber")), ("TotalAmount", _amt(r["TotalAmount"]))])
+        return _ret("CheckRet", [
+            ("TxnID", r["TxnID"]), ("EditSequence", r["EditSequence"]), ("AccountRef", [("ListID", r["account"])]),
+            ("PayeeEntityRef", [("ListID", r["customer"])]), ("RefNumber", r.get("RefNumber")),
+            ("TxnDate", r.get("TxnDate")), ("Amount", _amt(r["TotalAmount"]))])
+
+    def _refund_query(self, rq: etree._Element, kind: str) -> list[etree._Element]:
+        refs = [r.text for r in rq.findall("RefNumber")]
+        return [self._refund_ret(r) for r in self.refunds.values()
+                if r["kind"] == kind and (not refs or r.get("RefNumber") in refs)]
+
+    def _ARRefundCreditCardQuery(self, rq: etree._Element) -> list[etree._Element]:
+        return self._refund_query(rq, "ARRefundCreditCard")
+
+    def _CheckQuery(self, rq: etree._Element) -> list[etree._Element]:
+        return self._refund_query(rq, "Check")
 
 
 def _amt(value: Decimal) -> str:

@@ -189,16 +189,19 @@ class QuickBooksDesktopDriver(SandboxDriver):
         from connectors.quickbooks_desktop import qbxml
 
         self.sandbox.attach(connector.asgi_app())
-        read = connector.read_invoice
 
-        def read_back(external_id: str):
-            """The suite's read-back: outside a Web Connector session, asked of the company file directly."""
-            if engine_pull._EXCHANGE.get() is not None:
-                return read(external_id)
-            with engine_pull.answering(lambda rq: qbxml.parse_response(self.sandbox.process(rq)[0])[0]):
-                return read(external_id)
+        def read_back(operation):
+            """The suite's read-backs (an invoice, a look-up by reference): outside a Web Connector session,
+            asked of the company file directly."""
+            def direct(*args):
+                if engine_pull._EXCHANGE.get() is not None:
+                    return operation(*args)
+                with engine_pull.answering(lambda rq: qbxml.parse_response(self.sandbox.process(rq)[0])[0]):
+                    return operation(*args)
+            return direct
 
-        connector.read_invoice = read_back
+        connector.read_invoice = read_back(connector.read_invoice)
+        connector.find = read_back(connector.find)
 
     def deliver(self, connector, event, ctx, crash_after_write: int | None):
         from connectors.base import DocumentState

@@ -5,6 +5,7 @@ reports) and every SOAP envelope against the WSDL's schema."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 
@@ -560,3 +561,67 @@ def test_a_phone_or_company_name_over_the_limit_is_cut_visibly_with_the_full_tex
     assert logged.count("value_cut_to_platform_limit") == 2 and phone not in logged and name not in logged
     short = mapping.customer_write(Customer(id=78, name="Dana", phone="555-0100"))
     assert short.find("CustomerAdd/Notes") is None
+
+
+# --- issue #20: a refund paid back settles its credit memo ---------------------------------------------------
+
+@pytest.mark.parametrize("version", ["13.0", "16.0"])
+@pytest.mark.parametrize(("method", "request_tag", "account"), [
+    ("card", "ARRefundCreditCardAddRq", "Undeposited Funds"), ("eft", "CheckAddRq", "Checking")])
+def test_a_refund_paid_back_is_a_refund_applied_to_its_credit_memo(version, method, request_tag, account, qbxml_schemas):
+    """A refund the shop paid back: money out of the refunded payment's account applied to the refund's credit
+    memo — a card refund (ARRefundCreditCardAdd, RefundAppliedToTxnAdd) or a check to the customer
+    (CheckAdd, ApplyCheckToTxnAdd) — leaving it no credit; valid at qbXML 13.0 and 16.0 (both define them); the
+    refund taken back deletes it (TxnDel) and the memo's credit is open again."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    sandbox, connector = make_qbd(version)
+    v1 = invoice_event(7300, payments=[payment(1, "100.00", method=method)])
+    doc = deliver(connector, v1)
+    sync(sandbox)
+    v2 = next_version(v1, refunds=[paid_back_refund(8, 1, "20.00", "1.00", payment_id=1)])
+    doc = deliver(connector, v2, doc)
+    sync(sandbox)
+    assert connector.runtime.failures == []
+    company = sandbox.company
+    (memo,) = company.credit_memos.values()
+    (paid_back,) = company.refunds.values()
+    assert (memo["Total"] - company.credit_used(memo["TxnID"]), paid_back["RefNumber"], paid_back["TotalAmount"]) == (
+        Decimal("0"), "LWP8", memo["Total"])
+    assert company.accounts[paid_back["account"]]["FullName"] == account
+    sent = [r for r in sandbox.requests if f"<{request_tag}" in r]
+    assert len(sent) == 1 and not qbxml_errors(qbxml_schemas[version], sent[0], version)
+    assert only(sandbox, v1.number).payments_applied == Decimal("100.00")
+    deliver(connector, next_version(v2, refunds=[]), connector.document(v1.invoice_id))
+    sync(sandbox)
+    assert not company.refunds and any(f"<TxnDelType>{request_tag[:-5]}</TxnDelType>" in r for r in sandbox.requests)
+
+
+def test_the_xsd_and_the_sandbox_refuse_a_bad_refund_paid_back(qbxml_schemas):
+    """Bad bodies: an ARRefundCreditCardAdd without the credit memo it refunds, a RefNumber over 11 characters
+    (both refused by the XSD at 13.0 and 16.0); a check from an account that is not a bank account, and more than
+    the memo's remaining credit (refused by the sandbox, QuickBooks' rules)."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    event = invoice_event(7310, payments=[payment(1, "100.00")])
+    back = paid_back_refund(8, 1, "20.00", "1.00", payment_id=1)
+    good = mapping.refund_settlement(back, event, "80-1", "90-1", Decimal("21.00"), "Undeposited Funds", "card")
+    for version, schema in qbxml_schemas.items():
+        document = qbxml.document(version, [good])
+        assert not qbxml_errors(schema, document, version)
+        no_memo = re.sub(r"<RefundAppliedToTxnAdd>.*</RefundAppliedToTxnAdd>", "", document)
+        too_long = document.replace("<RefNumber>LWP8</RefNumber>", "<RefNumber>LWP8-TOO-LONG</RefNumber>")
+        for bad in (no_memo, too_long):
+            assert qbxml_errors(schema, bad, version)
+    sandbox, connector = make_qbd()
+    deliver(connector, invoice_event(7311, refunds=[paid_back_refund(9, 2, "10.00", "0.50")]))
+    sync(sandbox)
+    company = sandbox.company
+    (memo,) = company.credit_memos.values()
+    customer = memo["customer"]
+    remaining = memo["Total"] - company.credit_used(memo["TxnID"])
+    for account, method, amount in (("Undeposited Funds", "cash", Decimal("1.00")), ("Checking", "cash", Decimal("99.00")),
+                                     ("Checking", "card", remaining + 1)):
+        rq = mapping.refund_settlement(back, event, customer, memo["TxnID"], amount, account, method)
+        rs, applied = company.process(rq, None)
+        assert not applied and rs.get("statusCode") != "0", (account, method, amount)
