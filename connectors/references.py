@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from connectors.base import PermanentError
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Refund
 
 T = TypeVar("T")
@@ -77,6 +78,17 @@ def refund_method(event: InvoiceEvent, refund: Refund) -> str | None:
     """The payment method of the payment a refund pays back (``refund.payment_id``): its mapped account is
     where the money goes out from."""
     return next((p.method for p in event.payments if p.id == refund.payment_id), None)
+
+
+def refund_account(event: InvoiceEvent, refund: Refund, mapping: Any, platform: str, what: str = "account") -> str:
+    """The account ``mapping.payment_accounts`` names for the method of the payment a refund pays back: the
+    money paid back goes out of where it came in; refused when none is named (never a guessed account)."""
+    method = refund_method(event, refund)
+    account = mapping.payment_accounts.get(method or "")
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts names no {platform} {what} for payment method {method!r} "
+                             f"(refund {refund.id} pays back payment {refund.payment_id})")
+    return account
 
 
 def main_taxed_line(event: InvoiceEvent, refund: Refund) -> InvoiceLine | None:
