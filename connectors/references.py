@@ -80,13 +80,13 @@ def refund_method(event: InvoiceEvent, refund: Refund) -> str | None:
     return next((p.method for p in event.payments if p.id == refund.payment_id), None)
 
 
-def refund_account(event: InvoiceEvent, refund: Refund, accounts: dict[str, str], platform: str) -> str:
-    """The account the money paid back goes out of: the one ``mapping.payment_accounts`` (``accounts``) gives the
-    refunded payment's method; refused when it names none (money never goes out of a guessed account)."""
+def refund_account(event: InvoiceEvent, refund: Refund, mapping: Any, platform: str, what: str = "account") -> str:
+    """The account ``mapping.payment_accounts`` names for the method of the payment a refund pays back: the
+    money paid back goes out of where it came in; refused when none is named (never a guessed account)."""
     method = refund_method(event, refund)
-    account = accounts.get(method or "")
+    account = mapping.payment_accounts.get(method or "")
     if not account:
-        raise PermanentError(f"mapping.payment_accounts names no {platform} account for payment method {method!r} "
+        raise PermanentError(f"mapping.payment_accounts names no {platform} {what} for payment method {method!r} "
                              f"(refund {refund.id} pays back payment {refund.payment_id})")
     return account
 

@@ -5,7 +5,8 @@ rules), invoices (created as drafts and issued by the ``mark_as_sent`` transitio
 update = ``PUT`` of the whole invoice, the old items named with ``_destroy``; FreeAgent has no concurrency token,
 the last write wins; void = the ``mark_as_cancelled`` transition), payments as bank transaction explanations of
 money in that name the invoice (``paid_invoice``; FreeAgent has no payment object), refunds as credit notes
-(issued by ``mark_as_sent``) reconciled with the invoice by a ``credit_note_reconciliation``, and the account
+(issued by ``mark_as_sent``) reconciled with the invoice by a ``credit_note_reconciliation`` (or, paid back to the
+customer, settled by money out explained as the credit note's refund), and the account
 locks (``GET /account_locks``) answered by the engine's re-dating and adjustments. The lifecycle, look-ups
 before re-creating, checkpoints and preview are the engine's."""
 
@@ -16,6 +17,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.auth import OAuth2RefreshAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, first_open_day
@@ -40,7 +42,8 @@ class FreeAgentConnector(EngineConnector):
     # references are unique (not confirmed by a FreeAgent page: the sandbox refuses a second live one).
     capabilities = Capabilities(multi_currency=True, negative_totals=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                bank_transaction_payments=True, issue_after_create=True, unique_numbers=True)
+                                bank_transaction_payments=True, issue_after_create=True, unique_numbers=True,
+                                refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -100,12 +103,14 @@ class FreeAgentConnector(EngineConnector):
             return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
             return mapping.credit_note_reference(event, key)  # a reconciliation is found through its credit note
+        if kind is DocKind.REFUND_PAYMENT:
+            return references.settlement_reference(key)
         adjustment_kind, _, sequence = key.partition(":")
         return mapping.adjustment_reference(event, int(sequence), adjustment_kind)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        if kind is DocKind.PAYMENT:
-            # Explanations cannot be searched: those of every bank account payments go to are read.
+        if kind in (DocKind.PAYMENT, DocKind.REFUND_PAYMENT):
+            # Explanations cannot be searched: those of every bank account payments go to (and come from) are read.
             return [self._ref(e, "gross_value") for bank in sorted(set(self.mapping.payment_accounts.values()))
                     for e in self.client.list("bank_transaction_explanations",
                                               bank_account=self.client.uri("bank_accounts", bank))
@@ -177,6 +182,20 @@ class FreeAgentConnector(EngineConnector):
         note = self._ref(self.client.write("POST", "/credit_notes", body))
         self.client.write("PUT", f"/credit_notes/{note.external_id}/transitions/mark_as_sent")
         return note
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """Money out on the refunded payment's bank account, explained as the credit note's refund, dated the day
+        the shop paid it back (the first open day when that is locked)."""
+        day = refund.created_at.date()
+        if self.closed_through is not None and day <= self.closed_through:
+            day = first_open_day(self.closed_through)
+        body = mapping.refund_explanation_payload(event, refund, credit.external_id, amount, reference, self.mapping,
+                                                  self.client.uri, day)
+        return self._ref(self.client.write("POST", "/bank_transaction_explanations", body), "gross_value")
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._delete(f"/bank_transaction_explanations/{settlement.external_id}")
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

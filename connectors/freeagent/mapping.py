@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, income_kind, invoice_memo, line_text, payment_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
@@ -148,15 +149,28 @@ def _credit_note(contact_id: str, reference: str, day: date, comments: str, item
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, contact_id: str, mapping: MappingConfig, uri: Uri,
                         posted_on: date | None = None) -> dict[str, Any]:
-    """A refund as a credit note: one item at minus the refunded amount, at the refunded line's rates."""
+    """A refund as a credit note: one item at minus the refunded amount, at the refunded line's rates; a goodwill
+    refund (no line) that carries tax at the rates of the invoice's largest taxed line (issue #20)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     kind = line.kind if line else LineKind.PART
     description = f"Returned: {line_text(line, 200)}" if line else (refund.reason or "Refund")
-    item = _item(description, kind, Decimal("1"), -refund.amount, line.taxes if line and refund.tax_amount else (),
+    taxed = line or references.main_taxed_line(event, refund)
+    item = _item(description, kind, Decimal("1"), -refund.amount, taxed.taxes if taxed and refund.tax_amount else (),
                  mapping, uri)
     return _credit_note(contact_id, credit_note_reference(event, str(refund.id)),
                         posted_on or refund.created_at.date(),
                         f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}", [item], event.currency, uri)
+
+
+def refund_explanation_payload(event: InvoiceEvent, refund: Refund, credit_note_id: str, amount: Decimal,
+                               reference: str, mapping: MappingConfig, uri: Uri, day: date) -> dict[str, Any]:
+    """Money paid back: money out (a negative ``gross_value``) on the bank account of the payment the refund pays
+    back, explained as the credit note's refund (``paid_invoice`` naming the credit note, as FreeAgent's staff
+    describe on api-discuss "Record manual payment / net off credit note")."""
+    bank = references.refund_account(event, refund, mapping, "FreeAgent", "bank account")
+    return {"bank_transaction_explanation": {
+        "bank_account": uri("bank_accounts", bank), "dated_on": day.isoformat(), "gross_value": money(-amount),
+        "paid_invoice": uri("credit_notes", credit_note_id), "description": f"{reference} refund paid back"}}
 
 
 def reconciliation_payload(invoice_id: str, credit_note_id: str, amount: Decimal, day: date, uri: Uri

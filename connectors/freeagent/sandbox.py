@@ -11,6 +11,8 @@ income category and sales tax rates (first and, on a Universal account, second) 
 the tax (per item, half up here); an update's ``invoice_items`` add items and remove those named by ``url`` with
 ``_destroy``; payments as bank transaction explanations of money in naming the invoice (``paid_invoice``: the
 explanation made with a ``bank_account`` creates its manual bank transaction, deleting it removes both);
+a credit note's refund as money out (a negative ``gross_value``) explained with ``paid_invoice`` naming the credit
+note (FreeAgent staff on api-discuss, "Record manual payment / net off credit note"), no more than is left on it;
 ``credit_note_reconciliations`` setting a sent credit note against an invoice; account locks (``GET
 /account_locks``: nothing dated on or before ``locked_to_date`` is created, changed, cancelled or deleted:
 "dated_on is in a locked period"); errors as ``{"errors": {"error": {"message": …}}}`` (one) or
@@ -274,9 +276,9 @@ class Sandbox:
         def uri(table: str, key: str | None) -> str | None:
             return f"{base}/{table}/{key}" if key else None
 
-        view: dict[str, Any] = {k: v for k, v in record.items() if k not in ("id", "items")}
+        view: dict[str, Any] = {k: v for k, v in record.items() if k not in ("id", "items") and not k.startswith("_")}
         view["url"] = uri(resource, record["id"])
-        for name, table in (("contact", "contacts"), ("paid_invoice", "invoices"), ("invoice", "invoices"),
+        for name, table in (("contact", "contacts"), ("paid_invoice", record.get("_paid", "invoices")), ("invoice", "invoices"),
                             ("credit_note", "credit_notes"), ("bank_account", "bank_accounts"),
                             ("bank_transaction", "bank_transactions")):
             if name in view:
@@ -386,9 +388,10 @@ class Sandbox:
 
     def _settled(self, resource: str, document_id: str) -> Decimal:
         """Paid by explanations plus set against credit notes (positive)."""
-        link = "paid_invoice" if resource == "invoices" else None
-        paid = sum((e["gross_value"] for e in self.company.tables["bank_transaction_explanations"].values()
-                    if link and e.get(link) == document_id), ZERO)
+        # An invoice's receipts are money in; a credit note's refunds money out (negative), which settles it.
+        sign = 1 if resource == "invoices" else -1
+        paid = sum((sign * e["gross_value"] for e in self.company.tables["bank_transaction_explanations"].values()
+                    if e.get("paid_invoice") == document_id and e.get("_paid", "invoices") == resource), ZERO)
         side = "invoice" if resource == "invoices" else "credit_note"
         return paid + sum((r["gross_value"] for r in self.company.tables["credit_note_reconciliations"].values()
                            if r[side] == document_id), ZERO)
@@ -436,12 +439,17 @@ class Sandbox:
         gross = _decimal(fields["gross_value"], "gross_value")
         record = {**copy.deepcopy(fields), "id": self.company.new_id(), "bank_account": bank, "gross_value": gross,
                   "created_at": _now(), "updated_at": _now()}
-        invoice = None
+        invoice, table = None, "invoices"
         if fields.get("paid_invoice"):
-            invoice = self._ref("invoices", fields["paid_invoice"], "paid_invoice")
+            # ``paid_invoice`` names an invoice (its receipt) or a credit note (its refund: money out).
+            table = "credit_notes" if "/credit_notes/" in str(fields["paid_invoice"]) else "invoices"
+            invoice = self._ref(table, fields["paid_invoice"], "paid_invoice")
             if invoice["status"] in ("Draft", "Cancelled"):
                 raise FreeAgentError("Paid invoice must be sent and not cancelled")
-            record.update(paid_invoice=invoice["id"], type="Invoice Receipt", is_money_in=gross > 0)
+            if table == "credit_notes" and (gross >= 0 or -gross > -invoice["due_value"]):
+                raise FreeAgentError("A credit note's refund is money out of no more than is left on the credit note")
+            record.update(paid_invoice=invoice["id"], _paid=table, is_money_in=gross > 0,
+                          type="Invoice Receipt" if table == "invoices" else "Credit Note Refund")
         elif not fields.get("description"):
             raise FreeAgentError("Description can't be blank")
         transaction = {"id": self.company.new_id(), "bank_account": bank, "amount": gross, "is_manual": True,
@@ -450,7 +458,7 @@ class Sandbox:
         record["bank_transaction"] = transaction["id"]
         self.company.tables["bank_transaction_explanations"][record["id"]] = record
         if invoice is not None:
-            self._totals("invoices", invoice)
+            self._totals(table, invoice)
         return record
 
     def _reconcile(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -475,7 +483,8 @@ class Sandbox:
         self._check_open(current["dated_on"])
         del self.company.tables[resource][current["id"]]
         self.company.tables["bank_transactions"].pop(current.get("bank_transaction") or "", None)
-        for table, name in (("invoices", "paid_invoice"), ("invoices", "invoice"), ("credit_notes", "credit_note")):
+        for table, name in ((current.get("_paid", "invoices"), "paid_invoice"), ("invoices", "invoice"),
+                            ("credit_notes", "credit_note")):
             if current.get(name):
                 self._totals(table, self.company.tables[table][current[name]])
         return None

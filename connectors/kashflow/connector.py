@@ -44,7 +44,8 @@ class KashFlowConnector(EngineConnector):
     # Invoices are deleted (no void); payments deleted; credit notes applied by their own call; no lock date in
     # the SOAP API; no batch operation.
     capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
-                                credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0)
+                                credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
+                                refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -123,12 +124,14 @@ class KashFlowConnector(EngineConnector):
             rows, page = rows + found["Payment"], page + 1
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        if kind is DocKind.PAYMENT:
+        if kind in (DocKind.PAYMENT, DocKind.REFUND_PAYMENT):  # a receipt, or money paid back on a credit note
             return [_payment(p) for p in self._payments() if p.get("PayNote") == reference]
         documents = [_ref(d) for d in self._invoices() if d.get("CustomerReference") == reference]
         if kind is not DocKind.CREDIT_APPLICATION:
             return documents
-        return [_payment(p) for d in documents for p in self._paid(d.external_id) if p["PayAmount"] < 0]
+        # An application is the credit note's negative payment; money paid back (our settlement) is one too.
+        return [_payment(p) for d in documents for p in self._paid(d.external_id)
+                if p["PayAmount"] < 0 and not str(p.get("PayNote") or "").startswith(references.SETTLEMENT_PREFIX)]
 
     def _paid(self, number: str) -> list[dict[str, Any]]:
         if is_placeholder(number):
@@ -189,6 +192,17 @@ class KashFlowConnector(EngineConnector):
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self.delete_payment(application, request_id)
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """A negative payment on the credit note: the money paid back, out of the refunded payment's bank account."""
+        args = mapping.refund_payment_args(event, refund, as_id(credit.external_id), amount, reference, self.mapping,
+                                           self.settings.pay_method)
+        pay_id = self.client.call("InsertInvoicePayment", write=True, InvoicePayment=self._typed("Payment", args))
+        return ExternalRef(external_id=str(pay_id), amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self.delete_payment(settlement, request_id)
 
     # -- closed periods: KashFlow's SOAP API exposes no lock date --
     def books_closed_through(self) -> date | None:

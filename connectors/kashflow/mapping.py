@@ -107,11 +107,24 @@ def payment_args(payment: Payment, invoice_number: int | str, mapping: MappingCo
             "PayAmount": payment.amount}
 
 
+def refund_payment_args(event: InvoiceEvent, refund: Refund, credit_note_number: int | str, amount: Decimal,
+                        reference: str, mapping: MappingConfig, pay_method: int) -> dict[str, Any]:
+    """Money paid back on a credit note: a negative payment on it (KashFlow's "Refunds & Credit Notes": a credit
+    note is settled by a negative payment) out of the bank account of the payment the refund pays back."""
+    bank = references.refund_account(event, refund, mapping, "KashFlow", "bank account id")
+    if not bank.isdigit():
+        raise PermanentError(f"mapping.payment_accounts names no KashFlow bank account id for refund {refund.id}")
+    return {"PayID": 0, "PayInvoice": credit_note_number, "PayDate": when(refund.created_at.date()), "PayNote": reference,
+            "PayMethod": pay_method, "PayAccount": int(bank), "PayAmount": -amount}
+
+
 def credit_note_args(event: InvoiceEvent, refund: Refund, customer_id: str, mapping: MappingConfig) -> dict[str, Any]:
-    """A refund or returned part: an invoice of one negative line on the returned line's nominal code."""
+    """A refund or returned part: an invoice of one negative line on the returned line's nominal code; a goodwill
+    refund (no line) that carries tax at the VAT rate of the invoice's largest taxed line (issue #20)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     code = nominal_code(line.kind if line else LineKind.PART, mapping)
-    percent = vat_rate(line.taxes if line and refund.tax_amount else (), mapping)
+    taxed = line or references.main_taxed_line(event, refund)
+    percent = vat_rate(taxed.taxes if taxed and refund.tax_amount else (), mapping)
     description = f"Returned: {line_text(line, 180)}" if line else (refund.reason or "Refund")
     day = refund.created_at.date()
     return {"InvoiceNumber": 0, "InvoiceDate": when(day), "DueDate": when(day), "CustomerID": as_id(customer_id),

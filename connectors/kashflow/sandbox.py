@@ -9,7 +9,8 @@ customers (unique ``Code``), invoices numbered by KashFlow (``InvoiceNumber`` fr
 lines on the account's nominal codes with one of its VAT rates (``GetVATRates``), totals computed (net = quantity x
 rate, VAT as sent), updates replacing the lines (last write wins: no concurrency token), deletion refused while
 payments are on the invoice, payments (method and bank account must exist; ``PayID``), credit notes as invoices with
-negative lines, ``applyCreditNoteToInvoice`` (by database ids) recorded as a pair of payments (the credit note's
+negative lines, a credit note's refund as a negative payment on it (KashFlow's help, "Refunds & Credit Notes": a
+credit note is settled by a negative payment; no more than the credit left), ``applyCreditNoteToInvoice`` (by database ids) recorded as a pair of payments (the credit note's
 negative one and the invoice's, deleted together). KashFlow documents no rate limit: none is enforced. The
 ``StatusDetail`` texts are the sandbox's own (KashFlow publishes no catalogue)."""
 
@@ -315,10 +316,14 @@ class Sandbox:
 
     def _op_InsertInvoicePayment(self, InvoicePayment: dict[str, Any]) -> int:  # noqa: N803
         pay = plain(InvoicePayment)
-        self._invoice(pay["PayInvoice"])
         if pay["PayMethod"] not in PAY_METHODS or pay["PayAccount"] not in BANK_ACCOUNTS:
             raise Refused("Invalid payment method or bank account")
-        if pay["PayAmount"] <= 0:
+        held = self._invoice(pay["PayInvoice"])
+        total = held["NetAmount"] + held["VATAmount"]
+        if total < 0:  # a credit note is refunded by a negative payment, no more than it has left
+            if pay["PayAmount"] >= 0 or -pay["PayAmount"] > -(total - held["AmountPaid"]):
+                raise Refused("A credit note's refund is a negative payment of no more than the credit left")
+        elif pay["PayAmount"] <= 0:
             raise Refused("Payment amount must be greater than zero")
         pay_id = next(self._ids["pay"])
         self.payments[pay_id] = pay | {"PayID": pay_id}

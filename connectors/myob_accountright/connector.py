@@ -4,7 +4,7 @@ Customer cards (found by our card id ``LWC<id>``, then the target's match rules)
 invoice (``Sale/Invoice/Item``; update = ``PUT`` of the whole invoice with ``UID`` + ``RowVersion``, a stale
 one answered 409; a void is MYOB's ``DELETE``), customer payments applied to the invoice (``Sale/
 CustomerPayment``, removed by ``DELETE``), refunds as service invoices with negative lines (credits) applied by a
-``Sale/CreditSettlement``, and the lock period (``Company/Preferences`` ``System.LockPeriodPriorTo``) answered by
+``Sale/CreditSettlement`` (or, paid back to the customer, refunded by a ``Sale/CreditRefund``), and the lock period (``Company/Preferences`` ``System.LockPeriodPriorTo``) answered by
 the engine's re-dating and adjustments. Every request carries ``x-myobapi-key``, ``x-myobapi-version: v2`` and,
 when the company file has its own user, ``x-myobapi-cftoken``. The lifecycle, look-ups before re-creating,
 checkpoints and preview are the engine's."""
@@ -29,6 +29,7 @@ from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refun
 DEFAULT_BASE_URL = "https://api.myob.com/accountright"
 ITEM_INVOICES, SERVICE_INVOICES = "/Sale/Invoice/Item", "/Sale/Invoice/Service"
 PAYMENTS, SETTLEMENTS, CUSTOMERS = "/Sale/CustomerPayment", "/Sale/CreditSettlement", "/Contact/Customer"
+REFUNDS = "/Sale/CreditRefund"  # money paid back on a credit
 
 
 def myob_headers(cred: dict[str, Any]) -> dict[str, str]:
@@ -48,7 +49,8 @@ class MyobAccountRightConnector(EngineConnector):
     # Invoices are deleted (MYOB has no void); payments are deleted; a payment names its invoice at creation;
     # credits are applied by a separate credit settlement; no batch endpoint.
     capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
-                                credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0)
+                                credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
+                                refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -126,6 +128,8 @@ class MyobAccountRightConnector(EngineConnector):
             return mapping.credit_note_reference(key)
         if kind is DocKind.CREDIT_APPLICATION:
             return mapping.settlement_reference(key)
+        if kind is DocKind.REFUND_PAYMENT:
+            return mapping.refund_payment_reference(key)
         adjustment_kind, _, sequence = key.partition(":")
         return mapping.adjustment_reference(event, int(sequence), adjustment_kind)
 
@@ -134,6 +138,8 @@ class MyobAccountRightConnector(EngineConnector):
             return [_ref(p, "AmountReceived") for p in self.client.list(PAYMENTS, Memo=reference)]
         if kind is DocKind.CREDIT_APPLICATION:
             return [_ref(s, "CreditAmount") for s in self.client.list(SETTLEMENTS, Memo=reference)]
+        if kind is DocKind.REFUND_PAYMENT:
+            return [_ref(r, "Amount") for r in self.client.list(REFUNDS, Memo=reference)]
         resource = ITEM_INVOICES if kind is DocKind.INVOICE else SERVICE_INVOICES
         # The whole reference is the document's CustomerPurchaseOrderNumber (Number holds 13 characters).
         # MYOB deletes: everything found is live.
@@ -181,6 +187,20 @@ class MyobAccountRightConnector(EngineConnector):
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self._delete(f"{SETTLEMENTS}/{application.external_id}")
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """MYOB's credit refund: the money paid back on the credit, dated the day the shop paid it (the first open
+        day when that is locked)."""
+        day = refund.created_at.date()
+        if self.closed_through is not None and day <= self.closed_through:
+            day = first_open_day(self.closed_through)
+        body = mapping.credit_refund_payload(event, refund, credit.external_id, posting.customer_id, amount, day,
+                                             reference, self.mapping)
+        return _ref(self.client.write("POST", REFUNDS, body), "Amount")
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._delete(f"{REFUNDS}/{settlement.external_id}")
 
     def _delete(self, path: str) -> None:
         if self.client.get(path) is not None:  # already gone: nothing to do

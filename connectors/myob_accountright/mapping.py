@@ -21,6 +21,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, combined_tax_code, income_kind, invoice_memo, line_text, payment_account, required_posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund, money
 from daemon.config import MappingConfig
@@ -158,8 +159,10 @@ def settlement_reference(refund_id: object) -> str:
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, customer_uid: str, mapping: MappingConfig,
                         posted_on: date | None = None) -> dict[str, Any]:
-    """A refund or returned part: a service invoice with negative lines on the returned line's account."""
+    """A refund or returned part: a service invoice with negative lines on the returned line's account. A goodwill
+    refund (no line) that carries tax is taxed on the tax code of the invoice's largest taxed line (issue #20)."""
     line: InvoiceLine | None = next((ln for ln in event.lines if ln.id == refund.line_id), None)
+    taxed = line or references.main_taxed_line(event, refund)
     account = income_account(line.kind if line else LineKind.PART, mapping)
     description = f"Returned: {line_text(line, 200)}" if line else (refund.reason or "Refund")
     memo = f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"
@@ -167,7 +170,21 @@ def credit_note_payload(event: InvoiceEvent, refund: Refund, customer_uid: str, 
                    posted_on or refund.created_at.date(), memo) | {
         "IsTaxInclusive": False,
         "Lines": money_lines(description, account, refund.amount, refund.tax_amount,
-                             line.taxes if line else (), mapping, -1)}
+                             taxed.taxes if taxed else (), mapping, -1)}
+
+
+def refund_payment_reference(refund_id: object) -> str:
+    """The memo of the money paid back on a refund's credit (``Sale/CreditRefund``)."""
+    return f"LWRP{refund_id}"
+
+
+def credit_refund_payload(event: InvoiceEvent, refund: Refund, credit_uid: str, customer_uid: str, amount: Decimal,
+                          day: date, reference: str, mapping: MappingConfig) -> dict[str, Any]:
+    """Money paid back on a credit (``Sale/CreditRefund``, SDK CreditRefund.cs): out of the account of the payment
+    the refund pays back, ``amount`` of the credit, so nothing of it is left."""
+    account = references.refund_account(event, refund, mapping, "MYOB", "account UID")
+    return {"Invoice": link(credit_uid), "Account": link(account), "Customer": link(customer_uid), "Date": when(day),
+            "Amount": amount, "Memo": reference}
 
 
 def settlement_payload(credit_uid: str, invoice_uid: str, customer_uid: str, amount: Decimal, day: date,

@@ -6,8 +6,9 @@ form body; 20-minute access tokens, the refresh token replaced on every refresh)
 (refused as ``DeveloperInactive`` when missing or unknown), ``x-myobapi-version: v2`` and ``x-myobapi-cftoken``
 (base64 ``user:password`` of the company file's user), company files listed at ``/accountright/`` and their
 resources under ``/accountright/{company file id}/``: ``Contact/Customer``, ``Sale/Invoice/Item`` and
-``Sale/Invoice/Service`` (GET | POST | PUT | DELETE), ``Sale/CustomerPayment`` and ``Sale/CreditSettlement``
-(GET | POST | DELETE: MYOB does not edit them), ``Company/Preferences``, and the reference lists
+``Sale/Invoice/Service`` (GET | POST | PUT | DELETE), ``Sale/CustomerPayment``, ``Sale/CreditSettlement`` and
+``Sale/CreditRefund`` (money paid back on a credit: ``Invoice``, ``Account``, ``Amount``, ``Date``, SDK
+CreditRefund.cs) (GET | POST | DELETE: the sandbox does not edit them), ``Company/Preferences``, and the reference lists
 (``Inventory/Item``, ``GeneralLedger/Account``, ``GeneralLedger/TaxCode``). Lists answer OData ``$filter``
 (``field eq 'value'`` joined by ``and``), ``$top`` (≤ 1000) and ``$skip`` with ``{"Items", "NextPageLink",
 "Count"}``; ``returnBody=true`` answers a POST or PUT with the stored resource (else 201/200 with a
@@ -51,7 +52,8 @@ TOP_MAX = 1000
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 INVOICES = ("Sale/Invoice/Item", "Sale/Invoice/Service")
-WRITABLE = ("Contact/Customer", *INVOICES, "Sale/CustomerPayment", "Sale/CreditSettlement")
+WRITABLE = ("Contact/Customer", *INVOICES, "Sale/CustomerPayment", "Sale/CreditSettlement", "Sale/CreditRefund")
+MONEY = ("Sale/CustomerPayment", "Sale/CreditSettlement", "Sale/CreditRefund")  # never edited: POST and DELETE
 READ_ONLY = ("Inventory/Item", "GeneralLedger/Account", "GeneralLedger/TaxCode")
 CLAUSE = re.compile(r"\s*([A-Za-z/]+) eq (?:guid)?'((?:[^']|'')*)'\s*(and\b|$)")
 
@@ -335,7 +337,7 @@ class Sandbox:
         if not isinstance(body, dict):
             raise MyobError("SerializationError", "Error converting value: the body must be a JSON object", code=50)
         if method == "PUT":
-            if current is None or resource in ("Sale/CustomerPayment", "Sale/CreditSettlement"):
+            if current is None or resource in MONEY:
                 raise MyobError("MethodNotAllowed", f"PUT updates an existing {resource}; payments and settlements "
                                 "cannot be edited", status=405 if current is not None else 404)
             for name in ("UID", "RowVersion"):
@@ -355,6 +357,8 @@ class Sandbox:
             return self._invoice(cf, resource, current, body), 201 if current is None else 200
         if resource == "Sale/CustomerPayment":
             return self._payment(cf, body), 201
+        if resource == "Sale/CreditRefund":
+            return self._credit_refund(cf, body), 201
         return self._settlement(cf, body), 201
 
     def _ref(self, cf: CompanyFile, table: str, body: dict[str, Any], name: str, need: bool = True, at: str = ""
@@ -471,7 +475,9 @@ class Sandbox:
                        for ln in s["Lines"] if ln["Sale"]["UID"] == uid), ZERO)
         given = sum((Decimal(str(s["CreditAmount"])) for s in cf.tables["Sale/CreditSettlement"].values()
                      if s["CreditFromInvoice"]["UID"] == uid), ZERO)
-        return paid + settled + given
+        refunded = sum((Decimal(str(r["Amount"])) for r in cf.tables["Sale/CreditRefund"].values()
+                        if r["Invoice"]["UID"] == uid), ZERO)
+        return paid + settled + given + refunded
 
     @staticmethod
     def _settle(invoice: dict[str, Any], applied: Decimal) -> None:
@@ -544,6 +550,27 @@ class Sandbox:
         self._resettle(cf, credit["UID"], *(line["Sale"]["UID"] for line in body["Lines"]))
         return record
 
+    def _credit_refund(self, cf: CompanyFile, body: dict[str, Any]) -> dict[str, Any]:
+        """Money paid back on a credit (SDK CreditRefund.cs): out of an account, no more than the credit has left."""
+        for name in ("Date", "Amount"):
+            if body.get(name) in (None, ""):
+                raise required(name)
+        self._ref(cf, "GeneralLedger/Account", body, "Account")
+        customer = self._ref(cf, "Contact/Customer", body, "Customer", need=False)
+        self._check_open(cf, body["Date"])
+        if not (body.get("Invoice") or {}).get("UID"):
+            raise required("Invoice.UID")
+        credit = self._sale(cf, str(body["Invoice"]["UID"]))
+        if customer is not None and credit["Customer"]["UID"] != customer["UID"]:
+            raise MyobError("ValidationError", "The credit belongs to another customer", "Customer.UID")
+        amount = Decimal(str(body["Amount"]))
+        if credit["Status"] != "Credit" or amount <= 0 or amount > -credit["BalanceDueAmount"]:
+            raise MyobError("ValidationError", "Amount is more than the credit available", "Amount")
+        record = copy.deepcopy(body) | {"UID": str(uuid.uuid4()), "Number": f"CR{next(cf.numbers):06d}"}
+        cf.tables["Sale/CreditRefund"][record["UID"]] = self._stamp(cf, record)
+        self._resettle(cf, credit["UID"])
+        return record
+
     def _delete(self, cf: CompanyFile, resource: str, current: dict[str, Any]) -> None:
         if resource == "Contact/Customer":
             raise MyobError("MethodNotAllowed", "The sandbox does not delete cards", status=405)
@@ -560,6 +587,8 @@ class Sandbox:
             self._resettle(cf, *(line["UID"] for line in current["Invoices"]))
         elif resource == "Sale/CreditSettlement":
             self._resettle(cf, current["CreditFromInvoice"]["UID"], *(line["Sale"]["UID"] for line in current["Lines"]))
+        elif resource == "Sale/CreditRefund":
+            self._resettle(cf, current["Invoice"]["UID"])
 
 
 def _at(record: dict[str, Any], path: list[str]) -> Any:
@@ -574,7 +603,7 @@ def _day(value: Any) -> date:
 
 
 NUMBERS = {"Total", "ShipQuantity", "UnitPrice", "DiscountPercent", "AmountReceived", "AmountApplied", "CreditAmount",
-           "Freight", "UnitCount"}
+           "Freight", "UnitCount", "Amount"}
 BOOLEANS = {"IsTaxInclusive", "IsIndividual", "IsActive"}
 DATES = {"Date", "PromisedDate"}
 

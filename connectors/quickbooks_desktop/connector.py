@@ -210,7 +210,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
         """The money paid back, as QuickBooks' "Issue a Refund" on a credit memo records it: a customer credit
         card refund (ARRefundCreditCardAdd) for a card payment, else a check to the customer applied to the memo,
         out of the account the refunded payment's method maps to."""
-        account = references.refund_account(event, refund, self.mapping.payment_accounts, "QuickBooks Desktop")
+        account = references.refund_account(event, refund, self.mapping, "QuickBooks Desktop")
         method = references.refund_method(event, refund)
         request = mapping.refund_settlement(refund, event, posting.customer_id, credit.external_id, amount, account,
                                             method, _day(posting.txn_date))

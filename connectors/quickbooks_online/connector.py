@@ -212,7 +212,7 @@ class QuickBooksOnlineConnector(EngineConnector):
         expense = next((row for row in self.client.query("Purchase", DocNumber=reference)), None)
         if expense is None:
             account = self.client.read("Account", references.refund_account(
-                event, refund, self.mapping.payment_accounts, "QuickBooks"))
+                event, refund, self.mapping, "QuickBooks"))
             if account is None:
                 raise PermanentError(f"refund {refund.id}: the payment account of method "
                                      f"{references.refund_method(event, refund)!r} is not in QuickBooks")

@@ -137,10 +137,12 @@ def credit_note_reference(refund_id: object) -> str:
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, customer_id: str, mapping: MappingConfig,
                         posted_on: date | None = None) -> dict[str, Any]:
-    """A refund or returned part: its amount on the returned line's ledger account, with its tax."""
+    """A refund or returned part: its amount on the returned line's ledger account, with its tax. A goodwill refund
+    (no line) that carries tax takes the tax code of the invoice's largest taxed line (issue #20)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     account = ledger_account(line.kind if line else LineKind.PART, mapping)
-    rate = tax_rate(line.taxes if line and refund.tax_amount else (), mapping)
+    taxed = line or references.main_taxed_line(event, refund)
+    rate = tax_rate(taxed.taxes if taxed and refund.tax_amount else (), mapping)
     description = f"Returned: {line_text(line, 900)}" if line else (refund.reason or "Refund")
     return {"customer": customer_id, "creditNoteDate": day_time(posted_on or refund.created_at.date()),
             "amountTaxStatus": "Exclusive", "reference": credit_note_reference(refund.id),

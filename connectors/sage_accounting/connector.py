@@ -3,7 +3,8 @@
 Contacts (found by our unique contact reference, then the target's match rules), sales invoices (create; update
 = ``PUT`` of the whole invoice, Sage has no concurrency token so the last write wins; void = ``DELETE`` with a
 ``void_reason``), customer receipts (``contact_payments``) allocated to their invoice at creation, refunds as
-sales credit notes allocated to the invoice by a ``contact_allocation``, and the business's year end lockdown
+sales credit notes allocated to the invoice by a ``contact_allocation`` (or, paid back to the customer, settled by a
+customer refund — a ``contact_payment`` of type ``CUSTOMER_REFUND`` allocated to the credit note), and the business's year end lockdown
 date (``financial_settings.year_end_lockdown_date``) answered by the engine's re-dating and adjustments. Every
 request carries ``X-Business``. The lifecycle, look-ups before re-creating, checkpoints and preview are the
 engine's."""
@@ -34,7 +35,8 @@ class SageAccountingConnector(EngineConnector):
     # Receipts are deleted (DELETE /contact_payments/{key}); a receipt names its invoice in allocated_artefacts;
     # credit notes are allocated to their invoice by a separate contact_allocation; no batch endpoint.
     capabilities = Capabilities(negative_totals=True, void="void", delete_payments=True, payment_linked_at_creation=True,
-                                credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0)
+                                credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
+                                refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -92,9 +94,10 @@ class SageAccountingConnector(EngineConnector):
         return super().reference(kind, event, key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        if kind is DocKind.PAYMENT:
-            # Receipts cannot be searched by reference: every customer receipt is read, page by page.
-            return [_ref(p) for p in self.client.list("/contact_payments", transaction_type_id=mapping.CUSTOMER_RECEIPT,
+        if kind in (DocKind.PAYMENT, DocKind.REFUND_PAYMENT):
+            # Receipts and refunds cannot be searched by reference: every one of the type is read, page by page.
+            kind_id = mapping.CUSTOMER_RECEIPT if kind is DocKind.PAYMENT else mapping.CUSTOMER_REFUND
+            return [_ref(p) for p in self.client.list("/contact_payments", transaction_type_id=kind_id,
                                                       attributes="reference,total_amount", sort="created_at")
                     if p.get("reference") == reference]
         invoices = kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and reference.startswith("A"))
@@ -142,6 +145,20 @@ class SageAccountingConnector(EngineConnector):
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = mapping.credit_note_payload(event, refund, posting.customer_id, self.mapping, posting.txn_date)
         return _ref(self.client.write("POST", "/sales_credit_notes", body))
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """A customer refund allocated to the credit note, dated the day the shop paid it back (the first open day
+        when the books are locked there)."""
+        day = refund.created_at.date()
+        if self.closed_through is not None and day <= self.closed_through:
+            day = first_open_day(self.closed_through)
+        body = mapping.refund_payment_payload(event, refund, credit.external_id, posting.customer_id, amount,
+                                              reference, self.mapping, day)
+        return _ref(self.client.write("POST", "/contact_payments", body))
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._delete(f"/contact_payments/{settlement.external_id}")
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -20,7 +20,7 @@ from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Line
 from daemon.config import MappingConfig
 
 ZERO = Decimal("0")
-CUSTOMER_RECEIPT, CUSTOMER_ALLOCATION = "CUSTOMER_RECEIPT", "CUSTOMER_ALLOCATION"
+CUSTOMER_RECEIPT, CUSTOMER_REFUND, CUSTOMER_ALLOCATION = "CUSTOMER_RECEIPT", "CUSTOMER_REFUND", "CUSTOMER_ALLOCATION"
 
 
 def contact_reference(customer: Customer) -> str:
@@ -113,16 +113,29 @@ def payment_payload(payment: Payment, invoice_id: str, contact_id: str, mapping:
 
 def credit_note_payload(event: InvoiceEvent, refund: Refund, contact_id: str, mapping: MappingConfig,
                         posted_on: date | None = None) -> dict[str, Any]:
-    """A refund or returned part: its amount on the returned line's ledger account, with its tax."""
+    """A refund or returned part: its amount on the returned line's ledger account, with its tax. A goodwill
+    refund (no line) that carries tax takes the tax rate of the invoice's largest taxed line (issue #20)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     account = ledger_account(line.kind if line else LineKind.PART, mapping)
-    rate = tax_rate_id(line.taxes if line and refund.tax_amount else (), mapping)
+    taxed = line or references.main_taxed_line(event, refund)
+    rate = tax_rate_id(taxed.taxes if taxed and refund.tax_amount else (), mapping)
     description = f"Returned: {line_text(line, 180)}" if line else (refund.reason or "Refund")
     return {"sales_credit_note": {
         "contact_id": contact_id, "date": (posted_on or refund.created_at.date()).isoformat(),
         "reference": references.refund_reference(refund.id),
         "notes": f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:2000],
         "credit_note_lines": [_money_line(description[:200], account, refund.amount, refund.tax_amount, rate)]}}
+
+
+def refund_payment_payload(event: InvoiceEvent, refund: Refund, credit_note_id: str, contact_id: str, amount: Decimal,
+                           reference: str, mapping: MappingConfig, day: date) -> dict[str, Any]:
+    """The money paid back (Sage's customer refund, ``CUSTOMER_REFUND``) from the bank account of the payment the
+    refund pays back, allocated to the refund's credit note so nothing of it is left open."""
+    bank = references.refund_account(event, refund, mapping, "Sage", "bank account")
+    return {"contact_payment": {
+        "transaction_type_id": CUSTOMER_REFUND, "contact_id": contact_id, "bank_account_id": bank,
+        "date": day.isoformat(), "total_amount": amount, "reference": reference,
+        "allocated_artefacts": [{"artefact_id": credit_note_id, "amount": amount}]}}
 
 
 def allocation_payload(contact_id: str, invoice_id: str, credit_note_id: str, amount: Decimal, day: date

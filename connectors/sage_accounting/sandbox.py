@@ -11,7 +11,8 @@ amount required for a non-zero rate, as the Swagger says of v3.1), update by ``P
 the last write wins; ``invoice_lines`` replace the lines — the Swagger's PUT line has no id to address one
 by), void by ``DELETE ?void_reason=`` (required unless a draft; refused while receipts or allocations are on
 the invoice), ``/release`` of a draft, customer receipts (``contact_payments``) allocated through
-``allocated_artefacts`` and deleted by ``DELETE``, ``contact_allocations`` of a credit note to an invoice
+``allocated_artefacts`` and deleted by ``DELETE``, customer refunds (``contact_payments`` of type ``CUSTOMER_REFUND``,
+money paid back) allocated to a sales credit note only, which takes its outstanding amount down, ``contact_allocations`` of a credit note to an invoice
 (amounts summing to zero), the year end lockdown date (``financial_settings.year_end_lockdown_date``: nothing
 dated on or before it is created, edited, voided or deleted), 100 requests/minute and 2,500/day per business
 (third-party figures; 429) and errors as Sage's array of ``{"$severity", "$dataCode", "$message", "$source"}``.
@@ -54,7 +55,12 @@ LINE_REQUIRED = ("description", "ledger_account_id", "unit_price")
 NUMBERS = {"unit_price", "quantity", "net_amount", "tax_amount", "total_amount", "amount", "discount_amount",
            "credit_limit", "exchange_rate"}
 DATES = {"date", "due_date", "year_end_lockdown_date", "year_end_date"}
-TRANSACTION_TYPES = {"contact_payments": "CUSTOMER_RECEIPT", "contact_allocations": "CUSTOMER_ALLOCATION"}
+# What each money resource takes, and the artefacts each type may be allocated to: a receipt pays invoices; a customer
+# refund (money paid back, Sage's guide "Payments and Receipts") only sales credit notes (Sage's developer forum:
+# "CUSTOMER_REFUND can be allocated only to sales_credit_notes and payments on account").
+TRANSACTION_TYPES = {"contact_payments": ("CUSTOMER_RECEIPT", "CUSTOMER_REFUND"),
+                     "contact_allocations": ("CUSTOMER_ALLOCATION",)}
+REFUNDABLE = {"CUSTOMER_REFUND": "sales_credit_notes"}
 
 
 def sage_error(status: int, code: str, message: str, source: str = "") -> Response:
@@ -455,7 +461,8 @@ class Sandbox:
         raise SageError("Artefact not found", "allocated_artefacts.artefact_id")
 
     def _money(self, business: Business, resource: str, fields: dict[str, Any]) -> dict[str, Any]:
-        if fields["transaction_type_id"] != TRANSACTION_TYPES[resource]:
+        kind = fields["transaction_type_id"]
+        if kind not in TRANSACTION_TYPES[resource]:
             raise SageError("Transaction type is not valid here", "transaction_type_id")
         if fields["contact_id"] not in business.tables["contacts"]:
             raise SageError("Contact not found", "contact_id")
@@ -464,6 +471,9 @@ class Sandbox:
         artefacts = [(self._artefact_for(business, a["artefact_id"]), Decimal(a["amount"]))
                      for a in fields.get("allocated_artefacts") or []]
         for document, amount in artefacts:
+            if kind in REFUNDABLE and document["id"] not in business.tables[REFUNDABLE[kind]]:
+                raise SageError("A customer refund can only be allocated to a sales credit note",
+                                "allocated_artefacts.artefact_id")
             if document["status"]["id"] == "VOID":
                 raise SageError("Cannot allocate to a void artefact", "allocated_artefacts")
             if abs(amount) > document["outstanding_amount"]:

@@ -210,7 +210,7 @@ class WaveConnector(EngineConnector):
         """The money paid back: a negative payment on the refund's negative invoice out of the account the
         refunded payment's method maps to — Wave's "Refund Sent for an Invoice in Wave" (money out, recorded
         against the invoice), which leaves the negative invoice nothing due."""
-        account = references.refund_account(event, refund, self.mapping.payment_accounts, "Wave")
+        account = references.refund_account(event, refund, self.mapping, "Wave")
         method = mapping.PAYMENT_METHODS.get(references.refund_method(event, refund) or "", "OTHER")
         paid = self._pay(credit.external_id, -amount, reference, refund.created_at.date(), account, method)
         return ExternalRef(external_id=f"{credit.external_id}/{paid['id']}", amount=amount)

@@ -46,7 +46,9 @@ DOCUMENTED: dict[str, dict[str, str]] = {
                           "category": "uri:categories"},
     "contact": {"organisation_name": "string", "phone_number": "string", "address1": "string",
                 "default_payment_terms_in_days": "integer"},  # docs/contacts
-    "bank_transaction_explanation": {"paid_invoice": "uri:invoices"},  # docs/bank_transaction_explanations
+    # docs/bank_transaction_explanations; a credit note's refund names the credit note in paid_invoice (FreeAgent's
+    # staff on api-discuss.freeagent.com/t/record-manual-payment-net-off-credit-note/2026): either kind ("|").
+    "bank_transaction_explanation": {"paid_invoice": "uri:invoices|uri:credit_notes"},
 }
 EXTRA_OPERATIONS = [("GET", "/account_locks")]  # docs/account_locks (newer than the collection)
 
@@ -128,7 +130,8 @@ class CollectionValidator:
                     out.append(f"{name}.{key}: not a list of objects")
                 else:
                     out += [p for element in value for p in self._check(key, element, base)]
-            elif (found := _kind(value).replace(base, "")) != kind and not (kind == "decimal" and found == "integer"):
+            elif (found := _kind(value).replace(base, "")) not in kind.split("|") and not (
+                    kind == "decimal" and found == "integer"):
                 out.append(f"{name}.{key}: {found}, the collection has {kind}")
         return out
 
@@ -186,6 +189,14 @@ def test_every_request_matches_freeagents_collection(freeagent, collection):
     doc = deliver(connector, entities, smaller, doc)  # a decrease
     doc = deliver(connector, entities, next_version(smaller, lines=list(locked.lines)), doc)  # and an increase
     assert [a.kind for a in doc.engine.adjustments] == ["decrease", "increase"]
+    sandbox.set_lock_date(None)
+    paid = invoice_event(7004, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, paid)
+    paid_back = next_version(paid, refunds=[refund(4, 2, "20.00", "1.00").model_copy(update={"payment_id": 1})])
+    doc = deliver(connector, entities, paid_back, doc)  # money out explained as the credit note's refund
+    deliver(connector, entities, next_version(paid_back, refunds=[]), doc)  # taken back: the explanation deleted
+    assert any("/credit_notes/" in str((body or {}).get("bank_transaction_explanation", {}).get("paid_invoice"))
+               for _, _, _, body in captured.requests())
     sent = captured.requests()
     seen = {(method, re.sub(r"/\d+", "/{id}", path)) for method, path, *_ in sent}
     for expected in [("POST", "/contacts"), ("PUT", "/contacts/{id}"), ("POST", "/invoices"),
@@ -230,7 +241,17 @@ def test_the_collection_check_rejects_bad_bodies(collection):
     assert collection.problems("POST", "/bank_transaction_explanations", explanation, base) == []
     explanation["bank_transaction_explanation"]["paid_invoice"] = f"{base}/v2/bills/3"
     assert collection.problems("POST", "/bank_transaction_explanations", explanation, base) == [
-        "bank_transaction_explanation.paid_invoice: uri:bills, the collection has uri:invoices"]
+        "bank_transaction_explanation.paid_invoice: uri:bills, the collection has uri:invoices|uri:credit_notes"]
+    refund_out = mapping.refund_explanation_payload(
+        invoice_event(7010, payments=[payment(1, "50.00")]), refund(4, 2, "20.00", "1.00").model_copy(
+            update={"payment_id": 1}), "5", Decimal("21.00"), "LWP4", MappingConfig(payment_accounts={"card": "1"}),
+        lambda kind, key: f"{base}/v2/{kind}/{key}", date(2026, 11, 20))
+    assert refund_out["bank_transaction_explanation"]["gross_value"] == "-21.00"  # money out
+    assert collection.problems("POST", "/bank_transaction_explanations", refund_out, base) == []
+    refund_out["bank_transaction_explanation"]["paid_credit_note"] = refund_out["bank_transaction_explanation"].pop(
+        "paid_invoice")
+    assert collection.problems("POST", "/bank_transaction_explanations", refund_out, base) == [
+        "bank_transaction_explanation.paid_credit_note: not in the collection's examples nor FreeAgent's pages"]
 
 
 def test_invoices_are_drafts_until_marked_as_sent_and_payments_explain_bank_transactions(freeagent):
@@ -415,3 +436,33 @@ def test_the_sandbox_validates_as_freeagent_does(freeagent):
     sandbox.set_lock_date(date(2026, 11, 30))
     body["invoice"]["reference"] = "X-2"
     assert refused("/invoices", body) == ["dated_on is in a locked period"]
+
+
+def test_a_refund_paid_back_is_money_out_explained_as_the_credit_notes_refund(freeagent):
+    """Money out on the refunded payment's bank account, ``paid_invoice`` naming the credit note: the credit note is
+    left with nothing due; the sandbox refuses money in, or more than is left, on a credit note; deleting the
+    explanation gives the credit back. A goodwill refund's tax is at the main taxed line's rate (5%)."""
+    sandbox, connector, _ = freeagent
+    entities = MemoryEntities()
+    v1 = invoice_event(7800, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, v1)
+    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    (note,) = sandbox.records("credit_notes")
+    assert (note["total_value"], note["sales_tax_value"], note["due_value"]) == (
+        Decimal("-42.00"), Decimal("-2.00"), Decimal("0.00"))
+    (out,) = [e for e in sandbox.records("bank_transaction_explanations") if e["gross_value"] < 0]
+    assert (out["paid_invoice"], out["bank_account"], out["gross_value"], out["is_money_in"]) == (
+        note["id"], "2", Decimal("-42.00"), False)
+    assert connector.find(DocKind.REFUND_PAYMENT, "LWP9")[0].external_id == out["id"]
+    assert connector.read_invoice(doc.external_id).balance == 0  # the invoice keeps its payment
+    body = mapping.refund_explanation_payload(v1, goodwill, note["id"], Decimal("1.00"), "LWP9", connector.mapping,
+                                              connector.client.uri, date(2026, 11, 20))
+    with pytest.raises(PermanentError, match="no more than is left"):  # nothing is left on it
+        connector.client.write("POST", "/bank_transaction_explanations", body)
+    connector.client.write("DELETE", f"/bank_transaction_explanations/{out['id']}")
+    assert sandbox.records("credit_notes")[0]["due_value"] == Decimal("-42.00")
+    body["bank_transaction_explanation"]["gross_value"] = "1.00"  # money in is no refund
+    with pytest.raises(PermanentError, match="money out"):
+        connector.client.write("POST", "/bank_transaction_explanations", body)

@@ -67,6 +67,12 @@ def test_every_envelope_the_connector_sends_is_valid_against_the_wsdl(kashflow, 
     assert doc.status in ("voided", "deleted")
     moved = v1.customer.model_copy(update={"phone": "555-0199", "billing_address": "9 Depot Rd"})
     deliver(connector, entities, invoice_event(6002, customer=moved))  # the customer is updated
+    paid = invoice_event(6003, payments=[payment(3, "677.58")])
+    doc = deliver(connector, entities, paid)
+    paid_back = next_version(paid, refunds=[refund(4, 2, "20.00", "1.00").model_copy(update={"payment_id": 3})])
+    doc = deliver(connector, entities, paid_back, doc)  # a negative payment on the credit note: the money out
+    assert [r.amount for r in connector.find(DocKind.REFUND_PAYMENT, "LWP4")] == [Decimal("21.00")]
+    deliver(connector, entities, next_version(paid_back, refunds=[]), doc)  # taken back: the payment deleted
     assert connector.check_mapping() == []
     # The look-ups a retry after an uncertain outcome makes (by our references).
     assert [r.amount for r in connector.find(DocKind.INVOICE, "INV-006002")] == [invoice_event(6002).computed.total]
@@ -185,6 +191,40 @@ def test_a_refund_is_a_negative_invoice_applied_to_the_invoice(kashflow):
     invoice = sandbox.invoices[int(doc.external_id)]
     assert invoice["AmountPaid"] == Decimal("304.45") and credit["AmountPaid"] == Decimal("-304.45")
     assert [b.payment_count for b in sandbox.booked_invoices()] == [0]  # a credit is not a receipt
+
+
+def test_a_refund_paid_back_is_a_negative_payment_on_its_credit_note(kashflow, schema):
+    """KashFlow settles a credit note by a negative payment on it ("Refunds & Credit Notes"): out of the refunded
+    payment's bank account, the credit note left with nothing; the sandbox refuses a positive one, or more than is
+    left; the envelope is the WSDL's ``InsertInvoicePayment``. A goodwill refund's VAT is at the main line's rate."""
+    sandbox, connector, sent = kashflow
+    v1 = invoice_event(6050, payments=[payment(1, "677.58")])
+    entities = MemoryEntities()
+    doc = deliver(connector, entities, v1)
+    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    (credit,) = sandbox.credit_notes()
+    assert (credit["NetAmount"], credit["VATAmount"], credit["AmountPaid"]) == (
+        Decimal("-40.00"), Decimal("-2.00"), Decimal("-42.00"))
+    assert credit["Lines"]["InvoiceLine"][0]["VatRate"] == Decimal(connector.mapping.tax_codes["GST"])
+    (out,) = [p for p in sandbox.payments.values() if p["PayInvoice"] == credit["InvoiceNumber"]]
+    assert (out["PayAmount"], out["PayNote"], out["PayAccount"]) == (
+        Decimal("-42.00"), "LWP9", int(connector.mapping.payment_accounts["card"]))
+    assert connector.read_invoice(doc.external_id).balance == 0  # the invoice keeps its payment
+    (envelope,) = [r.content for r in sent if r.headers["SOAPAction"] == '"KashFlow/InsertInvoicePayment"'
+                   and b"LWP9" in r.content]
+    assert problems(schema, envelope) == []
+    assert problems(schema, envelope.replace(b"<ns0:PayAmount>-42.00<", b"<ns0:PayAmount>minus 42<"))
+    again = mapping.refund_payment_args(v1, goodwill, credit["InvoiceNumber"], Decimal("1.00"), "LWP9",
+                                        connector.mapping, connector.settings.pay_method)
+    with pytest.raises(PermanentError, match="no more than the credit left"):
+        connector.client.call("InsertInvoicePayment", write=True, InvoicePayment=connector._typed("Payment", again))
+    connector.client.call("DeleteInvoicePayment", write=True, InvoicePaymentNumber=out["PayID"])
+    assert sandbox.credit_notes()[0]["AmountPaid"] == 0
+    with pytest.raises(PermanentError, match="negative payment"):  # money in is no refund of a credit note
+        connector.client.call("InsertInvoicePayment", write=True, InvoicePayment=connector._typed(
+            "Payment", again | {"PayAmount": Decimal("1.00")}))
 
 
 def test_a_line_with_two_tax_components_uses_the_combined_rate_and_the_shops_amounts():

@@ -210,6 +210,14 @@ class FieldTable:
             "Sale": Field(kind="link", fields={"UID": Field(kind="guid", required=True)})})
         for name in ("Date", "Customer", "Invoices"):
             paying[name] = copy.deepcopy(header[name]) if name != "Invoices" else paying[name]
+        refunding, _ = parse_fields(re.search(r"Sale/CreditRefund\s+\(([^)]+)\)", text).group(1))
+        # SOURCE.md names the four members a credit refund needs; SDK CreditRefund.cs's other members, typed.
+        refunding.update(Date=copy.deepcopy(header["Date"]), Amount=Field(kind="decimal", required=True),
+                         Customer=Field(kind="link", fields={"UID": Field(kind="guid", required=True)}),
+                         Memo=Field(kind="string", max_length=255), Payee=Field(kind="string"),
+                         Number=Field(kind="string"), ChequePrinted=Field(kind="bool"))
+        for name in ("Invoice", "Account"):
+            refunding[name].required = True
         item_header = copy.deepcopy(header)
         item_header["Lines"].fields = item_line
         service_header = copy.deepcopy(header)
@@ -217,7 +225,8 @@ class FieldTable:
         self.resources = {"Sale/Invoice/Item": Resource(item_header), "Sale/Invoice/Service": Resource(service_header),
                           "Contact/Customer": Resource(customer, customer_open),
                           "Sale/CustomerPayment": Resource(paying, updatable=False),
-                          "Sale/CreditSettlement": Resource(settling, updatable=False)}
+                          "Sale/CreditSettlement": Resource(settling, updatable=False),
+                          "Sale/CreditRefund": Resource(refunding, updatable=False)}
         self.routes = re.search(r"\{company_file_id\}/Sale/Invoice/\{([^}]+)\}", text).group(1).split("|")
 
     def problems(self, method: str, resource: str, body: Any) -> list[str]:
@@ -334,6 +343,12 @@ def _every_kind_of_write(sandbox, connector) -> None:
     doc = deliver(connector, entities, v2, doc)  # a decrease: a credit
     doc = deliver(connector, entities, next_version(v2, lines=list(v1.lines)), doc)  # an increase
     assert [a.kind for a in doc.engine.adjustments] == ["decrease", "increase"]
+    sandbox.set_lock_period(None)
+    paid = invoice_event(5005, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, paid)
+    paid_back = next_version(paid, refunds=[refund(4, 2, "20.00", "1.00").model_copy(update={"payment_id": 1})])
+    doc = deliver(connector, entities, paid_back, doc)  # a credit refund pays the credit back
+    deliver(connector, entities, next_version(paid_back, refunds=[]), doc)  # taken back: the refund deleted
 
 
 def _template(path: str) -> str:
@@ -349,7 +364,8 @@ def test_every_request_matches_the_sdk_field_table(myob, table):
                      ("PUT", "Sale/Invoice/Item/{UID}"), ("DELETE", "Sale/Invoice/Item/{UID}"),
                      ("POST", "Sale/CustomerPayment"), ("DELETE", "Sale/CustomerPayment/{UID}"),
                      ("POST", "Sale/Invoice/Service"), ("POST", "Sale/CreditSettlement"),
-                     ("DELETE", "Sale/CreditSettlement/{UID}"), ("GET", "Company/Preferences"),
+                     ("DELETE", "Sale/CreditSettlement/{UID}"), ("POST", "Sale/CreditRefund"),
+                     ("DELETE", "Sale/CreditRefund/{UID}"), ("GET", "Company/Preferences"),
                      ("GET", "Contact/Customer"), ("GET", "Sale/Invoice/Item/{UID}")]:
         assert expected in seen, f"{expected} never sent"
     assert "Item" in table.routes and "Service" in table.routes  # the layouts SOURCE.md's URL convention names
@@ -426,6 +442,16 @@ def test_the_field_table_check_rejects_bad_bodies(table):
     bad(lambda b: b["Invoices"][0].update(Type="Bill"), "Invoices[0].Type: 'Bill' is not a enum",
         "Sale/CustomerPayment", body=receipt)
     bad(lambda b: None, "is not updated by PUT", "Sale/CustomerPayment", "PUT", body=receipt)
+    credit_refund = mapping.credit_refund_payload(
+        invoice_event(5010, payments=[payment(1, "50.00")]), refund(4, 2, "20.00", "1.00").model_copy(
+            update={"payment_id": 1}), "3f2504e0-4f89-11d3-9a0c-0305e82c3308", "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        Decimal("21.00"), date(2026, 11, 20), "LWRP4",
+        MappingConfig(payment_accounts={"card": "3f2504e0-4f89-11d3-9a0c-0305e82c3306"}))
+    assert table.problems("POST", "Sale/CreditRefund", credit_refund) == []
+    bad(lambda b: b.pop("Account"), "Account: required", "Sale/CreditRefund", body=credit_refund)
+    bad(lambda b: b.update(Amount="21.00"), "Amount: '21.00' is not a decimal", "Sale/CreditRefund", body=credit_refund)
+    bad(lambda b: b.update(RefundMethod="card"), "RefundMethod: not a field", "Sale/CreditRefund", body=credit_refund)
+    bad(lambda b: None, "is not updated by PUT", "Sale/CreditRefund", "PUT", body=credit_refund)
     assert table.problems("POST", "Inventory/Item", {}) == ["Inventory/Item is not a resource SOURCE.md describes"]
 
 
@@ -680,3 +706,28 @@ def test_the_target_config_is_ready_before_any_credentials_are_seeded():
     sandbox = Sandbox()
     config = sandbox.target_config("demo", "http://127.0.0.1:1")
     assert config["settings"]["company_file_id"] in sandbox.files and config["mapping"]["items"]["labour"]
+
+
+def test_a_refund_paid_back_is_a_credit_refund_that_leaves_nothing_of_the_credit(myob):
+    """MYOB's ``Sale/CreditRefund`` from the refunded payment's account takes the credit to 0; the sandbox refuses
+    more than is left; deleting it gives the credit back. A goodwill refund's tax is on the main taxed line's code."""
+    sandbox, connector, _ = myob
+    v1 = invoice_event(5800, payments=[payment(1, "677.58")])
+    entities = MemoryEntities()
+    doc = deliver(connector, entities, v1)
+    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    (credit,) = sandbox.records("Sale/Invoice/Service")
+    assert (credit["TotalAmount"], credit["TotalTax"], credit["BalanceDueAmount"]) == (
+        Decimal("-42.00"), Decimal("-2.00"), Decimal("0.00"))
+    (paid_back,) = sandbox.records("Sale/CreditRefund")
+    assert (paid_back["Invoice"]["UID"], paid_back["Amount"], paid_back["Memo"], paid_back["Account"]["UID"]) == (
+        credit["UID"], Decimal("42.00"), "LWRP9", connector.mapping.payment_accounts["card"])
+    assert [r.external_id for r in connector.find(DocKind.REFUND_PAYMENT, "LWRP9")] == [paid_back["UID"]]
+    assert connector.read_invoice(doc.external_id).balance == 0
+    again = {k: paid_back[k] for k in ("Invoice", "Account", "Customer", "Date", "Memo")} | {"Amount": Decimal("1.00")}
+    with pytest.raises(PermanentError, match="more than the credit available"):
+        connector.client.write("POST", "/Sale/CreditRefund", again)
+    connector.client.write("DELETE", f"/Sale/CreditRefund/{paid_back['UID']}")
+    assert sandbox.records("Sale/Invoice/Service")[0]["BalanceDueAmount"] == Decimal("-42.00")

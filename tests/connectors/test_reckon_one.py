@@ -452,6 +452,22 @@ def test_lines_carry_the_shops_tax_and_the_invoices_tax_status():
         mapping.invoice_payload(invoice_event(5402, lines=[line(1, "part", "x", "1", "1.00", taxes=(PST,))]), "c", rules)
 
 
+def test_a_goodwill_refunds_tax_is_on_the_main_taxed_lines_code():
+    """A refund with no line that carries tax is credited on the tax code of the invoice's largest taxed line, never
+    with its tax on the untaxed code (issue #20)."""
+    rules = MappingConfig(income_accounts={"part": "Sales"}, tax_codes={"GST": "GST 5%", "none": "NT"})
+    event = invoice_event(5403, lines=[line(1, "part", "Relay", "1", "10.00", taxes=(GST,)),
+                                       line(2, "part", "Pump", "1", "80.00", taxes=(GST,)),
+                                       line(3, "part", "Core", "1", "45.00")])
+    goodwill = Refund(id=7, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill", created_at=event.emitted_at)
+    (credited,) = mapping.credit_note_payload(event, goodwill, "c1", rules)["lineItems"]
+    assert (credited["taxRate"], credited["taxAmount"], credited["accountDetails"]["amount"]) == (
+        "GST 5%", Decimal("2.00"), Decimal("40.00"))
+    untaxed = goodwill.model_copy(update={"tax_amount": Decimal("0")})
+    assert mapping.credit_note_payload(event, untaxed, "c1", rules)["lineItems"][0]["taxRate"] == "NT"
+
+
 def test_a_tax_inclusive_invoice_totals_as_the_shops(reckon):
     sandbox, connector, _ = reckon
     event = tax_inclusive_event(5450)

@@ -157,6 +157,12 @@ def _every_kind_of_write(sandbox, connector) -> None:
     doc = deliver(connector, entities, next_version(v2, lines=list(v1.lines)), doc)  # an increase: an invoice
     kinds = [a.kind for a in doc.engine.adjustments]
     assert kinds == ["decrease", "increase"]
+    sandbox.set_lockdown_date(None)
+    paid = invoice_event(5005, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, paid)
+    paid_back = next_version(paid, refunds=[refund(4, 2, "20.00", "1.00").model_copy(update={"payment_id": 1})])
+    doc = deliver(connector, entities, paid_back, doc)  # a customer refund settles the credit note
+    deliver(connector, entities, next_version(paid_back, refunds=[]), doc)  # taken back: the refund is deleted
 
 
 def test_every_request_matches_sages_swagger(sage, swagger):
@@ -173,6 +179,9 @@ def test_every_request_matches_sages_swagger(sage, swagger):
     problems = {f"{method} {path} {query}": found for method, path, query, body, _ in sent
                 if (found := swagger.problems(method, path, query, body))}
     assert not problems
+    money = [body["contact_payment"]["transaction_type_id"] for method, path, _, body, _ in sent
+             if (method, path) == ("POST", "/contact_payments")]
+    assert "CUSTOMER_REFUND" in money, "a refund paid back never sent"
     # X-Business on every request but the one that finds the business.
     assert all(headers.get("x-business") for _, path, _, _, headers in sent if path != "/businesses")
 
@@ -205,6 +214,16 @@ def test_the_swagger_check_rejects_bad_bodies(swagger):
     del payment_body["contact_payment"]["bank_account_id"]
     assert swagger.problems("POST", "/contact_payments", {}, payment_body) == [
         "contact_payment: 'bank_account_id' is a required property"]
+    refund_body = mapping.refund_payment_payload(
+        invoice_event(5010, payments=[payment(1, "50.00")]), refund(4, 2, "20.00", "1.00").model_copy(
+            update={"payment_id": 1}), "cn1", "c", Decimal("21.00"), "LWP4", MappingConfig(payment_accounts={"card": "b"}),
+        date(2026, 11, 20))
+    assert swagger.problems("POST", "/contact_payments", {}, refund_body) == []
+    refund_body["contact_payment"]["allocated_artefacts"][0]["amount"] = "21.00"  # money as a string
+    refund_body["contact_payment"]["refund_method"] = "card"  # not a field Sage declares
+    assert sorted(swagger.problems("POST", "/contact_payments", {}, refund_body)) == [
+        "contact_payment/allocated_artefacts/0/amount: '21.00' is not of type 'number'",
+        "contact_payment: Additional properties are not allowed ('refund_method' was unexpected)"]
 
 
 def test_the_business_is_found_once_and_sent_on_every_request(sage):
@@ -368,3 +387,31 @@ def test_the_sandbox_validates_as_the_swagger_says(sage):
     assert post({"sales_invoice": {"contact_id": contact["id"], "date": "2026-11-20", "invoice_lines": [taxed]}}
                 )[0]["$source"] == "tax_amount"
     assert post({"invoice": {}})[0]["$dataCode"] == "ParamMissing"
+
+
+def test_a_refund_paid_back_is_a_customer_refund_on_its_credit_note_only(sage):
+    """Sage's customer refund (``CUSTOMER_REFUND``) takes the credit note's outstanding amount to 0, is refused on
+    an invoice, and deleted gives the credit back; a goodwill refund's tax goes on the main taxed line's rate."""
+    sandbox, connector, _ = sage
+    entities = MemoryEntities()
+    v1 = invoice_event(5700, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, v1)
+    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    (credit_note,) = sandbox.records("sales_credit_notes")
+    assert credit_note["outstanding_amount"] == 0 and credit_note["tax_amount"] == Decimal("2.00")
+    assert credit_note["credit_note_lines"][0]["tax_rate_id"] == mapping.tax_rate_id(
+        max((ln for ln in v1.lines if ln.taxes), key=lambda ln: ln.amount).taxes, connector.mapping)
+    (refund_payment,) = [p for p in sandbox.records("contact_payments") if p["transaction_type_id"] == "CUSTOMER_REFUND"]
+    assert refund_payment["total_amount"] == Decimal("42.00") and refund_payment["reference"] == "LWP9"
+    assert refund_payment["bank_account_id"] == connector.mapping.payment_accounts["card"]
+    body = copy.deepcopy({"contact_payment": {k: refund_payment[k] for k in (
+        "transaction_type_id", "contact_id", "bank_account_id", "date", "total_amount")}})
+    body["contact_payment"]["allocated_artefacts"] = [{"artefact_id": doc.external_id, "amount": Decimal("1.00")}]
+    with pytest.raises(PermanentError) as refused:  # a refund pays back a credit, never an invoice
+        connector.client.write("POST", "/contact_payments", body)
+    assert refused.value.detail[0]["$source"] == "allocated_artefacts.artefact_id"
+    connector.client.write("DELETE", f"/contact_payments/{refund_payment['id']}")
+    (credit_note,) = sandbox.records("sales_credit_notes")
+    assert credit_note["outstanding_amount"] == Decimal("42.00")
