@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from connectors import jsonmoney
-from connectors.engine_state import DocKind
 from connectors.base import (AuthError, ClosedPeriodError, ExternalRef, PermanentError, RateLimitedError,
                              RetryableError, UncertainOutcomeError)
+from connectors.engine_state import DocKind
 from connectors.netsuite_common import mapping as records
 from connectors.netsuite_common.settings import NetSuiteSettings, realm
 from connectors.netsuite_rest import Sandbox
