@@ -399,16 +399,23 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
     # An update that detaches payments and credits (capability) takes them all off first.
     detach = (caps.update_detaches_money and live and not voiding and not in_closed(held_on)
               and state.invoice_digest != invoice_digest(event))
+
+    def void_step(refund_id: str) -> Step:
+        # A credit note a refund payment settles: that payment is removed first (the platform refuses to void a
+        # settled note), and the note, posted again, is settled again (issue #20).
+        kind = StepKind.UNSETTLE_REFUND if refund_id in state.settlements else StepKind.VOID_CREDIT_NOTE
+        return Step(kind, key=refund_id)
+
     if caps.credit_settled_at_creation and live and not voiding and (set(wanted) != set(doc.payments) or any(
             wanted[payment_id].amount != ref.amount for payment_id, ref in doc.payments.items())):
         kept = {str(r.id) for r in event.refunds}
         for refund_id, ref in doc.refunds.items():
             if refund_id in kept and ref.status != "voided":
-                return Step(StepKind.VOID_CREDIT_NOTE, key=refund_id)
+                return void_step(refund_id)
     if caps.update_voids_credit_notes and detach:
         for refund_id, ref in doc.refunds.items():
             if ref.status != "voided":
-                return Step(StepKind.VOID_CREDIT_NOTE, key=refund_id)
+                return void_step(refund_id)
     for payment_id, ref in doc.payments.items():
         if detach or payment_id not in wanted or wanted[payment_id].amount != ref.amount:
             return Step(StepKind.REMOVE_PAYMENT, key=payment_id)

@@ -9,8 +9,8 @@ SOAP as ``itemList``/``applyList`` and ``RecordRef internalId``.
 
 Every record we create carries our ``externalId`` (NetSuite keeps it unique per record type), so a create is
 an upsert by external id and a retry finds, and never duplicates, what an interrupted attempt made:
-``LWC<customer id>``, ``LWI<invoice id>``, ``LW<payment id>``, ``LWR<refund id>``, ``LWI<invoice id>-A<n>`` /
-``-C<n>`` for closed-period adjustments.
+``LWC<customer id>``, ``LWI<invoice id>``, ``LW<payment id>``, ``LWR<refund id>``, ``LWP<refund id>`` for the
+customer refund that pays a refund back, ``LWI<invoice id>-A<n>`` / ``-C<n>`` for closed-period adjustments.
 
 A NetSuite transaction line is always an item line: each line kind posts on the item ``mapping.items`` names
 (its income account decides the ledger); the tax code per line is ``mapping.tax_codes`` of the line's tax
@@ -120,6 +120,17 @@ class CustomerPayment(_Transaction):
     account: Ref | None = None  # the deposit account; None with ``undepFunds``
     undepFunds: bool = False
     apply: tuple[ApplyLine, ...] = Field(min_length=1)  # never left unapplied on the customer
+
+
+class CustomerRefund(_Transaction):
+    """Money paid back to the customer (NetSuite's customer refund, SuiteTalk ``tranCust:CustomerRefund``): out of
+    ``account`` (the bank account it is paid from), its ``apply`` sublist naming the credit memo it refunds (the
+    memo's amount left to apply drops by it; NetSuite's refund total is what it applies)."""
+
+    record_type: Literal["customerRefund"] = Field("customerRefund", exclude=True)
+    customer: Ref
+    account: Ref
+    apply: tuple[ApplyLine, ...] = Field(min_length=1)
 
 
 class CreditApplication(_Record):
@@ -271,16 +282,44 @@ def money_lines(description: str, kind: LineKind, net: Decimal, tax: Decimal, ta
 def credit_memo_record(event: InvoiceEvent, refund: Refund, customer_id: str, settings: NetSuiteSettings,
                        mapping: MappingConfig, posted_on: date | None = None) -> CreditMemo:
     """A refund or returned part: its net amount on the returned line's item, with that line's tax code when
-    the refund carries tax (split so that NetSuite's computed tax is the shop's). Applied to the invoice afterwards (``credit_application``)."""
+    the refund carries tax (split so that NetSuite's computed tax is the shop's); a goodwill refund (no line) that
+    carries tax on the tax code of the invoice's largest taxed line (``references.main_taxed_line``), so its tax
+    is posted as tax (issue #20). Applied to the invoice afterwards (``credit_application``)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     description = f"Returned: {line_text(line, 180)}" if line else (refund.reason or "Refund")
-    taxes = line.taxes if line and refund.tax_amount else ()
+    taxed = line or references.main_taxed_line(event, refund)
+    taxes = taxed.taxes if taxed and refund.tax_amount else ()
     return CreditMemo(externalId=references.refund_reference(refund.id), entity=Ref(id=customer_id),
                       tranId=references.refund_reference(refund.id), tranDate=posted_on or refund.created_at.date(),
                       memo=f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}"[:MEMO_MAX],
                       currency=currency(event.currency, settings), subsidiary=ref(settings.subsidiary_id),
                       item=money_lines(description, line.kind if line else LineKind.PART, refund.amount,
                                        refund.tax_amount, taxes, settings, mapping), **segments(event, mapping))
+
+
+def refund_account(event: InvoiceEvent, refund: Refund, mapping: MappingConfig) -> Ref:
+    """The bank account a paid-back refund leaves from: the one ``mapping.payment_accounts`` gives the refunded
+    payment's method. A method it does not name (deposited to Undeposited Funds) has no account to pay from: a
+    clear refusal, never a guess."""
+    method = references.refund_method(event, refund)
+    account = mapping.payment_accounts.get(method or "")
+    if not account:
+        raise PermanentError(f"mapping.payment_accounts names no NetSuite account for payment method {method!r}: "
+                             f"refund {refund.id} pays back payment {refund.payment_id} and needs the account the "
+                             "money goes out from")
+    return Ref(id=account)
+
+
+def customer_refund_record(event: InvoiceEvent, refund: Refund, credit_memo_id: str, amount: Decimal, reference: str,
+                           customer_id: str, settings: NetSuiteSettings, mapping: MappingConfig,
+                           posted_on: date | None = None) -> CustomerRefund:
+    """The money the shop paid back (``refund.payment_id``): a customer refund of ``amount`` applied to the
+    refund's credit memo, out of the refunded payment's account, external id ``reference`` (``LWP<refund id>``)."""
+    return CustomerRefund(externalId=reference, customer=Ref(id=customer_id), account=refund_account(event, refund, mapping),
+                          tranDate=posted_on or refund.created_at.date(),
+                          memo=f"Refund {refund.id} paid back to the customer, shop invoice {event.number}"[:MEMO_MAX],
+                          currency=currency(event.currency, settings), subsidiary=ref(settings.subsidiary_id),
+                          apply=(ApplyLine(doc=Ref(id=credit_memo_id), amount=amount),))
 
 
 def credit_application(invoice_id: str, amount: Decimal, applied: bool = True) -> CreditApplication:

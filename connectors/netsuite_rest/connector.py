@@ -5,7 +5,9 @@ external id and is written by ``PUT /record/v1/<type>/eid:<external id>`` (inser
 a create whose answer was lost updates what it made instead of duplicating it; look-ups are SuiteQL
 (``transaction`` by external id, ``customer`` by external id then the target's match rules). Updates are sparse
 ``PATCH`` (``?replace=item`` replaces the lines). Payments are customer payments applied to their invoice at
-creation, removed by ``DELETE``; refunds are credit memos applied by a ``PATCH`` of their ``apply`` sublist. A
+creation, removed by ``DELETE``; refunds are credit memos applied by a ``PATCH`` of their ``apply`` sublist, and
+a refund the shop paid back is a ``customerRefund`` (``PUT /customerRefund/eid:LWP<refund id>``) applied to its
+credit memo, out of the refunded payment's account, removed by ``DELETE`` when the refund is taken back. A
 void is the REST way NetSuite documents (the record API has no void operation): the invoice transformed into a
 credit memo (``POST /invoice/{id}/!transform/creditMemo``, external id ``<invoice's>-V``) that credits what is
 left open on it. Closed periods: SuiteQL's ``accountingperiod`` (closed or A/R locked). The lifecycle,
@@ -30,7 +32,8 @@ from connectors.netsuite_rest.mapping import render
 from connectors.netsuite_rest.settings import NetSuiteRestSettings
 from daemon.canonical import Customer, InvoiceEvent, Payment, Refund
 
-TYPES = {DocKind.INVOICE: "CustInvc", DocKind.PAYMENT: "CustPymt", DocKind.CREDIT_NOTE: "CustCred"}
+TYPES = {DocKind.INVOICE: "CustInvc", DocKind.PAYMENT: "CustPymt", DocKind.CREDIT_NOTE: "CustCred",
+         DocKind.REFUND_PAYMENT: "CustRfnd"}
 VOID_SUFFIX = "-V"
 
 
@@ -38,10 +41,11 @@ class NetSuiteRestConnector(NetSuiteReferences):
     platform = "netsuite-rest"
     settings_model = NetSuiteRestSettings
     # TBA tokens never expire (revoked only); payments are deleted and name their invoice in ``apply``; credit
-    # memos are applied by a PATCH of their ``apply`` sublist; async batches are not used (one record a request).
+    # memos are applied by a PATCH of their ``apply`` sublist; a paid-back refund is a customer refund applied to
+    # its credit memo; async batches are not used (one record a request).
     capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                expiring_credentials=False)
+                                refund_settlement=True, expiring_credentials=False)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -139,6 +143,16 @@ class NetSuiteRestConnector(NetSuiteReferences):
         memo_id = self._upsert("creditMemo", record)
         held = self.client.get("creditMemo", memo_id) or {}
         return ExternalRef(external_id=memo_id, amount=_money(held.get("total")))
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: a customer refund applied to the credit memo (nothing left open on it)."""
+        record = records.customer_refund_record(event, refund, credit.external_id, amount, reference,
+                                                posting.customer_id, self.settings, self.mapping, posting.txn_date)
+        return ExternalRef(external_id=self._upsert("customerRefund", record), amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._delete("customerRefund", settlement.external_id)  # the credit memo's amount is open again
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

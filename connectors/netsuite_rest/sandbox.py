@@ -4,7 +4,9 @@ Built from Oracle's REST web services help and the field table in ``netsuite/res
 publishes no static OpenAPI: each account serves its own): token-based auth (OAuth 1.0a signatures with
 HMAC-SHA256 verified here with oauthlib, ``realm`` = the account id, a nonce used once, a timestamp within five
 minutes; ``INVALID_LOGIN`` otherwise), records under ``/services/rest/record/v1`` — ``customer``, ``invoice``,
-``creditMemo``, ``customerPayment`` — created by ``POST`` or ``PUT .../eid:<external id>`` (insert or update),
+``creditMemo``, ``customerPayment``, ``customerRefund`` (money paid back: its ``apply`` lines name credit memos of
+its customer, never more than a memo has left to apply, which drops by it; a memo a refund applies to cannot be
+deleted) — created by ``POST`` or ``PUT .../eid:<external id>`` (insert or update),
 answered ``204`` with the new record in ``Location``; ``GET`` (sublists expanded with ``expandSubResources``),
 sparse ``PATCH`` (sublist lines merged — ``item`` lines by ``line``, ``apply`` lines by ``doc`` — unless
 ``?replace=<sublist>``), ``DELETE``; ``POST /invoice/{id}/!transform/creditMemo`` (the credit memo copies the
@@ -63,13 +65,20 @@ FIELDS: dict[str, dict[str, str]] = {
     "creditMemo": _TRANSACTION | {"entity": REF, "item": LIST, "apply": LIST},
     "customerPayment": _TRANSACTION | {"customer": REF, "payment": NUMBER, "account": REF, "undepFunds": FLAG,
                                        "paymentMethod": REF, "apply": LIST},
+    # SuiteTalk 2023_2 tranCust:CustomerRefund / the REST record ``customerRefund`` (Oracle's help "Customer Refund":
+    # an ``apply`` sublist of CustomerRefundApplyLine): the total is what its apply lines refund.
+    "customerRefund": _TRANSACTION | {"customer": REF, "account": REF, "paymentMethod": REF, "apply": LIST},
 }
 LINES = {"item": {"item": REF, "quantity": NUMBER, "rate": NUMBER, "amount": NUMBER, "description": TEXT,
                   "taxCode": REF, "price": REF, "isTaxable": FLAG, "location": REF, "line": NUMBER},
          "apply": {"doc": REF, "apply": FLAG, "amount": NUMBER}}
+# A customer refund's apply lines name the credits it refunds (credit memos here), not invoices.
+RECORD_LINES = {"customerRefund": {"apply": {"doc": f"{REF}:creditMemo", "apply": FLAG, "amount": NUMBER}}}
 REQUIRED = {"customer": ("entityId", "companyName", "subsidiary"), "invoice": ("entity", "item"),
-            "creditMemo": ("entity", "item"), "customerPayment": ("customer", "payment")}
-TRANSACTION_TYPES = {"invoice": "CustInvc", "creditMemo": "CustCred", "customerPayment": "CustPymt"}
+            "creditMemo": ("entity", "item"), "customerPayment": ("customer", "payment"),
+            "customerRefund": ("customer", "account", "apply")}
+TRANSACTION_TYPES = {"invoice": "CustInvc", "creditMemo": "CustCred", "customerPayment": "CustPymt",
+                     "customerRefund": "CustRfnd"}
 # Which list a reference field points into.
 REFERENCES = {"entity": "customer", "customer": "customer", "item": "items", "taxCode": "taxCodes",
               "account": "accounts", "subsidiary": "subsidiaries", "currency": "currencies", "terms": "terms",
@@ -364,7 +373,7 @@ class Sandbox:
                 if strict:
                     raise NsError(400, "USER_ERROR", f"Invalid field name: {name}.", name)
                 continue
-            fields[name] = self._typed(name, kind, value, LINES.get(name), strict)
+            fields[name] = self._typed(name, kind, value, RECORD_LINES.get(record, LINES).get(name), strict)
         for name in REQUIRED[record] if create else ():
             if fields.get(name) in (None, "") or (FIELDS[record][name] == LIST and not fields[name]):
                 raise NsError(400, "USER_ERROR", f"Please enter value(s) for: {name}.", name)
@@ -385,10 +394,10 @@ class Sandbox:
                 lines.append({k: self._typed(f"{name}.{k}", line_fields[k], v, None, strict)
                               for k, v in line.items() if k in (line_fields or {})})
             return lines
-        if kind == REF:
+        if kind.startswith(REF):  # ``ref`` or ``ref:<record>`` (the record it must name)
             if not isinstance(value, dict) or not any(isinstance(value.get(k), str) and value[k] for k in ("id", "externalId")):
                 raise wrong
-            return self._resolved(name.rsplit(".", 1)[-1], value)
+            return self._resolved(name.rsplit(".", 1)[-1], value, kind.partition(":")[2] or None)
         ok = {TEXT: isinstance(value, str), FLAG: isinstance(value, bool),
               NUMBER: isinstance(value, (int, Decimal)) and not isinstance(value, bool),
               DAY: isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None}[kind]
@@ -396,8 +405,8 @@ class Sandbox:
             raise wrong
         return Decimal(value) if kind == NUMBER else date.fromisoformat(value) if kind == DAY else value
 
-    def _resolved(self, field: str, ref: dict[str, str]) -> dict[str, str]:
-        target = REFERENCES[field]
+    def _resolved(self, field: str, ref: dict[str, str], target: str | None = None) -> dict[str, str]:
+        target = target or REFERENCES[field]
         if target in self.tables:
             found = self._find(target, ref["id"] if ref.get("id") else f"eid:{ref['externalId']}", missing_ok=True)
             internal_id = found["id"] if found else None
@@ -478,6 +487,9 @@ class Sandbox:
                 line["tax1Amt"] = sum((_money(line["amount"] * rate) for rate in code["rates"]), ZERO)
                 subtotal, tax = subtotal + line["amount"], tax + line["tax1Amt"]
             saved.update(subtotal=subtotal, taxTotal=tax, total=subtotal + tax)
+        elif record == "customerRefund":
+            self._refund_applied(saved)
+            return
         else:
             saved["total"] = saved["payment"]
         applied = [line for line in (saved.get("apply") or {}).get("items") or [] if line.get("apply", True)]
@@ -489,8 +501,38 @@ class Sandbox:
             if doc is None or line["amount"] > open_amount:
                 raise NsError(400, "USER_ERROR", f"The amount applied ({line['amount']}) is more than the amount due "
                                                  f"({open_amount}).", "apply.amount")
-        if sum((line["amount"] for line in applied), ZERO) > saved["total"]:
+        refunded = self._refunded(saved["id"]) if record == "creditMemo" else ZERO  # paid back: not to apply
+        if sum((line["amount"] for line in applied), ZERO) > saved["total"] - refunded:
             raise NsError(400, "USER_ERROR", "The total applied is more than the payment or credit.", "apply")
+
+    def _refund_applied(self, saved: dict[str, Any]) -> None:
+        """A customer refund: each apply line refunds a credit memo of its customer, never more than the memo has
+        left to apply; its total is what it refunds (NetSuite computes it from the apply sublist)."""
+        applied = [line for line in (saved.get("apply") or {}).get("items") or [] if line.get("apply", True)]
+        for line in applied:
+            line.setdefault("apply", True)
+            memo = self.tables["creditMemo"].get(line["doc"]["id"])
+            if memo is None or memo["entity"]["id"] != saved["customer"]["id"]:
+                raise NsError(400, "USER_ERROR", "A customer refund can only apply the credits of its customer.",
+                              "apply.doc")
+            left = memo["total"] - self._memo_used(memo, but=saved["id"])
+            line.setdefault("amount", left)
+            if not ZERO < line["amount"] <= left:
+                raise NsError(400, "USER_ERROR", f"The amount refunded ({line['amount']}) is more than the credit "
+                                                 f"left to apply ({left}).", "apply.amount")
+        if not applied:
+            raise NsError(400, "USER_ERROR", "You must apply the refund to at least one credit.", "apply")
+        saved["total"] = sum((line["amount"] for line in applied), ZERO)
+
+    def _refunded(self, memo_id: str, but: str | None = None) -> Decimal:
+        """What customer refunds pay back of a credit memo."""
+        return sum((line["amount"] for r in self.tables["customerRefund"].values() if r["id"] != but
+                    for line in r["apply"]["items"] if line["doc"]["id"] == memo_id and line.get("apply")), ZERO)
+
+    def _memo_used(self, memo: dict[str, Any], but: str | None = None) -> Decimal:
+        """What of a credit memo is applied to invoices or refunded."""
+        applied = sum((ln["amount"] for ln in memo.get("apply", {}).get("items", []) if ln.get("apply")), ZERO)
+        return applied + self._refunded(memo["id"], but)
 
     def _applied_total(self, invoice_id: str, but: str | None = None) -> Decimal:
         return sum((line["amount"] for table in ("customerPayment", "creditMemo") for r in self.tables[table].values()
@@ -503,13 +545,14 @@ class Sandbox:
             invoice.update(amountPaid=paid, amountRemaining=invoice["total"] - paid,
                            status={"id": "paidInFull" if paid >= invoice["total"] else "open"})
         for memo in self.tables["creditMemo"].values():
-            applied = sum((ln["amount"] for ln in memo.get("apply", {}).get("items", []) if ln.get("apply")), ZERO)
-            memo.update(applied=applied, unapplied=memo["total"] - applied)
+            used = self._memo_used(memo)
+            memo.update(applied=used, unapplied=memo["total"] - used)
 
     def _delete(self, record: str, current: dict[str, Any]) -> None:
         if record != "customer":
             self._check_open(current["tranDate"])
-        if record == "invoice" and self._applied_total(current["id"]):
+        if (record == "invoice" and self._applied_total(current["id"])) or (
+                record == "creditMemo" and self._refunded(current["id"])):
             raise NsError(400, "USER_ERROR", "This record cannot be deleted because it has dependent records.")
         del self.tables[record][current["id"]]
         self._settle_all()

@@ -6,7 +6,9 @@ created by ``upsert``, so a create sent twice makes one record; every look-up is
 (TransactionSearchBasic / CustomerSearchBasic). Invoices are updated sparsely (``update``, item lines replaced; no
 concurrency token: the last write wins) and deleted for a void (SuiteTalk has no void operation); customer
 payments and credit memos are applied to the invoice through their ``applyList`` (a credit memo's application is
-an ``update`` of it, released with ``apply`` false); A/R-locked accounting periods are the closed books. The
+an ``update`` of it, released with ``apply`` false); a refund the shop paid back is a ``CustomerRefund`` (upserted by
+external id ``LWP<refund id>``) whose ``applyList`` names its credit memo, out of the refunded payment's account,
+deleted when the refund is taken back; A/R-locked accounting periods are the closed books. The
 lifecycle, look-ups before re-creating, checkpoints and preview are the engine's."""
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class NetSuiteSoapConnector(NetSuiteReferences):
     platform = "netsuite-soap"
     settings_model = NetSuiteSoapSettings
     # SuiteTalk deletes invoices (no void operation) and payments; payments name their invoice in applyList; credit
-    # memos are applied by updating their applyList; A/R-locked periods close the books; TBA tokens never expire.
+    # memos are applied by updating their applyList; a paid-back refund is a CustomerRefund applied to its credit
+    # memo; A/R-locked periods close the books; TBA tokens never expire.
     capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                expiring_credentials=False)
+                                refund_settlement=True, expiring_credentials=False)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -106,7 +109,8 @@ class NetSuiteSoapConnector(NetSuiteReferences):
         return ref
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        record_kind = {DocKind.INVOICE: "invoice", DocKind.PAYMENT: "customerPayment"}.get(kind, "creditMemo")
+        record_kind = {DocKind.INVOICE: "invoice", DocKind.PAYMENT: "customerPayment",
+                       DocKind.REFUND_PAYMENT: "customerRefund"}.get(kind, "creditMemo")
         if kind is DocKind.ADJUSTMENT and references.is_increase(reference):
             record_kind = "invoice"
         found = sorted(self._search(mapping.search_transactions(record_kind, reference)), key=lambda r: int(r["internalId"]))
@@ -153,6 +157,16 @@ class NetSuiteSoapConnector(NetSuiteReferences):
                                             posting.txn_date)
         internal_id = self._upsert(record, line_taxes=mapping.money_line_taxes(record, refund.tax_amount))
         return ExternalRef(external_id=internal_id, amount=refund.amount + refund.tax_amount)
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: a CustomerRefund applied to the credit memo (nothing left open on it)."""
+        record = records.customer_refund_record(event, refund, credit.external_id, amount, reference,
+                                                posting.customer_id, self.settings, self.mapping, posting.txn_date)
+        return ExternalRef(external_id=self._upsert(record), amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._delete("customerRefund", settlement.external_id)  # already gone: nothing to do
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -16,8 +16,10 @@ from connectors.netsuite_common.mapping import ApplyLine, ItemLine, Ref
 
 # record_type of the shared model -> (namespace key, SuiteTalk type) and the RecordType enum value
 RECORD_TYPES = {"invoice": ("sales", "Invoice"), "creditMemo": ("customers", "CreditMemo"),
-                "customerPayment": ("customers", "CustomerPayment"), "customer": ("relationships", "Customer")}
-SEARCH_TYPES = {"invoice": "_invoice", "creditMemo": "_creditMemo", "customerPayment": "_customerPayment"}
+                "customerPayment": ("customers", "CustomerPayment"), "customerRefund": ("customers", "CustomerRefund"),
+                "customer": ("relationships", "Customer")}
+SEARCH_TYPES = {"invoice": "_invoice", "creditMemo": "_creditMemo", "customerPayment": "_customerPayment",
+                "customerRefund": "_customerRefund"}
 
 
 def record_ref(ref: Ref | None) -> dict[str, Any] | None:

@@ -10,8 +10,10 @@ external id), ``upsert`` by external id, sparse ``update`` (``itemList``/``apply
 ``delete``, ``get``, ``search`` (TransactionSearchBasic by type and externalId / tranId, CustomerSearchBasic by
 externalId, email, phone or companyName, AccountingPeriodSearchBasic by arLocked; ``bodyFieldsOnly``), references
 checked (``INVALID_KEY_OR_REF``), tax computed from each line's tax code (legacy tax, per line, half up), payments
-and credit memos applied through ``applyList`` (never more than the invoice's amount remaining: ``USER_ERROR``), a
-transaction with anything applied refused deletion (``CANT_DELETE_TRANS``), A/R-locked accounting periods refusing
+and credit memos applied through ``applyList`` (never more than the invoice's amount remaining: ``USER_ERROR``),
+customer refunds (``CustomerRefund``: money paid back) whose ``applyList`` names credit memos of their customer, never
+more than a memo has left, its total what they apply, a transaction with anything applied refused deletion
+(``CANT_DELETE_TRANS``), A/R-locked accounting periods refusing
 transactions dated in them (``TRAN_PERIOD_CLOSED``). The statusDetail messages are the sandbox's own."""
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ ITEMS = {"10": "Labour", "11": "Parts", "12": "Shop fees", "13": "Core deposit",
 TAX_CODES = {"5": Decimal("0.05"), "6": Decimal("0.07"), "7": Decimal("0.12"), "8": Decimal("0.0625"),
              "9": Decimal("0.01"), "10": Decimal("0.0725"), "-7": ZERO}  # -7: NetSuite's "not taxable"
 ACCOUNTS = {"1": "Checking", "2": "Undeposited Funds", "3": "Card clearing"}
-TRANSACTIONS = {"Invoice": "invoice", "CreditMemo": "creditMemo", "CustomerPayment": "customerPayment"}
+TRANSACTIONS = {"Invoice": "invoice", "CreditMemo": "creditMemo", "CustomerPayment": "customerPayment",
+                "CustomerRefund": "customerRefund"}
+PAYERS = ("customerPayment", "customerRefund")  # transactions whose party is ``customer`` (the rest: ``entity``)
 WRITES = {"add", "upsert", "update", "delete"}
 CLOCK_SKEW_S = 300
 
@@ -391,10 +395,12 @@ class Sandbox:
             raise Refused("USER_ERROR", "Please enter value(s) for: Date")
         row["tranDate"] = row["tranDate"].isoformat()
         self._open_period(day_of(row["tranDate"]))
-        party = (row.get("customer") if kind == "customerPayment" else row.get("entity")) or {}
+        party = (row.get("customer") if kind in PAYERS else row.get("entity")) or {}
         if party.get("internalId") not in self.customers:
             raise Refused("INVALID_KEY_OR_REF", f"Invalid entity reference key {party.get('internalId')}.")
-        if kind != "customerPayment":
+        if kind == "customerRefund":
+            self._refund(internal_id, row, record, held)
+        elif kind != "customerPayment":
             lines = self._lines(record, held)
             net = sum((ln["amount"] for ln in lines), ZERO)
             tax = sum((ln["tax"] for ln in lines), ZERO)
@@ -406,7 +412,7 @@ class Sandbox:
             account = (row.get("account") or {}).get("internalId")
             if account and account not in ACCOUNTS:
                 raise Refused("INVALID_KEY_OR_REF", f"Invalid account reference key {account}.")
-        if "applyList" in record:
+        if "applyList" in record and kind != "customerRefund":
             row["applyList"] = self._apply(internal_id, row, record["applyList"])
         row["lastModifiedDate"] = datetime.now().isoformat(timespec="microseconds")
         self.transactions[internal_id] = row
@@ -449,9 +455,45 @@ class Sandbox:
             if amount <= 0 or amount > remaining:
                 raise Refused("USER_ERROR", f"The amount applied ({amount}) exceeds the amount due ({remaining}).")
             applied[doc] = amount
-        if sum(applied.values(), ZERO) > row["total"]:
+        if sum(applied.values(), ZERO) > row["total"] - self._refunded(internal_id):  # paid back: not to apply
             raise Refused("USER_ERROR", "The total applied exceeds the transaction's amount.")
         return applied
+
+    def _refund(self, internal_id: str, row: dict[str, Any], record: dict[str, Any], held: dict[str, Any] | None
+                ) -> None:
+        """A customer refund: out of a bank ``account``, its ``applyList`` refunding credit memos of its customer,
+        never more than a memo has left to apply; its total is what it refunds."""
+        account = (row.get("account") or {}).get("internalId")
+        if account not in ACCOUNTS:
+            raise Refused("INVALID_KEY_OR_REF" if account else "USER_ERROR",
+                          f"Invalid account reference key {account}." if account else "Please enter value(s) for: Account")
+        applied = dict(held["applyList"]) if held and "applyList" not in record else {}
+        for line in many((record.get("applyList") or {}).get("apply")):
+            doc = str(line.get("doc"))
+            memo = self.transactions.get(doc)
+            if memo is None or memo["deleted"] or memo["type"] != "creditMemo":
+                raise Refused("INVALID_KEY_OR_REF", f"Invalid apply doc reference key {doc}.")
+            if memo["entity"]["internalId"] != row["customer"]["internalId"]:
+                raise Refused("USER_ERROR", "A customer refund can only refund the credits of its customer.")
+            if str(line.get("apply", "true")).lower() != "true":
+                continue
+            amount, left = money(line.get("amount")) or ZERO, self.credit_left(doc, but=internal_id)
+            if not ZERO < amount <= left:
+                raise Refused("USER_ERROR", f"The amount refunded ({amount}) exceeds the credit left ({left}).")
+            applied[doc] = amount
+        if not applied:
+            raise Refused("USER_ERROR", "You must apply the refund to at least one credit.")
+        row.update(applyList=applied, total=sum(applied.values(), ZERO))
+
+    def _refunded(self, memo_id: str, but: str | None = None) -> Decimal:
+        """What live customer refunds pay back of a credit memo."""
+        return sum((t["applyList"].get(memo_id, ZERO) for i, t in self.transactions.items()
+                    if i != but and t["type"] == "customerRefund" and not t["deleted"]), ZERO)
+
+    def credit_left(self, memo_id: str, but: str | None = None) -> Decimal:
+        """What of a credit memo is neither applied to an invoice nor refunded (its "unapplied" amount)."""
+        memo = self.transactions[memo_id]
+        return memo["total"] - sum(memo["applyList"].values(), ZERO) - self._refunded(memo_id, but)
 
     def _applied_to(self, doc: str) -> list[tuple[dict[str, Any], Decimal]]:
         return [(t, t["applyList"][doc]) for i, t in self.transactions.items()
@@ -472,6 +514,9 @@ class Sandbox:
         if kind == "customerPayment":
             fields = {"customer": {"internalId": row["customer"]["internalId"]}, "payment": row["total"],
                       "applied": applied_out, "unapplied": row["total"] - applied_out}
+        elif kind == "customerRefund":
+            fields = {"customer": {"internalId": row["customer"]["internalId"]}, "total": row["total"],
+                      "account": {"internalId": row["account"]["internalId"]}}
         else:
             fields = {"entity": {"internalId": row["entity"]["internalId"]}, "tranId": row.get("tranId"),
                       "subTotal": row["subTotal"], "taxTotal": row["taxTotal"], "total": row["total"]}
@@ -479,7 +524,7 @@ class Sandbox:
                 fields |= {"amountPaid": applied_here, "amountRemaining": row["total"] - applied_here,
                            "status": "Paid In Full" if applied_here >= row["total"] else "Open"}
             else:
-                fields |= {"applied": applied_out, "unapplied": row["total"] - applied_out}
+                fields |= {"applied": applied_out, "unapplied": self.credit_left(internal_id)}
             if not body_only:
                 fields["itemList"] = {"item": [{"item": {"internalId": ln["item"]["internalId"]}, "quantity": ln["quantity"],
                                                 "amount": ln["amount"], "taxCode": {"internalId": ln["taxCode"]}, "tax1Amt": ln["tax"],

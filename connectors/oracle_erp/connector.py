@@ -2,7 +2,9 @@
 
 Customer accounts (ours numbered ``LWC<shop id>``; else by name), invoices (``receivablesInvoices``: created
 complete, with manual tax lines carrying the shop's tax), receipts (``standardReceipts``) applied to their
-invoice, refunds as on-account credit memos (``receivablesCreditMemos``) applied to the invoice. An invoice's
+invoice, refunds as on-account credit memos (``receivablesCreditMemos``) applied to the invoice; a refund the shop
+paid back is refunded out of its credit memo (``action/refundOnAccountCreditMemo``, after Oracle's On-Account Credit
+Memo Refund service), taken back by the memo's unapplication. An invoice's
 lines are fixed once created (Oracle lets only InvoiceStatus, PaymentTerms and TransactionDate change), so an
 update replaces it (``update_replaces``): the old invoice is reversed by a credit memo (``RV<its id>``) applied
 to it in full — or deleted while still incomplete — and a new invoice with the shop's number is created; a
@@ -15,6 +17,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.auth import BasicAuth, OAuth2ClientCredentialsAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick
@@ -35,10 +38,11 @@ class OracleErpConnector(EngineConnector):
     platform = "oracle-erp"
     settings_model = OracleErpSettings
     # Receipts are reversed (delete_payments False) and applied by the connector right after creation; credit
-    # memos are on-account and applied separately; accounting periods are not read (closed_periods False).
+    # memos are on-account and applied separately (a paid-back refund's refunded out of it instead); accounting
+    # periods are not read (closed_periods False).
     capabilities = Capabilities(multi_currency=True, negative_totals=True, void="void", delete_payments=False, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False,
-                                update_detaches_money=True, update_replaces=True)
+                                update_detaches_money=True, update_replaces=True, refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -96,6 +100,8 @@ class OracleErpConnector(EngineConnector):
         if kind is DocKind.PAYMENT:
             return [_receipt(r) for r in self.client.list(RECEIPTS, ReceiptNumber=reference)
                     if r.get("ReceiptStatus") != REVERSED]
+        if kind is DocKind.REFUND_PAYMENT:
+            return self._refunded(reference)
         if kind is DocKind.INVOICE:
             return [_ref(i) for i in self.client.list(INVOICES, TransactionNumber=reference)
                     if not self._reversed(str(i["CustomerTransactionId"]))]
@@ -106,6 +112,16 @@ class OracleErpConnector(EngineConnector):
             return [ExternalRef(external_id=str(m["CustomerTransactionId"]), amount=_dec(m.get("AppliedAmount")))
                     for m in memos if _dec(m.get("AppliedAmount"))]
         return []
+
+    def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
+        if kind is DocKind.REFUND_PAYMENT:  # found on its credit memo: the memo's number
+            return references.refund_reference(key)
+        return super().reference(kind, event, key)
+
+    def _refunded(self, memo_number: str) -> list[ExternalRef]:
+        """The money paid back out of a refund's credit memo (its id, the amount refunded)."""
+        return [ExternalRef(external_id=str(m["CustomerTransactionId"]), amount=_dec(m.get("RefundedAmount")))
+                for m in self.client.list(MEMOS, TransactionNumber=memo_number) if _dec(m.get("RefundedAmount"))]
 
     def _reversed(self, invoice_id: str) -> bool:
         return any(_dec(m.get("AppliedAmount")) for m in self.client.list(
@@ -202,6 +218,20 @@ class OracleErpConnector(EngineConnector):
                      posting: Posting) -> ExternalRef:
         self._apply(MEMOS, credit.external_id, invoice_id, amount, "applyOnAccountCreditMemo")
         return ExternalRef(external_id=credit.external_id, amount=amount)
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: refunded out of the on-account credit memo (Oracle pays it through Payables),
+        leaving nothing open on it."""
+        day = posting.txn_date or refund.created_at.date()
+        self.client.write("POST", f"{MEMOS}/{credit.external_id}/action/refundOnAccountCreditMemo",
+                          mapping.refund_application_payload(event, refund, amount, reference, day), action=True)
+        return ExternalRef(external_id=credit.external_id, amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        held = self.client.get(f"{MEMOS}/{settlement.external_id}")
+        if held is not None and _dec(held.get("RefundedAmount")):  # already taken back: nothing to do
+            self.release_credit(settlement, request_id)
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self.client.write("POST", f"{MEMOS}/{application.external_id}/action/unapplyOnAccountCreditMemo", {

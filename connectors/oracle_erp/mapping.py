@@ -109,15 +109,18 @@ def _split_tax(line: InvoiceLine, tax: Decimal, settings: OracleErpSettings, map
 
 def refund_payload(event: InvoiceEvent, refund: Refund, customer_number: str, settings: OracleErpSettings,
                    mapping: MappingConfig) -> dict[str, Any]:
-    """A refund or returned part: an on-account credit memo of its amount (negative), with its tax."""
+    """A refund or returned part: an on-account credit memo of its amount (negative), with its tax on the returned
+    line's components; a goodwill refund (no line) that carries tax on the components of the invoice's largest taxed
+    line (``references.main_taxed_line``), so its tax is posted as tax (issue #20)."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     body: dict[str, Any] = {"LineNumber": 1, "LineDescription": (f"Returned: {line_text(line, 220)}" if line
                                                                  else refund.reason or "Refund")[:240],
                             "LineQuantityCredit": Decimal("1"), "UnitSellingPrice": -refund.amount}
     if refund.tax_amount:
-        if line is None or not line.taxes:
-            raise PermanentError(f"refund {refund.id} carries tax but names no taxed line of {event.number}")
-        body["receivablesCreditMemoLineTaxLines"] = _split_tax(line, refund.tax_amount, settings, mapping)
+        taxed = line or references.main_taxed_line(event, refund)
+        if taxed is None or not taxed.taxes:
+            raise PermanentError(f"refund {refund.id} carries tax but {event.number} has no taxed line to tax it as")
+        body["receivablesCreditMemoLineTaxLines"] = _split_tax(taxed, refund.tax_amount, settings, mapping)
     return _credit_memo(references.refund_reference(refund.id), customer_number, refund.created_at.date(),
                         event.currency, f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}",
                         [body], settings)
@@ -143,6 +146,15 @@ def receipt_payload(payment: Payment, customer_number: str, currency: str, setti
             "ReceiptMethod": method, "ReceiptDate": day, "AccountingDate": day, "Amount": payment.amount,
             "Currency": currency, "CustomerAccountNumber": customer_number,
             "Comments": f"Shop payment {payment.id} ({payment.method})"[:200]}
+
+
+def refund_application_payload(event: InvoiceEvent, refund: Refund, amount: Decimal, reference: str, day: date
+                               ) -> dict[str, Any]:
+    """The money paid back out of the refund's on-account credit memo (the attributes of Oracle's
+    OnAccountCreditMemoRefund), ``reference`` (``LWP<refund id>``) as its application reference."""
+    return {"AmountApplied": amount, "ApplyDate": day.isoformat(), "GlDate": day.isoformat(),
+            "ApplicationReferenceNumber": reference,
+            "Comments": f"Refund {refund.id} paid back to the customer, shop invoice {event.number}"[:240]}
 
 
 def application_payload(invoice_id: str, amount: Decimal, day: date) -> dict[str, Any]:

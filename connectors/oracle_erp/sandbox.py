@@ -17,7 +17,10 @@ on-account ``receivablesCreditMemos``.
 Not confirmed by an official page, modelled after Oracle's SOAP application services (Receivables Standard
 Receipt and Receipt Application; On-Account Credit Memo Application: ``CustomerTrxId``, ``AmountApplied``,
 ``ApplyDate``): the REST actions ``standardReceipts/{id}/action/applyReceipt`` / ``reverseReceipt`` and
-``receivablesCreditMemos/{id}/action/applyOnAccountCreditMemo`` / ``unapplyOnAccountCreditMemo``; the read-only
+``receivablesCreditMemos/{id}/action/applyOnAccountCreditMemo`` / ``unapplyOnAccountCreditMemo`` (which takes the
+memo's refund off too), and ``refundOnAccountCreditMemo`` after the SOAP On-Account Credit Memo Refund service
+(``OnAccountCreditMemoRefund``: ``AmountApplied``, ``ApplyDate``, ``GlDate``, ``Comments``,
+``ApplicationReferenceNumber``…; never more than the memo has open, read back as ``RefundedAmount``); the read-only
 amounts ``EnteredAmount``, ``TaxAmount``, ``InvoiceBalanceAmount``, ``AppliedAmount``; the ``customerAccounts``
 attributes; a fair-use throttle (Oracle publishes no request limit; 429 with ``Retry-After``).
 """
@@ -72,6 +75,10 @@ RECEIPT = {"Amount": NUM, "BusinessUnit": STR, "ReceiptNumber": STR, "ReceiptMet
            "remittanceReferences": ARR}
 ACCOUNT = {"AccountNumber": STR, "AccountName": STR}
 APPLICATION = {"CustomerTrxId": NUM, "AmountApplied": NUM, "ApplyDate": DATE}
+# The writable attributes of Oracle's OnAccountCreditMemoRefund service data object (Receivables On-Account Credit
+# Memo Refund Service, oeswf 24d/25c) that name the refund itself (the memo is the action's key).
+REFUND = {"AmountApplied": NUM, "ApplicationReferenceNumber": STR, "ApplyDate": DATE, "Comments": STR,
+          "GlDate": DATE, "RefundPaymentMethod": STR}
 SCHEMAS = {"receivablesInvoices": INVOICE, "receivablesCreditMemos": MEMO, "standardReceipts": RECEIPT,
            "customerAccounts": ACCOUNT}
 CHILDREN = {"receivablesInvoiceLines": INVOICE_LINE, "receivablesInvoiceLineTaxLines": TAX_LINE,
@@ -431,13 +438,29 @@ class Sandbox:
             else:
                 if net + tax >= 0:
                     raise AdfError(400, "A credit memo's amount must be negative")
-                record |= {"AppliedAmount": ZERO, "CreditMemoBalance": net + tax, "_applications": []}
+                record |= {"AppliedAmount": ZERO, "RefundedAmount": ZERO, "CreditMemoBalance": net + tax,
+                           "_applications": [], "_refunds": []}
         table[key] = record
         return self._view(record)
 
+    def _refund(self, memo: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The customer paid back out of an on-account credit memo: never more than it has open."""
+        self._check("receivablesCreditMemos", body, REFUND, "refundOnAccountCreditMemo")
+        if {"AmountApplied", "ApplyDate"} - set(body):
+            raise AdfError(400, "refundOnAccountCreditMemo requires AmountApplied and ApplyDate", "AttributeRequired")
+        amount = Decimal(body["AmountApplied"])
+        if not ZERO < amount <= -memo["CreditMemoBalance"]:
+            raise AdfError(400, f"The refund amount {amount} exceeds the credit memo's open balance "
+                           f"{-memo['CreditMemoBalance']}", "AR_REFUND_AMOUNT")
+        memo["_refunds"].append(dict(body))
+        memo["RefundedAmount"] += amount
+        memo["CreditMemoBalance"] += amount
+        return self._view(memo)
+
     def _act(self, resource: str, record: dict[str, Any], action: str, body: dict[str, Any]) -> dict[str, Any]:
         actions = {"standardReceipts": {"applyReceipt", "reverseReceipt"},
-                   "receivablesCreditMemos": {"applyOnAccountCreditMemo", "unapplyOnAccountCreditMemo"}}
+                   "receivablesCreditMemos": {"applyOnAccountCreditMemo", "unapplyOnAccountCreditMemo",
+                                              "refundOnAccountCreditMemo"}}
         if action not in actions.get(resource, ()):
             raise AdfError(404, f"The action {action} is not defined for {resource}")
         invoices = self.tables["receivablesInvoices"]
@@ -451,8 +474,10 @@ class Sandbox:
             if action == "reverseReceipt":
                 record["ReceiptStatus"] = "Reversed"
             else:
-                record["CreditMemoBalance"] = record["EnteredAmount"]
+                record["CreditMemoBalance"], record["RefundedAmount"], record["_refunds"] = record["EnteredAmount"], ZERO, []
             return self._view(record)
+        if action == "refundOnAccountCreditMemo":
+            return self._refund(record, body)
         self._check(resource, body, APPLICATION, action)
         if set(APPLICATION) - set(body):
             raise AdfError(400, f"{action} requires CustomerTrxId, AmountApplied and ApplyDate", "AttributeRequired")

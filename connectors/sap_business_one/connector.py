@@ -11,7 +11,10 @@ cancel. Payments are incoming payments applied to the invoice (``PaymentInvoices
 ``Cancel``; refunds are A/R credit memos copied from the invoice's line (``BaseType`` 13), which reconciles them
 with it (an invoice cannot be cancelled while they are: a void or an edit cancels them first, ``CreditNotes(n)/Cancel``,
 and an edit copies them again from the replacement; a change of the invoice's payments cancels them too and copies
-them again after the payments, so a payment never finds its invoice taken by a memo). The lifecycle, look-ups before re-creating, checkpoints and
+them again after the payments, so a payment never finds its invoice taken by a memo). A refund the shop paid back is
+a credit memo of its own (not copied from the invoice, which it must not reduce) closed by an outgoing payment to the
+customer (``VendorPayments``, ``DocType`` rCustomer, ``PaymentInvoices`` ``it_CredItnote``), cancelled when the
+refund is taken back (and before its memo is). The lifecycle, look-ups before re-creating, checkpoints and
 preview are the engine's."""
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ class SapBusinessOneConnector(EngineConnector):
     # A copied memo takes what is open on the invoice as it is made, and a payment is applied only up to what is
     # open: before the invoice's payments change the engine cancels its refunds' memos and copies them again after
     # (credit_settled_at_creation), so the shop's payments come first whatever the order they arrive in and the
-    # memo keeps only what they leave open (the rest is the customer's open credit, as elsewhere).
+    # memo keeps only what they leave open (the rest is the customer's open credit, as elsewhere). A refund paid
+    # back is a memo of its own closed by an outgoing payment (refund_settlement).
     capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
                                 update_detaches_money=True, update_replaces=True, void_credit_notes=True,
-                                update_voids_credit_notes=True, credit_settled_at_creation=True)
+                                update_voids_credit_notes=True, credit_settled_at_creation=True,
+                                refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -109,12 +114,14 @@ class SapBusinessOneConnector(EngineConnector):
             return mapping.payment_reference(event, key)
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
             return mapping.credit_note_reference(key)
+        if kind is DocKind.REFUND_PAYMENT:
+            return mapping.refund_payment_reference(event, key)
         raise PermanentError("sap-business-one posts no closed-period adjustments")
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
-        if kind is DocKind.PAYMENT:
-            return [_ref(p) for p in self.client.list("IncomingPayments", f"Remarks eq {quoted(reference)} and "
-                                                                          "Cancelled eq 'tNO'")]
+        if kind in (DocKind.PAYMENT, DocKind.REFUND_PAYMENT):
+            resource = "IncomingPayments" if kind is DocKind.PAYMENT else "VendorPayments"
+            return [_ref(p) for p in self.client.list(resource, f"Remarks eq {quoted(reference)} and Cancelled eq 'tNO'")]
         if kind not in (DocKind.INVOICE, DocKind.CREDIT_NOTE):
             return []
         resource = "Invoices" if kind is DocKind.INVOICE else "CreditNotes"
@@ -171,9 +178,12 @@ class SapBusinessOneConnector(EngineConnector):
         return _ref(self.client.write("POST", "IncomingPayments", body))
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
-        held = self.client.get(f"IncomingPayments({ref.external_id})")
+        self._cancel_payment("IncomingPayments", ref.external_id)
+
+    def _cancel_payment(self, resource: str, doc_entry: str) -> None:
+        held = self.client.get(f"{resource}({doc_entry})")
         if held is not None and held.get("Cancelled") != "tYES":  # already cancelled: nothing to do
-            self.client.write("POST", f"IncomingPayments({ref.external_id})/Cancel")
+            self.client.write("POST", f"{resource}({doc_entry})/Cancel")
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = mapping.credit_note_payload(event, refund, posting.customer_id, posting.invoice_id, self.mapping,
@@ -186,6 +196,17 @@ class SapBusinessOneConnector(EngineConnector):
         held = self.client.get(f"CreditNotes({credit.external_id})")
         if held is not None and held.get("CancelStatus") == "csNo":
             self.client.write("POST", f"CreditNotes({credit.external_id})/Cancel")
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """The money paid back: an outgoing payment to the customer from the account the shop's payments are
+        received on, paying the credit memo, which is left with nothing open."""
+        body = mapping.refund_payment_payload(event, refund, credit.external_id, amount, reference, posting.customer_id,
+                                              self.settings.transfer_account, posting.txn_date)
+        return _ref(self.client.write("POST", "VendorPayments", body))
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        self._cancel_payment("VendorPayments", settlement.external_id)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:

@@ -18,6 +18,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, combined_tax_code, line_text, required_posting_account
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
@@ -108,19 +109,42 @@ def credit_note_reference(refund_id: object) -> str:
 def credit_note_payload(event: InvoiceEvent, refund: Refund, card: str, invoice_entry: str, mapping: MappingConfig,
                         posted_on: date | None = None) -> dict[str, Any]:
     """A refund as an A/R credit memo copied from its invoice's line (``BaseType`` 13, ``BaseEntry``,
-    ``BaseLine``): Business One reconciles it with the invoice."""
+    ``BaseLine``): Business One reconciles it with the invoice. A goodwill refund (no line) that carries tax is
+    copied from the invoice's largest taxed line, on its tax code, so its tax is posted as tax (issue #20). A refund
+    the shop paid back (``payment_id``) is a memo of its own, not copied: the money went back to the customer, so
+    it never takes what is open on the invoice; an outgoing payment settles it (``refund_payment_payload``)."""
     index = next((i for i, ln in enumerate(event.lines) if ln.id == refund.line_id), None)
+    goodwill = references.main_taxed_line(event, refund)
+    if index is None and goodwill is not None:
+        index = next(i for i, ln in enumerate(event.lines) if ln.id == goodwill.id)
     line = event.lines[index] if index is not None else None
     day = (posted_on or refund.created_at.date()).isoformat()
-    description = f"Returned: {line_text(line, 80)}" if line else (refund.reason or "Refund")
+    description = f"Returned: {line_text(line, 80)}" if line and not goodwill else (refund.reason or "Refund")
+    row = {"ItemDescription": description[:100], "AccountCode": account_code(line.kind if line else LineKind.PART, mapping),
+           "LineTotal": refund.amount, "TaxCode": tax_code(line.taxes if line and refund.tax_amount else (), mapping)}
+    if refund.payment_id is None:
+        row |= {"BaseType": INVOICE_OBJECT, "BaseEntry": _entry(invoice_entry), "BaseLine": index or 0}
     return {"CardCode": card, "DocType": SERVICE, "NumAtCard": credit_note_reference(refund.id),
             "DocDate": day, "TaxDate": day, "DocDueDate": day, "DocCurrency": event.currency,
-            "Comments": f"Refund on shop invoice {event.number}"[:254],
-            "DocumentLines": [{"ItemDescription": description[:100],
-                               "AccountCode": account_code(line.kind if line else LineKind.PART, mapping),
-                               "LineTotal": refund.amount,
-                               "TaxCode": tax_code(line.taxes if line and refund.tax_amount else (), mapping),
-                               "BaseType": INVOICE_OBJECT, "BaseEntry": _entry(invoice_entry), "BaseLine": index or 0}]}
+            "Comments": f"Refund on shop invoice {event.number}"[:254], "DocumentLines": [row]}
+
+
+def refund_payment_reference(event: InvoiceEvent, refund_id: str) -> str:
+    """``Remarks`` of the outgoing payment that pays a refund back (what its look-up filters on): its credit memo's
+    reference, never an incoming payment's ``LWP<payment id>``."""
+    return f"{credit_note_reference(refund_id)} paid back {event.number}"[:254]
+
+
+def refund_payment_payload(event: InvoiceEvent, refund: Refund, memo_entry: str, amount: Decimal, reference: str,
+                           card: str, account: str, posted_on: date | None = None) -> dict[str, Any]:
+    """The money paid back: an outgoing payment to the customer (``VendorPayments``, ``DocType`` rCustomer) by bank
+    transfer from ``account`` (the one the shop's payments are received on), paying the A/R credit memo
+    (``PaymentInvoices`` ``it_CredItnote``), which closes it."""
+    day = (posted_on or refund.created_at.date()).isoformat()
+    return {"CardCode": card, "DocType": "rCustomer", "DocDate": day, "DocCurrency": event.currency,
+            "Remarks": reference, "TransferAccount": account, "TransferSum": amount, "TransferDate": day,
+            "TransferReference": credit_note_reference(refund.id)[:27],
+            "PaymentInvoices": [{"DocEntry": _entry(memo_entry), "SumApplied": amount, "InvoiceType": "it_CredItnote"}]}
 
 
 def _entry(doc_entry: str) -> int | str:

@@ -4,14 +4,17 @@ Built from the field table and conventions of ``sap-business-one/SOURCE.md`` (SA
 the product) and the platform notes: ``POST /b1s/v1/Login`` ``{CompanyDB, UserName, Password}`` answering
 ``SessionId``/``Version``/``SessionTimeout`` and the ``B1SESSION`` + ``ROUTEID`` cookies, a 30-minute idle
 timeout (then 401, code 301 "Invalid session"), ``POST /b1s/v1/Logout``; entity sets ``BusinessPartners``
-(key ``CardCode``), ``Invoices``, ``CreditNotes``, ``IncomingPayments`` (key ``DocEntry``); ``$filter``
+(key ``CardCode``), ``Invoices``, ``CreditNotes``, ``IncomingPayments``, ``VendorPayments`` (outgoing payments,
+the same ``SAPB1.Payment`` type; to a customer, ``DocType`` rCustomer, paying A/R credit memos: ``PaymentInvoices``
+``it_CredItnote``, never more than a memo has open; key ``DocEntry``); ``$filter``
 (``Field eq 'text'`` joined by ``and``) with server-driven paging (``Prefer: odata.maxpagesize``, default 20,
 ``odata.nextLink``); unknown properties refused ("Property 'X' of 'Document' is invalid"), required fields,
 enums (``cCustomer``, ``dDocument_Service``, ``rCustomer``, ``it_Invoice``…), lengths, dates and decimals
 checked; tax computed per row and jurisdiction from the row's ``TaxCode``; posted documents never deleted and
 their amounts never changed (``PATCH`` of a document: header texts and dates, lines matched by ``LineNum``);
 ``POST Invoices(n)/Cancel`` (a cancellation document; refused while payments or copied credit memos are on
-it), ``POST IncomingPayments(n)/Cancel``; credit memos copied from an invoice (``BaseType`` 13, ``BaseEntry``,
+it), ``POST CreditNotes(n)/Cancel`` (refused while an outgoing payment pays it), ``POST IncomingPayments(n)/Cancel``,
+``POST VendorPayments(n)/Cancel``; credit memos copied from an invoice (``BaseType`` 13, ``BaseEntry``,
 ``BaseLine``) reconciled with it; errors as ``{"error": {"code", "message": {"lang": "en-us", "value"}}}``.
 
 Not modelled: ``$batch``, ``$metadata``, items and warehouses (service documents only), posting periods,
@@ -59,20 +62,21 @@ DOCUMENT = {"CardCode": S + ":15", "DocDate": D, "DocDueDate": D, "TaxDate": D,
 ADDRESS = {"AddressName": S + ":50", "Street": S + ":100", "City": S + ":100", "ZipCode": S + ":20",
            "Country": S + ":3", "AddressType": "enum:bo_BillTo|bo_ShipTo"}
 PAYMENT_INVOICE = {"DocEntry": I, "SumApplied": N, "AppliedFC": N, "InvoiceType": "enum:it_Invoice|it_CredItnote"}
+PAYMENT = {"CardCode": S + ":15", "DocDate": D, "DocType": "enum:rCustomer", "DocCurrency": S + ":3",
+           "Remarks": S + ":254", "CounterReference": S + ":8", "CashSum": N, "CashAccount": S + ":15",
+           "TransferSum": N, "TransferAccount": S + ":15", "TransferDate": D, "TransferReference": S + ":27",
+           "PaymentCreditCards": A, "PaymentChecks": A, "PaymentInvoices": A}
+PAYMENTS = ("IncomingPayments", "VendorPayments")  # both SAPB1.Payment: money in, money out
 WRITABLE: dict[str, dict[str, str]] = {
     "BusinessPartners": {"CardCode": S + ":15", "CardName": S + ":100", "CardType": "enum:cCustomer|cSupplier|cLid",
                          "Currency": S + ":3", "Phone1": S + ":20", "EmailAddress": S + ":100",
                          "FederalTaxID": S + ":32", "VatGroup": S + ":8", "BPAddresses": A},
     "Invoices": DOCUMENT, "CreditNotes": DOCUMENT,
-    "IncomingPayments": {"CardCode": S + ":15", "DocDate": D, "DocType": "enum:rCustomer",
-                         "DocCurrency": S + ":3", "Remarks": S + ":254", "CounterReference": S + ":8",
-                         "CashSum": N, "CashAccount": S + ":15", "TransferSum": N, "TransferAccount": S + ":15",
-                         "TransferDate": D, "TransferReference": S + ":27", "PaymentCreditCards": A,
-                         "PaymentChecks": A, "PaymentInvoices": A},
+    "IncomingPayments": PAYMENT, "VendorPayments": PAYMENT,
 }
 NESTED = {"DocumentLines": LINE, "BPAddresses": ADDRESS, "PaymentInvoices": PAYMENT_INVOICE}
 TYPE_NAME = {"BusinessPartners": "BusinessPartner", "Invoices": "Document", "CreditNotes": "Document",
-             "IncomingPayments": "Payment", "DocumentLines": "DocumentLine", "BPAddresses": "BPAddress",
+             "IncomingPayments": "Payment", "VendorPayments": "Payment", "DocumentLines": "DocumentLine", "BPAddresses": "BPAddress",
              "PaymentInvoices": "PaymentInvoice"}
 # A posted document's PATCH: only texts and dates; its lines (matched by LineNum) only their texts.
 PATCHABLE = {"Comments", "NumAtCard", "DocDueDate", "JournalMemo", "DocumentLines"}
@@ -361,8 +365,8 @@ class Sandbox:
         entry = next(self._entries)
         row.update(DocEntry=entry, DocNum=entry)
         self._stamp(row)
-        if name == "IncomingPayments":
-            self._payment(row)
+        if name in PAYMENTS:
+            self._payment(name, row)
         else:
             self._document(name, row)
         self.sets[name][str(entry)] = row
@@ -418,17 +422,24 @@ class Sandbox:
 
     def _settle(self, document: dict[str, Any]) -> None:
         self._stamp(document)
-        if document["CancelStatus"] == "csNo":
-            document["DocumentStatus"] = "bost_Close" if document["PaidToDate"] >= document["DocTotal"] else "bost_Open"
+        if document["CancelStatus"] == "csNo":  # a credit memo: paid out, or reconciled with its invoice
+            settled = document["PaidToDate"] + document.get("_applied", ZERO)
+            document["DocumentStatus"] = "bost_Close" if settled >= document["DocTotal"] else "bost_Open"
 
-    def _payment(self, row: dict[str, Any]) -> None:
-        row.setdefault("DocType", "rCustomer")
+    def _payment(self, name: str, row: dict[str, Any]) -> None:
+        if name == "IncomingPayments":
+            row.setdefault("DocType", "rCustomer")
+        elif row.get("DocType") != "rCustomer":  # Business One's default for an outgoing payment is a supplier's
+            raise B1Error(400, -5002, "Outgoing payments to suppliers and accounts are not modelled by this sandbox: "
+                          "DocType rCustomer")
         means = sum((Decimal(row.get(field) or 0) for field in ("CashSum", "TransferSum")), ZERO)
         if not means and not row.get("PaymentChecks") and not row.get("PaymentCreditCards"):
             raise B1Error(400, -5002, "Enter a payment means (cash, transfer, check or credit card)")
         for field, account in (("TransferSum", "TransferAccount"), ("CashSum", "CashAccount")):
             if row.get(field) and row.get(account) not in self.accounts:
                 raise B1Error(400, -5002, f"Invalid G/L account '{row.get(account)}' [{account}]")
+        if name == "VendorPayments":
+            return self._paid_out(row, means)
         applied = ZERO
         for part in row.get("PaymentInvoices") or []:
             invoice = self.sets["Invoices"].get(str(part.get("DocEntry")))
@@ -446,6 +457,32 @@ class Sandbox:
             self._settle(invoice)
         row.update(Cancelled="tNO", DocTotal=means)
 
+    def _paid_out(self, row: dict[str, Any], means: Decimal) -> None:
+        """An outgoing payment to a customer: it pays A/R credit memos of that customer (``it_CredItnote``), never
+        more than a memo has open (neither reconciled with its invoice nor paid out before)."""
+        parts = row.get("PaymentInvoices") or []
+        for part in parts:
+            memo = self.sets["CreditNotes"].get(str(part.get("DocEntry")))
+            if part.get("InvoiceType") != "it_CredItnote" or memo is None or memo["CancelStatus"] != "csNo" \
+                    or memo["CardCode"] != row["CardCode"]:
+                raise B1Error(400, -5002, f"Document {part.get('DocEntry')} is not an open A/R credit memo of this "
+                              "customer")
+            if not ZERO < Decimal(part["SumApplied"]) <= self.credit_open(memo):
+                raise B1Error(400, -5002, f"Amount applied exceeds the open balance of credit memo {memo['DocNum']}")
+        if not parts or sum((Decimal(p["SumApplied"]) for p in parts), ZERO) != means:
+            raise B1Error(400, -5002, "An outgoing payment to a customer must pay its credit memos exactly")
+        for part in parts:
+            memo = self.sets["CreditNotes"][str(part["DocEntry"])]
+            memo["PaidToDate"] += Decimal(part["SumApplied"])
+            self._settle(memo)
+        row.update(Cancelled="tNO", DocTotal=means)
+
+    @staticmethod
+    def credit_open(memo: dict[str, Any]) -> Decimal:
+        """What of an A/R credit memo is still the customer's credit: neither reconciled with its invoice nor paid
+        out to the customer."""
+        return memo["DocTotal"] - memo["_applied"] - memo["PaidToDate"]
+
     def _patch(self, name: str, current: dict[str, Any], body: Any) -> None:
         check_properties(name, body)
         if name == "BusinessPartners":
@@ -454,7 +491,7 @@ class Sandbox:
             current.update(copy.deepcopy(body))
             self._stamp(current)
             return None
-        if name == "IncomingPayments" or set(body) - PATCHABLE or current.get("CancelStatus", "csNo") != "csNo":
+        if name in PAYMENTS or set(body) - PATCHABLE or current.get("CancelStatus", "csNo") != "csNo":
             raise B1Error(400, -5002, "Cannot update a posted document: only remarks, the reference and the due "
                           "date can change")
         held = {ln["LineNum"]: ln for ln in current["DocumentLines"]}
@@ -468,15 +505,16 @@ class Sandbox:
         return None
 
     def _action(self, name: str, current: dict[str, Any], action: str) -> None:
-        if action != "Cancel" or name not in ("Invoices", "CreditNotes", "IncomingPayments"):
+        if action != "Cancel" or name not in ("Invoices", "CreditNotes", *PAYMENTS):
             raise B1Error(405, -1000, f"The action '{action}' is not bound to {name}")
-        if name == "IncomingPayments":
+        if name in PAYMENTS:
             if current["Cancelled"] == "tYES":
                 raise B1Error(400, -5002, "The payment is already cancelled")
+            paid = "Invoices" if name == "IncomingPayments" else "CreditNotes"
             for part in current.get("PaymentInvoices") or []:
-                invoice = self.sets["Invoices"][str(part["DocEntry"])]
-                invoice["PaidToDate"] -= Decimal(part["SumApplied"])
-                self._settle(invoice)
+                document = self.sets[paid][str(part["DocEntry"])]
+                document["PaidToDate"] -= Decimal(part["SumApplied"])
+                self._settle(document)
             current["Cancelled"] = "tYES"
             self._stamp(current)
             return None
@@ -489,6 +527,8 @@ class Sandbox:
             if current["PaidToDate"] or copied:
                 raise B1Error(400, -5002, "Cannot cancel the document: payments or target documents are linked "
                               "to it; cancel them first")
+        elif current["PaidToDate"]:
+            raise B1Error(400, -5002, "Cannot cancel the document: payments are linked to it; cancel them first")
         else:
             for line in current["DocumentLines"]:
                 invoice = self.sets["Invoices"].get(str(line.get("BaseEntry")))

@@ -27,6 +27,7 @@ import pytest
 from connectors import jsonmoney
 from connectors.base import (AuthError, ClosedPeriodError, ExternalRef, PermanentError, RateLimitedError,
                              RetryableError, UncertainOutcomeError)
+from connectors.engine_state import DocKind
 from connectors.netsuite_common import mapping as records
 from connectors.netsuite_common.settings import NetSuiteSettings, realm
 from connectors.netsuite_rest import Sandbox
@@ -42,7 +43,8 @@ REST = "/services/rest"
 XS = "{http://www.w3.org/2001/XMLSchema}"
 XSD_RECORDS = {"customer": ("lists.relationships.xsd", "Customer"), "invoice": ("transactions.sales.xsd", "Invoice"),
                "creditMemo": ("transactions.customers.xsd", "CreditMemo"),
-               "customerPayment": ("transactions.customers.xsd", "CustomerPayment")}
+               "customerPayment": ("transactions.customers.xsd", "CustomerPayment"),
+               "customerRefund": ("transactions.customers.xsd", "CustomerRefund")}
 XSD_JSON = {"RecordRef": "ref", "dateTime": "date", "double": "number", "boolean": "boolean", "string": "string",
             "long": "number"}
 # The operations the connector may use, each as SOURCE.md's "Operations" section names it.
@@ -51,6 +53,11 @@ OPERATIONS = [("GET", r"/record/v1/(customer|invoice|creditMemo|customerPayment)
               ("PATCH", r"/record/v1/(customer|invoice|creditMemo)/\d+", "PATCH (update)"),
               ("DELETE", r"/record/v1/customerPayment/\d+", "DELETE"),
               ("POST", r"/record/v1/invoice/\d+/!transform/creditMemo", "/!transform/creditMemo"),
+              # Not in SOURCE.md: Oracle's help "Customer Refund" (REST, article_0830082954): record id
+              # ``customerRefund``, an ``apply`` sublist keyed by ``doc``; the record API's usual GET/PUT/DELETE.
+              ("GET", r"/record/v1/customerRefund/(\d+|eid:[^/]+)", None),
+              ("PUT", r"/record/v1/customerRefund/eid:[^/]+", None),
+              ("DELETE", r"/record/v1/customerRefund/\d+", None),
               # Not in SOURCE.md: Oracle's help "Using SuiteQL with SuiteTalk REST Web Services"
               # (section_158394344595) — POST /services/rest/query/v1/suiteql, Prefer: transient, body {"q": ...}.
               ("POST", r"/query/v1/suiteql", None)]
@@ -163,6 +170,11 @@ def table(specs) -> FieldTable:
     built = FieldTable((specs / "netsuite" / "rest" / "SOURCE.md").read_text(), specs / "netsuite" / "suitetalk-soap" / "xsd")
     # The credit memo's lines have "the same line shape as invoice" (the table says so).
     built.fields["creditMemo"]["item"] = built.fields["invoice"]["item"]
+    # The customer refund has no row: its header is the XSD's CustomerRefund; its ``apply`` sublist (Oracle's help
+    # "Customer Refund": lines keyed by ``doc``) has the payment's apply line shape; it names a customer and what
+    # it refunds (the bank ``account`` is mandatory on NetSuite's form).
+    built.fields["customerRefund"]["apply"] = built.fields["customerPayment"]["apply"]
+    built.required["customerRefund"] = {"customer", "account", "apply"}
     return built
 
 
@@ -194,7 +206,8 @@ def _problems(table: FieldTable, request: httpx.Request) -> list[str]:
 
 def _every_kind_of_write(sandbox: Sandbox, connector) -> None:
     entities = MemoryEntities()
-    v1 = invoice_event(1, payments=[payment(1, "100.00")], refunds=[refund(1, 2, "289.95", "14.50")])
+    paid_back = refund(2, 1, "10.00", "0.50").model_copy(update={"payment_id": 1})  # a customer refund
+    v1 = invoice_event(1, payments=[payment(1, "100.00")], refunds=[refund(1, 2, "289.95", "14.50"), paid_back])
     doc = deliver(connector, entities, v1)
     v2 = next_version(v1, lines=list(v1.lines)[:3] + [line(6, "part", "Battery terminal", "2", "4.75")], payments=[],
                       refunds=[])
@@ -211,6 +224,7 @@ def test_every_request_matches_the_field_table(netsuite, table):
     _every_kind_of_write(sandbox, connector)
     methods = {r.method for r in captured}
     assert methods >= {"GET", "PUT", "PATCH", "DELETE", "POST"}
+    assert {r.method for r in captured if "/customerRefund/" in r.url.path} >= {"PUT", "DELETE"}
     problems = [p for r in captured for p in _problems(table, r)]
     assert problems == [], problems
 
@@ -245,6 +259,17 @@ def test_the_field_table_check_rejects_bad_bodies(table):
                           create=True)
     assert any("required field payment" in p for p in table.problems(
         "customerPayment", {k: v for k, v in pay.items() if k != "payment"}, create=True))
+    paid_back = refund(3, 1, "20.00", "1.00").model_copy(update={"payment_id": 1})
+    event = event.model_copy(update={"payments": [payment(1, "50.00")], "refunds": [paid_back]})
+    back = render(records.customer_refund_record(event, paid_back, "31", Decimal("21.00"), "LWP3", "7", settings,
+                                                 mapping.model_copy(update={"payment_accounts": {"card": "2"}})))
+    assert table.problems("customerRefund", back, create=True) == []
+    for body, expected in [({k: v for k, v in back.items() if k != "account"}, "required field account"),
+                           ({k: v for k, v in back.items() if k != "apply"}, "required field apply"),
+                           (back | {"payment": Decimal("21.00")}, "neither the field table"),
+                           (back | {"apply": {"items": [{"doc": "31", "amount": Decimal("21.00")}]}}, "a reference"),
+                           (back | {"apply": {"items": [{"doc": {"id": "31"}, "refund": True}]}}, "not a line field")]:
+        assert any(expected in p for p in table.problems("customerRefund", body, create=True)), expected
 
 
 def test_the_sandbox_validates_as_the_field_table_says(netsuite):
@@ -354,6 +379,42 @@ def test_a_void_is_a_credit_memo_transformed_from_the_invoice(netsuite):
         connector.http.request("POST", transform.url.path.removeprefix(REST), content=transform.content, headers={
             "Content-Type": "application/json", "X-NetSuite-Idempotency-Key": transform.headers["X-NetSuite-Idempotency-Key"]})
     assert refused.value.platform_code == "IDEMPOTENCY_ERROR" and len(sandbox.records("creditMemo")) == 1
+
+
+def test_a_paid_back_refund_is_a_customer_refund_of_its_credit_memo(netsuite):
+    """The sandbox's customerRefund: applied to a credit memo of its customer, never more than the memo has left,
+    the memo's unapplied amount going to 0; the memo cannot be deleted while refunded; DELETE reopens it."""
+    sandbox, connector, _ = netsuite
+    entities = MemoryEntities()
+    paid_back = refund(8, 1, "20.00", "1.00").model_copy(update={"payment_id": 1})
+    v1 = invoice_event(14, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[paid_back])
+    doc = deliver(connector, entities, v2, doc)
+    (memo,) = sandbox.records("creditMemo")
+    (back,) = sandbox.records("customerRefund")
+    assert (memo["total"], memo["unapplied"], back["total"], back["account"]) == (
+        Decimal("21.00"), Decimal("0.00"), Decimal("21.00"), {"id": "2"})  # card: the card clearing account
+    assert connector.read_invoice(doc.external_id).balance == 0  # never set against the paid invoice
+    body = {"customer": back["customer"], "account": {"id": "1"}, "tranDate": "2026-11-20",
+            "apply": {"items": [{"doc": {"id": memo["id"]}, "apply": True, "amount": Decimal("0.01")}]}}
+    other = connector.client.write("PUT", "/customer/eid:LWC999", render(records.customer_record(
+        Customer(id=999, name="Someone else"), connector.settings, connector.mapping)))
+    for bad, code in [(body, "USER_ERROR"),  # nothing left to refund on the memo
+                      (body | {"customer": {"id": other}}, "USER_ERROR"),  # another customer's credit
+                      ({k: v for k, v in body.items() if k != "account"}, "USER_ERROR"),
+                      (body | {"account": {"id": "99"}}, "INVALID_KEY_OR_REF"),
+                      (body | {"apply": {"items": [{"doc": {"id": doc.external_id}, "amount": Decimal("1")}]}},
+                       "INVALID_KEY_OR_REF"),  # an invoice is not a credit to refund
+                      (body | {"payment": Decimal("21.00")}, "USER_ERROR")]:  # not a field of the record
+        with pytest.raises(PermanentError) as refused:
+            connector.client.write("PUT", "/customerRefund/eid:LWP-bad", bad)
+        assert refused.value.platform_code == code, bad
+    with pytest.raises(PermanentError, match="dependent records"):
+        connector.client.write("DELETE", f"/creditMemo/{memo['id']}")
+    assert connector.find(DocKind.REFUND_PAYMENT, "LWP8")[0].external_id == back["id"]
+    deliver(connector, entities, next_version(v2, refunds=[]), doc)
+    assert sandbox.records("customerRefund") == [] and connector.find(DocKind.REFUND_PAYMENT, "LWP8") == []
 
 
 def test_closed_and_ar_locked_periods(netsuite):

@@ -65,8 +65,10 @@ def netsuite():
 def test_every_envelope_sent_and_answered_is_valid_against_the_xsds(netsuite, schema):
     sandbox, connector, sent, answers = netsuite
     entities = MemoryEntities()
-    v1 = invoice_event(7001, payments=[payment(1, "100.00")], refunds=[refund(2, 2, "289.95", "14.50")])
+    paid_back = refund(3, 1, "10.00", "0.50").model_copy(update={"payment_id": 1})  # a CustomerRefund
+    v1 = invoice_event(7001, payments=[payment(1, "100.00")], refunds=[refund(2, 2, "289.95", "14.50"), paid_back])
     doc = deliver(connector, entities, v1)
+    assert connector.find(DocKind.REFUND_PAYMENT, "LWP3") != []
     v2 = next_version(v1, lines=list(v1.lines)[:4] + [line(6, "part", "Relay", "2", "11.20", taxes=(GST, PST))],
                       payments=[], refunds=[])
     doc = deliver(connector, entities, v2, doc)
@@ -78,6 +80,8 @@ def test_every_envelope_sent_and_answered_is_valid_against_the_xsds(netsuite, sc
     closed = invoice_event(7003)
     deliver(connector, entities, closed)  # re-dated into December, A/R locked through November
     assert connector.find(DocKind.CREDIT_APPLICATION, "LWR2") == []
+    assert connector.find(DocKind.REFUND_PAYMENT, "LWP3") == []  # taken back with the refund: deleted
+    assert any(b"CustomerRefund" in r.content for r in sent if r.headers["SOAPAction"] == "upsert")
     operations = {r.headers["SOAPAction"] for r in sent}
     assert operations == {"upsert", "update", "delete", "get", "search"}
     for request in sent:
@@ -173,6 +177,73 @@ def test_status_detail_codes_are_classified(netsuite):
 def build_unknown_item(connector):
     connector.mapping = connector.mapping.model_copy(update={"items": {**connector.mapping.items, "labour": "999"}})
     return connector
+
+
+def _paid_back(sandbox, connector, sent):
+    """An invoice paid by card and a refund the shop paid back: (the event, the document, the CustomerRefund upsert)."""
+    paid_back = refund(8, 1, "20.00", "1.00").model_copy(update={"payment_id": 1})
+    v1 = invoice_event(7015, payments=[payment(1, "677.58")])
+    entities = MemoryEntities()
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[paid_back])
+    doc = deliver(connector, entities, v2, doc)
+    upsert = next(r.content for r in sent if r.headers["SOAPAction"] == "upsert" and b"CustomerRefund" in r.content)
+    return v2, doc, entities, upsert
+
+
+@pytest.mark.parametrize("spoil", ["unknown element", "doc not a long"])
+def test_the_xsd_check_refuses_a_bad_customer_refund(netsuite, schema, spoil):
+    sandbox, connector, sent, _ = netsuite
+    _, _, _, upsert = _paid_back(sandbox, connector, sent)
+    assert problems(schema, upsert) == []
+    root = etree.fromstring(upsert)
+    record = root.find(f"{{{SOAP_NS}}}Body")[0][0]
+    if spoil == "unknown element":  # a payment's field: a customer refund's total is what it applies
+        etree.SubElement(record, f"{{{record[0].nsmap.get(record[0].prefix) or ''}}}payment").text = "21.00"
+    else:
+        doc = next(e for e in record.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "doc")
+        doc.text = "LWR8"
+    bad = etree.tostring(root)
+    assert problems(schema, bad) != []
+    answer = httpx.post(str(connector.http.client.base_url).rstrip("/"), content=bad, headers={"SOAPAction": "upsert"})
+    assert answer.status_code == 500 and b"SAXException" in answer.content
+
+
+def test_a_paid_back_refund_is_a_customer_refund_applied_to_its_credit_memo(netsuite):
+    """Money out from the card's account, the credit memo left with nothing to apply, the invoice untouched; the
+    sandbox refuses a refund of more than is left, of another customer's credit, of an invoice, without an account;
+    the credit memo cannot be deleted while refunded; the refund taken back deletes the CustomerRefund."""
+    sandbox, connector, sent, _ = netsuite
+    v2, doc, entities, _ = _paid_back(sandbox, connector, sent)
+    (memo_id, memo), = [(i, t) for i, t in sandbox.transactions.items() if t["type"] == "creditMemo"]
+    (back_id, back), = [(i, t) for i, t in sandbox.transactions.items() if t["type"] == "customerRefund"]
+    assert (memo["total"], sandbox.credit_left(memo_id), back["total"], back["account"]["internalId"]) == (
+        Decimal("21.00"), Decimal("0.00"), Decimal("21.00"), "3")  # card: the card clearing account
+    assert connector.read_invoice(doc.external_id).balance == 0
+    customer = connector.client.type("core", "RecordRef")
+    record = connector.client.type("customers", "CustomerRefund")
+
+    def refund_of(doc_id: str, **fields):
+        body = {"externalId": "LWP-bad", "tranDate": "2026-11-20T00:00:00", "customer": customer(internalId=doc.customer_id),
+                "account": customer(internalId="1"), "applyList": {"apply": [{"doc": int(doc_id), "apply": True,
+                                                                               "amount": "0.01"}]}} | fields
+        return record(**{k: v for k, v in body.items() if v is not None})
+
+    other = connector.create_customer(v2.customer.model_copy(update={"id": 999, "name": "Someone else"}), "r").external_id
+    for bad, code in [(refund_of(memo_id), "USER_ERROR"),  # nothing left on the memo
+                      (refund_of(memo_id, customer=customer(internalId=other)), "USER_ERROR"),
+                      (refund_of(doc.external_id), "INVALID_KEY_OR_REF"),  # an invoice is not a credit
+                      (refund_of(memo_id, account=None), "USER_ERROR"),
+                      (refund_of(memo_id, account=customer(internalId="99")), "INVALID_KEY_OR_REF")]:
+        with pytest.raises(PermanentError) as refused:
+            connector.client.write("upsert", record=bad)
+        assert refused.value.platform_code == code
+    with pytest.raises(PermanentError) as refused:
+        connector.client.write("delete", baseRef=customer(internalId=memo_id, type="creditMemo"))
+    assert refused.value.platform_code == "CANT_DELETE_TRANS"
+    assert [r.external_id for r in connector.find(DocKind.REFUND_PAYMENT, "LWP8")] == [back_id]
+    deliver(connector, entities, next_version(v2, refunds=[]), doc)
+    assert connector.find(DocKind.REFUND_PAYMENT, "LWP8") == [] and sandbox.transactions[back_id]["deleted"]
 
 
 def _posting(doc):

@@ -340,3 +340,79 @@ def test_a_refunds_tax_is_split_over_the_returned_lines_components(oracle):
     assert [(t["TaxRateCode"], t["TaxAmount"]) for t in sent["receivablesCreditMemoLineTaxLines"]] == [
         ("GST5", Decimal("-2.50")), ("PST7", Decimal("-3.50"))]
     assert memo["EnteredAmount"] == Decimal("-56.00") and memo["CreditMemoBalance"] == 0
+
+
+def test_a_goodwill_refunds_tax_is_on_the_main_taxed_lines_components(oracle):
+    """A goodwill refund (no line) that carries tax: credited with that tax on the components of the invoice's
+    largest taxed line, never refused nor folded into the amount (issue #20)."""
+    sandbox, connector = oracle
+    v1 = invoice_event(6090)
+    doc = deliver(connector, MemoryEntities(), v1)
+    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill: late job", created_at=v1.emitted_at)
+    deliver(connector, MemoryEntities(), next_version(v1, refunds=[goodwill]), doc)
+    (memo,) = sandbox.records("receivablesCreditMemos")
+    (sent,) = memo["receivablesCreditMemoLines"]
+    assert [(t["TaxRateCode"], t["TaxAmount"]) for t in sent["receivablesCreditMemoLineTaxLines"]] == [
+        ("GST5", Decimal("-2.00"))]
+    assert memo["EnteredAmount"] == Decimal("-42.00")
+
+
+# The attributes of Oracle's OnAccountCreditMemoRefund service data object (Receivables On-Account Credit Memo
+# Refund Service, docs.oracle.com/en/cloud/saas/financials/25c/oeswf/receivableson-accountcreditmemorefundservice-
+# d16510e62058.html): the refund action's body may name no other.
+REFUND_SDO = {"AmountApplied": "number", "ApplicationReferenceId": "number", "ApplicationReferenceNumber": "string",
+              "ApplyDate": "date", "Comments": "string", "CreditMemoBatchSource": "string",
+              "CreditMemoBusinessUnit": "string", "CreditMemoCustomerTrxId": "number", "CreditMemoTrxNumber": "string",
+              "GlDate": "date", "RefundPaymentMethod": "string"}
+
+
+def _refund_problems(body: dict[str, Any]) -> list[str]:
+    out = [f"{name} is required" for name in ("AmountApplied", "ApplyDate") if name not in body]
+    for name, value in body.items():
+        kind = REFUND_SDO.get(name)
+        if kind is None:
+            out.append(f"{name} is not an attribute of OnAccountCreditMemoRefund")
+        elif kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, Decimal))):
+            out.append(f"{name}: a number is expected")
+        elif kind == "date" and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
+            out.append(f"{name}: not a date")
+    return out
+
+
+def test_a_paid_back_refund_is_refunded_out_of_its_credit_memo(oracle):
+    """The credit memo of a refund the shop paid back is refunded (nothing left open on it, the paid invoice
+    untouched); the body has only the SDO's attributes; the sandbox refuses more than is open and an unknown
+    attribute; the refund taken back unapplies it."""
+    from connectors.engine_state import DocKind
+    from connectors.oracle_erp import mapping
+
+    sandbox, connector = oracle
+    entities = MemoryEntities()
+    v1 = invoice_event(6100, payments=[payment(1, "677.58")])
+    doc = deliver(connector, entities, v1)
+    paid_back = Refund(id=8, kind="return", amount=Decimal("20.00"), tax_amount=Decimal("1.00"), line_id=2,
+                       payment_id=1, reason="Part returned unused", created_at=v1.emitted_at)
+    v2 = next_version(v1, refunds=[paid_back])
+    doc = deliver(connector, entities, v2, doc)
+    (memo,) = sandbox.records("receivablesCreditMemos")
+    assert (memo["EnteredAmount"], memo["CreditMemoBalance"], memo["RefundedAmount"], memo["AppliedAmount"]) == (
+        Decimal("-21.00"), Decimal("0.00"), Decimal("21.00"), Decimal("0"))
+    (sent,) = [body for method, path, body in sandbox.requests if path.endswith("/refundOnAccountCreditMemo")]
+    assert _refund_problems(sent) == [] and sent["ApplicationReferenceNumber"] == "LWR8"
+    assert connector.read_invoice(doc.external_id).balance == 0
+    good = mapping.refund_application_payload(v2, paid_back, Decimal("1.00"), "LWR8", date(2026, 11, 20))
+    for bad, problem in [({**good, "Amount": Decimal("1")}, "Amount is not an attribute"),
+                         ({k: v for k, v in good.items() if k != "ApplyDate"}, "ApplyDate is required"),
+                         ({**good, "AmountApplied": "1.00"}, "a number is expected")]:
+        assert any(problem in p for p in _refund_problems(bad)), problem
+    path = f"receivablesCreditMemos/{memo['CustomerTransactionId']}/action/refundOnAccountCreditMemo"
+    for bad in (good, {**good, "Amount": Decimal("1")}):  # nothing left to refund; an attribute Oracle lacks
+        with pytest.raises(PermanentError):
+            connector.client.write("POST", path, bad, action=True)
+    (found,) = connector.find(DocKind.REFUND_PAYMENT, connector.reference(DocKind.REFUND_PAYMENT, v2, "8"))
+    assert found.amount == Decimal("21.00")
+    deliver(connector, entities, next_version(v2, refunds=[]), doc)
+    (memo,) = sandbox.records("receivablesCreditMemos")
+    assert memo["RefundedAmount"] == 0 and memo["CreditMemoBalance"] == Decimal("-21.00")
+    assert connector.find(DocKind.REFUND_PAYMENT, "LWR8") == []

@@ -37,9 +37,12 @@ class Driver(SandboxDriver):
         return sum(1 for c in self.sandbox.customers.values() if c.get("companyName") == name)
 
     def credit_notes(self) -> list[tuple[str, Any, Any]]:
-        """(our external id, total, credit still unapplied) of every credit memo, adjustments included."""
-        return [(m.get("externalId") or "", m["total"], m["total"] - sum(m["applyList"].values(), 0))
-                for m in self.sandbox.credit_memos()]
+        """(our external id, total, credit still unapplied: neither applied nor refunded) of every credit memo,
+        adjustments included."""
+        with self.sandbox._lock:
+            return [(m.get("externalId") or "", m["total"], self.sandbox.credit_left(internal_id))
+                    for internal_id, m in self.sandbox.transactions.items()
+                    if m["type"] == "creditMemo" and not m["deleted"]]
 
     def credit_applications(self) -> int:
         return sum(len(m["applyList"]) for m in self.sandbox.credit_memos())

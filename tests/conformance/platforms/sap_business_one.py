@@ -36,8 +36,8 @@ class Driver:
         return sum(1 for c in self.sandbox.records("BusinessPartners") if c.get("CardName") == name)
 
     def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
-        """(NumAtCard, total, credit still open) of every live A/R credit memo."""
-        return [(m.get("NumAtCard", ""), m["DocTotal"], m["DocTotal"] - m["_applied"])
+        """(NumAtCard, total, credit still open: neither reconciled nor paid out) of every live A/R credit memo."""
+        return [(m.get("NumAtCard", ""), m["DocTotal"], self.sandbox.credit_open(m))
                 for m in self.sandbox.records("CreditNotes") if m["CancelStatus"] == "csNo"]
 
     def credit_applications(self) -> int:
