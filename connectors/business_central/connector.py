@@ -189,7 +189,8 @@ class BusinessCentralConnector(EngineConnector):
         ) if replacement is None else replacement
         if made.status == "draft" or (replacement is None and made.status is None):
             self.client.write("POST", f"{INVOICES}({made.external_id})/Microsoft.NAV.post")
-        return self.read_invoice(made.external_id) or RemoteInvoice(external_id=made.external_id)
+        posted = self.client.get(f"{INVOICES}({made.external_id})")  # Business Central's own tax, as on a create
+        return _remote(posted) if posted else RemoteInvoice(external_id=made.external_id)
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         """The shop issued it: a draft left by an interrupted attempt is posted first, so the cancel is on record."""
@@ -219,13 +220,16 @@ class BusinessCentralConnector(EngineConnector):
                 status=refused.status, platform_code=refused.platform_code, detail=refused.detail) from refused
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
-        """The posted invoice (its own total and tax: what adjustments are computed from); its balance is what the
-        customer still owes on the shop's invoice, the open amount of its increase adjustments included."""
-        found = self.client.get(f"{INVOICES}({external_id})")
+        """The posted invoice as the books hold it: its own total, its tax with its tax rounding line (what
+        adjustments are computed from: else a resync would post a cent of tax as an empty adjustment), and as its
+        balance what the customer still owes on the shop's invoice, its increase adjustments' open amount included."""
+        found = self.client.get(f"{INVOICES}({external_id})", **{"$expand": LINES[INVOICES]})
         if not found:
             return None
-        increases = [doc for sign, doc in self._adjustments(found) if sign > 0]
         remote = _remote(found)
+        if remote.tax_total is not None:
+            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + self._rounding(found)})
+        increases = [doc for sign, doc in self._adjustments(found) if sign > 0]
         if increases and remote.balance is not None:
             remote = remote.model_copy(update={"balance": Decimal(str(remote.balance)) + sum(
                 (Decimal(str(doc.get("remainingAmount") or 0)) for doc in increases), Decimal("0"))})
