@@ -222,17 +222,13 @@ class BusinessCentralConnector(EngineConnector):
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
         """The posted invoice as the books hold it: its own total, its tax with its tax rounding line (what
         adjustments are computed from: else a resync would post a cent of tax as an empty adjustment), and as its
-        balance what the customer still owes on the shop's invoice, its increase adjustments' open amount included."""
-        found = self.client.get(f"{INVOICES}({external_id})", **{"$expand": LINES[INVOICES]})
-        if not found:
+        balance, once adjusted, what the customer still owes on the shop's invoice (``_owed``)."""
+        found, remote = self._booked(external_id)
+        if found is None or remote is None:
             return None
-        remote = _remote(found)
-        if remote.tax_total is not None:
-            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + self._rounding(found)})
-        increases = [doc for sign, doc in self._adjustments(found) if sign > 0]
-        if increases and remote.balance is not None:
-            remote = remote.model_copy(update={"balance": Decimal(str(remote.balance)) + sum(
-                (Decimal(str(doc.get("remainingAmount") or 0)) for doc in increases), Decimal("0"))})
+        adjustments = self._adjustments(found)
+        if adjustments and remote.balance is not None:
+            remote = remote.model_copy(update={"balance": self._owed(found, adjustments)})
         return remote
 
     def _adjustments(self, invoice: dict[str, Any], lines: bool = False) -> list[tuple[int, dict[str, Any]]]:
@@ -259,24 +255,48 @@ class BusinessCentralConnector(EngineConnector):
         the tax rounding line on the sales tax account (``settings.tax_rounding_account``), which makes Business
         Central's per-document rounding up to the tax the shop charged (else every such invoice reads as changed,
         and a resync cancels and replaces it)."""
-        found = self.client.get(f"{INVOICES}({external_id})", **{"$expand": LINES[INVOICES]})
-        if not found:
+        found, remote = self._booked(external_id)
+        if found is None or remote is None:
             return None
-        remote = _remote(found)
-        if remote.tax_total is not None:
-            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + self._rounding(found)})
         adjustments = self._adjustments(found, lines=True) if remote.status != "void" else []
         if not adjustments or remote.total is None or remote.tax_total is None or remote.balance is None:
             return remote
         # Adjustments (an invoice holding a credit memo cannot be cancelled): the shop's invoice is all of them.
-        total, tax, balance = Decimal(str(remote.total)), Decimal(str(remote.tax_total)), Decimal(str(remote.balance))
+        total, tax = Decimal(str(remote.total)), Decimal(str(remote.tax_total))
         for sign, doc in adjustments:
             total += sign * Decimal(str(doc.get("totalAmountIncludingTax") or 0))
             tax += sign * (Decimal(str(doc.get("totalTaxAmount") or 0)) + self._rounding(doc))
-            balance += Decimal(str(doc.get("remainingAmount") or 0)) if sign > 0 else 0
         voided = total == 0 and any(sign < 0 for sign, _ in adjustments)
-        return remote.model_copy(update={"total": total, "tax_total": tax, "balance": balance,
+        return remote.model_copy(update={"total": total, "tax_total": tax, "balance": self._owed(found, adjustments),
                                          "status": "void" if voided else remote.status})
+
+    def _booked(self, external_id: str) -> tuple[dict[str, Any] | None, RemoteInvoice | None]:
+        """The posted invoice with its lines, and as read back: its tax with its tax rounding line (tax, in the books)."""
+        found = self.client.get(f"{INVOICES}({external_id})", **{"$expand": LINES[INVOICES]})
+        if not found:
+            return None, None
+        remote = _remote(found)
+        if remote.tax_total is not None:
+            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + self._rounding(found)})
+        return found, remote
+
+    def _owed(self, invoice: dict[str, Any], adjustments: list[tuple[int, dict[str, Any]]]) -> Decimal:
+        """What the customer still owes on a shop invoice posted as several documents (adjustments): the invoice's
+        and its increases' totals less the payment lines applied to them and the credit memos linked to the invoice
+        (refunds and decreases), never below zero. Not their open amounts: a payment line applies to one document,
+        so a payment larger than the invoice's open amount leaves an increase open while the shop's invoice is paid
+        (the README says what the bookkeeper applies)."""
+        documents = [invoice] + [doc for sign, doc in adjustments if sign > 0]
+        ids = {doc["id"] for doc in documents}
+        owed = sum((Decimal(str(doc.get("totalAmountIncludingTax") or 0)) for doc in documents), Decimal("0"))
+        for line in self.client.list(f"{self._journal()}/customerPayments",
+                                     f"customerNumber eq {quoted(str(invoice.get('customerNumber') or ''))}"):
+            if line.get("appliesToInvoiceId") in ids:
+                owed -= Decimal(str(line.get("amount") or 0))
+        for memo in self.client.list(CREDIT_MEMOS, f"invoiceNumber eq {quoted(str(invoice.get('number') or ''))}"):
+            if memo.get("status") in ("Open", "Paid"):
+                owed -= Decimal(str(memo.get("totalAmountIncludingTax") or 0))
+        return max(owed, Decimal("0"))
 
     def _rounding(self, document: dict[str, Any]) -> Decimal:
         """The tax rounding lines of a document (on ``settings.tax_rounding_account``): tax, in the books."""

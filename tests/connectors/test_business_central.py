@@ -348,6 +348,13 @@ def test_an_edit_or_void_after_a_refund_posts_adjustments_with_the_payment_left_
             v3.computed.total, v3.computed.tax_total, expected_balance(v3))
         assert connector.read_invoice(original).balance == expected_balance(v3)
         assert resync_classify(v3, doc, remote, None) == ("no change", "")
+        # The customer pays the rest of the shop's total: the payment line applies to the invoice only (as far as it
+        # is open), yet the shop's invoice is paid, and that is what reconcile reads.
+        v4 = next_version(v3, payments=[payment(1, "100.00"), payment(2, str(v3.computed.total - Decimal("100.00")))])
+        doc = deliver(connector, entities, v4, doc)
+        assert expected_balance(v4) == 0 and connector.fetch_invoice(original).balance == 0
+        assert connector.read_invoice(original).balance == 0
+        v3 = v4
     assert doc.engine.intent is None and plan_is_empty(connector, v3, doc, Observed(known=True))
     memos = len(sandbox.records("salesCreditMemos")) + len(sandbox.records("salesInvoices"))
     again = deliver(connector, entities, v3, doc, attempt=2)  # a redelivery posts nothing more
