@@ -4,7 +4,9 @@ Customers (ours numbered ``LWC<shop id>``; else the target's match rules), sales
 with their lines (deep insert) and posted by the ``Microsoft.NAV.post`` bound action (the engine's issue step).
 A posted invoice cannot be modified in Business Central, so an update cancels it (``Microsoft.NAV.cancel``: a
 corrective credit memo) — or deletes it while still a draft — and posts a replacement with the same
-``externalDocumentNumber`` (``update_replaces``); a void is the cancel. Payments are lines of a customer
+``externalDocumentNumber`` (``update_replaces``); a void is the cancel. Once a refund's credit memo is applied to
+the invoice neither is possible (no unapply in API v2.0): edits and voids are adjustments (``adjust_when_credited``:
+an increase invoice ``<number>-A<n>``, a decrease credit memo ``<number>-C<n>`` applied to the invoice). Payments are lines of a customer
 payment journal applied to the invoice (``appliesToInvoiceId``); refunds are credit memos linked to the
 invoice (``invoiceId``: posting applies them). ``PATCH`` and ``DELETE`` carry the entity's ETag in
 ``If-Match`` (a stale one: 412). The lifecycle, look-ups before re-creating, checkpoints and preview are the
