@@ -69,6 +69,7 @@ MAX_CLOSED_REPLANS = 3
 # Entity-store kind of an invoice's claim: platform invoice id -> ExternalRef(external_id=<shop invoice id>).
 CLAIM_KIND = "invoice-claim"
 GONE_STATUSES = ("voided", "void", "deleted")  # a found document in one of these is never adopted
+CREDITED = "a refund's credit note is applied to the invoice, which the platform cannot cancel: "  # an ADJUST's reason
 
 
 # --- what a connector declares and supplies ----------------------------------------------------------------
@@ -114,6 +115,12 @@ class Capabilities(BaseModel):
     # modified"): ``update_invoice`` cancels it and posts a replacement carrying the same number, whose id the
     # engine adopts (set ``update_detaches_money`` too: a paid invoice cannot be cancelled).
     update_replaces: bool = False
+    # The platform cannot cancel an invoice a refund's credit note is applied to, nor take the credit off (Business
+    # Central: API v2.0 has no unapply, and a refund's credit memo is not a corrective one it could cancel): once an
+    # invoice holds a credit note, an edit posts the difference as adjustments (an increase invoice, a decrease
+    # credit note applied to the invoice) and a void a full decrease, as in a closed period, dated as the invoice
+    # is; its payments stay applied.
+    adjust_when_credited: bool = False
     # The platform pulls its requests (QuickBooks Desktop's Web Connector): ``deliver`` queues and the pull
     # driver (connectors/engine_pull.py) runs this loop one request per answer. No request rate limit or token.
     pull: bool = False
@@ -396,8 +403,10 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, txn_date=first_open_day(closed),
                     reason="voided after the books were closed")
     wanted = received(event)
+    # The invoice cannot be cancelled or replaced while a credit note is applied to it (capability): adjustments.
+    credited = caps.adjust_when_credited and live and any(ref.status != "voided" for ref in doc.refunds.values())
     # An update that detaches payments and credits (capability) takes them all off first.
-    detach = (caps.update_detaches_money and live and not voiding and not in_closed(held_on)
+    detach = (caps.update_detaches_money and live and not voiding and not in_closed(held_on) and not credited
               and state.invoice_digest != invoice_digest(event))
 
     def void_step(refund_id: str) -> Step:
@@ -434,6 +443,8 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
             if refund_id not in kept and ref.status != "voided":
                 kind = StepKind.RELEASE_CREDIT if refund_id in state.applications else StepKind.VOID_CREDIT_NOTE
                 return Step(kind, key=refund_id)
+    if voiding and credited:
+        return Step(StepKind.ADJUST, target_total=ZERO, target_tax=ZERO, reason=CREDITED + "voided")
     if voiding:
         return Step(StepKind.VOID_INVOICE)
     if doc.external_id is None:
@@ -446,6 +457,9 @@ def next_step(event: InvoiceEvent, doc: DocumentState, caps: Capabilities, obser
         if in_closed(held_on):
             return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
                         txn_date=first_open_day(closed), reason="changed after the books were closed")
+        if credited:
+            return Step(StepKind.ADJUST, target_total=event.computed.total, target_tax=event.computed.tax_total,
+                        txn_date=state.posted_on, reason=CREDITED + "changed")
         return Step(StepKind.UPDATE_INVOICE, txn_date=state.posted_on)
     if caps.issue_after_create and state.issued is not True:
         return Step(StepKind.ISSUE_INVOICE)
@@ -885,7 +899,7 @@ class _Run:
                 self.issue_draft(posted)  # under the open intent: an attempt cut short here issues it on adoption
             self.effect(intent, posted, posted_on=step.txn_date)
             state.adjustments[-1].reason = step.reason
-            self.log.warning("engine_closed_period_adjustment", kind=kind, total=str(abs(d_total)),
+            self.log.warning("engine_closed_period_adjustment", kind=kind, total=str(abs(d_total)), reason=step.reason,
                              external_id=posted.external_id)
         if step.target_total == ZERO and step.target_tax == ZERO:
             self.doc.status = "voided"

@@ -112,11 +112,6 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
 # Connectors this test found defects in that are not fixed yet: they stay out of the run (named in its report)
 # until fixed, so the run keeps proving the rest. Found on 2026-11-29 in the first run with fifteen targets.
 KNOWN_DEFECTS: dict[str, str] = {
-    # Not a defect of ours: Business Central's API v2.0 cannot unapply a refund's (non-corrective) credit memo, so an
-    # edit of a refunded invoice there is dead-lettered with that reason (README, Business Central); the workload
-    # edits refunded invoices, so the run would count it. Posting such edits as adjustment documents would lift it.
-    "business-central": "an edit of a refunded invoice is dead-lettered: API v2.0 cannot unapply a refund's "
-                        "credit memo (a platform limit, documented)",
     # Found in the last full run (2026-11-29 22:50): the Bill.com sandbox answered a second refund's credit memo
     # with an uncaught 500 for ~40 s (retried, then delivered), and reconcile ran before it got through.
     "bill-com": "the sandbox answers 500 (an uncaught error) to a second refund's credit memo for a while; reconcile "

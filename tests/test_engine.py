@@ -332,3 +332,64 @@ def test_an_adopted_document_is_finished_for_the_event_it_was_made_for():
     entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
     done = run(ops, v1, doc, MemoryContext("t", v1, entities, attempt=2))
     assert ops.finished == (v1.invoice_id, DocKind.INVOICE, "7") and done.external_id == "7"
+
+
+def test_an_invoice_holding_a_credit_note_it_cannot_shed_is_adjusted_with_its_payments_left_applied():
+    """Business Central cannot cancel (replace) an invoice a refund's credit memo is applied to, nor unapply it
+    (``adjust_when_credited``): an edit posts the difference as an adjustment and keeps the payments applied (no
+    detach), a void takes the reversed payments off and posts a full decrease; before any refund, the replacement."""
+    caps = Capabilities(update_replaces=True, update_detaches_money=True, credit_applications=False,
+                        closed_periods=False, adjust_when_credited=True)
+    v1 = invoice_event(payments=[payment(1, "100.00")])
+    doc = posted(v1, issued=True)
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    assert next_step(v2, doc, caps, OPEN).kind is StepKind.REMOVE_PAYMENT  # no credit yet: replaced as before
+    refunded = next_version(v1, refunds=[_refund(3)])
+    doc.refunds["3"] = ExternalRef(external_id="c3", amount=Decimal("21.00"), status="open")
+    assert next_step(refunded, doc, caps, OPEN) is None
+    edited = next_version(refunded, lines=list(v1.lines)[:2])
+    step = next_step(edited, doc, caps, OPEN)
+    assert (step.kind, step.target_total, step.target_tax) == (
+        StepKind.ADJUST, edited.computed.total, edited.computed.tax_total)
+    assert step.txn_date is None and "credit note" in step.reason
+    without = caps.model_copy(update={"adjust_when_credited": False})
+    assert next_step(edited, doc, without, OPEN).kind is StepKind.REMOVE_PAYMENT  # today: off, then a refused cancel
+    void = next_version(refunded, status="void", payments=[])
+    assert next_step(void, doc, caps, OPEN).kind is StepKind.REMOVE_PAYMENT  # the shop reversed it
+    del doc.payments["1"]
+    step = next_step(void, doc, caps, OPEN)
+    assert (step.kind, step.target_total, step.target_tax) == (StepKind.ADJUST, 0, 0)
+    doc.refunds["3"].status = "voided"  # a platform that voided the note could cancel the invoice again
+    assert next_step(void, doc, caps, OPEN).kind is StepKind.VOID_INVOICE
+
+
+class _CreditedOps(_ReplacingOps):
+    """Business Central: an invoice with an applied credit memo cannot be cancelled; adjustments are posted."""
+
+    capabilities = Capabilities(update_replaces=True, update_detaches_money=True, credit_applications=False,
+                                closed_periods=False, adjust_when_credited=True)
+
+    def delete_payment(self, ref, request_id):
+        raise AssertionError("the payments stay applied")
+
+
+def test_an_edit_of_a_credited_invoice_posts_the_difference_as_an_adjustment_never_a_replacement():
+    from connectors.engine import run
+    from connectors.testing import MemoryContext, MemoryEntities
+
+    v1 = invoice_event(payments=[payment(1, "100.00")], refunds=[_refund(3)])
+    doc = posted(v1, issued=True)
+    doc.payments["1"] = ExternalRef(external_id="p1", amount=Decimal("100.00"))
+    doc.refunds["3"] = ExternalRef(external_id="c3", amount=Decimal("21.00"), status="open")
+    v2 = next_version(v1, lines=list(v1.lines)[:2])
+    ops = _CreditedOps()
+    entities = MemoryEntities()
+    entities.put("customer", str(v1.customer.id), ExternalRef(external_id="5", status="d"))
+    done = run(ops, v2, doc, MemoryContext("t", v2, entities))
+    assert not hasattr(ops, "replaced")
+    assert ops.adjustments == [("decrease", Decimal("677.58") - v2.computed.total, None)]
+    assert (done.external_id, set(done.payments), done.engine.invoice_digest) == ("7", {"1"}, invoice_digest(v2))
+    assert [(a.kind, a.signed_total) for a in done.engine.adjustments] == [
+        ("decrease", v2.computed.total - Decimal("677.58"))]
+    assert next_step(v2, done, ops.capabilities, OPEN) is None

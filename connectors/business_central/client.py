@@ -75,9 +75,9 @@ class BusinessCentralClient:
                 return None
             raise
 
-    def list(self, resource: str, odata_filter: str | None = None) -> list[dict[str, Any]]:
-        """Every entity of a collection (following ``@odata.nextLink``)."""
-        params = {"$filter": odata_filter} if odata_filter else None
+    def list(self, resource: str, odata_filter: str | None = None, **params: Any) -> list[dict[str, Any]]:
+        """Every entity of a collection (following ``@odata.nextLink``); ``params``: more query options."""
+        params = ({"$filter": odata_filter} if odata_filter else {}) | params or None
         answer = self._json(self.http.request("GET", self.path(resource), params=params, headers=JSON))
         rows = list(answer.get("value") or [])
         while answer.get("@odata.nextLink"):

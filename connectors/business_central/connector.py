@@ -4,7 +4,9 @@ Customers (ours numbered ``LWC<shop id>``; else the target's match rules), sales
 with their lines (deep insert) and posted by the ``Microsoft.NAV.post`` bound action (the engine's issue step).
 A posted invoice cannot be modified in Business Central, so an update cancels it (``Microsoft.NAV.cancel``: a
 corrective credit memo) — or deletes it while still a draft — and posts a replacement with the same
-``externalDocumentNumber`` (``update_replaces``); a void is the cancel. Payments are lines of a customer
+``externalDocumentNumber`` (``update_replaces``); a void is the cancel. Once a refund's credit memo is applied to
+the invoice neither is possible (no unapply in API v2.0): edits and voids are adjustments (``adjust_when_credited``:
+an increase invoice ``<number>-A<n>``, a decrease credit memo ``<number>-C<n>`` applied to the invoice). Payments are lines of a customer
 payment journal applied to the invoice (``appliesToInvoiceId``); refunds are credit memos linked to the
 invoice (``invoiceId``: posting applies them). ``PATCH`` and ``DELETE`` carry the entity's ETag in
 ``If-Match`` (a stale one: 412). The lifecycle, look-ups before re-creating, checkpoints and preview are the
@@ -18,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from connectors import references
 from connectors.auth import OAuth2ClientCredentialsAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.business_central import mapping
@@ -43,7 +46,8 @@ class BusinessCentralConnector(EngineConnector):
     # ("Allow Posting From" in the General Ledger Setup) are not readable through API v2.0: not modelled.
     capabilities = Capabilities(multi_currency=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False,
-                                issue_after_create=True, update_detaches_money=True, update_replaces=True)
+                                issue_after_create=True, update_detaches_money=True, update_replaces=True,
+                                adjust_when_credited=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -104,22 +108,29 @@ class BusinessCentralConnector(EngineConnector):
             return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
         if kind in (DocKind.CREDIT_NOTE, DocKind.CREDIT_APPLICATION):
             return mapping.credit_memo_reference(key)
-        raise PermanentError("business-central posts no closed-period adjustments")
+        if kind is DocKind.ADJUSTMENT:
+            adjustment_kind, sequence = references.adjustment_key(key)
+            return mapping.adjustment_number(event.number[:35], sequence, adjustment_kind)
+        raise PermanentError(f"business-central has no {kind.value} documents")
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.PAYMENT:
             return [_ref(p) for p in self.client.list(f"{self._journal()}/customerPayments",
                                                       f"documentNumber eq {quoted(reference)}")]
-        if kind not in (DocKind.INVOICE, DocKind.CREDIT_NOTE):
+        if kind not in (DocKind.INVOICE, DocKind.CREDIT_NOTE, DocKind.ADJUSTMENT):
             return []
-        resource = INVOICES if kind is DocKind.INVOICE else CREDIT_MEMOS
+        increase = kind is DocKind.INVOICE or (kind is DocKind.ADJUSTMENT and references.is_increase(reference))
+        resource = INVOICES if increase else CREDIT_MEMOS
         return [_ref(d) for d in self.client.list(resource, f"externalDocumentNumber eq {quoted(reference)}")
                 if d.get("status") != CANCELED]
 
     def finish(self, kind: DocKind, ref: ExternalRef) -> ExternalRef:
         """A credit memo an earlier attempt created and never posted is posted now (an invoice: the engine's
         issue step)."""
-        if kind is DocKind.CREDIT_NOTE and ref.status == "draft":
+        if kind is DocKind.ADJUSTMENT and ref.status == "draft" and self.client.get(
+                f"{CREDIT_MEMOS}({ref.external_id})") is None:
+            return ref  # an increase is an invoice: the engine issues it
+        if kind in (DocKind.CREDIT_NOTE, DocKind.ADJUSTMENT) and ref.status == "draft":
             self.client.write("POST", f"{CREDIT_MEMOS}({ref.external_id})/Microsoft.NAV.post")
             return _ref(self.client.get(f"{CREDIT_MEMOS}({ref.external_id})") or {}, ref)
         return ref
@@ -180,7 +191,8 @@ class BusinessCentralConnector(EngineConnector):
         ) if replacement is None else replacement
         if made.status == "draft" or (replacement is None and made.status is None):
             self.client.write("POST", f"{INVOICES}({made.external_id})/Microsoft.NAV.post")
-        return self.read_invoice(made.external_id) or RemoteInvoice(external_id=made.external_id)
+        posted = self.client.get(f"{INVOICES}({made.external_id})")  # Business Central's own tax, as on a create
+        return _remote(posted) if posted else RemoteInvoice(external_id=made.external_id)
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         """The shop issued it: a draft left by an interrupted attempt is posted first, so the cancel is on record."""
@@ -210,23 +222,90 @@ class BusinessCentralConnector(EngineConnector):
                 status=refused.status, platform_code=refused.platform_code, detail=refused.detail) from refused
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
-        found = self.client.get(f"{INVOICES}({external_id})")
-        return _remote(found) if found else None
+        """The posted invoice as the books hold it: its own total, its tax with its tax rounding line (what
+        adjustments are computed from: else a resync would post a cent of tax as an empty adjustment), and as its
+        balance, once adjusted, what the customer still owes on the shop's invoice (``_owed``)."""
+        found, remote = self._booked(external_id)
+        if found is None or remote is None:
+            return None
+        adjustments = self._adjustments(found)
+        if adjustments and remote.balance is not None:
+            remote = remote.model_copy(update={"balance": self._owed(found, adjustments)})
+        return remote
+
+    def _adjustments(self, invoice: dict[str, Any], lines: bool = False) -> list[tuple[int, dict[str, Any]]]:
+        """The adjustment documents posted for a posted invoice, found by their numbers (``<number>-A<n>``, an
+        increase invoice: +1; ``-C<n>``, a decrease credit memo: -1), in sequence until one is missing."""
+        number, out = str(invoice.get("externalDocumentNumber") or ""), []
+        for sequence in range(1, 100):
+            found = None
+            for kind, resource in (("increase", INVOICES), ("decrease", CREDIT_MEMOS)):
+                wanted = quoted(mapping.adjustment_number(number, sequence, kind))
+                expand = {"$expand": LINES[resource]} if lines else {}
+                rows = [d for d in self.client.list(resource, f"externalDocumentNumber eq {wanted}", **expand)
+                        if d.get("status") not in (CANCELED, DRAFT) and d.get("customerId") == invoice.get("customerId")]
+                if rows:
+                    found = (1 if kind == "increase" else -1, rows[0])
+                    break
+            if found is None:
+                return out
+            out.append(found)
+        return out
 
     def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:
         """The invoice as the books hold it, for resync and reconcile to compare with the shop: its tax includes
         the tax rounding line on the sales tax account (``settings.tax_rounding_account``), which makes Business
         Central's per-document rounding up to the tax the shop charged (else every such invoice reads as changed,
         and a resync cancels and replaces it)."""
+        found, remote = self._booked(external_id)
+        if found is None or remote is None:
+            return None
+        adjustments = self._adjustments(found, lines=True) if remote.status != "void" else []
+        if not adjustments or remote.total is None or remote.tax_total is None or remote.balance is None:
+            return remote
+        # Adjustments (an invoice holding a credit memo cannot be cancelled): the shop's invoice is all of them.
+        total, tax = Decimal(str(remote.total)), Decimal(str(remote.tax_total))
+        for sign, doc in adjustments:
+            total += sign * Decimal(str(doc.get("totalAmountIncludingTax") or 0))
+            tax += sign * (Decimal(str(doc.get("totalTaxAmount") or 0)) + self._rounding(doc))
+        voided = total == 0 and any(sign < 0 for sign, _ in adjustments)
+        return remote.model_copy(update={"total": total, "tax_total": tax, "balance": self._owed(found, adjustments),
+                                         "status": "void" if voided else remote.status})
+
+    def _booked(self, external_id: str) -> tuple[dict[str, Any] | None, RemoteInvoice | None]:
+        """The posted invoice with its lines, and as read back: its tax with its tax rounding line (tax, in the books)."""
         found = self.client.get(f"{INVOICES}({external_id})", **{"$expand": LINES[INVOICES]})
         if not found:
-            return None
-        remote, account = _remote(found), self.settings.tax_rounding_account
-        rounding = sum((Decimal(str(ln.get("amountExcludingTax") or 0)) for ln in found.get(LINES[INVOICES]) or []
-                        if account and ln.get("lineObjectNumber") == account), Decimal("0"))
-        if rounding and remote.tax_total is not None:
-            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + rounding})
-        return remote
+            return None, None
+        remote = _remote(found)
+        if remote.tax_total is not None:
+            remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + self._rounding(found)})
+        return found, remote
+
+    def _owed(self, invoice: dict[str, Any], adjustments: list[tuple[int, dict[str, Any]]]) -> Decimal:
+        """What the customer still owes on a shop invoice posted as several documents (adjustments): the invoice's
+        and its increases' totals less the payment lines applied to them and the credit memos linked to the invoice
+        (refunds and decreases), never below zero. Not their open amounts: a payment line applies to one document,
+        so a payment larger than the invoice's open amount leaves an increase open while the shop's invoice is paid
+        (the README says what the bookkeeper applies)."""
+        documents = [invoice] + [doc for sign, doc in adjustments if sign > 0]
+        ids = {doc["id"] for doc in documents}
+        owed = sum((Decimal(str(doc.get("totalAmountIncludingTax") or 0)) for doc in documents), Decimal("0"))
+        for line in self.client.list(f"{self._journal()}/customerPayments",
+                                     f"customerNumber eq {quoted(str(invoice.get('customerNumber') or ''))}"):
+            if line.get("appliesToInvoiceId") in ids:
+                owed -= Decimal(str(line.get("amount") or 0))
+        for memo in self.client.list(CREDIT_MEMOS, f"invoiceNumber eq {quoted(str(invoice.get('number') or ''))}"):
+            if memo.get("status") in ("Open", "Paid"):
+                owed -= Decimal(str(memo.get("totalAmountIncludingTax") or 0))
+        return max(owed, Decimal("0"))
+
+    def _rounding(self, document: dict[str, Any]) -> Decimal:
+        """The tax rounding lines of a document (on ``settings.tax_rounding_account``): tax, in the books."""
+        account = self.settings.tax_rounding_account
+        return sum((Decimal(str(ln.get("amountExcludingTax") or 0))
+                    for ln in document.get(LINES[INVOICES]) or document.get(LINES[CREDIT_MEMOS]) or []
+                    if account and ln.get("lineObjectNumber") == account), Decimal("0"))
 
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
         found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)
@@ -265,12 +344,39 @@ class BusinessCentralConnector(EngineConnector):
 
     release_credit = apply_credit
 
-    # -- closed periods (not readable through API v2.0: capability off) --
+    # -- adjustments: closed periods are not readable through API v2.0 (capability off); an invoice a refund's
+    # credit memo is applied to cannot be cancelled (``adjust_when_credited``), so its edits are posted as these --
     def books_closed_through(self) -> date | None:
         return None
 
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
-        raise PermanentError("business-central posts no closed-period adjustments")
+        """An increase as a sales invoice (the engine posts it: ``issue_after_create``), a decrease as a credit memo
+        linked to the invoice (``invoiceId``: posting applies it there), with the shop's number tagged. Their
+        lines are what the shop's lines hold less what the invoice and the earlier adjustments hold, per account
+        and tax code, so Business Central taxes them as the shop did; the rounding line makes the total the
+        engine's difference."""
+        held: list[tuple[int, list[dict[str, Any]]]] = []
+        for sign, resource, external_id in [(1, INVOICES, posting.invoice_id)] + [
+                (1 if a.kind == "increase" else -1, INVOICES if a.kind == "increase" else CREDIT_MEMOS, a.external_id)
+                for a in posting.adjustments if a.kind in ("increase", "decrease")]:
+            found = self.client.get(f"{resource}({external_id})", **{"$expand": LINES[resource]}) or {}
+            held.append((sign, found.get(LINES[resource]) or []))
+        increase = adjustment.kind == "increase"
+        day = (posting.txn_date or event.issue_date).isoformat()
+        wanted = [] if event.status.value in ("void", "deleted") else mapping.invoice_payload(
+            event, posting.customer_id, self.mapping)[LINES[INVOICES]]  # a void: everything held comes off
+        lines = mapping.adjustment_lines(held, wanted, 1 if increase else -1, self.settings.tax_rounding_account)
+        body: dict[str, Any] = {"customerId": posting.customer_id, "externalDocumentNumber": adjustment.reference,
+                                "postingDate": day, "currencyCode": event.currency}
+        if increase:
+            body |= {"invoiceDate": day, LINES[INVOICES]: lines}
+        else:
+            body |= {"creditMemoDate": day, "invoiceId": posting.invoice_id, LINES[CREDIT_MEMOS]: lines}
+        resource = INVOICES if increase else CREDIT_MEMOS
+        made = self._draft(resource, body, adjustment.net + adjustment.tax, adjustment.reference)
+        log.warning("business_central_adjustment", target=self.target.name, document=adjustment.reference,
+                    kind=adjustment.kind, reason=adjustment.reason)
+        return _ref(made) if increase else self.finish(DocKind.CREDIT_NOTE, _ref(made))
 
 
 def _status(row: dict[str, Any]) -> str | None:

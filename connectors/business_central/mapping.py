@@ -14,9 +14,10 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, income_kind, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
@@ -115,6 +116,33 @@ def payment_payload(event: InvoiceEvent, payment: Payment, invoice_id: str, cust
             "documentNumber": payment_reference(payment), "externalDocumentNumber": (payment.reference or "")[:35],
             "amount": payment.amount, "appliesToInvoiceId": invoice_id,
             "description": f"{payment.method} payment of shop invoice {event.number}"[:100]}
+
+
+def adjustment_number(document_number: str, sequence: int, kind: str) -> str:
+    """An adjustment's ``externalDocumentNumber`` (Text[35]): the invoice's number, cut so ``-A<n>``/``-C<n>`` fits."""
+    tag = references.adjustment_tag(kind, sequence)
+    return f"{document_number[:35 - len(tag) - 1]}-{tag}"
+
+
+def adjustment_lines(held: Iterable[tuple[int, Iterable[dict[str, Any]]]], wanted: Iterable[dict[str, Any]],
+                     sign: int, rounding_account: str | None) -> list[dict[str, Any]]:
+    """The lines of an adjustment document: per G/L account and tax code, what the shop's lines (``wanted``) hold
+    less what the documents Business Central holds for the invoice hold (``held``: (+1 the invoice and each
+    increase, -1 each decrease credit memo), their lines as read), as one line each, ``sign`` -1 on a credit memo.
+    Lines on the tax rounding account are tax, not sales: Business Central taxes the adjustment's lines itself and
+    the rounding line makes its total the engine's."""
+    net: dict[tuple[str, str], Decimal] = {}
+    for held_sign, lines in held:
+        for ln in lines:
+            if rounding_account is None or ln.get("lineObjectNumber") != rounding_account:
+                key = (str(ln.get("lineObjectNumber")), str(ln.get("taxCode") or ""))
+                net[key] = net.get(key, ZERO) - held_sign * Decimal(str(ln.get("amountExcludingTax") or 0))
+    for ln in wanted:
+        key = (str(ln["lineObjectNumber"]), str(ln.get("taxCode") or ""))
+        amount = (Decimal(str(ln["quantity"])) * Decimal(str(ln["unitPrice"]))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        net[key] = net.get(key, ZERO) + amount
+    return [_account_line(f"Adjustment: the shop's invoice changed ({account})", account, Decimal("1"),
+                          sign * amount, code) for (account, code), amount in sorted(net.items()) if amount]
 
 
 def credit_memo_reference(refund_id: object) -> str:

@@ -48,6 +48,7 @@ SALES_TAX_PAYABLE, INVOICE_ROUNDING = "23100", "65950"  # the tax jurisdictions'
 CANADIAN = {"GST", "PST"}  # jurisdictions of a Canadian tax area: rounded jurisdiction by jurisdiction
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SEGMENT = re.compile(r"^([A-Za-z.]+)(?:\(([^)]*)\))?$")
+ADJUSTMENT = re.compile(r"^(.+)-([AC]\d+)$")  # an adjustment's externalDocumentNumber: the invoice's, tagged
 FILTER = re.compile(r"^(\w+) eq '((?:[^']|'')*)'$")
 
 # Writable properties per entity (name -> type[:max length or enum]) from the v2.0 property tables; the
@@ -109,6 +110,13 @@ def bc_error(status: int, code: str, message: str, retry_after: int | None = Non
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def _booked_tax(document: dict[str, Any]) -> Decimal:
+    """A document's tax in the books: Business Central's plus its lines on the sales tax account."""
+    lines = document.get("salesInvoiceLines", document.get("salesCreditMemoLines")) or []
+    return document["totalTaxAmount"] + sum((ln["amountExcludingTax"] for ln in lines
+                                            if ln.get("lineObjectNumber") == SALES_TAX_PAYABLE), ZERO)
 
 
 def _money(value: Decimal) -> Decimal:
@@ -251,20 +259,38 @@ class Sandbox:
             return [copy.deepcopy(r) for c in self.companies.values() for r in c.sets[entity_set].values()]
 
     def booked_invoices(self) -> list[BookedInvoice]:
+        """Each shop invoice as the books hold it. An invoice a refund's credit memo is applied to cannot be
+        cancelled, so its edits are adjustment documents carrying its number tagged ``-A<n>`` (an increase: a sales
+        invoice) or ``-C<n>`` (a decrease: a credit memo applied to it): they count in its total, tax and payments;
+        one whose documents net to nothing is voided."""
         with self._lock:
             out = []
             for company in self.companies.values():
                 payments = list(company.sets["customerPayments"].values())
-                for invoice in company.sets["salesInvoices"].values():
-                    number = invoice.get("externalDocumentNumber") or ""
-                    paid = [p["amount"] for p in payments if p.get("appliesToInvoiceId") == invoice["id"]]
-                    # Tax in the books: Business Central's tax plus lines posted on the sales tax account.
-                    booked_tax = invoice["totalTaxAmount"] + sum(
-                        (ln["amountExcludingTax"] for ln in invoice["salesInvoiceLines"]
-                         if ln.get("lineObjectNumber") == SALES_TAX_PAYABLE), ZERO)
+                invoices = company.sets["salesInvoices"].values()
+                adjustments: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}  # (base, tag) -> docs
+                for sign, document in [(1, i) for i in invoices] + [
+                        (-1, m) for m in company.sets["salesCreditMemos"].values()]:
+                    tagged = ADJUSTMENT.match(document.get("externalDocumentNumber") or "")
+                    if tagged and document["status"] not in ("Draft", "Canceled", "Corrective"):
+                        adjustments.setdefault((tagged.group(1), tagged.group(2)), []).append((sign, document))
+                owned = {invoice["id"]: [] if invoice["status"] in ("Draft", "Canceled") else [
+                    (sign, d) for (base, tag), held in adjustments.items() for sign, d in held if d is not invoice
+                    and (invoice.get("externalDocumentNumber") or "")[:35 - len(tag) - 1] == base
+                    and d["customerId"] == invoice["customerId"]] for invoice in invoices}
+                adjusted = {d["id"] for own in owned.values() for _, d in own}
+                for invoice in invoices:
+                    if invoice["id"] in adjusted:
+                        continue
+                    number, own = invoice.get("externalDocumentNumber") or "", owned[invoice["id"]]
+                    documents = [(1, invoice)] + own
+                    ids = {d["id"] for sign, d in documents if sign > 0}
+                    paid = [p["amount"] for p in payments if p.get("appliesToInvoiceId") in ids]
+                    total = sum((sign * d["totalAmountIncludingTax"] for sign, d in documents), ZERO)
+                    booked_tax = sum((sign * _booked_tax(d) for sign, d in documents), ZERO)
+                    voided = invoice["status"] == "Canceled" or (total == 0 and any(s < 0 for s, _ in own))
                     out.append(BookedInvoice(
-                        number=number, external_id=invoice["id"], voided=invoice["status"] == "Canceled",
-                        total=invoice["totalAmountIncludingTax"], tax_total=booked_tax,
+                        number=number, external_id=invoice["id"], voided=voided, total=total, tax_total=booked_tax,
                         line_count=sum(1 for ln in invoice["salesInvoiceLines"]
                                        if ln.get("lineObjectNumber") not in (SALES_TAX_PAYABLE, INVOICE_ROUNDING)),
                         payments_applied=sum(paid, ZERO), payment_count=len(paid)))

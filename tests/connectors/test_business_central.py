@@ -20,6 +20,7 @@ from connectors.base import (AuthError, PermanentError, RateLimitedError, Retrya
 from connectors.business_central import Sandbox, mapping
 from connectors.business_central.client import classify
 from connectors.base import DocumentState
+from connectors.engine import Observed, plan_is_empty
 from connectors.testing import refund
 from connectors.testing import (GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line,
                                next_version, payment)
@@ -306,29 +307,89 @@ def test_without_a_rounding_account_the_difference_is_logged_and_recorded(bc, ca
     assert "business_central_tax_rounding" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("change", ["edit", "void"])
-def test_a_cancel_after_a_refund_dead_letters_with_the_reason_and_posts_once_unapplied(bc, change):
-    """A posted credit memo applied to the invoice blocks its cancel, and API v2.0 cannot unapply: the delivery
-    is refused naming the credit memo and what the bookkeeper does; after the unapply in Business Central the
-    replayed delivery posts."""
+@pytest.mark.parametrize("change", ["increase", "decrease", "void"])
+def test_an_edit_or_void_after_a_refund_posts_adjustments_with_the_payment_left_applied(bc, change):
+    """Issue #19: a posted credit memo applied to the invoice blocks its cancel, and API v2.0 can neither unapply it
+    nor cancel a refund's (non-corrective) credit memo — so an edit was a dead letter. Now the difference is posted
+    as adjustments: an increase as a sales invoice ``<number>-A1``, a decrease (or a void: everything) as a credit
+    memo ``<number>-C1`` applied to the invoice; the payment stays applied, the books hold the shop's total and tax,
+    resync reads "no change" and reconcile the shop's balance."""
+    from daemon.operations.resync import classify as resync_classify, expected_balance
+
     sandbox, connector, _ = bc
     entities = MemoryEntities()
-    v1 = invoice_event(7530)
+    v1 = invoice_event(7530, payments=[payment(1, "100.00")])
     doc = deliver(connector, entities, v1)
     v2 = next_version(v1, refunds=[refund(31, 2, "289.95", "14.50")])
     doc = deliver(connector, entities, v2, doc)
-    v3 = next_version(v2, lines=list(v1.lines)[:3]) if change == "edit" else next_version(v2, status="void")
-    with pytest.raises(PermanentError, match=r"credit memo\(s\) PS-CR\d+ \(the shop's refunds\) are applied to it "
-                                             r"and API v2.0 has no action to unapply them"):
-        deliver(connector, entities, v3, doc)
+    original = doc.external_id
+    lines = list(v1.lines)
+    lines[0] = line(1, "labour", "Diagnose charging system, extended", "2", "120.00", part_number=None)
+    v3 = {"increase": next_version(v2, lines=lines), "decrease": next_version(v2, lines=list(v1.lines)[:3]),
+          "void": next_version(v2, status="void", payments=[])}[change]
+    doc = deliver(connector, entities, v3, doc)
+    assert doc.external_id == original and not any(m["status"] == "Corrective" for m in
+                                                   sandbox.records("salesCreditMemos"))
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    tagged = f"{v1.number}-{'A1' if change == 'increase' else 'C1'}"
+    made = [d for d in sandbox.records("salesInvoices" if change == "increase" else "salesCreditMemos")
+            if d.get("externalDocumentNumber") == tagged]
+    assert [d["status"] for d in made] in (["Open"], ["Paid"]) and doc.engine.adjustments[0].reference == tagged
     memo = next(m for m in sandbox.records("salesCreditMemos") if m.get("externalDocumentNumber") == "LWR31")
-    # nor can the engine cancel the refund's credit memo itself: codeunit 1339 cancels only corrective ones
-    with pytest.raises(PermanentError, match="because it is not a corrective document"):
-        connector.client.write("POST", f"salesCreditMemos({memo['id']})/Microsoft.NAV.cancel")
-    sandbox.bookkeeper_unapply(memo["id"])
-    doc = deliver(connector, entities, v3, doc, attempt=2)
-    live = [b for b in sandbox.booked_invoices() if b.number == v1.number and not b.voided]
-    assert [b.total for b in live] == ([v3.computed.total] if change == "edit" else [])
+    assert memo["status"] == "Open" and memo["_open"] == 0  # the refund's credit is still applied to the invoice
+    if change == "void":
+        assert booked.voided and doc.status == "voided" and booked.payment_count == 0
+        assert connector.fetch_invoice(original).status == "void"
+    else:
+        assert (booked.total, booked.tax_total, booked.voided) == (v3.computed.total, v3.computed.tax_total, False)
+        assert (booked.payment_count, booked.payments_applied) == (1, Decimal("100.00"))
+        remote = connector.fetch_invoice(original)
+        assert (remote.total, remote.tax_total, remote.balance) == (
+            v3.computed.total, v3.computed.tax_total, expected_balance(v3))
+        assert connector.read_invoice(original).balance == expected_balance(v3)
+        assert resync_classify(v3, doc, remote, None) == ("no change", "")
+        # The customer pays the rest of the shop's total: the payment line applies to the invoice only (as far as it
+        # is open), yet the shop's invoice is paid, and that is what reconcile reads.
+        v4 = next_version(v3, payments=[payment(1, "100.00"), payment(2, str(v3.computed.total - Decimal("100.00")))])
+        doc = deliver(connector, entities, v4, doc)
+        assert expected_balance(v4) == 0 and connector.fetch_invoice(original).balance == 0
+        assert connector.read_invoice(original).balance == 0
+        v3 = v4
+    assert doc.engine.intent is None and plan_is_empty(connector, v3, doc, Observed(known=True))
+    memos = len(sandbox.records("salesCreditMemos")) + len(sandbox.records("salesInvoices"))
+    again = deliver(connector, entities, v3, doc, attempt=2)  # a redelivery posts nothing more
+    assert len(again.engine.adjustments) == 1
+    assert len(sandbox.records("salesCreditMemos")) + len(sandbox.records("salesInvoices")) == memos
+
+
+def test_an_adjustment_whose_answer_was_lost_is_adopted_not_posted_twice(bc, monkeypatch):
+    """The decrease credit memo was made (a draft, before its post) and the attempt died: the retry finds it by its
+    number under the open intent, posts it and records it; never a second one."""
+    sandbox, connector, _ = bc
+    entities = MemoryEntities()
+    v1 = invoice_event(7531)
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, refunds=[refund(32, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v2, doc)
+    v3 = next_version(v2, lines=list(v1.lines)[:3])
+    drafted = connector._draft
+
+    def draft_then_die(*args, **kwargs):
+        drafted(*args, **kwargs)
+        raise RetryableError("connection reset before the answer")
+
+    monkeypatch.setattr(connector, "_draft", draft_then_die)
+    context = MemoryContext(connector.target.name, v3, entities)
+    with pytest.raises(RetryableError):
+        connector.deliver(v3, doc, context)
+    monkeypatch.undo()
+    interrupted = context.checkpoints[-1]
+    assert interrupted.engine.intent is not None and interrupted.engine.intent.reference == f"{v1.number}-C1"
+    doc = deliver(connector, entities, v3, interrupted, attempt=2)
+    memos = [m for m in sandbox.records("salesCreditMemos") if m.get("externalDocumentNumber") == f"{v1.number}-C1"]
+    assert [m["status"] for m in memos] == ["Open"] and len(doc.engine.adjustments) == 1
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert (booked.total, booked.tax_total) == (v3.computed.total, v3.computed.tax_total)
 
 
 def test_resync_and_reconcile_read_the_tax_the_books_hold_rounding_line_included(bc):
