@@ -117,10 +117,6 @@ KNOWN_DEFECTS: dict[str, str] = {
     # edits refunded invoices, so the run would count it. Posting such edits as adjustment documents would lift it.
     "business-central": "an edit of a refunded invoice is dead-lettered: API v2.0 cannot unapply a refund's "
                         "credit memo (a platform limit, documented)",
-    # Found in the last full run (2026-11-29 22:50): the Bill.com sandbox answered a second refund's credit memo
-    # with an uncaught 500 for ~40 s (retried, then delivered), and reconcile ran before it got through.
-    "bill-com": "the sandbox answers 500 (an uncaught error) to a second refund's credit memo for a while; reconcile "
-                "then sees the balance without it (77.76 vs 0)",
 }
 
 
