@@ -465,3 +465,14 @@ def test_a_credit_amount_that_uses_up_an_older_memo_before_a_later_one_is_applie
         sandbox._invoice(org, org.invoices[invoice["id"]], {"creditAmount": Decimal("60")}, "PATCH")
     _memos_agree_with_invoices(sandbox)
     assert [m["appliedAmount"] for m in sandbox.records("memos")] == [Decimal("30"), Decimal("0")]
+
+
+def test_a_goodwill_refunds_tax_goes_as_the_invoices_main_tax_code():
+    """Issue #20: a refund with no line carries its tax as a tax line named for the invoice's main taxed line's
+    code (GST here), never folded into the untaxed amount."""
+    event = invoice_event(5201)
+    goodwill = Refund(id=3, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill: late job", created_at=payment(1, "1").received_at)
+    lines = mapping.credit_memo_payload(event, goodwill, "0cu1")["creditMemoLineItems"]
+    assert [(ln["description"], ln["price"]) for ln in lines] == [("Goodwill: late job", Decimal("40.00")),
+                                                                  (f"{mapping.TAX_LINE}GST", Decimal("2.00"))]
