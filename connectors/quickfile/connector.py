@@ -6,7 +6,8 @@ concurrency token, so the last write wins; a void is ``Invoice_Delete``), client
 invoice (``Payment_Create`` PaymentType PAYMENT, removed by ``Payment_Delete``), refunds as credit notes
 (``Invoice_Create`` with negative lines and a ``CreditNotes`` block: VOID against what is still owed, HOLD for
 an amount already paid, which QuickFile applies to their parent invoice as it creates them; an independent REFUND
-note, credit on the client's account, for refunds beyond both). Every request is
+note, credit on the client's account, for refunds beyond both; a refund the shop paid back is posted again as REFUND
+notes with ``PaidFromAccount``, money out of the refunded payment's bank). Every request is
 signed with a fresh ``SubmissionNumber``: a retry is made safe by the engine's look-ups (by the shop's number in
 ``InvoiceDescription``, our reference in a payment's ``Notes``), never by resending. The lifecycle, look-ups
 before re-creating, checkpoints and preview are the engine's."""
