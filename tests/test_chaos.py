@@ -112,10 +112,6 @@ def test_chaos_kills_broker_restart_and_a_flaky_platform(shop, tmp_path, report)
 # Connectors this test found defects in that are not fixed yet: they stay out of the run (named in its report)
 # until fixed, so the run keeps proving the rest. Found on 2026-11-29 in the first run with fifteen targets.
 KNOWN_DEFECTS: dict[str, str] = {
-    # Found in the last full run (2026-11-29 22:50): the Bill.com sandbox answered a second refund's credit memo
-    # with an uncaught 500 for ~40 s (retried, then delivered), and reconcile ran before it got through.
-    "bill-com": "the sandbox answers 500 (an uncaught error) to a second refund's credit memo for a while; reconcile "
-                "then sees the balance without it (77.76 vs 0)",
 }
 
 

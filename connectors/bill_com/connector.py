@@ -5,7 +5,9 @@ A session from ``POST /v3/login`` (``SessionLoginAuth`` with ``bill_com_session`
 update = ``PUT`` of the whole invoice, which removes every line whose id it omits, so the lines BILL holds are
 read and named; void = archive), offline payments by ``record-payment`` applied to their invoice (BILL publishes
 no void of one: a payment is reversed by a negative one), refunds as credit memos applied through the invoice's
-``creditAmount`` (archived when the shop takes the refund back). BILL exposes no closing date. The lifecycle,
+``creditAmount`` up to what the invoice owes, the rest left as customer credit (archived when the shop takes the
+refund back; a refund paid back stays an open memo: BILL publishes no API to pay money back against one, README).
+BILL exposes no closing date. The lifecycle,
 look-ups before re-creating, checkpoints and preview are the engine's."""
 
 from __future__ import annotations

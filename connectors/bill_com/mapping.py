@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
@@ -125,7 +126,9 @@ def credit_memo_payload(event: InvoiceEvent, refund: Refund, customer_id: str) -
     description = f"Returned: {line_text(line, 3900)}" if line else (refund.reason or "Refund")
     lines = [{"description": description[:4000], "quantity": Decimal("1"), "price": refund.amount}]
     if refund.tax_amount:
-        code = "+".join(sorted({t.code for t in line.taxes})) if line and line.taxes else "tax"
+        # A goodwill refund (no line) is taxed like the invoice's main taxed line: its tax line names that code.
+        taxed = line or references.main_taxed_line(event, refund)
+        code = "+".join(sorted({t.code for t in taxed.taxes})) if taxed and taxed.taxes else "tax"
         lines.append({"description": f"{TAX_LINE}{code}", "quantity": Decimal("1"), "price": refund.tax_amount})
     return {"customerId": customer_id, "referenceNumber": credit_memo_reference(event, refund.id),
             "creditDate": refund.created_at.date().isoformat(),

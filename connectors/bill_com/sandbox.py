@@ -363,17 +363,22 @@ class Sandbox:
         else:
             invoice.update({k: body[k] for k in ("invoiceDate", "dueDate", "invoiceNumber") if k in body})
         invoice["totalAmount"] = sum((ln["amount"] for ln in invoice["invoiceLineItems"]), ZERO)
+        drawn: dict[str, Decimal] = {}
         if replace or "creditAmount" in body:
-            self._apply_credit(org, invoice, _number(body.get("creditAmount", 0), "creditAmount"))
+            drawn = self._draw_credit(org, invoice, _number(body.get("creditAmount", 0), "creditAmount"))
         if invoice["paidAmount"] + invoice["creditAmount"] > invoice["totalAmount"]:
             raise BillError("totalAmount: cannot be less than the payments and credits applied to the invoice")
+        # Checked first, applied after: a refused write leaves the customer's memos as they were.
+        for memo_id, step in drawn.items():
+            org.memos[memo_id]["appliedAmount"] += step
         self._settle(invoice)
         org.invoices[invoice["id"]] = invoice
         return invoice
 
-    def _apply_credit(self, org: Org, invoice: dict[str, Any], wanted: Decimal) -> None:
+    def _draw_credit(self, org: Org, invoice: dict[str, Any], wanted: Decimal) -> dict[str, Decimal]:
         """``creditAmount`` = credit memo amounts applied: drawn from the customer's memos oldest first, given
-        back newest first."""
+        back newest first. Sets the invoice's ``creditAmount`` and its per-memo ``credits``; returns what each
+        memo gives (negative: takes back), for the caller to apply once the invoice is accepted."""
         if wanted < 0:
             raise BillError("creditAmount: must not be negative")
         credits: dict[str, Decimal] = invoice.setdefault("credits", {})
@@ -381,13 +386,20 @@ class Sandbox:
         memos = [m for m in org.memos.values() if m["customerId"] == invoice["customerId"] and not m["archived"]]
         if change > sum((m["totalAmount"] - m["appliedAmount"] for m in memos), ZERO):
             raise BillError("creditAmount: more than the customer's available credit")
-        for memo in memos if change > 0 else reversed([m for m in memos if credits.get(m["id"])]):
-            step = min(change, memo["totalAmount"] - memo["appliedAmount"]) if change > 0 else max(change, -credits[memo["id"]])
+        drawn: dict[str, Decimal] = {}
+        # The direction is decided once: more credit draws from memos with some left, less gives back from the
+        # memos this invoice holds (deciding it per memo took a later memo this invoice never drew from: KeyError).
+        giving = change > 0
+        for memo in memos if giving else reversed([m for m in memos if credits.get(m["id"])]):
+            if change == 0:
+                break
+            step = min(change, memo["totalAmount"] - memo["appliedAmount"]) if giving else max(change, -credits[memo["id"]])
             if step:
-                memo["appliedAmount"] += step
+                drawn[memo["id"]] = step
                 credits[memo["id"]] = credits.get(memo["id"], ZERO) + step
                 change -= step
         invoice["creditAmount"] = wanted
+        return drawn
 
     @staticmethod
     def _settle(invoice: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ concurrency token, so the last write wins; a void is ``Invoice_Delete``), client
 invoice (``Payment_Create`` PaymentType PAYMENT, removed by ``Payment_Delete``), refunds as credit notes
 (``Invoice_Create`` with negative lines and a ``CreditNotes`` block: VOID against what is still owed, HOLD for
 an amount already paid, which QuickFile applies to their parent invoice as it creates them; an independent REFUND
-note, credit on the client's account, for refunds beyond both). Every request is
+note, credit on the client's account, for refunds beyond both; a refund the shop paid back is posted again as REFUND
+notes with ``PaidFromAccount``, money out of the refunded payment's bank). Every request is
 signed with a fresh ``SubmissionNumber``: a retry is made safe by the engine's look-ups (by the shop's number in
 ``InvoiceDescription``, our reference in a payment's ``Notes``), never by resending. The lifecycle, look-ups
 before re-creating, checkpoints and preview are the engine's."""
@@ -21,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from connectors import references
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import (AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick, received,
                                recording_on)
@@ -44,7 +46,7 @@ class QuickFileConnector(EngineConnector):
     # API exposes no lock date; no batch create; a signed static key, nothing that expires.
     capabilities = Capabilities(multi_currency=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=False, closed_periods=False, batch_create=0,
-                                expiring_credentials=False, credit_settled_at_creation=True)
+                                expiring_credentials=False, credit_settled_at_creation=True, refund_settlement=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -100,9 +102,21 @@ class QuickFileConnector(EngineConnector):
             return mapping.payment_reference(next(p for p in event.payments if str(p.id) == key))
         if kind is DocKind.CREDIT_NOTE:
             return mapping.credit_note_reference(key)
+        if kind is DocKind.REFUND_PAYMENT:  # found through its refund's credit note reference (find)
+            return references.settlement_reference(key)
         raise PermanentError(f"quickfile has no {kind.value} documents")  # no applications, no adjustments
 
+    def _paid_out(self, refund_id: str) -> list[dict[str, Any]]:
+        """The live REFUND notes that paid a refund's money back (``settle_refund``), told by our Notes."""
+        note = mapping.credit_note_reference(refund_id)
+        return [i for i in self.client.search("Invoice_Search", InvoiceType="INVOICE")
+                if i.get("InvoiceDescription") == note and mapping.PAID_BACK in str(i.get("Notes") or "")]
+
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
+        if kind is DocKind.REFUND_PAYMENT:  # the paid-out parts of the refund's credit note, together
+            out = self._paid_out(reference.removeprefix(references.SETTLEMENT_PREFIX))
+            return [ExternalRef(external_id=",".join(str(i["InvoiceID"]) for i in out),
+                                amount=sum((-Decimal(str(i["GrossAmount"])) for i in out), ZERO))] if out else []
         if kind is DocKind.PAYMENT:
             # Payments cannot be searched by their notes: every allocated payment is read (only after an
             # uncertain write).
@@ -158,15 +172,25 @@ class QuickFileConnector(EngineConnector):
                 raise
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        made = self._post_credit(event, refund, posting.customer_id, posting.invoice_id, refund.amount,
-                                 refund.tax_amount)
-        return ExternalRef(external_id=",".join(made), amount=refund.amount + refund.tax_amount)
+        gross = refund.amount + refund.tax_amount
+        # Posted again after the invoice's payments changed: money already paid back stays out (a fact at the
+        # bank, removed only by unsettle_refund), so only the rest is posted (one search, paid-back refunds only).
+        kept = self._paid_out(str(refund.id)) if refund.payment_id is not None else []
+        out = sum((-Decimal(str(i["GrossAmount"])) for i in kept), ZERO)
+        ids = [str(i["InvoiceID"]) for i in kept]
+        if out < gross:
+            rest_tax = refund.tax_amount - mapping.tax_share(refund.tax_amount, gross, out)
+            ids += self._post_credit(event, refund, posting.customer_id, posting.invoice_id, gross - out - rest_tax,
+                                     rest_tax, out)
+        return ExternalRef(external_id=",".join(ids), amount=gross)
 
     def _post_credit(self, event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, net: Decimal,
-                     tax: Decimal, posted: Decimal = ZERO) -> list[str]:
+                     tax: Decimal, posted: Decimal = ZERO, paid_from: int | None = None) -> list[str]:
         """``net`` + ``tax`` of the refund's credit (``posted`` of it already made) as credit notes under its
         reference: VOID for what the parent still owes, HOLD for what was paid and is not held yet, an
-        independent REFUND note for the rest (the ids in that order)."""
+        independent REFUND note for the rest (the ids in that order). ``paid_from`` (money paid back, from that
+        bank nominal code): nothing more off what is owed; what was paid goes out as a REFUND note against the
+        invoice instead of HOLD, the rest as an independent REFUND note paid out too."""
         parent = self.read_invoice(parent_id)
         owed = Decimal(str(parent.balance or 0)) if parent is not None else ZERO
         total = Decimal(str(parent.total or 0)) if parent is not None else ZERO
@@ -179,11 +203,51 @@ class QuickFileConnector(EngineConnector):
         noted = sum((r.amount + r.tax_amount for r in event.refunds[:before]), posted)
         held = min(max(noted - (total - paid - owed), ZERO), paid)
         made = []
-        for kind, part_net, part_tax in mapping.credit_parts(net, tax, owed, paid - held):
+        for kind, part_net, part_tax in mapping.credit_parts(net, tax, owed if paid_from is None else ZERO,
+                                                              paid - held):
             part = refund.model_copy(update={"amount": part_net, "tax_amount": part_tax})
-            body = mapping.credit_note_payload(event, part, client_id, parent_id, self.mapping, kind)
+            if paid_from is None:
+                body = mapping.credit_note_payload(event, part, client_id, parent_id, self.mapping, kind)
+            else:  # HOLD's part (money paid on the invoice) goes back against it; the rest stands alone
+                body = mapping.credit_note_payload(event, part, client_id, parent_id if kind == "HOLD" else "",
+                                                   self.mapping, "REFUND", paid_from)
             made.append(str(self.client.call("Invoice_Create", body, write=True)["InvoiceID"]))
         return made
+
+    def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
+                      reference: str, posting: Posting) -> ExternalRef:
+        """A refund the shop paid back: QuickFile records money paid back only as a REFUND credit note with
+        ``PaidFromAccount`` (the forum post: "Refund a paid amount from an existing fully/partially paid
+        invoice"; Payment_Create knows PAYMENT and CREDIT only). So the parts the refund's credit note was posted
+        as (VOID off what is owed, HOLD on the client's account, an independent REFUND) are deleted and the whole
+        credit posted again as REFUND notes paid out of the bank the refunded payment's method maps to: against
+        the invoice up to what was paid on it, alone for the rest. What the customer owes is unchanged (the money
+        came back to them, not off their balance). Safe to repeat: a part already deleted is skipped, and what is
+        paid out is the refund's whole credit, never what an earlier attempt left."""
+        bank = self._refund_bank(event, refund)
+        for part_id in filter(None, credit.external_id.split(",")):
+            held = self.read_invoice(part_id)
+            if held is not None and mapping.PAID_BACK not in str((held.raw or {}).get("Notes") or ""):
+                self.client.call("Invoice_Delete", mapping.delete_invoice_payload(part_id), write=True)
+        made = self._post_credit(event, refund, posting.customer_id, posting.invoice_id, refund.amount,
+                                 refund.tax_amount, paid_from=bank)
+        return ExternalRef(external_id=",".join(made), amount=amount)
+
+    def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
+        """The money paid back taken back (the refund removed, or no longer paid back): its REFUND notes are
+        deleted. A refund kept but no longer paid back has its credit posted again when the invoice's payments
+        next change (the engine re-posts credit notes then) or by a resync (README, QuickFile)."""
+        for part_id in filter(None, settlement.external_id.split(",")):
+            if self.read_invoice(part_id) is not None:
+                self.client.call("Invoice_Delete", mapping.delete_invoice_payload(part_id), write=True)
+
+    def _refund_bank(self, event: InvoiceEvent, refund: Refund) -> int:
+        method = references.refund_method(event, refund)
+        bank = self.mapping.payment_accounts.get(method) if method else None
+        if not bank:
+            raise PermanentError(f"mapping.payment_accounts names no bank nominal code for {method!r}, the method of "
+                                 f"the payment refund {refund.id} pays back")
+        return int(bank)
 
     def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
         """A refund's credit note an earlier attempt made only part of (its first part posted, the answer lost
@@ -212,8 +276,10 @@ class QuickFileConnector(EngineConnector):
     def void_credit_note(self, event: InvoiceEvent, credit: ExternalRef, posting: Posting) -> None:
         """Delete every part of the refund's credit note (capability credit_settled_at_creation: it is posted
         again, settled by what the invoice then holds). Safe to repeat: a part already gone is skipped."""
-        for part in credit.external_id.split(","):
-            if self.read_invoice(part) is not None:
+        for part in filter(None, credit.external_id.split(",")):
+            held = self.read_invoice(part)
+            # Money paid back is not deleted here: it is the refund's settlement, removed by unsettle_refund.
+            if held is not None and mapping.PAID_BACK not in str((held.raw or {}).get("Notes") or ""):
                 self.client.call("Invoice_Delete", mapping.delete_invoice_payload(part), write=True)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,

@@ -15,6 +15,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from connectors import references
 from connectors.base import PermanentError, income_kind, invoice_memo, line_text
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, LineTax, Payment, Refund
 from daemon.config import MappingConfig
@@ -161,24 +162,46 @@ def credit_parts(net: Decimal, tax: Decimal, owed: Decimal, held_room: Decimal
     return parts
 
 
+PAID_BACK = "; paid back from bank "  # in a paid-out credit note's Notes: how our look-ups tell it
+AGAINST = " against invoice "
+
+
+def credit_note_notes(event: InvoiceEvent, refund: Refund, kind: CreditNoteType, paid_from: int | None = None,
+                      parent_id: str = "") -> str:
+    """Our Notes on a refund's credit note part: its type (QuickFile's look-ups do not return it), and for money
+    paid back the bank it went out of and the invoice it was paid on (``settle_refund``)."""
+    text = f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number} [{kind}]"
+    if paid_from is not None:
+        text += f"{PAID_BACK}{paid_from}" + (f"{AGAINST}{parent_id}" if parent_id else "")
+    return text
+
+
 def credit_note_payload(event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, mapping: MappingConfig,
-                        kind: CreditNoteType) -> dict[str, Any]:
+                        kind: CreditNoteType, paid_from: int | None = None) -> dict[str, Any]:
     """A refund as a credit note: VOID reduces what its invoice still owes, HOLD moves an amount already paid
-    to the client's account (QuickFile's CreditNoteType); REFUND stands alone — no parent, and no
-    ``PaidFromAccount`` since nothing is paid out (a paid-back refund is not settled: issue #20)."""
+    to the client's account (QuickFile's CreditNoteType); REFUND without ``paid_from`` stands alone — no parent
+    and no ``PaidFromAccount``, credit on the client's account. With ``paid_from`` (a refund the shop paid back,
+    issue #20) a REFUND note pays the amount back out of that bank nominal code: against ``parent_id`` for money
+    paid on the invoice ("Refund a paid amount from an existing fully/partially paid invoice"), alone otherwise."""
     line = next((ln for ln in event.lines if ln.id == refund.line_id), None)
     code = nominal_code(line.kind if line else LineKind.PART, mapping)
     text = f"Returned: {line_text(line, 480)}" if line else (refund.reason or "Refund")
     tax: dict[str, Any] = {}
-    if refund.tax_amount and line and line.taxes:  # the refund's tax on the line's first tax component
-        tax = taxes([line.taxes[0].model_copy(update={"amount": refund.tax_amount})], mapping, sign=-1)
+    # The refund's tax on its line's first tax component; a goodwill refund (no line) is taxed like the invoice's
+    # main taxed line, so its tax is posted as tax, never dropped (issue #20).
+    taxed = line or references.main_taxed_line(event, refund)
+    if refund.tax_amount and taxed and taxed.taxes:
+        tax = taxes([taxed.taxes[0].model_copy(update={"amount": refund.tax_amount})], mapping, sign=-1)
     lines = [{"ItemName": "refund", "ItemDescription": text, "ItemNominalCode": code, "UnitCost": -refund.amount,
               "Qty": Decimal("1")} | tax]
     day = max(refund.created_at.date(), event.issue_date)
+    against = parent_id if kind != "REFUND" or paid_from is not None else ""
     data = _invoice(event, client_id, day, credit_note_reference(refund.id),
-                    f"Refund {refund.id} ({refund.kind}) of shop invoice {event.number}", lines)
-    parent = {} if kind == "REFUND" else {"ParentInvoiceId": int(parent_id)}
-    return {"InvoiceData": data | {"CreditNotes": {"CreditNoteType": kind} | parent}}
+                    credit_note_notes(event, refund, kind, paid_from, against), lines)
+    block: dict[str, Any] = {"CreditNoteType": kind} | ({"ParentInvoiceId": int(against)} if against else {})
+    if paid_from is not None:
+        block["PaidFromAccount"] = paid_from
+    return {"InvoiceData": data | {"CreditNotes": block}}
 
 
 def delete_invoice_payload(invoice_id: str) -> dict[str, Any]:

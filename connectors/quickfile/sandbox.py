@@ -296,7 +296,8 @@ class Sandbox:
         """A credit note's amount not used: zero once applied to its live parent (VOID) or held (HOLD)."""
         kind = (credit["CreditNotes"] or {}).get("CreditNoteType")
         parent = account.invoices.get((credit["CreditNotes"] or {}).get("ParentInvoiceId") or 0)
-        if kind == "HOLD" or (kind == "VOID" and parent is not None and not parent["Deleted"]):
+        paid_out = kind == "REFUND" and (credit["CreditNotes"] or {}).get("PaidFromAccount") is not None
+        if kind == "HOLD" or paid_out or (kind == "VOID" and parent is not None and not parent["Deleted"]):
             return ZERO
         return -credit["GrossAmount"]
 
@@ -311,8 +312,9 @@ class Sandbox:
 
     def _paid(self, account: Account, inv: dict[str, Any]) -> Decimal:
         paid = sum((p["Amount"] for p in account.payments.values() if p["InvoiceID"] == inv["InvoiceID"]), ZERO)
+        # HOLD moved paid money to the client's account; REFUND with a parent paid it back out of a bank account
         held = sum((-c["GrossAmount"] for c in account.invoices.values() if not c["Deleted"] and c["CreditNotes"]
-                    and c["CreditNotes"].get("CreditNoteType") == "HOLD"
+                    and c["CreditNotes"].get("CreditNoteType") in ("HOLD", "REFUND")
                     and c["CreditNotes"].get("ParentInvoiceId") == inv["InvoiceID"]), ZERO)
         return paid - held
 
@@ -354,6 +356,18 @@ class Sandbox:
                 raise QuickFileError("A VOID credit note cannot exceed the invoice's unpaid balance", "VALIDATION")
             if credit["CreditNoteType"] == "HOLD" and -(net + vat) > self._paid(account, parent):
                 raise QuickFileError("A HOLD credit note cannot exceed the amount paid on the invoice", "VALIDATION")
+            # The post: PaidFromAccount is "applicable to REFUND type credit notes" (the bank nominal code the
+            # money is refunded from); a REFUND against an invoice "refunds a paid amount" of it.
+            if "PaidFromAccount" in credit and credit["CreditNoteType"] != "REFUND":
+                raise QuickFileError("PaidFromAccount: applicable to REFUND credit notes only", "VALIDATION")
+            if credit["CreditNoteType"] == "REFUND" and credit.get("ParentInvoiceId"):
+                if parent is None or parent["Deleted"]:
+                    raise QuickFileError("ParentInvoiceId: invoice not found", "NOT_FOUND")
+                if "PaidFromAccount" not in credit:
+                    raise QuickFileError("PaidFromAccount: mandatory to refund a paid amount", "VALIDATION")
+                if -(net + vat) > self._paid(account, parent):
+                    raise QuickFileError("A REFUND credit note cannot exceed the amount paid on the invoice",
+                                         "VALIDATION")
         fields = {"ClientID": data["ClientID"], "Currency": data.get("Currency", "GBP"),
                   "InvoiceDescription": data.get("InvoiceDescription") or lines[0]["ItemDescription"][:35],
                   "IssueDate": data.get("Scheduling", {}).get("SingleInvoiceData", {}).get("IssueDate"),

@@ -389,3 +389,90 @@ def test_a_customer_without_email_needs_the_fallback():
     with pytest.raises(PermanentError, match="fallback_email"):
         mapping.customer_payload(customer, None)
     assert mapping.customer_payload(customer, "ar@shop.example")["email"] == "ar@shop.example"
+
+
+# -- issue #19: a second refund of the same line (the chaos run's uncaught 500) ----------------------------
+
+def _memos_agree_with_invoices(sandbox: Sandbox) -> None:
+    """What each credit memo has applied is what the invoices hold of it (a refused write changed nothing)."""
+    invoices = sandbox.records("invoices")
+    for memo in sandbox.records("memos"):
+        held = sum((i["credits"].get(memo["id"], Decimal("0")) for i in invoices), Decimal("0"))
+        assert memo["appliedAmount"] == held, (memo["referenceNumber"], memo["appliedAmount"], held)
+        assert Decimal("0") <= memo["appliedAmount"] <= memo["totalAmount"]
+
+
+# (payments before the refunds, payments after the second refund): refunds of 304.45 each on a 677.58 invoice
+@pytest.mark.parametrize("before, after", [
+    (["500.00"], ["100.00"]),   # refund A bigger than the open 177.58: applied up to it, the rest stays credit
+    (["100.00"], []),           # the two refunds add up to more than the open amount
+    ([], ["50.00"]),            # a payment after both refunds: the credit applied gives room back
+    (["677.58"], []),           # paid in full: no room, both memos stay customer credit
+])
+def test_a_second_refund_of_the_same_line_is_applied_without_a_server_error(before, after):
+    """Issue #19 (chaos run, INV-MAIN-000012 v3): the second refund's credit memo answered ``PATCH creditAmount``
+    with an uncaught 500 (KeyError in the sandbox) while another memo of the same customer came after the one it
+    drew from. Each delivery must go through at once, with the books right: credit applied = what the engine
+    applied, the rest left as customer credit on the memos, and the invoice's balance what reconcile expects."""
+    sandbox = Sandbox()
+    with connectors_on(sandbox, "bill") as build:
+        connector, entities = build(), MemoryEntities()
+        line_refund = lambda rid: Refund(id=rid, kind="return", amount=Decimal("289.95"), tax_amount=Decimal("14.50"),
+                                         line_id=2, reason="returned", created_at=payment(1, "1").received_at)
+        paid = [payment(100 + i, amount) for i, amount in enumerate(before)]
+        event = invoice_event(5101, payments=paid)
+        doc = deliver(connector, entities, event)
+        event = next_version(event, refunds=[line_refund(1)])
+        doc = deliver(connector, entities, event, doc)
+        # another invoice of the same customer refunded meanwhile: a later memo of that customer
+        other = invoice_event(5102, refunds=[line_refund(9)])
+        deliver(connector, entities, other)
+        event = next_version(event, refunds=[line_refund(1), line_refund(2)])
+        doc = deliver(connector, entities, event, doc)
+        if after:
+            event = next_version(event, payments=[payment(200 + i, amount) for i, amount in enumerate(after)])
+            doc = deliver(connector, entities, event, doc)
+            event = next_version(event, refunds=[*event.refunds, line_refund(3)])  # and a third one
+            doc = deliver(connector, entities, event, doc)
+    invoice = next(i for i in sandbox.records("invoices") if i["invoiceNumber"] == event.number)
+    paid_total = sum((p.amount for p in event.payments), Decimal("0"))
+    refunded = sum((r.amount + r.tax_amount for r in event.refunds), Decimal("0"))
+    open_before_credit = event.computed.total - paid_total
+    assert invoice["paidAmount"] == paid_total
+    assert invoice["creditAmount"] == min(refunded, open_before_credit)  # applied up to the balance
+    assert invoice["dueAmount"] == max(Decimal("0"), open_before_credit - refunded)
+    _memos_agree_with_invoices(sandbox)
+
+
+def test_a_credit_amount_that_uses_up_an_older_memo_before_a_later_one_is_applied_not_a_500():
+    """The sandbox's own rule (credit drawn from the customer's memos oldest first) with a later memo left
+    untouched: 200 and the books right; a refused creditAmount leaves every memo as it was."""
+    sandbox = Sandbox()
+    org = sandbox.orgs[sandbox.seed_credentials()["organization_id"]]
+    customer = sandbox._customer(org, None, {"name": "Dana", "email": "d@x"}, "POST")
+    invoice = sandbox._invoice(org, None, {"customer": {"id": customer["id"]}, "invoiceLineItems": [
+        {"quantity": Decimal("1"), "price": Decimal("100")}]}, "POST")
+    memo = {"customerId": customer["id"], "creditDate": "2026-11-20"}
+    for number in ("CM1", "CM2"):
+        sandbox._memo(org, memo | {"referenceNumber": number, "creditMemoLineItems": [
+            {"quantity": Decimal("1"), "price": Decimal("30")}]})
+    applied = sandbox._invoice(org, org.invoices[invoice["id"]], {"creditAmount": Decimal("30")}, "PATCH")
+    assert applied["creditAmount"] == Decimal("30") and applied["dueAmount"] == Decimal("70")
+    from connectors.bill_com.sandbox import BillError
+    sandbox._record_payment(org, GOOD_PAYMENT | {"amount": Decimal("50"), "invoices": [
+        {"id": invoice["id"], "amount": Decimal("50")}]})
+    with pytest.raises(BillError, match="cannot be less than"):  # 50 paid + 60 credit > 100
+        sandbox._invoice(org, org.invoices[invoice["id"]], {"creditAmount": Decimal("60")}, "PATCH")
+    _memos_agree_with_invoices(sandbox)
+    assert [m["appliedAmount"] for m in sandbox.records("memos")] == [Decimal("30"), Decimal("0")]
+
+
+def test_a_goodwill_refunds_tax_goes_as_the_invoices_main_tax_code():
+    """Issue #20: a refund with no line carries its tax as a tax line named for the invoice's main taxed line's
+    code (GST here), never folded into the untaxed amount."""
+    event = invoice_event(5201)
+    goodwill = Refund(id=3, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill: late job", created_at=payment(1, "1").received_at)
+    lines = mapping.credit_memo_payload(event, goodwill, "0cu1")["creditMemoLineItems"]
+    assert [(ln["description"], ln["price"]) for ln in lines] == [("Goodwill: late job", Decimal("40.00")),
+                                                                  (f"{mapping.TAX_LINE}GST", Decimal("2.00"))]

@@ -392,3 +392,116 @@ def test_a_second_refund_beyond_what_is_owed_and_paid_leaves_the_rest_as_client_
     assert _live_credit(sandbox, "LWR71") == _live_credit(sandbox, "LWR72") == Decimal("420.00")
     assert connector.read_invoice(doc.external_id).balance == expected_balance(v3) == 0
 
+
+
+# -- issue #20: a refund paid back is a REFUND credit note paid out of the payment's bank ------------------------
+
+# The CreditNotes block as QuickFile's post "Creating a Credit Note using the API" (NAMED_ELSEWHERE) defines it.
+def credit_notes_problems(block: dict[str, Any]) -> list[str]:
+    problems = [f"CreditNotes.{k}: not in the post" for k in set(block) - {"CreditNoteType", "ParentInvoiceId",
+                                                                            "PaidFromAccount"}]
+    if block.get("CreditNoteType") not in {"VOID", "REFUND", "HOLD"}:
+        problems.append("CreditNoteType: mandatory, VOID / REFUND / HOLD")
+    if "ParentInvoiceId" in block and not isinstance(block["ParentInvoiceId"], int):
+        problems.append("ParentInvoiceId: the parent invoice's id")
+    if "PaidFromAccount" in block:  # "Applicable to REFUND type credit notes … a bank nominal code (1200-1299)"
+        if block.get("CreditNoteType") != "REFUND":
+            problems.append("PaidFromAccount: applicable to REFUND credit notes")
+        if not isinstance(block["PaidFromAccount"], int) or not 1200 <= block["PaidFromAccount"] <= 1299:
+            problems.append("PaidFromAccount: a bank nominal code 1200-1299")
+    return problems
+
+
+def _paid_back(refund_id: int, amount: str, tax: str, payment_id: int) -> Refund:
+    return refund(refund_id, amount, tax).model_copy(update={"payment_id": payment_id})
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ({"CreditNoteType": "HOLD", "ParentInvoiceId": 1, "PaidFromAccount": 1210}, "applicable to REFUND"),
+    ({"CreditNoteType": "REFUND", "PaidFromAccount": 1300}, "1200-1299"),
+    ({"CreditNoteType": "REFUND", "PaidFromAccount": "1210"}, "1200-1299"),
+    ({"ParentInvoiceId": 1}, "mandatory"),
+])
+def test_a_bad_credit_notes_block_is_refused_by_the_validator_and_the_sandbox(wired, bad, expected):
+    sandbox, connector, sent = wired
+    assert any(expected in p for p in credit_notes_problems(bad))
+    paid = invoice_event(80, payments=[payment(80, "677.58")])
+    doc = deliver(connector, paid)
+    (_, envelope) = next((p, e) for p, e in sent if p == "/1_2/invoice/create")
+    data = envelope["payload"]["Body"]["InvoiceData"]
+    note = {"InvoiceType": "INVOICE", "ClientID": data["ClientID"], "InvoiceDescription": "LWR80",
+            "ItemLines": {"ItemLine": [{"ItemDescription": "refund", "UnitCost": Decimal("-10"), "Qty": Decimal("1")}]},
+            "CreditNotes": {k: (int(doc.external_id) if k == "ParentInvoiceId" else v) for k, v in bad.items()}}
+    with pytest.raises(PermanentError):
+        connector.client.call("Invoice_Create", {"InvoiceData": note}, write=True)
+
+
+def test_a_refund_note_paid_out_cannot_exceed_what_was_paid_and_leaves_nothing_open():
+    """The sandbox's REFUND against an invoice: money paid on it goes back out of a bank (PaidFromAccount
+    mandatory), never more than was paid and not yet held or refunded; the note has nothing open after."""
+    from connectors.quickfile.sandbox import QuickFileError
+    sandbox = Sandbox()
+    with connectors_on(sandbox, "qf") as build:
+        connector = build()
+        doc = deliver(connector, invoice_event(81, payments=[payment(81, "100.00")]))
+        account = next(iter(sandbox.accounts.values()))
+        client_id = account.invoices[int(doc.external_id)]["ClientID"]
+
+        def note(gross: str, **block: Any) -> dict[str, Any]:
+            return {"InvoiceData": {"InvoiceType": "INVOICE", "ClientID": client_id, "InvoiceDescription": "LWR81",
+                                    "ItemLines": {"ItemLine": [{"ItemDescription": "refund", "Qty": Decimal("1"),
+                                                                "UnitCost": -Decimal(gross)}]},
+                                    "CreditNotes": {"CreditNoteType": "REFUND",
+                                                    "ParentInvoiceId": int(doc.external_id)} | block}}
+        with pytest.raises(QuickFileError, match="PaidFromAccount"):
+            sandbox._invoice_create(account, note("10.00"))
+        with pytest.raises(QuickFileError, match="cannot exceed the amount paid"):
+            sandbox._invoice_create(account, note("100.01", PaidFromAccount=1210))
+        sandbox._invoice_create(account, note("60.00", PaidFromAccount=1210))
+        with pytest.raises(QuickFileError, match="cannot exceed the amount paid"):
+            sandbox._invoice_create(account, note("40.01", PaidFromAccount=1210))
+    assert sandbox.credit_notes() == [("LWR81", Decimal("60.00"), Decimal("0"))]
+
+
+@pytest.mark.parametrize("paid", ["677.58", "300.00"])
+def test_a_refund_paid_back_is_a_refund_note_paid_from_the_payments_bank(wired, spec, paid):
+    """The shop paid 21.00 back on card (payment 90): the refund's credit is one REFUND note against the invoice
+    paid out of card's bank (1210), nothing left open, what the customer owes unchanged (their money came back,
+    not off their balance). A payment the shop takes later leaves it as it is (never a second credit); the refund
+    taken back deletes the money out with its note."""
+    sandbox, connector, sent = wired
+    entities = MemoryEntities()
+    v1 = invoice_event(90, payments=[payment(90, paid)])
+    doc = deliver(connector, v1, entities=entities)
+    v2 = next_version(v1, refunds=[_paid_back(91, "20.00", "1.00", payment_id=90)])
+    doc = deliver(connector, v2, doc, entities)
+    blocks = [e["payload"]["Body"]["InvoiceData"]["CreditNotes"] for p, e in sent if p == "/1_2/invoice/create"
+              and "CreditNotes" in e["payload"]["Body"]["InvoiceData"]]
+    assert all(credit_notes_problems(b) == [] for b in blocks), blocks
+    for url_path, envelope in sent:
+        spec.check(url_path, envelope, connector.client.credentials.get()["api_key"])
+    assert blocks[-1] == {"CreditNoteType": "REFUND", "ParentInvoiceId": int(doc.external_id), "PaidFromAccount": 1210}
+    assert [(t, left) for n, t, left in sandbox.credit_notes() if n == "LWR91"] == [(Decimal("21.00"), Decimal("0"))]
+    owed = Decimal("677.58") - Decimal(paid)
+    assert connector.read_invoice(doc.external_id).balance == owed and list(doc.engine.settlements) == ["91"]
+    if owed:
+        v3 = next_version(v2, payments=[*v2.payments, payment(92, "50.00")])
+        doc = deliver(connector, v3, doc, entities)
+        assert [(t, left) for n, t, left in sandbox.credit_notes() if n == "LWR91"] == [(Decimal("21.00"), Decimal("0"))]
+        assert connector.read_invoice(doc.external_id).balance == owed - Decimal("50.00")
+        v2 = v3
+    doc = deliver(connector, next_version(v2, refunds=[]), doc, entities)
+    assert [n for n, _, _ in sandbox.credit_notes() if n == "LWR91"] == [] and not doc.engine.settlements
+
+
+def test_a_goodwill_refunds_tax_is_posted_as_tax_on_the_main_taxed_lines_code(wired):
+    """Issue #20: a refund with no line that carries tax: its tax goes as Tax1 on the invoice's main taxed line's
+    tax (GST here), the note's total amount + tax — before, the tax was dropped (a 40.00 note for 42.00)."""
+    sandbox, connector, sent = wired
+    goodwill = Refund(id=96, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
+                      reason="Goodwill: late job", created_at=refund(1, "1", "0").created_at)
+    deliver(connector, invoice_event(95, refunds=[goodwill]))
+    (item,) = [e["payload"]["Body"]["InvoiceData"]["ItemLines"]["ItemLine"][0] for p, e in sent
+               if p == "/1_2/invoice/create" and e["payload"]["Body"]["InvoiceData"]["InvoiceDescription"] == "LWR96"]
+    assert item["Tax1"]["TaxName"] == "GST" and item["Tax1"]["TaxAmount"] == Decimal("-2.00")
+    assert [t for n, t, _ in sandbox.credit_notes() if n == "LWR96"] == [Decimal("42.00")]
