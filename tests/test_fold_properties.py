@@ -293,6 +293,7 @@ class FoldHarness:
                     self.emitted.append(emitted_event(built))
             self.mirror.end_batch()
         for key, value in self.mirror.changelog():
+            self.changelog.pop(key, None)  # the latest value last, in write order, as the compacted topic keeps it
             self.changelog[key] = value
         self.changelog["meta"] = encode_state(self.assembler.checkpoint())
         self.committed = self.assembler.committable(self.positions)
