@@ -352,24 +352,20 @@ def decode_change(topic: str, partition: int, offset: int, value: bytes | None) 
     payload, before, after = _envelope(topic, value)
     source = payload["source"]
     tx = payload.get("transaction")
-    if type(source) is dict:
-        db, schema, table, ts_ms = source.get("db"), source.get("schema"), source.get("table"), source.get("ts_ms")
-        snapshot, tx_id, lsn = source.get("snapshot", "false"), source.get("txId"), source.get("lsn")
-        if type(db) is str and type(table) is str and type(ts_ms) is int and _str_or_none(schema) and \
-                _str_or_none(snapshot) and _int_or_none(tx_id) and _int_or_none(lsn):
-            block = None
-            if tx:
-                if type(tx) is dict and type(tx.get("id")) is str and type(tx.get("total_order")) is int and \
-                        type(tx.get("data_collection_order")) is int:
-                    block = Block(tx["id"], tx["total_order"], tx["data_collection_order"])
-                else:
-                    block = _INVALID
-            if block is not _INVALID:
-                change = Change.__new__(Change)
-                change.table, change.op, change.before, change.after = table, payload["op"], before, after
-                change.source = Source(db, schema, table, ts_ms, snapshot, tx_id, lsn)
-                change.transaction, change.topic, change.partition, change.offset = block, topic, partition, offset
-                return change
+    if type(source) is dict and (not tx or type(tx) is dict):
+        get = source.get
+        plain = Source(get("db"), get("schema"), get("table"), get("ts_ms"), get("snapshot", "false"), get("txId"),
+                       get("lsn"))
+        block = Block(tx.get("id"), tx.get("total_order"), tx.get("data_collection_order")) if tx else None
+        if type(plain.db) is str and type(plain.table) is str and type(plain.ts_ms) is int and \
+                _str_or_none(plain.schema_) and _str_or_none(plain.snapshot) and _int_or_none(plain.txId) and \
+                _int_or_none(plain.lsn) and (block is None or (type(block.id) is str and type(block.total_order) is int
+                                                              and type(block.data_collection_order) is int)):
+            change = Change.__new__(Change)
+            change.table, change.op, change.before, change.after = plain.table, payload["op"], before, after
+            change.source, change.transaction = plain, block
+            change.topic, change.partition, change.offset = topic, partition, offset
+            return change
     return _validated(topic, partition, offset, payload, before, after)
 
 
@@ -379,9 +375,6 @@ def _str_or_none(value: Any) -> bool:
 
 def _int_or_none(value: Any) -> bool:
     return value is None or type(value) is int
-
-
-_INVALID = object()
 
 
 def _envelope(topic: str, value: bytes) -> tuple[dict[str, Any], Any, Any]:
