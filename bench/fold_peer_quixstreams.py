@@ -45,7 +45,11 @@ import orjson  # noqa: E402
 from quixstreams import Application, message_context  # noqa: E402
 from quixstreams.models.serializers import JSONSerializer  # noqa: E402
 
+from daemon.source import decode as decode_module  # noqa: E402
 from daemon.source.decode import decode_row_change, decode_tx_marker  # noqa: E402
+
+# The same decode the fold uses (round 4: decode_change, plain objects; before it, decode_row_change).
+decode_change = getattr(decode_module, "decode_change", decode_row_change)
 from daemon.source.fold import TABLES  # noqa: E402
 
 CENT = Decimal("0.01")
@@ -199,7 +203,7 @@ def main() -> None:
         if ctx.topic == tx_topic:
             marker = decode_tx_marker(ctx.topic, ctx.partition, ctx.offset, value)
             return fold.on_marker(marker) if marker is not None else []
-        change = decode_row_change(ctx.topic, ctx.partition, ctx.offset, value)
+        change = decode_change(ctx.topic, ctx.partition, ctx.offset, value)
         return fold.on_row(change) if change is not None else []
 
     for name in [f"{args.prefix}.public.{t}" for t in TABLES] + [tx_topic]:

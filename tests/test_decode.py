@@ -8,8 +8,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from daemon.source.decode import UNAVAILABLE, DecodeError, decode_row_change, decode_tx_marker
+from daemon.source.decode import (UNAVAILABLE, Change, DecodeError, RowChange, decode_change, decode_row_change,
+                                  decode_tx_marker)
 
 
 def _b64_decimal(value: str, scale: int) -> str:
@@ -130,3 +133,75 @@ def test_known_schema_prefix_skips_the_schema_but_decodes_the_same():
     assert decode_row_change(topic, 0, 5, json.dumps(widened).encode()).after["total"] == Decimal("2.2500")
     with pytest.raises(DecodeError, match="not JSON"):
         decode_row_change(topic, 0, 6, envelope(rows[0], op="c")[:-1] + b"}garbage")
+
+
+# --- decode_change (the fold's plain decode) agrees with decode_row_change --------------------------------
+
+_ANY_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=False, width=32),
+                        st.text(max_size=6), st.sampled_from(["false", "true", "last", "incremental", "12", "x"]))
+_MISSING = object()
+
+
+def _maybe(value_strategy):
+    return st.one_of(value_strategy, _ANY_SCALAR, st.just(_MISSING))
+
+
+def _put(target: dict, key: str, value) -> None:
+    if value is not _MISSING:
+        target[key] = value
+
+
+@settings(max_examples=300, deadline=None)
+@given(db=_maybe(st.just("shop")), schema=_maybe(st.just("public")), table=_maybe(st.just("invoices")),
+       ts_ms=_maybe(st.integers(0, 2**45)), snapshot=_maybe(st.sampled_from(["false", "true", "last", "incremental"])),
+       tx_id=_maybe(st.integers(0, 2**32)), lsn=_maybe(st.integers(0, 2**40)),
+       tx=st.one_of(st.none(), st.just({}), st.fixed_dictionaries(
+           {"id": _maybe(st.just("729:31160120")), "total_order": _maybe(st.integers(0, 99)),
+            "data_collection_order": _maybe(st.integers(0, 99))})),
+       op=st.sampled_from(["c", "u", "d", "r", "t", "x"]), with_after=st.booleans())
+def test_plain_decode_agrees_with_the_model_decode(db, schema, table, ts_ms, snapshot, tx_id, lsn, tx, op, with_after):
+    """For any envelope, ``decode_change`` refuses exactly what ``decode_row_change`` refuses and otherwise gives
+    the same values (a plain ``Change`` when every field already has the model's type, else the model itself)."""
+    source: dict = {}
+    for key, value in (("db", db), ("schema", schema), ("table", table), ("ts_ms", ts_ms), ("snapshot", snapshot),
+                       ("txId", tx_id), ("lsn", lsn)):
+        _put(source, key, value)
+    if tx:
+        tx = {k: v for k, v in tx.items() if v is not _MISSING}
+    after = {"id": 7, "total": _b64_decimal("12.50", 2), "notes": "ok"} if with_after else None
+    raw = json.loads(envelope(after or {}, op="c"))
+    raw["payload"].update({"op": op, "source": source, "transaction": tx, "after": after})
+    value = json.dumps(raw).encode()
+
+    def outcome(decode):
+        try:
+            return decode("shop.public.invoices", 0, 5, value)
+        except DecodeError:
+            return DecodeError
+
+    model, plain = outcome(decode_row_change), outcome(decode_change)
+    if model is DecodeError:
+        assert plain is DecodeError
+        return
+    assert plain is not DecodeError
+    assert isinstance(plain, (Change, RowChange))
+    fields = ("table", "op", "before", "after", "topic", "partition", "offset", "xid", "is_snapshot",
+              "is_incremental_snapshot", "is_streaming", "committed_at")
+    assert {f: getattr(plain, f) for f in fields} == {f: getattr(model, f) for f in fields}
+    source_fields = ("db", "schema_", "table", "ts_ms", "snapshot", "txId", "lsn")
+    assert {f: getattr(plain.source, f) for f in source_fields} == {f: getattr(model.source, f) for f in source_fields}
+    if model.transaction is None:
+        assert plain.transaction is None
+    else:
+        assert (plain.transaction.id, plain.transaction.total_order, plain.transaction.data_collection_order,
+                plain.transaction.xid) == (model.transaction.id, model.transaction.total_order,
+                                           model.transaction.data_collection_order, model.transaction.xid)
+
+
+def test_plain_decode_gives_a_plain_change_for_what_debezium_writes():
+    row = {"id": 7, "total": _b64_decimal("-1234.56", 2), "notes": "ok"}
+    value = envelope(row, op="c", transaction={"id": "729:31160120", "total_order": 1, "data_collection_order": 1})
+    plain = decode_change("shop.public.invoices", 0, 5, value)
+    model = decode_row_change("shop.public.invoices", 0, 5, value)
+    assert type(plain) is Change and plain.after == model.after and plain.xid == "729"
+    assert decode_change("shop.public.invoices", 0, 6, None) is None

@@ -134,6 +134,41 @@ class TxMarker(BaseModel):
         return self.id.split(":", 1)[0]
 
 
+class Source:
+    """``SourceInfo``'s fields as a plain object (``decode_change``)."""
+
+    __slots__ = ("db", "schema_", "table", "ts_ms", "snapshot", "txId", "lsn")
+
+    def __init__(self, db: str, schema_: str | None, table: str, ts_ms: int, snapshot: str | None,
+                 txId: int | None, lsn: int | None) -> None:  # noqa: N803 (Debezium's name, as SourceInfo's)
+        self.db, self.schema_, self.table, self.ts_ms = db, schema_, table, ts_ms
+        self.snapshot, self.txId, self.lsn = snapshot, txId, lsn
+
+
+class Block:
+    """``TxBlock``'s fields as a plain object (``decode_change``)."""
+
+    __slots__ = ("id", "total_order", "data_collection_order")
+
+    def __init__(self, id: str, total_order: int, data_collection_order: int) -> None:  # noqa: A002
+        self.id, self.total_order, self.data_collection_order = id, total_order, data_collection_order
+
+    xid = TxBlock.xid
+
+
+class Change:
+    """A ``RowChange`` as a plain object: what ``decode_change`` gives the fold for a record whose every field
+    has the type the model declares (the same checks, without building a model per record)."""
+
+    __slots__ = ("table", "op", "before", "after", "source", "transaction", "topic", "partition", "offset")
+
+    xid = RowChange.xid
+    is_snapshot = RowChange.is_snapshot
+    is_incremental_snapshot = RowChange.is_incremental_snapshot
+    is_streaming = RowChange.is_streaming
+    committed_at = RowChange.committed_at
+
+
 # --- semantic value conversion ------------------------------------------------------------------------
 
 Converter = Callable[[Any], Any]
@@ -304,6 +339,46 @@ def decode_row_change(topic: str, partition: int, offset: int, value: bytes | No
     """Decode a table-topic record; None for a tombstone (the delete event before it has the data)."""
     if value is None:
         return None
+    return _validated(topic, partition, offset, *_envelope(topic, value))
+
+
+def decode_change(topic: str, partition: int, offset: int, value: bytes | None) -> RowChange | Change | None:
+    """``decode_row_change`` for the fold's hot path: the same record, checked the same way, as a plain
+    ``Change`` (same attributes) instead of a pydantic model when every field already has exactly the type
+    the model declares (what Debezium writes); anything else goes through the model's validation, which
+    coerces or refuses it as before. Building the model was ~1/3 of decoding a record."""
+    if value is None:
+        return None
+    payload, before, after = _envelope(topic, value)
+    source = payload["source"]
+    tx = payload.get("transaction")
+    if type(source) is dict and (not tx or type(tx) is dict):
+        get = source.get
+        plain = Source(get("db"), get("schema"), get("table"), get("ts_ms"), get("snapshot", "false"), get("txId"),
+                       get("lsn"))
+        block = Block(tx.get("id"), tx.get("total_order"), tx.get("data_collection_order")) if tx else None
+        if type(plain.db) is str and type(plain.table) is str and type(plain.ts_ms) is int and \
+                _str_or_none(plain.schema_) and _str_or_none(plain.snapshot) and _int_or_none(plain.txId) and \
+                _int_or_none(plain.lsn) and (block is None or (type(block.id) is str and type(block.total_order) is int
+                                                              and type(block.data_collection_order) is int)):
+            change = Change.__new__(Change)
+            change.table, change.op, change.before, change.after = plain.table, payload["op"], before, after
+            change.source, change.transaction = plain, block
+            change.topic, change.partition, change.offset = topic, partition, offset
+            return change
+    return _validated(topic, partition, offset, payload, before, after)
+
+
+def _str_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _int_or_none(value: Any) -> bool:
+    return value is None or type(value) is int
+
+
+def _envelope(topic: str, value: bytes) -> tuple[dict[str, Any], Any, Any]:
+    """The change envelope's payload and its converted row images (before, after)."""
     payload = None
     codec = None
     known = _prefixes.get(topic)
@@ -330,8 +405,14 @@ def decode_row_change(topic: str, partition: int, offset: int, value: bytes | No
     if payload["op"] not in ("c", "u", "d", "r", "t"):
         raise DecodeError(f"unknown op {payload['op']!r}")
     before, after = payload.get("before"), payload.get("after")
+    if not (before is None or type(before) is dict) or not (after is None or type(after) is dict):
+        raise DecodeError("invalid envelope: a row image must be an object or null")
     if codec is not None:
         before, after = codec.convert(before), codec.convert(after)
+    return payload, before, after
+
+
+def _validated(topic: str, partition: int, offset: int, payload: dict[str, Any], before: Any, after: Any) -> RowChange:
     try:
         source = payload["source"]
         tx = payload.get("transaction")
@@ -368,4 +449,5 @@ def decode_tx_marker(topic: str, partition: int, offset: int, value: bytes | Non
         raise DecodeError(f"invalid transaction marker: {exc}") from exc
 
 
-__all__ = ["DecodeError", "RowChange", "TxMarker", "UNAVAILABLE", "decode_row_change", "decode_tx_marker"]
+__all__ = ["Change", "DecodeError", "RowChange", "TxMarker", "UNAVAILABLE", "decode_change", "decode_row_change",
+           "decode_tx_marker"]

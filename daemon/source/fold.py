@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import orjson
 import structlog
+from orjson import Fragment
 
 from daemon import metrics
 from daemon.canonical import (CENT, InvoiceEvent, InvoiceStatus, _decimal_bytes, decode_invoice_event,
@@ -83,6 +84,7 @@ class _Pending:
     first_seen: float = field(default_factory=time.monotonic)
     tally: dict[str, int] = field(default_factory=dict)  # "schema.table" -> changes so far (kept as they come)
     low: dict[tuple[str, int], int] = field(default_factory=dict)  # lowest buffered offset per partition
+    seq: int = 0  # creation order (ties of first_seen)
 
     def add(self, change: RowChange) -> bool:
         """Buffer a change; True when it is this transaction's first on its partition."""
@@ -127,6 +129,13 @@ class TransactionAssembler:
         # holders are dropped lazily when they reach the top, so committable() never walks the buffers.
         self._holds: dict[tuple[str, int], list[tuple[int, int, Any]]] = {}
         self._hold_seq = itertools.count()
+        # Pending transactions by END offset and by age, kept as heaps so ready() looks at the few at their heads
+        # instead of sorting every pending transaction on every call: on a loaded machine the invoice lines topic
+        # was read tens of seconds behind the others, thousands of transactions waited for their lines, and those
+        # two sorts per consumed batch doubled the fold's CPU. Released entries are dropped when they surface.
+        self._by_end: list[tuple[int, int, _Pending]] = []
+        self._by_age: list[tuple[float, int, _Pending]] = []
+        self._expired_without_changes: list[_Pending] = []  # past the wait, no END and no change yet
         self.snapshot_watermarks: dict[tuple[str, int], int] | None = None  # set once "last" is seen
         # The last snapshot record's arrival: the bounded wait for a snapshot counts from it (a history import's
         # snapshot takes many minutes while records keep coming; only a snapshot that stopped arriving —
@@ -173,7 +182,7 @@ class TransactionAssembler:
             return  # re-read after a restart; already applied
         pending = self.pending.get(xid)
         if pending is None:
-            pending = self.pending[xid] = _Pending(xid, first_seen=self.clock())
+            pending = self._new_pending(xid)
         if pending.add(change):
             self._push_hold((change.topic, change.partition), change.offset, pending)
         self.buffered_events += 1
@@ -190,13 +199,22 @@ class TransactionAssembler:
             return
         pending = self.pending.get(xid)
         if pending is None:
-            pending = self.pending[xid] = _Pending(xid, first_seen=self.clock())
+            pending = self._new_pending(xid)
         pending.marker_partition = (marker.topic, marker.partition)
         self._push_hold(pending.marker_partition, marker.offset, pending)
         if marker.status == "BEGIN":
             pending.begin_offset = marker.offset
         else:
             pending.end = marker
+            heapq.heappush(self._by_end, (marker.offset, next(self._hold_seq), pending))
+
+    def _new_pending(self, xid: str) -> _Pending:
+        pending = self.pending[xid] = _Pending(xid, first_seen=self.clock(), seq=next(self._hold_seq))
+        heapq.heappush(self._by_age, (pending.first_seen, pending.seq, pending))
+        return pending
+
+    def _is_pending(self, p: _Pending) -> bool:
+        return self.pending.get(p.xid) is p
 
     # -- checkpoint (the fold state changelog's ``m:assembler`` record, committed with the state) --
     def checkpoint(self) -> dict[str, Any]:
@@ -259,25 +277,49 @@ class TransactionAssembler:
         self._immediate.clear()
         now = self.clock()
         # Commit order = END offset order; a complete transaction waits for earlier ENDs still missing data.
-        with_end = sorted((p for p in self.pending.values() if p.end is not None), key=lambda p: p.end.offset)
-        for p in with_end:
-            if p.complete(self.collections):
+        by_end = self._by_end
+        while by_end:
+            offset, _, p = by_end[0]
+            if not self._is_pending(p) or p.end is None or p.end.offset != offset:
+                heapq.heappop(by_end)  # released, dropped, or its END read again (a newer entry stands)
+            elif p.complete(self.collections):
+                heapq.heappop(by_end)
                 out.append(self._release(p, "complete"))
             elif now - p.first_seen > self.timeout_s:
+                heapq.heappop(by_end)
                 log.warning("transaction_incomplete_released", xid=p.xid, expected=p.end.data_collections,
                             got=dict(p.counts()), waited_s=round(now - p.first_seen, 1))
                 out.append(self._release(p, "timed_out"))
             else:
                 break
-        # Data with no END at all (connector restarted mid-transaction): bounded wait, then release.
-        for p in sorted((p for p in self.pending.values() if p.end is None and p.changes),
-                        key=lambda p: p.first_seen):
+        # Data with no END at all (connector restarted mid-transaction): bounded wait, then release, oldest first.
+        if self.buffered_events > self.max_buffered_events:
+            candidates = [p for p in self.pending.values() if p.end is None and p.changes]
+        else:
+            candidates = self._expired_without_end(now)
+        for p in sorted(candidates, key=_age_order):
             if now - p.first_seen > self.timeout_s or self.buffered_events > self.max_buffered_events:
                 log.warning("transaction_without_end_released", xid=p.xid, events=len(p.changes),
                             waited_s=round(now - p.first_seen, 1))
                 out.append(self._release(p, "timed_out"))
         metrics.FOLD_BUFFERED_TRANSACTIONS.set(len(self.pending))
         metrics.FOLD_BUFFERED_EVENTS.set(self.buffered_events)
+        return out
+
+    def _expired_without_end(self, now: float) -> list[_Pending]:
+        """Pending transactions past the bounded wait that have changes and no END (popped off the age heap; those
+        with no change yet are kept aside until one arrives)."""
+        out: list[_Pending] = []
+        waiting: list[_Pending] = []
+        for p in self._expired_without_changes:
+            if self._is_pending(p) and p.end is None:
+                (out if p.changes else waiting).append(p)
+        by_age = self._by_age
+        while by_age and now - by_age[0][0] > self.timeout_s:
+            p = heapq.heappop(by_age)[2]
+            if self._is_pending(p) and p.end is None:
+                (out if p.changes else waiting).append(p)
+        self._expired_without_changes = waiting
         return out
 
     def _snapshot_complete(self, positions: dict[tuple[str, int], int]) -> bool:
@@ -305,6 +347,7 @@ class TransactionAssembler:
         else:
             self._mark_done(p.xid)
         changes = sorted(p.changes, key=_commit_order)
+        p.changes = []  # the heaps may hold this entry a while longer: not its changes
         if p.end is not None:
             self.last_applied_end_offset = max(self.last_applied_end_offset, p.end.offset)
         committed = changes[-1].committed_at if changes else None
@@ -347,6 +390,10 @@ class TransactionAssembler:
 
 _NOT_SNAPSHOT = (None, "false", "incremental")
 _COLLECTION_KEYS: dict[tuple[str | None, str], str] = {}  # (schema, table) -> "schema.table", as END counts them
+
+
+def _age_order(p: _Pending) -> tuple[float, int]:
+    return p.first_seen, p.seq
 
 
 def _commit_order(change: RowChange) -> tuple[int, int]:
@@ -428,11 +475,18 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
                 ("amount", "d"), ("tax_amount", "d"), ("reason", "v"), ("created_at", "ts")),
 }
 LAYOUT = 1  # first element of every compact row; bump when COLUMNS change (restore refuses other layouts)
+INVOICE_STATE = 1  # first element of an invoice's state record (``Mirror._invoice_state``)
 _ABSENT_TAG = {"$a": 0}  # a column the source row did not have (kept absent, not None)
 _MISSING = object()
 _PAGE_BITS = 6
 _PAGE_MASK = (1 << _PAGE_BITS) - 1
 _EMPTY_PAGE = [None] * (1 << _PAGE_BITS)
+
+
+def _compact(values: list[Any]) -> bytes:
+    """A compact row read back from an invoice's state record, as its stored bytes (orjson writes the same
+    bytes for the values it read)."""
+    return orjson.dumps(values)
 
 
 def _parse_decimal(text: str) -> Any:
@@ -735,8 +789,10 @@ class Mirror:
         self.invoices_by_customer = MultiIndex()
         self.invoices_by_job = MultiIndex()
         self.versions = Versions()  # invoice id -> (last version, content hash)
+        # What the next changelog() writes: rows kept under their own key (reference tables, child rows of no
+        # invoice), and invoices whose record (their rows and version, one state record) changed.
         self.dirty_rows: set[tuple[str, int]] = set()
-        self.dirty_versions: set[int] = set()
+        self.dirty_invoices: set[int] = set()
         self._deleted_headers: dict[int, dict[str, Any]] = {}
         # Decoded rows: those written in the current batch (cleared by end_batch) and reference rows
         # (locations, customers, vehicles, tax rates; bounded), so a rebuild does not decode them again.
@@ -804,8 +860,26 @@ class Mirror:
                 cache[pk] = new
             if reindex:
                 self._index(table, pk, new)
-        self.dirty_rows.add((table, pk))
+        self._mark_dirty(table, pk, old, new)
         return self._touched_by(table, pk, old, new)
+
+    def _mark_dirty(self, table: str, pk: int, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Note what the changelog must write for a changed row: its invoice's record when it belongs (or
+        belonged) to one, its own ``r:`` key otherwise (also to remove that key when a row of no invoice
+        becomes one of an invoice's)."""
+        if table == "invoices":
+            self.dirty_invoices.add(pk)
+            return
+        if table not in self.by_invoice:
+            self.dirty_rows.add((table, pk))
+            return
+        for row in (old, new):
+            if row is not None:
+                invoice_id = row.get("invoice_id")
+                if invoice_id is None:
+                    self.dirty_rows.add((table, pk))
+                else:
+                    self.dirty_invoices.add(int(invoice_id))
 
     def _truncate(self, table: str) -> set[int]:
         touched: set[int] = set()
@@ -813,7 +887,7 @@ class Mirror:
         for pk, row in list(rows.items()):
             self._unindex(table, pk, row)
             touched |= self._touched_by(table, pk, row, None)
-            self.dirty_rows.add((table, pk))
+            self._mark_dirty(table, pk, row, None)
             if table == "invoices":
                 self._deleted_headers[pk] = row
         rows.clear()
@@ -912,7 +986,7 @@ class Mirror:
             metrics.FOLD_UNCHANGED_SKIPPED.inc()
             return None
         self.versions[invoice_id] = (version, content)
-        self.dirty_versions.add(invoice_id)
+        self.dirty_invoices.add(invoice_id)
         return Emitted(invoice_id, version, record["status"], payload)
 
     def current_event(self, invoice_id: int) -> InvoiceEvent | None:
@@ -1055,37 +1129,85 @@ class Mirror:
     def changelog(self) -> Iterable[tuple[str, bytes | None]]:
         """Changed state entries since the last call, as (key, value) records; None is a tombstone.
 
-        A row's value is its compact array (``[layout, column values...]``, see ``COLUMNS``)."""
+        One record per touched invoice, ``i:<invoice id>``: its header and child rows (lines, line taxes,
+        payments, refunds) and its last version, so a 13-row invoice transaction is ~2 state records, not 14
+        (each produce call costs the fold ~1 µs of its own and librdkafka's work per record). Reference rows
+        (locations, customers, vehicles, jobs, tax rates) and child rows of no invoice keep their own key
+        ``r:<table>:<id>``. A row's value is its compact array (``[layout, column values...]``, see ``COLUMNS``).
+        Records are written in this order (``r:`` keys first): the topic has one partition, and ``restore``
+        relies on reading them in offset order, as compaction keeps them."""
+        rows = self.rows
         for table, pk in sorted(self.dirty_rows):
-            yield f"r:{table}:{pk}", self.rows[table].raw(pk)
-        for invoice_id in sorted(self.dirty_versions):
-            version, content = self.versions[invoice_id]
-            yield f"v:{invoice_id}", encode_state({"version": version, "hash": content})
+            raw = rows[table].raw(pk)
+            if raw is not None and table in self.by_invoice and self._row(table, pk).get("invoice_id") is not None:
+                raw = None  # now one of an invoice's rows: carried by that invoice's record
+            yield f"r:{table}:{pk}", raw
+        for invoice_id in sorted(self.dirty_invoices):
+            yield f"i:{invoice_id}", self._invoice_state(invoice_id)
         self.dirty_rows.clear()
-        self.dirty_versions.clear()
+        self.dirty_invoices.clear()
+
+    def _invoice_state(self, invoice_id: int) -> bytes:
+        """``[INVOICE_STATE, version, hash, header, [lines], [line taxes], [payments], [refunds]]``: rows as
+        their compact arrays (embedded as they are stored), version and hash null before the first emission.
+        Never a tombstone: an invoice whose rows are all gone keeps its version, as ``v:`` keys did."""
+        rows = self.rows
+        header = rows["invoices"].raw(invoice_id)
+        children = []
+        for table, index in self.by_invoice.items():
+            store = rows[table].store
+            children.append([Fragment(store.get(pk)) for pk in index.get(invoice_id)])
+        version = self.versions.get(invoice_id)
+        return orjson.dumps([INVOICE_STATE, version[0] if version else None, version[1] if version else None,
+                             None if header is None else Fragment(header), *children])
 
     def restore(self, key: str, value: bytes | None) -> None:
-        """Load one changelog record (the latest value per key wins, as compaction keeps it)."""
+        """Load one changelog record. Records must come in offset order (the latest value per key wins, as
+        compaction keeps it): an ``i:`` record replaces every row its invoice had, including rows restored
+        from ``r:`` and ``v:`` keys written before invoice records existed (older releases wrote one record
+        per row and per version; those keys are still read)."""
         kind, _, rest = key.partition(":")
         if kind == "r":
             table, _, pk_text = rest.partition(":")
-            pk = int(pk_text)
-            rows = self.rows[table]
-            self._cache[table].pop(pk, None)
-            old_raw = rows.raw(pk)
-            if old_raw is not None:
-                self._unindex(table, pk, rows.decode(old_raw))
-            if value is None:
-                rows.drop(pk)
-            else:
-                if value[:1] == b"{":  # a whole row as a JSON object (state written before compact rows)
-                    row = decode_state(value)
-                    value = rows.encode(row)
-                rows.put_raw(pk, value)
-                self._index(table, pk, rows.decode(value))
+            if value is not None and value[:1] == b"{":  # a whole row as a JSON object (state written before compact rows)
+                value = self.rows[table].encode(decode_state(value))
+            self._restore_row(table, int(pk_text), value)
+        elif kind == "i":
+            self._restore_invoice(int(rest), value)
         elif kind == "v" and value is not None:
             data = orjson.loads(value)
             self.versions[int(rest)] = (int(data["version"]), data["hash"])
+
+    def _restore_row(self, table: str, pk: int, value: bytes | None) -> None:
+        rows = self.rows[table]
+        self._cache[table].pop(pk, None)
+        old_raw = rows.raw(pk)
+        if old_raw is not None:
+            self._unindex(table, pk, rows.decode(old_raw))
+        if value is None:
+            rows.drop(pk)
+        else:
+            rows.put_raw(pk, value)
+            self._index(table, pk, rows.decode(value))
+
+    def _restore_invoice(self, invoice_id: int, value: bytes | None) -> None:
+        for table, index in self.by_invoice.items():  # what this invoice had: replaced by the record's rows
+            for pk in index.get(invoice_id):
+                self._restore_row(table, pk, None)
+        self._restore_row("invoices", invoice_id, None)
+        if value is None:
+            return
+        state = orjson.loads(value)
+        if state[0] != INVOICE_STATE:
+            raise ValueError(f"fold state invoice record of format {state[0]!r}, this version reads {INVOICE_STATE}")
+        _, version, content, header, *children = state
+        if header is not None:
+            self._restore_row("invoices", invoice_id, _compact(header))
+        for table, table_rows in zip(self.by_invoice, children):
+            for values in table_rows:
+                self._restore_row(table, int(values[1]), _compact(values))  # column 1 is every table's id
+        if version is not None:
+            self.versions[invoice_id] = (int(version), content)
 
     def row_counts(self) -> dict[str, int]:
         return {t: len(r) for t, r in self.rows.items()}

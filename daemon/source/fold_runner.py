@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaErr
 
 from daemon import metrics
 from daemon.config import AppConfig
-from daemon.source.decode import DecodeError, decode_row_change, decode_tx_marker
+from daemon.source.decode import DecodeError, decode_change, decode_tx_marker
 from daemon.source.fold import TABLES, Mirror, TransactionAssembler, decode_state, encode_state
 from daemon.kafka_util import consume_available, ensure_topics, kafka_conf, publish_lag
 from daemon.liveness import TRANSIENT, Progress, report_transient
@@ -248,7 +248,7 @@ class FoldRunner:
                     if marker is not None:
                         self.assembler.add_marker(marker)
                 else:
-                    change = decode_row_change(topic, partition, offset, m.value())
+                    change = decode_change(topic, partition, offset, m.value())
                     if change is not None:
                         self.assembler.add_change(change)
                         saw_snapshot_last |= change.source.snapshot == "last"
