@@ -10,11 +10,13 @@ prints the RSS again at each count.
 
     python bench/memory.py --invoices 100000 --in-flight 1000,10000
 
-``--daemon-idle`` instead measures a real daemon process (``ledgerwire run``) with one target per registered
-connector (five today), each against its sandbox (served from this process), on the running stack: its RSS
-once /readyz answers 200 and after it has idled for ``--idle-s`` seconds.
+``--daemon-idle`` instead measures a real daemon process (``ledgerwire run``) with five targets (``--platforms``:
+QuickBooks Online, Xero, Zoho Books, Odoo, QuickBooks Desktop — the five of round 3, so rounds compare; ``all``
+for one per registered connector), each against its sandbox (served from this process), on the running stack:
+its RSS once /readyz answers 200 and after it has idled for ``--idle-s`` seconds.
 
     ledgerwire stack up && python bench/memory.py --daemon-idle
+    python bench/memory.py --daemon-idle --platforms all
 """
 
 from __future__ import annotations
@@ -112,8 +114,12 @@ def process_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def daemon_idle(idle_s: float) -> None:
-    """RSS of one daemon process with a target per registered connector, ready and idle."""
+FIVE_TARGETS = "quickbooks-online,xero,zoho-books,odoo,quickbooks-desktop"
+
+
+def daemon_idle(idle_s: float, platforms: str = FIVE_TARGETS) -> None:
+    """RSS of one daemon process with a target per platform named (``all``: per registered connector), ready
+    and idle."""
     import importlib
     import json
     import os
@@ -137,7 +143,8 @@ def daemon_idle(idle_s: float) -> None:
         conn.execute(f'CREATE DATABASE "{name}_ledger"')
     workdir = Path(tempfile.mkdtemp())
     targets, servers = [], []
-    for platform in known_platforms():
+    chosen = known_platforms() if platforms == "all" else [p for p in platforms.split(",") if p]
+    for platform in chosen:
         sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
         server = sandbox.serve()
         servers.append(server)
@@ -173,7 +180,7 @@ def daemon_idle(idle_s: float) -> None:
         time.sleep(idle_s)  # the measurement itself: what an idle daemon holds after a while
         idle = process_rss_mib(process.pid)
         threads = len(os.listdir(f"/proc/{process.pid}/task"))
-        print(f"daemon with {len(targets)} targets ({', '.join(known_platforms())}): RSS {ready:,.0f} MiB when ready, "
+        print(f"daemon with {len(targets)} targets ({', '.join(chosen)}): RSS {ready:,.0f} MiB when ready, "
               f"{idle:,.0f} MiB after {idle_s:.0f} s idle; {threads} threads")
     finally:
         process.terminate()
@@ -185,13 +192,14 @@ def daemon_idle(idle_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon-idle", action="store_true", help="measure an idle daemon with five targets instead")
+    parser.add_argument("--platforms", default=FIVE_TARGETS, help="--daemon-idle's targets, comma-separated, or all")
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--in-flight", default="1000,10000",
                         help="comma-separated counts of source transactions buffered in flight (13 row events each)")
     args = parser.parse_args()
     if args.daemon_idle:
-        daemon_idle(args.idle_s)
+        daemon_idle(args.idle_s, args.platforms)
         return
     gc.collect()
     baseline = rss_mib()
