@@ -62,7 +62,8 @@ DOCUMENTED: dict[str, dict] = {
     "sage-accounting": {"windows": [(100, 60.0), (2500, 86400.0)], "invoices": 60},
     "freshbooks": {"windows": [(60, 60.0)], "invoices": 45},  # FreshBooks publishes none: ours
     "freeagent": {"windows": [(120, 60.0), (3600, 3600.0)], "invoices": 60},
-    "myob-accountright": {"windows": [(8, 1.0), (1_000_000, 86400.0)], "invoices": 300},
+    # MYOB refuses a request over its limits with 403 RateLimitError, not 429.
+    "myob-accountright": {"windows": [(8, 1.0), (1_000_000, 86400.0)], "invoices": 300, "refusal_status": 403},
     "reckon-one": {"windows": [(120, 60.0)], "invoices": 45},  # Reckon publishes none: ours
     "business-central": {"windows": [(6000, 300.0)], "invoices": 1100},
     "sap-business-one": {"windows": [(600, 60.0)], "invoices": 550},  # customer-hosted, none: ours
@@ -95,7 +96,7 @@ class Counting:
     a documented window or the documented concurrency."""
 
     def __init__(self, app, windows: list[tuple[int, float]], batch_windows: list[tuple[int, float]],
-                 concurrency: int | None = None, service_s: float = 0.0) -> None:
+                 concurrency: int | None = None, service_s: float = 0.0, refusal_status: int = 429) -> None:
         self.app = app
         self.windows = [(limit, span, deque()) for limit, span in windows]
         self.batch_windows = [(limit, span, deque()) for limit, span in batch_windows]
@@ -107,7 +108,7 @@ class Counting:
                         if limit <= 1000}
         self.requests = self.batches = self.token_requests = self.answered_429 = self.over_window = 0
         self.first = self.last = None
-        self.concurrency, self.service_s = concurrency, service_s
+        self.concurrency, self.service_s, self.refusal_status = concurrency, service_s, refusal_status
         self.in_flight = self.peak_in_flight = 0
         self.in_flight_seconds = 0.0  # the integral of requests in flight over time
         self._in_flight_since = time.monotonic()
@@ -158,7 +159,7 @@ class Counting:
                     self._in_flight_changes(+1, now)
 
         async def counting_send(message):
-            if message["type"] == "http.response.start" and message.get("status") == 429:
+            if message["type"] == "http.response.start" and message.get("status") in (429, self.refusal_status):
                 with self._lock:
                     self.answered_429 += 1
             await send(message)
@@ -187,7 +188,8 @@ def drain(platform: str, invoices: int, cfg: stack.StackConfig, history: bool = 
     counter = None
     if not pull:
         counter = Counting(sandbox.app, documented["windows"], documented.get("batch_windows", []),
-                           documented.get("concurrency"), 0.0 if relaxed else documented.get("service_s", 0.0))
+                           documented.get("concurrency"), 0.0 if relaxed else documented.get("service_s", 0.0),
+                           documented.get("refusal_status", 429))
         sandbox.app = counter
     server = sandbox.serve()
     name = f"snk{uuid.uuid4().hex[:6]}"
@@ -341,7 +343,7 @@ def main() -> None:
         print(f"{platform:<20} {r['invoices']:>6} invoices, {r['versions']:>6} versions (baseline "
               f"{r['versions'] / r['invoices']:.2f} requests/invoice): {r['per_invoice']:.2f} requests/invoice "
               f"({r['requests']} requests, {r['batches']} /batch), binding limit used {share}, breaches "
-              f"{r['breaches']} over a documented window + {r['answered_429']} answered 429, drained in "
+              f"{r['breaches']} over a documented window + {r['answered_429']} refused (429, MYOB's 403), drained in "
               f"{r['seconds']:.0f} s{'' if r['complete'] else ' (INCOMPLETE: timed out)'}; peak window fill "
               f"{r.get('peaks') or 'n/a'}; closest approach {r.get('closest') or 'n/a'}", flush=True)
     print("\n| platform | invoices (versions) | requests per invoice (baseline) | binding limit used | peak fill | "
