@@ -49,7 +49,7 @@ from daemon.source.fold import TABLES  # noqa: E402
 from daemon.source.fold_runner import FoldRunner  # noqa: E402
 from daemon.kafka_util import ensure_topics  # noqa: E402
 
-from memory import rss_mib  # noqa: E402  (bench/ is on sys.path as the script's dir)
+from memory import rss_mib, serve_targets  # noqa: E402  (bench/ is on sys.path as the script's dir)
 
 # How each connector posts a NEW invoice and its payments, under the platform's documented limits (the
 # defaults in connectors/<platform>/settings.py). ``invoice`` / ``payment``: requests each (a batch request
@@ -88,30 +88,18 @@ def days_to_post(invoices: int, payments: int, limits: dict) -> tuple[float, int
 def watch_delivery(cfg: stack.StackConfig, name: str, config: AppConfig, platforms: list[str], watch_s: float) -> None:
     """The daemon delivers the folded history to each platform's sandbox at its documented limits while
     ``ledgerwire status --watch 10`` prints done / remaining / rate / ETA per target, as a person would watch it."""
-    import importlib
     import tempfile
 
     import yaml
     from cryptography.fernet import Fernet
 
-    from connectors.registry import PLATFORM_PACKAGES
     from connectors.sandbox_kit import free_port
     from sink_backlog import _SANDBOX_RELAXATIONS  # noqa: PLC0415  (the platforms' documented limits, not the tests')
 
     workdir = Path(tempfile.mkdtemp())
     with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}_ledger"')
-    targets, servers = [], []
-    for platform in platforms:
-        sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
-        server = sandbox.serve()
-        servers.append(server)
-        credentials = workdir / f"{platform}.json"
-        credentials.write_text(json.dumps(sandbox.seed_credentials()))
-        target = sandbox.target_config(platform.replace("-", "_"), server.url) | {"credentials_file": str(credentials)}
-        target["settings"] = {k: v for k, v in target.get("settings", {}).items() if k not in _SANDBOX_RELAXATIONS}
-        target.pop("rate_limit", None)
-        targets.append(target)
+    targets, servers = serve_targets(platforms, workdir, _SANDBOX_RELAXATIONS)
     (workdir / "secret.key").write_bytes(Fernet.generate_key())
     daemon_config = {"kafka": config.kafka.model_dump(mode="json") | {"sink_group_prefix": f"{name}-sink-"},
                      "postgres": {"dsn": cfg.dsn(f"{name}_ledger")},

@@ -117,11 +117,32 @@ def process_rss_mib(pid: int) -> float:
 FIVE_TARGETS = "quickbooks-online,xero,zoho-books,odoo,quickbooks-desktop"
 
 
+def serve_targets(platforms: list[str], workdir: Path, relaxations: tuple[str, ...] = ()) -> tuple[list[dict], list]:
+    """One target per platform, each against its sandbox served from this process (credentials seeded into
+    ``workdir``); settings named in ``relaxations`` (a sandbox's relaxed test limits) are dropped."""
+    import importlib
+    import json
+
+    from connectors.registry import PLATFORM_PACKAGES
+
+    targets, servers = [], []
+    for platform in platforms:
+        sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
+        server = sandbox.serve()
+        servers.append(server)
+        credentials = workdir / f"{platform}.json"
+        credentials.write_text(json.dumps(sandbox.seed_credentials()))
+        target = sandbox.target_config(platform.replace("-", "_"), server.url) | {"credentials_file": str(credentials)}
+        if relaxations:
+            target["settings"] = {k: v for k, v in target.get("settings", {}).items() if k not in relaxations}
+            target.pop("rate_limit", None)
+        targets.append(target)
+    return targets, servers
+
+
 def daemon_idle(idle_s: float, platforms: str = FIVE_TARGETS) -> None:
     """RSS of one daemon process with a target per platform named (``all``: per registered connector), ready
     and idle."""
-    import importlib
-    import json
     import os
     import subprocess
     import tempfile
@@ -133,7 +154,7 @@ def daemon_idle(idle_s: float, platforms: str = FIVE_TARGETS) -> None:
     import yaml
     from cryptography.fernet import Fernet
 
-    from connectors.registry import PLATFORM_PACKAGES, known_platforms
+    from connectors.registry import known_platforms
     from connectors.sandbox_kit import free_port
     from daemon.localstack import stack
 
@@ -142,16 +163,8 @@ def daemon_idle(idle_s: float, platforms: str = FIVE_TARGETS) -> None:
     with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}_ledger"')
     workdir = Path(tempfile.mkdtemp())
-    targets, servers = [], []
     chosen = known_platforms() if platforms == "all" else [p for p in platforms.split(",") if p]
-    for platform in chosen:
-        sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
-        server = sandbox.serve()
-        servers.append(server)
-        credentials = workdir / f"{platform}.json"
-        credentials.write_text(json.dumps(sandbox.seed_credentials()))
-        targets.append(sandbox.target_config(platform.replace("-", "_"), server.url)
-                       | {"credentials_file": str(credentials)})
+    targets, servers = serve_targets(chosen, workdir)
     http_port = free_port()
     (workdir / "secret.key").write_bytes(Fernet.generate_key())
     config = {"kafka": {"bootstrap_servers": cfg.bootstrap, "canonical_topic": f"{name}.invoices",
