@@ -90,6 +90,7 @@ def watch_delivery(cfg: stack.StackConfig, name: str, config: AppConfig, platfor
     ``ledgerwire status --watch 10`` prints done / remaining / rate / ETA per target, as a person would watch it."""
     import tempfile
 
+    import httpx
     import yaml
     from cryptography.fernet import Fernet
 
@@ -100,20 +101,30 @@ def watch_delivery(cfg: stack.StackConfig, name: str, config: AppConfig, platfor
     with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}_ledger"')
     targets, servers = serve_targets(platforms, workdir, _SANDBOX_RELAXATIONS)
+    http_port = free_port()
     (workdir / "secret.key").write_bytes(Fernet.generate_key())
     daemon_config = {"kafka": config.kafka.model_dump(mode="json") | {"sink_group_prefix": f"{name}-sink-"},
                      "postgres": {"dsn": cfg.dsn(f"{name}_ledger")},
                      "source": {"topic_prefix": name, "connect_url": cfg.connect_url},
-                     "http": {"port": free_port()}, "secret_key_file": str(workdir / "secret.key"), "targets": targets}
+                     "http": {"port": http_port}, "secret_key_file": str(workdir / "secret.key"), "targets": targets}
     config_file = workdir / "ledgerwire.yml"
     config_file.write_text(yaml.safe_dump(daemon_config, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     daemon = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(config_file)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # `status` reads the ledger the daemon creates at start: watch once the daemon is ready.
+    ready_by = time.monotonic() + 600
+    while time.monotonic() < ready_by and daemon.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)  # polling /readyz with a deadline
     print(f"\ndelivering to {', '.join(platforms)} with `ledgerwire run`; `ledgerwire status --config {config_file} "
           f"--watch 10` for {watch_s:.0f} s:", flush=True)
     watch = subprocess.Popen([sys.executable, "-m", "daemon.cli", "status", "--config", str(config_file), "--watch", "10"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + watch_s
     try:
         for line in watch.stdout:
