@@ -206,8 +206,6 @@ class MemoryBuckets:
 # consecutive sends span L/(0.92 L) = 1.087 s — 87 ms of jitter before a breach — and even a closed second
 # holds at most L. (The former ``limit - 1`` left 143 ms but used only 87.5 % of MYOB's 8/s.)
 PER_SECOND_PACE = 0.92
-# The first request of a minute window's L + 1 may reach the platform this late and the last on time.
-MINUTE_JITTER_S = 1.0
 
 
 def limiter_from(per_second: float | None, per_minute: float | None, per_day: float | None,
@@ -221,13 +219,9 @@ def limiter_from(per_second: float | None, per_minute: float | None, per_day: fl
         # One token: no burst, only no wait for the first request after an idle spell.
         buckets.append(store.token_bucket("second", per_second * PER_SECOND_PACE, 1.0, 1.0))
     if per_minute:
-        # A burst of a twentieth of the minute, so a backlog does not trip a per-second fair-use check (a tenth
-        # cost a tenth of the pace: 90 % of the limit over a long drain). B + R = limit would put exactly the limit
-        # into a minute by the sender's clock and one more at the platform's when a request arrives late; the
-        # refill leaves MINUTE_JITTER_S of each minute's sends as margin for that.
-        burst = max(1.0, per_minute / 20)
-        buckets.append(store.token_bucket("minute", (per_minute - burst) * 60.0 / (60.0 + MINUTE_JITTER_S), 60.0,
-                                          burst))
+        # A burst of at most a tenth of the minute, so a backlog does not trip a per-second fair-use check.
+        burst = max(1.0, per_minute / 10)
+        buckets.append(store.token_bucket("minute", per_minute - burst, 60.0, burst))
     if per_day:
         # A daily allowance is a quota, not a pace: a bucket refilling 5,000/day would let a backlog through
         # at one call every 17 s once its burst was spent.
