@@ -103,6 +103,7 @@ def watch_delivery(cfg: stack.StackConfig, name: str, config: AppConfig, platfor
     targets, servers = serve_targets(platforms, workdir, _SANDBOX_RELAXATIONS)
     http_port = free_port()
     (workdir / "secret.key").write_bytes(Fernet.generate_key())
+    (workdir / "secret.key").chmod(0o600)  # the daemon refuses a key others can read
     daemon_config = {"kafka": config.kafka.model_dump(mode="json") | {"sink_group_prefix": f"{name}-sink-"},
                      "postgres": {"dsn": cfg.dsn(f"{name}_ledger")},
                      "source": {"topic_prefix": name, "connect_url": cfg.connect_url},

@@ -167,6 +167,7 @@ def daemon_idle(idle_s: float, platforms: str = FIVE_TARGETS) -> None:
     targets, servers = serve_targets(chosen, workdir)
     http_port = free_port()
     (workdir / "secret.key").write_bytes(Fernet.generate_key())
+    (workdir / "secret.key").chmod(0o600)  # the daemon refuses a key others can read (exit 2)
     config = {"kafka": {"bootstrap_servers": cfg.bootstrap, "canonical_topic": f"{name}.invoices",
                         "fold_state_topic": f"{name}.fold-state", "dead_letter_topic": f"{name}.dlq",
                         "fold_group": f"{name}-fold", "sink_group_prefix": f"{name}-sink-"},
