@@ -10,11 +10,13 @@ prints the RSS again at each count.
 
     python bench/memory.py --invoices 100000 --in-flight 1000,10000
 
-``--daemon-idle`` instead measures a real daemon process (``ledgerwire run``) with one target per registered
-connector (five today), each against its sandbox (served from this process), on the running stack: its RSS
-once /readyz answers 200 and after it has idled for ``--idle-s`` seconds.
+``--daemon-idle`` instead measures a real daemon process (``ledgerwire run``) with five targets (``--platforms``:
+QuickBooks Online, Xero, Zoho Books, Odoo, QuickBooks Desktop — the five of round 3, so rounds compare; ``all``
+for one per registered connector), each against its sandbox (served from this process), on the running stack:
+its RSS once /readyz answers 200 and after it has idled for ``--idle-s`` seconds.
 
     ledgerwire stack up && python bench/memory.py --daemon-idle
+    python bench/memory.py --daemon-idle --platforms all
 """
 
 from __future__ import annotations
@@ -112,10 +114,35 @@ def process_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def daemon_idle(idle_s: float) -> None:
-    """RSS of one daemon process with a target per registered connector, ready and idle."""
+FIVE_TARGETS = "quickbooks-online,xero,zoho-books,odoo,quickbooks-desktop"
+
+
+def serve_targets(platforms: list[str], workdir: Path, relaxations: tuple[str, ...] = ()) -> tuple[list[dict], list]:
+    """One target per platform, each against its sandbox served from this process (credentials seeded into
+    ``workdir``); settings named in ``relaxations`` (a sandbox's relaxed test limits) are dropped."""
     import importlib
     import json
+
+    from connectors.registry import PLATFORM_PACKAGES
+
+    targets, servers = [], []
+    for platform in platforms:
+        sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
+        server = sandbox.serve()
+        servers.append(server)
+        credentials = workdir / f"{platform}.json"
+        credentials.write_text(json.dumps(sandbox.seed_credentials()))
+        target = sandbox.target_config(platform.replace("-", "_"), server.url) | {"credentials_file": str(credentials)}
+        if relaxations:
+            target["settings"] = {k: v for k, v in target.get("settings", {}).items() if k not in relaxations}
+            target.pop("rate_limit", None)
+        targets.append(target)
+    return targets, servers
+
+
+def daemon_idle(idle_s: float, platforms: str = FIVE_TARGETS) -> None:
+    """RSS of one daemon process with a target per platform named (``all``: per registered connector), ready
+    and idle."""
     import os
     import subprocess
     import tempfile
@@ -127,7 +154,7 @@ def daemon_idle(idle_s: float) -> None:
     import yaml
     from cryptography.fernet import Fernet
 
-    from connectors.registry import PLATFORM_PACKAGES, known_platforms
+    from connectors.registry import known_platforms
     from connectors.sandbox_kit import free_port
     from daemon.localstack import stack
 
@@ -136,17 +163,11 @@ def daemon_idle(idle_s: float) -> None:
     with psycopg.connect(cfg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}_ledger"')
     workdir = Path(tempfile.mkdtemp())
-    targets, servers = [], []
-    for platform in known_platforms():
-        sandbox = importlib.import_module(PLATFORM_PACKAGES[platform]).Sandbox()
-        server = sandbox.serve()
-        servers.append(server)
-        credentials = workdir / f"{platform}.json"
-        credentials.write_text(json.dumps(sandbox.seed_credentials()))
-        targets.append(sandbox.target_config(platform.replace("-", "_"), server.url)
-                       | {"credentials_file": str(credentials)})
+    chosen = known_platforms() if platforms == "all" else [p for p in platforms.split(",") if p]
+    targets, servers = serve_targets(chosen, workdir)
     http_port = free_port()
     (workdir / "secret.key").write_bytes(Fernet.generate_key())
+    (workdir / "secret.key").chmod(0o600)  # the daemon refuses a key others can read (exit 2)
     config = {"kafka": {"bootstrap_servers": cfg.bootstrap, "canonical_topic": f"{name}.invoices",
                         "fold_state_topic": f"{name}.fold-state", "dead_letter_topic": f"{name}.dlq",
                         "fold_group": f"{name}-fold", "sink_group_prefix": f"{name}-sink-"},
@@ -173,7 +194,7 @@ def daemon_idle(idle_s: float) -> None:
         time.sleep(idle_s)  # the measurement itself: what an idle daemon holds after a while
         idle = process_rss_mib(process.pid)
         threads = len(os.listdir(f"/proc/{process.pid}/task"))
-        print(f"daemon with {len(targets)} targets ({', '.join(known_platforms())}): RSS {ready:,.0f} MiB when ready, "
+        print(f"daemon with {len(targets)} targets ({', '.join(chosen)}): RSS {ready:,.0f} MiB when ready, "
               f"{idle:,.0f} MiB after {idle_s:.0f} s idle; {threads} threads")
     finally:
         process.terminate()
@@ -185,13 +206,14 @@ def daemon_idle(idle_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon-idle", action="store_true", help="measure an idle daemon with five targets instead")
+    parser.add_argument("--platforms", default=FIVE_TARGETS, help="--daemon-idle's targets, comma-separated, or all")
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--in-flight", default="1000,10000",
                         help="comma-separated counts of source transactions buffered in flight (13 row events each)")
     args = parser.parse_args()
     if args.daemon_idle:
-        daemon_idle(args.idle_s)
+        daemon_idle(args.idle_s, args.platforms)
         return
     gc.collect()
     baseline = rss_mib()
