@@ -144,20 +144,11 @@ def payment_payload(payment: Payment, invoice_id: str, mapping: MappingConfig) -
             "Date": payment.received_at.date().isoformat(), "Reference": references.payment_reference(payment.id)}
 
 
-def refund_account(event: InvoiceEvent, refund: Refund, mapping: MappingConfig) -> str:
-    method = references.refund_method(event, refund)
-    account = mapping.payment_accounts.get(method or "")
-    if not account:
-        raise PermanentError(f"mapping.payment_accounts has no account for payment method {method!r} "
-                             f"(refund {refund.id} pays back payment {refund.payment_id})")
-    return account
-
-
 def credit_refund_payload(event: InvoiceEvent, refund: Refund, credit_note_id: str, amount: Decimal,
                           reference: str, mapping: MappingConfig) -> dict[str, Any]:
     """Money paid back on a credit note, from the account of the payment it refunds (``refund.payment_id``)."""
     return {"CreditNote": {"CreditNoteID": credit_note_id},
-            "Account": {"Code": refund_account(event, refund, mapping)}, "Amount": amount,
+            "Account": {"Code": references.refund_account(event, refund, mapping, "Xero")}, "Amount": amount,
             "Date": refund.created_at.date().isoformat(), "Reference": reference}
 
 
