@@ -179,6 +179,12 @@ def refund(refund_id: int, line_id: int, amount: str, tax: str) -> Refund:
                   reason="Part returned unused", created_at=invoice_event().emitted_at)
 
 
+def goodwill_refund(refund_id: int = 9, amount: str = "40.00", tax: str = "2.00", payment_id: int | None = None) -> Refund:
+    """Money given back with no line (a goodwill gesture) that carries tax; paid back when ``payment_id`` is set."""
+    return Refund(id=refund_id, kind="refund", amount=Decimal(amount), tax_amount=Decimal(tax), line_id=None,
+                  payment_id=payment_id, reason="Goodwill", created_at=invoice_event().emitted_at)
+
+
 def invoice_event(
     invoice_id: int = 1001,
     version: int = 1,

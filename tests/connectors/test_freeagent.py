@@ -28,7 +28,7 @@ from connectors.base import AuthError, ClosedPeriodError, NumberInUseError, Perm
 from connectors.engine_state import DocKind
 from connectors.freeagent import Sandbox, mapping
 from connectors.freeagent.client import classify
-from connectors.testing import refund
+from connectors.testing import refund, goodwill_refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Refund
 from daemon.config import MappingConfig
@@ -446,8 +446,7 @@ def test_a_refund_paid_back_is_money_out_explained_as_the_credit_notes_refund(fr
     entities = MemoryEntities()
     v1 = invoice_event(7800, payments=[payment(1, "677.58")])
     doc = deliver(connector, entities, v1)
-    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
-                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    goodwill = goodwill_refund(payment_id=1)
     doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
     (note,) = sandbox.records("credit_notes")
     assert (note["total_value"], note["sales_tax_value"], note["due_value"]) == (

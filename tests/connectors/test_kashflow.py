@@ -18,7 +18,7 @@ from connectors.base import AuthError, PermanentError, RetryableError, Uncertain
 from connectors.kashflow import Sandbox, mapping
 from connectors.kashflow.client import SOAP_NS, classify
 from connectors.base import DocumentState
-from connectors.testing import refund
+from connectors.testing import refund, goodwill_refund
 from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Refund
 from daemon.config import MappingConfig
@@ -201,8 +201,7 @@ def test_a_refund_paid_back_is_a_negative_payment_on_its_credit_note(kashflow, s
     v1 = invoice_event(6050, payments=[payment(1, "677.58")])
     entities = MemoryEntities()
     doc = deliver(connector, entities, v1)
-    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
-                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    goodwill = goodwill_refund(payment_id=1)
     doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
     (credit,) = sandbox.credit_notes()
     assert (credit["NetAmount"], credit["VATAmount"], credit["AmountPaid"]) == (

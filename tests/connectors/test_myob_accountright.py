@@ -40,7 +40,7 @@ from connectors.base import (
 from connectors.engine_state import DocKind
 from connectors.myob_accountright import Sandbox, mapping
 from connectors.myob_accountright.client import classify
-from connectors.testing import refund
+from connectors.testing import refund, goodwill_refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Customer, LineTax, Refund
 from daemon.config import MappingConfig
@@ -715,8 +715,7 @@ def test_a_refund_paid_back_is_a_credit_refund_that_leaves_nothing_of_the_credit
     v1 = invoice_event(5800, payments=[payment(1, "677.58")])
     entities = MemoryEntities()
     doc = deliver(connector, entities, v1)
-    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
-                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    goodwill = goodwill_refund(payment_id=1)
     doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
     (credit,) = sandbox.records("Sale/Invoice/Service")
     assert (credit["TotalAmount"], credit["TotalTax"], credit["BalanceDueAmount"]) == (

@@ -25,7 +25,7 @@ from connectors import jsonmoney
 from connectors.base import AuthError, ClosedPeriodError, PermanentError, RateLimitedError, RetryableError
 from connectors.sage_accounting import Sandbox, mapping
 from connectors.sage_accounting.client import classify
-from connectors.testing import refund
+from connectors.testing import refund, goodwill_refund
 from connectors.testing import (
     GST,
     PST,
@@ -396,8 +396,7 @@ def test_a_refund_paid_back_is_a_customer_refund_on_its_credit_note_only(sage):
     entities = MemoryEntities()
     v1 = invoice_event(5700, payments=[payment(1, "677.58")])
     doc = deliver(connector, entities, v1)
-    goodwill = Refund(id=9, kind="refund", amount=Decimal("40.00"), tax_amount=Decimal("2.00"), line_id=None,
-                      reason="Goodwill", created_at=v1.emitted_at, payment_id=1)
+    goodwill = goodwill_refund(payment_id=1)
     doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
     (credit_note,) = sandbox.records("sales_credit_notes")
     assert credit_note["outstanding_amount"] == 0 and credit_note["tax_amount"] == Decimal("2.00")
