@@ -30,7 +30,6 @@ from connectors.freeagent import Sandbox, mapping
 from connectors.freeagent.client import classify
 from connectors.testing import refund, goodwill_refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
-from daemon.canonical import Refund
 from daemon.config import MappingConfig
 
 API = "/v2"

@@ -20,7 +20,6 @@ from connectors.kashflow.client import SOAP_NS, classify
 from connectors.base import DocumentState
 from connectors.testing import refund, goodwill_refund
 from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
-from daemon.canonical import Refund
 from daemon.config import MappingConfig
 
 xmlschema = pytest.importorskip("xmlschema")

@@ -42,7 +42,7 @@ from connectors.myob_accountright import Sandbox, mapping
 from connectors.myob_accountright.client import classify
 from connectors.testing import refund, goodwill_refund
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
-from daemon.canonical import Customer, LineTax, Refund
+from daemon.canonical import Customer, LineTax
 from daemon.config import MappingConfig
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

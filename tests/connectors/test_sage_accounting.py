@@ -37,7 +37,6 @@ from connectors.testing import (
     next_version,
     payment,
 )
-from daemon.canonical import Refund
 from daemon.config import MappingConfig
 
 jsonschema = pytest.importorskip("jsonschema")
