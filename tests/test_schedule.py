@@ -441,3 +441,59 @@ def test_an_undecodable_record_is_dead_lettered_and_those_after_it_are_held():
     assert worker._gate_batch(0, held, records, PartitionLease(0, None)) is False
     assert len(held) == 2 and records == [], "both good records held, the bad one dropped from the batch"
     assert ledger.offsets_set == {}
+
+
+class _TakenThenPreempted(queue.Queue):
+    """A queue whose ``get`` has removed the record but not yet returned it: the worker thread preempted between
+    taking a record and marking its partition busy (on a loaded machine the poll thread runs in that gap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = threading.Event()
+        self.resume = threading.Event()
+
+    def get(self, block=True, timeout=None):
+        record = super().get(block, timeout)
+        self.taken.set()
+        self.resume.wait(20)
+        return record
+
+
+class _Position:
+    """The consumer's position: past every record the poll loop handed over."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    def position(self, partitions):
+        return [type(tp)(tp.topic, tp.partition, self.offset) for tp in partitions]
+
+
+def test_idle_offsets_never_pass_a_record_a_worker_took_but_has_not_delivered():
+    """Issue #19/#21: the poll thread stored the consumer's position as an idle partition's offset while its
+    worker had taken a record from the queue but not yet marked itself busy — a crash then would skip that
+    record (an invoice version never delivered), and ``status`` read 0 remaining while nothing was delivered.
+    A partition is idle only once every record handed to it is finished."""
+    worker, connector, ledger = make_worker({"mode": "realtime"}, Clock(utc(2026, 1, 1)))
+    ledger.offsets = lambda target, topic: {p: max(v) for p, v in ledger.offsets_set.items()}
+    q = _TakenThenPreempted()
+    worker._queues[0] = q
+    worker._leases[0] = PartitionLease(0, None)
+    (record,) = stream([invoice_event(1)], utc(2026, 1, 1), start=40)
+    q.put(record)
+    worker.consumer = _Position(record.offset + 2)  # the poll loop is past the record (and its commit marker)
+    thread = threading.Thread(target=worker._partition_loop, args=(0,), daemon=True)
+    thread.start()
+    try:
+        assert q.taken.wait(20), "the worker did not take the record"
+        worker._advance_idle_offsets()  # the poll thread, while the worker is between take and delivery
+        assert ledger.offsets_set.get(0, []) == [], "the stored offset passed a record not yet delivered"
+        q.resume.set()
+        _wait(lambda: connector.posted == [(1, 1)] and q.unfinished_tasks == 0, "the record delivered")
+        worker._advance_idle_offsets()  # now idle: the position (past the marker) is stored
+        assert max(ledger.offsets_set[0]) == record.offset + 2
+    finally:
+        q.resume.set()
+        worker._leases[0].revoke()
+        thread.join(5)
+    assert not thread.is_alive()

@@ -340,13 +340,16 @@ class SinkWorker:
         record; an idle partition whose queue is empty has processed everything before the consumer's
         position, so storing that position is safe and shows a true lag of zero.
         """
-        idle = [p for p, q in self._queues.items() if q.empty() and not self._busy.get(p)]
+        # Idle: every record handed to the partition's worker is finished (``task_done``). Not "queue empty and
+        # worker not busy": a worker that has taken a record but not yet marked itself busy would look idle, and
+        # the position stored here would pass a record never delivered (lost on a crash; issue #19).
+        idle = [p for p, q in self._queues.items() if q.unfinished_tasks == 0]
         if not idle:
             return
         stored = self.ledger.offsets(self.target.name, self.topic)
         for tp in self.consumer.position([TopicPartition(self.topic, p) for p in idle]):
-            if tp.offset >= 0 and tp.offset > stored.get(tp.partition, -1) and self._queues.get(tp.partition) is not None \
-                    and self._queues[tp.partition].empty() and not self._busy.get(tp.partition):
+            q = self._queues.get(tp.partition)
+            if tp.offset >= 0 and tp.offset > stored.get(tp.partition, -1) and q is not None and q.unfinished_tasks == 0:
                 self.ledger.set_offset(self.target.name, self.topic, tp.partition, tp.offset)
 
     def _publish_metrics(self) -> None:
@@ -443,6 +446,8 @@ class SinkWorker:
                     break
             try:
                 self._process_batch(partition, batch, revoked)
+                for _ in batch:
+                    q.task_done()
             except Shutdown:
                 return
             except FencedOut as exc:  # the partition was claimed again: its new owner replays from the ledger
@@ -456,6 +461,7 @@ class SinkWorker:
                 for group in remaining:
                     for r in group:
                         q.put(r)
+                        q.task_done()  # the same record again: still unfinished once, not twice
                 excuse_current(5)
                 self.stop.wait(5)
             finally:
@@ -500,6 +506,7 @@ class SinkWorker:
         revoked = self._leases[partition]
         held = HeldInvoices()
         records: list[_Record] = []  # taken from the queue, not yet held (kept across a failure)
+        taken = 0  # records taken and not yet finished (delivered, or nothing held or pending any more)
         try:
             while not revoked.revoked() and not self.stop.is_set():
                 excuse_current(0)
@@ -516,6 +523,7 @@ class SinkWorker:
                                 records.append(q.get_nowait())
                             except queue.Empty:
                                 break
+                        taken += len(records)
                 elif records:
                     self._busy[partition] = True
                 else:
@@ -534,6 +542,10 @@ class SinkWorker:
                     self.stop.wait(5)
                 finally:
                     self._busy[partition] = bool(held) or bool(records)  # held records keep the stored offset
+                    if not held and not records:
+                        for _ in range(taken):
+                            q.task_done()
+                        taken = 0
         finally:
             self._busy[partition] = False
             self._set_waiting(partition, None)
