@@ -250,3 +250,13 @@ def tax_inclusive_event(invoice_id: int) -> InvoiceEvent:
     event = invoice_event(invoice_id, lines=lines, tax_inclusive=True)
     return event.model_copy(update={"computed": event.computed.model_copy(update={
         "subtotal": Decimal("121.41"), "tax_total": Decimal("6.09"), "total": Decimal("127.50")})})
+
+
+def paid_then_goodwill(connector: Any, invoice_id: int) -> tuple[InvoiceEvent, Refund, DocumentState]:
+    """An invoice paid in full, then a goodwill refund of it paid back to the customer, both delivered: the
+    invoice's first version, the refund and the document after the second delivery."""
+    entities = MemoryEntities()
+    v1 = invoice_event(invoice_id, payments=[payment(1, "677.58")])
+    goodwill = goodwill_refund(payment_id=1)
+    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), deliver(connector, entities, v1))
+    return v1, goodwill, doc

@@ -28,7 +28,7 @@ from connectors.base import AuthError, ClosedPeriodError, NumberInUseError, Perm
 from connectors.engine_state import DocKind
 from connectors.freeagent import Sandbox, mapping
 from connectors.freeagent.client import classify
-from connectors.testing import refund, goodwill_refund
+from connectors.testing import refund, paid_then_goodwill
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.config import MappingConfig
 
@@ -442,11 +442,7 @@ def test_a_refund_paid_back_is_money_out_explained_as_the_credit_notes_refund(fr
     left with nothing due; the sandbox refuses money in, or more than is left, on a credit note; deleting the
     explanation gives the credit back. A goodwill refund's tax is at the main taxed line's rate (5%)."""
     sandbox, connector, _ = freeagent
-    entities = MemoryEntities()
-    v1 = invoice_event(7800, payments=[payment(1, "677.58")])
-    doc = deliver(connector, entities, v1)
-    goodwill = goodwill_refund(payment_id=1)
-    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    v1, goodwill, doc = paid_then_goodwill(connector, 7800)
     (note,) = sandbox.records("credit_notes")
     assert (note["total_value"], note["sales_tax_value"], note["due_value"]) == (
         Decimal("-42.00"), Decimal("-2.00"), Decimal("0.00"))

@@ -18,7 +18,7 @@ from connectors.base import AuthError, PermanentError, RetryableError, Uncertain
 from connectors.kashflow import Sandbox, mapping
 from connectors.kashflow.client import SOAP_NS, classify
 from connectors.base import DocumentState
-from connectors.testing import refund, goodwill_refund
+from connectors.testing import refund, paid_then_goodwill
 from connectors.testing import GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.config import MappingConfig
 
@@ -197,11 +197,7 @@ def test_a_refund_paid_back_is_a_negative_payment_on_its_credit_note(kashflow, s
     payment's bank account, the credit note left with nothing; the sandbox refuses a positive one, or more than is
     left; the envelope is the WSDL's ``InsertInvoicePayment``. A goodwill refund's VAT is at the main line's rate."""
     sandbox, connector, sent = kashflow
-    v1 = invoice_event(6050, payments=[payment(1, "677.58")])
-    entities = MemoryEntities()
-    doc = deliver(connector, entities, v1)
-    goodwill = goodwill_refund(payment_id=1)
-    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    v1, goodwill, doc = paid_then_goodwill(connector, 6050)
     (credit,) = sandbox.credit_notes()
     assert (credit["NetAmount"], credit["VATAmount"], credit["AmountPaid"]) == (
         Decimal("-40.00"), Decimal("-2.00"), Decimal("-42.00"))

@@ -40,7 +40,7 @@ from connectors.base import (
 from connectors.engine_state import DocKind
 from connectors.myob_accountright import Sandbox, mapping
 from connectors.myob_accountright.client import classify
-from connectors.testing import refund, goodwill_refund
+from connectors.testing import refund, paid_then_goodwill
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Customer, LineTax
 from daemon.config import MappingConfig
@@ -712,11 +712,7 @@ def test_a_refund_paid_back_is_a_credit_refund_that_leaves_nothing_of_the_credit
     """MYOB's ``Sale/CreditRefund`` from the refunded payment's account takes the credit to 0; the sandbox refuses
     more than is left; deleting it gives the credit back. A goodwill refund's tax is on the main taxed line's code."""
     sandbox, connector, _ = myob
-    v1 = invoice_event(5800, payments=[payment(1, "677.58")])
-    entities = MemoryEntities()
-    doc = deliver(connector, entities, v1)
-    goodwill = goodwill_refund(payment_id=1)
-    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    v1, goodwill, doc = paid_then_goodwill(connector, 5800)
     (credit,) = sandbox.records("Sale/Invoice/Service")
     assert (credit["TotalAmount"], credit["TotalTax"], credit["BalanceDueAmount"]) == (
         Decimal("-42.00"), Decimal("-2.00"), Decimal("0.00"))

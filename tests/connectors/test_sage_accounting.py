@@ -25,7 +25,7 @@ from connectors import jsonmoney
 from connectors.base import AuthError, ClosedPeriodError, PermanentError, RateLimitedError, RetryableError
 from connectors.sage_accounting import Sandbox, mapping
 from connectors.sage_accounting.client import classify
-from connectors.testing import refund, goodwill_refund
+from connectors.testing import refund, paid_then_goodwill
 from connectors.testing import (
     GST,
     PST,
@@ -392,11 +392,7 @@ def test_a_refund_paid_back_is_a_customer_refund_on_its_credit_note_only(sage):
     """Sage's customer refund (``CUSTOMER_REFUND``) takes the credit note's outstanding amount to 0, is refused on
     an invoice, and deleted gives the credit back; a goodwill refund's tax goes on the main taxed line's rate."""
     sandbox, connector, _ = sage
-    entities = MemoryEntities()
-    v1 = invoice_event(5700, payments=[payment(1, "677.58")])
-    doc = deliver(connector, entities, v1)
-    goodwill = goodwill_refund(payment_id=1)
-    doc = deliver(connector, entities, next_version(v1, refunds=[goodwill]), doc)
+    v1, goodwill, doc = paid_then_goodwill(connector, 5700)
     (credit_note,) = sandbox.records("sales_credit_notes")
     assert credit_note["outstanding_amount"] == 0 and credit_note["tax_amount"] == Decimal("2.00")
     assert credit_note["credit_note_lines"][0]["tax_rate_id"] == mapping.tax_rate_id(
