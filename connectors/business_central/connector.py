@@ -24,6 +24,7 @@ from connectors import references
 from connectors.auth import OAuth2ClientCredentialsAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.business_central import mapping
+from connectors.business_central.adjusted import CANCELED, CREDIT_MEMOS, DRAFT, INVOICES, LINES, AdjustedInvoices
 from connectors.business_central.client import BusinessCentralClient, classify, quoted
 from connectors.business_central.settings import BusinessCentralSettings
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick
@@ -33,12 +34,9 @@ from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refun
 
 log = structlog.get_logger(__name__)
 API_HOST = "https://api.businesscentral.dynamics.com"
-DRAFT, CANCELED = "Draft", "Canceled"
-INVOICES, CREDIT_MEMOS = "salesInvoices", "salesCreditMemos"
-LINES = {INVOICES: "salesInvoiceLines", CREDIT_MEMOS: "salesCreditMemoLines"}
 
 
-class BusinessCentralConnector(EngineConnector):
+class BusinessCentralConnector(AdjustedInvoices, EngineConnector):
     platform = "business-central"
     settings_model = BusinessCentralSettings
     # Journal lines are deleted; a payment names its invoice (appliesToInvoiceId); a credit memo names its
@@ -233,25 +231,6 @@ class BusinessCentralConnector(EngineConnector):
             remote = remote.model_copy(update={"balance": self._owed(found, adjustments)})
         return remote
 
-    def _adjustments(self, invoice: dict[str, Any], lines: bool = False) -> list[tuple[int, dict[str, Any]]]:
-        """The adjustment documents posted for a posted invoice, found by their numbers (``<number>-A<n>``, an
-        increase invoice: +1; ``-C<n>``, a decrease credit memo: -1), in sequence until one is missing."""
-        number, out = str(invoice.get("externalDocumentNumber") or ""), []
-        for sequence in range(1, 100):
-            found = None
-            for kind, resource in (("increase", INVOICES), ("decrease", CREDIT_MEMOS)):
-                wanted = quoted(mapping.adjustment_number(number, sequence, kind))
-                expand = {"$expand": LINES[resource]} if lines else {}
-                rows = [d for d in self.client.list(resource, f"externalDocumentNumber eq {wanted}", **expand)
-                        if d.get("status") not in (CANCELED, DRAFT) and d.get("customerId") == invoice.get("customerId")]
-                if rows:
-                    found = (1 if kind == "increase" else -1, rows[0])
-                    break
-            if found is None:
-                return out
-            out.append(found)
-        return out
-
     def fetch_invoice(self, external_id: str) -> RemoteInvoice | None:
         """The invoice as the books hold it, for resync and reconcile to compare with the shop: its tax includes
         the tax rounding line on the sales tax account (``settings.tax_rounding_account``), which makes Business
@@ -281,31 +260,6 @@ class BusinessCentralConnector(EngineConnector):
         if remote.tax_total is not None:
             remote = remote.model_copy(update={"tax_total": Decimal(str(remote.tax_total)) + self._rounding(found)})
         return found, remote
-
-    def _owed(self, invoice: dict[str, Any], adjustments: list[tuple[int, dict[str, Any]]]) -> Decimal:
-        """What the customer still owes on a shop invoice posted as several documents (adjustments): the invoice's
-        and its increases' totals less the payment lines applied to them and the credit memos linked to the invoice
-        (refunds and decreases), never below zero. Not their open amounts: a payment line applies to one document,
-        so a payment larger than the invoice's open amount leaves an increase open while the shop's invoice is paid
-        (the README says what the bookkeeper applies)."""
-        documents = [invoice] + [doc for sign, doc in adjustments if sign > 0]
-        ids = {doc["id"] for doc in documents}
-        owed = sum((Decimal(str(doc.get("totalAmountIncludingTax") or 0)) for doc in documents), Decimal("0"))
-        for line in self.client.list(f"{self._journal()}/customerPayments",
-                                     f"customerNumber eq {quoted(str(invoice.get('customerNumber') or ''))}"):
-            if line.get("appliesToInvoiceId") in ids:
-                owed -= Decimal(str(line.get("amount") or 0))
-        for memo in self.client.list(CREDIT_MEMOS, f"invoiceNumber eq {quoted(str(invoice.get('number') or ''))}"):
-            if memo.get("status") in ("Open", "Paid"):
-                owed -= Decimal(str(memo.get("totalAmountIncludingTax") or 0))
-        return max(owed, Decimal("0"))
-
-    def _rounding(self, document: dict[str, Any]) -> Decimal:
-        """The tax rounding lines of a document (on ``settings.tax_rounding_account``): tax, in the books."""
-        account = self.settings.tax_rounding_account
-        return sum((Decimal(str(ln.get("amountExcludingTax") or 0))
-                    for ln in document.get(LINES[INVOICES]) or document.get(LINES[CREDIT_MEMOS]) or []
-                    if account and ln.get("lineObjectNumber") == account), Decimal("0"))
 
     def find_invoice(self, event: InvoiceEvent) -> RemoteInvoice | None:
         found = pick(self.find(DocKind.INVOICE, self.reference(DocKind.INVOICE, event)), event.computed.total)
