@@ -328,8 +328,6 @@ class BusinessCentralConnector(AdjustedInvoices, EngineConnector):
             body |= {"creditMemoDate": day, "invoiceId": posting.invoice_id, LINES[CREDIT_MEMOS]: lines}
         resource = INVOICES if increase else CREDIT_MEMOS
         made = self._draft(resource, body, adjustment.net + adjustment.tax, adjustment.reference)
-        log.warning("business_central_adjustment", target=self.target.name, document=adjustment.reference,
-                    kind=adjustment.kind, reason=adjustment.reason)
         return _ref(made) if increase else self.finish(DocKind.CREDIT_NOTE, _ref(made))
 
 
