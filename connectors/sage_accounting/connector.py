@@ -6,7 +6,8 @@ Contacts (found by our unique contact reference, then the target's match rules),
 sales credit notes allocated to the invoice by a ``contact_allocation`` (or, paid back to the customer, settled by a
 customer refund — a ``contact_payment`` of type ``CUSTOMER_REFUND`` allocated to the credit note), and the business's year end lockdown
 date (``financial_settings.year_end_lockdown_date``) answered by the engine's re-dating and adjustments. Every
-request carries ``X-Business``. The lifecycle, look-ups before re-creating, checkpoints and preview are the
+request carries ``X-Business``. An invoice in another currency than the business's goes with its documents on the
+customer's contact for that currency, with Sage's own exchange rate (currency.py). The lifecycle, look-ups before re-creating, checkpoints and preview are the
 engine's."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, Ite
 from connectors.engine_state import DocKind
 from connectors.sage_accounting import mapping
 from connectors.sage_accounting.client import SageClient, classify
+from connectors.sage_accounting.currency import SageCurrencies
 from connectors.sage_accounting.settings import SageSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
@@ -36,7 +38,7 @@ class SageAccountingConnector(EngineConnector):
     # credit notes are allocated to their invoice by a separate contact_allocation; no batch endpoint.
     capabilities = Capabilities(negative_totals=True, void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                refund_settlement=True)
+                                refund_settlement=True, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -47,6 +49,7 @@ class SageAccountingConnector(EngineConnector):
         self.client = SageClient(self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify,
                                                     auth=auth), settings)
         self.mapping = target.mapping
+        self.currencies = SageCurrencies(self.client)
         self.closed_through: date | None = None  # as last read
 
     # -- shared entities --
@@ -117,11 +120,11 @@ class SageAccountingConnector(EngineConnector):
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
-        return _remote(self.client.write("POST", "/sales_invoices", body))
+        return _remote(self.client.write("POST", "/sales_invoices", self._in_currency(event, body)))
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
-        return _remote(self.client.write("PUT", f"/sales_invoices/{current.external_id}", body))
+        return _remote(self.client.write("PUT", f"/sales_invoices/{current.external_id}", self._in_currency(event, body)))
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         held = self.read_invoice(current.external_id)
@@ -137,14 +140,14 @@ class SageAccountingConnector(EngineConnector):
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping, posting.txn_date)
-        return _ref(self.client.write("POST", "/contact_payments", body))
+        return _ref(self.client.write("POST", "/contact_payments", self._in_currency(event, body)))
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         self._delete(f"/contact_payments/{ref.external_id}")
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = mapping.credit_note_payload(event, refund, posting.customer_id, self.mapping, posting.txn_date)
-        return _ref(self.client.write("POST", "/sales_credit_notes", body))
+        return _ref(self.client.write("POST", "/sales_credit_notes", self._in_currency(event, body)))
 
     def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
                       reference: str, posting: Posting) -> ExternalRef:
@@ -155,7 +158,7 @@ class SageAccountingConnector(EngineConnector):
             day = first_open_day(self.closed_through)
         body = mapping.refund_payment_payload(event, refund, credit.external_id, posting.customer_id, amount,
                                               reference, self.mapping, day)
-        return _ref(self.client.write("POST", "/contact_payments", body))
+        return _ref(self.client.write("POST", "/contact_payments", self._in_currency(event, body)))
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
         self._delete(f"/contact_payments/{settlement.external_id}")
@@ -166,7 +169,8 @@ class SageAccountingConnector(EngineConnector):
         # before this delivery's first write).
         day = max(date.today(), first_open_day(self.closed_through))
         body = mapping.allocation_payload(posting.customer_id, invoice_id, credit.external_id, amount, day)
-        return _ref(self.client.write("POST", "/contact_allocations", body))
+        return _ref(self.client.write("POST", "/contact_allocations", self.currencies.like_credit_note(
+            credit.external_id, body)))
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self._delete(f"/contact_allocations/{application.external_id}")
@@ -186,7 +190,14 @@ class SageAccountingConnector(EngineConnector):
         resource, body = mapping.adjustment_payload(
             event, adjustment.kind, adjustment.sequence, posting.customer_id, adjustment.net, adjustment.tax,
             posting.txn_date or date.today(), adjustment.original_id, adjustment.reason, self.mapping)
-        return _ref(self.client.write("POST", f"/{resource}", body))
+        return _ref(self.client.write("POST", f"/{resource}", self._in_currency(event, body)))
+
+    # -- currency --
+    def home_currency(self) -> str | None:
+        return self.mapping.home_currency or self.currencies.home()
+
+    def _in_currency(self, event: InvoiceEvent, body: dict[str, Any]) -> dict[str, Any]:
+        return self.currencies.stamp(event, body, self.mapping)
 
 
 def _status(document: dict[str, Any]) -> str:

@@ -16,6 +16,12 @@ money paid back) allocated to a sales credit note only, which takes its outstand
 (amounts summing to zero), the year end lockdown date (``financial_settings.year_end_lockdown_date``: nothing
 dated on or before it is created, edited, voided or deleted), 100 requests/minute and 2,500/day per business
 (third-party figures; 429) and errors as Sage's array of ``{"$severity", "$dataCode", "$message", "$source"}``.
+Currencies (Sage Accounting Plus): ``financial_settings`` holds the business's ``base_currency`` (USD here) and
+``multi_currency_enabled``; ``GET /currencies`` and ``GET /exchange_rates`` (Sage's rate per foreign currency,
+rate = foreign units per base unit); a contact trades in one currency (``currency_id``, the base one unless set;
+Sage locks it once the contact has an invoice), a sales invoice / credit note / contact payment is in its contact's
+currency (``currency_id``, ``exchange_rate``: Sage's rate when none is sent, as its UI fills it in), a payment or
+allocation only settles artefacts in its own currency, and no foreign currency is taken with multi-currency off.
 The error texts are the sandbox's own (Sage publishes no catalogue); the lockdown refusal names the lockdown
 date, which is what the connector recognises.
 """
@@ -61,6 +67,9 @@ DATES = {"date", "due_date", "year_end_lockdown_date", "year_end_date"}
 TRANSACTION_TYPES = {"contact_payments": ("CUSTOMER_RECEIPT", "CUSTOMER_REFUND"),
                      "contact_allocations": ("CUSTOMER_ALLOCATION",)}
 REFUNDABLE = {"CUSTOMER_REFUND": "sales_credit_notes"}
+CURRENCIES = {"USD": "US Dollar", "CAD": "Canadian Dollar", "GBP": "Pound Sterling", "EUR": "Euro",
+              "JPY": "Japanese Yen"}
+RATES = {"CAD": Decimal("1.385200"), "GBP": Decimal("0.788400"), "EUR": Decimal("0.913600")}  # none for JPY
 
 
 def sage_error(status: int, code: str, message: str, source: str = "") -> Response:
@@ -82,6 +91,15 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def _currency_of(business: Business, contact: dict[str, Any]) -> str:
+    """A contact trades in its currency, the base one unless set."""
+    return (contact.get("currency") or {}).get("id") or business.base_currency
+
+
+def _rate(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
 def _link(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"id": record["id"], "displayed_as": record.get("displayed_as", "")} if record else None
 
@@ -92,8 +110,10 @@ class Business:
     name: str
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {r: {} for r in (
         "contacts", "sales_invoices", "sales_credit_notes", "contact_payments", "contact_allocations",
-        "ledger_accounts", "tax_rates", "bank_accounts")})
+        "ledger_accounts", "tax_rates", "bank_accounts", "currencies", "exchange_rates")})
     lockdown: date | None = None
+    base_currency: str = "USD"
+    multi_currency: bool = True
     numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self) -> str:
@@ -136,13 +156,19 @@ class Sandbox:
                                        ("US_STATE_COUNTY", "State + county", "7.25"), ("CA_GST", "GST 5%", "5"),
                                        ("CA_PST", "PST 7%", "7"), ("CA_GST_PST", "GST + PST", "12"),
                                        ("US_NO_TAX", "No tax", "0")],
-                         "bank_accounts": [("1210", "Undeposited funds"), ("1200", "Checking")]}
+                         "bank_accounts": [("1210", "Undeposited funds"), ("1200", "Checking")],
+                         "currencies": [(code, f"{name} ({code})") for code, name in CURRENCIES.items()]}
                 for table, rows in seeds.items():
                     for row in rows:
                         record = {"id": row[0], "displayed_as": row[1], "name": row[1]}
                         if table == "tax_rates":
                             record["percentage"] = Decimal(row[2])
                         business.tables[table][row[0]] = record
+                for code, rate in RATES.items():
+                    business.tables["exchange_rates"][code] = {
+                        "id": code, "displayed_as": f"{code} {rate}", "rate": rate, "inverse_rate": _rate(1 / rate),
+                        "currency": {"id": code, "displayed_as": CURRENCIES[code]},
+                        "base_currency": {"id": business.base_currency, "displayed_as": CURRENCIES["USD"]}}
                 self.businesses[business.id] = business
         return {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh}
 
@@ -165,6 +191,12 @@ class Sandbox:
             for business in self.businesses.values():
                 business.lockdown = through
 
+    def set_multi_currency(self, enabled: bool) -> None:
+        """The bookkeeper turns multi-currency on or off (Settings > Financial Settings)."""
+        with self._lock:
+            for business in self.businesses.values():
+                business.multi_currency = enabled
+
     def records(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(r) for b in self.businesses.values() for r in b.tables[table].values()]
@@ -184,7 +216,7 @@ class Sandbox:
                     out.append(BookedInvoice(
                         number=inv.get("reference") or "", external_id=inv["id"], voided=inv["status"]["id"] == "VOID",
                         total=inv["total_amount"], tax_total=inv["tax_amount"], line_count=len(inv["invoice_lines"]),
-                        payments_applied=sum(paid, ZERO), payment_count=len(paid)))
+                        payments_applied=sum(paid, ZERO), payment_count=len(paid), currency=inv["currency"]["id"]))
             return out
 
     # -- OAuth2 --
@@ -283,7 +315,9 @@ class Sandbox:
 
     def _settings(self, business: Business) -> dict[str, Any]:
         return {"$path": "/financial_settings", "year_end_date": None, "accounting_type": "accrual",
-                "year_end_lockdown_date": business.lockdown.isoformat() if business.lockdown else None}
+                "year_end_lockdown_date": business.lockdown.isoformat() if business.lockdown else None,
+                "base_currency": {"id": business.base_currency, "displayed_as": CURRENCIES[business.base_currency]},
+                "multi_currency_enabled": business.multi_currency, "use_live_exchange_rates": True}
 
     def _view(self, business: Business, resource: str, record: dict[str, Any], q: Any) -> dict[str, Any]:
         view = {k: v for k, v in record.items() if not k.startswith("_")}
@@ -343,6 +377,7 @@ class Sandbox:
             if "year_end_lockdown_date" in fields:
                 value = fields["year_end_lockdown_date"]
                 business.lockdown = date.fromisoformat(value) if value else None
+            business.multi_currency = bool(fields.get("multi_currency_enabled", business.multi_currency))
             return self._settings(business), 200
         if resource == "contacts":
             return self._contact(business, current, fields), 201 if current is None else 200
@@ -379,8 +414,13 @@ class Sandbox:
                              for c in business.tables["contacts"].values()):
             raise SageError("has already been taken", "reference")
         contact = current if current is not None else {"id": business.new_id(), "created_at": _now()}
+        code = fields.get("currency_id") or _currency_of(business, contact)
+        self._currency(business, code)
+        if current is not None and code != _currency_of(business, current) and any(
+                d["contact"]["id"] == current["id"] for d in business.tables["sales_invoices"].values()):
+            raise SageError("The currency of a contact with invoices cannot be changed", "currency_id")
         contact.update(copy.deepcopy(fields) | {"displayed_as": fields.get("name", contact.get("name")),
-                                                "updated_at": _now()})
+                                                "updated_at": _now(), "currency": {"id": code}})
         business.tables["contacts"][contact["id"]] = contact
         return contact
 
@@ -431,6 +471,7 @@ class Sandbox:
                         net_amount=sum((ln["net_amount"] for ln in lines), ZERO),
                         tax_amount=sum((ln["tax_amount"] for ln in lines), ZERO), updated_at=_now())
         document["total_amount"] = document["net_amount"] + document["tax_amount"]
+        self._in_currency(business, document, contact, fields)
         allocated = self._allocated(business, document["id"])
         if allocated > document["total_amount"]:
             raise SageError("The total cannot be less than the payments and allocations on it", "total_amount")
@@ -464,13 +505,21 @@ class Sandbox:
         kind = fields["transaction_type_id"]
         if kind not in TRANSACTION_TYPES[resource]:
             raise SageError("Transaction type is not valid here", "transaction_type_id")
-        if fields["contact_id"] not in business.tables["contacts"]:
+        contact = business.tables["contacts"].get(fields["contact_id"])
+        if contact is None:
             raise SageError("Contact not found", "contact_id")
         day = fields.get("date") or date.today().isoformat()
         self._check_open(business, day)
         artefacts = [(self._artefact_for(business, a["artefact_id"]), Decimal(a["amount"]))
                      for a in fields.get("allocated_artefacts") or []]
+        record = copy.deepcopy(fields)
+        if resource == "contact_payments":
+            self._in_currency(business, record, contact, fields)
+        in_currency = (record.get("currency") or (artefacts[0][0]["currency"] if artefacts else {}) or {}).get("id")
         for document, amount in artefacts:
+            if document["currency"]["id"] != in_currency:
+                raise SageError(f"The artefact is in {document['currency']['id']}, not {in_currency}",
+                                "allocated_artefacts.artefact_id")
             if kind in REFUNDABLE and document["id"] not in business.tables[REFUNDABLE[kind]]:
                 raise SageError("A customer refund can only be allocated to a sales credit note",
                                 "allocated_artefacts.artefact_id")
@@ -485,13 +534,45 @@ class Sandbox:
                 raise SageError("The allocated amounts exceed the payment's total", "total_amount")
         elif sum((amount for _, amount in artefacts), ZERO) != 0 or len(artefacts) < 2:
             raise SageError("The allocated amounts must balance to zero", "allocated_artefacts")
-        record = copy.deepcopy(fields) | {"id": business.new_id(), "date": day, "created_at": _now(),
+        record |= {"id": business.new_id(), "date": day, "created_at": _now(),
                                           "updated_at": _now(), "transaction_type": {"id": fields["transaction_type_id"]}}
         business.tables[resource][record["id"]] = record
         for document, _ in artefacts:
             self._settle(document, self._allocated(business, document["id"]))
             document["updated_at"] = _now()
         return record
+
+    def _currency(self, business: Business, code: str) -> None:
+        if code not in business.tables["currencies"]:
+            raise SageError("Currency not found", "currency_id")
+        if code != business.base_currency and not business.multi_currency:
+            raise SageError(f"Multi-currency is not enabled for this business: {code} cannot be used", "currency_id")
+
+    def _in_currency(self, business: Business, record: dict[str, Any], contact: dict[str, Any],
+                     fields: dict[str, Any]) -> None:
+        """A document or payment is in its contact's currency, at the rate sent or Sage's own."""
+        code = fields.get("currency_id") or (record.get("currency") or {}).get("id") or _currency_of(business, contact)
+        self._currency(business, code)
+        if code != _currency_of(business, contact):
+            raise SageError(f"The currency must be the contact's currency ({_currency_of(business, contact)})",
+                            "currency_id")
+        if code == business.base_currency:
+            rate = Decimal(1)
+        elif "exchange_rate" in fields:
+            rate = Decimal(fields["exchange_rate"])
+            if rate <= 0:
+                raise SageError("must be greater than 0", "exchange_rate")
+        elif "exchange_rate" in record:
+            rate = record["exchange_rate"]
+        elif code in business.tables["exchange_rates"]:
+            rate = business.tables["exchange_rates"][code]["rate"]
+        else:
+            raise SageError(f"No exchange rate for {code}", "exchange_rate")
+        record.pop("currency_id", None)
+        record.update(currency={"id": code, "displayed_as": CURRENCIES[code]}, exchange_rate=rate,
+                      inverse_exchange_rate=_rate(1 / rate))
+        if "total_amount" in record:
+            record["base_currency_total_amount"] = _money(Decimal(record["total_amount"]) / rate)
 
     def _delete(self, business: Business, resource: str, current: dict[str, Any], q: Any) -> None:
         if resource in ("contact_payments", "contact_allocations"):

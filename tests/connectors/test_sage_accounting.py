@@ -25,7 +25,7 @@ from connectors import jsonmoney
 from connectors.base import AuthError, ClosedPeriodError, PermanentError, RateLimitedError, RetryableError
 from connectors.sage_accounting import Sandbox, mapping
 from connectors.sage_accounting.client import classify
-from connectors.testing import refund, paid_then_goodwill
+from connectors.testing import goodwill_refund, refund, paid_then_goodwill
 from connectors.testing import (
     GST,
     PST,
@@ -409,3 +409,125 @@ def test_a_refund_paid_back_is_a_customer_refund_on_its_credit_note_only(sage):
     connector.client.write("DELETE", f"/contact_payments/{refund_payment['id']}")
     (credit_note,) = sandbox.records("sales_credit_notes")
     assert credit_note["outstanding_amount"] == Decimal("42.00")
+
+
+RATE_CAD = Decimal("1.385200")  # the sandbox's Sage rate for CAD (GET /exchange_rates)
+
+
+def test_invoice_in_another_currency_goes_with_its_money_on_the_contact_for_that_currency(sage, swagger):
+    """Issue #20: a CAD invoice, its receipt, credit note, allocation, customer refund and a closed-period
+    adjustment all go to the shop customer's CAD contact (Sage locks a contact's currency), each document with
+    ``currency_id`` CAD and Sage's own rate from ``GET /exchange_rates``; the base currency is read from
+    ``financial_settings``; a base-currency invoice carries no currency field; every request is Swagger-valid."""
+    sandbox, connector, captured = sage
+    entities = MemoryEntities()
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"
+    deliver(connector, entities, invoice_event(7000))
+    start = len(captured.sent)
+    returned = invoice_event(7001, currency="CAD", payments=[payment(1, "100.00")],
+                             refunds=[refund(2, 2, "289.95", "14.50")])
+    deliver(connector, entities, returned)
+    paid = invoice_event(7002, currency="CAD", payments=[payment(1, "677.58")])
+    deliver(connector, entities, next_version(paid, refunds=[goodwill_refund(payment_id=1)]),
+            deliver(connector, entities, paid))
+    late = invoice_event(7003, currency="CAD")
+    doc = deliver(connector, entities, late)
+    sandbox.set_lockdown_date(date(2026, 11, 30))
+    doc = deliver(connector, entities, next_version(late, lines=list(late.lines)[:2]), doc)
+    assert [a.kind for a in doc.engine.adjustments] == ["decrease"]
+    sandbox.set_lockdown_date(None)
+    booked = {b.number: b for b in sandbox.booked_invoices()}
+    assert booked[invoice_event(7000).number].currency == "USD"
+    assert {booked[e.number].currency for e in (returned, paid, late)} == {"CAD"}
+    (twin,) = [c for c in sandbox.records("contacts") if c["currency"]["id"] == "CAD"]
+    assert twin["reference"] == f"LWC{returned.customer.id}-CAD" and twin["name"].endswith(" [CAD]")
+    sent = captured.requests()[start:]
+    assert not {f"{m} {p}": found for m, p, q, body, _ in sent if (found := swagger.problems(m, p, q, body))}
+    writes = [(m, p.split("/")[1], body) for m, p, _, body, _ in sent if m in ("POST", "PUT")]
+    assert {p for _, p, _ in writes} >= {"sales_invoices", "contact_payments", "sales_credit_notes", "contact_allocations"}
+    types = set()
+    for method, resource, body in writes:
+        (envelope, fields), = body.items()
+        if resource == "contacts":
+            assert fields["currency_id"] == "CAD"
+            continue
+        assert fields["contact_id"] == twin["id"], resource
+        if resource != "contact_allocations":  # an allocation has no currency of its own in the Swagger
+            assert (fields["currency_id"], fields["exchange_rate"]) == ("CAD", RATE_CAD), resource
+        types.add(fields.get("transaction_type_id"))
+    assert {"CUSTOMER_RECEIPT", "CUSTOMER_REFUND"} <= types
+    usd_body = next(body for m, p, _, body, _ in captured.requests()[:start] if (m, p) == ("POST", "/sales_invoices"))
+    assert "currency_id" not in usd_body["sales_invoice"] and "exchange_rate" not in usd_body["sales_invoice"]
+    assert all(r["exchange_rate"] == RATE_CAD for r in sandbox.records("sales_invoices") if r["currency"]["id"] == "CAD")
+
+
+def _writes(captured: Captured) -> list[tuple[str, str]]:
+    return [(m, p) for m, p, *_ in captured.requests() if m != "GET"]
+
+
+def test_invoice_in_another_currency_without_multi_currency_is_dead_lettered_before_any_write(sage):
+    sandbox, connector, captured = sage
+    entities = MemoryEntities()
+    sandbox.set_multi_currency(False)
+    deliver(connector, entities, invoice_event(7100))
+    before = len(_writes(captured))
+    with pytest.raises(PermanentError, match="CAD.*multi-currency"):
+        deliver(connector, entities, invoice_event(7101, currency="CAD"))
+    assert _writes(captured)[before:] == []
+
+
+def test_a_currency_sage_has_no_rate_for_is_dead_lettered_before_any_write(sage):
+    _, connector, captured = sage
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(7200))
+    before = len(_writes(captured))
+    with pytest.raises(PermanentError, match="no exchange rate for JPY"):
+        deliver(connector, entities, invoice_event(7201, currency="JPY"))
+    assert _writes(captured)[before:] == []
+
+
+def test_sandbox_keeps_sages_currency_rules(sage):
+    """A document is in its contact's currency; a contact's currency is locked once it has an invoice; an unknown
+    currency, or a foreign one with multi-currency off, is refused; a receipt settles only its own currency."""
+    sandbox, connector, _ = sage
+    doc = deliver(connector, MemoryEntities(), invoice_event(7300))
+    client = connector.client
+    held = client.get(f"/sales_invoices/{doc.external_id}")
+    body = {"sales_invoice": {"contact_id": doc.customer_id, "date": "2026-11-20", "currency_id": "CAD",
+                              "invoice_lines": [{k: ln[k] for k in ("description", "ledger_account_id", "unit_price",
+                                                                     "tax_rate_id", "tax_amount")}
+                                                for ln in held["invoice_lines"]]}}
+
+    def refused(method: str, path: str, payload: dict) -> dict:
+        with pytest.raises(PermanentError) as error:
+            client.write(method, path, payload)
+        return error.value.detail[0]
+
+    assert refused("POST", "/sales_invoices", body)["$message"] == "The currency must be the contact's currency (USD)"
+    assert refused("PUT", f"/contacts/{doc.customer_id}", {"contact": {"currency_id": "CAD"}})["$source"] == "currency_id"
+    assert refused("POST", "/contacts", {"contact": {"name": "Zed", "contact_type_ids": ["CUSTOMER"],
+                                                     "currency_id": "XXX"}})["$message"] == "Currency not found"
+    cad = client.write("POST", "/contacts", {"contact": {"name": "Cad", "contact_type_ids": ["CUSTOMER"],
+                                                         "currency_id": "CAD"}})
+    receipt = {"contact_payment": {"transaction_type_id": "CUSTOMER_RECEIPT", "contact_id": cad["id"],
+                                   "bank_account_id": "1200", "date": "2026-11-20", "total_amount": Decimal("5.00"),
+                                   "allocated_artefacts": [{"artefact_id": doc.external_id, "amount": Decimal("5.00")}]}}
+    assert refused("POST", "/contact_payments", receipt)["$message"] == "The artefact is in USD, not CAD"
+    sandbox.set_multi_currency(False)
+    assert "Multi-currency is not enabled" in refused(
+        "POST", "/contacts", {"contact": {"name": "Eu", "contact_type_ids": ["CUSTOMER"], "currency_id": "EUR"}})["$message"]
+
+
+def test_the_swagger_check_rejects_bad_currency_fields(swagger):
+    good = {"sales_invoice": {"contact_id": "c1", "date": "2026-11-20", "currency_id": "CAD",
+                              "exchange_rate": RATE_CAD, "invoice_lines": [
+                                  {"description": "Labour", "ledger_account_id": "4010", "unit_price": Decimal("1")}]}}
+    assert swagger.problems("POST", "/sales_invoices", {}, good) == []
+    as_text = copy.deepcopy(good)
+    as_text["sales_invoice"]["exchange_rate"] = "1.3852"
+    misnamed = copy.deepcopy(good)
+    misnamed["sales_invoice"]["currency"] = misnamed["sales_invoice"].pop("currency_id")
+    assert swagger.problems("POST", "/sales_invoices", {}, as_text) == [
+        "sales_invoice/exchange_rate: '1.3852' is not of type 'number'"]
+    assert swagger.problems("POST", "/sales_invoices", {}, misnamed) == [
+        "sales_invoice: Additional properties are not allowed ('currency' was unexpected)"]
