@@ -6,7 +6,8 @@ the whole item list, no concurrency token so the last write wins; a void = ``inv
 void — after the engine has reversed what is on it), payments recorded manually on their invoice
 (``invoicePaymentCreateManual``; Wave publishes no way to delete one, so a removal is a reversing payment),
 refunds as negative invoices (Wave has no credit note) whose credit is applied to the invoice by a pair of
-payments through the customer credit account. Wave has no lock date in its API: no closed periods. Every write
+payments through the customer credit account. Invoices carry the shop's currency, payments the rate Wave holds on
+their invoice (currency.py). Wave has no lock date in its API: no closed periods. Every write
 names ``businessId``; the lifecycle, look-ups before re-creating, checkpoints and preview are the engine's."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.wave import mapping, operations as ops
 from connectors.wave.client import WaveClient, classify
+from connectors.wave.currency import WaveCurrencies
 from connectors.wave.settings import WaveSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 
@@ -37,7 +39,7 @@ class WaveConnector(EngineConnector):
     # voids the invoice); Wave exposes no closing date.
     capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=False, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
-                                void_credit_notes=True, refund_settlement=True)
+                                void_credit_notes=True, refund_settlement=True, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -50,6 +52,7 @@ class WaveConnector(EngineConnector):
                                  timeout_s=target.request_timeout_s)
         self.client = WaveClient(self.http, settings, target.base_url or DEFAULT_URL)
         self.mapping = target.mapping
+        self.currencies = WaveCurrencies(self.client)
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -138,12 +141,12 @@ class WaveConnector(EngineConnector):
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         fields = mapping.invoice_create_input(event, self.client.business(), posting.customer_id, posting.item_ids,
                                               self.mapping)
-        return _remote(self.client.mutate("invoiceCreate", ops.INVOICE_CREATE, fields, "invoice"))
+        return _remote(self.currencies.held(self.client.mutate("invoiceCreate", ops.INVOICE_CREATE, fields, "invoice")))
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         fields = {"id": current.external_id} | mapping.invoice_fields(event, posting.customer_id, posting.item_ids,
                                                                       self.mapping)
-        return _remote(self.client.mutate("invoicePatch", ops.INVOICE_PATCH, fields, "invoice"))
+        return _remote(self.currencies.held(self.client.mutate("invoicePatch", ops.INVOICE_PATCH, fields, "invoice")))
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         """Wave has no void: the invoice is deleted (the engine reversed its payments and credits first)."""
@@ -155,26 +158,27 @@ class WaveConnector(EngineConnector):
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
         found = self.client.invoice(external_id)
-        return _remote(found) if found else None
+        return _remote(self.currencies.held(found)) if found else None
 
     # -- money --
     def _pay(self, invoice_id: str, amount: Decimal, memo: str, day: date, account: str | None = None,
              method: str = "OTHER") -> dict[str, Any]:
         fields = mapping.payment_input(invoice_id, account or self.settings.customer_credit_account_id, amount, day,
-                                       method, memo)
+                                       method, memo, self.currencies.rate(invoice_id))
         return self.client.mutate("invoicePaymentCreateManual", ops.PAYMENT_CREATE, fields, "invoicePayment")
 
     def _reverse(self, part: str) -> None:
         """A reversing payment (Wave publishes no payment delete); nothing when already reversed or gone."""
         invoice_id, payment_id = part.split("/")
-        invoice = self.client.invoice(invoice_id) if payment_id else None
+        invoice = self.currencies.held(self.client.invoice(invoice_id) or {}) if payment_id else None
         paid = next((p for p in _live_payments(invoice or {}) if p["id"] == payment_id), None)
         if paid is not None:
             self._pay(invoice_id, -Decimal(str(paid["amount"])), mapping.REVERSAL + payment_id, date.today(),
                       paid["paymentAccount"]["id"])
 
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        fields = mapping.received_payment_input(event, payment, invoice_id, self.mapping)
+        fields = mapping.received_payment_input(event, payment, invoice_id, self.mapping,
+                                                self.currencies.rate(invoice_id))
         paid = self.client.mutate("invoicePaymentCreateManual", ops.PAYMENT_CREATE, fields, "invoicePayment")
         return ExternalRef(external_id=f"{invoice_id}/{paid['id']}", amount=payment.amount)
 
@@ -185,7 +189,7 @@ class WaveConnector(EngineConnector):
         product = posting.item_ids.get(refund.line_id or -1) or posting.item(ItemSpec(key="kind:part", name="Parts"))
         fields = mapping.credit_note_input(event, refund, self.client.business(), posting.customer_id, product,
                                            self.mapping)
-        created = self.client.mutate("invoiceCreate", ops.INVOICE_CREATE, fields, "invoice")
+        created = self.currencies.held(self.client.mutate("invoiceCreate", ops.INVOICE_CREATE, fields, "invoice"))
         total = created.get("total")
         return _ref(created, amount=abs(Decimal(str(total["value"]))) if total else refund.amount + refund.tax_amount)
 
@@ -217,6 +221,9 @@ class WaveConnector(EngineConnector):
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
         self._reverse(settlement.external_id)
+
+    def home_currency(self) -> str | None:
+        return self.mapping.home_currency or self.currencies.home()
 
     # -- closed periods: Wave's API exposes no lock date --
     def books_closed_through(self) -> date | None:

@@ -136,17 +136,19 @@ def credit_note_number_of(application_reference: str) -> str:
     return f"CN{refund}-{number}"
 
 
-def payment_input(invoice_id: str, account_id: str, amount: Decimal, day: date, method: str, memo: str
-                  ) -> dict[str, Any]:
+def payment_input(invoice_id: str, account_id: str, amount: Decimal, day: date, method: str, memo: str,
+                  exchange_rate: Decimal) -> dict[str, Any]:
+    """``exchange_rate``: required by Wave; the rate Wave holds on the invoice paid (currency.py)."""
     return {"invoiceId": invoice_id, "paymentAccountId": account_id, "amount": amount, "paymentDate": day.isoformat(),
-            "paymentMethod": method, "exchangeRate": Decimal("1"), "memo": memo[:255]}
+            "paymentMethod": method, "exchangeRate": exchange_rate, "memo": memo[:255]}
 
 
-def received_payment_input(event: InvoiceEvent, payment: Payment, invoice_id: str, mapping: MappingConfig
-                           ) -> dict[str, Any]:
+def received_payment_input(event: InvoiceEvent, payment: Payment, invoice_id: str, mapping: MappingConfig,
+                           exchange_rate: Decimal) -> dict[str, Any]:
     account = payment_account(payment, mapping, "Wave", "payment account")
     return payment_input(invoice_id, account, payment.amount, payment.received_at.date(),
-                         PAYMENT_METHODS.get(payment.method, "OTHER"), payment_reference(event, str(payment.id)))
+                         PAYMENT_METHODS.get(payment.method, "OTHER"), payment_reference(event, str(payment.id)),
+                         exchange_rate)
 
 
 def credit_note_input(event: InvoiceEvent, refund: Refund, business_id: str, customer_id: str, product_id: str,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-INVOICE_FIELDS = """id invoiceNumber status modifiedAt invoiceDate
+INVOICE_FIELDS = """id invoiceNumber status modifiedAt invoiceDate currency { code } exchangeRate
   total { value } taxTotal { value } amountDue { value } amountPaid { value }
   payments { id amount paymentDate paymentAccount { id } memo }"""
 PAGE_INFO = "pageInfo { currentPage totalPages }"
 
+BUSINESS_CURRENCY = "query ($businessId: ID!) { business(id: $businessId) { id currency { code } } }"
 BUSINESSES = "query { businesses(page: 1, pageSize: 10) { edges { node { id } } } }"
 INVOICE = f"query ($businessId: ID!, $id: ID!) {{ business(id: $businessId) {{ invoice(id: $id) {{ {INVOICE_FIELDS} }} }} }}"
 INVOICES = (f"query ($businessId: ID!, $number: String, $page: Int!, $pageSize: Int!) {{ business(id: $businessId) {{"
@@ -35,7 +36,7 @@ PAYMENT_CREATE = mutation("invoicePaymentCreateManual", "InvoicePaymentCreateMan
                           "invoicePayment { id amount paymentAccount { id } }")
 
 # Every operation the connector can send, by name (the tests validate each against the SDL).
-ALL = {"businesses": BUSINESSES, "invoice": INVOICE, "invoices": INVOICES, "customers": CUSTOMERS,
+ALL = {"businesses": BUSINESSES, "businessCurrency": BUSINESS_CURRENCY, "invoice": INVOICE, "invoices": INVOICES, "customers": CUSTOMERS,
        "products": PRODUCTS, "customerCreate": CUSTOMER_CREATE, "customerPatch": CUSTOMER_PATCH,
        "productCreate": PRODUCT_CREATE, "invoiceCreate": INVOICE_CREATE, "invoicePatch": INVOICE_PATCH,
        "invoiceDelete": INVOICE_DELETE, "invoicePaymentCreateManual": PAYMENT_CREATE}

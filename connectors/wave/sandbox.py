@@ -11,6 +11,9 @@ invoice lines that must name a sellable product, tax computed by Wave from the n
 tax, to the cent; the deprecated tax ``amount`` is ignored), no concurrency token (last write wins), the
 ``invoiceNumber`` filter matching a part of the number, ``invoiceDelete`` (Wave has no void), manual payments
 (``invoicePaymentCreateManual``; a draft cannot be paid; a negative amount reverses, never below zero paid),
+currencies (``business.currency``, USD here; an invoice in any ``CurrencyCode`` — another code is refused by the
+schema — at the ``exchangeRate`` sent, else Wave's own rate for the currency, which the invoice then holds; a
+payment's required ``exchangeRate`` must be positive and, on an invoice in the business currency, 1 (sandbox)),
 ``invoiceSend`` refused while the business cannot send email, and a request limit (Wave publishes none: 60 per
 minute here; 429 ``THROTTLED`` with Retry-After). Rules marked "sandbox" in the errors are this sandbox's
 reading where no Wave page says (a payment delete does not exist; deleting an invoice with money on it).
@@ -40,10 +43,18 @@ from connectors.wave.schema import schema as strict_schema
 ENDPOINT = "/graphql/public"
 CENT, ZERO = Decimal("0.01"), Decimal("0")
 PAGE_MAX = 100
+# Wave's own rates (business currency units per unit of the invoice's currency; Wave's help: mid-market rates).
+RATES = {"CAD": Decimal("0.7219"), "EUR": Decimal("1.0946"), "GBP": Decimal("1.2684"), "AUD": Decimal("0.6512"),
+         "NZD": Decimal("0.5893"), "USD": Decimal("1")}
 
 
 def _money(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _rate(home: str, code: str) -> Decimal:
+    """Wave's own rate from ``code`` to the business's currency (``home``)."""
+    return (RATES[code] / RATES[home]).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
 
 
 def _now() -> str:
@@ -155,7 +166,7 @@ class Sandbox:
                     out.append(BookedInvoice(
                         number=invoice["invoiceNumber"], external_id=invoice["id"], voided=deleted,
                         total=view["total"]["value"], tax_total=view["taxTotal"]["value"], line_count=len(invoice["items"]),
-                        payments_applied=sum(money, ZERO),
+                        payments_applied=sum(money, ZERO), currency=invoice["currency"]["code"],
                         payment_count=sum(1 for a in money if a > 0) - sum(1 for a in money if a < 0)))
         return out
 
@@ -248,7 +259,7 @@ class Sandbox:
         if business is None:
             return None
         invoice = lambda _info, id: self._view(business, business.invoices[id]) if id in business.invoices else None  # noqa: E731,A006
-        return {"id": business.id, "name": business.name, "invoice": invoice,
+        return {"id": business.id, "name": business.name, "invoice": invoice, "currency": {"code": business.currency},
                 "invoices": lambda _info, page=1, pageSize=10, invoiceNumber=None: self._page(
                     [self._view(business, i) for i in business.invoices.values()
                      if not invoiceNumber or invoiceNumber in i["invoiceNumber"]], page, pageSize),
@@ -354,14 +365,17 @@ class Sandbox:
         business = self._business_of(fields)
         if fields["customerId"] not in business.customers:
             raise Refused("NOT_FOUND", "Customer not found", "customerId")
-        if fields.get("currency", business.currency) != business.currency:
-            raise Refused("INVALID", "Only the business currency is supported by this sandbox", "currency")
+        code = fields.get("currency") or business.currency
+        rate = _rate(business.currency, code) if fields.get("exchangeRate") is None else fields["exchangeRate"]
+        if rate <= 0 or (code == business.currency and rate != 1):
+            raise Refused("INVALID", "Must be positive (and 1 in the business currency)", "exchangeRate")
         number = fields.get("invoiceNumber") or str(next(business.numbers))
         invoice = {"id": _global_id("Invoice"), "createdAt": _now(), "modifiedAt": _now(),
                    "status": fields.get("status") or "DRAFT", "invoiceNumber": number,
                    "invoiceDate": fields.get("invoiceDate") or date.today().isoformat(), "dueDate": fields.get("dueDate"),
                    "poNumber": fields.get("poNumber"), "memo": fields.get("memo"), "customerId": fields["customerId"],
-                   "items": self._items(business, fields.get("items") or []), "payments": []}
+                   "items": self._items(business, fields.get("items") or []), "payments": [],
+                   "currency": {"code": code}, "exchangeRate": rate}
         self._check_dates(invoice)
         business.invoices[invoice["id"]] = invoice
         return {"invoice": self._view(business, invoice)}
@@ -413,15 +427,17 @@ class Sandbox:
             raise Refused("INVALID", "The payment account must be a cash, bank or customer credit account",
                           "paymentAccountId")
         amount = fields["amount"]
-        if amount == 0 or fields["exchangeRate"] <= 0:
-            raise Refused("INVALID", "Ensure this value is not zero" if amount == 0 else "Must be positive",
-                          "amount" if amount == 0 else "exchangeRate")
+        if amount == 0:
+            raise Refused("INVALID", "Ensure this value is not zero", "amount")
+        if fields["exchangeRate"] <= 0 or (invoice["currency"]["code"] == business.currency and fields["exchangeRate"] != 1):
+            raise Refused("INVALID", "Must be positive (and 1 on an invoice in the business currency)", "exchangeRate")
         total = self._view(business, invoice)["total"]["value"]
         paid = sum((p["amount"] for p in invoice["payments"]), ZERO) + amount
         if (total >= 0 and paid < 0) or (total < 0 and paid > 0):
             raise Refused("INVALID", "The payments on an invoice cannot go past zero (sandbox)", "amount")
         payment = {"id": _global_id("InvoicePayment"), "amount": amount, "paymentDate": fields["paymentDate"],
-                   "paymentMethod": fields["paymentMethod"], "paymentAccountId": account["id"], "memo": fields.get("memo")}
+                   "paymentMethod": fields["paymentMethod"], "paymentAccountId": account["id"], "memo": fields.get("memo"),
+                   "exchangeRate": fields["exchangeRate"]}
         invoice["payments"].append(payment)
         invoice["modifiedAt"] = _now()
         return {"invoicePayment": {**payment, "paymentAccount": account}}

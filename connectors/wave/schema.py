@@ -169,6 +169,7 @@ input InvoicePaymentCreateManualInput {
 
 type InputError { code: String message: String path: [String!] }
 type Money { value: Decimal! }
+type Currency { code: CurrencyCode! symbol: String name: String }
 type PageInfo { currentPage: Int! totalPages: Int! totalCount: Int! }
 type Account { id: ID! name: String }
 type SalesTax { id: ID! name: String rate: Decimal }
@@ -212,6 +213,8 @@ type Invoice {
   poNumber: String
   memo: String
   customer: Customer!
+  currency: Currency!
+  exchangeRate: Decimal!
   items: [InvoiceItem!]!
   subtotal: Money!
   taxTotal: Money!
@@ -226,6 +229,7 @@ type InvoiceConnection { pageInfo: PageInfo! edges: [InvoiceEdge!]! }
 type Business {
   id: ID!
   name: String!
+  currency: Currency!
   invoice(id: ID!): Invoice
   invoices(page: Int = 1, pageSize: Int = 10, invoiceNumber: String): InvoiceConnection!
   customers(page: Int = 1, pageSize: Int = 20, email: String): CustomerConnection!

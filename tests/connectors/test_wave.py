@@ -207,6 +207,8 @@ def test_every_operation_sent_is_valid_against_the_sdl(wave):
 def operation_name(query: str) -> str:
     document = graphql.parse(query)
     operation = graphql.get_operation_ast(document)
+    if query == operations.BUSINESS_CURRENCY:
+        return "businessCurrency"
     return operation.selection_set.selections[0].name.value if operation.operation.value == "mutation" else {
         "businesses": "businesses"}.get(operation.selection_set.selections[0].name.value) or next(
         name for name in ("invoices", "invoice", "customers", "products")
@@ -227,6 +229,9 @@ GOOD_INVOICE = {"businessId": "b", "customerId": "c", "status": "SAVED", "invoic
     (lambda i: i.update(invoiceDate="20/11/2026"), "Expected type 'Date'"),
     (lambda i: i.pop("customerId"), "Field 'customerId' of required type 'ID!' was not provided"),
     (lambda i: i.update(lines=[]), "Field 'lines' is not defined by type 'InvoiceCreateInput'"),
+    (lambda i: i.update(currency="XTS"), "Value 'XTS' does not exist in 'CurrencyCode' enum"),
+    (lambda i: i.update(currencyCode="CAD"), "Field 'currencyCode' is not defined by type 'InvoiceCreateInput'"),
+    (lambda i: i.update(exchangeRate=1.3852), "Decimal cannot represent 1.3852"),
 ])
 def test_the_sdl_check_refuses_bad_bodies(change, expected):
     assert operation_errors(operations.INVOICE_CREATE, {"input": GOOD_INVOICE}) == []
@@ -492,3 +497,69 @@ def test_a_goodwill_refund_is_taxed_like_the_invoices_main_taxed_line(wave):
     deliver(connector, MemoryEntities(), v1)
     (note,) = [i for i in sandbox.invoices() if i["invoiceNumber"] == mapping.credit_note_number(v1, "17")]
     assert (note["total"]["value"], note["taxTotal"]["value"]) == (Decimal("-42.00"), Decimal("-2.00"))
+
+
+# --- currencies (issue #20) -----------------------------------------------------------------------------
+
+def _inputs(sandbox, start: int, name: str) -> list[dict[str, Any]]:
+    return [fields for mutation, fields in sandbox.requests[start:] if mutation == name]
+
+
+def test_invoice_in_another_currency_carries_it_and_its_payments_carry_waves_rate(wave):
+    """Issue #20: a CAD invoice (and its refunds' negative invoices) carries ``currency`` CAD and no
+    ``exchangeRate`` — Wave applies its own and holds it on the invoice; every payment on them (received, credit
+    application, refund paid back) carries that rate, read from Wave, where the business-currency ones carry 1;
+    the business's currency is read from ``business.currency``; every operation is valid against the SDL."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    sandbox, connector, captured = wave
+    entities = MemoryEntities()
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"
+    deliver(connector, entities, invoice_event(7900, payments=[payment(1, "100.00")]))
+    start = len(sandbox.requests)
+    v1 = invoice_event(7901, currency="CAD", payments=[payment(1, "100.00", method="eft")],
+                       refunds=[refund(2, 2, "289.95", "14.50")])
+    doc = deliver(connector, entities, v1)
+    deliver(connector, entities, next_version(v1, refunds=[*v1.refunds, paid_back_refund(8, 1, "20.00", "1.00",
+                                                                                         payment_id=1)]), doc)
+    held = {i["invoiceNumber"]: i for i in sandbox.invoices()}
+    assert held[v1.number]["currency"] == {"code": "CAD"} and held[v1.number]["exchangeRate"] == Decimal("0.721900")
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert booked.currency == "CAD" and booked.payments_applied == Decimal("100.00")
+    created = _inputs(sandbox, start, "invoiceCreate")
+    assert len(created) == 3 and all(f["currency"] == "CAD" and "exchangeRate" not in f for f in created)
+    paid = _inputs(sandbox, start, "invoicePaymentCreateManual")
+    assert len(paid) == 4  # received, the credit application's two halves, the refund paid back
+    assert all(f["exchangeRate"] == Decimal("0.721900") for f in paid)
+    assert all(f["exchangeRate"] == Decimal("1") for f in _inputs(sandbox, 0, "invoicePaymentCreateManual")[:1])
+    assert not [b for b in captured.sent if operation_errors(b["query"], b.get("variables"))]
+
+
+def test_a_currency_wave_does_not_take_is_dead_lettered_with_waves_refusal(wave):
+    sandbox, connector, _ = wave
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(7910))
+    with pytest.raises(PermanentError, match="XTS") as refused:
+        deliver(connector, entities, invoice_event(7911, currency="XTS"))
+    assert refused.value.platform_code == "BAD_USER_INPUT"
+    assert [i for i in sandbox.invoices(include_deleted=True) if i["invoiceNumber"] == invoice_event(7911).number] == []
+
+
+def test_the_sandbox_keeps_the_exchange_rate_rules(wave):
+    """A payment on an invoice in the business currency is at 1; an invoice's rate sent is held; a rate must be
+    positive."""
+    sandbox, connector, _ = wave
+    doc = deliver(connector, MemoryEntities(), invoice_event(7920))
+    good = {"invoiceId": doc.external_id, "paymentAccountId": "acct-checking", "amount": Decimal("5.00"),
+            "paymentDate": "2026-11-21", "paymentMethod": "CASH", "exchangeRate": Decimal("1.3852"), "memo": "x"}
+    with pytest.raises(PermanentError, match="exchangeRate"):
+        connector.client.mutate("invoicePaymentCreateManual", operations.PAYMENT_CREATE, good, "invoicePayment")
+    fields = {**GOOD_INVOICE, "businessId": connector.client.business(), "customerId": doc.customer_id,
+              "invoiceNumber": "FX-1", "currency": "GBP", "exchangeRate": Decimal("1.2500"),
+              "items": [{"productId": next(iter(sandbox.businesses.values())).invoices[doc.external_id]["items"][0]["productId"],
+                         "quantity": Decimal("1"), "unitPrice": Decimal("10.00"), "taxes": []}]}
+    created = connector.client.mutate("invoiceCreate", operations.INVOICE_CREATE, fields, "invoice")
+    assert (created["currency"]["code"], Decimal(str(created["exchangeRate"]))) == ("GBP", Decimal("1.2500"))
+    with pytest.raises(PermanentError, match="exchangeRate"):
+        connector.client.mutate("invoiceCreate", operations.INVOICE_CREATE,
+                                {**fields, "invoiceNumber": "FX-2", "exchangeRate": Decimal("0")}, "invoice")
