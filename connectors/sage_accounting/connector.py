@@ -124,7 +124,8 @@ class SageAccountingConnector(EngineConnector):
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         body = mapping.invoice_payload(event, posting.customer_id, self.mapping, posting.txn_date)
-        return _remote(self.client.write("PUT", f"/sales_invoices/{current.external_id}", self._in_currency(event, body)))
+        return _remote(self.client.write("PUT", f"/sales_invoices/{current.external_id}",
+                                         self.currencies.stamp(event, body, self.mapping, new=False)))
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         held = self.read_invoice(current.external_id)

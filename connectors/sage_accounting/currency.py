@@ -48,18 +48,19 @@ class SageCurrencies:
         home = config.home_currency or self.home()
         return home is not None and event.currency != home
 
-    def stamp(self, event: InvoiceEvent, body: dict[str, Any], config: MappingConfig) -> dict[str, Any]:
+    def stamp(self, event: InvoiceEvent, body: dict[str, Any], config: MappingConfig, new: bool = True
+              ) -> dict[str, Any]:
         """``body`` (``{"sales_invoice" | "sales_credit_note" | "contact_payment": {...}}`` of ``event``) in the
-        event's currency, on the contact for that currency; as it is for the base currency."""
+        event's currency, on the contact for that currency; as it is for the base currency. An edit (``new``
+        False) sends no rate: the invoice keeps the one it was booked at."""
         if not self.foreign(event, config):
             return body
         if not (self.settings().get("multi_currency_enabled") or self.settings(fresh=True).get("multi_currency_enabled")):
             raise PermanentError(f"invoice in {event.currency}: this Sage business books in {self.home()} only (turn on "
                                  "multi-currency in Settings > Financial Settings, then retry the dead letter)")
-        rate = self.rate(event.currency)
+        rate = {"exchange_rate": self.rate(event.currency)} if new else {}
         (envelope, fields), = body.items()
-        return {envelope: {**fields, "contact_id": self.contact(event, config), "currency_id": event.currency,
-                           "exchange_rate": rate}}
+        return {envelope: {**fields, "contact_id": self.contact(event, config), "currency_id": event.currency, **rate}}
 
     def rate(self, code: str) -> Decimal:
         """Sage's exchange rate for ``code`` (what Sage itself would fill in)."""

@@ -432,8 +432,10 @@ def test_invoice_in_another_currency_goes_with_its_money_on_the_contact_for_that
             deliver(connector, entities, paid))
     late = invoice_event(7003, currency="CAD")
     doc = deliver(connector, entities, late)
+    edited = next_version(late, lines=list(late.lines)[:3])
+    doc = deliver(connector, entities, edited, doc)  # an edit: a PUT
     sandbox.set_lockdown_date(date(2026, 11, 30))
-    doc = deliver(connector, entities, next_version(late, lines=list(late.lines)[:2]), doc)
+    doc = deliver(connector, entities, next_version(edited, lines=list(late.lines)[:2]), doc)
     assert [a.kind for a in doc.engine.adjustments] == ["decrease"]
     sandbox.set_lockdown_date(None)
     booked = {b.number: b for b in sandbox.booked_invoices()}
@@ -445,6 +447,7 @@ def test_invoice_in_another_currency_goes_with_its_money_on_the_contact_for_that
     assert not {f"{m} {p}": found for m, p, q, body, _ in sent if (found := swagger.problems(m, p, q, body))}
     writes = [(m, p.split("/")[1], body) for m, p, _, body, _ in sent if m in ("POST", "PUT")]
     assert {p for _, p, _ in writes} >= {"sales_invoices", "contact_payments", "sales_credit_notes", "contact_allocations"}
+    assert ("PUT", "sales_invoices") in {(m, p) for m, p, _ in writes}
     types = set()
     for method, resource, body in writes:
         (envelope, fields), = body.items()
@@ -452,7 +455,9 @@ def test_invoice_in_another_currency_goes_with_its_money_on_the_contact_for_that
             assert fields["currency_id"] == "CAD"
             continue
         assert fields["contact_id"] == twin["id"], resource
-        if resource != "contact_allocations":  # an allocation has no currency of its own in the Swagger
+        if method == "PUT":  # an edit keeps the rate the invoice was booked at
+            assert fields["currency_id"] == "CAD" and "exchange_rate" not in fields
+        elif resource != "contact_allocations":  # an allocation has no currency of its own in the Swagger
             assert (fields["currency_id"], fields["exchange_rate"]) == ("CAD", RATE_CAD), resource
         types.add(fields.get("transaction_type_id"))
     assert {"CUSTOMER_RECEIPT", "CUSTOMER_REFUND"} <= types
