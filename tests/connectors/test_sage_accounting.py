@@ -470,24 +470,19 @@ def _writes(captured: Captured) -> list[tuple[str, str]]:
     return [(m, p) for m, p, *_ in captured.requests() if m != "GET"]
 
 
-def test_invoice_in_another_currency_without_multi_currency_is_dead_lettered_before_any_write(sage):
+@pytest.mark.parametrize(("multi_currency", "currency", "reason"), [
+    (False, "CAD", "CAD.*multi-currency"),  # a business that never turned multi-currency on
+    (True, "JPY", "no exchange rate for JPY"),  # a currency Sage has no rate for
+])
+def test_invoice_sage_cannot_take_in_its_currency_is_dead_lettered_before_any_write(sage, multi_currency, currency,
+                                                                                    reason):
     sandbox, connector, captured = sage
     entities = MemoryEntities()
-    sandbox.set_multi_currency(False)
+    sandbox.set_multi_currency(multi_currency)
     deliver(connector, entities, invoice_event(7100))
     before = len(_writes(captured))
-    with pytest.raises(PermanentError, match="CAD.*multi-currency"):
-        deliver(connector, entities, invoice_event(7101, currency="CAD"))
-    assert _writes(captured)[before:] == []
-
-
-def test_a_currency_sage_has_no_rate_for_is_dead_lettered_before_any_write(sage):
-    _, connector, captured = sage
-    entities = MemoryEntities()
-    deliver(connector, entities, invoice_event(7200))
-    before = len(_writes(captured))
-    with pytest.raises(PermanentError, match="no exchange rate for JPY"):
-        deliver(connector, entities, invoice_event(7201, currency="JPY"))
+    with pytest.raises(PermanentError, match=reason):
+        deliver(connector, entities, invoice_event(7101, currency=currency))
     assert _writes(captured)[before:] == []
 
 
