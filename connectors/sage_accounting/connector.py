@@ -7,8 +7,8 @@ sales credit notes allocated to the invoice by a ``contact_allocation`` (or, pai
 customer refund — a ``contact_payment`` of type ``CUSTOMER_REFUND`` allocated to the credit note), and the business's year end lockdown
 date (``financial_settings.year_end_lockdown_date``) answered by the engine's re-dating and adjustments. Every
 request carries ``X-Business``. An invoice in another currency than the business's goes with its documents on the
-customer's contact for that currency, with Sage's own exchange rate (currency.py). The lifecycle, look-ups before re-creating, checkpoints and preview are the
-engine's."""
+customer's contact for that currency, with Sage's own exchange rate (currency.py). The lifecycle, look-ups
+before re-creating, checkpoints and preview are the engine's."""
 
 from __future__ import annotations
 

@@ -55,9 +55,10 @@ class SageCurrencies:
         False) sends no rate: the invoice keeps the one it was booked at."""
         if not self.foreign(event, config):
             return body
-        if not (self.settings().get("multi_currency_enabled") or self.settings(fresh=True).get("multi_currency_enabled")):
-            raise PermanentError(f"invoice in {event.currency}: this Sage business books in {self.home()} only (turn on "
-                                 "multi-currency in Settings > Financial Settings, then retry the dead letter)")
+        enabled = "multi_currency_enabled"
+        if not (self.settings().get(enabled) or self.settings(fresh=True).get(enabled)):
+            raise PermanentError(f"invoice in {event.currency}: this Sage business books in {self.home()} only "
+                                 "(turn on multi-currency in Settings > Financial Settings, then retry the dead letter)")
         rate = {"exchange_rate": self.rate(event.currency)} if new else {}
         (envelope, fields), = body.items()
         return {envelope: {**fields, "contact_id": self.contact(event, config), "currency_id": event.currency, **rate}}

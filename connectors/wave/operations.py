@@ -36,7 +36,7 @@ PAYMENT_CREATE = mutation("invoicePaymentCreateManual", "InvoicePaymentCreateMan
                           "invoicePayment { id amount paymentAccount { id } }")
 
 # Every operation the connector can send, by name (the tests validate each against the SDL).
-ALL = {"businesses": BUSINESSES, "businessCurrency": BUSINESS_CURRENCY, "invoice": INVOICE, "invoices": INVOICES, "customers": CUSTOMERS,
-       "products": PRODUCTS, "customerCreate": CUSTOMER_CREATE, "customerPatch": CUSTOMER_PATCH,
+ALL = {"businesses": BUSINESSES, "businessCurrency": BUSINESS_CURRENCY, "invoice": INVOICE, "invoices": INVOICES,
+       "customers": CUSTOMERS, "products": PRODUCTS, "customerCreate": CUSTOMER_CREATE, "customerPatch": CUSTOMER_PATCH,
        "productCreate": PRODUCT_CREATE, "invoiceCreate": INVOICE_CREATE, "invoicePatch": INVOICE_PATCH,
        "invoiceDelete": INVOICE_DELETE, "invoicePaymentCreateManual": PAYMENT_CREATE}
