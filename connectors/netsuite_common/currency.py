@@ -9,7 +9,8 @@ transactions book in. ``settings.currency_ids`` overrides the look-up for the co
 
 No ``exchangeRate`` is sent: NetSuite fills in its own (the Currency Exchange Rates table's rate for the
 transaction date), as its UI does. A currency the account has not set up (or has made inactive) is refused
-before anything is written, with the reason. A customer has one primary currency and may transact in the
+before anything is written, with the reason. An account whose currency records cannot be read (Multiple
+Currencies off) gets no ``currency`` field, NetSuite's default, as before — for the home currency only. A customer has one primary currency and may transact in the
 currencies of its ``currencyList`` sublist (Multiple Currencies per customer): a document in another currency is
 posted on the same customer after adding the currency to that sublist (NetSuite's own mechanism; never a second
 customer)."""
@@ -49,7 +50,10 @@ class Currencies:
 
     def records(self, fresh: bool = False) -> list[CurrencyRecord]:
         if self._records is None or fresh:
-            self._records = self._read()
+            try:
+                self._records = self._read()
+            except PermanentError:  # no currency records to read: Multiple Currencies off (or not this role's)
+                self._records = []
         return self._records
 
     def home(self) -> str | None:
@@ -60,30 +64,35 @@ class Currencies:
                                if (c.internal_id == internal_id if internal_id else c.base)), None)
         return self._home
 
-    def internal_id(self, code: str) -> str:
-        """The currency record of ``code``; a ``PermanentError`` naming it when the account has none active."""
+    def internal_id(self, code: str, home: str | None = None) -> str | None:
+        """The currency record of ``code``; a ``PermanentError`` naming it when the account has none active. None:
+        no currency records to read, and ``code`` is the ``home`` currency (or that is not known either)."""
         if code in self.settings.currency_ids:
             return self.settings.currency_ids[code]
+        if not self.records() and code == (home or code):
+            return None
         for fresh in (False, True):
             found = next((c for c in self.records(fresh) if c.code == code and not c.inactive), None)
             if found is not None:
                 return found.internal_id
-        raise PermanentError(f"invoice in {code}: the currency is not set up in NetSuite (Lists > Accounting > "
-                             f"Currencies: add {code} with ISO code {code}, or reactivate it, then retry the dead "
-                             "letter)")
+        raise PermanentError(f"invoice in {code}: the currency is not set up in NetSuite (with Multiple Currencies "
+                             f"on, Lists > Accounting > Currencies: add {code} with ISO code {code}, or reactivate it, "
+                             "then retry the dead letter)")
 
-    def settings_for(self, code: str) -> NetSuiteSettings:
+    def settings_for(self, code: str, home: str | None = None) -> NetSuiteSettings:
         """The target's settings with ``code``'s currency record resolved (what the shared mapping reads)."""
-        return self.settings.model_copy(update={"currency_ids": {**self.settings.currency_ids,
-                                                                 code: self.internal_id(code)}})
+        currency_id = self.internal_id(code, home)
+        if currency_id is None:
+            return self.settings
+        return self.settings.model_copy(update={"currency_ids": {**self.settings.currency_ids, code: currency_id}})
 
-    def customer_takes(self, customer_id: str, code: str, held: Callable[[str], set[str]],
+    def customer_takes(self, customer_id: str, code: str, home: str | None, held: Callable[[str], set[str]],
                        add: Callable[[str, str], None]) -> None:
         """The customer may transact in ``code``: its primary currency or one of its ``currencyList``, else the
         currency is added to that sublist. ``held``: the customer's currency ids; ``add``: add one to its list."""
-        currency_id = self.internal_id(code)
-        if (customer_id, currency_id) in self._customers or is_placeholder(customer_id):  # a preview's new customer
-            return
+        currency_id = self.internal_id(code, home)
+        if currency_id is None or (customer_id, currency_id) in self._customers or is_placeholder(customer_id):
+            return  # no currency to send, already known, or a preview's new customer
         if currency_id not in held(customer_id):
             add(customer_id, currency_id)
         self._customers.add((customer_id, currency_id))

@@ -25,8 +25,10 @@ class NetSuiteReferences(EngineConnector):
     def settings_in(self, event: InvoiceEvent, customer_id: str) -> NetSuiteSettings:
         """The settings a document of ``event`` is mapped with: its currency's record resolved (a currency the
         account has not set up refused before anything is written), the customer made to take that currency."""
-        self.currencies.customer_takes(customer_id, event.currency, self.customer_currencies, self.add_customer_currency)
-        return self.currencies.settings_for(event.currency)
+        home = self.home_currency()
+        self.currencies.customer_takes(customer_id, event.currency, home, self.customer_currencies,
+                                       self.add_customer_currency)
+        return self.currencies.settings_for(event.currency, home)
 
     def customer_currencies(self, customer_id: str) -> set[str]:
         """The currency ids the customer may transact in: its primary currency and its ``currencyList``."""

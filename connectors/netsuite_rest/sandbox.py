@@ -129,6 +129,7 @@ class Sandbox:
         self.faults = faults or Faults()
         self.account_id = account_id
         self.concurrency_limit = concurrency_limit  # None: governance off (conformance sweeps)
+        self.multiple_currencies = True  # off: no currency records to read (the feature is not enabled)
         self.in_flight, self.breaches = 0, 0
         self.consumers: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
@@ -676,7 +677,7 @@ class Sandbox:
                      "lastmodifieddate": c["lastModifiedDate"]} for c in self.tables["customer"].values()]
         if table == "accountingperiod":
             return [dict(p) for p in self.periods]
-        if table == "currency":
+        if table == "currency" and self.multiple_currencies:
             return [{"id": i, "name": c["name"], "symbol": c["symbol"], "isbasecurrency": c["isbasecurrency"],
                      "isinactive": c["isinactive"], "exchangerate": c["exchangeRate"]}
                     for i, c in self.lists["currencies"].items()]

@@ -529,3 +529,18 @@ def test_the_sandbox_refuses_a_currency_the_customer_does_not_take_and_bad_curre
             connector.client.write("PUT", "/invoice/eid:LWI36", bad)
         assert refused.value.platform_code == code, bad
     assert sandbox.records("customer")[0].get("currencyList") is None
+
+
+def test_an_account_without_multiple_currencies_gets_no_currency_field_and_refuses_another_currency(netsuite):
+    """No currency records to read (Multiple Currencies off): the home currency goes without a currency field
+    (NetSuite's default, as before); another currency than ``mapping.home_currency`` is dead-lettered, unwritten."""
+    sandbox, connector, _ = netsuite
+    sandbox.multiple_currencies = False
+    connector.mapping = connector.mapping.model_copy(update={"home_currency": "USD"})
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(37))
+    assert "currency" not in _writes(sandbox, "PUT", "invoice")[-1]
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="CAD.*not set up in NetSuite"):
+        deliver(connector, entities, invoice_event(38, currency="CAD"))
+    assert len(sandbox.requests) == before
