@@ -8,12 +8,12 @@ marks the company's base currency; in OneWorld the subsidiary's ``currency`` is 
 transactions book in. ``settings.currency_ids`` overrides the look-up for the codes it names.
 
 No ``exchangeRate`` is sent: NetSuite fills in its own (the Currency Exchange Rates table's rate for the
-transaction date), as its UI does. A currency the account has not set up (or has made inactive) is refused
-before anything is written, with the reason. An account whose currency records cannot be read (Multiple
-Currencies off) gets no ``currency`` field, NetSuite's default, as before — for the home currency only. A customer has one primary currency and may transact in the
-currencies of its ``currencyList`` sublist (Multiple Currencies per customer): a document in another currency is
-posted on the same customer after adding the currency to that sublist (NetSuite's own mechanism; never a second
-customer)."""
+transaction date), as its UI does. A currency the account has not set up (or has made inactive) is refused before
+anything is written, with the reason. An account whose currency records cannot be read (Multiple Currencies off)
+gets no ``currency`` field, NetSuite's default, as before — for the home currency only. A customer has one primary
+currency and may transact in the currencies of its ``currencyList`` sublist (Multiple Currencies per customer): a
+document in another currency is posted on the same customer after adding the currency to that sublist (NetSuite's
+own mechanism; never a second customer)."""
 
 from __future__ import annotations
 

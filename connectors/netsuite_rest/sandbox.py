@@ -15,14 +15,14 @@ before is refused with ``IDEMPOTENCY_ERROR``); ``X-NetSuite-PropertyNameValidati
 unknown fields are ignored; ``Error``: refused) and ``X-NetSuite-PropertyValueValidation`` (references must
 exist); external ids unique per record type; SuiteQL (``POST /services/rest/query/v1/suiteql``, ``Prefer:
 transient`` required, ``limit``/``offset`` paging) over ``transaction``, ``customer``, ``accountingperiod``,
-``currency`` and ``subsidiary``
-(equality conditions joined by ``AND``, ``TO_CHAR(<date>, 'YYYY-MM-DD')``; other dates in the account's
-``M/D/YYYY`` format); currencies (USD the subsidiary's base, CAD; no EUR): a customer's primary currency the
-subsidiary's unless sent, its ``currencyList`` lines the others it takes; a transaction in its customer's primary
-currency unless sent, refused (``INVALID_KEY_OR_REF``) in one the customer does not take, ``exchangeRate`` the
-currency's rate unless sent, applied only to documents in its own currency; accounting periods closed or A/R-locked refuse transactions dated in them; legacy tax
-(each line's tax = amount × its tax code's rate; a tax group's = the sum of its codes', each rounded). Concurrency governance: at most ``concurrency_limit``
-requests in flight per account (the "shared" service tier's 5), answered 429. Errors are NetSuite's
+``currency`` and ``subsidiary`` (equality conditions joined by ``AND``, ``TO_CHAR(<date>, 'YYYY-MM-DD')``; other
+dates in the account's ``M/D/YYYY`` format); currencies (USD the subsidiary's base, CAD; no EUR): a customer's
+primary currency the subsidiary's unless sent, its ``currencyList`` lines the others it takes; a transaction in
+its customer's primary currency unless sent, refused (``INVALID_KEY_OR_REF``) in one the customer does not take,
+``exchangeRate`` the currency's rate unless sent, applied only to documents in its own currency; accounting
+periods closed or A/R-locked refuse transactions dated in them; legacy tax (each line's tax = amount × its tax
+code's rate; a tax group's = the sum of its codes', each rounded). Concurrency governance: at most
+``concurrency_limit`` requests in flight per account (the "shared" service tier's 5), answered 429. Errors are NetSuite's
 ``{"type", "title", "status", "o:errorDetails": [{"detail", "o:errorCode", "o:errorPath"}]}``; the codes are
 NetSuite's where its help names them (``INVALID_LOGIN``, ``NONEXISTENT_ID``, ``INVALID_KEY_OR_REF``,
 ``USER_ERROR``, ``IDEMPOTENCY_ERROR``), the details and the 429's code and ``Retry-After`` are the sandbox's own.
