@@ -23,6 +23,7 @@ from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.myob_accountright import mapping
 from connectors.myob_accountright.client import MyobClient, classify
+from connectors.myob_accountright.currency import Currencies, foreign_amount
 from connectors.myob_accountright.settings import MyobSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
@@ -47,10 +48,11 @@ class MyobAccountRightConnector(EngineConnector):
     platform = "myob-accountright"
     settings_model = MyobSettings
     # Invoices are deleted (MYOB has no void); payments are deleted; a payment names its invoice at creation;
-    # credits are applied by a separate credit settlement; no batch endpoint.
+    # credits are applied by a separate credit settlement; no batch endpoint; another currency than
+    # ``mapping.home_currency`` goes on the customer's card for it (currency.py).
     capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                refund_settlement=True)
+                                refund_settlement=True, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -65,6 +67,7 @@ class MyobAccountRightConnector(EngineConnector):
                                  timeout_s=target.request_timeout_s)
         self.client = MyobClient(self.http, settings)
         self.mapping = target.mapping
+        self.currencies = Currencies(self.client)
         self.closed_through: date | None = None  # as last read
 
     def check_mapping(self) -> list[str]:
@@ -148,10 +151,12 @@ class MyobAccountRightConnector(EngineConnector):
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
         body = mapping.invoice_payload(event, posting.customer_id, posting.item_ids, self.mapping, posting.txn_date)
+        body = self.currencies.stamp(event, body, "sale", self.mapping)
         return _remote(self.client.write("POST", ITEM_INVOICES, body))
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         body = mapping.invoice_payload(event, posting.customer_id, posting.item_ids, self.mapping, posting.txn_date)
+        body = self.currencies.stamp(event, body, "sale", self.mapping)
         body |= {"UID": current.external_id, "RowVersion": current.token}  # stale: 409, the engine re-reads
         return _remote(self.client.write("PUT", f"{ITEM_INVOICES}/{current.external_id}", body))
 
@@ -169,6 +174,7 @@ class MyobAccountRightConnector(EngineConnector):
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         body = mapping.payment_payload(payment, invoice_id, posting.customer_id, self.mapping, posting.txn_date)
+        body = self.currencies.stamp(event, body, "payment", self.mapping)
         return _ref(self.client.write("POST", PAYMENTS, body), "AmountReceived")
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
@@ -176,6 +182,7 @@ class MyobAccountRightConnector(EngineConnector):
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
         body = mapping.credit_note_payload(event, refund, posting.customer_id, self.mapping, posting.txn_date)
+        body = self.currencies.stamp(event, body, "sale", self.mapping)
         return _ref(self.client.write("POST", SERVICE_INVOICES, body))
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
@@ -183,6 +190,7 @@ class MyobAccountRightConnector(EngineConnector):
         # Today, never in locked books (the engine read the lock date before this delivery's first write).
         day = max(date.today(), first_open_day(self.closed_through))
         body = mapping.settlement_payload(credit.external_id, invoice_id, posting.customer_id, amount, day, reference)
+        body = self.currencies.like_credit(credit.external_id, body, self.mapping)
         return _ref(self.client.write("POST", SETTLEMENTS, body), "CreditAmount")
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
@@ -197,6 +205,7 @@ class MyobAccountRightConnector(EngineConnector):
             day = first_open_day(self.closed_through)
         body = mapping.credit_refund_payload(event, refund, credit.external_id, posting.customer_id, amount, day,
                                              reference, self.mapping)
+        body = self.currencies.stamp(event, body, "refund", self.mapping)
         return _ref(self.client.write("POST", REFUNDS, body), "Amount")
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
@@ -218,16 +227,18 @@ class MyobAccountRightConnector(EngineConnector):
         body = mapping.adjustment_payload(
             event, adjustment.kind, adjustment.sequence, posting.customer_id, adjustment.net, adjustment.tax,
             posting.txn_date or date.today(), adjustment.original_id, adjustment.reason, self.mapping)
+        body = self.currencies.stamp(event, body, "sale", self.mapping)
         return _ref(self.client.write("POST", SERVICE_INVOICES, body))
 
 
 def _ref(row: dict[str, Any], amount_field: str = "TotalAmount") -> ExternalRef:
-    amount = row.get(amount_field)
+    amount = foreign_amount(row, amount_field)  # a foreign document's own amounts (currency.py)
     return ExternalRef(external_id=str(row["UID"]), token=row.get("RowVersion"),
                        amount=abs(Decimal(str(amount))) if amount is not None else None)
 
 
 def _remote(invoice: dict[str, Any]) -> RemoteInvoice:
     return RemoteInvoice(external_id=str(invoice["UID"]), number=invoice.get("Number"), token=invoice.get("RowVersion"),
-                         status="issued", total=invoice.get("TotalAmount"), tax_total=invoice.get("TotalTax"),
-                         balance=invoice.get("BalanceDueAmount"), raw=invoice)
+                         status="issued", total=foreign_amount(invoice, "TotalAmount"),
+                         tax_total=foreign_amount(invoice, "TotalTax"), balance=foreign_amount(invoice, "BalanceDueAmount"),
+                         raw=invoice)

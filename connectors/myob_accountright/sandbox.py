@@ -21,7 +21,11 @@ MYOB's ``403 RateLimitError``; errors as MYOB's ``{"Errors": [{"Name", "Message"
 "ErrorCode", "Severity", "LearnMore"}]}``. Names and texts MYOB's pages give are used (RateLimitError,
 DeveloperInactive, SerializationError 50, Required 100, NotFound 150, TransactionsCannotBeDeleted 25003); the
 others (the 409 body, the lock-period name seen in integrators' notes, the company-file credential refusal) are
-the sandbox's own. MYOB deletes invoices: a deleted one stays listed by ``booked_invoices`` as voided (numbered by its
+the sandbox's own. Currencies (multi-currency on): ``GeneralLedger/Currency`` (USD, the file's own, and CAD at a
+``CurrencyRate``; no EUR); a card's ``ForeignCurrency`` (never changed), a sale, payment, settlement or credit refund
+in its card's currency only, a foreign one with a ``CurrencyExchangeRate`` (settlements: none) and its amounts read
+from the ``*Foreign`` fields (the local ones ignored), its totals and balance held in both (local = foreign × rate).
+MYOB deletes invoices: a deleted one stays listed by ``booked_invoices`` as voided (numbered by its
 ``CustomerPurchaseOrderNumber``, where the connector keeps the shop's whole number).
 """
 
@@ -54,7 +58,7 @@ DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 INVOICES = ("Sale/Invoice/Item", "Sale/Invoice/Service")
 WRITABLE = ("Contact/Customer", *INVOICES, "Sale/CustomerPayment", "Sale/CreditSettlement", "Sale/CreditRefund")
 MONEY = ("Sale/CustomerPayment", "Sale/CreditSettlement", "Sale/CreditRefund")  # never edited: POST and DELETE
-READ_ONLY = ("Inventory/Item", "GeneralLedger/Account", "GeneralLedger/TaxCode")
+READ_ONLY = ("Inventory/Item", "GeneralLedger/Account", "GeneralLedger/TaxCode", "GeneralLedger/Currency")
 CLAUSE = re.compile(r"\s*([A-Za-z/]+) eq (?:guid)?'((?:[^']|'')*)'\s*(and\b|$)")
 
 
@@ -87,6 +91,7 @@ class CompanyFile:
     tables: dict[str, dict[str, dict[str, Any]]] = field(
         default_factory=lambda: {r: {} for r in (*WRITABLE, *READ_ONLY)})
     lock_prior_to: date | None = None  # System.LockPeriodPriorTo
+    local_currency: str = "USD"  # the file's own currency (MYOB's API does not name it)
     must_reverse: bool = False  # System.TransactionsCannotBeChangedMustBeReversed
     deleted: list[dict[str, Any]] = field(default_factory=list)  # deleted item invoices (booked as voided)
     versions: itertools.count = field(default_factory=lambda: itertools.count(7_000_000_000_000_000_001, 977))
@@ -142,6 +147,11 @@ class Sandbox:
                 record |= {"DisplayID": key, "IsHeader": False} if table.startswith("General") else {
                     "Number": key, "IsSold": True, "IsInventoried": False}
                 cf.tables[table][uid[key]] = record
+        # The file's currencies (multi-currency on): its own and CAD, at MYOB's rate (no EUR).
+        for code, name, rate in [("USD", "US Dollar", "1"), ("CAD", "Canadian Dollar", "0.730000")]:
+            uid[code] = str(uuid.uuid4())
+            cf.tables["GeneralLedger/Currency"][uid[code]] = {"UID": uid[code], "Code": code, "CurrencyName": name,
+                                                              "CurrencyRate": Decimal(rate), "RowVersion": cf.row_version()}
         # Consolidated codes (GST+PST) compute their components one by one, as the shop does.
         for code, rate, components in [("GST", "5", ()), ("PST", "7", ()), ("STA", "6.25", ()), ("CTY", "1", ()),
                                        ("N-T", "0", ()), ("G+P", "0", ("GST", "PST")), ("S+C", "0", ("STA", "CTY"))]:
@@ -166,7 +176,8 @@ class Sandbox:
                         "tax_codes": {"GST": u["GST"], "PST": u["PST"], "GST+PST": u["G+P"], "STATE": u["STA"],
                                       "COUNTY": u["CTY"], "COUNTY+STATE": u["S+C"], "none": u["N-T"]},
                         "payment_accounts": {"card": u["1-1210"], "cash": u["1-1210"], "check": u["1-1210"],
-                                             "eft": u["1-1110"]}},
+                                             "eft": u["1-1110"]},
+                        "home_currency": cf.local_currency},  # MYOB's API does not say it: the target does
         }
 
     def set_lock_period(self, prior_to: date | None) -> None:
@@ -186,7 +197,7 @@ class Sandbox:
         with self._lock:
             out = []
             for cf in self.files.values():
-                paid = [(line["UID"], Decimal(line["AmountApplied"])) for p in cf.tables["Sale/CustomerPayment"].values()
+                paid = [(line["UID"], _paid(p, line)) for p in cf.tables["Sale/CustomerPayment"].values()
                         for line in p["Invoices"]]
                 for voided, invoice in [(False, i) for i in cf.tables["Sale/Invoice/Item"].values()] + [
                         (True, i) for i in cf.deleted]:
@@ -194,8 +205,9 @@ class Sandbox:
                     out.append(BookedInvoice(
                         number=invoice.get("CustomerPurchaseOrderNumber") or invoice.get("Number") or "",
                         external_id=invoice["UID"], voided=voided,
-                        total=invoice["TotalAmount"], tax_total=invoice["TotalTax"], line_count=len(invoice["Lines"]),
-                        payments_applied=sum(mine, ZERO), payment_count=len(mine)))
+                        total=_own(invoice, "TotalAmount"), tax_total=_own(invoice, "TotalTax"),
+                        line_count=len(invoice["Lines"]), payments_applied=sum(mine, ZERO), payment_count=len(mine),
+                        currency=(invoice.get("ForeignCurrency") or {}).get("Code") or cf.local_currency))
             return out
 
     # -- OAuth2 --
@@ -395,8 +407,14 @@ class Sandbox:
         selling = body.get("SellingDetails") or {}
         for name in ("TaxCode", "FreightTaxCode"):
             self._ref(cf, "GeneralLedger/TaxCode", selling, name)
+        currency = self._ref(cf, "GeneralLedger/Currency", body, "ForeignCurrency", need=False)
+        if current is not None and "ForeignCurrency" in body and (
+                (currency or {}).get("UID") != (current.get("ForeignCurrency") or {}).get("UID")):
+            raise MyobError("ValidationError", "A card's currency cannot be changed", "ForeignCurrency")
         card = copy.deepcopy(current) if current else {"UID": str(uuid.uuid4())}
         card.update(copy.deepcopy(body) | {"DisplayID": display, "UID": card["UID"]})
+        if currency is not None:
+            card["ForeignCurrency"] = {"UID": currency["UID"], "Code": currency["Code"]}
         cf.tables["Contact/Customer"][card["UID"]] = self._stamp(cf, card)
         return card
 
@@ -407,8 +425,22 @@ class Sandbox:
             return _money(total - total / (1 + rate))
         return sum((_money(total * c["Rate"] / 100) for c in components), ZERO)
 
+    def _currency(self, cf: CompanyFile, body: dict[str, Any], card: dict[str, Any], rate: bool = True
+                  ) -> dict[str, Any] | None:
+        """A record's ``ForeignCurrency``: the card's own (a card transacts in its currency only), with a
+        ``CurrencyExchangeRate`` where the record takes one (the sandbox holds it mandatory, as the support
+        article's foreign samples mark the multi-currency properties)."""
+        currency = self._ref(cf, "GeneralLedger/Currency", body, "ForeignCurrency", need=False)
+        if (currency or {}).get("UID") != (card.get("ForeignCurrency") or {}).get("UID"):
+            raise MyobError("ValidationError", "The currency must be the customer card's currency "
+                            f"({(card.get('ForeignCurrency') or {}).get('Code') or cf.local_currency})", "ForeignCurrency")
+        if currency is not None and rate and not body.get("CurrencyExchangeRate"):
+            raise required("CurrencyExchangeRate")
+        return currency
+
     def _lines(self, cf: CompanyFile, resource: str, body: dict[str, Any]) -> tuple[list[dict], Decimal, Decimal]:
         lines = body.get("Lines")
+        foreign = "Foreign" if body.get("ForeignCurrency") else ""  # a foreign record's amounts (the local ignored)
         if not isinstance(lines, list) or not lines:
             raise required("Lines")
         out, subtotal, tax_total = [], ZERO, ZERO
@@ -418,15 +450,15 @@ class Sandbox:
             if line.get("Type", "Transaction") != "Transaction":
                 out.append(copy.deepcopy(line) | {"RowID": n})
                 continue
-            if line.get("Total") is None:
-                raise required(f"Lines[{n}].Total")
-            total = Decimal(str(line["Total"]))
+            if line.get(f"Total{foreign}") is None:
+                raise required(f"Lines[{n}].Total{foreign}")
+            total = Decimal(str(line[f"Total{foreign}"]))
             if resource == "Sale/Invoice/Item":
                 if line.get("ShipQuantity") is None:
                     raise required(f"Lines[{n}].ShipQuantity")
                 self._ref(cf, "Inventory/Item", line, "Item", at=f"Lines[{n}].")
-                if line.get("UnitPrice") is not None:
-                    expected = _money(Decimal(str(line["ShipQuantity"])) * Decimal(str(line["UnitPrice"])) * (
+                if line.get(f"UnitPrice{foreign}") is not None:
+                    expected = _money(Decimal(str(line["ShipQuantity"])) * Decimal(str(line[f"UnitPrice{foreign}"])) * (
                         1 - Decimal(str(line.get("DiscountPercent") or 0)) / 100))
                     if expected != total:
                         raise MyobError("ValidationError", f"Lines[{n}].Total {total} is not ShipQuantity x UnitPrice "
@@ -449,6 +481,8 @@ class Sandbox:
             raise MyobError("ValidationError", "Number is longer than 13 characters", "Number")
         self._check_open(cf, body["Date"], *([current["Date"]] if current else []))
         customer = self._ref(cf, "Contact/Customer", body, "Customer")
+        assert customer is not None
+        currency = self._currency(cf, body, customer)
         lines, subtotal, tax = self._lines(cf, resource, body)
         inclusive = bool(body.get("IsTaxInclusive"))
         total = subtotal if inclusive else subtotal + tax
@@ -460,8 +494,12 @@ class Sandbox:
         invoice.update(copy.deepcopy(body) | {
             "UID": invoice["UID"], "Number": body.get("Number") or f"{next(cf.numbers):08d}", "Lines": lines,
             "Customer": {"UID": customer["UID"], "Name": customer.get("CompanyName"), "DisplayID": customer["DisplayID"]},
-            "Subtotal": subtotal - (tax if inclusive else ZERO), "TotalTax": tax, "TotalAmount": total,
             "_layout": resource})
+        rate = Decimal(str(body["CurrencyExchangeRate"])) if currency else Decimal(1)
+        for name, amount in (("Subtotal", subtotal - (tax if inclusive else ZERO)), ("TotalTax", tax), ("TotalAmount", total)):
+            invoice[name] = _money(amount * rate)  # in the file's currency; a foreign record's own in <name>Foreign
+            invoice[f"{name}Foreign"] = amount if currency else None
+        invoice["ForeignCurrency"] = {"UID": currency["UID"], "Code": currency["Code"]} if currency else None
         self._settle(invoice, applied)
         cf.tables[resource][invoice["UID"]] = self._stamp(cf, invoice)
         return invoice
@@ -469,7 +507,7 @@ class Sandbox:
     @staticmethod
     def _applied(cf: CompanyFile, uid: str) -> Decimal:
         """What payments and credit settlements take off the invoice (or, for a credit, what it gave)."""
-        paid = sum((Decimal(str(ln["AmountApplied"])) for p in cf.tables["Sale/CustomerPayment"].values()
+        paid = sum((_paid(p, ln) for p in cf.tables["Sale/CustomerPayment"].values()
                     for ln in p["Invoices"] if ln["UID"] == uid), ZERO)
         settled = sum((Decimal(str(ln["AmountApplied"])) for s in cf.tables["Sale/CreditSettlement"].values()
                        for ln in s["Lines"] if ln["Sale"]["UID"] == uid), ZERO)
@@ -481,10 +519,13 @@ class Sandbox:
 
     @staticmethod
     def _settle(invoice: dict[str, Any], applied: Decimal) -> None:
-        total = invoice["TotalAmount"]
-        invoice["BalanceDueAmount"] = total - applied if total >= 0 else total + applied
-        invoice["Status"] = "Credit" if total < 0 and invoice["BalanceDueAmount"] else (
-            "Closed" if invoice["BalanceDueAmount"] == 0 else "Open")
+        """The balance due in the invoice's own currency (a foreign one's also in the file's, at its rate)."""
+        total = _own(invoice, "TotalAmount")
+        balance = total - applied if total >= 0 else total + applied
+        rate = Decimal(str(invoice["CurrencyExchangeRate"])) if invoice.get("ForeignCurrency") else Decimal(1)
+        invoice.update(BalanceDueAmount=_money(balance * rate),
+                       BalanceDueAmountForeign=balance if invoice.get("ForeignCurrency") else None)
+        invoice["Status"] = "Credit" if total < 0 and balance else ("Closed" if balance == 0 else "Open")
 
     def _sale(self, cf: CompanyFile, uid: str) -> dict[str, Any]:
         for table in INVOICES:
@@ -504,7 +545,9 @@ class Sandbox:
         self._ref(cf, "GeneralLedger/Account", body, "Account", need=body["DepositTo"] == "Account")
         customer = self._ref(cf, "Contact/Customer", body, "Customer")
         assert customer is not None
-        for name in ("Date", "AmountReceived", "Invoices"):
+        currency = self._currency(cf, body, customer)
+        foreign = "Foreign" if currency else ""
+        for name in ("Date", f"AmountReceived{foreign}", "Invoices"):
             if body.get(name) in (None, "", []):
                 raise required(name)
         self._check_open(cf, body["Date"])
@@ -513,15 +556,16 @@ class Sandbox:
             if line.get("Type") not in ("Invoice", "Order"):
                 raise MyobError("ValidationError", "Invoices[].Type must be Invoice or Order", "Type")
             sale = self._sale(cf, str(line.get("UID")))
-            amount = Decimal(str(line.get("AmountApplied")))
+            amount = Decimal(str(line.get(f"AmountApplied{foreign}")))
             if sale["Customer"]["UID"] != customer["UID"]:
                 raise MyobError("ValidationError", "The invoice belongs to another customer", "Invoices.UID")
-            if amount <= 0 or amount > sale["BalanceDueAmount"]:
+            if amount <= 0 or amount > _own(sale, "BalanceDueAmount"):
                 raise MyobError("ValidationError", "AmountApplied is more than the invoice's balance due", "AmountApplied")
             applied += amount
-        if applied != Decimal(str(body["AmountReceived"])):
+        if applied != Decimal(str(body[f"AmountReceived{foreign}"])):
             raise MyobError("ValidationError", "AmountReceived must equal the amounts applied", "AmountReceived")
-        record = copy.deepcopy(body) | {"UID": str(uuid.uuid4()), "ReceiptNumber": f"CR{next(cf.numbers):06d}"}
+        record = copy.deepcopy(body) | {"UID": str(uuid.uuid4()), "ReceiptNumber": f"CR{next(cf.numbers):06d}",
+                                        "ForeignCurrency": currency and {"UID": currency["UID"], "Code": currency["Code"]}}
         cf.tables["Sale/CustomerPayment"][record["UID"]] = self._stamp(cf, record)
         self._resettle(cf, *(line["UID"] for line in body["Invoices"]))
         return record
@@ -532,15 +576,16 @@ class Sandbox:
                 raise required(name)
         self._check_open(cf, body["Date"])
         credit = self._sale(cf, str((body.get("CreditFromInvoice") or {}).get("UID")))
+        self._currency(cf, body, self._card(cf, credit), rate=False)  # a settlement stays in one card's currency
         amount = Decimal(str(body["CreditAmount"]))
-        if credit["Status"] != "Credit" or amount <= 0 or amount > -credit["BalanceDueAmount"]:
+        if credit["Status"] != "Credit" or amount <= 0 or amount > -_own(credit, "BalanceDueAmount"):
             raise MyobError("ValidationError", "CreditAmount is more than the credit available", "CreditAmount")
         applied = ZERO
         for line in body["Lines"]:
             sale = self._sale(cf, str((line.get("Sale") or {}).get("UID")))
             if line.get("Type") not in ("Invoice", "Order") or sale["Customer"]["UID"] != credit["Customer"]["UID"]:
                 raise MyobError("ValidationError", "A settlement line applies to an invoice of the same customer", "Lines")
-            if Decimal(str(line["AmountApplied"])) > sale["BalanceDueAmount"]:
+            if Decimal(str(line["AmountApplied"])) > _own(sale, "BalanceDueAmount"):
                 raise MyobError("ValidationError", "AmountApplied is more than the invoice's balance due", "AmountApplied")
             applied += Decimal(str(line["AmountApplied"]))
         if applied != amount:
@@ -563,13 +608,18 @@ class Sandbox:
         credit = self._sale(cf, str(body["Invoice"]["UID"]))
         if customer is not None and credit["Customer"]["UID"] != customer["UID"]:
             raise MyobError("ValidationError", "The credit belongs to another customer", "Customer.UID")
+        self._currency(cf, body, self._card(cf, credit))
         amount = Decimal(str(body["Amount"]))
-        if credit["Status"] != "Credit" or amount <= 0 or amount > -credit["BalanceDueAmount"]:
+        if credit["Status"] != "Credit" or amount <= 0 or amount > -_own(credit, "BalanceDueAmount"):
             raise MyobError("ValidationError", "Amount is more than the credit available", "Amount")
         record = copy.deepcopy(body) | {"UID": str(uuid.uuid4()), "Number": f"CR{next(cf.numbers):06d}"}
         cf.tables["Sale/CreditRefund"][record["UID"]] = self._stamp(cf, record)
         self._resettle(cf, credit["UID"])
         return record
+
+    @staticmethod
+    def _card(cf: CompanyFile, sale: dict[str, Any]) -> dict[str, Any]:
+        return cf.tables["Contact/Customer"][sale["Customer"]["UID"]]
 
     def _delete(self, cf: CompanyFile, resource: str, current: dict[str, Any]) -> None:
         if resource == "Contact/Customer":
@@ -598,12 +648,23 @@ def _at(record: dict[str, Any], path: list[str]) -> Any:
     return value
 
 
+def _own(record: dict[str, Any], name: str) -> Decimal:
+    """An amount in the record's own currency: ``<name>Foreign`` on a foreign record."""
+    return record[f"{name}Foreign"] if record.get("ForeignCurrency") else record[name]
+
+
+def _paid(payment: dict[str, Any], line: dict[str, Any]) -> Decimal:
+    """What a payment line applies, in the invoice's currency."""
+    return Decimal(str(line["AmountAppliedForeign" if payment.get("ForeignCurrency") else "AmountApplied"]))
+
+
 def _day(value: Any) -> date:
     return datetime.fromisoformat(str(value).replace(" ", "T")).date()
 
 
 NUMBERS = {"Total", "ShipQuantity", "UnitPrice", "DiscountPercent", "AmountReceived", "AmountApplied", "CreditAmount",
-           "Freight", "UnitCount", "Amount"}
+           "Freight", "UnitCount", "Amount", "TotalForeign", "UnitPriceForeign", "AmountReceivedForeign",
+           "AmountAppliedForeign", "CurrencyExchangeRate"}
 BOOLEANS = {"IsTaxInclusive", "IsIndividual", "IsActive"}
 DATES = {"Date", "PromisedDate"}
 

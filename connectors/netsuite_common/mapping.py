@@ -153,6 +153,23 @@ class Customer(_Record):
     terms: Ref | None = None
 
 
+class CustomerCurrency(_Record):
+    """A line of a customer's ``currencyList`` sublist: a currency it may transact in besides its primary one."""
+
+    currency: Ref
+
+
+class CustomerCurrencies(_Record):
+    """A sparse customer update adding currencies to its ``currencyList`` (the lines it holds are kept)."""
+
+    record_type: Literal["customer"] = Field("customer", exclude=True)
+    currencyList: tuple[CustomerCurrency, ...] = Field(min_length=1)
+
+
+def customer_currency(currency_id: str) -> CustomerCurrencies:
+    return CustomerCurrencies(currencyList=(CustomerCurrency(currency=Ref(id=currency_id)),))
+
+
 # -- our external ids --
 
 def customer_external_id(customer: ShopCustomer) -> str:

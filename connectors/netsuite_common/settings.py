@@ -34,8 +34,8 @@ class NetSuiteSettings(BaseModel):
     account_id: str = Field(pattern=ACCOUNT_ID)  # also the OAuth ``realm`` (upper case, ``_SB1``)
     # OneWorld accounts: the subsidiary our customers (and so their transactions) belong to.
     subsidiary_id: str | None = Field(None, min_length=1)
-    # ISO code of the shop's currency -> NetSuite currency internal id; a currency not named is left to the
-    # customer's default (NetSuite defaults a transaction's currency from its customer).
+    # ISO code -> NetSuite currency internal id, overriding the look-up of the account's currency records by ISO
+    # code (``netsuite_common.currency``); for a role that may not read them.
     currency_ids: dict[str, str] = Field(default_factory=dict)
     # The item a refund's or an adjustment's money line posts on when the refunded line's kind has none in
     # ``mapping.items`` (a NetSuite transaction line is always an item line).

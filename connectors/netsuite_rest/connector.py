@@ -25,6 +25,7 @@ from connectors.base import ExternalRef, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, Posting
 from connectors.engine_state import DocKind
 from connectors.netsuite_common import mapping as records
+from connectors.netsuite_common.currency import Currencies, CurrencyRecord
 from connectors.netsuite_common.references import NetSuiteReferences
 from connectors.netsuite_common.settings import realm, suitetalk_host
 from connectors.netsuite_rest.client import NetSuiteRestClient, classify, sql_text
@@ -45,7 +46,7 @@ class NetSuiteRestConnector(NetSuiteReferences):
     # its credit memo; async batches are not used (one record a request).
     capabilities = Capabilities(void="void", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                refund_settlement=True, expiring_credentials=False)
+                                refund_settlement=True, expiring_credentials=False, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -55,6 +56,25 @@ class NetSuiteRestConnector(NetSuiteReferences):
         self.client = NetSuiteRestClient(self.platform_http(base_url=base_url, classify=classify, auth=auth),
                                          settings.page_size)
         self.mapping = target.mapping
+        self.currencies = Currencies(settings, self._currency_records, self._subsidiary_currency)
+
+    # -- currencies (netsuite_common.currency) --
+    def _currency_records(self) -> list[CurrencyRecord]:
+        rows = self.client.query("SELECT id, symbol, isbasecurrency, isinactive FROM currency ORDER BY id")
+        return [CurrencyRecord(internal_id=str(r["id"]), code=str(r.get("symbol") or ""),
+                               base=r.get("isbasecurrency") == "T", inactive=r.get("isinactive") == "T") for r in rows]
+
+    def _subsidiary_currency(self, subsidiary_id: str) -> str | None:
+        rows = self.client.query(f"SELECT id, currency FROM subsidiary WHERE id = {sql_text(subsidiary_id)}")
+        return str(rows[0]["currency"]) if rows and rows[0].get("currency") else None
+
+    def customer_currencies(self, customer_id: str) -> set[str]:
+        held = self.client.get("customer", customer_id) or {}
+        return {str(c["id"]) for c in [held.get("currency") or {}, *(ln.get("currency") or {} for ln in
+                                                                       _items(held, "currencyList"))] if c.get("id")}
+
+    def add_customer_currency(self, customer_id: str, currency_id: str) -> None:
+        self.client.write("PATCH", f"/customer/{customer_id}", render(records.customer_currency(currency_id)))
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -98,13 +118,13 @@ class NetSuiteRestConnector(NetSuiteReferences):
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        record = records.invoice_record(event, posting.customer_id, self.settings, self.mapping, posting.txn_date,
-                                        posting.item_ids)
+        record = records.invoice_record(event, posting.customer_id, self.settings_in(event, posting.customer_id),
+                                        self.mapping, posting.txn_date, posting.item_ids)
         return self._read_back("invoice", self._upsert("invoice", record), record)
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
-        record = records.invoice_record(event, posting.customer_id, self.settings, self.mapping, posting.txn_date,
-                                        posting.item_ids)
+        record = records.invoice_record(event, posting.customer_id, self.settings_in(event, posting.customer_id),
+                                        self.mapping, posting.txn_date, posting.item_ids)
         self.client.write("PATCH", f"/invoice/{current.external_id}", render(record), replace="item")
         return self._read_back("invoice", current.external_id, record)
 
@@ -130,16 +150,16 @@ class NetSuiteRestConnector(NetSuiteReferences):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        record = records.payment_record(event, payment, invoice_id, posting.customer_id, self.settings, self.mapping,
-                                        posting.txn_date)
+        record = records.payment_record(event, payment, invoice_id, posting.customer_id,
+                                        self.settings_in(event, posting.customer_id), self.mapping, posting.txn_date)
         return ExternalRef(external_id=self._upsert("customerPayment", record), amount=payment.amount)
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         self._delete("customerPayment", ref.external_id)
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        record = records.credit_memo_record(event, refund, posting.customer_id, self.settings, self.mapping,
-                                            posting.txn_date)
+        record = records.credit_memo_record(event, refund, posting.customer_id,
+                                            self.settings_in(event, posting.customer_id), self.mapping, posting.txn_date)
         memo_id = self._upsert("creditMemo", record)
         held = self.client.get("creditMemo", memo_id) or {}
         return ExternalRef(external_id=memo_id, amount=_money(held.get("total")))
@@ -148,7 +168,8 @@ class NetSuiteRestConnector(NetSuiteReferences):
                       reference: str, posting: Posting) -> ExternalRef:
         """The money paid back: a customer refund applied to the credit memo (nothing left open on it)."""
         record = records.customer_refund_record(event, refund, credit.external_id, amount, reference,
-                                                posting.customer_id, self.settings, self.mapping, posting.txn_date)
+                                                posting.customer_id, self.settings_in(event, posting.customer_id),
+                                                self.mapping, posting.txn_date)
         return ExternalRef(external_id=self._upsert("customerRefund", record), amount=amount)
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
@@ -181,7 +202,8 @@ class NetSuiteRestConnector(NetSuiteReferences):
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         record = records.adjustment_record(event, adjustment.kind, adjustment.sequence, posting.customer_id,
                                            adjustment.net, adjustment.tax, posting.txn_date or date.today(),
-                                           adjustment.original_id, adjustment.reason, self.settings, self.mapping)
+                                           adjustment.original_id, adjustment.reason,
+                                           self.settings_in(event, posting.customer_id), self.mapping)
         return ExternalRef(external_id=self._upsert(record.record_type, record))
 
     # -- writes --

@@ -14,11 +14,15 @@ invoice's lines and is applied to what is open on it); ``X-NetSuite-Idempotency-
 before is refused with ``IDEMPOTENCY_ERROR``); ``X-NetSuite-PropertyNameValidation`` (default ``Warning``:
 unknown fields are ignored; ``Error``: refused) and ``X-NetSuite-PropertyValueValidation`` (references must
 exist); external ids unique per record type; SuiteQL (``POST /services/rest/query/v1/suiteql``, ``Prefer:
-transient`` required, ``limit``/``offset`` paging) over ``transaction``, ``customer`` and ``accountingperiod``
-(equality conditions joined by ``AND``, ``TO_CHAR(<date>, 'YYYY-MM-DD')``; other dates in the account's
-``M/D/YYYY`` format); accounting periods closed or A/R-locked refuse transactions dated in them; legacy tax
-(each line's tax = amount × its tax code's rate; a tax group's = the sum of its codes', each rounded). Concurrency governance: at most ``concurrency_limit``
-requests in flight per account (the "shared" service tier's 5), answered 429. Errors are NetSuite's
+transient`` required, ``limit``/``offset`` paging) over ``transaction``, ``customer``, ``accountingperiod``,
+``currency`` and ``subsidiary`` (equality conditions joined by ``AND``, ``TO_CHAR(<date>, 'YYYY-MM-DD')``; other
+dates in the account's ``M/D/YYYY`` format); currencies (USD the subsidiary's base, CAD; no EUR): a customer's
+primary currency the subsidiary's unless sent, its ``currencyList`` lines the others it takes; a transaction in
+its customer's primary currency unless sent, refused (``INVALID_KEY_OR_REF``) in one the customer does not take,
+``exchangeRate`` the currency's rate unless sent, applied only to documents in its own currency; accounting
+periods closed or A/R-locked refuse transactions dated in them; legacy tax (each line's tax = amount × its tax
+code's rate; a tax group's = the sum of its codes', each rounded). Concurrency governance: at most
+``concurrency_limit`` requests in flight per account (the "shared" service tier's 5), answered 429. Errors are NetSuite's
 ``{"type", "title", "status", "o:errorDetails": [{"detail", "o:errorCode", "o:errorPath"}]}``; the codes are
 NetSuite's where its help names them (``INVALID_LOGIN``, ``NONEXISTENT_ID``, ``INVALID_KEY_OR_REF``,
 ``USER_ERROR``, ``IDEMPOTENCY_ERROR``), the details and the 429's code and ``Retry-After`` are the sandbox's own.
@@ -60,7 +64,7 @@ _TRANSACTION = {"externalId": TEXT, "tranDate": DAY, "tranId": TEXT, "memo": TEX
 FIELDS: dict[str, dict[str, str]] = {
     "customer": {"externalId": TEXT, "entityId": TEXT, "companyName": TEXT, "isPerson": FLAG, "firstName": TEXT,
                  "lastName": TEXT, "email": TEXT, "phone": TEXT, "subsidiary": REF, "currency": REF, "terms": REF,
-                 "taxable": FLAG},
+                 "taxable": FLAG, "currencyList": LIST},
     "invoice": _TRANSACTION | {"entity": REF, "dueDate": DAY, "otherRefNum": TEXT, "terms": REF, "item": LIST},
     "creditMemo": _TRANSACTION | {"entity": REF, "item": LIST, "apply": LIST},
     "customerPayment": _TRANSACTION | {"customer": REF, "payment": NUMBER, "account": REF, "undepFunds": FLAG,
@@ -71,7 +75,8 @@ FIELDS: dict[str, dict[str, str]] = {
 }
 LINES = {"item": {"item": REF, "quantity": NUMBER, "rate": NUMBER, "amount": NUMBER, "description": TEXT,
                   "taxCode": REF, "price": REF, "isTaxable": FLAG, "location": REF, "line": NUMBER},
-         "apply": {"doc": REF, "apply": FLAG, "amount": NUMBER}}
+         "apply": {"doc": REF, "apply": FLAG, "amount": NUMBER},
+         "currencyList": {"currency": REF}}  # a customer's other currencies (Multiple Currencies per customer)
 # A customer refund's apply lines name the credits it refunds (credit memos here), not invoices.
 RECORD_LINES = {"customerRefund": {"apply": {"doc": f"{REF}:creditMemo", "apply": FLAG, "amount": NUMBER}}}
 REQUIRED = {"customer": ("entityId", "companyName", "subsidiary"), "invoice": ("entity", "item"),
@@ -124,6 +129,7 @@ class Sandbox:
         self.faults = faults or Faults()
         self.account_id = account_id
         self.concurrency_limit = concurrency_limit  # None: governance off (conformance sweeps)
+        self.multiple_currencies = True  # off: no currency records to read (the feature is not enabled)
         self.in_flight, self.breaches = 0, 0
         self.consumers: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
@@ -138,8 +144,13 @@ class Sandbox:
                 "5": ("GST", "0.05"), "6": ("PST", "0.07"), "7": ("GST+PST", "0.05+0.07"), "20": ("STATE", "0.0625"),
                 "21": ("COUNTY", "0.01"), "22": ("STATE+COUNTY", "0.0625+0.01"), "-7": ("-Not Taxable-", "0")}.items()},
             "accounts": {"1": {"name": "Checking"}, "2": {"name": "Card clearing"}},
-            "subsidiaries": {"1": {"name": "Main St Auto Electric"}},
-            "currencies": {"1": {"name": "USD"}, "3": {"name": "CAD"}},
+            "subsidiaries": {"1": {"name": "Main St Auto Electric", "currency": "1"}},
+            # ``symbol`` is the ISO code; ``exchangeRate`` the default rate to the base currency (Currency
+            # Exchange Rates): a transaction sent without one takes it. EUR: an account without it.
+            "currencies": {"1": {"name": "US Dollar", "symbol": "USD", "isbasecurrency": "T", "isinactive": "F",
+                                 "exchangeRate": Decimal("1")},
+                           "3": {"name": "Canadian Dollar", "symbol": "CAD", "isbasecurrency": "F", "isinactive": "F",
+                                 "exchangeRate": Decimal("0.73")}},
             "terms": {"1": {"name": "Net 15"}, "2": {"name": "Net 30"}, "3": {"name": "Net 60"}},
             "locations": {"1": {"name": "Main St"}}, "departments": {"1": {"name": "Service"}},
             "classes": {"1": {"name": "Auto electric"}}, "paymentMethods": {"1": {"name": "Cash"}},
@@ -171,8 +182,7 @@ class Sandbox:
                 "token_id": token_id, "token_secret": self.tokens[token_id]}
 
     def target_config(self, name: str, base_url: str) -> dict[str, Any]:
-        settings: dict[str, Any] = {"account_id": self.account_id, "subsidiary_id": "1",
-                                    "currency_ids": {"USD": "1", "CAD": "3"}, "adjustment_item_id": "16"}
+        settings: dict[str, Any] = {"account_id": self.account_id, "subsidiary_id": "1", "adjustment_item_id": "16"}
         if self.concurrency_limit:
             settings["concurrency"] = self.concurrency_limit
         return {
@@ -198,7 +208,8 @@ class Sandbox:
                 out.append(BookedInvoice(
                     number=invoice.get("tranId") or "", external_id=invoice["id"], voided=self._voided(invoice),
                     total=invoice["total"], tax_total=invoice["taxTotal"], line_count=len(invoice["item"]["items"]),
-                    payments_applied=sum(paid, ZERO), payment_count=len(paid)))
+                    payments_applied=sum(paid, ZERO), payment_count=len(paid),
+                    currency=self.lists["currencies"][invoice["currency"]["id"]]["symbol"]))
             return out
 
     def records(self, record: str) -> list[dict[str, Any]]:
@@ -446,9 +457,12 @@ class Sandbox:
         if record == "customer":
             if not saved.get("isPerson") and not saved.get("companyName"):
                 raise NsError(400, "USER_ERROR", "Please enter value(s) for: companyName.", "companyName")
+            # The primary currency: the subsidiary's unless sent (fixed once the customer has transactions).
+            saved.setdefault("currency", {"id": self.lists["subsidiaries"][saved["subsidiary"]["id"]]["currency"]})
             self.tables[record][saved["id"]] = saved
             return saved["id"]
         saved.setdefault("tranDate", date.today())
+        self._currency(record, saved)
         self._settle_record(record, saved)
         self.tables[record][saved["id"]] = saved
         self._settle_all()
@@ -461,9 +475,10 @@ class Sandbox:
             held = []
         lines = [dict(line) for line in held]
         for line in sent:
-            key = ("doc", line["doc"]["id"]) if sublist == "apply" else ("line", line.get("line"))
-            match = next((h for h in lines if key[1] is not None and
-                          (h["doc"]["id"] if sublist == "apply" else h.get("line")) == key[1]), None)
+            field = {"apply": "doc", "currencyList": "currency"}.get(sublist)  # lines keyed by what they name
+            key = line[field]["id"] if field else line.get("line")
+            match = next((h for h in lines if key is not None and (h[field]["id"] if field else h.get("line")) == key),
+                         None)
             if match is not None:
                 match.update(line)
             else:
@@ -472,6 +487,22 @@ class Sandbox:
             for number, line in enumerate(lines, 1):
                 line["line"] = Decimal(number)
         return lines
+
+    def _currency(self, record: str, saved: dict[str, Any]) -> None:
+        """A transaction's currency: the customer's primary one unless sent, one the customer takes (its primary
+        or its ``currencyList``), at the account's rate for it unless ``exchangeRate`` is sent."""
+        customer = self.tables["customer"][(saved.get("entity") or saved.get("customer"))["id"]]
+        saved.setdefault("currency", dict(customer["currency"]))
+        takes = {customer["currency"]["id"]} | {ln["currency"]["id"] for ln in customer.get("currencyList", {}).get("items", [])}
+        if saved["currency"]["id"] not in takes:
+            raise NsError(400, "INVALID_KEY_OR_REF", f"Invalid currency reference key {saved['currency']['id']} for "
+                                                     f"entity {customer['id']}.", "currency")
+        saved.setdefault("exchangeRate", self.lists["currencies"][saved["currency"]["id"]]["exchangeRate"])
+
+    def _same_currency(self, saved: dict[str, Any], doc: dict[str, Any]) -> None:
+        if doc["currency"] != saved["currency"]:
+            raise NsError(400, "USER_ERROR", f"The transaction {doc['id']} is in another currency than this one.",
+                          "apply.doc")
 
     def _settle_record(self, record: str, saved: dict[str, Any]) -> None:
         """Totals from the lines (legacy tax per line), then what each apply line may take."""
@@ -496,6 +527,8 @@ class Sandbox:
         for line in applied:
             line.setdefault("apply", True)
             doc = self.tables["invoice"].get(line["doc"]["id"])
+            if doc is not None:
+                self._same_currency(saved, doc)
             open_amount = doc["total"] - self._applied_total(doc["id"], but=saved["id"]) if doc else ZERO
             line.setdefault("amount", open_amount)
             if doc is None or line["amount"] > open_amount:
@@ -515,6 +548,7 @@ class Sandbox:
             if memo is None or memo["entity"]["id"] != saved["customer"]["id"]:
                 raise NsError(400, "USER_ERROR", "A customer refund can only apply the credits of its customer.",
                               "apply.doc")
+            self._same_currency(saved, memo)
             left = memo["total"] - self._memo_used(memo, but=saved["id"])
             line.setdefault("amount", left)
             if not ZERO < line["amount"] <= left:
@@ -643,6 +677,12 @@ class Sandbox:
                      "lastmodifieddate": c["lastModifiedDate"]} for c in self.tables["customer"].values()]
         if table == "accountingperiod":
             return [dict(p) for p in self.periods]
+        if table == "currency" and self.multiple_currencies:
+            return [{"id": i, "name": c["name"], "symbol": c["symbol"], "isbasecurrency": c["isbasecurrency"],
+                     "isinactive": c["isinactive"], "exchangerate": c["exchangeRate"]}
+                    for i, c in self.lists["currencies"].items()]
+        if table == "subsidiary":
+            return [{"id": i, "name": sub["name"], "currency": sub["currency"]} for i, sub in self.lists["subsidiaries"].items()]
         raise NsError(400, "INVALID_SEARCH", f"Invalid search query: unknown table {table}.")
 
 

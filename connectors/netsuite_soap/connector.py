@@ -22,6 +22,7 @@ from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, Posting
 from connectors.engine_state import DocKind
 from connectors.netsuite_common import mapping as records
+from connectors.netsuite_common.currency import Currencies, CurrencyRecord
 from connectors.netsuite_common.references import NetSuiteReferences
 from connectors.netsuite_common.settings import realm
 from connectors.netsuite_soap import mapping
@@ -44,7 +45,7 @@ class NetSuiteSoapConnector(NetSuiteReferences):
     # memo; A/R-locked periods close the books; TBA tokens never expire.
     capabilities = Capabilities(void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=True, batch_create=0,
-                                refund_settlement=True, expiring_credentials=False)
+                                refund_settlement=True, expiring_credentials=False, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
@@ -53,6 +54,25 @@ class NetSuiteSoapConnector(NetSuiteReferences):
         self.client = SuiteTalkClient(http, settings.wsdl, realm(settings.account_id), runtime.credentials(target.name),
                                       page_size=settings.page_size)
         self.mapping = target.mapping
+        self.currencies = Currencies(settings, self._currency_records, self._subsidiary_currency)
+
+    # -- currencies (netsuite_common.currency): getAll of the currency records, a subsidiary's currency --
+    def _currency_records(self) -> list[CurrencyRecord]:
+        answer = self.client.call("getAll", record=self.client.type("core", "GetAllRecord")(recordType="currency"))
+        return [CurrencyRecord(internal_id=r["internalId"], code=r.get("symbol") or "", base=_true(r.get("isBaseCurrency")),
+                               inactive=_true(r.get("isInactive"))) for r in many((answer.get("recordList") or {}).get("record"))]
+
+    def _subsidiary_currency(self, subsidiary_id: str) -> str | None:
+        return ((self._get("subsidiary", subsidiary_id) or {}).get("currency") or {}).get("internalId")
+
+    def customer_currencies(self, customer_id: str) -> set[str]:
+        held = self._get("customer", customer_id) or {}
+        lines = many((held.get("currencyList") or {}).get("currency"))
+        return {c["internalId"] for c in [held.get("currency") or {}, *(ln.get("currency") or {} for ln in lines)]
+                if c.get("internalId")}
+
+    def add_customer_currency(self, customer_id: str, currency_id: str) -> None:
+        self._update(records.customer_currency(currency_id), customer_id)
 
     # -- SuiteTalk calls --
     def _record(self, record: Any, **options: Any) -> Any:
@@ -121,14 +141,14 @@ class NetSuiteSoapConnector(NetSuiteReferences):
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        record = records.invoice_record(event, posting.customer_id, self.settings, self.mapping, posting.txn_date,
-                                        posting.item_ids)
+        record = records.invoice_record(event, posting.customer_id, self.settings_in(event, posting.customer_id),
+                                        self.mapping, posting.txn_date, posting.item_ids)
         internal_id = self._upsert(record, line_taxes=mapping.invoice_line_taxes(event))
         return self.read_invoice(internal_id) or RemoteInvoice(external_id=internal_id, number=event.number)
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
-        record = records.invoice_record(event, posting.customer_id, self.settings, self.mapping, posting.txn_date,
-                                        posting.item_ids)
+        record = records.invoice_record(event, posting.customer_id, self.settings_in(event, posting.customer_id),
+                                        self.mapping, posting.txn_date, posting.item_ids)
         self._update(record, current.external_id, line_taxes=mapping.invoice_line_taxes(event))
         return self.read_invoice(current.external_id) or RemoteInvoice(external_id=current.external_id)
 
@@ -145,16 +165,16 @@ class NetSuiteSoapConnector(NetSuiteReferences):
 
     # -- money --
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
-        record = records.payment_record(event, payment, invoice_id, posting.customer_id, self.settings, self.mapping,
-                                        posting.txn_date)
+        record = records.payment_record(event, payment, invoice_id, posting.customer_id,
+                                        self.settings_in(event, posting.customer_id), self.mapping, posting.txn_date)
         return ExternalRef(external_id=self._upsert(record), amount=payment.amount)
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         self._delete("customerPayment", ref.external_id)  # already gone: nothing to do
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        record = records.credit_memo_record(event, refund, posting.customer_id, self.settings, self.mapping,
-                                            posting.txn_date)
+        record = records.credit_memo_record(event, refund, posting.customer_id,
+                                            self.settings_in(event, posting.customer_id), self.mapping, posting.txn_date)
         internal_id = self._upsert(record, line_taxes=mapping.money_line_taxes(record, refund.tax_amount))
         return ExternalRef(external_id=internal_id, amount=refund.amount + refund.tax_amount)
 
@@ -162,7 +182,8 @@ class NetSuiteSoapConnector(NetSuiteReferences):
                       reference: str, posting: Posting) -> ExternalRef:
         """The money paid back: a CustomerRefund applied to the credit memo (nothing left open on it)."""
         record = records.customer_refund_record(event, refund, credit.external_id, amount, reference,
-                                                posting.customer_id, self.settings, self.mapping, posting.txn_date)
+                                                posting.customer_id, self.settings_in(event, posting.customer_id),
+                                                self.mapping, posting.txn_date)
         return ExternalRef(external_id=self._upsert(record), amount=amount)
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
@@ -190,9 +211,14 @@ class NetSuiteSoapConnector(NetSuiteReferences):
     def create_adjustment(self, event: InvoiceEvent, adjustment: AdjustmentSpec, posting: Posting) -> ExternalRef:
         record = records.adjustment_record(event, adjustment.kind, adjustment.sequence, posting.customer_id,
                                            adjustment.net, adjustment.tax, posting.txn_date or date.today(),
-                                           adjustment.original_id, adjustment.reason, self.settings, self.mapping)
+                                           adjustment.original_id, adjustment.reason,
+                                           self.settings_in(event, posting.customer_id), self.mapping)
         internal_id = self._upsert(record, line_taxes=mapping.money_line_taxes(record, adjustment.tax))
         return ExternalRef(external_id=internal_id, amount=adjustment.net + adjustment.tax, status="issued")
+
+
+def _true(flag: Any) -> bool:
+    return str(flag).lower() == "true"
 
 
 def _ref(row: dict[str, Any]) -> ExternalRef:

@@ -65,6 +65,8 @@ def fields(record: BaseModel, *, internal_id: str | None = None, replace_applied
             if len(taxes) != len(field):
                 raise ValueError(f"{len(taxes)} line taxes for {len(field)} item lines")
             out["itemList"] = {"item": [item_line(ln, tax) for ln, tax in zip(field, taxes)], "replaceAll": True}
+        elif name == "currencyList":  # lines added to the customer's sublist, the ones it holds kept
+            out["currencyList"] = {"currency": [{"currency": record_ref(ln.currency)} for ln in field], "replaceAll": False}
         elif name == "apply":
             out["applyList"] = {"apply": [apply_line(ln) for ln in field], "replaceAll": replace_applied}
         elif name == "undepFunds" and not field:

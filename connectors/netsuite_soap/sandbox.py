@@ -14,7 +14,11 @@ and credit memos applied through ``applyList`` (never more than the invoice's am
 customer refunds (``CustomerRefund``: money paid back) whose ``applyList`` names credit memos of their customer, never
 more than a memo has left, its total what they apply, a transaction with anything applied refused deletion
 (``CANT_DELETE_TRANS``), A/R-locked accounting periods refusing
-transactions dated in them (``TRAN_PERIOD_CLOSED``). The statusDetail messages are the sandbox's own."""
+transactions dated in them (``TRAN_PERIOD_CLOSED``), currencies (``getAll`` of the currency records, ``get`` of a
+subsidiary: USD the base, CAD; a customer's primary ``currency`` the base one unless sent, its ``currencyList`` the
+others it takes, merged unless ``replaceAll``; a transaction in its customer's primary currency unless sent,
+refused ``INVALID_KEY_OR_REF`` in one the customer does not take, ``exchangeRate`` the currency's rate unless sent,
+applied only to documents in its own currency). The statusDetail messages are the sandbox's own."""
 
 from __future__ import annotations
 
@@ -50,6 +54,11 @@ TAX_CODES = {"5": Decimal("0.05"), "6": Decimal("0.07"), "7": Decimal("0.12"), "
 ACCOUNTS = {"1": "Checking", "2": "Undeposited Funds", "3": "Card clearing"}
 TRANSACTIONS = {"Invoice": "invoice", "CreditMemo": "creditMemo", "CustomerPayment": "customerPayment",
                 "CustomerRefund": "customerRefund"}
+# The account's currency records (``symbol``: the ISO code; ``exchangeRate``: the default rate to the base currency,
+# a transaction sent without one takes it; no EUR) and its subsidiary, which books in USD.
+CURRENCIES = {"1": {"name": "US Dollar", "symbol": "USD", "isBaseCurrency": True, "exchangeRate": Decimal("1")},
+              "3": {"name": "Canadian Dollar", "symbol": "CAD", "isBaseCurrency": False, "exchangeRate": Decimal("0.73")}}
+SUBSIDIARIES = {"1": {"name": "Main St Auto Electric", "currency": "1"}}
 PAYERS = ("customerPayment", "customerRefund")  # transactions whose party is ``customer`` (the rest: ``entity``)
 WRITES = {"add", "upsert", "update", "delete"}
 CLOCK_SKEW_S = 300
@@ -160,7 +169,8 @@ class Sandbox:
                 out.append(BookedInvoice(
                     number=inv.get("tranId") or "", external_id=internal_id, voided=inv["deleted"],
                     total=inv["total"], tax_total=inv["taxTotal"], line_count=len(inv["lines"]),
-                    payments_applied=sum((amount for _, amount in payments), ZERO), payment_count=len(payments)))
+                    payments_applied=sum((amount for _, amount in payments), ZERO), payment_count=len(payments),
+                    currency=CURRENCIES[inv["currency"]["internalId"]]["symbol"]))
             return out
 
     def credit_memos(self) -> list[dict[str, Any]]:
@@ -247,7 +257,8 @@ class Sandbox:
     def _answer(self, operation: str, answer: dict[str, Any]) -> Response:
         binding = self.soap.service._binding.get(operation)
         wrapper = {"add": "writeResponse", "upsert": "writeResponse", "update": "writeResponse",
-                   "delete": "writeResponse", "get": "readResponse", "search": "searchResult"}[operation]
+                   "delete": "writeResponse", "get": "readResponse", "search": "searchResult",
+                   "getAll": "getAllResult"}[operation]
         content = binding.output.serialize(**{wrapper: answer}).content
         return Response(etree.tostring(content, xml_declaration=True, encoding="utf-8"), media_type="text/xml; charset=utf-8")
 
@@ -322,10 +333,22 @@ class Sandbox:
     def _op_get(self, args: dict[str, Any], _: Any) -> dict[str, Any]:
         ref = args["baseRef"]
         kind = ref.get("type")
+        if kind == "subsidiary" and ref.get("internalId") in SUBSIDIARIES:
+            found = SUBSIDIARIES[ref["internalId"]]
+            return {"status": self._status(), "record": self.soap.get_type(f"{{{NS['accounting']}}}Subsidiary")(
+                internalId=ref["internalId"], name=found["name"], currency={"internalId": found["currency"]})}
         held = self._table(kind).get(ref.get("internalId") or "") if kind else None
         if held is None or held.get("deleted") or held.get("type", "customer") != kind:
             raise Refused("INVALID_KEY_OR_REF", f"Invalid {kind} reference key {ref.get('internalId')}.")
         return {"status": self._status(), "record": self._out(ref["internalId"], held, body_only=False)}
+
+    def _op_getAll(self, args: dict[str, Any], _: Any) -> dict[str, Any]:  # noqa: N802 (the operation's name)
+        if (args.get("record") or {}).get("recordType") != "currency":
+            raise Refused("INVALID_RCRD_TYPE", f"getAll of {(args.get('record') or {}).get('recordType')} is not modelled")
+        currency = self.soap.get_type(f"{{{NS['accounting']}}}Currency")
+        records = [currency(internalId=i, name=c["name"], symbol=c["symbol"], isBaseCurrency=c["isBaseCurrency"],
+                            isInactive=False, exchangeRate=c["exchangeRate"]) for i, c in CURRENCIES.items()]
+        return {"status": self._status(), "totalRecords": len(records), "recordList": {"record": records}}
 
     def _op_search(self, args: dict[str, Any], preferences: dict[str, Any]) -> dict[str, Any]:
         search = args["searchRecord"]
@@ -380,9 +403,15 @@ class Sandbox:
 
     def _store(self, kind: str, internal_id: str, record: dict[str, Any], held: dict[str, Any] | None) -> None:
         if kind == "customer":
-            row = {**(held or {}), **{k: v for k, v in record.items() if k not in ("_type", "internalId")}}
+            row = {**(held or {}), **{k: v for k, v in record.items() if k not in ("_type", "internalId", "currencyList")}}
             if not row.get("companyName") and str(row.get("isPerson")).lower() != "true":
                 raise Refused("USER_ERROR", "Please enter value(s) for: Company Name")
+            row["currency"] = {"internalId": self._currency_id(row.get("currency") or {"internalId": "1"})}
+            sent = record.get("currencyList") or {}
+            kept = [] if str(sent.get("replaceAll", "true")).lower() == "true" else (held or {}).get("currencyList", [])
+            added = [self._currency_id(ln.get("currency") or {}) for ln in many(sent.get("currency"))]
+            row["currencyList"] = list(dict.fromkeys([*kept, *added])) if "currencyList" in record else (
+                (held or {}).get("currencyList", []))
             if any(c.get("entityId") == row.get("entityId") for i, c in self.customers.items() if i != internal_id):
                 raise Refused("DUP_ENTITY", "This entity already exists.")
             self.customers[internal_id] = row
@@ -398,6 +427,12 @@ class Sandbox:
         party = (row.get("customer") if kind in PAYERS else row.get("entity")) or {}
         if party.get("internalId") not in self.customers:
             raise Refused("INVALID_KEY_OR_REF", f"Invalid entity reference key {party.get('internalId')}.")
+        customer = self.customers[party["internalId"]]
+        row["currency"] = {"internalId": self._currency_id(row.get("currency") or customer["currency"])}
+        if row["currency"]["internalId"] not in {customer["currency"]["internalId"], *customer["currencyList"]}:
+            raise Refused("INVALID_KEY_OR_REF", f"Invalid currency reference key {row['currency']['internalId']} for "
+                                                f"entity {party['internalId']}.")
+        row["exchangeRate"] = money(row.get("exchangeRate")) or CURRENCIES[row["currency"]["internalId"]]["exchangeRate"]
         if kind == "customerRefund":
             self._refund(internal_id, row, record, held)
         elif kind != "customerPayment":
@@ -416,6 +451,16 @@ class Sandbox:
             row["applyList"] = self._apply(internal_id, row, record["applyList"])
         row["lastModifiedDate"] = datetime.now().isoformat(timespec="microseconds")
         self.transactions[internal_id] = row
+
+    @staticmethod
+    def _currency_id(ref: dict[str, Any]) -> str:
+        if ref.get("internalId") not in CURRENCIES:
+            raise Refused("INVALID_KEY_OR_REF", f"Invalid currency reference key {ref.get('internalId')}.")
+        return ref["internalId"]
+
+    def _same_currency(self, row: dict[str, Any], doc: str, target: dict[str, Any]) -> None:
+        if target["currency"] != row["currency"]:
+            raise Refused("USER_ERROR", f"The transaction {doc} is in another currency than this one.")
 
     def _lines(self, record: dict[str, Any], held: dict[str, Any] | None) -> list[dict[str, Any]]:
         if "itemList" not in record:
@@ -447,6 +492,7 @@ class Sandbox:
             target = self.transactions.get(doc)
             if target is None or target["deleted"] or target["type"] != "invoice":
                 raise Refused("INVALID_KEY_OR_REF", f"Invalid apply doc reference key {doc}.")
+            self._same_currency(row, doc, target)
             if str(line.get("apply", "true")).lower() != "true":
                 applied.pop(doc, None)
                 continue
@@ -475,6 +521,7 @@ class Sandbox:
                 raise Refused("INVALID_KEY_OR_REF", f"Invalid apply doc reference key {doc}.")
             if memo["entity"]["internalId"] != row["customer"]["internalId"]:
                 raise Refused("USER_ERROR", "A customer refund can only refund the credits of its customer.")
+            self._same_currency(row, doc, memo)
             if str(line.get("apply", "true")).lower() != "true":
                 continue
             amount, left = money(line.get("amount")) or ZERO, self.credit_left(doc, but=internal_id)
@@ -502,12 +549,15 @@ class Sandbox:
     def _out(self, internal_id: str, row: dict[str, Any], body_only: bool) -> Any:
         if "type" not in row:
             customer = {k: v for k, v in row.items() if k in ("entityId", "companyName", "email", "phone", "isPerson",
-                                                              "externalId")}
-            return self.soap.get_type(f"{{{NS['relationships']}}}Customer")(internalId=internal_id, **customer)
+                                                              "externalId", "currency")}
+            currencies = {"currency": [{"currency": {"internalId": c}} for c in row["currencyList"]]}
+            return self.soap.get_type(f"{{{NS['relationships']}}}Customer")(
+                internalId=internal_id, **customer, **({"currencyList": currencies} if row["currencyList"] else {}))
         kind = row["type"]
         name = {v: k for k, v in TRANSACTIONS.items()}[kind]
         common = {"internalId": internal_id, "externalId": row.get("externalId"), "memo": row.get("memo"),
-                  "tranDate": datetime.fromisoformat(row["tranDate"]),
+                  "tranDate": datetime.fromisoformat(row["tranDate"]), "currency": row["currency"],
+                  "exchangeRate": row["exchangeRate"],
                   "lastModifiedDate": datetime.fromisoformat(row["lastModifiedDate"])}
         applied_here = sum((a for _, a in self._applied_to(internal_id)), ZERO)
         applied_out = sum(row["applyList"].values(), ZERO)

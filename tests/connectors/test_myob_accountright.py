@@ -18,6 +18,7 @@ import base64
 import copy
 import dataclasses
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -218,6 +219,22 @@ class FieldTable:
                          Number=Field(kind="string"), ChequePrinted=Field(kind="bool"))
         for name in ("Invoice", "Account"):
             refunding[name].required = True
+        # Multi-currency members (SDK Version2 contracts; SOURCE.md names ForeignCurrency.UID and CurrencyExchangeRate
+        # on the invoice and ForeignCurrency on the card, untyped): the rate a ``decimal?``; the foreign twins of
+        # the amounts (``TotalForeign`` on InvoiceLine.cs, the service line's ``UnitPriceForeign``, the payment's
+        # ``AmountReceivedForeign`` and its lines' ``AmountAppliedForeign``) never required.
+        def link() -> Field:
+            return Field(kind="link", fields={"UID": Field(kind="guid", required=True)})
+
+        header["CurrencyExchangeRate"] = Field(kind="decimal")
+        customer["ForeignCurrency"] = link()
+        service_line |= {"TotalForeign": Field(kind="decimal", alias=True), "UnitPriceForeign": Field(kind="decimal",
+                                                                                                        alias=True)}
+        paying |= {"ForeignCurrency": link(), "CurrencyExchangeRate": Field(kind="decimal"),
+                   "AmountReceivedForeign": Field(kind="decimal", alias=True)}
+        paying["Invoices"].fields["AmountAppliedForeign"] = Field(kind="decimal", alias=True)
+        settling["ForeignCurrency"] = link()
+        refunding |= {"ForeignCurrency": link(), "CurrencyExchangeRate": Field(kind="decimal")}
         item_header = copy.deepcopy(header)
         item_header["Lines"].fields = item_line
         service_header = copy.deepcopy(header)
@@ -453,6 +470,21 @@ def test_the_field_table_check_rejects_bad_bodies(table):
     bad(lambda b: b.update(RefundMethod="card"), "RefundMethod: not a field", "Sale/CreditRefund", body=credit_refund)
     bad(lambda b: None, "is not updated by PUT", "Sale/CreditRefund", "PUT", body=credit_refund)
     assert table.problems("POST", "Inventory/Item", {}) == ["Inventory/Item is not a resource SOURCE.md describes"]
+    cad = "3f2504e0-4f89-11d3-9a0c-0305e82c3309"
+    foreign = good | {"ForeignCurrency": {"UID": cad}, "CurrencyExchangeRate": Decimal("0.73"),
+                      "Lines": [good["Lines"][0] | {"TotalForeign": Decimal("180.00"), "UnitPriceForeign": Decimal("120.00")}]}
+    assert table.problems("POST", "Sale/Invoice/Item", foreign) == []
+    bad(lambda b: b.update(ForeignCurrency={"UID": "CAD"}), "ForeignCurrency.UID: 'CAD' is not a guid", body=foreign)
+    bad(lambda b: b.update(ForeignCurrency="CAD"), "ForeignCurrency: not an object", body=foreign)
+    bad(lambda b: b.update(CurrencyExchangeRate="0.73"), "CurrencyExchangeRate: '0.73' is not a decimal", body=foreign)
+    bad(lambda b: b.update(CurrencyCode="CAD"), "CurrencyCode: not a field", body=foreign)
+    bad(lambda b: b["Lines"][0].update(TotalForeign="180"), "Lines[0].TotalForeign: '180' is not a decimal", body=foreign)
+    foreign_receipt = receipt | {"ForeignCurrency": {"UID": cad}, "CurrencyExchangeRate": Decimal("0.73"),
+                                 "AmountReceivedForeign": Decimal("10"),
+                                 "Invoices": [receipt["Invoices"][0] | {"AmountAppliedForeign": Decimal("10")}]}
+    assert table.problems("POST", "Sale/CustomerPayment", foreign_receipt) == []
+    bad(lambda b: b["Invoices"][0].update(AmountForeign=Decimal("10")), "Invoices[0].AmountForeign: not a field",
+        "Sale/CustomerPayment", body=foreign_receipt)
 
 
 # --- the sandbox's platform rules ------------------------------------------------------------------------------
@@ -726,3 +758,104 @@ def test_a_refund_paid_back_is_a_credit_refund_that_leaves_nothing_of_the_credit
         connector.client.write("POST", "/Sale/CreditRefund", again)
     connector.client.write("DELETE", f"/Sale/CreditRefund/{paid_back['UID']}")
     assert sandbox.records("Sale/Invoice/Service")[0]["BalanceDueAmount"] == Decimal("-42.00")
+
+
+# --- currencies (issue #20) ------------------------------------------------------------------------------------
+
+
+def _posted(sandbox, resource: str) -> list[dict]:
+    return [body for method, path, body in sandbox.requests if method == "POST" and path == resource]
+
+
+def test_an_invoice_in_another_currency_goes_on_the_customers_card_for_it_at_myobs_rate(myob, table):
+    """CAD at a USD file: a card per currency (``LWCCAD<id>``, ForeignCurrency CAD), the invoice, its payment, its
+    credit and settlement, and the money paid back all in CAD on that card, at MYOB's own CurrencyRate, the amounts
+    in the *Foreign fields MYOB reads; read back in CAD."""
+    sandbox, connector, captured = myob
+    entities = MemoryEntities()
+    assert connector.home_currency() == "USD"  # the target's: MYOB's API does not name the file's currency
+    (cad,) = [c for c in sandbox.records("GeneralLedger/Currency") if c["Code"] == "CAD"]
+    paid_back = refund(2, 2, "10.00", "0.50").model_copy(update={"payment_id": 1})
+    event = invoice_event(5900, currency="CAD", payments=[payment(1, "100.00")],
+                          refunds=[refund(1, 1, "20.00", "1.00"), paid_back])
+    doc = deliver(connector, entities, event)
+    cards = {c["DisplayID"]: c for c in sandbox.records("Contact/Customer")}
+    twin = cards[f"LWCCAD{event.customer.id}"]
+    assert twin["CompanyName"] == f"{event.customer.name} [CAD]" and twin["ForeignCurrency"]["UID"] == cad["UID"]
+    assert f"LWC{event.customer.id}" in cards  # the engine's home-currency card, untouched by CAD
+    (sale,) = _posted(sandbox, "Sale/Invoice/Item")
+    assert (sale["ForeignCurrency"], sale["CurrencyExchangeRate"], sale["Customer"]) == (
+        {"UID": cad["UID"]}, Decimal("0.730000"), {"UID": twin["UID"]})
+    assert all(ln["TotalForeign"] == ln["Total"] for ln in sale["Lines"])
+    (receipt,) = _posted(sandbox, "Sale/CustomerPayment")
+    assert (receipt["ForeignCurrency"], receipt["AmountReceivedForeign"], receipt["Invoices"][0]["AmountAppliedForeign"]
+            ) == ({"UID": cad["UID"]}, Decimal("100.00"), Decimal("100.00"))
+    for body in [*_posted(sandbox, "Sale/Invoice/Service"), *_posted(sandbox, "Sale/CreditSettlement"),
+                 *_posted(sandbox, "Sale/CreditRefund")]:
+        assert body["ForeignCurrency"] == {"UID": cad["UID"]} and body["Customer"] == {"UID": twin["UID"]}
+    assert len(_posted(sandbox, "Sale/CreditSettlement")) == 1 and len(_posted(sandbox, "Sale/CreditRefund")) == 1
+    (booked,) = sandbox.booked_invoices()
+    assert (booked.currency, booked.total, booked.payments_applied) == ("CAD", event.computed.total, Decimal("100.00"))
+    held = connector.read_invoice(doc.external_id)
+    assert held.total == event.computed.total and held.raw["TotalAmount"] == (event.computed.total * cad[
+        "CurrencyRate"]).quantize(Decimal("0.01"))  # USD at MYOB's rate; the engine reads CAD
+    assert held.balance == event.computed.total - Decimal("100.00") - Decimal("21.00")
+    sent = captured.requests(connector.settings.company_file_id)
+    assert not {f"{m} {p}": f for m, p, _, b, _ in sent if m != "GET"
+                if (f := table.problems(m, _template(p).removesuffix("/{UID}"), b))}
+    deliver(connector, entities, invoice_event(5901, currency="CAD"))  # the card is found again, not made twice
+    assert [c["DisplayID"] for c in sandbox.records("Contact/Customer")].count(f"LWCCAD{event.customer.id}") == 1
+
+
+def test_a_home_currency_invoice_goes_as_before_without_currency_fields(myob):
+    sandbox, connector, captured = myob
+    deliver(connector, MemoryEntities(), invoice_event(5910, payments=[payment(1, "50.00")]))
+    for body in [*_posted(sandbox, "Sale/Invoice/Item"), *_posted(sandbox, "Sale/CustomerPayment")]:
+        assert not {k for k in body if "Currency" in k or k.endswith("Foreign")}
+        assert not {k for ln in body.get("Lines", []) + body.get("Invoices", []) for k in ln if k.endswith("Foreign")}
+    assert not any("GeneralLedger/Currency" in r.url.path for r in captured.sent)
+
+
+def test_an_invoice_in_a_currency_the_file_does_not_hold_is_dead_lettered_before_any_write(myob):
+    sandbox, connector, _ = myob
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(5920))  # the card exists
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="EUR.*no currency EUR"):
+        deliver(connector, entities, invoice_event(5921, currency="EUR"))
+    assert len(sandbox.requests) == before
+
+
+def test_the_sandbox_holds_a_cards_currency_and_a_foreign_sales_rate(myob):
+    """MYOB's rules the connector relies on: a sale is in its card's currency, a foreign one carries a rate, a
+    currency must be the file's; amounts are typed."""
+    sandbox, connector, _ = myob
+    client = connector.client
+    (cad,) = [c for c in sandbox.records("GeneralLedger/Currency") if c["Code"] == "CAD"]
+    home = client.write("POST", "/Contact/Customer", mapping.customer_payload(Customer(id=1, name="Val"), connector.mapping))
+    foreign = client.write("POST", "/Contact/Customer", mapping.customer_payload(Customer(id=2, name="Vic"), connector.mapping)
+                           | {"DisplayID": "LWCCAD2", "ForeignCurrency": {"UID": cad["UID"]}})
+    line_ok = {"Type": "Transaction", "ShipQuantity": 1, "Total": Decimal("10.00"), "TotalForeign": Decimal("10.00"),
+               "Item": {"UID": connector.mapping.items["labour"]}, "TaxCode": {"UID": connector.mapping.tax_codes["none"]}}
+    sale = {"Date": "2026-11-20 00:00:00", "Customer": {"UID": foreign["UID"]}, "ForeignCurrency": {"UID": cad["UID"]},
+            "CurrencyExchangeRate": Decimal("0.73"), "Lines": [line_ok]}
+
+    def refused(body: dict, path: str = "/Sale/Invoice/Item") -> dict:
+        with pytest.raises(PermanentError) as caught:
+            client.write("POST", path, body)
+        return caught.value.detail[0]
+
+    assert refused(sale | {"Customer": {"UID": home["UID"]}})["AdditionalDetails"] == "ForeignCurrency"
+    assert refused({k: v for k, v in sale.items() if k != "ForeignCurrency"})["AdditionalDetails"] == "ForeignCurrency"
+    assert refused({k: v for k, v in sale.items() if k != "CurrencyExchangeRate"})["Message"] == (
+        "CurrencyExchangeRate is required")
+    assert refused(sale | {"ForeignCurrency": {"UID": str(uuid.uuid4())}})["ErrorCode"] == 150
+    assert refused(sale | {"CurrencyExchangeRate": "seventy"})["Name"] == "SerializationError"
+    assert refused(sale | {"Lines": [{k: v for k, v in line_ok.items() if k != "TotalForeign"}]})["Message"] == (
+        "Lines[1].TotalForeign is required")
+    made = client.write("POST", "/Sale/Invoice/Item", sale)
+    assert (made["TotalAmountForeign"], made["TotalAmount"], made["ForeignCurrency"]["Code"]) == (
+        Decimal("10.00"), Decimal("7.30"), "CAD")
+    with pytest.raises(PermanentError, match="currency cannot be changed"):
+        client.write("PUT", f"/Contact/Customer/{foreign['UID']}", {k: v for k, v in foreign.items() if k != "URI"}
+                     | {"ForeignCurrency": None})

@@ -175,6 +175,9 @@ def table(specs) -> FieldTable:
     # it refunds (the bank ``account`` is mandatory on NetSuite's form).
     built.fields["customerRefund"]["apply"] = built.fields["customerPayment"]["apply"]
     built.required["customerRefund"] = {"customer", "account", "apply"}
+    # The customer's ``currencyList`` sublist (no row in the table): the XSD's CustomerCurrencyList, whose lines
+    # (CustomerCurrency) name a ``currency`` RecordRef; REST writes a sublist as ``{"items": [...]}``.
+    built.fields["customer"]["currencyList"] = {"lines": {"currency": "ref"}}
     return built
 
 
@@ -215,6 +218,7 @@ def _every_kind_of_write(sandbox: Sandbox, connector) -> None:
     deliver(connector, entities, next_version(v2, status="void"), doc)
     other = invoice_event(2, customer=Customer(id=88, name="Fleet 88", email="f@example.com", payment_terms_days=30))
     doc = deliver(connector, entities, other)
+    deliver(connector, entities, invoice_event(3, currency="CAD", payments=[payment(3, "20.00")]))  # currencyList
     sandbox.close_periods(date(2026, 11, 30))
     deliver(connector, entities, next_version(other, lines=list(other.lines) + [line(6, "part", "Fuse", "1", "3.00")]), doc)
 
@@ -270,6 +274,16 @@ def test_the_field_table_check_rejects_bad_bodies(table):
                            (back | {"apply": {"items": [{"doc": "31", "amount": Decimal("21.00")}]}}, "a reference"),
                            (back | {"apply": {"items": [{"doc": {"id": "31"}, "refund": True}]}}, "not a line field")]:
         assert any(expected in p for p in table.problems("customerRefund", body, create=True)), expected
+    for body, expected in [(good | {"currency": "3"}, "a reference"), (good | {"exchangeRate": "0.73"}, "not a number"),
+                           (good | {"currencyCode": "CAD"}, "neither the field table")]:
+        assert any(expected in p for p in table.problems("invoice", body, create=True)), expected
+    takes = render(records.customer_currency("3"))
+    assert takes == {"currencyList": {"items": [{"currency": {"id": "3"}}]}}
+    assert table.problems("customer", takes, create=False) == []
+    for body, expected in [({"currencyList": {"items": [{"currency": "3"}]}}, "a reference"),
+                           ({"currencyList": [{"currency": {"id": "3"}}]}, "a sublist"),
+                           ({"currencyList": {"items": [{"symbol": "CAD"}]}}, "not a line field")]:
+        assert any(expected in p for p in table.problems("customer", body, create=False)), expected
 
 
 def test_the_sandbox_validates_as_the_field_table_says(netsuite):
@@ -449,3 +463,84 @@ def test_mapping_rules():
     assert [(ln.amount, ln.taxCode.id) for ln in memo.item] == [(Decimal("60.00"), "5"), (Decimal("40.00"), "-7")]
     with pytest.raises(PermanentError):
         records.segments(event, MappingConfig(location_tracking={"MAIN": "region:4"}))
+
+
+# -- currencies (issue #20) --
+
+def _writes(sandbox: Sandbox, method: str, record: str) -> list[Any]:
+    return [body for m, path, body in sandbox.requests if m == method and path.startswith(f"/{record}/")]
+
+
+def test_an_invoice_in_another_currency_goes_in_it_on_its_customer_which_is_made_to_take_it(netsuite, table):
+    """The currency by internal id (the account's currency record whose ISO code it is), no exchangeRate (NetSuite
+    applies its own); the customer keeps its primary currency and gets CAD on its currencyList; the payment and
+    the credit memo of that invoice in CAD too."""
+    sandbox, connector, captured = netsuite
+    entities = MemoryEntities()
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"  # the subsidiary's
+    deliver(connector, entities, invoice_event(30))
+    assert _writes(sandbox, "PUT", "invoice")[-1]["currency"] == {"id": "1"} and not _writes(sandbox, "PATCH", "customer")
+    event = invoice_event(31, currency="CAD", payments=[payment(1, "50.00")], refunds=[refund(1, 2, "10.00", "0.50")])
+    deliver(connector, entities, event)
+    customer_id = sandbox.records("customer")[0]["id"]
+    assert [(path, body) for method, path, body in sandbox.requests if method == "PATCH" and "/customer/" in path] == [
+        (f"/customer/{customer_id}", {"currencyList": {"items": [{"currency": {"id": "3"}}]}})]
+    for record in ("invoice", "customerPayment", "creditMemo"):
+        body = _writes(sandbox, "PUT", record)[-1]
+        assert body["currency"] == {"id": "3"} and "exchangeRate" not in body, record
+    invoice = next(i for i in sandbox.records("invoice") if i["tranId"] == event.number)
+    assert invoice["exchangeRate"] == Decimal("0.73")  # the account's rate, filled in by NetSuite
+    assert sandbox.records("customer")[0]["currency"] == {"id": "1"}  # its primary currency unchanged
+    assert [b.currency for b in sandbox.booked_invoices() if b.number == event.number] == ["CAD"]
+    assert [p for r in captured for p in _problems(table, r)] == []
+    deliver(connector, entities, invoice_event(32, currency="CAD"))  # the customer takes CAD now: no second PATCH
+    assert len(_writes(sandbox, "PATCH", "customer")) == 1
+
+
+def test_an_invoice_in_a_currency_netsuite_does_not_have_is_dead_lettered_before_any_write(netsuite):
+    sandbox, connector, _ = netsuite
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(33))  # the customer exists
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="EUR.*not set up in NetSuite"):
+        deliver(connector, entities, invoice_event(34, currency="EUR"))
+    assert len(sandbox.requests) == before
+
+
+def test_the_sandbox_refuses_a_currency_the_customer_does_not_take_and_bad_currency_fields(netsuite):
+    """NetSuite's rules the connector relies on: a transaction in a currency neither the customer's primary one nor
+    on its currencyList is refused; currency references must exist; field names and types are checked."""
+    sandbox, connector, _ = netsuite
+    doc = deliver(connector, MemoryEntities(), invoice_event(35))
+    customer_id = connector.client.get("invoice", doc.external_id)["entity"]["id"]
+    cad = render(records.invoice_record(invoice_event(36, currency="CAD"), customer_id,
+                                        connector.currencies.settings_for("CAD"), connector.mapping))
+    with pytest.raises(PermanentError, match="currency reference key 3") as refused:
+        connector.client.write("PUT", "/invoice/eid:LWI36", cad)
+    assert refused.value.platform_code == "INVALID_KEY_OR_REF"
+    for bad, code in [({"currencyList": {"items": [{"currency": {"id": "99"}}]}}, "INVALID_KEY_OR_REF"),
+                      ({"currencyList": {"items": [{"currency": "3"}]}}, "USER_ERROR"),
+                      ({"currencyList": {"items": [{"symbol": "CAD"}]}}, "USER_ERROR")]:
+        with pytest.raises(PermanentError) as refused:
+            connector.client.write("PATCH", f"/customer/{customer_id}", bad)
+        assert refused.value.platform_code == code, bad
+    for bad, code in [(cad | {"currency": {"id": "99"}}, "INVALID_KEY_OR_REF"), (cad | {"exchangeRate": "0.7"}, "USER_ERROR")]:
+        with pytest.raises(PermanentError) as refused:
+            connector.client.write("PUT", "/invoice/eid:LWI36", bad)
+        assert refused.value.platform_code == code, bad
+    assert sandbox.records("customer")[0].get("currencyList") is None
+
+
+def test_an_account_without_multiple_currencies_gets_no_currency_field_and_refuses_another_currency(netsuite):
+    """No currency records to read (Multiple Currencies off): the home currency goes without a currency field
+    (NetSuite's default, as before); another currency than ``mapping.home_currency`` is dead-lettered, unwritten."""
+    sandbox, connector, _ = netsuite
+    sandbox.multiple_currencies = False
+    connector.mapping = connector.mapping.model_copy(update={"home_currency": "USD"})
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(37))
+    assert "currency" not in _writes(sandbox, "PUT", "invoice")[-1]
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="CAD.*not set up in NetSuite"):
+        deliver(connector, entities, invoice_event(38, currency="CAD"))
+    assert len(sandbox.requests) == before

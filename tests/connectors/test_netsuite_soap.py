@@ -83,7 +83,7 @@ def test_every_envelope_sent_and_answered_is_valid_against_the_xsds(netsuite, sc
     assert connector.find(DocKind.REFUND_PAYMENT, "LWP3") == []  # taken back with the refund: deleted
     assert any(b"CustomerRefund" in r.content for r in sent if r.headers["SOAPAction"] == "upsert")
     operations = {r.headers["SOAPAction"] for r in sent}
-    assert operations == {"upsert", "update", "delete", "get", "search"}
+    assert operations == {"upsert", "update", "delete", "get", "search", "getAll"}
     for request in sent:
         assert problems(schema, request.content) == [], request.content[:400]
     for response in answers:
@@ -300,3 +300,77 @@ def test_a_partly_taxed_refund_is_split_and_carries_the_shops_tax(netsuite):
     assert [(ln["amount"], ln["tax"]) for ln in memo["lines"]] == [(Decimal("6.00"), Decimal("0.30")),
                                                                     (Decimal("4.00"), Decimal("0"))]
     assert memo["total"] == Decimal("10.30") and sum(memo["applyList"].values()) == Decimal("10.30")
+
+
+# -- currencies (issue #20) --
+
+def _upserts(sandbox: Sandbox, record_type: str) -> list[dict]:
+    return [args["record"] for op, args in sandbox.requests if op == "upsert" and args["record"]["_type"] == record_type]
+
+
+def test_an_invoice_in_another_currency_goes_in_it_on_its_customer_which_is_made_to_take_it(netsuite, schema):
+    """The currency RecordRef by internal id (getAll of the currency records: the one whose ``symbol`` is the ISO
+    code), no exchangeRate (NetSuite applies its own); CAD added to the customer's currencyList (replaceAll
+    false); the payment and the credit memo in CAD too; every envelope valid against the XSDs."""
+    sandbox, connector, sent, answers = netsuite
+    entities = MemoryEntities()
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"  # the base currency
+    deliver(connector, entities, invoice_event(7080))
+    assert _upserts(sandbox, "Invoice")[-1]["currency"]["internalId"] == "1"
+    event = invoice_event(7081, currency="CAD", payments=[payment(1, "50.00")], refunds=[refund(1, 2, "10.00", "0.50")])
+    deliver(connector, entities, event)
+    customer_updates = [args["record"] for op, args in sandbox.requests if op == "update" and args["record"]["_type"] == "Customer"]
+    assert len(customer_updates) == 1 and customer_updates[0]["currencyList"]["replaceAll"] == "false"
+    assert customer_updates[0]["currencyList"]["currency"]["currency"]["internalId"] == "3"
+    for record_type in ("Invoice", "CustomerPayment", "CreditMemo"):
+        record = _upserts(sandbox, record_type)[-1]
+        assert record["currency"]["internalId"] == "3" and "exchangeRate" not in record, record_type
+    invoice_id = next(b.external_id for b in sandbox.booked_invoices() if b.number == event.number)
+    assert money_of(connector.read_invoice(invoice_id).raw["exchangeRate"]) == Decimal("0.73")  # NetSuite's rate
+    assert [b.currency for b in sandbox.booked_invoices() if b.number == event.number] == ["CAD"]
+    customer = next(iter(sandbox.customers.values()))
+    assert customer["currency"] == {"internalId": "1"} and customer["currencyList"] == ["3"]
+    assert "getAll" in {r.headers["SOAPAction"] for r in sent}
+    for request in sent:
+        assert problems(schema, request.content) == [], request.content[:400]
+    for response in answers:
+        body = etree.fromstring(response.content).find(f"{{{SOAP_NS}}}Body")
+        assert [str(e.reason) for e in schema.iter_errors(etree.tostring(body[0]).decode())] == []
+
+
+def money_of(text) -> Decimal:
+    return Decimal(str(text))
+
+
+def test_an_invoice_in_a_currency_netsuite_does_not_have_is_dead_lettered_before_any_write(netsuite):
+    sandbox, connector, _, _ = netsuite
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(7082))  # the customer exists
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="EUR.*not set up in NetSuite"):
+        deliver(connector, entities, invoice_event(7083, currency="EUR"))
+    assert len(sandbox.requests) == before
+
+
+def test_the_home_currency_of_a_oneworld_target_is_its_subsidiarys(netsuite):
+    sandbox, connector, _, _ = netsuite
+    connector.currencies.settings = connector.settings.model_copy(update={"subsidiary_id": "1"})
+    assert connector.currencies.home() == "USD"
+    connector.mapping = connector.mapping.model_copy(update={"home_currency": "CAD"})
+    assert connector.home_currency() == "CAD"  # the target's mapping overrides what NetSuite says
+
+
+def test_the_sandbox_refuses_a_currency_the_customer_does_not_take_and_one_the_account_lacks(netsuite):
+    sandbox, connector, _, _ = netsuite
+    deliver(connector, MemoryEntities(), invoice_event(7084))
+    customer_id = next(iter(sandbox.customers))
+    from connectors.netsuite_common import mapping as records
+
+    cad = records.invoice_record(invoice_event(7085, currency="CAD"), customer_id,
+                                 connector.currencies.settings_for("CAD"), connector.mapping)
+    with pytest.raises(PermanentError, match="currency reference key 3") as refused:
+        connector._upsert(cad, line_taxes=[Decimal("0")] * len(cad.item))
+    assert refused.value.platform_code == "INVALID_KEY_OR_REF"
+    with pytest.raises(PermanentError) as refused:
+        connector.add_customer_currency(customer_id, "99")
+    assert refused.value.platform_code == "INVALID_KEY_OR_REF"

@@ -40,7 +40,10 @@ class Driver:
 
     def credit_notes(self) -> list[tuple[str, Decimal, Decimal]]:
         """(number, total, credit still open) of every credit (a negative service invoice), adjustments included."""
-        return [(n.get("CustomerPurchaseOrderNumber") or n["Number"], -n["TotalAmount"], -n["BalanceDueAmount"])
+        from connectors.myob_accountright.currency import foreign_amount  # a foreign credit's own amounts
+
+        return [(n.get("CustomerPurchaseOrderNumber") or n["Number"], -foreign_amount(n, "TotalAmount"),
+                 -foreign_amount(n, "BalanceDueAmount"))
                 for n in self.sandbox.records("Sale/Invoice/Service") if n["TotalAmount"] < 0]
 
     def credit_applications(self) -> int:
