@@ -44,7 +44,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, curre
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
         self.settings: QbdSettings
-        self.mapping, self.currencies = target.mapping, currency.Currencies(self._rets)  # customers per currency
+        self.mapping, self.currencies = target.mapping, currency.Currencies(self)  # customers per currency
         pool = getattr(runtime, "pg_pool", None)
         self.queue: PullQueue = PgQueue(pool, target.name, "qbd") if pool is not None else MemoryQueue()
         self.entities = engine_pull.QueueEntities(self.queue)
@@ -223,7 +223,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, curre
 
     # -- closed periods --
     def books_closed_through(self) -> date | None:
-        found = self._rets(qbxml.preferences_query())
+        found = self.currencies.noted(self._rets(qbxml.preferences_query()))  # multicurrency too
         closing = (found[0].get("AccountingPreferences") or {}).get("ClosingDate") if found else None
         return date.fromisoformat(closing) if closing else None
 

@@ -691,11 +691,53 @@ def test_invoice_in_another_currency_posts_on_the_customer_for_that_currency_at_
     assert any(p.get("credits") and p["customer"] == twin["ListID"] for p in company.payments.values())
     for document in sandbox.requests:
         assert not qbxml_errors(qbxml_schemas[version], document, version), document[:400]
+    # A preview (every query answered "nothing"): the CAD customer added, the invoice on it, no rate yet.
+    calls = connector.preview(invoice_event(7402, currency="CAD", customer=Customer(id=91, name="P")), DocumentState())
+    previewed = [_request(c["body"]) for c in calls]
+    assert [r.tag for r in previewed] == ["CustomerAddRq", "CustomerAddRq", "InvoiceAddRq"]
+    assert previewed[1].findtext("CustomerAdd/Name") == "P #91 [CAD]" and previewed[2].find(".//ExchangeRate") is None
+    assert all(not qbxml_errors(qbxml_schemas[version], c["body"], version) for c in calls)
+
+
+@pytest.mark.parametrize("version", ["13.0", "16.0"])
+def test_a_foreign_invoices_edit_check_refund_and_closed_period_adjustment_stay_in_its_currency(version, qbxml_schemas):
+    """The CAD invoice's InvoiceMod carries the rate too; a refund paid back by check (CheckAdd: in its bank
+    account's currency, so no ExchangeRate) goes to the CAD customer; a change once the books are closed posts an
+    adjustment InvoiceAdd on the CAD customer at the list's rate; all valid at the version QuickBooks speaks."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    sandbox, connector = make_qbd(version)
+    v1 = invoice_event(7440, currency="CAD", payments=[payment(1, "100.00", method="eft")])
+    doc = deliver(connector, v1)
+    sync(sandbox)
+    v2 = next_version(v1, lines=list(v1.lines)[:4], refunds=[paid_back_refund(8, 1, "20.00", "1.00", payment_id=1)])
+    doc = deliver(connector, v2, doc)
+    sync(sandbox)
+    sandbox.set_closing_date(date(2026, 11, 30))
+    before = len(sandbox.requests)
+    deliver(connector, next_version(v2, lines=list(v2.lines) + [line(9, "fee", "Disposal", "1", "5.00")]), doc)
+    sync(sandbox)
+    assert connector.runtime.failures == []
+    company = sandbox.company
+    (twin,) = [c for c in company.customers.values() if c["Name"].endswith("[CAD]")]
+    writes = _writes(sandbox)
+    mods = [w[0] for w in writes if w.tag == "InvoiceModRq"]  # a stale EditSequence (the payment) is sent again
+    (check,) = [w[0] for w in writes if w.tag == "CheckAddRq"]
+    (adjustment,) = [w[0] for w in _writes(sandbox, before) if w.tag == "InvoiceAddRq"]
+    assert mods and all((mod.findtext("ExchangeRate"), mod.findtext("CustomerRef/ListID")) == ("0.7412", twin["ListID"])
+                        for mod in mods)
+    assert (check.find("ExchangeRate"), check.findtext("PayeeEntityRef/ListID")) == (None, twin["ListID"])
+    assert (adjustment.findtext("ExchangeRate"), adjustment.findtext("CustomerRef/ListID")) == ("0.7412", twin["ListID"])
+    assert adjustment.findtext("Other").startswith("A1-")
+    assert {inv["currency"] for inv in company.invoices.values()} == {twin["currency"]}
+    for document in sandbox.requests:
+        assert not qbxml_errors(qbxml_schemas[version], document, version), document[:400]
 
 
 def test_home_currency_invoice_is_sent_as_before(qbd):
     """An invoice in the home currency: the engine's customer, no CurrencyRef, no ExchangeRate, no Currency List
-    read for it (only the home currency's code, once)."""
+    read for it (only the home currency's code, once: kept in the target's entity store; MultiCurrencyPreferences
+    comes with the closing date's PreferencesQuery)."""
     sandbox, connector = qbd
     for number in (7410, 7411):
         deliver(connector, invoice_event(number, currency="USD", payments=[payment(number, "50.00")]))
@@ -703,7 +745,8 @@ def test_home_currency_invoice_is_sent_as_before(qbd):
     assert connector.runtime.failures == []
     assert not any("ExchangeRate" in d or "<CurrencyRef>" in d for d in sandbox.requests)
     assert sum("<CurrencyQueryRq" in d for d in sandbox.requests) == 1
-    assert sum("MultiCurrencyPreferences" in d for d in sandbox.requests) == 1
+    prefs = [d for d in sandbox.requests if "<PreferencesQueryRq" in d]
+    assert len(prefs) == 2 and all("MultiCurrencyPreferences" in d and "AccountingPreferences" in d for d in prefs)
     assert only(sandbox, "INV-007410").currency == "USD" and len(sandbox.company.customers) == 1
 
 
