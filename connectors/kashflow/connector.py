@@ -20,6 +20,7 @@ from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.kashflow import mapping
+from connectors.kashflow.currency import Currencies
 from connectors.kashflow.client import KashFlowClient, classify, complete
 from connectors.kashflow.mapping import as_id, when
 from connectors.kashflow.settings import KashFlowSettings
@@ -45,14 +46,14 @@ class KashFlowConnector(EngineConnector):
     # the SOAP API; no batch operation.
     capabilities = Capabilities(negative_totals=True, void="delete", delete_payments=True, payment_linked_at_creation=True,
                                 credit_notes=True, credit_applications=True, closed_periods=False, batch_create=0,
-                                refund_settlement=True)
+                                refund_settlement=True, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
         settings: KashFlowSettings = self.settings
         http = self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify)
         self.client = KashFlowClient(http, settings.wsdl, runtime.credentials(target.name))
-        self.mapping = target.mapping
+        self.mapping, self.currencies = target.mapping, Currencies(self.client)  # currency.py: code and rate
 
     def _typed(self, type_name: str, values: dict[str, Any]) -> dict[str, Any]:
         if "Lines" in values:
@@ -141,14 +142,14 @@ class KashFlowConnector(EngineConnector):
 
     # -- the invoice --
     def create_invoice(self, event: InvoiceEvent, posting: Posting) -> RemoteInvoice:
-        args = mapping.invoice_args(event, posting.customer_id, self.mapping, posting.txn_date)
+        args = mapping.invoice_args(event, posting.customer_id, self.mapping, posting.txn_date) | self._currency(event)
         number = self.client.call("InsertInvoice_TypeDefined", write=True, Inv_TD=self._typed("Invoice_TypeDefined", args))
         return self.read_invoice(str(number)) or RemoteInvoice(external_id=str(number), number=event.number)
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         held = self.read_invoice(current.external_id)
         args = mapping.invoice_args(event, posting.customer_id, self.mapping, posting.txn_date,
-                                    number=int(current.external_id) if held else 0)
+                                    number=int(current.external_id) if held else 0) | self._currency(event)
         args["InvoiceDBID"] = int((held.raw or {}).get("InvoiceDBID") or 0) if held else 0
         self.client.call("UpdateInvoice_TypeDefined", write=True, InvTD=self._typed("Invoice_TypeDefined", args))
         return self.read_invoice(current.external_id) or RemoteInvoice(external_id=current.external_id)
@@ -177,7 +178,7 @@ class KashFlowConnector(EngineConnector):
         self.client.call("DeleteInvoicePayment", write=True, missing_ok=True, InvoicePaymentNumber=int(ref.external_id))
 
     def create_credit_note(self, event: InvoiceEvent, refund: Refund, posting: Posting) -> ExternalRef:
-        args = mapping.credit_note_args(event, refund, posting.customer_id, self.mapping)
+        args = mapping.credit_note_args(event, refund, posting.customer_id, self.mapping) | self._currency(event)
         number = self.client.call("InsertInvoice_TypeDefined", write=True, Inv_TD=self._typed("Invoice_TypeDefined", args))
         return ExternalRef(external_id=str(number), amount=refund.amount + refund.tax_amount)
 
@@ -203,6 +204,13 @@ class KashFlowConnector(EngineConnector):
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
         self.delete_payment(settlement, request_id)
+
+    # -- currency: the invoice's own CurrencyCode and KashFlow's rate (currency.py) --
+    def home_currency(self) -> str | None:  # configured, else GetCurrencies' default
+        return self.mapping.home_currency or self.currencies.home()
+
+    def _currency(self, event: InvoiceEvent) -> dict[str, Any]:
+        return self.currencies.fields(event, self.home_currency())
 
     # -- closed periods: KashFlow's SOAP API exposes no lock date --
     def books_closed_through(self) -> date | None:

@@ -11,7 +11,10 @@ rate, VAT as sent), updates replacing the lines (last write wins: no concurrency
 payments are on the invoice, payments (method and bank account must exist; ``PayID``), credit notes as invoices with
 negative lines, a credit note's refund as a negative payment on it (KashFlow's help, "Refunds & Credit Notes": a
 credit note is settled by a negative payment; no more than the credit left), ``applyCreditNoteToInvoice`` (by database ids) recorded as a pair of payments (the credit note's
-negative one and the invoice's, deleted together). KashFlow documents no rate limit: none is enforced. The
+negative one and the invoice's, deleted together), currencies (``GetCurrencies``: the account's own USD and CAD and
+EUR set up with KashFlow's rates; an invoice or credit note in another currency carries a ``CurrencyCode`` set up
+there and a positive ``ExchangeRate``, else it is refused; a credit note applies only to an invoice in its
+currency; ``set_currencies`` changes the list). KashFlow documents no rate limit: none is enforced. The
 ``StatusDetail`` texts are the sandbox's own (KashFlow publishes no catalogue)."""
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ VAT_RATES = (Decimal("0"), Decimal("5"), Decimal("7"), Decimal("12"), Decimal("1
              Decimal("20"))
 PAY_METHODS = {1: "Credit/debit card", 2: "Cash", 3: "Cheque", 4: "BACS", 9: "Credit note"}
 BANK_ACCOUNTS = {1200: "Current account", 1210: "Undeposited funds"}
+# Settings > Currencies: (code, KashFlow's rate: units of it per unit of the account's own currency), the first the
+# account's own (isDefault).
+CURRENCIES = (("USD", Decimal("1")), ("CAD", Decimal("1.3642")), ("EUR", Decimal("0.9223")))
 PAGE = 100  # payments per page of GetInvoicePaymentsByDateRange (KashFlow states no page size)
 NOT_READ = "System.Web.Services.Protocols.SoapException: Server was unable to read request. ---> "
 
@@ -97,6 +103,7 @@ class Sandbox:
         self.invoices: dict[int, dict[str, Any]] = {}  # InvoiceNumber -> Invoice_TypeDefined (+ "deleted")
         self.payments: dict[int, dict[str, Any]] = {}  # PayID -> Payment (+ "pair": the other half of a credit)
         self.requests: list[tuple[str, Any]] = []  # (operation, arguments without the credentials) of writes
+        self.currencies: dict[str, Decimal] = dict(CURRENCIES)  # code -> rate; the first is the account's own
         self._ids = {"customer": itertools.count(101), "number": itertools.count(1001), "db": itertools.count(50001),
                      "pay": itertools.count(7001)}
         self._lock = threading.RLock()
@@ -128,6 +135,11 @@ class Sandbox:
                         "payment_accounts": {"card": "1210", "cash": "1210", "check": "1210", "eft": "1200"}},
         }
 
+    def set_currencies(self, rates: dict[str, Decimal]) -> None:
+        """Settings > Currencies: the account's own currency first (its rate 1), then the others set up."""
+        with self._lock:
+            self.currencies = dict(rates)
+
     def rate_limit_breaches(self) -> int:
         return 0  # KashFlow documents no request limit: nothing is refused for rate
 
@@ -138,7 +150,7 @@ class Sandbox:
                 total=inv["NetAmount"] + inv["VATAmount"], tax_total=inv["VATAmount"],
                 line_count=len(inv["Lines"]["InvoiceLine"]),
                 payments_applied=sum((p["PayAmount"] for p in self._paid(n, receipts=True)), ZERO),
-                payment_count=len(self._paid(n, receipts=True)))
+                payment_count=len(self._paid(n, receipts=True)), currency=self._currency_of(inv))
                 for n, inv in self.invoices.items() if inv["NetAmount"] + inv["VATAmount"] >= 0]
 
     def credit_notes(self) -> list[dict[str, Any]]:
@@ -263,6 +275,11 @@ class Sandbox:
         if not inv.get("InvoiceDate") or inv["InvoiceDate"].year < 1900:
             raise Refused("Invoice date is required")
         lines = [line | {"LineID": i + 1} for i, line in enumerate(self._lines(inv))]
+        code = inv.get("CurrencyCode") or self._currency_of({})
+        if code not in self.currencies:
+            raise Refused(f"Currency {code} is not set up in this account")
+        if code != self._currency_of({}) and not (inv.get("ExchangeRate") or ZERO) > 0:
+            raise Refused(f"An exchange rate is required for an invoice in {code}")
         return plain(inv) | {
             "InvoiceNumber": number, "InvoiceDBID": db_id, "Lines": {"InvoiceLine": lines}, "deleted": False,
             "NetAmount": sum((money(ln["Quantity"] * ln["Rate"]) for ln in lines), ZERO),
@@ -358,6 +375,8 @@ class Sandbox:
             raise Refused("Invoice or credit note not found")
         if credit["NetAmount"] + credit["VATAmount"] >= 0 or credit["CustomerID"] != invoice["CustomerID"]:
             raise Refused("The credit note does not belong to this customer's credit notes")
+        if self._currency_of(credit) != self._currency_of(invoice):
+            raise Refused("The credit note is not in the invoice's currency")
         open_credit = -(credit["NetAmount"] + credit["VATAmount"] - credit["AmountPaid"])
         due = invoice["NetAmount"] + invoice["VATAmount"] - invoice["AmountPaid"]
         amount = min(open_credit, due)
@@ -374,6 +393,14 @@ class Sandbox:
         self._settle(invoice["InvoiceNumber"])
         self._settle(credit["InvoiceNumber"])
         return True
+
+    # -- currencies --
+    def _currency_of(self, inv: dict[str, Any]) -> str:
+        return inv.get("CurrencyCode") or next(iter(self.currencies))
+
+    def _op_GetCurrencies(self) -> dict[str, Any]:
+        return {"Currencies": [{"CurrencyId": i + 1, "CurrencyCode": code, "ExchangeRate": rate, "isDefault": int(i == 0)}
+                               for i, (code, rate) in enumerate(self.currencies.items())]}
 
     def _op_GetVATRates(self) -> dict[str, Any]:
         return {"BasicDataset": [{"ID": i + 1, "Name": f"{rate}%", "Description": f"{rate}%", "Value": rate}

@@ -8,12 +8,12 @@ of QBWebConnectorSvc.wsdl, ``qbwc.py``): each ``sendRequestXML`` gets ONE qbXML 
 one request at a time; an unanswered write is looked up by its reference on the next session (InvoiceQuery
 RefNumber, ReceivePaymentQuery "LW<id>"/"LWC<id>", CreditMemoQuery "LWR<id>") before anything is added again.
 
-What stays here are QuickBooks' operations: each builds its qbXML request (``mapping``), asks it through the
-driver and reads the answer; QuickBooks' status codes become the engine's error classes (3200 stale
-EditSequence, 3171 closing date, 3180/3175/3176 nothing saved — sent again next session, 3120 on TxnDel /
-TxnVoid already gone). Invoices carry an 11-character RefNumber (deterministic short form of the shop's
-number, collisions taken care of by the queue's map) and the full number in ``Other``; a refund is a
-CreditMemoAdd applied to its invoice by a 0.00 ReceivePaymentAdd whose AppliedToTxnAdd carries SetCredit.
+What stays here are QuickBooks' operations: each builds its qbXML request (``mapping``), asks it through the driver
+and reads the answer; QuickBooks' status codes become the engine's error classes (3200 stale EditSequence, 3171
+closing date, 3180/3175/3176 nothing saved — sent again next session, 3120 on TxnDel / TxnVoid already gone). Invoices
+carry an 11-character RefNumber (deterministic short form of the shop's number, collisions taken care of by the
+queue's map) and the full number in ``Other``; a refund is a CreditMemoAdd applied to its invoice by a 0.00
+ReceivePaymentAdd whose AppliedToTxnAdd carries SetCredit. Currencies: ``currency.py``.
 """
 
 from __future__ import annotations
@@ -29,22 +29,22 @@ from connectors.base import ExternalRef, RemoteInvoice, StaleTokenError
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.pull_queue import MemoryQueue, PgQueue, PullQueue
-from connectors.quickbooks_desktop import check, mapping, qbwc, qbxml
+from connectors.quickbooks_desktop import check, currency, mapping, qbwc, qbxml
 from connectors.quickbooks_desktop.legacy import from_queue_state
 from connectors.quickbooks_desktop.queueing import QueuedDelivery
 from connectors.quickbooks_desktop.settings import QbdSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
-class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, EngineConnector):
+class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, currency.CurrencyOps, EngineConnector):
     platform = "quickbooks-desktop"
     settings_model = QbdSettings
     pull_model = True
-    capabilities = Capabilities(negative_totals=True, void="void", pull=True, refund_settlement=True)
+    capabilities = Capabilities(negative_totals=True, void="void", pull=True, refund_settlement=True, multi_currency=True)
 
     def __init__(self, target, runtime) -> None:
         super().__init__(target, runtime)
         self.settings: QbdSettings
-        self.mapping = target.mapping
+        self.mapping, self.currencies = target.mapping, currency.Currencies(self)  # customers per currency
         pool = getattr(runtime, "pg_pool", None)
         self.queue: PullQueue = PgQueue(pool, target.name, "qbd") if pool is not None else MemoryQueue()
         self.entities = engine_pull.QueueEntities(self.queue)
@@ -156,14 +156,14 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
         lines = self._lines(event, posting)
         request = mapping.invoice_write(event, posting.customer_id, self.reference(DocKind.INVOICE, event), lines,
                                         self.mapping, self.settings.invoice_tax_item, _day(posting.txn_date))
-        return self._remote(self._rets(request)[0])
+        return self._remote(self._stamped(event, request)[0])
 
     def update_invoice(self, event: InvoiceEvent, posting: Posting, current: ExternalRef) -> RemoteInvoice:
         """The whole invoice again; every line sent as new (TxnLineID -1), so QuickBooks drops the old ones."""
         request = mapping.invoice_write(event, posting.customer_id, self.reference(DocKind.INVOICE, event),
                                         self._lines(event, posting), self.mapping, self.settings.invoice_tax_item,
                                         _day(posting.txn_date), current.external_id, current.token or "")
-        return self._remote(self._rets(request)[0])
+        return self._remote(self._stamped(event, request)[0])
 
     def void_invoice(self, current: ExternalRef, request_id: str) -> RemoteInvoice | None:
         rs = self._ask(qbxml.txn_del("Invoice", current.external_id, "Void"))
@@ -186,7 +186,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
     def create_payment(self, event: InvoiceEvent, payment: Payment, invoice_id: str, posting: Posting) -> ExternalRef:
         request = mapping.payment_add(payment, posting.customer_id, invoice_id, self.mapping, event.number,
                                       _day(posting.txn_date))
-        return ExternalRef(external_id=self._rets(request)[0]["TxnID"], amount=payment.amount)
+        return ExternalRef(external_id=self._stamped(event, request)[0]["TxnID"], amount=payment.amount)
 
     def delete_payment(self, ref: ExternalRef, request_id: str) -> None:
         self._ask(qbxml.txn_del("ReceivePayment", ref.external_id))
@@ -195,12 +195,12 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
         item_id = posting.item_ids.get(refund.line_id or -1) or next(iter(posting.item_ids.values()))
         request = mapping.credit_memo_add(refund, event, posting.customer_id, {"list_id": item_id}, self.mapping,
                                           self.settings.invoice_tax_item, _day(posting.txn_date))
-        return ExternalRef(external_id=self._rets(request)[0]["TxnID"], amount=refund.amount + refund.tax_amount)
+        return ExternalRef(external_id=self._stamped(event, request)[0]["TxnID"], amount=refund.amount+refund.tax_amount)
 
     def apply_credit(self, credit: ExternalRef, invoice_id: str, amount: Decimal, reference: str,
                      posting: Posting) -> ExternalRef:
         request = mapping.credit_application(reference, posting.customer_id, invoice_id, credit.external_id, amount)
-        return ExternalRef(external_id=self._rets(request)[0]["TxnID"], amount=amount)
+        return ExternalRef(external_id=self.currencies.as_memo(credit.external_id, request)[0]["TxnID"], amount=amount)
 
     def release_credit(self, application: ExternalRef, request_id: str) -> None:
         self._ask(qbxml.txn_del("ReceivePayment", application.external_id))
@@ -214,7 +214,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
         method = references.refund_method(event, refund)
         request = mapping.refund_settlement(refund, event, posting.customer_id, credit.external_id, amount, account,
                                             method, _day(posting.txn_date))
-        return ExternalRef(external_id=f"{mapping.settlement_kind(method)}:{self._rets(request)[0]['TxnID']}",
+        return ExternalRef(external_id=f"{mapping.settlement_kind(method)}:{self._stamped(event, request)[0]['TxnID']}",
                            amount=amount)
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
@@ -223,7 +223,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
 
     # -- closed periods --
     def books_closed_through(self) -> date | None:
-        found = self._rets(qbxml.preferences_query())
+        found = self.currencies.noted(self._rets(qbxml.preferences_query()))  # multicurrency too
         closing = (found[0].get("AccountingPreferences") or {}).get("ClosingDate") if found else None
         return date.fromisoformat(closing) if closing else None
 
@@ -233,7 +233,7 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, Engin
         request = mapping.adjustment_add(adjustment, event, posting.customer_id, {"list_id": item_id},
                                          mapping.tax_item(code, self.mapping) if code else None, _day(posting.txn_date),
                                          self.mapping, self.settings.invoice_tax_item)
-        return ExternalRef(external_id=self._rets(request)[0]["TxnID"], amount=adjustment.net + adjustment.tax)
+        return ExternalRef(external_id=self._stamped(event, request)[0]["TxnID"], amount=adjustment.net + adjustment.tax)
 
 
 def _day(day: date | None) -> str | None:

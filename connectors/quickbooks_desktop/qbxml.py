@@ -80,9 +80,11 @@ def txn_del(txn_type: str, txn_id: str, verb: str = "Del") -> etree._Element:
 
 
 def preferences_query() -> etree._Element:
-    """The company's closing date lives in AccountingPreferences/ClosingDate."""
+    """The company's closing date lives in AccountingPreferences/ClosingDate; whether it takes other currencies,
+    and its own, in MultiCurrencyPreferences (the connector's ``currency.py``)."""
     rq = etree.Element("PreferencesQueryRq")
     el(rq, "IncludeRetElement", "AccountingPreferences")
+    el(rq, "IncludeRetElement", "MultiCurrencyPreferences")
     return rq
 
 

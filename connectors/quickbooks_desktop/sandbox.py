@@ -12,7 +12,11 @@ memo against an invoice; never more than the invoice's open balance or the memo'
 company's closing date (``set_closing_date``; Preferences → Accounting → Closing Date, readable with
 PreferencesQuery's AccountingPreferences/ClosingDate): an Add, Mod, TxnDel or TxnVoid of a transaction dated on
 or before it is refused with statusCode 3171 and QuickBooks' message (see CLOSED_PERIOD below for where the
-code and wording come from). A schema-invalid document is refused
+code and wording come from). Multiple currencies (``set_multicurrency``; on by default, home currency USD, the
+Currency List's CAD and EUR active, GBP not): PreferencesQuery's MultiCurrencyPreferences, CurrencyQuery, a
+customer's CurrencyRef (an active currency; a foreign one only with multicurrency on; fixed once the customer has
+transactions), a transaction in its customer's currency at its ExchangeRate (the list's when none is sent),
+CurrencyRef/ExchangeRate on the Rets. A schema-invalid document is refused
 as QuickBooks' parser refuses it (hresult 0x80040400), nothing processed.
 
 The Web Connector side (``attach``/``run_session``/``start_polling``) plays QBWC: serverVersion,
@@ -110,6 +114,14 @@ class Company:
         # Money paid back against credit memos: ARRefundCreditCard and Check transactions ("kind").
         self.refunds: dict[str, dict[str, Any]] = {}
         self.closing_date: date | None = None  # Preferences → Accounting → Closing Date (with a password)
+        self.multicurrency = True  # Preferences → Multiple Currencies (once on, QuickBooks cannot turn it off)
+        self.currencies: dict[str, dict[str, Any]] = {}  # the Currency List (built-in currencies, a few active)
+        for code, name, active, rate in (("USD", "US Dollar", True, "1"), ("CAD", "Canadian Dollar", True, "0.7412"),
+                                         ("EUR", "Euro", True, "1.0843"), ("GBP", "British Pound Sterling", False, "1.265")):
+            list_id = self.new_id()
+            self.currencies[list_id] = {"ListID": list_id, "FullName": name, "CurrencyCode": code, "IsActive": active,
+                                        "ExchangeRate": Decimal(rate)}
+        self.home_currency = next(iter(self.currencies))  # its ListID: USD
 
     def new_id(self) -> str:
         return f"{next(self._seq):X}-{int(time.time())}"
@@ -161,7 +173,59 @@ class Company:
                 ("IsAssigningJournalEntryNumbers", "false")]
         if self.closing_date is not None:
             acct.append(("ClosingDate", self.closing_date.isoformat()))
-        return [_ret("PreferencesRet", [("AccountingPreferences", acct)])]
+        ret = _ret("PreferencesRet", [("AccountingPreferences", acct)])
+        multi = etree.SubElement(ret, "MultiCurrencyPreferences")
+        etree.SubElement(multi, "IsMultiCurrencyOn").text = "true" if self.multicurrency else "false"
+        if self.multicurrency:
+            multi.append(self._currency_ref("HomeCurrencyRef", self.home_currency))
+        return [ret]
+
+    # -- currencies --
+    def _currency_ref(self, tag: str, list_id: str) -> etree._Element:
+        return _ret(tag, [("ListID", list_id), ("FullName", self.currencies[list_id]["FullName"])])
+
+    def _CurrencyQuery(self, rq: etree._Element) -> list[etree._Element]:
+        ids, names = [i.text for i in rq.findall("ListID")], [n.text.lower() for n in rq.findall("FullName")]
+        status = _text(rq, "ActiveStatus", "ActiveOnly")
+        found = [c for c in self.currencies.values() if (not ids or c["ListID"] in ids)
+                 and (not names or c["FullName"].lower() in names) and (ids or names or status == "All"
+                                                                        or c["IsActive"] == (status == "ActiveOnly"))]
+        if (ids or names) and not found:
+            raise QbError(500, f'The query request has not been fully completed. There was a required element '
+                               f'("{(ids or names)[0]}") that could not be found in QuickBooks.', "Warn")
+        return [_ret("CurrencyRet", [("ListID", c["ListID"]), ("EditSequence", "1"), ("Name", c["FullName"]),
+                                     ("IsActive", str(c["IsActive"]).lower()), ("CurrencyCode", c["CurrencyCode"]),
+                                     ("IsUserDefinedCurrency", "false"), ("ExchangeRate", c["ExchangeRate"])])
+                for c in found]
+
+    def _customer_currency(self, body: etree._Element, held: str | None = None) -> str:
+        """A customer's CurrencyRef: an active currency, a foreign one only with multicurrency on."""
+        ref_el = body.find("CurrencyRef")
+        if ref_el is None:
+            return held or self.home_currency
+        currency = self._by_ref(self.currencies, ref_el, "Currency")
+        if currency["ListID"] != self.home_currency and (not self.multicurrency or not currency["IsActive"]):
+            raise QbError(3140, f'There is an invalid reference to QuickBooks Currency "{currency["FullName"]}" in '
+                                'the Customer. QuickBooks error message: Invalid argument. The specified record does '
+                                'not exist in the list.')
+        return currency["ListID"]
+
+    def _in_currency(self, el: etree._Element, txn: dict[str, Any]) -> None:
+        """A transaction is in its customer's currency, at the ExchangeRate sent, else the Currency List's."""
+        currency = self.currencies[self.customers[txn["customer"]].get("currency", self.home_currency)]
+        rate = _text(el, "ExchangeRate")
+        if rate is not None and Decimal(rate) <= 0:
+            raise QbError(3210, f"The exchange rate {rate} is not valid.")
+        txn["currency"] = currency["ListID"]
+        txn["ExchangeRate"] = Decimal("1") if currency["ListID"] == self.home_currency else (
+            Decimal(rate) if rate else currency["ExchangeRate"])
+
+    def _currency_fields(self, txn: dict[str, Any]) -> list[tuple[str, Any]]:
+        if not self.multicurrency or "currency" not in txn:
+            return []
+        currency = self.currencies[txn["currency"]]
+        return [("CurrencyRef", [("ListID", currency["ListID"]), ("FullName", currency["FullName"])]),
+                ("ExchangeRate", txn["ExchangeRate"])]
 
     # -- lookups --
     def _by_ref(self, table: dict[str, dict[str, Any]], ref: etree._Element | None, what: str) -> dict[str, Any]:
@@ -216,8 +280,11 @@ class Company:
         return [self._customer_ret(c) for c in found]
 
     def _customer_ret(self, c: dict[str, Any]) -> etree._Element:
+        currency = self.currencies.get(c.get("currency", self.home_currency)) if self.multicurrency else None
         return _ret("CustomerRet", [("ListID", c["ListID"]), ("EditSequence", c["EditSequence"]), ("Name", c["Name"]),
-                                    ("FullName", c["FullName"]), ("Phone", c.get("Phone")), ("Email", c.get("Email"))])
+                                    ("FullName", c["FullName"]), ("Phone", c.get("Phone")), ("Email", c.get("Email")),
+                                    ("CurrencyRef", currency and [("ListID", currency["ListID"]),
+                                                                  ("FullName", currency["FullName"])])])
 
     def _CustomerAdd(self, rq: etree._Element) -> list[etree._Element]:
         add = rq.find("CustomerAdd")
@@ -226,7 +293,8 @@ class Company:
             raise QbError(3100, f'The name "{name}" of the list element is already in use.')
         list_id = self.new_id()
         c = {"ListID": list_id, "Name": name, "FullName": name, "EditSequence": self.edit_seq(),
-             "Phone": _text(add, "Phone"), "Email": _text(add, "Email"), "CompanyName": _text(add, "CompanyName")}
+             "Phone": _text(add, "Phone"), "Email": _text(add, "Email"), "CompanyName": _text(add, "CompanyName"),
+             "currency": self._customer_currency(add)}
         self.customers[list_id] = c
         return [self._customer_ret(c)]
 
@@ -240,7 +308,12 @@ class Company:
         name = _text(mod, "Name", c["Name"])
         if any(o["FullName"].lower() == name.lower() and o is not c for o in self.customers.values()):
             raise QbError(3100, f'The name "{name}" of the list element is already in use.')
+        currency = self._customer_currency(mod, c.get("currency"))
+        if currency != c.get("currency", self.home_currency) and any(t["customer"] == c["ListID"] for table in (
+                self.invoices, self.payments, self.credit_memos) for t in table.values()):
+            raise QbError(3210, "The currency of a customer that has transactions cannot be changed.")
         c.update(Name=name, FullName=name, Phone=_text(mod, "Phone") or None, Email=_text(mod, "Email") or None,
+                 currency=currency,
                  CompanyName=_text(mod, "CompanyName", c.get("CompanyName")), EditSequence=self.edit_seq())
         return [self._customer_ret(c)]
 
@@ -336,6 +409,7 @@ class Company:
     def _header(self, el: etree._Element, txn: dict[str, Any]) -> None:
         if el.find("CustomerRef") is not None:
             txn["customer"] = self._by_ref(self.customers, el.find("CustomerRef"), "Customer")["ListID"]
+            self._in_currency(el, txn)
         if el.find("ClassRef") is not None:
             txn["class"] = self._by_ref(self.classes, el.find("ClassRef"), "Class")["FullName"]
         if el.find("ItemSalesTaxRef") is not None:
@@ -354,7 +428,8 @@ class Company:
             ("CustomerRef", [("ListID", inv["customer"])]), ("TxnDate", inv.get("TxnDate")),
             ("RefNumber", inv.get("RefNumber")), ("PONumber", inv.get("PONumber")),
             ("Subtotal", _amt(inv["Subtotal"])), ("SalesTaxTotal", _amt(inv["SalesTaxTotal"])),
-            ("BalanceRemaining", _amt(balance)), ("Memo", inv.get("Memo")), ("Other", inv.get("Other"))]
+            ("BalanceRemaining", _amt(balance)), *self._currency_fields(inv), ("Memo", inv.get("Memo")),
+            ("Other", inv.get("Other"))]
         ret = _ret("InvoiceRet", fields)
         if lines:
             for ln in inv["lines"]:
@@ -448,6 +523,7 @@ class Company:
         payment = {"TxnID": self.new_id(), "EditSequence": self.edit_seq(), "customer": customer["ListID"],
                    "RefNumber": _text(add, "RefNumber"), "TotalAmount": total, "applied": applied,
                    "credits": credits, "TxnDate": txn_date}
+        self._in_currency(add, payment)
         self.payments[payment["TxnID"]] = payment
         for txn_id in {t for t, _ in applied} | {t for t, _, _ in credits}:  # paying an invoice changes it
             self.invoices[txn_id]["EditSequence"] = self.edit_seq()
@@ -456,7 +532,7 @@ class Company:
     def _payment_ret(self, p: dict[str, Any]) -> etree._Element:
         ret = _ret("ReceivePaymentRet", [("TxnID", p["TxnID"]), ("EditSequence", p["EditSequence"]),
                                          ("CustomerRef", [("ListID", p["customer"])]), ("RefNumber", p["RefNumber"]),
-                                         ("TotalAmount", _amt(p["TotalAmount"]))])
+                                         ("TotalAmount", _amt(p["TotalAmount"])), *self._currency_fields(p)])
         for txn_id in dict.fromkeys([t for t, _ in p["applied"]] + [t for t, _, _ in p.get("credits", [])]):
             amount = sum((a for t, a in p["applied"] if t == txn_id), Decimal("0"))
             ret.append(_ret("AppliedToTxnRet", [("TxnID", txn_id), ("TxnType", "Invoice"), ("Amount", _amt(amount))]))
@@ -510,11 +586,16 @@ class Company:
                                       ("TxnDate", m.get("TxnDate")), ("Subtotal", _amt(m["Subtotal"])),
                                       ("TotalAmount", _amt(m["Total"])),
                                       ("CreditRemaining", _amt(m["Total"] - self.credit_used(m["TxnID"]))),
-                                      ("Memo", m.get("Memo")), ("Other", m.get("Other"))])
+                                      *self._currency_fields(m), ("Memo", m.get("Memo")), ("Other", m.get("Other"))])
 
     def _CreditMemoQuery(self, rq: etree._Element) -> list[etree._Element]:
-        refs = [r.text for r in rq.findall("RefNumber")]
-        return [self._memo_ret(m) for m in self.credit_memos.values() if not refs or m.get("RefNumber") in refs]
+        refs, txn_ids = [r.text for r in rq.findall("RefNumber")], [t.text for t in rq.findall("TxnID")]
+        found = [m for m in self.credit_memos.values() if (not refs or m.get("RefNumber") in refs)
+                 and (not txn_ids or m["TxnID"] in txn_ids)]
+        if txn_ids and not found:
+            raise QbError(500, f'The query request has not been fully completed. There was a required element '
+                               f'("{txn_ids[0]}") that could not be found in QuickBooks.', "Warn")
+        return [self._memo_ret(m) for m in found]
 
 
     # money paid back against a credit memo
@@ -546,6 +627,7 @@ class Company:
         refund = {"TxnID": self.new_id(), "EditSequence": self.edit_seq(), "kind": kind, "customer": customer["ListID"],
                   "RefNumber": _text(add, "RefNumber"), "TxnDate": txn_date, "account": account["ListID"],
                   "applied": applied, "TotalAmount": sum((a for _, a in applied), Decimal("0"))}
+        self._in_currency(add, refund)
         self.refunds[refund["TxnID"]] = refund
         return [self._refund_ret(refund)]
 
@@ -623,6 +705,11 @@ class Sandbox:
         self.app = Starlette(routes=[Route("/", lambda r: PlainTextResponse(
             "QuickBooks Desktop sandbox: the company file lives here; its Web Connector polls the daemon"))])
 
+    def set_multicurrency(self, enabled: bool) -> None:
+        """A company file with multiple currencies turned on (the default here) or one that never turned it on."""
+        with self.company.lock:
+            self.company.multicurrency = enabled
+
     def set_closing_date(self, day: date | None) -> None:
         """The bookkeeper closes the books through ``day`` (None reopens them)."""
         with self.company.lock:
@@ -671,7 +758,8 @@ class Sandbox:
                     voided=bool(inv.get("voided")), total=inv.get("total_before_void", inv["Total"]),
                     tax_total=inv["SalesTaxTotal"] + tax_lines,
                     line_count=sum(1 for ln in inv["lines"] if not ln["is_tax"]),
-                    payments_applied=sum(amounts, Decimal("0")), payment_count=len(amounts)))
+                    payments_applied=sum(amounts, Decimal("0")), payment_count=len(amounts),
+                    currency=self.company.currencies[inv["currency"]]["CurrencyCode"] if inv.get("currency") else None))
             return out
 
     # -- QuickBooks: one qbXML request document in, its response out --

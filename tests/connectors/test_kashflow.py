@@ -252,3 +252,95 @@ def test_a_soap_fault_500_is_transient_and_a_429_rate_limited():
     assert type(classify(httpx.Response(500, content=fault))) is RetryableError
     limited = classify(httpx.Response(429, headers={"Retry-After": "3"}, content=b"Too many requests"))
     assert limited.retry_after == 3
+
+
+# --- issue #20 item 2: currencies ------------------------------------------------------------------------------
+
+def _writes(sandbox, since=0, operation=None):
+    return [args for op, args in sandbox.requests[since:] if operation in (None, op)]
+
+
+def _invoice_bodies(sent):
+    """Each Invoice_TypeDefined sent (inserts and updates): {element: text} of its header."""
+    out = []
+    for r in sent:
+        if r.headers["SOAPAction"].strip('"') in ("KashFlow/InsertInvoice_TypeDefined", "KashFlow/UpdateInvoice_TypeDefined"):
+            (body,) = [n for n in etree.fromstring(r.content).iter() if n.tag in ("{KashFlow}Inv_TD", "{KashFlow}InvTD")]
+            out.append({etree.QName(n).localname: n.text for n in body if etree.QName(n).localname != "Lines"})
+    return out
+
+
+def test_invoice_in_another_currency_carries_its_code_and_kashflows_rate(kashflow, schema):
+    """Issue #20: the account's own currency is GetCurrencies' default (no mapping.home_currency); a CAD invoice,
+    its update and its credit note carry CurrencyCode CAD and KashFlow's ExchangeRate for CAD (the WSDL's
+    Invoice_TypeDefined fields); its payment and the refund paid back go on the document (a Payment has no currency
+    of its own); the customer stays the shop customer's one KashFlow customer; every envelope valid."""
+    sandbox, connector, sent = kashflow
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(6100))  # USD first
+    assert connector.mapping.home_currency is None and connector.home_currency() == "USD"
+    v1 = invoice_event(6101, currency="CAD", payments=[payment(1, "100.00")])
+    doc = deliver(connector, entities, v1)
+    v2 = next_version(v1, lines=list(v1.lines)[:4], refunds=[
+        refund(2, 2, "20.00", "1.00"), refund(3, 3, "10.00", "0.50").model_copy(update={"payment_id": 1})])
+    deliver(connector, entities, v2, doc)
+    bodies = _invoice_bodies(sent)
+    usd, cad = bodies[0], bodies[1:]
+    assert "CurrencyCode" not in usd and usd["ExchangeRate"] == "0"  # as before: the account's own currency
+    assert len(cad) == 4 and all((b["CurrencyCode"], b["ExchangeRate"]) == ("CAD", "1.3642") for b in cad)
+    (booked,) = [b for b in sandbox.booked_invoices() if b.number == v1.number]
+    assert (booked.currency, booked.payments_applied) == ("CAD", Decimal("100.00"))
+    assert [b.currency for b in sandbox.booked_invoices() if b.number == "INV-006100"] == ["USD"]
+    assert {n["CurrencyCode"] for n in sandbox.credit_notes()} == {"CAD"} and len(sandbox.credit_notes()) == 2
+    assert len(sandbox.customers) == 1
+    assert any(p["PayAmount"] < 0 and p["PayNote"] == "LWP3" for p in sandbox.payments.values())
+    found = {r.headers["SOAPAction"]: p for r in sent if (p := problems(schema, r.content))}
+    assert not found
+
+
+def test_a_currency_kashflow_cannot_take_is_dead_lettered_before_the_invoice_is_written(kashflow):
+    """A currency not set up in Settings > Currencies, or one without a rate: a PermanentError naming it, before
+    anything of the invoice is written (the shop customer, already there, is all KashFlow holds)."""
+    sandbox, connector, _ = kashflow
+    entities = MemoryEntities()
+    deliver(connector, entities, invoice_event(6110))
+    before = len(sandbox.requests)
+    with pytest.raises(PermanentError, match="GBP.*not set up"):
+        deliver(connector, entities, invoice_event(6111, currency="GBP", payments=[payment(1, "10.00")]))
+    sandbox.set_currencies({"USD": Decimal("1"), "CAD": Decimal("0")})
+    with pytest.raises(PermanentError, match="no exchange rate for CAD"):
+        deliver(connector, entities, invoice_event(6112, currency="CAD"))
+    assert _writes(sandbox, before) == [] and len(sandbox.invoices) == 1
+
+
+def test_the_wsdl_and_the_sandbox_refuse_bad_currency_fields(kashflow, schema):
+    """Bad bodies: an ExchangeRate that is not a decimal, a currency element the WSDL does not define (refused by
+    the WSDL's schema); a currency not set up, a foreign invoice without a rate, a credit note applied to an
+    invoice in another currency (refused by the sandbox, KashFlow's Status "NO")."""
+    sandbox, connector, _ = kashflow
+    deliver(connector, MemoryEntities(), invoice_event(6120))
+    customer = next(iter(sandbox.customers))
+    base = mapping.invoice_args(invoice_event(6121), str(customer), connector.mapping)
+    good = connector.client.envelope("InsertInvoice_TypeDefined", Inv_TD=connector._typed(
+        "Invoice_TypeDefined", base | {"CurrencyCode": "CAD", "ExchangeRate": Decimal("1.3642")}))
+    assert problems(schema, good) == []
+    assert problems(schema, good.replace(b"<ns0:ExchangeRate>1.3642<", b"<ns0:ExchangeRate>high<"))
+    assert problems(schema, good.replace(b"<ns0:CurrencyCode>CAD</ns0:CurrencyCode>",
+                                         b"<ns0:Currency>CAD</ns0:Currency>"))
+
+    def insert(**fields):
+        return connector.client.call("InsertInvoice_TypeDefined", write=True,
+                                     Inv_TD=connector._typed("Invoice_TypeDefined", base | fields))
+
+    with pytest.raises(PermanentError, match="GBP is not set up"):
+        insert(CurrencyCode="GBP", ExchangeRate=Decimal("0.79"))
+    with pytest.raises(PermanentError, match="exchange rate is required"):
+        insert(CurrencyCode="CAD")
+    cad = insert(CurrencyCode="CAD", ExchangeRate=Decimal("1.3642"))
+    assert sandbox.invoices[cad]["CurrencyCode"] == "CAD"
+    credit = connector.client.call("InsertInvoice_TypeDefined", write=True, Inv_TD=connector._typed(
+        "Invoice_TypeDefined", mapping.credit_note_args(invoice_event(6121), refund(5, 2, "10.00", "0.50"),
+                                                        str(customer), connector.mapping)))
+    with pytest.raises(PermanentError, match="not in the invoice's currency"):
+        connector.client.call("applyCreditNoteToInvoice", write=True, InvoiceID=sandbox.invoices[cad]["InvoiceDBID"],
+                              CreditNoteID=sandbox.invoices[credit]["InvoiceDBID"])

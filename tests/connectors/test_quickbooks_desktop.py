@@ -625,3 +625,204 @@ def test_the_xsd_and_the_sandbox_refuse_a_bad_refund_paid_back(qbxml_schemas):
         rq = mapping.refund_settlement(back, event, customer, memo["TxnID"], amount, account, method)
         rs, applied = company.process(rq, None)
         assert not applied and rs.get("statusCode") != "0", (account, method, amount)
+
+
+# --- issue #20 item 2: currencies ------------------------------------------------------------------------------
+
+def _request(document):
+    return etree.fromstring(document.split("?>", 2)[2].encode()).find("QBXMLMsgsRq")[0]
+
+
+def _writes(sandbox, since=0):
+    return [_request(d) for d in sandbox.requests[since:]
+            if re.search(r"<\w+(Add|Mod)Rq |<Txn(Del|Void)Rq ", d)]
+
+
+@pytest.mark.parametrize("version", ["13.0", "16.0"])
+def test_invoice_in_another_currency_posts_on_the_customer_for_that_currency_at_the_lists_rate(version, qbxml_schemas):
+    """Issue #20: the home currency is read from PreferencesQuery's MultiCurrencyPreferences/HomeCurrencyRef (no
+    mapping.home_currency). A CAD invoice goes to the shop customer's CAD customer (added with CurrencyRef CAD: a
+    QuickBooks transaction is in its customer's currency, fixed once it has transactions), its InvoiceAdd, payment,
+    credit memo and refund paid back carrying the Currency List's CAD ExchangeRate in the schema's place; the
+    credit memo is applied on that customer; every document valid at the version QuickBooks speaks."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    sandbox, connector = make_qbd(version)
+    assert connector.mapping.home_currency is None
+    deliver(connector, invoice_event(7400))  # a USD one first: the shop customer's USD customer exists
+    sync(sandbox)
+    before = len(sandbox.requests)
+    v1 = invoice_event(7401, currency="CAD", payments=[payment(1, "100.00", method="card")])
+    doc = deliver(connector, v1)
+    sync(sandbox)
+    v2 = next_version(v1, refunds=[paid_back_refund(8, 1, "20.00", "1.00", payment_id=1),
+                                   Refund(id=9, kind="return", amount=Decimal("10.00"), tax_amount=Decimal("0"),
+                                          line_id=2, created_at=v1.emitted_at)])
+    deliver(connector, v2, doc)
+    sync(sandbox)
+    assert connector.runtime.failures == [] and connector.home_currency() == "USD"
+    company = sandbox.company
+    cad = only(sandbox, v1.number)
+    assert (cad.currency, cad.total, cad.payments_applied) == ("CAD", v1.computed.total, Decimal("100.00"))
+    assert only(sandbox, "INV-007400").currency == "USD"
+    twin = next(c for c in company.customers.values() if c["Name"].endswith(" [CAD]"))
+    assert twin["Name"].endswith("#77 [CAD]") and company.currencies[twin["currency"]]["CurrencyCode"] == "CAD"
+    home = next(c for c in company.customers.values() if c is not twin)
+    assert company.currencies[home["currency"]]["CurrencyCode"] == "USD" and len(company.customers) == 2
+
+    writes = _writes(sandbox, before)
+    tags = [w.tag for w in writes]
+    assert tags.count("CustomerAddRq") == 1 and {"InvoiceAddRq", "ReceivePaymentAddRq", "CreditMemoAddRq",
+                                                 "ARRefundCreditCardAddRq"} <= set(tags)
+    (customer_add,) = [w for w in writes if w.tag == "CustomerAddRq"]
+    assert customer_add[0][-1].tag == "CurrencyRef" and customer_add.findtext("CustomerAdd/CurrencyRef/ListID") == \
+        twin["currency"]
+    for write in writes:
+        body = write[0]
+        if write.tag != "CustomerAddRq":
+            assert body.findtext("CustomerRef/ListID") == twin["ListID"], write.tag
+        if write.tag in ("InvoiceAddRq", "ReceivePaymentAddRq", "CreditMemoAddRq", "ARRefundCreditCardAddRq") and \
+                body.findtext("TotalAmount") != "0.00":
+            assert body.findtext("ExchangeRate") == "0.7412", write.tag
+            before_rate = {"ReceivePaymentAdd": "TotalAmount", "ARRefundCreditCardAdd": "Memo"}.get(body.tag, "Other")
+            assert body.find("ExchangeRate").getprevious().tag == before_rate
+    assert all(m["customer"] == twin["ListID"] and m["ExchangeRate"] == Decimal("0.7412")
+               for m in company.credit_memos.values())
+    assert any(p.get("credits") and p["customer"] == twin["ListID"] for p in company.payments.values())
+    for document in sandbox.requests:
+        assert not qbxml_errors(qbxml_schemas[version], document, version), document[:400]
+    # A preview (every query answered "nothing"): the CAD customer added, the invoice on it, no rate yet.
+    calls = connector.preview(invoice_event(7402, currency="CAD", customer=Customer(id=91, name="P")), DocumentState())
+    previewed = [_request(c["body"]) for c in calls]
+    assert [r.tag for r in previewed] == ["CustomerAddRq", "CustomerAddRq", "InvoiceAddRq"]
+    assert previewed[1].findtext("CustomerAdd/Name") == "P #91 [CAD]" and previewed[2].find(".//ExchangeRate") is None
+    assert all(not qbxml_errors(qbxml_schemas[version], c["body"], version) for c in calls)
+
+
+@pytest.mark.parametrize("version", ["13.0", "16.0"])
+def test_a_foreign_invoices_edit_check_refund_and_closed_period_adjustment_stay_in_its_currency(version, qbxml_schemas):
+    """The CAD invoice's InvoiceMod carries the rate too; a refund paid back by check (CheckAdd: in its bank
+    account's currency, so no ExchangeRate) goes to the CAD customer; a change once the books are closed posts an
+    adjustment InvoiceAdd on the CAD customer at the list's rate; all valid at the version QuickBooks speaks."""
+    from tests.conformance.test_conformance import refund as paid_back_refund
+
+    sandbox, connector = make_qbd(version)
+    v1 = invoice_event(7440, currency="CAD", payments=[payment(1, "100.00", method="eft")])
+    doc = deliver(connector, v1)
+    sync(sandbox)
+    v2 = next_version(v1, lines=list(v1.lines)[:4], refunds=[paid_back_refund(8, 1, "20.00", "1.00", payment_id=1)])
+    doc = deliver(connector, v2, doc)
+    sync(sandbox)
+    sandbox.set_closing_date(date(2026, 11, 30))
+    before = len(sandbox.requests)
+    deliver(connector, next_version(v2, lines=list(v2.lines) + [line(9, "fee", "Disposal", "1", "5.00")]), doc)
+    sync(sandbox)
+    assert connector.runtime.failures == []
+    company = sandbox.company
+    (twin,) = [c for c in company.customers.values() if c["Name"].endswith("[CAD]")]
+    writes = _writes(sandbox)
+    mods = [w[0] for w in writes if w.tag == "InvoiceModRq"]  # a stale EditSequence (the payment) is sent again
+    (check,) = [w[0] for w in writes if w.tag == "CheckAddRq"]
+    (adjustment,) = [w[0] for w in _writes(sandbox, before) if w.tag == "InvoiceAddRq"]
+    assert mods and all((mod.findtext("ExchangeRate"), mod.findtext("CustomerRef/ListID")) == ("0.7412", twin["ListID"])
+                        for mod in mods)
+    assert (check.find("ExchangeRate"), check.findtext("PayeeEntityRef/ListID")) == (None, twin["ListID"])
+    assert (adjustment.findtext("ExchangeRate"), adjustment.findtext("CustomerRef/ListID")) == ("0.7412", twin["ListID"])
+    assert adjustment.findtext("Other").startswith("A1-")
+    assert {inv["currency"] for inv in company.invoices.values()} == {twin["currency"]}
+    for document in sandbox.requests:
+        assert not qbxml_errors(qbxml_schemas[version], document, version), document[:400]
+
+
+def test_home_currency_invoice_is_sent_as_before(qbd):
+    """An invoice in the home currency: the engine's customer, no CurrencyRef, no ExchangeRate, no Currency List
+    read for it (only the home currency's code, once: kept in the target's entity store; MultiCurrencyPreferences
+    comes with the closing date's PreferencesQuery)."""
+    sandbox, connector = qbd
+    for number in (7410, 7411):
+        deliver(connector, invoice_event(number, currency="USD", payments=[payment(number, "50.00")]))
+        sync(sandbox)
+    assert connector.runtime.failures == []
+    assert not any("ExchangeRate" in d or "<CurrencyRef>" in d for d in sandbox.requests)
+    assert sum("<CurrencyQueryRq" in d for d in sandbox.requests) == 1
+    prefs = [d for d in sandbox.requests if "<PreferencesQueryRq" in d]
+    assert len(prefs) == 2 and all("MultiCurrencyPreferences" in d and "AccountingPreferences" in d for d in prefs)
+    assert only(sandbox, "INV-007410").currency == "USD" and len(sandbox.company.customers) == 1
+
+
+@pytest.mark.parametrize(("multicurrency", "currency", "reason"), [
+    (False, "CAD", "books in USD only"), (True, "GBP", "GBP is not active"), (True, "JPY", "JPY is not in")])
+def test_currency_the_company_file_cannot_take_is_dead_lettered_before_anything_is_written(
+        qbd, multicurrency, currency, reason):
+    """Multicurrency off (the home currency then comes from mapping.home_currency), or a currency not active in
+    the Currency List: a dead letter naming the currency before the invoice or its money is written (the shop
+    customer and items posted before are all QuickBooks holds)."""
+    sandbox, connector = qbd
+    sandbox.set_multicurrency(multicurrency)
+    if not multicurrency:
+        connector.mapping = connector.mapping.model_copy(update={"home_currency": "USD"})
+    deliver(connector, invoice_event(7419))
+    sync(sandbox)
+    before, booked = len(sandbox.requests), sandbox.booked_invoices()
+    event = invoice_event(7420, currency=currency, payments=[payment(1, "10.00")])
+    deliver(connector, event)
+    sandbox.run_session()
+    ((_, failed, error),) = connector.runtime.failures
+    assert failed.invoice_id == 7420 and isinstance(error, PermanentError)
+    assert currency in error.reason and reason in error.reason
+    assert _writes(sandbox, before) == [] and sandbox.booked_invoices() == booked
+    assert connector.queue.load(7420).failed_version == 1
+
+
+@pytest.mark.parametrize("version", ["13.0", "16.0"])
+def test_the_xsd_and_the_sandbox_refuse_bad_currency_fields(version, qbxml_schemas):
+    """Bad bodies: an ExchangeRate that is not a number, one out of the schema's order, a CurrencyRef on an
+    InvoiceAdd (a transaction takes its customer's currency: qbXML has none), refused by the XSD; a customer in a
+    currency the Currency List has not active, a customer's currency changed once it has transactions, and an
+    ExchangeRate of 0, refused by the sandbox (QuickBooks' rules); a good CAD invoice is held in CAD at its rate."""
+    schema = qbxml_schemas[version]
+    event = invoice_event(7430)
+    config = TargetConfig(name="x", platform="x").mapping
+    add = mapping.invoice_write(event, "80-1", "INV7430", mapping.invoice_lines(
+        event, {ln.id: {"list_id": "2"} for ln in event.lines}, config), config, "Tax")
+    add[0].find("Other").addnext(etree.Element("ExchangeRate"))
+    add[0].find("ExchangeRate").text = "1.3456"
+    good = qbxml.document(version, [add])
+    assert not qbxml_errors(schema, good, version)
+    not_a_number = good.replace("<ExchangeRate>1.3456</ExchangeRate>", "<ExchangeRate>high</ExchangeRate>")
+    misplaced = good.replace("<ExchangeRate>1.3456</ExchangeRate>", "").replace(
+        "<Memo>", "<ExchangeRate>1.3456</ExchangeRate><Memo>")
+    currency_ref = good.replace("<ExchangeRate>1.3456</ExchangeRate>",
+                                "<ExchangeRate>1.3456</ExchangeRate><CurrencyRef><FullName>Canadian Dollar</FullName>"
+                                "</CurrencyRef>")
+    for bad in (not_a_number, misplaced, currency_ref):
+        assert qbxml_errors(schema, bad, version)
+
+    sandbox, _ = make_qbd(version)
+    company = sandbox.company
+    code_of = {c["CurrencyCode"]: c["ListID"] for c in company.currencies.values()}
+
+    def customer_add(name, code):
+        rq = mapping.customer_write(Customer(id=1, name=name))
+        qbxml.ref(rq[0], "CurrencyRef", list_id=code_of[code])
+        return company.process(rq, None)[0]
+
+    refused = customer_add("Pound Customer", "GBP")
+    assert refused.get("statusCode") == "3140" and "British Pound Sterling" in refused.get("statusMessage")
+    cad = customer_add("Loonie Customer", "CAD")
+    assert cad.get("statusCode") == "0"
+    customer = cad[0].findtext("ListID")
+    assert cad[0].findtext("CurrencyRef/FullName") == "Canadian Dollar"
+    item = next(i for i in company.items.values() if i["type"] == "ItemSalesTax")["ListID"]
+    add = mapping.invoice_write(event, customer, "INV7430", [
+        {"item": {"list_id": item}, "desc": "x", "amount": Decimal("10.00")}], config, "Shop Tax Lines")
+    add[0].find("Other").addnext(etree.Element("ExchangeRate"))
+    add[0].find("ExchangeRate").text = "0"
+    assert company.process(add, None)[0].get("statusCode") == "3210"
+    add[0].find("ExchangeRate").text = "0.75"
+    rs = company.process(add, None)[0]
+    assert rs.get("statusCode") == "0" and rs[0].findtext("CurrencyRef/FullName") == "Canadian Dollar"
+    assert rs[0].findtext("ExchangeRate") == "0.75" and only(sandbox, event.number).currency == "CAD"
+    mod = mapping.customer_write(Customer(id=1, name="Loonie Customer"), customer, cad[0].findtext("EditSequence"))
+    qbxml.ref(mod[0], "CurrencyRef", list_id=code_of["EUR"])
+    assert company.process(mod, None)[0].get("statusCode") == "3210"
