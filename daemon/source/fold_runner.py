@@ -1,8 +1,10 @@
 """The fold as a Kafka application: consume Debezium topics → fold → produce canonical events, exactly once.
 
-Each loop iteration is one Kafka transaction holding the canonical events, the fold-state changelog
-records (compacted topic) and the consumed offsets (``send_offsets_to_transaction`` with the consumer's
-group metadata, so a zombie after a rebalance is fenced). Consumers read ``read_committed``. Offsets
+A Kafka transaction holds the canonical events, the fold-state changelog records (compacted topic) and the
+consumed offsets (``send_offsets_to_transaction`` with the consumer's group metadata, so a zombie after a
+rebalance is fenced). At a trickle each consumed batch is one transaction, committed at once; under a backlog
+(full batches) one transaction spans batches for up to ``TRANSACTION_SPAN_S``, and a rebalance in between aborts
+it and rebuilds. Consumers read ``read_committed``. Offsets
 committed are the lowest still-buffered offset per partition, so an incomplete source transaction is
 re-read after a crash rather than lost. On partition assignment the state is rebuilt from the changelog
 (no re-reading of all history).
@@ -39,6 +41,11 @@ log = structlog.get_logger(__name__)
 META_KEY = "m:assembler"
 BATCH_MESSAGES = 2000  # records per consume, and so at most per Kafka transaction
 COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records trickle in
+# Under a backlog a Kafka transaction stays open across full batches for up to this long. Committing one costs a
+# flush and three broker round trips during which the fold thread waits: one per 2,000-record batch was a third
+# of the fold's wall time (bench/RESULTS.md, round 5). A batch that is not full (the backlog is drained) commits
+# at once, so live latency is as before; quixstreams' exactly-once commit interval, tuned, is 0.5 s too.
+TRANSACTION_SPAN_S = 0.5
 # Errors raised by one record's or one invoice's data (an enum symbol the schema lacks, a value that does not
 # parse, a column a schema change removed): that record or invoice is dead-lettered and the stream goes on.
 # Anything else is a bug: fatal.
@@ -88,6 +95,8 @@ class FoldRunner:
         self._needs_rebuild = False
         self._assigned: list[TopicPartition] = []
         self._last_transaction = 0.0
+        self._transaction_started: float | None = None  # a Kafka transaction is open (monotonic start)
+        self._transaction_released = False  # it holds released source transactions: write the checkpoint
         self.progress = Progress()  # beaten at every turn of the loop (daemon/liveness.py)
         self.timeout_s = config.kafka.call_timeout_s
 
@@ -142,20 +151,34 @@ class FoldRunner:
         try:
             while not self.stop.is_set():
                 self.progress.beat()
-                messages = self._next_batch()
-                if self._needs_rebuild:
-                    self._rebuild()
-                dead_letters = self._ingest(messages)
-                self._commit(dead_letters, force=bool(messages))
+                self._step()
                 if time.monotonic() - last_lag > 5:
                     publish_lag(self.consumer, kafka.fold_group, self._assigned)
                     last_lag = time.monotonic()
+            if self._transaction_started is not None:  # stopped with a backlog's transaction open: keep its work
+                self._commit_transaction()
+        except BaseException:
+            self._abort_open_transaction()
+            raise
         finally:
             try:
                 self.consumer.close()
             finally:
                 self.producer.flush(self.timeout_s)
                 self.producer = None  # release librdkafka's handle now, not at garbage collection
+
+    def _step(self) -> None:
+        """One consumed batch: folded into the open Kafka transaction (opened if there is anything to write),
+        which is committed unless a backlog is still arriving (a full batch) and it is younger than
+        ``TRANSACTION_SPAN_S``."""
+        messages = self._next_batch()
+        if self._needs_rebuild:
+            self._rebuild()
+        self._fold(self._ingest(messages), force=bool(messages))
+        if self._transaction_started is not None and (
+                len(messages) < BATCH_MESSAGES or self.stop.is_set()
+                or time.monotonic() - self._transaction_started >= TRANSACTION_SPAN_S):
+            self._commit_transaction()
 
     def _next_batch(self) -> list[Any]:
         """``consume_available`` (under a backlog, waiting for full batches was ~10 % of the fold's time),
@@ -173,12 +196,17 @@ class FoldRunner:
                                     max_buffered_events=src.max_buffered_events, schema=src.schema_name)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._abort_open_transaction()
         self._assigned = list(partitions)
         self._needs_rebuild = True
         self.ready.clear()
         log.info("fold_assigned", partitions=len(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A transaction open across batches holds offsets of partitions this member is losing: abort it (its
+        # work is redone from the committed state, which the next assignment rebuilds).
+        if self._abort_open_transaction():
+            self._needs_rebuild = True
         self._assigned = []
         self.ready.clear()
         log.info("fold_revoked", partitions=len(partitions))
@@ -299,16 +327,26 @@ class FoldRunner:
         ])
 
     def _commit(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
+        """Fold what is ready and commit it as one Kafka transaction (what one batch at a trickle does)."""
+        self._fold(dead_letters, force)
+        if self._transaction_started is not None:
+            self._commit_transaction()
+
+    def _fold(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
+        """Apply and emit the released source transactions, and the decode dead letters, into the open Kafka
+        transaction (opened here when there is anything to write)."""
         if not self._assigned:
             return
         ready = self.assembler.ready(self.positions)
         if not ready and not dead_letters and not force and not self.assembler.checkpoint_changed:
             return
+        if self._transaction_started is None:
+            self.producer.begin_transaction()
+            self._transaction_started = self._last_transaction = time.monotonic()
+            self._transaction_released = False
         kafka = self.config.kafka
-        started = self._last_transaction = time.monotonic()
-        self.producer.begin_transaction()
+        emitted = 0
         try:
-            emitted = 0
             for tx in ready:
                 metrics.FOLD_TRANSACTIONS.labels(tx.completion).inc()
                 try:
@@ -330,15 +368,29 @@ class FoldRunner:
                     metrics.FOLD_EVENTS_EMITTED.labels(built.status).inc()
                     emitted += 1
                 self.mirror.end_batch()
-            for key, value in self.mirror.changelog():
-                self._produce(kafka.fold_state_topic, key.encode(), value)
-            if ready or self.assembler.checkpoint_changed:
-                self._produce(kafka.fold_state_topic, META_KEY.encode(), encode_state(self.assembler.checkpoint()))
             for m, reason in dead_letters:
                 self._produce(kafka.dead_letter_topic, m.key(), m.value(), [
                     ("ledgerwire-stage", b"decode"), ("ledgerwire-reason", reason.encode()[:1000]),
                     ("ledgerwire-origin", f"{m.topic()}/{m.partition()}/{m.offset()}".encode()),
                 ])
+        except BaseException:
+            # A bug (the process ends): leave no transaction open behind it, so a restart is not fenced
+            # waiting for it to time out.
+            self._abort_open_transaction()
+            raise
+        self._transaction_released |= bool(ready)
+        if emitted:
+            log.debug("fold_folded", transactions=len(ready), events=emitted)
+
+    def _commit_transaction(self) -> None:
+        """Write the state changelog (once per invoice touched in the whole Kafka transaction) and the
+        checkpoint, send the offsets and commit."""
+        kafka = self.config.kafka
+        try:
+            for key, value in self.mirror.changelog():
+                self._produce(kafka.fold_state_topic, key.encode(), value)
+            if self._transaction_released or self.assembler.checkpoint_changed:
+                self._produce(kafka.fold_state_topic, META_KEY.encode(), encode_state(self.assembler.checkpoint()))
             offsets = self.assembler.committable(self.positions)
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -347,17 +399,24 @@ class FoldRunner:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is not None and getattr(error, "txn_requires_abort", lambda: False)():
-                self.producer.abort_transaction(self.timeout_s)
+                self._abort_open_transaction()
+            self._transaction_started = None
             # The in-memory state already moved on: rebuild from what Kafka committed.
             raise
         except BaseException:
-            # A bug (the process ends): leave no transaction open behind it, so a restart is not fenced
-            # waiting for it to time out.
-            try:
-                self.producer.abort_transaction(self.timeout_s)
-            except KafkaException:
-                pass
+            self._abort_open_transaction()
             raise
-        metrics.FOLD_KAFKA_TX_SECONDS.observe(time.monotonic() - started)
-        if emitted:
-            log.debug("fold_committed", transactions=len(ready), events=emitted)
+        metrics.FOLD_KAFKA_TX_SECONDS.observe(time.monotonic() - self._transaction_started)
+        self._transaction_started = None
+
+    def _abort_open_transaction(self) -> bool:
+        """Abort the open Kafka transaction, if any (True when there was one). A failure to abort is left to
+        the restart: a new producer with the same transactional id fences it."""
+        if self._transaction_started is None:
+            return False
+        self._transaction_started = None
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            log.warning("fold_abort_failed", error=str(exc))
+        return True
