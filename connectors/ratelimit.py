@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class TokenBucket:
@@ -206,22 +206,35 @@ class MemoryBuckets:
 # consecutive sends span L/(0.92 L) = 1.087 s — 87 ms of jitter before a breach — and even a closed second
 # holds at most L. (The former ``limit - 1`` left 143 ms but used only 87.5 % of MYOB's 8/s.)
 PER_SECOND_PACE = 0.92
+# The first request of a minute window's L + 1 may reach the platform this late and the last on time.
+MINUTE_JITTER_S = 1.0
+
+
+def minute_limit(bucket: Any) -> float:
+    """The requests per minute a minute bucket of ``limiter_from`` was built for: its burst and what it refills in
+    a minute and its margin (what any L + 1 consecutive sends must span)."""
+    return bucket.capacity + bucket.fill_per_s * (60.0 + MINUTE_JITTER_S)
 
 
 def limiter_from(per_second: float | None, per_minute: float | None, per_day: float | None,
                  concurrency: int, clock: Callable[[], float] = time.monotonic,
                  store: BucketStore | None = None, **kwargs) -> Limiter:
     # Platforms count requests in sliding windows. A bucket that bursts B tokens and refills at R per
-    # window can put B + R requests into one window, so it refills at (limit - B): never a breach.
+    # window can put B + R requests into one window, so B + R stays within the limit, with a margin for
+    # requests that reach the platform late (PER_SECOND_PACE, MINUTE_JITTER_S).
     store = store or MemoryBuckets(clock)
     buckets = []
     if per_second:
         # One token: no burst, only no wait for the first request after an idle spell.
         buckets.append(store.token_bucket("second", per_second * PER_SECOND_PACE, 1.0, 1.0))
     if per_minute:
-        # A burst of at most a tenth of the minute, so a backlog does not trip a per-second fair-use check.
-        burst = max(1.0, per_minute / 10)
-        buckets.append(store.token_bucket("minute", per_minute - burst, 60.0, burst))
+        # A burst of a twentieth of the minute, so a backlog does not trip a per-second fair-use check (a tenth
+        # cost a tenth of the pace: 90 % of the limit over a long drain). B + R = limit would put exactly the limit
+        # into a minute by the sender's clock and one more at the platform's when a request arrives late; the
+        # refill leaves MINUTE_JITTER_S of each minute's sends as margin for that.
+        burst = max(1.0, per_minute / 20)
+        buckets.append(store.token_bucket("minute", (per_minute - burst) * 60.0 / (60.0 + MINUTE_JITTER_S), 60.0,
+                                          burst))
     if per_day:
         # A daily allowance is a quota, not a pace: a bucket refilling 5,000/day would let a backlog through
         # at one call every 17 s once its burst was spent.

@@ -10,7 +10,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from connectors.ratelimit import limiter_from
+from connectors.ratelimit import limiter_from, minute_limit
 from daemon.config import TargetConfig
 from daemon.sink.deliver import DaemonRuntime
 from daemon.sink.ledger import Ledger
@@ -95,18 +95,18 @@ def test_the_minute_window_is_shared_under_a_simulated_clock(ledgers):
 
 def test_a_daily_quota_survives_a_restart_and_a_429_pause_is_shared(ledgers):
     key = Fernet.generate_key()
-    first = DaemonRuntime(ledgers(), key).limiter(_target(), per_minute=60, per_day=5, concurrency=5)
+    first = DaemonRuntime(ledgers(), key).limiter(_target(), per_minute=120, per_day=5, concurrency=5)
     for _ in range(5):
         with first.slot_if_free() as free:
             assert free
     with first.slot_if_free() as free:
         assert not free, "the day's allowance is used"
     # A restart (a new process): the day's count is still there.
-    restarted = DaemonRuntime(ledgers(), key).limiter(_target(), per_minute=60, per_day=5, concurrency=5)
+    restarted = DaemonRuntime(ledgers(), key).limiter(_target(), per_minute=120, per_day=5, concurrency=5)
     with restarted.slot_if_free() as free:
         assert not free, "a restart must not hand out a fresh daily quota"
     waits: list[float] = []
-    patient = DaemonRuntime(ledgers(), key).limiter(_target(), per_minute=60, per_day=5, concurrency=5)
+    patient = DaemonRuntime(ledgers(), key).limiter(_target(), per_minute=120, per_day=5, concurrency=5)
     patient._sleep = waits.append  # noqa: SLF001 - record the wait instead of sleeping a day
     with patient.slot():
         pass
@@ -128,7 +128,7 @@ def test_retry_after_pauses_every_process_of_the_target(ledgers):
 def test_slot_if_free_takes_nothing_when_any_shared_window_is_empty(ledgers):
     pool = ledgers().pool
     store = PgBuckets(pool, "qbo", "requests")
-    limiter = limiter_from(None, 20, 10, 1, store=store, sleep=lambda s: (_ for _ in ()).throw(AssertionError("slept")))
+    limiter = limiter_from(None, 40, 10, 1, store=store, sleep=lambda s: (_ for _ in ()).throw(AssertionError("slept")))
     day, minute = limiter.buckets[1], limiter.buckets[0]
     assert minute.capacity == 2
     for _ in range(2):
@@ -145,6 +145,6 @@ def test_the_qbo_batch_limiter_keeps_its_own_rows_and_the_override_only_changes_
     requests = runtime.limiter(target, per_minute=500, concurrency=10)
     batches = runtime.limiter(target, per_minute=40, concurrency=10, overridable=False)
     [request_bucket], [batch_bucket] = requests.buckets, batches.buckets
-    assert request_bucket.fill_per_s * 60 + request_bucket.capacity == pytest.approx(6000)
-    assert batch_bucket.fill_per_s * 60 + batch_bucket.capacity == pytest.approx(40)
+    assert minute_limit(request_bucket) == pytest.approx(6000)
+    assert minute_limit(batch_bucket) == pytest.approx(40)
     assert request_bucket.key["limiter"] != batch_bucket.key["limiter"]
