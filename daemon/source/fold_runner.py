@@ -46,6 +46,11 @@ COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records 
 # of the fold's wall time (bench/RESULTS.md, round 5). A batch that is not full (the backlog is drained) commits
 # at once, so live latency is as before; quixstreams' exactly-once commit interval, tuned, is 0.5 s too.
 TRANSACTION_SPAN_S = 0.5
+# The snapshot's last record does not mean every earlier snapshot record is in Kafka: Connect's producer fills each
+# request from the partitions in turn, so a batch of another table's records can be written after the one holding
+# "last" (seen on the real stack: an invoice released without its last line taxes). The topics' ends are read
+# this long after the last record is seen, and the snapshot is complete once the fold has read up to them.
+SNAPSHOT_SETTLE_S = 5.0
 # Errors raised by one record's or one invoice's data (an enum symbol the schema lacks, a value that does not
 # parse, a column a schema change removed): that record or invoice is dead-lettered and the stream goes on.
 # Anything else is a bug: fatal.
@@ -97,6 +102,7 @@ class FoldRunner:
         self._last_transaction = 0.0
         self._transaction_started: float | None = None  # a Kafka transaction is open (monotonic start)
         self._transaction_released = False  # it holds released source transactions: write the checkpoint
+        self._snapshot_last_seen: float | None = None  # when the snapshot's last record was read (ends not read yet)
         self.progress = Progress()  # beaten at every turn of the loop (daemon/liveness.py)
         self.timeout_s = config.kafka.call_timeout_s
 
@@ -174,6 +180,7 @@ class FoldRunner:
         messages = self._next_batch()
         if self._needs_rebuild:
             self._rebuild()
+        self._settle_snapshot()  # before this batch is read: never at the poll that read the last record
         self._fold(self._ingest(messages), force=bool(messages))
         if self._transaction_started is not None and (
                 len(messages) < BATCH_MESSAGES or self.stop.is_set()
@@ -217,6 +224,7 @@ class FoldRunner:
         started = time.monotonic()
         self.mirror = Mirror()
         self.assembler = self._new_assembler()
+        self._snapshot_last_seen = None
         kafka = self.config.kafka
         reader = Consumer(kafka_conf(kafka, {
             "group.id": f"{kafka.fold_group}-restore-{uuid.uuid4().hex[:8]}", "isolation.level": "read_committed",
@@ -286,10 +294,18 @@ class FoldRunner:
                 log.error("cdc_record_malformed", topic=topic, partition=partition, offset=offset, reason=reason)
                 dead_letters.append((m, reason))
         if saw_snapshot_last:
-            self.assembler.snapshot_seen_last(self._high_watermarks())
+            self._snapshot_last_seen = time.monotonic()
         if self.assembler.replays_skipped > replays_before:  # offsets were rewound (`offsets reset --target fold`)
             log.info("fold_replayed_records_skipped", records=self.assembler.replays_skipped - replays_before)
         return dead_letters
+
+    def _settle_snapshot(self) -> None:
+        """``SNAPSHOT_SETTLE_S`` after the snapshot's last record was read, at a later poll, hand the assembler the
+        topics' ends: the snapshot is released once the fold has read up to them."""
+        if self._snapshot_last_seen is None or time.monotonic() - self._snapshot_last_seen < SNAPSHOT_SETTLE_S:
+            return
+        self._snapshot_last_seen = None
+        self.assembler.snapshot_seen_last(self._high_watermarks())
 
     def _high_watermarks(self) -> dict[tuple[str, int], int]:
         marks = {}
