@@ -373,16 +373,18 @@ def test_scheduled_partition_loop_with_a_queue():
     worker, connector, ledger = make_worker({"mode": "interval", "every_minutes": 5}, clock)
     worker._queues[0] = queue.Queue()
     worker._leases[0] = PartitionLease(0, None)
-    for r in stream(sample_events(), clock.now):
+    records = list(stream(sample_events(), clock.now))
+    for r in records:
         worker._queues[0].put(r)
     thread = threading.Thread(target=worker._partition_loop, args=(0,), daemon=True)
     thread.start()
     try:
         _wait(lambda: gauge(worker.target.name) == 3 and worker._queues[0].empty(), "records held")
-        assert worker._busy[0] is True and connector.posted == []
+        # taken, not done: the idle-offset advance (it reads unfinished_tasks) leaves the stored offset
+        assert worker._queues[0].unfinished_tasks == len(records) and connector.posted == []
         clock.now = utc(2026, 6, 10, 12, 5)
         _wait(lambda: len(connector.posted) == 3, "window delivery")
-        _wait(lambda: worker._busy[0] is False, "partition idle again")
+        _wait(lambda: worker._queues[0].unfinished_tasks == 0, "partition idle again")
         assert sorted(connector.posted) == [(1, 3), (2, 1), (3, 2)] and gauge(worker.target.name) == 0
     finally:
         worker._leases[0].revoke()

@@ -187,7 +187,6 @@ class SinkWorker:
         self._leases: dict[int, PartitionLease] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{target.name}"  # shown in sink_owners
         self._paused: set[int] = set()
-        self._busy: dict[int, bool] = {}  # partition -> a worker is processing a batch it took
         self._dlq_producer: Producer | None = None
         self.ready = threading.Event()
         self._pause_seen: tuple[str | None, str | None] = (None, None)
@@ -437,7 +436,6 @@ class SinkWorker:
                 first = q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._busy[partition] = True
             batch = [first]
             while len(batch) < 500:
                 try:
@@ -464,8 +462,6 @@ class SinkWorker:
                         q.task_done()  # the same record again: still unfinished once, not twice
                 excuse_current(5)
                 self.stop.wait(5)
-            finally:
-                self._busy[partition] = False
 
     def _process_batch(self, partition: int, batch: list[_Record], revoked: PartitionLease) -> None:
         # Coalesce: per invoice only the newest version is delivered; groups in order of first appearance.
@@ -517,16 +513,13 @@ class SinkWorker:
                     except queue.Empty:
                         pass
                     else:
-                        self._busy[partition] = True
                         while len(records) < 500:
                             try:
                                 records.append(q.get_nowait())
                             except queue.Empty:
                                 break
                         taken += len(records)
-                elif records:
-                    self._busy[partition] = True
-                else:
+                elif not records:
                     self.stop.wait(0.2)
                 try:
                     self._gate_batch(partition, held, records, revoked)
@@ -541,13 +534,11 @@ class SinkWorker:
                     excuse_current(5)
                     self.stop.wait(5)
                 finally:
-                    self._busy[partition] = bool(held) or bool(records)  # held records keep the stored offset
-                    if not held and not records:
+                    if not held and not records:  # held records stay unfinished: they keep the stored offset
                         for _ in range(taken):
                             q.task_done()
                         taken = 0
         finally:
-            self._busy[partition] = False
             self._set_waiting(partition, None)
 
     def _gate_batch(self, partition: int, held: HeldInvoices, records: list[_Record],
