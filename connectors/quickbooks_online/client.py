@@ -82,8 +82,12 @@ class QboClient(RecordingClient):
             if len(found) < page:
                 return rows
 
-    def query(self, entity: str, _paging: str = "", **where: str) -> list[dict[str, Any]]:
-        conditions = " and ".join(f"{k} = '{_quote(v)}'" for k, v in where.items())
+    def query(self, entity: str, _paging: str = "", _like: dict[str, str] | None = None,
+              **where: str) -> list[dict[str, Any]]:
+        """Rows where each field equals its value and, for ``_like``, matches its pattern (``%``, the only wildcard
+        Intuit's query language has)."""
+        conditions = " and ".join([f"{k} = '{_quote(v)}'" for k, v in where.items()]
+                                  + [f"{k} LIKE '{_quote(v)}'" for k, v in (_like or {}).items()])
         text = f"select * from {entity}" + (f" where {conditions}" if conditions else "") + _paging
         response = self.http.request("GET", f"{self.base}/query", params=self._params(query=text),
                                      headers=ACCEPT_JSON)

@@ -18,6 +18,7 @@ import hashlib
 from typing import Any
 
 from connectors.base import PermanentError
+from connectors import references
 from connectors.quickbooks_online import mapping
 from connectors.quickbooks_online.client import QboClient
 from connectors.rest import is_placeholder
@@ -31,7 +32,8 @@ class Currencies:
         # CurrencyPrefs, read once: the home currency never changes and multicurrency, once on, cannot be turned
         # off; "off" is read again when an invoice in another currency arrives (the bookkeeper may have turned it on).
         self._prefs: dict[str, Any] | None = None
-        self._twins: dict[tuple[int, str], str] = {}  # (shop customer id, currency) -> QuickBooks customer id
+        # (shop customer id, currency, digest of what we want it to hold) -> QuickBooks customer id
+        self._twins: dict[tuple[int, str, str], str] = {}
 
     def prefs(self, fresh: bool = False) -> dict[str, Any]:
         if self._prefs is None or fresh:
@@ -58,14 +60,22 @@ class Currencies:
         return {**body, "CustomerRef": {"value": customer}, "CurrencyRef": {"value": event.currency}}
 
     def customer(self, event: InvoiceEvent, config: MappingConfig) -> str:
-        """The shop customer's QuickBooks customer in ``event.currency``: found by its name, else created."""
-        key = (event.customer.id, event.currency)
+        """The shop customer's QuickBooks customer in ``event.currency``: found by its name, else by the part of
+        its name the shop cannot change (``[CAD] (#<shop id>)``: the shop renamed the customer), and then brought
+        up to date; else created. Kept per shop customer, currency and content for the process."""
+        twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
+        wanted = {**mapping.customer_payload(twin, config), "CurrencyRef": {"value": event.currency}}
+        key = (event.customer.id, event.currency, references.payload_digest(wanted))
         if key not in self._twins or is_placeholder(self._twins[key]):
-            twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
-            found = self.client.query("Customer", DisplayName=mapping.customer_display_name(twin))
+            found = self.client.query("Customer", DisplayName=wanted["DisplayName"]) or self.client.query(
+                "Customer", _like={"DisplayName": f"% [{event.currency}] (#{twin.id})"})
             if not found:
                 request_id = hashlib.sha256(f"customer:{twin.id}:{event.currency}".encode()).hexdigest()[:32]
-                body = {**mapping.customer_payload(twin, config), "CurrencyRef": {"value": event.currency}}
+                found = [self.client.write("Customer", wanted, request_id=request_id)]
+            elif _stale(found[0], wanted):  # renamed, or a new email or phone: QuickBooks' record follows the shop
+                request_id = hashlib.sha256(f"customer:{twin.id}:{event.currency}:{key[2]}".encode()).hexdigest()[:32]
+                body = {**wanted, "Id": found[0]["Id"], "SyncToken": found[0]["SyncToken"], "sparse": True}
+                body.pop("CurrencyRef")  # fixed at creation
                 found = [self.client.write("Customer", body, request_id=request_id)]
             self._twins[key] = str(found[0]["Id"])  # a preview's placeholder is looked up again next time
         return self._twins[key]
@@ -78,3 +88,8 @@ class Currencies:
         if (memo.get("CurrencyRef") or {}).get("value") in (None, self.home()):
             return body
         return {**body, "CustomerRef": memo["CustomerRef"], "CurrencyRef": memo["CurrencyRef"]}
+
+
+def _stale(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the customer QuickBooks holds differs from ours in what the shop can change."""
+    return any(current.get(name) != wanted.get(name) for name in ("DisplayName", "PrimaryEmailAddr", "PrimaryPhone"))

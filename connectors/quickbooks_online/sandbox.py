@@ -197,6 +197,12 @@ class Sandbox:
                 if realm_id in (None, rid):
                     realm.multicurrency = enabled
 
+    def forget_request_ids(self) -> None:
+        """Intuit answers a repeated ``requestid`` with the first answer for a while, not for ever."""
+        with self._lock:
+            for realm in self.realms.values():
+                realm.replies.clear()
+
     def rate_limit_breaches(self) -> int:
         """Requests over the 500/minute, the 40 batches/minute or the 10 concurrent (see the Sandbox protocol)."""
         return self.window.breaches + self.batch_window.breaches + self.concurrency_breaches
@@ -302,11 +308,11 @@ class Sandbox:
         if not match or match.group(1) not in ENTITIES.values():
             return fault("ValidationFault", "4000", "Error parsing query", f"QueryParserError: {text[:100]}")
         kind, where = match.group(1), match.group(2)
-        conditions = re.findall(r"(\w+)\s*=\s*'((?:[^'\\]|\\.)*)'", where or "")
+        conditions = re.findall(r"(\w+)\s*(=|like)\s*'((?:[^'\\]|\\.)*)'", where or "", re.IGNORECASE)
         start, limit = int(match.group(3) or 1), int(match.group(4) or 100)
         with self._lock:
             rows = [e for e in realm.entities[kind].values() if not e.get("_deleted")
-                    and all(str(_field(e, f)) == v.replace("\\'", "'") for f, v in conditions)]
+                    and all(_matches(str(_field(e, f)), op, v.replace("\\'", "'")) for f, op, v in conditions)]
             rows = [_public(e) for e in rows][start - 1: start - 1 + limit]
         body: dict[str, Any] = {"startPosition": start, "maxResults": len(rows)}
         if rows:
@@ -762,6 +768,13 @@ def _credit_application(payment: dict[str, Any]) -> bool:
 
 def _public(entity: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entity.items() if not k.startswith("_")}
+
+
+def _matches(value: str, operator: str, wanted: str) -> bool:
+    """``=``, or ``LIKE`` with ``%`` (any run of characters), the one wildcard Intuit documents."""
+    if operator == "=":
+        return value == wanted
+    return re.fullmatch(".*".join(re.escape(part) for part in wanted.split("%")), value, re.DOTALL) is not None
 
 
 def _field(entity: dict[str, Any], name: str) -> Any:

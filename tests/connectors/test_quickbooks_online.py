@@ -445,6 +445,31 @@ def test_invoice_in_another_currency_posts_with_its_money_on_the_customer_for_th
     assert not qbo_problems(qbo_schema, "Customer", next(b for _, p, b in sandbox.requests[start:] if p == "/customer"))
 
 
+def test_a_renamed_customers_currency_customer_is_renamed_not_made_twice(qbo):
+    """Issue #20: the shop customer's CAD customer was found by its whole DisplayName, so once the shop renamed
+    the customer (and the process restarted, or QuickBooks' request-id memory had moved on) a second CAD customer
+    was created under the new name and later CAD invoices landed there. It is found by the part of its name that
+    never changes (``[CAD] (#<shop id>)``) and brought up to date: name and email, one customer per currency."""
+
+    sandbox, connector, entities, _ = qbo
+    first = invoice_event(7300, currency="CAD")
+    deliver(connector, entities, first)
+    renamed = first.customer.model_copy(update={"name": "Northside Fleet Services", "email": "ap@northside.example"})
+    sandbox.forget_request_ids()  # Intuit keeps a request id's answer for a while, not for ever
+    restarted = CONNECTOR(connector.target, connector.runtime)  # a new process: nothing kept in memory
+    try:
+        deliver(restarted, entities, invoice_event(7301, currency="CAD", customer=renamed))
+    finally:
+        restarted.close()
+    twins = [c for c in sandbox.entities("Customer") if (c.get("CurrencyRef") or {}).get("value") == "CAD"]
+    assert len(twins) == 1, [c["DisplayName"] for c in twins]
+    (twin,) = twins
+    assert twin["DisplayName"].startswith("Northside Fleet Services [CAD] (#")
+    assert twin["PrimaryEmailAddr"] == {"Address": "ap@northside.example"}
+    assert {i["CustomerRef"]["value"] for i in sandbox.entities("Invoice")
+            if (i.get("CurrencyRef") or {}).get("value") == "CAD"} == {twin["Id"]}
+
+
 def test_invoice_in_another_currency_without_multicurrency_is_dead_lettered_before_any_write(qbo):
     sandbox, connector, entities, _ = qbo
     sandbox.set_multicurrency(False)  # a company that never turned it on (once on, QuickBooks cannot turn it off)
