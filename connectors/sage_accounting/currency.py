@@ -19,6 +19,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from connectors import references
 from connectors.base import PermanentError
 from connectors.rest import is_placeholder
 from connectors.sage_accounting import mapping
@@ -33,7 +34,8 @@ class SageCurrencies:
         # financial_settings, read once for the base currency (it never changes); "multi-currency off" is read
         # again when an invoice in another currency arrives (the bookkeeper may have turned it on).
         self._settings: dict[str, Any] | None = None
-        self._contacts: dict[tuple[int, str], str] = {}  # (shop customer id, currency) -> Sage contact id
+        # (shop customer id, currency, digest of what we want it to hold) -> Sage contact id
+        self._contacts: dict[tuple[int, str, str], str] = {}
 
     def settings(self, fresh: bool = False) -> dict[str, Any]:
         if self._settings is None or fresh:
@@ -73,17 +75,21 @@ class SageCurrencies:
         return Decimal(str(found["rate"]))
 
     def contact(self, event: InvoiceEvent, config: MappingConfig) -> str:
-        """The shop customer's Sage contact in ``event.currency``: found by its reference, else created."""
-        key = (event.customer.id, event.currency)
+        """The shop customer's Sage contact in ``event.currency``: found by its reference, else created; brought up
+        to date when the shop's customer changed (name, email, phone: the home contact follows the shop too)."""
+        twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
+        reference = f"{mapping.contact_reference(event.customer)}-{event.currency}"
+        body = mapping.contact_payload(twin)
+        body["contact"]["reference"] = reference
+        key = (event.customer.id, event.currency, references.payload_digest(body))
         if key not in self._contacts or is_placeholder(self._contacts[key]):
-            reference = f"{mapping.contact_reference(event.customer)}-{event.currency}"
             found = [c for c in self.client.list("/contacts", contact_type_id="CUSTOMER", search=reference)
                      if c.get("reference") == reference]
             if not found:
-                twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
-                body = mapping.contact_payload(twin)
-                body["contact"].update(reference=reference, currency_id=event.currency)
-                found = [self.client.write("POST", "/contacts", body)]
+                created = {"contact": {**body["contact"], "currency_id": event.currency}}
+                found = [self.client.write("POST", "/contacts", created)]
+            elif _stale(found[0], body["contact"]):  # its currency is locked: everything else follows the shop
+                found = [self.client.write("PUT", f"/contacts/{found[0]['id']}", body)]
             self._contacts[key] = str(found[0]["id"])  # a preview's placeholder is looked up again next time
         return self._contacts[key]
 
@@ -94,3 +100,10 @@ class SageCurrencies:
         note = self.client.get(f"/sales_credit_notes/{credit_note_id}") or {}
         contact = (note.get("contact") or {}).get("id")
         return {"contact_allocation": {**body["contact_allocation"], "contact_id": contact}} if contact else body
+
+
+def _stale(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the contact Sage holds differs from ours in what the shop can change."""
+    person, held = wanted.get("main_contact_person") or {}, current.get("main_contact_person") or {}
+    return current.get("name") != wanted["name"] or any(held.get(k) != v for k, v in person.items()
+                                                       if k in ("email", "telephone"))

@@ -486,6 +486,22 @@ def test_invoice_sage_cannot_take_in_its_currency_is_dead_lettered_before_any_wr
     assert _writes(captured)[before:] == []
 
 
+def test_a_renamed_customers_currency_contact_follows_the_shop(sage):
+    """Issue #20: the shop customer's CAD contact was created once and never updated: after the shop renamed the
+    customer and changed its email, CAD invoices kept going to a contact under the old name and address (the
+    home contact was updated). It follows the shop now: one contact per currency, brought up to date."""
+    sandbox, connector, _ = sage
+    entities = MemoryEntities()
+    first = invoice_event(7400, currency="CAD")
+    deliver(connector, entities, first)
+    renamed = first.customer.model_copy(update={"name": "Northside Fleet Services", "email": "ap@northside.example"})
+    deliver(connector, entities, invoice_event(7401, currency="CAD", customer=renamed))
+    (twin,) = [c for c in sandbox.records("contacts") if c["currency"]["id"] == "CAD"]
+    assert twin["name"] == "Northside Fleet Services [CAD]"
+    assert twin["main_contact_person"]["email"] == "ap@northside.example"
+    assert {r["contact"]["id"] for r in sandbox.records("sales_invoices") if r["currency"]["id"] == "CAD"} == {twin["id"]}
+
+
 def test_sandbox_keeps_sages_currency_rules(sage):
     """A document is in its contact's currency; a contact's currency is locked once it has an invoice; an unknown
     currency, or a foreign one with multi-currency off, is refused; a receipt settles only its own currency."""
