@@ -11,6 +11,7 @@ import httpx
 
 from connectors import jsonmoney
 from connectors.base import PermanentError
+from connectors.references import payload_digest
 
 T = TypeVar("T")
 ACCEPT_JSON = {"Accept": "application/json"}
@@ -48,6 +49,27 @@ def present(params: dict[str, Any]) -> dict[str, Any]:
 def is_placeholder(external_id: object) -> bool:
     """An id a preview made up (``"<new invoice>"``): not at the platform, so never read there."""
     return "<" in str(external_id)
+
+
+class CurrencyCustomers:
+    """The shop customer's platform customer for each foreign currency, where a platform customer's currency is
+    fixed (QuickBooks Online, Sage, MYOB AccountRight): found by what the shop cannot change, else created; brought
+    up to date when the platform's record is ``stale`` against what the shop's customer holds now (a rename, a new
+    email), never made twice. Remembered for the process per shop customer, currency and content (``wanted``), so
+    a change in the shop is looked at again."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[int, str, str], str] = {}
+
+    def get(self, customer_id: int, currency: str, wanted: dict[str, Any], *, find: Callable[[], dict | None],
+            create: Callable[[], dict], stale: Callable[[dict], bool], update: Callable[[dict], dict],
+            id_of: Callable[[dict], Any]) -> str:
+        key = (customer_id, currency, payload_digest(wanted))
+        if key not in self._ids or is_placeholder(self._ids[key]):
+            found = find()
+            record = create() if found is None else update(found) if stale(found) else found
+            self._ids[key] = str(id_of(record))  # a preview's placeholder is looked up again next time
+        return self._ids[key]
 
 
 def json_of(response: httpx.Response) -> Any:

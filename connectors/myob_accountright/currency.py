@@ -22,6 +22,7 @@ from typing import Any, Literal
 from connectors.base import PermanentError
 from connectors.myob_accountright import mapping
 from connectors.myob_accountright.client import MyobClient
+from connectors.rest import CurrencyCustomers
 from daemon.canonical import InvoiceEvent
 from daemon.config import MappingConfig
 
@@ -39,7 +40,7 @@ class Currencies:
     def __init__(self, client: MyobClient) -> None:
         self.client = client
         self._currencies: dict[str, dict[str, Any]] = {}  # code -> /GeneralLedger/Currency resource
-        self._cards: dict[tuple[int, str], str] = {}  # (shop customer id, currency) -> card UID
+        self._cards = CurrencyCustomers()  # the shop customer's card per currency
 
     def is_foreign(self, event: InvoiceEvent, config: MappingConfig) -> bool:
         return bool(config.home_currency) and event.currency != config.home_currency
@@ -79,19 +80,28 @@ class Currencies:
                        "ForeignCurrency": mapping.link(held["ForeignCurrency"]["UID"])}
 
     def card(self, event: InvoiceEvent, config: MappingConfig) -> str:
-        """The shop customer's card in ``event.currency``: found by its card id, else created."""
-        key = (event.customer.id, event.currency)
-        if key not in self._cards or "<new " in self._cards[key]:
-            display_id = f"LWC{event.currency}{event.customer.id}"[:15]
+        """The shop customer's card in ``event.currency``: found by its card id, else created; kept up to date with
+        the shop's customer (name, email, phone) as the home card is; its currency is fixed."""
+        display_id = f"LWC{event.currency}{event.customer.id}"[:15]
+        twin = event.customer.model_copy(update={"name": f"{event.customer.name[:NAME_MAX - 6]} [{event.currency}]"})
+        wanted = mapping.customer_payload(twin, config) | {"DisplayID": display_id}
+
+        def find() -> dict[str, Any] | None:
             found = self.client.list(CUSTOMERS, DisplayID=display_id)
-            if not found:
-                twin = event.customer.model_copy(update={
-                    "name": f"{event.customer.name[:NAME_MAX - 6]} [{event.currency}]"})
-                body = mapping.customer_payload(twin, config) | {
-                    "DisplayID": display_id, "ForeignCurrency": mapping.link(self.currency(event.currency)["UID"])}
-                found = [self.client.write("POST", CUSTOMERS, body)]
-            self._cards[key] = str(found[0]["UID"])  # a preview's placeholder is looked up again next time
-        return self._cards[key]
+            return found[0] if found else None
+
+        def create() -> dict[str, Any]:
+            currency = mapping.link(self.currency(event.currency)["UID"])
+            return self.client.write("POST", CUSTOMERS, wanted | {"ForeignCurrency": currency})
+
+        def update(current: dict[str, Any]) -> dict[str, Any]:
+            body = wanted | {"UID": current["UID"], "RowVersion": current["RowVersion"],
+                             "ForeignCurrency": current.get("ForeignCurrency")}
+            return self.client.write("PUT", f"{CUSTOMERS}/{current['UID']}", body)
+
+        return self._cards.get(event.customer.id, event.currency, wanted, find=find, create=create, update=update,
+                               id_of=lambda c: c["UID"], stale=lambda current: any(
+                                   current.get(k) != wanted[k] for k in ("CompanyName", "Addresses")))
 
 
 def _foreign(row: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from connectors.base import PermanentError
 from connectors import references
 from connectors.quickbooks_online import mapping
 from connectors.quickbooks_online.client import QboClient
-from connectors.rest import is_placeholder
+from connectors.rest import CurrencyCustomers
 from daemon.canonical import InvoiceEvent
 from daemon.config import MappingConfig
 
@@ -32,8 +32,7 @@ class Currencies:
         # CurrencyPrefs, read once: the home currency never changes and multicurrency, once on, cannot be turned
         # off; "off" is read again when an invoice in another currency arrives (the bookkeeper may have turned it on).
         self._prefs: dict[str, Any] | None = None
-        # (shop customer id, currency, digest of what we want it to hold) -> QuickBooks customer id
-        self._twins: dict[tuple[int, str, str], str] = {}
+        self._twins = CurrencyCustomers()
 
     def prefs(self, fresh: bool = False) -> dict[str, Any]:
         if self._prefs is None or fresh:
@@ -61,24 +60,27 @@ class Currencies:
 
     def customer(self, event: InvoiceEvent, config: MappingConfig) -> str:
         """The shop customer's QuickBooks customer in ``event.currency``: found by its name, else by the part of
-        its name the shop cannot change (``[CAD] (#<shop id>)``: the shop renamed the customer), and then brought
-        up to date; else created. Kept per shop customer, currency and content for the process."""
+        its name the shop cannot change (``[CAD] (#<shop id>)``: the shop renamed the customer), and kept up to
+        date; else created."""
         twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
         wanted = {**mapping.customer_payload(twin, config), "CurrencyRef": {"value": event.currency}}
-        key = (event.customer.id, event.currency, references.payload_digest(wanted))
-        if key not in self._twins or is_placeholder(self._twins[key]):
+        request_id = hashlib.sha256(f"customer:{twin.id}:{event.currency}".encode()).hexdigest()[:32]
+
+        def find() -> dict[str, Any] | None:
             found = self.client.query("Customer", DisplayName=wanted["DisplayName"]) or self.client.query(
                 "Customer", _like={"DisplayName": f"% [{event.currency}] (#{twin.id})"})
-            if not found:
-                request_id = hashlib.sha256(f"customer:{twin.id}:{event.currency}".encode()).hexdigest()[:32]
-                found = [self.client.write("Customer", wanted, request_id=request_id)]
-            elif _stale(found[0], wanted):  # renamed, or a new email or phone: QuickBooks' record follows the shop
-                request_id = hashlib.sha256(f"customer:{twin.id}:{event.currency}:{key[2]}".encode()).hexdigest()[:32]
-                body = {**wanted, "Id": found[0]["Id"], "SyncToken": found[0]["SyncToken"], "sparse": True}
-                body.pop("CurrencyRef")  # fixed at creation
-                found = [self.client.write("Customer", body, request_id=request_id)]
-            self._twins[key] = str(found[0]["Id"])  # a preview's placeholder is looked up again next time
-        return self._twins[key]
+            return found[0] if found else None
+
+        def update(current: dict[str, Any]) -> dict[str, Any]:  # its CurrencyRef is fixed at creation
+            body = {k: v for k, v in wanted.items() if k != "CurrencyRef"}
+            body.update(Id=current["Id"], SyncToken=current["SyncToken"], sparse=True)
+            changed = hashlib.sha256(f"{request_id}:{references.payload_digest(wanted)}".encode()).hexdigest()[:32]
+            return self.client.write("Customer", body, request_id=changed)
+
+        return self._twins.get(twin.id, event.currency, wanted, find=find, id_of=lambda c: c["Id"], update=update,
+                               create=lambda: self.client.write("Customer", wanted, request_id=request_id),
+                               stale=lambda current: any(current.get(k) != wanted.get(k) for k in
+                                                         ("DisplayName", "PrimaryEmailAddr", "PrimaryPhone")))
 
     def like_credit_memo(self, credit_memo_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """A credit application (a zero Payment) on the customer and in the currency of its credit memo."""
@@ -89,7 +91,3 @@ class Currencies:
             return body
         return {**body, "CustomerRef": memo["CustomerRef"], "CurrencyRef": memo["CurrencyRef"]}
 
-
-def _stale(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether the customer QuickBooks holds differs from ours in what the shop can change."""
-    return any(current.get(name) != wanted.get(name) for name in ("DisplayName", "PrimaryEmailAddr", "PrimaryPhone"))

@@ -19,9 +19,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from connectors import references
 from connectors.base import PermanentError
-from connectors.rest import is_placeholder
+from connectors.rest import CurrencyCustomers
 from connectors.sage_accounting import mapping
 from connectors.sage_accounting.client import SageClient
 from daemon.canonical import InvoiceEvent
@@ -34,8 +33,7 @@ class SageCurrencies:
         # financial_settings, read once for the base currency (it never changes); "multi-currency off" is read
         # again when an invoice in another currency arrives (the bookkeeper may have turned it on).
         self._settings: dict[str, Any] | None = None
-        # (shop customer id, currency, digest of what we want it to hold) -> Sage contact id
-        self._contacts: dict[tuple[int, str, str], str] = {}
+        self._contacts = CurrencyCustomers()
 
     def settings(self, fresh: bool = False) -> dict[str, Any]:
         if self._settings is None or fresh:
@@ -75,23 +73,24 @@ class SageCurrencies:
         return Decimal(str(found["rate"]))
 
     def contact(self, event: InvoiceEvent, config: MappingConfig) -> str:
-        """The shop customer's Sage contact in ``event.currency``: found by its reference, else created; brought up
-        to date when the shop's customer changed (name, email, phone: the home contact follows the shop too)."""
+        """The shop customer's Sage contact in ``event.currency``: found by its reference, else created; kept up to
+        date with the shop's customer (name, email, phone) as the home contact is; its currency is locked."""
         twin = event.customer.model_copy(update={"name": f"{event.customer.name} [{event.currency}]"})
         reference = f"{mapping.contact_reference(event.customer)}-{event.currency}"
         body = mapping.contact_payload(twin)
         body["contact"]["reference"] = reference
-        key = (event.customer.id, event.currency, references.payload_digest(body))
-        if key not in self._contacts or is_placeholder(self._contacts[key]):
+
+        def find() -> dict[str, Any] | None:
             found = [c for c in self.client.list("/contacts", contact_type_id="CUSTOMER", search=reference)
                      if c.get("reference") == reference]
-            if not found:
-                created = {"contact": {**body["contact"], "currency_id": event.currency}}
-                found = [self.client.write("POST", "/contacts", created)]
-            elif _stale(found[0], body["contact"]):  # its currency is locked: everything else follows the shop
-                found = [self.client.write("PUT", f"/contacts/{found[0]['id']}", body)]
-            self._contacts[key] = str(found[0]["id"])  # a preview's placeholder is looked up again next time
-        return self._contacts[key]
+            return found[0] if found else None
+
+        return self._contacts.get(
+            event.customer.id, event.currency, body, find=find, id_of=lambda c: c["id"],
+            create=lambda: self.client.write("POST", "/contacts", {"contact": {**body["contact"],
+                                                                               "currency_id": event.currency}}),
+            stale=lambda current: _stale(current, body["contact"]),
+            update=lambda current: self.client.write("PUT", f"/contacts/{current['id']}", body))
 
     def like_credit_note(self, credit_note_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """A contact allocation on the contact of its credit note (a foreign one is on the currency's contact)."""

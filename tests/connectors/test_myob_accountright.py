@@ -807,6 +807,21 @@ def test_an_invoice_in_another_currency_goes_on_the_customers_card_for_it_at_myo
     assert [c["DisplayID"] for c in sandbox.records("Contact/Customer")].count(f"LWCCAD{event.customer.id}") == 1
 
 
+def test_a_renamed_customers_currency_card_follows_the_shop(myob):
+    """Issue #20: the shop customer's CAD card was created once and never updated, so after a rename and a new email
+    CAD sales kept going to a card under the old name (the home card was updated). It follows the shop now."""
+    sandbox, connector, _ = myob
+    entities = MemoryEntities()
+    first = invoice_event(5950, currency="CAD")
+    deliver(connector, entities, first)
+    renamed = first.customer.model_copy(update={"name": "Northside Fleet", "email": "ap@northside.example"})
+    deliver(connector, entities, invoice_event(5951, currency="CAD", customer=renamed))
+    twins = [c for c in sandbox.records("Contact/Customer") if c["DisplayID"] == f"LWCCAD{first.customer.id}"]
+    assert len(twins) == 1 and twins[0]["CompanyName"] == "Northside Fleet [CAD]"
+    assert twins[0]["Addresses"][0]["Email"] == "ap@northside.example"
+    assert {s["Customer"]["UID"] for s in _posted(sandbox, "Sale/Invoice/Item")} == {twins[0]["UID"]}
+
+
 def test_a_home_currency_invoice_goes_as_before_without_currency_fields(myob):
     sandbox, connector, captured = myob
     deliver(connector, MemoryEntities(), invoice_event(5910, payments=[payment(1, "50.00")]))
