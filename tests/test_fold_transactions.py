@@ -111,6 +111,16 @@ class ScriptedConsumer:
 class FlushingProducer(RecordingProducer):
     def __init__(self, conf: dict) -> None:
         super().__init__()
+        self.committed_at: list[int] = []  # len(produced) at each commit: where each transaction ends
+        self.offsets_sent_in: list[int] = []  # the transaction (0-based) each send_offsets_to_transaction was in
+
+    def commit_transaction(self, timeout):
+        super().commit_transaction(timeout)
+        self.committed_at.append(len(self.produced))
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout):
+        super().send_offsets_to_transaction(offsets, metadata, timeout)
+        self.offsets_sent_in.append(len(self.committed_at))
 
     def init_transactions(self, timeout):
         pass
@@ -202,24 +212,31 @@ def test_a_stop_during_a_backlog_commits_the_open_transaction(decoded, monkeypat
     assert producer.transactions == ["begin", "commit"]
 
 
+def snapshot_of(invoices: int) -> tuple[ShopModel, list[RowChange]]:
+    """A shop with ``invoices`` invoices as Debezium's initial snapshot writes it (``"last"`` not yet marked)."""
+    model = ShopModel()
+    for pick in range(invoices):
+        apply_op(model, "new_invoice", pick)
+    offsets: dict[str, int] = {}
+    changes = []
+    for table, table_rows in model.tables.items():
+        for row in table_rows.values():
+            topic = f"shop.public.{table}"
+            offsets[topic] = offsets.get(topic, -1) + 1
+            changes.append(RowChange(table=table, op="r", before=None, after=dict(row),
+                                     source=SourceInfo(db="shop", schema_="public", table=table,
+                                                       ts_ms=1_795_000_000_000, snapshot="true", lsn=7000),
+                                     transaction=None, topic=topic, partition=0, offset=offsets[topic]))
+    return model, changes
+
+
 def test_a_snapshot_is_released_only_with_the_records_written_after_its_last_one(monkeypatch):
     """Seen on the real stack (tests/test_snapshot_stack.py under load): Connect's producer wrote a batch of line
     taxes after the batch holding the snapshot's "last" record, the fold took the topics' ends at that moment,
     released the snapshot without those taxes, and posted invoices with no tax (their stored totals flagged as
     a mismatch). The ends are read SNAPSHOT_SETTLE_S later, at a later poll: the late taxes are in the release."""
-    model = ShopModel()
-    for pick in range(4):
-        apply_op(model, "new_invoice", pick)
-    rows = [(table, row) for table, table_rows in model.tables.items() for row in table_rows.values()]
-    offsets: dict[str, int] = {}
-    changes = []
-    for table, row in rows:
-        topic = f"shop.public.{table}"
-        offsets[topic] = offsets.get(topic, -1) + 1
-        changes.append(RowChange(table=table, op="r", before=None, after=dict(row),
-                                 source=SourceInfo(db="shop", schema_="public", table=table, ts_ms=1_795_000_000_000,
-                                                   snapshot="true", lsn=7000), transaction=None,
-                                 topic=topic, partition=0, offset=offsets[topic]))
+    model, changes = snapshot_of(4)
+    offsets = {c.topic: c.offset for c in changes}
     taxes = [c for c in changes if c.table == "line_taxes"]
     late = taxes[len(taxes) // 2:]  # written after the batch holding "last"
     on_time = [c for c in changes if c not in late]
@@ -237,3 +254,50 @@ def test_a_snapshot_is_released_only_with_the_records_written_after_its_last_one
     assert all(e.source.completion == "snapshot" for e in events)
     assert not [e.invoice_id for e in events if e.totals_mismatch], "released without the late line taxes"
     assert sum(len(line.taxes) for e in events for line in e.lines) == len(taxes)
+
+
+def test_a_release_too_large_for_one_kafka_transaction_is_committed_in_parts_that_restore(monkeypatch):
+    """A history import's snapshot (250,000 invoices) took longer to emit than the broker's transaction timeout
+    (60 s): the broker aborted it, the fold rebuilt, read the snapshot again and timed out again, for ever (round 5
+    of bench/history_import.py). A release now commits what it emitted every CHUNK_S — canonical events and those
+    invoices' state records, no offsets, no checkpoint — and the state the parts leave restores: after a crash
+    between two parts the invoices already emitted are not emitted again, the others are."""
+    from daemon.source.fold import Mirror, SourceTransaction
+
+    model, changes = snapshot_of(6)
+    changes[-1] = changes[-1].model_copy(update={"source": changes[-1].source.model_copy(update={"snapshot": "last"})})
+    monkeypatch.setattr(fold_runner, "decode_change", lambda topic, partition, offset, value: changes[value])
+    monkeypatch.setattr(fold_runner, "SNAPSHOT_SETTLE_S", 0.0, raising=False)
+    monkeypatch.setattr(fold_runner, "CHUNK_S", 0.0, raising=False)  # every emitted invoice its own part
+    messages = [Message(c.topic, c.offset, index) for index, c in enumerate(changes)]
+    producer, _ = fold_with([messages, []], span_s=0.0, monkeypatch=monkeypatch,
+                            topics=sorted({c.topic for c in changes}))
+
+    invoices = sorted(model.tables["invoices"])
+    canonical_at = [n for n, (topic, *_) in enumerate(producer.produced) if topic == "ledgerwire.invoices"]
+    assert len(canonical_at) == len(invoices)
+    bounds = list(zip([0] + producer.committed_at[:-1], producer.committed_at))  # each transaction's records
+    parts = [t for t, (start, end) in enumerate(bounds) if any(start <= n < end for n in canonical_at)]
+    assert len(parts) >= len(invoices), "the whole release in one Kafka transaction"
+    assert not set(parts[:-1]) & set(producer.offsets_sent_in)  # a part commits no offsets...
+    assert not [key for start, end in (bounds[t] for t in parts[:-1]) for _, key, _, _ in producer.produced[start:end]
+                if key and key.startswith(b"m:")]  # ...and no checkpoint
+    assert producer.offsets_sent_in[-1] >= parts[-1]  # the offsets go with (or after) the release's last part
+
+    def restored(upto: int) -> Mirror:
+        mirror = Mirror()
+        for topic, key, value, _ in producer.produced[:upto]:
+            if topic == "ledgerwire.fold-state" and not key.startswith(b"m:"):
+                mirror.restore(key.decode(), value)
+        return mirror
+
+    everything = restored(len(producer.produced))
+    assert sorted(i for i in invoices if everything.versions.get(i)) == invoices
+    # A crash after the first part: the source is read again from the uncommitted offsets and folded on the state
+    # the first part left; only the invoices not yet emitted are emitted.
+    first_part = restored(bounds[parts[0]][1])
+    emitted_before = [i for i in invoices if first_part.versions.get(i)]
+    assert emitted_before and len(emitted_before) < len(invoices)
+    again = SourceTransaction(None, changes, "snapshot", committed_at=None)
+    rebuilt = [first_part.build_encoded(i, again) for i in sorted(first_part.apply(again))]
+    assert sorted(b.invoice_id for b in rebuilt if b is not None) == sorted(set(invoices) - set(emitted_before))

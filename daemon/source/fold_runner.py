@@ -51,6 +51,11 @@ TRANSACTION_SPAN_S = 0.5
 # "last" (seen on the real stack: an invoice released without its last line taxes). The topics' ends are read
 # this long after the last record is seen, and the snapshot is complete once the fold has read up to them.
 SNAPSHOT_SETTLE_S = 5.0
+# A Kafka transaction is aborted by the broker ``transaction.timeout.ms`` (60 s) after its first record. A release
+# too large to emit in that time (a history import's snapshot: 250,000 invoices, ~45 s of building alone) is split:
+# after this long, the invoices emitted so far are committed with their state records — no offsets and no
+# checkpoint, so a crash re-reads the source and the restored versions make the re-emission a no-op.
+CHUNK_S = 10.0
 # Errors raised by one record's or one invoice's data (an enum symbol the schema lacks, a value that does not
 # parse, a column a schema change removed): that record or invoice is dead-lettered and the stream goes on.
 # Anything else is a bug: fatal.
@@ -366,11 +371,13 @@ class FoldRunner:
             for tx in ready:
                 metrics.FOLD_TRANSACTIONS.labels(tx.completion).inc()
                 try:
-                    touched = self.mirror.apply(tx)
+                    touched = self.mirror.apply(tx, beat=self.progress.beat)
                 except POISON as exc:  # a row this version cannot store (a schema change): not the whole stream
                     self._poison("apply", tx, None, exc)
                     self.mirror.end_batch()
                     continue
+                chunk: list[int] = []
+                chunk_started = time.monotonic()
                 for invoice_id in sorted(touched):
                     try:
                         built = self.mirror.build_encoded(invoice_id, tx)
@@ -383,6 +390,10 @@ class FoldRunner:
                                   [("ledgerwire-version", str(built.version).encode())])
                     metrics.FOLD_EVENTS_EMITTED.labels(built.status).inc()
                     emitted += 1
+                    chunk.append(invoice_id)
+                    if time.monotonic() - chunk_started >= CHUNK_S:
+                        self._commit_chunk(chunk)
+                        chunk, chunk_started = [], time.monotonic()
                 self.mirror.end_batch()
             for m, reason in dead_letters:
                 self._produce(kafka.dead_letter_topic, m.key(), m.value(), [
@@ -397,6 +408,17 @@ class FoldRunner:
         self._transaction_released |= bool(ready)
         if emitted:
             log.debug("fold_folded", transactions=len(ready), events=emitted)
+
+    def _commit_chunk(self, invoice_ids: list[int]) -> None:
+        """Commit what a large release emitted so far — its canonical events and those invoices' state records,
+        never offsets or the checkpoint — and go on in a new Kafka transaction (``CHUNK_S``)."""
+        for key, value in self.mirror.changelog_of(invoice_ids):
+            self._produce(self.config.kafka.fold_state_topic, key.encode(), value)
+        self.producer.commit_transaction(self.timeout_s)
+        self.producer.begin_transaction()
+        self._transaction_started = time.monotonic()
+        self.progress.beat()
+        log.info("fold_release_chunk_committed", invoices=len(invoice_ids))
 
     def _commit_transaction(self) -> None:
         """Write the state changelog (once per invoice touched in the whole Kafka transaction) and the
