@@ -121,6 +121,21 @@ def deliver(connector: Any, entities: MemoryEntities, event: InvoiceEvent, doc: 
                              MemoryContext(connector.target.name, event, entities, attempt=attempt))
 
 
+def dead_lettered_before_any_write(connector: Any, entities: MemoryEntities, requests: Callable[[], list[Any]],
+                                   home: InvoiceEvent, foreign: InvoiceEvent, reason: str) -> None:
+    """``foreign`` (an invoice in a currency the company cannot take) is dead-lettered with ``reason`` and writes
+    nothing, once ``home`` has made its customer: the check every connector that sends currencies makes first."""
+    import pytest  # noqa: PLC0415 - only tests call this
+
+    from connectors.base import PermanentError  # noqa: PLC0415
+
+    deliver(connector, entities, home)
+    before = len(requests())
+    with pytest.raises(PermanentError, match=reason):
+        deliver(connector, entities, foreign)
+    assert len(requests()) == before
+
+
 @contextmanager
 def connectors_on(sandbox: Any, name: str, *, request_timeout_s: float = 2, paced: bool = True,
                   **settings: Any) -> Iterator[Callable[..., Any]]:

@@ -41,7 +41,7 @@ from connectors.base import (
 from connectors.engine_state import DocKind
 from connectors.myob_accountright import Sandbox, mapping
 from connectors.myob_accountright.client import classify
-from connectors.testing import refund, paid_then_goodwill
+from connectors.testing import dead_lettered_before_any_write, refund, paid_then_goodwill
 from connectors.testing import GST, PST, MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment
 from daemon.canonical import Customer, LineTax
 from daemon.config import MappingConfig
@@ -833,12 +833,8 @@ def test_a_home_currency_invoice_goes_as_before_without_currency_fields(myob):
 
 def test_an_invoice_in_a_currency_the_file_does_not_hold_is_dead_lettered_before_any_write(myob):
     sandbox, connector, _ = myob
-    entities = MemoryEntities()
-    deliver(connector, entities, invoice_event(5920))  # the card exists
-    before = len(sandbox.requests)
-    with pytest.raises(PermanentError, match="EUR.*no currency EUR"):
-        deliver(connector, entities, invoice_event(5921, currency="EUR"))
-    assert len(sandbox.requests) == before
+    dead_lettered_before_any_write(connector, MemoryEntities(), lambda: sandbox.requests, invoice_event(5920),
+                                   invoice_event(5921, currency="EUR"), "EUR.*no currency EUR")
 
 
 def test_the_sandbox_holds_a_cards_currency_and_a_foreign_sales_rate(myob):

@@ -33,7 +33,7 @@ from connectors.netsuite_common.settings import NetSuiteSettings, realm
 from connectors.netsuite_rest import Sandbox
 from connectors.netsuite_rest.client import classify
 from connectors.netsuite_rest.mapping import render
-from connectors.testing import refund
+from connectors.testing import dead_lettered_before_any_write, refund
 from connectors.testing import MemoryEntities, connectors_on, deliver, invoice_event, line, next_version, payment, \
     tax_inclusive_event
 from daemon.canonical import Customer, Refund
@@ -499,12 +499,8 @@ def test_an_invoice_in_another_currency_goes_in_it_on_its_customer_which_is_made
 
 def test_an_invoice_in_a_currency_netsuite_does_not_have_is_dead_lettered_before_any_write(netsuite):
     sandbox, connector, _ = netsuite
-    entities = MemoryEntities()
-    deliver(connector, entities, invoice_event(33))  # the customer exists
-    before = len(sandbox.requests)
-    with pytest.raises(PermanentError, match="EUR.*not set up in NetSuite"):
-        deliver(connector, entities, invoice_event(34, currency="EUR"))
-    assert len(sandbox.requests) == before
+    dead_lettered_before_any_write(connector, MemoryEntities(), lambda: sandbox.requests, invoice_event(33),
+                                   invoice_event(34, currency="EUR"), "EUR.*not set up in NetSuite")
 
 
 def test_the_sandbox_refuses_a_currency_the_customer_does_not_take_and_bad_currency_fields(netsuite):

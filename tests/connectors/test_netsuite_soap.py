@@ -23,7 +23,7 @@ from connectors.engine_state import DocKind
 from connectors.netsuite_soap import Sandbox
 from connectors.netsuite_soap.client import SOAP_NS, classify, token_passport
 from connectors.sandbox_kit import Faults
-from connectors.testing import refund
+from connectors.testing import dead_lettered_before_any_write, refund
 from connectors.testing import (GST, PST, MemoryContext, MemoryEntities, connectors_on, deliver, invoice_event, line,
                                 next_version, payment, tax_inclusive_event)
 from daemon.canonical import Refund
@@ -344,12 +344,8 @@ def money_of(text) -> Decimal:
 
 def test_an_invoice_in_a_currency_netsuite_does_not_have_is_dead_lettered_before_any_write(netsuite):
     sandbox, connector, _, _ = netsuite
-    entities = MemoryEntities()
-    deliver(connector, entities, invoice_event(7082))  # the customer exists
-    before = len(sandbox.requests)
-    with pytest.raises(PermanentError, match="EUR.*not set up in NetSuite"):
-        deliver(connector, entities, invoice_event(7083, currency="EUR"))
-    assert len(sandbox.requests) == before
+    dead_lettered_before_any_write(connector, MemoryEntities(), lambda: sandbox.requests, invoice_event(7082),
+                                   invoice_event(7083, currency="EUR"), "EUR.*not set up in NetSuite")
 
 
 def test_the_home_currency_of_a_oneworld_target_is_its_subsidiarys(netsuite):

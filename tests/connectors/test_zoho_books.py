@@ -23,7 +23,7 @@ from connectors.base import (
     UncertainOutcomeError,
 )
 from connectors.sandbox_kit import Faults
-from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, deliver, invoice_event, line, next_version, payment
+from connectors.testing import GST, PST, MemoryContext, MemoryEntities, MemoryRuntime, dead_lettered_before_any_write, deliver, invoice_event, line, next_version, payment
 from connectors.zoho_books import CONNECTOR, Sandbox, schemas
 from daemon.canonical import LineTax, Refund
 from daemon.config import TargetConfig
@@ -593,11 +593,8 @@ def test_invoice_in_another_currency_carries_currency_id_and_zohos_exchange_rate
 
 def test_invoice_in_a_currency_zoho_does_not_have_is_dead_lettered_before_any_write(zoho):
     sandbox, connector, entities, _ = zoho
-    deliver(connector, entities, invoice_event(7200))  # the customer exists
-    before = len(sandbox.requests)
-    with pytest.raises(PermanentError, match="GBP.*not set up"):
-        deliver(connector, entities, invoice_event(7201, currency="GBP"))
-    assert len(sandbox.requests) == before
+    dead_lettered_before_any_write(connector, entities, lambda: sandbox.requests, invoice_event(7200),
+                                   invoice_event(7201, currency="GBP"), "GBP.*not set up")
 
 
 def test_sandbox_refuses_a_foreign_currency_without_an_exchange_rate(zoho):
