@@ -111,8 +111,9 @@ def watch_delivery(cfg: stack.StackConfig, name: str, config: AppConfig, platfor
     config_file = workdir / "ledgerwire.yml"
     config_file.write_text(yaml.safe_dump(daemon_config, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    daemon_log = (workdir / "daemon.log").open("wb")  # kept for the reader: why a target shows no progress
     daemon = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(config_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                              stdout=daemon_log, stderr=subprocess.STDOUT, env=env)
     # `status` reads the ledger the daemon creates at start: watch once the daemon is ready.
     ready_by = time.monotonic() + 600
     while time.monotonic() < ready_by and daemon.poll() is None:
@@ -122,7 +123,8 @@ def watch_delivery(cfg: stack.StackConfig, name: str, config: AppConfig, platfor
         except httpx.HTTPError:
             pass
         time.sleep(0.5)  # polling /readyz with a deadline
-    print(f"\ndelivering to {', '.join(platforms)} with `ledgerwire run`; `ledgerwire status --config {config_file} "
+    print(f"\ndelivering to {', '.join(platforms)} with `ledgerwire run` (its log: {workdir / 'daemon.log'}); "
+          f"`ledgerwire status --config {config_file} "
           f"--watch 10` for {watch_s:.0f} s:", flush=True)
     watch = subprocess.Popen([sys.executable, "-m", "daemon.cli", "status", "--config", str(config_file), "--watch", "10"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
