@@ -107,6 +107,7 @@ class FoldRunner:
         self._last_transaction = 0.0
         self._transaction_started: float | None = None  # a Kafka transaction is open (monotonic start)
         self._transaction_released = False  # it holds released source transactions: write the checkpoint
+        self._emitted: list[int] = []  # invoices emitted in the open Kafka transaction (a part's state records)
         self._snapshot_last_seen: float | None = None  # when the snapshot's last record was read (ends not read yet)
         self.progress = Progress()  # beaten at every turn of the loop (daemon/liveness.py)
         self.timeout_s = config.kafka.call_timeout_s
@@ -365,6 +366,7 @@ class FoldRunner:
             self.producer.begin_transaction()
             self._transaction_started = self._last_transaction = time.monotonic()
             self._transaction_released = False
+            self._emitted = []
         kafka = self.config.kafka
         emitted = 0
         try:
@@ -376,7 +378,6 @@ class FoldRunner:
                     self._poison("apply", tx, None, exc)
                     self.mirror.end_batch()
                     continue
-                chunk: list[int] = []
                 chunk_started = time.monotonic()
                 for invoice_id in sorted(touched):
                     try:
@@ -390,10 +391,10 @@ class FoldRunner:
                                   [("ledgerwire-version", str(built.version).encode())])
                     metrics.FOLD_EVENTS_EMITTED.labels(built.status).inc()
                     emitted += 1
-                    chunk.append(invoice_id)
+                    self._emitted.append(invoice_id)
                     if time.monotonic() - chunk_started >= CHUNK_S:
-                        self._commit_chunk(chunk)
-                        chunk, chunk_started = [], time.monotonic()
+                        self._commit_chunk()
+                        chunk_started = time.monotonic()
                 self.mirror.end_batch()
             for m, reason in dead_letters:
                 self._produce(kafka.dead_letter_topic, m.key(), m.value(), [
@@ -409,16 +410,17 @@ class FoldRunner:
         if emitted:
             log.debug("fold_folded", transactions=len(ready), events=emitted)
 
-    def _commit_chunk(self, invoice_ids: list[int]) -> None:
-        """Commit what a large release emitted so far — its canonical events and those invoices' state records,
-        never offsets or the checkpoint — and go on in a new Kafka transaction (``CHUNK_S``)."""
-        for key, value in self.mirror.changelog_of(invoice_ids):
+    def _commit_chunk(self) -> None:
+        """Commit what the open Kafka transaction emitted so far — canonical events and those invoices' state
+        records, never offsets or the checkpoint — and go on in a new one (``CHUNK_S``: a large release)."""
+        for key, value in self.mirror.changelog_of(self._emitted):
             self._produce(self.config.kafka.fold_state_topic, key.encode(), value)
         self.producer.commit_transaction(self.timeout_s)
+        log.info("fold_release_chunk_committed", invoices=len(self._emitted))
+        self._emitted = []
         self.producer.begin_transaction()
         self._transaction_started = time.monotonic()
         self.progress.beat()
-        log.info("fold_release_chunk_committed", invoices=len(invoice_ids))
 
     def _commit_transaction(self) -> None:
         """Write the state changelog (once per invoice touched in the whole Kafka transaction) and the
