@@ -223,12 +223,12 @@ def _our_process(cfg: StackConfig, name: str) -> int | None:
     if current is None:
         return None
     # pid + start time name one process for the life of the machine; the command line is a second check,
-    # skipped when it reads empty (the kernel returns nothing while the process's memory is being torn
-    # down or is briefly inaccessible).
+    # skipped when it read empty, now or when it was recorded (the kernel returns nothing while the process's
+    # memory is being torn down or is briefly inaccessible: a stop under load once left its own process running).
     # The command line must be the one recorded or still name this stack's directory (the JVM's launcher may
     # re-exec itself with another argv: a strict comparison left Kafka Connect running after `down`).
     if current["start_ticks"] != recorded.get("start_ticks") or (
-            current["cmdline"] and current["cmdline"] != recorded.get("cmdline")
+            current["cmdline"] and recorded.get("cmdline") and current["cmdline"] != recorded.get("cmdline")
             and not any(str(cfg.home) in arg for arg in current["cmdline"])):
         log.warning("pid_file_names_another_process", process=name, pid=recorded["pid"],
                     start_ticks_match=current["start_ticks"] == recorded.get("start_ticks"),
