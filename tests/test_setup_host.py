@@ -3,6 +3,7 @@ or kills anything; the local stack signals only processes it can prove it starte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,8 +32,7 @@ def _wait_for(check, timeout: float, what: str) -> None:
 
 def test_stopping_the_stack_leaves_a_process_that_now_has_the_recorded_pid_alone(tmp_path):
     cfg = stack.StackConfig(home=tmp_path)
-    stranger = subprocess.Popen(["sleep", "300"])
-    try:
+    with _sleeping() as stranger:
         # A pid file from a stack that died: its pid now belongs to someone else's process.
         (tmp_path / "kafka.pid").write_text(str(stranger.pid))
         identity = stack._process_identity(stranger.pid)  # noqa: SLF001
@@ -45,10 +45,6 @@ def test_stopping_the_stack_leaves_a_process_that_now_has_the_recorded_pid_alone
         (tmp_path / "kafka.pid").write_text(json.dumps(identity))
         stack._stop_pid(cfg, "kafka", timeout=5)  # noqa: SLF001
         assert stranger.wait(5) is not None
-    finally:
-        if stranger.poll() is None:
-            stranger.kill()
-            stranger.wait()
 
 
 def test_a_process_whose_command_line_read_empty_at_launch_is_still_stopped(tmp_path):
@@ -57,16 +53,23 @@ def test_a_process_whose_command_line_read_empty_at_launch_is_still_stopped(tmp_
     the empty recording never matched again. pid and start time identify the process; an empty command line on
     either side is no evidence against it."""
     cfg = stack.StackConfig(home=tmp_path)
-    ours = subprocess.Popen(["sleep", "300"])
-    try:
+    with _sleeping() as ours:
         identity = stack._process_identity(ours.pid)  # noqa: SLF001
         (tmp_path / "kafka.pid").write_text(json.dumps({**identity, "cmdline": []}))
         stack._stop_pid(cfg, "kafka", timeout=5)  # noqa: SLF001
         assert ours.wait(5) is not None
+
+
+@contextlib.contextmanager
+def _sleeping():
+    """A process of this test's own, never left behind (killed by its pid if the test did not stop it)."""
+    process = subprocess.Popen(["sleep", "300"])
+    try:
+        yield process
     finally:
-        if ours.poll() is None:
-            ours.kill()
-            ours.wait()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def _path_without(tmp: Path, hidden: set[str], recorder: Path) -> str:
