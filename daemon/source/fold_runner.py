@@ -348,12 +348,6 @@ class FoldRunner:
             ("ledgerwire-origin", f"tx/{tx.xid}".encode()),
         ])
 
-    def _commit(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
-        """Fold what is ready and commit it as one Kafka transaction (what one batch at a trickle does)."""
-        self._fold(dead_letters, force)
-        if self._transaction_started is not None:
-            self._commit_transaction()
-
     def _fold(self, dead_letters: list[tuple[Any, str]], force: bool) -> None:
         """Apply and emit the released source transactions, and the decode dead letters, into the open Kafka
         transaction (opened here when there is anything to write)."""
