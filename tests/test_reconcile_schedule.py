@@ -36,7 +36,7 @@ def test_reconciliation_runs_on_schedule_and_sets_its_gauge(monkeypatch):
         {"name": "quota-on", "platform": "xero", "reconcile": {"enabled": True, "interval_s": 7200}}]})
     calls = []
 
-    def fake_reconcile(cfg, ledger, connector, target, since, until, location=None):
+    def fake_reconcile(cfg, ledger, connector, target, since, until, location=None, patience=None):
         calls.append((target.name, (until - since).days))
         metrics.RECONCILE_MISMATCHES.labels(target.name, "missing").set(2)
         return [{"kind": "missing"}, {"kind": "missing"}]

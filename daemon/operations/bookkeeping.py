@@ -17,6 +17,7 @@ import structlog
 from connectors.base import Connector
 from daemon import metrics
 from daemon.config import AppConfig, TargetConfig
+from daemon.operations.patience import Patience
 from daemon.sink.ledger import Ledger
 
 RECONCILE_FIELDS = ["invoice", "kind", "detail", "ledger_version", "source_version", "external_id"]
@@ -101,16 +102,19 @@ def retry_dead_letter(config: AppConfig, ledger: Ledger, runtime: Any, target: T
 
 
 def reconcile_differences(config: AppConfig, ledger: Ledger, connector: Connector, target: TargetConfig,
-                          since: date, until: date, location: str | None = None) -> list[dict[str, Any]]:
+                          since: date, until: date, location: str | None = None,
+                          patience: Patience | None = None) -> list[dict[str, Any]]:
     """Source (the fold's state) vs ledger vs platform for invoices issued in the period: one row per
     difference (missing, amount, conflict, payment); sets the reconcile-mismatch gauges."""
     from daemon.operations import resync
 
+    patience = patience or Patience(uncertain_wait_s=target.request_timeout_s)
     rows: list[dict[str, Any]] = []
-    for item in resync.plan(config, ledger, connector, target, since, until, location):
+    for item in resync.plan(config, ledger, connector, target, since, until, location, patience):
         doc = ledger.document(target.name, item.event.invoice_id)
         kind = {"create": "missing", "conflict": "conflict", "update": "amount"}.get(item.action)
-        remote = connector.fetch_invoice(doc.external_id) if doc.external_id else None
+        remote = patience.call(f"reading {item.event.number}", lambda: connector.fetch_invoice(doc.external_id)) \
+            if doc.external_id else None
         expected = resync.expected_balance(item.event)  # refunds count: a refunded invoice owes less
         if kind is None and remote is not None and remote.balance is not None \
                 and item.event.status.value == "issued" and remote.balance != expected:
@@ -149,8 +153,11 @@ class ReconcileSchedule:
             self.next_at[name] = self.clock() + target.reconcile.interval_s
             today = date.today()
             try:
+                # Waits out the platform's limits (shared with the sink) but never past a shutdown.
+                patience = Patience(uncertain_wait_s=target.request_timeout_s, wait=self.stop.wait, say=None)
                 rows = reconcile_differences(self.config, self.ledger, connector, target,
-                                             today - timedelta(days=target.reconcile.period_days), today + timedelta(days=1))
+                                             today - timedelta(days=target.reconcile.period_days),
+                                             today + timedelta(days=1), patience=patience)
             except Exception:  # noqa: BLE001 - a failed round (platform away) is logged; the next one comes
                 log.exception("reconcile_failed", target=name)
                 continue

@@ -32,6 +32,7 @@ from daemon.config import AppConfig, TargetConfig
 from daemon.sink.deliver import PgDeliveryContext
 from daemon.source.fold import Mirror
 from daemon.kafka_util import kafka_conf
+from daemon.operations.patience import Patience
 from daemon.sink.ledger import Ledger, PgEntities
 
 log = structlog.get_logger(__name__)
@@ -116,14 +117,17 @@ def classify(event: InvoiceEvent, doc: DocumentState, remote: RemoteInvoice | No
 
 
 def plan(config: AppConfig, ledger: Ledger, connector: Connector, target: TargetConfig, since: date, until: date,
-         location: str | None = None) -> list[ResyncItem]:
+         location: str | None = None, patience: Patience | None = None) -> list[ResyncItem]:
+    patience = patience or Patience(uncertain_wait_s=target.request_timeout_s)
     items = []
     for event in invoices_in_period(load_state(config), since, until, location):
         if not target.routes(event.location.code):
             continue
         doc = ledger.document(target.name, event.invoice_id)
-        remote = connector.fetch_invoice(doc.external_id) if doc.external_id else None
-        by_number = connector.find_invoice(event) if remote is None else None
+        remote = patience.call(f"reading {event.number}", lambda: connector.fetch_invoice(doc.external_id)) \
+            if doc.external_id else None
+        by_number = patience.call(f"looking up {event.number}", lambda: connector.find_invoice(event)) \
+            if remote is None else None
         if remote is None and by_number is not None and doc.external_id is None:
             remote, by_number = by_number, None  # posted, answer lost before the ledger knew: adopt it
         action, detail = classify(event, doc, remote, by_number)
@@ -131,7 +135,9 @@ def plan(config: AppConfig, ledger: Ledger, connector: Connector, target: Target
     return items
 
 
-def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem]) -> ResyncResult:
+def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: list[ResyncItem],
+          patience: Patience | None = None) -> ResyncResult:
+    patience = patience or Patience(uncertain_wait_s=target.request_timeout_s)
     result = ResyncResult()
     entities = PgEntities(ledger, target.name)
     for item in items:
@@ -154,7 +160,8 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
                 # The plan saw no document at the platform, but the ledger knows one now: the sink posted the
                 # invoice after the plan read the ledger. Creating it would post it twice (a platform without
                 # unique numbers keeps both): plan it again from what the ledger knows.
-                action, detail = classify(event, current, connector.fetch_invoice(current.external_id), None)
+                remote = patience.call(f"reading {event.number}", lambda: connector.fetch_invoice(current.external_id))
+                action, detail = classify(event, current, remote, None)
                 item = ResyncItem(event, action, detail)
                 bound.info("resync_replanned_posted_meanwhile", action=action)
                 if action == "no change":
@@ -165,7 +172,9 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
             ctx = PgDeliveryContext(ledger, target, event, attempt=2, entities=entities,
                                     salt=f"resync-{uuid.uuid4().hex}")
             try:
-                new_doc = connector.deliver(event, doc, ctx)
+                # Retried after a transient refusal with attempt > 1: the connector looks the document up
+                # first, so a write that landed before its answer was lost is not posted twice.
+                new_doc = patience.call(f"resyncing {event.number}", lambda: connector.deliver(event, doc, ctx))
             except DeliveryError as exc:
                 result.errors.append((event.number, f"{exc.error_class.value}: {exc.reason}"))
                 bound.warning("resync_failed", error_class=exc.error_class.value, reason=exc.reason)
