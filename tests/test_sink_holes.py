@@ -440,3 +440,35 @@ def test_resync_waits_out_the_platforms_login_limit_instead_of_failing_the_invoi
     assert not result.errors, result.errors
     assert result.counts == {"create": 1} and len(waited) == 1
     assert [i["invoiceNumber"] for i in sandbox.records("invoices")] == [event.number]
+
+
+def test_a_resync_try_after_a_transient_refusal_goes_on_from_what_the_refused_try_checkpointed(ledger):
+    """A retried resync of a "create" must not start from an empty document again once the refused try recorded
+    its progress (the invoice made, its answer lost): that would post the invoice twice. And the wait happens
+    with the invoice's lock released, so the sink is never held behind a resync's back-off."""
+    from connectors.base import UncertainOutcomeError
+    from daemon.operations import resync
+    from daemon.operations.patience import Patience
+
+    worker, books = make_worker(ledger)
+    event = invoice_event(32)
+    seen: list[DocumentState] = []
+
+    def made_then_lost(ev, doc, ctx):
+        seen.append(doc.model_copy(deep=True))
+        if len(seen) == 1:
+            ctx.checkpoint(doc.model_copy(update={"external_id": "X32-made", "status": "posted"}))
+            raise UncertainOutcomeError("timed out after the invoice was sent")
+
+    def lock_is_free(seconds: float) -> bool:
+        with psycopg.connect(ledger.dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key("invoice", "books", 32),)).fetchone()[0], \
+                "the resync waits holding the invoice's lock"
+        return False
+
+    books.during_deliver = made_then_lost
+    result = resync.apply(ledger, books, worker.target, [resync.ResyncItem(event, "create", "not at the platform")],
+                          patience=Patience(wait=lock_is_free, say=None))
+    assert [d.external_id for d in seen] == [None, "X32-made"], "the retry started again from an empty document"
+    assert result.counts == {"create": 1} and not result.errors
+    assert ledger.document("books", 32).external_id == "X32-made"

@@ -147,56 +147,86 @@ def apply(ledger: Ledger, connector: Connector, target: TargetConfig, items: lis
         if item.action == "no change":
             result.counts["no change"] = result.counts.get("no change", 0) + 1
             continue
-        with ledger.invoice_lock(target.name, event.invoice_id):
-            current = ledger.document(target.name, event.invoice_id)
-            if current.delivered_version > event.version:
-                # The sink delivered a newer version since the plan read the state: posting the plan's
-                # state now would revert the books, and no later version would repair it.
-                result.skipped.append((event.number, f"newer version v{current.delivered_version} delivered "
-                                                     f"meanwhile (resync had v{event.version})"))
-                bound.info("resync_skipped_newer_delivered", delivered_version=current.delivered_version)
-                continue
-            if item.action == "create" and current.external_id:
-                # The plan saw no document at the platform, but the ledger knows one now: the sink posted the
-                # invoice after the plan read the ledger. Creating it would post it twice (a platform without
-                # unique numbers keeps both): plan it again from what the ledger knows.
-                remote = patience.call(f"reading {event.number}", lambda: connector.fetch_invoice(current.external_id))
-                action, detail = classify(event, current, remote, None)
-                item = ResyncItem(event, action, detail)
-                bound.info("resync_replanned_posted_meanwhile", action=action)
-                if action == "no change":
-                    result.counts["no change"] = result.counts.get("no change", 0) + 1
-                    continue
-            doc = _resync_doc(current, item)
-            # A fresh salt: QuickBooks replays the answer to a reused requestid, which would "create" nothing.
-            ctx = PgDeliveryContext(ledger, target, event, attempt=2, entities=entities,
-                                    salt=f"resync-{uuid.uuid4().hex}")
-            try:
-                # Retried after a transient refusal with attempt > 1: the connector looks the document up
-                # first, so a write that landed before its answer was lost is not posted twice.
-                new_doc = patience.call(f"resyncing {event.number}", lambda: connector.deliver(event, doc, ctx))
-            except DeliveryError as exc:
-                result.errors.append((event.number, f"{exc.error_class.value}: {exc.reason}"))
-                bound.warning("resync_failed", error_class=exc.error_class.value, reason=exc.reason)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a connector bug on one invoice must not stop the others
-                result.errors.append((event.number, f"connector error: {type(exc).__name__}: {exc}"))
-                bound.exception("resync_connector_raised_unexpected")
-                continue
-            written = ledger.record_document(
-                target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=new_doc,
-                audit={"version": event.version, "action": f"resync-{item.action}", "payload_hash": new_doc.payload_hash,
-                       "request_summary": {"detail": item.detail, "total": str(event.computed.total)},
-                       "response_status": new_doc.status, "external_id": new_doc.external_id, "source_tx": None})
-        if not written:  # cannot happen under the lock, unless something writes the ledger without it
-            result.skipped.append((event.number, "newer version delivered meanwhile (ledger kept it)"))
+        # One salt for every attempt at this invoice: a fresh one per resync (QuickBooks replays the answer to a
+        # reused requestid, which would "create" nothing), the same across retries (a write that landed is replayed).
+        attempt = _Attempt(item, salt=f"resync-{uuid.uuid4().hex}")
+        try:
+            # A transient refusal is waited out with the invoice's lock released (the sink may deliver it
+            # meanwhile), and the next try reads the ledger again under the lock.
+            outcome, detail = patience.call(f"resyncing {event.number}",
+                                            lambda: _apply_one(ledger, connector, target, entities, attempt, bound))
+        except DeliveryError as exc:
+            result.errors.append((event.number, f"{exc.error_class.value}: {exc.reason}"))
+            bound.warning("resync_failed", error_class=exc.error_class.value, reason=exc.reason)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a connector bug on one invoice must not stop the others
+            result.errors.append((event.number, f"connector error: {type(exc).__name__}: {exc}"))
+            bound.exception("resync_connector_raised_unexpected")
+            continue
+        if outcome == "skipped":
+            result.skipped.append((event.number, detail))
+            continue
+        if outcome == "no change":
+            result.counts["no change"] = result.counts.get("no change", 0) + 1
             continue
         # Dead letters of this version or older are settled by what was just posted; left open, they would
         # park every later version of the invoice behind them.
         resolved = ledger.resolve_dead_letters(target.name, event.invoice_id, "retried", through_version=event.version)
-        result.counts[item.action] = result.counts.get(item.action, 0) + 1
-        bound.info("resynced", action=item.action, dead_letters_resolved=resolved)
+        result.counts[outcome] = result.counts.get(outcome, 0) + 1
+        bound.info("resynced", action=outcome, dead_letters_resolved=resolved)
     return result
+
+
+@dataclass
+class _Attempt:
+    """One invoice's resync across its tries: the plan (re-planned when the sink posted it meanwhile), the salt
+    of its request ids, and the ledger's document as the first try read it."""
+
+    item: ResyncItem
+    salt: str
+    first_read: DocumentState | None = None
+
+
+def _apply_one(ledger: Ledger, connector: Connector, target: TargetConfig, entities: PgEntities, attempt: _Attempt,
+               bound) -> tuple[str, str]:
+    """One try under the invoice's lock: ("skipped", why), ("no change", "") or (the action done, "")."""
+    event = attempt.item.event
+    with ledger.invoice_lock(target.name, event.invoice_id):
+        current = ledger.document(target.name, event.invoice_id)
+        if current.delivered_version > event.version:
+            # The sink delivered a newer version since the plan read the state: posting the plan's
+            # state now would revert the books, and no later version would repair it.
+            bound.info("resync_skipped_newer_delivered", delivered_version=current.delivered_version)
+            return "skipped", (f"newer version v{current.delivered_version} delivered meanwhile "
+                               f"(resync had v{event.version})")
+        if attempt.first_read is not None and current != attempt.first_read:
+            # An earlier try checkpointed its progress (an intent, a document made): go on from it, never
+            # from the plan's start again (a create would be posted twice).
+            doc = current
+        else:
+            attempt.first_read = current
+            if attempt.item.action == "create" and current.external_id:
+                # The plan saw no document at the platform, but the ledger knows one now: the sink posted the
+                # invoice after the plan read the ledger. Creating it would post it twice (a platform without
+                # unique numbers keeps both): plan it again from what the ledger knows.
+                action, detail = classify(event, current, connector.fetch_invoice(current.external_id), None)
+                attempt.item = ResyncItem(event, action, detail)
+                bound.info("resync_replanned_posted_meanwhile", action=action)
+                if action == "no change":
+                    return "no change", ""
+            doc = _resync_doc(current, attempt.item)
+        # attempt > 1: the connector looks each document up before writing it.
+        ctx = PgDeliveryContext(ledger, target, event, attempt=2, entities=entities, salt=attempt.salt)
+        new_doc = connector.deliver(event, doc, ctx)
+        item = attempt.item
+        written = ledger.record_document(
+            target=target.name, invoice_id=event.invoice_id, invoice_number=event.number, doc=new_doc,
+            audit={"version": event.version, "action": f"resync-{item.action}", "payload_hash": new_doc.payload_hash,
+                   "request_summary": {"detail": item.detail, "total": str(event.computed.total)},
+                   "response_status": new_doc.status, "external_id": new_doc.external_id, "source_tx": None})
+    if not written:  # cannot happen under the lock, unless something writes the ledger without it
+        return "skipped", "newer version delivered meanwhile (ledger kept it)"
+    return item.action, ""
 
 
 def _resync_doc(doc: DocumentState, item: ResyncItem) -> DocumentState:
