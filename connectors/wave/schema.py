@@ -274,11 +274,14 @@ def schema() -> graphql.GraphQLSchema:
     """The SDL with Wave's scalars made strict: a Decimal is an exact number (an int, a JSON number read as a
     Decimal, or a numeric string — never a float or a boolean), a Date an ISO date."""
     built = graphql.build_schema(SDL)
-    decimal_type, date_type = built.type_map["Decimal"], built.type_map["Date"]
-    decimal_type.parse_value = _decimal  # type: ignore[union-attr]
-    decimal_type.parse_literal = lambda node, _v=None: _decimal(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
-    date_type.parse_value = _date  # type: ignore[union-attr]
-    date_type.parse_literal = lambda node, _v=None: _date(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
+    for name, coerce in (("Decimal", _decimal), ("Date", _date)):
+        scalar = built.type_map[name]
+        scalar.parse_value = coerce  # type: ignore[union-attr]
+        scalar.parse_literal = lambda node, _v=None, coerce=coerce: coerce(graphql.value_from_ast_untyped(node))  # type: ignore[union-attr]
+        if hasattr(scalar, "coerce_input_value"):
+            # graphql-core 3.3 coerces variables through ``coerce_input_value``, set from ``parse_value`` only when
+            # the scalar is constructed: without this, 3.3 passed an int where the sandbox expects a Decimal.
+            scalar.coerce_input_value = coerce  # type: ignore[union-attr]
     return built
 
 
