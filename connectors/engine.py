@@ -584,6 +584,15 @@ class _Run:
                        item_ids=dict(self._item_ids or {}), txn_date=txn_date, item=self.item,
                        invoice_id=self.doc.external_id or "", adjustments=list(self.state.adjustments))
 
+    def again(self, slot: str) -> tuple[str, ...]:
+        """What a write to ``slot`` adds to its request id once the slot's document was undone: a new id, never the
+        one whose answer names the document that is gone (``EngineState.undone``)."""
+        count = self.state.undone.get(slot, 0)
+        return (f"again:{count}",) if count else ()
+
+    def undo(self, slot: str) -> None:
+        self.state.undone[slot] = self.state.undone.get(slot, 0) + 1
+
     # -- intents and effects --
     def open_intent(self, step: Step, **fields: Any) -> Intent:
         kind = CREATING.get(step.kind)
@@ -766,6 +775,7 @@ class _Run:
             self.open_intent(step)
             ops.delete_payment(ref, self.ctx.idempotency_key("payment-delete", step.key, ref.external_id))
             del doc.payments[step.key]
+            self.undo(f"payment:{step.key}")
         elif step.kind in (StepKind.RELEASE_CREDIT, StepKind.UNSETTLE_REFUND):
             # a credit application released, or the refund payment that settled a credit note removed
             releasing = step.kind is StepKind.RELEASE_CREDIT
@@ -776,19 +786,22 @@ class _Run:
             undo(ExternalRef(external_id=taken.external_id, amount=taken.amount),
                  self.ctx.idempotency_key(label, step.key, taken.external_id))
             del held[step.key]
+            self.undo(f"{'credit-apply' if releasing else 'refund-settle'}:{step.key}")
             if step.key in doc.refunds and (releasing or doc.refunds[step.key].status == "settled"):
                 doc.refunds[step.key].status = "open"
         elif step.kind is StepKind.REFUSE:
             raise PermanentError(step.reason)
         elif step.kind is StepKind.VOID_CREDIT_NOTE:
             self.open_intent(step)
-            ops.void_credit_note(event, doc.refunds[step.key], self.posting("credit-void", step.key))
+            ops.void_credit_note(event, doc.refunds[step.key],
+                                 self.posting("credit-void", step.key, *self.again(f"refund:{step.key}")))
             doc.refunds[step.key].status = "voided"
+            self.undo(f"refund:{step.key}")
             if state.credit_invoice and step.key == str(-event.invoice_id):
                 doc.status = "voided"
         elif step.kind is StepKind.SETTLE_REFUND:
             refund = next(r for r in event.refunds if str(r.id) == step.key)
-            posting = self.posting("refund-settle", step.key, step.amount)
+            posting = self.posting("refund-settle", step.key, step.amount, *self.again(f"refund-settle:{step.key}"))
             intent = self.open_intent(step)
             self.effect(intent, ops.settle_refund(event, refund, doc.refunds[step.key], step.amount or ZERO,
                                                   intent.reference, posting))
@@ -840,16 +853,17 @@ class _Run:
             return
         elif step.kind is StepKind.ADD_PAYMENT:
             payment = received(event)[step.key]
-            posting = self.posting("payment", step.key, txn_date=step.txn_date)
+            posting = self.posting("payment", step.key, *self.again(f"payment:{step.key}"), txn_date=step.txn_date)
             intent = self.open_intent(step)
             self.effect(intent, ops.create_payment(event, payment, doc.external_id or "", posting))
         elif step.kind is StepKind.CREATE_CREDIT_NOTE:
             refund = next(r for r in event.refunds if str(r.id) == step.key)
-            posting = self.posting("refund", step.key, txn_date=step.txn_date, items=True)
+            posting = self.posting("refund", step.key, *self.again(f"refund:{step.key}"), txn_date=step.txn_date,
+                                   items=True)
             intent = self.open_intent(step)
             self.effect(intent, ops.create_credit_note(event, refund, posting))
         elif step.kind is StepKind.APPLY_CREDIT:
-            posting = self.posting("credit-apply", step.key, step.amount)
+            posting = self.posting("credit-apply", step.key, step.amount, *self.again(f"credit-apply:{step.key}"))
             intent = self.open_intent(step)
             self.effect(intent, ops.apply_credit(doc.refunds[step.key], doc.external_id or "", step.amount or ZERO,
                                                  intent.reference, posting))

@@ -109,6 +109,11 @@ class EngineState(BaseModel):
     # Creates refused because another live document held the number (``NumberInUseError``): each retry sends
     # a new request id, so an idempotency-key replay never answers it with the old refusal (issue #20).
     number_refusals: int = 0
+    # How many times the document in a slot ("payment:<id>", "refund:<id>", "credit-apply:<id>", "refund-settle:<id>")
+    # was undone (deleted, voided, released). Its next writes carry the count in their request ids: the same key
+    # again would have QuickBooks replay the answer naming the document just deleted (a payment lost after a
+    # restart delivered an older version between two tries of a newer one).
+    undone: dict[str, int] = Field(default_factory=dict)
     # refund id -> the refund payment (money out) that settles its credit note (``refund_settlement``)
     settlements: dict[str, CreditApplication] = Field(default_factory=dict)
     # The shop invoice has a negative total and is posted as a credit note (``negative_totals``): external_id

@@ -472,3 +472,22 @@ def test_a_resync_try_after_a_transient_refusal_goes_on_from_what_the_refused_tr
     assert [d.external_id for d in seen] == [None, "X32-made"], "the retry started again from an empty document"
     assert result.counts == {"create": 1} and not result.errors
     assert ledger.document("books", 32).external_id == "X32-made"
+
+
+def test_an_older_version_is_not_delivered_over_a_newer_one_a_dead_process_left_half_done(ledger):
+    """Found by the spine with SIGKILLed daemons: v3 (with a payment) was being delivered when the process died, so
+    its offset was never stored; the restarted sink re-read v1 first and delivered it — taking v3's payment off
+    the books — before v3 came again. v1 is now skipped (v3's record is further on in the partition) and v3 goes
+    on from what the dead attempt left."""
+    worker, books = make_worker(ledger)
+    v1 = invoice_event(34)
+    v3 = next_version(next_version(v1), payments=[payment(7, "50.00")])
+    half_done = DocumentState(external_id="X34", status="posted", extra={"attempt_version": "3", "attempts": "1"})
+    half_done.payments["7"] = ExternalRef(external_id="P7", amount=Decimal("50.00"))
+    ledger.save_document("books", v1.number, 34, half_done)
+    worker._handle(0, record_of(v1, 40), v1, 41, lease(worker))
+    assert books.posted == {}, "the older version was delivered over the newer one's writes"
+    assert ledger.offsets("books", TOPIC) == {0: 41}
+    worker._handle(0, record_of(v3, 42), v3, 43, lease(worker))
+    assert books.posted == {34: [3]} and books.seen_docs[-1].payments["7"].external_id == "P7"
+    assert ledger.document("books", 34).delivered_version == 3 and ledger.offsets("books", TOPIC) == {0: 43}

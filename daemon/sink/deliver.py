@@ -694,6 +694,12 @@ class SinkWorker:
         doc = self.ledger.document(self.target.name, event.invoice_id)
         if event.version <= doc.delivered_version:
             return None
+        if event.version < int(doc.extra.get("attempt_version", "0")):
+            # A newer version was being delivered when the process died: its record lies further on in this
+            # partition (its offset was never stored) and will be delivered from what it left. Delivering this
+            # older one first would take the newer one's writes off the books (a payment deleted) only for them
+            # to be made again.
+            return None
         if (doc.status == "none" and doc.external_id is None and event.status.value in ("draft", "void", "deleted")
                 and int(doc.extra.get("attempts", "0")) == 0 and (doc.engine is None or doc.engine.intent is None)):
             # Nothing posted yet: a draft is not in the books until issued, and an invoice voided or

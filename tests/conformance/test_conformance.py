@@ -141,6 +141,22 @@ def test_conformance_reversal_of_a_payment_whose_create_got_no_answer(harness):
     assert harness.connector.read_invoice(booked.external_id).balance == v1.computed.total
 
 
+def test_conformance_a_payment_an_older_version_took_off_is_posted_again_by_the_newer_one(harness):
+    """Found by the spine with SIGKILLed daemons (CI, then a local repro): a newer version's payment was posted
+    and the process killed before the sink recorded the delivery; the restarted sink delivered the older version
+    first (its offset was not committed yet), which took the payment off, then the newer one again. QuickBooks
+    Online answered the payment's create with its earlier answer for that request id — the payment just deleted
+    — and the books lost it. A write after its slot's document was undone now carries a new request id."""
+    v1 = invoice_event(9315)
+    v2 = next_version(v1, payments=[payment(1, "100.00")])
+    _, first_try = harness.deliver(v2)  # posted with its payment, never recorded by the sink
+    doc, _ = harness.deliver(v1, first_try, attempt=2)
+    doc, _ = harness.deliver(v2, doc, attempt=3)
+    (booked,) = harness.booked(v1.number)
+    assert (booked.payment_count, booked.payments_applied) == (1, Decimal("100.00"))
+    assert doc is not None and list(doc.payments) == ["1"]
+
+
 def test_conformance_edit_after_post(harness):
     v1 = invoice_event(9400)
     doc, _ = harness.deliver(v1)
