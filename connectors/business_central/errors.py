@@ -1,5 +1,4 @@
-"""Business Central's OData error body (``{"error": {"code", "message"}}``) as the engine's error classes, and a
-refused cancel explained: what a refusal means is apart from the operations that meet it."""
+"""Business Central's OData error body as the engine's errors, and a refused cancel explained: not an operation."""
 
 from __future__ import annotations
 

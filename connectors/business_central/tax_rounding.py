@@ -1,6 +1,4 @@
-"""Business Central's tax rounding line: it rounds tax per document where the shop rounds per line, so a line on
-``settings.tax_rounding_account`` makes up the shop's total and is read back as tax; apart from the operations,
-which all use it."""
+"""The tax rounding line that keeps the shop's total, made and read back as tax: shared by every document."""
 
 from __future__ import annotations
 

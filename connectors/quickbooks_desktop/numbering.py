@@ -1,5 +1,4 @@
-"""QuickBooks Desktop's RefNumbers for our documents (≤ 11 characters): deterministic short forms of the shop's
-numbers and references, so a lost answer finds its document again; apart from the payloads that carry them."""
+"""QuickBooks Desktop RefNumbers (≤ 11 characters), deterministic so a lost answer finds its document: not a payload."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A refund's tax as QuickBooks Desktop books it: shared over the shop's tax components so each lands in its
-agency's sales-tax item; apart from the credit memo payload that carries it."""
+"""A refund's tax shared over the shop's tax components (each agency's sales-tax item): apart from its payload."""
 
 from __future__ import annotations
 

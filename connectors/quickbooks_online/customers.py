@@ -1,5 +1,4 @@
-"""QuickBooks Online customers found by the bookkeeper's match rules: apart from the customer operations because
-QuickBooks' query language filters a name and an email but not a phone, whose digits are compared instead."""
+"""Customer look-ups by the match rules (QuickBooks' queries cannot filter a phone): a helper, not an operation."""
 
 from __future__ import annotations
 

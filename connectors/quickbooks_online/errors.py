@@ -1,5 +1,4 @@
-"""QuickBooks Online's Fault bodies, of a whole response or of one batch item, as the engine's error classes: apart
-from the client, which only sends and reads."""
+"""QuickBooks Online's Faults (a response's, a batch item's) as the engine's errors: classification, not an operation."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""A refund paid back as QuickBooks keeps it, which settling, undoing and finding it share: an expense to the
-customer on Accounts Receivable linked to the credit memo by a zero Payment (the settlement), the expense's own
-requestid, and the company's Accounts Receivable account."""
+"""A refund paid back as QuickBooks keeps it (expense, linking Payment, A/R account): shared by settle, unsettle, find."""
 
 from __future__ import annotations
 

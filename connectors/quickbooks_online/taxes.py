@@ -1,5 +1,4 @@
-"""QuickBooks Online's ``TxnTaxDetail`` with the shop's own tax amounts: one ``TaxLine`` per tax component of an
-invoice, a refund's tax split over its returned line's components; apart from the payloads that carry it."""
+"""QuickBooks Online's TxnTaxDetail from the shop's own tax amounts: shared by the invoice and credit memo payloads."""
 
 from __future__ import annotations
 

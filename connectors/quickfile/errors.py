@@ -1,5 +1,4 @@
-"""QuickFile's ``{"Errors": [...]}`` body (with any HTTP status, 200 included) as the engine's error classes: apart
-from the client, which only signs, sends and reads."""
+"""QuickFile's Errors body (HTTP 200 included) as the engine's errors: classification, not an operation."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""How a refund's credit is held in QuickFile, which the refund operations share: its credit note parts (VOID off
-what is owed, HOLD for what was paid, an independent REFUND for the rest, or REFUND notes paid out of a bank),
-the notes that paid it back, and that bank."""
+"""A refund's credit as QuickFile holds it (VOID/HOLD/REFUND parts, notes paid out, their bank): shared by refunds."""
 
 from __future__ import annotations
 
