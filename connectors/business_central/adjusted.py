@@ -17,7 +17,7 @@ LINES = {INVOICES: "salesInvoiceLines", CREDIT_MEMOS: "salesCreditMemoLines"}
 
 
 class AdjustedInvoices:
-    """Mixed into the connector: uses its ``client``, ``settings`` and ``_journal()``."""
+    """Mixed into the connector: uses its ``client`` and ``_journal()``."""
 
     def _adjustments(self, invoice: dict[str, Any], lines: bool = False) -> list[tuple[int, dict[str, Any]]]:
         """The adjustment documents posted for a posted invoice, found by their numbers (``<number>-A<n>``, an
@@ -55,10 +55,3 @@ class AdjustedInvoices:
             if memo.get("status") in ("Open", "Paid"):
                 owed -= Decimal(str(memo.get("totalAmountIncludingTax") or 0))
         return max(owed, Decimal("0"))
-
-    def _rounding(self, document: dict[str, Any]) -> Decimal:
-        """The tax rounding lines of a document (on ``settings.tax_rounding_account``): tax, in the books."""
-        account = self.settings.tax_rounding_account
-        return sum((Decimal(str(ln.get("amountExcludingTax") or 0))
-                    for ln in document.get(LINES[INVOICES]) or document.get(LINES[CREDIT_MEMOS]) or []
-                    if account and ln.get("lineObjectNumber") == account), Decimal("0"))

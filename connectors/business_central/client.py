@@ -1,6 +1,6 @@
 """Business Central API v2.0 over ``PlatformHttp``: the company, OData reads (``$filter``, ``@odata.nextLink``
-pages), writes with ``If-Match`` (recorded instead of sent during a preview), and the OData error body
-``{"error": {"code", "message"}}`` classified."""
+pages) and writes with ``If-Match`` (recorded instead of sent during a preview); its error body is classified
+in ``errors.py``."""
 
 from __future__ import annotations
 
@@ -9,33 +9,10 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
-from connectors.base import (AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError,
-                             StaleTokenError)
-from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.base import PermanentError
+from connectors.http import PlatformHttp
 
 JSON = {"Accept": "application/json"}
-
-
-def classify(response: httpx.Response) -> DeliveryError | None:
-    try:
-        body = jsonmoney.loads(response.content)
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return None
-    status, code = response.status_code, str(error.get("code", ""))
-    common = {"status": status, "platform_code": code, "detail": error}
-    reason = f"Business Central {code}: {error.get('message', '')}"
-    if status == 401:
-        return AuthError(reason, **common)
-    if status == 429:
-        return RateLimitedError(reason, retry_after=retry_after_seconds(response), **common)
-    if status == 412:  # Request_EntityChanged: the If-Match ETag is not the record's any more
-        return StaleTokenError(reason, **common)
-    if status >= 500:
-        return RetryableError(reason, **common)
-    return PermanentError(reason, **common)
 
 
 def quoted(value: str) -> str:

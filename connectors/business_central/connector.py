@@ -18,25 +18,24 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from connectors import references
 from connectors.auth import OAuth2ClientCredentialsAuth
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
 from connectors.business_central import mapping
 from connectors.business_central.adjusted import CANCELED, CREDIT_MEMOS, DRAFT, INVOICES, LINES, AdjustedInvoices
-from connectors.business_central.client import BusinessCentralClient, classify, quoted
+from connectors.business_central.client import BusinessCentralClient, quoted
+from connectors.business_central.errors import classify, credited_cancel_refused
 from connectors.business_central.settings import BusinessCentralSettings
+from connectors.business_central.tax_rounding import TaxRounding
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick
 from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
-log = structlog.get_logger(__name__)
 API_HOST = "https://api.businesscentral.dynamics.com"
 
 
-class BusinessCentralConnector(AdjustedInvoices, EngineConnector):
+class BusinessCentralConnector(AdjustedInvoices, TaxRounding, EngineConnector):
     platform = "business-central"
     settings_model = BusinessCentralSettings
     # Journal lines are deleted; a payment names its invoice (appliesToInvoiceId); a credit memo names its
@@ -158,20 +157,6 @@ class BusinessCentralConnector(AdjustedInvoices, EngineConnector):
         records the tax difference)."""
         return self._round(resource, self.client.write("POST", resource, body), shop_total, number)
 
-    def _round(self, resource: str, made: dict[str, Any], shop_total: Decimal, number: str) -> dict[str, Any]:
-        total = made.get("totalAmountIncludingTax")
-        difference = shop_total - Decimal(str(total)) if total is not None and self.client.recorder is None else 0
-        if not difference:
-            return made
-        account = self.settings.tax_rounding_account
-        log.warning("business_central_tax_rounding", target=self.target.name, document=number,
-                    difference=str(difference), rounding_line=account is not None)
-        if account is None:
-            return made
-        self.client.write("POST", f"{resource}({made['id']})/{LINES[resource]}",
-                          mapping.rounding_line(difference, account, self.mapping))
-        return self.client.get(f"{resource}({made['id']})") or made
-
     def issue_invoice(self, current: ExternalRef, request_id: str) -> None:
         held = self.client.get(f"{INVOICES}({current.external_id})")
         if (held is None and current.status == "draft") or (held or {}).get("status") == DRAFT:
@@ -212,12 +197,7 @@ class BusinessCentralConnector(AdjustedInvoices, EngineConnector):
                      if m.get("status") == "Open"]
             if not memos:
                 raise
-            raise PermanentError(
-                f"Business Central cannot cancel posted invoice {held['number']}: credit memo(s) {', '.join(memos)} "
-                "(the shop's refunds) are applied to it and API v2.0 has no action to unapply them (its credit memo "
-                "cancel takes only corrective credit memos). Unapply them in Business Central (Customer Ledger "
-                "Entries, Unapply Entries), then replay this dead letter.",
-                status=refused.status, platform_code=refused.platform_code, detail=refused.detail) from refused
+            raise credited_cancel_refused(held["number"], memos, refused) from refused
 
     def read_invoice(self, external_id: str) -> RemoteInvoice | None:
         """The posted invoice as the books hold it: its own total, its tax with its tax rounding line (what

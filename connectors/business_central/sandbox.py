@@ -303,22 +303,6 @@ class Sandbox:
                 if entity_id in company.sets[entity_set]:
                     self._stamp(company.sets[entity_set][entity_id])
 
-    def bookkeeper_unapply(self, memo_id: str) -> None:
-        """The bookkeeper unapplies a posted credit memo in Business Central (Customer Ledger Entries, Unapply
-        Entries: no API v2.0 action does it): its amount is open again and so is its invoice's."""
-        with self._lock:
-            for company in self.companies.values():
-                memo = company.sets["salesCreditMemos"].get(memo_id)
-                if memo is None:
-                    continue
-                applied = memo["totalAmountIncludingTax"] - memo["_open"]
-                invoice = company.sets["salesInvoices"].get(memo.get("invoiceId") or "")
-                memo["_open"] += applied
-                if invoice is not None:
-                    invoice["remainingAmount"] += applied
-                    self._settle(invoice)
-                self._stamp(memo)
-
     # -- Microsoft Entra ID: client credentials --
     async def _token(self, request: Request) -> Response:
         form = await request.form()

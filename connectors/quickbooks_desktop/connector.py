@@ -29,7 +29,7 @@ from connectors.base import ExternalRef, RemoteInvoice, StaleTokenError
 from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting
 from connectors.engine_state import DocKind
 from connectors.pull_queue import MemoryQueue, PgQueue, PullQueue
-from connectors.quickbooks_desktop import check, currency, mapping, qbwc, qbxml
+from connectors.quickbooks_desktop import check, currency, mapping, numbering, qbwc, qbxml
 from connectors.quickbooks_desktop.legacy import from_queue_state
 from connectors.quickbooks_desktop.queueing import QueuedDelivery
 from connectors.quickbooks_desktop.settings import QbdSettings
@@ -125,13 +125,13 @@ class QuickBooksDesktopConnector(qbwc.WebConnectorService, QueuedDelivery, curre
     def reference(self, kind: DocKind, event: InvoiceEvent, key: str = "") -> str:
         """The framework's, in RefNumbers of 11 characters (an invoice's and an adjustment's are short forms)."""
         if kind is DocKind.INVOICE:
-            return self.queue.ref_number(event.number, mapping.ref_candidates(event.number))
+            return self.queue.ref_number(event.number, numbering.ref_candidates(event.number))
         if kind is DocKind.ADJUSTMENT:
             direction, sequence = references.adjustment_key(key)
-            return mapping.adjustment_ref(event, sequence, direction)
-        return {DocKind.PAYMENT: references.payment_reference, DocKind.CREDIT_NOTE: mapping.refund_reference,
-                DocKind.CREDIT_APPLICATION: mapping.credit_reference,
-                DocKind.REFUND_PAYMENT: mapping.settlement_reference}[kind](key)
+            return numbering.adjustment_ref(event, sequence, direction)
+        return {DocKind.PAYMENT: references.payment_reference, DocKind.CREDIT_NOTE: numbering.refund_reference,
+                DocKind.CREDIT_APPLICATION: numbering.credit_reference,
+                DocKind.REFUND_PAYMENT: numbering.settlement_reference}[kind](key)
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.REFUND_PAYMENT:  # a card refund or a refund check: "<TxnDelType>:<TxnID>"

@@ -11,10 +11,6 @@ reports. Whatever QuickBooks answers is compared with the shop's totals afterwar
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -22,11 +18,12 @@ from lxml import etree
 
 from connectors import references
 from connectors.base import invoice_memo, line_text
+from connectors.quickbooks_desktop.numbering import refund_reference, settlement_reference
 from connectors.quickbooks_desktop.qbxml import amt, el, num, ref
-from daemon.canonical import CENT, Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
+from connectors.quickbooks_desktop.taxes import refund_tax_components
+from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 from daemon.config import MappingConfig
 
-REF_NUMBER_MAX = 11  # InvoiceAdd/RefNumber maxLength
 OTHER_MAX = 29  # InvoiceAdd/Other maxLength: the shop's full invoice number lives here
 NAME_MAX = 41  # CustomerAdd/Name
 ITEM_NAME_MAX = 31  # Item*Add/Name
@@ -34,45 +31,6 @@ ITEM_NAME_MAX = 31  # Item*Add/Name
 KIND_ITEM_TYPES = {LineKind.PART: "ItemNonInventory", LineKind.LABOUR: "ItemService", LineKind.SUBLET: "ItemService",
                    LineKind.FEE: "ItemOtherCharge", LineKind.DISCOUNT: "ItemOtherCharge",
                    LineKind.CORE_CHARGE: "ItemOtherCharge", LineKind.CORE_RETURN: "ItemOtherCharge"}
-
-
-
-# --- numbering -----------------------------------------------------------------------------------------
-
-
-def ref_candidates(number: str) -> Iterator[str]:
-    """Deterministic RefNumber candidates (≤ 11 chars) for a shop invoice number, best first: the number
-    without punctuation ("INV-NORTH-000123" → "NORTH000123" once the "INV" prefix goes), then hashed forms.
-    The store keeps the first free one, so a collision takes the next candidate."""
-    compact = re.sub(r"[^A-Za-z0-9]", "", number).upper()
-    if compact and len(compact) <= REF_NUMBER_MAX:
-        yield compact
-    stripped = re.sub(r"^INV", "", compact)
-    if stripped and len(stripped) <= REF_NUMBER_MAX and stripped != compact:
-        yield stripped
-    for n in range(1000):
-        digest = base64.b32encode(hashlib.sha256(f"{number}#{n}".encode()).digest()).decode()
-        yield (stripped[:5] + digest[:REF_NUMBER_MAX - 5]).upper()
-
-
-def refund_reference(refund_id: object) -> str:  # CreditMemoAdd/RefNumber (≤ 11)
-    return references.refund_reference(refund_id)[:REF_NUMBER_MAX]
-
-
-def credit_reference(refund_id: object) -> str:  # ReceivePaymentAdd/RefNumber (≤ 20) of a credit memo's application
-    return f"LWC{refund_id}"[:20]
-
-
-def settlement_reference(refund_id: object) -> str:  # RefNumber (≤ 11) of the money paid back on a credit memo
-    return references.settlement_reference(refund_id)[:REF_NUMBER_MAX]
-
-
-def adjustment_ref(event: InvoiceEvent, sequence: int, kind: str) -> str:
-    """RefNumber (≤ 11) of a closed-period adjustment: "A<n>-"/"C<n>-" (increase / decrease) and a digest of
-    the invoice number, deterministic so that a lost answer finds it again; the full number goes in Other."""
-    prefix = f"{'A' if kind == 'increase' else 'C'}{sequence}-"
-    digest = base64.b32encode(hashlib.sha256(f"{event.number}#{prefix}".encode()).digest()).decode()
-    return (prefix + digest)[:REF_NUMBER_MAX]
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -283,27 +241,6 @@ def credit_memo_add(refund: Refund, event: InvoiceEvent, customer_list_id: str, 
     for code, name, amount in refund_tax_components(refund, event):
         _line(add, "CreditMemoLineAdd", {"full_name": tax_item(code, mapping)}, f"{name} refunded", amount)
     return rq
-
-
-def refund_tax_components(refund: Refund, event: InvoiceEvent) -> list[tuple[str, str, Decimal]]:
-    """The refund's tax on each tax component, (code, name, amount), in proportion to what the refunded line
-    (else the whole invoice) carries of each; the last component takes the rounding so the parts sum to the
-    refund's tax. GST 2.50 + PST 3.50, never one GST 6.00 line in the wrong agency's liability."""
-    if not refund.tax_amount:
-        return []
-    lines = [ln for ln in event.lines if ln.id == refund.line_id and ln.taxes] or list(event.lines)
-    components: dict[str, tuple[str, Decimal]] = {}
-    for tax in (tax for ln in lines for tax in ln.taxes):
-        components[tax.code] = (tax.name, components.get(tax.code, ("", Decimal("0")))[1] + tax.amount)
-    whole = sum((amount for _, amount in components.values()), Decimal("0"))
-    if not components or not whole:
-        return []
-    out, left = [], refund.tax_amount
-    for index, (code, (name, amount)) in enumerate(sorted(components.items())):
-        share = left if index == len(components) - 1 else (refund.tax_amount * amount / whole).quantize(CENT)
-        out.append((code, name, share))
-        left -= share
-    return [part for part in out if part[2]]
 
 
 def credit_application(reference: str, customer_list_id: str, invoice_txn_id: str, memo_txn_id: str,

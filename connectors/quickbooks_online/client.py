@@ -1,37 +1,12 @@
-"""QuickBooks Online Accounting API v3 over ``PlatformHttp``: entity reads, writes, queries, Fault parsing."""
+"""QuickBooks Online Accounting API v3 over ``PlatformHttp``: entity reads, writes, queries (Faults: ``errors.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from connectors import jsonmoney
-from connectors.base import (AuthError, ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError,
-                             RetryableError, StaleTokenError)
-from connectors.errors import When, classify_by, facts_of
 from connectors.http import PlatformHttp
 from connectors.rest import ACCEPT_JSON, SEND_JSON, RecordingClient, is_placeholder, unless_gone
-
-# QBO's Fault codes: 3200 token refused, 3001 throttled, 6200 "Account Period Closed" (integrators have seen
-# it with code 5010 as well, so it is told apart from a stale SyncToken, 5010, by its text, before that rule).
-RULES = (When(AuthError, on={"http:401", "code:3200"}), When(RateLimitedError, on={"http:429", "code:3001"}),
-         When(ClosedPeriodError, on={"code:6200"}),
-         When(ClosedPeriodError, text=("account period closed", "account period has closed")),
-         When(StaleTokenError, on={"code:5010"}), When(RetryableError, on={"http:5xx", "SystemFault"}))
-
-
-def classify(response: httpx.Response) -> DeliveryError | None:
-    """QBO's Fault body (``{"Fault": {"Error": [{"Message", "Detail", "code"}], "type"}}``) by ``RULES``."""
-    try:
-        fault = jsonmoney.loads(response.content).get("Fault") or {}
-    except ValueError:
-        return None
-    first = (fault.get("Error") or [{}])[0]
-    code, text = str(first.get("code", "")), f"{first.get('Message', '')} {first.get('Detail', '')}"
-    return classify_by(RULES, f"QBO {code}: {text}".strip(), facts=facts_of(response.status_code, code, fault.get("type")),
-                       message=text, response=response, code=code, detail=fault)
-
 
 class QboClient(RecordingClient):
     def __init__(self, http: PlatformHttp, realm_id: str, minor_version: str) -> None:
@@ -96,10 +71,3 @@ class QboClient(RecordingClient):
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
-def classify_fault(fault: dict[str, Any]) -> DeliveryError:
-    """A Fault inside a batch answer, classified like a whole response's."""
-    fake = httpx.Response(500 if fault.get("type") == "SystemFault" else 400,
-                          content=jsonmoney.dumps({"Fault": fault}))
-    return classify(fake) or PermanentError(str(fault))

@@ -9,7 +9,6 @@ look-ups before re-creating, checkpoints and preview are the engine's."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -24,8 +23,11 @@ from connectors.oauth import OAuth2RefreshAuth
 from connectors.quickbooks_online import mapping
 from connectors.quickbooks_online.currency import Currencies
 from connectors.quickbooks_online.check import check_mapping
-from connectors.quickbooks_online.client import QboClient, classify, classify_fault
+from connectors.quickbooks_online.client import QboClient
+from connectors.quickbooks_online.customers import CustomerLookups
+from connectors.quickbooks_online.errors import classify, classify_fault
 from connectors.quickbooks_online.settings import QboSettings
+from connectors.quickbooks_online.settlement import RefundSettlement, derived_key, has_link, settlement_ref
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, LineKind, Payment, Refund
 
 DEFAULT_BASE_URL = "https://quickbooks.api.intuit.com"
@@ -35,7 +37,7 @@ SEARCH = {DocKind.INVOICE: ("Invoice", "DocNumber"), DocKind.PAYMENT: ("Payment"
           DocKind.REFUND_PAYMENT: ("Payment", "PaymentRefNum")}
 
 
-class QuickBooksOnlineConnector(EngineConnector):
+class QuickBooksOnlineConnector(CustomerLookups, RefundSettlement, EngineConnector):
     platform = "quickbooks-online"
     settings_model = QboSettings
     supports_batch = True
@@ -56,7 +58,6 @@ class QuickBooksOnlineConnector(EngineConnector):
         http = self.platform_http(base_url=target.base_url or DEFAULT_BASE_URL, classify=classify, auth=auth)
         self.client = QboClient(http, settings.realm_id, settings.minor_version)
         self.mapping, self.currencies = target.mapping, Currencies(self.client)  # currency.py: CurrencyRef, customers
-        self._receivable: str | None = None
 
     # -- shared entities --
     def customer_digest(self, customer: Customer) -> str:
@@ -70,15 +71,6 @@ class QuickBooksOnlineConnector(EngineConnector):
             customer, self.mapping.customer_match, lambda key, value: self._customers_by(key, value, customer),
             lambda row: references.claimed_by(row.get("DisplayName")))
         return _ref(found) if found else None
-
-    def _customers_by(self, key: str, value: str, customer: Customer) -> list[dict[str, Any]]:
-        if key == "name":
-            return self.client.query("Customer", DisplayName=mapping.customer_display_name(customer))
-        if key == "email":
-            return self.client.query("Customer", PrimaryEmailAddr=value)
-        # PrimaryPhone is not a filterable field in QuickBooks' query language: compare digits.
-        return [c for c in self.client.query_all("Customer")
-                if _digits((c.get("PrimaryPhone") or {}).get("FreeFormNumber", "")) == _digits(value)]
 
     def create_customer(self, customer: Customer, request_id: str) -> ExternalRef:
         return _ref(self.client.write("Customer", mapping.customer_payload(customer, self.mapping),
@@ -131,7 +123,7 @@ class QuickBooksOnlineConnector(EngineConnector):
         if kind is DocKind.CREDIT_APPLICATION or kind is DocKind.PAYMENT:
             live = [row for row in live if (Decimal(str(row.get("TotalAmt", 0))) == 0) == (kind is DocKind.CREDIT_APPLICATION)]
         if kind is DocKind.REFUND_PAYMENT:  # the zero Payment linking the money paid back and the credit memo
-            return [_settlement_ref(row) for row in live if _linked(row, "Expense")]
+            return [settlement_ref(row) for row in live if has_link(row, "Expense")]
         return [_ref(row) for row in live]
 
     # -- the invoice --
@@ -221,12 +213,12 @@ class QuickBooksOnlineConnector(EngineConnector):
             if memo.get("CurrencyRef"):
                 body["CurrencyRef"] = memo["CurrencyRef"]
             expense = self.client.write("Purchase", posting.dated(body, "TxnDate"),
-                                        request_id=_derived_key(posting.request_id, "expense"))
+                                        request_id=derived_key(posting.request_id, "expense"))
         link = mapping.refund_link_payload(customer, credit.external_id, str(expense["Id"]), amount,
                                            refund.created_at.date(), reference)
         if memo.get("CurrencyRef"):
             link["CurrencyRef"] = memo["CurrencyRef"]
-        return _settlement_ref(self.client.write("Payment", posting.dated(link, "TxnDate"), request_id=posting.request_id))
+        return settlement_ref(self.client.write("Payment", posting.dated(link, "TxnDate"), request_id=posting.request_id))
 
     def unsettle_refund(self, settlement: ExternalRef, request_id: str) -> None:
         """The link first (the expense cannot be deleted while a payment links it), then the expense."""
@@ -238,16 +230,7 @@ class QuickBooksOnlineConnector(EngineConnector):
             held = self.client.read("Purchase", expense_id)
             if held is not None:
                 self.client.write("Purchase", {"Id": expense_id, "SyncToken": held["SyncToken"]},
-                                  request_id=_derived_key(request_id, "expense"), operation="delete")
-
-    def _receivable_account(self) -> str:
-        """The company's Accounts Receivable account (an expense line on it is a charge on the customer)."""
-        if self._receivable is None:
-            found = self.client.query("Account", AccountType="Accounts Receivable")
-            if not found:
-                raise PermanentError("QuickBooks has no Accounts Receivable account to refund a customer credit from")
-            self._receivable = str(found[0]["Id"])
-        return self._receivable
+                                  request_id=derived_key(request_id, "expense"), operation="delete")
 
     def home_currency(self) -> str | None:  # configured, else Preferences.CurrencyPrefs.HomeCurrency
         return self.mapping.home_currency or self.currencies.home()
@@ -265,28 +248,6 @@ class QuickBooksOnlineConnector(EngineConnector):
         body = self.currencies.stamp(event, body, self.mapping)
         entity = "Invoice" if adjustment.kind == "increase" else "CreditMemo"
         return _ref(self.client.write(entity, body, request_id=posting.request_id))
-
-
-
-def _digits(text: str) -> str:
-    return re.sub(r"\D", "", text or "")
-
-
-def _derived_key(request_id: str, part: str) -> str:
-    """A second write's own requestid, stable for the step (QuickBooks replays an answer by requestid)."""
-    return hashlib.sha256(f"{request_id}:{part}".encode()).hexdigest()[:32]
-
-
-def _linked(row: dict[str, Any], txn_type: str) -> bool:
-    return any(linked.get("TxnType") == txn_type for line in row.get("Line", []) for linked in line.get("LinkedTxn", []))
-
-
-def _settlement_ref(row: dict[str, Any]) -> ExternalRef:
-    """A refund's settlement: its linking Payment, its amount the credit memo used."""
-    used = next((line.get("Amount") for line in row.get("Line", []) for linked in line.get("LinkedTxn", [])
-                 if linked.get("TxnType") == "CreditMemo"), None)
-    return ExternalRef(external_id=str(row["Id"]), token=row.get("SyncToken"),
-                       amount=Decimal(str(used)) if used is not None else None)
 
 
 def _voided(row: dict[str, Any]) -> bool:

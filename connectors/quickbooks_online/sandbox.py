@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors import jsonmoney
-from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, new_client, refresh_grant
+from connectors.sandbox_kit import BookedInvoice, Faults, RunningServer, TokenIssuer, WindowLimit, refresh_grant
 
 ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice", "payment": "Payment", "account": "Account",
             "creditmemo": "CreditMemo", "taxcode": "TaxCode", "taxrate": "TaxRate", "term": "Term", "class": "Class",

@@ -1,28 +1,20 @@
 """QuickFile JSON API v1.2 over ``PlatformHttp``: one ``POST /1_2/<area>/<method>`` per call with the
 ``{"payload": {"Header", "Body"}}`` envelope, a fresh ``SubmissionNumber`` signed into the header's MD5 on every
 request (QuickFile refuses a reused one: it is anti-replay, never an idempotency key), writes recorded instead of
-sent during a preview, and QuickFile's ``{"Errors": [...]}`` body classified (it can come with HTTP 200 too)."""
+sent during a preview, and QuickFile's ``{"Errors": [...]}`` body raised even with HTTP 200 (``errors.py``)."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timedelta, timezone
 from typing import Any
-
-import httpx
 
 from connectors import jsonmoney
 from connectors.auth import reauthorisation_required
-from connectors.base import (
-    CredentialSource,
-    DeliveryError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-)
-from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.base import CredentialSource, PermanentError
+from connectors.http import PlatformHttp
 from connectors.quickfile import mapping
+from connectors.quickfile.errors import classify, errors_of
 from connectors.quickfile.settings import QuickFileSettings
 
 JSON = {"Accept": "application/json", "Content-Type": "application/json"}
@@ -43,44 +35,6 @@ def signed_header(cred: dict[str, Any], submission: str) -> dict[str, Any]:
     md5 = hashlib.md5((account + key + submission).encode()).hexdigest()
     return {"MessageType": "Request", "SubmissionNumber": submission,
             "Authentication": {"AccNumber": account, "MD5Value": md5, "ApplicationID": application}}
-
-
-def _until_midnight_utc() -> float:
-    now = datetime.now(timezone.utc)
-    return ((now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0) - now).total_seconds()
-
-
-def errors_of(body: Any) -> list[dict[str, Any]]:
-    errors = body.get("Errors") if isinstance(body, dict) else None
-    if isinstance(errors, dict):  # {"Errors": {"Error": [...]}} as the XML-shaped JSON has it
-        errors = errors.get("Error")
-    if isinstance(errors, dict):
-        errors = [errors]
-    return [e for e in errors or [] if isinstance(e, dict)]
-
-
-def classify(response: httpx.Response) -> DeliveryError | None:
-    """``{"Errors": [{"ErrorCode", "ErrorMessage"}]}``: authentication (a person must fix the key or the
-    application id; a refused SubmissionNumber only needs a new one), the daily call limit, validation."""
-    try:
-        errors = errors_of(jsonmoney.loads(response.content))
-    except ValueError:
-        return None
-    if not errors:
-        return None
-    status = response.status_code
-    reason = "QuickFile " + "; ".join(f"{e.get('ErrorCode', '')}: {e.get('ErrorMessage', '')}" for e in errors)
-    common = {"status": status, "platform_code": str(errors[0].get("ErrorCode", "")), "detail": errors}
-    text = reason.lower()
-    if status == 429 or "limit" in text:
-        return RateLimitedError(reason, retry_after=retry_after_seconds(response) or _until_midnight_utc(), **common)
-    if "submissionnumber" in text or "submission number" in text:
-        return RetryableError(reason, **common)  # refused before it was applied: a new number next time
-    if status in (401, 403) or "authentication" in text or "md5" in text or "applicationid" in text:
-        return reauthorisation_required(reason, **common)
-    if status >= 500:
-        return RetryableError(reason, **common)
-    return PermanentError(reason, **common)
 
 
 class QuickFileClient:

@@ -24,21 +24,21 @@ import structlog
 
 from connectors import references
 from connectors.base import ExternalRef, PermanentError, RemoteInvoice
-from connectors.engine import (AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick, received,
-                               recording_on)
+from connectors.engine import AdjustmentSpec, Capabilities, EngineConnector, ItemSpec, Posting, pick, recording_on
 from connectors.engine_state import DocKind
 from connectors.http import PlatformHttp
 from connectors.quickfile import mapping
-from connectors.quickfile.client import QuickFileClient, classify
+from connectors.quickfile.client import QuickFileClient
+from connectors.quickfile.errors import classify
+from connectors.quickfile.refunds import ZERO, RefundCredits
 from connectors.quickfile.settings import QuickFileSettings
 from daemon.canonical import Customer, InvoiceEvent, InvoiceLine, Payment, Refund
 
 DEFAULT_BASE_URL = "https://api.quickfile.co.uk"
-ZERO = Decimal("0")
 log = structlog.get_logger(__name__)
 
 
-class QuickFileConnector(EngineConnector):
+class QuickFileConnector(RefundCredits, EngineConnector):
     platform = "quickfile"
     settings_model = QuickFileSettings
     # Invoices are deleted (Invoice_Delete); payments deleted (Payment_Delete) and attributed to the invoice at
@@ -105,12 +105,6 @@ class QuickFileConnector(EngineConnector):
         if kind is DocKind.REFUND_PAYMENT:  # found through its refund's credit note reference (find)
             return references.settlement_reference(key)
         raise PermanentError(f"quickfile has no {kind.value} documents")  # no applications, no adjustments
-
-    def _paid_out(self, refund_id: str) -> list[dict[str, Any]]:
-        """The live REFUND notes that paid a refund's money back (``settle_refund``), told by our Notes."""
-        note = mapping.credit_note_reference(refund_id)
-        return [i for i in self.client.search("Invoice_Search", InvoiceType="INVOICE")
-                if i.get("InvoiceDescription") == note and mapping.PAID_BACK in str(i.get("Notes") or "")]
 
     def find(self, kind: DocKind, reference: str) -> list[ExternalRef]:
         if kind is DocKind.REFUND_PAYMENT:  # the paid-out parts of the refund's credit note, together
@@ -184,36 +178,6 @@ class QuickFileConnector(EngineConnector):
                                      rest_tax, out)
         return ExternalRef(external_id=",".join(ids), amount=gross)
 
-    def _post_credit(self, event: InvoiceEvent, refund: Refund, client_id: str, parent_id: str, net: Decimal,
-                     tax: Decimal, posted: Decimal = ZERO, paid_from: int | None = None) -> list[str]:
-        """``net`` + ``tax`` of the refund's credit (``posted`` of it already made) as credit notes under its
-        reference: VOID for what the parent still owes, HOLD for what was paid and is not held yet, an
-        independent REFUND note for the rest (the ids in that order). ``paid_from`` (money paid back, from that
-        bank nominal code): nothing more off what is owed; what was paid goes out as a REFUND note against the
-        invoice instead of HOLD, the rest as an independent REFUND note paid out too."""
-        parent = self.read_invoice(parent_id)
-        owed = Decimal(str(parent.balance or 0)) if parent is not None else ZERO
-        total = Decimal(str(parent.total or 0)) if parent is not None else ZERO
-        # Paid on the parent: our payments, all posted before any credit note (the engine's order). The notes
-        # already on it are the refunds before this one (posted in the event's order; all of them posted again
-        # when payments change) and the part of this one made: VOID for what they took off the balance, HOLD
-        # for the rest up to what was paid — the split this method made them with.
-        paid = sum((p.amount for p in received(event).values()), ZERO)
-        before = next(n for n, r in enumerate(event.refunds) if r.id == refund.id)
-        noted = sum((r.amount + r.tax_amount for r in event.refunds[:before]), posted)
-        held = min(max(noted - (total - paid - owed), ZERO), paid)
-        made = []
-        for kind, part_net, part_tax in mapping.credit_parts(net, tax, owed if paid_from is None else ZERO,
-                                                              paid - held):
-            part = refund.model_copy(update={"amount": part_net, "tax_amount": part_tax})
-            if paid_from is None:
-                body = mapping.credit_note_payload(event, part, client_id, parent_id, self.mapping, kind)
-            else:  # HOLD's part (money paid on the invoice) goes back against it; the rest stands alone
-                body = mapping.credit_note_payload(event, part, client_id, parent_id if kind == "HOLD" else "",
-                                                   self.mapping, "REFUND", paid_from)
-            made.append(str(self.client.call("Invoice_Create", body, write=True)["InvoiceID"]))
-        return made
-
     def settle_refund(self, event: InvoiceEvent, refund: Refund, credit: ExternalRef, amount: Decimal,
                       reference: str, posting: Posting) -> ExternalRef:
         """A refund the shop paid back: QuickFile records money paid back only as a REFUND credit note with
@@ -240,14 +204,6 @@ class QuickFileConnector(EngineConnector):
         for part_id in filter(None, settlement.external_id.split(",")):
             if self.read_invoice(part_id) is not None:
                 self.client.call("Invoice_Delete", mapping.delete_invoice_payload(part_id), write=True)
-
-    def _refund_bank(self, event: InvoiceEvent, refund: Refund) -> int:
-        method = references.refund_method(event, refund)
-        bank = self.mapping.payment_accounts.get(method) if method else None
-        if not bank:
-            raise PermanentError(f"mapping.payment_accounts names no bank nominal code for {method!r}, the method of "
-                                 f"the payment refund {refund.id} pays back")
-        return int(bank)
 
     def finish_for(self, event: InvoiceEvent, kind: DocKind, ref: ExternalRef) -> ExternalRef:
         """A refund's credit note an earlier attempt made only part of (its first part posted, the answer lost

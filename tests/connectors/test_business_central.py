@@ -18,7 +18,7 @@ from connectors import jsonmoney
 from connectors.base import (AuthError, PermanentError, RateLimitedError, RetryableError, StaleTokenError,
                              UncertainOutcomeError)
 from connectors.business_central import Sandbox, mapping
-from connectors.business_central.client import classify
+from connectors.business_central.errors import classify
 from connectors.base import DocumentState
 from connectors.engine import Observed, plan_is_empty
 from connectors.testing import refund

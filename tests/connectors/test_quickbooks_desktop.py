@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from connectors.base import PermanentError, DocumentState
-from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping, qbxml, soap
+from connectors.quickbooks_desktop import CONNECTOR, Sandbox, mapping, numbering, qbxml, soap
 from connectors.quickbooks_desktop.qwc import render_qwc
 from connectors.testing import MemoryContext, MemoryEntities, MemoryRuntime, invoice_event, line, next_version, payment
 from daemon.canonical import Customer, Location, Refund
@@ -254,14 +254,14 @@ def test_concurrent_first_invoices_of_a_new_customer_create_it_once(qbd):
 def test_ref_numbers_are_short_deterministic_and_collision_free(qbd):
     _, connector = qbd
     long_a, long_b = "INV-SOUTHWEST-000123", "INV-SOUTHWEST-000124"
-    a = connector.queue.ref_number(long_a, mapping.ref_candidates(long_a))
-    b = connector.queue.ref_number(long_b, mapping.ref_candidates(long_b))
+    a = connector.queue.ref_number(long_a, numbering.ref_candidates(long_a))
+    b = connector.queue.ref_number(long_b, numbering.ref_candidates(long_b))
     assert len(a) <= 11 and len(b) <= 11 and a != b
-    assert connector.queue.ref_number(long_a, mapping.ref_candidates(long_a)) == a
+    assert connector.queue.ref_number(long_a, numbering.ref_candidates(long_a)) == a
     # A forced collision: the first candidate taken by another number gives the next one.
-    taken = next(mapping.ref_candidates("INV-MAIN-000001"))
+    taken = next(numbering.ref_candidates("INV-MAIN-000001"))
     connector.queue.ref_number("OTHER", iter([taken]))
-    assert connector.queue.ref_number("INV-MAIN-000001", mapping.ref_candidates("INV-MAIN-000001")) != taken
+    assert connector.queue.ref_number("INV-MAIN-000001", numbering.ref_candidates("INV-MAIN-000001")) != taken
 
 
 def test_location_class_and_customer_change(qbd):

@@ -18,7 +18,8 @@ import pytest
 from connectors import jsonmoney
 from connectors.base import DocumentState, PermanentError, RateLimitedError, ReauthorizationRequired, RetryableError
 from connectors.quickfile import Sandbox
-from connectors.quickfile.client import classify, path
+from connectors.quickfile.client import path
+from connectors.quickfile.errors import classify
 from connectors.testing import MemoryContext, MemoryEntities, connectors_on, invoice_event, next_version, payment
 from daemon.canonical import Refund
 
