@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from connectors import jsonmoney
 from connectors.base import ClosedPeriodError, DeliveryError, PermanentError, RateLimitedError
 from connectors.http import retry_after_seconds
 
@@ -55,3 +56,19 @@ def classify_by(rules: Iterable[When], reason: str, *, facts: set[str], message:
     if issubclass(error, ClosedPeriodError):
         kwargs["closed_through"] = closed_through
     return error(reason, **kwargs)
+
+
+def odata_error(response: httpx.Response) -> tuple[dict[str, Any], str, str] | None:
+    """OData's error body, ``{"error": {"code", "message"}}`` — the message a string (Business Central, OData v4)
+    or ``{"lang", "value"}`` (SAP Business One, OData v3): (the error object, its code, its message), or None when
+    the body is not one."""
+    try:
+        body = jsonmoney.loads(response.content)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    text = message.get("value", "") if isinstance(message, dict) else str(message or "")
+    return error, str(error.get("code", "")), text

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import httpx
 
-from connectors import jsonmoney
-from connectors.base import (AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError,
-                             StaleTokenError)
-from connectors.http import retry_after_seconds
+from connectors.base import AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError, StaleTokenError
+from connectors.errors import When, classify_by, facts_of, odata_error
+
+RULES = (
+    When(AuthError, {"http:401"}),
+    When(RateLimitedError, {"http:429"}),
+    When(StaleTokenError, {"http:412"}),  # Request_EntityChanged: the If-Match ETag is not the record's any more
+    When(RetryableError, {"http:5xx"}),
+)
 
 
 def classify(response: httpx.Response) -> DeliveryError | None:
-    try:
-        body = jsonmoney.loads(response.content)
-    except ValueError:
+    found = odata_error(response)
+    if found is None:
         return None
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return None
-    status, code = response.status_code, str(error.get("code", ""))
-    common = {"status": status, "platform_code": code, "detail": error}
-    reason = f"Business Central {code}: {error.get('message', '')}"
-    if status == 401:
-        return AuthError(reason, **common)
-    if status == 429:
-        return RateLimitedError(reason, retry_after=retry_after_seconds(response), **common)
-    if status == 412:  # Request_EntityChanged: the If-Match ETag is not the record's any more
-        return StaleTokenError(reason, **common)
-    if status >= 500:
-        return RetryableError(reason, **common)
-    return PermanentError(reason, **common)
+    error, code, message = found
+    return classify_by(RULES, f"Business Central {code}: {message}", facts=facts_of(response.status_code),
+                       response=response, code=code, detail=error)
 
 
 def credited_cancel_refused(number: str, memos: list[str], refused: PermanentError) -> PermanentError:

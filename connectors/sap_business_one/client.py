@@ -10,31 +10,26 @@ import httpx
 
 from connectors import jsonmoney
 from connectors.base import AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError
-from connectors.http import PlatformHttp, retry_after_seconds
+from connectors.errors import When, classify_by, facts_of, odata_error
+from connectors.http import PlatformHttp
 
 JSON = {"Accept": "application/json"}
 
 
+RULES = (
+    When(AuthError, {"http:401"}),  # 301 "Invalid session": the session login already tried once more
+    When(RateLimitedError, {"http:429"}),
+    When(RetryableError, {"http:5xx"}),
+)
+
+
 def classify(response: httpx.Response) -> DeliveryError | None:
-    try:
-        body = jsonmoney.loads(response.content)
-    except ValueError:
+    found = odata_error(response)
+    if found is None:
         return None
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return None
-    message = error.get("message")
-    text = message.get("value", "") if isinstance(message, dict) else str(message or "")
-    status, code = response.status_code, str(error.get("code", ""))
-    common = {"status": status, "platform_code": code, "detail": error}
-    reason = f"SAP Business One {code}: {text}"
-    if status == 401:  # 301 "Invalid session": the session login already tried once more
-        return AuthError(reason, **common)
-    if status == 429:
-        return RateLimitedError(reason, retry_after=retry_after_seconds(response), **common)
-    if status >= 500:
-        return RetryableError(reason, **common)
-    return PermanentError(reason, **common)
+    error, code, message = found
+    return classify_by(RULES, f"SAP Business One {code}: {message}", facts=facts_of(response.status_code),
+                       response=response, code=code, detail=error)
 
 
 def quoted(value: str) -> str:
