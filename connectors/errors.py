@@ -10,7 +10,7 @@ The first rule that matches decides; none → ``PermanentError``."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -72,3 +72,19 @@ def odata_error(response: httpx.Response) -> tuple[dict[str, Any], str, str] | N
     message = error.get("message")
     text = message.get("value", "") if isinstance(message, dict) else str(message or "")
     return error, str(error.get("code", "")), text
+
+
+def odata_classifier(platform: str, rules: Iterable[When]) -> Callable[[httpx.Response], DeliveryError | None]:
+    """``classify`` for a platform answering with OData's error body: the first of ``rules`` matching the HTTP
+    status decides; the reason is "<platform> <code>: <message>"."""
+    rules = tuple(rules)
+
+    def classify(response: httpx.Response) -> DeliveryError | None:
+        found = odata_error(response)
+        if found is None:
+            return None
+        error, code, message = found
+        return classify_by(rules, f"{platform} {code}: {message}", facts=facts_of(response.status_code),
+                           response=response, code=code, detail=error)
+
+    return classify

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
-from connectors.base import AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError, StaleTokenError
-from connectors.errors import When, classify_by, facts_of, odata_error
+from connectors.base import AuthError, PermanentError, RateLimitedError, RetryableError, StaleTokenError
+from connectors.errors import When, odata_classifier
 
 RULES = (
     When(AuthError, {"http:401"}),
@@ -14,14 +12,7 @@ RULES = (
     When(RetryableError, {"http:5xx"}),
 )
 
-
-def classify(response: httpx.Response) -> DeliveryError | None:
-    found = odata_error(response)
-    if found is None:
-        return None
-    error, code, message = found
-    return classify_by(RULES, f"Business Central {code}: {message}", facts=facts_of(response.status_code),
-                       response=response, code=code, detail=error)
+classify = odata_classifier("Business Central", RULES)
 
 
 def credited_cancel_refused(number: str, memos: list[str], refused: PermanentError) -> PermanentError:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from connectors import jsonmoney
-from connectors.base import AuthError, DeliveryError, PermanentError, RateLimitedError, RetryableError
-from connectors.errors import When, classify_by, facts_of, odata_error
+from connectors.base import AuthError, PermanentError, RateLimitedError, RetryableError
+from connectors.errors import When, odata_classifier
 from connectors.http import PlatformHttp
 
 JSON = {"Accept": "application/json"}
@@ -23,13 +23,7 @@ RULES = (
 )
 
 
-def classify(response: httpx.Response) -> DeliveryError | None:
-    found = odata_error(response)
-    if found is None:
-        return None
-    error, code, message = found
-    return classify_by(RULES, f"SAP Business One {code}: {message}", facts=facts_of(response.status_code),
-                       response=response, code=code, detail=error)
+classify = odata_classifier("SAP Business One", RULES)
 
 
 def quoted(value: str) -> str:
