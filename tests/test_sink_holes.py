@@ -412,9 +412,9 @@ def test_resync_planned_create_does_not_post_twice_when_the_sink_posted_it_meanw
 
 
 def test_resync_waits_out_the_platforms_login_limit_instead_of_failing_the_invoice(ledger):
-    """Found by the chaos run with every connector: two daemons and the operator's `resync` share BILL's five
-    logins a minute per developer key; the resync's own login was refused (BDC_1144) and the command failed.
-    It now waits the limit out (here the wait clears the sandbox's minute window, as a minute passing would)."""
+    """Found by the chaos run with every connector: the operator's `resync` shares BILL's login limit (BDC_1144)
+    with the running daemons; its own login was refused and the command failed. It now waits the limit out (here
+    the wait clears the sandbox's login window, as the hour passing would)."""
     from connectors.bill_com import Sandbox
     from connectors.sandbox_kit import WindowLimit
     from connectors.testing import connectors_on
@@ -426,14 +426,14 @@ def test_resync_waits_out_the_platforms_login_limit_instead_of_failing_the_invoi
 
     def a_minute_passes(seconds: float) -> bool:
         waited.append(seconds)
-        sandbox.email_window = WindowLimit(sandbox.email_window.limit, 60.0)
+        sandbox.login_window = WindowLimit(sandbox.login_window.limit, 3600.0)
         return False
 
     with connectors_on(sandbox, "books") as build:
         connector = build()
         dev_key = next(iter(sandbox.users.values()))[2]
-        for _ in range(sandbox.email_window.limit):  # the daemons' logins used this minute's allowance
-            sandbox.email_window.hit(dev_key)
+        for _ in range(sandbox.login_window.limit):  # the daemons' logins used this hour's allowance
+            sandbox.login_window.hit(dev_key)
         event = invoice_event(31)
         result = resync.apply(ledger, connector, connector.target, [resync.ResyncItem(event, "create", "missing")],
                               patience=Patience(wait=a_minute_passes, say=None))

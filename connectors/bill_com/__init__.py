@@ -3,7 +3,7 @@
 from connectors.bill_com.connector import BillComConnector as CONNECTOR
 from connectors.registry import lazy_sandbox
 
-# BILL's login limit (5 a minute: login is on BILL's list of endpoints that send e-mail) is kept by the sandbox;
+# BILL's login limit (200 an hour, SOURCE.md) is kept by the sandbox;
 # its 20,000 requests an hour already suit the end-to-end run and the demo.
 LOCAL_SANDBOX_OPTIONS: dict[str, int] = {}
 

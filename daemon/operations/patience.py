@@ -1,6 +1,6 @@
 """Operator commands (resync, reconcile) wait out a platform's transient refusals, as the sink does.
 
-They run beside the daemon and share the platform's limits with it — BILL allows five logins a minute per
+They run beside the daemon and share the platform's limits with it — BILL allows 200 logins an hour per
 developer key, QuickBooks Online 500 requests a minute per company — so a refusal that says "later" (429, a
 login limit, a 5xx, a dropped connection) is waited out with the platform's Retry-After or a jittered
 back-off, up to a deadline, instead of ending the command half done with a traceback. Anything else (a
