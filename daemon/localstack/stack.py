@@ -300,9 +300,7 @@ def start_postgres(cfg: StackConfig) -> None:
     if not (data / "PG_VERSION").exists():
         subprocess.run(_as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                                     "-E", "UTF8", "--no-sync"]), check=True, stdout=subprocess.DEVNULL)
-    status = subprocess.run(_as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "status"]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if status.returncode != 0:
+    if not _postgres_running(cfg):
         _wait_port_free(cfg.pg_port, "PostgreSQL")
         opts = (f"-p {cfg.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c wal_level=logical "
                 "-c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off -c synchronous_commit=off "
@@ -321,11 +319,30 @@ def start_postgres(cfg: StackConfig) -> None:
     init_source(cfg.shop_dsn, cfg.source)
 
 
+# A fast shutdown waits for every walsender to send the WAL up to its checkpoint. Debezium's walsender whose client
+# does not read (its Connect task waiting on a broker that is down) holds it until wal_sender_timeout (60 s), which
+# is pg_ctl's own wait: the stop could return with the server still shutting down, and the next start found it
+# "running" and was refused ("the database system is shutting down"; every later test then found no server).
+FAST_STOP_S = 30
+
+
+def _postgres_running(cfg: StackConfig) -> bool:
+    status = subprocess.run(_as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(cfg.home / "pg" / "data"), "status"]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return status.returncode == 0
+
+
 def stop_postgres(cfg: StackConfig) -> None:
+    """Stop our PostgreSQL: fast, and immediate when fast has not finished in ``FAST_STOP_S`` (crash-safe: the next
+    start recovers). Returns once it is stopped."""
     data = cfg.home / "pg" / "data"
-    if (data / "PG_VERSION").exists():
-        subprocess.run(_as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not (data / "PG_VERSION").exists():
+        return
+    for mode, wait_s in (("fast", FAST_STOP_S), ("immediate", 60)):
+        subprocess.run(_as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "-t", str(wait_s),
+                                    "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not _postgres_running(cfg):
+            return
 
 
 # --- Kafka --------------------------------------------------------------------------------------------
