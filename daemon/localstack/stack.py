@@ -369,14 +369,22 @@ def start_kafka(cfg: StackConfig) -> None:
     if not (data / "meta.properties").exists():
         data.mkdir(parents=True, exist_ok=True)
         cp = f"{cfg.lib / 'kafka'}/*"
-        subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                        "-c", str(props), "--standalone"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        formatted = subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+                                    "-c", str(props), "--standalone"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        if formatted.returncode != 0:
+            raise StackError(f"formatting Kafka's storage failed: {formatted.stderr.strip()[-500:]}")
     _start_java(cfg, "kafka", "kafka.Kafka", [str(props)], "768m", ports=[cfg.kafka_port, cfg.controller_port])
     _wait(lambda: _kafka_ready(cfg), 90, "Kafka broker", cfg.logs / "kafka.log")
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id (16 bytes, base64url), never one starting with "-", as Kafka's own ``Uuid.randomUuid``:
+    kafka-storage's argument parser takes "-t -q_mR1e…" for an option, and 1 stack start in 64 failed."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _kafka_ready(cfg: StackConfig) -> bool:

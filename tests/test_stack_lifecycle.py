@@ -1,7 +1,9 @@
-"""The local stack's PostgreSQL stop (daemon/localstack/stack.py). Found by a full run: a fast shutdown held by
-Debezium's walsender (its Connect task waiting on a stopped broker) outlasted pg_ctl's wait; `stop_postgres`
-returned with the server still shutting down, the next `start_postgres` took it for running and was refused
-("the database system is shutting down"), and every later stack test found no server at all."""
+"""The local stack's own start and stop (daemon/localstack/stack.py), each found by a full run.
+
+PostgreSQL's stop: a fast shutdown held by Debezium's walsender (its Connect task waiting on a stopped broker)
+outlasted pg_ctl's wait; `stop_postgres` returned with the server still shutting down, the next `start_postgres`
+took it for running and was refused ("the database system is shutting down"), and every later stack test found no
+server at all. Kafka's cluster id: one starting with "-" was read as an option by kafka-storage."""
 
 from __future__ import annotations
 
@@ -59,3 +61,14 @@ def test_a_fast_stop_that_finishes_is_all(tmp_path, monkeypatch):
     monkeypatch.setattr(stack, "_pg_bin", lambda: Path("/pg/bin"))
     stack.stop_postgres(stack.StackConfig(home=tmp_path))
     assert [c[c.index("-m") + 1] for c in pg_ctl.calls if c[-1] == "stop"] == ["fast"]
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """Found by a full run: the stack's random cluster id was "-q_mR1eQSsq5N-h42ncaUg", kafka-storage read it as an
+    option ("argument --cluster-id/-t: expected one argument"), the stack did not start and 75 tests errored."""
+    import uuid
+
+    draws = iter([uuid.UUID(bytes=bytes([0xFA]) + bytes(15)), uuid.UUID(bytes=bytes([0x12]) + bytes(15))])
+    monkeypatch.setattr(stack.uuid, "uuid4", lambda: next(draws))
+    cluster_id = stack._cluster_id()  # noqa: SLF001
+    assert not cluster_id.startswith("-") and len(cluster_id) == 22
