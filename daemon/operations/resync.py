@@ -43,6 +43,9 @@ class ResyncItem:
     event: InvoiceEvent
     action: str  # create | update | no change | conflict
     detail: str
+    # The platform's copy of the ledger's document as the plan read it (None when the ledger has none): what
+    # reconcile compares balances with, so it does not read each document a second time.
+    held: RemoteInvoice | None = None
 
 
 def load_state(config: AppConfig) -> Mirror:
@@ -124,14 +127,14 @@ def plan(config: AppConfig, ledger: Ledger, connector: Connector, target: Target
         if not target.routes(event.location.code):
             continue
         doc = ledger.document(target.name, event.invoice_id)
-        remote = patience.call(f"reading {event.number}", lambda: connector.fetch_invoice(doc.external_id)) \
+        held = remote = patience.call(f"reading {event.number}", lambda: connector.fetch_invoice(doc.external_id)) \
             if doc.external_id else None
         by_number = patience.call(f"looking up {event.number}", lambda: connector.find_invoice(event)) \
             if remote is None else None
         if remote is None and by_number is not None and doc.external_id is None:
             remote, by_number = by_number, None  # posted, answer lost before the ledger knew: adopt it
         action, detail = classify(event, doc, remote, by_number)
-        items.append(ResyncItem(event, action, detail))
+        items.append(ResyncItem(event, action, detail, held))
     return items
 
 
