@@ -3,17 +3,18 @@
 Built from ``bill-com/SOURCE.md`` (its field tables for ``POST /v3/invoices`` and ``record-payment``; customers
 need a name and an e-mail) and BILL's developer pages: ``POST /v3/login`` (username, password, organizationId,
 devKey) → ``sessionId``, sent with ``devKey`` on every call and dead after 35 idle minutes (``401`` with
-``BDC_1109`` "Session is invalid. Please log in."; a wrong user ``BDC_1101``, a wrong key ``BDC_1102``);
-errors as ``[{timestamp, code, severity, category, message}]``; 20,000 requests an hour per developer key and
-200 logins an hour (``BDC_1144``), 3 concurrent requests per developer key per organisation (``BDC_1322``), 5 a
-minute on the endpoints that send e-mail or SMS (``/v3/invoices/{id}/email``; SOURCE.md lists login apart, at 200
-an hour — an earlier sandbox counted logins against the 5 a minute too and refused the sixth login of a minute). Invoices: ``PUT`` replaces the
-invoice (a line whose id is omitted is removed; an id BILL does not hold is refused; ``creditAmount`` omitted is
-0), ``PATCH`` changes what it names, ``creditAmount`` = credit memo amounts applied (at most what the customer's
-memos have left), archive / restore; ``record-payment`` applies an offline payment to invoices of one customer;
-``GET /v3/receivable-payments``; credit memos (``POST``, archive). Lists: ``max`` ≤ 100, ``page`` token,
-``filters=field:eq:value``; ``results`` / ``nextPage`` / ``prevPage``. Fields outside SOURCE.md's invoice and
-payment tables are refused (BILL's ``BDC_1002`` advice: "confirm whether a parameter is unknown or misspelt").
+``BDC_1109`` "Session is invalid. Please log in."; a wrong user ``BDC_1101``, a wrong key ``BDC_1102``); errors as
+``[{timestamp, code, severity, category, message}]``; 20,000 requests an hour per developer key and 200 logins an
+hour (``BDC_1144``), 3 concurrent requests per developer key per organisation (``BDC_1322``), 5 a minute on the
+endpoints that send e-mail or SMS (``/v3/invoices/{id}/email``; SOURCE.md lists login apart, at 200 an hour — an
+earlier sandbox counted logins against the 5 a minute too and refused the sixth login of a minute). Invoices:
+``PUT`` replaces the invoice (a line whose id is omitted is removed; an id BILL does not hold is refused;
+``creditAmount`` omitted is 0), ``PATCH`` changes what it names, ``creditAmount`` = credit memo amounts applied (at
+most what the customer's memos have left), archive / restore; ``record-payment`` applies an offline payment to
+invoices of one customer; ``GET /v3/receivable-payments``; credit memos (``POST``, archive). Lists: ``max`` ≤ 100,
+``page`` token, ``filters=field:eq:value``; ``results`` / ``nextPage`` / ``prevPage``. Fields outside SOURCE.md's
+invoice and payment tables are refused (BILL's ``BDC_1002`` advice: "confirm whether a parameter is unknown or
+misspelt").
 
 The sandbox's own, not BILL's (no page states them): the HTTP status of a limit (429), the per-minute limit's
 message and the validation codes (``BDC_VALIDATION``); that an archived invoice must carry no money; that a
