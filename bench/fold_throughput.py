@@ -228,12 +228,8 @@ def fold(bootstrap: str, prefix: str, expected_invoices: int, events: int, profi
          run: int = 0) -> tuple[float, float]:
     """(row events/s, CPU seconds of this process per row event: the fold thread, librdkafka's threads and
     the output counter)."""
-    out = f"{prefix}.r{run}"  # each run folds into fresh output topics, from the same source topics
-    config = AppConfig.model_validate({
-        "kafka": {"bootstrap_servers": bootstrap, "canonical_topic": f"{out}.invoices",
-                  "fold_state_topic": f"{out}.fold-state", "dead_letter_topic": f"{out}.dlq",
-                  "fold_group": f"{out}-fold"},
-        "source": {"topic_prefix": prefix, "incomplete_transaction_timeout_s": INCOMPLETE_TIMEOUT_S}})
+    out = f"{prefix}.r{run}"
+    config = _fold_config(bootstrap, prefix, run)
     ensure_topics(config)
     stop = threading.Event()
     runner = FoldRunner(config, stop, transactional_id=f"{out}-fold")
@@ -271,6 +267,67 @@ def fold(bootstrap: str, prefix: str, expected_invoices: int, events: int, profi
         print(f"fold thread: {cpu[0]:.1f} s CPU over {elapsed:.1f} s wall (from start-up to stop; the rest of the "
               f"wall is waiting on Kafka, librdkafka's threads, the broker and the GIL on 2 shared cores)")
     return events / elapsed, process_cpu / events
+
+
+def _fold_config(bootstrap: str, prefix: str, run: int) -> AppConfig:
+    out = f"{prefix}.r{run}"  # each run folds into fresh output topics, from the same source topics
+    return AppConfig.model_validate({
+        "kafka": {"bootstrap_servers": bootstrap, "canonical_topic": f"{out}.invoices",
+                  "fold_state_topic": f"{out}.fold-state", "dead_letter_topic": f"{out}.dlq",
+                  "fold_group": f"{out}-fold"},
+        "source": {"topic_prefix": prefix, "incomplete_transaction_timeout_s": INCOMPLETE_TIMEOUT_S}})
+
+
+def serve_fold(bootstrap: str, prefix: str, run: int, started_file: str) -> None:
+    """The fold alone in this process (``fold_process``'s child): run until SIGTERM, write the wall time at which
+    its partitions were assigned and its state rebuilt into ``started_file``."""
+    config = _fold_config(bootstrap, prefix, run)
+    ensure_topics(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runner = FoldRunner(config, stop, transactional_id=f"{prefix}.r{run}-fold")
+
+    def mark_started() -> None:
+        if runner.ready.wait(120):
+            Path(started_file).write_text(repr(time.time()))
+
+    threading.Thread(target=mark_started, daemon=True).start()
+    runner.run()
+
+
+def fold_process(bootstrap: str, prefix: str, expected_invoices: int, events: int, run: int = 0) -> tuple[float, float]:
+    """The fold measured as the peer is: in its own process (what the daemon's fold is, one thread of its own), its
+    output counted from this one. In ``fold`` the counting consumer shares the fold's process and its GIL.
+    (row events/s from its assignment to its last invoice readable, CPU seconds of its process per row event —
+    start-up included.)"""
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started_file = Path(tempfile.mkdtemp()) / "started"
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve-fold", "--bootstrap", bootstrap, "--prefix", prefix, "--run", str(run),
+         "--started-file", str(started_file)],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    counter = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}.r{run}-count",
+                        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                        "topic.metadata.refresh.interval.ms": 1000})
+    counter.subscribe([_fold_config(bootstrap, prefix, run).kafka.canonical_topic])
+    produced = 0
+    deadline = time.monotonic() + 1800
+    try:
+        while produced < expected_invoices and time.monotonic() < deadline and process.poll() is None:
+            produced += sum(1 for m in counter.consume(num_messages=5000, timeout=0.02) if not m.error())
+        finished = time.time()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        counter.close()
+    if produced < expected_invoices:
+        raise RuntimeError(f"the fold emitted {produced} of {expected_invoices} invoices")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+    return events / (finished - float(started_file.read_text())), cpu / events
 
 
 def peer(bootstrap: str, prefix: str, expected_invoices: int, events: int, run: int = 0) -> tuple[float, float]:
@@ -315,7 +372,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="baseline/fold pairs to run on the same workload")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the fold thread into FILE (slows the fold)")
     parser.add_argument("--peer", action="store_true", help="also run the quixstreams fold (the `bench` extra)")
+    parser.add_argument("--fold-in-thread", action="store_true",
+                        help="run the fold in a thread of this process, beside the consumer counting its output (the "
+                             "measurement before round 6; --profile implies it); by default it runs in its own process, "
+                             "counted from this one, as the peer is")
+    parser.add_argument("--serve-fold", action="store_true", help=argparse.SUPPRESS)  # fold_process's child
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--started-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fold:
+        serve_fold(args.bootstrap, args.prefix, args.run, args.started_file)
+        return
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     import structlog
     import logging
@@ -324,6 +392,9 @@ def main() -> None:
     config = AppConfig.model_validate({"kafka": {"bootstrap_servers": args.bootstrap}, "source": {"topic_prefix": prefix}})
     ensure_topics(config, [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic])
     print("load average at start (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
+    print("the fold runs " + ("in a thread of this process, beside the consumer counting its output"
+                              if args.fold_in_thread or args.profile else
+                              "in its own process, its output counted from this one (as the peer's is)"))
     if GC_TUNE is not None:  # the fold's process setting, from the start: every round's baseline, fold and peer alike
         GC_TUNE()
         print("garbage collector: the fold's setting (fold_runner.tune_gc) for the baseline, the fold and the peer")
@@ -340,7 +411,10 @@ def main() -> None:
             plain, plain_cpu = baseline(args.bootstrap, prefix, written, run, FOLD_DECODE)
             print(f"baseline  read+decode_change: {plain:>9,.0f} row events/s   {plain_cpu * 1e6:6.1f} us CPU per row "
                   f"event   (the fold's plain decode: a higher ceiling)", flush=True)
-        folded, fold_cpu = fold(args.bootstrap, prefix, invoices, written, args.profile, run)
+        if args.fold_in_thread or args.profile:
+            folded, fold_cpu = fold(args.bootstrap, prefix, invoices, written, args.profile, run)
+        else:
+            folded, fold_cpu = fold_process(args.bootstrap, prefix, invoices, written, run)
         print(f"fold      with Kafka txns  : {folded:>10,.0f} row events/s   {fold_cpu * 1e6:6.1f} us CPU per row event"
               f"   ({folded / base:.0%} of baseline; CPU {base_cpu / fold_cpu:.0%} of baseline's rate; target: >= 50%)"
               + (f"   ({folded / plain:.0%} of the decode_change baseline)" if plain else ""), flush=True)

@@ -104,12 +104,44 @@ _PRIMITIVES: dict[tuple[str, str | None], Callable[[Any], bytes]] = {
 }
 
 
+# Lines that write a value of the common kinds in place (``{v}``: the variable), each equal to its function above:
+# a length or zig-zag value below _SMALL is looked up in _Z, anything longer goes through the function.
+_INLINE: dict[tuple[str, str | None], tuple[str, ...]] = {
+    ("long", None): (
+        "if type({v}) is not int: raise Unwritable('not a long')",
+        "z = ({v} << 1) ^ ({v} >> 63)",
+        "a(_Z[z] if 0 <= z < _SMALL else _long({v}))",
+    ),
+    ("string", None): (
+        "if type({v}) is not str: raise Unwritable('not a string')",
+        "e = {v}.encode()",  # a lone surrogate raises: ``write`` leaves the record to fastavro
+        "n = len(e)",
+        "a(_Z[n << 1] if n < _HALF else _length(n))",
+        "a(e)",
+    ),
+    ("bytes", "decimal"): (
+        "if type({v}) is not bytes: raise Unwritable('not bytes')",
+        "n = len({v})",
+        "a(_Z[n << 1] if n < _HALF else _length(n))",
+        "a({v})",
+    ),
+    ("boolean", None): (
+        "if {v} is True: a(b'\\x01')",
+        "elif {v} is False: a(b'\\x00')",
+        "else: raise Unwritable('not a boolean')",
+    ),
+}
+_INLINE[("bytes", None)] = _INLINE[("bytes", "decimal")]
+
+
 class _Compiler:
     def __init__(self, named: dict[str, Any]) -> None:
         self.named = named  # fastavro's parsed schema names its record types once and refers to them by name
         self.functions: dict[str, str] = {}  # record name -> generated function name
         self.sources: list[str] = []
-        self.namespace: dict[str, Any] = {"Unwritable": Unwritable, "_long": _long, "_length": _length}
+        self.namespace: dict[str, Any] = {"Unwritable": Unwritable, "_long": _long, "_length": _length,
+                                          "_Z": _ZIGZAG_TABLE, "_SMALL": _SMALL,
+                                          "_HALF": _SMALL >> 1}
         self.constants = 0
 
     def constant(self, value: Any) -> str:
@@ -118,15 +150,20 @@ class _Compiler:
         self.namespace[name] = value
         return name
 
-    def record(self, schema: dict[str, Any]) -> str:
+    def record(self, schema: dict[str, Any], marks: tuple[str, ...] = ()) -> str:
         name = schema["name"]
         function = self.functions.get(name)
         if function is not None:
             return function
         function = self.functions[name] = f"_record{len(self.functions)}"
-        body = [f"def {function}(r, a):"]
+        body = [f"def {function}(r, a, p=None, m=None):" if marks else f"def {function}(r, a):"]
+        unknown = set(marks) - {field["name"] for field in schema["fields"]}
+        if unknown:
+            raise TypeError(f"no fields {sorted(unknown)} to mark")
         for number, field in enumerate(schema["fields"]):
             value = f"v{number}"
+            if field["name"] in marks:
+                body.append("    m.append(len(p))")
             body.append(f"    {value} = r[{field['name']!r}]")
             body.extend(self.value(field["type"], value, "    "))
         if len(body) == 1:
@@ -160,7 +197,10 @@ class _Compiler:
         if kind in ("record", "map", "fixed", "null", "float", "double"):
             raise TypeError(f"the compiled writer does not write {kind!r}")
         logical = schema.get("logicalType")
-        writer = _PRIMITIVES.get((kind, logical)) or _PRIMITIVES.get((kind, None))
+        inline = _INLINE.get((kind, logical))
+        if inline is not None:  # the common kinds written in place: a call per value was half the time
+            return [indent + line.format(v=value) for line in inline]
+        writer = _PRIMITIVES.get((kind, logical))
         if writer is None:
             raise TypeError(f"the compiled writer does not write {kind!r}")
         return [f"{indent}a({self.constant(writer)}({value}))"]
@@ -177,21 +217,36 @@ class _Compiler:
                 *self.value(other, value, indent + "    ")]
 
 
-def compile_writer(parsed_schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
-    """A function writing a record of ``parsed_schema`` (as ``fastavro.parse_schema`` returns it) as Avro binary,
-    or raising ``Unwritable`` for a record fastavro must write (``KeyError``/``TypeError`` are turned into it)."""
+class CompiledWriter:
+    """Writes records of one schema (``compile_writer``)."""
+
+    def __init__(self, write_fields: Callable[..., None], marks: tuple[str, ...]) -> None:
+        self._write_fields = write_fields
+        self.marks = marks
+
+    def __call__(self, record: dict[str, Any]) -> bytes:
+        """The record's Avro binary encoding."""
+        return b"".join(self.parts(record)[0])
+
+    def parts(self, record: dict[str, Any]) -> tuple[list[bytes], list[int]]:
+        """The encoding as pieces, and for each of ``marks`` (top-level field names, in schema order) how many
+        pieces come before that field's: a caller can take a field's bytes, or a span of fields, without
+        measuring them."""
+        parts: list[bytes] = []
+        marked: list[int] = []
+        try:
+            self._write_fields(record, parts.append, parts, marked) if self.marks else \
+                self._write_fields(record, parts.append)
+        except (KeyError, TypeError, AttributeError, UnicodeEncodeError) as exc:
+            raise Unwritable(f"{type(exc).__name__}: {exc}") from exc
+        return parts, marked
+
+
+def compile_writer(parsed_schema: dict[str, Any], marks: tuple[str, ...] = ()) -> CompiledWriter:
+    """A writer of records of ``parsed_schema`` (as ``fastavro.parse_schema`` returns it) as Avro binary, raising
+    ``Unwritable`` for a record fastavro must write (``KeyError``/``TypeError`` are turned into it)."""
     named = dict(parsed_schema.get("__named_schemas", {}))
     compiler = _Compiler(named)
-    top = compiler.record(parsed_schema)
+    top = compiler.record(parsed_schema, marks)
     exec("\n\n".join(compiler.sources), compiler.namespace)  # noqa: S102 - our own generated code
-    write_fields = compiler.namespace[top]
-
-    def write(record: dict[str, Any]) -> bytes:
-        parts: list[bytes] = []
-        try:
-            write_fields(record, parts.append)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise Unwritable(f"{type(exc).__name__}: {exc}") from exc
-        return b"".join(parts)
-
-    return write
+    return CompiledWriter(compiler.namespace[top], marks)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -27,7 +26,7 @@ from typing import Annotated, Literal
 import fastavro
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from daemon.avro_writer import Unwritable, compile_writer
+from daemon.avro_writer import CompiledWriter, Unwritable, compile_writer
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 CENT = Decimal("0.01")
@@ -252,8 +251,10 @@ def encode_invoice_event(event: InvoiceEvent) -> bytes:
 
 
 @lru_cache(maxsize=1)
-def _compiled_writer() -> Callable[[dict], bytes]:
-    return compile_writer(invoice_event_schema())
+def _compiled_writer() -> CompiledWriter:
+    """The canonical schema's compiled writer, marking the fields that bound the content hash's span."""
+    names = [field["name"] for field in invoice_event_schema()["fields"]]
+    return compile_writer(invoice_event_schema(), marks=(names[1], names[2], names[-2]))
 
 
 def _write_body(record: dict) -> bytes:
@@ -283,6 +284,13 @@ def encode_record_with_content_hash(record: dict) -> tuple[bytes, str]:
     ignores at the ends) are a canonical encoding of the content: equal content, equal bytes. The hash is
     SHA-256 over the invoice id's bytes and that span.
     """
+    try:
+        parts, (version, after_version, trailer) = _compiled_writer().parts(record)
+    except Unwritable:
+        pass
+    else:  # the writer marked where version, the field after it and source start: no measuring
+        content = b"".join(parts[:version]) + b"".join(parts[after_version:trailer])
+        return _header() + b"".join(parts), hashlib.sha256(content).hexdigest()
     payload = _header() + _write_body(record)
     source = record["source"]
     trailer = _trailer_bytes(source["tx_id"], source["lsn"], source["committed_at"], source["completion"],

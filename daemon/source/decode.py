@@ -269,7 +269,14 @@ def _converter_for(field: dict[str, Any]) -> Converter:
         return _SEMANTIC[name](field)
     if field.get("type") in ("string", "bytes"):
         return _passthrough_text
-    return lambda v: v
+    return _identity
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+_ABSENT = object()
 
 
 class _RowCodec:
@@ -277,16 +284,25 @@ class _RowCodec:
 
     def __init__(self, fields: list[dict[str, Any]]) -> None:
         self.converters = {f["field"]: _converter_for(f) for f in fields}
+        # What convert() does per column, split by kind: most columns (ids, counts, flags) are kept as they
+        # are, text only needs the TOAST placeholder check, and the rest go through their converter.
+        self._texts = tuple(name for name, conv in self.converters.items() if conv is _passthrough_text)
+        self._converted = tuple((name, conv) for name, conv in self.converters.items()
+                                if conv is not _passthrough_text and conv is not _identity)
 
     def convert(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The row with its values converted, in place (the row is this record's own, fresh from the JSON)."""
         if row is None:
             return None
-        converters = self.converters
-        out = {}
-        for key, value in row.items():
-            conv = converters.get(key)
-            out[key] = conv(value) if conv is not None else value
-        return out
+        get = row.get
+        for name in self._texts:
+            if get(name) == UNAVAILABLE_PLACEHOLDER:
+                row[name] = UNAVAILABLE
+        for name, conv in self._converted:
+            value = get(name, _ABSENT)
+            if value is not _ABSENT:
+                row[name] = conv(value)
+        return row
 
 
 _codecs: dict[str, tuple[list[dict[str, Any]], _RowCodec]] = {}  # topic -> (row fields, codec)

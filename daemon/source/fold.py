@@ -561,6 +561,24 @@ class _Paged:
         self.count = 0
 
 
+def _compile_values(columns: tuple[tuple[str, str], ...]) -> Callable[[dict[str, Any]], list[Any]]:
+    """A function giving a row's compact values (``Rows.encode``'s list, before absent columns are tagged) without
+    a loop over the columns: the layout, then each column's value, decimals and dates as their text."""
+    body = ["def values(row):", "    get = row.get"]
+    for number, (name, kind) in enumerate(columns):
+        body.append(f"    v{number} = get({name!r}, _MISSING)")
+        if kind == "d":
+            body.append(f"    if type(v{number}) is Decimal: v{number} = str(v{number})")
+        elif kind == "date":
+            body.append(f"    if type(v{number}) is date: v{number} = v{number}.isoformat()")
+        elif kind == "ts":
+            body.append(f"    if type(v{number}) is datetime: v{number} = v{number}.isoformat()")
+    body.append(f"    return [{LAYOUT}, {', '.join(f'v{n}' for n in range(len(columns)))}]")
+    namespace = {"_MISSING": _MISSING, "Decimal": Decimal, "date": date, "datetime": datetime}
+    exec("\n".join(body), namespace)  # noqa: S102 - our own generated code
+    return namespace["values"]
+
+
 class Rows:
     """One table's current rows, id -> row dict (decoded on access), stored as compact arrays."""
 
@@ -572,9 +590,16 @@ class Rows:
         self._decoders = tuple((name, _PARSERS[kind]) for name, kind in columns)
         self._typed = tuple((i + 1, _TYPES[kind]) for i, (_, kind) in enumerate(columns) if _TYPES[kind] is not None)
         self.store = _Paged()
+        self._values = _compile_values(columns) if columns else None
 
     # -- the compact form --
     def encode(self, row: dict[str, Any]) -> bytes:
+        if self._values is not None:  # the table's columns, compiled (one per table: the same list as below)
+            values = self._values(row)
+            if any(map(is_, values, repeat(_MISSING))):
+                values = [_ABSENT_TAG if v is _MISSING else v for v in values]
+            return memoryview(orjson.dumps(values, default=_state_default,
+                                           option=orjson.OPT_PASSTHROUGH_DATETIME)).tobytes()
         get = row.get
         values = [LAYOUT, *[get(name, _MISSING) for name in self.names]]
         for index, kind in self._typed:
@@ -817,7 +842,7 @@ class Mirror:
             if change.op == "t":
                 touched |= self._truncate(change.table)
                 continue
-            touched |= self._apply_row(change)
+            self._apply_row(change, touched)
         counters = self._event_counters
         for key, count in seen.items():
             counter = counters.get(key)
@@ -826,17 +851,18 @@ class Mirror:
             counter.inc(count)
         return touched
 
-    def _apply_row(self, change: RowChange) -> set[int]:
+    def _apply_row(self, change: RowChange, touched: set[int]) -> None:
+        """Apply one row change; add the invoices it touched to ``touched``."""
         table = change.table
         image = change.after if change.op != "d" else change.before
         if image is None or "id" not in image:
-            return set()
+            return
         pk = int(image["id"])
         rows = self.rows[table]
         old = self._row(table, pk)
         if change.op == "d":
             if old is None:
-                return set()
+                return
             new = None
         else:
             new = change.after or {}
@@ -846,11 +872,40 @@ class Mirror:
                 for key, value in new.items():
                     if value is UNAVAILABLE:
                         new[key] = old.get(key) if old else None
+        children = self.by_invoice.get(table)
+        if children is not None:
+            # A child row (11 of an invoice's 13 row events): its index, dirty marks and touched invoice in one
+            # place, as _index_key / _index / _mark_dirty / _touched_by do them for every table.
+            old_invoice = None if old is None else old.get("invoice_id")
+            new_invoice = None if new is None else new.get("invoice_id")
+            old_invoice = None if old_invoice is None else int(old_invoice)
+            new_invoice = None if new_invoice is None else int(new_invoice)
+            if (old is None or new is None or old_invoice != new_invoice) and old_invoice is not None:
+                children.discard(old_invoice, pk)
+            self._store(table, rows, pk, old, new)
+            if new is not None and new_invoice is not None and (old is None or old_invoice != new_invoice):
+                children.add(new_invoice, pk)
+            for invoice_id, row in ((old_invoice, old), (new_invoice, new)):
+                if row is not None:
+                    if invoice_id is None:
+                        self.dirty_rows.add((table, pk))
+                    else:
+                        self.dirty_invoices.add(invoice_id)
+                        if row:
+                            touched.add(invoice_id)
+            return
         if old is None or new is None or self._index_key(table, old) != self._index_key(table, new):
             self._unindex(table, pk, old)
             reindex = True
         else:
             reindex = False  # same invoice (same customer and job): the indices already hold it
+        self._store(table, rows, pk, old, new)
+        if new is not None and reindex:
+            self._index(table, pk, new)
+        self._mark_dirty(table, pk, old, new)
+        touched |= self._touched_by(table, pk, old, new)
+
+    def _store(self, table: str, rows: Rows, pk: int, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         if new is None:
             rows.drop(pk)
             self._cache[table].pop(pk, None)
@@ -861,10 +916,6 @@ class Mirror:
             cache = self._cache[table]
             if len(cache) < _BATCH_CACHE or pk in cache:  # beyond the bound: decoded again from the store
                 cache[pk] = new
-            if reindex:
-                self._index(table, pk, new)
-        self._mark_dirty(table, pk, old, new)
-        return self._touched_by(table, pk, old, new)
 
     def _mark_dirty(self, table: str, pk: int, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """Note what the changelog must write for a changed row: its invoice's record when it belongs (or
@@ -1020,22 +1071,27 @@ class Mirror:
         refunds: list[dict[str, Any]] = []
         subtotal = tax_total = ZERO
         if not deleted:
-            taxes_by_line: dict[int, list[tuple[Any, int, dict[str, Any]]]] = {}
+            taxes_by_line: dict[int, list[tuple[Any, int, dict[str, Any], Decimal]]] = {}
+            rates: dict[Any, tuple[Any, int, Any, bytes]] = {}  # an invoice's taxes share a rate or two: looked up once
             for tax_id in self.by_invoice["line_taxes"].get(invoice_id, ()):
                 t = row("line_taxes", tax_id)
-                rate_id = int(t["tax_rate_id"])
-                rate = row("tax_rates", rate_id) or {}
+                raw_rate_id = t["tax_rate_id"]
+                known = rates.get(raw_rate_id)
+                if known is None:
+                    rate_id = int(raw_rate_id)
+                    rate = row("tax_rates", rate_id) or {}
+                    known = rates[raw_rate_id] = (rate.get("code", f"TAX{raw_rate_id}"), rate_id,
+                                                  rate.get("name", rate.get("code", "Tax")),
+                                                  _at(_dec(rate.get("rate", 0)), 5))
+                code, rate_id, name, rate_bytes = known
                 amount = _cents(_dec(t["amount"]))
                 tax_total += amount  # only the taxes of lines that exist count: subtracted below otherwise
-                code = rate.get("code", f"TAX{t['tax_rate_id']}")
                 line_id = int(t["line_id"])
                 line_taxes = taxes_by_line.get(line_id)
                 if line_taxes is None:
                     line_taxes = taxes_by_line[line_id] = []
-                line_taxes.append((code, rate_id, {
-                    "tax_rate_id": rate_id, "code": code, "name": rate.get("name", rate.get("code", "Tax")),
-                    "rate": _at(_dec(rate.get("rate", 0)), 5), "amount": _at(amount, 2), "_amount": amount,
-                }))
+                line_taxes.append((code, rate_id, {"tax_rate_id": rate_id, "code": code, "name": name,
+                                                   "rate": rate_bytes, "amount": _at(amount, 2)}, amount))
             line_ids = self.by_invoice["invoice_lines"].get(invoice_id, ())
             for line_id in line_ids:
                 ln = row("invoice_lines", line_id)
@@ -1046,7 +1102,7 @@ class Mirror:
                 if line_taxes is not None:
                     if len(line_taxes) > 1:
                         line_taxes.sort(key=_first_two)
-                    taxes = [t for _, _, t in line_taxes]
+                    taxes = [t for _, _, t, _ in line_taxes]
                 else:
                     taxes = []
                 lines.append({
@@ -1056,11 +1112,8 @@ class Mirror:
                     "taxes": taxes,
                 })
             for orphans in taxes_by_line.values():  # taxes of lines that do not exist (any more)
-                for _, _, t in orphans:
-                    tax_total -= t["_amount"]
-            for line in lines:
-                for t in line["taxes"]:
-                    del t["_amount"]
+                for _, _, _, amount in orphans:
+                    tax_total -= amount
             if len(lines) > 1:
                 lines.sort(key=_line_order)
             for pid in self.by_invoice["payments"].get(invoice_id, ()):
@@ -1249,25 +1302,25 @@ def _cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def _first_two(item: tuple[Any, int, Any]) -> tuple[Any, int]:
+def _first_two(item: tuple[Any, int, Any, Any]) -> tuple[Any, int]:
     return item[0], item[1]  # a line's taxes in (code, tax rate id) order
 
 
 _SCALES = {scale: Decimal(1).scaleb(-scale) for scale in (2, 3, 4, 5)}
-_at_cache: dict[tuple[Decimal, int], bytes] = {}
+_at_caches: dict[int, dict[Decimal, bytes]] = {scale: {} for scale in _SCALES}  # one per scale: no key tuples
 
 
 def _at(value: Decimal, scale: int) -> bytes:
     """The Avro bytes of a decimal field: rounded half up to the field's scale exactly as the model's validator
     rounds it (``canonical._at_scale``), then the unscaled value (``canonical._decimal_bytes``). Amounts, prices
     and rates repeat: cached (equal decimals round to one value)."""
-    key = (value, scale)
-    encoded = _at_cache.get(key)
+    cache = _at_caches[scale]
+    encoded = cache.get(value)
     if encoded is None:
         encoded = _decimal_bytes(value.quantize(_SCALES[scale], rounding=ROUND_HALF_UP), scale)
-        if len(_at_cache) >= 8192:
-            _at_cache.clear()
-        _at_cache[key] = encoded
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[value] = encoded
     return encoded
 
 
