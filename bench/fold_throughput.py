@@ -381,14 +381,14 @@ def main() -> None:
     parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--started-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_fold:
-        serve_fold(args.bootstrap, args.prefix, args.run, args.started_file)
-        return
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
     import structlog
     import logging
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.serve_fold:
+        serve_fold(args.bootstrap, args.prefix, args.run, args.started_file)
+        return
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
     config = AppConfig.model_validate({"kafka": {"bootstrap_servers": args.bootstrap}, "source": {"topic_prefix": prefix}})
     ensure_topics(config, [config.source.table_topic(t) for t in TABLES] + [config.source.tx_topic])
     print("load average at start (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())

@@ -31,6 +31,8 @@ class Unwritable(ValueError):
 
 
 def _varint(zigzag: int) -> bytes:
+    if 0x4000 <= zigzag < 0x200000:  # three bytes (beyond _ZIGZAG_TABLE): dates, most ids
+        return bytes(((zigzag & 0x7F) | 0x80, ((zigzag >> 7) & 0x7F) | 0x80, zigzag >> 14))
     out = bytearray()
     while zigzag >= 0x80:
         out.append((zigzag & 0x7F) | 0x80)
