@@ -697,7 +697,8 @@ class ChildIndex:
         return self.store.count
 
     def add(self, invoice_id: int, pk: int) -> None:
-        data = self.store.get(invoice_id)
+        page = self.store.pages.get(invoice_id >> _PAGE_BITS)  # _Paged.get, inlined: once per child row event
+        data = None if page is None else page[invoice_id & _PAGE_MASK]
         if data is None:
             self.store.set(invoice_id, pk.to_bytes(8, sys.byteorder, signed=True))
             return
@@ -823,6 +824,8 @@ class Mirror:
         # (locations, customers, vehicles, tax rates; bounded), so a rebuild does not decode them again.
         self._cache: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in TABLES}
         self._event_counters: dict[tuple[str, str], Any] = {}
+        self._event_counts: dict[tuple[str, str], int] = {}  # (table, op) -> row events not yet counted
+        self._totals_mismatches = 0  # invoices built with totals that differ, not yet counted
         self.now = _utc_now  # the events' emitted_at (tests fix it)
 
     # -- applying changes --
@@ -830,7 +833,7 @@ class Mirror:
         """Apply one transaction's changes; return the ids of the invoices it touched. ``beat`` is called every
         100,000 changes (a history import's snapshot is millions: the fold is busy, not stuck)."""
         touched: set[int] = set()
-        seen: dict[tuple[str, str], int] = {}
+        seen = self._event_counts
         rows = self.rows
         for n, change in enumerate(tx.changes):
             if beat is not None and n % 100_000 == 99_999:
@@ -843,13 +846,22 @@ class Mirror:
                 touched |= self._truncate(change.table)
                 continue
             self._apply_row(change, touched)
+        return touched
+
+    def flush_metrics(self) -> None:
+        """Add what was counted since the last call to the Prometheus counters: once per consumed batch (the
+        runner) rather than per transaction, where a counter's lock and lookup were ~0.6 µs of each row event's
+        fold. ``changelog()`` calls it too."""
         counters = self._event_counters
-        for key, count in seen.items():
+        for key, count in self._event_counts.items():
             counter = counters.get(key)
             if counter is None:
                 counter = counters[key] = metrics.CDC_EVENTS.labels(*key)
             counter.inc(count)
-        return touched
+        self._event_counts.clear()
+        if self._totals_mismatches:
+            metrics.FOLD_TOTALS_MISMATCH.inc(self._totals_mismatches)
+            self._totals_mismatches = 0
 
     def _apply_row(self, change: RowChange, touched: set[int]) -> None:
         """Apply one row change; add the invoices it touched to ``touched``."""
@@ -999,7 +1011,8 @@ class Mirror:
         row = cache.get(pk)
         if row is None:
             rows = self.rows[table]
-            data = rows.store.get(pk)
+            page = rows.store.pages.get(pk >> _PAGE_BITS)  # _Paged.get, inlined: once per row event
+            data = None if page is None else page[pk & _PAGE_MASK]
             if data is None:
                 return None
             row = rows.decode(data)
@@ -1133,7 +1146,7 @@ class Mirror:
         computed = (_cents(subtotal), _cents(tax_total), _cents(total)) if not deleted else stored
         mismatch = computed != stored
         if mismatch:
-            metrics.FOLD_TOTALS_MISMATCH.inc()
+            self._totals_mismatches += 1
         job = None
         job_row = row("jobs", int(header["job_id"])) if header.get("job_id") is not None else None
         if job_row is not None:
@@ -1192,6 +1205,7 @@ class Mirror:
         ``r:<table>:<id>``. A row's value is its compact array (``[layout, column values...]``, see ``COLUMNS``).
         Records are written in this order (``r:`` keys first): the topic has one partition, and ``restore``
         relies on reading them in offset order, as compaction keeps them."""
+        self.flush_metrics()
         rows = self.rows
         for table, pk in sorted(self.dirty_rows):
             raw = rows[table].raw(pk)

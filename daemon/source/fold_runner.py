@@ -363,9 +363,11 @@ class FoldRunner:
             self._emitted = []
         kafka = self.config.kafka
         emitted = 0
+        completions: dict[str, int] = {}  # counted once per batch (a counter's lock per transaction added up)
+        statuses: dict[str, int] = {}
         try:
             for tx in ready:
-                metrics.FOLD_TRANSACTIONS.labels(tx.completion).inc()
+                completions[tx.completion] = completions.get(tx.completion, 0) + 1
                 try:
                     touched = self.mirror.apply(tx, beat=self.progress.beat)
                 except POISON as exc:  # a row this version cannot store (a schema change): not the whole stream
@@ -383,7 +385,7 @@ class FoldRunner:
                         continue
                     self._produce(kafka.canonical_topic, built.key, built.payload,
                                   [("ledgerwire-version", str(built.version).encode())])
-                    metrics.FOLD_EVENTS_EMITTED.labels(built.status).inc()
+                    statuses[built.status] = statuses.get(built.status, 0) + 1
                     emitted += 1
                     self._emitted.append(invoice_id)
                     if time.monotonic() - chunk_started >= CHUNK_S:
@@ -400,6 +402,12 @@ class FoldRunner:
             # waiting for it to time out.
             self._abort_open_transaction()
             raise
+        finally:
+            for completion, count in completions.items():
+                metrics.FOLD_TRANSACTIONS.labels(completion).inc(count)
+            for status, count in statuses.items():
+                metrics.FOLD_EVENTS_EMITTED.labels(status).inc(count)
+            self.mirror.flush_metrics()
         self._transaction_released |= bool(ready)
         if emitted:
             log.debug("fold_folded", transactions=len(ready), events=emitted)
