@@ -373,24 +373,19 @@ def decode_change(topic: str, partition: int, offset: int, value: bytes | None) 
         plain = Source(get("db"), get("schema"), get("table"), get("ts_ms"), get("snapshot", "false"), get("txId"),
                        get("lsn"))
         block = Block(tx.get("id"), tx.get("total_order"), tx.get("data_collection_order")) if tx else None
+        # The model's types, checked inline (a helper call per field was ~5 % of a decode).
         if type(plain.db) is str and type(plain.table) is str and type(plain.ts_ms) is int and \
-                _str_or_none(plain.schema_) and _str_or_none(plain.snapshot) and _int_or_none(plain.txId) and \
-                _int_or_none(plain.lsn) and (block is None or (type(block.id) is str and type(block.total_order) is int
-                                                              and type(block.data_collection_order) is int)):
+                (plain.schema_ is None or type(plain.schema_) is str) and \
+                (plain.snapshot is None or type(plain.snapshot) is str) and \
+                (plain.txId is None or type(plain.txId) is int) and (plain.lsn is None or type(plain.lsn) is int) and \
+                (block is None or (type(block.id) is str and type(block.total_order) is int
+                                   and type(block.data_collection_order) is int)):
             change = Change.__new__(Change)
             change.table, change.op, change.before, change.after = plain.table, payload["op"], before, after
             change.source, change.transaction = plain, block
             change.topic, change.partition, change.offset = topic, partition, offset
             return change
     return _validated(topic, partition, offset, payload, before, after)
-
-
-def _str_or_none(value: Any) -> bool:
-    return value is None or type(value) is str
-
-
-def _int_or_none(value: Any) -> bool:
-    return value is None or type(value) is int
 
 
 def _envelope(topic: str, value: bytes) -> tuple[dict[str, Any], Any, Any]:
