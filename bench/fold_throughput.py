@@ -6,7 +6,9 @@ on the local stack's Kafka, then measures, in the same process setup:
 
 * baseline: a bare confluent-kafka consumer that reads every record and decodes it (``daemon.source.decode``);
 * fold: ``FoldRunner`` — decode, reassemble transactions, fold, Avro-encode, produce canonical events and
-  the state changelog, and commit offsets, all inside Kafka transactions.
+  the state changelog, and commit offsets, all inside Kafka transactions. It runs in a process of its own, its
+  output counted from this one, as the peer's is (``--fold-in-thread``: in a thread of this process, beside the
+  counting consumer, which takes the GIL from it — the measurement before round 6).
 
 * peer (``--peer``): the same transaction fold written with quixstreams (``bench/fold_peer_quixstreams.py``:
   exactly-once, tuned; what it does and does not guarantee is said there), in its own process, counted on
