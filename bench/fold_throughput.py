@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -302,51 +303,36 @@ def fold_process(bootstrap: str, prefix: str, expected_invoices: int, events: in
     output counted from this one. In ``fold`` the counting consumer shares the fold's process and its GIL.
     (row events/s from its assignment to its last invoice readable, CPU seconds of its process per row event —
     start-up included.)"""
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started_file = Path(tempfile.mkdtemp()) / "started"
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fold", "--bootstrap", bootstrap, "--prefix", prefix, "--run", str(run),
-         "--started-file", str(started_file)],
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
-    counter = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}.r{run}-count",
-                        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                        "topic.metadata.refresh.interval.ms": 1000})
-    counter.subscribe([_fold_config(bootstrap, prefix, run).kafka.canonical_topic])
-    produced = 0
-    deadline = time.monotonic() + 1800
-    try:
-        while produced < expected_invoices and time.monotonic() < deadline and process.poll() is None:
-            produced += sum(1 for m in counter.consume(num_messages=5000, timeout=0.02) if not m.error())
-        finished = time.time()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        counter.close()
-    if produced < expected_invoices:
-        raise RuntimeError(f"the fold emitted {produced} of {expected_invoices} invoices")
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
-    return events / (finished - float(started_file.read_text())), cpu / events
+    return _counted_process(
+        "the fold", lambda started_file: [sys.executable, __file__, "--serve-fold", "--bootstrap", bootstrap,
+                                          "--prefix", prefix, "--run", str(run), "--started-file", started_file],
+        bootstrap, _fold_config(bootstrap, prefix, run).kafka.canonical_topic, f"{prefix}.r{run}-count",
+        expected_invoices, events)
 
 
 def peer(bootstrap: str, prefix: str, expected_invoices: int, events: int, run: int = 0) -> tuple[float, float]:
     """The quixstreams fold in its own process; (row events/s from its first record to its last invoice
     readable, CPU seconds of its process per row event — start-up included)."""
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = f"{prefix}.q{run}.invoices"
+    return _counted_process(
+        "the quixstreams fold",
+        lambda started_file: [sys.executable, str(Path(__file__).with_name("fold_peer_quixstreams.py")), "--bootstrap",
+                              bootstrap, "--prefix", prefix, "--output", out, "--group", f"{prefix}-q{run}",
+                              "--started-file", started_file] + (["--gc-tuned"] if GC_TUNE is not None else []),
+        bootstrap, out, f"{prefix}-q{run}-count", expected_invoices, events)
+
+
+def _counted_process(name: str, command: Callable[[str], list[str]], bootstrap: str, output: str, group: str,
+                     expected_invoices: int, events: int) -> tuple[float, float]:
+    """Run ``command`` (given the file it writes its start time into) until ``expected_invoices`` records are
+    readable on ``output``; (row events/s from its start time to then, CPU seconds of the process per row event)."""
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_file = Path(tempfile.mkdtemp()) / "started"
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("fold_peer_quixstreams.py")), "--bootstrap", bootstrap,
-         "--prefix", prefix, "--output", out, "--group", f"{prefix}-q{run}", "--started-file", str(started_file)]
-        + (["--gc-tuned"] if GC_TUNE is not None else []),
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
-    counter = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-q{run}-count",
-                        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                        "topic.metadata.refresh.interval.ms": 1000})
-    counter.subscribe([out])
+    process = subprocess.Popen(command(str(started_file)),
+                               env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    counter = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                        "isolation.level": "read_committed", "topic.metadata.refresh.interval.ms": 1000})
+    counter.subscribe([output])
     produced = 0
     deadline = time.monotonic() + 1800
     try:
@@ -361,7 +347,7 @@ def peer(bootstrap: str, prefix: str, expected_invoices: int, events: int, run: 
             process.kill()
         counter.close()
     if produced < expected_invoices:
-        raise RuntimeError(f"the quixstreams fold emitted {produced} of {expected_invoices} invoices")
+        raise RuntimeError(f"{name} emitted {produced} of {expected_invoices} invoices")
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
     return events / (finished - float(started_file.read_text())), cpu / events
@@ -375,9 +361,9 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="cProfile the fold thread into FILE (slows the fold)")
     parser.add_argument("--peer", action="store_true", help="also run the quixstreams fold (the `bench` extra)")
     parser.add_argument("--fold-in-thread", action="store_true",
-                        help="run the fold in a thread of this process, beside the consumer counting its output (the "
-                             "measurement before round 6; --profile implies it); by default it runs in its own process, "
-                             "counted from this one, as the peer is")
+                        help="run the fold in a thread of this process, beside the consumer counting its output "
+                             "(the measurement before round 6; --profile implies it); by default it runs in its own "
+                             "process, counted from this one, as the peer is")
     parser.add_argument("--serve-fold", action="store_true", help=argparse.SUPPRESS)  # fold_process's child
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
