@@ -43,8 +43,10 @@ BATCH_MESSAGES = 2000  # records per consume, and so at most per Kafka transacti
 COMMIT_INTERVAL_S = 0.05  # least time between Kafka transactions while records trickle in
 # Under a backlog a Kafka transaction stays open across full batches for up to this long. Committing one costs a
 # flush and three broker round trips during which the fold thread waits: one per 2,000-record batch was a third
-# of the fold's wall time (bench/RESULTS.md, round 5). A batch that is not full (the backlog is drained) commits
-# at once, so live latency is as before; quixstreams' exactly-once commit interval, tuned, is 0.5 s too.
+# of the fold's wall time (bench/RESULTS.md, round 5), and at 0.5 s the commits' waits were still ~10 % of it
+# (round 6). A batch that is not full (the backlog is drained) commits at once, so live latency is as before and a
+# drained backlog's output is readable at once; under a backlog the output comes in steps of up to this long (a
+# crash or a rebalance redoes at most this much work).
 TRANSACTION_SPAN_S = 2.0
 # The snapshot's last record does not mean every earlier snapshot record is in Kafka: Connect's producer fills each
 # request from the partitions in turn, so a batch of another table's records can be written after the one holding
