@@ -62,28 +62,6 @@ def _length(size: int) -> bytes:
     return _ZIGZAG_TABLE[size << 1] if size < _SMALL >> 1 else _varint(size << 1)
 
 
-def _string(value: Any) -> bytes:
-    if type(value) is not str:
-        raise Unwritable(f"not a string: {type(value).__name__}")
-    try:
-        encoded = value.encode()
-    except UnicodeEncodeError as exc:  # a lone surrogate: fastavro says so
-        raise Unwritable("not UTF-8 encodable") from exc
-    return _length(len(encoded)) + encoded
-
-
-def _bytes(value: Any) -> bytes:
-    if type(value) is not bytes:  # a Decimal (fastavro converts it) or anything else: fastavro's
-        raise Unwritable(f"not bytes: {type(value).__name__}")
-    return _length(len(value)) + value
-
-
-def _boolean(value: Any) -> bytes:
-    if type(value) is not bool:
-        raise Unwritable(f"not a boolean: {type(value).__name__}")
-    return b"\x01" if value else b"\x00"
-
-
 def _date(value: Any) -> bytes:
     if type(value) is date:
         return _int(value.toordinal() - _DAYS_SHIFT)
@@ -99,15 +77,16 @@ def _timestamp_micros(value: Any) -> bytes:
     return _long(value)
 
 
+# The kinds written by a call per value (``int`` and the logical types); the common kinds are written in place.
 _PRIMITIVES: dict[tuple[str, str | None], Callable[[Any], bytes]] = {
-    ("long", None): _long, ("int", None): _int, ("string", None): _string, ("bytes", None): _bytes,
-    ("boolean", None): _boolean, ("int", "date"): _date, ("long", "timestamp-micros"): _timestamp_micros,
-    ("bytes", "decimal"): _bytes,
+    ("int", None): _int, ("int", "date"): _date, ("long", "timestamp-micros"): _timestamp_micros,
 }
 
 
-# Lines that write a value of the common kinds in place (``{v}``: the variable), each equal to its function above:
-# a length or zig-zag value below _SMALL is looked up in _Z, anything longer goes through the function.
+# Lines that write a value of the common kinds in place (``{v}``: the variable; a call per value was half the
+# time): a length or zig-zag value below _SMALL is looked up in _Z, anything longer goes through _long / _length.
+# Text is UTF-8 (a lone surrogate raises UnicodeEncodeError: ``CompiledWriter.parts`` leaves the record to
+# fastavro); bytes are a decimal's unscaled value as ``canonical._decimal_bytes`` gives it (a Decimal: fastavro's).
 _INLINE: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("long", None): (
         "if type({v}) is not int: raise Unwritable('not a long')",
@@ -116,7 +95,7 @@ _INLINE: dict[tuple[str, str | None], tuple[str, ...]] = {
     ),
     ("string", None): (
         "if type({v}) is not str: raise Unwritable('not a string')",
-        "e = {v}.encode()",  # a lone surrogate raises: ``write`` leaves the record to fastavro
+        "e = {v}.encode()",
         "n = len(e)",
         "a(_Z[n << 1] if n < _HALF else _length(n))",
         "a(e)",
@@ -199,8 +178,12 @@ class _Compiler:
         if kind in ("record", "map", "fixed", "null", "float", "double"):
             raise TypeError(f"the compiled writer does not write {kind!r}")
         logical = schema.get("logicalType")
+        if (kind, logical) not in _INLINE and (kind, logical) not in _PRIMITIVES:
+            # Another logical type (uuid, timestamp-millis…) is written as its base type: the strict type checks
+            # leave any value fastavro would convert (a UUID, a datetime) to fastavro.
+            logical = None
         inline = _INLINE.get((kind, logical))
-        if inline is not None:  # the common kinds written in place: a call per value was half the time
+        if inline is not None:
             return [indent + line.format(v=value) for line in inline]
         writer = _PRIMITIVES.get((kind, logical))
         if writer is None:
