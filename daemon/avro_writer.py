@@ -9,8 +9,9 @@ type, a naive datetime, a missing field (fastavro would write the default), a nu
 fastavro's error. ``tests/test_avro_writer.py`` compares the two on generated records.
 
 Supported: records, ``long``/``int``, ``string``, ``boolean``, ``bytes`` (a decimal given as its unscaled bytes, as
-``canonical._decimal_bytes`` gives it), enums, arrays, unions of ``null`` and one type, and the logical types
-``date`` and ``timestamp-micros``. A schema with anything else is refused when compiled (``TypeError``).
+``canonical._decimal_bytes`` gives it), enums, arrays, unions of ``null`` and one type, the logical types
+``date`` and ``timestamp-micros``, and any other logical type as its base type. A schema with anything else is
+refused when compiled (``TypeError``; ``canonical`` then lets fastavro write every record).
 """
 
 from __future__ import annotations
