@@ -256,13 +256,16 @@ class Daemon:
         for listener in (self.http, self.web_connector):
             if listener is not None:
                 listener.stop()
-        stopped = all(not t.is_alive() for t in self.threads)
+        still_running = sorted(t.name for t in self.threads if t.is_alive())
+        stopped = not still_running
         crashes = self.crashes + sum(s.crashes for s in self.sinks)
         self.clean = stopped and crashes == 0
         if stopped:  # a loop stuck in a call holds a pool connection: closing the pool would wait for it
             self.ledger.close()
-        # "clean" only when every loop stopped in time AND none died of an unexpected error during the run.
-        log.info("daemon_stopped", clean=self.clean, threads_stopped=stopped, crashes=crashes)
+        # "clean" only when every loop stopped in time AND none died of an unexpected error during the run; the
+        # loops still running are named, so an unclean stop says where it was held.
+        log.info("daemon_stopped", clean=self.clean, threads_stopped=stopped, crashes=crashes,
+                 still_running=still_running)
 
     def run_forever(self) -> int:
         """The service main loop: signals, readiness, watchdog."""
