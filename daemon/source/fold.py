@@ -511,7 +511,6 @@ def _parse_ts(text: str) -> Any:
 
 
 _PARSERS = {"v": None, "d": _parse_decimal, "date": _parse_date, "ts": _parse_ts}
-_TYPES = {"v": None, "d": Decimal, "date": date, "ts": datetime}
 
 
 class _Paged:
@@ -562,8 +561,9 @@ class _Paged:
 
 
 def _compile_values(columns: tuple[tuple[str, str], ...]) -> Callable[[dict[str, Any]], list[Any]]:
-    """A function giving a row's compact values (``Rows.encode``'s list, before absent columns are tagged) without
-    a loop over the columns: the layout, then each column's value, decimals and dates as their text."""
+    """A function giving a row's compact values (``Rows.encode``'s list, before absent columns are tagged), compiled
+    per table so encoding loops over no column list: the layout, then each column's value (``_MISSING`` when the
+    row lacks it), decimals, dates and timestamps of exactly those types as their text."""
     body = ["def values(row):", "    get = row.get"]
     for number, (name, kind) in enumerate(columns):
         body.append(f"    v{number} = get({name!r}, _MISSING)")
@@ -586,26 +586,13 @@ class Rows:
         self.table = table
         columns = COLUMNS.get(table, ())
         self.columns = columns
-        self.names = tuple(name for name, _ in columns)
         self._decoders = tuple((name, _PARSERS[kind]) for name, kind in columns)
-        self._typed = tuple((i + 1, _TYPES[kind]) for i, (_, kind) in enumerate(columns) if _TYPES[kind] is not None)
         self.store = _Paged()
-        self._values = _compile_values(columns) if columns else None
+        self._values = _compile_values(columns)
 
     # -- the compact form --
     def encode(self, row: dict[str, Any]) -> bytes:
-        if self._values is not None:  # the table's columns, compiled (one per table: the same list as below)
-            values = self._values(row)
-            if any(map(is_, values, repeat(_MISSING))):
-                values = [_ABSENT_TAG if v is _MISSING else v for v in values]
-            return memoryview(orjson.dumps(values, default=_state_default,
-                                           option=orjson.OPT_PASSTHROUGH_DATETIME)).tobytes()
-        get = row.get
-        values = [LAYOUT, *[get(name, _MISSING) for name in self.names]]
-        for index, kind in self._typed:
-            value = values[index]
-            if type(value) is kind:
-                values[index] = str(value) if kind is Decimal else value.isoformat()
+        values = self._values(row)
         if any(map(is_, values, repeat(_MISSING))):
             values = [_ABSENT_TAG if v is _MISSING else v for v in values]
         # orjson's result keeps its spare buffer capacity (~4 KiB): copy it to an exact-size bytes object.
